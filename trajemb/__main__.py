@@ -1,0 +1,5 @@
+"""Allow ``python -m trajemb``."""
+
+from trajemb.cli import main
+
+raise SystemExit(main())

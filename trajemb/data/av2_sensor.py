@@ -1,0 +1,170 @@
+"""Reader for AV2 sensor-dataset logs: cuboid tracks in the ego frame -> city-frame ``TrackSet``.
+
+Each annotation's centre is moved to the city frame with the ego pose of the same ``timestamp_ns``
+(``p_city = R_city_ego @ p_ego + t_city_ego``), yaw from the composed rotation. Sweeps (~10 Hz) become
+steps of the 10 Hz grid by rounding their offset from the first sweep, so a dropped sweep is a gap, not
+a silent time warp. Logs without an ``EGO_VEHICLE`` cuboid get an ``ego`` track from the poses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.feather as feather
+from av2.geometry.geometry import quat_to_mat
+
+from trajemb.errors import DataError
+from trajemb.schema import STEP_S, FloatArray, Source, TrackCategory, TrackSet, repeat_str
+
+POSES_FILE = "city_SE3_egovehicle.feather"
+ANNOTATION_FILES = ("annotations.feather", "annotations_with_ego.feather")
+EGO_CATEGORY = "EGO_VEHICLE"
+EGO_TRACK_ID = "ego"
+
+#: AV2 sensor-dataset annotation category -> AV2 motion-forecasting object type.
+OBJECT_TYPE_FROM_CATEGORY: dict[str, str] = {
+    **dict.fromkeys(
+        ["REGULAR_VEHICLE", "LARGE_VEHICLE", "BOX_TRUCK", "TRUCK", "TRUCK_CAB", "VEHICULAR_TRAILER",
+         "RAILED_VEHICLE", EGO_CATEGORY],
+        "vehicle",
+    ),
+    **dict.fromkeys(["BUS", "ARTICULATED_BUS", "SCHOOL_BUS"], "bus"),
+    **dict.fromkeys(["MOTORCYCLE", "MOTORCYCLIST"], "motorcyclist"),
+    **dict.fromkeys(["BICYCLE", "BICYCLIST", "WHEELED_RIDER", "WHEELED_DEVICE"], "cyclist"),
+    **dict.fromkeys(["PEDESTRIAN", "STROLLER", "WHEELCHAIR", "OFFICIAL_SIGNALER"], "pedestrian"),
+    **dict.fromkeys(["DOG", "ANIMAL"], "unknown"),
+}  # fmt: skip
+#: Everything else in the 30-class taxonomy (bollards, cones, signs, ...) does not move.
+STATIC_OBJECT_TYPE = "static"
+
+#: City code in sensor-log map file names -> city name as written in motion-forecasting parquet.
+CITY_FROM_CODE: dict[str, str] = {
+    "ATX": "austin",
+    "DTW": "dearborn",
+    "MIA": "miami",
+    "PAO": "palo-alto",
+    "PIT": "pittsburgh",
+    "WDC": "washington-dc",
+}
+
+_POSE_COLUMNS = ["timestamp_ns", "qw", "qx", "qy", "qz", "tx_m", "ty_m", "tz_m"]
+_ANNOTATION_COLUMNS = ["timestamp_ns", "track_uuid", "category", "qw", "qx", "qy", "qz", "tx_m", "ty_m", "tz_m"]
+
+
+def find_sensor_logs(root: Path) -> list[Path]:
+    """Log folders under ``root`` (``root`` itself if it is one): those holding ego poses."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder")
+    if (root / POSES_FILE).exists():
+        return [root]
+    logs = sorted(p.parent for p in root.glob(f"*/{POSES_FILE}"))
+    if not logs:
+        raise DataError(f"{root}: no AV2 sensor logs (expected <log_id>/{POSES_FILE} inside)")
+    return logs
+
+
+def sensor_log_map_path(log_dir: Path) -> Path:
+    """The vector map JSON of a sensor log (``map/log_map_archive_*.json``)."""
+    maps = sorted((Path(log_dir) / "map").glob("log_map_archive_*.json"))
+    if len(maps) != 1:
+        raise DataError(f"{log_dir}: expected one map/log_map_archive_*.json, found {len(maps)}")
+    return maps[0]
+
+
+def _read_feather(path: Path, columns: list[str]) -> pa.Table:
+    try:
+        table = feather.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{path}: not a readable feather file ({exc})") from exc
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
+    return table.select(columns)
+
+
+def _rotation_and_translation(table: pa.Table) -> tuple[FloatArray, FloatArray]:
+    quat_wxyz = np.stack([table.column(c).to_numpy() for c in ("qw", "qx", "qy", "qz")], axis=-1)
+    t_xyz = np.stack([table.column(c).to_numpy() for c in ("tx_m", "ty_m", "tz_m")], axis=-1)
+    return quat_to_mat(quat_wxyz), t_xyz
+
+
+def read_sensor_log_tracks(log_dir: Path) -> TrackSet:
+    """Read one AV2 sensor log into a dense city-frame ``TrackSet`` (all categories ``unscored``).
+
+    Raises:
+        DataError: missing or unreadable files, annotation timestamps without an ego pose,
+            non-finite values.
+    """
+    log_dir = Path(log_dir)
+    ann_path = next((log_dir / n for n in ANNOTATION_FILES if (log_dir / n).exists()), None)
+    if ann_path is None:
+        raise DataError(f"{log_dir}: no {' or '.join(ANNOTATION_FILES)}")
+    poses = _read_feather(log_dir / POSES_FILE, _POSE_COLUMNS)
+    ann = _read_feather(ann_path, _ANNOTATION_COLUMNS)
+    if ann.num_rows == 0:
+        raise DataError(f"{ann_path}: no annotations")
+    map_path = sensor_log_map_path(log_dir)
+    map_key = map_path.stem.removeprefix("log_map_archive_")
+    city_code = map_key.split("____")[-1].split("_")[0]
+    city = CITY_FROM_CODE.get(city_code, city_code.lower())
+
+    pose_ts = poses.column("timestamp_ns").to_numpy()
+    order = np.argsort(pose_ts, kind="stable")
+    pose_ts = pose_ts[order]
+    R_city_ego, t_city_ego = _rotation_and_translation(poses.take(pa.array(order)))
+
+    ann_ts = ann.column("timestamp_ns").to_numpy()
+    pose_idx = np.clip(np.searchsorted(pose_ts, ann_ts), 0, pose_ts.size - 1)
+    if not np.array_equal(pose_ts[pose_idx], ann_ts):
+        missing = int((pose_ts[pose_idx] != ann_ts).sum())
+        raise DataError(f"{log_dir}: {missing} annotation(s) have no ego pose with the same timestamp_ns")
+
+    R_ego_obj, t_ego_obj = _rotation_and_translation(ann)
+    xyz_city = np.einsum("nij,nj->ni", R_city_ego[pose_idx], t_ego_obj) + t_city_ego[pose_idx]
+    R_city_obj = R_city_ego[pose_idx] @ R_ego_obj
+    yaw_city = np.arctan2(R_city_obj[:, 1, 0], R_city_obj[:, 0, 0])
+    if not np.isfinite(xyz_city).all():
+        raise DataError(f"{log_dir}: non-finite cuboid positions after the city transform")
+
+    track_uuid = np.asarray(ann.column("track_uuid").to_numpy(zero_copy_only=False), dtype=np.str_)
+    category = np.asarray(ann.column("category").to_numpy(zero_copy_only=False), dtype=np.str_)
+    sweep_ts = np.unique(ann_ts)
+    has_ego = bool((category == EGO_CATEGORY).any())
+    if not has_ego:
+        ego_idx = np.searchsorted(pose_ts, sweep_ts)
+        track_uuid = np.concatenate([track_uuid, repeat_str(EGO_TRACK_ID, sweep_ts.size)])
+        category = np.concatenate([category, repeat_str(EGO_CATEGORY, sweep_ts.size)])
+        xyz_city = np.concatenate([xyz_city, t_city_ego[ego_idx]])
+        ego_R = R_city_ego[ego_idx]
+        yaw_city = np.concatenate([yaw_city, np.arctan2(ego_R[:, 1, 0], ego_R[:, 0, 0])])
+        ann_ts = np.concatenate([ann_ts, sweep_ts])
+
+    step = np.rint((ann_ts - sweep_ts[0]) / (STEP_S * 1e9)).astype(np.int64)
+    num_steps = int(step.max()) + 1
+    track_ids, first_row, track_of_row = np.unique(track_uuid, return_index=True, return_inverse=True)
+    flat = track_of_row * num_steps + step
+    # Two annotations of one track rounding to one step would be a broken log; keep the last.
+    xy = np.full((track_ids.size * num_steps, 2), np.nan)
+    xy[flat] = xyz_city[:, :2]
+    heading = np.full(track_ids.size * num_steps, np.nan)
+    heading[flat] = yaw_city
+    valid = np.zeros(track_ids.size * num_steps, dtype=bool)
+    valid[flat] = True
+    object_types = np.asarray(
+        [OBJECT_TYPE_FROM_CATEGORY.get(c, STATIC_OBJECT_TYPE) for c in category[first_row]], dtype=np.str_
+    )
+    return TrackSet(
+        scenario_id=log_dir.name,
+        city=city,
+        map_key=map_key,
+        source=Source.AV2_SENSOR,
+        track_ids=track_ids.astype(np.str_),
+        object_types=object_types,
+        categories=repeat_str(TrackCategory.UNSCORED.value, track_ids.size),
+        xy_city=xy.reshape(track_ids.size, num_steps, 2),
+        heading_rad=heading.reshape(track_ids.size, num_steps),
+        valid=valid.reshape(track_ids.size, num_steps),
+    )

@@ -1,0 +1,164 @@
+"""AV2 folders -> trajectory table: read every scenario / sensor log in parallel and cut windows.
+
+Work is distributed over worker processes in chunks; each worker returns columnar numpy batches, so
+the parent never touches per-state Python objects. Expected input errors (``DataError``) either stop
+the run with the file named or, with ``skip_bad``, are collected and reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from tqdm import tqdm
+
+from trajemb import __version__
+from trajemb.data.av2_motion import find_scenario_files, map_path_for, read_scenario_tracks
+from trajemb.data.av2_sensor import find_sensor_logs, read_sensor_log_tracks, sensor_log_map_path
+from trajemb.data.maps import MapCache
+from trajemb.errors import ConfigError, DataError
+from trajemb.schema import Source, WindowColumns, WindowConfig
+from trajemb.store import write_table
+from trajemb.windows import concat_windows, extract_windows
+
+log = logging.getLogger(__name__)
+
+from trajemb.synth.generate import MARKER_FILE as SYNTH_MARKER
+
+JobKind = Literal["motion", "sensor"]
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Inputs and options of ``trajemb prepare``."""
+
+    av2_dirs: tuple[str, ...] = ()
+    sensor_log_dirs: tuple[str, ...] = ()
+    window: WindowConfig = field(default_factory=WindowConfig)
+    workers: int = 0  # 0: one per CPU core
+    skip_bad: bool = False
+    maps_dir: str | None = None  # reduce and cache the maps the windows need here
+
+    def __post_init__(self) -> None:
+        if not self.av2_dirs and not self.sensor_log_dirs:
+            raise ConfigError("give at least one --av2 or --sensor-logs folder")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: JobKind
+    path: Path
+    source: Source
+
+
+@dataclass
+class PrepareReport:
+    num_inputs: int
+    num_windows: int
+    skipped: list[tuple[str, str]]
+    elapsed_s: float
+    manifest: dict[str, object]
+
+
+def collect_jobs(config: PrepareConfig) -> list[Job]:
+    """Every scenario file and sensor log named by ``config``, in a stable order."""
+    jobs: list[Job] = []
+    for root in config.av2_dirs:
+        source = Source.SYNTHETIC if (Path(root) / SYNTH_MARKER).exists() else Source.AV2_MOTION
+        jobs += [Job("motion", p, source) for p in find_scenario_files(Path(root))]
+    for root in config.sensor_log_dirs:
+        jobs += [Job("sensor", p, Source.AV2_SENSOR) for p in find_sensor_logs(Path(root))]
+    return jobs
+
+
+def process_job(job: Job, window: WindowConfig, maps_dir: str | None) -> WindowColumns:
+    """Read one input and cut its windows (runs in a worker process)."""
+    if job.kind == "motion":
+        tracks = read_scenario_tracks(job.path, job.source)
+        map_path = map_path_for(job.path)
+    else:
+        tracks = read_sensor_log_tracks(job.path)
+        map_path = sensor_log_map_path(job.path)
+    if not map_path.is_file():
+        raise DataError(f"{map_path}: map file missing beside {job.path.name}")
+    windows = extract_windows(tracks, window)
+    if maps_dir is not None and len(windows):
+        MapCache(Path(maps_dir)).get(map_path)
+    return windows
+
+
+def _safe_process(args: tuple[Job, WindowConfig, str | None]) -> tuple[WindowColumns | None, str | None]:
+    try:
+        return process_job(*args), None
+    except DataError as exc:
+        return None, str(exc)
+
+
+def _run(jobs: list[Job], config: PrepareConfig) -> Iterator[tuple[Job, WindowColumns | None, str | None]]:
+    args = [(job, config.window, config.maps_dir) for job in jobs]
+    workers = config.workers or (os.cpu_count() or 1)
+    if workers == 1 or len(jobs) < 8:
+        for job, a in zip(jobs, args, strict=True):
+            yield (job, *_safe_process(a))
+        return
+    chunksize = max(1, min(256, len(jobs) // (workers * 8)))
+    pool = ProcessPoolExecutor(max_workers=workers)
+    try:
+        for job, result in zip(jobs, pool.map(_safe_process, args, chunksize=chunksize), strict=True):
+            yield (job, *result)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def prepare_windows(config: PrepareConfig, progress: bool = True) -> tuple[WindowColumns, list[Job], list[tuple[str, str]]]:
+    """Read and window every input of ``config``; returns windows, jobs and skipped (path, reason)."""
+    jobs = collect_jobs(config)
+    batches: list[WindowColumns] = []
+    skipped: list[tuple[str, str]] = []
+    bar = tqdm(total=len(jobs), desc="prepare", unit="scenario", disable=not progress, dynamic_ncols=True)
+    try:
+        for job, windows, error in _run(jobs, config):
+            bar.update(1)
+            if error is not None:
+                if not config.skip_bad:
+                    raise DataError(f"{error} (use --skip-bad to go on past bad inputs)")
+                skipped.append((str(job.path), error))
+                log.warning("skipped %s", error)
+            elif windows is not None:
+                batches.append(windows)
+    finally:
+        bar.close()
+    if len(skipped) == len(jobs):
+        raise DataError(f"all {len(jobs)} inputs were bad; first: {skipped[0][1]}")
+    return concat_windows(batches, config.window.num_steps), jobs, skipped
+
+
+def prepare_table(config: PrepareConfig, out: Path, progress: bool = True) -> PrepareReport:
+    """Run ``prepare_windows`` and write the table to ``out`` atomically."""
+    t0 = time.perf_counter()
+    windows, jobs, skipped = prepare_windows(config, progress=progress)
+    if len(windows) == 0:
+        raise DataError(
+            f"no windows of {config.window.num_steps} steps passed the filters in {len(jobs)} input(s); "
+            "try a shorter --steps, --min-speed 0, or --tracks all"
+        )
+    manifest = write_table(
+        windows,
+        out,
+        {
+            "window_config": asdict(config.window),
+            "inputs": {"av2": list(config.av2_dirs), "sensor_logs": list(config.sensor_log_dirs)},
+            "num_inputs": len(jobs),
+            "skipped": [{"path": p, "reason": r} for p, r in skipped],
+            "trajemb_version": __version__,
+        },
+    )
+    return PrepareReport(len(jobs), len(windows), skipped, time.perf_counter() - t0, manifest)

@@ -1,0 +1,183 @@
+"""Data schema shared by every reader: enums, the dense per-scenario track set, window config.
+
+Units and frames are in the names: ``xy_city`` is metres in the AV2 city frame, ``xy_agent`` metres in
+the window's own agent frame (first point at the origin, initial heading along +x, +y to the left).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from av2.datasets.motion_forecasting.constants import (
+    AV2_SCENARIO_OBS_TIMESTEPS,
+    AV2_SCENARIO_STEP_HZ,
+)
+
+from trajemb.errors import ConfigError
+
+FloatArray = npt.NDArray[np.float64]
+Float32Array = npt.NDArray[np.float32]
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
+StrArray = npt.NDArray[np.str_]
+
+STEP_S: float = 1.0 / AV2_SCENARIO_STEP_HZ
+
+
+class Source(str, Enum):
+    """Where a window came from."""
+
+    AV2_MOTION = "av2_motion"
+    AV2_SENSOR = "av2_sensor"
+    SYNTHETIC = "synthetic"
+
+
+class TrackCategory(str, Enum):
+    """AV2 motion-forecasting track categories by name (``object_category`` 0..3 in the parquet)."""
+
+    FRAGMENT = "fragment"
+    UNSCORED = "unscored"
+    SCORED = "scored"
+    FOCAL = "focal"
+
+
+#: ``object_category`` integer in AV2 parquet -> our category name.
+CATEGORY_FROM_AV2: dict[int, TrackCategory] = {
+    0: TrackCategory.FRAGMENT,
+    1: TrackCategory.UNSCORED,
+    2: TrackCategory.SCORED,
+    3: TrackCategory.FOCAL,
+}
+
+
+class DirectionClass(str, Enum):
+    """Manoeuvre of a window, from its total heading change and lateral offset (see ``labels``)."""
+
+    STATIONARY = "stationary"
+    STRAIGHT = "straight"
+    LEFT = "left"
+    RIGHT = "right"
+    U_TURN = "u_turn"
+    LANE_CHANGE_LEFT = "lane_change_left"
+    LANE_CHANGE_RIGHT = "lane_change_right"
+
+
+#: AV2 motion-forecasting object types that count as vehicles for the "vehicles" filter.
+VEHICLE_TYPES: tuple[str, ...] = ("vehicle", "bus", "motorcyclist")
+#: Vulnerable road users.
+VRU_TYPES: tuple[str, ...] = ("pedestrian", "cyclist")
+
+
+@dataclass(frozen=True)
+class TrackSet:
+    """All tracks of one scenario (or sensor log) on a dense time grid of S steps at 10 Hz.
+
+    A = tracks, S = steps. Invalid (missing) states are NaN in ``xy_city`` / ``heading_rad`` and
+    False in ``valid``.
+    """
+
+    scenario_id: str
+    city: str
+    map_key: str  # the ``<key>`` of ``log_map_archive_<key>.json`` beside the data
+    source: Source
+    track_ids: StrArray  # (A,)
+    object_types: StrArray  # (A,)
+    categories: StrArray  # (A,) TrackCategory values
+    xy_city: FloatArray  # (A, S, 2)
+    heading_rad: FloatArray  # (A, S) recorded heading in the city frame, NaN where unknown
+    valid: BoolArray  # (A, S)
+
+    @property
+    def num_tracks(self) -> int:
+        return int(self.xy_city.shape[0])
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.xy_city.shape[1])
+
+
+TrackSelection = Literal["focal", "scored", "all"]
+Span = Literal["all", "future"]
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """Which windows to cut from each track.
+
+    ``tracks``: ``focal`` keeps the focal track only, ``scored`` focal + scored, ``all`` every category.
+    ``span``: ``all`` slides over the whole scenario, ``future`` only over the AV2 prediction horizon
+    (timesteps >= 50). ``min_speed_mps`` is the net displacement over the window divided by its duration
+    (the "moving" filter); 0 keeps parked objects. ``object_types`` empty keeps every type.
+    """
+
+    num_steps: int = 60
+    stride_steps: int = 10
+    tracks: TrackSelection = "all"
+    object_types: tuple[str, ...] = ()
+    min_speed_mps: float = 1.0
+    span: Span = "all"
+
+    def __post_init__(self) -> None:
+        if self.num_steps < 2:
+            raise ConfigError(f"num_steps must be >= 2, got {self.num_steps}")
+        if self.stride_steps < 1:
+            raise ConfigError(f"stride_steps must be >= 1, got {self.stride_steps}")
+        if self.min_speed_mps < 0:
+            raise ConfigError(f"min_speed_mps must be >= 0, got {self.min_speed_mps}")
+        if self.tracks not in ("focal", "scored", "all"):
+            raise ConfigError(f"tracks must be focal, scored or all, got {self.tracks!r}")
+        if self.span not in ("all", "future"):
+            raise ConfigError(f"span must be all or future, got {self.span!r}")
+
+    @property
+    def duration_s(self) -> float:
+        return (self.num_steps - 1) * STEP_S
+
+    @property
+    def first_start_step(self) -> int:
+        return AV2_SCENARIO_OBS_TIMESTEPS if self.span == "future" else 0
+
+    def allowed_categories(self) -> tuple[str, ...]:
+        if self.tracks == "focal":
+            return (TrackCategory.FOCAL.value,)
+        if self.tracks == "scored":
+            return (TrackCategory.FOCAL.value, TrackCategory.SCORED.value)
+        return tuple(c.value for c in TrackCategory)
+
+
+#: The paper's data: the focal track's 60-step future, one window per scenario.
+PAPER_FOCAL_FUTURE = WindowConfig(num_steps=60, stride_steps=60, tracks="focal", min_speed_mps=0.0, span="future")
+
+
+@dataclass(frozen=True)
+class WindowColumns:
+    """Columnar batch of W windows of T steps, as written to the trajectory table."""
+
+    xy_agent: Float32Array  # (W, T, 2)
+    origin_xy_city: FloatArray  # (W, 2)
+    theta_rad: FloatArray  # (W,) agent-frame heading in the city frame
+    scenario_id: StrArray  # (W,)
+    track_id: StrArray
+    object_type: StrArray
+    category: StrArray
+    city: StrArray
+    map_key: StrArray
+    source: StrArray
+    start_timestep: IntArray  # (W,)
+    direction: StrArray  # DirectionClass values
+    speed_bin: StrArray
+    mean_speed_mps: Float32Array
+    heading_change_rad: Float32Array
+    lateral_offset_m: Float32Array
+
+    def __len__(self) -> int:
+        return int(self.xy_agent.shape[0])
+
+
+def repeat_str(value: str, n: int) -> StrArray:
+    """(n,) array of ``value`` (``np.full(n, s, dtype=np.str_)`` would truncate ``s`` to one char)."""
+    return np.repeat(np.asarray([value], dtype=np.str_), n)

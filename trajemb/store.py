@@ -1,0 +1,155 @@
+"""The trajectory table: every window with ids, labels and geometry, in one parquet file.
+
+``xy_agent`` is a fixed-size list column of T*2 float32; the manifest (format version, window config,
+sources, content hash) travels in the parquet schema metadata under ``trajemb``. The content hash
+covers the geometry and ids, so an index or embedding built from a table can name exactly which one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from trajemb.atomic import atomic_path
+from trajemb.errors import DataError
+from trajemb.schema import Float32Array, WindowColumns
+
+FORMAT_VERSION = 1
+METADATA_KEY = b"trajemb"
+
+#: Per-window metadata columns, in table order.
+META_COLUMNS: tuple[str, ...] = (
+    "window_id", "source", "scenario_id", "track_id", "object_type", "category", "city", "map_key",
+    "start_timestep", "origin_x_city_m", "origin_y_city_m", "theta_rad", "direction", "speed_bin",
+    "mean_speed_mps", "heading_change_rad", "lateral_offset_m",
+)  # fmt: skip
+
+
+def window_ids(windows: WindowColumns) -> np.ndarray:
+    """Stable, human-readable id of each window: ``source/scenario/track/start``."""
+    parts = [windows.source, windows.scenario_id, windows.track_id, windows.start_timestep.astype(np.str_)]
+    out = parts[0]
+    for p in parts[1:]:
+        out = np.char.add(np.char.add(out, "/"), p)
+    return np.asarray(out, dtype=np.str_)
+
+
+def content_hash(xy_agent: Float32Array, ids: np.ndarray, origin: np.ndarray, theta: np.ndarray) -> str:
+    """sha256 over geometry, ids and frames (hex)."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(xy_agent, dtype="<f4").tobytes())
+    h.update(np.ascontiguousarray(origin, dtype="<f8").tobytes())
+    h.update(np.ascontiguousarray(theta, dtype="<f8").tobytes())
+    h.update("\n".join(ids.tolist()).encode())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class TrajectoryTable:
+    """A loaded table: N windows of T steps."""
+
+    xy_agent: Float32Array  # (N, T, 2)
+    meta: pd.DataFrame  # N rows, META_COLUMNS
+    manifest: dict[str, Any]
+
+    def __len__(self) -> int:
+        return int(self.xy_agent.shape[0])
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.xy_agent.shape[1])
+
+    @property
+    def content_hash(self) -> str:
+        return str(self.manifest["content_sha256"])
+
+
+def write_table(windows: WindowColumns, path: Path, manifest_extra: dict[str, Any]) -> dict[str, Any]:
+    """Write ``windows`` to ``path`` (parquet) atomically; returns the manifest that was embedded."""
+    N, T = windows.xy_agent.shape[:2]
+    ids = window_ids(windows)
+    if np.unique(ids).size != N:
+        raise DataError(f"{path}: duplicate window ids (the same scenario was given twice?)")
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "num_windows": int(N),
+        "num_steps": int(T),
+        "content_sha256": content_hash(windows.xy_agent, ids, windows.origin_xy_city, windows.theta_rad),
+        **manifest_extra,
+    }
+    flat = pa.array(np.ascontiguousarray(windows.xy_agent, dtype=np.float32).reshape(-1))
+    columns: dict[str, pa.Array] = {
+        "window_id": pa.array(ids),
+        "source": pa.array(windows.source).dictionary_encode(),
+        "scenario_id": pa.array(windows.scenario_id),
+        "track_id": pa.array(windows.track_id),
+        "object_type": pa.array(windows.object_type).dictionary_encode(),
+        "category": pa.array(windows.category).dictionary_encode(),
+        "city": pa.array(windows.city).dictionary_encode(),
+        "map_key": pa.array(windows.map_key),
+        "start_timestep": pa.array(windows.start_timestep.astype(np.int32)),
+        "origin_x_city_m": pa.array(windows.origin_xy_city[:, 0]),
+        "origin_y_city_m": pa.array(windows.origin_xy_city[:, 1]),
+        "theta_rad": pa.array(windows.theta_rad),
+        "direction": pa.array(windows.direction).dictionary_encode(),
+        "speed_bin": pa.array(windows.speed_bin).dictionary_encode(),
+        "mean_speed_mps": pa.array(windows.mean_speed_mps),
+        "heading_change_rad": pa.array(windows.heading_change_rad),
+        "lateral_offset_m": pa.array(windows.lateral_offset_m),
+        "xy_agent": pa.FixedSizeListArray.from_arrays(flat, T * 2),
+    }
+    table = pa.table(columns).replace_schema_metadata({METADATA_KEY: json.dumps(manifest).encode()})
+    with atomic_path(Path(path)) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return manifest
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of a table without reading its rows."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{path}: not a readable trajectory table ({exc})") from exc
+    if METADATA_KEY not in metadata:
+        raise DataError(f"{path}: parquet file has no trajemb manifest (not written by `trajemb prepare`)")
+    manifest: dict[str, Any] = json.loads(metadata[METADATA_KEY])
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise DataError(
+            f"{path}: table format {manifest.get('format_version')} != {FORMAT_VERSION}; re-run trajemb prepare"
+        )
+    return manifest
+
+
+def read_table(path: Path, verify: bool = False) -> TrajectoryTable:
+    """Load a table written by ``write_table``; ``verify`` recomputes the content hash."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: trajectory table not found")
+    manifest = read_manifest(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{path}: trajectory table is corrupt ({exc})") from exc
+    T = int(manifest["num_steps"])
+    xy = table.column("xy_agent").combine_chunks().flatten().to_numpy().reshape(-1, T, 2)
+    meta = table.drop_columns(["xy_agent"]).to_pandas()
+    for col in ("source", "object_type", "category", "city", "direction", "speed_bin"):
+        meta[col] = meta[col].astype(str)
+    if verify:
+        actual = content_hash(
+            xy,
+            meta["window_id"].to_numpy(dtype=np.str_),
+            meta[["origin_x_city_m", "origin_y_city_m"]].to_numpy(),
+            meta["theta_rad"].to_numpy(),
+        )
+        if actual != manifest["content_sha256"]:
+            raise DataError(f"{path}: content hash mismatch (file modified after it was written)")
+    return TrajectoryTable(xy_agent=np.ascontiguousarray(xy, dtype=np.float32), meta=meta, manifest=manifest)

@@ -1,0 +1,62 @@
+"""Polyline helpers for the synthetic road generator (metres, local frame)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trajemb.schema import FloatArray
+
+
+def arc_length_m(xy: FloatArray) -> FloatArray:
+    """(P, 2) polyline -> (P,) cumulative arc length starting at 0."""
+    seg = np.hypot(*np.diff(xy, axis=0).T)
+    return np.concatenate([[0.0], np.cumsum(seg)])
+
+
+def resample(xy: FloatArray, spacing_m: float) -> FloatArray:
+    """Resample a polyline to (roughly) uniform spacing, keeping both ends."""
+    s = arc_length_m(xy)
+    n = max(2, int(np.ceil(s[-1] / spacing_m)) + 1)
+    s_new = np.linspace(0.0, s[-1], n)
+    return np.stack([np.interp(s_new, s, xy[:, 0]), np.interp(s_new, s, xy[:, 1])], axis=-1)
+
+
+def left_normals(xy: FloatArray) -> FloatArray:
+    """(P, 2) unit normals pointing left of the travel direction."""
+    tangent = np.gradient(xy, axis=0)
+    tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
+    return np.stack([-tangent[:, 1], tangent[:, 0]], axis=-1)
+
+
+def offset(xy: FloatArray, left_m: float) -> FloatArray:
+    """Shift a polyline sideways by ``left_m`` (negative = right)."""
+    return np.asarray(xy + left_normals(xy) * left_m, dtype=np.float64)
+
+
+def curve(start_xy: FloatArray, heading_rad: float, curvature_per_m: FloatArray, step_m: float) -> FloatArray:
+    """Integrate a path from a start pose and a curvature profile sampled every ``step_m``."""
+    heading = heading_rad + np.concatenate([[0.0], np.cumsum(curvature_per_m[:-1] * step_m)])
+    steps = np.stack([np.cos(heading), np.sin(heading)], axis=-1) * step_m
+    return np.asarray(start_xy + np.concatenate([[[0.0, 0.0]], np.cumsum(steps[:-1], axis=0)]), dtype=np.float64)
+
+
+def bezier(p0: FloatArray, h0: FloatArray, p3: FloatArray, h3: FloatArray, handle_m: float, n: int = 40) -> FloatArray:
+    """Cubic Bezier from pose (p0, unit h0) to pose (p3, unit h3)."""
+    p1, p2 = p0 + h0 * handle_m, p3 - h3 * handle_m
+    t = np.linspace(0.0, 1.0, n)[:, None]
+    return np.asarray(
+        (1 - t) ** 3 * p0 + 3 * (1 - t) ** 2 * t * p1 + 3 * (1 - t) * t**2 * p2 + t**3 * p3, dtype=np.float64
+    )
+
+
+def curvature_per_m(xy: FloatArray) -> FloatArray:
+    """Signed curvature (1/m) along a polyline with roughly uniform spacing."""
+    s = arc_length_m(xy)
+    heading = np.unwrap(np.arctan2(*np.gradient(xy, axis=0).T[::-1]))
+    return np.asarray(np.gradient(heading, s, edge_order=1), dtype=np.float64)
+
+
+def smoothstep(u: FloatArray) -> FloatArray:
+    """Quintic ease 0 -> 1 on [0, 1], flat at both ends (a lane change's lateral profile)."""
+    u = np.clip(u, 0.0, 1.0)
+    return np.asarray(u**3 * (10 - 15 * u + 6 * u**2), dtype=np.float64)

@@ -1,0 +1,185 @@
+"""Write synthetic scenarios in the AV2 motion-forecasting formats.
+
+``write_scenario_parquet`` builds the same table as av2's ``serialize_argoverse_scenario_parquet``
+(same columns, order and row order; string ids, float64 timestamps as in the released data) straight
+from arrays: av2's serializer builds one Python object per state and one DataFrame per track, about
+100 ms per scenario. ``write_scenario_parquet_av2`` goes through av2's own serializer; tests check that
+both load to the same ``ArgoverseScenario``. Maps follow ``log_map_archive_<id>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from av2.datasets.motion_forecasting.constants import AV2_SCENARIO_OBS_TIMESTEPS
+from av2.datasets.motion_forecasting.data_schema import (
+    ArgoverseScenario,
+    ObjectState,
+    ObjectType,
+    Track,
+    TrackCategory,
+)
+from av2.datasets.motion_forecasting.scenario_serialization import serialize_argoverse_scenario_parquet
+
+from trajemb.schema import STEP_S, FloatArray
+from trajemb.synth.geometry import arc_length_m, offset
+from trajemb.synth.scenario import SynthScenario
+
+MAX_LANE_SEGMENT_M = 50.0
+_STEP_NS = int(round(STEP_S * 1e9))
+
+SCENARIO_SCHEMA = pa.schema(
+    [
+        ("observed", pa.bool_()),
+        ("track_id", pa.string()),
+        ("object_type", pa.string()),
+        ("object_category", pa.int64()),
+        ("timestep", pa.int64()),
+        ("position_x", pa.float64()),
+        ("position_y", pa.float64()),
+        ("heading", pa.float64()),
+        ("velocity_x", pa.float64()),
+        ("velocity_y", pa.float64()),
+        ("scenario_id", pa.string()),
+        ("start_timestamp", pa.float64()),
+        ("end_timestamp", pa.float64()),
+        ("num_timestamps", pa.int64()),
+        ("focal_track_id", pa.string()),
+        ("city", pa.string()),
+    ]
+)
+
+
+def scenario_table(sc: SynthScenario) -> pa.Table:
+    """The AV2 parquet table of a scenario: one row per (track, valid step), tracks in order."""
+    track_idx, step = np.nonzero(sc.valid)
+    n = track_idx.size
+    num_steps = sc.valid.shape[1]
+    columns = {
+        "observed": step < AV2_SCENARIO_OBS_TIMESTEPS,
+        "track_id": sc.track_ids[track_idx],
+        "object_type": sc.object_types[track_idx],
+        "object_category": sc.categories[track_idx],
+        "timestep": step.astype(np.int64),
+        "position_x": sc.xy_city[track_idx, step, 0],
+        "position_y": sc.xy_city[track_idx, step, 1],
+        "heading": sc.heading_rad[track_idx, step],
+        "velocity_x": sc.velocity_mps[track_idx, step, 0],
+        "velocity_y": sc.velocity_mps[track_idx, step, 1],
+        "scenario_id": np.repeat(np.asarray([sc.scenario_id]), n),
+        "start_timestamp": np.full(n, float(sc.start_timestamp_ns)),
+        "end_timestamp": np.full(n, float(sc.start_timestamp_ns + (num_steps - 1) * _STEP_NS)),
+        "num_timestamps": np.full(n, num_steps, dtype=np.int64),
+        "focal_track_id": np.repeat(np.asarray([sc.focal_track_id]), n),
+        "city": np.repeat(np.asarray([sc.city]), n),
+    }
+    return pa.table({k: pa.array(v, type=SCENARIO_SCHEMA.field(k).type) for k, v in columns.items()})
+
+
+def write_scenario_parquet(sc: SynthScenario, path: Path) -> None:
+    """Write ``scenario_<id>.parquet`` from arrays (fast path)."""
+    pq.write_table(scenario_table(sc), path)
+
+
+def to_argoverse_scenario(sc: SynthScenario) -> ArgoverseScenario:
+    """The same scenario as av2's object model (one ``ObjectState`` per state)."""
+    num_steps = sc.valid.shape[1]
+    tracks = []
+    for a, track_id in enumerate(sc.track_ids):
+        states = [
+            ObjectState(
+                observed=bool(t < AV2_SCENARIO_OBS_TIMESTEPS),
+                timestep=int(t),
+                position=(float(sc.xy_city[a, t, 0]), float(sc.xy_city[a, t, 1])),
+                heading=float(sc.heading_rad[a, t]),
+                velocity=(float(sc.velocity_mps[a, t, 0]), float(sc.velocity_mps[a, t, 1])),
+            )
+            for t in np.flatnonzero(sc.valid[a])
+        ]
+        tracks.append(
+            Track(str(track_id), states, ObjectType(str(sc.object_types[a])), TrackCategory(int(sc.categories[a])))
+        )
+    timestamps_ns = sc.start_timestamp_ns + np.arange(num_steps, dtype=np.float64) * _STEP_NS
+    return ArgoverseScenario(sc.scenario_id, timestamps_ns, tracks, sc.focal_track_id, sc.city, None, None)
+
+
+def write_scenario_parquet_av2(sc: SynthScenario, path: Path) -> None:
+    """Write ``scenario_<id>.parquet`` through av2's own serializer (slow, reference path)."""
+    serialize_argoverse_scenario_parquet(path, to_argoverse_scenario(sc))
+
+
+#: Map polylines keep every k-th point of the 1 m generator grid (AV2 maps are similarly sparse).
+MAP_POINT_STRIDE = 4
+
+
+def _points(xy: FloatArray, stride: int = MAP_POINT_STRIDE) -> list[dict[str, float]]:
+    if stride > 1 and len(xy) > 2:
+        keep = np.unique(np.concatenate([np.arange(0, len(xy), stride), [len(xy) - 1]]))
+        xy = xy[keep]
+    return [{"x": x, "y": y, "z": 0.0} for x, y in np.round(xy, 2).tolist()]
+
+
+def map_json(sc: SynthScenario) -> dict[str, Any]:
+    """The AV2 map archive dict of a scenario's road network (lanes split into <= 50 m segments)."""
+    net = sc.network
+    base = 100_000_000 + int(np.frombuffer(bytes.fromhex(sc.scenario_id.replace("-", ""))[:3], ">u1") @ [65536, 256, 1]) * 1000
+    pieces: list[list[tuple[int, int]]] = []  # per lane: (start, end) point index of each segment
+    ids: list[list[int]] = []
+    next_id = base
+    for lane in net.lanes:
+        k = max(1, int(np.ceil(arc_length_m(lane.xy)[-1] / MAX_LANE_SEGMENT_M)))
+        cuts = np.linspace(0, len(lane.xy) - 1, k + 1).round().astype(int)
+        pieces.append(list(zip(cuts[:-1], cuts[1:], strict=True)))
+        ids.append(list(range(next_id, next_id + k)))
+        next_id += k
+    segments: dict[str, Any] = {}
+    for li, lane in enumerate(net.lanes):
+        left = offset(lane.xy, lane.width_m / 2)
+        right = offset(lane.xy, -lane.width_m / 2)
+        for pi, (a, b) in enumerate(pieces[li]):
+            seg_id = ids[li][pi]
+            last = pi == len(pieces[li]) - 1
+            first = pi == 0
+
+            def neighbor(nb: int | None, pi: int = pi) -> int | None:
+                return ids[nb][pi] if nb is not None and len(ids[nb]) == len(ids[li]) else None
+
+            segments[str(seg_id)] = {
+                "centerline": _points(lane.xy[a : b + 1]),
+                "id": seg_id,
+                "is_intersection": lane.is_intersection,
+                "lane_type": lane.lane_type,
+                "left_lane_boundary": _points(left[a : b + 1]),
+                "left_lane_mark_type": lane.left_mark,
+                "left_neighbor_id": neighbor(lane.left_neighbor),
+                "predecessors": [ids[p][-1] for p in lane.predecessors] if first else [ids[li][pi - 1]],
+                "right_lane_boundary": _points(right[a : b + 1]),
+                "right_lane_mark_type": lane.right_mark,
+                "right_neighbor_id": neighbor(lane.right_neighbor),
+                "successors": [ids[s][0] for s in lane.successors] if last else [ids[li][pi + 1]],
+            }
+    areas = {
+        str(next_id + i): {"area_boundary": _points(poly[:-1]), "id": next_id + i}
+        for i, poly in enumerate(net.drivable_areas)
+    }
+    next_id += len(net.drivable_areas)
+    crossings = {
+        str(next_id + i): {"edge1": _points(e1), "edge2": _points(e2), "id": next_id + i}
+        for i, (e1, e2) in enumerate(net.crossings)
+    }
+    return {"drivable_areas": areas, "lane_segments": segments, "pedestrian_crossings": crossings}
+
+
+def write_scenario_dir(sc: SynthScenario, root: Path, use_av2_serializer: bool = False) -> Path:
+    """Write ``root/<id>/scenario_<id>.parquet`` and ``log_map_archive_<id>.json``; returns the folder."""
+    folder = Path(root) / sc.scenario_id
+    folder.mkdir(parents=True, exist_ok=True)
+    parquet = folder / f"scenario_{sc.scenario_id}.parquet"
+    (write_scenario_parquet_av2 if use_av2_serializer else write_scenario_parquet)(sc, parquet)
+    (folder / f"log_map_archive_{sc.scenario_id}.json").write_text(json.dumps(map_json(sc)), encoding="utf-8")
+    return folder
