@@ -40,19 +40,15 @@ def motion_heading_rad(xy: FloatArray, fallback_heading_rad: FloatArray, at_end:
     return np.where(moved, np.arctan2(delta[:, 1], delta[:, 0]), fallback)
 
 
-def rotation_matrices(theta_rad: FloatArray) -> FloatArray:
-    """(W,) angles -> (W, 2, 2) rotation matrices R(theta)."""
-    c, s = np.cos(theta_rad), np.sin(theta_rad)
-    return np.stack([np.stack([c, -s], axis=-1), np.stack([s, c], axis=-1)], axis=-2)
-
-
 def city_to_agent(xy_city: FloatArray, origin_xy_city: FloatArray, theta_rad: FloatArray) -> FloatArray:
     """Express (W, T, 2) city-frame positions in each window's agent frame: R(-theta) (p - origin)."""
-    rot_inv = rotation_matrices(-theta_rad)  # (W, 2, 2)
-    return np.einsum("wij,wtj->wti", rot_inv, xy_city - origin_xy_city[:, None, :])
+    d = xy_city - origin_xy_city[:, None, :]
+    c, s = np.cos(theta_rad)[:, None], np.sin(theta_rad)[:, None]
+    return np.stack([c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1]], axis=-1)
 
 
 def agent_to_city(xy_agent: FloatArray, origin_xy_city: FloatArray, theta_rad: FloatArray) -> FloatArray:
     """Inverse of ``city_to_agent``: R(theta) p + origin, for (W, T, 2) positions."""
-    rot = rotation_matrices(theta_rad)
-    return np.einsum("wij,wtj->wti", rot, xy_agent) + origin_xy_city[:, None, :]
+    c, s = np.cos(theta_rad)[:, None], np.sin(theta_rad)[:, None]
+    x, y = xy_agent[..., 0], xy_agent[..., 1]
+    return np.stack([c * x - s * y, s * x + c * y], axis=-1) + origin_xy_city[:, None, :]

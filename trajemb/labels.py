@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from trajemb.frames import HEADING_LOOKAHEAD_STEPS, MIN_HEADING_DISPLACEMENT_M, wrap_angle_rad
+from trajemb.frames import wrap_angle_rad
 from trajemb.schema import STEP_S, DirectionClass, FloatArray, StrArray
 
 STATIONARY_MAX_SPEED_MPS: float = 0.5
+HEADING_HALF_CHORD_STEPS: int = 2
+HEADING_MIN_CHORD_M: float = 0.4
 TURN_MIN_HEADING_CHANGE_RAD: float = np.deg2rad(45.0)
 U_TURN_MIN_HEADING_CHANGE_RAD: float = np.deg2rad(135.0)
 LANE_CHANGE_MAX_HEADING_CHANGE_RAD: float = np.deg2rad(30.0)
@@ -31,24 +33,29 @@ def path_length_m(xy: FloatArray) -> FloatArray:
 
 def mean_speed_mps(xy: FloatArray) -> FloatArray:
     """Path length over duration, (W,)."""
-    return path_length_m(xy) / ((xy.shape[1] - 1) * STEP_S)
+    return np.asarray(path_length_m(xy) / ((xy.shape[1] - 1) * STEP_S), dtype=np.float64)
 
 
 def total_heading_change_rad(xy: FloatArray) -> FloatArray:
     """Signed, unwrapped heading change along each path (positive = left / counter-clockwise).
 
-    Headings are taken over ``HEADING_LOOKAHEAD_STEPS``-step chords to suppress jitter; chords shorter
-    than ``MIN_HEADING_DISPLACEMENT_M`` (standing still) contribute no change.
+    The heading at step i is the direction of the chord from step i-2 to i+2 (clipped at the ends), so
+    jitter is averaged over 0.4 s while the whole window is covered; chords shorter than
+    ``HEADING_MIN_CHORD_M`` (standing still) contribute no change.
 
     Args:
         xy: (W, T, 2) positions in any frame.
     """
-    k = min(HEADING_LOOKAHEAD_STEPS, xy.shape[1] - 1)
-    chord = xy[:, k:] - xy[:, :-k]  # (W, T-k, 2)
-    moving = np.hypot(chord[..., 0], chord[..., 1]) >= MIN_HEADING_DISPLACEMENT_M
+    T = xy.shape[1]
+    i = np.arange(T)
+    chord = (
+        xy[:, np.minimum(i + HEADING_HALF_CHORD_STEPS, T - 1)]
+        - xy[:, np.maximum(i - HEADING_HALF_CHORD_STEPS, 0)]
+    )
+    moving = np.hypot(chord[..., 0], chord[..., 1]) >= HEADING_MIN_CHORD_M
     heading = np.arctan2(chord[..., 1], chord[..., 0])
-    # Compare each moving chord with the previous moving chord (carry the last moving heading forward).
-    idx = np.where(moving, np.arange(heading.shape[1])[None, :], -1)
+    # Compare each moving step with the previous moving step (carry the last moving heading forward).
+    idx = np.where(moving, i[None, :], -1)
     last_moving = np.maximum.accumulate(idx, axis=1)
     prev_moving = np.concatenate([np.full((xy.shape[0], 1), -1), last_moving[:, :-1]], axis=1)
     has_prev = moving & (prev_moving >= 0)

@@ -25,11 +25,10 @@ from trajemb.data.maps import MapCache
 from trajemb.errors import ConfigError, DataError
 from trajemb.schema import Source, WindowColumns, WindowConfig
 from trajemb.store import write_table
-from trajemb.windows import concat_windows, extract_windows
+from trajemb.synth.generate import MARKER_FILE as SYNTH_MARKER
+from trajemb.windows import CityWindows, concat_city_windows, concat_windows, cut_windows, to_agent_frame
 
 log = logging.getLogger(__name__)
-
-from trajemb.synth.generate import MARKER_FILE as SYNTH_MARKER
 
 JobKind = Literal["motion", "sensor"]
 
@@ -79,8 +78,8 @@ def collect_jobs(config: PrepareConfig) -> list[Job]:
     return jobs
 
 
-def process_job(job: Job, window: WindowConfig, maps_dir: str | None) -> WindowColumns:
-    """Read one input and cut its windows (runs in a worker process)."""
+def cut_job(job: Job, window: WindowConfig, maps_dir: str | None) -> CityWindows:
+    """Read one input and cut its windows, still in the city frame."""
     if job.kind == "motion":
         tracks = read_scenario_tracks(job.path, job.source)
         map_path = map_path_for(job.path)
@@ -89,51 +88,67 @@ def process_job(job: Job, window: WindowConfig, maps_dir: str | None) -> WindowC
         map_path = sensor_log_map_path(job.path)
     if not map_path.is_file():
         raise DataError(f"{map_path}: map file missing beside {job.path.name}")
-    windows = extract_windows(tracks, window)
+    windows = cut_windows(tracks, window)
     if maps_dir is not None and len(windows):
         MapCache(Path(maps_dir)).get(map_path)
     return windows
 
 
-def _safe_process(args: tuple[Job, WindowConfig, str | None]) -> tuple[WindowColumns | None, str | None]:
-    try:
-        return process_job(*args), None
-    except DataError as exc:
-        return None, str(exc)
+@dataclass(frozen=True)
+class ChunkResult:
+    windows: WindowColumns
+    errors: list[tuple[str, str]]  # (path, reason)
+    num_jobs: int
 
 
-def _run(jobs: list[Job], config: PrepareConfig) -> Iterator[tuple[Job, WindowColumns | None, str | None]]:
-    args = [(job, config.window, config.maps_dir) for job in jobs]
+def process_chunk(args: tuple[list[Job], WindowConfig, str | None]) -> ChunkResult:
+    """Cut the windows of a chunk of inputs, then normalise and label them in one vectorised pass.
+
+    Runs in a worker process; expected input errors are returned, not raised, so that the parent
+    decides whether to stop or skip.
+    """
+    jobs, window, maps_dir = args
+    batches: list[CityWindows] = []
+    errors: list[tuple[str, str]] = []
+    for job in jobs:
+        try:
+            batches.append(cut_job(job, window, maps_dir))
+        except DataError as exc:
+            errors.append((str(job.path), str(exc)))
+    return ChunkResult(to_agent_frame(concat_city_windows(batches, window.num_steps)), errors, len(jobs))
+
+
+def _run(jobs: list[Job], config: PrepareConfig) -> Iterator[ChunkResult]:
     workers = config.workers or (os.cpu_count() or 1)
-    if workers == 1 or len(jobs) < 8:
-        for job, a in zip(jobs, args, strict=True):
-            yield (job, *_safe_process(a))
+    chunk = max(1, min(64, len(jobs) // (workers * 4) or 1))
+    args = [(jobs[i : i + chunk], config.window, config.maps_dir) for i in range(0, len(jobs), chunk)]
+    if workers == 1 or len(args) == 1:
+        yield from map(process_chunk, args)
         return
-    chunksize = max(1, min(256, len(jobs) // (workers * 8)))
     pool = ProcessPoolExecutor(max_workers=workers)
     try:
-        for job, result in zip(jobs, pool.map(_safe_process, args, chunksize=chunksize), strict=True):
-            yield (job, *result)
+        yield from pool.map(process_chunk, args)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def prepare_windows(config: PrepareConfig, progress: bool = True) -> tuple[WindowColumns, list[Job], list[tuple[str, str]]]:
+def prepare_windows(
+    config: PrepareConfig, progress: bool = True
+) -> tuple[WindowColumns, list[Job], list[tuple[str, str]]]:
     """Read and window every input of ``config``; returns windows, jobs and skipped (path, reason)."""
     jobs = collect_jobs(config)
     batches: list[WindowColumns] = []
     skipped: list[tuple[str, str]] = []
     bar = tqdm(total=len(jobs), desc="prepare", unit="scenario", disable=not progress, dynamic_ncols=True)
     try:
-        for job, windows, error in _run(jobs, config):
-            bar.update(1)
-            if error is not None:
-                if not config.skip_bad:
-                    raise DataError(f"{error} (use --skip-bad to go on past bad inputs)")
-                skipped.append((str(job.path), error))
-                log.warning("skipped %s", error)
-            elif windows is not None:
-                batches.append(windows)
+        for result in _run(jobs, config):
+            bar.update(result.num_jobs)
+            if result.errors and not config.skip_bad:
+                raise DataError(f"{result.errors[0][1]} (use --skip-bad to go on past bad inputs)")
+            for path, reason in result.errors:
+                skipped.append((path, reason))
+                log.warning("skipped %s", reason)
+            batches.append(result.windows)
     finally:
         bar.close()
     if len(skipped) == len(jobs):

@@ -150,7 +150,9 @@ class WindowConfig:
 
 
 #: The paper's data: the focal track's 60-step future, one window per scenario.
-PAPER_FOCAL_FUTURE = WindowConfig(num_steps=60, stride_steps=60, tracks="focal", min_speed_mps=0.0, span="future")
+PAPER_FOCAL_FUTURE = WindowConfig(
+    num_steps=60, stride_steps=60, tracks="focal", min_speed_mps=0.0, span="future"
+)
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,23 @@ Every window is T consecutive valid steps (no gaps) of one track; windows start 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from trajemb.frames import city_to_agent, motion_heading_rad
 from trajemb.labels import direction_class, mean_speed_mps, speed_bin
-from trajemb.schema import STEP_S, TrackSet, WindowColumns, WindowConfig, repeat_str
+from trajemb.schema import (
+    STEP_S,
+    FloatArray,
+    IntArray,
+    StrArray,
+    TrackSet,
+    WindowColumns,
+    WindowConfig,
+    repeat_str,
+)
 
 
 def empty_windows(num_steps: int) -> WindowColumns:
@@ -29,53 +40,51 @@ def empty_windows(num_steps: int) -> WindowColumns:
     )  # fmt: skip
 
 
-def extract_windows(tracks: TrackSet, config: WindowConfig) -> WindowColumns:
-    """All windows of ``tracks`` that pass ``config``'s filters.
+@dataclass(frozen=True)
+class CityWindows:
+    """Windows cut from tracks but not yet normalised: positions still in the city frame."""
 
-    Returns:
-        A ``WindowColumns`` batch; W may be 0.
-    """
+    xy_city: FloatArray  # (W, T, 2)
+    heading_start_rad: FloatArray  # (W,) recorded heading at the first step (NaN if unknown)
+    scenario_id: StrArray
+    track_id: StrArray
+    object_type: StrArray
+    category: StrArray
+    city: StrArray
+    map_key: StrArray
+    source: StrArray
+    start_timestep: IntArray
+
+    def __len__(self) -> int:
+        return int(self.xy_city.shape[0])
+
+
+def cut_windows(tracks: TrackSet, config: WindowConfig) -> CityWindows:
+    """Every window of ``tracks`` that passes ``config``'s filters, still in the city frame."""
     T = config.num_steps
     S = tracks.num_steps
     start0 = config.first_start_step
-    if S - start0 < T:
-        return empty_windows(T)
     keep_track = np.isin(tracks.categories, config.allowed_categories())
     if config.object_types:
         keep_track &= np.isin(tracks.object_types, config.object_types)
     track_idx = np.flatnonzero(keep_track)
-    if track_idx.size == 0:
-        return empty_windows(T)
-
-    starts = np.arange(start0, S - T + 1, config.stride_steps)
-    # (A', num_starts, T) validity of every candidate window, without copying.
-    valid_win = sliding_window_view(tracks.valid[track_idx], T, axis=1)[:, starts]
-    full = valid_win.all(axis=2)
-    a_local, s_local = np.nonzero(full)
-    a = track_idx[a_local]
-    s = starts[s_local]
-    if a.size == 0:
-        return empty_windows(T)
-
-    steps = s[:, None] + np.arange(T)[None, :]  # (W, T)
-    xy_city = tracks.xy_city[a[:, None], steps]  # (W, T, 2)
-    net_m = np.hypot(*(xy_city[:, -1] - xy_city[:, 0]).T)
-    moving = net_m / ((T - 1) * STEP_S) >= config.min_speed_mps
-    if not moving.all():
+    if S - start0 < T or track_idx.size == 0:
+        a = s = np.empty(0, dtype=np.int64)
+        xy_city = np.empty((0, T, 2))
+    else:
+        starts = np.arange(start0, S - T + 1, config.stride_steps)
+        # (A', num_starts, T) validity of every candidate window, without copying.
+        valid_win = sliding_window_view(tracks.valid[track_idx], T, axis=1)[:, starts]
+        a_local, s_local = np.nonzero(valid_win.all(axis=2))
+        a, s = track_idx[a_local], starts[s_local]
+        xy_city = tracks.xy_city[a[:, None], s[:, None] + np.arange(T)[None, :]]  # (W, T, 2)
+        net_m = np.hypot(*(xy_city[:, -1] - xy_city[:, 0]).T)
+        moving = net_m / ((T - 1) * STEP_S) >= config.min_speed_mps
         a, s, xy_city = a[moving], s[moving], xy_city[moving]
-    if a.size == 0:
-        return empty_windows(T)
-
-    origin = xy_city[:, 0].copy()
-    theta = motion_heading_rad(xy_city, tracks.heading_rad[a, s])
-    xy_agent = city_to_agent(xy_city, origin, theta)
-    direction, dtheta, lateral = direction_class(xy_agent)
-    speed = mean_speed_mps(xy_agent)
     W = a.size
-    return WindowColumns(
-        xy_agent=xy_agent.astype(np.float32),
-        origin_xy_city=origin,
-        theta_rad=theta,
+    return CityWindows(
+        xy_city=xy_city,
+        heading_start_rad=tracks.heading_rad[a, s],
         scenario_id=repeat_str(tracks.scenario_id, W),
         track_id=tracks.track_ids[a],
         object_type=tracks.object_types[a],
@@ -84,12 +93,52 @@ def extract_windows(tracks: TrackSet, config: WindowConfig) -> WindowColumns:
         map_key=repeat_str(tracks.map_key, W),
         source=repeat_str(tracks.source.value, W),
         start_timestep=s.astype(np.int64),
+    )
+
+
+def to_agent_frame(windows: CityWindows) -> WindowColumns:
+    """Normalise city-frame windows into their agent frames and label them (vectorised over W)."""
+    xy_city = windows.xy_city
+    origin = xy_city[:, 0].copy()
+    theta = motion_heading_rad(xy_city, windows.heading_start_rad)
+    xy_agent = city_to_agent(xy_city, origin, theta)
+    direction, dtheta, lateral = direction_class(xy_agent)
+    speed = mean_speed_mps(xy_agent)
+    return WindowColumns(
+        xy_agent=xy_agent.astype(np.float32),
+        origin_xy_city=origin,
+        theta_rad=theta,
+        scenario_id=windows.scenario_id,
+        track_id=windows.track_id,
+        object_type=windows.object_type,
+        category=windows.category,
+        city=windows.city,
+        map_key=windows.map_key,
+        source=windows.source,
+        start_timestep=windows.start_timestep,
         direction=direction,
         speed_bin=speed_bin(speed),
         mean_speed_mps=speed.astype(np.float32),
         heading_change_rad=dtheta.astype(np.float32),
         lateral_offset_m=lateral.astype(np.float32),
     )
+
+
+def extract_windows(tracks: TrackSet, config: WindowConfig) -> WindowColumns:
+    """All windows of ``tracks`` that pass ``config``'s filters, in their agent frames, labelled."""
+    return to_agent_frame(cut_windows(tracks, config))
+
+
+def concat_city_windows(batches: list[CityWindows], num_steps: int) -> CityWindows:
+    """Concatenate city-frame batches field by field."""
+    batches = [b for b in batches if len(b)] or batches[:1]
+    if not batches:
+        e = np.empty(0, dtype=np.str_)
+        return CityWindows(
+            np.empty((0, num_steps, 2)), np.empty(0), e, e, e, e, e, e, e, np.empty(0, dtype=np.int64)
+        )
+    fields = CityWindows.__dataclass_fields__
+    return CityWindows(**{name: np.concatenate([getattr(b, name) for b in batches]) for name in fields})
 
 
 def concat_windows(batches: list[WindowColumns], num_steps: int) -> WindowColumns:

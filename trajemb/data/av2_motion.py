@@ -61,9 +61,13 @@ def map_path_for(scenario_path: Path) -> Path:
     return scenario_path.with_name(f"{MAP_PREFIX}{scenario_id}.json")
 
 
+#: String columns read as dictionaries: a few distinct values repeated on every row.
+_DICTIONARY_COLUMNS = ["track_id", "object_type", "scenario_id", "city"]
+
+
 def _read_columns(path: Path) -> pa.Table:
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(path, read_dictionary=_DICTIONARY_COLUMNS, pre_buffer=True)
         schema = parquet.schema_arrow
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{path}: not a readable parquet file ({exc})") from exc
@@ -71,16 +75,30 @@ def _read_columns(path: Path) -> pa.Table:
     if missing:
         raise DataError(f"{path}: missing AV2 scenario column(s) {', '.join(missing)}")
     for name, (kind, is_ok) in REQUIRED_COLUMNS.items():
-        if not is_ok(schema.field(name).type):  # type: ignore[operator]
-            raise DataError(f"{path}: column {name} has type {schema.field(name).type}, expected {kind}")
+        field_type = schema.field(name).type
+        if pa.types.is_dictionary(field_type):
+            field_type = field_type.value_type
+        if not is_ok(field_type):  # type: ignore[operator]
+            raise DataError(f"{path}: column {name} has type {field_type}, expected {kind}")
     try:
-        return parquet.read(columns=list(REQUIRED_COLUMNS))
+        return parquet.read(columns=list(REQUIRED_COLUMNS), use_threads=False)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{path}: parquet file is corrupt or truncated ({exc})") from exc
 
 
-def _to_str_array(column: pa.ChunkedArray) -> np.ndarray:
-    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.str_)
+def _dictionary(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(codes per row, distinct values as str) of a dictionary-encoded string column."""
+    array = column.combine_chunks()
+    if not pa.types.is_dictionary(array.type):
+        array = array.dictionary_encode()
+    codes = array.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    values = np.asarray(array.dictionary.to_numpy(zero_copy_only=False), dtype=np.str_)
+    return codes, values
+
+
+def _first_value(column: pa.ChunkedArray) -> str:
+    codes, values = _dictionary(column.slice(0, 1))
+    return str(values[codes[0]])
 
 
 def read_scenario_tracks(path: Path, source: Source = Source.AV2_MOTION) -> TrackSet:
@@ -112,12 +130,18 @@ def read_scenario_tracks(path: Path, source: Source = Source.AV2_MOTION) -> Trac
             f"{path}: timestep range [{timestep.min()}, {timestep.max()}] outside [0, {num_steps})"
         )
 
-    track_ids, first_row, track_of_row = np.unique(
-        _to_str_array(table.column("track_id")), return_index=True, return_inverse=True
-    )
+    track_codes, track_values = _dictionary(table.column("track_id"))
+    # Sorted ids give a stable track order whatever the row order of the file.
+    codes_used, first_row, track_of_row = np.unique(track_codes, return_index=True, return_inverse=True)
+    track_ids = track_values[codes_used]
+    order = np.argsort(track_ids, kind="stable")
+    track_ids, first_row = track_ids[order], first_row[order]
+    track_of_row = np.argsort(order)[track_of_row]
     num_tracks = track_ids.size
     flat = track_of_row * num_steps + timestep
-    if np.unique(flat).size != n_rows:
+    valid = np.zeros(num_tracks * num_steps, dtype=bool)
+    valid[flat] = True
+    if int(valid.sum()) != n_rows:
         raise DataError(f"{path}: some (track_id, timestep) pairs appear more than once")
 
     xy = np.full((num_tracks * num_steps, 2), np.nan)
@@ -125,19 +149,18 @@ def read_scenario_tracks(path: Path, source: Source = Source.AV2_MOTION) -> Trac
     xy[flat, 1] = y
     heading = np.full(num_tracks * num_steps, np.nan)
     heading[flat] = table.column("heading").to_numpy()
-    valid = np.zeros(num_tracks * num_steps, dtype=bool)
-    valid[flat] = True
 
     category_codes = table.column("object_category").to_numpy()[first_row]
     unknown = set(np.unique(category_codes).tolist()) - set(CATEGORY_FROM_AV2)
     if unknown:
         raise DataError(f"{path}: unknown object_category value(s) {sorted(unknown)}; expected 0..3")
     categories = np.asarray([CATEGORY_FROM_AV2[int(c)].value for c in category_codes], dtype=np.str_)
-    object_types = _to_str_array(table.column("object_type"))[first_row]
+    type_codes, type_values = _dictionary(table.column("object_type"))
+    object_types = type_values[type_codes[first_row]]
 
     return TrackSet(
-        scenario_id=str(table.column("scenario_id")[0].as_py()),
-        city=str(table.column("city")[0].as_py()),
+        scenario_id=_first_value(table.column("scenario_id")),
+        city=_first_value(table.column("city")),
         map_key=path.stem.removeprefix("scenario_"),
         source=source,
         track_ids=track_ids.astype(np.str_),

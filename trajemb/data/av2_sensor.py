@@ -50,7 +50,18 @@ CITY_FROM_CODE: dict[str, str] = {
 }
 
 _POSE_COLUMNS = ["timestamp_ns", "qw", "qx", "qy", "qz", "tx_m", "ty_m", "tz_m"]
-_ANNOTATION_COLUMNS = ["timestamp_ns", "track_uuid", "category", "qw", "qx", "qy", "qz", "tx_m", "ty_m", "tz_m"]
+_ANNOTATION_COLUMNS = [
+    "timestamp_ns",
+    "track_uuid",
+    "category",
+    "qw",
+    "qx",
+    "qy",
+    "qz",
+    "tx_m",
+    "ty_m",
+    "tz_m",
+]
 
 
 def find_sensor_logs(root: Path) -> list[Path]:

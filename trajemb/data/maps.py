@@ -7,6 +7,7 @@ city frame: lane boundaries, lane centre lines, drivable-area polygons and pedes
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,9 @@ def load_map_geometry(map_json: Path) -> MapGeometry:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{map_json}: map is not valid JSON ({exc})") from exc
     except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise DataError(f"{map_json}: map does not follow the AV2 map schema ({type(exc).__name__}: {exc})") from exc
+        raise DataError(
+            f"{map_json}: map does not follow the AV2 map schema ({type(exc).__name__}: {exc})"
+        ) from exc
     boundaries: list[FloatArray] = []
     centerlines: list[FloatArray] = []
     for lane in static_map.vector_lane_segments.values():
@@ -58,7 +61,9 @@ def load_map_geometry(map_json: Path) -> MapGeometry:
         boundaries.append(lane.right_lane_boundary.xyz[:, :2].astype(np.float64))
         centerlines.append(static_map.get_lane_segment_centerline(lane.id)[:, :2].astype(np.float64))
     areas = [da.xyz[:, :2].astype(np.float64) for da in static_map.vector_drivable_areas.values()]
-    crossings = [pc.polygon[:, :2].astype(np.float64) for pc in static_map.vector_pedestrian_crossings.values()]
+    crossings = [
+        pc.polygon[:, :2].astype(np.float64) for pc in static_map.vector_pedestrian_crossings.values()
+    ]
     return MapGeometry(boundaries, centerlines, areas, crossings)
 
 
@@ -73,7 +78,7 @@ def save_map_geometry(geometry: MapGeometry, path: Path) -> None:
         )
         arrays[f"{kind}_offsets"] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
+        np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
 
 
 def read_map_geometry(path: Path) -> MapGeometry:
@@ -83,7 +88,7 @@ def read_map_geometry(path: Path) -> MapGeometry:
             kinds: dict[str, list[FloatArray]] = {}
             for kind in _KINDS:
                 points, offsets = data[f"{kind}_points"], data[f"{kind}_offsets"]
-                kinds[kind] = [points[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+                kinds[kind] = [points[a:b] for a, b in itertools.pairwise(offsets)]
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"{path}: not a trajemb map geometry file ({exc})") from exc
     return MapGeometry(**kinds)

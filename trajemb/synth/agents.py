@@ -39,7 +39,9 @@ class Motion:
 
 def speed_profile(s_m: FloatArray, kappa_per_m: FloatArray, driver: Driver) -> FloatArray:
     """Feasible speed (m/s) at each arc-length sample ``s_m`` (uniformly spaced, starting at 0)."""
-    v_max = np.minimum(driver.desired_speed_mps, np.sqrt(driver.lateral_accel_mps2 / np.maximum(np.abs(kappa_per_m), 1e-6)))
+    v_max = np.minimum(
+        driver.desired_speed_mps, np.sqrt(driver.lateral_accel_mps2 / np.maximum(np.abs(kappa_per_m), 1e-6))
+    )
     v2 = v_max**2
     v2[0] = min(v2[0], driver.initial_speed_mps**2)
     if driver.stop_at_m is not None:
@@ -49,6 +51,12 @@ def speed_profile(s_m: FloatArray, kappa_per_m: FloatArray, driver: Driver) -> F
     fwd = 2 * a * s_m + np.minimum.accumulate(v2 - 2 * a * s_m)
     bwd = -2 * d * s_m + np.minimum.accumulate((fwd + 2 * d * s_m)[::-1])[::-1]
     return np.sqrt(np.maximum(bwd, 0.0))
+
+
+def heading_path_at(xy_path: FloatArray) -> FloatArray:
+    """Unwrapped tangent heading at each point of a path (repeated points take their neighbours')."""
+    tangent = np.gradient(xy_path, axis=0)
+    return np.unwrap(np.arctan2(tangent[:, 1], tangent[:, 0]))
 
 
 def drive(route_xy: FloatArray, s0_m: float, driver: Driver, t0_s: float, num_steps: int) -> Motion:
@@ -70,25 +78,32 @@ def drive(route_xy: FloatArray, s0_m: float, driver: Driver, t0_s: float, num_st
     v = speed_profile(s, kappa, drv)
     dt = 2.0 * np.diff(s) / np.maximum(v[:-1] + v[1:], 1e-3)
     t = t0_s + np.concatenate([[0.0], np.cumsum(dt)])
+    hold = None
     if drv.initial_speed_mps == 0.0 and driver.wait_s > 0:
-        t[1:] += driver.wait_s  # queued at the start
+        hold = 0  # queued at the start
     elif stop is not None and driver.wait_s > 0:
-        t[int(np.searchsorted(s, stop)) + 1 :] += driver.wait_s
+        hold = int(np.searchsorted(s, stop))
+    if hold is not None:  # stand still at grid point ``hold`` for wait_s: duplicate it in time
+        t = np.concatenate([t[: hold + 1], t[hold:] + driver.wait_s])
+        s = np.concatenate([s[: hold + 1], s[hold:]])
+        v = np.concatenate([v[: hold + 1], v[hold:]])
+        xy_path = np.concatenate([xy_path[: hold + 1], xy_path[hold:]])
     times = np.arange(num_steps) * STEP_S
     valid = (times >= t0_s) & (times <= t[-1])
-    s_at = np.interp(times, t, s)
-    xy = np.stack([np.interp(s_at, s, xy_path[:, 0]), np.interp(s_at, s, xy_path[:, 1])], axis=-1)
-    tangent = np.gradient(xy_path, axis=0)
-    heading_path = np.unwrap(np.arctan2(tangent[:, 1], tangent[:, 0]))
-    heading = np.interp(s_at, s, heading_path)
-    speed = np.interp(s_at, s, v)
+    xy = np.stack([np.interp(times, t, xy_path[:, 0]), np.interp(times, t, xy_path[:, 1])], axis=-1)
+    speed = np.interp(times, t, v)
+    heading = np.interp(times, t, heading_path_at(xy_path))
     velocity = np.stack([np.cos(heading), np.sin(heading)], axis=-1) * speed[:, None]
     xy[~valid] = np.nan
     return Motion(xy, (heading + np.pi) % (2 * np.pi) - np.pi, velocity, valid)
 
 
-def standing(xy: FloatArray, heading_rad: float, num_steps: int, rng: np.random.Generator, jitter_m: float) -> Motion:
+def standing(
+    xy: FloatArray, heading_rad: float, num_steps: int, rng: np.random.Generator, jitter_m: float
+) -> Motion:
     """A parked or standing object with detection jitter."""
     pos = xy[None, :] + rng.normal(0.0, jitter_m, (num_steps, 2))
     heading = heading_rad + rng.normal(0.0, 0.01, num_steps)
-    return Motion(pos, (heading + np.pi) % (2 * np.pi) - np.pi, np.zeros((num_steps, 2)), np.ones(num_steps, dtype=bool))
+    return Motion(
+        pos, (heading + np.pi) % (2 * np.pi) - np.pi, np.zeros((num_steps, 2)), np.ones(num_steps, dtype=bool)
+    )

@@ -52,7 +52,13 @@ def generate(config: SynthConfig, out: Path, progress: bool = True) -> float:
     chunk = max(1, min(50, config.num_scenarios // (workers * 4) or 1))
     ranges = [(s, min(s + chunk, config.num_scenarios)) for s in range(0, config.num_scenarios, chunk)]
     with atomic_dir(Path(out)) as tmp:
-        bar = tqdm(total=config.num_scenarios, desc="synth", unit="scenario", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=config.num_scenarios,
+            desc="synth",
+            unit="scenario",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
         jobs = [(config, str(tmp), a, b) for a, b in ranges]
         if workers == 1:
             for job in jobs:

@@ -37,10 +37,14 @@ def curve(start_xy: FloatArray, heading_rad: float, curvature_per_m: FloatArray,
     """Integrate a path from a start pose and a curvature profile sampled every ``step_m``."""
     heading = heading_rad + np.concatenate([[0.0], np.cumsum(curvature_per_m[:-1] * step_m)])
     steps = np.stack([np.cos(heading), np.sin(heading)], axis=-1) * step_m
-    return np.asarray(start_xy + np.concatenate([[[0.0, 0.0]], np.cumsum(steps[:-1], axis=0)]), dtype=np.float64)
+    return np.asarray(
+        start_xy + np.concatenate([[[0.0, 0.0]], np.cumsum(steps[:-1], axis=0)]), dtype=np.float64
+    )
 
 
-def bezier(p0: FloatArray, h0: FloatArray, p3: FloatArray, h3: FloatArray, handle_m: float, n: int = 40) -> FloatArray:
+def bezier(
+    p0: FloatArray, h0: FloatArray, p3: FloatArray, h3: FloatArray, handle_m: float, n: int = 40
+) -> FloatArray:
     """Cubic Bezier from pose (p0, unit h0) to pose (p3, unit h3)."""
     p1, p2 = p0 + h0 * handle_m, p3 - h3 * handle_m
     t = np.linspace(0.0, 1.0, n)[:, None]

@@ -8,6 +8,7 @@ Geometry is built in a local frame around the origin; the writer places it in th
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -86,7 +87,7 @@ def _parallel_lanes(
         left_mark = inner if k == 0 else "DASHED_WHITE"
         right_mark = "SOLID_WHITE" if k == n - 1 else "DASHED_WHITE"
         ids.append(_add_lane(lanes, Lane(xy, width_m, left_mark=left_mark, right_mark=right_mark)))
-    for a, b in zip(ids[:-1], ids[1:], strict=True):  # innermost is leftmost in travel direction
+    for a, b in itertools.pairwise(ids):  # innermost is leftmost in travel direction
         lanes[a].right_neighbor, lanes[b].left_neighbor = b, a
     return ids
 
@@ -97,7 +98,9 @@ def _road_polygon(center: FloatArray, left_m: float, right_m: float) -> FloatArr
 
 
 def _concat(*parts: FloatArray) -> FloatArray:
-    out = [parts[0]] + [p[1:] if np.allclose(p[0], prev[-1], atol=0.05) else p for prev, p in zip(parts, parts[1:])]
+    out = [parts[0]] + [
+        p[1:] if np.allclose(p[0], prev[-1], atol=0.05) else p for prev, p in itertools.pairwise(parts)
+    ]
     return resample(np.concatenate(out), ROUTE_SPACING_M)
 
 
@@ -128,7 +131,9 @@ def _connector(lanes: list[Lane], a: int, b: int, kind: str) -> int:
     dist = float(np.linalg.norm(p3 - p0))
     handle = max(7.0, 1.1 * dist) if kind == "u_turn" else (0.35 if kind == "straight" else 0.5) * dist
     xy = resample(bezier(p0, h0, p3, h3, handle), LANE_SPACING_M)
-    c = _add_lane(lanes, Lane(xy, lanes[a].width_m, is_intersection=True, left_mark="NONE", right_mark="NONE"))
+    c = _add_lane(
+        lanes, Lane(xy, lanes[a].width_m, is_intersection=True, left_mark="NONE", right_mark="NONE")
+    )
     _link(lanes, a, c)
     _link(lanes, c, b)
     return c
@@ -160,7 +165,7 @@ def junction(rng: np.random.Generator, num_arms: int) -> RoadNetwork:
         n_pts = int(length / LANE_SPACING_M) + 1
         kappa = np.zeros(n_pts)
         if rng.random() < 0.4:
-            kappa[int(25 / LANE_SPACING_M):] = rng.choice([-1, 1]) * rng.uniform(1 / 400, 1 / 120)
+            kappa[int(25 / LANE_SPACING_M) :] = rng.choice([-1, 1]) * rng.uniform(1 / 400, 1 / 120)
         start = r0 * np.array([np.cos(angle), np.sin(angle)])
         center = curve(start, float(angle), kappa, LANE_SPACING_M)
         out_ids = _parallel_lanes(lanes, center, int(n_out[i]), width, float(medians[i]), side=-1)
@@ -175,7 +180,10 @@ def junction(rng: np.random.Generator, num_arms: int) -> RoadNetwork:
         edge1 = np.stack([c0 - n0 * (right_m + 1), c0 + n0 * (left_m + 1)])
         edge2 = np.stack([c1 - n1 * (right_m + 1), c1 + n1 * (left_m + 1)])
         crossings.append((edge1, edge2))
-        cross = resample(np.stack([(edge1[0] + edge2[0]) / 2 - n0 * 4, (edge1[1] + edge2[1]) / 2 + n0 * 4]), ROUTE_SPACING_M)
+        cross = resample(
+            np.stack([(edge1[0] + edge2[0]) / 2 - n0 * 4, (edge1[1] + edge2[1]) / 2 + n0 * 4]),
+            ROUTE_SPACING_M,
+        )
         walk_routes += [Route(cross, "cross"), Route(cross[::-1].copy(), "cross")]
         for side_m in (left_m + 4.0, -(right_m + 4.0)):
             walk = resample(offset(center, side_m), ROUTE_SPACING_M)
@@ -186,10 +194,12 @@ def junction(rng: np.random.Generator, num_arms: int) -> RoadNetwork:
             tangent = center[s_idx + 1] - center[s_idx]
             curb_spots.append((pos, float(np.arctan2(tangent[1], tangent[0]) + (0 if side < 0 else np.pi))))
     corner_pts = []
-    for a in arms:
-        n = offset(a.center[:2], 1.0)[0] - a.center[0]
-        corner_pts += [a.center[0] + n * (a.median_m / 2 + len(a.in_lanes) * width + 2.5),
-                       a.center[0] - n * (a.median_m / 2 + len(a.out_lanes) * width + 2.5)]
+    for arm in arms:
+        n = offset(arm.center[:2], 1.0)[0] - arm.center[0]
+        corner_pts += [
+            arm.center[0] + n * (arm.median_m / 2 + len(arm.in_lanes) * width + 2.5),
+            arm.center[0] - n * (arm.median_m / 2 + len(arm.out_lanes) * width + 2.5),
+        ]
     corners = np.array(corner_pts)
     order = np.argsort(np.arctan2(corners[:, 1], corners[:, 0]))
     areas.append(np.concatenate([corners[order], corners[order][:1]]))
@@ -204,8 +214,10 @@ def junction(rng: np.random.Generator, num_arms: int) -> RoadNetwork:
             if kind == "u_turn" and i != j:
                 continue
             if kind == "straight":
-                pairs = [(arm_in.in_lanes[k], arm_out.out_lanes[min(k, len(arm_out.out_lanes) - 1)])
-                         for k in range(len(arm_in.in_lanes))]
+                pairs = [
+                    (arm_in.in_lanes[k], arm_out.out_lanes[min(k, len(arm_out.out_lanes) - 1)])
+                    for k in range(len(arm_in.in_lanes))
+                ]
             elif kind == "right":
                 pairs = [(arm_in.in_lanes[-1], arm_out.out_lanes[-1])]
             else:  # left and U-turn from the innermost lane
@@ -256,10 +268,15 @@ def curved_road(rng: np.random.Generator) -> RoadNetwork:
         for lane in group:
             routes.append(Route(resample(lanes[lane].xy, ROUTE_SPACING_M), "straight"))
         for k in range(len(group) - 1):
-            for a, b, kind in ((group[k], group[k + 1], "lane_change_right"), (group[k + 1], group[k], "lane_change_left")):
+            for a, b, kind in (
+                (group[k], group[k + 1], "lane_change_right"),
+                (group[k + 1], group[k], "lane_change_left"),
+            ):
                 total = arc_length_m(lanes[a].xy)[-1]
                 for _ in range(2):
-                    xy = _lane_change(lanes[a].xy, lanes[b].xy, rng.uniform(30.0, total - 90.0), rng.uniform(35.0, 70.0))
+                    xy = _lane_change(
+                        lanes[a].xy, lanes[b].xy, rng.uniform(30.0, total - 90.0), rng.uniform(35.0, 70.0)
+                    )
                     routes.append(Route(resample(xy, ROUTE_SPACING_M), kind))
     # U-turn through a median opening: innermost forward lane -> innermost backward lane.
     n_pts = len(center)
@@ -267,7 +284,9 @@ def curved_road(rng: np.random.Generator) -> RoadNetwork:
     a_xy, b_xy = lanes[fwd[0]].xy, lanes[bwd[0]].xy
     approach, exit_ = a_xy[: cut + 1], b_xy[n_pts - 1 - cut - 4 :]
     h0, h3 = _heading(approach, True), _heading(exit_, False)
-    loop = bezier(approach[-1], h0, exit_[0], h3, max(7.0, 1.2 * float(np.linalg.norm(exit_[0] - approach[-1]))))
+    loop = bezier(
+        approach[-1], h0, exit_[0], h3, max(7.0, 1.2 * float(np.linalg.norm(exit_[0] - approach[-1])))
+    )
     stop = float(arc_length_m(approach)[-1])
     routes.append(Route(_concat(approach, loop, exit_), "u_turn", stop))
     walk_routes: list[Route] = []
@@ -292,7 +311,9 @@ def curved_road(rng: np.random.Generator) -> RoadNetwork:
         pos = offset(center, side * (half + 1.2))[idx]
         tangent = center[idx + 1] - center[idx]
         curb_spots.append((pos, float(np.arctan2(tangent[1], tangent[0]) + (0 if side < 0 else np.pi))))
-    return RoadNetwork(lanes, areas, crossings, routes, walk_routes, bike_routes, curb_spots, layout="curved_road")
+    return RoadNetwork(
+        lanes, areas, crossings, routes, walk_routes, bike_routes, curb_spots, layout="curved_road"
+    )
 
 
 LAYOUTS: tuple[str, ...] = ("junction4", "junction3", "curved_road")

@@ -72,12 +72,16 @@ def _vehicle(rng: np.random.Generator, net: RoadNetwork, num_steps: int, full: b
         v0, wait = 0.0, rng.uniform(0.0, 4.0)
     elif route.stop_s_m is not None and r < 0.45:
         stop, wait = route.stop_s_m - rng.uniform(1.0, 4.0), 30.0  # red light: stays stopped
-    driver = Driver(v_des, rng.uniform(1.0, 2.8), rng.uniform(1.5, 3.5), rng.uniform(1.8, 3.2), v0, stop, wait)
+    driver = Driver(
+        v_des, rng.uniform(1.0, 2.8), rng.uniform(1.5, 3.5), rng.uniform(1.8, 3.2), v0, stop, wait
+    )
     t0 = 0.0 if full or rng.random() < 0.75 else rng.uniform(0.5, 6.0)
     return drive(route.xy, s0, driver, t0, num_steps)
 
 
-def _slow_user(rng: np.random.Generator, routes: list[Route], num_steps: int, speed: tuple[float, float]) -> Motion:
+def _slow_user(
+    rng: np.random.Generator, routes: list[Route], num_steps: int, speed: tuple[float, float]
+) -> Motion:
     route = routes[int(rng.integers(len(routes)))]
     length = float(arc_length_m(route.xy)[-1])
     v_des = rng.uniform(*speed)
@@ -86,7 +90,9 @@ def _slow_user(rng: np.random.Generator, routes: list[Route], num_steps: int, sp
     wait = 0.0
     if route.manoeuvre == "cross" or rng.random() < 0.2:  # wait at the kerb, or pause
         stop, wait = s0 + rng.uniform(0.5, 6.0), rng.uniform(0.5, 4.0)
-    driver = Driver(v_des, rng.uniform(0.5, 1.5), rng.uniform(0.8, 2.0), 2.0, v_des * rng.uniform(0.5, 1.0), stop, wait)
+    driver = Driver(
+        v_des, rng.uniform(0.5, 1.5), rng.uniform(0.8, 2.0), 2.0, v_des * rng.uniform(0.5, 1.0), stop, wait
+    )
     return drive(route.xy, s0, driver, 0.0 if rng.random() < 0.8 else rng.uniform(0.5, 6.0), num_steps)
 
 
@@ -101,7 +107,9 @@ def _place(net: RoadNetwork, rot: FloatArray, shift: FloatArray) -> RoadNetwork:
     return net
 
 
-def generate_scenario(rng: np.random.Generator, num_steps: int = AV2_SCENARIO_TOTAL_TIMESTEPS) -> SynthScenario:
+def generate_scenario(
+    rng: np.random.Generator, num_steps: int = AV2_SCENARIO_TOTAL_TIMESTEPS
+) -> SynthScenario:
     """Sample one scenario (network, road users, categories, city placement)."""
     net = road_network(rng)
     motions: list[Motion] = []
@@ -120,13 +128,13 @@ def generate_scenario(rng: np.random.Generator, num_steps: int = AV2_SCENARIO_TO
     for _ in range(int(rng.integers(0, 9))):
         motions.append(_slow_user(rng, net.walk_routes, num_steps, (0.9, 1.8)))
         types.append("pedestrian")
-    for spot, heading in net.curb_spots:
+    for spot, spot_heading in net.curb_spots:
         if rng.random() < 0.5:
-            motions.append(standing(spot, heading, num_steps, rng, 0.02))
+            motions.append(standing(spot, spot_heading, num_steps, rng, 0.02))
             types.append("vehicle")
     for _ in range(int(rng.integers(0, 3))):
-        spot, heading = net.curb_spots[int(rng.integers(len(net.curb_spots)))]
-        motions.append(standing(spot + rng.normal(0, 1.5, 2), heading, num_steps, rng, 0.03))
+        spot, spot_heading = net.curb_spots[int(rng.integers(len(net.curb_spots)))]
+        motions.append(standing(spot + rng.normal(0, 1.5, 2), spot_heading, num_steps, rng, 0.03))
         types.append("static")
 
     xy = np.stack([m.xy for m in motions])
@@ -146,7 +154,7 @@ def generate_scenario(rng: np.random.Generator, num_steps: int = AV2_SCENARIO_TO
     n = len(motions)
     ids = rng.choice(np.arange(10_000, 999_999), size=n, replace=False).astype(str)
     ids[1] = AV_TRACK_ID
-    full = valid.all(axis=1)
+    full = np.asarray(valid.all(axis=1), dtype=bool)
     categories = np.where(full, UNSCORED, FRAGMENT)
     net_disp = np.hypot(*(xy[0, -1] - xy[0, 0]))
     focal = 0 if full[0] and net_disp > 5.0 else 1

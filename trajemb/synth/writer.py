@@ -9,6 +9,7 @@ both load to the same ``ArgoverseScenario``. Maps follow ``log_map_archive_<id>.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from trajemb.synth.geometry import arc_length_m, offset
 from trajemb.synth.scenario import SynthScenario
 
 MAX_LANE_SEGMENT_M = 50.0
-_STEP_NS = int(round(STEP_S * 1e9))
+_STEP_NS = round(STEP_S * 1e9)
 
 SCENARIO_SCHEMA = pa.schema(
     [
@@ -102,7 +103,12 @@ def to_argoverse_scenario(sc: SynthScenario) -> ArgoverseScenario:
             for t in np.flatnonzero(sc.valid[a])
         ]
         tracks.append(
-            Track(str(track_id), states, ObjectType(str(sc.object_types[a])), TrackCategory(int(sc.categories[a])))
+            Track(
+                str(track_id),
+                states,
+                ObjectType(str(sc.object_types[a])),
+                TrackCategory(int(sc.categories[a])),
+            )
         )
     timestamps_ns = sc.start_timestamp_ns + np.arange(num_steps, dtype=np.float64) * _STEP_NS
     return ArgoverseScenario(sc.scenario_id, timestamps_ns, tracks, sc.focal_track_id, sc.city, None, None)
@@ -127,14 +133,18 @@ def _points(xy: FloatArray, stride: int = MAP_POINT_STRIDE) -> list[dict[str, fl
 def map_json(sc: SynthScenario) -> dict[str, Any]:
     """The AV2 map archive dict of a scenario's road network (lanes split into <= 50 m segments)."""
     net = sc.network
-    base = 100_000_000 + int(np.frombuffer(bytes.fromhex(sc.scenario_id.replace("-", ""))[:3], ">u1") @ [65536, 256, 1]) * 1000
+    base = (
+        100_000_000
+        + int(np.frombuffer(bytes.fromhex(sc.scenario_id.replace("-", ""))[:3], ">u1") @ [65536, 256, 1])
+        * 1000
+    )
     pieces: list[list[tuple[int, int]]] = []  # per lane: (start, end) point index of each segment
     ids: list[list[int]] = []
     next_id = base
     for lane in net.lanes:
         k = max(1, int(np.ceil(arc_length_m(lane.xy)[-1] / MAX_LANE_SEGMENT_M)))
         cuts = np.linspace(0, len(lane.xy) - 1, k + 1).round().astype(int)
-        pieces.append(list(zip(cuts[:-1], cuts[1:], strict=True)))
+        pieces.append(list(itertools.pairwise(cuts)))
         ids.append(list(range(next_id, next_id + k)))
         next_id += k
     segments: dict[str, Any] = {}
@@ -146,7 +156,8 @@ def map_json(sc: SynthScenario) -> dict[str, Any]:
             last = pi == len(pieces[li]) - 1
             first = pi == 0
 
-            def neighbor(nb: int | None, pi: int = pi) -> int | None:
+            def neighbor(nb: int | None, pi: int = pi, li: int = li) -> int | None:
+                # Parallel lanes are split alike, so piece i borders the neighbour's piece i.
                 return ids[nb][pi] if nb is not None and len(ids[nb]) == len(ids[li]) else None
 
             segments[str(seg_id)] = {

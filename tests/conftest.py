@@ -1,0 +1,43 @@
+"""Shared fixtures: the real AV2 fixtures from ../shared and a small synthetic dataset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from trajemb.synth.generate import SynthConfig, generate
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FIXTURES_ENV = "TRAJEMB_AV2_FIXTURES"
+
+
+def av2_fixtures_dir() -> Path:
+    return Path(os.environ.get(FIXTURES_ENV, REPO_ROOT.parent / "shared" / "data" / "av2_fixtures"))
+
+
+@pytest.fixture(scope="session")
+def av2_fixtures() -> Path:
+    root = av2_fixtures_dir()
+    if not (root / "motion_forecasting").is_dir() or not (root / "sensor_logs").is_dir():
+        pytest.skip(f"real AV2 fixtures not found at {root} (set {FIXTURES_ENV} to their folder)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def mf_dir(av2_fixtures: Path) -> Path:
+    return av2_fixtures / "motion_forecasting"
+
+
+@pytest.fixture(scope="session")
+def sensor_dir(av2_fixtures: Path) -> Path:
+    return av2_fixtures / "sensor_logs"
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 synthetic scenarios, generated once per test session."""
+    out = tmp_path_factory.mktemp("synth") / "scenarios"
+    generate(SynthConfig(num_scenarios=24, seed=7, workers=1), out, progress=False)
+    return out

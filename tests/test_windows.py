@@ -1,0 +1,74 @@
+"""Window extraction: gaps, stride, span, filters, agent frame."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trajemb.schema import Source, TrackSet, WindowConfig
+from trajemb.windows import concat_windows, extract_windows
+
+
+def make_tracks(valid: np.ndarray, speed_mps: float = 10.0) -> TrackSet:
+    A, S = valid.shape
+    t = np.arange(S) * 0.1
+    xy = np.zeros((A, S, 2))
+    xy[..., 0] = 100.0 + speed_mps * t
+    xy[..., 1] = np.arange(A)[:, None] * 4.0
+    xy[~valid] = np.nan
+    return TrackSet(
+        scenario_id="s",
+        city="austin",
+        map_key="s",
+        source=Source.SYNTHETIC,
+        track_ids=np.array([f"t{a}" for a in range(A)]),
+        object_types=np.array(["vehicle", "pedestrian"] * (A // 2) + ["vehicle"] * (A % 2)),
+        categories=np.array(["focal"] + ["fragment"] * (A - 1)),
+        xy_city=xy,
+        heading_rad=np.zeros((A, S)),
+        valid=valid,
+    )
+
+
+def test_starts_and_gaps() -> None:
+    valid = np.ones((2, 110), dtype=bool)
+    valid[1, 35] = False  # one missing step
+    w = extract_windows(make_tracks(valid), WindowConfig(num_steps=30, stride_steps=10))
+    starts = {(str(t), int(s)) for t, s in zip(w.track_id, w.start_timestep, strict=True)}
+    assert {s for t, s in starts if t == "t0"} == set(range(0, 81, 10))
+    assert {s for t, s in starts if t == "t1"} == {0, 40, 50, 60, 70, 80}  # no window spans step 35
+    assert w.xy_agent.shape == (len(w), 30, 2)
+    assert w.xy_agent.dtype == np.float32
+
+
+def test_future_span_and_focal_only() -> None:
+    tracks = make_tracks(np.ones((3, 110), dtype=bool))
+    w = extract_windows(tracks, WindowConfig(num_steps=60, stride_steps=10, tracks="focal", span="future"))
+    assert w.track_id.tolist() == ["t0"] and w.start_timestep.tolist() == [50]
+
+
+def test_moving_filter_and_object_types() -> None:
+    slow = make_tracks(np.ones((2, 110), dtype=bool), speed_mps=0.5)
+    assert len(extract_windows(slow, WindowConfig(min_speed_mps=1.0))) == 0
+    assert len(extract_windows(slow, WindowConfig(min_speed_mps=0.0))) > 0
+    fast = make_tracks(np.ones((2, 110), dtype=bool))
+    w = extract_windows(fast, WindowConfig(object_types=("pedestrian",)))
+    assert set(w.object_type.tolist()) == {"pedestrian"}
+
+
+def test_agent_frame_of_windows() -> None:
+    w = extract_windows(
+        make_tracks(np.ones((1, 110), dtype=bool)), WindowConfig(num_steps=60, stride_steps=25)
+    )
+    np.testing.assert_allclose(w.xy_agent[:, 0], 0.0, atol=1e-6)
+    np.testing.assert_allclose(w.xy_agent[:, :, 1], 0.0, atol=1e-5)
+    np.testing.assert_allclose(w.xy_agent[:, -1, 0], 59.0, atol=1e-4)
+    np.testing.assert_allclose(w.origin_xy_city[:, 0], 100.0 + 10.0 * w.start_timestep * 0.1)
+    assert w.direction.tolist() == ["straight"] * len(w)
+
+
+def test_too_short_scenario_and_concat() -> None:
+    tracks = make_tracks(np.ones((1, 20), dtype=bool))
+    empty = extract_windows(tracks, WindowConfig(num_steps=30))
+    assert len(empty) == 0 and empty.xy_agent.shape == (0, 30, 2)
+    both = concat_windows([empty, extract_windows(tracks, WindowConfig(num_steps=10, stride_steps=5))], 10)
+    assert len(both) == 3
