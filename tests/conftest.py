@@ -41,3 +41,13 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "scenarios"
     generate(SynthConfig(num_scenarios=24, seed=7, workers=1), out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def synth_table(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trajectory table of ``synth_dir`` (6 s windows, 1 s stride)."""
+    from trajemb.prepare import PrepareConfig, prepare_table
+
+    out = tmp_path_factory.mktemp("table") / "synth.parquet"
+    prepare_table(PrepareConfig(av2_dirs=(str(synth_dir),), workers=1), out, progress=False)
+    return out

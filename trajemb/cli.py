@@ -110,6 +110,48 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from trajemb.model import EncoderConfig
+    from trajemb.train import TrainConfig, train
+
+    encoder = EncoderConfig(
+        embedding_dim=args.embedding_dim,
+        d_model=args.hidden,
+        num_layers=args.layers,
+        num_heads=args.heads,
+        ff_mult=args.ff_mult,
+        dropout=args.dropout,
+        input_dropout=args.input_dropout,
+    )
+    config = TrainConfig(
+        encoder=encoder,
+        similarity=args.similarity,
+        shape_weight=args.shape_weight,
+        threshold=args.threshold,
+        positive_fraction=args.positive_fraction,
+        mining=args.mining,
+        margin=args.margin,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_fraction=args.warmup,
+        grad_clip=args.grad_clip,
+        val_fraction=args.val_fraction,
+        val_every=args.val_every,
+        val_k=args.val_k,
+        seed=args.seed,
+        device=args.device,
+    )
+    best = train(config, Path(args.data), Path(args.out), resume=args.resume, progress=not args.quiet)
+    k = config.val_k
+    print(
+        f"best epoch {int(best['epoch'])}: val minADE@{k} {best[f'val_minADE@{k}']:.3f} m, "
+        f"minFDE@{k} {best[f'val_minFDE@{k}']:.3f} m -> {Path(args.out) / 'best'}"
+    )
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from trajemb.pipeline import run_demo
 
@@ -149,6 +191,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true", help="recompute the content hash")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.set_defaults(func=_cmd_info)
+
+    from trajemb.losses import DEFAULT_MARGIN
+    from trajemb.model import EncoderConfig
+    from trajemb.train import TrainConfig
+
+    e, t = EncoderConfig(), TrainConfig()
+    p = sub.add_parser("train", help="train an encoder with the contrastive triplet loss")
+    p.add_argument("--data", required=True, help="trajectory table from `trajemb prepare`")
+    p.add_argument("--out", required=True, help="run folder: best/, last/, metrics.csv")
+    p.add_argument("--similarity", choices=["cosine", "fft"], default=t.similarity)
+    p.add_argument("--shape-weight", type=float, default=t.shape_weight, help="f of the Cosine similarity")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="positive when similarity >= this (default: calibrated to --positive-fraction)")  # fmt: skip
+    p.add_argument("--positive-fraction", type=float, default=t.positive_fraction,
+                   help="share of in-batch pairs made positive when --threshold is not given")  # fmt: skip
+    p.add_argument("--mining", choices=["random", "hard", "semi-hard"], default=t.mining)
+    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
+    p.add_argument("--embedding-dim", type=int, default=e.embedding_dim, help="D")
+    p.add_argument("--layers", type=int, default=e.num_layers)
+    p.add_argument("--heads", type=int, default=e.num_heads)
+    p.add_argument("--hidden", type=int, default=e.d_model, help="d_model (width)")
+    p.add_argument("--ff-mult", type=int, default=e.ff_mult, help="feed-forward width / d_model")
+    p.add_argument("--dropout", type=float, default=e.dropout)
+    p.add_argument("--input-dropout", type=float, default=e.input_dropout)
+    p.add_argument("--epochs", type=int, default=t.epochs)
+    p.add_argument("--batch-size", type=int, default=t.batch_size)
+    p.add_argument("--lr", type=float, default=t.lr, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--weight-decay", type=float, default=t.weight_decay)
+    p.add_argument("--warmup", type=float, default=t.warmup_fraction, help="warm-up share of the schedule")
+    p.add_argument("--grad-clip", type=float, default=t.grad_clip)
+    p.add_argument("--val-fraction", type=float, default=t.val_fraction, help="share of scenarios held out")
+    p.add_argument("--val-every", type=int, default=t.val_every, help="validate every N epochs")
+    p.add_argument("--val-k", type=int, default=t.val_k, help="k of validation minADE/minFDE@k")
+    p.add_argument("--seed", type=int, default=t.seed)
+    p.add_argument("--device", default=t.device, help="auto (cuda, then cpu), cpu, cuda, cuda:1, ...")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("demo", help="end-to-end pipeline on built-in synthetic data")
     p.add_argument("--cache", default=str(DEFAULT_CACHE), help="cache folder (default .cache)")

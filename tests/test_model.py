@@ -1,0 +1,49 @@
+"""Encoder shapes, normalisation, padding masks and the paper's model sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trajemb.errors import ConfigError
+from trajemb.model import EncoderConfig, TrajectoryEncoder, count_parameters
+
+
+def test_output_is_unit_norm() -> None:
+    model = TrajectoryEncoder(EncoderConfig(embedding_dim=4, d_model=32)).eval()
+    z = model(torch.randn(5, 60, 2) * 10)
+    assert z.shape == (5, 4)
+    torch.testing.assert_close(z.norm(dim=-1), torch.ones(5))
+
+
+def test_padding_is_ignored() -> None:
+    torch.manual_seed(0)
+    model = TrajectoryEncoder(EncoderConfig(embedding_dim=8, d_model=32, num_layers=2)).eval()
+    xy = torch.randn(3, 40, 2) * 5
+    padded = torch.cat([xy, torch.randn(3, 20, 2) * 1000], dim=1)
+    valid = torch.zeros(3, 60, dtype=torch.bool)
+    valid[:, :40] = True
+    with torch.no_grad():
+        torch.testing.assert_close(model(padded, valid), model(xy), atol=1e-5, rtol=1e-5)
+
+
+def test_paper_sizes() -> None:
+    base = EncoderConfig(embedding_dim=16, d_model=1024, num_layers=4, num_heads=8, dropout=0.3, input_dropout=0.2)
+    assert 33e6 < count_parameters(TrajectoryEncoder(base)) < 35e6  # "about 34 M parameters"
+    compact = EncoderConfig(embedding_dim=16, d_model=64, num_layers=1, num_heads=4)
+    assert count_parameters(TrajectoryEncoder(compact)) < 50_000
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"d_model": 30, "num_heads": 4}, "divisible by num_heads"),
+        ({"embedding_dim": 1}, "embedding_dim must be >= 2"),
+        ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+    ],
+)
+def test_config_validation(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        EncoderConfig(**kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="unknown encoder config key"):
+        EncoderConfig.from_dict({"hidden": 3})

@@ -1,0 +1,114 @@
+"""A short CPU run lowers the loss, writes checkpoints and metrics, resumes; bad input is refused."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from trajemb.checkpoint import load_checkpoint
+from trajemb.embed import embed_windows
+from trajemb.errors import ConfigError, DataError
+from trajemb.model import EncoderConfig
+from trajemb.store import read_table
+from trajemb.train import TrainConfig, Trainer, split_by_scenario, train
+
+TINY = EncoderConfig(embedding_dim=8, d_model=32, num_layers=1, num_heads=4, dropout=0.0)
+
+
+def config(**kw: object) -> TrainConfig:
+    base: dict[str, object] = {"encoder": TINY, "epochs": 4, "batch_size": 256, "lr": 3e-3, "val_fraction": 0.2, "device": "cpu"}
+    return TrainConfig(**(base | kw))  # type: ignore[arg-type]
+
+
+def test_short_run_lowers_loss_and_writes_artefacts(synth_table: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    best = train(config(), synth_table, out, progress=False)
+    with open(out / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 4
+    losses = [float(r["train_loss"]) for r in rows]
+    assert losses[-1] < 0.8 * losses[0]
+    assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"])
+    assert float(rows[0]["triplets_per_batch"]) > 50
+    model, card = load_checkpoint(out / "best")
+    assert card["epoch"] == best["epoch"]
+    assert card["data"]["table_sha256"] == read_table(synth_table).content_hash
+    assert card["similarity"] == "cosine" and card["embedding_dim"] == 8 and card["num_parameters"] > 0
+    assert 0.0 < card["threshold"] < 1.0 and card["threshold_calibrated"] is True
+    assert card["metrics"]["val_minADE@6"] == pytest.approx(best["val_minADE@6"])
+    # A reloaded checkpoint gives identical embeddings.
+    xy = read_table(synth_table).xy_agent[:50]
+    again, _ = load_checkpoint(out / "best")
+    np.testing.assert_array_equal(embed_windows(model, xy), embed_windows(again, xy))
+
+
+def test_resume_continues(synth_table: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(config(epochs=2), synth_table, out, progress=False)
+    shutil.copytree(out, tmp_path / "two_epochs")
+    with pytest.raises(ConfigError, match="training config differs"):
+        Trainer(config(epochs=3, lr=1e-3), synth_table, out, resume=True, progress=False)
+    # Resuming a finished 2-epoch run with the same config trains nothing more.
+    trainer = Trainer(config(epochs=2), synth_table, out, resume=True, progress=False)
+    assert trainer.start_epoch == 2
+    with pytest.raises(DataError, match="nothing to resume"):
+        Trainer(config(), synth_table, tmp_path / "fresh", resume=True, progress=False)
+
+
+def test_fft_and_mining_strategies_run(synth_table: Path, tmp_path: Path) -> None:
+    for similarity, mining in (("fft", "hard"), ("cosine", "semi-hard")):
+        best = train(config(epochs=1, similarity=similarity, mining=mining), synth_table, tmp_path / mining, progress=False)
+        assert np.isfinite(best["val_minADE@6"])
+
+
+def test_split_is_by_scenario(synth_table: Path) -> None:
+    table = read_table(synth_table)
+    split = split_by_scenario(table, 0.2)
+    train_s = set(table.meta["scenario_id"].iloc[split.train])
+    val_s = set(table.meta["scenario_id"].iloc[split.val])
+    assert train_s.isdisjoint(val_s) and val_s
+    assert len(split.train) + len(split.val) == len(table)
+
+
+def test_table_smaller_than_a_batch(synth_table: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="fewer than one batch of 100000"):
+        Trainer(config(batch_size=100_000), synth_table, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_nan_in_table(synth_table: Path, tmp_path: Path) -> None:
+    table = pq.read_table(synth_table)
+    xy = table.column("xy_agent").combine_chunks()
+    values = xy.flatten().to_numpy().copy()
+    values[7] = np.nan
+    bad = table.set_column(table.schema.get_field_index("xy_agent"), "xy_agent",
+                           pa.FixedSizeListArray.from_arrays(pa.array(values), xy.type.list_size))  # fmt: skip
+    pq.write_table(bad.replace_schema_metadata(table.schema.metadata), tmp_path / "bad.parquet")
+    with pytest.raises(DataError, match=r"1 window\(s\) contain NaN or infinite positions \(first: synthetic/"):
+        Trainer(config(), tmp_path / "bad.parquet", tmp_path / "run", progress=False)
+
+
+def test_bad_flags() -> None:
+    with pytest.raises(ConfigError, match="--similarity must be one of cosine, fft"):
+        config(similarity="dtw")
+    with pytest.raises(ConfigError, match="--mining must be one of"):
+        config(mining="hardest")
+
+
+def test_cli_train(synth_table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from trajemb.cli import main
+
+    rc = main(["-q", "train", "--data", str(synth_table), "--out", str(tmp_path / "cli"), "--epochs", "1",
+               "--batch-size", "256", "--hidden", "32", "--embedding-dim", "4", "--device", "cpu"])  # fmt: skip
+    assert rc == 0
+    assert "val minADE@6" in capsys.readouterr().out
+    model, card = load_checkpoint(tmp_path / "cli" / "best")
+    assert model.config.embedding_dim == 4 and model.config.d_model == 32
+    assert torch.isfinite(model(torch.zeros(1, 60, 2))).all()

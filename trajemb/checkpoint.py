@@ -1,0 +1,109 @@
+"""Checkpoints: a folder with ``model.safetensors``, ``config.json`` (enough to rebuild the encoder
+alone) and ``card.json`` (training data hash, similarity, D, parameters, metrics, git revision).
+
+Weights load without executing code (safetensors); the folder is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from trajemb.atomic import atomic_dir
+from trajemb.errors import ConfigError, DataError
+from trajemb.model import EncoderConfig, TrajectoryEncoder
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+CARD_FILE = "card.json"
+CHECKPOINT_FORMAT = "trajemb-checkpoint/1"
+
+
+def git_revision(cwd: Path | None = None) -> str:
+    """The current git commit (with ``-dirty`` if the tree has changes), or ``unknown``."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=cwd, check=True
+        )
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=cwd, check=True)  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def save_checkpoint(
+    model: TrajectoryEncoder, folder: Path, card: dict[str, Any], extra_files: dict[str, Any] | None = None
+) -> None:
+    """Write weights, config and card into ``folder`` (replacing it atomically).
+
+    ``extra_files`` maps file names to objects saved with ``torch.save`` (plain tensors and
+    containers only, so that ``torch.load(weights_only=True)`` reads them back).
+    """
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_dir(Path(folder)) as tmp:
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": CHECKPOINT_FORMAT})
+        (tmp / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2), encoding="utf-8")
+        (tmp / CARD_FILE).write_text(
+            json.dumps({"format": CHECKPOINT_FORMAT, **card}, indent=2), encoding="utf-8"
+        )
+        for name, obj in (extra_files or {}).items():
+            torch.save(obj, tmp / name)
+
+
+def read_card(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / CARD_FILE
+    if not path.is_file():
+        raise DataError(f"{folder}: not a trajemb checkpoint (no {CARD_FILE})")
+    card: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return card
+
+
+def load_checkpoint(
+    folder: Path, device: torch.device | str = "cpu"
+) -> tuple[TrajectoryEncoder, dict[str, Any]]:
+    """Rebuild the encoder from ``config.json`` and load its weights; returns (model in eval mode, card).
+
+    Raises:
+        DataError: missing or unreadable files, or weights that do not match the config.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: checkpoint folder not found")
+    for name in (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE):
+        if not (folder / name).is_file():
+            raise DataError(f"{folder}: checkpoint is missing {name}")
+    try:
+        config = EncoderConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, TypeError, ConfigError) as exc:
+        raise DataError(f"{folder / CONFIG_FILE}: invalid encoder config ({exc})") from exc
+    try:
+        state = load_file(str(folder / WEIGHTS_FILE), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise DataError(f"{folder / WEIGHTS_FILE}: unreadable weights ({exc})") from exc
+    model = TrajectoryEncoder(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            part
+            for part in (
+                f"missing {missing[:3]}" if missing else "",
+                f"unexpected {unexpected[:3]}" if unexpected else "",
+                f"shape mismatch {[(k, tuple(state[k].shape), tuple(expected[k].shape)) for k in wrong[:3]]}"
+                if wrong
+                else "",
+            )
+            if part
+        )
+        raise DataError(f"{folder}: weights do not match config.json ({detail})")
+    model.load_state_dict(state)
+    return model.to(device).eval(), read_card(folder)

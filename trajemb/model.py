@@ -1,0 +1,128 @@
+"""The trajectory encoder of arXiv 2506.02571: a small Transformer over (x, y) steps -> unit vector.
+
+input projection (2 -> d_model) -> input dropout -> sinusoidal positional encoding ->
+``nn.TransformerEncoder`` (post-norm, GELU, feed-forward ``ff_mult * d_model``) -> masked mean pool
+over valid steps -> head (d_model -> d_model/2 -> D) -> L2 normalisation.
+
+Legend: B batch, T steps, D embedding dim. Inputs are agent-frame metres divided by
+``input_scale_m`` so that activations stay O(1) whatever the window length.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trajemb.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Everything needed to rebuild an encoder; saved as ``config.json`` beside its weights."""
+
+    embedding_dim: int = 16
+    d_model: int = 128
+    num_layers: int = 1
+    num_heads: int = 4
+    ff_mult: int = 2
+    dropout: float = 0.1
+    input_dropout: float = 0.0
+    input_scale_m: float = 10.0
+    max_steps: int = 512
+
+    def __post_init__(self) -> None:
+        if self.embedding_dim < 2:
+            raise ConfigError(f"embedding_dim must be >= 2, got {self.embedding_dim}")
+        if self.d_model < 4 or self.d_model % 2:
+            raise ConfigError(f"d_model (--hidden) must be an even number >= 4, got {self.d_model}")
+        if self.num_heads < 1 or self.d_model % self.num_heads:
+            raise ConfigError(f"d_model {self.d_model} must be divisible by num_heads {self.num_heads}")
+        if self.num_layers < 1:
+            raise ConfigError(f"num_layers must be >= 1, got {self.num_layers}")
+        for name in ("dropout", "input_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EncoderConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown encoder config key(s) {sorted(unknown)}")
+        return cls(**data)
+
+
+def sinusoidal_encoding(num_steps: int, d_model: int) -> torch.Tensor:
+    """(T, d_model) sine/cosine positional encoding (Vaswani et al.)."""
+    position = torch.arange(num_steps, dtype=torch.float32)[:, None]
+    div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    pe = torch.zeros(num_steps, d_model)
+    pe[:, 0::2] = torch.sin(position * div)
+    pe[:, 1::2] = torch.cos(position * div)
+    return pe
+
+
+class TrajectoryEncoder(nn.Module):
+    """(B, T, 2) agent-frame trajectories -> (B, D) unit-norm embeddings."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.input_projection = nn.Linear(2, d)
+        self.input_dropout = nn.Dropout(config.input_dropout)
+        self.register_buffer("positional", sinusoidal_encoding(config.max_steps, d), persistent=False)
+        layer = nn.TransformerEncoderLayer(
+            d_model=d,
+            nhead=config.num_heads,
+            dim_feedforward=config.ff_mult * d,
+            dropout=config.dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=False,
+        )
+        self.encoder = nn.TransformerEncoder(layer, num_layers=config.num_layers, enable_nested_tensor=False)
+        self.head = nn.Sequential(
+            nn.Linear(d, d // 2),
+            nn.GELU(),
+            nn.LayerNorm(d // 2),
+            nn.Dropout(config.dropout),
+            nn.Linear(d // 2, config.embedding_dim),
+        )
+
+    def forward(self, xy_agent: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Embed trajectories.
+
+        Args:
+            xy_agent: (B, T, 2) positions in metres, agent frame.
+            valid: (B, T) True where a step is present; None = all present. Padded steps are ignored
+                by attention and pooling.
+
+        Returns:
+            (B, D) L2-normalised embeddings (float32).
+        """
+        T = xy_agent.shape[1]
+        if T > self.config.max_steps:
+            raise ConfigError(f"window of {T} steps exceeds the encoder's max_steps {self.config.max_steps}")
+        x = self.input_projection(xy_agent / self.config.input_scale_m)
+        x = self.input_dropout(x) + self.positional[:T]  # type: ignore[index]
+        pad = None if valid is None else ~valid
+        h = self.encoder(x, src_key_padding_mask=pad)  # (B, T, d)
+        if valid is None:
+            pooled = h.mean(dim=1)
+        else:
+            w = valid.to(h.dtype)[..., None]
+            pooled = (h * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
+        return F.normalize(self.head(pooled).float(), dim=-1)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

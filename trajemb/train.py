@@ -1,0 +1,387 @@
+"""Contrastive training of the trajectory encoder (arXiv 2506.02571), CPU or GPU.
+
+Each step encodes a batch once, computes the (B, B) trajectory similarity on the device, mines index
+triplets from it (vectorised) and applies the triplet loss to embeddings of that single pass. AdamW
+with a one-cycle schedule, gradient clipping, bf16 autocast on CUDA. Validation on held-out scenarios
+(split by scenario, so no track leaks) reports triplet loss and retrieval minADE/minFDE@k. The best
+checkpoint (lowest validation minADE@k) and the last one (with optimizer state, for ``--resume``) are
+kept; a metrics CSV (and TensorBoard, if installed) logs every epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from trajemb import __version__
+from trajemb.atomic import write_text_atomic
+from trajemb.checkpoint import git_revision, load_checkpoint, save_checkpoint
+from trajemb.embed import embed_windows, resolve_device
+from trajemb.errors import ConfigError, DataError, TrajembError
+from trajemb.losses import DEFAULT_MARGIN, TripletLoss
+from trajemb.metrics import retrieval_min_ade_fde
+from trajemb.mining import MINING_STRATEGIES, mine_triplets
+from trajemb.model import EncoderConfig, TrajectoryEncoder, count_parameters
+from trajemb.similarity import DEFAULT_SHAPE_WEIGHT, SIMILARITIES, similarity_matrix
+from trajemb.store import TrajectoryTable, read_table
+
+log = logging.getLogger(__name__)
+
+TRAIN_STATE_FILE = "train_state.pt"
+METRICS_FILE = "metrics.csv"
+
+
+class TrainingError(TrajembError):
+    """Training cannot go on (non-finite loss, ...)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``trajemb train`` takes; saved as ``train_config.json`` and in each card."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    similarity: str = "cosine"
+    shape_weight: float = DEFAULT_SHAPE_WEIGHT
+    threshold: float | None = None  # None: calibrate to ``positive_fraction`` of in-batch pairs
+    positive_fraction: float = 0.02
+    mining: str = "random"
+    margin: float = DEFAULT_MARGIN
+    epochs: int = 10
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1
+    grad_clip: float = 0.5
+    val_fraction: float = 0.1
+    val_every: int = 1
+    val_k: int = 6
+    max_val_windows: int = 20_000
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.similarity not in SIMILARITIES:
+            raise ConfigError(
+                f"--similarity must be one of {', '.join(SIMILARITIES)}, got {self.similarity!r}"
+            )
+        if self.mining not in MINING_STRATEGIES:
+            raise ConfigError(f"--mining must be one of {', '.join(MINING_STRATEGIES)}, got {self.mining!r}")
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ConfigError(
+                f"need epochs >= 1 and batch size >= 2, got {self.epochs} and {self.batch_size}"
+            )
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0.0 < self.positive_fraction < 1.0:
+            raise ConfigError(f"--positive-fraction must be in (0, 1), got {self.positive_fraction}")
+        if self.lr <= 0 or self.margin <= 0:
+            raise ConfigError(f"--lr and --margin must be > 0, got {self.lr} and {self.margin}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Split:
+    train: np.ndarray  # row indices
+    val: np.ndarray
+
+
+def split_by_scenario(table: TrajectoryTable, val_fraction: float) -> Split:
+    """Deterministic split on a hash of the scenario id: all windows of a scenario go one way."""
+    keys = (table.meta["source"] + "/" + table.meta["scenario_id"]).to_numpy(dtype=str)
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    bucket = np.array([zlib.crc32(k.encode()) % 10_000 for k in uniq]) / 10_000
+    is_val = (bucket < val_fraction)[inverse]
+    return Split(np.flatnonzero(~is_val), np.flatnonzero(is_val))
+
+
+def track_groups(table: TrajectoryTable) -> np.ndarray:
+    """(N,) int id of each window's track (windows of one track are near-duplicates)."""
+    keys = (table.meta["source"] + "/" + table.meta["scenario_id"] + "/" + table.meta["track_id"]).to_numpy(
+        dtype=str
+    )
+    return np.unique(keys, return_inverse=True)[1].astype(np.int64)
+
+
+def _check_finite(table: TrajectoryTable) -> None:
+    bad = ~np.isfinite(table.xy_agent).all(axis=(1, 2))
+    if bad.any():
+        first = table.meta["window_id"].iloc[int(np.flatnonzero(bad)[0])]
+        raise DataError(f"{int(bad.sum())} window(s) contain NaN or infinite positions (first: {first})")
+
+
+class Trainer:
+    """Owns model, optimiser and data for one run; ``fit`` trains and writes the checkpoints."""
+
+    def __init__(
+        self, config: TrainConfig, table_path: Path, out: Path, resume: bool = False, progress: bool = True
+    ):
+        self.config = config
+        self.out = Path(out)
+        self.progress = progress
+        self.device = resolve_device(config.device)
+        self.table_path = Path(table_path)
+        self.table = read_table(self.table_path)
+        _check_finite(self.table)
+        self.split = split_by_scenario(self.table, config.val_fraction)
+        if len(self.split.train) < config.batch_size:
+            raise ConfigError(
+                f"{self.table_path}: {len(self.split.train)} training windows, fewer than one batch of "
+                f"{config.batch_size}; lower --batch-size or prepare more data"
+            )
+        if len(self.split.val) < 2:
+            raise ConfigError(f"{self.table_path}: fewer than 2 validation windows; raise --val-fraction")
+        self.xy = torch.from_numpy(np.array(self.table.xy_agent))  # (N, T, 2), CPU, writable copy
+        self.groups = torch.from_numpy(track_groups(self.table))
+        torch.manual_seed(config.seed)
+        self.model = TrajectoryEncoder(config.encoder).to(self.device)
+        self.loss_fn = TripletLoss(config.margin)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.steps_per_epoch = len(self.split.train) // config.batch_size
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer,
+            max_lr=config.lr,
+            total_steps=config.epochs * self.steps_per_epoch,
+            pct_start=config.warmup_fraction,
+        )
+        self.shuffle = torch.Generator().manual_seed(config.seed)
+        self.mining_gen = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+        self.start_epoch = 0
+        self.best_min_ade = math.inf
+        self.threshold = config.threshold if config.threshold is not None else self.calibrate_threshold()
+        if resume:
+            self._resume()
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    def _card(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
+        c = self.config
+        m = self.table.manifest
+        return {
+            "trajemb_version": __version__,
+            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "git_revision": git_revision(Path(__file__).parent),
+            "similarity": c.similarity,
+            "shape_weight": c.shape_weight,
+            "mining": c.mining,
+            "threshold": self.threshold,
+            "threshold_calibrated": c.threshold is None,
+            "margin": c.margin,
+            "embedding_dim": c.encoder.embedding_dim,
+            "num_parameters": count_parameters(self.model),
+            "epoch": epoch,
+            "metrics": metrics,
+            "train_config": c.to_dict(),
+            "data": {
+                "table": self.table_path.name,
+                "table_sha256": m["content_sha256"],
+                "num_windows": len(self.table),
+                "num_train": len(self.split.train),
+                "num_val": len(self.split.val),
+                "num_steps": self.table.num_steps,
+                "window_config": m.get("window_config"),
+                "inputs": m.get("inputs"),
+            },
+            "torch_version": torch.__version__,
+            "device": str(self.device),
+        }
+
+    def _resume(self) -> None:
+        last = self.out / "last"
+        if not (last / TRAIN_STATE_FILE).is_file():
+            raise DataError(
+                f"{last}: nothing to resume (no {TRAIN_STATE_FILE}); drop --resume to start afresh"
+            )
+        model, card = load_checkpoint(last, self.device)
+        if card["data"]["table_sha256"] != self.table.content_hash:
+            raise DataError(f"{last}: was trained on table {card['data']['table_sha256'][:12]}, not this one")
+        if card["train_config"] != json.loads(json.dumps(self.config.to_dict())):
+            raise ConfigError(f"{last}: training config differs from this run's; resume with the same flags")
+        self.model.load_state_dict(model.state_dict())
+        state = torch.load(last / TRAIN_STATE_FILE, weights_only=True, map_location="cpu")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.shuffle.set_state(state["shuffle_rng"])
+        self.start_epoch = int(state["epoch"]) + 1
+        self.best_min_ade = float(state["best_min_ade"])
+        log.info("resuming after epoch %d (best val minADE %.3f)", self.start_epoch - 1, self.best_min_ade)
+
+    @torch.no_grad()
+    def calibrate_threshold(self, num_batches: int = 8) -> float:
+        """The similarity above which ``positive_fraction`` of in-batch pairs lie (other tracks only).
+
+        The paper's fixed threshold (0.8) is scale-dependent: with the Cosine similarity's flattened
+        distance in metres, 6 s windows of all road users almost never reach it, while FFT similarities
+        of nearly all pairs exceed it. A quantile gives every similarity the same positive rate.
+        """
+        c = self.config
+        gen = torch.Generator().manual_seed(c.seed + 3)
+        values = []
+        for _ in range(num_batches):
+            rows = torch.from_numpy(
+                self.split.train[torch.randperm(len(self.split.train), generator=gen)[: c.batch_size].numpy()]
+            )
+            xb, gb = self.xy[rows].to(self.device), self.groups[rows].to(self.device)
+            sim = similarity_matrix(xb, c.similarity, c.shape_weight)
+            off = ~(gb[:, None] == gb[None, :])
+            values.append(torch.quantile(sim[off].float()[:1_000_000].cpu(), 1.0 - c.positive_fraction))
+        threshold = float(torch.stack(values).mean())
+        log.info("calibrated %s similarity threshold %.4f (%.1f%% positive pairs)", c.similarity, threshold,
+                 100 * c.positive_fraction)  # fmt: skip
+        return threshold
+
+    # -- one step ----------------------------------------------------------------------------
+    def batch_loss(self, rows: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, int]:
+        """Triplet loss of one batch of table rows (single encoder pass) and its triplet count."""
+        xb = self.xy[rows].to(self.device, non_blocking=True)
+        gb = self.groups[rows].to(self.device, non_blocking=True)
+        with torch.no_grad():
+            sim = similarity_matrix(xb, self.config.similarity, self.config.shape_weight)
+        use_bf16 = self.device.type == "cuda"
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            z = self.model(xb)
+        triplets = mine_triplets(
+            sim,
+            self.threshold,
+            self.config.mining,
+            embeddings=z.detach(),
+            margin=self.config.margin,
+            exclude=gb[:, None] == gb[None, :],
+            generator=generator,
+        )
+        return self.loss_fn(z, triplets), len(triplets)
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        self.model.eval()
+        c = self.config
+        val = self.split.val
+        if len(val) > c.max_val_windows:
+            val = np.random.default_rng(c.seed).choice(val, c.max_val_windows, replace=False)
+            val.sort()
+        gen = torch.Generator(device=self.device).manual_seed(c.seed + 2)
+        losses = []
+        for start in range(0, len(val) - 1, c.batch_size):
+            rows = torch.from_numpy(val[start : start + c.batch_size])
+            if len(rows) >= 2:
+                losses.append(float(self.batch_loss(rows, gen)[0]))
+        emb = embed_windows(self.model, self.table.xy_agent[val], self.device)
+        min_ade, min_fde = retrieval_min_ade_fde(
+            self.table.xy_agent[val], torch.from_numpy(emb).to(self.device), self.groups[val].numpy(), c.val_k
+        )
+        self.model.train()
+        return {
+            "val_loss": float(np.mean(losses)),
+            f"val_minADE@{c.val_k}": min_ade,
+            f"val_minFDE@{c.val_k}": min_fde,
+        }
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(self) -> dict[str, float]:
+        c = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.out / "train_config.json", json.dumps(c.to_dict(), indent=2))
+        writer = _tensorboard(self.out)
+        metrics_path = self.out / METRICS_FILE
+        best: dict[str, float] = {}
+        self.model.train()
+        for epoch in range(self.start_epoch, c.epochs):
+            perm = self.split.train[torch.randperm(len(self.split.train), generator=self.shuffle).numpy()]
+            t0 = time.perf_counter()
+            total, n_triplets = 0.0, 0
+            bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch + 1}/{c.epochs}", disable=not self.progress,
+                       dynamic_ncols=True, leave=False)  # fmt: skip
+            for step in bar:
+                rows = torch.from_numpy(perm[step * c.batch_size : (step + 1) * c.batch_size])
+                loss, m = self.batch_loss(rows, self.mining_gen)
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step}; lower --lr")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()  # type: ignore[no-untyped-call]
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                total += float(loss.detach())
+                n_triplets += m
+                bar.set_postfix(loss=f"{total / (step + 1):.4f}")
+            seconds = time.perf_counter() - t0
+            row: dict[str, float] = {
+                "epoch": epoch + 1,
+                "train_loss": total / self.steps_per_epoch,
+                "triplets_per_batch": n_triplets / self.steps_per_epoch,
+                "lr": float(self.scheduler.get_last_lr()[0]),
+                "train_windows_per_s": self.steps_per_epoch * c.batch_size / seconds,
+            }
+            if (epoch + 1) % c.val_every == 0 or epoch + 1 == c.epochs:
+                row.update(self.validate())
+                key = f"val_minADE@{c.val_k}"
+                if row[key] < self.best_min_ade:
+                    self.best_min_ade = row[key]
+                    best = dict(row)
+                    save_checkpoint(self.model, self.out / "best", self._card(epoch + 1, row))
+            self._save_last(epoch, row)
+            _append_csv(metrics_path, row)
+            if writer is not None:
+                for k, v in row.items():
+                    writer.add_scalar(k, v, epoch + 1)
+            log.info(
+                "epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
+            )
+        if writer is not None:
+            writer.close()
+        return best
+
+    def _save_last(self, epoch: int, row: dict[str, float]) -> None:
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "shuffle_rng": self.shuffle.get_state(),
+            "epoch": epoch,
+            "best_min_ade": self.best_min_ade,
+        }
+        save_checkpoint(self.model, self.out / "last", self._card(epoch + 1, row), {TRAIN_STATE_FILE: state})
+
+
+def _append_csv(path: Path, row: dict[str, float]) -> None:
+    # Rows may gain validation columns; rewrite with the union of columns so the CSV stays rectangular.
+    rows: list[dict[str, Any]] = []
+    if path.exists():
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    rows.append(row)
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def _tensorboard(out: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def train(
+    config: TrainConfig, table: Path, out: Path, resume: bool = False, progress: bool = True
+) -> dict[str, float]:
+    """Train and write ``out/best``, ``out/last``, ``out/metrics.csv``; returns the best epoch's metrics."""
+    return Trainer(config, table, out, resume=resume, progress=progress).fit()
