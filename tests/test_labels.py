@@ -60,7 +60,11 @@ def test_heading_change_ignores_standstill() -> None:
     """A car that stops mid-window adds no spurious heading change from jitter while stopped."""
     rng = np.random.default_rng(1)
     xy = np.concatenate(
-        [arc(0.0, 20.0)[:20], np.full((20, 2), [20.0 * 19 / 59, 0.0]), arc(0.0, 20.0)[:20] + np.array([7.0, 0.0])]
+        [
+            arc(0.0, 20.0)[:20],
+            np.full((20, 2), [20.0 * 19 / 59, 0.0]),
+            arc(0.0, 20.0)[:20] + np.array([7.0, 0.0]),
+        ]
     )
     xy = xy + rng.normal(0, 0.02, xy.shape)
     assert abs(total_heading_change_rad(xy[None])[0]) < np.deg2rad(10)

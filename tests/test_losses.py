@@ -33,7 +33,8 @@ def test_analytic_case() -> None:
 
 def test_no_triplets_is_zero_with_grad() -> None:
     z = torch.randn(4, 3, requires_grad=True)
-    loss = TripletLoss()(z, Triplets(torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)))
+    none = torch.empty(0, dtype=torch.long)
+    loss = TripletLoss()(z, Triplets(none, none, none))
     loss.backward()
     assert loss.item() == 0.0 and z.grad is not None
     with pytest.raises(ConfigError, match="margin must be > 0"):

@@ -18,7 +18,10 @@ def batch(B: int = 24, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch
     return sim, emb, groups[:, None] == groups[None, :]
 
 
-def reference(sim: torch.Tensor, thr: float, exclude: torch.Tensor, strategy: str) -> dict[int, tuple[set[int], set[int], int, int]]:
+Reference = dict[int, tuple[set[int], set[int], int, int]]
+
+
+def reference(sim: torch.Tensor, thr: float, exclude: torch.Tensor, strategy: str) -> Reference:
     """Per anchor: (positive set, negative set, hardest positive, hardest negative), by a loop."""
     out = {}
     for i in range(sim.shape[0]):
@@ -34,7 +37,15 @@ def reference(sim: torch.Tensor, thr: float, exclude: torch.Tensor, strategy: st
 def test_valid_triplets(strategy: str, thr: float) -> None:
     sim, emb, exclude = batch()
     ref = reference(sim, thr, exclude, strategy)
-    t = mine_triplets(sim, thr, strategy, embeddings=emb, margin=0.3, exclude=exclude, generator=torch.Generator().manual_seed(1))
+    t = mine_triplets(
+        sim,
+        thr,
+        strategy,
+        embeddings=emb,
+        margin=0.3,
+        exclude=exclude,
+        generator=torch.Generator().manual_seed(1),
+    )
     assert sorted(t.anchor.tolist()) == sorted(ref)  # exactly the anchors with a positive and a negative
     for a, p, n in zip(t.anchor.tolist(), t.positive.tolist(), t.negative.tolist(), strict=True):
         pos, neg, hard_p, hard_n = ref[a]
@@ -49,7 +60,7 @@ def test_valid_triplets(strategy: str, thr: float) -> None:
 
 
 def test_random_mining_covers_all_candidates() -> None:
-    sim, emb, exclude = batch(B=12)
+    sim, _, exclude = batch(B=12)
     ref = reference(sim, 0.5, exclude, "random")
     a0 = next(iter(ref))
     seen_p, seen_n = set(), set()

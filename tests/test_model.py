@@ -28,7 +28,9 @@ def test_padding_is_ignored() -> None:
 
 
 def test_paper_sizes() -> None:
-    base = EncoderConfig(embedding_dim=16, d_model=1024, num_layers=4, num_heads=8, dropout=0.3, input_dropout=0.2)
+    base = EncoderConfig(
+        embedding_dim=16, d_model=1024, num_layers=4, num_heads=8, dropout=0.3, input_dropout=0.2
+    )
     assert 33e6 < count_parameters(TrajectoryEncoder(base)) < 35e6  # "about 34 M parameters"
     compact = EncoderConfig(embedding_dim=16, d_model=64, num_layers=1, num_heads=4)
     assert count_parameters(TrajectoryEncoder(compact)) < 50_000

@@ -23,7 +23,14 @@ TINY = EncoderConfig(embedding_dim=8, d_model=32, num_layers=1, num_heads=4, dro
 
 
 def config(**kw: object) -> TrainConfig:
-    base: dict[str, object] = {"encoder": TINY, "epochs": 4, "batch_size": 256, "lr": 3e-3, "val_fraction": 0.2, "device": "cpu"}
+    base: dict[str, object] = {
+        "encoder": TINY,
+        "epochs": 4,
+        "batch_size": 256,
+        "lr": 3e-3,
+        "val_fraction": 0.2,
+        "device": "cpu",
+    }
     return TrainConfig(**(base | kw))  # type: ignore[arg-type]
 
 
@@ -64,7 +71,12 @@ def test_resume_continues(synth_table: Path, tmp_path: Path) -> None:
 
 def test_fft_and_mining_strategies_run(synth_table: Path, tmp_path: Path) -> None:
     for similarity, mining in (("fft", "hard"), ("cosine", "semi-hard")):
-        best = train(config(epochs=1, similarity=similarity, mining=mining), synth_table, tmp_path / mining, progress=False)
+        best = train(
+            config(epochs=1, similarity=similarity, mining=mining),
+            synth_table,
+            tmp_path / mining,
+            progress=False,
+        )
         assert np.isfinite(best["val_minADE@6"])
 
 
@@ -91,7 +103,9 @@ def test_nan_in_table(synth_table: Path, tmp_path: Path) -> None:
     bad = table.set_column(table.schema.get_field_index("xy_agent"), "xy_agent",
                            pa.FixedSizeListArray.from_arrays(pa.array(values), xy.type.list_size))  # fmt: skip
     pq.write_table(bad.replace_schema_metadata(table.schema.metadata), tmp_path / "bad.parquet")
-    with pytest.raises(DataError, match=r"1 window\(s\) contain NaN or infinite positions \(first: synthetic/"):
+    with pytest.raises(
+        DataError, match=r"1 window\(s\) contain NaN or infinite positions \(first: synthetic/"
+    ):
         Trainer(config(), tmp_path / "bad.parquet", tmp_path / "run", progress=False)
 
 
@@ -109,6 +123,6 @@ def test_cli_train(synth_table: Path, tmp_path: Path, capsys: pytest.CaptureFixt
                "--batch-size", "256", "--hidden", "32", "--embedding-dim", "4", "--device", "cpu"])  # fmt: skip
     assert rc == 0
     assert "val minADE@6" in capsys.readouterr().out
-    model, card = load_checkpoint(tmp_path / "cli" / "best")
+    model, _ = load_checkpoint(tmp_path / "cli" / "best")
     assert model.config.embedding_dim == 4 and model.config.d_model == 32
     assert torch.isfinite(model(torch.zeros(1, 60, 2))).all()
