@@ -117,3 +117,14 @@ def test_layouts_offer_their_manoeuvres(layout: str) -> None:
     expected = {"straight", "u_turn"} | ({"left", "right"} if layout.startswith("junction") else set())
     assert expected <= kinds
     assert DirectionClass.LANE_CHANGE_LEFT.value in kinds
+
+
+@pytest.mark.parametrize("layout", ["junction4", "junction3", "curved_road"])
+def test_many_networks_build(layout: str) -> None:
+    """Fuzz the generator's geometry over seeds (a short road once broke lane-change placement)."""
+    from trajemb.synth.roads import road_network
+
+    for seed in range(150):
+        net = road_network(np.random.default_rng([seed, 99]), layout)
+        assert net.routes and net.walk_routes and net.curb_spots
+        assert all(np.isfinite(r.xy).all() and len(r.xy) > 10 for r in net.routes)

@@ -6,7 +6,6 @@ city frame: lane boundaries, lane centre lines, drivable-area polygons and pedes
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 from dataclasses import dataclass
@@ -94,15 +93,29 @@ def read_map_geometry(path: Path) -> MapGeometry:
     return MapGeometry(**kinds)
 
 
+MAP_PREFIX = "log_map_archive_"
+
+
+def map_key_of(map_json: Path) -> str:
+    """``log_map_archive_<key>.json`` -> ``<key>`` (the ``map_key`` column of the trajectory table)."""
+    return Path(map_json).stem.removeprefix(MAP_PREFIX)
+
+
 class MapCache:
-    """Reduced maps on disk, keyed by the content hash of the source JSON."""
+    """Reduced maps on disk as ``<map_key>.npz``: AV2 map keys (scenario or log ids) are unique."""
 
     def __init__(self, cache_dir: Path) -> None:
         self.cache_dir = Path(cache_dir)
 
     def path_for(self, map_json: Path) -> Path:
-        digest = hashlib.sha256(Path(map_json).read_bytes()).hexdigest()[:16]
-        return self.cache_dir / f"{Path(map_json).stem}-{digest}.npz"
+        return self.cache_dir / f"{map_key_of(map_json)}.npz"
+
+    def read(self, map_key: str) -> MapGeometry:
+        """A map already in the cache, by key."""
+        path = self.cache_dir / f"{map_key}.npz"
+        if not path.is_file():
+            raise DataError(f"{path}: map {map_key} is not in the map cache")
+        return read_map_geometry(path)
 
     def get(self, map_json: Path) -> MapGeometry:
         """Reduced geometry of ``map_json``, parsed once and then read from the cache."""

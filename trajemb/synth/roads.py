@@ -250,7 +250,7 @@ def curved_road(rng: np.random.Generator) -> RoadNetwork:
     width = rng.uniform(3.2, 3.8)
     n_lanes = int(rng.integers(1, 4))
     median = rng.uniform(1.0, 5.0) if rng.random() < 0.6 else 0.0
-    pieces, kappa_parts = rng.integers(2, 5), []
+    pieces, kappa_parts = rng.integers(3, 6), []
     for _ in range(pieces):
         length = rng.uniform(60.0, 130.0)
         k = 0.0 if rng.random() < 0.3 else rng.choice([-1, 1]) * rng.uniform(1 / 300, 1 / 45)
@@ -275,7 +275,7 @@ def curved_road(rng: np.random.Generator) -> RoadNetwork:
                 total = arc_length_m(lanes[a].xy)[-1]
                 for _ in range(2):
                     xy = _lane_change(
-                        lanes[a].xy, lanes[b].xy, rng.uniform(30.0, total - 90.0), rng.uniform(35.0, 70.0)
+                        lanes[a].xy, lanes[b].xy, rng.uniform(30.0, max(31.0, total - 90.0)), rng.uniform(35.0, 70.0)
                     )
                     routes.append(Route(resample(xy, ROUTE_SPACING_M), kind))
     # U-turn through a median opening: innermost forward lane -> innermost backward lane.
