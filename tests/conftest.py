@@ -51,3 +51,46 @@ def synth_table(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     out = tmp_path_factory.mktemp("table") / "synth.parquet"
     prepare_table(PrepareConfig(av2_dirs=(str(synth_dir),), workers=1), out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(synth_table: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two tiny encoders (Cosine D=8, FFT D=4), one epoch each on ``synth_table``."""
+    from trajemb.model import EncoderConfig
+    from trajemb.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("ckpts")
+    out = []
+    for similarity, dim in (("cosine", 8), ("fft", 4)):
+        encoder = EncoderConfig(embedding_dim=dim, d_model=32, num_layers=1, num_heads=4)
+        config = TrainConfig(
+            encoder=encoder, similarity=similarity, epochs=1, batch_size=256, device="cpu", val_fraction=0.2
+        )
+        train(config, synth_table, root / f"{similarity}-d{dim}", progress=False)
+        out.append(root / f"{similarity}-d{dim}" / "best")
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_maps(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from trajemb.prepare import PrepareConfig, prepare_windows
+
+    maps = tmp_path_factory.mktemp("maps")
+    prepare_windows(PrepareConfig(av2_dirs=(str(synth_dir),), workers=1, maps_dir=str(maps)), progress=False)
+    return maps
+
+
+@pytest.fixture(scope="session")
+def small_bundle(
+    synth_table: Path,
+    tiny_checkpoints: list[Path],
+    synth_maps: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    from trajemb.bundle import BundleConfig, build_bundle
+    from trajemb.evaluate import EvalConfig
+
+    out = tmp_path_factory.mktemp("bundle") / "b"
+    config = BundleConfig(evaluation=EvalConfig(num_queries=300), device="cpu")
+    build_bundle(synth_table, tiny_checkpoints, out, synth_maps, config, progress=False)
+    return out

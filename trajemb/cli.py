@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from trajemb import __version__
 from trajemb.errors import TrajembError
 from trajemb.schema import PAPER_FOCAL_FUTURE, WindowConfig
@@ -152,6 +154,73 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    from trajemb.bundle import BundleConfig, build_bundle
+    from trajemb.evaluate import EvalConfig
+    from trajemb.index import IndexSpec
+
+    config = BundleConfig(
+        index=IndexSpec(kind=args.index),
+        evaluation=EvalConfig(num_queries=args.queries, seed=args.seed),
+        umap=not args.no_umap,
+        device=args.device,
+        seed=args.seed,
+    )
+    maps = Path(args.maps) if args.maps else None
+    manifest = build_bundle(
+        Path(args.table), [Path(c) for c in args.checkpoint], Path(args.out), maps, config, not args.quiet
+    )
+    print(
+        f"wrote bundle {args.out}: {manifest['num_windows']} windows, models {', '.join(manifest['models'])}"
+    )
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from trajemb.bundle import Bundle
+
+    bundle = Bundle(Path(args.bundle))
+    model = args.model or bundle.model_names[0]
+    row = bundle.row(args.query)
+    dist, rows = bundle.neighbors(model, row, args.k, exclude_same_track=not args.include_same_track)
+    meta = bundle.table.meta
+    xy = bundle.table.xy_agent
+    results = []
+    for rank, (d, r) in enumerate(zip(dist, rows, strict=True), start=1):
+        if r < 0:
+            continue
+        err = np.linalg.norm(xy[r].astype(np.float64) - xy[row], axis=-1)
+        results.append({
+            "rank": rank, "window_id": meta["window_id"].iloc[r], "distance": float(np.sqrt(d)),
+            "ade_m": float(err.mean()), "fde_m": float(err[-1]), "direction": meta["direction"].iloc[r],
+            "object_type": meta["object_type"].iloc[r],
+        })  # fmt: skip
+    if args.json:
+        print(json.dumps({"query": args.query, "model": model, "neighbors": results}, indent=2))
+        return 0
+    print(
+        f"query {args.query} ({meta['direction'].iloc[row]}, {meta['object_type'].iloc[row]}), model {model}"
+    )
+    for r in results:
+        print(f"{r['rank']:3d}  d={r['distance']:.3f}  ADE {r['ade_m']:6.2f} m  FDE {r['fde_m']:6.2f} m  "
+              f"{r['direction']:18s} {r['object_type']:12s} {r['window_id']}")  # fmt: skip
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from trajemb.bundle import Bundle
+    from trajemb.evaluate import report_table
+
+    bundle = Bundle(Path(args.bundle))
+    reports = {name: bundle.model(name).report for name in bundle.model_names}
+    reports.update(bundle.baselines())
+    if args.json:
+        print(json.dumps(reports, indent=2))
+    else:
+        print(report_table(reports))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from trajemb.pipeline import run_demo
 
@@ -229,6 +298,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last")
     p.set_defaults(func=_cmd_train)
 
+    p = sub.add_parser("bundle", help="embed, index, project and evaluate a table under checkpoints")
+    p.add_argument("--table", required=True)
+    p.add_argument("--checkpoint", action="append", required=True, help="checkpoint folder (repeatable)")
+    p.add_argument("--out", required=True, help="bundle folder (replaced atomically)")
+    p.add_argument("--maps", default=None, help="reduced maps folder (`trajemb prepare --maps-dir`)")
+    p.add_argument("--index", choices=["flat", "ivf", "hnsw"], default="flat")
+    p.add_argument("--queries", type=int, default=2000, help="evaluation queries")
+    p.add_argument("--no-umap", action="store_true", help="skip the 2-D UMAP projection")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_bundle)
+
+    p = sub.add_parser("search", help="nearest neighbours of a window in a bundle")
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--model", default=None, help="model name (default: the first)")
+    p.add_argument("--query", required=True, help="window id, e.g. synthetic/<scenario>/<track>/<start>")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--include-same-track", action="store_true", help="do not exclude the query's own track")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("evaluate", help="print a bundle's evaluation reports and baselines")
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
+
     p = sub.add_parser("demo", help="end-to-end pipeline on built-in synthetic data")
     p.add_argument("--cache", default=str(DEFAULT_CACHE), help="cache folder (default .cache)")
     p.add_argument("--scenarios", type=int, default=300)
@@ -242,6 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it narrates its CPU-feature probing
     try:
         return int(args.func(args))
     except TrajembError as exc:

@@ -1,4 +1,5 @@
-"""The built-in default data: synthetic scenarios -> trajectory table (+ reduced maps), cached.
+"""The built-in default data: synthetic scenarios -> trajectory table (+ reduced maps) -> bundle with the
+shipped checkpoints, cached.
 
 Each stage is skipped when its output exists and was built from the same inputs, so later runs are
 quick; every stage writes atomically, so an interrupted run leaves no half-built cache behind.
@@ -11,6 +12,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from trajemb.bundle import MANIFEST, BundleConfig, build_bundle, sha256_file
+from trajemb.checkpoint import WEIGHTS_FILE
+from trajemb.errors import DataError
 from trajemb.prepare import PrepareConfig, prepare_table
 from trajemb.schema import WindowConfig
 from trajemb.store import TrajectoryTable, read_manifest, read_table
@@ -52,6 +56,44 @@ def build_default_table(
         log.info("preparing the trajectory table %s", paths.table)
         prepare_table(prepare, paths.table, progress=progress)
     return read_table(paths.table)
+
+
+#: Shipped checkpoints live beside the package in a source checkout.
+SHIPPED_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+DEFAULT_SCENARIOS = 200
+DEFAULT_SEED = 0
+
+
+def shipped_checkpoints(root: Path = SHIPPED_CHECKPOINTS) -> list[Path]:
+    """Folders under ``checkpoints/`` that hold a model card, sorted by name."""
+    found = sorted(p.parent for p in Path(root).glob("*/card.json"))
+    if not found:
+        raise DataError(f"{root}: no shipped checkpoints (expected <name>/card.json inside)")
+    return found
+
+
+def build_default_bundle(
+    cache: Path,
+    num_scenarios: int = DEFAULT_SCENARIOS,
+    seed: int = DEFAULT_SEED,
+    checkpoints: list[Path] | None = None,
+    config: BundleConfig = BundleConfig(),
+    progress: bool = True,
+) -> Path:
+    """The bundle the explorer opens by default; built once under ``cache`` and reused."""
+    checkpoints = checkpoints or shipped_checkpoints()
+    table = build_default_table(cache, num_scenarios, seed, progress=progress)
+    paths = DefaultDataPaths(Path(cache) / f"default-s{seed}-n{num_scenarios}")
+    bundle = paths.root / "bundle"
+    wanted = {sha256_file(c / WEIGHTS_FILE) for c in checkpoints}
+    if (bundle / MANIFEST).is_file():
+        manifest = json.loads((bundle / MANIFEST).read_text(encoding="utf-8"))
+        have = {m["checkpoint_sha256"] for m in manifest["models"].values()}
+        if manifest["table_sha256"] == table.content_hash and have == wanted:
+            return bundle
+    log.info("building the default bundle %s (%d models)", bundle, len(checkpoints))
+    build_bundle(paths.table, checkpoints, bundle, paths.maps, config, progress=progress)
+    return bundle
 
 
 def _asdict(window: WindowConfig) -> dict[str, object]:

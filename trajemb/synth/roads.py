@@ -275,7 +275,10 @@ def curved_road(rng: np.random.Generator) -> RoadNetwork:
                 total = arc_length_m(lanes[a].xy)[-1]
                 for _ in range(2):
                     xy = _lane_change(
-                        lanes[a].xy, lanes[b].xy, rng.uniform(30.0, max(31.0, total - 90.0)), rng.uniform(35.0, 70.0)
+                        lanes[a].xy,
+                        lanes[b].xy,
+                        rng.uniform(30.0, max(31.0, total - 90.0)),
+                        rng.uniform(35.0, 70.0),
                     )
                     routes.append(Route(resample(xy, ROUTE_SPACING_M), kind))
     # U-turn through a median opening: innermost forward lane -> innermost backward lane.

@@ -1,0 +1,27 @@
+"""trajemb explorer: pick a query trajectory, see its nearest neighbours on the map, explore the embedding space.
+
+Run: ``streamlit run app/streamlit_app.py`` (built-in default data) or
+``streamlit run app/streamlit_app.py -- --bundle PATH`` / ``TRAJEMB_BUNDLE=PATH``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+APP_DIR = Path(__file__).resolve().parent
+if str(APP_DIR) not in sys.path:  # the pages import the shared modules beside this file
+    sys.path.insert(0, str(APP_DIR))
+
+st.set_page_config(page_title="trajemb explorer", page_icon="🛣️", layout="wide")
+
+pages = [
+    st.Page(APP_DIR / "page_explore.py", title="Explore", icon="🔎", default=True),
+    st.Page(APP_DIR / "page_space.py", title="Embedding space", icon="🌌"),
+    st.Page(APP_DIR / "page_compare.py", title="Compare models", icon="⚖️"),
+    st.Page(APP_DIR / "page_evaluation.py", title="Evaluation", icon="📊"),
+    st.Page(APP_DIR / "page_query.py", title="Your own query", icon="✏️"),
+]
+st.navigation(pages).run()

@@ -1,0 +1,76 @@
+"""The explorer, headless with Streamlit's AppTest: every page renders, queries change neighbours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import REPO_ROOT
+
+APP = str(REPO_ROOT / "app" / "streamlit_app.py")
+PAGES = ("page_explore.py", "page_space.py", "page_compare.py", "page_evaluation.py", "page_query.py")
+
+
+@pytest.fixture
+def app(small_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("TRAJEMB_BUNDLE", str(small_bundle))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    return at
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders(app: AppTest, page: str) -> None:
+    app.switch_page(page).run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert not app.error, [e.value for e in app.error]
+    assert app.title[0].value
+
+
+def neighbor_ids(app: AppTest) -> list[str]:
+    table = app.dataframe[-1].value  # the neighbour table is the last dataframe on the page
+    return table["window id"].tolist()
+
+
+def test_changing_the_query_changes_the_neighbours(app: AppTest) -> None:
+    first = neighbor_ids(app)
+    assert len(first) == 6  # default k
+    app.session_state["query_row"] = (app.session_state["query_row"] + 500) % 1000
+    app.run()
+    second = neighbor_ids(app)
+    assert second != first
+    app.sidebar.slider[0].set_value(3).run()
+    assert len(neighbor_ids(app)) == 3
+    assert any("minADE@3" in m.label for m in app.metric)
+
+
+def test_query_by_id_and_model_switch(app: AppTest, small_bundle: Path) -> None:
+    from trajemb.bundle import Bundle
+
+    wid = Bundle(small_bundle).table.meta["window_id"].iloc[42]
+    app.text_input(key="query-id").set_value(wid)
+    app.button[1].click().run()  # the form's submit button (the first button is "Random query")
+    assert app.session_state["query_row"] == 42
+    app.text_input(key="query-id").set_value("no/such")
+    app.button[1].click().run()
+    assert any("not in this bundle" in e.value for e in app.error)
+    before = neighbor_ids(app)
+    app.sidebar.selectbox[0].set_value("fft-d4").run()
+    assert not app.exception and neighbor_ids(app) != before
+
+
+def test_bad_upload_shows_an_error(app: AppTest) -> None:
+    app.switch_page("page_query.py").run()
+    assert not app.error  # the example points work
+    assert len(neighbor_ids(app)) == 6
+    app.text_area(key="points").set_value("x,y\n1,2\n3,banana").run()
+    assert not app.exception
+    assert any("Cannot use these points" in e.value and "must be numbers" in e.value for e in app.error)
+
+
+def test_bad_bundle_path_is_reported(app: AppTest, tmp_path: Path) -> None:
+    app.sidebar.text_input[0].set_value(str(tmp_path)).run()
+    assert not app.exception
+    assert any("Cannot open the bundle" in e.value and "not a trajemb bundle" in e.value for e in app.error)

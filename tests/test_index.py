@@ -1,0 +1,108 @@
+"""Indices against numpy brute force; exclusion; approximate recall; save/load; bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trajemb.errors import ConfigError, DataError
+from trajemb.index import (
+    IndexSpec,
+    NeighborIndex,
+    TorchFlatIndex,
+    build_faiss_index,
+    build_index,
+    load_faiss_index,
+    recall_at_k,
+    save_faiss_index,
+)
+
+
+def unit(n: int, d: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def brute_force(db: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    d2 = ((q[:, None, :].astype(np.float64) - db[None].astype(np.float64)) ** 2).sum(-1)
+    ids = np.argsort(d2, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d2, ids, axis=1), ids
+
+
+def test_flat_equals_brute_force() -> None:
+    db, q = unit(2000, 16), unit(50, 16, seed=1)
+    for index in (build_faiss_index(db), TorchFlatIndex(db, "cpu")):
+        dist, ids = index.search(q, 10)
+        ref_d, ref_i = brute_force(db, q, 10)
+        np.testing.assert_array_equal(ids, ref_i)
+        np.testing.assert_allclose(dist, ref_d, rtol=1e-4, atol=1e-5)
+
+
+def test_approximate_recall() -> None:
+    db, q = unit(20_000, 8), unit(300, 8, seed=2)
+    _, exact = build_faiss_index(db).search(q, 10)
+    for kind in ("ivf", "hnsw"):
+        _, approx = build_faiss_index(db, IndexSpec(kind=kind)).search(q, 10)
+        assert recall_at_k(approx, exact) > 0.9, kind
+
+
+def test_exclusion_of_self_and_track() -> None:
+    db = unit(300, 4)
+    groups = np.arange(300) // 3
+    index = NeighborIndex(build_index(db), groups)
+    rows = np.arange(0, 300, 7)
+    dist, ids = index.search(db[rows], 10, groups[rows], rows)
+    assert (ids >= 0).all()
+    assert not (ids == rows[:, None]).any()
+    assert not (groups[ids] == groups[rows][:, None]).any()
+    # Equal to brute force over the allowed rows.
+    for r, got in zip(rows, ids, strict=True):
+        allowed = np.flatnonzero(groups != groups[r])
+        _, ref = brute_force(db[allowed], db[[r]], 10)
+        np.testing.assert_array_equal(got, allowed[ref[0]])
+    assert np.all(np.diff(dist, axis=1) >= 0)
+
+
+def test_k_larger_than_database_pads_with_minus_one() -> None:
+    db = unit(5, 4)
+    dist, ids = NeighborIndex(build_index(db), np.arange(5)).search(db[:1], 8, np.array([0]), np.array([0]))
+    assert ids[0, :4].tolist() != [-1] * 4 and ids[0, 4:].tolist() == [-1] * 4
+    assert np.isinf(dist[0, 4:]).all()
+
+
+def test_save_load_keeps_results(tmp_path: Path) -> None:
+    db, q = unit(500, 8), unit(5, 8, seed=3)
+    index = build_faiss_index(db, IndexSpec(kind="hnsw"))
+    save_faiss_index(index, tmp_path / "i.faiss")
+    loaded = load_faiss_index(tmp_path / "i.faiss", expected_dim=8)
+    for a, b in zip(index.search(q, 5), loaded.search(q, 5), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(DataError, match="index has dimension 8, the model embeds into 16"):
+        load_faiss_index(tmp_path / "i.faiss", expected_dim=16)
+    (tmp_path / "bad.faiss").write_bytes(b"garbage" * 10)
+    with pytest.raises(DataError, match="corrupt or unreadable FAISS index"):
+        load_faiss_index(tmp_path / "bad.faiss")
+    with pytest.raises(DataError, match="index file not found"):
+        load_faiss_index(tmp_path / "none.faiss")
+
+
+def test_bad_queries() -> None:
+    index = NeighborIndex(build_index(unit(10, 4)), np.arange(10))
+    with pytest.raises(DataError, match=r"queries have shape \(1, 3\), the index expects \(Q, 4\)"):
+        index.search(unit(1, 3), 2)
+    with pytest.raises(ConfigError, match="k must be >= 1"):
+        index.search(unit(1, 4), 0)
+    with pytest.raises(ConfigError, match="index kind must be one of"):
+        IndexSpec(kind="lsh")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+def test_torch_cuda_search_equals_faiss_flat() -> None:
+    db, q = unit(100_000, 16), unit(200, 16, seed=4)
+    d_ref, i_ref = build_faiss_index(db).search(q, 10)
+    d_gpu, i_gpu = TorchFlatIndex(db, "cuda").search(q, 10)
+    np.testing.assert_array_equal(i_gpu, i_ref)
+    np.testing.assert_allclose(d_gpu, d_ref, rtol=1e-3, atol=1e-5)
