@@ -41,7 +41,8 @@ def page() -> None:
                                  mode="lines+markers", name=sim, line={"color": PALETTE[i]}))  # fmt: skip
     if "oracle_raw" in baselines:
         fig.add_hline(y=baselines["oracle_raw"]["minADE@10"], line_dash="dot", annotation_text="oracle")
-    fig.update_layout(title="minADE@10 against embedding dimension D", height=380, plot_bgcolor="white")
+    fig.update_layout(title="minADE@10 against embedding dimension D, by mining similarity", height=380,
+                      plot_bgcolor="white", showlegend=True)  # fmt: skip
     fig.update_xaxes(title_text="D", type="log", tickvals=[4, 8, 16, 32, 64])
     fig.update_yaxes(title_text="minADE@10 (m)")
     st.plotly_chart(fig, key="ade-d")

@@ -15,13 +15,22 @@ APP_DIR = Path(__file__).resolve().parent
 if str(APP_DIR) not in sys.path:  # the pages import the shared modules beside this file
     sys.path.insert(0, str(APP_DIR))
 
-st.set_page_config(page_title="trajemb explorer", page_icon="🛣️", layout="wide")
+st.set_page_config(page_title="trajemb explorer", page_icon=":material/route:", layout="wide")
 
 pages = [
-    st.Page(APP_DIR / "page_explore.py", title="Explore", icon="🔎", default=True),
-    st.Page(APP_DIR / "page_space.py", title="Embedding space", icon="🌌"),
-    st.Page(APP_DIR / "page_compare.py", title="Compare models", icon="⚖️"),
-    st.Page(APP_DIR / "page_evaluation.py", title="Evaluation", icon="📊"),
-    st.Page(APP_DIR / "page_query.py", title="Your own query", icon="✏️"),
+    st.Page(APP_DIR / "page_explore.py", title="Explore", icon=":material/travel_explore:", default=True),
+    st.Page(
+        APP_DIR / "page_space.py", title="Embedding space", icon=":material/scatter_plot:", url_path="space"
+    ),
+    st.Page(
+        APP_DIR / "page_compare.py", title="Compare models", icon=":material/compare:", url_path="compare"
+    ),
+    st.Page(
+        APP_DIR / "page_evaluation.py",
+        title="Evaluation",
+        icon=":material/monitoring:",
+        url_path="evaluation",
+    ),
+    st.Page(APP_DIR / "page_query.py", title="Your own query", icon=":material/edit:", url_path="query"),
 ]
 st.navigation(pages).run()

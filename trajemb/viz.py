@@ -20,6 +20,17 @@ PALETTE: tuple[str, ...] = (
     "#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880",
 )  # fmt: skip
 QUERY_COLOR = "#000000"
+#: Fixed colours per direction class, so every page speaks the same colour language.
+DIRECTION_COLORS: dict[str, str] = {
+    "straight": "#9E9E9E", "left": "#009E73", "right": "#E69F00", "u_turn": "#CC79A7",
+    "lane_change_left": "#0072B2", "lane_change_right": "#D55E00", "stationary": "#000000",
+}  # fmt: skip
+
+
+def category_color(label_name: str, category: str, i: int) -> str:
+    if label_name == "direction" and category in DIRECTION_COLORS:
+        return DIRECTION_COLORS[category]
+    return PALETTE[i % len(PALETTE)]
 
 
 def _joined(polylines: Sequence[FloatArray]) -> tuple[list[float | None], list[float | None]]:
@@ -141,7 +152,7 @@ def embedding_scatter(
         rows = np.flatnonzero(labels == cat)
         fig.add_trace(go.Scattergl(
             x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=str(cat), customdata=rows,
-            marker={"size": 3, "color": PALETTE[i % len(PALETTE)], "opacity": 0.6},
+            marker={"size": 3, "color": category_color(label_name, str(cat), i), "opacity": 0.6},
             hovertemplate=f"{label_name}: {cat}<br>row %{{customdata}}<extra></extra>",
         ))  # fmt: skip
     if len(highlight):
