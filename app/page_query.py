@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from trajemb.embed import embed_windows
 from trajemb.errors import TrajembError
-from trajemb.metrics import ade_fde
 from trajemb.query import parse_points, points_to_window
 
 import cache
@@ -39,16 +37,7 @@ def page() -> None:
     m = cache.bundle_model(path, model)
     z = embed_windows(m.encoder, window[None].astype(np.float32))
     dist, rows = m.index.search(z, k)
-    rows = rows[0][rows[0] >= 0]
-    xy = bundle.table.xy_agent
-    ade, fde = ade_fde(window[None], xy[rows][None])
-    meta = bundle.table.meta.iloc[rows]
-    table = pd.DataFrame({
-        "rank": np.arange(1, len(rows) + 1), "row": rows, "distance": np.sqrt(dist[0][: len(rows)]),
-        "ADE (m)": ade[0], "FDE (m)": fde[0], "direction": meta["direction"].to_numpy(),
-        "object type": meta["object_type"].to_numpy(), "speed (m/s)": meta["mean_speed_mps"].to_numpy().round(1),
-        "window id": meta["window_id"].to_numpy(),
-    })  # fmt: skip
+    table = ui.result_frame(path, window, dist[0], rows[0])
     ui.show_neighbors(path, None, table, query_xy=window, key="own")
 
 

@@ -72,16 +72,23 @@ def describe(path: str, row: int) -> str:
 
 
 def neighbor_frame(path: str, model: str, row: int, k: int, exclude_same_track: bool = True) -> pd.DataFrame:
-    """Neighbours of ``row`` with distance, ADE / FDE to the query (agent frames) and labels."""
+    """Neighbours of table row ``row`` with distance, ADE / FDE to the query (agent frames) and labels."""
     bundle = cache.open_bundle(path)
     cache.bundle_model(path, model)
     dist, rows = bundle.neighbors(model, row, k, exclude_same_track)
-    rows = rows[rows >= 0]
+    return result_frame(path, bundle.table.xy_agent[row], dist, rows)
+
+
+def result_frame(path: str, query_xy: np.ndarray, sq_dist: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
+    """A table of search results (FAISS's squared distances and rows, -1 = none) against a query window."""
+    bundle = cache.open_bundle(path)
+    keep = rows >= 0
+    rows, dist = rows[keep], np.sqrt(sq_dist[keep])
     xy = bundle.table.xy_agent
-    ade, fde = ade_fde(xy[[row]], xy[rows][None])
+    ade, fde = ade_fde(query_xy[None], xy[rows][None])
     meta = bundle.table.meta.iloc[rows]
     return pd.DataFrame({
-        "rank": np.arange(1, len(rows) + 1), "row": rows, "distance": np.sqrt(dist[: len(rows)]),
+        "rank": np.arange(1, len(rows) + 1), "row": rows, "distance": dist,
         "ADE (m)": ade[0], "FDE (m)": fde[0], "direction": meta["direction"].to_numpy(),
         "object type": meta["object_type"].to_numpy(), "speed (m/s)": meta["mean_speed_mps"].to_numpy().round(1),
         "window id": meta["window_id"].to_numpy(),

@@ -33,7 +33,7 @@ from trajemb.checkpoint import WEIGHTS_FILE, load_checkpoint
 from trajemb.data.maps import MapCache, MapGeometry
 from trajemb.embed import embed_windows, resolve_device
 from trajemb.errors import DataError
-from trajemb.evaluate import EvalConfig, baseline_reports, evaluate_features, sample_queries, track_groups_of
+from trajemb.evaluate import EvalConfig, baseline_reports, evaluate_features, sample_queries
 from trajemb.index import IndexSpec, NeighborIndex, build_faiss_index, load_faiss_index, save_faiss_index
 from trajemb.model import TrajectoryEncoder
 from trajemb.projection import umap_2d
@@ -84,7 +84,7 @@ def build_bundle(
         raise DataError("give at least one --checkpoint")
     table = read_table(Path(table_path))
     device = resolve_device(config.device)
-    groups = track_groups_of(table)
+    groups = table.track_groups()
     queries = sample_queries(len(table), config.evaluation)
     manifest: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
@@ -191,7 +191,7 @@ class Bundle:
                 f"{self.root}: table.parquet ({self.table.content_hash[:12]}) is not the table this bundle "
                 f"was built from ({self.manifest['table_sha256'][:12]}); rebuild it with `trajemb bundle`"
             )
-        self.groups = track_groups_of(self.table)
+        self.groups = self.table.track_groups()
         self._models: dict[str, BundleModel] = {}
         self._maps = MapCache(self.root / "maps")
         self.row_of_id = {wid: i for i, wid in enumerate(self.table.meta["window_id"].tolist())}

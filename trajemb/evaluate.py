@@ -34,13 +34,6 @@ class EvalConfig:
     seed: int = 0
 
 
-def track_groups_of(table: TrajectoryTable) -> np.ndarray:
-    keys = (table.meta["source"] + "/" + table.meta["scenario_id"] + "/" + table.meta["track_id"]).to_numpy(
-        dtype=str
-    )
-    return np.unique(keys, return_inverse=True)[1].astype(np.int64)
-
-
 def sample_queries(n: int, config: EvalConfig) -> np.ndarray:
     rng = np.random.default_rng(config.seed)
     return np.sort(rng.choice(n, size=min(config.num_queries, n), replace=False))
@@ -112,7 +105,7 @@ def baseline_reports(
     table: TrajectoryTable, dim: int, config: EvalConfig, seed: int = 0
 ) -> dict[str, dict[str, float]]:
     """Oracle, random, PCA-D, FFT features and an untrained encoder (width 64, 1 layer) at D = ``dim``."""
-    groups = track_groups_of(table)
+    groups = table.track_groups()
     queries = sample_queries(len(table), config)
     flat = table.xy_agent.reshape(len(table), -1)
     reports = {"oracle_raw": evaluate_features(table, flat, queries, groups, config)}

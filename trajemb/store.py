@@ -71,6 +71,13 @@ class TrajectoryTable:
     def content_hash(self) -> str:
         return str(self.manifest["content_sha256"])
 
+    def track_groups(self) -> np.ndarray:
+        """(N,) int id of each window's track: windows of one track are near-duplicates, so retrieval
+        and mining treat them as one group."""
+        m = self.meta
+        keys = (m["source"] + "/" + m["scenario_id"] + "/" + m["track_id"]).to_numpy(dtype=str)
+        return np.unique(keys, return_inverse=True)[1].astype(np.int64)
+
 
 def write_table(windows: WindowColumns, path: Path, manifest_extra: dict[str, Any]) -> dict[str, Any]:
     """Write ``windows`` to ``path`` (parquet) atomically; returns the manifest that was embedded."""

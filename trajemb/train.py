@@ -108,14 +108,6 @@ def split_by_scenario(table: TrajectoryTable, val_fraction: float) -> Split:
     return Split(np.flatnonzero(~is_val), np.flatnonzero(is_val))
 
 
-def track_groups(table: TrajectoryTable) -> np.ndarray:
-    """(N,) int id of each window's track (windows of one track are near-duplicates)."""
-    keys = (table.meta["source"] + "/" + table.meta["scenario_id"] + "/" + table.meta["track_id"]).to_numpy(
-        dtype=str
-    )
-    return np.unique(keys, return_inverse=True)[1].astype(np.int64)
-
-
 def _check_finite(table: TrajectoryTable) -> None:
     bad = ~np.isfinite(table.xy_agent).all(axis=(1, 2))
     if bad.any():
@@ -145,7 +137,7 @@ class Trainer:
         if len(self.split.val) < 2:
             raise ConfigError(f"{self.table_path}: fewer than 2 validation windows; raise --val-fraction")
         self.xy = torch.from_numpy(np.array(self.table.xy_agent))  # (N, T, 2), CPU, writable copy
-        self.groups = torch.from_numpy(track_groups(self.table))
+        self.groups = torch.from_numpy(self.table.track_groups())
         torch.manual_seed(config.seed)
         self.model = TrajectoryEncoder(config.encoder).to(self.device)
         self.loss_fn = TripletLoss(config.margin)
