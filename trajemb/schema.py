@@ -156,12 +156,9 @@ PAPER_FOCAL_FUTURE = WindowConfig(
 
 
 @dataclass(frozen=True)
-class WindowColumns:
-    """Columnar batch of W windows of T steps, as written to the trajectory table."""
+class WindowIds:
+    """Where each of W windows comes from: the columns every window batch carries."""
 
-    xy_agent: Float32Array  # (W, T, 2)
-    origin_xy_city: FloatArray  # (W, 2)
-    theta_rad: FloatArray  # (W,) agent-frame heading in the city frame
     scenario_id: StrArray  # (W,)
     track_id: StrArray
     object_type: StrArray
@@ -170,6 +167,19 @@ class WindowColumns:
     map_key: StrArray
     source: StrArray
     start_timestep: IntArray  # (W,)
+
+    def ids(self) -> dict[str, np.ndarray]:
+        """The id columns by name (to carry them from one batch type to another)."""
+        return {name: getattr(self, name) for name in WindowIds.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class WindowColumns(WindowIds):
+    """Columnar batch of W windows of T steps, as written to the trajectory table."""
+
+    xy_agent: Float32Array  # (W, T, 2)
+    origin_xy_city: FloatArray  # (W, 2)
+    theta_rad: FloatArray  # (W,) agent-frame heading in the city frame
     direction: StrArray  # DirectionClass values
     speed_bin: StrArray
     mean_speed_mps: Float32Array

@@ -16,11 +16,10 @@ from trajemb.labels import direction_class, mean_speed_mps, speed_bin
 from trajemb.schema import (
     STEP_S,
     FloatArray,
-    IntArray,
-    StrArray,
     TrackSet,
     WindowColumns,
     WindowConfig,
+    WindowIds,
     repeat_str,
 )
 
@@ -41,19 +40,11 @@ def empty_windows(num_steps: int) -> WindowColumns:
 
 
 @dataclass(frozen=True)
-class CityWindows:
+class CityWindows(WindowIds):
     """Windows cut from tracks but not yet normalised: positions still in the city frame."""
 
     xy_city: FloatArray  # (W, T, 2)
     heading_start_rad: FloatArray  # (W,) recorded heading at the first step (NaN if unknown)
-    scenario_id: StrArray
-    track_id: StrArray
-    object_type: StrArray
-    category: StrArray
-    city: StrArray
-    map_key: StrArray
-    source: StrArray
-    start_timestep: IntArray
 
     def __len__(self) -> int:
         return int(self.xy_city.shape[0])
@@ -108,14 +99,7 @@ def to_agent_frame(windows: CityWindows) -> WindowColumns:
         xy_agent=xy_agent.astype(np.float32),
         origin_xy_city=origin,
         theta_rad=theta,
-        scenario_id=windows.scenario_id,
-        track_id=windows.track_id,
-        object_type=windows.object_type,
-        category=windows.category,
-        city=windows.city,
-        map_key=windows.map_key,
-        source=windows.source,
-        start_timestep=windows.start_timestep,
+        **windows.ids(),
         direction=direction,
         speed_bin=speed_bin(speed),
         mean_speed_mps=speed.astype(np.float32),
@@ -134,9 +118,9 @@ def concat_city_windows(batches: list[CityWindows], num_steps: int) -> CityWindo
     batches = [b for b in batches if len(b)] or batches[:1]
     if not batches:
         e = np.empty(0, dtype=np.str_)
-        return CityWindows(
-            np.empty((0, num_steps, 2)), np.empty(0), e, e, e, e, e, e, e, np.empty(0, dtype=np.int64)
-        )
+        ids: dict[str, np.ndarray] = dict.fromkeys(WindowIds.__dataclass_fields__, e)
+        ids["start_timestep"] = np.empty(0, dtype=np.int64)
+        return CityWindows(**ids, xy_city=np.empty((0, num_steps, 2)), heading_start_rad=np.empty(0))
     fields = CityWindows.__dataclass_fields__
     return CityWindows(**{name: np.concatenate([getattr(b, name) for b in batches]) for name in fields})
 
