@@ -27,13 +27,16 @@ def page() -> None:
     except TrajembError as exc:
         st.error(str(exc))
         return
+    if a == b:
+        st.info("Both sides show the same model; pick another one in the sidebar to compare."
+                if len(names) > 1 else "This bundle has a single model: there is nothing to compare it with.")  # fmt: skip
     overlap = len(set(ta["row"]) & set(tb["row"]))
     st.metric("Neighbours in common", f"{overlap} of {k}")
-    for name, table in ((a, ta), (b, tb)):
+    for side, name, table in (("a", a, ta), ("b", b, tb)):
         report = cache.bundle_model(path, name).report
         st.subheader(f"{name}: minADE@{k} {table['ADE (m)'].min():.2f} m, minFDE@{k} {table['FDE (m)'].min():.2f} m "
                      f"(bundle-wide minADE@10 {report['minADE@10']:.2f} m)")  # fmt: skip
-        ui.show_neighbors(path, row, table, maps=3, key=f"cmp-{name}")
+        ui.show_neighbors(path, row, table, maps=3, key=f"cmp-{side}")
 
 
 page()

@@ -74,3 +74,34 @@ def test_bad_bundle_path_is_reported(app: AppTest, tmp_path: Path) -> None:
     app.sidebar.text_input[0].set_value(str(tmp_path)).run()
     assert not app.exception
     assert any("Cannot open the bundle" in e.value and "not a trajemb bundle" in e.value for e in app.error)
+
+
+@pytest.fixture(scope="module")
+def real_bundle(mf_dir: Path, sensor_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real AV2 fixtures (motion forecasting + sensor logs) in a bundle with a shipped checkpoint."""
+    from trajemb.bundle import BundleConfig, build_bundle
+    from trajemb.evaluate import EvalConfig
+    from trajemb.pipeline import shipped_checkpoints
+    from trajemb.prepare import PrepareConfig, prepare_table
+
+    root = tmp_path_factory.mktemp("real")
+    config = PrepareConfig(
+        av2_dirs=(str(mf_dir),), sensor_log_dirs=(str(sensor_dir),), workers=1, maps_dir=str(root / "maps")
+    )
+    prepare_table(config, root / "real.parquet", progress=False)
+    ckpt = [c for c in shipped_checkpoints() if c.name == "compact-cosine-d16"]
+    build_bundle(root / "real.parquet", ckpt, root / "bundle", root / "maps",
+                 BundleConfig(evaluation=EvalConfig(num_queries=200), device="cpu"), progress=False)  # fmt: skip
+    return root / "bundle"
+
+
+def test_real_av2_bundle_in_the_app(real_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRAJEMB_BUNDLE", str(real_bundle))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception and not at.error
+    ids = neighbor_ids(at)
+    assert len(ids) == 6 and all(i.startswith(("av2_motion/", "av2_sensor/")) for i in ids)
+    for page in PAGES[1:]:
+        at.switch_page(page).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
