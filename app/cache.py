@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,13 @@ def requested_bundle_path() -> str | None:
     return args.bundle or os.environ.get(BUNDLE_ENV) or None
 
 
+class _StatusLines(logging.Handler):
+    """Shows the library's progress messages (one per stage) inside the current ``st.status``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        st.write(f"{time.strftime('%H:%M:%S')} {record.getMessage()}")
+
+
 @st.cache_resource(show_spinner=False)
 def default_bundle_path() -> str:
     """Build (first run) or find the built-in default bundle, with visible progress."""
@@ -41,7 +49,16 @@ def default_bundle_path() -> str:
     with st.status("Preparing the built-in default data (first run only: synthetic AV2 scenarios, "
                    "embeddings, indices, UMAP)…", expanded=True) as status:  # fmt: skip
         st.write(f"Cache folder: `{cache}`")
-        path = build_default_bundle(cache, progress=False)
+        handler = _StatusLines()
+        library_log = logging.getLogger("trajemb")
+        library_log.addHandler(handler)
+        level = library_log.level
+        library_log.setLevel(logging.INFO)
+        try:
+            path = build_default_bundle(cache, progress=False)
+        finally:
+            library_log.removeHandler(handler)
+            library_log.setLevel(level)
         status.update(label="Default data ready", state="complete", expanded=False)
     return str(path)
 

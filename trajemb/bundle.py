@@ -100,19 +100,21 @@ def build_bundle(
         shutil.copyfile(table_path, tmp / "table.parquet")
         manifest["maps"] = _copy_maps(table, maps_dir, tmp / "maps")
         dims: set[int] = set()
-        for ckpt in checkpoints:
+        for i, ckpt in enumerate(checkpoints, start=1):
             model, card = load_checkpoint(Path(ckpt), device)
             name = _model_name(Path(ckpt), card, set(manifest["models"]))
             folder = tmp / "models" / name
             shutil.copytree(ckpt, folder / "checkpoint", ignore=shutil.ignore_patterns("train_state.pt"))
-            log.info("model %s: embedding %d windows", name, len(table))
+            log.info(
+                "model %d/%d %s: embedding and indexing %d windows", i, len(checkpoints), name, len(table)
+            )
             t0 = time.perf_counter()
             emb = embed_windows(model, table.xy_agent, device, progress=progress)
             encode_s = time.perf_counter() - t0
             np.save(folder / "embeddings.npy", emb, allow_pickle=False)
             save_faiss_index(build_faiss_index(emb, config.index), folder / "index.faiss")
             if config.umap:
-                log.info("model %s: UMAP of %d points", name, len(table))
+                log.info("model %d/%d %s: UMAP of %d points", i, len(checkpoints), name, len(table))
                 np.save(folder / "umap.npy", umap_2d(emb, config.seed), allow_pickle=False)
             report: dict[str, Any] = evaluate_features(
                 table, emb, queries, groups, config.evaluation, config.index
@@ -130,7 +132,7 @@ def build_bundle(
                 "index": asdict(config.index),
                 "umap": config.umap,
             }
-        log.info("evaluating baselines")
+        log.info("evaluating the baselines (oracle, random, PCA, FFT features, untrained encoder)")
         baselines = {
             dim: baseline_reports(table, dim, config.evaluation, config.seed) for dim in sorted(dims)
         }
