@@ -23,11 +23,13 @@ def page() -> None:
     st.caption(
         "Query-vs-neighbour minADE@k / minFDE@k (k nearest by embedding distance, the query's own track "
         f"excluded), on {bundle.manifest['config']['evaluation']['num_queries']} sampled queries among "
-        f"{len(bundle.table)} windows. Oracle: exact kNN on raw trajectories (flattened Euclidean)."
+        f"{len(bundle.table)} windows. Oracle: exact kNN on raw trajectories (flattened Euclidean). "
+        "mirror_confusion@10: share of a left (lane-change-left) query's neighbours that turn right "
+        "(change right), and vice versa; FFT magnitudes cannot tell mirror images apart."
     )
     frame = pd.DataFrame({**reports, **baselines}).T
-    wanted = ("dim", "minADE@1", "minADE@5", "minADE@10", "minFDE@1", "minFDE@5", "minFDE@10",
-              "precision@10", "silhouette_direction", "encode_ms_per_window", "search_ms_per_query")  # fmt: skip
+    wanted = ("dim", "minADE@1", "minADE@5", "minADE@10", "minFDE@1", "minFDE@5", "minFDE@10", "precision@10",
+              "mirror_confusion@10", "silhouette_direction", "encode_ms_per_window", "search_ms_per_query")  # fmt: skip
     cols = [c for c in wanted if c in frame]
     st.dataframe(frame[cols].astype(float).round(3), key="eval-table")
     c1, c2 = st.columns(2)

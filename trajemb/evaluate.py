@@ -2,10 +2,12 @@
 
 For sampled query windows: retrieve k neighbours among all windows (excluding the query itself and
 windows of its own track) and score query-vs-neighbour minADE@k / minFDE@k (rule in ``metrics``),
-direction-label precision@k, silhouette by direction class, encode time per window and search time
-per query. Baselines on the same queries: the oracle (exact kNN in raw trajectory space by flattened
-Euclidean distance: the best any k-neighbour retrieval can do for ADE), random neighbours, PCA to the
-same D, FFT magnitude features and an untrained encoder.
+direction-label precision@k, mirror confusion@k (how often a left-turn or lane-change-left query
+gets right-side neighbours and vice versa: FFT magnitudes cannot tell mirrored trajectories apart),
+silhouette by direction class, encode time per window and search time per query. Baselines on the
+same queries: the oracle (exact kNN in raw trajectory space by flattened Euclidean distance: the best
+any k-neighbour retrieval can do for ADE), random neighbours, PCA to the same D, FFT magnitude
+features and an untrained encoder.
 """
 
 from __future__ import annotations
@@ -22,8 +24,17 @@ from sklearn.metrics import silhouette_score
 from trajemb.index import IndexSpec, NeighborIndex, build_index
 from trajemb.metrics import min_ade_fde
 from trajemb.model import EncoderConfig, TrajectoryEncoder
+from trajemb.schema import DirectionClass
 from trajemb.similarity import fft_features
 from trajemb.store import TrajectoryTable
+
+#: Each sided manoeuvre and its mirror image.
+MIRRORED_DIRECTION: dict[str, str] = {
+    DirectionClass.LEFT.value: DirectionClass.RIGHT.value,
+    DirectionClass.RIGHT.value: DirectionClass.LEFT.value,
+    DirectionClass.LANE_CHANGE_LEFT.value: DirectionClass.LANE_CHANGE_RIGHT.value,
+    DirectionClass.LANE_CHANGE_RIGHT.value: DirectionClass.LANE_CHANGE_LEFT.value,
+}
 
 
 @dataclass(frozen=True)
@@ -42,9 +53,16 @@ def sample_queries(n: int, config: EvalConfig) -> np.ndarray:
 def score_neighbors(
     table: TrajectoryTable, queries: np.ndarray, neighbor_ids: np.ndarray, ks: tuple[int, ...]
 ) -> dict[str, float]:
-    """minADE@k, minFDE@k and direction precision@k of given (Q, K) neighbour rows (-1 = none)."""
+    """minADE@k, minFDE@k, direction precision@k and mirror confusion@k of (Q, K) neighbour rows.
+
+    -1 marks "no neighbour". Mirror confusion@k: over queries with a sided direction (left, right,
+    lane change left/right), the mean fraction of their valid neighbours labelled with the mirrored
+    direction; NaN when no query is sided.
+    """
     xy = table.xy_agent
     labels = table.meta["direction"].to_numpy(dtype=str)
+    mirrored = np.array([MIRRORED_DIRECTION.get(label, "") for label in labels[queries]])
+    sided = mirrored != ""
     out: dict[str, float] = {}
     for k in ks:
         ids = neighbor_ids[:, :k]
@@ -55,6 +73,9 @@ def score_neighbors(
         out[f"minFDE@{k}"] = float(fde[ok].mean())
         same = (labels[np.maximum(ids, 0)] == labels[queries][:, None]) & valid
         out[f"precision@{k}"] = float((same.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)).mean())
+        flipped = (labels[np.maximum(ids, 0)] == mirrored[:, None]) & valid & sided[:, None]
+        per_query = flipped.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+        out[f"mirror_confusion@{k}"] = float(per_query[sided].mean()) if sided.any() else float("nan")
     return out
 
 
@@ -131,7 +152,7 @@ def report_table(reports: dict[str, dict[str, Any]], ks: tuple[int, ...] = (1, 5
     cols = (
         [f"minADE@{k}" for k in ks]
         + [f"minFDE@{k}" for k in ks]
-        + [f"precision@{ks[-1]}", "silhouette_direction"]
+        + [f"precision@{ks[-1]}", f"mirror_confusion@{ks[-1]}", "silhouette_direction"]
     )
     lines = ["| model | D | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     for name, r in reports.items():

@@ -1,0 +1,73 @@
+"""Retrieval scoring on analytic cases: mirror confusion exposes what FFT magnitudes cannot see."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from trajemb.evaluate import EvalConfig, evaluate_features, score_neighbors
+from trajemb.similarity import fft_features
+from trajemb.store import TrajectoryTable
+
+STEPS = 60
+DT_S = 0.1
+
+
+def _left_arc(radius_m: float, speed_mps: float = 8.0) -> np.ndarray:
+    """(T, 2) constant-speed left turn on a circle of ``radius_m``, agent frame (starts at origin, +x)."""
+    angle_rad = speed_mps * DT_S * np.arange(STEPS) / radius_m
+    return np.stack([radius_m * np.sin(angle_rad), radius_m * (1.0 - np.cos(angle_rad))], axis=1)
+
+
+def _table(xy_agent: np.ndarray, directions: list[str]) -> TrajectoryTable:
+    n = len(directions)
+    meta = pd.DataFrame(
+        {
+            "source": ["synthetic"] * n,
+            "scenario_id": [f"s{i}" for i in range(n)],
+            "track_id": [f"t{i}" for i in range(n)],
+            "direction": directions,
+        }
+    )
+    return TrajectoryTable(xy_agent=xy_agent.astype(np.float32), meta=meta, manifest={})
+
+
+@pytest.fixture()
+def turns() -> TrajectoryTable:
+    """Left turns of six radii and each one's exact mirror image (a right turn)."""
+    lefts = [_left_arc(r) for r in (10.0, 12.0, 14.0, 16.0, 18.0, 20.0)]
+    rights = [xy * np.array([1.0, -1.0]) for xy in lefts]
+    return _table(np.stack(lefts + rights), ["left"] * 6 + ["right"] * 6)
+
+
+def test_score_neighbors_counts_mirrored_labels(turns: TrajectoryTable) -> None:
+    queries = np.array([0, 6])
+    mirror_ids = np.array([[6, 7], [0, -1]])  # left query -> two right turns; right query -> one left, no 2nd
+    report = score_neighbors(turns, queries, mirror_ids, ks=(1, 2))
+    assert report["mirror_confusion@1"] == 1.0
+    assert report["mirror_confusion@2"] == 1.0  # the missing neighbour (-1) is not counted
+    assert report["precision@2"] == 0.0
+    same_ids = np.array([[1, 2], [7, 8]])
+    report = score_neighbors(turns, queries, same_ids, ks=(2,))
+    assert report["mirror_confusion@2"] == 0.0
+    assert report["precision@2"] == 1.0
+
+
+def test_mirror_confusion_is_nan_without_sided_queries(turns: TrajectoryTable) -> None:
+    table = _table(turns.xy_agent, ["straight"] * len(turns))
+    report = score_neighbors(table, np.array([0]), np.array([[1]]), ks=(1,))
+    assert np.isnan(report["mirror_confusion@1"])
+
+
+def test_fft_features_retrieve_the_mirror_image_raw_space_does_not(turns: TrajectoryTable) -> None:
+    config = EvalConfig(num_queries=len(turns), ks=(1,), silhouette_sample=len(turns))
+    queries = np.arange(len(turns))
+    groups = turns.track_groups()
+    raw = evaluate_features(turns, turns.xy_agent.reshape(len(turns), -1), queries, groups, config)
+    fft = fft_features(torch.from_numpy(turns.xy_agent)).numpy()
+    by_fft = evaluate_features(turns, fft, queries, groups, config)
+    assert raw["mirror_confusion@1"] == 0.0
+    assert by_fft["mirror_confusion@1"] == 1.0
+    assert by_fft["minADE@1"] > 5.0 * raw["minADE@1"]
