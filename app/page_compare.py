@@ -19,7 +19,7 @@ def page() -> None:
     a = ui.model_select(path, "Model A", key="model-a", index=0)
     b = ui.model_select(path, "Model B", key="model-b", index=len(names) // 2)
     k = ui.k_slider()
-    ui.init_state(len(cache.open_bundle(path).table))
+    ui.init_state(cache.open_bundle(path).table)
     row = int(st.session_state[ui.QUERY])
     st.markdown(f"**Query** {ui.describe(path, row)} (change it on the Explore page)")
     try:

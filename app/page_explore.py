@@ -86,7 +86,7 @@ def page() -> None:
     model = ui.model_select(path)
     k = ui.k_slider()
     exclude = st.sidebar.checkbox("Exclude the query's own track", value=True, key="exclude")
-    ui.init_state(len(cache.open_bundle(path).table))
+    ui.init_state(cache.open_bundle(path).table)
     choose_query(path, model)
     row = int(st.session_state[ui.QUERY])
     st.markdown(f"**Query** {ui.describe(path, row)}")

@@ -24,7 +24,7 @@ def page() -> None:
     if m.umap_xy is None:
         st.info("This bundle has no UMAP projection (built with --no-umap).")
         return
-    ui.init_state(len(bundle.table))
+    ui.init_state(bundle.table)
     c1, c2 = st.columns([2, 1])
     color_by = c1.selectbox("Colour by", COLOR_BY, key="color-by")
     clusters = c2.slider("k-means clusters", 2, 20, 8, key="clusters")

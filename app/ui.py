@@ -11,6 +11,8 @@ import streamlit as st
 
 from trajemb.errors import TrajembError
 from trajemb.metrics import ade_fde
+from trajemb.schema import DirectionClass
+from trajemb.store import TrajectoryTable
 from trajemb.viz import PALETTE, agent_frame_figure, city_frame_figure
 
 import cache
@@ -32,9 +34,13 @@ def selected_rows(event: object) -> list[int]:
     return rows
 
 
-def init_state(num_rows: int) -> None:
-    if QUERY not in st.session_state or st.session_state[QUERY] >= num_rows:
-        st.session_state[QUERY] = int(np.random.default_rng(0).integers(num_rows))
+def init_state(table: TrajectoryTable) -> None:
+    """Start on a seeded turn (a more telling first query than a straight line), else any window."""
+    if QUERY not in st.session_state or st.session_state[QUERY] >= len(table):
+        directions = table.meta["direction"].to_numpy(dtype=str)
+        turns = np.flatnonzero(np.isin(directions, [DirectionClass.LEFT.value, DirectionClass.RIGHT.value]))
+        rows = turns if turns.size else np.arange(len(directions))
+        st.session_state[QUERY] = int(np.random.default_rng(0).choice(rows))
 
 
 def bundle_path() -> str | None:
