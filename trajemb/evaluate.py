@@ -5,9 +5,10 @@ windows of its own track) and score query-vs-neighbour minADE@k / minFDE@k (rule
 direction-label precision@k, mirror confusion@k (how often a left-turn or lane-change-left query
 gets right-side neighbours and vice versa: FFT magnitudes cannot tell mirrored trajectories apart),
 silhouette by direction class, encode time per window and search time per query. Baselines on the
-same queries: the oracle (exact kNN in raw trajectory space by flattened Euclidean distance: the best
-any k-neighbour retrieval can do for ADE), random neighbours, PCA to the same D, FFT magnitude
-features and an untrained encoder.
+same queries: the oracle (exact kNN in raw trajectory space by flattened Euclidean distance: a
+near-best reference, not an exact bound, since ADE averages per-step distances while the flattened
+norm sums squared ones, so a low-D projection can beat it by a hair), random neighbours, PCA to the
+same D, FFT magnitude features and an untrained encoder.
 """
 
 from __future__ import annotations
