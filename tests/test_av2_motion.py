@@ -12,7 +12,7 @@ from av2.datasets.motion_forecasting.scenario_serialization import load_argovers
 
 from trajemb.data.av2_motion import find_scenario_files, map_path_for, read_scenario_tracks
 from trajemb.errors import DataError
-from trajemb.schema import VEHICLE_TYPES, Source, WindowConfig
+from trajemb.schema import VEHICLE_TYPES, VRU_TYPES, Source, WindowConfig
 from trajemb.windows import extract_windows
 
 
@@ -42,12 +42,14 @@ def test_real_scenario_matches_av2_loader(mf_dir: Path) -> None:
 
 
 def test_real_scenario_window_counts(mf_dir: Path) -> None:
-    """Moving vehicle windows at a 1 s stride (fixture README: ~20 six-second, ~34 three-second)."""
+    """Moving vehicle windows at a 1 s stride: exactly the fixture README's 20 six-second, 34 three-second."""
     tracks = read_scenario_tracks(find_scenario_files(mf_dir)[0])
     six = extract_windows(tracks, WindowConfig(num_steps=60, stride_steps=10, object_types=VEHICLE_TYPES))
     three = extract_windows(tracks, WindowConfig(num_steps=30, stride_steps=10, object_types=VEHICLE_TYPES))
     assert len(six) == 20
-    assert len(three) == 33
+    assert len(three) == 34
+    with_vru = WindowConfig(num_steps=30, stride_steps=10, object_types=VEHICLE_TYPES + VRU_TYPES)
+    assert len(extract_windows(tracks, with_vru)) == 38
     assert set(six.source) == {Source.AV2_MOTION.value}
     # Windows never span a gap and are in the agent frame.
     np.testing.assert_allclose(six.xy_agent[:, 0], 0.0, atol=1e-5)

@@ -28,7 +28,7 @@ def test_real_and_synthetic_in_one_table(
     assert len(table) == report.num_windows
     assert report.num_inputs == 1 + 4 + 24
     counts = table.meta["source"].value_counts()
-    assert counts["av2_motion"] == 20 and counts["av2_sensor"] == 816 and counts["synthetic"] > 1000
+    assert counts["av2_motion"] == 20 and counts["av2_sensor"] == 845 and counts["synthetic"] > 1000
     # Every map a window needs was reduced into the cache.
     assert len(list((tmp_path / "maps").glob("*.npz"))) == table.meta["map_key"].nunique()
     assert table.manifest["window_config"]["num_steps"] == 60

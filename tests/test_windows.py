@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trajemb.schema import Source, TrackSet, WindowConfig
+from trajemb.schema import Source, TrackSet, WindowColumns, WindowConfig
 from trajemb.windows import concat_windows, extract_windows
 
 
@@ -29,13 +29,36 @@ def make_tracks(valid: np.ndarray, speed_mps: float = 10.0) -> TrackSet:
     )
 
 
+def _starts(w: WindowColumns) -> dict[str, set[int]]:
+    """Start steps of the windows of each track."""
+    out: dict[str, set[int]] = {}
+    for t, s in zip(w.track_id, w.start_timestep, strict=True):
+        out.setdefault(str(t), set()).add(int(s))
+    return out
+
+
 def test_starts_and_gaps() -> None:
-    valid = np.ones((2, 110), dtype=bool)
-    valid[1, 35] = False  # one missing step
+    valid = np.ones((3, 110), dtype=bool)
+    valid[1, 35] = False  # one missing step: a new run begins at 36
+    valid[2, :7] = False  # appears at step 7
     w = extract_windows(make_tracks(valid), WindowConfig(num_steps=30, stride_steps=10))
-    starts = {(str(t), int(s)) for t, s in zip(w.track_id, w.start_timestep, strict=True)}
-    assert {s for t, s in starts if t == "t0"} == set(range(0, 81, 10))
-    assert {s for t, s in starts if t == "t1"} == {0, 40, 50, 60, 70, 80}  # no window spans step 35
+    starts = _starts(w)
+    assert starts["t0"] == set(range(0, 81, 10))
+    assert starts["t1"] == {0, 36, 46, 56, 66, 76}  # no window spans step 35; strides restart after it
+    assert starts["t2"] == {7, 17, 27, 37, 47, 57, 67, 77}  # aligned to the track, not to a global grid
+    assert w.xy_agent.shape == (len(w), 30, 2)
+    assert w.xy_agent.dtype == np.float32
+
+
+def test_future_span_starts_at_the_horizon_or_later() -> None:
+    valid = np.ones((3, 110), dtype=bool)
+    valid[1, :55] = False  # appears inside the future span
+    valid[2, 60] = False  # gap inside the future span
+    w = extract_windows(make_tracks(valid), WindowConfig(num_steps=30, stride_steps=10, span="future"))
+    starts = _starts(w)
+    assert starts["t0"] == {50, 60, 70, 80}
+    assert starts["t1"] == {55, 65, 75}
+    assert starts["t2"] == {61, 71}
     assert w.xy_agent.shape == (len(w), 30, 2)
     assert w.xy_agent.dtype == np.float32
 

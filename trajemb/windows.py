@@ -1,7 +1,10 @@
 """Cut fixed-length windows from dense tracks and express them in their agent frame.
 
-Every window is T consecutive valid steps (no gaps) of one track; windows start at
-``first_start_step + k * stride_steps``. All work is vectorised over tracks and start steps.
+Every window is T consecutive valid steps (no gaps) of one track. Windows start at the first valid
+step of each unbroken run of a track (or at ``first_start_step`` if the run began earlier) and then
+every ``stride_steps``: a track that appears at step 7 gives windows at 7, 17, 27, ..., not at 10, 20,
+..., so no track loses up to a stride of its data to a global grid. All work is vectorised over tracks
+and start steps.
 """
 
 from __future__ import annotations
@@ -50,6 +53,20 @@ class CityWindows(WindowIds):
         return int(self.xy_city.shape[0])
 
 
+def _aligned_starts(valid: np.ndarray, start0: int, stride: int, T: int) -> np.ndarray:
+    """(A, S) bool: step s starts a window when s >= start0, steps s..s+T-1 are all valid and s is a
+    whole number of strides after the start of its valid run (clipped to start0)."""
+    A, S = valid.shape
+    steps = np.arange(S)
+    run_begins = valid & ~np.concatenate([np.zeros((A, 1), dtype=bool), valid[:, :-1]], axis=1)
+    run_start = np.maximum.accumulate(np.where(run_begins, steps, 0), axis=1)
+    run_start = np.maximum(run_start, start0)
+    full = np.zeros((A, S), dtype=bool)
+    full[:, : S - T + 1] = sliding_window_view(valid, T, axis=1).all(axis=2)
+    starts: np.ndarray = full & (steps >= start0) & ((steps - run_start) % stride == 0)
+    return starts
+
+
 def cut_windows(tracks: TrackSet, config: WindowConfig) -> CityWindows:
     """Every window of ``tracks`` that passes ``config``'s filters, still in the city frame."""
     T = config.num_steps
@@ -63,11 +80,9 @@ def cut_windows(tracks: TrackSet, config: WindowConfig) -> CityWindows:
         a = s = np.empty(0, dtype=np.int64)
         xy_city = np.empty((0, T, 2))
     else:
-        starts = np.arange(start0, S - T + 1, config.stride_steps)
-        # (A', num_starts, T) validity of every candidate window, without copying.
-        valid_win = sliding_window_view(tracks.valid[track_idx], T, axis=1)[:, starts]
-        a_local, s_local = np.nonzero(valid_win.all(axis=2))
-        a, s = track_idx[a_local], starts[s_local]
+        valid = tracks.valid[track_idx]  # (A', S)
+        a_local, s = np.nonzero(_aligned_starts(valid, start0, config.stride_steps, T))
+        a = track_idx[a_local]
         xy_city = tracks.xy_city[a[:, None], s[:, None] + np.arange(T)[None, :]]  # (W, T, 2)
         net_m = np.hypot(*(xy_city[:, -1] - xy_city[:, 0]).T)
         moving = net_m / ((T - 1) * STEP_S) >= config.min_speed_mps
