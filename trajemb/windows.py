@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from trajemb.frames import city_to_agent, motion_heading_rad
 from trajemb.labels import direction_class, mean_speed_mps, speed_bin
@@ -61,8 +60,10 @@ def _aligned_starts(valid: np.ndarray, start0: int, stride: int, T: int) -> np.n
     run_begins = valid & ~np.concatenate([np.zeros((A, 1), dtype=bool), valid[:, :-1]], axis=1)
     run_start = np.maximum.accumulate(np.where(run_begins, steps, 0), axis=1)
     run_start = np.maximum(run_start, start0)
+    valid_before = np.zeros((A, S + 1), dtype=np.int32)  # valid steps before each step
+    np.cumsum(valid, axis=1, out=valid_before[:, 1:])
     full = np.zeros((A, S), dtype=bool)
-    full[:, : S - T + 1] = sliding_window_view(valid, T, axis=1).all(axis=2)
+    full[:, : S - T + 1] = valid_before[:, T:] - valid_before[:, : S - T + 1] == T
     starts: np.ndarray = full & (steps >= start0) & ((steps - run_start) % stride == 0)
     return starts
 
