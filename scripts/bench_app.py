@@ -53,6 +53,7 @@ def main() -> None:
     print(f"{len(table)} windows; Explore page rerun after a query change, k=6, 6 maps: "
           f"median {np.median(ms):.0f} ms, p95 {np.percentile(ms, 95):.0f} ms, max {ms.max():.0f} ms "
           f"over {len(ms)} queries")  # fmt: skip
+    print("per query (ms):", " ".join(f"{t:.0f}" for t in ms))
 
 
 if __name__ == "__main__":
