@@ -10,7 +10,7 @@ import pytest
 
 from trajemb.errors import DataError
 from trajemb.schema import WindowColumns
-from trajemb.store import read_manifest, read_table, write_table
+from trajemb.store import METADATA_KEY, TableWriter, read_manifest, read_table, write_table
 
 
 def make_windows(n: int = 5, T: int = 30) -> WindowColumns:
@@ -36,6 +36,11 @@ def make_windows(n: int = 5, T: int = 30) -> WindowColumns:
     )
 
 
+def manifest_metadata(path: Path) -> dict[bytes, bytes]:
+    """The trajemb key of a table's file metadata, to carry over when a test rewrites the file."""
+    return {METADATA_KEY: pq.read_metadata(path).metadata[METADATA_KEY]}
+
+
 def test_round_trip(tmp_path: Path) -> None:
     w = make_windows()
     manifest = write_table(w, tmp_path / "t.parquet", {"note": "x"})
@@ -58,7 +63,7 @@ def test_hash_detects_changes(tmp_path: Path) -> None:
 
     tampered = table.set_column(table.schema.get_field_index("xy_agent"), "xy_agent",
                                 pa.array(xy, type=table.schema.field("xy_agent").type))  # fmt: skip
-    pq.write_table(tampered.replace_schema_metadata(table.schema.metadata), path)
+    pq.write_table(tampered.replace_schema_metadata(manifest_metadata(path)), path)
     read_table(path)  # reading alone does not hash
     with pytest.raises(DataError, match="content hash mismatch"):
         read_table(path, verify=True)
@@ -79,11 +84,51 @@ def test_failed_write_leaves_previous_file(tmp_path: Path, monkeypatch: pytest.M
     def boom(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(pq, "write_table", boom)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", boom)
     with pytest.raises(OSError, match="disk full"):
         write_table(make_windows(n=3), path, {})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]  # no temp file left
+
+
+def test_streamed_batches_equal_one_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunking changes neither the rows nor the content hash; full buffers become row groups."""
+    monkeypatch.setattr(TableWriter, "ROW_GROUP_WINDOWS", 3)
+    w = make_windows(n=7)
+    whole = write_table(w, tmp_path / "whole.parquet", {})
+    with TableWriter(tmp_path / "parts.parquet", 30) as writer:
+        for rows in (slice(0, 3), slice(3, 3), slice(3, 7)):
+            writer.write(WindowColumns(**{k: v[rows] for k, v in vars(w).items()}))
+    assert writer.manifest["content_sha256"] == whole["content_sha256"]
+    assert writer.manifest["num_windows"] == 7
+    assert pq.ParquetFile(tmp_path / "parts.parquet").metadata.num_row_groups == 2
+    a, b = read_table(tmp_path / "whole.parquet"), read_table(tmp_path / "parts.parquet", verify=True)
+    np.testing.assert_array_equal(a.xy_agent, b.xy_agent)
+    assert a.meta.equals(b.meta)
+
+
+def test_failure_mid_stream_leaves_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    with pytest.raises(RuntimeError, match="worker died"), TableWriter(path, 30) as writer:
+        writer.write(make_windows())
+        raise RuntimeError("worker died")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_duplicate_ids_across_batches_refused(tmp_path: Path) -> None:
+    with (
+        pytest.raises(DataError, match="duplicate window ids"),
+        TableWriter(tmp_path / "t.parquet", 30) as writer,
+    ):
+        writer.write(make_windows(n=3))
+        writer.write(make_windows(n=2))  # t0, t1 again
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_empty_table_refused(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no windows to write"), TableWriter(tmp_path / "t.parquet", 30):
+        pass
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_duplicate_ids_refused(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from trajemb.checkpoint import load_checkpoint
 from trajemb.embed import embed_windows
 from trajemb.errors import ConfigError, DataError
 from trajemb.model import EncoderConfig
-from trajemb.store import read_table
+from trajemb.store import METADATA_KEY, read_table
 from trajemb.train import TrainConfig, Trainer, split_by_scenario, train
 
 TINY = EncoderConfig(embedding_dim=8, d_model=32, num_layers=1, num_heads=4, dropout=0.0)
@@ -102,7 +102,8 @@ def test_nan_in_table(synth_table: Path, tmp_path: Path) -> None:
     values[7] = np.nan
     bad = table.set_column(table.schema.get_field_index("xy_agent"), "xy_agent",
                            pa.FixedSizeListArray.from_arrays(pa.array(values), xy.type.list_size))  # fmt: skip
-    pq.write_table(bad.replace_schema_metadata(table.schema.metadata), tmp_path / "bad.parquet")
+    metadata = {METADATA_KEY: pq.read_metadata(synth_table).metadata[METADATA_KEY]}
+    pq.write_table(bad.replace_schema_metadata(metadata), tmp_path / "bad.parquet")
     with pytest.raises(
         DataError, match=r"1 window\(s\) contain NaN or infinite positions \(first: synthetic/"
     ):

@@ -52,7 +52,7 @@ def build_default_table(
         log.info("generating %d synthetic scenarios into %s", num_scenarios, paths.scenarios)
         generate(synth, paths.scenarios, progress=progress)
     prepare = PrepareConfig(av2_dirs=(str(paths.scenarios),), window=window, maps_dir=str(paths.maps))
-    if not paths.table.exists() or read_manifest(paths.table)["window_config"] != _asdict(window):
+    if not _table_is_current(paths.table, window):
         log.info("preparing the trajectory table %s", paths.table)
         prepare_table(prepare, paths.table, progress=progress)
     return read_table(paths.table)
@@ -94,6 +94,17 @@ def build_default_bundle(
     log.info("building the default bundle %s (%d models)", bundle, len(checkpoints))
     build_bundle(paths.table, checkpoints, bundle, paths.maps, config, progress=progress)
     return bundle
+
+
+def _table_is_current(path: Path, window: WindowConfig) -> bool:
+    """Whether a cached table exists in this version's format with this window config."""
+    if not path.exists():
+        return False
+    try:
+        return bool(read_manifest(path)["window_config"] == _asdict(window))
+    except DataError as exc:  # an older table format: rebuild it
+        log.info("rebuilding the cached table: %s", exc)
+        return False
 
 
 def _asdict(window: WindowConfig) -> dict[str, object]:

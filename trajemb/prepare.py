@@ -24,7 +24,7 @@ from trajemb.data.av2_sensor import find_sensor_logs, read_sensor_log_tracks, se
 from trajemb.data.maps import MapCache
 from trajemb.errors import ConfigError, DataError
 from trajemb.schema import Source, WindowColumns, WindowConfig
-from trajemb.store import write_table
+from trajemb.store import TableWriter
 from trajemb.synth.generate import MARKER_FILE as SYNTH_MARKER
 from trajemb.windows import CityWindows, concat_city_windows, concat_windows, cut_windows, to_agent_frame
 
@@ -132,13 +132,10 @@ def _run(jobs: list[Job], config: PrepareConfig) -> Iterator[ChunkResult]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def prepare_windows(
-    config: PrepareConfig, progress: bool = True
-) -> tuple[WindowColumns, list[Job], list[tuple[str, str]]]:
-    """Read and window every input of ``config``; returns windows, jobs and skipped (path, reason)."""
-    jobs = collect_jobs(config)
-    batches: list[WindowColumns] = []
-    skipped: list[tuple[str, str]] = []
+def _prepared_batches(
+    config: PrepareConfig, jobs: list[Job], skipped: list[tuple[str, str]], progress: bool
+) -> Iterator[WindowColumns]:
+    """Windows of every input, one chunk at a time; bad inputs stop the run or go to ``skipped``."""
     bar = tqdm(total=len(jobs), desc="prepare", unit="scenario", disable=not progress, dynamic_ncols=True)
     try:
         for result in _run(jobs, config):
@@ -148,32 +145,45 @@ def prepare_windows(
             for path, reason in result.errors:
                 skipped.append((path, reason))
                 log.warning("skipped %s", reason)
-            batches.append(result.windows)
+            yield result.windows
     finally:
         bar.close()
     if len(skipped) == len(jobs):
         raise DataError(f"all {len(jobs)} inputs were bad; first: {skipped[0][1]}")
+
+
+def prepare_windows(
+    config: PrepareConfig, progress: bool = True
+) -> tuple[WindowColumns, list[Job], list[tuple[str, str]]]:
+    """Read and window every input of ``config`` in memory; returns windows, jobs and skipped
+    (path, reason). ``prepare_table`` streams the same windows to disk instead."""
+    jobs = collect_jobs(config)
+    skipped: list[tuple[str, str]] = []
+    batches = list(_prepared_batches(config, jobs, skipped, progress))
     return concat_windows(batches, config.window.num_steps), jobs, skipped
 
 
 def prepare_table(config: PrepareConfig, out: Path, progress: bool = True) -> PrepareReport:
-    """Run ``prepare_windows`` and write the table to ``out`` atomically."""
+    """Read and window every input of ``config`` and stream the windows into the table ``out``,
+    written atomically: memory holds one chunk of windows at a time, whatever the dataset size."""
     t0 = time.perf_counter()
-    windows, jobs, skipped = prepare_windows(config, progress=progress)
-    if len(windows) == 0:
-        raise DataError(
-            f"no windows of {config.window.num_steps} steps passed the filters in {len(jobs)} input(s); "
-            "try a shorter --steps, --min-speed 0, or --tracks all"
-        )
-    manifest = write_table(
-        windows,
-        out,
-        {
-            "window_config": asdict(config.window),
-            "inputs": {"av2": list(config.av2_dirs), "sensor_logs": list(config.sensor_log_dirs)},
-            "num_inputs": len(jobs),
-            "skipped": [{"path": p, "reason": r} for p, r in skipped],
-            "trajemb_version": __version__,
-        },
-    )
-    return PrepareReport(len(jobs), len(windows), skipped, time.perf_counter() - t0, manifest)
+    jobs = collect_jobs(config)
+    skipped: list[tuple[str, str]] = []
+    extra = {
+        "window_config": asdict(config.window),
+        "inputs": {"av2": list(config.av2_dirs), "sensor_logs": list(config.sensor_log_dirs)},
+        "num_inputs": len(jobs),
+        "trajemb_version": __version__,
+    }
+    num_windows = 0
+    with TableWriter(out, config.window.num_steps, extra) as writer:
+        for batch in _prepared_batches(config, jobs, skipped, progress):
+            writer.write(batch)
+            num_windows += len(batch)
+        if num_windows == 0:
+            raise DataError(
+                f"no windows of {config.window.num_steps} steps passed the filters in {len(jobs)} input(s); "
+                "try a shorter --steps, --min-speed 0, or --tracks all"
+            )
+        writer.manifest_extra["skipped"] = [{"path": p, "reason": r} for p, r in skipped]
+    return PrepareReport(len(jobs), num_windows, skipped, time.perf_counter() - t0, writer.manifest)

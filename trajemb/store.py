@@ -1,8 +1,10 @@
 """The trajectory table: every window with ids, labels and geometry, in one parquet file.
 
 ``xy_agent`` is a fixed-size list column of T*2 float32; the manifest (format version, window config,
-sources, content hash) travels in the parquet schema metadata under ``trajemb``. The content hash
-covers the geometry and ids, so an index or embedding built from a table can name exactly which one.
+sources, content hash) travels in the parquet file's key-value metadata under ``trajemb``. The content
+hash covers the geometry and ids, so an index or embedding built from a table can name exactly which
+one. ``TableWriter`` streams windows in as row groups, so preparing all of AV2 never holds more than
+one chunk of windows in memory; the hash is the same however the windows are chunked.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -22,7 +25,7 @@ from trajemb.atomic import atomic_path
 from trajemb.errors import DataError
 from trajemb.schema import Float32Array, WindowColumns
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 METADATA_KEY = b"trajemb"
 
 #: Per-window metadata columns, in table order.
@@ -42,14 +45,27 @@ def window_ids(windows: WindowColumns) -> np.ndarray:
     return np.asarray(out, dtype=np.str_)
 
 
+class ContentHasher:
+    """sha256 over geometry, frames and ids, fed window batches in order; chunking does not matter."""
+
+    def __init__(self) -> None:
+        self._fields = {name: hashlib.sha256() for name in ("xy_agent", "origin", "theta", "ids")}
+
+    def update(self, xy_agent: Float32Array, ids: np.ndarray, origin: np.ndarray, theta: np.ndarray) -> None:
+        self._fields["xy_agent"].update(np.ascontiguousarray(xy_agent, dtype="<f4").tobytes())
+        self._fields["origin"].update(np.ascontiguousarray(origin, dtype="<f8").tobytes())
+        self._fields["theta"].update(np.ascontiguousarray(theta, dtype="<f8").tobytes())
+        self._fields["ids"].update("".join(f"{i}\n" for i in ids.tolist()).encode())
+
+    def hexdigest(self) -> str:
+        return hashlib.sha256(b"".join(h.digest() for h in self._fields.values())).hexdigest()
+
+
 def content_hash(xy_agent: Float32Array, ids: np.ndarray, origin: np.ndarray, theta: np.ndarray) -> str:
-    """sha256 over geometry, ids and frames (hex)."""
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(xy_agent, dtype="<f4").tobytes())
-    h.update(np.ascontiguousarray(origin, dtype="<f8").tobytes())
-    h.update(np.ascontiguousarray(theta, dtype="<f8").tobytes())
-    h.update("\n".join(ids.tolist()).encode())
-    return h.hexdigest()
+    """sha256 over geometry, ids and frames (hex), as ``ContentHasher`` computes it."""
+    hasher = ContentHasher()
+    hasher.update(xy_agent, ids, origin, theta)
+    return hasher.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -79,19 +95,8 @@ class TrajectoryTable:
         return np.unique(keys, return_inverse=True)[1].astype(np.int64)
 
 
-def write_table(windows: WindowColumns, path: Path, manifest_extra: dict[str, Any]) -> dict[str, Any]:
-    """Write ``windows`` to ``path`` (parquet) atomically; returns the manifest that was embedded."""
-    N, T = windows.xy_agent.shape[:2]
-    ids = window_ids(windows)
-    if np.unique(ids).size != N:
-        raise DataError(f"{path}: duplicate window ids (the same scenario was given twice?)")
-    manifest: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "num_windows": int(N),
-        "num_steps": int(T),
-        "content_sha256": content_hash(windows.xy_agent, ids, windows.origin_xy_city, windows.theta_rad),
-        **manifest_extra,
-    }
+def _arrow_batch(windows: WindowColumns, ids: np.ndarray) -> pa.Table:
+    T = windows.xy_agent.shape[1]
     flat = pa.array(np.ascontiguousarray(windows.xy_agent, dtype=np.float32).reshape(-1))
     columns: dict[str, pa.Array] = {
         "window_id": pa.array(ids),
@@ -113,16 +118,114 @@ def write_table(windows: WindowColumns, path: Path, manifest_extra: dict[str, An
         "lateral_offset_m": pa.array(windows.lateral_offset_m),
         "xy_agent": pa.FixedSizeListArray.from_arrays(flat, T * 2),
     }
-    table = pa.table(columns).replace_schema_metadata({METADATA_KEY: json.dumps(manifest).encode()})
-    with atomic_path(Path(path)) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-    return manifest
+    return pa.table(columns)
+
+
+class TableWriter:
+    """Write a trajectory table batch by batch (one parquet row group each), atomically.
+
+    Use as a context manager: ``with TableWriter(path, T) as w: w.write(batch)``; ``w.manifest`` is
+    set on a clean exit. Nothing appears at ``path`` unless the block ends without an exception and
+    at least one window was written; window ids must be unique across all batches.
+    """
+
+    #: Batches are buffered into row groups of at least this many windows (about 30 MB at T = 60):
+    #: small row groups compress worse.
+    ROW_GROUP_WINDOWS = 65_536
+
+    def __init__(self, path: Path, num_steps: int, manifest_extra: dict[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.num_steps = num_steps
+        self.manifest_extra = manifest_extra or {}
+        self.manifest: dict[str, Any] = {}
+        self._hasher = ContentHasher()
+        self._id_hashes: list[np.ndarray] = []
+        self._num_windows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._pending: list[pa.Table] = []
+        self._pending_windows = 0
+
+    def __enter__(self) -> TableWriter:
+        self._atomic = atomic_path(self.path)
+        self._tmp = self._atomic.__enter__()
+        return self
+
+    def write(self, windows: WindowColumns) -> None:
+        if len(windows) == 0:
+            return
+        if windows.xy_agent.shape[1] != self.num_steps:
+            raise DataError(
+                f"{self.path}: batch of {windows.xy_agent.shape[1]} steps in a {self.num_steps}-step table"
+            )
+        ids = window_ids(windows)
+        self._pending.append(_arrow_batch(windows, ids))
+        self._pending_windows += len(windows)
+        if self._pending_windows >= self.ROW_GROUP_WINDOWS:
+            self._flush()
+        self._hasher.update(windows.xy_agent, ids, windows.origin_xy_city, windows.theta_rad)
+        self._id_hashes.append(pd.util.hash_array(ids.astype(object)))
+        self._num_windows += len(windows)
+
+    def _flush(self) -> None:
+        """Write the buffered batches as one row group."""
+        if not self._pending:
+            return
+        batch = pa.concat_tables(self._pending)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._tmp, batch.schema, compression="zstd")
+        self._writer.write_table(batch, row_group_size=len(batch))
+        self._pending, self._pending_windows = [], 0
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if exc is None:
+                self._finish()
+        except BaseException as error:
+            self._close()
+            self._atomic.__exit__(type(error), error, error.__traceback__)
+            raise
+        if exc is not None:
+            self._close()
+            self._atomic.__exit__(exc_type, exc, tb)
+        else:
+            self._atomic.__exit__(None, None, None)
+
+    def _finish(self) -> None:
+        self._flush()
+        if self._writer is None:
+            raise DataError(f"{self.path}: no windows to write")
+        id_hashes = np.concatenate(self._id_hashes)
+        if np.unique(id_hashes).size != id_hashes.size:
+            raise DataError(f"{self.path}: duplicate window ids (the same scenario was given twice?)")
+        self.manifest = {
+            "format_version": FORMAT_VERSION,
+            "num_windows": self._num_windows,
+            "num_steps": self.num_steps,
+            "content_sha256": self._hasher.hexdigest(),
+            **self.manifest_extra,
+        }
+        self._writer.add_key_value_metadata({METADATA_KEY: json.dumps(self.manifest).encode()})
+        self._close()
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def write_table(windows: WindowColumns, path: Path, manifest_extra: dict[str, Any]) -> dict[str, Any]:
+    """Write ``windows`` to ``path`` (parquet) atomically; returns the manifest that was embedded."""
+    with TableWriter(path, windows.xy_agent.shape[1], manifest_extra) as writer:
+        writer.write(windows)
+    return writer.manifest
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
     """The manifest of a table without reading its rows."""
     try:
-        metadata = pq.read_schema(path).metadata or {}
+        metadata = pq.read_metadata(path).metadata or {}
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{path}: not a readable trajectory table ({exc})") from exc
     if METADATA_KEY not in metadata:

@@ -1,0 +1,26 @@
+"""The cached default data: built once, reused, rebuilt when the cached table is outdated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from trajemb.pipeline import build_default_table
+from trajemb.store import METADATA_KEY
+
+
+def test_default_table_is_reused_and_rebuilt_when_outdated(tmp_path: Path) -> None:
+    table = build_default_table(tmp_path, num_scenarios=3, seed=5, progress=False)
+    path = tmp_path / "default-s5-n3" / "table.parquet"
+    mtime = path.stat().st_mtime_ns
+    again = build_default_table(tmp_path, num_scenarios=3, seed=5, progress=False)
+    assert path.stat().st_mtime_ns == mtime and again.content_hash == table.content_hash
+    # A table in an older format (as an earlier release left in the cache) is rebuilt, not an error.
+    old = pq.read_table(path)
+    manifest = {**table.manifest, "format_version": 1}
+    pq.write_table(old.replace_schema_metadata({METADATA_KEY: json.dumps(manifest).encode()}), path)
+    rebuilt = build_default_table(tmp_path, num_scenarios=3, seed=5, progress=False)
+    assert rebuilt.manifest["format_version"] == table.manifest["format_version"]
+    assert rebuilt.content_hash == table.content_hash
