@@ -10,7 +10,7 @@ import pytest
 
 from trajemb.errors import DataError
 from trajemb.schema import WindowColumns
-from trajemb.store import METADATA_KEY, TableWriter, read_manifest, read_table, write_table
+from trajemb.store import METADATA_KEY, TableWriter, open_table_writer, read_manifest, read_table, write_table
 
 
 def make_windows(n: int = 5, T: int = 30) -> WindowColumns:
@@ -96,7 +96,7 @@ def test_streamed_batches_equal_one_write(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(TableWriter, "ROW_GROUP_WINDOWS", 3)
     w = make_windows(n=7)
     whole = write_table(w, tmp_path / "whole.parquet", {})
-    with TableWriter(tmp_path / "parts.parquet", 30) as writer:
+    with open_table_writer(tmp_path / "parts.parquet", 30) as writer:
         for rows in (slice(0, 3), slice(3, 3), slice(3, 7)):
             writer.write(WindowColumns(**{k: v[rows] for k, v in vars(w).items()}))
     assert writer.manifest["content_sha256"] == whole["content_sha256"]
@@ -109,7 +109,7 @@ def test_streamed_batches_equal_one_write(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_failure_mid_stream_leaves_nothing(tmp_path: Path) -> None:
     path = tmp_path / "t.parquet"
-    with pytest.raises(RuntimeError, match="worker died"), TableWriter(path, 30) as writer:
+    with pytest.raises(RuntimeError, match="worker died"), open_table_writer(path, 30) as writer:
         writer.write(make_windows())
         raise RuntimeError("worker died")
     assert list(tmp_path.iterdir()) == []
@@ -118,7 +118,7 @@ def test_failure_mid_stream_leaves_nothing(tmp_path: Path) -> None:
 def test_duplicate_ids_across_batches_refused(tmp_path: Path) -> None:
     with (
         pytest.raises(DataError, match="duplicate window ids"),
-        TableWriter(tmp_path / "t.parquet", 30) as writer,
+        open_table_writer(tmp_path / "t.parquet", 30) as writer,
     ):
         writer.write(make_windows(n=3))
         writer.write(make_windows(n=2))  # t0, t1 again
@@ -126,7 +126,7 @@ def test_duplicate_ids_across_batches_refused(tmp_path: Path) -> None:
 
 
 def test_empty_table_refused(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="no windows to write"), TableWriter(tmp_path / "t.parquet", 30):
+    with pytest.raises(DataError, match="no windows to write"), open_table_writer(tmp_path / "t.parquet", 30):
         pass
     assert list(tmp_path.iterdir()) == []
 

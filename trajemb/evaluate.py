@@ -72,10 +72,12 @@ def score_neighbors(
         ok = np.isfinite(ade)
         out[f"minADE@{k}"] = float(ade[ok].mean())
         out[f"minFDE@{k}"] = float(fde[ok].mean())
-        same = (labels[np.maximum(ids, 0)] == labels[queries][:, None]) & valid
-        out[f"precision@{k}"] = float((same.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)).mean())
-        flipped = (labels[np.maximum(ids, 0)] == mirrored[:, None]) & valid & sided[:, None]
-        per_query = flipped.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+        neighbor_labels = labels[np.maximum(ids, 0)]
+        num_valid = np.maximum(valid.sum(axis=1), 1)
+        same = (neighbor_labels == labels[queries][:, None]) & valid
+        out[f"precision@{k}"] = float((same.sum(axis=1) / num_valid).mean())
+        flipped = (neighbor_labels == mirrored[:, None]) & valid & sided[:, None]
+        per_query = flipped.sum(axis=1) / num_valid
         out[f"mirror_confusion@{k}"] = float(per_query[sided].mean()) if sided.any() else float("nan")
     return out
 

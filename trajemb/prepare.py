@@ -24,7 +24,7 @@ from trajemb.data.av2_sensor import find_sensor_logs, read_sensor_log_tracks, se
 from trajemb.data.maps import MapCache
 from trajemb.errors import ConfigError, DataError
 from trajemb.schema import Source, WindowColumns, WindowConfig
-from trajemb.store import TableWriter
+from trajemb.store import open_table_writer
 from trajemb.synth.generate import MARKER_FILE as SYNTH_MARKER
 from trajemb.windows import CityWindows, concat_city_windows, concat_windows, cut_windows, to_agent_frame
 
@@ -175,15 +175,13 @@ def prepare_table(config: PrepareConfig, out: Path, progress: bool = True) -> Pr
         "num_inputs": len(jobs),
         "trajemb_version": __version__,
     }
-    num_windows = 0
-    with TableWriter(out, config.window.num_steps, extra) as writer:
+    with open_table_writer(out, config.window.num_steps, extra) as writer:
         for batch in _prepared_batches(config, jobs, skipped, progress):
             writer.write(batch)
-            num_windows += len(batch)
-        if num_windows == 0:
+        if writer.num_windows == 0:
             raise DataError(
                 f"no windows of {config.window.num_steps} steps passed the filters in {len(jobs)} input(s); "
                 "try a shorter --steps, --min-speed 0, or --tracks all"
             )
         writer.manifest_extra["skipped"] = [{"path": p, "reason": r} for p, r in skipped]
-    return PrepareReport(len(jobs), num_windows, skipped, time.perf_counter() - t0, writer.manifest)
+    return PrepareReport(len(jobs), writer.num_windows, skipped, time.perf_counter() - t0, writer.manifest)

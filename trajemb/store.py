@@ -3,17 +3,18 @@
 ``xy_agent`` is a fixed-size list column of T*2 float32; the manifest (format version, window config,
 sources, content hash) travels in the parquet file's key-value metadata under ``trajemb``. The content
 hash covers the geometry and ids, so an index or embedding built from a table can name exactly which
-one. ``TableWriter`` streams windows in as row groups, so preparing all of AV2 never holds more than
-one chunk of windows in memory; the hash is the same however the windows are chunked.
+one. ``open_table_writer`` streams windows in as row groups, so preparing all of AV2 never holds
+more than one chunk of windows in memory; the hash is the same however the windows are chunked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -122,33 +123,30 @@ def _arrow_batch(windows: WindowColumns, ids: np.ndarray) -> pa.Table:
 
 
 class TableWriter:
-    """Write a trajectory table batch by batch (one parquet row group each), atomically.
+    """Writes a trajectory table batch by batch into buffered parquet row groups.
 
-    Use as a context manager: ``with TableWriter(path, T) as w: w.write(batch)``; ``w.manifest`` is
-    set on a clean exit. Nothing appears at ``path`` unless the block ends without an exception and
-    at least one window was written; window ids must be unique across all batches.
+    Open it with ``open_table_writer``, which makes the file appear atomically and only on success.
     """
 
     #: Batches are buffered into row groups of at least this many windows (about 30 MB at T = 60):
     #: small row groups compress worse.
     ROW_GROUP_WINDOWS = 65_536
 
-    def __init__(self, path: Path, num_steps: int, manifest_extra: dict[str, Any] | None = None) -> None:
-        self.path = Path(path)
+    def __init__(self, tmp: Path, path: Path, num_steps: int, manifest_extra: dict[str, Any]) -> None:
+        self.path = path  # named in errors; the rows go to ``tmp`` until the table is complete
         self.num_steps = num_steps
-        self.manifest_extra = manifest_extra or {}
+        self.manifest_extra = manifest_extra
         self.manifest: dict[str, Any] = {}
+        self._tmp = tmp
         self._hasher = ContentHasher()
         self._id_hashes: list[np.ndarray] = []
-        self._num_windows = 0
         self._writer: pq.ParquetWriter | None = None
         self._pending: list[pa.Table] = []
         self._pending_windows = 0
 
-    def __enter__(self) -> TableWriter:
-        self._atomic = atomic_path(self.path)
-        self._tmp = self._atomic.__enter__()
-        return self
+    @property
+    def num_windows(self) -> int:
+        return sum(len(h) for h in self._id_hashes)
 
     def write(self, windows: WindowColumns) -> None:
         if len(windows) == 0:
@@ -164,7 +162,6 @@ class TableWriter:
             self._flush()
         self._hasher.update(windows.xy_agent, ids, windows.origin_xy_city, windows.theta_rad)
         self._id_hashes.append(pd.util.hash_array(ids.astype(object)))
-        self._num_windows += len(windows)
 
     def _flush(self) -> None:
         """Write the buffered batches as one row group."""
@@ -176,23 +173,8 @@ class TableWriter:
         self._writer.write_table(batch, row_group_size=len(batch))
         self._pending, self._pending_windows = [], 0
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        try:
-            if exc is None:
-                self._finish()
-        except BaseException as error:
-            self._close()
-            self._atomic.__exit__(type(error), error, error.__traceback__)
-            raise
-        if exc is not None:
-            self._close()
-            self._atomic.__exit__(exc_type, exc, tb)
-        else:
-            self._atomic.__exit__(None, None, None)
-
-    def _finish(self) -> None:
+    def finish(self) -> None:
+        """Flush, check ids, and write the manifest into the file's metadata."""
         self._flush()
         if self._writer is None:
             raise DataError(f"{self.path}: no windows to write")
@@ -201,23 +183,40 @@ class TableWriter:
             raise DataError(f"{self.path}: duplicate window ids (the same scenario was given twice?)")
         self.manifest = {
             "format_version": FORMAT_VERSION,
-            "num_windows": self._num_windows,
+            "num_windows": int(id_hashes.size),
             "num_steps": self.num_steps,
             "content_sha256": self._hasher.hexdigest(),
             **self.manifest_extra,
         }
         self._writer.add_key_value_metadata({METADATA_KEY: json.dumps(self.manifest).encode()})
-        self._close()
 
-    def _close(self) -> None:
+    def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
 
 
+@contextlib.contextmanager
+def open_table_writer(
+    path: Path, num_steps: int, manifest_extra: dict[str, Any] | None = None
+) -> Iterator[TableWriter]:
+    """``with open_table_writer(path, T) as w: w.write(batch)``; ``w.manifest`` is set afterwards.
+
+    Nothing appears at ``path`` unless the block ends without an exception and at least one window
+    was written; window ids must be unique across all batches.
+    """
+    with atomic_path(Path(path)) as tmp:
+        writer = TableWriter(tmp, Path(path), num_steps, manifest_extra or {})
+        try:
+            yield writer
+            writer.finish()
+        finally:
+            writer.close()
+
+
 def write_table(windows: WindowColumns, path: Path, manifest_extra: dict[str, Any]) -> dict[str, Any]:
     """Write ``windows`` to ``path`` (parquet) atomically; returns the manifest that was embedded."""
-    with TableWriter(path, windows.xy_agent.shape[1], manifest_extra) as writer:
+    with open_table_writer(path, windows.xy_agent.shape[1], manifest_extra) as writer:
         writer.write(windows)
     return writer.manifest
 
