@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,10 +43,22 @@ class _StatusLines(logging.Handler):
         st.write(f"{time.strftime('%H:%M:%S')} {record.getMessage()}")
 
 
-@st.cache_resource(show_spinner=False)
+# Not ``st.cache_resource``: a cached function replays the elements it drew, so every later session
+# would show the first build's progress panel, spinning. Built once per process and cache folder.
+_default_lock = threading.Lock()
+_default_ready: dict[Path, str] = {}
+
+
 def default_bundle_path() -> str:
-    """Build (first run) or find the built-in default bundle, with visible progress."""
+    """Build (first run) or find the built-in default bundle; progress is shown while it builds."""
     cache = Path(os.environ.get(CACHE_ENV, REPO / ".cache"))
+    with _default_lock:
+        if cache not in _default_ready:
+            _default_ready[cache] = _build_default_bundle(cache)
+    return _default_ready[cache]
+
+
+def _build_default_bundle(cache: Path) -> str:
     with st.status("Preparing the built-in default data (first run only: synthetic AV2 scenarios, "
                    "embeddings, indices, UMAP)…", expanded=True) as status:  # fmt: skip
         st.write(f"Cache folder: `{cache}`")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,41 @@ def test_real_av2_bundle_in_the_app(real_bundle: Path, monkeypatch: pytest.Monke
     for page in PAGES[1:]:
         at.switch_page(page).run()
         assert not at.exception, (page, [e.value for e in at.exception])
+
+
+def test_default_data_progress_shows_only_while_it_is_built(
+    small_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first session sees each build stage; later sessions get the built data without a stale
+    progress panel (elements drawn inside ``st.cache_resource`` would be replayed to every session)."""
+    import logging
+
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "app"))
+    import cache  # the module the app imports, so the patches below reach it
+
+    builds: list[Path] = []
+
+    def fake_build(cache_dir: Path, progress: bool = True) -> Path:
+        builds.append(cache_dir)
+        logging.getLogger("trajemb.pipeline").info("building the default bundle (fake)")
+        return small_bundle
+
+    monkeypatch.delenv("TRAJEMB_BUNDLE", raising=False)
+    monkeypatch.setattr(sys, "argv", ["streamlit_app.py"])
+    monkeypatch.setenv("TRAJEMB_CACHE", str(tmp_path))
+    monkeypatch.setattr(cache, "build_default_bundle", fake_build)
+    monkeypatch.setattr(cache, "_default_ready", {})
+
+    def stage_lines(at: AppTest) -> list[str]:
+        return [m.value for m in at.markdown if "building the default bundle (fake)" in m.value]
+
+    first = AppTest.from_file(APP, default_timeout=120)
+    first.run()
+    assert not first.exception, [e.value for e in first.exception]
+    assert len(stage_lines(first)) == 1
+    second = AppTest.from_file(APP, default_timeout=120)
+    second.run()
+    assert not second.exception, [e.value for e in second.exception]
+    assert stage_lines(second) == []
+    assert second.dataframe  # the Explore page rendered on the default data
+    assert builds == [tmp_path]
