@@ -1,46 +1,95 @@
-"""Every cache of the explorer in one place: resources (bundle, models, indices) and derived data.
+"""Every cache of the explorer in one place, and where bundles come from.
 
-Nothing is recomputed per click: a bundle opens once per path, a model (encoder, embeddings, FAISS
-index, UMAP) once per (path, name), map geometry once per key.
+A bundle opens once per (path, manifest version): when the built-in default data gains its 2-D layouts
+and evaluation in the background, the next rerun opens the completed manifest. Derived data (filter
+masks, layout images, pickable points, clusters) is cached as resources (shared, never copied per
+click). Geometry is read per row from the memory-mapped bundle, never copied whole.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
+import ctypes
 import logging
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
-from trajemb.bundle import Bundle, BundleModel
-from trajemb.data.maps import MapGeometry
-from trajemb.pipeline import build_default_bundle
+from trajemb.bundle import MANIFEST, Bundle
+from trajemb.errors import DataError
+from trajemb.explore import cluster_labels, cluster_medoids, grid_representatives
+from trajemb.pipeline import build_default_bundle, default_bundle_dir
+from trajemb.viz import label_colors, projection_raster
 
 BUNDLE_ENV = "TRAJEMB_BUNDLE"
+ROOTS_ENV = "TRAJEMB_BUNDLE_ROOTS"
 CACHE_ENV = "TRAJEMB_CACHE"
 REPO = Path(__file__).resolve().parents[1]
+#: Up to this many points the 2-D layout is drawn point by point; above, as an image plus a grid of
+#: pickable points, so that a click sends kilobytes whatever the corpus size.
+VECTOR_MAX_POINTS = 30_000
+PICKER_CELLS = 110
 
 log = logging.getLogger(__name__)
 
 
-def requested_bundle_path() -> str | None:
-    """A bundle named on the command line (``-- --bundle PATH``) or in ``$TRAJEMB_BUNDLE``."""
+@dataclass(frozen=True)
+class LaunchOptions:
+    bundle: str | None
+    roots: tuple[Path, ...]
+
+
+def launch_options() -> LaunchOptions:
+    """``-- --bundle PATH`` / ``$TRAJEMB_BUNDLE``, and ``-- --bundle-root DIR`` (repeatable) /
+    ``$TRAJEMB_BUNDLE_ROOTS`` (``:``-separated): serve only the bundles under these folders."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--bundle", default=None)
+    parser.add_argument("--bundle-root", action="append", default=[])
     args, _ = parser.parse_known_args(sys.argv[1:])
-    return args.bundle or os.environ.get(BUNDLE_ENV) or None
+    roots = [*args.bundle_root, *[r for r in os.environ.get(ROOTS_ENV, "").split(os.pathsep) if r]]
+    return LaunchOptions(
+        args.bundle or os.environ.get(BUNDLE_ENV) or None, tuple(Path(r).resolve() for r in roots)
+    )
+
+
+def served_bundles(roots: tuple[Path, ...]) -> dict[str, str]:
+    """Name -> path of every bundle directly inside (or at) the allowed roots."""
+    found: dict[str, str] = {}
+    for root in roots:
+        candidates = (
+            [root]
+            if (root / MANIFEST).is_file()
+            else sorted(p for p in root.iterdir() if p.is_dir())
+            if root.is_dir()
+            else []
+        )
+        for path in candidates:
+            if (path / MANIFEST).is_file() and not path.name.startswith("."):
+                name = path.name if path.name not in found else f"{root.name}/{path.name}"
+                found[name] = str(path)
+    return found
+
+
+# -- the built-in default data -----------------------------------------------------------------------
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV, REPO / ".cache"))
 
 
 class _StatusLines(logging.Handler):
     """Shows the library's progress messages (one per stage) inside the current ``st.status``."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        st.write(f"{time.strftime('%H:%M:%S')} {record.getMessage()}")
+        st.text(f"{time.strftime('%H:%M:%S')} {record.getMessage()}")
 
 
 # Not ``st.cache_resource``: a cached function replays the elements it drew, so every later session
@@ -50,71 +99,218 @@ _default_ready: dict[Path, str] = {}
 
 
 def default_bundle_path() -> str:
-    """Build (first run) or find the built-in default bundle; progress is shown while it builds."""
-    cache = Path(os.environ.get(CACHE_ENV, REPO / ".cache"))
+    """Build (first run: windows, embeddings, indices) or find the built-in default bundle; its 2-D
+    layouts and evaluation are then finished by a background process while the explorer is in use."""
+    cache = cache_dir()
     with _default_lock:
         if cache not in _default_ready:
             _default_ready[cache] = _build_default_bundle(cache)
-    return _default_ready[cache]
+    path = _default_ready[cache]
+    _complete_in_background(path)
+    return path
 
 
 def _build_default_bundle(cache: Path) -> str:
-    with st.status("Preparing the built-in default data (first run only: synthetic AV2 scenarios, "
-                   "embeddings, indices, UMAP)…", expanded=True) as status:  # fmt: skip
-        st.write(f"Cache folder: `{cache}`")
+    target = default_bundle_dir(cache)
+    if (target / MANIFEST).is_file():  # built before: check quietly (it is current unless inputs changed)
+        try:
+            return str(build_default_bundle(cache, progress=False, complete=False))
+        except DataError:
+            pass
+    with st.status(
+        "Preparing the built-in default data (first run only): synthetic AV2 scenarios, "
+        "trajectory table, embeddings and indices of the shipped models…",
+        expanded=True,
+    ) as status:
+        st.text(f"Cache folder: {cache}")
         handler = _StatusLines()
         library_log = logging.getLogger("trajemb")
         library_log.addHandler(handler)
         level = library_log.level
         library_log.setLevel(logging.INFO)
         try:
-            path = build_default_bundle(cache, progress=False)
+            path = build_default_bundle(cache, progress=False, complete=False)
         finally:
             library_log.removeHandler(handler)
             library_log.setLevel(level)
-        status.update(label="Default data ready", state="complete", expanded=False)
+        status.update(
+            label="Default data ready (2-D layouts and evaluation follow in the background)",
+            state="complete",
+            expanded=False,
+        )
     return str(path)
 
 
-@st.cache_resource(show_spinner="Opening bundle…", max_entries=4)
+@dataclass
+class Completion:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    started: float
+
+
+_completions: dict[str, Completion] = {}
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    # Linux: the child gets SIGTERM when the server goes away, never lingers as an orphan.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    os.nice(5)  # the explorer stays responsive while the layouts are computed
+
+
+def _complete_in_background(path: str) -> None:
+    """Start ``trajemb complete`` once per process for a bundle that lacks layouts or evaluation."""
+    with _default_lock:
+        if path in _completions or bundle_is_complete(path):
+            return
+        log_path = Path(path).parent / "complete.log"
+        with open(log_path, "wb") as fh:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "trajemb", "-q", "complete", "--bundle", path],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent if os.name == "posix" else None,
+            )
+        _completions[path] = Completion(proc, log_path, time.time())
+
+
+def bundle_is_complete(path: str) -> bool:
+    try:
+        manifest = Bundle(Path(path)).manifest
+    except DataError:
+        return False
+    return all(m.get("projection") and m.get("evaluated") for m in manifest["models"].values())
+
+
+def completion_status(path: str) -> str | None:
+    """None when nothing runs; else a one-line status of the background completion."""
+    job = _completions.get(path)
+    if job is None:
+        return None
+    code = job.process.poll()
+    if code is None:
+        lines = (
+            [ln for ln in job.log_path.read_text(errors="replace").splitlines() if ln.strip()]
+            if job.log_path.exists()
+            else []
+        )
+        last = lines[-1].split(": ", 1)[-1] if lines else "starting"
+        return f"running for {time.time() - job.started:.0f} s: {last}"
+    if code != 0:
+        tail = (
+            job.log_path.read_text(errors="replace").strip().splitlines()[-1:]
+            if job.log_path.exists()
+            else []
+        )
+        return f"failed ({'; '.join(tail) or f'exit status {code}'}); see {job.log_path}"
+    return None
+
+
+# -- opened bundles ----------------------------------------------------------------------------------
+def manifest_stamp(path: str) -> int:
+    """Changes whenever the bundle's manifest is rewritten (a completed stage, a rebuild)."""
+    try:
+        return os.stat(Path(path) / MANIFEST).st_mtime_ns
+    except OSError:
+        return 0
+
+
+@st.cache_resource(show_spinner="Opening and verifying the bundle…", max_entries=4)
+def _open(path: str, stamp: int) -> Bundle:
+    bundle = Bundle(Path(path))
+    bundle.verify_all()
+    return bundle
+
+
 def open_bundle(path: str) -> Bundle:
-    return Bundle(Path(path))
+    return _open(path, manifest_stamp(path))
 
 
-@st.cache_resource(show_spinner="Loading model, embeddings and index…", max_entries=16)
-def bundle_model(path: str, name: str) -> BundleModel:
-    return open_bundle(path).model(name)
+def stamp_of(bundle: Bundle) -> tuple[str, int]:
+    return str(bundle.root), manifest_stamp(str(bundle.root))
 
 
-@st.cache_resource(show_spinner=False, max_entries=512)
-def map_geometry(path: str, map_key: str) -> MapGeometry | None:
-    return open_bundle(path).map_geometry(map_key)
+@st.cache_resource(show_spinner=False, max_entries=64)
+def filter_mask(path: str, stamp: int, filters: tuple[tuple[str, tuple[str, ...]], ...]) -> np.ndarray | None:
+    """(N,) bool rows passing the table filters; None when no filter is set."""
+    bundle = _open(path, stamp)
+    mask: np.ndarray | None = None
+    for name, picked in filters:
+        if not picked:
+            continue
+        codes, names = bundle.codes(name)
+        hit = np.isin(codes, [i for i, v in enumerate(names) if v in set(picked)])
+        mask = hit if mask is None else mask & hit
+    return mask
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
-def city_xy(path: str) -> np.ndarray:
-    """(N, T, 2) every window in the city frame (for maps and background road users)."""
-    from trajemb.frames import agent_to_city
-
-    t = open_bundle(path).table
-    origin = t.meta[["origin_x_city_m", "origin_y_city_m"]].to_numpy()
-    return agent_to_city(t.xy_agent.astype(np.float64), origin, t.meta["theta_rad"].to_numpy()).astype(
-        np.float32
-    )
+@st.cache_resource(show_spinner=False, max_entries=16)
+def label_values(path: str, stamp: int, name: str) -> tuple[np.ndarray, list[str]]:
+    """Codes and sorted category names of a label column (codes follow the sorted order)."""
+    codes, names = _open(path, stamp).codes(name)
+    order = np.argsort(names)
+    remap = np.empty(len(names), dtype=np.int32)
+    remap[order] = np.arange(len(names))
+    return remap[codes], [names[i] for i in order]
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
-def scenario_rows(path: str) -> dict[tuple[str, str], np.ndarray]:
-    """(source, scenario_id) -> table rows, for drawing a scenario's other road users."""
-    meta = open_bundle(path).table.meta
-    return {
-        k: np.asarray(v, dtype=np.int64) for k, v in meta.groupby(["source", "scenario_id"]).indices.items()
-    }
+@st.cache_resource(show_spinner="Clustering the embeddings…", max_entries=16)
+def clusters(path: str, stamp: int, model: str, k: int) -> tuple[np.ndarray, dict[int, int]]:
+    emb = np.asarray(_open(path, stamp).embeddings(model).all())
+    labels = cluster_labels(emb, k)
+    return labels, cluster_medoids(emb, labels)
 
 
-@st.cache_data(show_spinner="Clustering…", max_entries=16)
-def kmeans_labels(path: str, model: str, clusters: int) -> np.ndarray:
-    from sklearn.cluster import KMeans
+@dataclass(frozen=True)
+class LayoutView:
+    """What the 2-D layout plot needs: the rows drawn as points, and an image of all rows if large."""
 
-    emb = bundle_model(path, model).embeddings
-    return KMeans(n_clusters=clusters, n_init=3, random_state=0).fit_predict(emb)
+    rows: np.ndarray
+    png: bytes | None
+    extent: tuple[float, float, float, float]
+
+
+@st.cache_resource(show_spinner="Drawing the 2-D layout…", max_entries=24)
+def layout_view(
+    path: str,
+    stamp: int,
+    model: str,
+    color_by: str,
+    filters: tuple[tuple[str, tuple[str, ...]], ...],
+    cluster_k: int,
+) -> LayoutView:
+    bundle = _open(path, stamp)
+    xy = bundle.projection(model)
+    if xy is None:
+        raise DataError(f"model {model} has no 2-D layout yet")
+    mask = filter_mask(path, stamp, filters)
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    pad = 0.02 * np.maximum(hi - lo, 1e-6)
+    extent = (float(lo[0] - pad[0]), float(hi[0] + pad[0]), float(lo[1] - pad[1]), float(hi[1] + pad[1]))
+    shown = np.flatnonzero(mask) if mask is not None else np.arange(len(xy))
+    if len(shown) <= VECTOR_MAX_POINTS:
+        return LayoutView(shown, None, extent)
+    codes, cats = layout_labels(path, stamp, model, color_by, cluster_k)
+    png = projection_raster(xy[shown], codes[shown], label_colors(color_by, cats), extent)
+    return LayoutView(grid_representatives(xy, PICKER_CELLS, mask=mask), png, extent)
+
+
+def layout_labels(
+    path: str, stamp: int, model: str, color_by: str, cluster_k: int
+) -> tuple[np.ndarray, list[str]]:
+    if color_by == "k-means cluster":
+        labels, _ = clusters(path, stamp, model, cluster_k)
+        return labels, [f"cluster {i}" for i in range(int(labels.max()) + 1)]
+    return label_values(path, stamp, color_by)
+
+
+def image_url(png: bytes, name: str) -> str:
+    """A URL the browser fetches (and caches) the image from, instead of receiving it with every rerun."""
+    try:
+        from streamlit import runtime
+
+        if runtime.exists():
+            return str(runtime.get_instance().media_file_mgr.add(png, "image/png", f"trajemb.layout.{name}"))
+    except Exception:
+        pass
+    return "data:image/png;base64," + base64.b64encode(png).decode()

@@ -1,42 +1,56 @@
-"""Compare models: the same query under two models, side by side, with the overlap of their neighbours."""
+"""Compare models: the same query under two models side by side, shared neighbours marked in both."""
 
 from __future__ import annotations
 
+import state
 import streamlit as st
 
-from trajemb.errors import TrajembError
+from trajemb.explore import search_row
 
-import cache
 import ui
 
 
 def page() -> None:
     st.title("Compare models")
-    path = ui.bundle_path()
-    if path is None:
+    bundle = ui.bundle_choice()
+    if bundle is None:
         return
-    names = cache.open_bundle(path).model_names
-    a = ui.model_select(path, "Model A", key="model-a", index=0)
-    b = ui.model_select(path, "Model B", key="model-b", index=len(names) // 2)
-    k = ui.k_slider()
-    ui.init_state(cache.open_bundle(path).table)
-    row = int(st.session_state[ui.QUERY])
-    st.markdown(f"**Query** {ui.describe(path, row)} (change it on the Explore page)")
-    try:
-        ta, tb = ui.neighbor_frame(path, a, row, k), ui.neighbor_frame(path, b, row, k)
-    except TrajembError as exc:
-        st.error(str(exc))
-        return
+    names = bundle.model_names
+    a = ui.model_choice(bundle, "Model A (left)", key="model-a", index=0)
+    b = ui.model_choice(bundle, "Model B (right)", key="model-b", index=len(names) // 2)
+    ui.neighbor_controls(bundle)
+    row = ui.query_bar(bundle)
     if a == b:
-        st.info("Both sides show the same model; pick another one in the sidebar to compare."
-                if len(names) > 1 else "This bundle has a single model: there is nothing to compare it with.")  # fmt: skip
-    overlap = len(set(ta["row"]) & set(tb["row"]))
-    st.metric("Neighbours in common", f"{overlap} of {k}")
-    for side, name, table in (("a", a, ta), ("b", b, tb)):
-        report = cache.bundle_model(path, name).report
-        st.subheader(f"{name}: minADE@{k} {table['ADE (m)'].min():.2f} m, minFDE@{k} {table['FDE (m)'].min():.2f} m "
-                     f"(bundle-wide minADE@10 {report['minADE@10']:.2f} m)")  # fmt: skip
-        ui.show_neighbors(path, row, table, maps=3, key=f"cmp-{side}")
+        st.info(
+            "Both sides show the same model; pick another one in the sidebar to compare."
+            if len(names) > 1
+            else "This bundle has a single model: there is nothing to compare it with."
+        )
+    options = ui.neighbor_options(bundle, row)
+    na = ui.search_or_error(search_row, bundle, a, row, options)
+    nb = ui.search_or_error(search_row, bundle, b, row, options)
+    if na is None or nb is None:
+        return
+    shared = set(na.rows.tolist()) & set(nb.rows.tolist())
+    st.caption(
+        f"{len(shared)} of {options.k} neighbours are shared ('yes' in the tables, ★ in the plots). "
+        "Select a row or click a trajectory to make it the query."
+    )
+    cols = st.columns(2)
+    for col, name, result, side in ((cols[0], a, na, "a"), (cols[1], b, nb, "b")):
+        with col:
+            st.subheader(name)
+            m1, m2 = st.columns(2)
+            m1.metric(f"minADE@{len(result)}", f"{result.min_ade_m:.2f} m")
+            m2.metric(f"minFDE@{len(result)}", f"{result.min_fde_m:.2f} m")
+            direction = bundle.strings("direction", result.rows.tolist())
+            labels = [
+                f"#{i + 1}{' ★' if r in shared else ''} {d}"
+                for i, (r, d) in enumerate(zip(result.rows.tolist(), direction, strict=True))
+            ]
+            ui.overlay(bundle, result, f"cmp-{side}-overlay", labels, height=380)
+            ui.neighbor_table(result, ui.neighbor_frame(bundle, result, shared), f"cmp-{side}-table")
+    state.sync_url(bundle)
 
 
 page()

@@ -1,53 +1,149 @@
-"""Evaluation: every model's retrieval report beside the baselines, as tables and plots."""
+"""Evaluation: every model's retrieval report beside the baselines, readable at a glance."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
-import plotly.graph_objects as go
+import state
 import streamlit as st
 
-from trajemb.viz import PALETTE, metric_vs_k_figure
+from trajemb.viz import grouped_bar_figure, metric_vs_dim_figure
 
-import cache
 import ui
+
+#: Column -> (better when, one-sentence definition).
+METRICS: dict[str, tuple[str, str]] = {
+    "minADE@1": (
+        "lower",
+        "Average distance (m) between the query and its nearest neighbour over the whole window, both in "
+        "their own agent frames, averaged over queries.",
+    ),
+    "minADE@5": (
+        "lower",
+        "The smallest such average distance among the 5 nearest neighbours, averaged over queries.",
+    ),
+    "minADE@10": ("lower", "The same among the 10 nearest neighbours."),
+    "minFDE@1": ("lower", "Distance (m) between the end points of the query and its nearest neighbour."),
+    "minFDE@5": ("lower", "The smallest end-point distance among the 5 nearest neighbours."),
+    "minFDE@10": ("lower", "The same among the 10 nearest neighbours."),
+    "precision@10": ("higher", "Share of the 10 nearest neighbours with the query's direction class."),
+    "mirror_confusion@10": (
+        "lower",
+        "For left / right / lane-change queries: share of neighbours doing the mirror-image manoeuvre "
+        "(FFT magnitudes cannot tell them apart).",
+    ),
+    "silhouette_direction": (
+        "higher",
+        "Silhouette of the direction classes in the embedding (-1 to 1): how well the classes form separate groups.",
+    ),
+    "recall@10 vs exact": (
+        "higher",
+        "Share of the exact 10 nearest neighbours that the bundle's search index returns (1 for an exact index).",
+    ),
+    "encode_ms_per_window": ("lower", "Milliseconds to embed one window when the bundle was built."),
+    "search_ms_per_query": ("lower", "Milliseconds per query of the evaluation's exact search."),
+}
+REFERENCES = ("oracle_raw", "random")
+MAIN = ("minADE@1", "minADE@5", "minADE@10", "minFDE@5")
+
+
+def _best_style(frame: pd.DataFrame) -> pd.DataFrame:
+    """Bold, tinted cell at the best value of each column among models and baselines (not the references)."""
+    styles = pd.DataFrame("", index=frame.index, columns=frame.columns)
+    candidates = [i for i in frame.index if i not in REFERENCES]
+    for col in frame.columns:
+        if col not in METRICS or not candidates:
+            continue
+        values = frame.loc[candidates, col].astype(float).dropna()
+        if values.empty:
+            continue
+        best = values.idxmin() if METRICS[col][0] == "lower" else values.idxmax()
+        styles.loc[best, col] = "font-weight: bold; background-color: #cde7f7"
+    return styles
 
 
 def page() -> None:
     st.title("Evaluation")
-    path = ui.bundle_path()
-    if path is None:
+    bundle = ui.bundle_choice()
+    if bundle is None:
         return
-    bundle = cache.open_bundle(path)
-    reports = {name: cache.bundle_model(path, name).report for name in bundle.model_names}
+    reports: dict[str, dict[str, Any]] = {}
+    for name in bundle.model_names:
+        report = bundle.report(name)
+        if report is not None:
+            reports[name] = report
     baselines = bundle.baselines()
+    if not reports:
+        st.info(
+            "This bundle has not been evaluated yet (built with --no-eval, or the evaluation is still running)."
+        )
+        ui.completion_notice(bundle)
+        return
+    scope = next(iter(reports.values()))
+    corpus = int(scope.get("corpus_windows", bundle.num_windows))
+    sampled = f" (a seeded sample of the {bundle.num_windows:,} in the bundle)" if corpus < bundle.num_windows else ""
     st.caption(
-        "Query-vs-neighbour minADE@k / minFDE@k (k nearest by embedding distance, the query's own track "
-        f"excluded), on {bundle.manifest['config']['evaluation']['num_queries']} sampled queries among "
-        f"{len(bundle.table)} windows. Oracle: exact kNN on raw trajectories (flattened Euclidean). "
-        "mirror_confusion@10: share of a left (lane-change-left) query's neighbours that turn right "
-        "(change right), and vice versa; FFT magnitudes cannot tell mirror images apart."
+        f"{int(scope.get('num_queries', 0)):,} queries sampled among {corpus:,} windows{sampled}; "
+        "each query's own track is excluded from its neighbours, which are found by exact search over the embedding. "
+        "Best value per column (among models and baselines, not the oracle or random references) in bold."
     )
-    frame = pd.DataFrame({**reports, **baselines}).T
-    wanted = ("dim", "minADE@1", "minADE@5", "minADE@10", "minFDE@1", "minFDE@5", "minFDE@10", "precision@10",
-              "mirror_confusion@10", "silhouette_direction", "encode_ms_per_window", "search_ms_per_query")  # fmt: skip
-    cols = [c for c in wanted if c in frame]
-    st.dataframe(frame[cols].astype(float).round(3), key="eval-table")
-    c1, c2 = st.columns(2)
-    c1.plotly_chart(metric_vs_k_figure({**reports, **baselines}, "minADE"), key="ade-k")
-    c2.plotly_chart(metric_vs_k_figure({**reports, **baselines}, "minFDE"), key="fde-k")
-    fig = go.Figure()
-    for i, sim in enumerate(sorted({bundle.manifest["models"][n].get("similarity") or "?" for n in reports})):
-        names = [n for n in reports if (bundle.manifest["models"][n].get("similarity") or "?") == sim]
-        names.sort(key=lambda n: reports[n]["dim"])
-        fig.add_trace(go.Scatter(x=[reports[n]["dim"] for n in names], y=[reports[n]["minADE@10"] for n in names],
-                                 mode="lines+markers", name=sim, line={"color": PALETTE[i]}))  # fmt: skip
-    if "oracle_raw" in baselines:
-        fig.add_hline(y=baselines["oracle_raw"]["minADE@10"], line_dash="dot", annotation_text="oracle")
-    fig.update_layout(title="minADE@10 against embedding dimension D, by mining similarity", height=380,
-                      plot_bgcolor="white", showlegend=True)  # fmt: skip
-    fig.update_xaxes(title_text="D", type="log", tickvals=[4, 8, 16, 32, 64])
-    fig.update_yaxes(title_text="minADE@10 (m)")
-    st.plotly_chart(fig, key="ade-d")
+    rows = {}
+    for name, r in {**reports, **baselines}.items():
+        row = {"D": r.get("dim")}
+        row.update({m: r.get(m) for m in METRICS if m in r})
+        index = r.get("index") if isinstance(r.get("index"), dict) else None
+        if index is not None:
+            row["recall@10 vs exact"] = index.get("recall_at_10")
+            row["index"] = f"{index.get('kind')}" + (
+                f", nprobe {index.get('nprobe')}" if index.get("kind") == "ivf" else ""
+            )
+        rows[name] = row
+    frame = pd.DataFrame(rows).T
+    numeric = [c for c in frame.columns if c in METRICS or c == "D"]
+    frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce")
+    styled = (
+        frame.style.apply(_best_style, axis=None)
+        .format({c: "{:.3f}" for c in numeric if c != "D"}, na_rep="–")
+        .format({"D": "{:.0f}"}, na_rep="–")
+    )
+    st.dataframe(styled, width="stretch", key="eval-table")
+    chart_methods = {name: r for name, r in reports.items()}
+    for ref in ("oracle_raw", "random"):
+        if ref in baselines:
+            chart_methods[ref] = baselines[ref]
+    for name in baselines:
+        if name.startswith("pca_"):
+            chart_methods[name] = baselines[name]
+    st.plotly_chart(
+        grouped_bar_figure(
+            chart_methods,
+            MAIN,
+            "Main retrieval errors: models beside the oracle, PCA and random",
+            "metres (lower is better)",
+        ),
+        key="eval-bars",
+    )
+    dims = {int(r["dim"]) for r in reports.values() if r.get("dim")}
+    if len(dims) > 1:
+        groups: dict[str, list[tuple[int, float]]] = {}
+        for name, r in reports.items():
+            similarity = bundle.model_entry(name).get("similarity") or "model"
+            groups.setdefault(str(similarity), []).append((int(r["dim"]), float(r["minADE@5"])))
+        refs = {"oracle": baselines["oracle_raw"]["minADE@5"]} if "oracle_raw" in baselines else {}
+        st.plotly_chart(metric_vs_dim_figure(groups, refs, "minADE@5"), key="eval-dim")
+    else:
+        st.caption("Every model here embeds into the same D, so there is no plot against D.")
+    st.subheader("What the columns mean")
+    st.dataframe(
+        pd.DataFrame(
+            [(k, v[0], v[1]) for k, v in METRICS.items()], columns=["metric", "better", "definition"]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    ui.completion_notice(bundle)
+    state.sync_url(bundle)
 
 
 page()

@@ -1,101 +1,126 @@
-"""Explore: choose a query window and see its nearest neighbours, overlaid and on their maps."""
+"""Explore: choose a query window and see its nearest neighbours, overlaid, in a table and on their maps."""
 
 from __future__ import annotations
 
 import numpy as np
+import state
 import streamlit as st
 
-from trajemb.errors import TrajembError
-from trajemb.viz import embedding_scatter
+from trajemb.bundle import Bundle
+from trajemb.explore import search_row
+from trajemb.viz import projection_figure
 
 import cache
 import ui
 
-FILTERS = ("direction", "object_type", "city", "speed_bin", "source")
+PICK_MODES = ("Filter and pick", "By id", "On the 2-D layout")
+TABLE_ROWS = 500
 
 
-def choose_query(path: str, model: str) -> None:
-    bundle = cache.open_bundle(path)
-    meta = bundle.table.meta
-    by_filter, by_id, by_umap = st.tabs(["Filter and pick", "By id", "Click the UMAP"])
-    with by_filter:
-        cols = st.columns(len(FILTERS))
-        mask = np.ones(len(meta), dtype=bool)
-        for col, name in zip(cols, FILTERS, strict=True):
-            options = sorted(meta[name].unique().tolist())
-            picked = col.multiselect(name.replace("_", " "), options, key=f"filter-{name}")
-            if picked:
-                mask &= meta[name].isin(picked).to_numpy()
-        rows = np.flatnonzero(mask)
-        left, right = st.columns([4, 1])
-        left.caption(f"{len(rows)} matching windows (first 500 listed); select a row to make it the query")
-        if right.button("Random query", key="random", disabled=not len(rows)):
-            st.session_state[ui.QUERY] = int(np.random.default_rng().choice(rows))
-        shown = meta.iloc[rows[:500]][
-            ["window_id", "direction", "object_type", "speed_bin", "city", "source"]
-        ]
-        event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="pick-table",
-                             height=220)  # fmt: skip
-        picked_rows = event.selection.rows if event is not None else []
-        if picked_rows:
-            st.session_state[ui.QUERY] = int(rows[picked_rows[0]])
-    with by_id:
-        with st.form("by-id"):
-            wid = st.text_input("Window id (source/scenario/track/start) or scenario/track", key="query-id")
-            submitted = st.form_submit_button("Use as query")
-        if submitted and wid.strip():
-            try:
-                st.session_state[ui.QUERY] = find_row(path, wid.strip())
-            except TrajembError as exc:
-                st.error(str(exc))
-    with by_umap:
-        m = cache.bundle_model(path, model)
-        if m.umap_xy is None:
-            st.info("This bundle has no UMAP projection (built with --no-umap).")
-        else:
-            fig = embedding_scatter(m.umap_xy, meta["direction"].to_numpy(dtype=str), "direction",
-                                    query=st.session_state[ui.QUERY], height=420)  # fmt: skip
-            fig.update_layout(dragmode="zoom", clickmode="event+select")
-            event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="umap-pick")
-            picked = ui.selected_rows(event)
-            if picked:
-                st.session_state[ui.QUERY] = picked[0]
+def _pick_by_id(bundle: Bundle) -> None:
+    text = str(st.session_state.get("query-id", "")).strip()
+    if not text:
+        return
+    try:
+        state.set_query(bundle.find_row(text))
+    except Exception as exc:
+        st.session_state[state.NOTICE] = f"Cannot use that id: {exc}"
 
 
-def find_row(path: str, text: str) -> int:
-    """A window id, or ``scenario/track`` (its first window)."""
-    bundle = cache.open_bundle(path)
-    if text in bundle.row_of_id:
-        return bundle.row_of_id[text]
-    meta = bundle.table.meta
-    parts = text.split("/")
-    if len(parts) == 2:
-        hits = np.flatnonzero(
-            (meta["scenario_id"] == parts[0]).to_numpy() & (meta["track_id"] == parts[1]).to_numpy()
+def filter_and_pick(bundle: Bundle) -> None:
+    path, stamp = cache.stamp_of(bundle)
+    cols = st.columns(len(state.FILTERS))
+    for col, name in zip(cols, state.FILTERS, strict=True):
+        options = cache.label_values(path, stamp, name)[1]
+        key = f"filter-{name}"
+        if key in st.session_state:
+            st.session_state[key] = [v for v in st.session_state[key] if v in options]
+        col.multiselect(name.replace("_", " "), options, key=key)
+    mask = cache.filter_mask(path, stamp, ui.current_filters())
+    rows = (
+        np.flatnonzero(mask)[:TABLE_ROWS]
+        if mask is not None
+        else np.arange(min(TABLE_ROWS, bundle.num_windows))
+    )
+    matching = int(mask.sum()) if mask is not None else bundle.num_windows
+    st.caption(
+        f"{matching:,} matching windows (the first {len(rows)} listed); select a row to make it the query. "
+        "The filters also narrow Random and the 2-D layout."
+    )
+    frame = bundle.meta.iloc[rows][["window_id", "direction", "object_type", "speed_bin", "city", "source"]]
+    key = state.widget_key("pick-table")
+    row_list = rows.tolist()
+    st.dataframe(
+        frame,
+        hide_index=True,
+        on_select=lambda: ui._pick_from_table(key, row_list),
+        selection_mode="single-row",
+        key=key,
+        height=230,
+        width="stretch",
+    )
+
+
+def by_id(bundle: Bundle) -> None:
+    with st.form("by-id", border=False):
+        c1, c2 = st.columns([5, 1], vertical_alignment="bottom")
+        c1.text_input(
+            "Window id (source/scenario/track/start), or scenario/track for its first window", key="query-id"
         )
-        if len(hits):
-            return int(hits[0])
-    return bundle.row(text)  # raises with an example of a valid id
+        c2.form_submit_button("Use as query", on_click=_pick_by_id, args=(bundle,), width="stretch")
+
+
+def on_layout(bundle: Bundle, model: str, row: int, neighbor_rows: list[int]) -> None:
+    path, stamp = cache.stamp_of(bundle)
+    xy = bundle.projection(model)
+    if xy is None:
+        st.info(
+            "This bundle has no 2-D layout for this model (built with --projection none, or still being computed)."
+        )
+        return
+    view = cache.layout_view(path, stamp, model, "direction", ui.current_filters(), 8)
+    codes, cats = cache.label_values(path, stamp, "direction")
+    raster = (cache.image_url(view.png, f"{model}.direction"), view.extent) if view.png is not None else None
+    fig = projection_figure(xy, codes, cats, "direction", view.rows, raster, row, neighbor_rows, height=430)
+    key = state.widget_key("layout-pick")
+    st.caption(
+        "Click a point to make it the query; the query is the black cross, its neighbours are ringed."
+        + (
+            " Large corpus: the image shows every window, the faint dots are the pickable ones."
+            if raster
+            else ""
+        )
+    )
+    st.plotly_chart(
+        fig,
+        key=key,
+        on_select=lambda: ui.pick_from_plot(key),
+        selection_mode="points",
+        config={"displaylogo": False, "scrollZoom": True},
+    )
 
 
 def page() -> None:
     st.title("Explore neighbours")
-    path = ui.bundle_path()
-    if path is None:
+    bundle = ui.bundle_choice()
+    if bundle is None:
         return
-    model = ui.model_select(path)
-    k = ui.k_slider()
-    exclude = st.sidebar.checkbox("Exclude the query's own track", value=True, key="exclude")
-    ui.init_state(cache.open_bundle(path).table)
-    choose_query(path, model)
-    row = int(st.session_state[ui.QUERY])
-    st.markdown(f"**Query** {ui.describe(path, row)}")
-    try:
-        table = ui.neighbor_frame(path, model, row, k, exclude)
-    except TrajembError as exc:
-        st.error(str(exc))
-        return
-    ui.show_neighbors(path, row, table, key="explore")
+    model = ui.model_choice(bundle)
+    ui.neighbor_controls(bundle)
+    row = ui.query_bar(bundle)
+    mode = st.segmented_control("Choose a query", PICK_MODES, default=PICK_MODES[0], key="pick-mode")
+    nb = ui.search_or_error(search_row, bundle, model, row, ui.neighbor_options(bundle, row))
+    if mode == PICK_MODES[0]:
+        filter_and_pick(bundle)
+    elif mode == PICK_MODES[1]:
+        by_id(bundle)
+    elif mode == PICK_MODES[2]:
+        on_layout(bundle, model, row, nb.rows.tolist() if nb is not None else [])
+    ui.labels_help()
+    if nb is not None:
+        ui.show_neighbors(bundle, nb, "explore")
+    ui.completion_notice(bundle)
+    state.sync_url(bundle)
 
 
 page()

@@ -3,42 +3,81 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+import state
 import streamlit as st
 
-from trajemb.embed import embed_windows
 from trajemb.errors import TrajembError
+from trajemb.explore import search_window
+from trajemb.labels import direction_class, mean_speed_mps, path_length_m
 from trajemb.query import parse_points, points_to_window
 
 import cache
 import ui
 
 EXAMPLE = "x, y\n0, 0\n20, 0\n35, 5\n42, 18\n44, 35"
+MODES = ("Type points", "Upload a CSV")
 
 
 def page() -> None:
     st.title("Your own query")
-    path = ui.bundle_path()
-    if path is None:
+    bundle = ui.bundle_choice()
+    if bundle is None:
         return
-    model = ui.model_select(path)
-    k = ui.k_slider()
-    bundle = cache.open_bundle(path)
-    T = bundle.table.num_steps
-    st.caption(f"Give exactly {T} points (10 Hz samples) or a few control points of a path driven at constant "
-               "speed; any frame: the query is moved to its own agent frame.")  # fmt: skip
-    upload = st.file_uploader("CSV with x and y columns (metres)", type=["csv", "txt"], key="upload")
-    text = st.text_area("…or type points, one 'x, y' per line", EXAMPLE, height=150, key="points")
-    source = upload.getvalue().decode("utf-8", errors="replace") if upload is not None else text
+    model = ui.model_choice(bundle)
+    ui.neighbor_controls(bundle)
+    T = bundle.num_steps
+    st.caption(
+        f"Give exactly {T} points (10 Hz samples, {(T - 1) / 10:g} s) or a few control points of a path driven "
+        "at constant speed over that time, in metres in any frame: the query is moved to its own agent frame."
+    )
+    mode = st.segmented_control("Input", MODES, default=MODES[0], key="query-mode")
+    if mode == MODES[1]:
+        upload = st.file_uploader("CSV with x and y columns (metres)", type=["csv", "txt"], key="upload")
+        if upload is None:
+            st.info("Choose a file to use it as the query.")
+            return
+        source, origin = upload.getvalue().decode("utf-8", errors="replace"), f"file {upload.name}"
+    else:
+        if "points" not in st.session_state:
+            st.session_state["points"] = EXAMPLE
+        source, origin = st.text_area("Points, one 'x, y' per line", height=150, key="points"), "typed points"
+    types = cache.label_values(*cache.stamp_of(bundle), "object_type")[1]
+    query_type = st.selectbox(
+        "The query is a",
+        types,
+        index=types.index("vehicle") if "vehicle" in types else 0,
+        key="query-type",
+        help="Used when neighbours must have the query's object type",
+    )
     try:
-        window = points_to_window(parse_points(source), T)
+        points = parse_points(source)
+        window = points_to_window(points, T)
     except TrajembError as exc:
         st.error(f"Cannot use these points: {exc}")
         return
-    m = cache.bundle_model(path, model)
-    z = embed_windows(m.encoder, window[None].astype(np.float32))
-    dist, rows = m.index.search(z, k)
-    table = ui.result_frame(path, window, dist[0], rows[0])
-    ui.show_neighbors(path, None, table, query_xy=window, key="own")
+    label = direction_class(window[None].astype(np.float64))[0][0]
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "input": origin,
+                    "points": len(points),
+                    "length (m)": round(float(path_length_m(window[None])[0]), 1),
+                    "duration (s)": (T - 1) / 10,
+                    "mean speed (m/s)": round(float(mean_speed_mps(window[None])[0]), 1),
+                    "direction": str(label),
+                }
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    options = ui.neighbor_options(bundle, None, query_type)
+    nb = ui.search_or_error(search_window, bundle, model, window, options)
+    if nb is not None:
+        ui.show_neighbors(bundle, nb, "own")
+    state.sync_url(bundle)
 
 
 page()

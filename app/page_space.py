@@ -1,63 +1,166 @@
-"""Embedding space: UMAP coloured by any label or k-means cluster; selections become a gallery."""
+"""Embedding space: the 2-D layout coloured by any label or k-means cluster; a box or lasso selection
+becomes a gallery whose items can become the query; cluster prototypes."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+import state
 import streamlit as st
 
-from trajemb.viz import agent_frame_figure, embedding_scatter
+from trajemb.bundle import Bundle
+from trajemb.explore import rows_in_box, rows_in_lasso
+from trajemb.viz import gallery_figure, projection_figure
 
 import cache
 import ui
 
 COLOR_BY = ("direction", "object_type", "speed_bin", "source", "city", "category", "k-means cluster")
+SELECTION = "space_selection"
+GALLERY_SIZE = 60
+
+
+def _select(bundle: Bundle, model: str, key: str) -> None:
+    """Callback of the layout: rows inside the box or lasso, among every window passing the filters."""
+    event = st.session_state.get(key)
+    selection = getattr(event, "selection", None) if event is not None else None
+    if selection is None:
+        return
+    xy = bundle.projection(model)
+    if xy is None:
+        return
+    boxes = selection.get("box") or []
+    lassos = selection.get("lasso") or []
+    hits: list[np.ndarray] = []
+    for box in boxes:
+        hits.append(rows_in_box(xy, tuple(box["x"][:2]), tuple(box["y"][:2])))
+    for lasso in lassos:
+        hits.append(rows_in_lasso(xy, list(lasso["x"]), list(lasso["y"])))
+    if not hits:
+        hits = [np.asarray(ui.selected_rows(event), dtype=np.int64)]
+    rows = np.unique(np.concatenate(hits)) if hits else np.zeros(0, np.int64)
+    mask = cache.filter_mask(*cache.stamp_of(bundle), ui.current_filters())
+    if mask is not None:
+        rows = rows[mask[rows]]
+    st.session_state[SELECTION] = (str(bundle.root), model, rows)
 
 
 def page() -> None:
     st.title("Embedding space")
-    path = ui.bundle_path()
-    if path is None:
+    bundle = ui.bundle_choice()
+    if bundle is None:
         return
-    model = ui.model_select(path)
-    bundle = cache.open_bundle(path)
-    m = cache.bundle_model(path, model)
-    if m.umap_xy is None:
-        st.info("This bundle has no UMAP projection (built with --no-umap).")
+    model = ui.model_choice(bundle)
+    row = state.ensure_query(bundle, ui.default_query(bundle))
+    path, stamp = cache.stamp_of(bundle)
+    xy = bundle.projection(model)
+    if xy is None:
+        st.info(
+            "No 2-D layout for this model yet: the bundle was built with --projection none, or the layout is "
+            "still being computed (see below)."
+        )
+        ui.completion_notice(bundle)
         return
-    ui.init_state(bundle.table)
     c1, c2 = st.columns([2, 1])
     color_by = c1.selectbox("Colour by", COLOR_BY, key="color-by")
-    clusters = c2.slider("k-means clusters", 2, 20, 8, key="clusters")
-    if color_by == "k-means cluster":
-        labels = np.char.add("cluster ", cache.kmeans_labels(path, model, clusters).astype(str))
-    else:
-        labels = bundle.table.meta[color_by].to_numpy(dtype=str)
-    st.caption(f"{len(labels)} windows, {m.embeddings.shape[1]}-D embeddings of `{model}` projected with UMAP. "
-               "Draw a box or lasso to see the selected trajectories.")  # fmt: skip
-    fig = embedding_scatter(m.umap_xy, labels, color_by, query=st.session_state[ui.QUERY])
-    event = st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso"), key="space-scatter")
-    rows = ui.selected_rows(event)
-    xy = bundle.table.xy_agent
-    if rows:
-        st.subheader(f"Selection: {len(rows)} windows")
-        shown = np.random.default_rng(0).choice(rows, size=min(60, len(rows)), replace=False)
-        fig = agent_frame_figure(None, [xy[r] for r in shown], [str(labels[r]) for r in shown],
-                                 title=f"{len(shown)} of the selected trajectories (agent frame)")  # fmt: skip
-        fig.update_layout(showlegend=False)
-        st.plotly_chart(fig, key="gallery")
-        st.dataframe(bundle.table.meta.iloc[rows][["window_id", "direction", "object_type", "speed_bin"]].head(500),
-                     hide_index=True)  # fmt: skip
+    clusters = c2.slider("k-means clusters", 2, 20, 8, key="clusters", disabled=color_by != "k-means cluster")
+    codes, cats = cache.layout_labels(path, stamp, model, color_by, clusters)
+    view = cache.layout_view(path, stamp, model, color_by, ui.current_filters(), clusters)
+    raster = (
+        (cache.image_url(view.png, f"{model}.{color_by}.{clusters}"), view.extent)
+        if view.png is not None
+        else None
+    )
+    filtered = any(picked for _, picked in ui.current_filters())
+    st.caption(
+        f"{bundle.num_windows:,} windows, {bundle.embedding_dim(model)}-D embeddings projected to 2-D "
+        f"({(bundle.model_entry(model).get('projection') or {}).get('method', 'UMAP')} UMAP)"
+        + (", narrowed by the Explore page's filters" if filtered else "")
+        + ". Draw a box or lasso (toolbar) to see the selected trajectories; the black cross is the query."
+    )
+    fig = projection_figure(xy, codes, cats, color_by, view.rows, raster, row, (), dragmode="lasso")
+    key = "space-scatter"
+    st.plotly_chart(
+        fig,
+        key=key,
+        on_select=lambda: _select(bundle, model, key),
+        selection_mode=("box", "lasso"),
+        config={"displaylogo": False, "scrollZoom": True},
+    )
+    ui.labels_help()
+    selection = st.session_state.get(SELECTION)
+    if selection is not None and selection[0] == str(bundle.root) and selection[1] == model:
+        show_selection(bundle, selection[2], codes, cats, color_by)
+    prototypes(bundle, model, clusters)
+    state.sync_url(bundle)
+
+
+def show_selection(
+    bundle: Bundle, rows: np.ndarray, codes: np.ndarray, cats: list[str], color_by: str
+) -> None:
+    st.subheader(f"Selection: {len(rows):,} windows")
+    if not len(rows):
+        st.caption("The selection holds no window (of those passing the filters).")
+        return
+    counts = pd.Series([cats[c] for c in codes[rows]]).value_counts()
+    st.caption("By " + color_by.replace("_", " ") + ": " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    shown = np.sort(np.random.default_rng(0).choice(rows, size=min(GALLERY_SIZE, len(rows)), replace=False))
+    labels = [cats[c] for c in codes[shown]]
+    fig = gallery_figure(
+        list(bundle.xy.rows(shown)),
+        labels,
+        cats,
+        color_by,
+        shown.tolist(),
+        f"{len(shown)} of the selected trajectories (agent frame); click one to make it the query",
+    )
+    key = state.widget_key("gallery")
+    st.plotly_chart(
+        fig,
+        key=key,
+        on_select=lambda: ui.pick_from_plot(key),
+        selection_mode="points",
+        config={"displaylogo": False},
+    )
+    first = rows[:500]
+    frame = bundle.meta.iloc[first][["window_id", "direction", "object_type", "speed_bin", "city"]]
+    tkey = state.widget_key("selection-table")
+    row_list = first.tolist()
+    st.dataframe(
+        frame,
+        hide_index=True,
+        width="stretch",
+        key=tkey,
+        selection_mode="single-row",
+        height=220,
+        on_select=lambda: ui._pick_from_table(tkey, row_list),
+    )
+
+
+def prototypes(bundle: Bundle, model: str, clusters: int) -> None:
     st.subheader("Cluster prototypes")
-    cluster = cache.kmeans_labels(path, model, clusters)
-    protos, names = [], []
-    for c in range(clusters):
-        members = np.flatnonzero(cluster == c)
-        centre = m.embeddings[members].mean(axis=0)
-        medoid = members[np.argmin(((m.embeddings[members] - centre) ** 2).sum(axis=1))]
-        protos.append(xy[medoid])
-        names.append(f"cluster {c} ({len(members)}): {bundle.table.meta['direction'].iloc[medoid]}")
-    st.plotly_chart(agent_frame_figure(None, protos, names, title="Medoid trajectory of each k-means cluster"),
-                    key="prototypes")  # fmt: skip
+    path, stamp = cache.stamp_of(bundle)
+    labels, medoids = cache.clusters(path, stamp, model, clusters)
+    rows = [medoids[c] for c in sorted(medoids)]
+    sizes = np.bincount(labels, minlength=len(medoids))
+    direction = bundle.strings("direction", rows)
+    names = [f"cluster {c} ({sizes[c]:,}): {direction[i]}" for i, c in enumerate(sorted(medoids))]
+    fig = gallery_figure(
+        list(bundle.xy.rows(rows)),
+        names,
+        names,
+        "cluster",
+        rows,
+        "Medoid trajectory of each k-means cluster (agent frame); click one to make it the query",
+    )
+    key = state.widget_key("prototypes")
+    st.plotly_chart(
+        fig,
+        key=key,
+        on_select=lambda: ui.pick_from_plot(key),
+        selection_mode="points",
+        config={"displaylogo": False},
+    )
 
 
 page()

@@ -1,7 +1,8 @@
 """trajemb explorer: pick a query trajectory, see its nearest neighbours on the map, explore the embedding space.
 
-Run: ``streamlit run app/streamlit_app.py`` (built-in default data) or
-``streamlit run app/streamlit_app.py -- --bundle PATH`` / ``TRAJEMB_BUNDLE=PATH``.
+Run: ``streamlit run app/streamlit_app.py`` (built-in default data), ``... -- --bundle PATH`` (or
+``TRAJEMB_BUNDLE=PATH``) for a bundle of yours, ``... -- --bundle-root DIR`` (repeatable, or
+``TRAJEMB_BUNDLE_ROOTS``) to serve only the bundles inside those folders, without a free path box.
 """
 
 from __future__ import annotations

@@ -1,29 +1,33 @@
-"""Shared widgets and state of the explorer pages: the bundle, the model, the query, neighbour views.
-
-Functions return plain values; session state is initialised once, behind a guard.
+"""Shared widgets of the explorer pages: bundle and model choice, neighbour controls, the query bar, the
+neighbour views. Functions return plain values; the library computes, this module only displays.
+Text that comes from data is shown as plain text (``st.text``, table cells, escaped plot labels).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
+import state
 import streamlit as st
 
+from trajemb.bundle import Bundle
 from trajemb.errors import TrajembError
-from trajemb.metrics import ade_fde
+from trajemb.explore import NeighborOptions, Neighbors, city_xy, neighbor_records, scene_context
+from trajemb.labels import direction_rules
 from trajemb.schema import DirectionClass
-from trajemb.store import TrajectoryTable
-from trajemb.viz import PALETTE, agent_frame_figure, city_frame_figure
+from trajemb.viz import QUERY_COLOR, MapPanel, agent_frame_figure, map_grid_figure, rank_colors
 
 import cache
 
-QUERY = "query_row"
-BUNDLE = "bundle_choice"
 
-
-def selected_rows(event: object) -> list[int]:
-    """Table rows picked in a plotly selection (points carry their row in customdata)."""
-    points = getattr(getattr(event, "selection", None), "points", None) or []
+def selected_rows(event: Any) -> list[int]:
+    """Table rows carried as customdata by the points of a plotly selection."""
+    selection = event.get("selection") if isinstance(event, dict) else getattr(event, "selection", None)
+    points = (
+        selection.get("points") if isinstance(selection, dict) else getattr(selection, "points", None)
+    ) or []
     rows = []
     for p in points:
         data = p.get("customdata")
@@ -34,109 +38,338 @@ def selected_rows(event: object) -> list[int]:
     return rows
 
 
-def init_state(table: TrajectoryTable) -> None:
-    """Start on a seeded turn (a more telling first query than a straight line), else any window."""
-    if QUERY not in st.session_state or st.session_state[QUERY] >= len(table):
-        directions = table.meta["direction"].to_numpy(dtype=str)
-        turns = np.flatnonzero(np.isin(directions, [DirectionClass.LEFT.value, DirectionClass.RIGHT.value]))
-        rows = turns if turns.size else np.arange(len(directions))
-        st.session_state[QUERY] = int(np.random.default_rng(0).choice(rows))
+def pick_from_plot(key: str) -> None:
+    """Callback of a clickable plot: its first selected point becomes the query."""
+    rows = selected_rows(st.session_state.get(key))
+    if rows:
+        state.set_query(rows[0])
 
 
-def bundle_path() -> str | None:
-    """The bundle chosen in the sidebar (default: command line / env, else the built-in default)."""
-    # A plain session key, not the widget's: widget state does not survive a page switch.
-    if BUNDLE not in st.session_state:
-        st.session_state[BUNDLE] = cache.requested_bundle_path() or ""
-    typed = st.sidebar.text_input("Bundle folder (empty: built-in default)", value=st.session_state[BUNDLE],
-                                  help="A folder written by `trajemb bundle`.")  # fmt: skip
-    st.session_state[BUNDLE] = typed
-    path = typed.strip() or None
+# -- sidebar ------------------------------------------------------------------------------------------
+def bundle_choice() -> Bundle | None:
+    """The bundle chosen in the sidebar, opened; None (with the reason shown) when it cannot be."""
+    state.init_session()
+    launch = cache.launch_options()
+    if launch.roots:
+        served = cache.served_bundles(launch.roots)
+        if not served:
+            st.error("No bundles under the served folders.")
+            return None
+        names = list(served)
+        if st.session_state.get(state.BUNDLE) not in served:
+            st.session_state[state.BUNDLE] = names[0]
+        st.sidebar.selectbox("Bundle", names, key=state.BUNDLE, on_change=state.reset_for_bundle)
+        path: str | None = served[st.session_state[state.BUNDLE]]
+    else:
+        if st.session_state.get(state.BUNDLE) is None:
+            st.session_state[state.BUNDLE] = launch.bundle or ""
+        typed = st.sidebar.text_input(
+            "Bundle folder (empty: built-in default)",
+            key=state.BUNDLE,
+            on_change=state.reset_for_bundle,
+            help="A folder written by `trajemb bundle`.",
+        )
+        path = typed.strip() or None
     try:
         if path is None:
             path = cache.default_bundle_path()
-        cache.open_bundle(path)
+        return cache.open_bundle(path)
     except TrajembError as exc:
         st.error(f"Cannot open the bundle: {exc}")
-        return None
-    return path
+    except Exception as exc:
+        st.error(f"Cannot open the bundle {path}: {type(exc).__name__}: {exc}")
+    return None
 
 
-def model_select(path: str, label: str = "Model", key: str = "model", index: int = 0) -> str:
-    names = cache.open_bundle(path).model_names
-    return str(st.sidebar.selectbox(label, names, index=min(index, len(names) - 1), key=key))
+def model_choice(bundle: Bundle, label: str = "Model", key: str = state.MODEL, index: int = 0) -> str:
+    names = bundle.model_names
+    if st.session_state.get(key) not in names:
+        st.session_state[key] = names[min(index, len(names) - 1)]
+    return str(st.sidebar.selectbox(label, names, key=key))
 
 
-def k_slider() -> int:
-    return int(st.sidebar.slider("Neighbours k", 1, 20, 6, key="k"))
-
-
-def describe(path: str, row: int) -> str:
-    m = cache.open_bundle(path).table.meta.iloc[row]
-    return (f"`{m.window_id}` · {m.object_type} · {m.direction} · {m.mean_speed_mps:.1f} m/s · {m.city} · "
-            f"{m.source}")  # fmt: skip
-
-
-def neighbor_frame(path: str, model: str, row: int, k: int, exclude_same_track: bool = True) -> pd.DataFrame:
-    """Neighbours of table row ``row`` with distance, ADE / FDE to the query (agent frames) and labels."""
-    bundle = cache.open_bundle(path)
-    cache.bundle_model(path, model)
-    dist, rows = bundle.neighbors(model, row, k, exclude_same_track)
-    return result_frame(path, bundle.table.xy_agent[row], dist, rows)
-
-
-def result_frame(path: str, query_xy: np.ndarray, sq_dist: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
-    """A table of search results (FAISS's squared distances and rows, -1 = none) against a query window."""
-    bundle = cache.open_bundle(path)
-    keep = rows >= 0
-    rows, dist = rows[keep], np.sqrt(sq_dist[keep])
-    xy = bundle.table.xy_agent
-    ade, fde = ade_fde(query_xy[None], xy[rows][None])
-    meta = bundle.table.meta.iloc[rows]
-    return pd.DataFrame({
-        "rank": np.arange(1, len(rows) + 1), "row": rows, "distance": dist,
-        "ADE (m)": ade[0], "FDE (m)": fde[0], "direction": meta["direction"].to_numpy(),
-        "object type": meta["object_type"].to_numpy(), "speed (m/s)": meta["mean_speed_mps"].to_numpy().round(1),
-        "window id": meta["window_id"].to_numpy(),
-    })  # fmt: skip
-
-
-def show_neighbors(path: str, row: int | None, table: pd.DataFrame, query_xy: np.ndarray | None = None,
-                   maps: int = 6, key: str = "n") -> None:  # fmt: skip
-    """Overlay in the agent frame, the table with minADE/minFDE, and each neighbour on its map."""
-    bundle = cache.open_bundle(path)
-    xy = bundle.table.xy_agent
-    if query_xy is None and row is not None:
-        query_xy = xy[row]
-    c1, c2 = st.columns([3, 2])
-    with c1:
-        names = [f"#{r} {d}" for r, d in zip(table["rank"], table["direction"], strict=True)]
-        fig = agent_frame_figure(query_xy, [xy[r] for r in table["row"]], names)
-        st.plotly_chart(fig, key=f"{key}-overlay")
-    with c2:
-        if len(table):
-            m1, m2 = st.columns(2)
-            m1.metric(f"minADE@{len(table)}", f"{table['ADE (m)'].min():.2f} m")
-            m2.metric(f"minFDE@{len(table)}", f"{table['FDE (m)'].min():.2f} m")
-        st.dataframe(table.drop(columns=["row"]).style.format({"distance": "{:.3f}", "ADE (m)": "{:.2f}", "FDE (m)": "{:.2f}"}),
-                     hide_index=True, height=320)  # fmt: skip
-    if maps <= 0 or not len(table):
-        return
-    st.markdown(
-        "**Neighbours on their maps** (city frame; other road users of the scenario in the background)"
+def neighbor_controls(bundle: Bundle) -> None:
+    """k, object types, one window per track, the query's own scenario and track."""
+    st.sidebar.slider("Neighbours k", 1, 20, key=state.K)
+    types = [state.SAME_TYPE, state.ANY_TYPE, *cache.label_values(*cache.stamp_of(bundle), "object_type")[1]]
+    if st.session_state.get(state.TYPES) not in types:
+        st.session_state[state.TYPES] = state.SAME_TYPE
+    st.sidebar.selectbox("Neighbour object types", types, key=state.TYPES)
+    st.sidebar.checkbox(
+        "One window per track",
+        key=state.ONE_PER_TRACK,
+        help="Windows of one track overlap and look alike: keep only the nearest of each.",
     )
-    city = cache.city_xy(path)
-    by_scenario = cache.scenario_rows(path)
-    meta = bundle.table.meta
-    cols = st.columns(3)
-    for i, r in enumerate(table["row"].to_numpy()[:maps]):
-        m = meta.iloc[r]
-        same_time = by_scenario[(m.source, m.scenario_id)]
-        same_time = same_time[
-            (meta["start_timestep"].to_numpy()[same_time] == m.start_timestep) & (same_time != r)
-        ]
-        geometry = cache.map_geometry(path, m.map_key)
-        fig = city_frame_figure(geometry, city[r], [city[o] for o in same_time[:40]],
-                                title=f"#{i + 1} {m.direction}, {m.object_type}", color=PALETTE[i % len(PALETTE)])  # fmt: skip
-        with cols[i % 3]:
-            st.plotly_chart(fig, key=f"{key}-map-{i}")
+    st.sidebar.checkbox("Exclude the query's own track", key=state.EXCLUDE_TRACK)
+    st.sidebar.checkbox("Exclude the query's scenario", key=state.EXCLUDE_SCENARIO)
+
+
+def neighbor_options(bundle: Bundle, row: int | None, query_type: str | None = None) -> NeighborOptions:
+    choice = st.session_state.get(state.TYPES, state.SAME_TYPE)
+    if choice == state.SAME_TYPE:
+        own = query_type if row is None else bundle.strings("object_type", [row])[0]
+        types: tuple[str, ...] = (own,) if own else ()
+    elif choice == state.ANY_TYPE:
+        types = ()
+    else:
+        types = (str(choice),)
+    return NeighborOptions(
+        k=int(st.session_state.get(state.K, 6)),
+        exclude_same_track=bool(st.session_state.get(state.EXCLUDE_TRACK, True)),
+        one_per_track=bool(st.session_state.get(state.ONE_PER_TRACK, True)),
+        exclude_same_scenario=bool(st.session_state.get(state.EXCLUDE_SCENARIO, False)),
+        object_types=types,
+    )
+
+
+# -- the query -----------------------------------------------------------------------------------------
+def default_query(bundle: Bundle) -> int:
+    """A seeded turn (a more telling first query than a straight line), else any window."""
+    codes, names = bundle.codes("direction")
+    wanted = [i for i, n in enumerate(names) if n in (DirectionClass.LEFT.value, DirectionClass.RIGHT.value)]
+    turns = np.flatnonzero(np.isin(codes, wanted))
+    rows = turns if turns.size else np.arange(bundle.num_windows)
+    return int(np.random.default_rng(0).choice(rows))
+
+
+def current_filters() -> tuple[tuple[str, tuple[str, ...]], ...]:
+    return tuple((name, tuple(st.session_state.get(f"filter-{name}") or ())) for name in state.FILTERS)
+
+
+def random_query(bundle: Bundle) -> None:
+    """Callback: a random window among those passing the table filters."""
+    mask = cache.filter_mask(*cache.stamp_of(bundle), current_filters())
+    rows = np.flatnonzero(mask) if mask is not None else None
+    if rows is not None and not len(rows):
+        st.session_state[state.NOTICE] = "No window passes the filters: nothing to pick at random."
+        return
+    rng = np.random.default_rng()
+    state.set_query(int(rng.choice(rows)) if rows is not None else int(rng.integers(bundle.num_windows)))
+
+
+def describe(bundle: Bundle, row: int) -> str:
+    """One line about a window (plain text)."""
+    get = lambda name: bundle.strings(name, [row])[0]  # noqa: E731
+    speed = float(bundle.numbers("mean_speed_mps")[row])
+    return (
+        f"{get('window_id')}  ·  {get('object_type')}  ·  {get('direction')}  ·  {speed:.1f} m/s  ·  "
+        f"{get('city')}  ·  {get('source')}"
+    )
+
+
+def query_bar(bundle: Bundle) -> int:
+    """Back and Random, and the current query described; returns the query row."""
+    row = state.ensure_query(bundle, default_query(bundle))
+    notice = st.session_state.pop(state.NOTICE, None)
+    if notice:
+        st.warning(notice)
+    c1, c2, c3 = st.columns([1, 1, 8], vertical_alignment="center")
+    c1.button(
+        "Back",
+        key="back",
+        on_click=state.back,
+        disabled=not st.session_state.get(state.HISTORY),
+        help="Return to the previous query",
+        width="stretch",
+    )
+    c2.button(
+        "Random",
+        key="random",
+        on_click=random_query,
+        args=(bundle,),
+        width="stretch",
+        help="A random window among those passing the table filters",
+    )
+    c3.text("Query: " + describe(bundle, row))
+    return row
+
+
+# -- neighbours ------------------------------------------------------------------------------------------
+def neighbor_frame(bundle: Bundle, nb: Neighbors, shared: set[int] | None = None) -> pd.DataFrame:
+    records = neighbor_records(bundle, nb)
+    frame = pd.DataFrame(
+        {
+            "rank": [r["rank"] for r in records],
+            "ADE (m)": [r["ade_m"] for r in records],
+            "FDE (m)": [r["fde_m"] for r in records],
+            "speed (m/s)": [r["speed_mps"] for r in records],
+            "direction": [r["direction"] for r in records],
+            "type": [r["object_type"] for r in records],
+            "window id": [r["window_id"] for r in records],
+        }
+    )
+    if shared is not None:
+        frame.insert(1, "shared", ["yes" if r["row"] in shared else "" for r in records])
+    return frame
+
+
+TABLE_COLUMNS = {
+    "rank": st.column_config.NumberColumn("rank", width=45, format="%d"),
+    "shared": st.column_config.TextColumn("shared", width=55, help="Also among the other model's neighbours"),
+    "ADE (m)": st.column_config.NumberColumn("ADE (m)", width=65, format="%.2f"),
+    "FDE (m)": st.column_config.NumberColumn("FDE (m)", width=65, format="%.2f"),
+    "speed (m/s)": st.column_config.NumberColumn("speed (m/s)", width=80, format="%.1f"),
+    "direction": st.column_config.TextColumn("direction", width=120),
+    "type": st.column_config.TextColumn("type", width=85),
+    "window id": st.column_config.TextColumn("window id", width="large"),
+}
+
+
+def _pick_from_table(key: str, rows: list[int]) -> None:
+    selection = st.session_state.get(key)
+    picked = selection.selection.rows if selection is not None else []
+    if picked:
+        state.set_query(rows[picked[0]])
+
+
+def neighbor_table(nb: Neighbors, frame: pd.DataFrame, key: str, height: int | None = None) -> None:
+    """The neighbour table; selecting a row makes that neighbour the query."""
+    rows = nb.rows.tolist()
+    wkey = state.widget_key(key)
+    st.dataframe(
+        frame,
+        hide_index=True,
+        width="stretch",
+        column_config=TABLE_COLUMNS,
+        key=wkey,
+        on_select=lambda: _pick_from_table(wkey, rows),
+        selection_mode="single-row",
+        height=height or "auto",
+    )
+
+
+def overlay(
+    bundle: Bundle, nb: Neighbors, key: str, names: list[str] | None = None, height: int = 430
+) -> None:
+    """Query and neighbours in the agent frame; clicking a neighbour makes it the query."""
+    xy = bundle.xy.rows(nb.rows) if len(nb) else np.zeros((0, bundle.num_steps, 2), np.float32)
+    direction = bundle.strings("direction", nb.rows.tolist())
+    names = names or [f"#{i + 1} {d}" for i, d in enumerate(direction)]
+    fig = agent_frame_figure(
+        nb.query_xy, list(xy), names, rank_colors(len(nb)), nb.rows.tolist(), height=height
+    )
+    wkey = state.widget_key(key)
+    st.plotly_chart(
+        fig,
+        key=wkey,
+        on_select=lambda: pick_from_plot(wkey),
+        selection_mode="points",
+        config={"displaylogo": False, "scrollZoom": True},
+    )
+
+
+@st.cache_resource(show_spinner=False, max_entries=2048)
+def _map(path: str, stamp: int, map_key: str) -> Any:
+    return cache.open_bundle(path).map_geometry(map_key)
+
+
+def map_grid(bundle: Bundle, nb: Neighbors, key: str, query_title: str = "query") -> None:
+    """The query (when it is a window of the bundle) and every neighbour on its own map, each with the
+    other road users of its scenario during the same seconds; clicking a neighbour makes it the query."""
+    path, stamp = cache.stamp_of(bundle)
+    rows = ([nb.query_row] if nb.query_row is not None else []) + nb.rows.tolist()
+    if not rows:
+        return
+    keys = bundle.strings("map_key", rows)
+    direction = bundle.strings("direction", rows)
+    kind = bundle.strings("object_type", rows)
+    xy = city_xy(bundle, rows)
+    colors = rank_colors(len(nb))
+    panels = []
+    for i, row in enumerate(rows):
+        is_query = nb.query_row is not None and i == 0
+        rank = i if nb.query_row is not None else i + 1
+        title = (
+            f"{query_title}: {direction[i]}, {kind[i]}" if is_query else f"#{rank} {direction[i]}, {kind[i]}"
+        )
+        panels.append(
+            MapPanel(
+                title,
+                xy[i],
+                QUERY_COLOR if is_query else colors[rank - 1],
+                _map(path, stamp, keys[i]),
+                scene_context(bundle, row),
+                None if is_query else row,
+            )
+        )
+    st.caption(
+        "On their maps (city frame). Thin lines: the other road users of the scenario during the same "
+        "seconds; circle = start, arrow = end. Click a neighbour to make it the query."
+    )
+    wkey = state.widget_key(key)
+    st.plotly_chart(
+        map_grid_figure(panels, columns=3 if len(panels) > 4 else 2, panel_height=230),
+        key=wkey,
+        on_select=lambda: pick_from_plot(wkey),
+        selection_mode="points",
+        config={"displaylogo": False, "scrollZoom": True},
+    )
+
+
+def show_neighbors(bundle: Bundle, nb: Neighbors, key: str, maps: bool = True) -> None:
+    """Overlay and table side by side, then the maps."""
+    if not len(nb):
+        st.warning(
+            "No neighbours pass the neighbour filters (object type, scenario, track); loosen them in the sidebar."
+        )
+        return
+    m1, m2, m3 = st.columns([1, 1, 3])
+    m1.metric(
+        f"minADE@{len(nb)}",
+        f"{nb.min_ade_m:.2f} m",
+        help="Smallest average distance between the query "
+        "and a neighbour over the window (both in their agent frames)",
+    )
+    m2.metric(f"minFDE@{len(nb)}", f"{nb.min_fde_m:.2f} m", help="Smallest distance between their end points")
+    if len(nb) < nb.options.k:
+        m3.caption(f"Only {len(nb)} of {nb.options.k} neighbours pass the neighbour filters.")
+    neighbor_table(nb, neighbor_frame(bundle, nb), f"{key}-table")
+    if not maps:
+        overlay(bundle, nb, f"{key}-overlay")
+        return
+    c1, c2 = st.columns([2, 3])
+    with c1:
+        overlay(bundle, nb, f"{key}-overlay")
+    with c2:
+        map_grid(bundle, nb, f"{key}-maps")
+
+
+def search_or_error(fn: Any, *args: Any) -> Neighbors | None:
+    try:
+        result: Neighbors = fn(*args)
+        return result
+    except TrajembError as exc:
+        st.error(str(exc))
+        return None
+
+
+def labels_help() -> None:
+    with st.expander("How the labels are decided"):
+        st.markdown(
+            "Direction classes come from the window's total heading change (summed over chords of "
+            "0.4 s) and from how far its end point lies sideways of where a constant-curvature arc with "
+            "that heading change would end. The first rule that matches wins:"
+        )
+        st.dataframe(
+            pd.DataFrame(direction_rules(), columns=["class", "rule"]), hide_index=True, width="stretch"
+        )
+        st.caption(
+            "Speed bins: mean speed over the window (path length / duration). Object type, category, "
+            "city and source come from the data."
+        )
+
+
+def completion_notice(bundle: Bundle) -> None:
+    """While the default data's layouts and evaluation are computed in the background, say so, and
+    rerun when they are ready."""
+    status = cache.completion_status(str(bundle.root))
+    if status is None:
+        return
+    st.info(f"Finishing the built-in default data in the background (2-D layouts, evaluation): {status}")
+
+    @st.fragment(run_every=4)
+    def _poll() -> None:
+        if cache.completion_status(str(bundle.root)) is None:
+            st.rerun(scope="app")
+
+    _poll()

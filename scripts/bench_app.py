@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trajemb.bundle import BundleConfig, build_bundle
+from trajemb.bundle_build import BundleConfig, build_bundle
 from trajemb.evaluate import EvalConfig
 from trajemb.pipeline import build_default_table, shipped_checkpoints
 

@@ -127,7 +127,7 @@ def main() -> None:
     from trajemb.bundle import Bundle
 
     bundle = Bundle(out / "bundle")
-    reports = {n: bundle.model(n).report for n in bundle.model_names}
+    reports = {n: bundle.report(n) or {} for n in bundle.model_names}
     reports.update(bundle.baselines())
     (out / "paper_table.md").write_text(report_table(reports) + "\n")
     print(report_table(reports))

@@ -87,7 +87,7 @@ def small_bundle(
     synth_maps: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
-    from trajemb.bundle import BundleConfig, build_bundle
+    from trajemb.bundle_build import BundleConfig, build_bundle
     from trajemb.evaluate import EvalConfig
 
     out = tmp_path_factory.mktemp("bundle") / "b"

@@ -80,7 +80,7 @@ def test_bad_bundle_path_is_reported(app: AppTest, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def real_bundle(mf_dir: Path, sensor_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real AV2 fixtures (motion forecasting + sensor logs) in a bundle with a shipped checkpoint."""
-    from trajemb.bundle import BundleConfig, build_bundle
+    from trajemb.bundle_build import BundleConfig, build_bundle
     from trajemb.evaluate import EvalConfig
     from trajemb.pipeline import shipped_checkpoints
     from trajemb.prepare import PrepareConfig, prepare_table

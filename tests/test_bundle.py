@@ -1,4 +1,5 @@
-"""Bundles: contents, search through them, evaluation, and refusal of mismatched files."""
+"""Bundles: contents, search through them, evaluation, completion in place, and refusal of every file
+that does not match the manifest or would leave the bundle."""
 
 from __future__ import annotations
 
@@ -9,38 +10,86 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trajemb.bundle import Bundle
+from trajemb.bundle import BUNDLE_FORMAT, MANIFEST, XY_FILE, Bundle, model_file
+from trajemb.bundle_build import BundleConfig, build_bundle, check_bundle_output, complete_bundle
 from trajemb.cli import main
 from trajemb.errors import DataError
+from trajemb.evaluate import EvalConfig
+from trajemb.explore import NeighborOptions, search_row
+from trajemb.projection import ProjectionConfig
+from trajemb.store import read_table
 
 
-def test_contents_and_search(small_bundle: Path) -> None:
+def test_contents_match_the_table(small_bundle: Path, synth_table: Path) -> None:
     bundle = Bundle(small_bundle)
+    table = read_table(synth_table)
     assert bundle.model_names == ["cosine-d8", "fft-d4"]
-    n = len(bundle.table)
+    assert bundle.num_windows == len(table) and bundle.num_steps == table.num_steps
+    np.testing.assert_array_equal(bundle.xy.all(), table.xy_agent)
+    assert bundle.strings("window_id", [0, 5]) == table.meta["window_id"].iloc[[0, 5]].tolist()
+    pairs = np.unique(np.stack([bundle.groups, table.track_groups()]), axis=1)
+    assert (
+        pairs.shape[1] == len(np.unique(bundle.groups)) == len(np.unique(table.track_groups()))
+    )  # same partition
     for name, dim in (("cosine-d8", 8), ("fft-d4", 4)):
-        m = bundle.model(name)
-        assert m.embeddings.shape == (n, dim) and m.embeddings.dtype == np.float32
-        assert m.umap_xy is not None and m.umap_xy.shape == (n, 2) and np.isfinite(m.umap_xy).all()
-        assert m.card["similarity"] == name.split("-")[0]
-    # Neighbours equal brute force over rows of other tracks.
-    m = bundle.model("cosine-d8")
+        emb = bundle.embeddings(name).all()
+        assert emb.shape == (len(table), dim) and emb.dtype == np.float32
+        xy = bundle.projection(name)
+        assert xy is not None and xy.shape == (len(table), 2) and np.isfinite(xy).all()
+        assert bundle.encoder(name)[1]["similarity"] == name.split("-")[0]
+        assert bundle.model_entry(name)["index"]["kind"] == "flat"
+    keys = set(table.meta["map_key"])
+    assert len(list((small_bundle / "maps").glob("*.npz"))) == len(keys)
+    assert bundle.map_geometry(sorted(keys)[0]) is not None
+    assert bundle.map_geometry("../../etc/passwd") is None
+
+
+def brute_force(emb: np.ndarray, row: int, allowed: np.ndarray, k: int) -> np.ndarray:
+    rows = np.flatnonzero(allowed)
+    d2 = ((emb[rows] - emb[row]) ** 2).sum(1)
+    return rows[np.argsort(d2, kind="stable")[:k]]
+
+
+def test_search_with_options_equals_brute_force(small_bundle: Path) -> None:
+    bundle = Bundle(small_bundle)
+    emb = np.asarray(bundle.embeddings("cosine-d8").all())
+    groups, scen = bundle.groups, bundle.scenario_groups
+    types = np.asarray(bundle.meta["object_type"].astype(str))
     row = 17
-    _, rows = bundle.neighbors("cosine-d8", row, 5)
-    other = np.flatnonzero(bundle.groups != bundle.groups[row])
-    d2 = ((m.embeddings[other] - m.embeddings[row]) ** 2).sum(1)
-    np.testing.assert_array_equal(rows, other[np.argsort(d2, kind="stable")[:5]])
-    assert len(list((small_bundle / "maps").glob("*.npz"))) == bundle.table.meta["map_key"].nunique()
-    assert bundle.map_geometry(bundle.table.meta["map_key"].iloc[row]) is not None
+    nb = search_row(bundle, "cosine-d8", row, NeighborOptions(k=5, one_per_track=False))
+    np.testing.assert_array_equal(nb.rows, brute_force(emb, row, groups != groups[row], 5))
+    allowed = (groups != groups[row]) & (scen != scen[row]) & (types == types[row])
+    opts = NeighborOptions(k=5, one_per_track=False, exclude_same_scenario=True, object_types=(types[row],))
+    np.testing.assert_array_equal(
+        search_row(bundle, "cosine-d8", row, opts).rows, brute_force(emb, row, allowed, 5)
+    )
+    nb = search_row(bundle, "cosine-d8", row, NeighborOptions(k=8, one_per_track=True))
+    assert len(set(groups[nb.rows].tolist())) == len(nb) == 8  # one window per track
+    # The nearest window of each track, in order: the first 8 distinct tracks of the exact ranking.
+    order = brute_force(emb, row, groups != groups[row], len(emb))
+    first_of_track = [r for i, r in enumerate(order) if groups[r] not in set(groups[order[:i]])][:8]
+    np.testing.assert_array_equal(nb.rows, first_of_track)
+    assert np.all(np.diff(nb.distance) >= 0) and (nb.ade_m >= 0).all()
 
 
 def test_reports_and_baselines(small_bundle: Path) -> None:
     bundle = Bundle(small_bundle)
-    report = bundle.model("cosine-d8").report
-    for key in ("minADE@1", "minADE@5", "minADE@10", "minFDE@10", "precision@10", "silhouette_direction",
-                "encode_ms_per_window", "search_ms_per_query"):  # fmt: skip
+    report = bundle.report("cosine-d8")
+    assert report is not None
+    for key in (
+        "minADE@1",
+        "minADE@5",
+        "minADE@10",
+        "minFDE@10",
+        "precision@10",
+        "silhouette_direction",
+        "encode_ms_per_window",
+        "search_ms_per_query",
+    ):
         assert key in report and np.isfinite(report[key]), key
     assert report["minADE@10"] <= report["minADE@5"] <= report["minADE@1"]
+    assert report["num_windows"] == report["corpus_windows"] == bundle.num_windows
+    assert report["index"]["recall_at_10"] == 1.0
     base = bundle.baselines()
     assert {"oracle_raw", "random", "pca_8", "pca_4", "fft_magnitudes", "untrained_encoder_8"} <= set(base)
     assert (
@@ -52,64 +101,179 @@ def test_reports_and_baselines(small_bundle: Path) -> None:
 def test_bad_queries(small_bundle: Path) -> None:
     bundle = Bundle(small_bundle)
     with pytest.raises(DataError, match="window id 'nope' is not in this bundle"):
-        bundle.row("nope")
-    with pytest.raises(DataError, match=r"k = .* is larger than the database"):
-        bundle.neighbors("cosine-d8", 0, len(bundle.table))
+        bundle.find_row("nope")
     with pytest.raises(DataError, match="no model 'x'"):
-        bundle.model("x")
+        bundle.embeddings("x")
+    wid = bundle.strings("window_id", [42])[0]
+    source, scenario, track, _ = wid.split("/")
+    assert bundle.find_row(wid) == 42
+    first = bundle.find_row(f"{scenario}/{track}")
+    assert bundle.strings("window_id", [first])[0].startswith(f"{source}/{scenario}/{track}/")
 
 
-def test_mismatched_index_is_refused(small_bundle: Path, tmp_path: Path) -> None:
+def copy_of(bundle: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "b"
-    shutil.copytree(small_bundle, copy)
+    shutil.copytree(bundle, copy)
+    return copy
+
+
+def test_swapped_or_modified_files_are_refused(small_bundle: Path, tmp_path: Path) -> None:
+    copy = copy_of(small_bundle, tmp_path)
     # An index from the other model (another checkpoint, other dimension) swapped in.
     shutil.copyfile(copy / "models" / "fft-d4" / "index.faiss", copy / "models" / "cosine-d8" / "index.faiss")
-    with pytest.raises(DataError, match=r"index\.faiss: does not match the bundle manifest"):
-        Bundle(copy).model("cosine-d8")
-    Bundle(copy).model("fft-d4")  # the untouched model still opens
+    with pytest.raises(DataError, match=r"index\.faiss: .*manifest"):
+        Bundle(copy).index("cosine-d8")
+    Bundle(copy).index("fft-d4")  # the untouched model still opens
     (copy / "models" / "fft-d4" / "embeddings.npy").unlink()
     with pytest.raises(DataError, match=r"embeddings\.npy: missing from the bundle"):
-        Bundle(copy).model("fft-d4")
+        Bundle(copy).embeddings("fft-d4")
 
 
-def test_other_table_is_refused(small_bundle: Path, synth_dir: Path, tmp_path: Path) -> None:
-    from trajemb.prepare import PrepareConfig, prepare_table
-    from trajemb.schema import WindowConfig
+def test_reordered_geometry_is_refused_when_read(small_bundle: Path, tmp_path: Path) -> None:
+    copy = copy_of(small_bundle, tmp_path)
+    xy = np.load(copy / XY_FILE)
+    np.save(copy / XY_FILE, xy[::-1].copy())  # same size, same values, other order
+    bundle = Bundle(copy)
+    with pytest.raises(DataError, match="does not match the bundle manifest"):
+        bundle.xy.rows([0])
+    with pytest.raises(DataError, match="does not match the bundle manifest"):
+        bundle.verify_all()
 
-    copy = tmp_path / "b"
-    shutil.copytree(small_bundle, copy)
-    prepare_table(PrepareConfig(av2_dirs=(str(synth_dir),), window=WindowConfig(stride_steps=20), workers=1),
-                  copy / "table.parquet", progress=False)  # fmt: skip
-    with pytest.raises(DataError, match="is not the table this bundle was built from"):
+
+def test_manifest_cannot_point_outside(small_bundle: Path, tmp_path: Path) -> None:
+    copy = copy_of(small_bundle, tmp_path)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["models"]["../../x"] = manifest["models"].pop("fft-d4")
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="not a plain name"):
         Bundle(copy)
+    manifest = json.loads((small_bundle / MANIFEST).read_text())
+    manifest["files"]["/etc/passwd"] = manifest["files"][XY_FILE]
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="outside the bundle"):
+        Bundle(copy)
+    for bad in (
+        "[1, 2]",
+        "{",
+        json.dumps({**manifest, "format": "trajemb-bundle/1"}),
+        json.dumps({**manifest, "num_windows": -3}),
+    ):
+        (copy / MANIFEST).write_text(bad)
+        with pytest.raises(DataError):
+            Bundle(copy)
 
 
-def test_cli_search_and_evaluate(small_bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_output_folder_safety(small_bundle: Path, synth_table: Path, tmp_path: Path) -> None:
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(DataError, match="not a trajemb bundle"):
+        check_bundle_output(foreign, [synth_table])
+    with pytest.raises(DataError, match="is, contains or lies inside the input"):
+        check_bundle_output(synth_table.parent, [synth_table])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="not a folder"):
+        check_bundle_output(tmp_path / "file", [synth_table])
+    check_bundle_output(small_bundle, [synth_table])  # an earlier bundle may be replaced
+    (tmp_path / "empty").mkdir()
+    check_bundle_output(tmp_path / "empty", [synth_table])
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_unsafe_card_name_is_refused(synth_table: Path, tiny_checkpoints: list[Path], tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoints[1], ckpt)
+    card = json.loads((ckpt / "card.json").read_text())
+    for name in ("../../../escape", "/abs", "a/b", ".hidden"):
+        (ckpt / "card.json").write_text(json.dumps({**card, "name": name}))
+        with pytest.raises(DataError, match="not a plain name"):
+            build_bundle(
+                synth_table,
+                [ckpt],
+                tmp_path / "out",
+                config=BundleConfig(device="cpu", evaluate=False, projection=ProjectionConfig(method="none")),
+                progress=False,
+            )
+    assert not (tmp_path / "out").exists() and not (tmp_path.parent / "escape").exists()
+
+
+def test_staged_build_then_complete(synth_table: Path, tiny_checkpoints: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    staged = BundleConfig(
+        evaluation=EvalConfig(num_queries=50),
+        projection=ProjectionConfig(method="none"),
+        evaluate=False,
+        device="cpu",
+    )
+    manifest = build_bundle(synth_table, tiny_checkpoints[:1], out, config=staged, progress=False)
+    assert manifest["format"] == BUNDLE_FORMAT
+    bundle = Bundle(out)
+    assert (
+        bundle.projection("cosine-d8") is None
+        and bundle.report("cosine-d8") is None
+        and not bundle.baselines()
+    )
+    nb = search_row(bundle, "cosine-d8", 3, NeighborOptions(k=4))
+    assert len(nb) == 4  # searchable before completion
+    full = BundleConfig(evaluation=EvalConfig(num_queries=50), device="cpu")
+    assert complete_bundle(out, full, progress=False)
+    assert not complete_bundle(out, full, progress=False)  # nothing left to add
+    done = Bundle(out)
+    assert done.projection("cosine-d8") is not None and done.report("cosine-d8") is not None
+    assert "oracle_raw" in done.baselines()
+    done.verify_all()
+    assert model_file("cosine-d8", "projection.npy") in done.manifest["files"]
+
+
+def test_evaluation_corpus_is_capped(synth_table: Path, tiny_checkpoints: list[Path], tmp_path: Path) -> None:
+    config = BundleConfig(
+        evaluation=EvalConfig(num_queries=40, max_corpus=300, silhouette_sample=100),
+        projection=ProjectionConfig(method="none"),
+        device="cpu",
+    )
+    build_bundle(synth_table, tiny_checkpoints[:1], tmp_path / "b", config=config, progress=False)
+    report = Bundle(tmp_path / "b").report("cosine-d8")
+    assert report is not None and report["corpus_windows"] == 300 and report["num_queries"] == 40
+    assert report["num_windows"] > 300
+
+
+def test_cli_search_evaluate_complete(small_bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bundle = Bundle(small_bundle)
-    query = bundle.table.meta["window_id"].iloc[3]
+    query = bundle.strings("window_id", [3])[0]
+    code = main(
+        ["search", "--bundle", str(small_bundle), "--model", "fft-d4", "--query", query, "--k", "4", "--json"]
+    )
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["query"] == query and len(out["neighbors"]) == 4
+    tracks = {n["window_id"].rsplit("/", 1)[0] for n in out["neighbors"]}
+    assert len(tracks) == 4 and query.rsplit("/", 1)[0] not in tracks  # one per track, not the query's
+    assert all(n["object_type"] == bundle.strings("object_type", [3])[0] for n in out["neighbors"])
+    assert out["neighbors"][0]["ade_m"] >= 0
     assert (
         main(
             [
                 "search",
                 "--bundle",
                 str(small_bundle),
-                "--model",
-                "fft-d4",
                 "--query",
                 query,
                 "--k",
-                "4",
-                "--json",
+                "3",
+                "--object-types",
+                "any",
+                "--all-windows-of-track",
+                "--exclude-scenario",
             ]
         )
         == 0
     )
-    out = json.loads(capsys.readouterr().out)
-    assert out["query"] == query and len(out["neighbors"]) == 4
-    assert all(n["window_id"].rsplit("/", 1)[0] != query.rsplit("/", 1)[0] for n in out["neighbors"])
-    assert out["neighbors"][0]["ade_m"] >= 0
+    text = capsys.readouterr().out
+    assert "types any" in text and query.split("/")[1] not in text.split("\n", 1)[1]
     assert main(["evaluate", "--bundle", str(small_bundle)]) == 0
     table = capsys.readouterr().out
     assert "| cosine-d8 | 8 |" in table and "| oracle_raw | 120 |" in table
     assert main(["search", "--bundle", str(small_bundle), "--query", "nope"]) == 2
     assert "window id 'nope' is not in this bundle" in capsys.readouterr().err
+    assert main(["complete", "--bundle", str(small_bundle)]) == 0
+    assert "already complete" in capsys.readouterr().out

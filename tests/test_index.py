@@ -15,6 +15,7 @@ from trajemb.index import (
     TorchFlatIndex,
     build_faiss_index,
     build_index,
+    build_search_index,
     load_faiss_index,
     recall_at_k,
     save_faiss_index,
@@ -41,12 +42,69 @@ def test_flat_equals_brute_force() -> None:
         np.testing.assert_allclose(dist, ref_d, rtol=1e-4, atol=1e-5)
 
 
-def test_approximate_recall() -> None:
-    db, q = unit(20_000, 8), unit(300, 8, seed=2)
-    _, exact = build_faiss_index(db).search(q, 10)
+def clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
+    """Unit vectors around 50 centres: embeddings of trajectories are clustered, not uniform."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(50, d))
+    x = centres[rng.integers(0, 50, n)] + 0.3 * rng.normal(size=(n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_approximate_recall_is_tuned_and_reported() -> None:
+    db = clustered(20_000, 8)
+    q = clustered(300, 8, seed=2)
+    _, exact = build_faiss_index(db, IndexSpec(kind="flat")).search(q, 10)
     for kind in ("ivf", "hnsw"):
-        _, approx = build_faiss_index(db, IndexSpec(kind=kind)).search(q, 10)
+        index, info = build_search_index(db, IndexSpec(kind=kind, target_recall=0.95))
+        _, approx = index.search(q, 10)
+        assert info.kind == kind and 0.0 < info.recall_at_10 <= 1.0
         assert recall_at_k(approx, exact) > 0.9, kind
+        if kind == "ivf":
+            assert info.recall_at_10 >= 0.95 and 1 <= info.nprobe <= info.nlist
+    _, fixed = build_search_index(db, IndexSpec(kind="ivf", nprobe=1))
+    assert fixed.nprobe == 1 and fixed.recall_at_10 < 0.95  # one cell of ~560 is not enough
+
+
+def test_auto_kind_switches_at_the_threshold() -> None:
+    db = unit(3000, 8)
+    assert build_search_index(db, IndexSpec(exact_max_rows=3000))[1].kind == "flat"
+    index, info = build_search_index(db, IndexSpec(exact_max_rows=2999))
+    assert info.kind == "ivf" and index.ntotal == 3000
+
+
+def test_allowed_rows_and_one_per_group() -> None:
+    db = clustered(3000, 8)
+    groups = np.arange(3000) // 4
+    allowed = np.random.default_rng(0).random(3000) < 0.5
+    for spec in (IndexSpec(kind="flat"), IndexSpec(kind="ivf", nprobe=4), IndexSpec(kind="hnsw")):
+        index = NeighborIndex(build_faiss_index(db, spec), groups, db)
+        for r in (0, 7, 2999):
+            _, ids = index.search(db[[r]], 6, groups[[r]], np.array([r]), allowed, one_per_group=True)
+            got = ids[0][ids[0] >= 0]
+            assert allowed[got].all() and r not in got and (groups[got] != groups[r]).all()
+            assert len(set(groups[got].tolist())) == len(got) == 6
+            if spec.kind == "flat":
+                ok = np.flatnonzero(allowed & (groups != groups[r]))
+                d2 = ((db[ok] - db[r]) ** 2).sum(1)
+                ranked = ok[np.argsort(d2, kind="stable")]
+                firsts = [x for i, x in enumerate(ranked) if groups[x] not in set(groups[ranked[:i]])][:6]
+                np.testing.assert_array_equal(got, firsts)
+    few = np.zeros(3000, dtype=bool)
+    few[[10, 20, 30]] = True  # fewer allowed rows than k: exact search over them, then -1
+    index = NeighborIndex(build_faiss_index(db, IndexSpec(kind="ivf", nprobe=1)), groups, db)
+    dist, ids = index.search(db[[500]], 5, allowed=few)
+    assert sorted(ids[0][:3].tolist()) == [10, 20, 30] and ids[0][3:].tolist() == [-1, -1]
+    assert np.isinf(dist[0][3:]).all()
+
+
+def test_non_finite_embeddings_are_refused() -> None:
+    db = unit(50, 4)
+    db[3, 1] = np.nan
+    with pytest.raises(DataError, match="1 of 50 embeddings are NaN or infinite"):
+        build_faiss_index(db)
+    index = NeighborIndex(build_faiss_index(unit(50, 4)), np.arange(50))
+    with pytest.raises(DataError, match="NaN or infinite"):
+        index.search(np.full((1, 4), np.inf, np.float32), 3)
 
 
 def test_exclusion_of_self_and_track() -> None:
@@ -59,10 +117,11 @@ def test_exclusion_of_self_and_track() -> None:
     assert not (ids == rows[:, None]).any()
     assert not (groups[ids] == groups[rows][:, None]).any()
     # Equal to brute force over the allowed rows.
-    for r, got in zip(rows, ids, strict=True):
+    for r, got, d in zip(rows, ids, dist, strict=True):
         allowed = np.flatnonzero(groups != groups[r])
-        _, ref = brute_force(db[allowed], db[[r]], 10)
+        ref_d2, ref = brute_force(db[allowed], db[[r]], 10)
         np.testing.assert_array_equal(got, allowed[ref[0]])
+        np.testing.assert_allclose(d, np.sqrt(ref_d2[0]), rtol=1e-4, atol=1e-5)  # Euclidean, not squared
     assert np.all(np.diff(dist, axis=1) >= 0)
 
 
@@ -77,6 +136,8 @@ def test_save_load_keeps_results(tmp_path: Path) -> None:
     db, q = unit(500, 8), unit(5, 8, seed=3)
     index = build_faiss_index(db, IndexSpec(kind="hnsw"))
     save_faiss_index(index, tmp_path / "i.faiss")
+    with pytest.raises(DataError, match="index holds 500 rows, the bundle has 501"):
+        load_faiss_index(tmp_path / "i.faiss", expected_rows=501)
     loaded = load_faiss_index(tmp_path / "i.faiss", expected_dim=8)
     for a, b in zip(index.search(q, 5), loaded.search(q, 5), strict=True):
         np.testing.assert_array_equal(a, b)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,3 +50,25 @@ def test_config_validation(kwargs: dict[str, object], message: str) -> None:
         EncoderConfig(**kwargs)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="unknown encoder config key"):
         EncoderConfig.from_dict({"hidden": 3})
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_inference_forward_equals_training_forward(layers: int) -> None:
+    """The fast inference path (SDPA, folded input projection) gives the same embeddings."""
+    from trajemb.embed import Embedder, embed_windows
+
+    torch.manual_seed(layers)
+    model = TrajectoryEncoder(EncoderConfig(embedding_dim=8, d_model=32, num_layers=layers, num_heads=4)).eval()
+    x = torch.randn(700, 30, 2).cumsum(1) * 2
+    valid = torch.rand(700, 30) > 0.2
+    valid[:, 0] = True
+    with torch.no_grad():
+        ref, ref_masked = model(x), model(x, valid)
+        torch.testing.assert_close(model.forward_inference(x), ref, atol=2e-6, rtol=1e-5)
+        torch.testing.assert_close(model.forward_inference(x, valid), ref_masked, atol=2e-6, rtol=1e-5)
+    threaded = Embedder(model, "cpu", batch_size=64)(x.numpy())  # several batches on a thread pool
+    np.testing.assert_allclose(threaded, ref.numpy(), atol=2e-6)
+    np.testing.assert_allclose(embed_windows(model, x.numpy(), batch_size=700), ref.numpy(), atol=2e-6)
+    model.train()
+    with pytest.raises(RuntimeError, match="eval mode"):
+        model.forward_inference(x[:2])

@@ -1,271 +1,366 @@
-"""Bundles: the folder the explorer opens.
+"""Bundles: the folder the explorer and ``trajemb search`` open, read lazily and verified as read.
 
 ```
-bundle.json                 manifest: table hash, and per model the hashes of its checkpoint,
-                            embeddings and index, so a mismatched file is refused on open
-table.parquet               the trajectory table
-maps/<map_key>.npz          reduced maps of the scenarios the windows come from
-baselines.json              evaluation of the baselines on the same queries
-models/<name>/checkpoint/   model.safetensors, config.json, card.json
-models/<name>/embeddings.npy (N, D) float32;  index.faiss;  umap.npy (N, 2);  report.json
+bundle.json                     manifest: format, counts, build config, the digest (size + sha256 per
+                                block, ``integrity``) of every file below, and per model its index and
+                                projection settings
+windows/meta.parquet            one row per window: ids, labels, city-frame origin and heading, track and
+                                scenario group ids (no geometry)
+windows/xy_agent.npy            (N, T, 2) float32 agent-frame geometry, memory-mapped
+maps/<map_key>.npz              reduced maps of the scenarios the windows come from
+models/<name>/checkpoint/       model.safetensors, config.json, card.json
+models/<name>/embeddings.npy    (N, D) float32, memory-mapped
+models/<name>/index.faiss       FAISS index over the embeddings (rows = windows)
+models/<name>/projection.npy    (N, 2) float32 2-D layout (UMAP), optional
+models/<name>/report.json       retrieval evaluation, optional
+baselines.json                  the baselines' evaluation on the same queries, optional
 ```
-Rows of embeddings, index, UMAP and table are the same windows in the same order: the table's
-``window_id`` column is the one mapping from rows to ids.
+Rows of every array and of ``meta.parquet`` are the same windows in the same order. A bundle reads
+only files named in its own manifest, at paths built from validated names inside its own folder, and
+never uses a byte before it has been checked against the manifest: small files whole when read, large
+arrays block by block as rows are read (``trajemb.integrity``). Opening is cheap (the manifest and the
+metadata columns asked for); models load on first use. ``trajemb.bundle_build`` writes bundles.
+
+Legend: N windows, T steps, D embedding dim.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
-import shutil
-import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+import re
+import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from trajemb import __version__
-from trajemb.atomic import atomic_dir
-from trajemb.checkpoint import WEIGHTS_FILE, load_checkpoint
-from trajemb.data.maps import MapCache, MapGeometry
-from trajemb.embed import embed_windows, resolve_device
 from trajemb.errors import DataError
-from trajemb.evaluate import EvalConfig, baseline_reports, evaluate_features, sample_queries
-from trajemb.index import IndexSpec, NeighborIndex, build_faiss_index, load_faiss_index, save_faiss_index
-from trajemb.model import TrajectoryEncoder
-from trajemb.projection import umap_2d
-from trajemb.store import TrajectoryTable, read_table
+from trajemb.index import NeighborIndex, load_faiss_index
+from trajemb.integrity import FileDigest, VerifiedArray, VerifiedFile
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from trajemb.data.maps import MapGeometry
+    from trajemb.model import TrajectoryEncoder
 
 MANIFEST = "bundle.json"
-BUNDLE_FORMAT = "trajemb-bundle/1"
+BUNDLE_FORMAT = "trajemb-bundle/2"
+META_FILE = "windows/meta.parquet"
+XY_FILE = "windows/xy_agent.npy"
+BASELINES_FILE = "baselines.json"
+EMBEDDINGS = "embeddings.npy"
+INDEX = "index.faiss"
+PROJECTION = "projection.npy"
+REPORT = "report.json"
+CHECKPOINT_DIR = "checkpoint"
+MAPS_DIR = "maps"
+
+#: Label columns of ``meta.parquet`` (dictionary-encoded strings).
+LABEL_COLUMNS: tuple[str, ...] = ("source", "object_type", "category", "city", "direction", "speed_bin")
+#: Id columns with few distinct values per window (dictionary-encoded strings).
+ID_COLUMNS: tuple[str, ...] = ("scenario_id", "track_id", "map_key")
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-@dataclass(frozen=True)
-class BundleConfig:
-    index: IndexSpec = field(default_factory=IndexSpec)
-    evaluation: EvalConfig = field(default_factory=EvalConfig)
-    umap: bool = True
-    device: str = "auto"
-    seed: int = 0
-
-
-def _model_name(checkpoint: Path, card: dict[str, Any], taken: set[str]) -> str:
-    folder = checkpoint.parent.name if checkpoint.name in ("best", "last") else checkpoint.name
-    name = str(card.get("name") or folder)
-    base, i = name, 2
-    while name in taken:
-        name, i = f"{base}-{i}", i + 1
+def safe_name(name: object, what: str) -> str:
+    """``name`` if it is one plain path component (letters, digits, ``._-``, not starting with a dot,
+    at most 100 characters); anything that could leave a folder is refused, never rewritten."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
+        raise DataError(f"{what} {name!r} is not a plain name (letters, digits, '.', '_', '-'; no paths)")
     return name
 
 
-def build_bundle(
-    table_path: Path,
-    checkpoints: list[Path],
-    out: Path,
-    maps_dir: Path | None = None,
-    config: BundleConfig = BundleConfig(),
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Embed, index, project and evaluate ``table_path`` under every checkpoint; write ``out`` atomically."""
-    if not checkpoints:
-        raise DataError("give at least one --checkpoint")
-    table = read_table(Path(table_path))
-    device = resolve_device(config.device)
-    groups = table.track_groups()
-    queries = sample_queries(len(table), config.evaluation)
-    manifest: dict[str, Any] = {
-        "format": BUNDLE_FORMAT,
-        "trajemb_version": __version__,
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "table_sha256": table.content_hash,
-        "num_windows": len(table),
-        "num_steps": table.num_steps,
-        "config": asdict(config),
-        "models": {},
-    }
-    with atomic_dir(Path(out)) as tmp:
-        shutil.copyfile(table_path, tmp / "table.parquet")
-        manifest["maps"] = _copy_maps(table, maps_dir, tmp / "maps")
-        dims: set[int] = set()
-        for i, ckpt in enumerate(checkpoints, start=1):
-            model, card = load_checkpoint(Path(ckpt), device)
-            name = _model_name(Path(ckpt), card, set(manifest["models"]))
-            folder = tmp / "models" / name
-            shutil.copytree(ckpt, folder / "checkpoint", ignore=shutil.ignore_patterns("train_state.pt"))
-            log.info(
-                "model %d/%d %s: embedding and indexing %d windows", i, len(checkpoints), name, len(table)
-            )
-            t0 = time.perf_counter()
-            emb = embed_windows(model, table.xy_agent, device, progress=progress)
-            encode_s = time.perf_counter() - t0
-            np.save(folder / "embeddings.npy", emb, allow_pickle=False)
-            save_faiss_index(build_faiss_index(emb, config.index), folder / "index.faiss")
-            if config.umap:
-                log.info("model %d/%d %s: UMAP of %d points", i, len(checkpoints), name, len(table))
-                np.save(folder / "umap.npy", umap_2d(emb, config.seed), allow_pickle=False)
-            report: dict[str, Any] = evaluate_features(
-                table, emb, queries, groups, config.evaluation, config.index
-            )
-            report["encode_ms_per_window"] = 1000.0 * encode_s / len(table)
-            report["encode_device"] = str(device)
-            (folder / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-            dims.add(model.config.embedding_dim)
-            manifest["models"][name] = {
-                "embedding_dim": model.config.embedding_dim,
-                "similarity": card.get("similarity"),
-                "checkpoint_sha256": sha256_file(folder / "checkpoint" / WEIGHTS_FILE),
-                "embeddings_sha256": sha256_file(folder / "embeddings.npy"),
-                "index_sha256": sha256_file(folder / "index.faiss"),
-                "index": asdict(config.index),
-                "umap": config.umap,
-            }
-        log.info("evaluating the baselines (oracle, random, PCA, FFT features, untrained encoder)")
-        baselines = {
-            dim: baseline_reports(table, dim, config.evaluation, config.seed) for dim in sorted(dims)
-        }
-        merged: dict[str, Any] = {}
-        for dim_reports in baselines.values():
-            merged.update(dim_reports)
-        (tmp / "baselines.json").write_text(json.dumps(merged, indent=2), encoding="utf-8")
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+def model_file(name: str, file: str) -> str:
+    """Manifest key (relative path) of a model's file."""
+    return f"models/{safe_name(name, 'model name')}/{file}"
+
+
+def _relative_key(key: object) -> str:
+    """A manifest file key: a relative path of plain components, inside the bundle."""
+    if not isinstance(key, str) or key.startswith("/") or "\\" in key:
+        raise DataError(f"bundle manifest names a file outside the bundle: {key!r}")
+    for part in key.split("/"):
+        safe_name(part, "bundle file path component")
+    return key
+
+
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON file that must hold an object; anything else is a one-line ``DataError``."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: unreadable {what} ({exc})") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: {what} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_bundle_manifest(root: Path) -> dict[str, Any]:
+    """The validated manifest of the bundle at ``root``."""
+    root = Path(root)
+    path = root / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{root}: not a trajemb bundle (no {MANIFEST})")
+    manifest = read_json_object(path, "bundle manifest")
+    fmt = manifest.get("format")
+    if fmt != BUNDLE_FORMAT:
+        hint = (
+            "; rebuild it with `trajemb bundle`"
+            if isinstance(fmt, str) and fmt.startswith("trajemb-bundle/")
+            else ""
+        )
+        raise DataError(f"{root}: bundle format {fmt!r}, expected {BUNDLE_FORMAT}{hint}")
+    try:
+        n, t = manifest["num_windows"], manifest["num_steps"]
+        assert isinstance(n, int) and n >= 1 and isinstance(t, int) and 2 <= t <= 100_000
+        files = manifest["files"]
+        models = manifest["models"]
+        assert isinstance(files, dict) and isinstance(models, dict) and models
+        for name, entry in models.items():
+            safe_name(name, "model name")
+            assert isinstance(entry, dict)
+            dim = entry["embedding_dim"]
+            assert isinstance(dim, int) and 1 <= dim <= 4096
+    except (KeyError, AssertionError, TypeError) as exc:
+        raise DataError(f"{path}: malformed bundle manifest ({type(exc).__name__} {exc})") from exc
+    for key in files:
+        _relative_key(key)
     return manifest
 
 
-def _copy_maps(table: TrajectoryTable, maps_dir: Path | None, dest: Path) -> dict[str, int]:
-    dest.mkdir(parents=True)
-    keys = sorted(set(table.meta["map_key"]))
-    if maps_dir is None:
-        log.warning("no maps folder given: the bundle will show trajectories without maps")
-        return {"available": 0, "needed": len(keys)}
-    found = 0
-    for key in keys:
-        src = Path(maps_dir) / f"{key}.npz"
-        if src.is_file():
-            shutil.copyfile(src, dest / src.name)
-            found += 1
-    if found < len(keys):
-        log.warning("%d of %d maps missing in %s", len(keys) - found, len(keys), maps_dir)
-    return {"available": found, "needed": len(keys)}
-
-
-@dataclass
-class BundleModel:
-    """One model of an opened bundle: encoder, embeddings, index (rows = table rows), UMAP, report."""
-
-    name: str
-    encoder: TrajectoryEncoder
-    card: dict[str, Any]
-    embeddings: np.ndarray  # (N, D) float32
-    index: NeighborIndex
-    umap_xy: np.ndarray | None  # (N, 2)
-    report: dict[str, Any]
-
-
 class Bundle:
-    """An opened bundle; models load lazily and are verified against the manifest's hashes."""
+    """An opened bundle. Cheap to open; columns, models, indices and maps load on first use.
+
+    Thread-safe for reading: the explorer shares one opened bundle between browser sessions.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        path = self.root / MANIFEST
-        if not path.is_file():
-            raise DataError(f"{self.root}: not a trajemb bundle (no {MANIFEST})")
-        self.manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        if self.manifest.get("format") != BUNDLE_FORMAT:
-            raise DataError(
-                f"{self.root}: bundle format {self.manifest.get('format')!r}, expected {BUNDLE_FORMAT}"
-            )
-        self.table = read_table(self.root / "table.parquet")
-        if self.table.content_hash != self.manifest["table_sha256"]:
-            raise DataError(
-                f"{self.root}: table.parquet ({self.table.content_hash[:12]}) is not the table this bundle "
-                f"was built from ({self.manifest['table_sha256'][:12]}); rebuild it with `trajemb bundle`"
-            )
-        self.groups = self.table.track_groups()
-        self._models: dict[str, BundleModel] = {}
-        self._maps = MapCache(self.root / "maps")
-        self.row_of_id = {wid: i for i, wid in enumerate(self.table.meta["window_id"].tolist())}
+        self.manifest = read_bundle_manifest(self.root)
+        self.num_windows: int = self.manifest["num_windows"]
+        self.num_steps: int = self.manifest["num_steps"]
+        self._lock = threading.RLock()
+        self._files: dict[str, VerifiedFile] = {}
+        self._arrays: dict[str, VerifiedArray] = {}
+        self._columns: dict[str, pa.Array] = {}
+        self._indices: dict[str, NeighborIndex] = {}
+        self._meta_pd: pd.DataFrame | None = None
+        self._parquet: pq.ParquetFile | None = None
+        self.xy = self._array(XY_FILE, (self.num_windows, self.num_steps, 2), "float32")
 
+    # -- files ------------------------------------------------------------------------------------
+    def has_file(self, key: str) -> bool:
+        return key in self.manifest["files"]
+
+    def _verified(self, key: str) -> VerifiedFile:
+        """A file named in the manifest, checked against its digest (whole file)."""
+        with self._lock:
+            if key not in self._files:
+                if key not in self.manifest["files"]:
+                    raise DataError(
+                        f"{self.root}: {key} is not part of this bundle; rebuild it with `trajemb bundle`"
+                    )
+                digest = FileDigest.from_dict(self.manifest["files"][key], f"{self.root / MANIFEST} ({key})")
+                vf = VerifiedFile(self.root / _relative_key(key), digest)
+                vf.verify_all()
+                self._files[key] = vf
+            return self._files[key]
+
+    def path(self, key: str) -> Path:
+        """Path of a verified file of this bundle."""
+        return self._verified(key).path
+
+    def _array(self, key: str, shape: tuple[int | None, ...], dtype: str) -> VerifiedArray:
+        with self._lock:
+            if key not in self._arrays:
+                if key not in self.manifest["files"]:
+                    raise DataError(
+                        f"{self.root}: {key} is not part of this bundle; rebuild it with `trajemb bundle`"
+                    )
+                digest = FileDigest.from_dict(self.manifest["files"][key], f"{self.root / MANIFEST} ({key})")
+                self._arrays[key] = VerifiedArray(self.root / _relative_key(key), digest, shape, dtype)
+            return self._arrays[key]
+
+    def json_file(self, key: str, what: str) -> dict[str, Any]:
+        return read_json_object(self.path(key), what)
+
+    # -- per-window columns -----------------------------------------------------------------------
+    def column(self, name: str) -> pa.Array:
+        """One column of ``meta.parquet`` as a single Arrow array (dictionary arrays unified)."""
+        with self._lock:
+            if name not in self._columns:
+                if self._parquet is None:
+                    try:
+                        self._parquet = pq.ParquetFile(self.path(META_FILE))
+                    except (pa.ArrowInvalid, OSError) as exc:
+                        raise DataError(f"{self.root / META_FILE}: unreadable ({exc})") from exc
+                try:
+                    chunked = self._parquet.read(columns=[name]).column(0)
+                except (pa.ArrowInvalid, KeyError, OSError) as exc:
+                    raise DataError(f"{self.root / META_FILE}: no readable column {name!r} ({exc})") from exc
+                if pa.types.is_dictionary(chunked.type):
+                    chunked = chunked.unify_dictionaries()
+                array = chunked.combine_chunks() if chunked.num_chunks != 1 else chunked.chunk(0)
+                if len(array) != self.num_windows:
+                    raise DataError(
+                        f"{self.root / META_FILE}: column {name} has {len(array)} rows, expected {self.num_windows}"
+                    )
+                self._columns[name] = array
+            return self._columns[name]
+
+    def numbers(self, name: str) -> np.ndarray:
+        """A numeric column as a read-only numpy array (zero copy)."""
+        array = self.column(name)
+        if array.null_count:
+            raise DataError(f"{self.root / META_FILE}: column {name} has missing values")
+        values: np.ndarray = array.to_numpy(zero_copy_only=False)
+        return values
+
+    def codes(self, name: str) -> tuple[np.ndarray, list[str]]:
+        """A string column as (N,) int codes and the list of its distinct values."""
+        array = self.column(name)
+        if not pa.types.is_dictionary(array.type):
+            array = pc.dictionary_encode(array)
+        return array.indices.to_numpy(zero_copy_only=False), array.dictionary.to_pylist()
+
+    def strings(self, name: str, rows: np.ndarray | list[int]) -> list[str]:
+        """Values of a string column at ``rows``."""
+        return [
+            str(v) for v in self.column(name).take(pa.array(np.asarray(rows, dtype=np.int64))).to_pylist()
+        ]
+
+    @property
+    def groups(self) -> np.ndarray:
+        """(N,) int track group of each window (windows of one track are near-duplicates)."""
+        return self.numbers("track_group")
+
+    @property
+    def scenario_groups(self) -> np.ndarray:
+        """(N,) int scenario of each window."""
+        return self.numbers("scenario_group")
+
+    @property
+    def meta(self) -> pd.DataFrame:
+        """Every metadata column as a pandas DataFrame (labels as categoricals), built once."""
+        import pandas as pd
+
+        with self._lock:
+            if self._meta_pd is None:
+                names = pq.read_schema(self.path(META_FILE)).names
+                self._meta_pd = pd.DataFrame({name: self.column(name).to_pandas() for name in names})
+            return self._meta_pd
+
+    def row(self, window_id: str) -> int:
+        """Table row of a window id (``source/scenario/track/start``)."""
+        row = pc.index(self.column("window_id"), pa.scalar(window_id, pa.string())).as_py()
+        if row < 0:
+            example = self.column("window_id")[0].as_py()
+            raise DataError(f"window id {window_id!r} is not in this bundle (ids look like {example!r})")
+        return int(row)
+
+    def find_row(self, text: str) -> int:
+        """A window id, or ``scenario/track`` or ``source/scenario/track`` (that track's first window)."""
+        text = text.strip()
+        ids = self.column("window_id")
+        row = pc.index(ids, pa.scalar(text, pa.string())).as_py()
+        if row >= 0:
+            return int(row)
+        parts = text.split("/")
+        if 2 <= len(parts) <= 3 and all(parts):
+            mask = pc.equal(self.column("scenario_id").cast(pa.string()), parts[-2])
+            mask = pc.and_(mask, pc.equal(self.column("track_id").cast(pa.string()), parts[-1]))
+            if len(parts) == 3:
+                mask = pc.and_(mask, pc.equal(self.column("source").cast(pa.string()), parts[0]))
+            hits = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+            if len(hits):
+                return int(hits[0])
+        return self.row(text)  # raises with an example of a valid id
+
+    # -- models -----------------------------------------------------------------------------------
     @property
     def model_names(self) -> list[str]:
         return list(self.manifest["models"])
 
-    def row(self, window_id: str) -> int:
-        if window_id not in self.row_of_id:
-            raise DataError(
-                f"window id {window_id!r} is not in this bundle (ids look like {self.table.meta['window_id'].iloc[0]!r})"
-            )
-        return self.row_of_id[window_id]
-
-    def model(self, name: str) -> BundleModel:
-        if name in self._models:
-            return self._models[name]
+    def model_entry(self, name: str) -> dict[str, Any]:
         if name not in self.manifest["models"]:
             raise DataError(f"no model {name!r} in {self.root}; models: {', '.join(self.model_names)}")
-        entry = self.manifest["models"][name]
-        folder = self.root / "models" / name
-        files = {
-            "checkpoint_sha256": folder / "checkpoint" / WEIGHTS_FILE,
-            "embeddings_sha256": folder / "embeddings.npy",
-            "index_sha256": folder / "index.faiss",
-        }
-        for key, file in files.items():
-            if not file.is_file():
-                raise DataError(f"{file}: missing from the bundle")
-            if sha256_file(file) != entry[key]:
-                raise DataError(
-                    f"{file}: does not match the bundle manifest (built from another checkpoint or table?); "
-                    "rebuild the bundle with `trajemb bundle`"
-                )
-        encoder, card = load_checkpoint(folder / "checkpoint")
-        embeddings = np.load(folder / "embeddings.npy", allow_pickle=False)
-        if embeddings.shape != (len(self.table), encoder.config.embedding_dim):
-            raise DataError(
-                f"{folder}: embeddings have shape {embeddings.shape}, "
-                f"expected ({len(self.table)}, {encoder.config.embedding_dim})"
-            )
-        faiss_index = load_faiss_index(folder / "index.faiss", expected_dim=encoder.config.embedding_dim)
-        umap_path = folder / "umap.npy"
-        umap_xy = np.load(umap_path, allow_pickle=False) if umap_path.is_file() else None
-        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-        model = BundleModel(
-            name, encoder, card, embeddings, NeighborIndex(faiss_index, self.groups), umap_xy, report
+        entry: dict[str, Any] = self.manifest["models"][name]
+        return entry
+
+    def embedding_dim(self, name: str) -> int:
+        return int(self.model_entry(name)["embedding_dim"])
+
+    def embeddings(self, name: str) -> VerifiedArray:
+        return self._array(
+            model_file(name, EMBEDDINGS), (self.num_windows, self.embedding_dim(name)), "float32"
         )
-        self._models[name] = model
-        return model
+
+    def index(self, name: str) -> NeighborIndex:
+        """The model's search index (rows = windows), with track groups and embeddings for filters."""
+        with self._lock:
+            if name not in self._indices:
+                dim = self.embedding_dim(name)
+                raw = load_faiss_index(self.path(model_file(name, INDEX)), dim, self.num_windows)
+                self._indices[name] = NeighborIndex(raw, self.groups, self.embeddings(name).all())
+            return self._indices[name]
+
+    def projection(self, name: str) -> np.ndarray | None:
+        """(N, 2) 2-D layout of the model's embeddings, or None where the bundle has none (yet)."""
+        key = model_file(name, PROJECTION)
+        if not self.has_file(key):
+            return None
+        xy = self._array(key, (self.num_windows, 2), "float32").all()
+        return np.asarray(xy)
+
+    def report(self, name: str) -> dict[str, Any] | None:
+        """The model's evaluation report, or None where it has not been evaluated (yet)."""
+        key = model_file(name, REPORT)
+        return self.json_file(key, "evaluation report") if self.has_file(key) else None
 
     def baselines(self) -> dict[str, Any]:
-        path = self.root / "baselines.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        return self.json_file(BASELINES_FILE, "baselines report") if self.has_file(BASELINES_FILE) else {}
 
+    def encoder(self, name: str, device: str = "cpu") -> tuple[TrajectoryEncoder, dict[str, Any]]:
+        """The model's encoder and card, from the bundle's verified copy of its checkpoint."""
+        from trajemb.checkpoint import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, load_checkpoint
+
+        for file in (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE):
+            self.path(model_file(name, f"{CHECKPOINT_DIR}/{file}"))
+        model, card = load_checkpoint(
+            self.root / "models" / safe_name(name, "model name") / CHECKPOINT_DIR, device
+        )
+        if model.config.embedding_dim != self.embedding_dim(name):
+            raise DataError(
+                f"{self.root}: model {name} embeds into {model.config.embedding_dim}, "
+                f"its embeddings have {self.embedding_dim(name)} dimensions"
+            )
+        return model, card
+
+    # -- maps -------------------------------------------------------------------------------------
     def map_geometry(self, map_key: str) -> MapGeometry | None:
         """Reduced map of a scenario, or None where the bundle has no map for it."""
+        from trajemb.data.maps import read_map_geometry
+
         try:
-            return self._maps.read(map_key)
+            key = f"{MAPS_DIR}/{safe_name(f'{map_key}.npz', 'map key')}"
         except DataError:
             return None
+        if not self.has_file(key):
+            return None
+        return read_map_geometry(self.path(key))
 
-    def neighbors(
-        self, model: str, row: int, k: int, exclude_same_track: bool = True
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(k,) squared distances and (k,) rows of the neighbours of table row ``row``."""
-        if not 0 <= row < len(self.table):
-            raise DataError(f"row {row} outside [0, {len(self.table)})")
-        if k > len(self.table) - 1:
-            raise DataError(f"k = {k} is larger than the database ({len(self.table) - 1} other windows)")
-        m = self.model(model)
-        groups = self.groups[[row]] if exclude_same_track else None
-        dist, ids = m.index.search(m.embeddings[[row]], k, groups, np.array([row]))
-        return dist[0], ids[0]
+    def verify_all(self) -> None:
+        """Check every file of the bundle against the manifest (the explorer does this on open)."""
+        for key in self.manifest["files"]:
+            if key.endswith(".npy"):
+                with self._lock:
+                    array = self._arrays.get(key)
+                if array is not None:
+                    array.file.verify_all()
+                    continue
+            self._verified(key)

@@ -13,8 +13,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from trajemb import __version__
 from trajemb.errors import TrajembError
 from trajemb.schema import PAPER_FOCAL_FUTURE, WindowConfig
@@ -155,55 +153,77 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_bundle(args: argparse.Namespace) -> int:
-    from trajemb.bundle import BundleConfig, build_bundle
+    from trajemb.bundle_build import BundleConfig, build_bundle
     from trajemb.evaluate import EvalConfig
     from trajemb.index import IndexSpec
+    from trajemb.projection import ProjectionConfig
 
     config = BundleConfig(
-        index=IndexSpec(kind=args.index),
-        evaluation=EvalConfig(num_queries=args.queries, seed=args.seed),
-        umap=not args.no_umap,
+        index=IndexSpec(kind=args.index, nprobe=args.nprobe, target_recall=args.target_recall,
+                        exact_max_rows=args.exact_max_rows),
+        evaluation=EvalConfig(num_queries=args.queries, seed=args.seed, max_corpus=args.eval_corpus),
+        projection=ProjectionConfig(method="none" if args.no_umap else args.projection,
+                                    sample_size=args.projection_sample,
+                                    seed=None if args.projection_unseeded else args.seed),
+        evaluate=not args.no_eval,
         device=args.device,
         seed=args.seed,
-    )
+    )  # fmt: skip
     maps = Path(args.maps) if args.maps else None
     manifest = build_bundle(
         Path(args.table), [Path(c) for c in args.checkpoint], Path(args.out), maps, config, not args.quiet
     )
     print(
-        f"wrote bundle {args.out}: {manifest['num_windows']} windows, models {', '.join(manifest['models'])}"
+        f"wrote bundle {args.out}: {manifest['num_windows']} windows, models {', '.join(manifest['models'])} "
+        f"in {manifest['build_s']:.0f} s"
     )
+    return 0
+
+
+def _cmd_complete(args: argparse.Namespace) -> int:
+    from trajemb.bundle_build import complete_bundle
+
+    added = complete_bundle(Path(args.bundle), progress=not args.quiet)
+    print(f"{args.bundle}: " + ("added the missing 2-D layouts and evaluation" if added else "already complete"))
     return 0
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from trajemb.bundle import Bundle
+    from trajemb.explore import NeighborOptions, neighbor_records, search_row
 
     bundle = Bundle(Path(args.bundle))
     model = args.model or bundle.model_names[0]
-    row = bundle.row(args.query)
-    dist, rows = bundle.neighbors(model, row, args.k, exclude_same_track=not args.include_same_track)
-    meta = bundle.table.meta
-    xy = bundle.table.xy_agent
-    results = []
-    for rank, (d, r) in enumerate(zip(dist, rows, strict=True), start=1):
-        if r < 0:
-            continue
-        err = np.linalg.norm(xy[r].astype(np.float64) - xy[row], axis=-1)
-        results.append({
-            "rank": rank, "window_id": meta["window_id"].iloc[r], "distance": float(np.sqrt(d)),
-            "ade_m": float(err.mean()), "fde_m": float(err[-1]), "direction": meta["direction"].iloc[r],
-            "object_type": meta["object_type"].iloc[r],
-        })  # fmt: skip
-    if args.json:
-        print(json.dumps({"query": args.query, "model": model, "neighbors": results}, indent=2))
-        return 0
-    print(
-        f"query {args.query} ({meta['direction'].iloc[row]}, {meta['object_type'].iloc[row]}), model {model}"
+    bundle.model_entry(model)
+    row = bundle.find_row(args.query)
+    query_type = bundle.strings("object_type", [row])[0]
+    types = args.object_types.strip()
+    object_types = (query_type,) if types == "same" else () if types in ("any", "") else tuple(
+        t.strip() for t in types.split(",") if t.strip()
+    )  # fmt: skip
+    options = NeighborOptions(
+        k=args.k,
+        exclude_same_track=not args.include_same_track,
+        one_per_track=not args.all_windows_of_track,
+        exclude_same_scenario=args.exclude_scenario,
+        object_types=object_types,
     )
+    nb = search_row(bundle, model, row, options)
+    results = neighbor_records(bundle, nb)
+    query = {"window_id": bundle.strings("window_id", [row])[0], "object_type": query_type,
+             "direction": bundle.strings("direction", [row])[0]}  # fmt: skip
+    if args.json:
+        print(json.dumps({"query": query["window_id"], "model": model, "options": options.__dict__,
+                          "neighbors": results}, indent=2, default=list))  # fmt: skip
+        return 0
+    print(f"query {query['window_id']} ({query['direction']}, {query['object_type']}), model {model}; "
+          f"types {', '.join(object_types) or 'any'}, one window per track: {options.one_per_track}, "
+          f"own scenario excluded: {options.exclude_same_scenario}")  # fmt: skip
+    if not results:
+        print("no neighbours pass these filters")
     for r in results:
         print(f"{r['rank']:3d}  d={r['distance']:.3f}  ADE {r['ade_m']:6.2f} m  FDE {r['fde_m']:6.2f} m  "
-              f"{r['direction']:18s} {r['object_type']:12s} {r['window_id']}")  # fmt: skip
+              f"{r['speed_mps']:5.1f} m/s  {r['direction']:18s} {r['object_type']:12s} {r['window_id']}")  # fmt: skip
     return 0
 
 
@@ -212,7 +232,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from trajemb.evaluate import report_table
 
     bundle = Bundle(Path(args.bundle))
-    reports = {name: bundle.model(name).report for name in bundle.model_names}
+    reports: dict[str, dict[str, object]] = {}
+    for name in bundle.model_names:
+        report = bundle.report(name)
+        if report is None:
+            raise TrajembError(f"{args.bundle}: model {name} has not been evaluated yet (open the bundle in the "
+                               "explorer or rebuild it without --no-eval)")  # fmt: skip
+        reports[name] = report
     reports.update(bundle.baselines())
     if args.json:
         print(json.dumps(reports, indent=2))
@@ -228,7 +254,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``only``, the other commands' options are left out (their defaults import
+    torch, and ``trajemb search`` must start in a fraction of a second)."""
+
+    def full(command: str) -> bool:
+        return only is None or only == command
+
     parser = argparse.ArgumentParser(prog="trajemb", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"trajemb {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -261,63 +293,93 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.set_defaults(func=_cmd_info)
 
-    from trajemb.losses import DEFAULT_MARGIN
-    from trajemb.model import EncoderConfig
-    from trajemb.train import TrainConfig
-
-    e, t = EncoderConfig(), TrainConfig()
     p = sub.add_parser("train", help="train an encoder with the contrastive triplet loss")
-    p.add_argument("--data", required=True, help="trajectory table from `trajemb prepare`")
-    p.add_argument("--out", required=True, help="run folder: best/, last/, metrics.csv")
-    p.add_argument("--similarity", choices=["cosine", "fft"], default=t.similarity)
-    p.add_argument("--shape-weight", type=float, default=t.shape_weight, help="f of the Cosine similarity")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="positive when similarity >= this (default: calibrated to --positive-fraction)")  # fmt: skip
-    p.add_argument("--positive-fraction", type=float, default=t.positive_fraction,
-                   help="share of in-batch pairs made positive when --threshold is not given")  # fmt: skip
-    p.add_argument("--mining", choices=["random", "hard", "semi-hard"], default=t.mining)
-    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
-    p.add_argument("--embedding-dim", type=int, default=e.embedding_dim, help="D")
-    p.add_argument("--layers", type=int, default=e.num_layers)
-    p.add_argument("--heads", type=int, default=e.num_heads)
-    p.add_argument("--hidden", type=int, default=e.d_model, help="d_model (width)")
-    p.add_argument("--ff-mult", type=int, default=e.ff_mult, help="feed-forward width / d_model")
-    p.add_argument("--dropout", type=float, default=e.dropout)
-    p.add_argument("--input-dropout", type=float, default=e.input_dropout)
-    p.add_argument("--epochs", type=int, default=t.epochs)
-    p.add_argument("--batch-size", type=int, default=t.batch_size)
-    p.add_argument("--lr", type=float, default=t.lr, help="peak learning rate of the one-cycle schedule")
-    p.add_argument("--weight-decay", type=float, default=t.weight_decay)
-    p.add_argument("--warmup", type=float, default=t.warmup_fraction, help="warm-up share of the schedule")
-    p.add_argument("--grad-clip", type=float, default=t.grad_clip)
-    p.add_argument("--val-fraction", type=float, default=t.val_fraction, help="share of scenarios held out")
-    p.add_argument("--val-every", type=int, default=t.val_every, help="validate every N epochs")
-    p.add_argument("--val-k", type=int, default=t.val_k, help="k of validation minADE/minFDE@k")
-    p.add_argument("--seed", type=int, default=t.seed)
-    p.add_argument("--device", default=t.device, help="auto (cuda, then cpu), cpu, cuda, cuda:1, ...")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last")
-    p.set_defaults(func=_cmd_train)
+    if full("train"):
+        from trajemb.losses import DEFAULT_MARGIN
+        from trajemb.model import EncoderConfig
+        from trajemb.train import TrainConfig
+
+        e, t = EncoderConfig(), TrainConfig()
+        p.add_argument("--data", required=True, help="trajectory table from `trajemb prepare`")
+        p.add_argument("--out", required=True, help="run folder: best/, last/, metrics.csv")
+        p.add_argument("--similarity", choices=["cosine", "fft"], default=t.similarity)
+        p.add_argument("--shape-weight", type=float, default=t.shape_weight, help="f of the Cosine similarity")
+        p.add_argument("--threshold", type=float, default=None,
+                       help="positive when similarity >= this (default: calibrated to --positive-fraction)")  # fmt: skip
+        p.add_argument("--positive-fraction", type=float, default=t.positive_fraction,
+                       help="share of in-batch pairs made positive when --threshold is not given")  # fmt: skip
+        p.add_argument("--mining", choices=["random", "hard", "semi-hard"], default=t.mining)
+        p.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
+        p.add_argument("--embedding-dim", type=int, default=e.embedding_dim, help="D")
+        p.add_argument("--layers", type=int, default=e.num_layers)
+        p.add_argument("--heads", type=int, default=e.num_heads)
+        p.add_argument("--hidden", type=int, default=e.d_model, help="d_model (width)")
+        p.add_argument("--ff-mult", type=int, default=e.ff_mult, help="feed-forward width / d_model")
+        p.add_argument("--dropout", type=float, default=e.dropout)
+        p.add_argument("--input-dropout", type=float, default=e.input_dropout)
+        p.add_argument("--epochs", type=int, default=t.epochs)
+        p.add_argument("--batch-size", type=int, default=t.batch_size)
+        p.add_argument("--lr", type=float, default=t.lr, help="peak learning rate of the one-cycle schedule")
+        p.add_argument("--weight-decay", type=float, default=t.weight_decay)
+        p.add_argument("--warmup", type=float, default=t.warmup_fraction, help="warm-up share of the schedule")
+        p.add_argument("--grad-clip", type=float, default=t.grad_clip)
+        p.add_argument("--val-fraction", type=float, default=t.val_fraction, help="share of scenarios held out")
+        p.add_argument("--val-every", type=int, default=t.val_every, help="validate every N epochs")
+        p.add_argument("--val-k", type=int, default=t.val_k, help="k of validation minADE/minFDE@k")
+        p.add_argument("--seed", type=int, default=t.seed)
+        p.add_argument("--device", default=t.device, help="auto (cuda, then cpu), cpu, cuda, cuda:1, ...")
+        p.add_argument("--resume", action="store_true", help="continue from OUT/last")
+        p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("bundle", help="embed, index, project and evaluate a table under checkpoints")
-    p.add_argument("--table", required=True)
-    p.add_argument("--checkpoint", action="append", required=True, help="checkpoint folder (repeatable)")
-    p.add_argument("--out", required=True, help="bundle folder (replaced atomically)")
-    p.add_argument("--maps", default=None, help="reduced maps folder (`trajemb prepare --maps-dir`)")
-    p.add_argument("--index", choices=["flat", "ivf", "hnsw"], default="flat")
-    p.add_argument("--queries", type=int, default=2000, help="evaluation queries")
-    p.add_argument("--no-umap", action="store_true", help="skip the 2-D UMAP projection")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_cmd_bundle)
+    if full("bundle"):
+        from trajemb.index import EXACT_MAX_ROWS, INDEX_KINDS
+        from trajemb.projection import PROJECTION_METHODS, ProjectionConfig
+
+        p.add_argument("--table", required=True)
+        p.add_argument("--checkpoint", action="append", required=True, help="checkpoint folder (repeatable)")
+        p.add_argument("--out", required=True, help="bundle folder (an earlier bundle there is replaced atomically)")
+        p.add_argument("--maps", default=None, help="reduced maps folder (`trajemb prepare --maps-dir`)")
+        p.add_argument("--index", choices=INDEX_KINDS, default="auto",
+                       help="auto (default): exact up to --exact-max-rows windows, IVF above")  # fmt: skip
+        p.add_argument("--exact-max-rows", type=int, default=EXACT_MAX_ROWS, help="largest exact index of auto")
+        p.add_argument("--nprobe", type=int, default=0, help="IVF cells probed (default 0: tuned to --target-recall)")
+        p.add_argument("--target-recall", type=float, default=0.95, help="IVF recall@10 against exact search")
+        p.add_argument("--projection", choices=PROJECTION_METHODS, default="auto",
+                       help=f"2-D layout: auto (full UMAP up to {ProjectionConfig().full_max_rows} windows, "
+                            "UMAP of a sample + placement above), full, sample, none")  # fmt: skip
+        p.add_argument("--projection-sample", type=int, default=ProjectionConfig().sample_size,
+                       help="rows the UMAP is fitted on with --projection sample")  # fmt: skip
+        p.add_argument("--projection-unseeded", action="store_true",
+                       help="parallel, non-reproducible UMAP (faster on many cores)")  # fmt: skip
+        p.add_argument("--no-umap", action="store_true", help="same as --projection none")
+        p.add_argument("--queries", type=int, default=2000, help="evaluation queries")
+        p.add_argument("--eval-corpus", type=int, default=200_000,
+                       help="evaluate among at most this many windows (a seeded sample above)")  # fmt: skip
+        p.add_argument("--no-eval", action="store_true", help="skip the evaluation (the explorer can add it later)")
+        p.add_argument("--device", default="auto")
+        p.add_argument("--seed", type=int, default=0)
+        p.set_defaults(func=_cmd_bundle)
+
+    p = sub.add_parser("complete", help="add the 2-D layouts and evaluation a bundle lacks (in place)")
+    p.add_argument("--bundle", required=True)
+    p.set_defaults(func=_cmd_complete)
 
     p = sub.add_parser("search", help="nearest neighbours of a window in a bundle")
-    p.add_argument("--bundle", required=True)
-    p.add_argument("--model", default=None, help="model name (default: the first)")
-    p.add_argument("--query", required=True, help="window id, e.g. synthetic/<scenario>/<track>/<start>")
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--include-same-track", action="store_true", help="do not exclude the query's own track")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_search)
+    if full("search"):
+        p.add_argument("--bundle", required=True)
+        p.add_argument("--model", default=None, help="model name (default: the first)")
+        p.add_argument("--query", required=True,
+                       help="window id (source/scenario/track/start), or scenario/track for its first window")  # fmt: skip
+        p.add_argument("--k", type=int, default=10)
+        p.add_argument("--object-types", default="same",
+                       help="neighbour object types: same (the query's, default), any, or a comma-separated list")  # fmt: skip
+        p.add_argument("--all-windows-of-track", action="store_true",
+                       help="allow several windows of one track (default: only the nearest of each)")  # fmt: skip
+        p.add_argument("--exclude-scenario", action="store_true", help="no neighbours from the query's scenario")
+        p.add_argument("--include-same-track", action="store_true", help="allow windows of the query's own track")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("evaluate", help="print a bundle's evaluation reports and baselines")
     p.add_argument("--bundle", required=True)
@@ -332,8 +394,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is not an option), if any."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _command_of(argv)
+    args = build_parser(only=command if command in {"search", "info", "evaluate", "bundle"} else None).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -1,41 +1,120 @@
-"""Batched inference: trajectories -> (N, D) float32 embeddings on CPU or GPU, with a progress bar."""
+"""Batched inference: trajectories -> (N, D) float32 embeddings on CPU or GPU, with a progress bar.
+
+On CPU the encoder runs an inference-only forward (``TrajectoryEncoder.forward_inference``) that
+takes the same weights through ``scaled_dot_product_attention`` (PyTorch's fused flash-attention
+kernel) instead of ``nn.MultiheadAttention``'s batched matrix products, with the input projection
+folded into the first attention layer, in batches of 256 windows (larger ones fall out of cache),
+one batch per core, under ``torch.inference_mode``: the same embeddings within float tolerance
+(tested); ``scripts/bench_encode.py`` measures each of these choices.
+"""
 
 from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from trajemb.errors import ConfigError
 from trajemb.model import TrajectoryEncoder
 from trajemb.schema import Float32Array
 
+#: Windows per forward pass on CPU: larger batches fall out of the L2 cache and get slower.
+CPU_BATCH = 256
+GPU_BATCH = 8192
+
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda if available, else cpu; anything else as given."""
+    """``auto`` -> cuda if available, else cpu; anything else as given (checked)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {device!r} asked for, but torch sees no CUDA GPU; use --device cpu or auto"
+        )
+    if resolved.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {device!r} is not supported: use auto, cpu, cuda or cuda:N")
+    return resolved
 
 
-@torch.no_grad()
+class Embedder:
+    """Embeds numpy windows with one model on one device; reuse it across calls."""
+
+    def __init__(
+        self, model: TrajectoryEncoder, device: torch.device | str = "cpu", batch_size: int = 0
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.batch_size = batch_size or (GPU_BATCH if self.device.type == "cuda" else CPU_BATCH)
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+
+    def __call__(self, xy_agent: np.ndarray) -> Float32Array:
+        """(N, T, 2) agent-frame windows -> contiguous (N, D) float32."""
+        n = xy_agent.shape[0]
+        out = np.empty((n, self.model.config.embedding_dim), dtype=np.float32)
+        starts = list(range(0, n, self.batch_size))
+        workers = min(len(starts), torch.get_num_threads(), os.cpu_count() or 1)
+        if self.device.type != "cpu" or workers < 2:
+            for start in starts:
+                self._batch(xy_agent, out, start)
+            return out
+        # Small matrices parallelise poorly inside one operator: one batch per core, each on one thread
+        # (PyTorch releases the GIL inside operators), is faster than every operator on all cores.
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(lambda start: self._batch(xy_agent, out, start), starts))
+        finally:
+            torch.set_num_threads(previous)
+        return out
+
+    def _batch(self, xy_agent: np.ndarray, out: np.ndarray, start: int) -> None:
+        batch = torch.tensor(np.asarray(xy_agent[start : start + self.batch_size]), dtype=torch.float32)
+        with torch.inference_mode():
+            batch = batch.to(self.device, non_blocking=True)
+            use_bf16 = self.device.type == "cuda"
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                z = self.model.forward_inference(batch)
+            out[start : start + batch.shape[0]] = z.float().cpu().numpy()
+
+
 def embed_windows(
     model: TrajectoryEncoder,
     xy_agent: np.ndarray,
     device: torch.device | str = "cpu",
-    batch_size: int = 8192,
+    batch_size: int = 0,
     progress: bool = False,
 ) -> Float32Array:
-    """Embed (N, T, 2) agent-frame windows; returns a contiguous (N, D) float32 array."""
-    device = torch.device(device)
+    """Embed (N, T, 2) agent-frame windows; returns a contiguous (N, D) float32 array.
+
+    The model is left in the mode it was in (training code calls this for validation).
+    """
     was_training = model.training
-    model.eval().to(device)
-    out = np.empty((xy_agent.shape[0], model.config.embedding_dim), dtype=np.float32)
-    starts = range(0, xy_agent.shape[0], batch_size)
-    use_bf16 = device.type == "cuda"
-    for start in tqdm(starts, desc="embed", unit="batch", disable=not progress, dynamic_ncols=True):
-        batch = torch.tensor(xy_agent[start : start + batch_size], dtype=torch.float32, device=device)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            z = model(batch)
-        out[start : start + batch.shape[0]] = z.float().cpu().numpy()
-    model.train(was_training)
-    return np.ascontiguousarray(out)
+    embedder = Embedder(model, device, batch_size)
+    n = xy_agent.shape[0]
+    out = np.empty((n, model.config.embedding_dim), dtype=np.float32)
+    step = max(embedder.batch_size, 32_768)
+    bar = tqdm(total=n, desc="embed", unit="win", unit_scale=True, disable=not progress, dynamic_ncols=True)
+    try:
+        for start in range(0, n, step):
+            out[start : start + step] = embedder(xy_agent[start : start + step])
+            bar.update(min(step, n - start))
+    finally:
+        bar.close()
+        model.train(was_training)
+    return out
+
+
+def embed_one(model: TrajectoryEncoder, xy_agent: Any) -> Float32Array:
+    """(T, 2) -> (D,) for a single window (a user's own query)."""
+    out: Float32Array = embed_windows(model, np.asarray(xy_agent, dtype=np.float32)[None])[0]
+    return out

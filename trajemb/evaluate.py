@@ -22,6 +22,7 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
+from trajemb.errors import ConfigError
 from trajemb.index import IndexSpec, NeighborIndex, build_index
 from trajemb.metrics import min_ade_fde
 from trajemb.model import EncoderConfig, TrajectoryEncoder
@@ -40,10 +41,31 @@ MIRRORED_DIRECTION: dict[str, str] = {
 
 @dataclass(frozen=True)
 class EvalConfig:
+    """``max_corpus``: above this many windows, models and baselines are all evaluated on the same
+    seeded random subset of this size (the oracle and the untrained encoder cost O(N) per method)."""
+
     num_queries: int = 2000
     ks: tuple[int, ...] = (1, 5, 10)
     silhouette_sample: int = 5000
     seed: int = 0
+    max_corpus: int = 200_000
+
+    def __post_init__(self) -> None:
+        if self.num_queries < 1 or self.silhouette_sample < 2 or self.max_corpus < 2:
+            raise ConfigError(
+                f"evaluation needs >= 1 query, a silhouette sample >= 2 and a corpus >= 2, got "
+                f"{self.num_queries}, {self.silhouette_sample}, {self.max_corpus}"
+            )
+        if not self.ks or min(self.ks) < 1:
+            raise ConfigError(f"evaluation ks must be >= 1, got {self.ks}")
+
+
+def evaluation_corpus(n: int, config: EvalConfig) -> np.ndarray:
+    """Sorted rows of the windows retrieval is evaluated among: all of them up to ``max_corpus``."""
+    if n <= config.max_corpus:
+        return np.arange(n)
+    rng = np.random.default_rng(config.seed + 2)
+    return np.sort(rng.choice(n, size=config.max_corpus, replace=False))
 
 
 def sample_queries(n: int, config: EvalConfig) -> np.ndarray:
@@ -88,9 +110,10 @@ def evaluate_features(
     queries: np.ndarray,
     groups: np.ndarray,
     config: EvalConfig,
-    index_spec: IndexSpec = IndexSpec(),
+    index_spec: IndexSpec = IndexSpec(kind="flat"),
 ) -> dict[str, float]:
-    """Score retrieval by Euclidean kNN on any (N, F) features (embeddings or a baseline's)."""
+    """Score retrieval by Euclidean kNN on any (N, F) features (embeddings or a baseline's); exact by
+    default, so that the report measures the features, not an index's approximation."""
     feats = np.ascontiguousarray(features, dtype=np.float32)
     index = NeighborIndex(build_index(feats, index_spec), groups)
     t0 = time.perf_counter()
@@ -126,18 +149,19 @@ def random_neighbors(queries: np.ndarray, groups: np.ndarray, k: int, seed: int)
 
 
 def baseline_reports(
-    table: TrajectoryTable, dim: int, config: EvalConfig, seed: int = 0
+    table: TrajectoryTable, dim: int, config: EvalConfig, seed: int = 0, groups: np.ndarray | None = None
 ) -> dict[str, dict[str, float]]:
-    """Oracle, random, PCA-D, FFT features and an untrained encoder (width 64, 1 layer) at D = ``dim``."""
-    groups = table.track_groups()
+    """Oracle, random, PCA-D, FFT features and an untrained encoder (width 64, 1 layer) at D = ``dim``,
+    on the same queries as ``sample_queries``; ``groups`` defaults to ``table.track_groups()``."""
+    groups = table.track_groups() if groups is None else groups
     queries = sample_queries(len(table), config)
     flat = table.xy_agent.reshape(len(table), -1)
     reports = {"oracle_raw": evaluate_features(table, flat, queries, groups, config)}
     ids = random_neighbors(queries, groups, max(config.ks), config.seed)
     reports["random"] = {**score_neighbors(table, queries, ids, config.ks), "dim": 0}
-    reports[f"pca_{dim}"] = evaluate_features(
-        table, PCA(n_components=dim, random_state=seed).fit_transform(flat), queries, groups, config
-    )
+    fit_rows = np.random.default_rng(seed).choice(len(flat), size=min(len(flat), 50_000), replace=False)
+    pca = PCA(n_components=min(dim, flat.shape[1]), random_state=seed).fit(flat[fit_rows])
+    reports[f"pca_{dim}"] = evaluate_features(table, pca.transform(flat), queries, groups, config)
     fft = fft_features(torch.from_numpy(np.array(table.xy_agent))).numpy()
     reports["fft_magnitudes"] = evaluate_features(table, fft, queries, groups, config)
     torch.manual_seed(seed)

@@ -116,3 +116,20 @@ def speed_bin(speed_mps: FloatArray) -> StrArray:
     """Bin mean speeds into ``SPEED_BIN_NAMES``."""
     idx = np.searchsorted(np.asarray(SPEED_BIN_EDGES_MPS), speed_mps, side="right")
     return np.asarray(SPEED_BIN_NAMES, dtype=np.str_)[idx]
+
+
+def direction_rules() -> list[tuple[str, str]]:
+    """How each direction class is decided, in words, from the thresholds above (first match wins)."""
+    turn = np.rad2deg(TURN_MIN_HEADING_CHANGE_RAD)
+    return [
+        (DirectionClass.STATIONARY.value, f"mean speed below {STATIONARY_MAX_SPEED_MPS:g} m/s"),
+        (DirectionClass.U_TURN.value, f"heading turns by {np.rad2deg(U_TURN_MIN_HEADING_CHANGE_RAD):.0f}° or more"),
+        (DirectionClass.LEFT.value, f"heading turns left (counter-clockwise) by {turn:.0f}° or more"),
+        (DirectionClass.RIGHT.value, f"heading turns right by {turn:.0f}° or more"),
+        (DirectionClass.LANE_CHANGE_LEFT.value,
+         f"heading changes by less than {np.rad2deg(LANE_CHANGE_MAX_HEADING_CHANGE_RAD):.0f}° but the end point lies "
+         f"{LANE_CHANGE_MIN_RESIDUAL_M:g} m or more to the left of where an arc of that heading change would end"),
+        (DirectionClass.LANE_CHANGE_RIGHT.value, "the same, to the right"),
+        (DirectionClass.STRAIGHT.value, "everything else, including gentle curves of less than "
+                                         f"{turn:.0f}° (so a 40° bend on a curved road is 'straight')"),
+    ]  # fmt: skip

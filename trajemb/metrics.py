@@ -12,10 +12,14 @@ Legend: Q queries, K neighbours, T steps, N database rows, D embedding dim.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from trajemb.schema import FloatArray
+
+if TYPE_CHECKING:  # torch is imported by the functions that need it: `trajemb search` starts without it
+    import torch
 
 
 def ade_fde(query_xy: np.ndarray, neighbor_xy: np.ndarray) -> tuple[FloatArray, FloatArray]:
@@ -43,6 +47,8 @@ def knn_excluding_groups(
     database_groups: torch.Tensor,
     chunk: int = 4096,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
     """Exact k nearest neighbours by Euclidean distance, skipping database rows of the query's group.
 
     Args:
@@ -77,6 +83,8 @@ def knn_excluding_groups(
 def retrieval_min_ade_fde(
     xy: np.ndarray, embeddings: torch.Tensor, groups: np.ndarray, k: int
 ) -> tuple[float, float]:
+    import torch
+
     """minADE@k and minFDE@k of a set retrieving among itself (leave-one-track-out).
 
     Args:

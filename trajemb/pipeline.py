@@ -12,10 +12,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from trajemb.bundle import MANIFEST, BundleConfig, build_bundle, sha256_file
+from trajemb.bundle import CHECKPOINT_DIR, MANIFEST, model_file, read_bundle_manifest
+from trajemb.bundle_build import BundleConfig, build_bundle, complete_bundle
 from trajemb.checkpoint import WEIGHTS_FILE
 from trajemb.errors import DataError
+from trajemb.integrity import digest_file
 from trajemb.prepare import PrepareConfig, prepare_table
+from trajemb.projection import ProjectionConfig
 from trajemb.schema import WindowConfig
 from trajemb.store import TrajectoryTable, read_manifest, read_table
 from trajemb.synth.generate import MARKER_FILE, SynthConfig, generate
@@ -72,6 +75,10 @@ def shipped_checkpoints(root: Path = SHIPPED_CHECKPOINTS) -> list[Path]:
     return found
 
 
+def default_bundle_dir(cache: Path, num_scenarios: int = DEFAULT_SCENARIOS, seed: int = DEFAULT_SEED) -> Path:
+    return DefaultDataPaths(Path(cache) / f"default-s{seed}-n{num_scenarios}").root / "bundle"
+
+
 def build_default_bundle(
     cache: Path,
     num_scenarios: int = DEFAULT_SCENARIOS,
@@ -79,21 +86,40 @@ def build_default_bundle(
     checkpoints: list[Path] | None = None,
     config: BundleConfig = BundleConfig(),
     progress: bool = True,
+    complete: bool = True,
 ) -> Path:
-    """The bundle the explorer opens by default; built once under ``cache`` and reused."""
+    """The bundle the explorer opens by default; built once under ``cache`` and reused.
+
+    With ``complete`` False only the windows, embeddings and indices are built (enough to search):
+    ``complete_bundle`` adds the 2-D layouts and the evaluation later.
+    """
     checkpoints = checkpoints or shipped_checkpoints()
     table = build_default_table(cache, num_scenarios, seed, progress=progress)
     paths = DefaultDataPaths(Path(cache) / f"default-s{seed}-n{num_scenarios}")
-    bundle = paths.root / "bundle"
-    wanted = {sha256_file(c / WEIGHTS_FILE) for c in checkpoints}
-    if (bundle / MANIFEST).is_file():
-        manifest = json.loads((bundle / MANIFEST).read_text(encoding="utf-8"))
-        have = {m["checkpoint_sha256"] for m in manifest["models"].values()}
-        if manifest["table_sha256"] == table.content_hash and have == wanted:
-            return bundle
-    log.info("building the default bundle %s (%d models)", bundle, len(checkpoints))
-    build_bundle(paths.table, checkpoints, bundle, paths.maps, config, progress=progress)
+    bundle = default_bundle_dir(cache, num_scenarios, seed)
+    if not _bundle_is_current(bundle, table.content_hash, checkpoints):
+        log.info("building the default bundle %s (%d models)", bundle, len(checkpoints))
+        staged = BundleConfig(config.index, config.evaluation, ProjectionConfig(method="none"), False,
+                              config.device, config.seed, config.batch_size)  # fmt: skip
+        build_bundle(paths.table, checkpoints, bundle, paths.maps, staged, progress=progress)
+    if complete:
+        complete_bundle(bundle, config, progress=progress)
     return bundle
+
+
+def _bundle_is_current(bundle: Path, table_sha256: str, checkpoints: list[Path]) -> bool:
+    """Whether ``bundle`` was built (by this version's format) from this table and these weights."""
+    if not (bundle / MANIFEST).is_file():
+        return False
+    try:
+        manifest = read_bundle_manifest(bundle)
+    except DataError as exc:
+        log.info("rebuilding the default bundle: %s", exc)
+        return False
+    have = [manifest["files"].get(model_file(name, f"{CHECKPOINT_DIR}/{WEIGHTS_FILE}"), {}).get("blocks")
+            for name in manifest["models"]]  # fmt: skip
+    wanted = [list(digest_file(c / WEIGHTS_FILE).blocks) for c in checkpoints]
+    return bool(manifest.get("table_sha256") == table_sha256 and sorted(map(str, have)) == sorted(map(str, wanted)))
 
 
 def _table_is_current(path: Path, window: WindowConfig) -> bool:

@@ -1,188 +1,649 @@
-"""Plotly figure builders for the explorer: maps, trajectories in agent and city frames, scatter plots.
+"""Plotly figure builders for the explorer: maps, trajectories in agent and city frames, 2-D layouts.
 
-Polylines of one kind go into one trace, separated by ``None`` gaps: a map is a handful of traces, not
-hundreds, which keeps redraws fast.
+Figures are assembled as plain dicts and wrapped without plotly's per-property validation
+(``_validate=False``; the tests validate every builder's output once), which keeps a redraw of the
+explorer in milliseconds. Polylines of one kind share a trace, separated by ``None`` gaps. Every
+string that comes from data goes through ``plain`` (plotly renders a subset of HTML in titles, legends
+and hover text). Colours: the Okabe-Ito palette (safe for the common colour-vision deficiencies), with
+fixed colours per direction class and per object type, and neighbours coloured by rank along the
+cividis map.
 """
 
 from __future__ import annotations
 
+import html
+import io
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 
 from trajemb.data.maps import MapGeometry
-from trajemb.schema import FloatArray
 
-#: Colour-blind-safe qualitative palette (Okabe-Ito), then Plotly's defaults.
-PALETTE: tuple[str, ...] = (
-    "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
-    "#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880",
-)  # fmt: skip
+#: Okabe & Ito (2008): distinguishable under the common colour-vision deficiencies.
+OKABE_ITO: tuple[str, ...] = (
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#CC79A7",
+    "#56B4E9",
+    "#D55E00",
+    "#000000",
+    "#F0E442",
+)
+#: Paul Tol's "muted" scheme, for categorical labels with more values than Okabe-Ito has colours.
+TOL_MUTED: tuple[str, ...] = (
+    "#332288",
+    "#88CCEE",
+    "#44AA99",
+    "#117733",
+    "#999933",
+    "#DDCC77",
+    "#CC6677",
+    "#882255",
+    "#AA4499",
+    "#DDDDDD",
+)
+PALETTE: tuple[str, ...] = OKABE_ITO + TOL_MUTED
 QUERY_COLOR = "#000000"
-#: Fixed colours per direction class, so every page speaks the same colour language.
+#: One hue per direction class (how each class is decided: ``trajemb.labels``).
 DIRECTION_COLORS: dict[str, str] = {
-    "straight": "#9E9E9E", "left": "#009E73", "right": "#E69F00", "u_turn": "#CC79A7",
-    "lane_change_left": "#0072B2", "lane_change_right": "#D55E00", "stationary": "#000000",
-}  # fmt: skip
+    "straight": "#999999",
+    "left": "#0072B2",
+    "right": "#D55E00",
+    "u_turn": "#CC79A7",
+    "lane_change_left": "#009E73",
+    "lane_change_right": "#E69F00",
+    "stationary": "#000000",
+}
+#: One hue per AV2 object type.
+OBJECT_TYPE_COLORS: dict[str, str] = {
+    "vehicle": "#0072B2",
+    "bus": "#E69F00",
+    "pedestrian": "#009E73",
+    "cyclist": "#CC79A7",
+    "motorcyclist": "#D55E00",
+    "riderless_bicycle": "#56B4E9",
+    "moped": "#882255",
+    "static": "#999999",
+    "background": "#DDDDDD",
+    "construction": "#999933",
+    "unknown": "#000000",
+}
+#: Samples of the cividis colour map (Nuñez et al. 2018, designed for colour-vision deficiencies).
+_CIVIDIS = (
+    "#00224E",
+    "#123570",
+    "#3B496C",
+    "#575D6D",
+    "#707173",
+    "#8A8779",
+    "#A69D75",
+    "#C4B56C",
+    "#E4CF5B",
+    "#FEE838",
+)
 
 
-def category_color(label_name: str, category: str, i: int) -> str:
-    if label_name == "direction" and category in DIRECTION_COLORS:
-        return DIRECTION_COLORS[category]
-    return PALETTE[i % len(PALETTE)]
+def plain(text: object) -> str:
+    """A data string made safe for plotly text (which renders a subset of HTML)."""
+    return html.escape(str(text), quote=False)
 
 
-def _joined(polylines: Sequence[FloatArray]) -> tuple[list[float | None], list[float | None]]:
-    xs: list[float | None] = []
-    ys: list[float | None] = []
+def label_colors(label_name: str, categories: Sequence[str]) -> list[str]:
+    """A colour for each category: fixed for direction and object type, the palette otherwise."""
+    fixed = (
+        DIRECTION_COLORS
+        if label_name == "direction"
+        else OBJECT_TYPE_COLORS
+        if label_name == "object_type"
+        else {}
+    )
+    out, i = [], 0
+    for cat in categories:
+        if cat in fixed:
+            out.append(fixed[cat])
+        else:
+            out.append(PALETTE[i % len(PALETTE)])
+            i += 1
+    return out
+
+
+def rank_colors(k: int) -> list[str]:
+    """k colours from dark (nearest) to light (farthest) along cividis (light end kept readable)."""
+    if k <= 0:
+        return []
+    pos = np.linspace(0.0, 0.82, k) * (len(_CIVIDIS) - 1)
+    return [_CIVIDIS[round(float(p))] for p in pos]
+
+
+def figure(data: list[dict[str, Any]], layout: dict[str, Any]) -> go.Figure:
+    """A plotly figure from plain dicts, without per-property validation."""
+    return go.Figure(data=data, layout=layout, _validate=False)
+
+
+def _joined(polylines: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Polylines in one x and one y array, separated by NaN (a gap in plotly)."""
+    if not polylines:
+        return np.zeros(0), np.zeros(0)
+    parts = []
+    gap = np.full((1, 2), np.nan)
     for p in polylines:
-        xs += p[:, 0].tolist() + [None]
-        ys += p[:, 1].tolist() + [None]
-    return xs, ys
+        parts += [np.asarray(p, dtype=np.float64)[:, :2], gap]
+    xy = np.concatenate(parts)
+    return np.round(xy[:, 0], 2), np.round(xy[:, 1], 2)
 
 
-def _crop(polylines: Sequence[FloatArray], box: tuple[float, float, float, float] | None) -> list[FloatArray]:
+def _crop(polylines: Sequence[np.ndarray], box: tuple[float, float, float, float] | None) -> list[np.ndarray]:
     if box is None:
         return list(polylines)
     x0, y0, x1, y1 = box
     return [
         p
         for p in polylines
-        if (p[:, 0].max() >= x0) and (p[:, 0].min() <= x1) and (p[:, 1].max() >= y0) and (p[:, 1].min() <= y1)
+        if p[:, 0].max() >= x0 and p[:, 0].min() <= x1 and p[:, 1].max() >= y0 and p[:, 1].min() <= y1
     ]
 
 
-def map_traces(
-    geometry: MapGeometry, box: tuple[float, float, float, float] | None = None
-) -> list[go.Scatter]:
-    """Drivable areas (filled), crossings (filled), lane boundaries (lines) in the city frame."""
-    traces = []
-    for polys, fill, name in ((geometry.drivable_areas, "rgba(200,200,200,0.45)", "drivable area"),
-                              (geometry.crossings, "rgba(240,200,60,0.35)", "crossing")):  # fmt: skip
-        xs, ys = _joined(_crop(polys, box))
-        traces.append(go.Scatter(x=xs, y=ys, mode="lines", fill="toself", fillcolor=fill, line={"width": 0},
-                                 name=name, hoverinfo="skip", showlegend=False))  # fmt: skip
-    xs, ys = _joined(_crop(geometry.lane_boundaries, box))
-    traces.append(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "rgba(110,110,110,0.8)", "width": 0.8},
-                             name="lane boundary", hoverinfo="skip", showlegend=False))  # fmt: skip
-    return traces
+def _heading_deg(xy: np.ndarray) -> float:
+    """Plotly marker angle (degrees clockwise from up) of the direction of travel at the end of ``xy``."""
+    d = np.asarray(xy[-1], dtype=np.float64) - np.asarray(xy[max(0, len(xy) - 4)], dtype=np.float64)
+    if not np.isfinite(d).all() or np.hypot(*d) < 1e-6:
+        return 90.0
+    return float(90.0 - math.degrees(math.atan2(d[1], d[0])))
 
 
-def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, height: int) -> go.Figure:
-    fig.update_layout(
-        title={"text": title, "font": {"size": 13}},
-        height=height,
-        margin={"l": 50, "r": 10, "t": 35, "b": 40},
-        plot_bgcolor="white",
-        legend={"orientation": "h", "y": -0.2, "font": {"size": 10}},
-    )
-    fig.update_xaxes(title_text=x_title, showgrid=True, gridcolor="#eee", zeroline=False)
-    fig.update_yaxes(
-        title_text=y_title, showgrid=True, gridcolor="#eee", zeroline=False, scaleanchor="x", scaleratio=1
-    )
-    return fig
+def _ends(
+    paths: Sequence[np.ndarray], colors: Sequence[str], size: float, axes: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Start (circle) and end (arrow along the direction of travel) markers of each path."""
+    if not paths:
+        return []
+    starts = np.array([p[0] for p in paths])
+    ends = np.array([p[-1] for p in paths])
+    common = {"type": "scatter", "mode": "markers", "showlegend": False, "hoverinfo": "skip", **(axes or {})}
+    return [
+        {
+            **common,
+            "x": starts[:, 0],
+            "y": starts[:, 1],
+            "marker": {
+                "symbol": "circle",
+                "size": size * 0.7,
+                "color": list(colors),
+                "line": {"color": "white", "width": 1},
+            },
+        },
+        {
+            **common,
+            "x": ends[:, 0],
+            "y": ends[:, 1],
+            "marker": {
+                "symbol": "arrow",
+                "size": size * 1.3,
+                "color": list(colors),
+                "angle": [_heading_deg(p) for p in paths],
+                "line": {"color": "white", "width": 0.5},
+            },
+        },
+    ]
+
+
+def _axis(title: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "title": {"text": title, "font": {"size": 11}},
+        "showgrid": True,
+        "gridcolor": "#eee",
+        "zeroline": False,
+        **extra,
+    }
 
 
 def agent_frame_figure(
-    query_xy: FloatArray | None,
-    neighbors_xy: Sequence[FloatArray],
+    query_xy: np.ndarray | None,
+    neighbors_xy: Sequence[np.ndarray],
     names: Sequence[str],
+    colors: Sequence[str] | None = None,
+    rows: Sequence[int] | None = None,
     title: str = "Query and neighbours (agent frame)",
-    height: int = 420,
+    height: int = 430,
 ) -> go.Figure:
-    """Query (thick black) and neighbours overlaid in the agent frame; start points marked."""
-    fig = go.Figure()
+    """Query (thick black dots) and neighbours overlaid in the agent frame; circles mark starts, arrows
+    ends. ``rows`` (customdata) lets a click on a neighbour select it."""
+    colors = list(colors or rank_colors(len(neighbors_xy)))
+    data: list[dict[str, Any]] = []
     for i, (xy, name) in enumerate(zip(neighbors_xy, names, strict=True)):
-        color = PALETTE[i % len(PALETTE)]
-        fig.add_trace(
-            go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="lines", line={"color": color, "width": 2}, name=name)
-        )
-        fig.add_trace(go.Scatter(x=xy[-1:, 0], y=xy[-1:, 1], mode="markers", marker={"color": color, "size": 6},
-                                 showlegend=False, hoverinfo="skip"))  # fmt: skip
+        trace: dict[str, Any] = {
+            "type": "scatter",
+            "mode": "lines",
+            "x": np.round(xy[:, 0], 2),
+            "y": np.round(xy[:, 1], 2),
+            "name": plain(name),
+            "line": {"color": colors[i], "width": 2},
+            "hovertemplate": f"{plain(name)}<extra></extra>",
+        }
+        if rows is not None:
+            trace["customdata"] = np.full(len(xy), int(rows[i]))
+        data.append(trace)
+    paths, path_colors = list(neighbors_xy), colors[: len(neighbors_xy)]
     if query_xy is not None:
-        fig.add_trace(go.Scatter(x=query_xy[:, 0], y=query_xy[:, 1], mode="lines", name="query",
-                                 line={"color": QUERY_COLOR, "width": 4, "dash": "dot"}))  # fmt: skip
-        fig.add_trace(go.Scatter(x=query_xy[-1:, 0], y=query_xy[-1:, 1], mode="markers", showlegend=False,
-                                 marker={"color": QUERY_COLOR, "size": 9, "symbol": "x"}, hoverinfo="skip"))  # fmt: skip
-    return _layout(fig, title, "x (m, agent frame: initial heading)", "y (m, left)", height)
-
-
-def city_frame_figure(
-    geometry: MapGeometry | None,
-    window_xy: FloatArray,
-    others_xy: Sequence[FloatArray] = (),
-    title: str = "",
-    color: str = PALETTE[0],
-    margin_m: float = 25.0,
-    height: int = 320,
-) -> go.Figure:
-    """One window on its map in the city frame, other road users of the scenario faint behind it."""
-    x0, y0 = window_xy.min(axis=0) - margin_m
-    x1, y1 = window_xy.max(axis=0) + margin_m
-    box = (float(x0), float(y0), float(x1), float(y1))
-    fig = go.Figure(map_traces(geometry, box) if geometry is not None else [])
-    if len(others_xy):
-        xs, ys = _joined(list(others_xy))
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "rgba(80,80,200,0.25)", "width": 1.5},
-                                 name="other road users", hoverinfo="skip"))  # fmt: skip
-    fig.add_trace(go.Scatter(x=window_xy[:, 0], y=window_xy[:, 1], mode="lines", line={"color": color, "width": 3},
-                             name="window"))  # fmt: skip
-    fig.add_trace(go.Scatter(x=window_xy[-1:, 0], y=window_xy[-1:, 1], mode="markers", marker={"color": color, "size": 8},
-                             showlegend=False, hoverinfo="skip"))  # fmt: skip
-    fig = _layout(fig, title, "x (m, city frame)", "y (m, city frame)", height)
-    fig.update_xaxes(range=[box[0], box[2]])
-    fig.update_yaxes(range=[box[1], box[3]])
-    fig.update_layout(showlegend=False)
-    return fig
-
-
-def embedding_scatter(
-    xy: FloatArray,
-    labels: np.ndarray,
-    label_name: str,
-    highlight: Sequence[int] = (),
-    query: int | None = None,
-    height: int = 560,
-) -> go.Figure:
-    """WebGL scatter of 2-D points coloured by a categorical label; neighbours and query highlighted."""
-    fig = go.Figure()
-    cats = sorted(set(labels.tolist()), key=str)
-    for i, cat in enumerate(cats):
-        rows = np.flatnonzero(labels == cat)
-        fig.add_trace(go.Scattergl(
-            x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=str(cat), customdata=rows,
-            marker={"size": 3, "color": category_color(label_name, str(cat), i), "opacity": 0.6},
-            hovertemplate=f"{label_name}: {cat}<br>row %{{customdata}}<extra></extra>",
-        ))  # fmt: skip
-    if len(highlight):
-        h = np.asarray(highlight)
-        ring = {"size": 9, "color": "rgba(0,0,0,0)", "line": {"color": "#D55E00", "width": 2}}
-        fig.add_trace(
-            go.Scattergl(x=xy[h, 0], y=xy[h, 1], mode="markers", name="neighbours", customdata=h, marker=ring)
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": np.round(query_xy[:, 0], 2),
+                "y": np.round(query_xy[:, 1], 2),
+                "name": "query",
+                "line": {"color": QUERY_COLOR, "width": 4, "dash": "dot"},
+                "hoverinfo": "skip",
+            }
         )
-    if query is not None:
-        fig.add_trace(go.Scattergl(x=xy[[query], 0], y=xy[[query], 1], mode="markers", name="query", customdata=[query],
-                                   marker={"size": 14, "symbol": "x", "color": QUERY_COLOR}))  # fmt: skip
-    fig.update_layout(height=height, margin={"l": 40, "r": 10, "t": 30, "b": 40}, plot_bgcolor="white",
-                      legend={"title": {"text": label_name}, "itemsizing": "constant"}, dragmode="lasso")  # fmt: skip
-    fig.update_xaxes(title_text="UMAP 1", showgrid=False, zeroline=False)
-    fig.update_yaxes(title_text="UMAP 2", showgrid=False, zeroline=False)
-    return fig
+        paths, path_colors = [*paths, query_xy], [*path_colors, QUERY_COLOR]
+    data += _ends(paths, path_colors, 9)
+    layout = {
+        "title": {"text": plain(title), "font": {"size": 13}},
+        "height": height,
+        "plot_bgcolor": "white",
+        "margin": {"l": 50, "r": 10, "t": 35, "b": 40},
+        "clickmode": "event+select",
+        "dragmode": "pan",
+        "legend": {"orientation": "v", "font": {"size": 10}, "x": 1.01, "y": 1},
+        "xaxis": _axis("x (m, agent frame: initial heading)"),
+        "yaxis": _axis("y (m, to the left)", scaleanchor="x", scaleratio=1),
+    }
+    return figure(data, layout)
 
 
-def metric_vs_k_figure(
-    reports: dict[str, dict[str, float]], metric: str = "minADE", ks: Sequence[int] = (1, 5, 10)
+@dataclass(frozen=True)
+class MapPanel:
+    """One window on its map: city-frame geometry, title, colour, the other road users around it."""
+
+    title: str
+    window_xy: np.ndarray  # (T, 2) city frame
+    color: str
+    geometry: MapGeometry | None = None
+    others_xy: Sequence[np.ndarray] = ()
+    row: int | None = None  # customdata: a click on the window picks this row
+
+
+def map_traces(
+    geometry: MapGeometry, box: tuple[float, float, float, float] | None, axes: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Drivable areas and crossings (filled) and lane boundaries (lines) in the city frame."""
+    traces = []
+    for polys, fill in (
+        (geometry.drivable_areas, "rgba(200,200,200,0.45)"),
+        (geometry.crossings, "rgba(240,200,60,0.35)"),
+    ):
+        x, y = _joined(_crop(polys, box))
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": x,
+                "y": y,
+                "fill": "toself",
+                "fillcolor": fill,
+                "line": {"width": 0},
+                "hoverinfo": "skip",
+                "showlegend": False,
+                **axes,
+            }
+        )
+    x, y = _joined(_crop(geometry.lane_boundaries, box))
+    traces.append(
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "x": x,
+            "y": y,
+            "line": {"color": "rgba(110,110,110,0.8)", "width": 0.8},
+            "hoverinfo": "skip",
+            "showlegend": False,
+            **axes,
+        }
+    )
+    return traces
+
+
+def map_grid_figure(
+    panels: Sequence[MapPanel], columns: int = 3, panel_height: int = 270, margin_m: float = 20.0
 ) -> go.Figure:
-    """``metric``@k against k, one line per model or baseline (metres)."""
-    fig = go.Figure()
-    for i, (name, r) in enumerate(reports.items()):
-        ys = [r.get(f"{metric}@{k}") for k in ks]
-        if all(y is not None for y in ys):
-            fig.add_trace(go.Scatter(x=list(ks), y=ys, mode="lines+markers", name=name,
-                                     line={"color": PALETTE[i % len(PALETTE)]}))  # fmt: skip
-    fig.update_layout(height=380, margin={"l": 50, "r": 10, "t": 35, "b": 40}, plot_bgcolor="white",
-                      title={"text": f"{metric}@k (query vs retrieved neighbours)", "font": {"size": 13}})  # fmt: skip
-    fig.update_xaxes(title_text="k (neighbours)", tickvals=list(ks), gridcolor="#eee")
-    fig.update_yaxes(title_text=f"{metric} (m)", type="log", gridcolor="#eee")
-    return fig
+    """Every panel as a small map in one figure (one redraw instead of one per map): the window thick,
+    other road users of its scenario during the same seconds thin and faint, start circle, end arrow."""
+    n = max(1, len(panels))
+    columns = max(1, min(columns, n))
+    rows_n = math.ceil(n / columns)
+    gap_x, gap_y = 0.03, 0.14 / rows_n
+    width = (1.0 - gap_x * (columns - 1)) / columns
+    height = (1.0 - gap_y * (rows_n - 1)) / rows_n
+    data: list[dict[str, Any]] = []
+    layout: dict[str, Any] = {
+        "height": rows_n * panel_height + 30,
+        "plot_bgcolor": "white",
+        "showlegend": False,
+        "margin": {"l": 10, "r": 10, "t": 30, "b": 10},
+        "clickmode": "event+select",
+        "dragmode": "pan",
+        "annotations": [],
+    }
+    for i, panel in enumerate(panels):
+        r, c = divmod(i, columns)
+        suffix = "" if i == 0 else str(i + 1)
+        axes = {"xaxis": f"x{suffix}", "yaxis": f"y{suffix}"}
+        x0, y0 = panel.window_xy.min(axis=0) - margin_m
+        x1, y1 = panel.window_xy.max(axis=0) + margin_m
+        box = (float(x0), float(y0), float(x1), float(y1))
+        if panel.geometry is not None:
+            data += map_traces(panel.geometry, box, axes)
+        if panel.others_xy:
+            x, y = _joined(list(panel.others_xy))
+            data.append(
+                {
+                    "type": "scatter",
+                    "mode": "lines",
+                    "x": x,
+                    "y": y,
+                    "hoverinfo": "skip",
+                    "line": {"color": "rgba(60,60,140,0.35)", "width": 1.5},
+                    **axes,
+                }
+            )
+            data += _ends(list(panel.others_xy), ["rgba(60,60,140,0.45)"] * len(panel.others_xy), 6, axes)
+        trace: dict[str, Any] = {
+            "type": "scatter",
+            "mode": "lines",
+            "x": np.round(panel.window_xy[:, 0], 2),
+            "y": np.round(panel.window_xy[:, 1], 2),
+            "line": {"color": panel.color, "width": 3.5},
+            "hovertemplate": f"{plain(panel.title)}<extra></extra>",
+            **axes,
+        }
+        if panel.row is not None:
+            trace["customdata"] = np.full(len(panel.window_xy), int(panel.row))
+        data.append(trace)
+        data += _ends([panel.window_xy], [panel.color], 11, axes)
+        dx = [max(0.0, c * (width + gap_x)), min(1.0, c * (width + gap_x) + width)]
+        dy = [max(0.0, 1.0 - r * (height + gap_y) - height), min(1.0, 1.0 - r * (height + gap_y))]
+        layout[f"xaxis{suffix}"] = {
+            "domain": dx,
+            "range": [box[0], box[2]],
+            "showgrid": False,
+            "zeroline": False,
+            "showticklabels": False,
+            "constrain": "domain",
+        }
+        layout[f"yaxis{suffix}"] = {
+            "domain": dy,
+            "range": [box[1], box[3]],
+            "showgrid": False,
+            "zeroline": False,
+            "showticklabels": False,
+            "scaleanchor": f"x{suffix}",
+            "constrain": "domain",
+        }
+        layout["annotations"].append(
+            {
+                "text": f"<span style='color:{panel.color}'>■</span> {plain(panel.title)}",
+                "x": dx[0],
+                "y": dy[1],
+                "xref": "paper",
+                "yref": "paper",
+                "xanchor": "left",
+                "yanchor": "bottom",
+                "showarrow": False,
+                "font": {"size": 11, "color": "#222"},
+            }
+        )
+    return figure(data, layout)
+
+
+def projection_raster(
+    xy: np.ndarray,
+    codes: np.ndarray,
+    colors: Sequence[str],
+    extent: tuple[float, float, float, float],
+    size_px: tuple[int, int] = (1400, 1000),
+) -> bytes:
+    """PNG of a point cloud of any size: each pixel takes the colour of its most frequent category,
+    its opacity grows with the log of its point count. ``extent`` (x0, x1, y0, y1) maps to the image."""
+    from PIL import Image
+
+    w, h = size_px
+    x0, x1, y0, y1 = extent
+    px = np.clip(((xy[:, 0] - x0) / max(x1 - x0, 1e-9) * (w - 1)).astype(np.int64), 0, w - 1)
+    py = np.clip(((y1 - xy[:, 1]) / max(y1 - y0, 1e-9) * (h - 1)).astype(np.int64), 0, h - 1)
+    flat = py * w + px
+    num_cats = len(colors)
+    counts = np.zeros((num_cats, w * h), dtype=np.int32)
+    for c in range(num_cats):
+        sel = codes == c
+        if sel.any():
+            counts[c] = np.bincount(flat[sel], minlength=w * h)
+    total = counts.sum(axis=0)
+    top = counts.argmax(axis=0)
+    rgb = np.array([[int(col[i : i + 2], 16) for i in (1, 3, 5)] for col in colors], dtype=np.uint8)
+    image = np.zeros((w * h, 4), dtype=np.uint8)
+    image[:, :3] = rgb[top]
+    alpha = np.where(total > 0, 90 + 165 * np.log1p(total) / np.log1p(max(1, int(total.max()))), 0)
+    image[:, 3] = alpha.astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(image.reshape(h, w, 4), "RGBA").save(buf, format="PNG", optimize=False, compress_level=3)
+    return buf.getvalue()
+
+
+def projection_figure(
+    xy: np.ndarray,
+    codes: np.ndarray,
+    categories: Sequence[str],
+    label_name: str,
+    rows: np.ndarray,
+    raster: tuple[str, tuple[float, float, float, float]] | None = None,
+    query_row: int | None = None,
+    neighbor_rows: Sequence[int] = (),
+    height: int = 560,
+    dragmode: str = "zoom",
+    hover_ids: Sequence[str] | None = None,
+) -> go.Figure:
+    """2-D layout coloured by a label: ``rows`` drawn as WebGL markers (every row of a small corpus, or
+    one pickable point per grid cell over a ``raster`` image (url, extent) of a large one); neighbours
+    ringed, the query marked. Points carry their row as customdata, so a click or selection picks rows."""
+    colors = label_colors(label_name, categories)
+    data: list[dict[str, Any]] = []
+    small = raster is None
+    for c, cat in enumerate(categories):
+        sel = rows[codes[rows] == c]
+        if not len(sel) and not small:
+            continue
+        trace: dict[str, Any] = {
+            "type": "scattergl",
+            "mode": "markers",
+            "name": plain(cat),
+            "x": xy[sel, 0],
+            "y": xy[sel, 1],
+            "customdata": sel,
+            "marker": {"size": 4 if small else 5, "color": colors[c], "opacity": 0.6 if small else 0.25},
+            "hovertemplate": f"{plain(label_name)}: {plain(cat)}<br>row %{{customdata}}<extra></extra>",
+        }
+        data.append(trace)
+    if len(neighbor_rows):
+        h = np.asarray(neighbor_rows)
+        data.append(
+            {
+                "type": "scattergl",
+                "mode": "markers",
+                "name": "neighbours",
+                "x": xy[h, 0],
+                "y": xy[h, 1],
+                "customdata": h,
+                "hovertemplate": "neighbour, row %{customdata}<extra></extra>",
+                "marker": {"size": 13, "color": "rgba(0,0,0,0)", "line": {"color": "#D55E00", "width": 2.5}},
+            }
+        )
+    if query_row is not None:
+        data.append(
+            {
+                "type": "scattergl",
+                "mode": "markers",
+                "name": "query",
+                "x": xy[[query_row], 0],
+                "y": xy[[query_row], 1],
+                "customdata": [query_row],
+                "hovertemplate": "query, row %{customdata}<extra></extra>",
+                "marker": {
+                    "size": 16,
+                    "symbol": "x",
+                    "color": QUERY_COLOR,
+                    "line": {"color": "white", "width": 1},
+                },
+            }
+        )
+    layout: dict[str, Any] = {
+        "height": height,
+        "margin": {"l": 40, "r": 10, "t": 30, "b": 40},
+        "plot_bgcolor": "white",
+        "legend": {"title": {"text": plain(label_name)}, "itemsizing": "constant"},
+        "dragmode": dragmode,
+        "clickmode": "event+select",
+        "uirevision": "keep",
+        "xaxis": {"title": {"text": "UMAP 1"}, "showgrid": False, "zeroline": False},
+        "yaxis": {"title": {"text": "UMAP 2"}, "showgrid": False, "zeroline": False},
+    }
+    if raster is not None:
+        url, (x0, x1, y0, y1) = raster
+        layout["images"] = [
+            {
+                "source": url,
+                "xref": "x",
+                "yref": "y",
+                "x": x0,
+                "y": y1,
+                "sizex": x1 - x0,
+                "sizey": y1 - y0,
+                "sizing": "stretch",
+                "layer": "below",
+            }
+        ]
+        layout["xaxis"]["range"] = [x0, x1]
+        layout["yaxis"]["range"] = [y0, y1]
+    return figure(data, layout)
+
+
+def gallery_figure(
+    paths_xy: Sequence[np.ndarray],
+    labels: Sequence[str],
+    categories: Sequence[str],
+    label_name: str,
+    rows: Sequence[int],
+    title: str,
+    height: int = 460,
+) -> go.Figure:
+    """Selected trajectories overlaid in the agent frame, one legend entry per category; a click on a
+    trajectory picks its row."""
+    colors = dict(zip(categories, label_colors(label_name, categories), strict=True))
+    data: list[dict[str, Any]] = []
+    for cat in categories:
+        idx = [i for i, lab in enumerate(labels) if lab == cat]
+        if not idx:
+            continue
+        gap = np.full((1, 2), np.nan)
+        xy = np.concatenate([np.concatenate([paths_xy[i], gap]) for i in idx])
+        custom = np.concatenate([np.full(len(paths_xy[i]) + 1, int(rows[i])) for i in idx])
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": plain(cat),
+                "x": np.round(xy[:, 0], 2),
+                "y": np.round(xy[:, 1], 2),
+                "customdata": custom,
+                "line": {"color": colors[cat], "width": 1.5},
+                "opacity": 0.8,
+                "hovertemplate": f"{plain(cat)}, row %{{customdata}}<extra></extra>",
+            }
+        )
+    data += _ends(list(paths_xy), [colors[lab] for lab in labels], 6)
+    layout = {
+        "title": {"text": plain(title), "font": {"size": 13}},
+        "height": height,
+        "plot_bgcolor": "white",
+        "margin": {"l": 50, "r": 10, "t": 35, "b": 40},
+        "clickmode": "event+select",
+        "legend": {"title": {"text": plain(label_name)}},
+        "xaxis": _axis("x (m, agent frame)"),
+        "yaxis": _axis("y (m, to the left)", scaleanchor="x", scaleratio=1),
+    }
+    return figure(data, layout)
+
+
+def grouped_bar_figure(
+    values: dict[str, dict[str, float]], metrics: Sequence[str], title: str, y_title: str, height: int = 380
+) -> go.Figure:
+    """One group of bars per metric, one bar per method (``values[method][metric]``)."""
+    data = []
+    for i, (method, row) in enumerate(values.items()):
+        data.append(
+            {
+                "type": "bar",
+                "name": plain(method),
+                "x": list(metrics),
+                "y": [row.get(m) for m in metrics],
+                "marker": {"color": PALETTE[i % len(PALETTE)]},
+                "hovertemplate": f"{plain(method)}<br>%{{x}}: %{{y:.3f}}<extra></extra>",
+            }
+        )
+    layout = {
+        "title": {"text": plain(title), "font": {"size": 13}},
+        "barmode": "group",
+        "height": height,
+        "plot_bgcolor": "white",
+        "margin": {"l": 50, "r": 10, "t": 35, "b": 40},
+        "legend": {"orientation": "h", "y": -0.18},
+        "yaxis": _axis(y_title),
+        "xaxis": {"type": "category"},
+    }
+    return figure(data, layout)
+
+
+def metric_vs_dim_figure(
+    points: dict[str, list[tuple[int, float]]], reference: dict[str, float], metric: str, height: int = 360
+) -> go.Figure:
+    """``metric`` against embedding dimension D, one line per group (e.g. mining similarity), with
+    horizontal reference lines (oracle, PCA)."""
+    data = []
+    for i, (name, pts) in enumerate(points.items()):
+        pts = sorted(pts)
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": plain(name),
+                "x": [p[0] for p in pts],
+                "y": [p[1] for p in pts],
+                "line": {"color": PALETTE[i % len(PALETTE)]},
+            }
+        )
+    dims = sorted({p[0] for pts in points.values() for p in pts})
+    for j, (name, y) in enumerate(reference.items()):
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": plain(name),
+                "x": [dims[0], dims[-1]] if dims else [0, 1],
+                "y": [y, y],
+                "line": {"color": "#555", "dash": ["dot", "dash", "dashdot"][j % 3], "width": 1.5},
+            }
+        )
+    layout = {
+        "title": {"text": f"{plain(metric)} against embedding dimension D", "font": {"size": 13}},
+        "height": height,
+        "plot_bgcolor": "white",
+        "margin": {"l": 50, "r": 10, "t": 35, "b": 40},
+        "xaxis": _axis("D", type="log", tickvals=dims),
+        "yaxis": _axis(f"{plain(metric)} (m)"),
+    }
+    return figure(data, layout)

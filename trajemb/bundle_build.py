@@ -1,0 +1,514 @@
+"""Writing bundles (layout in ``trajemb.bundle``): stage by stage, streaming, every file verified.
+
+Stages, each with its own progress bar and rate:
+1. windows: the trajectory table streamed row group by row group into ``windows/xy_agent.npy`` (its
+   content hash recomputed on the way and compared with the table's own: a modified table is refused)
+   and ``windows/meta.parquet`` (with track and scenario group ids);
+2. per model: embeddings streamed from the geometry in batches, then the FAISS index (exact or IVF,
+   with its measured recall@10 against exact);
+3. per model: the 2-D layout (``trajemb.projection``);
+4. the evaluation of every model and of the baselines on the same queries (``trajemb.evaluate``).
+
+``build_bundle`` runs them all in a temporary folder that replaces ``out`` in one rename.
+``complete_bundle`` runs stages 3 and 4 in place on a bundle built without them (the explorer opens
+the built-in default data after stage 2 and finishes the rest while a person already works); each
+file is written atomically before the manifest names it, and the manifest is replaced atomically
+under a lock, so a reader sees either the old or the new bundle and an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from trajemb import __version__
+from trajemb.atomic import atomic_dir, atomic_path
+from trajemb.bundle import (
+    BASELINES_FILE,
+    BUNDLE_FORMAT,
+    CHECKPOINT_DIR,
+    EMBEDDINGS,
+    ID_COLUMNS,
+    INDEX,
+    LABEL_COLUMNS,
+    MANIFEST,
+    MAPS_DIR,
+    META_FILE,
+    PROJECTION,
+    REPORT,
+    XY_FILE,
+    Bundle,
+    model_file,
+    read_bundle_manifest,
+    read_json_object,
+    safe_name,
+)
+from trajemb.errors import DataError
+from trajemb.evaluate import (
+    EvalConfig,
+    baseline_reports,
+    evaluate_features,
+    evaluation_corpus,
+    sample_queries,
+)
+from trajemb.index import IndexSpec, build_search_index, save_faiss_index
+from trajemb.integrity import digest_file
+from trajemb.projection import ProjectionConfig, project_2d
+from trajemb.store import META_COLUMNS, ContentHasher, TrajectoryTable, read_manifest
+
+log = logging.getLogger(__name__)
+
+#: Files of a checkpoint folder that go into a bundle (nothing else is copied, links never).
+CHECKPOINT_FILES = ("model.safetensors", "config.json", "card.json")
+
+
+@dataclass(frozen=True)
+class BundleConfig:
+    index: IndexSpec = field(default_factory=IndexSpec)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    projection: ProjectionConfig = field(default_factory=ProjectionConfig)
+    evaluate: bool = True
+    device: str = "auto"
+    seed: int = 0
+    batch_size: int = 2048
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, default=_json_default, allow_nan=True)
+
+
+class BundleWriter:
+    """Adds files to a bundle folder and keeps the manifest's digests in step with them."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+        self.root = Path(root)
+        self.manifest = manifest
+        self.manifest.setdefault("files", {})
+        self.manifest.setdefault("models", {})
+
+    def record(self, key: str) -> None:
+        """Digest a file already written under ``root`` into the manifest."""
+        self.manifest["files"][key] = digest_file(self.root / key).to_dict()
+
+    def write_json(self, key: str, data: Any) -> None:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(_dumps(data), encoding="utf-8")
+        self.record(key)
+
+    def write_array(self, key: str, array: np.ndarray) -> None:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+        self.record(key)
+
+    def save_manifest(self) -> None:
+        with atomic_path(self.root / MANIFEST) as tmp:
+            tmp.write_text(_dumps(self.manifest), encoding="utf-8")
+
+
+# -- stage 1: windows --------------------------------------------------------------------------------
+def write_windows(table_path: Path, writer: BundleWriter, progress: bool = True) -> dict[str, Any]:
+    """Stream the table into the bundle's geometry and metadata files; returns the table manifest."""
+    table_path = Path(table_path)
+    table_manifest = read_manifest(table_path)
+    n, T = int(table_manifest["num_windows"]), int(table_manifest["num_steps"])
+    try:
+        parquet = pq.ParquetFile(table_path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{table_path}: unreadable trajectory table ({exc})") from exc
+    if parquet.metadata.num_rows != n:
+        raise DataError(f"{table_path}: {parquet.metadata.num_rows} rows, its manifest says {n}")
+    xy_path = writer.root / XY_FILE
+    xy_path.parent.mkdir(parents=True, exist_ok=True)
+    xy_out = np.lib.format.open_memmap(xy_path, mode="w+", dtype=np.float32, shape=(n, T, 2))
+    hasher = ContentHasher()
+    bar = tqdm(total=n, desc="windows", unit="win", unit_scale=True, disable=not progress, dynamic_ncols=True)
+    offset = 0
+    try:
+        for group in range(parquet.num_row_groups):
+            batch = parquet.read_row_group(
+                group, columns=["xy_agent", "window_id", "origin_x_city_m", "origin_y_city_m", "theta_rad"]
+            )
+            xy = batch.column("xy_agent").combine_chunks().flatten().to_numpy().reshape(-1, T, 2)
+            if offset + len(xy) > n:
+                raise DataError(f"{table_path}: more rows than its manifest says ({n})")
+            origin = np.stack(
+                [batch.column("origin_x_city_m").to_numpy(), batch.column("origin_y_city_m").to_numpy()],
+                axis=1,
+            )
+            hasher.update(
+                xy, batch.column("window_id").to_numpy(), origin, batch.column("theta_rad").to_numpy()
+            )
+            xy_out[offset : offset + len(xy)] = xy
+            offset += len(xy)
+            bar.update(len(xy))
+    except (pa.ArrowInvalid, ValueError, OSError) as exc:
+        raise DataError(f"{table_path}: trajectory table is corrupt ({exc})") from exc
+    finally:
+        bar.close()
+    xy_out.flush()
+    del xy_out
+    if offset != n or hasher.hexdigest() != table_manifest["content_sha256"]:
+        raise DataError(
+            f"{table_path}: content does not match the hash in its own manifest (modified after "
+            "`trajemb prepare` wrote it?); re-run trajemb prepare"
+        )
+    writer.record(XY_FILE)
+    meta = _meta_with_groups(pq.read_table(table_path, columns=list(META_COLUMNS)))
+    with atomic_path(writer.root / META_FILE) as tmp:
+        pq.write_table(meta, tmp, compression="zstd", row_group_size=max(1, n))
+    writer.record(META_FILE)
+    return table_manifest
+
+
+def _meta_with_groups(meta: pa.Table) -> pa.Table:
+    """Metadata with dictionary-encoded labels and ids, plus int32 track and scenario group ids."""
+    columns = {}
+    for name in meta.column_names:
+        col = meta.column(name)
+        if name in LABEL_COLUMNS or name in ID_COLUMNS:
+            col = col.cast(pa.string()) if pa.types.is_dictionary(col.type) else col
+            col = pc.dictionary_encode(col.combine_chunks())
+        columns[name] = col
+    strings = {name: meta.column(name).cast(pa.string()) for name in ("source", "scenario_id", "track_id")}
+    scenario = pc.binary_join_element_wise(strings["source"], strings["scenario_id"], "/")
+    track = pc.binary_join_element_wise(scenario, strings["track_id"], "/")
+    for name, key in (("track_group", track), ("scenario_group", scenario)):
+        columns[name] = pc.dictionary_encode(key.combine_chunks()).indices.cast(pa.int32())
+    return pa.table(columns)
+
+
+def copy_maps(map_keys: list[str], maps_dir: Path | None, writer: BundleWriter) -> dict[str, int]:
+    """Copy the reduced maps the windows need; returns how many were found."""
+    if maps_dir is None:
+        log.warning("no maps folder given: the bundle will show trajectories without maps")
+        return {"available": 0, "needed": len(map_keys)}
+    found = 0
+    for key in map_keys:
+        try:
+            name = safe_name(f"{key}.npz", "map key")
+        except DataError:
+            log.warning("map key %r is not a plain name; its map is left out", key)
+            continue
+        src = Path(maps_dir) / name
+        if src.is_file() and not src.is_symlink():
+            dest = writer.root / MAPS_DIR / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
+            writer.record(f"{MAPS_DIR}/{name}")
+            found += 1
+    if found < len(map_keys):
+        log.warning("%d of %d maps missing in %s", len(map_keys) - found, len(map_keys), maps_dir)
+    return {"available": found, "needed": len(map_keys)}
+
+
+# -- stage 2: models ---------------------------------------------------------------------------------
+def model_name_for(checkpoint: Path, card: dict[str, Any], taken: set[str]) -> str:
+    """The card's ``name`` or the checkpoint's folder name (``run/best`` -> ``run``), made unique."""
+    folder = checkpoint.parent.name if checkpoint.name in ("best", "last") else checkpoint.name
+    raw = card.get("name") or folder
+    name = safe_name(raw, f"model name (from {checkpoint / 'card.json'} or the folder name)")
+    base, i = name, 2
+    while name in taken:
+        name, i = f"{base}-{i}", i + 1
+    return name
+
+
+def embed_rows(
+    model: Any, xy: np.ndarray, out: np.ndarray, device: Any, batch_size: int, progress: bool, desc: str
+) -> None:
+    """Embed (N, T, 2) geometry (memory-mapped) into ``out`` (N, D), batch by batch."""
+    from trajemb.embed import Embedder
+
+    embedder = Embedder(model, device, batch_size)
+    n = len(xy)
+    bar = tqdm(total=n, desc=desc, unit="win", unit_scale=True, disable=not progress, dynamic_ncols=True)
+    step = max(batch_size, 65_536)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        out[start:stop] = embedder(np.asarray(xy[start:stop]))
+        bar.update(stop - start)
+    bar.close()
+
+
+def add_model(writer: BundleWriter, checkpoint: Path, config: BundleConfig, progress: bool = True) -> str:
+    """Copy a checkpoint into the bundle, embed every window with it and index the embeddings."""
+    from trajemb.checkpoint import load_checkpoint
+    from trajemb.embed import resolve_device
+
+    checkpoint = Path(checkpoint)
+    device = resolve_device(config.device)
+    model, card = load_checkpoint(checkpoint, device)
+    name = model_name_for(checkpoint, card, set(writer.manifest["models"]))
+    folder = writer.root / "models" / name
+    (folder / CHECKPOINT_DIR).mkdir(parents=True)
+    for file in CHECKPOINT_FILES:
+        shutil.copyfile(checkpoint / file, folder / CHECKPOINT_DIR / file)
+        writer.record(model_file(name, f"{CHECKPOINT_DIR}/{file}"))
+    n = int(writer.manifest["num_windows"])
+    dim = model.config.embedding_dim
+    xy = np.load(writer.root / XY_FILE, mmap_mode="r")
+    t0 = time.perf_counter()
+    emb = np.lib.format.open_memmap(folder / EMBEDDINGS, mode="w+", dtype=np.float32, shape=(n, dim))
+    embed_rows(model, xy, emb, device, config.batch_size, progress, f"embed {name}")
+    emb.flush()
+    encode_s = time.perf_counter() - t0
+    bad = int((~np.isfinite(emb).all(axis=1)).sum())
+    if bad:
+        raise DataError(f"{checkpoint}: {bad} of {n} embeddings are NaN or infinite (a broken checkpoint?)")
+    writer.record(model_file(name, EMBEDDINGS))
+    log.info(
+        "model %s: %d windows embedded in %.1f s (%.0f windows/s on %s)",
+        name,
+        n,
+        encode_s,
+        n / encode_s,
+        device,
+    )
+    index, info = build_search_index(np.asarray(emb), config.index, config.seed)
+    save_faiss_index(index, folder / INDEX)
+    writer.record(model_file(name, INDEX))
+    writer.manifest["models"][name] = {
+        "embedding_dim": dim,
+        "similarity": card.get("similarity"),
+        "checkpoint": str(checkpoint),
+        "encode_s": encode_s,
+        "encode_windows_per_s": n / encode_s,
+        "encode_device": str(device),
+        "index": info.to_dict(),
+        "projection": None,
+        "evaluated": False,
+    }
+    return name
+
+
+# -- stage 3: projection -----------------------------------------------------------------------------
+def add_projection(
+    writer: BundleWriter, bundle: Bundle, name: str, config: ProjectionConfig, progress: bool = True
+) -> None:
+    xy, info = project_2d(bundle.embeddings(name), config, progress)
+    writer.write_array(model_file(name, PROJECTION), xy)
+    writer.manifest["models"][name]["projection"] = info
+    log.info("model %s: %s projection of %d rows in %.1f s", name, info["method"], len(xy), info["seconds"])
+
+
+# -- stage 4: evaluation -----------------------------------------------------------------------------
+def evaluate_models(
+    writer: BundleWriter, bundle: Bundle, config: BundleConfig, progress: bool = True
+) -> None:
+    """Evaluate every model and the baselines on one corpus and one set of queries."""
+    import pandas as pd
+
+    ev = config.evaluation
+    n = bundle.num_windows
+    corpus = evaluation_corpus(n, ev)
+    codes, names = bundle.codes("direction")
+    direction = np.asarray(names, dtype=object)[codes[corpus]].astype(str)
+    table = TrajectoryTable(bundle.xy.rows(corpus), pd.DataFrame({"direction": direction}), {})
+    groups = bundle.groups[corpus].astype(np.int64)
+    queries = sample_queries(len(corpus), ev)
+    scope = {"num_windows": n, "corpus_windows": len(corpus), "num_queries": len(queries), "ks": list(ev.ks)}
+    dims: set[int] = set()
+    names_ = bundle.model_names
+    for i, name in enumerate(names_, start=1):
+        log.info(
+            "evaluating model %d/%d %s on %d queries among %d windows",
+            i,
+            len(names_),
+            name,
+            len(queries),
+            len(corpus),
+        )
+        features = bundle.embeddings(name).rows(corpus)
+        report: dict[str, Any] = evaluate_features(table, features, queries, groups, ev)
+        entry = writer.manifest["models"][name]
+        report.update(
+            scope,
+            encode_ms_per_window=1000.0 / entry["encode_windows_per_s"],
+            encode_device=entry["encode_device"],
+            index=entry["index"],
+        )
+        writer.write_json(model_file(name, REPORT), report)
+        entry["evaluated"] = True
+        dims.add(bundle.embedding_dim(name))
+    merged: dict[str, Any] = {}
+    for dim in sorted(dims):
+        log.info(
+            "evaluating the baselines at D = %d (oracle, random, PCA, FFT features, untrained encoder)", dim
+        )
+        for key, report in baseline_reports(table, dim, ev, config.seed, groups).items():
+            merged[key] = {**report, **scope}
+    writer.write_json(BASELINES_FILE, merged)
+    writer.manifest["evaluation"] = {**asdict(ev), **scope}
+
+
+# -- whole bundles -----------------------------------------------------------------------------------
+def check_bundle_output(out: Path, inputs: list[Path]) -> None:
+    """Refuse to replace anything but an earlier trajemb bundle (or an empty folder), or an input."""
+    out = Path(out)
+    resolved = out.resolve()
+    for item in inputs:
+        src = Path(item).resolve()
+        if resolved == src or resolved in src.parents or src in resolved.parents:
+            raise DataError(
+                f"--out {out} is, contains or lies inside the input {item}; choose another folder"
+            )
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise DataError(f"--out {out} exists and is not a folder; trajemb only replaces bundles it wrote")
+    if not any(out.iterdir()):
+        return
+    try:
+        fmt = read_json_object(out / MANIFEST, "bundle manifest").get("format")
+    except DataError:
+        fmt = None
+    if not (isinstance(fmt, str) and fmt.startswith("trajemb-bundle/")):
+        raise DataError(
+            f"--out {out} is a non-empty folder that is not a trajemb bundle; "
+            "trajemb only replaces bundles it wrote: choose a new or empty folder"
+        )
+
+
+def build_bundle(
+    table_path: Path,
+    checkpoints: list[Path],
+    out: Path,
+    maps_dir: Path | None = None,
+    config: BundleConfig = BundleConfig(),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Embed, index, project and evaluate ``table_path`` under every checkpoint; write ``out`` atomically."""
+    if not checkpoints:
+        raise DataError("give at least one --checkpoint")
+    from trajemb.checkpoint import read_card
+
+    for ckpt in checkpoints:  # every input checked before any work starts
+        read_card(Path(ckpt))
+        for file in CHECKPOINT_FILES:
+            if not (Path(ckpt) / file).is_file():
+                raise DataError(f"{ckpt}: checkpoint is missing {file}")
+    check_bundle_output(
+        Path(out), [Path(table_path), *map(Path, checkpoints), *([Path(maps_dir)] if maps_dir else [])]
+    )
+    t0 = time.perf_counter()
+    with atomic_dir(Path(out)) as tmp:
+        writer = BundleWriter(tmp, {"format": BUNDLE_FORMAT})
+        log.info("stage 1: windows of %s", table_path)
+        table_manifest = write_windows(Path(table_path), writer, progress)
+        n = int(table_manifest["num_windows"])
+        writer.manifest.update(
+            {
+                "trajemb_version": __version__,
+                "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "table_sha256": table_manifest["content_sha256"],
+                "table_window_config": table_manifest.get("window_config"),
+                "num_windows": n,
+                "num_steps": int(table_manifest["num_steps"]),
+                "config": asdict(config),
+            }
+        )
+        map_keys = sorted(
+            set(pq.read_table(tmp / META_FILE, columns=["map_key"]).column(0).cast(pa.string()).to_pylist())
+        )
+        writer.manifest["maps"] = copy_maps(map_keys, maps_dir, writer)
+        for i, ckpt in enumerate(checkpoints, start=1):
+            log.info(
+                "stage 2: model %d/%d %s: embedding and indexing %d windows", i, len(checkpoints), ckpt, n
+            )
+            add_model(writer, Path(ckpt), config, progress)
+        writer.save_manifest()
+        _complete(writer, config, progress)
+        writer.manifest["build_s"] = time.perf_counter() - t0
+        writer.save_manifest()
+    return writer.manifest
+
+
+def _complete(writer: BundleWriter, config: BundleConfig, progress: bool) -> bool:
+    """Stages 3 and 4 where they are missing; returns whether anything was added."""
+    bundle = Bundle(writer.root)
+    changed = False
+    if config.projection.method != "none":
+        for name in bundle.model_names:
+            if writer.manifest["models"][name].get("projection") is None:
+                log.info("stage 3: 2-D layout of model %s", name)
+                add_projection(writer, bundle, name, config.projection, progress)
+                writer.save_manifest()
+                changed = True
+    if config.evaluate and not (
+        all(m.get("evaluated") for m in writer.manifest["models"].values())
+        and BASELINES_FILE in writer.manifest["files"]
+    ):
+        log.info("stage 4: evaluation")
+        evaluate_models(writer, bundle, config, progress)
+        writer.save_manifest()
+        changed = True
+    return changed
+
+
+@contextlib.contextmanager
+def _manifest_lock(root: Path) -> Iterator[None]:
+    with open(Path(root) / f".{MANIFEST}.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def complete_bundle(root: Path, config: BundleConfig | None = None, progress: bool = True) -> bool:
+    """Add the projections and evaluation a bundle lacks, in place; returns whether anything was added.
+
+    ``config`` defaults to the one the bundle was built with (with projection and evaluation on).
+    """
+    root = Path(root)
+    with _manifest_lock(root):
+        manifest = read_bundle_manifest(root)
+        if config is None:
+            config = _config_from_manifest(manifest)
+        return _complete(BundleWriter(root, manifest), config, progress)
+
+
+def _config_from_manifest(manifest: dict[str, Any]) -> BundleConfig:
+    raw = manifest.get("config") or {}
+    try:
+        ev = raw.get("evaluation") or {}
+        proj = raw.get("projection") or {}
+        return BundleConfig(
+            index=IndexSpec(**(raw.get("index") or {})),
+            evaluation=EvalConfig(**{**ev, "ks": tuple(ev.get("ks", (1, 5, 10)))}),
+            projection=ProjectionConfig(
+                **{
+                    **proj,
+                    "method": proj.get("method") if proj.get("method") not in (None, "none") else "auto",
+                }
+            ),
+            device=str(raw.get("device", "auto")),
+            seed=int(raw.get("seed", 0)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"bundle manifest has an invalid build config ({exc})") from exc
