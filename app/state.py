@@ -54,8 +54,22 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
+#: Widget keys whose values must outlive the pages that do not draw them.
+PERSISTENT = (BUNDLE, MODEL, K, TYPES, ONE_PER_TRACK, EXCLUDE_SCENARIO, EXCLUDE_TRACK, "model-a", "model-b",
+              "color-by", "clusters", "pick-mode", "query-mode", *(f"filter-{name}" for name in FILTERS))  # fmt: skip
+
+
 def init_session() -> None:
-    """Read the URL into the session once per browser session."""
+    """Read the URL into the session once per browser session; keep the settings alive on every run.
+
+    Streamlit forgets a widget's value when a run does not draw the widget (a page without the k slider,
+    a run stopped by an error); writing each value back before any widget is drawn keeps it.
+    """
+    for key in PERSISTENT:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+        elif key in _DEFAULTS:
+            st.session_state[key] = _DEFAULTS[key]
     if st.session_state.get("_url_read"):
         return
     st.session_state["_url_read"] = True

@@ -1,25 +1,46 @@
-"""The explorer, headless with Streamlit's AppTest: every page renders, queries change neighbours."""
+"""The explorer, headless with Streamlit's AppTest: every page renders, the query changes only when a
+person chooses one, settings live in the URL, data is shown as plain text. (Clicks on tables and plots
+are driven in a real browser by ``test_app_browser.py``.)"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import REPO_ROOT
+from trajemb.bundle import Bundle
 
 APP = str(REPO_ROOT / "app" / "streamlit_app.py")
 PAGES = ("page_explore.py", "page_space.py", "page_compare.py", "page_evaluation.py", "page_query.py")
 
 
+def start(bundle: Path, monkeypatch: pytest.MonkeyPatch, params: dict[str, str] | None = None) -> AppTest:
+    monkeypatch.setenv("TRAJEMB_BUNDLE", str(bundle))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update(params or {})
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
 @pytest.fixture
 def app(small_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
-    monkeypatch.setenv("TRAJEMB_BUNDLE", str(small_bundle))
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    return at
+    return start(small_bundle, monkeypatch)
+
+
+def neighbor_ids(app: AppTest) -> list[str]:
+    frames = [d.value for d in app.dataframe if "window id" in d.value.columns]
+    return frames[-1]["window id"].tolist()
+
+
+def query_text(app: AppTest) -> str:
+    return next(t.value for t in app.text if t.value.startswith("Query: "))
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -30,51 +51,152 @@ def test_every_page_renders(app: AppTest, page: str) -> None:
     assert app.title[0].value
 
 
-def neighbor_ids(app: AppTest) -> list[str]:
-    table = app.dataframe[-1].value  # the neighbour table is the last dataframe on the page
-    return table["window id"].tolist()
-
-
-def test_changing_the_query_changes_the_neighbours(app: AppTest) -> None:
-    first = neighbor_ids(app)
-    assert len(first) == 6  # default k
-    app.session_state["query_row"] = (app.session_state["query_row"] + 500) % 1000
-    app.run()
-    second = neighbor_ids(app)
+def test_query_changes_only_when_chosen(app: AppTest) -> None:
+    first = query_text(app)
+    assert len(neighbor_ids(app)) == 6  # default k
+    app.sidebar.slider(key="k").set_value(8).run()  # settings never move the query
+    assert query_text(app) == first and len(neighbor_ids(app)) == 8
+    app.button(key="random").click().run()
+    second = query_text(app)
     assert second != first
-    app.sidebar.slider[0].set_value(3).run()
-    assert len(neighbor_ids(app)) == 3
-    assert any("minADE@3" in m.label for m in app.metric)
+    app.button(key="random").click().run()  # Random works every time, not just once
+    third = query_text(app)
+    assert third != second
+    app.sidebar.checkbox(key="one_per_track").uncheck().run()
+    app.sidebar.selectbox(key="model").set_value("fft-d4").run()
+    assert query_text(app) == third
+    app.button(key="back").click().run()
+    assert query_text(app) == second
+    app.button(key="back").click().run()
+    assert query_text(app) == first
 
 
-def test_query_by_id_and_model_switch(app: AppTest, small_bundle: Path) -> None:
-    from trajemb.bundle import Bundle
-
-    wid = Bundle(small_bundle).table.meta["window_id"].iloc[42]
+def test_query_by_id_stays_put(app: AppTest, small_bundle: Path) -> None:
+    wid = Bundle(small_bundle).strings("window_id", [42])[0]
+    app.segmented_control(key="pick-mode").set_value("By id").run()
     app.text_input(key="query-id").set_value(wid)
-    app.button[1].click().run()  # the form's submit button (the first button is "Random query")
-    assert app.session_state["query_row"] == 42
+    app.button[-1].click().run()  # the form's submit button
+    assert wid in query_text(app)
+    app.sidebar.slider(key="k").set_value(3).run()  # the old bug: the id query jumped back here
+    assert wid in query_text(app) and len(neighbor_ids(app)) == 3
     app.text_input(key="query-id").set_value("no/such")
-    app.button[1].click().run()
-    assert any("not in this bundle" in e.value for e in app.error)
-    before = neighbor_ids(app)
-    app.sidebar.selectbox[0].set_value("fft-d4").run()
-    assert not app.exception and neighbor_ids(app) != before
+    app.button[-1].click().run()
+    assert any("not in this bundle" in w.value for w in app.warning)
+    assert wid in query_text(app)
 
 
-def test_bad_upload_shows_an_error(app: AppTest) -> None:
+def test_neighbour_filters(app: AppTest, small_bundle: Path) -> None:
+    bundle = Bundle(small_bundle)
+    ids = neighbor_ids(app)
+    query = query_text(app).split()[1]
+    tracks = [i.rsplit("/", 1)[0] for i in ids]
+    assert len(set(tracks)) == len(tracks) and query.rsplit("/", 1)[0] not in tracks  # one per track, not own
+    qtype = bundle.strings("object_type", [bundle.find_row(query)])[0]
+    frames = [d.value for d in app.dataframe if "window id" in d.value.columns]
+    assert set(frames[-1]["type"]) == {qtype}  # default: the query's object type
+    assert list(frames[-1].columns) == ["rank", "ADE (m)", "FDE (m)", "speed (m/s)", "direction", "type", "window id"]
+    app.sidebar.checkbox(key="exclude_scenario").check().run()
+    assert all(i.split("/")[1] != query.split("/")[1] for i in neighbor_ids(app))
+
+
+def test_settings_and_query_live_in_the_url(small_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle = Bundle(small_bundle)
+    wid = bundle.strings("window_id", [77])[0]
+    at = start(small_bundle, monkeypatch, {"q": wid, "k": "4", "model": "fft-d4", "one": "0"})
+    assert wid in query_text(at) and len(neighbor_ids(at)) == 4
+    assert at.sidebar.selectbox(key="model").value == "fft-d4"
+    assert not at.sidebar.checkbox(key="one_per_track").value
+    at.sidebar.slider(key="k").set_value(5).run()
+    assert at.query_params["k"] in ("5", ["5"]) and at.query_params["q"] in (wid, [wid])
+    bad = start(small_bundle, monkeypatch, {"q": "no/such/window"})
+    assert any("not in this bundle" in w.value for w in bad.warning)
+
+
+def test_bundle_box_keeps_every_edit(app: AppTest, tmp_path: Path, small_bundle: Path) -> None:
+    box = app.sidebar.text_input(key="bundle")
+    box.set_value(str(tmp_path)).run()
+    assert any("not a trajemb bundle" in e.value for e in app.error)
+    app.sidebar.text_input(key="bundle").set_value(str(small_bundle)).run()  # the second edit sticks too
+    assert not app.error and app.sidebar.text_input(key="bundle").value == str(small_bundle)
+    assert len(neighbor_ids(app)) == 6
+
+
+def test_own_query_shows_what_was_parsed(app: AppTest) -> None:
     app.switch_page("page_query.py").run()
-    assert not app.error  # the example points work
+    assert not app.error
+    summary = next(d.value for d in app.dataframe if "points" in d.value.columns)
+    assert summary["points"].iloc[0] == 5 and summary["input"].iloc[0] == "typed points"
+    assert summary["length (m)"].iloc[0] > 40 and summary["direction"].iloc[0] in ("left", "straight")
     assert len(neighbor_ids(app)) == 6
     app.text_area(key="points").set_value("x,y\n1,2\n3,banana").run()
-    assert not app.exception
     assert any("Cannot use these points" in e.value and "must be numbers" in e.value for e in app.error)
+    app.segmented_control(key="query-mode").set_value("Upload a CSV").run()
+    assert not app.error and any("Choose a file" in i.value for i in app.info)  # the typed text is not used
 
 
-def test_bad_bundle_path_is_reported(app: AppTest, tmp_path: Path) -> None:
-    app.sidebar.text_input[0].set_value(str(tmp_path)).run()
-    assert not app.exception
-    assert any("Cannot open the bundle" in e.value and "not a trajemb bundle" in e.value for e in app.error)
+def test_compare_side_by_side(app: AppTest) -> None:
+    app.switch_page("page_compare.py").run()
+    tables = [d.value for d in app.dataframe if "window id" in d.value.columns]
+    assert len(tables) == 2 and all("shared" in t.columns for t in tables)
+    shared = set(tables[0].loc[tables[0]["shared"] == "yes", "window id"])
+    assert shared == set(tables[1].loc[tables[1]["shared"] == "yes", "window id"])
+    assert shared == set(tables[0]["window id"]) & set(tables[1]["window id"])
+
+
+def test_evaluation_counts_are_true(app: AppTest, small_bundle: Path) -> None:
+    app.switch_page("page_evaluation.py").run()
+    bundle = Bundle(small_bundle)
+    caption = " ".join(c.value for c in app.caption)
+    assert f"300 queries sampled among {bundle.num_windows:,} windows" in caption
+    metrics = next(d.value for d in app.dataframe if "definition" in d.value.columns)
+    assert {"minADE@5", "precision@10", "silhouette_direction", "mirror_confusion@10"} <= set(metrics["metric"])
+    assert "Every model here embeds" not in caption  # D varies (8 and 4): the plot against D is shown
+
+
+@pytest.fixture(scope="module")
+def hostile_bundle(synth_table: Path, tiny_checkpoints: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle whose city and object type strings are Markdown and HTML that would fetch a URL."""
+    from trajemb.bundle_build import BundleConfig, build_bundle
+    from trajemb.evaluate import EvalConfig
+    from trajemb.projection import ProjectionConfig
+
+    root = tmp_path_factory.mktemp("hostile")
+    table = pq.read_table(synth_table)
+    n = table.num_rows
+    evil = ["![x](http://127.0.0.1:9/pwned.png) <img src=http://127.0.0.1:9/i.png> **bold** :red[red]"] * n
+    table = table.set_column(table.schema.get_field_index("city"), "city", pa.array(evil).dictionary_encode())
+    kinds = np.where(np.arange(n) % 2 == 0, "vehicle", "<b>car</b>_*x*_")
+    table = table.set_column(table.schema.get_field_index("object_type"), "object_type", pa.array(kinds).dictionary_encode())
+    original = pq.read_metadata(synth_table).metadata
+    pq.write_table(table.replace_schema_metadata(original), root / "t.parquet")  # geometry and ids unchanged
+    config = BundleConfig(evaluation=EvalConfig(num_queries=50), projection=ProjectionConfig(method="full"), device="cpu")
+    build_bundle(root / "t.parquet", tiny_checkpoints[:1], root / "b", config=config, progress=False)
+    return root / "b"
+
+
+def test_data_is_plain_text(hostile_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = start(hostile_bundle, monkeypatch)
+    for page in PAGES:
+        at.switch_page(page).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        for element in (*at.markdown, *at.caption, *at.title, *at.subheader, *at.info, *at.warning, *at.error):
+            assert "pwned" not in element.value and "<b>car" not in element.value, (page, element.value)
+        for chart in at.get("plotly_chart"):
+            spec = chart.proto.spec
+            assert "<b>car" not in spec and "<img" not in spec, page
+    at.switch_page("page_explore.py").run()
+    assert "![x](http" in query_text(at)  # shown, as text
+
+
+def test_served_bundles_only(small_bundle: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("TRAJEMB_BUNDLE", raising=False)
+    monkeypatch.setenv("TRAJEMB_BUNDLE_ROOTS", str(small_bundle.parent))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception and not at.error
+    assert not at.sidebar.text_input  # no free path box
+    assert at.sidebar.selectbox(key="bundle").options == [small_bundle.name]
+    assert len(neighbor_ids(at)) == 6
 
 
 @pytest.fixture(scope="module")
@@ -97,10 +219,8 @@ def real_bundle(mf_dir: Path, sensor_dir: Path, tmp_path_factory: pytest.TempPat
 
 
 def test_real_av2_bundle_in_the_app(real_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TRAJEMB_BUNDLE", str(real_bundle))
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    assert not at.exception and not at.error
+    at = start(real_bundle, monkeypatch)
+    assert not at.error
     ids = neighbor_ids(at)
     assert len(ids) == 6 and all(i.startswith(("av2_motion/", "av2_sensor/")) for i in ids)
     for page in PAGES[1:]:
@@ -120,7 +240,7 @@ def test_default_data_progress_shows_only_while_it_is_built(
 
     builds: list[Path] = []
 
-    def fake_build(cache_dir: Path, progress: bool = True) -> Path:
+    def fake_build(cache_dir: Path, progress: bool = True, complete: bool = True) -> Path:
         builds.append(cache_dir)
         logging.getLogger("trajemb.pipeline").info("building the default bundle (fake)")
         return small_bundle
@@ -132,7 +252,7 @@ def test_default_data_progress_shows_only_while_it_is_built(
     monkeypatch.setattr(cache, "_default_ready", {})
 
     def stage_lines(at: AppTest) -> list[str]:
-        return [m.value for m in at.markdown if "building the default bundle (fake)" in m.value]
+        return [t.value for t in at.text if "building the default bundle (fake)" in t.value]
 
     first = AppTest.from_file(APP, default_timeout=120)
     first.run()
@@ -142,5 +262,5 @@ def test_default_data_progress_shows_only_while_it_is_built(
     second.run()
     assert not second.exception, [e.value for e in second.exception]
     assert stage_lines(second) == []
-    assert second.dataframe  # the Explore page rendered on the default data
+    assert neighbor_ids(second)  # the Explore page rendered on the default data
     assert builds == [tmp_path]
