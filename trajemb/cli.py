@@ -82,6 +82,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         workers=args.workers,
         skip_bad=args.skip_bad,
         maps_dir=args.maps_dir,
+        engine=args.engine,
+        ray_address=args.ray_address,
     )
     report = prepare_table(config, Path(args.out), progress=not args.quiet)
     print(
@@ -253,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
     p.add_argument("--skip-bad", action="store_true", help="go on past bad scenarios and report them")
     p.add_argument("--maps-dir", default=None, help="also reduce and cache the maps the windows need here")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local process pool, or Ray Data tasks (needs the [ray] extra); same table either way")  # fmt: skip
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --engine ray: cluster to join, e.g. 10.0.0.1:6379 (default: RAY_ADDRESS, else local)")  # fmt: skip
     p.set_defaults(func=_cmd_prepare)
 
     p = sub.add_parser("info", help="summarise a trajectory table")
