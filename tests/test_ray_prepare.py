@@ -78,6 +78,8 @@ def test_missing_ray_is_one_line(
 
 
 def test_ray_is_not_imported_with_trajemb() -> None:
-    modules = "trajemb.cli, trajemb.prepare, trajemb.train, trajemb.engines.ray_prepare"
+    modules = (
+        "trajemb.cli, trajemb.prepare, trajemb.train, trajemb.engines.ray_prepare, trajemb.engines.ray_embed"
+    )
     code = f"import sys, {modules}; assert 'ray' not in sys.modules, 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
