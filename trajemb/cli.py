@@ -115,6 +115,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from trajemb.distributed import is_main_process
     from trajemb.model import EncoderConfig
     from trajemb.train import TrainConfig, train
 
@@ -146,8 +147,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         val_k=args.val_k,
         seed=args.seed,
         device=args.device,
+        mining_scope=args.mining_scope,
     )
     best = train(config, Path(args.data), Path(args.out), resume=args.resume, progress=not args.quiet)
+    if not is_main_process():  # under torchrun, rank 0 reports
+        return 0
     k = config.val_k
     print(
         f"best epoch {int(best['epoch'])}: val minADE@{k} {best[f'val_minADE@{k}']:.3f} m, "
@@ -302,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=t.seed)
     p.add_argument("--device", default=t.device, help="auto (cuda, then cpu), cpu, cuda, cuda:1, ...")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    p.add_argument("--mining-scope", choices=["rank", "global"], default=t.mining_scope,
+                   help="under torchrun: mine in each process's batch, or in all processes' batches (all-gather)")  # fmt: skip
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("bundle", help="embed, index, project and evaluate a table under checkpoints")
