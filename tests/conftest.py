@@ -109,9 +109,15 @@ def ray_local() -> Iterator[None]:
         if os.environ.get(REQUIRE_RAY_ENV):
             pytest.fail(f"Ray is not installed but {REQUIRE_RAY_ENV} is set (pip install -e '.[ray]')")
         pytest.skip("Ray is not installed (pip install -e '.[ray]')")
-    # A small object store: these tests move a few MB, and the machine is shared.
-    ray.init(
-        num_cpus=2, object_store_memory=256 * 1024**2, include_dashboard=False, logging_level=logging.WARNING
-    )
+    from trajemb.engines.ray_runtime import keep_sigterm_handler
+
+    with keep_sigterm_handler():  # later tests see pytest's own signal handling
+        # A small object store: these tests move a few MB, and the machine is shared.
+        ray.init(
+            num_cpus=2,
+            object_store_memory=256 * 1024**2,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+        )
     yield
     ray.shutdown()

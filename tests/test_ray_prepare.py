@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +84,9 @@ def test_ray_is_not_imported_with_trajemb() -> None:
     )
     code = f"import sys, {modules}; assert 'ray' not in sys.modules, 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_ray_leaves_sigterm_handler_alone(ray_local: None) -> None:
+    # ray.init installs its own SIGTERM handler; keep_sigterm_handler (used by ray_session and by
+    # this session's fixture) puts the process's one back.
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL

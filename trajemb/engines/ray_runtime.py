@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import signal
+import threading
 import warnings
 from collections.abc import Iterator
 from types import ModuleType
@@ -46,12 +48,13 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
             yield ray
         return
     kwargs: dict[str, Any] = {"num_cpus": num_cpus} if num_cpus is not None else {}
-    try:
-        # The dashboard needs extra packages and a port; the CLI never uses it.
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, **kwargs)
-    except (ConnectionError, ValueError, RuntimeError) as exc:
-        where = address or "RAY_ADDRESS / a local cluster"
-        raise ConfigError(f"cannot connect to Ray at {where}: {exc}".splitlines()[0]) from exc
+    with keep_sigterm_handler():
+        try:
+            # The dashboard needs extra packages and a port; the CLI never uses it.
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, **kwargs)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            where = address or "RAY_ADDRESS / a local cluster"
+            raise ConfigError(f"cannot connect to Ray at {where}: {exc}".splitlines()[0]) from exc
     try:
         with _quiet_ray_data():
             yield ray
@@ -71,6 +74,20 @@ def _quiet_ray_data() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(before)
+
+
+@contextlib.contextmanager
+def keep_sigterm_handler() -> Iterator[None]:
+    """Put back the process's SIGTERM handler after the block: ``ray.init`` replaces it with its own
+    (and leaves that after ``ray.shutdown``), which would override how trajemb handles SIGTERM."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread; Ray installs none from other threads
+        return
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, handler)
 
 
 def cluster_resources() -> dict[str, float]:
