@@ -43,4 +43,5 @@ def test_embed_on_gpu_actor(synth_table: Path, tiny_checkpoints: list[Path], ray
     # On CUDA, embed_windows autocasts to bf16 on the actor as here.
     expected = embed_windows(model, read_table(synth_table).xy_agent, "cuda")
     got = embed_table_on_ray(synth_table, tiny_checkpoints[0], num_actors=1, use_gpu=True, progress=False)
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    # bf16 results may depend on the batch shape (the actor's blocks are not the local batches).
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-2)

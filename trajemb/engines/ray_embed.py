@@ -73,8 +73,9 @@ def embed_table_on_ray(
 ) -> Float32Array:
     """(N, D) float32 embeddings of every window of ``table_path``, in table row order, on Ray.
 
-    Equal within float tolerance to ``embed_windows(load_checkpoint(checkpoint)[0],
-    read_table(table_path).xy_agent)`` (bit-equal in practice on CPU actors).
+    On CPU actors equal within float tolerance to ``embed_windows(load_checkpoint(checkpoint)[0],
+    read_table(table_path).xy_agent)`` (bit-equal in practice). GPU actors run ``embed_windows`` on
+    CUDA, with its bf16 autocast, like the local path given a CUDA device (about 1e-2 from CPU).
 
     Args:
         table_path: trajectory table (``trajemb prepare``), read by the driver.
