@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from trajemb.cli import main
+from trajemb.engines.ray_runtime import _check_reachable
 from trajemb.errors import ConfigError, DataError
 from trajemb.prepare import PrepareConfig, prepare_table
 from trajemb.store import read_table
@@ -64,6 +66,17 @@ def test_ray_bad_inputs_as_local(synth_dir: Path, tmp_path: Path, ray_local: Non
 def test_ray_address_needs_ray_engine() -> None:
     with pytest.raises(ConfigError, match="--ray-address needs --engine ray"):
         PrepareConfig(av2_dirs=("x",), ray_address="127.0.0.1:6379")
+
+
+def test_unreachable_address_fails_at_once() -> None:
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(
+        ConfigError, match=rf"cannot reach a Ray cluster at 127.0.0.1:{port}.*ray start --head"
+    ):
+        _check_reachable(f"127.0.0.1:{port}")
+    _check_reachable("auto")  # forms Ray resolves itself are left to it
 
 
 def test_missing_ray_is_one_line(

@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
 import signal
+import socket
 import threading
 import warnings
 from collections.abc import Iterator
@@ -47,6 +49,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         with _quiet_ray_data():
             yield ray
         return
+    _check_reachable(address or os.environ.get("RAY_ADDRESS"))
     kwargs: dict[str, Any] = {"num_cpus": num_cpus} if num_cpus is not None else {}
     with keep_sigterm_handler():
         try:
@@ -60,6 +63,22 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
             yield ray
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """A HOST:PORT address that nothing listens on is a one-line error at once: ``ray.init`` would
+    retry for minutes. Other forms (``auto``, ``ray://...``, none) are left to Ray."""
+    if not address or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot reach a Ray cluster at {address} ({exc}); start one there with `ray start --head`"
+        ) from exc
 
 
 @contextlib.contextmanager
