@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from trajemb.synth.generate import SynthConfig, generate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES_ENV = "TRAJEMB_AV2_FIXTURES"
+REQUIRE_RAY_ENV = "TRAJEMB_REQUIRE_RAY"
 
 
 def av2_fixtures_dir() -> Path:
@@ -94,3 +97,27 @@ def small_bundle(
     config = BundleConfig(evaluation=EvalConfig(num_queries=300), device="cpu")
     build_bundle(synth_table, tiny_checkpoints, out, synth_maps, config, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """A local Ray of 2 CPUs shared by every Ray test of the session (starting one takes seconds),
+    shut down at the end. Skips where the ``[ray]`` extra is missing, except in CI."""
+    try:
+        import ray
+    except ImportError:
+        if os.environ.get(REQUIRE_RAY_ENV):
+            pytest.fail(f"Ray is not installed but {REQUIRE_RAY_ENV} is set (pip install -e '.[ray]')")
+        pytest.skip("Ray is not installed (pip install -e '.[ray]')")
+    from trajemb.engines.ray_runtime import keep_sigterm_handler
+
+    with keep_sigterm_handler():  # later tests see pytest's own signal handling
+        # A small object store: these tests move a few MB, and the machine is shared.
+        ray.init(
+            num_cpus=2,
+            object_store_memory=256 * 1024**2,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+        )
+    yield
+    ray.shutdown()

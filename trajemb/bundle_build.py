@@ -58,7 +58,7 @@ from trajemb.bundle import (
     read_json_object,
     safe_name,
 )
-from trajemb.errors import DataError
+from trajemb.errors import ConfigError, DataError
 from trajemb.evaluate import (
     EvalConfig,
     baseline_reports,
@@ -85,7 +85,15 @@ class BundleConfig:
     evaluate: bool = True
     device: str = "auto"
     seed: int = 0
-    batch_size: int = 2048
+    batch_size: int = 0  # 0: the device's default (``trajemb.embed``)
+    engine: str = "local"  # local, or ray: embeddings on a Ray cluster (``trajemb.engines.ray_embed``)
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("local", "ray"):
+            raise ConfigError(f"engine must be local or ray, got {self.engine!r}")
+        if self.batch_size < 0:
+            raise ConfigError(f"batch size must be >= 0, got {self.batch_size}")
 
 
 def _json_default(value: Any) -> Any:
@@ -255,8 +263,11 @@ def embed_rows(
     bar.close()
 
 
-def add_model(writer: BundleWriter, checkpoint: Path, config: BundleConfig, progress: bool = True) -> str:
-    """Copy a checkpoint into the bundle, embed every window with it and index the embeddings."""
+def add_model(
+    writer: BundleWriter, checkpoint: Path, config: BundleConfig, progress: bool = True, table_path: Path | None = None
+) -> str:
+    """Copy a checkpoint into the bundle, embed every window with it (here, or on Ray from ``table_path``)
+    and index the embeddings."""
     from trajemb.checkpoint import load_checkpoint
     from trajemb.embed import resolve_device
 
@@ -274,7 +285,14 @@ def add_model(writer: BundleWriter, checkpoint: Path, config: BundleConfig, prog
     xy = np.load(writer.root / XY_FILE, mmap_mode="r")
     t0 = time.perf_counter()
     emb = np.lib.format.open_memmap(folder / EMBEDDINGS, mode="w+", dtype=np.float32, shape=(n, dim))
-    embed_rows(model, xy, emb, device, config.batch_size, progress, f"embed {name}")
+    if config.engine == "ray":
+        from trajemb.engines.ray_embed import embed_table_on_ray
+
+        if table_path is None:
+            raise ConfigError("embedding on Ray needs the table path")
+        emb[:] = embed_table_on_ray(table_path, checkpoint, address=config.ray_address, progress=progress)
+    else:
+        embed_rows(model, xy, emb, device, config.batch_size, progress, f"embed {name}")
     emb.flush()
     encode_s = time.perf_counter() - t0
     bad = int((~np.isfinite(emb).all(axis=1)).sum())
@@ -298,7 +316,7 @@ def add_model(writer: BundleWriter, checkpoint: Path, config: BundleConfig, prog
         "checkpoint": str(checkpoint),
         "encode_s": encode_s,
         "encode_windows_per_s": n / encode_s,
-        "encode_device": str(device),
+        "encode_device": "ray" if config.engine == "ray" else str(device),
         "index": info.to_dict(),
         "projection": None,
         "evaluated": False,
@@ -440,7 +458,7 @@ def build_bundle(
             log.info(
                 "stage 2: model %d/%d %s: embedding and indexing %d windows", i, len(checkpoints), ckpt, n
             )
-            add_model(writer, Path(ckpt), config, progress)
+            add_model(writer, Path(ckpt), config, progress, Path(table_path))
         writer.save_manifest()
         _complete(writer, config, progress)
         writer.manifest["build_s"] = time.perf_counter() - t0

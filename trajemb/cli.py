@@ -80,6 +80,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         workers=args.workers,
         skip_bad=args.skip_bad,
         maps_dir=args.maps_dir,
+        engine=args.engine,
+        ray_address=args.ray_address,
     )
     report = prepare_table(config, Path(args.out), progress=not args.quiet)
     print(
@@ -111,6 +113,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from trajemb.distributed import is_main_process
     from trajemb.model import EncoderConfig
     from trajemb.train import TrainConfig, train
 
@@ -142,8 +145,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         val_k=args.val_k,
         seed=args.seed,
         device=args.device,
+        mining_scope=args.mining_scope,
     )
     best = train(config, Path(args.data), Path(args.out), resume=args.resume, progress=not args.quiet)
+    if not is_main_process():  # under torchrun, rank 0 reports
+        return 0
     k = config.val_k
     print(
         f"best epoch {int(best['epoch'])}: val minADE@{k} {best[f'val_minADE@{k}']:.3f} m, "
@@ -168,6 +174,8 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
         evaluate=not args.no_eval,
         device=args.device,
         seed=args.seed,
+        engine=args.engine,
+        ray_address=args.ray_address,
     )  # fmt: skip
     maps = Path(args.maps) if args.maps else None
     manifest = build_bundle(
@@ -285,6 +293,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
     p.add_argument("--skip-bad", action="store_true", help="go on past bad scenarios and report them")
     p.add_argument("--maps-dir", default=None, help="also reduce and cache the maps the windows need here")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local process pool, or Ray Data tasks (needs the [ray] extra); same table either way")  # fmt: skip
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --engine ray: cluster to join, e.g. 10.0.0.1:6379 (default: RAY_ADDRESS, else local)")  # fmt: skip
     p.set_defaults(func=_cmd_prepare)
 
     p = sub.add_parser("info", help="summarise a trajectory table")
@@ -329,6 +341,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=t.seed)
         p.add_argument("--device", default=t.device, help="auto (cuda, then cpu), cpu, cuda, cuda:1, ...")
         p.add_argument("--resume", action="store_true", help="continue from OUT/last")
+        p.add_argument("--mining-scope", choices=["rank", "global"], default=t.mining_scope,
+                       help="under torchrun: mine in each process's batch, or in all processes' batches (all-gather)")  # fmt: skip
         p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("bundle", help="embed, index, project and evaluate a table under checkpoints")
@@ -357,6 +371,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--eval-corpus", type=int, default=200_000,
                        help="evaluate among at most this many windows (a seeded sample above)")  # fmt: skip
         p.add_argument("--no-eval", action="store_true", help="skip the evaluation (the explorer can add it later)")
+        p.add_argument("--engine", choices=["local", "ray"], default="local",
+                       help="embed here, or on a Ray cluster (needs the [ray] extra); index, layout and evaluation stay here")  # fmt: skip
+        p.add_argument("--ray-address", default=None, metavar="ADDR", help="with --engine ray: cluster to join")
         p.add_argument("--device", default="auto")
         p.add_argument("--seed", type=int, default=0)
         p.set_defaults(func=_cmd_bundle)

@@ -31,6 +31,7 @@ from trajemb.windows import CityWindows, concat_city_windows, concat_windows, cu
 log = logging.getLogger(__name__)
 
 JobKind = Literal["motion", "sensor"]
+Engine = Literal["local", "ray"]
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,18 @@ class PrepareConfig:
     workers: int = 0  # 0: one per CPU core
     skip_bad: bool = False
     maps_dir: str | None = None  # reduce and cache the maps the windows need here
+    engine: Engine = "local"  # local: a process pool; ray: Ray Data tasks (trajemb.engines.ray_prepare)
+    ray_address: str | None = None  # engine ray: cluster to join (None: RAY_ADDRESS, else a local one)
 
     def __post_init__(self) -> None:
         if not self.av2_dirs and not self.sensor_log_dirs:
             raise ConfigError("give at least one --av2 or --sensor-logs folder")
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        if self.engine not in ("local", "ray"):
+            raise ConfigError(f"--engine must be local or ray, got {self.engine!r}")
+        if self.ray_address is not None and self.engine != "ray":
+            raise ConfigError("--ray-address needs --engine ray")
 
 
 @dataclass(frozen=True)
@@ -118,9 +125,19 @@ def process_chunk(args: tuple[list[Job], WindowConfig, str | None]) -> ChunkResu
     return ChunkResult(to_agent_frame(concat_city_windows(batches, window.num_steps)), errors, len(jobs))
 
 
+def chunk_size(num_jobs: int, workers: int) -> int:
+    """Inputs per chunk: about four chunks per worker (load balance), at most 64 (memory)."""
+    return max(1, min(64, num_jobs // (workers * 4) or 1))
+
+
 def _run(jobs: list[Job], config: PrepareConfig) -> Iterator[ChunkResult]:
+    if config.engine == "ray":
+        from trajemb.engines.ray_prepare import run_chunks_on_ray
+
+        yield from run_chunks_on_ray(jobs, config)
+        return
     workers = config.workers or (os.cpu_count() or 1)
-    chunk = max(1, min(64, len(jobs) // (workers * 4) or 1))
+    chunk = chunk_size(len(jobs), workers)
     args = [(jobs[i : i + chunk], config.window, config.maps_dir) for i in range(0, len(jobs), chunk)]
     if workers == 1 or len(args) == 1:
         yield from map(process_chunk, args)

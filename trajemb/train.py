@@ -6,6 +6,9 @@ with a one-cycle schedule, gradient clipping, bf16 autocast on CUDA. Validation 
 (split by scenario, so no track leaks) reports triplet loss and retrieval minADE/minFDE@k. The best
 checkpoint (lowest validation minADE@k) and the last one (with optimizer state, for ``--resume``) are
 kept; a metrics CSV (and TensorBoard, if installed) logs every epoch.
+
+Under ``torchrun`` the same loop runs data-parallel (``trajemb.distributed``): rows sharded per rank
+by a ``DistributedSampler``, gradients averaged by DDP, only rank 0 validates and writes.
 """
 
 from __future__ import annotations
@@ -19,15 +22,15 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from trajemb import __version__
+from trajemb import __version__, distributed
 from trajemb.atomic import write_text_atomic
-from trajemb.checkpoint import git_revision, load_checkpoint, save_checkpoint
+from trajemb.checkpoint import git_revision, load_checkpoint, read_card, save_checkpoint
 from trajemb.embed import embed_windows, resolve_device
 from trajemb.errors import ConfigError, DataError, TrajembError
 from trajemb.losses import DEFAULT_MARGIN, TripletLoss
@@ -70,6 +73,8 @@ class TrainConfig:
     max_val_windows: int = 20_000
     seed: int = 0
     device: str = "auto"
+    # Under torchrun: mine within each rank's batch, or within the batches of all ranks (all-gathered).
+    mining_scope: Literal["rank", "global"] = "rank"
 
     def __post_init__(self) -> None:
         if self.similarity not in SIMILARITIES:
@@ -88,6 +93,8 @@ class TrainConfig:
             raise ConfigError(f"--positive-fraction must be in (0, 1), got {self.positive_fraction}")
         if self.lr <= 0 or self.margin <= 0:
             raise ConfigError(f"--lr and --margin must be > 0, got {self.lr} and {self.margin}")
+        if self.mining_scope not in ("rank", "global"):
+            raise ConfigError(f"--mining-scope must be rank or global, got {self.mining_scope!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,16 +130,18 @@ class Trainer:
     ):
         self.config = config
         self.out = Path(out)
-        self.progress = progress
-        self.device = resolve_device(config.device)
+        self.dist = distributed.current()
+        self.progress = progress and self.dist.is_main
+        self.device = distributed.rank_device(resolve_device(config.device), self.dist)
         self.table_path = Path(table_path)
         self.table = read_table(self.table_path)
         _check_finite(self.table)
         self.split = split_by_scenario(self.table, config.val_fraction)
-        if len(self.split.train) < config.batch_size:
+        self.sampler = distributed.train_sampler(len(self.split.train), self.dist, config.seed)
+        if len(self.sampler) < config.batch_size:
             raise ConfigError(
-                f"{self.table_path}: {len(self.split.train)} training windows, fewer than one batch of "
-                f"{config.batch_size}; lower --batch-size or prepare more data"
+                f"{self.table_path}: {len(self.sampler)} training windows per process, fewer than one batch "
+                f"of {config.batch_size}; lower --batch-size or prepare more data"
             )
         if len(self.split.val) < 2:
             raise ConfigError(f"{self.table_path}: fewer than 2 validation windows; raise --val-fraction")
@@ -140,11 +149,12 @@ class Trainer:
         self.groups = torch.from_numpy(self.table.track_groups())
         torch.manual_seed(config.seed)
         self.model = TrajectoryEncoder(config.encoder).to(self.device)
+        self.train_model = distributed.wrap_model(self.model, self.dist)  # DDP under torchrun
         self.loss_fn = TripletLoss(config.margin)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
-        self.steps_per_epoch = len(self.split.train) // config.batch_size
+        self.steps_per_epoch = len(self.sampler) // config.batch_size
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer,
             max_lr=config.lr,
@@ -155,6 +165,7 @@ class Trainer:
         self.mining_gen = torch.Generator(device=self.device).manual_seed(config.seed + 1)
         self.start_epoch = 0
         self.best_min_ade = math.inf
+        self.best_row: dict[str, float] = {}  # metrics of the best epoch so far (from out/best on resume)
         self.threshold = config.threshold if config.threshold is not None else self.calibrate_threshold()
         if resume:
             self._resume()
@@ -190,6 +201,7 @@ class Trainer:
             },
             "torch_version": torch.__version__,
             "device": str(self.device),
+            "world_size": self.dist.world_size,
         }
 
     def _resume(self) -> None:
@@ -203,6 +215,11 @@ class Trainer:
             raise DataError(f"{last}: was trained on table {card['data']['table_sha256'][:12]}, not this one")
         if card["train_config"] != json.loads(json.dumps(self.config.to_dict())):
             raise ConfigError(f"{last}: training config differs from this run's; resume with the same flags")
+        if card.get("world_size", 1) != self.dist.world_size:
+            raise ConfigError(
+                f"{last}: was trained by {card.get('world_size', 1)} process(es), this run has "
+                f"{self.dist.world_size}; resume with the same --nproc-per-node x nodes"
+            )
         self.model.load_state_dict(model.state_dict())
         state = torch.load(last / TRAIN_STATE_FILE, weights_only=True, map_location="cpu")
         self.optimizer.load_state_dict(state["optimizer"])
@@ -210,6 +227,9 @@ class Trainer:
         self.shuffle.set_state(state["shuffle_rng"])
         self.start_epoch = int(state["epoch"]) + 1
         self.best_min_ade = float(state["best_min_ade"])
+        if (self.out / "best").is_dir():
+            # A resumed run whose later epochs never beat the earlier best still reports that best.
+            self.best_row = read_card(self.out / "best")["metrics"]
         log.info("resuming after epoch %d (best val minADE %.3f)", self.start_epoch - 1, self.best_min_ade)
 
     @torch.no_grad()
@@ -237,15 +257,23 @@ class Trainer:
         return threshold
 
     # -- one step ----------------------------------------------------------------------------
-    def batch_loss(self, rows: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, int]:
-        """Triplet loss of one batch of table rows (single encoder pass) and its triplet count."""
+    def batch_loss(
+        self, rows: torch.Tensor, generator: torch.Generator, across_ranks: bool = False
+    ) -> tuple[torch.Tensor, int]:
+        """Triplet loss of one batch of table rows (single encoder pass) and its triplet count.
+
+        ``across_ranks`` (training steps, which every rank runs together): encode through the DDP
+        wrapper and, with ``mining_scope="global"``, mine within the all-gathered global batch.
+        """
         xb = self.xy[rows].to(self.device, non_blocking=True)
         gb = self.groups[rows].to(self.device, non_blocking=True)
-        with torch.no_grad():
-            sim = similarity_matrix(xb, self.config.similarity, self.config.shape_weight)
         use_bf16 = self.device.type == "cuda"
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            z = self.model(xb)
+            z = (self.train_model if across_ranks else self.model)(xb)
+        if across_ranks and self.config.mining_scope == "global" and self.dist.is_distributed:
+            return self._global_batch_loss(xb, gb, z, generator)
+        with torch.no_grad():
+            sim = similarity_matrix(xb, self.config.similarity, self.config.shape_weight)
         triplets = mine_triplets(
             sim,
             self.threshold,
@@ -256,6 +284,28 @@ class Trainer:
             generator=generator,
         )
         return self.loss_fn(z, triplets), len(triplets)
+
+    def _global_batch_loss(
+        self, xb: torch.Tensor, gb: torch.Tensor, z: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, int]:
+        """Mining within the batches of all ranks. Every rank mines the same global triplets (same
+        gathered data, same generator state) and keeps those anchored in its own rows; scaling by the
+        rank's share makes DDP's gradient average the gradient of the mean over all global triplets."""
+        xg, gg, zg, own = distributed.gather_global_batch(xb, gb, z, self.dist)
+        with torch.no_grad():
+            sim = similarity_matrix(xg, self.config.similarity, self.config.shape_weight)
+        every = mine_triplets(
+            sim,
+            self.threshold,
+            self.config.mining,
+            embeddings=zg.detach(),
+            margin=self.config.margin,
+            exclude=gg[:, None] == gg[None, :],
+            generator=generator,
+        )
+        mine = distributed.own_anchors(every, own)
+        share = len(mine) * self.dist.world_size / max(1, len(every))
+        return self.loss_fn(zg, mine) * share, len(mine)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -285,21 +335,26 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
         c = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.out / "train_config.json", json.dumps(c.to_dict(), indent=2))
-        writer = _tensorboard(self.out)
+        main = self.dist.is_main  # only rank 0 validates and writes
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.out / "train_config.json", json.dumps(c.to_dict(), indent=2))
+        writer = _tensorboard(self.out) if main else None
         metrics_path = self.out / METRICS_FILE
-        best: dict[str, float] = {}
+        best = dict(self.best_row)
         self.model.train()
         for epoch in range(self.start_epoch, c.epochs):
-            perm = self.split.train[torch.randperm(len(self.split.train), generator=self.shuffle).numpy()]
+            if self.dist.is_distributed:
+                perm = self.split.train[distributed.epoch_order(self.sampler, epoch)]
+            else:  # the single-process order of earlier releases, kept so that runs reproduce
+                perm = self.split.train[torch.randperm(len(self.split.train), generator=self.shuffle).numpy()]
             t0 = time.perf_counter()
             total, n_triplets = 0.0, 0
             bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch + 1}/{c.epochs}", disable=not self.progress,
                        dynamic_ncols=True, leave=False)  # fmt: skip
             for step in bar:
                 rows = torch.from_numpy(perm[step * c.batch_size : (step + 1) * c.batch_size])
-                loss, m = self.batch_loss(rows, self.mining_gen)
+                loss, m = self.batch_loss(rows, self.mining_gen, across_ranks=True)
                 if not torch.isfinite(loss):
                     raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step}; lower --lr")
                 self.optimizer.zero_grad(set_to_none=True)
@@ -311,20 +366,27 @@ class Trainer:
                 n_triplets += m
                 bar.set_postfix(loss=f"{total / (step + 1):.4f}")
             seconds = time.perf_counter() - t0
+            W = self.dist.world_size
+            total, all_triplets = distributed.sum_over_ranks(
+                [total, float(n_triplets)], self.dist, self.device
+            )
             row: dict[str, float] = {
                 "epoch": epoch + 1,
-                "train_loss": total / self.steps_per_epoch,
-                "triplets_per_batch": n_triplets / self.steps_per_epoch,
+                "train_loss": total / (W * self.steps_per_epoch),
+                "triplets_per_batch": all_triplets / (W * self.steps_per_epoch),
                 "lr": float(self.scheduler.get_last_lr()[0]),
-                "train_windows_per_s": self.steps_per_epoch * c.batch_size / seconds,
+                "train_windows_per_s": W * self.steps_per_epoch * c.batch_size / seconds,
             }
             if (epoch + 1) % c.val_every == 0 or epoch + 1 == c.epochs:
-                row.update(self.validate())
+                row.update(distributed.broadcast_from_main(self.validate() if main else None, self.dist))
                 key = f"val_minADE@{c.val_k}"
                 if row[key] < self.best_min_ade:
                     self.best_min_ade = row[key]
                     best = dict(row)
-                    save_checkpoint(self.model, self.out / "best", self._card(epoch + 1, row))
+                    if main:
+                        save_checkpoint(self.model, self.out / "best", self._card(epoch + 1, row))
+            if not main:
+                continue
             self._save_last(epoch, row)
             _append_csv(metrics_path, row)
             if writer is not None:
@@ -375,5 +437,9 @@ def _tensorboard(out: Path) -> Any:
 def train(
     config: TrainConfig, table: Path, out: Path, resume: bool = False, progress: bool = True
 ) -> dict[str, float]:
-    """Train and write ``out/best``, ``out/last``, ``out/metrics.csv``; returns the best epoch's metrics."""
-    return Trainer(config, table, out, resume=resume, progress=progress).fit()
+    """Train and write ``out/best``, ``out/last``, ``out/metrics.csv``; returns the best epoch's metrics.
+
+    Under ``torchrun`` this process joins the process group first and leaves it afterwards.
+    """
+    with distributed.process_group(resolve_device(config.device)):
+        return Trainer(config, table, out, resume=resume, progress=progress).fit()

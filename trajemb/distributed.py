@@ -1,0 +1,190 @@
+"""Data-parallel training under ``torchrun``: process group, ranks, sampler and the global batch.
+
+``torchrun --nproc-per-node N -m trajemb train ...`` starts N processes with the rendezvous variables
+set; ``process_group`` joins them (nccl on CUDA, each process on GPU ``LOCAL_RANK``; gloo on CPU) and
+everything else here is a no-op in a plain single process, so the trainer has one code path.
+
+Semantics (PyTorch DDP): every rank holds the whole table, a ``DistributedSampler`` gives each rank
+a disjoint share of the training rows every epoch, ``--batch-size`` is per rank (the global batch is
+``batch_size * world_size``), gradients are averaged by ``DistributedDataParallel``. Triplets are
+mined within each rank's batch by default; ``mining_scope="global"`` all-gathers the batches first
+(``gather_global_batch``) so that positives and negatives come from the global batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.distributed._functional_collectives as funcol
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler, TensorDataset
+
+from trajemb.mining import Triplets
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process stands: rank ``rank`` of ``world_size`` (a single process: 0 of 1)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the only process that writes checkpoints, metrics and logs."""
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def current() -> DistEnv:
+    """The process group this process has joined, or a single process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return DistEnv()
+    return DistEnv(
+        dist.get_rank(),
+        dist.get_world_size(),
+        int(os.environ.get("LOCAL_RANK", "0")),
+        str(dist.get_backend()),
+    )
+
+
+def launched_by_torchrun() -> bool:
+    return dist.is_available() and dist.is_torchelastic_launched()
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun launch (from its ``RANK`` variable, valid before and after the process
+    group exists), or a plain single process."""
+    return int(os.environ.get("RANK", "0")) == 0 if launched_by_torchrun() else True
+
+
+@contextlib.contextmanager
+def process_group(device: torch.device) -> Iterator[DistEnv]:
+    """Join the torchrun process group for the block and leave it afterwards.
+
+    Outside torchrun, or when the group is already joined (by the caller), nothing is set up or torn
+    down. Ranks other than 0 log warnings only, so that a run logs once.
+    """
+    if not launched_by_torchrun() or dist.is_initialized():
+        yield current()
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    env = current()
+    logger = logging.getLogger("trajemb")
+    level = logger.level
+    if not env.is_main:
+        logger.setLevel(logging.WARNING)
+    log.info("rank %d of %d (%s backend)", env.rank, env.world_size, env.backend)
+    try:
+        yield env
+    finally:
+        logger.setLevel(level)
+        dist.destroy_process_group()
+
+
+def rank_device(device: torch.device, env: DistEnv) -> torch.device:
+    """One GPU per process: ``cuda`` becomes ``cuda:LOCAL_RANK`` in a distributed CUDA run."""
+    if env.is_distributed and device.type == "cuda" and device.index is None:
+        return torch.device("cuda", env.local_rank)
+    return device
+
+
+def train_sampler(num_rows: int, env: DistEnv, seed: int) -> DistributedSampler[Any]:
+    """Each rank's share of ``num_rows`` training rows, reshuffled every epoch (``set_epoch``).
+
+    The order depends on ``seed`` and the epoch only, so a resumed run sees the same batches.
+    """
+    return DistributedSampler(
+        TensorDataset(torch.arange(num_rows)),
+        num_replicas=env.world_size,
+        rank=env.rank,
+        shuffle=True,
+        seed=seed,
+        drop_last=True,
+    )
+
+
+def wrap_model(model: nn.Module, env: DistEnv) -> nn.Module:
+    """``DistributedDataParallel(model)`` in a distributed run (it averages the gradients), else
+    the model itself. Parameters stay shared with ``model``, which keeps being the one saved."""
+    if not env.is_distributed:
+        return model
+    device_ids = [model_device(model).index] if model_device(model).type == "cuda" else None
+    # The only buffer (the positional encoding) is a constant: syncing it before every step is waste.
+    return DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def broadcast_from_main(obj: Any, env: DistEnv) -> Any:
+    """Rank 0's ``obj`` on every rank (picklable objects, e.g. a metrics dict)."""
+    if not env.is_distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def sum_over_ranks(values: list[float], env: DistEnv, device: torch.device) -> list[float]:
+    """Element-wise sum of ``values`` over all ranks."""
+    if not env.is_distributed:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return [float(v) for v in t.tolist()]
+
+
+def gather_global_batch(
+    xy: torch.Tensor, groups: torch.Tensor, z: torch.Tensor, env: DistEnv
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, slice]:
+    """Every rank's batch, concatenated in rank order: (W*B, T, 2) positions, (W*B,) groups and
+    (W*B, D) embeddings, and the slice of this rank's own rows.
+
+    The embeddings are gathered with autograd (functional collectives, which replace the deprecated
+    ``torch.distributed.nn.functional.all_gather``; the backward is a sum reduce-scatter): the gradient
+    of a loss on other ranks' rows flows back to the rank that encoded them. All ranks pass equal B.
+    """
+    B = xy.shape[0]
+    own = slice(env.rank * B, (env.rank + 1) * B)
+    if not env.is_distributed:
+        return xy, groups, z, own
+    xy_all = [torch.empty_like(xy) for _ in range(env.world_size)]
+    groups_all = [torch.empty_like(groups) for _ in range(env.world_size)]
+    dist.all_gather(xy_all, xy.contiguous())
+    dist.all_gather(groups_all, groups.contiguous())
+    world = dist.group.WORLD
+    assert world is not None  # joined above (is_distributed)
+    z_all = funcol.wait_tensor(funcol.all_gather_single(z.contiguous(), 0, world))  # type: ignore[no-untyped-call]
+    return torch.cat(xy_all), torch.cat(groups_all), z_all, own
+
+
+def own_anchors(triplets: Triplets, own: slice) -> Triplets:
+    """The triplets whose anchor is one of this rank's rows (each global triplet on exactly one rank)."""
+    keep = (triplets.anchor >= own.start) & (triplets.anchor < own.stop)
+    return Triplets(triplets.anchor[keep], triplets.positive[keep], triplets.negative[keep])
+
+
+def epoch_order(sampler: DistributedSampler[Any], epoch: int) -> np.ndarray:
+    """This rank's training-row positions for ``epoch`` (indices into the training split)."""
+    sampler.set_epoch(epoch)
+    return np.fromiter(iter(sampler), dtype=np.int64)
