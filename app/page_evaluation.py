@@ -45,6 +45,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "search_ms_per_query": ("lower", "Milliseconds per query of the evaluation's exact search."),
 }
 REFERENCES = ("oracle_raw", "random")
+SPEED = ("recall@10 vs exact", "encode_ms_per_window", "search_ms_per_query")
 MAIN = ("minADE@1", "minADE@5", "minADE@10", "minFDE@5")
 
 
@@ -88,26 +89,24 @@ def page() -> None:
         "each query's own track is excluded from its neighbours, which are found by exact search over the embedding. "
         "Best value per column (among models and baselines, not the oracle or random references) in bold."
     )
-    rows = {}
+    quality = [m for m in METRICS if m not in SPEED]
+    rows, speed_rows = {}, {}
     for name, r in {**reports, **baselines}.items():
-        row = {"D": r.get("dim")}
-        row.update({m: r.get(m) for m in METRICS if m in r})
+        rows[name] = {"D": r.get("dim"), **{m: r.get(m) for m in quality}}
         index = r.get("index") if isinstance(r.get("index"), dict) else None
         if index is not None:
-            row["recall@10 vs exact"] = index.get("recall_at_10")
-            row["index"] = f"{index.get('kind')}" + (
-                f", nprobe {index.get('nprobe')}" if index.get("kind") == "ivf" else ""
-            )
-        rows[name] = row
-    frame = pd.DataFrame(rows).T
-    numeric = [c for c in frame.columns if c in METRICS or c == "D"]
-    frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce")
-    styled = (
-        frame.style.apply(_best_style, axis=None)
-        .format({c: "{:.3f}" for c in numeric if c != "D"}, na_rep="–")
-        .format({"D": "{:.0f}"}, na_rep="–")
-    )
-    st.dataframe(styled, width="stretch", key="eval-table")
+            kind = str(index.get("kind")) + (f", nprobe {index.get('nprobe')}" if index.get("kind") == "ivf" else "")
+            speed_rows[name] = {"index": kind, "recall@10 vs exact": index.get("recall_at_10"),
+                                **{m: r.get(m) for m in ("encode_ms_per_window", "search_ms_per_query")}}  # fmt: skip
+    frame = pd.DataFrame(rows).T.apply(pd.to_numeric, errors="coerce")
+    config = {c: st.column_config.NumberColumn(c, format="%.3f") for c in quality}
+    config["D"] = st.column_config.NumberColumn("D", format="%d", width=50)
+    st.dataframe(frame.style.apply(_best_style, axis=None), width="stretch", key="eval-table", column_config=config)
+    if speed_rows:
+        st.caption("Search index and speed of each model (recall of the index the explorer searches, against exact).")
+        speed = pd.DataFrame(speed_rows).T
+        st.dataframe(speed, width="stretch", key="speed-table", column_config={
+            c: st.column_config.NumberColumn(c, format="%.3f") for c in ("recall@10 vs exact", *SPEED[1:])})  # fmt: skip
     chart_methods = {name: r for name, r in reports.items()}
     for ref in ("oracle_raw", "random"):
         if ref in baselines:
@@ -124,8 +123,10 @@ def page() -> None:
         ),
         key="eval-bars",
     )
-    dims = {int(r["dim"]) for r in reports.values() if r.get("dim")}
-    if len(dims) > 1:
+    dims_by_similarity: dict[str, set[int]] = {}
+    for name, r in reports.items():
+        dims_by_similarity.setdefault(str(bundle.model_entry(name).get("similarity")), set()).add(int(r.get("dim") or 0))
+    if any(len(d) > 1 for d in dims_by_similarity.values()):
         groups: dict[str, list[tuple[int, float]]] = {}
         for name, r in reports.items():
             similarity = bundle.model_entry(name).get("similarity") or "model"
@@ -133,7 +134,7 @@ def page() -> None:
         refs = {"oracle": baselines["oracle_raw"]["minADE@5"]} if "oracle_raw" in baselines else {}
         st.plotly_chart(metric_vs_dim_figure(groups, refs, "minADE@5"), key="eval-dim")
     else:
-        st.caption("Every model here embeds into the same D, so there is no plot against D.")
+        st.caption("No mining similarity has models of several embedding dimensions D here, so there is no plot against D.")
     st.subheader("What the columns mean")
     st.dataframe(
         pd.DataFrame(

@@ -1,98 +1,99 @@
-"""End to end in a real browser: serve the explorer on localhost, drive Debian's Chromium with Playwright,
-choose a query, wait for the neighbours, take a screenshot and check it is not blank."""
+"""End to end in a real browser: serve the explorer on localhost, drive Debian's Chromium with Playwright
+the way a person does (table rows, Random, plot clicks, page switches), take screenshots and check them."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from browser import CHROMIUM, CHROMIUM_ARGS, click_plot_point, click_table_row, query_line, served_app, wait_idle, wait_query_change
 from conftest import REPO_ROOT
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-#: As root, without a sandbox; no background traffic (this machine has no network beyond localhost).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]  # fmt: skip
 SCREENSHOT_DIR = Path(os.environ.get("TRAJEMB_SCREENSHOTS", REPO_ROOT / ".cache" / "screenshots"))
 
 pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"
+    CHROMIUM is None and not os.environ.get("TRAJEMB_REQUIRE_BROWSER"),
+    reason="Debian's chromium is not installed (apt-get install chromium)",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def server(small_bundle: Path) -> Iterator[str]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "app" / "streamlit_app.py"),
-           "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
-           "--browser.gatherUsageStats=false", "--", "--bundle", str(small_bundle)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"streamlit did not start: {proc.stdout.read() if proc.stdout else ''}")
-            time.sleep(0.5)
+    with served_app(["--bundle", str(small_bundle)]) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+
+
+def check_screenshot(path: Path) -> None:
+    from PIL import Image
+
+    img = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+    assert img.shape[0] > 200 and img.shape[1] > 400
+    drawn = (img.min(axis=2) < 230).mean()  # share of pixels that are not page background
+    assert drawn > 0.03, f"{path} is (nearly) blank ({drawn:.3f} drawn)"
+    assert len(np.unique(img.reshape(-1, 3)[::50], axis=0)) > 50, f"{path} has almost no colours"
 
 
 def test_explorer_in_chromium(server: str) -> None:
     from playwright.sync_api import sync_playwright
 
+    assert CHROMIUM is not None, "TRAJEMB_REQUIRE_BROWSER is set but chromium is missing"
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
-    shot = SCREENSHOT_DIR / "explore.png"
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=CHROMIUM_ARGS,
-        )
-        page = browser.new_page(viewport={"width": 1500, "height": 1800})
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 2200})
         page.goto(server, timeout=60_000)
-        page.get_by_role("heading", name="Explore neighbours").wait_for(timeout=90_000)
         page.get_by_text("minADE@6").first.wait_for(timeout=90_000)
-        first_query = page.locator("p", has_text="Query").locator("code").first.inner_text()
-        assert first_query.startswith("synthetic/")
-        page.get_by_role("button", name="Random query").click()
-        page.wait_for_function(  # the query line shows another window id
-            "q => ![...document.querySelectorAll('p code')].some(e => e.innerText === q)",
-            arg=first_query,
-            timeout=60_000,
-        )
-        page.get_by_text("minADE@6").first.wait_for(timeout=60_000)
-        page.wait_for_function(
-            "() => document.querySelectorAll('.js-plotly-plot').length >= 4", timeout=60_000
-        )
-        page.wait_for_timeout(1500)  # let plotly finish drawing
-        page.screenshot(path=str(shot), full_page=True)
-        browser.close()
-    from PIL import Image
+        wait_idle(page)
+        first = query_line(page)
+        assert first.startswith("Query: synthetic/")
 
-    img = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float32)
-    assert img.shape[0] > 800 and img.shape[1] > 1000
-    assert img.std() > 20, "screenshot is (nearly) blank"
-    assert len(np.unique(img.reshape(-1, 3)[::50], axis=0)) > 50, "screenshot has almost no colours"
+        # A neighbour picked in the neighbour table becomes the query ...
+        neighbour_table = page.locator("[data-testid=stDataFrame]").count() - 1
+        click_table_row(page, neighbour_table, 0)
+        picked = wait_query_change(page, first)
+        # ... and Random still works afterwards (it did nothing once a table row had been selected).
+        page.get_by_role("button", name="Random").click()
+        after_random = wait_query_change(page, picked)
+        # A row of the pick table, then Random again.
+        click_table_row(page, 0, 3)
+        from_table = wait_query_change(page, after_random)
+        page.get_by_role("button", name="Random").click()
+        again = wait_query_change(page, from_table)
+        # Back returns to the previous query.
+        page.get_by_role("button", name="Back").click()
+        assert wait_query_change(page, again) == from_table
+        # A click on a neighbour's map makes it the query.
+        maps = page.locator(".js-plotly-plot").count() - 1
+        before = query_line(page)
+        window_trace = page.locator(".js-plotly-plot").nth(maps).evaluate(
+            "gd => gd._fullData.findIndex(t => t.customdata && t.customdata.length && t.xaxis === 'x2')"
+        )
+        click_plot_point(page, maps, window_trace, 10)
+        on_map = wait_query_change(page, before)
+        page.screenshot(path=str(SCREENSHOT_DIR / "explore.png"))
+        page.locator(".js-plotly-plot").last.screenshot(path=str(SCREENSHOT_DIR / "explore-maps.png"))
+        check_screenshot(SCREENSHOT_DIR / "explore-maps.png")
+
+        # A click on the 2-D layout picks the point under the cursor.
+        page.get_by_text("On the 2-D layout").click()
+        wait_idle(page)
+        click_plot_point(page, 0, 0, 5)
+        wait_query_change(page, on_map)
+        page.screenshot(path=str(SCREENSHOT_DIR / "explore-layout.png"))
+
+        # Every page draws.
+        for name, path in (("Embedding space", "space"), ("Compare models", "compare"),
+                           ("Evaluation", "evaluation"), ("Your own query", "query")):  # fmt: skip
+            page.get_by_role("link", name=name).click()
+            page.get_by_role("heading", name=name if name != "Explore" else "Explore neighbours").first.wait_for(timeout=60_000)
+            wait_idle(page)
+            assert not page.locator("[data-testid=stException]").count(), name
+            page.screenshot(path=str(SCREENSHOT_DIR / f"{path}.png"))
+            plot = SCREENSHOT_DIR / f"{path}-plot.png"
+            page.locator(".js-plotly-plot").first.screenshot(path=str(plot))
+            check_screenshot(plot)
+        browser.close()

@@ -218,11 +218,13 @@ def agent_frame_figure(
     for i, (xy, name) in enumerate(zip(neighbors_xy, names, strict=True)):
         trace: dict[str, Any] = {
             "type": "scatter",
-            "mode": "lines",
+            "mode": "lines+markers",  # markers make the line clickable (plotly selects points only)
             "x": np.round(xy[:, 0], 2),
             "y": np.round(xy[:, 1], 2),
             "name": plain(name),
             "line": {"color": colors[i], "width": 2},
+            "marker": {"size": 3, "color": colors[i]},
+            "unselected": {"marker": {"opacity": 1}},
             "hovertemplate": f"{plain(name)}<extra></extra>",
         }
         if rows is not None:
@@ -355,10 +357,12 @@ def map_grid_figure(
             data += _ends(list(panel.others_xy), ["rgba(60,60,140,0.45)"] * len(panel.others_xy), 6, axes)
         trace: dict[str, Any] = {
             "type": "scatter",
-            "mode": "lines",
+            "mode": "lines+markers",
             "x": np.round(panel.window_xy[:, 0], 2),
             "y": np.round(panel.window_xy[:, 1], 2),
             "line": {"color": panel.color, "width": 3.5},
+            "marker": {"size": 4, "color": panel.color},
+            "unselected": {"marker": {"opacity": 1}},
             "hovertemplate": f"{plain(panel.title)}<extra></extra>",
             **axes,
         }
@@ -555,12 +559,14 @@ def gallery_figure(
         data.append(
             {
                 "type": "scatter",
-                "mode": "lines",
+                "mode": "lines+markers",
                 "name": plain(cat),
                 "x": np.round(xy[:, 0], 2),
                 "y": np.round(xy[:, 1], 2),
                 "customdata": custom,
                 "line": {"color": colors[cat], "width": 1.5},
+                "marker": {"size": 2.5, "color": colors[cat]},
+                "unselected": {"marker": {"opacity": 1}},
                 "opacity": 0.8,
                 "hovertemplate": f"{plain(cat)}, row %{{customdata}}<extra></extra>",
             }

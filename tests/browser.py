@@ -1,0 +1,127 @@
+"""Driving the explorer in Debian's Chromium with Playwright: a served app, waits, and the clicks a person
+makes (table rows, plot points). Shared by the browser test and ``scripts/bench_app.py``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+#: As root, without a sandbox; no background traffic (this machine has no network beyond localhost).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def served_app(args: list[str], env: dict[str, str] | None = None, timeout_s: float = 120) -> Iterator[str]:
+    """``streamlit run app/streamlit_app.py -- ARGS`` on a free localhost port; yields its URL."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "app" / "streamlit_app.py"),
+           "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
+           "--browser.gatherUsageStats=false", "--", *args]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"streamlit did not start: {proc.stdout.read() if proc.stdout else ''}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def wait_idle(page: Any, timeout_ms: int = 60_000, quiet_ms: int = 400) -> None:
+    """Until Streamlit has finished the current run (no "Running" indicator for ``quiet_ms``, which also
+    covers a run that has not shown the indicator yet) and the plots have drawn."""
+    page.wait_for_function(
+        """ms => {
+             const now = performance.now();
+             if (document.querySelector('[data-testid=stStatusWidget]')) { window.__busy = now; return false; }
+             if (window.__busy === undefined) window.__busy = now;
+             return now - window.__busy >= ms;
+           }""",
+        arg=quiet_ms,
+        timeout=timeout_ms,
+        polling=50,
+    )
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.js-plotly-plot')].every(p => p._fullLayout && !p._transitioning)",
+        timeout=timeout_ms,
+    )
+
+
+def query_line(page: Any) -> str:
+    """The text of the current query line ("Query: <id> · ...")."""
+    for el in page.locator("[data-testid=stText]").all():
+        text = el.inner_text()
+        if text.startswith("Query: "):
+            return str(text)
+    return ""
+
+
+def wait_query_change(page: Any, before: str, timeout_ms: int = 60_000) -> str:
+    page.wait_for_function(
+        """q => [...document.querySelectorAll('[data-testid=stText]')]
+              .some(e => e.innerText.startsWith('Query: ') && e.innerText !== q)""",
+        arg=before,
+        timeout=timeout_ms,
+    )
+    wait_idle(page, timeout_ms)
+    return query_line(page)
+
+
+def click_table_row(page: Any, table_index: int, row: int) -> None:
+    """Select data row ``row`` of the ``table_index``-th dataframe by clicking its selection box."""
+    grid = page.locator("[data-testid=stDataFrame]").nth(table_index)
+    grid.evaluate("el => el.scrollIntoView({block: 'center'})")
+    page.wait_for_timeout(100)
+    box = grid.bounding_box()
+    row_px = 35  # glide data grid: header and rows are 35 px high
+    page.mouse.click(box["x"] + 18, box["y"] + row_px * (row + 1) + row_px / 2)
+
+
+def click_plot_point(page: Any, plot_index: int, trace: int = 0, point: int = 0) -> None:
+    """Click the ``point``-th point of ``trace`` of the ``plot_index``-th plotly chart, where it is drawn."""
+    plot = page.locator(".js-plotly-plot").nth(plot_index)
+    plot.evaluate("el => el.scrollIntoView({block: 'center'})")
+    page.wait_for_timeout(100)
+    xy = plot.evaluate(
+        """(gd, [t, i]) => {
+             const fl = gd._fullLayout, tr = gd._fullData[t];
+             const xa = fl[(tr.xaxis || 'x').replace('x', 'xaxis')], ya = fl[(tr.yaxis || 'y').replace('y', 'yaxis')];
+             const x = tr.x[i], y = tr.y[i];
+             const box = gd.getBoundingClientRect();
+             return [box.left + xa._offset + xa.l2p(x), box.top + ya._offset + ya.l2p(y)];
+           }""",
+        [trace, point],
+    )
+    page.mouse.click(xy[0], xy[1])
