@@ -1,0 +1,113 @@
+"""Worker processes that never outlive the command that started them.
+
+``process_pool`` wraps ``ProcessPoolExecutor`` for ``prepare`` and ``synth``:
+
+* when the block exits with an exception (a bad input, Ctrl-C, SIGTERM turned into an exception by
+  the CLI) the workers are terminated at once instead of finishing their chunks;
+* each worker ignores SIGINT (the parent decides; a terminal's Ctrl-C reaches the whole process group)
+  and drops SIGTERM handlers inherited through ``fork``;
+* if the parent dies without cleaning up (``kill -9``), each worker dies too: on Linux the kernel
+  sends it SIGKILL (``prctl(PR_SET_PDEATHSIG)``), and everywhere a watchdog thread exits the worker
+  once its parent process is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.process import BaseProcess
+
+log = logging.getLogger(__name__)
+
+#: Most worker processes (``--workers``) a command starts.
+MAX_WORKERS = 512
+#: ``PR_SET_PDEATHSIG`` from ``<linux/prctl.h>``.
+_PR_SET_PDEATHSIG = 1
+#: How often a worker's watchdog looks for its parent (seconds).
+WATCHDOG_INTERVAL_S = 0.5
+
+
+def _parent_gone(parent_pid: int, ppid_at_start: int) -> bool:
+    # Re-parenting (to init or a subreaper) is the portable sign of a dead parent; the pid check
+    # covers start methods where the worker's parent is a fork server, not the command itself.
+    if os.getppid() != ppid_at_start:
+        return True
+    try:
+        os.kill(parent_pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _watchdog(parent_pid: int, ppid_at_start: int) -> None:
+    while True:
+        if _parent_gone(parent_pid, ppid_at_start):
+            os._exit(1)  # no cleanup to do: the parent owns every output
+        time.sleep(WATCHDOG_INTERVAL_S)
+
+
+def init_worker(parent_pid: int) -> None:
+    """``ProcessPoolExecutor`` initializer: tie the worker's life to ``parent_pid``'s."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no usable libc: the watchdog alone covers it
+            pass
+    ppid = os.getppid()
+    # The parent may have died before prctl took effect; the first check catches that.
+    if _parent_gone(parent_pid, ppid):
+        os._exit(1)
+    threading.Thread(target=_watchdog, args=(parent_pid, ppid), daemon=True, name="parent-watchdog").start()
+
+
+def _processes(pool: ProcessPoolExecutor) -> list[BaseProcess]:
+    # ``ProcessPoolExecutor`` gains terminate_workers() only in Python 3.14; until then its process
+    # table is the one way to reach the workers.
+    table = getattr(pool, "_processes", None) or {}
+    return list(table.values())
+
+
+def terminate_pool(pool: ProcessPoolExecutor, timeout_s: float = 5.0) -> None:
+    """Stop every worker of ``pool`` now (SIGTERM, then SIGKILL after ``timeout_s``) and shut it down."""
+    processes = _processes(pool)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + timeout_s
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join(1.0)
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def process_pool(max_workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A ``ProcessPoolExecutor`` whose workers die with the block's failure or the parent's death.
+
+    A normal exit waits for the workers; an exception (``GeneratorExit`` of an abandoned generator
+    included) terminates them before it propagates.
+    """
+    pool = ProcessPoolExecutor(max_workers=max_workers, initializer=init_worker, initargs=(os.getpid(),))
+    try:
+        yield pool
+    except BaseException:
+        terminate_pool(pool)
+        raise
+    pool.shutdown(wait=True)
