@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -58,13 +57,29 @@ def test_short_run_lowers_loss_and_writes_artefacts(synth_table: Path, tmp_path:
 
 def test_resume_continues(synth_table: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    train(config(epochs=2), synth_table, out, progress=False)
-    shutil.copytree(out, tmp_path / "two_epochs")
+    calls = {"n": 0}
+    real_validate = Trainer.validate
+
+    def validate_then_die(self: Trainer) -> dict[str, float]:
+        calls["n"] += 1
+        if calls["n"] == 2:  # killed during epoch 2: last/ and metrics.csv hold epoch 1
+            raise KeyboardInterrupt
+        return real_validate(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "validate", validate_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            train(config(epochs=3), synth_table, out, progress=False)
     with pytest.raises(ConfigError, match="training config differs"):
         Trainer(config(epochs=3, lr=1e-3), synth_table, out, resume=True, progress=False)
-    # Resuming a finished 2-epoch run with the same config trains nothing more.
-    trainer = Trainer(config(epochs=2), synth_table, out, resume=True, progress=False)
-    assert trainer.start_epoch == 2
+    trainer = Trainer(config(epochs=3), synth_table, out, resume=True, progress=False)
+    assert trainer.start_epoch == 1
+    trainer.fit()
+    with open(out / "metrics.csv") as fh:
+        assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2, 3]
+    # Resuming a finished run is refused before any work, saying where its result is.
+    with pytest.raises(ConfigError, match=r"already finished its 3 epoch\(s\); nothing to resume"):
+        Trainer(config(epochs=3), synth_table, out, resume=True, progress=False)
     with pytest.raises(DataError, match="nothing to resume"):
         Trainer(config(), synth_table, tmp_path / "fresh", resume=True, progress=False)
 

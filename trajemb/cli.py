@@ -1,14 +1,18 @@
 """Command line of trajemb: ``trajemb <command>``. Flags map one-to-one onto the frozen config dataclasses.
 
-Expected failures (``TrajembError``) print one line and exit with status 2; anything else is a bug and
-keeps its traceback.
+Expected failures (``TrajembError``, a file system refusing a write, memory running out) print one
+line and exit with status 2; anything else is a bug and keeps its traceback. SIGINT exits with 130,
+SIGTERM and SIGHUP with 128 + the signal, after the same cleanup (``trajemb.interrupts``); a closed
+output pipe (``trajemb info t | head -2``) ends the command quietly with 141, as SIGPIPE would.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,11 +21,30 @@ import numpy as np
 
 from trajemb import __version__
 from trajemb.errors import TrajembError
+from trajemb.interrupts import Terminated, signals_as_exceptions
 from trajemb.schema import PAPER_FOCAL_FUTURE, WindowConfig
+from trajemb.validate import check_int, check_seed
 
 log = logging.getLogger("trajemb")
 
 DEFAULT_CACHE = Path(".cache")
+#: Operating-system errors that are the environment's, not a bug: reported as one line.
+ENVIRONMENT_ERRNOS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EIO,
+        errno.EMFILE,
+        errno.ENFILE,
+    }
+)
+#: Exit status of a command whose output pipe closed (128 + SIGPIPE, what a shell shows for ``head``).
+EXIT_BROKEN_PIPE = 141
+MAX_QUERIES = 10_000_000
+MAX_K = 10_000
 
 
 def _add_window_flags(p: argparse.ArgumentParser) -> None:
@@ -145,20 +168,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
     )
-    best = train(config, Path(args.data), Path(args.out), resume=args.resume, progress=not args.quiet)
+    best = train(
+        config, Path(args.data), Path(args.out), resume=args.resume, progress=not args.quiet,
+        overwrite=args.overwrite,
+    )  # fmt: skip
     k = config.val_k
+    ade, fde = best.get(f"val_minADE@{k}", float("nan")), best.get(f"val_minFDE@{k}", float("nan"))
     print(
-        f"best epoch {int(best['epoch'])}: val minADE@{k} {best[f'val_minADE@{k}']:.3f} m, "
-        f"minFDE@{k} {best[f'val_minFDE@{k}']:.3f} m -> {Path(args.out) / 'best'}"
+        f"best epoch {int(best.get('epoch', 0))}: val minADE@{k} {ade:.3f} m, "
+        f"minFDE@{k} {fde:.3f} m -> {Path(args.out) / 'best'}"
     )
     return 0
 
 
 def _cmd_bundle(args: argparse.Namespace) -> int:
     from trajemb.bundle import BundleConfig, build_bundle
+    from trajemb.devices import resolve_device
     from trajemb.evaluate import EvalConfig
     from trajemb.index import IndexSpec
+    from trajemb.outputs import check_output_dir
 
+    # Checked here as well as in build_bundle, so that no flag fails after the embedding work.
+    check_int("--queries", args.queries, 1, MAX_QUERIES)
+    check_seed("--seed", args.seed)
+    resolve_device(args.device)
+    inputs = [args.table, *args.checkpoint, *([args.maps] if args.maps else [])]
+    check_output_dir(args.out, "bundle", inputs)
     config = BundleConfig(
         index=IndexSpec(kind=args.index),
         evaluation=EvalConfig(num_queries=args.queries, seed=args.seed),
@@ -179,6 +214,7 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
 def _cmd_search(args: argparse.Namespace) -> int:
     from trajemb.bundle import Bundle
 
+    check_int("--k", args.k, 1, MAX_K)
     bundle = Bundle(Path(args.bundle))
     model = args.model or bundle.model_names[0]
     row = bundle.row(args.query)
@@ -236,7 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="generate synthetic AV2 scenarios (parquet + map JSON)")
-    p.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder: new, empty, or an earlier synth output (replaced atomically)",
+    )
     p.add_argument("--scenarios", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
@@ -248,7 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="AV2 folders -> trajectory table (parquet)")
     p.add_argument("--av2", action="append", metavar="DIR", help="AV2 motion-forecasting folder (repeatable)")
     p.add_argument("--sensor-logs", action="append", metavar="DIR", help="AV2 sensor-log folder (repeatable)")
-    p.add_argument("--out", required=True, help="table path (.parquet), written atomically")
+    p.add_argument(
+        "--out", required=True, help="table path (.parquet): new or an earlier table, written atomically"
+    )
     _add_window_flags(p)
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
     p.add_argument("--skip-bad", action="store_true", help="go on past bad scenarios and report them")
@@ -268,7 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     e, t = EncoderConfig(), TrainConfig()
     p = sub.add_parser("train", help="train an encoder with the contrastive triplet loss")
     p.add_argument("--data", required=True, help="trajectory table from `trajemb prepare`")
-    p.add_argument("--out", required=True, help="run folder: best/, last/, metrics.csv")
+    p.add_argument(
+        "--out", required=True, help="run folder (best/, last/, metrics.csv): new or empty, or see --resume"
+    )
     p.add_argument("--similarity", choices=["cosine", "fft"], default=t.similarity)
     p.add_argument("--shape-weight", type=float, default=t.shape_weight, help="f of the Cosine similarity")
     p.add_argument("--threshold", type=float, default=None,
@@ -295,13 +339,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-k", type=int, default=t.val_k, help="k of validation minADE/minFDE@k")
     p.add_argument("--seed", type=int, default=t.seed)
     p.add_argument("--device", default=t.device, help="auto (cuda, then cpu), cpu, cuda, cuda:1, ...")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    p.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/last")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the run in OUT (its checkpoints and metrics) afresh"
+    )
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("bundle", help="embed, index, project and evaluate a table under checkpoints")
     p.add_argument("--table", required=True)
     p.add_argument("--checkpoint", action="append", required=True, help="checkpoint folder (repeatable)")
-    p.add_argument("--out", required=True, help="bundle folder (replaced atomically)")
+    p.add_argument(
+        "--out", required=True, help="bundle folder: new, empty, or an earlier bundle (replaced atomically)"
+    )
     p.add_argument("--maps", default=None, help="reduced maps folder (`trajemb prepare --maps-dir`)")
     p.add_argument("--index", choices=["flat", "ivf", "hnsw"], default="flat")
     p.add_argument("--queries", type=int, default=2000, help="evaluation queries")
@@ -339,10 +388,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it narrates its CPU-feature probing
     try:
-        return int(args.func(args))
+        with signals_as_exceptions():
+            status = int(args.func(args))
+            sys.stdout.flush()  # a closed pipe shows up here, inside the handlers below
+            return status
     except TrajembError as exc:
-        print(f"trajemb: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
+    except BrokenPipeError:
+        # The reader went away (``| head``): nothing left to say. Later writes (the interpreter's final
+        # flush) go to /dev/null instead of raising again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _error(f"{where}{exc.strerror}")
+    except MemoryError:
+        return _error("out of memory; use fewer --workers, a smaller --batch-size or less data")
     except KeyboardInterrupt:
         print("trajemb: interrupted", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        print(f"trajemb: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+
+
+def _error(message: str) -> int:
+    """Print ``message`` as the one line an expected failure gets (newlines from data folded)."""
+    print(f"trajemb: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
