@@ -30,7 +30,7 @@ from trajemb.schema import Source, WindowColumns, WindowConfig
 from trajemb.store import open_table_writer
 from trajemb.validate import check_int
 from trajemb.windows import CityWindows, concat_city_windows, concat_windows, cut_windows, to_agent_frame
-from trajemb.workers import MAX_WORKERS, process_pool
+from trajemb.workers import MAX_WORKERS, imap_ordered, process_pool
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def _run(jobs: list[Job], config: PrepareConfig) -> Iterator[ChunkResult]:
         return
     try:
         with process_pool(workers) as pool:
-            yield from pool.map(process_chunk, args)
+            yield from imap_ordered(pool, process_chunk, args, in_flight=4 * workers)
     except BrokenProcessPool as exc:
         raise DataError(
             "a worker process died while reading the inputs (killed, or out of memory?); "

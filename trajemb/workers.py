@@ -1,6 +1,8 @@
 """Worker processes that never outlive the command that started them.
 
-``process_pool`` wraps ``ProcessPoolExecutor`` for ``prepare`` and ``synth``:
+``process_pool`` wraps ``ProcessPoolExecutor`` for ``prepare`` and ``synth``, and ``imap_ordered``
+feeds it (instead of ``Executor.map``, whose clean-up cancels futures that Python 3.11's broken-pool
+handler then fails on, printing a traceback from its thread when the workers are terminated):
 
 * when the block exits with an exception (a bad input, Ctrl-C, SIGTERM turned into an exception by
   the CLI) the workers are terminated at once instead of finishing their chunks;
@@ -21,11 +23,16 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing.process import BaseProcess
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: Most worker processes (``--workers``) a command starts.
 MAX_WORKERS = 512
@@ -94,7 +101,8 @@ def terminate_pool(pool: ProcessPoolExecutor, timeout_s: float = 5.0) -> None:
         if process.is_alive():
             process.kill()
             process.join(1.0)
-    pool.shutdown(wait=True, cancel_futures=True)
+    # The pool notices its dead workers and fails the outstanding futures; nobody waits on them.
+    pool.shutdown(wait=True)
 
 
 @contextlib.contextmanager
@@ -111,3 +119,21 @@ def process_pool(max_workers: int) -> Iterator[ProcessPoolExecutor]:
         terminate_pool(pool)
         raise
     pool.shutdown(wait=True)
+
+
+def imap_ordered(
+    pool: ProcessPoolExecutor, fn: Callable[[T], R], items: Iterable[T], in_flight: int
+) -> Iterator[R]:
+    """``fn(item)`` for every item, computed in ``pool``, yielded in order with at most ``in_flight``
+    items submitted ahead (memory stays bounded however many items there are).
+
+    Abandoning the iterator cancels nothing itself: ``process_pool``'s exit terminates the workers
+    and the pool fails whatever was outstanding.
+    """
+    pending: deque[Future[R]] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= in_flight:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()

@@ -17,7 +17,7 @@ from trajemb.outputs import SYNTH_GENERATOR, SYNTH_MARKER, check_output_dir
 from trajemb.synth.scenario import generate_scenario
 from trajemb.synth.writer import write_scenario_dir
 from trajemb.validate import check_int, check_seed
-from trajemb.workers import MAX_WORKERS, process_pool
+from trajemb.workers import MAX_WORKERS, imap_ordered, process_pool
 
 #: Written at the root of every generated folder; ``prepare`` labels the windows below it ``synthetic``
 #: and ``trajemb.outputs`` recognises the folder as one it may replace.
@@ -74,7 +74,7 @@ def generate(config: SynthConfig, out: Path, progress: bool = True) -> float:
                 bar.update(_write_range(job))
         else:
             with process_pool(workers) as pool:
-                for n in pool.map(_write_range, jobs):
+                for n in imap_ordered(pool, _write_range, jobs, in_flight=4 * workers):
                     bar.update(n)
         bar.close()
         marker = {
