@@ -23,7 +23,6 @@ from trajemb import __version__
 from trajemb.errors import TrajembError
 from trajemb.interrupts import Terminated, signals_as_exceptions
 from trajemb.schema import PAPER_FOCAL_FUTURE, WindowConfig
-from trajemb.validate import check_int, check_seed
 
 log = logging.getLogger("trajemb")
 
@@ -43,8 +42,6 @@ ENVIRONMENT_ERRNOS = frozenset(
 )
 #: Exit status of a command whose output pipe closed (128 + SIGPIPE, what a shell shows for ``head``).
 EXIT_BROKEN_PIPE = 141
-MAX_QUERIES = 10_000_000
-MAX_K = 10_000
 
 
 def _add_window_flags(p: argparse.ArgumentParser) -> None:
@@ -183,17 +180,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_bundle(args: argparse.Namespace) -> int:
     from trajemb.bundle import BundleConfig, build_bundle
-    from trajemb.devices import resolve_device
     from trajemb.evaluate import EvalConfig
     from trajemb.index import IndexSpec
-    from trajemb.outputs import check_output_dir
 
-    # Checked here as well as in build_bundle, so that no flag fails after the embedding work.
-    check_int("--queries", args.queries, 1, MAX_QUERIES)
-    check_seed("--seed", args.seed)
-    resolve_device(args.device)
-    inputs = [args.table, *args.checkpoint, *([args.maps] if args.maps else [])]
-    check_output_dir(args.out, "bundle", inputs)
     config = BundleConfig(
         index=IndexSpec(kind=args.index),
         evaluation=EvalConfig(num_queries=args.queries, seed=args.seed),
@@ -214,7 +203,6 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
 def _cmd_search(args: argparse.Namespace) -> int:
     from trajemb.bundle import Bundle
 
-    check_int("--k", args.k, 1, MAX_K)
     bundle = Bundle(Path(args.bundle))
     model = args.model or bundle.model_names[0]
     row = bundle.row(args.query)
@@ -310,9 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     e, t = EncoderConfig(), TrainConfig()
     p = sub.add_parser("train", help="train an encoder with the contrastive triplet loss")
     p.add_argument("--data", required=True, help="trajectory table from `trajemb prepare`")
-    p.add_argument(
-        "--out", required=True, help="run folder (best/, last/, metrics.csv): new or empty, or see --resume"
-    )
+    p.add_argument("--out", required=True, help="run folder: best/, last/, metrics.csv")
     p.add_argument("--similarity", choices=["cosine", "fft"], default=t.similarity)
     p.add_argument("--shape-weight", type=float, default=t.shape_weight, help="f of the Cosine similarity")
     p.add_argument("--threshold", type=float, default=None,
@@ -339,18 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-k", type=int, default=t.val_k, help="k of validation minADE/minFDE@k")
     p.add_argument("--seed", type=int, default=t.seed)
     p.add_argument("--device", default=t.device, help="auto (cuda, then cpu), cpu, cuda, cuda:1, ...")
-    p.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/last")
-    p.add_argument(
-        "--overwrite", action="store_true", help="replace the run in OUT (its checkpoints and metrics) afresh"
-    )
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("bundle", help="embed, index, project and evaluate a table under checkpoints")
     p.add_argument("--table", required=True)
     p.add_argument("--checkpoint", action="append", required=True, help="checkpoint folder (repeatable)")
-    p.add_argument(
-        "--out", required=True, help="bundle folder: new, empty, or an earlier bundle (replaced atomically)"
-    )
+    p.add_argument("--out", required=True, help="bundle folder (replaced atomically)")
     p.add_argument("--maps", default=None, help="reduced maps folder (`trajemb prepare --maps-dir`)")
     p.add_argument("--index", choices=["flat", "ivf", "hnsw"], default="flat")
     p.add_argument("--queries", type=int, default=2000, help="evaluation queries")
@@ -378,7 +359,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenarios", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
+    _add_overwrite_flag(sub.choices["train"])
     return parser
+
+
+def _add_overwrite_flag(train: argparse.ArgumentParser) -> None:
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start the run in OUT afresh, removing its checkpoints and metrics (see --resume)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
