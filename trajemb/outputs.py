@@ -69,7 +69,7 @@ def is_trajemb_table(path: Path) -> bool:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return False
         metadata = pq.read_metadata(path).metadata or {}
-    except (OSError, pa.ArrowException):
+    except (OSError, ValueError, pa.ArrowException):
         return False
     return TABLE_METADATA_KEY in metadata
 

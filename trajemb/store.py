@@ -250,7 +250,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
     try:
         parquet_metadata = pq.read_metadata(path)
         metadata = parquet_metadata.metadata or {}
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: undecodable footer strings
         raise DataError(f"{path}: not a readable trajectory table ({exc})") from exc
     if METADATA_KEY not in metadata:
         raise DataError(f"{path}: parquet file has no trajemb manifest (not written by `trajemb prepare`)")
@@ -329,6 +329,7 @@ def read_table(path: Path, verify: bool = False) -> TrajectoryTable:
     T = int(manifest["num_steps"])
     try:
         table = pq.read_table(path)
+        table.validate(full=True)  # e.g. invalid UTF-8 in a string column: caught here, not in pandas
         _check_columns(path, table.schema, T)
         nulls = [c for c in table.column_names if table.column(c).null_count]
         if nulls:
@@ -338,7 +339,7 @@ def read_table(path: Path, verify: bool = False) -> TrajectoryTable:
             raise DataError(f"{path}: null positions in xy_agent; re-run trajemb prepare")
         xy = flat.to_numpy().reshape(-1, T, 2)
         meta = table.drop_columns(["xy_agent"]).select(list(META_COLUMNS)).to_pandas()
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(f"{path}: trajectory table is corrupt ({exc})") from exc
     if len(xy) != manifest["num_windows"]:
         raise DataError(f"{path}: {len(xy)} windows, the manifest says {manifest['num_windows']}")

@@ -104,7 +104,7 @@ def _read_columns(path: Path) -> tuple[pa.Table, bool]:
         # No pre_buffer: for files this small it doubles the cost of opening them.
         parquet = pq.ParquetFile(path, read_dictionary=_DICTIONARY_COLUMNS)
         schema = parquet.schema_arrow
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: undecodable footer strings
         raise DataError(f"{path}: not a readable parquet file ({exc})") from exc
     missing = [name for name in REQUIRED_COLUMNS if name not in schema.names]
     if missing:
@@ -117,7 +117,8 @@ def _read_columns(path: Path) -> tuple[pa.Table, bool]:
             raise DataError(f"{path}: column {name} has type {field_type}, expected {kind}")
     try:
         table = parquet.read(columns=list(REQUIRED_COLUMNS), use_threads=False)
-    except (pa.ArrowException, OSError) as exc:
+        table.validate(full=True)  # invalid UTF-8 or offsets would surface later as odd errors
+    except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(f"{path}: parquet file is corrupt or truncated ({exc})") from exc
     # Null positions read as NaN and are reported as such below; null headings are "unknown".
     nulls = [f"{name} ({table.column(name).null_count})" for name in REQUIRED_COLUMNS

@@ -131,7 +131,8 @@ def _read_feather(path: Path, columns: dict[str, tuple[str, _Check]], what: str)
         raise DataError(f"{path}: the {what} is not a regular file")
     try:
         table = feather.read_table(path, memory_map=False)
-    except (pa.ArrowException, OSError) as exc:
+        table.validate(full=True)  # feather is not checked on read; corrupt strings would fail later
+    except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(f"{path}: not a readable feather file ({exc})") from exc
     missing = [c for c in columns if c not in table.column_names]
     if missing:

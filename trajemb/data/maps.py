@@ -12,6 +12,7 @@ import logging
 import os
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +126,12 @@ def save_map_geometry(geometry: MapGeometry, path: Path) -> None:
         np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
 
 
+#: What numpy and zipfile raise on a damaged npz: bad headers, bad zip structure, corrupt deflate
+#: streams (zlib.error), unsupported or encrypted members (NotImplementedError, RuntimeError).
+_NPZ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+               RuntimeError, OverflowError)  # fmt: skip
+
+
 def read_map_geometry(path: Path) -> MapGeometry:
     """Read an npz written by ``save_map_geometry`` (no pickle), checking every array it holds.
 
@@ -147,8 +154,8 @@ def read_map_geometry(path: Path) -> MapGeometry:
             for kind in _KINDS:
                 points, offsets = data[f"{kind}_points"], data[f"{kind}_offsets"]
                 kinds[kind] = _split_polylines(path, kind, points, offsets)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: not a trajemb map geometry file ({exc})") from exc
+    except _NPZ_ERRORS as exc:
+        raise DataError(f"{path}: not a trajemb map geometry file ({type(exc).__name__}: {exc})") from exc
     return MapGeometry(**kinds)
 
 
