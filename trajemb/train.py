@@ -59,6 +59,8 @@ RUN_PROGRESS = ("best", "last", METRICS_FILE)
 MAX_EPOCHS = 1_000_000
 MAX_BATCH_SIZE = 1 << 24
 MAX_VAL_K = 1000
+#: Consecutive batches without a single triplet, from the start of an epoch, after which training stops.
+EMPTY_BATCHES_LIMIT = 200
 
 
 class TrainingError(TrajembError):
@@ -419,13 +421,15 @@ class Trainer:
                 total += float(loss.detach())
                 n_triplets += m
                 bar.set_postfix(loss=f"{total / (step + 1):.4f}")
+                # Without a triplet nothing is learned; on a large table say so after a few hundred
+                # batches rather than after the epoch.
+                if n_triplets == 0 and step + 1 == min(self.steps_per_epoch, EMPTY_BATCHES_LIMIT):
+                    raise TrainingError(
+                        f"epoch {epoch + 1}: none of the first {step + 1} batches yielded a triplet (similarity "
+                        f"threshold {self.threshold:.4g}); nothing is learned, so no checkpoint is written. "
+                        "Drop --threshold to calibrate it, or use a larger --batch-size"
+                    )
             seconds = time.perf_counter() - t0
-            if n_triplets == 0:
-                raise TrainingError(
-                    f"epoch {epoch + 1}: no batch yielded a triplet (similarity threshold {self.threshold:.4g}); "
-                    "nothing was learned, so no checkpoint is written. Drop --threshold to calibrate it, "
-                    "or use a larger --batch-size"
-                )
             row: dict[str, float] = {
                 "epoch": epoch + 1,
                 "train_loss": total / self.steps_per_epoch,
