@@ -160,3 +160,13 @@ def test_cache_dir(tmp_path: Path) -> None:
         check_cache_dir(tmp_path / "file", "--maps-dir")
     with pytest.raises(DataError, match="overlaps the input"):
         check_cache_dir(tmp_path / "data" / "maps", "--maps-dir", inputs=[tmp_path / "data"])
+
+
+def test_unwritable_parent_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-only place (root ignores permission bits, so the check is simulated)."""
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == tmp_path else real_access(p, mode))
+    with pytest.raises(DataError, match=f"the folder {tmp_path} is not writable"):
+        check_output_file(tmp_path / "t.parquet", "table")
+    with pytest.raises(DataError, match="cannot be created under"):
+        check_cache_dir(tmp_path / "maps", "--maps-dir")
