@@ -151,12 +151,16 @@ def check_run_folder(out: Path, table: Path, resume: bool, overwrite: bool) -> N
 
     Raises:
         ConfigError: ``resume`` and ``overwrite`` together.
-        DataError: ``out`` is not ours to write (``trajemb.outputs``), or holds a run with progress and
-            neither ``resume`` nor ``overwrite`` was given.
+        DataError: ``out`` is not ours to write (``trajemb.outputs``), holds a run with progress and
+            neither ``resume`` nor ``overwrite`` was given, or ``resume`` without a last checkpoint.
     """
     if resume and overwrite:
         raise ConfigError("--resume continues a run and --overwrite starts it afresh; give one of them")
     check_output_dir(out, "run", inputs=[table])
+    if resume and not (Path(out) / "last" / TRAIN_STATE_FILE).is_file():
+        raise DataError(
+            f"{Path(out) / 'last'}: nothing to resume (no {TRAIN_STATE_FILE}); drop --resume to start afresh"
+        )
     progress = [name for name in RUN_PROGRESS if (Path(out) / name).exists()]
     if progress and not resume and not overwrite:
         raise DataError(
