@@ -108,7 +108,9 @@ def _refuse(out: Path, kind: OutputKind, why: str, todo: str) -> DataError:
 
 def _check_protected(out: Path, kind: OutputKind) -> None:
     target = _resolved(out)
-    protected: list[tuple[Path, str]] = [(Path.cwd().resolve(), "the current folder")]
+    protected: list[tuple[Path, str]] = []
+    with contextlib.suppress(OSError):  # the current folder was deleted: nothing to protect there
+        protected.append((Path.cwd().resolve(), "the current folder"))
     with contextlib.suppress(RuntimeError):  # no home folder known: nothing to protect
         protected.append((Path.home().resolve(), "your home folder"))
     for place, name in protected:
