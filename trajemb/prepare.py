@@ -9,10 +9,11 @@ scenario is read; workers die with the command (``trajemb.workers``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -160,7 +161,7 @@ def process_chunk(args: tuple[list[Job], WindowConfig, str | None]) -> ChunkResu
     return ChunkResult(to_agent_frame(concat_city_windows(batches, window.num_steps)), errors, len(jobs))
 
 
-def _run(jobs: list[Job], config: PrepareConfig) -> Iterator[ChunkResult]:
+def _run(jobs: list[Job], config: PrepareConfig) -> Generator[ChunkResult, None, None]:
     workers = config.workers or (os.cpu_count() or 1)
     chunk = max(1, min(64, len(jobs) // (workers * 4) or 1))
     args = [(jobs[i : i + chunk], config.window, config.maps_dir) for i in range(0, len(jobs), chunk)]
@@ -179,18 +180,21 @@ def _run(jobs: list[Job], config: PrepareConfig) -> Iterator[ChunkResult]:
 
 def _prepared_batches(
     config: PrepareConfig, jobs: list[Job], skipped: list[tuple[str, str]], progress: bool
-) -> Iterator[WindowColumns]:
+) -> Generator[WindowColumns, None, None]:
     """Windows of every input, one chunk at a time; bad inputs stop the run or go to ``skipped``."""
     bar = tqdm(total=len(jobs), desc="prepare", unit="scenario", disable=not progress, dynamic_ncols=True)
     try:
-        for result in _run(jobs, config):
-            bar.update(result.num_jobs)
-            if result.errors and not config.skip_bad:
-                raise DataError(f"{result.errors[0][1]} (use --skip-bad to go on past bad inputs)")
-            for path, reason in result.errors:
-                skipped.append((path, reason))
-                log.warning("skipped %s", reason)
-            yield result.windows
+        # closing(): the worker pool stops as soon as this loop ends, even on an error, not when the
+        # abandoned generator happens to be collected.
+        with contextlib.closing(_run(jobs, config)) as results:
+            for result in results:
+                bar.update(result.num_jobs)
+                if result.errors and not config.skip_bad:
+                    raise DataError(f"{result.errors[0][1]} (use --skip-bad to go on past bad inputs)")
+                for path, reason in result.errors:
+                    skipped.append((path, reason))
+                    log.warning("skipped %s", reason)
+                yield result.windows
     finally:
         bar.close()
     if len(skipped) == len(jobs):
@@ -232,8 +236,9 @@ def prepare_table(config: PrepareConfig, out: Path, progress: bool = True) -> Pr
         "trajemb_version": __version__,
     }
     with open_table_writer(out, config.window.num_steps, extra) as writer:
-        for batch in _prepared_batches(config, jobs, skipped, progress):
-            writer.write(batch)
+        with contextlib.closing(_prepared_batches(config, jobs, skipped, progress)) as batches:
+            for batch in batches:
+                writer.write(batch)
         if writer.num_windows == 0:
             raise DataError(
                 f"no windows of {config.window.num_steps} steps passed the filters in {len(jobs)} input(s); "
