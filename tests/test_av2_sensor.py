@@ -100,3 +100,25 @@ def test_log_without_annotations(sensor_dir: Path, tmp_path: Path) -> None:
     (dst / "city_SE3_egovehicle.feather").write_bytes((src / "city_SE3_egovehicle.feather").read_bytes())
     with pytest.raises(DataError, match=r"no annotations\.feather or annotations_with_ego\.feather"):
         read_sensor_log_tracks(dst)
+
+
+def test_log_without_poses_is_reported_not_dropped(sensor_dir: Path, tmp_path: Path) -> None:
+    from trajemb.prepare import PrepareConfig, prepare_table
+
+    logs = find_sensor_logs(sensor_dir)
+    root = tmp_path / "logs"
+    for src in logs[:2]:
+        (root / src.name).mkdir(parents=True)
+        for f in src.glob("*.feather"):
+            (root / src.name / f.name).write_bytes(f.read_bytes())
+        (root / src.name / "map").mkdir()
+        for f in (src / "map").iterdir():
+            (root / src.name / "map" / f.name).write_bytes(f.read_bytes())
+    (root / logs[1].name / "city_SE3_egovehicle.feather").unlink()
+    assert [p.name for p in find_sensor_logs(root)] == [logs[0].name, logs[1].name]
+    report = prepare_table(
+        PrepareConfig(sensor_log_dirs=(str(root),), workers=1, skip_bad=True),
+        tmp_path / "t.parquet",
+        progress=False,
+    )
+    assert len(report.skipped) == 1 and "no city_SE3_egovehicle.feather (ego poses)" in report.skipped[0][1]

@@ -48,14 +48,14 @@ def test_paper_preset(mf_dir: Path, tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["prepare", "--av2", "{tmp}/missing", "--out", "{tmp}/t.parquet"], "missing: no such folder"),
-        (["prepare", "--av2", "{tmp}", "--out", "{tmp}/t.parquet"], "no AV2 scenario files"),
+        (["prepare", "--av2", "{tmp}", "--out", "{tmp}/t.parquet"], "it lies inside the input folder"),
         (["prepare", "--out", "{tmp}/t.parquet"], "give at least one --av2 or --sensor-logs folder"),
         (
             ["prepare", "--av2", "{tmp}", "--out", "{tmp}/t.parquet", "--steps", "1"],
-            "num_steps must be >= 2, got 1",
+            "num_steps (--steps) must be in [2, 10000], got 1",
         ),
         (["info", "{tmp}/nope.parquet"], "trajectory table not found"),
-        (["synth", "--out", "{tmp}/s", "--scenarios", "0"], "--scenarios must be >= 1, got 0"),
+        (["synth", "--out", "{tmp}/s", "--scenarios", "0"], "--scenarios must be in [1, 10000000], got 0"),
     ],
 )
 def test_expected_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:

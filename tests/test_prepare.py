@@ -85,12 +85,79 @@ def test_skip_bad_reports_which(synth_dir: Path, tmp_path: Path) -> None:
 def test_config_errors() -> None:
     with pytest.raises(ConfigError, match="at least one"):
         PrepareConfig()
-    with pytest.raises(ConfigError, match="num_steps must be >= 2"):
+    with pytest.raises(ConfigError, match=r"num_steps \(--steps\) must be in \[2, 10000\], got 1"):
         WindowConfig(num_steps=1)
 
 
 def test_no_window_passes_filters(synth_dir: Path, tmp_path: Path) -> None:
-    config = PrepareConfig(av2_dirs=(str(synth_dir),), window=WindowConfig(min_speed_mps=1e6), workers=1)
+    config = PrepareConfig(av2_dirs=(str(synth_dir),), window=WindowConfig(min_speed_mps=999.0), workers=1)
     with pytest.raises(DataError, match="no windows of 60 steps passed the filters in 24 input"):
         prepare_table(config, tmp_path / "t.parquet", progress=False)
     assert not (tmp_path / "t.parquet").exists()
+
+
+def test_source_is_decided_per_scenario(mf_dir: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """Synthetic scenarios below a root of real data are labelled synthetic: by the synth marker above
+    them, and by their own metadata when copied out alone."""
+    root = tmp_path / "mixed"
+    shutil.copytree(mf_dir, root)
+    shutil.copytree(synth_dir, root / "synth")  # with its trajemb_synth.json marker
+    lone = sorted(p for p in synth_dir.iterdir() if p.is_dir())[0]
+    shutil.copytree(lone, root / "copied" / lone.name)  # no marker anywhere above it
+    windows, jobs, _ = prepare_windows(PrepareConfig(av2_dirs=(str(root),), workers=1), progress=False)
+    by_scenario = dict(zip(windows.scenario_id.tolist(), windows.source.tolist(), strict=True))
+    real = next(p.name for p in mf_dir.iterdir() if p.is_dir())
+    assert by_scenario.pop(real) == "av2_motion"
+    assert set(by_scenario.values()) == {"synthetic"} and lone.name in by_scenario
+    assert len(jobs) == 1 + 24 + 1
+
+
+def test_hidden_and_temporary_folders_are_skipped(synth_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    folders = sorted(p for p in synth_dir.iterdir() if p.is_dir())
+    shutil.copytree(folders[0], root / folders[0].name)
+    # What an interrupted `trajemb synth` leaves beside its output, and other half-made folders.
+    for hidden in (".s.1234.host.0123abcd.tmp", ".git", "partial.tmp"):
+        shutil.copytree(folders[1], root / hidden / folders[1].name)
+    _, jobs, _ = prepare_windows(PrepareConfig(av2_dirs=(str(root),), workers=1), progress=False)
+    assert [j.path.parent.name for j in jobs] == [folders[0].name]
+
+
+def test_unexpected_worker_error_is_a_bad_input(
+    synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trajemb.prepare as prepare_module
+
+    real_cut = prepare_module.cut_job
+    victim = sorted(synth_dir.glob("*/scenario_*.parquet"))[2]
+
+    def cut_or_crash(job: prepare_module.Job, *args: object) -> object:
+        if job.path == victim:
+            raise ZeroDivisionError("a bug met on one input")
+        return real_cut(job, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(prepare_module, "cut_job", cut_or_crash)
+    with pytest.raises(DataError, match=r"unexpected ZeroDivisionError while reading it.*--skip-bad"):
+        prepare_table(
+            PrepareConfig(av2_dirs=(str(synth_dir),), workers=1), tmp_path / "t.parquet", progress=False
+        )
+    config = PrepareConfig(av2_dirs=(str(synth_dir),), workers=1, skip_bad=True)
+    report = prepare_table(config, tmp_path / "t.parquet", progress=False)
+    assert [p for p, _ in report.skipped] == [str(victim)]
+
+
+def test_output_checks_come_first(synth_dir: Path, tmp_path: Path) -> None:
+    """A refused --out is reported before a single scenario is read (and nothing is written)."""
+    (tmp_path / "t.parquet").write_text("someone's notes")
+    with pytest.raises(DataError, match="not a trajectory table written by trajemb"):
+        prepare_table(
+            PrepareConfig(av2_dirs=(str(synth_dir),), workers=1), tmp_path / "t.parquet", progress=False
+        )
+    assert (tmp_path / "t.parquet").read_text() == "someone's notes"
+    # An earlier table of ours is replaced.
+    prepare_table(
+        PrepareConfig(av2_dirs=(str(synth_dir),), workers=1), tmp_path / "u.parquet", progress=False
+    )
+    prepare_table(
+        PrepareConfig(av2_dirs=(str(synth_dir),), workers=1), tmp_path / "u.parquet", progress=False
+    )

@@ -45,3 +45,42 @@ def test_control_points_become_agent_frame_window() -> None:
     np.testing.assert_allclose(np.hypot(*points_to_window(exact, 60)[-1]), np.hypot(59, 59))
     with pytest.raises(DataError, match="do not move"):
         points_to_window(np.ones((3, 2)), 60)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1,5;2,5\n3,5;4,5", [[1.5, 2.5], [3.5, 4.5]]),  # European CSV: decimal commas, ';' columns
+        ("x;y\n1,5;2\n3;4,25", [[1.5, 2.0], [3.0, 4.25]]),
+        ("x\ty\n1,5\t2,5\n3\t4", [[1.5, 2.5], [3.0, 4.0]]),
+        ("\ufeffx,y\n1.5,2.5\n3,4", [[1.5, 2.5], [3.0, 4.0]]),  # a byte-order mark from a spreadsheet
+        ("1 2\n3 4", [[1.0, 2.0], [3.0, 4.0]]),
+    ],
+)
+def test_separators_and_decimal_commas(text: str, expected: list[list[float]]) -> None:
+    np.testing.assert_array_equal(parse_points(text), np.asarray(expected))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1,5,2,5\n3,5,4,5", r"got 4 in '1,5,2,5'; decimal commas\? separate the columns with ';'"),
+        ("x,y\n1,5,2,5\n1,2", "line 2: each line needs two numbers, x and y, got 4"),
+        ("t,x,y\n0,1,5,2,5\n1,1,2", "line 2: each line needs 3 columns like the header, got 5"),
+        ("1,5 2,5\n1 2", "line 1: each line needs two numbers"),
+        ("1e308,0\n0,1e308", "coordinates up to 1e\\+308 m"),
+        ("0,0\n1e7,1e7\n2e7,0", "at most 1e\\+07 m"),
+        ("1_000,2\n3,4", "line 1: x and y must be numbers"),
+        ("x,x,y\n1,2,3\n4,5,6", "name columns x and y once each"),
+        ("0,0,0\n1,1,1", "each line needs two numbers"),  # no header: which two columns? refuse
+    ],
+)
+def test_ambiguous_or_absurd_text_is_refused(text: str, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        parse_points(text)
+
+
+def test_window_from_points_is_finite_or_refused() -> None:
+    with pytest.raises(DataError, match="finite and within"):
+        points_to_window(np.array([[0.0, 0.0], [1e308, 1e308]]), 60)
+    assert np.isfinite(points_to_window(np.array([[0.0, 0.0], [9e6, 9e6]]), 60)).all()

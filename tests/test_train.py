@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-import shutil
+import json
 from pathlib import Path
 
 import numpy as np
@@ -58,13 +58,29 @@ def test_short_run_lowers_loss_and_writes_artefacts(synth_table: Path, tmp_path:
 
 def test_resume_continues(synth_table: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    train(config(epochs=2), synth_table, out, progress=False)
-    shutil.copytree(out, tmp_path / "two_epochs")
+    calls = {"n": 0}
+    real_validate = Trainer.validate
+
+    def validate_then_die(self: Trainer) -> dict[str, float]:
+        calls["n"] += 1
+        if calls["n"] == 2:  # killed during epoch 2: last/ and metrics.csv hold epoch 1
+            raise KeyboardInterrupt
+        return real_validate(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "validate", validate_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            train(config(epochs=2), synth_table, out, progress=False)
     with pytest.raises(ConfigError, match="training config differs"):
-        Trainer(config(epochs=3, lr=1e-3), synth_table, out, resume=True, progress=False)
-    # Resuming a finished 2-epoch run with the same config trains nothing more.
+        Trainer(config(epochs=2, lr=1e-3), synth_table, out, resume=True, progress=False)
     trainer = Trainer(config(epochs=2), synth_table, out, resume=True, progress=False)
-    assert trainer.start_epoch == 2
+    assert trainer.start_epoch == 1
+    trainer.fit()
+    with open(out / "metrics.csv") as fh:
+        assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2]
+    # Resuming a finished run is refused before any work, saying where its result is.
+    with pytest.raises(ConfigError, match=r"already finished its 2 epoch\(s\); nothing to resume"):
+        Trainer(config(epochs=2), synth_table, out, resume=True, progress=False)
     with pytest.raises(DataError, match="nothing to resume"):
         Trainer(config(), synth_table, tmp_path / "fresh", resume=True, progress=False)
 
@@ -127,3 +143,42 @@ def test_cli_train(synth_table: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     model, _ = load_checkpoint(tmp_path / "cli" / "best")
     assert model.config.embedding_dim == 4 and model.config.d_model == 32
     assert torch.isfinite(model(torch.zeros(1, 60, 2))).all()
+
+
+def test_zero_triplets_is_an_error_not_a_best_checkpoint(synth_table: Path, tmp_path: Path) -> None:
+    """With threshold -1 every pair is positive: no negatives, no triplets, nothing learned."""
+    from trajemb.train import TrainingError
+
+    with pytest.raises(TrainingError, match=r"none of the first \d+ batches yielded a triplet"):
+        train(config(epochs=1, threshold=-1.0), synth_table, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "best").exists() and not (tmp_path / "run" / "last").exists()
+
+
+def test_existing_run_needs_resume_or_overwrite(synth_table: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(config(epochs=1), synth_table, out, progress=False)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match=r"already holds a training run .*--resume .*--overwrite"):
+        Trainer(config(epochs=1), synth_table, out, progress=False)
+    with pytest.raises(ConfigError, match="give one of them"):
+        Trainer(config(epochs=1), synth_table, out, resume=True, overwrite=True, progress=False)
+    train(config(epochs=1, lr=1e-3), synth_table, out, progress=False, overwrite=True)
+    with open(out / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [1]  # the old run's row is gone
+    assert json.loads((out / "train_config.json").read_text())["lr"] == 1e-3
+    assert (out / "notes.txt").read_text() == "mine"  # only the run's own files were replaced
+    assert json.loads((out / "trajemb_run.json").read_text())["kind"] == "trajemb training run"
+
+
+def test_refusals_come_before_any_work(synth_table: Path, tmp_path: Path) -> None:
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "thesis.tex").write_text("years of work")
+    with pytest.raises(DataError, match="non-empty folder that trajemb did not write"):
+        Trainer(config(), synth_table, tmp_path / "theirs", progress=False)
+    with pytest.raises(ConfigError, match="--device 'bogus' is not a device"):
+        Trainer(config(device="bogus"), synth_table, tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="too few to retrieve --val-k 1000 neighbours"):
+        Trainer(config(val_k=1000), synth_table, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+    assert [p.name for p in (tmp_path / "theirs").iterdir()] == ["thesis.tex"]

@@ -17,7 +17,9 @@ from safetensors.torch import load_file, save_file
 
 from trajemb.atomic import atomic_dir
 from trajemb.errors import ConfigError, DataError
+from trajemb.jsonio import read_json_object
 from trajemb.model import EncoderConfig, TrajectoryEncoder
+from trajemb.paths import resolve_inside
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -58,11 +60,15 @@ def save_checkpoint(
 
 
 def read_card(folder: Path) -> dict[str, Any]:
+    """The model card of a checkpoint folder (a JSON object; its fields are not interpreted here).
+
+    Raises:
+        DataError: no card, or a card that is not a JSON object.
+    """
     path = Path(folder) / CARD_FILE
     if not path.is_file():
         raise DataError(f"{folder}: not a trajemb checkpoint (no {CARD_FILE})")
-    card: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return card
+    return read_json_object(resolve_inside(folder, CARD_FILE), "model card")
 
 
 def load_checkpoint(
@@ -70,8 +76,13 @@ def load_checkpoint(
 ) -> tuple[TrajectoryEncoder, dict[str, Any]]:
     """Rebuild the encoder from ``config.json`` and load its weights; returns (model in eval mode, card).
 
+    Every file is read from inside ``folder`` (a symlink leading out of it is refused), the card and
+    config must be JSON objects, the config's sizes are bounded before the model is built, and the
+    weights must match the config's shapes and be finite.
+
     Raises:
-        DataError: missing or unreadable files, or weights that do not match the config.
+        DataError: missing or unreadable files, malformed JSON, out-of-range config values, or weights
+            that do not match the config.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -79,12 +90,14 @@ def load_checkpoint(
     for name in (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE):
         if not (folder / name).is_file():
             raise DataError(f"{folder}: checkpoint is missing {name}")
+    config_path = resolve_inside(folder, CONFIG_FILE)
     try:
-        config = EncoderConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, TypeError, ConfigError) as exc:
+        config = EncoderConfig.from_dict(read_json_object(config_path, "encoder config"))
+    except (TypeError, ConfigError) as exc:
         raise DataError(f"{folder / CONFIG_FILE}: invalid encoder config ({exc})") from exc
+    card = read_card(folder)
     try:
-        state = load_file(str(folder / WEIGHTS_FILE), device="cpu")
+        state = load_file(str(resolve_inside(folder, WEIGHTS_FILE)), device="cpu")
     except (SafetensorError, OSError) as exc:
         raise DataError(f"{folder / WEIGHTS_FILE}: unreadable weights ({exc})") from exc
     model = TrajectoryEncoder(config)
@@ -105,5 +118,11 @@ def load_checkpoint(
             if part
         )
         raise DataError(f"{folder}: weights do not match config.json ({detail})")
+    not_float = sorted(k for k, v in state.items() if not v.is_floating_point())
+    if not_float:
+        raise DataError(f"{folder / WEIGHTS_FILE}: non-float weights {not_float[:3]}")
+    not_finite = sorted(k for k, v in state.items() if not bool(torch.isfinite(v).all()))
+    if not_finite:
+        raise DataError(f"{folder / WEIGHTS_FILE}: NaN or infinite weights in {not_finite[:3]}")
     model.load_state_dict(state)
-    return model.to(device).eval(), read_card(folder)
+    return model.to(device).eval(), card

@@ -1,25 +1,45 @@
 """Command line of trajemb: ``trajemb <command>``. Flags map one-to-one onto the frozen config dataclasses.
 
-Expected failures (``TrajembError``) print one line and exit with status 2; anything else is a bug and
-keeps its traceback.
+Expected failures (``TrajembError``, a file system refusing a write, memory running out) print one
+line and exit with status 2; anything else is a bug and keeps its traceback. SIGINT exits with 130,
+SIGTERM and SIGHUP with 128 + the signal, after the same cleanup (``trajemb.interrupts``); a closed
+output pipe (``trajemb info t | head -2``) ends the command quietly with 141, as SIGPIPE would.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from trajemb import __version__
 from trajemb.errors import TrajembError
+from trajemb.interrupts import Terminated, signals_as_exceptions
 from trajemb.schema import PAPER_FOCAL_FUTURE, WindowConfig
 
 log = logging.getLogger("trajemb")
 
 DEFAULT_CACHE = Path(".cache")
+#: Operating-system errors that are the environment's, not a bug: reported as one line.
+ENVIRONMENT_ERRNOS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EIO,
+        errno.EMFILE,
+        errno.ENFILE,
+    }
+)
+#: Exit status of a command whose output pipe closed (128 + SIGPIPE, what a shell shows for ``head``).
+EXIT_BROKEN_PIPE = 141
 
 
 def _add_window_flags(p: argparse.ArgumentParser) -> None:
@@ -147,13 +167,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         mining_scope=args.mining_scope,
     )
-    best = train(config, Path(args.data), Path(args.out), resume=args.resume, progress=not args.quiet)
+    best = train(
+        config, Path(args.data), Path(args.out), resume=args.resume, progress=not args.quiet,
+        overwrite=args.overwrite,
+    )  # fmt: skip
     if not is_main_process():  # under torchrun, rank 0 reports
         return 0
     k = config.val_k
+    ade, fde = best.get(f"val_minADE@{k}", float("nan")), best.get(f"val_minFDE@{k}", float("nan"))
     print(
-        f"best epoch {int(best['epoch'])}: val minADE@{k} {best[f'val_minADE@{k}']:.3f} m, "
-        f"minFDE@{k} {best[f'val_minFDE@{k}']:.3f} m -> {Path(args.out) / 'best'}"
+        f"best epoch {int(best.get('epoch', 0))}: val minADE@{k} {ade:.3f} m, "
+        f"minFDE@{k} {fde:.3f} m -> {Path(args.out) / 'best'}"
     )
     return 0
 
@@ -276,7 +300,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="generate synthetic AV2 scenarios (parquet + map JSON)")
-    p.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder: new, empty, or an earlier synth output (replaced atomically)",
+    )
     p.add_argument("--scenarios", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
@@ -288,7 +316,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="AV2 folders -> trajectory table (parquet)")
     p.add_argument("--av2", action="append", metavar="DIR", help="AV2 motion-forecasting folder (repeatable)")
     p.add_argument("--sensor-logs", action="append", metavar="DIR", help="AV2 sensor-log folder (repeatable)")
-    p.add_argument("--out", required=True, help="table path (.parquet), written atomically")
+    p.add_argument(
+        "--out", required=True, help="table path (.parquet): new or an earlier table, written atomically"
+    )
     _add_window_flags(p)
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
     p.add_argument("--skip-bad", action="store_true", help="go on past bad scenarios and report them")
@@ -408,6 +438,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--scenarios", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
+    _add_overwrite_flag(sub.choices["train"])
     return parser
 
 
@@ -419,6 +450,14 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _add_overwrite_flag(train: argparse.ArgumentParser) -> None:
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start the run in OUT afresh, removing its checkpoints and metrics (see --resume)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _command_of(argv)
@@ -428,10 +467,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it narrates its CPU-feature probing
     try:
-        return int(args.func(args))
+        with signals_as_exceptions():
+            status = int(args.func(args))
+            sys.stdout.flush()  # a closed pipe shows up here, inside the handlers below
+            return status
     except TrajembError as exc:
-        print(f"trajemb: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
+    except BrokenPipeError:
+        # The reader went away (``| head``): nothing left to say. Later writes (the interpreter's final
+        # flush) go to /dev/null instead of raising again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _error(f"{where}{exc.strerror}")
+    except MemoryError:
+        return _error("out of memory; use fewer --workers, a smaller --batch-size or less data")
     except KeyboardInterrupt:
         print("trajemb: interrupted", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        print(f"trajemb: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+
+
+def _error(message: str) -> int:
+    """Print ``message`` as the one line an expected failure gets (newlines from data folded)."""
+    print(f"trajemb: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2

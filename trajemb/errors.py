@@ -5,7 +5,11 @@ The CLI prints these as one line without a traceback; anything else is a bug and
 
 
 class TrajembError(Exception):
-    """Base class of every expected, user-facing error."""
+    """Base class of every expected, user-facing error. The message is kept to one line (line breaks
+    in a wrapped library message or in a value read from a file become spaces)."""
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(" ".join(str(message).split()))
 
 
 class DataError(TrajembError):

@@ -19,6 +19,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from trajemb.errors import ConfigError
+from trajemb.validate import check_float, check_int
+
+#: Bounds on encoder sizes: far above the paper's base model (width 1024, 4 layers, 34 M parameters),
+#: far below what would exhaust memory. A ``config.json`` is read from a file, and its values size
+#: allocations before any weight is compared, so a crafted one must not ask for 64 GB.
+MAX_EMBEDDING_DIM = 4096
+MAX_D_MODEL = 16384
+MAX_LAYERS = 256
+MAX_FF_MULT = 64
+MAX_STEPS = 100_000
+MAX_PARAMETERS = 2_000_000_000
+#: The positional table is (max_steps, d_model) float32, built whatever the window length.
+MAX_POSITIONAL_CELLS = 200_000_000
 
 
 @dataclass(frozen=True)
@@ -36,27 +49,55 @@ class EncoderConfig:
     max_steps: int = 512
 
     def __post_init__(self) -> None:
-        if self.embedding_dim < 2:
-            raise ConfigError(f"embedding_dim must be >= 2, got {self.embedding_dim}")
-        if self.d_model < 4 or self.d_model % 2:
+        check_int("embedding_dim (--embedding-dim)", self.embedding_dim, 2, MAX_EMBEDDING_DIM)
+        check_int("d_model (--hidden)", self.d_model, 4, MAX_D_MODEL)
+        if self.d_model % 2:
             raise ConfigError(f"d_model (--hidden) must be an even number >= 4, got {self.d_model}")
-        if self.num_heads < 1 or self.d_model % self.num_heads:
+        check_int("num_heads (--heads)", self.num_heads, 1, self.d_model)
+        if self.d_model % self.num_heads:
             raise ConfigError(f"d_model {self.d_model} must be divisible by num_heads {self.num_heads}")
-        if self.num_layers < 1:
-            raise ConfigError(f"num_layers must be >= 1, got {self.num_layers}")
+        check_int("num_layers (--layers)", self.num_layers, 1, MAX_LAYERS)
+        check_int("ff_mult (--ff-mult)", self.ff_mult, 1, MAX_FF_MULT)
         for name in ("dropout", "input_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+            check_float(name, getattr(self, name), 0.0, 1.0, high_open=True)
+        check_float("input_scale_m", self.input_scale_m, 0.0, 1e9, low_open=True)
+        check_int("max_steps", self.max_steps, 2, MAX_STEPS)
+        if self.max_steps * self.d_model > MAX_POSITIONAL_CELLS:
+            raise ConfigError(
+                f"max_steps {self.max_steps} x d_model {self.d_model} positional table is too large "
+                f"(more than {MAX_POSITIONAL_CELLS} values)"
+            )
+        if self.num_parameters() > MAX_PARAMETERS:
+            raise ConfigError(
+                f"an encoder of width {self.d_model}, {self.num_layers} layers and ff_mult {self.ff_mult} "
+                f"has about {self.num_parameters():.3g} parameters, more than {MAX_PARAMETERS:.0e}"
+            )
+
+    def num_parameters(self) -> int:
+        """Parameter count of ``TrajectoryEncoder(self)``, computed without building it."""
+        d, ff = self.d_model, self.ff_mult * self.d_model
+        attention = 4 * d * d + 4 * d  # in-projection (q, k, v) and out-projection, with biases
+        feed_forward = 2 * d * ff + ff + d
+        layer = attention + feed_forward + 4 * d  # two LayerNorms
+        head = d * (d // 2) + d // 2 + 2 * (d // 2) + (d // 2) * self.embedding_dim + self.embedding_dim
+        return 3 * d + self.num_layers * layer + head
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EncoderConfig:
+        """Rebuild from ``to_dict()`` output; every value is checked as in ``__init__``.
+
+        Raises:
+            ConfigError: not a dict, unknown keys, or values out of range.
+        """
+        if not isinstance(data, dict):
+            raise ConfigError(f"encoder config must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ConfigError(f"unknown encoder config key(s) {sorted(unknown)}")
+            raise ConfigError(f"unknown encoder config key(s) {sorted(map(str, unknown))[:5]}")
         return cls(**data)
 
 

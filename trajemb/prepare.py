@@ -1,17 +1,20 @@
 """AV2 folders -> trajectory table: read every scenario / sensor log in parallel and cut windows.
 
 Work is distributed over worker processes in chunks; each worker returns columnar numpy batches, so
-the parent never touches per-state Python objects. Expected input errors (``DataError``) either stop
-the run with the file named or, with ``skip_bad``, are collected and reported.
+the parent never touches per-state Python objects. Input errors (``DataError``, and any unexpected
+error a worker meets while reading one input) either stop the run with the file named or, with
+``skip_bad``, are collected and reported. Every input and the output are checked before the first
+scenario is read; workers die with the command (``trajemb.workers``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Generator
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -23,10 +26,12 @@ from trajemb.data.av2_motion import find_scenario_files, map_path_for, read_scen
 from trajemb.data.av2_sensor import find_sensor_logs, read_sensor_log_tracks, sensor_log_map_path
 from trajemb.data.maps import MapCache
 from trajemb.errors import ConfigError, DataError
+from trajemb.outputs import SYNTH_MARKER, check_cache_dir, check_output_file
 from trajemb.schema import Source, WindowColumns, WindowConfig
 from trajemb.store import open_table_writer
-from trajemb.synth.generate import MARKER_FILE as SYNTH_MARKER
+from trajemb.validate import check_int
 from trajemb.windows import CityWindows, concat_city_windows, concat_windows, cut_windows, to_agent_frame
+from trajemb.workers import MAX_WORKERS, imap_ordered, process_pool
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +55,16 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         if not self.av2_dirs and not self.sensor_log_dirs:
             raise ConfigError("give at least one --av2 or --sensor-logs folder")
-        if self.workers < 0:
-            raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        check_int("--workers", self.workers, 0, MAX_WORKERS)
         if self.engine not in ("local", "ray"):
             raise ConfigError(f"--engine must be local or ray, got {self.engine!r}")
         if self.ray_address is not None and self.engine != "ray":
             raise ConfigError("--ray-address needs --engine ray")
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Every input folder or file (an output may not be, contain or lie inside one)."""
+        return self.av2_dirs + self.sensor_log_dirs
 
 
 @dataclass(frozen=True)
@@ -74,14 +83,42 @@ class PrepareReport:
     manifest: dict[str, object]
 
 
+def _below_synth_marker(folder: Path, memo: dict[Path, bool]) -> bool:
+    """Whether ``folder`` or a folder above it holds a ``trajemb synth`` marker (memoised per folder)."""
+    if folder not in memo:
+        parent = folder.parent
+        memo[folder] = (folder / SYNTH_MARKER).is_file() or (
+            parent != folder and _below_synth_marker(parent, memo)
+        )
+    return memo[folder]
+
+
 def collect_jobs(config: PrepareConfig) -> list[Job]:
-    """Every scenario file and sensor log named by ``config``, in a stable order."""
+    """Every scenario file and sensor log named by ``config``, in a stable order.
+
+    The source is decided per scenario: synthetic when a ``trajemb synth`` marker sits in its folder or
+    any folder above it (so synthetic data copied below a root of real data is still labelled
+    synthetic), and when the file's own metadata says so (checked by the reader).
+
+    Raises:
+        DataError: a root is missing or empty, or two roots overlap so that an input would be read twice.
+    """
     jobs: list[Job] = []
+    memo: dict[Path, bool] = {}
     for root in config.av2_dirs:
-        source = Source.SYNTHETIC if (Path(root) / SYNTH_MARKER).exists() else Source.AV2_MOTION
-        jobs += [Job("motion", p, source) for p in find_scenario_files(Path(root))]
+        for p in find_scenario_files(Path(root)):
+            synthetic = _below_synth_marker(Path(os.path.abspath(p.parent)), memo)
+            jobs.append(Job("motion", p, Source.SYNTHETIC if synthetic else Source.AV2_MOTION))
     for root in config.sensor_log_dirs:
         jobs += [Job("sensor", p, Source.AV2_SENSOR) for p in find_sensor_logs(Path(root))]
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        key = job.path.resolve()
+        if key in seen:
+            raise ConfigError(
+                f"{job.path} is found twice (also as {seen[key]}): the input folders overlap; give each once"
+            )
+        seen[key] = job.path
     return jobs
 
 
@@ -111,8 +148,9 @@ class ChunkResult:
 def process_chunk(args: tuple[list[Job], WindowConfig, str | None]) -> ChunkResult:
     """Cut the windows of a chunk of inputs, then normalise and label them in one vectorised pass.
 
-    Runs in a worker process; expected input errors are returned, not raised, so that the parent
-    decides whether to stop or skip.
+    Runs in a worker process; input errors are returned, not raised, so that the parent decides
+    whether to stop or skip. An unexpected error while reading one input is that input's error too:
+    one malformed file must not end a ``--skip-bad`` run of a quarter of a million.
     """
     jobs, window, maps_dir = args
     batches: list[CityWindows] = []
@@ -122,6 +160,11 @@ def process_chunk(args: tuple[list[Job], WindowConfig, str | None]) -> ChunkResu
             batches.append(cut_job(job, window, maps_dir))
         except DataError as exc:
             errors.append((str(job.path), str(exc)))
+        except Exception as exc:
+            log.debug("unexpected error reading %s", job.path, exc_info=True)
+            errors.append(
+                (str(job.path), f"{job.path}: unexpected {type(exc).__name__} while reading it: {exc}")
+            )
     return ChunkResult(to_agent_frame(concat_city_windows(batches, window.num_steps)), errors, len(jobs))
 
 
@@ -130,7 +173,7 @@ def chunk_size(num_jobs: int, workers: int) -> int:
     return max(1, min(64, num_jobs // (workers * 4) or 1))
 
 
-def _run(jobs: list[Job], config: PrepareConfig) -> Iterator[ChunkResult]:
+def _run(jobs: list[Job], config: PrepareConfig) -> Generator[ChunkResult, None, None]:
     if config.engine == "ray":
         from trajemb.engines.ray_prepare import run_chunks_on_ray
 
@@ -142,27 +185,33 @@ def _run(jobs: list[Job], config: PrepareConfig) -> Iterator[ChunkResult]:
     if workers == 1 or len(args) == 1:
         yield from map(process_chunk, args)
         return
-    pool = ProcessPoolExecutor(max_workers=workers)
     try:
-        yield from pool.map(process_chunk, args)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        with process_pool(workers) as pool:
+            yield from imap_ordered(pool, process_chunk, args, in_flight=4 * workers)
+    except BrokenProcessPool as exc:
+        raise DataError(
+            "a worker process died while reading the inputs (killed, or out of memory?); "
+            "rerun with --workers 1 to find the input"
+        ) from exc
 
 
 def _prepared_batches(
     config: PrepareConfig, jobs: list[Job], skipped: list[tuple[str, str]], progress: bool
-) -> Iterator[WindowColumns]:
+) -> Generator[WindowColumns, None, None]:
     """Windows of every input, one chunk at a time; bad inputs stop the run or go to ``skipped``."""
     bar = tqdm(total=len(jobs), desc="prepare", unit="scenario", disable=not progress, dynamic_ncols=True)
     try:
-        for result in _run(jobs, config):
-            bar.update(result.num_jobs)
-            if result.errors and not config.skip_bad:
-                raise DataError(f"{result.errors[0][1]} (use --skip-bad to go on past bad inputs)")
-            for path, reason in result.errors:
-                skipped.append((path, reason))
-                log.warning("skipped %s", reason)
-            yield result.windows
+        # closing(): the worker pool stops as soon as this loop ends, even on an error, not when the
+        # abandoned generator happens to be collected.
+        with contextlib.closing(_run(jobs, config)) as results:
+            for result in results:
+                bar.update(result.num_jobs)
+                if result.errors and not config.skip_bad:
+                    raise DataError(f"{result.errors[0][1]} (use --skip-bad to go on past bad inputs)")
+                for path, reason in result.errors:
+                    skipped.append((path, reason))
+                    log.warning("skipped %s", reason)
+                yield result.windows
     finally:
         bar.close()
     if len(skipped) == len(jobs):
@@ -174,6 +223,8 @@ def prepare_windows(
 ) -> tuple[WindowColumns, list[Job], list[tuple[str, str]]]:
     """Read and window every input of ``config`` in memory; returns windows, jobs and skipped
     (path, reason). ``prepare_table`` streams the same windows to disk instead."""
+    if config.maps_dir is not None:
+        check_cache_dir(config.maps_dir, "--maps-dir", config.inputs)
     jobs = collect_jobs(config)
     skipped: list[tuple[str, str]] = []
     batches = list(_prepared_batches(config, jobs, skipped, progress))
@@ -182,7 +233,16 @@ def prepare_windows(
 
 def prepare_table(config: PrepareConfig, out: Path, progress: bool = True) -> PrepareReport:
     """Read and window every input of ``config`` and stream the windows into the table ``out``,
-    written atomically: memory holds one chunk of windows at a time, whatever the dataset size."""
+    written atomically: memory holds one chunk of windows at a time, whatever the dataset size.
+
+    Raises:
+        DataError: ``out`` may not be written (``trajemb.outputs.check_output_file``: it is an input
+            or inside one, a folder, or a file trajemb did not write), ``--maps-dir`` is unusable, or
+            an input is bad (without ``skip_bad``).
+    """
+    check_output_file(out, "table", config.inputs)
+    if config.maps_dir is not None:
+        check_cache_dir(config.maps_dir, "--maps-dir", config.inputs)
     t0 = time.perf_counter()
     jobs = collect_jobs(config)
     skipped: list[tuple[str, str]] = []
@@ -193,8 +253,9 @@ def prepare_table(config: PrepareConfig, out: Path, progress: bool = True) -> Pr
         "trajemb_version": __version__,
     }
     with open_table_writer(out, config.window.num_steps, extra) as writer:
-        for batch in _prepared_batches(config, jobs, skipped, progress):
-            writer.write(batch)
+        with contextlib.closing(_prepared_batches(config, jobs, skipped, progress)) as batches:
+            for batch in batches:
+                writer.write(batch)
         if writer.num_windows == 0:
             raise DataError(
                 f"no windows of {config.window.num_steps} steps passed the filters in {len(jobs)} input(s); "

@@ -1,4 +1,8 @@
-"""A user's own query: points from a CSV or typed control points -> one agent-frame window of T steps."""
+"""A user's own query: points from a CSV or typed control points -> one agent-frame window of T steps.
+
+Text from an upload is untrusted: it is refused with the line named rather than guessed at (decimal
+commas are read only where the column separator makes them unambiguous).
+"""
 
 from __future__ import annotations
 
@@ -12,24 +16,59 @@ from trajemb.schema import FloatArray
 from trajemb.synth.geometry import arc_length_m
 
 MAX_POINTS = 10_000
+#: Larger coordinates (metres) are not on Earth's surface in any city frame (AV2's are within a few
+#: tens of kilometres of their origin); near 1e308 the arc length overflows to infinity.
+MAX_ABS_COORD_M = 1e7
+#: Longest text parsed at all (a CSV of MAX_POINTS rows is well under a megabyte).
+MAX_TEXT_CHARS = 5_000_000
+
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+(?:[eE][+-]?\d+)?")
+_NON_FINITE = frozenset({"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
 
 
-def _is_number(token: str) -> bool:
-    try:
-        float(token)
-    except ValueError:
-        return False
-    return True
+def _delimiter(lines: list[str]) -> str | None:
+    """The column separator of the whole text: ``;`` or a tab where any line has one (then a comma
+    inside a number is a decimal comma, as in European spreadsheets), else ``,``, else white space
+    (None). A comma-separated file with decimal commas (``1,5,2,5``) cannot be told apart from four
+    columns, so it is refused by the column count, never misread."""
+    for sep in (";", "\t", ","):
+        if any(sep in line for line in lines):
+            return sep
+    return None
+
+
+def _fields(line: str, sep: str | None) -> list[str]:
+    return line.split() if sep is None else [t.strip() for t in line.split(sep)]
+
+
+def _number(token: str, decimal_comma: bool) -> float | None:
+    """``token`` as a float, or None where it is not a plain decimal number (``1_000``, ``0x1f`` and
+    thousands separators are refused rather than guessed at)."""
+    if decimal_comma and _DECIMAL_COMMA.fullmatch(token):
+        token = token.replace(",", ".")
+    if _NUMBER.fullmatch(token) or token.lower() in _NON_FINITE:
+        return float(token)
+    return None
 
 
 def parse_points(text: str) -> FloatArray:
-    """Parse ``x, y`` rows (comma, semicolon or space separated; a header naming ``x`` and ``y`` picks those
-    columns by name, otherwise the first two columns are x and y; lines starting with ``#`` are skipped).
+    """Parse ``x, y`` rows into (P, 2) positions.
+
+    Columns are separated by ``;``, tabs, ``,`` or white space, the same throughout the text; with ``;``
+    or tabs a decimal comma is read as a decimal point (``1,5;2,5`` is x = 1.5, y = 2.5). A first line
+    that is not all numbers is a header naming the columns (``x`` and ``y`` are picked by name, in any
+    order); without a header every line must hold exactly two numbers, x and y. Lines starting with
+    ``#`` and blank lines are skipped; a byte-order mark is ignored.
 
     Raises:
-        DataError: naming the line, for anything that is not two numbers per row; fewer than 2 points;
-            NaN or infinite values.
+        DataError: naming the line, for anything that is not a number in a column; a line with another
+            number of columns than the header (or than 2); fewer than 2 or more than ``MAX_POINTS``
+            points; NaN or infinite values; coordinates beyond ``MAX_ABS_COORD_M``.
     """
+    if len(text) > MAX_TEXT_CHARS:
+        raise DataError(f"the text has {len(text)} characters; at most {MAX_TEXT_CHARS} are read")
+    text = text.removeprefix("\ufeff")
     lines = [
         (n, ln.strip())
         for n, ln in enumerate(text.splitlines(), start=1)
@@ -39,30 +78,43 @@ def parse_points(text: str) -> FloatArray:
         raise DataError(
             "no points given: enter one 'x, y' pair per line or upload a CSV with x and y columns"
         )
-    ix, iy = 0, 1
-    first = [t for t in re.split(r"[,;\s]+", lines[0][1]) if t]
-    if not all(_is_number(t) for t in first):
+    if len(lines) > MAX_POINTS + 1:
+        raise DataError(f"too many points ({len(lines)} lines); at most {MAX_POINTS}")
+    sep = _delimiter([ln for _, ln in lines])
+    decimal_comma = sep != ","
+    ix, iy, width = 0, 1, 2
+    first = _fields(lines[0][1], sep)
+    # A header names columns: some field has letters and is not a number ("nan" is one).
+    if any(_number(t, decimal_comma) is None and any(c.isalpha() for c in t) for t in first):
         names = [t.strip().lower() for t in first]
-        if "x" not in names or "y" not in names:
-            raise DataError(f"the header must name columns x and y, got {', '.join(first)}")
-        ix, iy = names.index("x"), names.index("y")
+        if names.count("x") != 1 or names.count("y") != 1:
+            raise DataError(f"the header must name columns x and y once each, got {', '.join(first)}")
+        ix, iy, width = names.index("x"), names.index("y"), len(names)
         lines = lines[1:]
     rows = []
     for n, line in lines:
-        tokens = [t for t in re.split(r"[,;\s]+", line) if t]
-        if len(tokens) <= max(ix, iy):
-            raise DataError(f"line {n}: each line needs two numbers, x and y, got {line!r}")
-        try:
-            rows.append((float(tokens[ix]), float(tokens[iy])))
-        except ValueError as exc:
-            raise DataError(f"line {n}: x and y must be numbers, got {line!r}") from exc
+        tokens = _fields(line, sep)
+        if len(tokens) != width:
+            hint = (
+                "; decimal commas? separate the columns with ';'"
+                if sep == "," and len(tokens) > width
+                else ""
+            )
+            need = "two numbers, x and y," if width == 2 else f"{width} columns like the header,"
+            raise DataError(f"line {n}: each line needs {need} got {len(tokens)} in {line!r:.80}{hint}")
+        x, y = _number(tokens[ix], decimal_comma), _number(tokens[iy], decimal_comma)
+        if x is None or y is None:
+            raise DataError(f"line {n}: x and y must be numbers, got {line!r:.80}")
+        rows.append((x, y))
     if len(rows) < 2:
         raise DataError(f"need at least 2 points, got {len(rows)}")
-    if len(rows) > MAX_POINTS:
-        raise DataError(f"too many points ({len(rows)}); at most {MAX_POINTS}")
     xy = np.asarray(rows, dtype=np.float64)
     if not np.isfinite(xy).all():
         raise DataError("some x or y values are NaN or infinite")
+    if np.abs(xy).max() > MAX_ABS_COORD_M:
+        raise DataError(
+            f"coordinates up to {np.abs(xy).max():.3g} m; at most {MAX_ABS_COORD_M:.0e} m (metres in a city frame)"
+        )
     return xy
 
 
@@ -72,6 +124,11 @@ def points_to_window(points_xy: FloatArray, num_steps: int) -> FloatArray:
     Exactly T points are taken as 10 Hz samples; otherwise the points are control points of a path
     driven at constant speed, resampled to T steps by arc length.
     """
+    points_xy = np.asarray(points_xy, dtype=np.float64)
+    if points_xy.ndim != 2 or points_xy.shape[1] != 2 or len(points_xy) < 2:
+        raise DataError(f"expected (P >= 2, 2) points, got shape {points_xy.shape}")
+    if not np.isfinite(points_xy).all() or np.abs(points_xy).max() > MAX_ABS_COORD_M:
+        raise DataError(f"points must be finite and within {MAX_ABS_COORD_M:.0e} m of the origin")
     if len(points_xy) != num_steps:
         s = arc_length_m(points_xy)
         if s[-1] <= 0:
@@ -82,4 +139,7 @@ def points_to_window(points_xy: FloatArray, num_steps: int) -> FloatArray:
         )
     xy = points_xy[None].astype(np.float64)
     theta = motion_heading_rad(xy, np.array([0.0]))
-    return np.asarray(city_to_agent(xy, xy[:, 0], theta)[0], dtype=np.float64)
+    window = np.asarray(city_to_agent(xy, xy[:, 0], theta)[0], dtype=np.float64)
+    if not np.isfinite(window).all():  # cannot happen within the bounds above; never return garbage
+        raise DataError("the points give a window with non-finite positions")
+    return window

@@ -16,8 +16,10 @@ from av2.datasets.motion_forecasting.constants import (
     AV2_SCENARIO_OBS_TIMESTEPS,
     AV2_SCENARIO_STEP_HZ,
 )
+from av2.datasets.motion_forecasting.data_schema import ObjectType
 
 from trajemb.errors import ConfigError
+from trajemb.validate import check_float, check_int
 
 FloatArray = npt.NDArray[np.float64]
 Float32Array = npt.NDArray[np.float32]
@@ -65,6 +67,19 @@ class DirectionClass(str, Enum):
     LANE_CHANGE_LEFT = "lane_change_left"
     LANE_CHANGE_RIGHT = "lane_change_right"
 
+
+#: Object types a window can carry: AV2 motion forecasting's, which sensor-log categories map onto too.
+OBJECT_TYPES: tuple[str, ...] = tuple(t.value for t in ObjectType)
+#: Longest window (steps) and widest step: far beyond AV2 (110-step scenarios, ~160-step sensor logs),
+#: small enough that a typo cannot ask for gigabytes.
+MAX_WINDOW_STEPS = 10_000
+#: Longest scenario or sensor log (steps at 10 Hz) a reader accepts: AV2 scenarios have 110 steps and
+#: sensor logs about 160; a crafted ``num_timestamps`` or timestamp must not size an allocation.
+MAX_TRACK_STEPS = 100_000
+#: Bound on the dense (tracks x steps) grid of one scenario or log: real ones hold under a million cells.
+MAX_GRID_CELLS = 20_000_000
+#: Faster than this (m/s) nothing on a road moves.
+MAX_SPEED_MPS = 1_000.0
 
 #: AV2 motion-forecasting object types that count as vehicles for the "vehicles" filter.
 VEHICLE_TYPES: tuple[str, ...] = ("vehicle", "bus", "motorcyclist")
@@ -122,12 +137,15 @@ class WindowConfig:
     span: Span = "all"
 
     def __post_init__(self) -> None:
-        if self.num_steps < 2:
-            raise ConfigError(f"num_steps must be >= 2, got {self.num_steps}")
-        if self.stride_steps < 1:
-            raise ConfigError(f"stride_steps must be >= 1, got {self.stride_steps}")
-        if self.min_speed_mps < 0:
-            raise ConfigError(f"min_speed_mps must be >= 0, got {self.min_speed_mps}")
+        check_int("num_steps (--steps)", self.num_steps, 2, MAX_WINDOW_STEPS)
+        check_int("stride_steps (--stride)", self.stride_steps, 1, MAX_WINDOW_STEPS)
+        check_float("min_speed_mps (--min-speed)", self.min_speed_mps, 0.0, MAX_SPEED_MPS)
+        unknown = [t for t in self.object_types if t not in OBJECT_TYPES]
+        if unknown:
+            raise ConfigError(
+                f"unknown object type(s) {', '.join(map(repr, unknown))} in --object-types; "
+                f"known: {', '.join(OBJECT_TYPES)}"
+            )
         if self.tracks not in ("focal", "scored", "all"):
             raise ConfigError(f"tracks must be focal, scored or all, got {self.tracks!r}")
         if self.span not in ("all", "future"):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,8 @@ import pyarrow.parquet as pq
 
 from trajemb.atomic import atomic_path
 from trajemb.errors import DataError
-from trajemb.schema import Float32Array, WindowColumns
+from trajemb.jsonio import parse_json_object
+from trajemb.schema import MAX_WINDOW_STEPS, Float32Array, WindowColumns
 
 FORMAT_VERSION = 2
 METADATA_KEY = b"trajemb"
@@ -221,35 +224,125 @@ def write_table(windows: WindowColumns, path: Path, manifest_extra: dict[str, An
     return writer.manifest
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
-    """The manifest of a table without reading its rows."""
+def _check_regular_file(path: Path) -> None:
     try:
-        metadata = pq.read_metadata(path).metadata or {}
-    except (pa.ArrowInvalid, OSError) as exc:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: trajectory table not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the trajectory table ({exc.strerror})") from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(
+            f"{path}: is a folder, not a trajectory table (a .parquet file from `trajemb prepare`)"
+        )
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
+        raise DataError(f"{path}: not a regular file, so not a trajectory table")
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of a table without reading its rows, with its fields checked.
+
+    Raises:
+        DataError: not a parquet file, no or malformed trajemb manifest, another format version.
+    """
+    path = Path(path)
+    _check_regular_file(path)
+    try:
+        parquet_metadata = pq.read_metadata(path)
+        metadata = parquet_metadata.metadata or {}
+    except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: undecodable footer strings
         raise DataError(f"{path}: not a readable trajectory table ({exc})") from exc
     if METADATA_KEY not in metadata:
         raise DataError(f"{path}: parquet file has no trajemb manifest (not written by `trajemb prepare`)")
-    manifest: dict[str, Any] = json.loads(metadata[METADATA_KEY])
+    try:
+        manifest = parse_json_object(metadata[METADATA_KEY], "trajemb manifest")
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}; re-run trajemb prepare") from exc
     if manifest.get("format_version") != FORMAT_VERSION:
         raise DataError(
-            f"{path}: table format {manifest.get('format_version')} != {FORMAT_VERSION}; re-run trajemb prepare"
+            f"{path}: table format {manifest.get('format_version')!r:.40} != {FORMAT_VERSION}; re-run trajemb prepare"
+        )
+    T, n = manifest.get("num_steps"), manifest.get("num_windows")
+    if isinstance(T, bool) or not isinstance(T, int) or not 2 <= T <= MAX_WINDOW_STEPS:
+        raise DataError(f"{path}: manifest num_steps {T!r:.40} is not an integer in [2, {MAX_WINDOW_STEPS}]")
+    if isinstance(n, bool) or not isinstance(n, int) or n != parquet_metadata.num_rows:
+        raise DataError(
+            f"{path}: manifest says {n!r:.40} windows but the file holds {parquet_metadata.num_rows} rows; "
+            "re-run trajemb prepare"
+        )
+    digest = manifest.get("content_sha256")
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise DataError(
+            f"{path}: manifest content_sha256 {digest!r:.80} is not a sha256; re-run trajemb prepare"
         )
     return manifest
 
 
+_META_TYPES = {
+    "start_timestep": "integer",
+    **dict.fromkeys(
+        ["origin_x_city_m", "origin_y_city_m", "theta_rad", "mean_speed_mps", "heading_change_rad",
+         "lateral_offset_m"],
+        "floating point",
+    ),
+}  # fmt: skip
+_TYPE_CHECKS = {
+    "string": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+    "integer": pa.types.is_integer,
+    "floating point": pa.types.is_floating,
+}
+
+
+def _check_columns(path: Path, schema: pa.Schema, num_steps: int) -> None:
+    """The table's columns are ours: every metadata column, and ``xy_agent`` of 2 * num_steps floats."""
+    missing = [c for c in (*META_COLUMNS, "xy_agent") if c not in schema.names]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; re-run trajemb prepare")
+    for name in META_COLUMNS:
+        kind = schema.field(name).type
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
+        wanted = _META_TYPES.get(name, "string")
+        if not _TYPE_CHECKS[wanted](kind):
+            raise DataError(
+                f"{path}: column {name} has type {kind}, expected {wanted}; re-run trajemb prepare"
+            )
+    xy = schema.field("xy_agent").type
+    if not pa.types.is_fixed_size_list(xy) or not pa.types.is_float32(xy.value_type):
+        raise DataError(f"{path}: column xy_agent has type {xy}, expected fixed-size lists of float32")
+    if xy.list_size != 2 * num_steps:
+        raise DataError(
+            f"{path}: xy_agent holds {xy.list_size // 2} steps per window but the manifest says "
+            f"{num_steps}; the table was altered, re-run trajemb prepare"
+        )
+
+
 def read_table(path: Path, verify: bool = False) -> TrajectoryTable:
-    """Load a table written by ``write_table``; ``verify`` recomputes the content hash."""
+    """Load a table written by ``write_table``; ``verify`` recomputes the content hash.
+
+    Raises:
+        DataError: missing, unreadable or corrupt file; a manifest, column set or null value that
+            ``trajemb prepare`` would not have written; with ``verify``, a content hash mismatch.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: trajectory table not found")
     manifest = read_manifest(path)
+    T = int(manifest["num_steps"])
     try:
         table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
+        table.validate(full=True)  # e.g. invalid UTF-8 in a string column: caught here, not in pandas
+        _check_columns(path, table.schema, T)
+        nulls = [c for c in table.column_names if table.column(c).null_count]
+        if nulls:
+            raise DataError(f"{path}: null values in column(s) {', '.join(nulls)}; re-run trajemb prepare")
+        flat = table.column("xy_agent").combine_chunks().flatten()
+        if flat.null_count:
+            raise DataError(f"{path}: null positions in xy_agent; re-run trajemb prepare")
+        xy = flat.to_numpy().reshape(-1, T, 2)
+        meta = table.drop_columns(["xy_agent"]).select(list(META_COLUMNS)).to_pandas()
+    except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(f"{path}: trajectory table is corrupt ({exc})") from exc
-    T = int(manifest["num_steps"])
-    xy = table.column("xy_agent").combine_chunks().flatten().to_numpy().reshape(-1, T, 2)
-    meta = table.drop_columns(["xy_agent"]).to_pandas()
+    if len(xy) != manifest["num_windows"]:
+        raise DataError(f"{path}: {len(xy)} windows, the manifest says {manifest['num_windows']}")
     for col in ("source", "object_type", "category", "city", "direction", "speed_bin"):
         meta[col] = meta[col].astype(str)
     if verify:

@@ -9,14 +9,20 @@ kept; a metrics CSV (and TensorBoard, if installed) logs every epoch.
 
 Under ``torchrun`` the same loop runs data-parallel (``trajemb.distributed``): rows sharded per rank
 by a ``DistributedSampler``, gradients averaged by DDP, only rank 0 validates and writes.
+
+A run folder carries a ``trajemb_run.json`` marker. An existing run is continued only with ``resume``
+and started afresh only with ``overwrite`` (its old checkpoints and metrics removed first, so rows of
+two runs never mix); anything else in the way is refused before the table is read.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
+import shutil
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -31,19 +37,33 @@ from tqdm import tqdm
 from trajemb import __version__, distributed
 from trajemb.atomic import write_text_atomic
 from trajemb.checkpoint import git_revision, load_checkpoint, read_card, save_checkpoint
-from trajemb.embed import embed_windows, resolve_device
+from trajemb.devices import resolve_device
+from trajemb.embed import embed_windows
 from trajemb.errors import ConfigError, DataError, TrajembError
 from trajemb.losses import DEFAULT_MARGIN, TripletLoss
 from trajemb.metrics import retrieval_min_ade_fde
 from trajemb.mining import MINING_STRATEGIES, mine_triplets
 from trajemb.model import EncoderConfig, TrajectoryEncoder, count_parameters
+from trajemb.outputs import RUN_KIND, RUN_MARKER, check_output_dir
 from trajemb.similarity import DEFAULT_SHAPE_WEIGHT, SIMILARITIES, similarity_matrix
 from trajemb.store import TrajectoryTable, read_table
+from trajemb.validate import check_float, check_int, check_seed
 
 log = logging.getLogger(__name__)
 
 TRAIN_STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.csv"
+TRAIN_CONFIG_FILE = "train_config.json"
+#: What a run writes into its folder; ``overwrite`` removes exactly these, nothing the user put there.
+RUN_ARTEFACTS = ("best", "last", METRICS_FILE, TRAIN_CONFIG_FILE, "tensorboard", RUN_MARKER)
+#: Entries whose presence means a run has made progress (continue it or overwrite it, not both).
+RUN_PROGRESS = ("best", "last", METRICS_FILE)
+#: Bounds beyond any sensible run, so that a typo fails now rather than hours (or gigabytes) later.
+MAX_EPOCHS = 1_000_000
+MAX_BATCH_SIZE = 1 << 24
+MAX_VAL_K = 1000
+#: Consecutive batches without a single triplet, from the start of an epoch, after which training stops.
+EMPTY_BATCHES_LIMIT = 200
 
 
 class TrainingError(TrajembError):
@@ -77,22 +97,33 @@ class TrainConfig:
     mining_scope: Literal["rank", "global"] = "rank"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.encoder, EncoderConfig):
+            raise ConfigError(f"encoder must be an EncoderConfig, got {type(self.encoder).__name__}")
         if self.similarity not in SIMILARITIES:
             raise ConfigError(
                 f"--similarity must be one of {', '.join(SIMILARITIES)}, got {self.similarity!r}"
             )
         if self.mining not in MINING_STRATEGIES:
             raise ConfigError(f"--mining must be one of {', '.join(MINING_STRATEGIES)}, got {self.mining!r}")
-        if self.epochs < 1 or self.batch_size < 2:
-            raise ConfigError(
-                f"need epochs >= 1 and batch size >= 2, got {self.epochs} and {self.batch_size}"
-            )
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
-        if not 0.0 < self.positive_fraction < 1.0:
-            raise ConfigError(f"--positive-fraction must be in (0, 1), got {self.positive_fraction}")
-        if self.lr <= 0 or self.margin <= 0:
-            raise ConfigError(f"--lr and --margin must be > 0, got {self.lr} and {self.margin}")
+        check_float("--shape-weight", self.shape_weight, 0.0, 1e6)
+        if self.threshold is not None:
+            # Both similarities are cosines, in [-1, 1]; outside it every pair is positive or none is.
+            check_float("--threshold", self.threshold, -1.0, 1.0)
+        check_float("--positive-fraction", self.positive_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        check_float("--margin", self.margin, 0.0, 4.0, low_open=True)  # unit vectors are at most 2 apart
+        check_int("--epochs", self.epochs, 1, MAX_EPOCHS)
+        check_int("--batch-size", self.batch_size, 2, MAX_BATCH_SIZE)
+        check_float("--lr", self.lr, 0.0, 10.0, low_open=True)
+        check_float("--weight-decay", self.weight_decay, 0.0, 10.0)
+        check_float("--warmup", self.warmup_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        check_float("--grad-clip", self.grad_clip, 0.0, 1e6, low_open=True)
+        check_float("--val-fraction", self.val_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        check_int("--val-every", self.val_every, 1, MAX_EPOCHS)
+        check_int("--val-k", self.val_k, 1, MAX_VAL_K)
+        check_int("max_val_windows", self.max_val_windows, 2)
+        check_seed("--seed", self.seed)
+        if not isinstance(self.device, str):
+            raise ConfigError(f"--device must be a string, got {self.device!r:.40}")
         if self.mining_scope not in ("rank", "global"):
             raise ConfigError(f"--mining-scope must be rank or global, got {self.mining_scope!r}")
 
@@ -122,18 +153,54 @@ def _check_finite(table: TrajectoryTable) -> None:
         raise DataError(f"{int(bad.sum())} window(s) contain NaN or infinite positions (first: {first})")
 
 
+def check_run_folder(out: Path, table: Path, resume: bool, overwrite: bool) -> None:
+    """Raise unless ``out`` may hold this run: see the module docstring.
+
+    Raises:
+        ConfigError: ``resume`` and ``overwrite`` together.
+        DataError: ``out`` is not ours to write (``trajemb.outputs``), holds a run with progress and
+            neither ``resume`` nor ``overwrite`` was given, or ``resume`` without a last checkpoint.
+    """
+    if resume and overwrite:
+        raise ConfigError("--resume continues a run and --overwrite starts it afresh; give one of them")
+    check_output_dir(out, "run", inputs=[table])
+    if resume and not (Path(out) / "last" / TRAIN_STATE_FILE).is_file():
+        raise DataError(
+            f"{Path(out) / 'last'}: nothing to resume (no {TRAIN_STATE_FILE}); drop --resume to start afresh"
+        )
+    progress = [name for name in RUN_PROGRESS if (Path(out) / name).exists()]
+    if progress and not resume and not overwrite:
+        raise DataError(
+            f"{out} already holds a training run ({', '.join(progress)}); pass --resume to continue it, "
+            "--overwrite to start it afresh, or give a new --out"
+        )
+
+
 class Trainer:
-    """Owns model, optimiser and data for one run; ``fit`` trains and writes the checkpoints."""
+    """Owns model, optimiser and data for one run; ``fit`` trains and writes the checkpoints.
+
+    Everything (flags, output folder, device, table, validation split, resume state) is checked here,
+    before the first step.
+    """
 
     def __init__(
-        self, config: TrainConfig, table_path: Path, out: Path, resume: bool = False, progress: bool = True
+        self,
+        config: TrainConfig,
+        table_path: Path,
+        out: Path,
+        resume: bool = False,
+        progress: bool = True,
+        overwrite: bool = False,
     ):
         self.config = config
         self.out = Path(out)
         self.dist = distributed.current()
         self.progress = progress and self.dist.is_main
-        self.device = distributed.rank_device(resolve_device(config.device), self.dist)
+        self.resume = resume
+        self.overwrite = overwrite
         self.table_path = Path(table_path)
+        check_run_folder(self.out, self.table_path, resume, overwrite)
+        self.device = distributed.rank_device(resolve_device(config.device), self.dist)
         self.table = read_table(self.table_path)
         _check_finite(self.table)
         self.split = split_by_scenario(self.table, config.val_fraction)
@@ -145,6 +212,12 @@ class Trainer:
             )
         if len(self.split.val) < 2:
             raise ConfigError(f"{self.table_path}: fewer than 2 validation windows; raise --val-fraction")
+        val_tracks = np.unique(self.table.track_groups()[self.split.val]).size
+        if val_tracks <= config.val_k:
+            raise ConfigError(
+                f"{self.table_path}: validation holds {val_tracks} track(s), too few to retrieve "
+                f"--val-k {config.val_k} neighbours from other tracks; lower --val-k or raise --val-fraction"
+            )
         self.xy = torch.from_numpy(np.array(self.table.xy_agent))  # (N, T, 2), CPU, writable copy
         self.groups = torch.from_numpy(self.table.track_groups())
         torch.manual_seed(config.seed)
@@ -211,22 +284,41 @@ class Trainer:
                 f"{last}: nothing to resume (no {TRAIN_STATE_FILE}); drop --resume to start afresh"
             )
         model, card = load_checkpoint(last, self.device)
-        if card["data"]["table_sha256"] != self.table.content_hash:
-            raise DataError(f"{last}: was trained on table {card['data']['table_sha256'][:12]}, not this one")
-        if card["train_config"] != json.loads(json.dumps(self.config.to_dict())):
+        data = card.get("data")
+        trained_on = data.get("table_sha256") if isinstance(data, dict) else None
+        if not isinstance(trained_on, str):
+            raise DataError(f"{last}: the card does not name the table it was trained on; cannot resume")
+        if trained_on != self.table.content_hash:
+            raise DataError(f"{last}: was trained on table {trained_on[:12]}, not this one")
+        if card.get("train_config") != json.loads(json.dumps(self.config.to_dict())):
             raise ConfigError(f"{last}: training config differs from this run's; resume with the same flags")
         if card.get("world_size", 1) != self.dist.world_size:
             raise ConfigError(
                 f"{last}: was trained by {card.get('world_size', 1)} process(es), this run has "
                 f"{self.dist.world_size}; resume with the same --nproc-per-node x nodes"
             )
+        if model.config != self.config.encoder:
+            raise DataError(f"{last}: config.json does not match the card's training config; cannot resume")
         self.model.load_state_dict(model.state_dict())
-        state = torch.load(last / TRAIN_STATE_FILE, weights_only=True, map_location="cpu")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.shuffle.set_state(state["shuffle_rng"])
-        self.start_epoch = int(state["epoch"]) + 1
-        self.best_min_ade = float(state["best_min_ade"])
+        try:
+            state = torch.load(last / TRAIN_STATE_FILE, weights_only=True, map_location="cpu")
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.shuffle.set_state(state["shuffle_rng"])
+            self.start_epoch = int(state["epoch"]) + 1
+            self.best_min_ade = float(state["best_min_ade"])
+        except Exception as exc:
+            # torch.load(weights_only=True) executes no code; whatever a damaged or foreign state file
+            # raises (unpickling, key, type, shape errors), the state cannot be resumed from.
+            raise DataError(
+                f"{last / TRAIN_STATE_FILE}: unreadable training state ({type(exc).__name__}: {exc}); "
+                "start afresh with --overwrite"
+            ) from exc
+        if self.start_epoch >= self.config.epochs:
+            raise ConfigError(
+                f"{self.out}: the run already finished its {self.config.epochs} epoch(s); nothing to resume "
+                "(its best checkpoint is in best/; --overwrite trains it afresh)"
+            )
         if (self.out / "best").is_dir():
             # A resumed run whose later epochs never beat the earlier best still reports that best.
             self.best_row = read_card(self.out / "best")["metrics"]
@@ -333,12 +425,35 @@ class Trainer:
         }
 
     # -- the loop ----------------------------------------------------------------------------
+    def _start_folder(self) -> None:
+        """Mark the run folder as ours; a fresh start first removes the previous run's artefacts, a
+        resumed one drops metrics rows of epochs after its last checkpoint."""
+        if not self.resume:
+            for name in RUN_ARTEFACTS:
+                path = self.out / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+        self.out.mkdir(parents=True, exist_ok=True)
+        marker = {"kind": RUN_KIND, "trajemb_version": __version__, "table": self.table_path.name}
+        write_text_atomic(self.out / RUN_MARKER, json.dumps(marker, indent=2))
+        write_text_atomic(self.out / TRAIN_CONFIG_FILE, json.dumps(self.config.to_dict(), indent=2))
+        if self.resume:
+            _truncate_csv(self.out / METRICS_FILE, self.start_epoch)
+
     def fit(self) -> dict[str, float]:
+        """Train from ``start_epoch``; returns the best epoch's metrics.
+
+        Raises:
+            TrainingError: a non-finite loss, an epoch in which no batch yielded a triplet (nothing was
+                learned: the threshold or data admit no positive/negative pairs), or no epoch with a
+                finite validation minADE. No "best" checkpoint is written from such an epoch.
+        """
         c = self.config
         main = self.dist.is_main  # only rank 0 validates and writes
         if main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.out / "train_config.json", json.dumps(c.to_dict(), indent=2))
+            self._start_folder()
         writer = _tensorboard(self.out) if main else None
         metrics_path = self.out / METRICS_FILE
         best = dict(self.best_row)
@@ -365,6 +480,14 @@ class Trainer:
                 total += float(loss.detach())
                 n_triplets += m
                 bar.set_postfix(loss=f"{total / (step + 1):.4f}")
+                # Without a triplet nothing is learned; on a large table say so after a few hundred
+                # batches rather than after the epoch.
+                if n_triplets == 0 and step + 1 == min(self.steps_per_epoch, EMPTY_BATCHES_LIMIT):
+                    raise TrainingError(
+                        f"epoch {epoch + 1}: none of the first {step + 1} batches yielded a triplet (similarity "
+                        f"threshold {self.threshold:.4g}); nothing is learned, so no checkpoint is written. "
+                        "Drop --threshold to calibrate it, or use a larger --batch-size"
+                    )
             seconds = time.perf_counter() - t0
             W = self.dist.world_size
             total, all_triplets = distributed.sum_over_ranks(
@@ -380,7 +503,11 @@ class Trainer:
             if (epoch + 1) % c.val_every == 0 or epoch + 1 == c.epochs:
                 row.update(distributed.broadcast_from_main(self.validate() if main else None, self.dist))
                 key = f"val_minADE@{c.val_k}"
-                if row[key] < self.best_min_ade:
+                if not math.isfinite(row[key]):
+                    log.warning(
+                        "epoch %d: validation %s is %s; not a best checkpoint", epoch + 1, key, row[key]
+                    )
+                elif row[key] < self.best_min_ade:
                     self.best_min_ade = row[key]
                     best = dict(row)
                     if main:
@@ -397,7 +524,21 @@ class Trainer:
             )
         if writer is not None:
             writer.close()
-        return best
+        if not best and not (self.out / "best").is_dir():
+            raise TrainingError(
+                f"no epoch reached a finite validation minADE@{c.val_k}; no best checkpoint was written"
+            )
+        return best or self._best_so_far()
+
+    def _best_so_far(self) -> dict[str, float]:
+        """The best epoch's metrics of a resumed run whose best epoch came before the resume."""
+        try:
+            metrics = load_checkpoint(self.out / "best")[1].get("metrics")
+        except DataError:
+            metrics = None
+        if not isinstance(metrics, dict):
+            raise TrainingError(f"{self.out / 'best'}: no readable best checkpoint after training")
+        return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
     def _save_last(self, epoch: int, row: dict[str, float]) -> None:
         state = {
@@ -410,20 +551,44 @@ class Trainer:
         save_checkpoint(self.model, self.out / "last", self._card(epoch + 1, row), {TRAIN_STATE_FILE: state})
 
 
-def _append_csv(path: Path, row: dict[str, float]) -> None:
-    # Rows may gain validation columns; rewrite with the union of columns so the CSV stays rectangular.
-    rows: list[dict[str, Any]] = []
-    if path.exists():
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    rows.append(row)
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: unreadable metrics ({exc}); start afresh with --overwrite") from exc
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    # Rows may gain validation columns; write the union of columns so the CSV stays rectangular.
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=columns)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
+    buffer = io.StringIO()
+    w = csv.DictWriter(buffer, fieldnames=columns)
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
+
+
+def _append_csv(path: Path, row: dict[str, float]) -> None:
+    _write_csv(path, [*_read_csv(path), row])
+
+
+def _truncate_csv(path: Path, epochs_done: int) -> None:
+    """Keep the rows of epochs 1..``epochs_done`` (a run killed between writing its metrics and its
+    last checkpoint repeats that epoch on resume; its row must not appear twice)."""
+    rows = _read_csv(path)
+    kept = [r for r in rows if _epoch_of(r) <= epochs_done]
+    if len(kept) != len(rows):
+        _write_csv(path, kept)
+
+
+def _epoch_of(row: dict[str, Any]) -> float:
+    try:
+        return float(row.get("epoch", "inf"))
+    except ValueError:
+        return math.inf
 
 
 def _tensorboard(out: Path) -> Any:
@@ -435,11 +600,18 @@ def _tensorboard(out: Path) -> Any:
 
 
 def train(
-    config: TrainConfig, table: Path, out: Path, resume: bool = False, progress: bool = True
+    config: TrainConfig,
+    table: Path,
+    out: Path,
+    resume: bool = False,
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, float]:
     """Train and write ``out/best``, ``out/last``, ``out/metrics.csv``; returns the best epoch's metrics.
 
-    Under ``torchrun`` this process joins the process group first and leaves it afterwards.
+    ``resume`` continues the run in ``out``; ``overwrite`` replaces it; without either, ``out`` must be
+    new or empty (``check_run_folder``). Under ``torchrun`` this process joins the process group first
+    and leaves it afterwards.
     """
     with distributed.process_group(resolve_device(config.device)):
-        return Trainer(config, table, out, resume=resume, progress=progress).fit()
+        return Trainer(config, table, out, resume=resume, progress=progress, overwrite=overwrite).fit()

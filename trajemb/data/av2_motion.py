@@ -7,17 +7,25 @@ object per state, which is what makes this many times faster than av2's
 
 from __future__ import annotations
 
+import fnmatch
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from trajemb.errors import DataError
-from trajemb.schema import CATEGORY_FROM_AV2, Source, TrackSet
+from trajemb.paths import safe_component
+from trajemb.schema import CATEGORY_FROM_AV2, MAX_GRID_CELLS, MAX_TRACK_STEPS, Source, TrackSet
 
 SCENARIO_GLOB = "scenario_*.parquet"
 MAP_PREFIX = "log_map_archive_"
+#: Key in the parquet metadata of every scenario ``trajemb synth`` writes: the file itself says it is
+#: synthetic, wherever it is copied.
+SYNTH_PARQUET_KEY = b"trajemb_synth"
 
 #: Column -> predicate on its arrow type. ``map_id`` / ``slice_id`` / velocities are optional.
 REQUIRED_COLUMNS: dict[str, tuple[str, object]] = {
@@ -34,8 +42,18 @@ REQUIRED_COLUMNS: dict[str, tuple[str, object]] = {
 }
 
 
+def is_hidden_or_temporary(name: str) -> bool:
+    """Names discovery skips: hidden entries (``.git``, the temporaries of an interrupted write, which
+    ``trajemb.atomic`` names ``.<name>.<pid>...tmp``) and ``*.tmp`` / ``*.partial`` leftovers."""
+    return name.startswith(".") or name.endswith((".tmp", ".partial"))
+
+
 def find_scenario_files(root: Path) -> list[Path]:
     """Every ``scenario_*.parquet`` under ``root`` (a split folder, the dataset root or one scenario).
+
+    Hidden and temporary folders and files below ``root`` are skipped (see ``is_hidden_or_temporary``):
+    an interrupted ``trajemb synth`` leaves a hidden folder of partial scenarios beside its output.
+    Symbolic links to folders are not followed.
 
     Raises:
         DataError: ``root`` does not exist or holds no scenario file.
@@ -43,16 +61,28 @@ def find_scenario_files(root: Path) -> list[Path]:
     root = Path(root)
     if not root.exists():
         raise DataError(f"{root}: no such folder")
-    if root.is_file():
-        if root.match(SCENARIO_GLOB):
+    if not root.is_dir():
+        if root.is_file() and root.match(SCENARIO_GLOB):
             return [root]
         raise DataError(f"{root}: expected a folder of AV2 scenarios or a scenario_<id>.parquet file")
-    files = sorted(root.rglob(SCENARIO_GLOB))
+    files: list[Path] = []
+    for folder, dirs, names in os.walk(root, onerror=_raise_walk_error):
+        dirs[:] = [d for d in dirs if not is_hidden_or_temporary(d)]
+        files += [
+            Path(folder) / n
+            for n in names
+            if fnmatch.fnmatchcase(n, SCENARIO_GLOB) and not is_hidden_or_temporary(n)
+        ]
+    files.sort()
     if not files:
         raise DataError(
             f"{root}: no AV2 scenario files (expected <scenario_id>/scenario_<scenario_id>.parquet inside)"
         )
     return files
+
+
+def _raise_walk_error(exc: OSError) -> None:
+    raise DataError(f"{exc.filename}: cannot list the folder ({exc.strerror})") from exc
 
 
 def map_path_for(scenario_path: Path) -> Path:
@@ -61,16 +91,20 @@ def map_path_for(scenario_path: Path) -> Path:
     return scenario_path.with_name(f"{MAP_PREFIX}{scenario_id}.json")
 
 
+_FLOAT_COLUMNS = ("position_x", "position_y", "heading")
 #: String columns read as dictionaries: a few distinct values repeated on every row.
 _DICTIONARY_COLUMNS = ["track_id", "object_type", "scenario_id", "city"]
 
 
-def _read_columns(path: Path) -> pa.Table:
+def _read_columns(path: Path) -> tuple[pa.Table, bool]:
+    """The required columns, and whether the file says it was written by ``trajemb synth``."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the reader forever
+            raise DataError(f"{path}: not a regular file")
         # No pre_buffer: for files this small it doubles the cost of opening them.
         parquet = pq.ParquetFile(path, read_dictionary=_DICTIONARY_COLUMNS)
         schema = parquet.schema_arrow
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: undecodable footer strings
         raise DataError(f"{path}: not a readable parquet file ({exc})") from exc
     missing = [name for name in REQUIRED_COLUMNS if name not in schema.names]
     if missing:
@@ -82,9 +116,17 @@ def _read_columns(path: Path) -> pa.Table:
         if not is_ok(field_type):  # type: ignore[operator]
             raise DataError(f"{path}: column {name} has type {field_type}, expected {kind}")
     try:
-        return parquet.read(columns=list(REQUIRED_COLUMNS), use_threads=False)
-    except (pa.ArrowInvalid, OSError) as exc:
+        table = parquet.read(columns=list(REQUIRED_COLUMNS), use_threads=False)
+        table.validate(full=True)  # invalid UTF-8 or offsets would surface later as odd errors
+    except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(f"{path}: parquet file is corrupt or truncated ({exc})") from exc
+    # Null positions read as NaN and are reported as such below; null headings are "unknown".
+    nulls = [f"{name} ({table.column(name).null_count})" for name in REQUIRED_COLUMNS
+             if name not in _FLOAT_COLUMNS and table.column(name).null_count]  # fmt: skip
+    if nulls:
+        raise DataError(f"{path}: null values in column(s) {', '.join(nulls)}")
+    synthetic = SYNTH_PARQUET_KEY in (schema.metadata or {})
+    return table, synthetic
 
 
 def _dictionary(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,12 +147,18 @@ def _first_value(column: pa.ChunkedArray) -> str:
 def read_scenario_tracks(path: Path, source: Source = Source.AV2_MOTION) -> TrackSet:
     """Read one AV2 scenario parquet into a dense ``TrackSet`` in the city frame.
 
+    ``source`` is the caller's label; a file whose metadata says it was written by ``trajemb synth`` is
+    labelled synthetic whatever the caller said.
+
     Raises:
-        DataError: unreadable file, missing or mistyped columns, empty scenario, NaN or infinite
-            positions, timesteps outside ``[0, num_timestamps)``, or a (track, timestep) given twice.
+        DataError: unreadable file, missing, mistyped or null columns, empty scenario, NaN or infinite
+            positions, timesteps outside ``[0, num_timestamps)``, an implausible ``num_timestamps``,
+            a (track, timestep) given twice, or ids that cannot be used as names.
     """
     path = Path(path)
-    table = _read_columns(path)
+    table, synthetic = _read_columns(path)
+    if synthetic:
+        source = Source.SYNTHETIC
     n_rows = table.num_rows
     if n_rows == 0:
         raise DataError(f"{path}: scenario has no rows")
@@ -124,17 +172,35 @@ def read_scenario_tracks(path: Path, source: Source = Source.AV2_MOTION) -> Trac
             f"{path}: {int((~finite).sum())} position(s) are NaN or infinite "
             f"(first: track {table.column('track_id')[bad]}, timestep {table.column('timestep')[bad]})"
         )
-    timestep = table.column("timestep").to_numpy().astype(np.int64)
-    num_steps = int(table.column("num_timestamps")[0].as_py())
-    if timestep.min() < 0 or timestep.max() >= num_steps:
+    num_timestamps = pc.min_max(table.column("num_timestamps")).as_py()
+    declared = int(num_timestamps["max"])
+    if num_timestamps["min"] != declared:
         raise DataError(
-            f"{path}: timestep range [{timestep.min()}, {timestep.max()}] outside [0, {num_steps})"
+            f"{path}: num_timestamps differs between rows ({num_timestamps['min']} to {declared})"
         )
+    if not 1 <= declared <= MAX_TRACK_STEPS:
+        raise DataError(
+            f"{path}: num_timestamps {declared} is outside [1, {MAX_TRACK_STEPS}] (AV2 scenarios have 110)"
+        )
+    timestep_range = pc.min_max(table.column("timestep")).as_py()
+    if timestep_range["min"] < 0 or timestep_range["max"] >= declared:
+        raise DataError(
+            f"{path}: timestep range [{timestep_range['min']}, {timestep_range['max']}] outside [0, {declared})"
+        )
+    timestep = table.column("timestep").to_numpy().astype(np.int64)
+    num_steps = declared
 
     track_codes, track_values = _dictionary(table.column("track_id"))
     # Sorted ids give a stable track order whatever the row order of the file.
     codes_used, first_row, track_of_row = np.unique(track_codes, return_index=True, return_inverse=True)
     track_ids = track_values[codes_used]
+    for track_id in track_ids.tolist():
+        safe_component(track_id, f"{path}: track_id")
+    if track_ids.size * num_steps > MAX_GRID_CELLS:
+        raise DataError(
+            f"{path}: {track_ids.size} tracks x {num_steps} steps is more than {MAX_GRID_CELLS} states; "
+            "not an AV2 scenario"
+        )
     order = np.argsort(track_ids, kind="stable")
     track_ids, first_row = track_ids[order], first_row[order]
     track_of_row = np.argsort(order)[track_of_row]
@@ -159,8 +225,9 @@ def read_scenario_tracks(path: Path, source: Source = Source.AV2_MOTION) -> Trac
     type_codes, type_values = _dictionary(table.column("object_type"))
     object_types = type_values[type_codes[first_row]]
 
+    scenario_id = safe_component(_first_value(table.column("scenario_id")), f"{path}: scenario_id")
     return TrackSet(
-        scenario_id=_first_value(table.column("scenario_id")),
+        scenario_id=scenario_id,
         city=_first_value(table.column("city")),
         map_key=path.stem.removeprefix("scenario_"),
         source=source,

@@ -8,6 +8,9 @@ a silent time warp. Logs without an ``EGO_VEHICLE`` cuboid get an ``ego`` track 
 
 from __future__ import annotations
 
+import os
+import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +18,19 @@ import pyarrow as pa
 import pyarrow.feather as feather
 from av2.geometry.geometry import quat_to_mat
 
+from trajemb.data.av2_motion import is_hidden_or_temporary
 from trajemb.errors import DataError
-from trajemb.schema import STEP_S, FloatArray, Source, TrackCategory, TrackSet, repeat_str
+from trajemb.paths import safe_component
+from trajemb.schema import (
+    MAX_GRID_CELLS,
+    MAX_TRACK_STEPS,
+    STEP_S,
+    FloatArray,
+    Source,
+    TrackCategory,
+    TrackSet,
+    repeat_str,
+)
 
 POSES_FILE = "city_SE3_egovehicle.feather"
 ANNOTATION_FILES = ("annotations.feather", "annotations_with_ego.feather")
@@ -49,29 +63,49 @@ CITY_FROM_CODE: dict[str, str] = {
     "WDC": "washington-dc",
 }
 
-_POSE_COLUMNS = ["timestamp_ns", "qw", "qx", "qy", "qz", "tx_m", "ty_m", "tz_m"]
-_ANNOTATION_COLUMNS = [
-    "timestamp_ns",
-    "track_uuid",
-    "category",
-    "qw",
-    "qx",
-    "qy",
-    "qz",
-    "tx_m",
-    "ty_m",
-    "tz_m",
-]
+_Check = Callable[[pa.DataType], bool]
+
+
+def _is_string(t: pa.DataType) -> bool:
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+
+
+def _is_number(t: pa.DataType) -> bool:
+    return bool(pa.types.is_floating(t) or pa.types.is_integer(t))
+
+
+_POSE_COLUMNS: dict[str, tuple[str, _Check]] = {
+    "timestamp_ns": ("integer", pa.types.is_integer),
+    **{c: ("number", _is_number) for c in ("qw", "qx", "qy", "qz", "tx_m", "ty_m", "tz_m")},
+}
+_ANNOTATION_COLUMNS: dict[str, tuple[str, _Check]] = {
+    **_POSE_COLUMNS,
+    "track_uuid": ("string", _is_string),
+    "category": ("string", _is_string),
+}
+#: Entries that make a folder a sensor log; one without poses is still found, and reported as bad.
+_LOG_ENTRIES = (POSES_FILE, *ANNOTATION_FILES, "map")
+
+
+def _is_log(folder: Path) -> bool:
+    return any((folder / name).exists() for name in _LOG_ENTRIES)
 
 
 def find_sensor_logs(root: Path) -> list[Path]:
-    """Log folders under ``root`` (``root`` itself if it is one): those holding ego poses."""
+    """Log folders under ``root`` (``root`` itself if it is one): those holding ego poses,
+    annotations or a map. A log that lacks its poses is returned too, so that reading it reports it
+    instead of leaving it out unnoticed. Hidden and temporary folders are skipped.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder")
-    if (root / POSES_FILE).exists():
+    if _is_log(root):
         return [root]
-    logs = sorted(p.parent for p in root.glob(f"*/{POSES_FILE}"))
+    try:
+        children = sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden_or_temporary(p.name))
+    except OSError as exc:
+        raise DataError(f"{root}: cannot list the folder ({exc.strerror})") from exc
+    logs = [p for p in children if _is_log(p)]
     if not logs:
         raise DataError(f"{root}: no AV2 sensor logs (expected <log_id>/{POSES_FILE} inside)")
     return logs
@@ -85,21 +119,46 @@ def sensor_log_map_path(log_dir: Path) -> Path:
     return maps[0]
 
 
-def _read_feather(path: Path, columns: list[str]) -> pa.Table:
+def _read_feather(path: Path, columns: dict[str, tuple[str, _Check]], what: str) -> pa.Table:
+    """The named columns of a feather file, each checked for type and nulls."""
     try:
-        table = feather.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} missing") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the {what} ({exc.strerror})") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{path}: the {what} is not a regular file")
+    try:
+        table = feather.read_table(path, memory_map=False)
+        table.validate(full=True)  # feather is not checked on read; corrupt strings would fail later
+    except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(f"{path}: not a readable feather file ({exc})") from exc
     missing = [c for c in columns if c not in table.column_names]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
-    return table.select(columns)
+    table = table.select(list(columns))
+    for name, (kind, is_ok) in columns.items():
+        field_type = table.schema.field(name).type
+        if pa.types.is_dictionary(field_type):
+            field_type = field_type.value_type
+        if not is_ok(field_type):
+            raise DataError(f"{path}: column {name} has type {field_type}, expected {kind}")
+        if table.column(name).null_count:
+            raise DataError(f"{path}: {table.column(name).null_count} null value(s) in column {name}")
+    if table.num_rows == 0:
+        raise DataError(f"{path}: the {what} has no rows")
+    return table
 
 
 def _rotation_and_translation(table: pa.Table) -> tuple[FloatArray, FloatArray]:
-    quat_wxyz = np.stack([table.column(c).to_numpy() for c in ("qw", "qx", "qy", "qz")], axis=-1)
-    t_xyz = np.stack([table.column(c).to_numpy() for c in ("tx_m", "ty_m", "tz_m")], axis=-1)
+    quat_wxyz = np.stack([_floats(table, c) for c in ("qw", "qx", "qy", "qz")], axis=-1)
+    t_xyz = np.stack([_floats(table, c) for c in ("tx_m", "ty_m", "tz_m")], axis=-1)
     return quat_to_mat(quat_wxyz), t_xyz
+
+
+def _floats(table: pa.Table, column: str) -> FloatArray:
+    return np.asarray(table.column(column).to_numpy(), dtype=np.float64)
 
 
 def read_sensor_log_tracks(log_dir: Path) -> TrackSet:
@@ -110,24 +169,33 @@ def read_sensor_log_tracks(log_dir: Path) -> TrackSet:
             non-finite values.
     """
     log_dir = Path(log_dir)
+    log_id = safe_component(log_dir.name, "sensor log id")
     ann_path = next((log_dir / n for n in ANNOTATION_FILES if (log_dir / n).exists()), None)
     if ann_path is None:
         raise DataError(f"{log_dir}: no {' or '.join(ANNOTATION_FILES)}")
-    poses = _read_feather(log_dir / POSES_FILE, _POSE_COLUMNS)
-    ann = _read_feather(ann_path, _ANNOTATION_COLUMNS)
-    if ann.num_rows == 0:
-        raise DataError(f"{ann_path}: no annotations")
+    if not (log_dir / POSES_FILE).exists():
+        raise DataError(f"{log_dir}: no {POSES_FILE} (ego poses); the log cannot be placed in the city frame")
+    poses = _read_feather(log_dir / POSES_FILE, _POSE_COLUMNS, "ego pose file")
+    ann = _read_feather(ann_path, _ANNOTATION_COLUMNS, "annotation file")
     map_path = sensor_log_map_path(log_dir)
     map_key = map_path.stem.removeprefix("log_map_archive_")
     city_code = map_key.split("____")[-1].split("_")[0]
     city = CITY_FROM_CODE.get(city_code, city_code.lower())
 
-    pose_ts = poses.column("timestamp_ns").to_numpy()
+    pose_ts = poses.column("timestamp_ns").to_numpy().astype(np.int64)
     order = np.argsort(pose_ts, kind="stable")
     pose_ts = pose_ts[order]
     R_city_ego, t_city_ego = _rotation_and_translation(poses.take(pa.array(order)))
+    if not (np.isfinite(R_city_ego).all() and np.isfinite(t_city_ego).all()):
+        raise DataError(f"{log_dir / POSES_FILE}: ego poses with NaN or infinite values")
 
-    ann_ts = ann.column("timestamp_ns").to_numpy()
+    ann_ts = ann.column("timestamp_ns").to_numpy().astype(np.int64)
+    span_steps = (int(ann_ts.max()) - int(ann_ts.min())) / (STEP_S * 1e9)
+    if span_steps >= MAX_TRACK_STEPS:
+        raise DataError(
+            f"{ann_path}: annotations span {span_steps:.3g} steps of {STEP_S} s, more than {MAX_TRACK_STEPS}; "
+            "timestamps are not in nanoseconds or the log is broken"
+        )
     pose_idx = np.clip(np.searchsorted(pose_ts, ann_ts), 0, pose_ts.size - 1)
     if not np.array_equal(pose_ts[pose_idx], ann_ts):
         missing = int((pose_ts[pose_idx] != ann_ts).sum())
@@ -141,6 +209,8 @@ def read_sensor_log_tracks(log_dir: Path) -> TrackSet:
         raise DataError(f"{log_dir}: non-finite cuboid positions after the city transform")
 
     track_uuid = np.asarray(ann.column("track_uuid").to_numpy(zero_copy_only=False), dtype=np.str_)
+    for track_id in np.unique(track_uuid).tolist():
+        safe_component(track_id, f"{ann_path}: track_uuid")
     category = np.asarray(ann.column("category").to_numpy(zero_copy_only=False), dtype=np.str_)
     sweep_ts = np.unique(ann_ts)
     has_ego = bool((category == EGO_CATEGORY).any())
@@ -156,6 +226,10 @@ def read_sensor_log_tracks(log_dir: Path) -> TrackSet:
     step = np.rint((ann_ts - sweep_ts[0]) / (STEP_S * 1e9)).astype(np.int64)
     num_steps = int(step.max()) + 1
     track_ids, first_row, track_of_row = np.unique(track_uuid, return_index=True, return_inverse=True)
+    if track_ids.size * num_steps > MAX_GRID_CELLS:
+        raise DataError(
+            f"{ann_path}: {track_ids.size} tracks x {num_steps} steps is more than {MAX_GRID_CELLS} states"
+        )
     flat = track_of_row * num_steps + step
     # Two annotations of one track rounding to one step would be a broken log; keep the last.
     xy = np.full((track_ids.size * num_steps, 2), np.nan)
@@ -168,7 +242,7 @@ def read_sensor_log_tracks(log_dir: Path) -> TrackSet:
         [OBJECT_TYPE_FROM_CATEGORY.get(c, STATIC_OBJECT_TYPE) for c in category[first_row]], dtype=np.str_
     )
     return TrackSet(
-        scenario_id=log_dir.name,
+        scenario_id=log_id,
         city=city,
         map_key=map_key,
         source=Source.AV2_SENSOR,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,12 +13,17 @@ from tqdm import tqdm
 
 from trajemb import __version__
 from trajemb.atomic import atomic_dir
-from trajemb.errors import ConfigError
+from trajemb.outputs import SYNTH_GENERATOR, SYNTH_MARKER, check_output_dir
 from trajemb.synth.scenario import generate_scenario
 from trajemb.synth.writer import write_scenario_dir
+from trajemb.validate import check_int, check_seed
+from trajemb.workers import MAX_WORKERS, imap_ordered, process_pool
 
-#: Written at the root of every generated folder; ``prepare`` labels its windows ``synthetic``.
-MARKER_FILE = "trajemb_synth.json"
+#: Written at the root of every generated folder; ``prepare`` labels the windows below it ``synthetic``
+#: and ``trajemb.outputs`` recognises the folder as one it may replace.
+MARKER_FILE = SYNTH_MARKER
+#: Most scenarios one run generates (about 200 GB of parquet); a typo must not start a week-long job.
+MAX_SCENARIOS = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -30,10 +34,9 @@ class SynthConfig:
     use_av2_serializer: bool = False  # write parquet through av2's own (slow) serializer
 
     def __post_init__(self) -> None:
-        if self.num_scenarios < 1:
-            raise ConfigError(f"--scenarios must be >= 1, got {self.num_scenarios}")
-        if self.workers < 0:
-            raise ConfigError(f"--workers must be >= 0, got {self.workers}")
+        check_int("--scenarios", self.num_scenarios, 1, MAX_SCENARIOS)
+        check_seed("--seed", self.seed)
+        check_int("--workers", self.workers, 0, MAX_WORKERS)
 
 
 def _write_range(args: tuple[SynthConfig, str, int, int]) -> int:
@@ -46,7 +49,13 @@ def _write_range(args: tuple[SynthConfig, str, int, int]) -> int:
 
 
 def generate(config: SynthConfig, out: Path, progress: bool = True) -> float:
-    """Write ``config.num_scenarios`` scenarios under ``out`` (replaced atomically); returns seconds."""
+    """Write ``config.num_scenarios`` scenarios under ``out`` (replaced atomically); returns seconds.
+
+    Raises:
+        DataError: ``out`` exists and is not an empty folder or an earlier ``trajemb synth`` output
+            (``trajemb.outputs.check_output_dir``).
+    """
+    check_output_dir(out, "synth")
     t0 = time.perf_counter()
     workers = config.workers or (os.cpu_count() or 1)
     chunk = max(1, min(50, config.num_scenarios // (workers * 4) or 1))
@@ -64,12 +73,12 @@ def generate(config: SynthConfig, out: Path, progress: bool = True) -> float:
             for job in jobs:
                 bar.update(_write_range(job))
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for n in pool.map(_write_range, jobs):
+            with process_pool(workers) as pool:
+                for n in imap_ordered(pool, _write_range, jobs, in_flight=4 * workers):
                     bar.update(n)
         bar.close()
         marker = {
-            "generator": "trajemb synth",
+            "generator": SYNTH_GENERATOR,
             "trajemb_version": __version__,
             "config": {k: v for k, v in asdict(config).items() if k != "workers"},
             "command": f"trajemb synth --out {Path(out).name} --scenarios {config.num_scenarios} --seed {config.seed}",

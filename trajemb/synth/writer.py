@@ -27,6 +27,7 @@ from av2.datasets.motion_forecasting.data_schema import (
 )
 from av2.datasets.motion_forecasting.scenario_serialization import serialize_argoverse_scenario_parquet
 
+from trajemb.data.av2_motion import SYNTH_PARQUET_KEY
 from trajemb.schema import STEP_S, FloatArray
 from trajemb.synth.geometry import arc_length_m, offset
 from trajemb.synth.scenario import SynthScenario
@@ -83,8 +84,10 @@ def scenario_table(sc: SynthScenario) -> pa.Table:
 
 
 def write_scenario_parquet(sc: SynthScenario, path: Path) -> None:
-    """Write ``scenario_<id>.parquet`` from arrays (fast path)."""
-    pq.write_table(scenario_table(sc), path)
+    """Write ``scenario_<id>.parquet`` from arrays (fast path), marked synthetic in its metadata so that
+    ``prepare`` labels it synthetic wherever it is copied."""
+    table = scenario_table(sc)
+    pq.write_table(table.replace_schema_metadata({SYNTH_PARQUET_KEY: b"1"}), path)
 
 
 def to_argoverse_scenario(sc: SynthScenario) -> ArgoverseScenario:

@@ -1,0 +1,120 @@
+"""Signals: SIGTERM/SIGINT clean up, and no signal (kill -9 included) leaves workers running or
+temporaries that the next run trips over. Real subprocesses, real signals (Linux: /proc)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from trajemb.cli import main
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
+
+#: Runs the real CLI with each unit of worker work slowed down (patched before the workers fork, so
+#: they inherit it): a hung worker when the delay is long, a half-written output when it is short.
+HARNESS = """
+import sys, time
+import trajemb.prepare as prepare
+import trajemb.synth.generate as generate
+delay = float(sys.argv[1])
+def slow(real):
+    def wrapper(*args, **kwargs):
+        time.sleep(delay)
+        return real(*args, **kwargs)
+    return wrapper
+prepare.cut_job = slow(prepare.cut_job)
+generate.write_scenario_dir = slow(generate.write_scenario_dir)
+from trajemb.cli import main
+raise SystemExit(main(sys.argv[2:]))
+"""
+
+
+def processes_with(token: str) -> list[int]:
+    """Live (not zombie) processes whose command line contains ``token``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = next(ln for ln in (entry / "status").read_text().splitlines() if ln.startswith("State:"))
+        except (OSError, StopIteration):
+            continue
+        if token.encode() in cmdline and "Z" not in state.split()[1]:
+            found.append(int(entry.name))
+    return found
+
+
+def wait_for(predicate: object, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def start(delay_s: float, *args: str, cwd: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HARNESS, str(delay_s), "-q", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # The output path is in the command line of the command and of every worker it forks.
+    if not wait_for(lambda: len(processes_with(args[args.index("--out") + 1])) >= 3, 60):
+        proc.kill()
+        pytest.fail(f"workers did not start: {proc.communicate()}")
+    return proc
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_prepare_signals_leave_no_workers(synth_dir: Path, tmp_path: Path, sig: signal.Signals) -> None:
+    out = str(tmp_path / "t.parquet")
+    proc = start(30, "prepare", "--av2", str(synth_dir), "--out", out, "--workers", "2", cwd=tmp_path)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=20)
+    # Workers that sleep for 30 s are "hung": the parent must stop them, or they must die with it.
+    assert wait_for(lambda: not processes_with(out), 10), f"orphaned workers: {processes_with(out)}"
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+        # The next run neither trips over nor keeps the killed run's temporary file.
+        assert main(["-q", "prepare", "--av2", str(synth_dir), "--out", out, "--workers", "1"]) == 0
+        assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
+    else:
+        assert (proc.returncode, stderr.strip()) == (143, "trajemb: terminated by SIGTERM")
+        assert list(tmp_path.iterdir()) == []  # no table, no temporary
+
+
+def test_killed_synth_is_ignored_then_cleaned(tmp_path: Path) -> None:
+    out = str(tmp_path / "s")
+    proc = start(0.2, "synth", "--out", out, "--scenarios", "200", "--workers", "2", cwd=tmp_path)
+    assert wait_for(
+        lambda: len(list(next(tmp_path.glob(".s.*.tmp"), tmp_path).glob("*/scenario_*"))) >= 2, 30
+    )
+    proc.kill()
+    proc.communicate(timeout=20)
+    assert wait_for(lambda: not processes_with(out), 10), f"orphaned workers: {processes_with(out)}"
+    (leftover,) = list(tmp_path.glob(".s.*.tmp"))
+    assert len(list(leftover.glob("*/scenario_*.parquet"))) >= 2
+    # prepare does not read the partial scenarios of the hidden temporary folder ...
+    assert main(["-q", "prepare", "--av2", str(tmp_path), "--out", str(tmp_path.parent / "x.parquet")]) == 2
+    # ... and the next synth removes it.
+    assert main(["-q", "synth", "--out", out, "--scenarios", "2", "--workers", "1"]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["s"]
+
+
+def test_sigterm_during_synth_cleans_up(tmp_path: Path) -> None:
+    out = str(tmp_path / "s")
+    proc = start(30, "synth", "--out", out, "--scenarios", "50", "--workers", "2", cwd=tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 143 and stderr.strip() == "trajemb: terminated by SIGTERM"
+    assert wait_for(lambda: not processes_with(out), 10)
+    assert list(tmp_path.iterdir()) == []
