@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import state
 import streamlit as st
 
 from trajemb.explore import search_row
 
+import state
 import ui
 
 

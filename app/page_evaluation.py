@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-import state
 import streamlit as st
 
 from trajemb.viz import grouped_bar_figure, metric_vs_dim_figure
 
+import state
 import ui
 
 #: Column -> (better when, one-sentence definition).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import state
 import streamlit as st
 
 from trajemb.bundle import Bundle
@@ -11,6 +10,7 @@ from trajemb.explore import search_row
 from trajemb.viz import projection_figure
 
 import cache
+import state
 import ui
 
 PICK_MODES = ("Filter and pick", "By id", "On the 2-D layout")

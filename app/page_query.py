@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import state
 import streamlit as st
 
 from trajemb.errors import TrajembError
@@ -13,6 +12,7 @@ from trajemb.labels import direction_class, mean_speed_mps, path_length_m
 from trajemb.query import parse_points, points_to_window
 
 import cache
+import state
 import ui
 
 EXAMPLE = "x, y\n0, 0\n20, 0\n35, 5\n42, 18\n44, 35"

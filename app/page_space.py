@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import state
 import streamlit as st
 
 from trajemb.bundle import Bundle
@@ -13,6 +12,7 @@ from trajemb.explore import rows_in_box, rows_in_lasso
 from trajemb.viz import gallery_figure, projection_figure
 
 import cache
+import state
 import ui
 
 COLOR_BY = ("direction", "object_type", "speed_bin", "source", "city", "category", "k-means cluster")

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import state
 import streamlit as st
 
 from trajemb.bundle import Bundle
@@ -20,6 +19,7 @@ from trajemb.schema import DirectionClass
 from trajemb.viz import QUERY_COLOR, MapPanel, agent_frame_figure, map_grid_figure, rank_colors
 
 import cache
+import state
 
 
 def selected_rows(event: Any) -> list[int]:

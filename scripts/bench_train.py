@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from trajemb.embed import resolve_device
+from trajemb.devices import resolve_device
 from trajemb.model import EncoderConfig
 from trajemb.prepare import PrepareConfig, prepare_table
 from trajemb.similarity import similarity_matrix

@@ -13,8 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import REPO_ROOT
 from trajemb.bundle import Bundle
+
+from conftest import REPO_ROOT
 
 APP = str(REPO_ROOT / "app" / "streamlit_app.py")
 PAGES = ("page_explore.py", "page_space.py", "page_compare.py", "page_evaluation.py", "page_query.py")

@@ -10,7 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser import CHROMIUM, CHROMIUM_ARGS, click_plot_point, click_table_row, query_line, served_app, wait_idle, wait_query_change
+from browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    click_plot_point,
+    click_table_row,
+    query_line,
+    served_app,
+    wait_idle,
+    wait_query_change,
+)
 from conftest import REPO_ROOT
 
 SCREENSHOT_DIR = Path(os.environ.get("TRAJEMB_SCREENSHOTS", REPO_ROOT / ".cache" / "screenshots"))

@@ -26,7 +26,6 @@ Legend: N windows, T steps, D embedding dim.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from pathlib import Path
@@ -40,6 +39,8 @@ import pyarrow.parquet as pq
 from trajemb.errors import DataError
 from trajemb.index import NeighborIndex, load_faiss_index
 from trajemb.integrity import FileDigest, VerifiedArray, VerifiedFile
+from trajemb.jsonio import read_json_object
+from trajemb.paths import resolve_inside, safe_component
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,11 +69,11 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def safe_name(name: object, what: str) -> str:
-    """``name`` if it is one plain path component (letters, digits, ``._-``, not starting with a dot,
-    at most 100 characters); anything that could leave a folder is refused, never rewritten."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
-        raise DataError(f"{what} {name!r} is not a plain name (letters, digits, '.', '_', '-'; no paths)")
-    return name
+    """``name`` if it is one plain path component (``paths.safe_component``) made of letters, digits and
+    ``._-``, not starting with a dot, at most 100 characters; anything else is refused, never rewritten."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise DataError(f"{what} {name!r:.120} is not a plain name (letters, digits, '.', '_', '-'; no paths)")
+    return safe_component(name, what)
 
 
 def model_file(name: str, file: str) -> str:
@@ -87,17 +88,6 @@ def _relative_key(key: object) -> str:
     for part in key.split("/"):
         safe_name(part, "bundle file path component")
     return key
-
-
-def read_json_object(path: Path, what: str) -> dict[str, Any]:
-    """A JSON file that must hold an object; anything else is a one-line ``DataError``."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: unreadable {what} ({exc})") from exc
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: {what} must be a JSON object, got {type(data).__name__}")
-    return data
 
 
 def read_bundle_manifest(root: Path) -> dict[str, Any]:
@@ -166,7 +156,7 @@ class Bundle:
                         f"{self.root}: {key} is not part of this bundle; rebuild it with `trajemb bundle`"
                     )
                 digest = FileDigest.from_dict(self.manifest["files"][key], f"{self.root / MANIFEST} ({key})")
-                vf = VerifiedFile(self.root / _relative_key(key), digest)
+                vf = VerifiedFile(resolve_inside(self.root, _relative_key(key)), digest)
                 vf.verify_all()
                 self._files[key] = vf
             return self._files[key]
@@ -183,7 +173,7 @@ class Bundle:
                         f"{self.root}: {key} is not part of this bundle; rebuild it with `trajemb bundle`"
                     )
                 digest = FileDigest.from_dict(self.manifest["files"][key], f"{self.root / MANIFEST} ({key})")
-                self._arrays[key] = VerifiedArray(self.root / _relative_key(key), digest, shape, dtype)
+                self._arrays[key] = VerifiedArray(resolve_inside(self.root, _relative_key(key)), digest, shape, dtype)
             return self._arrays[key]
 
     def json_file(self, key: str, what: str) -> dict[str, Any]:

@@ -55,7 +55,6 @@ from trajemb.bundle import (
     Bundle,
     model_file,
     read_bundle_manifest,
-    read_json_object,
     safe_name,
 )
 from trajemb.errors import ConfigError, DataError
@@ -68,6 +67,7 @@ from trajemb.evaluate import (
 )
 from trajemb.index import IndexSpec, build_search_index, save_faiss_index
 from trajemb.integrity import digest_file
+from trajemb.outputs import check_output_dir
 from trajemb.projection import ProjectionConfig, project_2d
 from trajemb.store import META_COLUMNS, ContentHasher, TrajectoryTable, read_manifest
 
@@ -269,7 +269,7 @@ def add_model(
     """Copy a checkpoint into the bundle, embed every window with it (here, or on Ray from ``table_path``)
     and index the embeddings."""
     from trajemb.checkpoint import load_checkpoint
-    from trajemb.embed import resolve_device
+    from trajemb.devices import resolve_device
 
     checkpoint = Path(checkpoint)
     device = resolve_device(config.device)
@@ -387,29 +387,7 @@ def evaluate_models(
 # -- whole bundles -----------------------------------------------------------------------------------
 def check_bundle_output(out: Path, inputs: list[Path]) -> None:
     """Refuse to replace anything but an earlier trajemb bundle (or an empty folder), or an input."""
-    out = Path(out)
-    resolved = out.resolve()
-    for item in inputs:
-        src = Path(item).resolve()
-        if resolved == src or resolved in src.parents or src in resolved.parents:
-            raise DataError(
-                f"--out {out} is, contains or lies inside the input {item}; choose another folder"
-            )
-    if not out.exists() and not out.is_symlink():
-        return
-    if out.is_symlink() or not out.is_dir():
-        raise DataError(f"--out {out} exists and is not a folder; trajemb only replaces bundles it wrote")
-    if not any(out.iterdir()):
-        return
-    try:
-        fmt = read_json_object(out / MANIFEST, "bundle manifest").get("format")
-    except DataError:
-        fmt = None
-    if not (isinstance(fmt, str) and fmt.startswith("trajemb-bundle/")):
-        raise DataError(
-            f"--out {out} is a non-empty folder that is not a trajemb bundle; "
-            "trajemb only replaces bundles it wrote: choose a new or empty folder"
-        )
+    check_output_dir(Path(out), kind="bundle", inputs=inputs)
 
 
 def build_bundle(

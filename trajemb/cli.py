@@ -372,7 +372,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--device", default=t.device, help="auto (cuda, then cpu), cpu, cuda, cuda:1, ...")
         p.add_argument("--resume", action="store_true", help="continue from OUT/last")
         p.add_argument("--mining-scope", choices=["rank", "global"], default=t.mining_scope,
-                       help="under torchrun: mine in each process's batch, or in all processes' batches (all-gather)")  # fmt: skip
+                       help="under torchrun: mine in each process's batch, or in all processes' batches "
+                            "(all-gather)")  # fmt: skip
         p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("bundle", help="embed, index, project and evaluate a table under checkpoints")
@@ -402,7 +403,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                        help="evaluate among at most this many windows (a seeded sample above)")  # fmt: skip
         p.add_argument("--no-eval", action="store_true", help="skip the evaluation (the explorer can add it later)")
         p.add_argument("--engine", choices=["local", "ray"], default="local",
-                       help="embed here, or on a Ray cluster (needs the [ray] extra); index, layout and evaluation stay here")  # fmt: skip
+                       help="embed here, or on a Ray cluster (needs the [ray] extra); index, layout and "
+                            "evaluation stay here")  # fmt: skip
         p.add_argument("--ray-address", default=None, metavar="ADDR", help="with --engine ray: cluster to join")
         p.add_argument("--device", default="auto")
         p.add_argument("--seed", type=int, default=0)

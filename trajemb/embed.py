@@ -27,23 +27,6 @@ CPU_BATCH = 256
 GPU_BATCH = 8192
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda if available, else cpu; anything else as given (checked)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device {device!r} asked for, but torch sees no CUDA GPU; use --device cpu or auto"
-        )
-    if resolved.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device {device!r} is not supported: use auto, cpu, cuda or cuda:N")
-    return resolved
-
-
 class Embedder:
     """Embeds numpy windows with one model on one device; reuse it across calls."""
 
