@@ -70,6 +70,7 @@ from trajemb.integrity import digest_file
 from trajemb.outputs import check_output_dir
 from trajemb.projection import ProjectionConfig, project_2d
 from trajemb.store import META_COLUMNS, ContentHasher, TrajectoryTable, read_manifest
+from trajemb.validate import check_int, check_seed
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,8 @@ class BundleConfig:
     def __post_init__(self) -> None:
         if self.engine not in ("local", "ray"):
             raise ConfigError(f"engine must be local or ray, got {self.engine!r}")
-        if self.batch_size < 0:
-            raise ConfigError(f"batch size must be >= 0, got {self.batch_size}")
+        check_int("batch size", self.batch_size, 0, 1 << 20)
+        check_seed("--seed", self.seed)
 
 
 def _json_default(value: Any) -> Any:

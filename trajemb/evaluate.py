@@ -29,6 +29,7 @@ from trajemb.model import EncoderConfig, TrajectoryEncoder
 from trajemb.schema import DirectionClass
 from trajemb.similarity import fft_features
 from trajemb.store import TrajectoryTable
+from trajemb.validate import check_int, check_seed
 
 #: Each sided manoeuvre and its mirror image.
 MIRRORED_DIRECTION: dict[str, str] = {
@@ -51,13 +52,14 @@ class EvalConfig:
     max_corpus: int = 200_000
 
     def __post_init__(self) -> None:
-        if self.num_queries < 1 or self.silhouette_sample < 2 or self.max_corpus < 2:
-            raise ConfigError(
-                f"evaluation needs >= 1 query, a silhouette sample >= 2 and a corpus >= 2, got "
-                f"{self.num_queries}, {self.silhouette_sample}, {self.max_corpus}"
-            )
-        if not self.ks or min(self.ks) < 1:
-            raise ConfigError(f"evaluation ks must be >= 1, got {self.ks}")
+        check_int("--queries", self.num_queries, 1, 10_000_000)
+        check_int("silhouette_sample", self.silhouette_sample, 2, 10_000_000)
+        check_int("--eval-corpus", self.max_corpus, 2)
+        check_seed("--seed", self.seed)
+        if not self.ks:
+            raise ConfigError("evaluation needs at least one k")
+        for k in self.ks:
+            check_int("evaluation k", k, 1, 1000)
 
 
 def evaluation_corpus(n: int, config: EvalConfig) -> np.ndarray:

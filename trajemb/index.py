@@ -29,6 +29,7 @@ import numpy as np
 
 from trajemb.atomic import atomic_path
 from trajemb.errors import ConfigError, DataError
+from trajemb.validate import check_float, check_int
 
 if TYPE_CHECKING:
     import torch
@@ -70,13 +71,12 @@ class IndexSpec:
     def __post_init__(self) -> None:
         if self.kind not in INDEX_KINDS:
             raise ConfigError(f"index kind must be one of {', '.join(INDEX_KINDS)}, got {self.kind!r}")
-        if not 0.0 < self.target_recall <= 1.0:
-            raise ConfigError(f"target recall must be in (0, 1], got {self.target_recall}")
-        for name in ("nlist", "nprobe", "exact_max_rows"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.hnsw_m < 2 or self.ef_search < 1:
-            raise ConfigError(f"hnsw_m must be >= 2 and ef_search >= 1, got {self.hnsw_m}, {self.ef_search}")
+        check_float("--target-recall", self.target_recall, 0.0, 1.0, low_open=True)
+        check_int("nlist", self.nlist, 0, 1 << 24)
+        check_int("--nprobe", self.nprobe, 0, 1 << 24)
+        check_int("--exact-max-rows", self.exact_max_rows, 0)
+        check_int("hnsw_m", self.hnsw_m, 2, 512)
+        check_int("ef_search", self.ef_search, 1, 1 << 16)
 
     def resolved_kind(self, num_rows: int) -> str:
         if self.kind != "auto":

@@ -28,6 +28,7 @@ import numpy as np
 
 from trajemb.errors import ConfigError
 from trajemb.schema import Float32Array
+from trajemb.validate import check_float, check_int, check_seed
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +50,13 @@ class ProjectionConfig:
             raise ConfigError(
                 f"projection must be one of {', '.join(PROJECTION_METHODS)}, got {self.method!r}"
             )
-        if self.sample_size < 10 or self.full_max_rows < 10:
-            raise ConfigError(f"projection sample size must be >= 10, got {self.sample_size}")
-        if self.place_k < 1 or self.n_neighbors < 2:
-            raise ConfigError(
-                f"place_k must be >= 1 and n_neighbors >= 2, got {self.place_k}, {self.n_neighbors}"
-            )
-        if not 0.0 <= self.min_dist <= 1.0:
-            raise ConfigError(f"min_dist must be in [0, 1], got {self.min_dist}")
+        check_int("--projection-sample", self.sample_size, 10, 10_000_000)
+        check_int("full_max_rows", self.full_max_rows, 10)
+        check_int("place_k", self.place_k, 1, 1000)
+        check_int("n_neighbors", self.n_neighbors, 2, 1000)
+        check_float("min_dist", self.min_dist, 0.0, 1.0)
+        if self.seed is not None:
+            check_seed("--seed", self.seed)
 
     def resolved_method(self, num_rows: int) -> str:
         if self.method != "auto":
