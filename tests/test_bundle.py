@@ -167,12 +167,12 @@ def test_output_folder_safety(small_bundle: Path, synth_table: Path, tmp_path: P
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(DataError, match="not a trajemb bundle"):
+    with pytest.raises(DataError, match="non-empty folder that trajemb did not write as a bundle"):
         check_bundle_output(foreign, [synth_table])
-    with pytest.raises(DataError, match="is, contains or lies inside the input"):
+    with pytest.raises(DataError, match="contains the input"):
         check_bundle_output(synth_table.parent, [synth_table])
     (tmp_path / "file").write_text("x")
-    with pytest.raises(DataError, match="not a folder"):
+    with pytest.raises(DataError, match="it is a file, not a folder"):
         check_bundle_output(tmp_path / "file", [synth_table])
     check_bundle_output(small_bundle, [synth_table])  # an earlier bundle may be replaced
     (tmp_path / "empty").mkdir()

@@ -142,11 +142,12 @@ def search_window(
     """Embed a (T, 2) agent-frame window with the model's encoder, then search."""
     from trajemb.embed import embed_one
 
-    xy = np.asarray(xy_agent, dtype=np.float32)
-    if xy.shape != (bundle.num_steps, 2):
-        raise DataError(f"a query must have shape ({bundle.num_steps}, 2), got {xy.shape}")
-    if not np.isfinite(xy).all() or np.abs(xy).max() > 1e5:
+    raw = np.asarray(xy_agent, dtype=np.float64)
+    if raw.shape != (bundle.num_steps, 2):
+        raise DataError(f"a query must have shape ({bundle.num_steps}, 2), got {raw.shape}")
+    if not np.isfinite(raw).all() or np.abs(raw).max() > 1e5:
         raise DataError("query coordinates must be finite and within 100 km of the first point")
+    xy = raw.astype(np.float32)
     encoder = model_encoder(bundle, model)
     return search_embedding(bundle, model, embed_one(encoder, xy), xy, options)
 
