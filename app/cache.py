@@ -27,7 +27,7 @@ import streamlit as st
 
 from trajemb.bundle import MANIFEST, Bundle
 from trajemb.errors import DataError
-from trajemb.explore import cluster_labels, cluster_medoids, grid_representatives
+from trajemb.explore import cluster_labels, cluster_medoids, grid_representatives, label_mask
 from trajemb.pipeline import build_default_bundle, default_bundle_dir
 from trajemb.viz import label_colors, projection_raster
 
@@ -233,15 +233,7 @@ def stamp_of(bundle: Bundle) -> tuple[str, int]:
 @st.cache_resource(show_spinner=False, max_entries=64)
 def filter_mask(path: str, stamp: int, filters: tuple[tuple[str, tuple[str, ...]], ...]) -> np.ndarray | None:
     """(N,) bool rows passing the table filters; None when no filter is set."""
-    bundle = _open(path, stamp)
-    mask: np.ndarray | None = None
-    for name, picked in filters:
-        if not picked:
-            continue
-        codes, names = bundle.codes(name)
-        hit = np.isin(codes, [i for i, v in enumerate(names) if v in set(picked)])
-        mask = hit if mask is None else mask & hit
-    return mask
+    return label_mask(_open(path, stamp), filters)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)

@@ -1,59 +1,198 @@
-"""Benchmark: server-side latency from a new query to redrawn neighbours in the explorer, at ~100k windows.
+"""Benchmark: what a person waits in the explorer, measured in a real browser (Debian's Chromium driven by
+Playwright), beside the server-side time of a rerun (Streamlit's AppTest).
 
-Builds (or reuses, --work) a synthetic bundle of about 100k windows with one shipped checkpoint, then
-times, on the Explore page, full Streamlit reruns after the query changes (AppTest: the script run
-including the neighbour search, the table, the agent-frame figure and six map figures; no browser).
-Prints median and 95th percentile milliseconds. Usage: python scripts/bench_app.py [--scenarios 950]
+For a bundle (default: the ~100k-window bundle of ``scripts/bench_scale.py``, else built here):
+* server side: a rerun of the Explore page after a query change (search, table, overlay, maps);
+* browser: opening the bundle to the first neighbours drawn; Random clicked repeatedly, from the click
+  to the page idle with the new neighbours drawn, and the bytes the server sent for each click; a
+  switch to the Embedding space page and back; a box selection on the 2-D layout until its gallery
+  shows; a click on the 2-D layout until the neighbours of the picked point are drawn.
+``--first-start`` instead measures the README's main command on an empty cache: server start to the
+first neighbours on screen, with the build stages the page showed on the way.
+
+Usage: python scripts/bench_app.py [--bundle PATH] [--clicks 20] [--first-start]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from trajemb.bundle_build import BundleConfig, build_bundle
-from trajemb.evaluate import EvalConfig
-from trajemb.pipeline import build_default_table, shipped_checkpoints
-
 REPO = Path(__file__).resolve().parents[1]
+QUERY_CHANGED = """q => [...document.querySelectorAll('[data-testid=stText]')]
+                      .some(e => e.innerText.startsWith('Query: ') && e.innerText !== q)"""
+sys.path.insert(0, str(REPO / "tests"))
+
+from browser import CHROMIUM, CHROMIUM_ARGS, click_plot_point, query_line, served_app, wait_idle  # noqa: E402
+
+
+def stats(label: str, ms: list[float]) -> None:
+    a = np.asarray(ms)
+    print(f"  {label:52s} median {np.median(a):7.0f} ms  p95 {np.percentile(a, 95):7.0f} ms  max {a.max():7.0f} ms  (n={len(a)})")
+
+
+def default_bundle() -> Path:
+    candidate = REPO / ".cache" / "bench_scale" / "n100000" / "bundle"
+    if (candidate / "bundle.json").is_file():
+        return candidate
+    from trajemb.bundle_build import BundleConfig, build_bundle
+    from trajemb.evaluate import EvalConfig
+    from trajemb.pipeline import build_default_table, shipped_checkpoints
+
+    work = REPO / ".cache" / "bench_app"
+    build_default_table(work, 950, seed=11, progress=True)
+    out = work / "bundle"
+    if not (out / "bundle.json").is_file():
+        ckpt = next(c for c in shipped_checkpoints() if c.name == "compact-cosine-d16")
+        data = work / "default-s11-n950"
+        build_bundle(data / "table.parquet", [ckpt], out, data / "maps", BundleConfig(evaluation=EvalConfig(num_queries=500)))
+    return out
+
+
+def server_side(bundle: Path, reruns: int) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from trajemb.bundle import Bundle
+
+    os.environ["TRAJEMB_BUNDLE"] = str(bundle)
+    at = AppTest.from_file(str(REPO / "app" / "streamlit_app.py"), default_timeout=600)
+    at.run()
+    n = Bundle(bundle).num_windows
+    rows = np.random.default_rng(0).choice(n, reruns, replace=False)
+    ms = []
+    for i, row in enumerate(rows):
+        at.session_state["query_row"] = int(row)
+        at.session_state["query_version"] = 1000 + i
+        t0 = time.perf_counter()
+        at.run()
+        ms.append(1000 * (time.perf_counter() - t0))
+        assert not at.exception, at.exception
+    stats(f"server: Explore rerun after a query change ({n:,} windows)", ms)
+
+
+def browser(bundle: Path, clicks: int) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with served_app(["--bundle", str(bundle)]) as url, sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = chromium.new_page(viewport={"width": 1500, "height": 1800})
+        received: list[int] = []
+        page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: received.append(len(payload))))
+        t0 = time.perf_counter()
+        page.goto(url, timeout=300_000)
+        page.get_by_text("minADE@").first.wait_for(timeout=300_000)
+        wait_idle(page, 300_000)
+        print(f"  browser: open the bundle to the first neighbours drawn        {time.perf_counter() - t0:7.1f} s")
+        click_ms, sent = [], []
+        for _ in range(clicks):
+            before = query_line(page)
+            received.clear()
+            t0 = time.perf_counter()
+            page.get_by_role("button", name="Random").click()
+            page.wait_for_function(QUERY_CHANGED, arg=before, timeout=60_000)
+            wait_idle(page)
+            click_ms.append(1000 * (time.perf_counter() - t0) - 400)  # wait_idle's quiet period is not waiting
+            sent.append(sum(received))
+        stats("browser: Random clicked -> new neighbours drawn", click_ms)
+        print(f"  browser: bytes sent by the server per click                  median "
+              f"{statistics.median(sent) / 1e3:7.0f} kB  max {max(sent) / 1e3:7.0f} kB")  # fmt: skip
+        switch_ms = []
+        for _ in range(4):
+            for name, heading in (("Embedding space", "Embedding space"), ("Explore", "Explore neighbours")):
+                t0 = time.perf_counter()
+                page.get_by_role("link", name=name, exact=True).click()
+                page.get_by_role("heading", name=heading).first.wait_for(timeout=120_000)
+                wait_idle(page, 120_000)
+                switch_ms.append(1000 * (time.perf_counter() - t0) - 400)
+        stats("browser: page switch (Explore <-> Embedding space)", switch_ms)
+        page.get_by_role("link", name="Embedding space", exact=True).click()
+        page.get_by_role("heading", name="Embedding space").first.wait_for(timeout=120_000)
+        wait_idle(page, 120_000)
+        select_ms = []
+        for i in range(3):
+            plot = page.locator(".js-plotly-plot").first
+            plot.evaluate("el => el.scrollIntoView({block: 'center'})")
+            page.locator(".modebar-btn[data-attr='dragmode'][data-val='select']").first.click()
+            box = plot.bounding_box()
+            x0, y0 = box["x"] + box["width"] * (0.30 + 0.1 * i), box["y"] + box["height"] * 0.30
+            t0 = time.perf_counter()
+            page.mouse.move(x0, y0)
+            page.mouse.down()
+            page.mouse.move(x0 + box["width"] * 0.15, y0 + box["height"] * 0.25, steps=8)
+            page.mouse.up()
+            page.get_by_text("Selection:").first.wait_for(timeout=120_000)
+            wait_idle(page, 120_000)
+            select_ms.append(1000 * (time.perf_counter() - t0) - 400)
+        stats("browser: box selection -> gallery drawn", select_ms)
+        page.get_by_role("link", name="Explore", exact=True).click()
+        page.get_by_role("heading", name="Explore neighbours").first.wait_for(timeout=120_000)
+        wait_idle(page)
+        page.get_by_text("On the 2-D layout").click()
+        wait_idle(page, 120_000)
+        pick_ms = []
+        for i in range(5):
+            before = query_line(page)
+            t0 = time.perf_counter()
+            click_plot_point(page, 0, 0, 3 + 7 * i)
+            page.wait_for_function(QUERY_CHANGED, arg=before, timeout=60_000)
+            wait_idle(page)
+            pick_ms.append(1000 * (time.perf_counter() - t0) - 400)
+        stats("browser: click on the 2-D layout -> neighbours drawn", pick_ms)
+        chromium.close()
+
+
+def first_start() -> None:
+    """The README's main command on an empty cache: server start to the first neighbours on screen."""
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as cache:
+        t_start = time.perf_counter()
+        with served_app([], env={"TRAJEMB_CACHE": cache}) as url, sync_playwright() as p:
+            served = time.perf_counter() - t_start
+            chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = chromium.new_page(viewport={"width": 1500, "height": 1800})
+            page.goto(url, timeout=600_000)
+            stages: list[str] = []
+            deadline = time.perf_counter() + 600
+            while time.perf_counter() < deadline:
+                for line in page.locator("[data-testid=stText]").all_inner_texts():
+                    if line[:2].isdigit() and line not in stages:
+                        stages.append(line)
+                if page.get_by_text("minADE@").count():
+                    break
+                page.wait_for_timeout(250)
+            wait_idle(page, 300_000)
+            total = time.perf_counter() - t_start
+            print(f"  first start: server up after {served:.1f} s; first neighbours on screen {total:.1f} s after the command")
+            for line in stages:
+                print(f"    {line}")
+            chromium.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", default=".cache/bench_app")
-    parser.add_argument("--scenarios", type=int, default=950)
-    parser.add_argument("--queries", type=int, default=30)
+    parser.add_argument("--bundle", default=None)
+    parser.add_argument("--clicks", type=int, default=20)
+    parser.add_argument("--reruns", type=int, default=30)
+    parser.add_argument("--first-start", action="store_true")
     args = parser.parse_args()
-    work = Path(args.work)
-    table = build_default_table(work, args.scenarios, seed=11, progress=False)
-    bundle = work / "bundle"
-    if not (bundle / "bundle.json").exists():
-        ckpt = next(c for c in shipped_checkpoints() if c.name == "compact-cosine-d16")
-        config = BundleConfig(evaluation=EvalConfig(num_queries=200), umap=False, device="cpu")
-        build_bundle(work / f"default-s11-n{args.scenarios}" / "table.parquet", [ckpt], bundle,
-                     work / f"default-s11-n{args.scenarios}" / "maps", config, progress=False)  # fmt: skip
-    from streamlit.testing.v1 import AppTest
-
-    os.environ["TRAJEMB_BUNDLE"] = str(bundle)
-    at = AppTest.from_file(str(REPO / "app" / "streamlit_app.py"), default_timeout=300)
-    at.run()
-    rows = np.random.default_rng(0).choice(len(table), args.queries, replace=False)
-    times = []
-    for row in rows:
-        at.session_state["query_row"] = int(row)
-        t0 = time.perf_counter()
-        at.run()
-        times.append(1000 * (time.perf_counter() - t0))
-        assert not at.exception, at.exception
-    ms = np.array(times)
-    print(f"{len(table)} windows; Explore page rerun after a query change, k=6, 6 maps: "
-          f"median {np.median(ms):.0f} ms, p95 {np.percentile(ms, 95):.0f} ms, max {ms.max():.0f} ms "
-          f"over {len(ms)} queries")  # fmt: skip
-    print("per query (ms):", " ".join(f"{t:.0f}" for t in ms))
+    if CHROMIUM is None:
+        raise SystemExit("needs Debian's chromium (apt-get install chromium)")
+    print(f"{os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.2f}")
+    if args.first_start:
+        first_start()
+        return
+    bundle = Path(args.bundle) if args.bundle else default_bundle()
+    print(f"bundle {bundle}")
+    server_side(bundle, args.reruns)
+    browser(bundle, args.clicks)
 
 
 if __name__ == "__main__":

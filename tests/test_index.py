@@ -167,3 +167,25 @@ def test_torch_cuda_search_equals_faiss_flat() -> None:
     d_gpu, i_gpu = TorchFlatIndex(db, "cuda").search(q, 10)
     np.testing.assert_array_equal(i_gpu, i_ref)
     np.testing.assert_allclose(d_gpu, d_ref, rtol=1e-3, atol=1e-5)
+
+
+def test_sharded_exact_search_equals_flat() -> None:
+    from trajemb.index import ShardedFlatIndex, parallel_exact
+
+    db, q = clustered(5000, 8), clustered(40, 8, seed=3)
+    ref_d, ref_i = build_faiss_index(db, IndexSpec(kind="flat")).search(q, 12)
+    for shards in (1, 2, 3):
+        index = ShardedFlatIndex(db, shards)
+        d, i = index.search(q, 12)
+        np.testing.assert_array_equal(i, ref_i)
+        np.testing.assert_allclose(d, ref_d, rtol=1e-5, atol=1e-6)
+    allowed = np.random.default_rng(1).random(5000) < 0.3
+    groups = np.arange(5000) // 5
+    plain = NeighborIndex(build_faiss_index(db, IndexSpec(kind="flat")), groups, db)
+    sharded = NeighborIndex(ShardedFlatIndex(db, 3), groups, db)
+    for kw in ({}, {"allowed": allowed}, {"allowed": allowed, "one_per_group": True}):
+        a = plain.search(q, 7, groups[:40], np.arange(40), **kw)
+        b = sharded.search(q, 7, groups[:40], np.arange(40), **kw)
+        np.testing.assert_array_equal(a[1], b[1])
+    flat = build_faiss_index(db, IndexSpec(kind="flat"))
+    assert parallel_exact(flat, db, min_rows=10**9) is flat  # small indices stay as they are

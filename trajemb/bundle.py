@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from trajemb.errors import DataError
-from trajemb.index import NeighborIndex, load_faiss_index
+from trajemb.index import NeighborIndex, load_faiss_index, parallel_exact
 from trajemb.integrity import FileDigest, VerifiedArray, VerifiedFile
 from trajemb.jsonio import read_json_object
 from trajemb.paths import resolve_inside, safe_component
@@ -296,7 +296,8 @@ class Bundle:
             if name not in self._indices:
                 dim = self.embedding_dim(name)
                 raw = load_faiss_index(self.path(model_file(name, INDEX)), dim, self.num_windows)
-                self._indices[name] = NeighborIndex(raw, self.groups, self.embeddings(name).all())
+                embeddings = self.embeddings(name).all()
+                self._indices[name] = NeighborIndex(parallel_exact(raw, embeddings), self.groups, embeddings)
             return self._indices[name]
 
     def projection(self, name: str) -> np.ndarray | None:

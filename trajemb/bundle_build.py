@@ -116,6 +116,13 @@ class BundleWriter:
         self.manifest.setdefault("files", {})
         self.manifest.setdefault("models", {})
 
+    @contextlib.contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Record the seconds a stage takes under ``manifest["stage_s"]``."""
+        t0 = time.perf_counter()
+        yield
+        self.manifest.setdefault("stage_s", {})[stage] = round(time.perf_counter() - t0, 2)
+
     def record(self, key: str) -> None:
         """Digest a file already written under ``root`` into the manifest."""
         self.manifest["files"][key] = digest_file(self.root / key).to_dict()
@@ -416,7 +423,8 @@ def build_bundle(
     with atomic_dir(Path(out)) as tmp:
         writer = BundleWriter(tmp, {"format": BUNDLE_FORMAT})
         log.info("stage 1: windows of %s", table_path)
-        table_manifest = write_windows(Path(table_path), writer, progress)
+        with writer.timed("windows"):
+            table_manifest = write_windows(Path(table_path), writer, progress)
         n = int(table_manifest["num_windows"])
         writer.manifest.update(
             {
@@ -437,7 +445,8 @@ def build_bundle(
             log.info(
                 "stage 2: model %d/%d %s: embedding and indexing %d windows", i, len(checkpoints), ckpt, n
             )
-            add_model(writer, Path(ckpt), config, progress, Path(table_path))
+            with writer.timed(f"model {i}"):
+                add_model(writer, Path(ckpt), config, progress, Path(table_path))
         writer.save_manifest()
         _complete(writer, config, progress)
         writer.manifest["build_s"] = time.perf_counter() - t0
@@ -453,7 +462,8 @@ def _complete(writer: BundleWriter, config: BundleConfig, progress: bool) -> boo
         for name in bundle.model_names:
             if writer.manifest["models"][name].get("projection") is None:
                 log.info("stage 3: 2-D layout of model %s", name)
-                add_projection(writer, bundle, name, config.projection, progress)
+                with writer.timed(f"projection {name}"):
+                    add_projection(writer, bundle, name, config.projection, progress)
                 writer.save_manifest()
                 changed = True
     if config.evaluate and not (
@@ -461,7 +471,8 @@ def _complete(writer: BundleWriter, config: BundleConfig, progress: bool) -> boo
         and BASELINES_FILE in writer.manifest["files"]
     ):
         log.info("stage 4: evaluation")
-        evaluate_models(writer, bundle, config, progress)
+        with writer.timed("evaluation"):
+            evaluate_models(writer, bundle, config, progress)
         writer.save_manifest()
         changed = True
     return changed

@@ -3,7 +3,7 @@
 On CPU the encoder runs an inference-only forward (``TrajectoryEncoder.forward_inference``) that
 takes the same weights through ``scaled_dot_product_attention`` (PyTorch's fused flash-attention
 kernel) instead of ``nn.MultiheadAttention``'s batched matrix products, with the input projection
-folded into the first attention layer, in batches of 256 windows (larger ones fall out of cache),
+folded into the first attention layer, in batches of 64 windows (larger ones fall out of cache),
 one batch per core, under ``torch.inference_mode``: the same embeddings within float tolerance
 (tested); ``scripts/bench_encode.py`` measures each of these choices.
 """
@@ -22,8 +22,8 @@ from trajemb.errors import ConfigError
 from trajemb.model import TrajectoryEncoder
 from trajemb.schema import Float32Array
 
-#: Windows per forward pass on CPU: larger batches fall out of the L2 cache and get slower.
-CPU_BATCH = 256
+#: Windows per forward pass on CPU: activations of 64 windows stay in cache; larger batches get slower.
+CPU_BATCH = 64
 GPU_BATCH = 8192
 
 

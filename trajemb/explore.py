@@ -72,6 +72,21 @@ class Neighbors:
         return float(self.fde_m.min()) if len(self) else float("nan")
 
 
+def label_mask(
+    bundle: Bundle, filters: dict[str, tuple[str, ...]] | tuple[tuple[str, tuple[str, ...]], ...]
+) -> np.ndarray | None:
+    """(N,) bool rows whose labels are among the picked values of every filtered column (an empty pick
+    does not filter); None when nothing is filtered."""
+    mask: np.ndarray | None = None
+    for name, picked in dict(filters).items():
+        if not picked:
+            continue
+        codes, names = bundle.codes(name)
+        hit = np.isin(codes, [i for i, v in enumerate(names) if v in set(picked)])
+        mask = hit if mask is None else mask & hit
+    return mask
+
+
 def allowed_rows(bundle: Bundle, options: NeighborOptions, query_row: int | None) -> np.ndarray | None:
     """(N,) bool mask of rows the options allow (the query's scenario, object types), None = all."""
     mask: np.ndarray | None = None
