@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: Up to this many points the 2-D layout is drawn point by point; above, as an image plus a grid of
 #: pickable points, so that a click sends kilobytes whatever the corpus size.
 VECTOR_MAX_POINTS = 30_000
-PICKER_CELLS = 110
+PICKER_CELLS = 90
 
 log = logging.getLogger(__name__)
 

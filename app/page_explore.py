@@ -82,7 +82,7 @@ def on_layout(bundle: Bundle, model: str, row: int, neighbor_rows: list[int]) ->
     codes, cats = cache.label_values(path, stamp, "direction")
     raster = (cache.image_url(view.png, f"{model}.direction"), view.extent) if view.png is not None else None
     fig = projection_figure(xy, codes, cats, "direction", view.rows, raster, row, neighbor_rows, height=430)
-    key = state.widget_key("layout-pick")
+    key = "layout-pick"  # a stable key: the chart updates in place instead of a new WebGL context per click
     st.caption(
         "Click a point to make it the query; the query is the black cross, its neighbours are ringed."
         + (
@@ -108,7 +108,7 @@ def page() -> None:
     model = ui.model_choice(bundle)
     ui.neighbor_controls(bundle)
     row = ui.query_bar(bundle)
-    mode = st.segmented_control("Choose a query", PICK_MODES, default=PICK_MODES[0], key="pick-mode")
+    mode = st.segmented_control("Choose a query", PICK_MODES, key="pick-mode") or PICK_MODES[0]
     nb = ui.search_or_error(search_row, bundle, model, row, ui.neighbor_options(bundle, row))
     if mode == PICK_MODES[0]:
         filter_and_pick(bundle)

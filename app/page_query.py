@@ -31,7 +31,7 @@ def page() -> None:
         f"Give exactly {T} points (10 Hz samples, {(T - 1) / 10:g} s) or a few control points of a path driven "
         "at constant speed over that time, in metres in any frame: the query is moved to its own agent frame."
     )
-    mode = st.segmented_control("Input", MODES, default=MODES[0], key="query-mode")
+    mode = st.segmented_control("Input", MODES, key="query-mode") or MODES[0]
     if mode == MODES[1]:
         upload = st.file_uploader("CSV with x and y columns (metres)", type=["csv", "txt"], key="upload")
         if upload is None:

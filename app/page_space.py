@@ -63,7 +63,7 @@ def page() -> None:
         return
     c1, c2 = st.columns([2, 1])
     color_by = c1.selectbox("Colour by", COLOR_BY, key="color-by")
-    clusters = c2.slider("k-means clusters", 2, 20, 8, key="clusters", disabled=color_by != "k-means cluster")
+    clusters = c2.slider("k-means clusters", 2, 20, key="clusters", disabled=color_by != "k-means cluster")
     codes, cats = cache.layout_labels(path, stamp, model, color_by, clusters)
     view = cache.layout_view(path, stamp, model, color_by, ui.current_filters(), clusters)
     raster = (
@@ -114,7 +114,7 @@ def show_selection(
         shown.tolist(),
         f"{len(shown)} of the selected trajectories (agent frame); click one to make it the query",
     )
-    key = state.widget_key("gallery")
+    key = "gallery"
     st.plotly_chart(
         fig,
         key=key,
@@ -153,7 +153,7 @@ def prototypes(bundle: Bundle, model: str, clusters: int) -> None:
         rows,
         "Medoid trajectory of each k-means cluster (agent frame); click one to make it the query",
     )
-    key = state.widget_key("prototypes")
+    key = "prototypes"
     st.plotly_chart(
         fig,
         key=key,

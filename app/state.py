@@ -51,6 +51,10 @@ _DEFAULTS: dict[str, Any] = {
     ONE_PER_TRACK: True,
     EXCLUDE_SCENARIO: False,
     EXCLUDE_TRACK: True,
+    "pick-mode": "Filter and pick",
+    "query-mode": "Type points",
+    "clusters": 8,
+    "color-by": "direction",
 }
 
 

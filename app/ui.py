@@ -248,7 +248,7 @@ def overlay(
     fig = agent_frame_figure(
         nb.query_xy, list(xy), names, rank_colors(len(nb)), nb.rows.tolist(), height=height
     )
-    wkey = state.widget_key(key)
+    wkey = key  # plots keep their key: a click selects a point once; the next query redraws in place
     st.plotly_chart(
         fig,
         key=wkey,
@@ -296,7 +296,7 @@ def map_grid(bundle: Bundle, nb: Neighbors, key: str, query_title: str = "query"
         "On their maps (city frame). Thin lines: the other road users of the scenario during the same "
         "seconds; circle = start, arrow = end. Click a neighbour to make it the query."
     )
-    wkey = state.widget_key(key)
+    wkey = key
     st.plotly_chart(
         map_grid_figure(panels, columns=3 if len(panels) > 4 else 2, panel_height=230),
         key=wkey,

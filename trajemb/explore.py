@@ -258,19 +258,18 @@ def scene_context(bundle: Bundle, row: int, max_tracks: int = 80) -> list[np.nda
 
 
 # -- clusters ----------------------------------------------------------------------------------------
-def cluster_labels(embeddings: np.ndarray, clusters: int, seed: int = 0) -> np.ndarray:
-    """(N,) k-means cluster of each row (mini-batch k-means above 100k rows)."""
-    from sklearn.cluster import KMeans, MiniBatchKMeans
+def cluster_labels(embeddings: np.ndarray, clusters: int, seed: int = 0, fit_rows: int = 20_000) -> np.ndarray:
+    """(N,) k-means cluster of each row: centres fitted on at most ``fit_rows`` seeded rows (what a
+    person waits for stays under a second at any N), every row then assigned to its nearest centre."""
+    from sklearn.cluster import KMeans
 
     if not 2 <= clusters <= 100:
         raise ConfigError(f"clusters must be between 2 and 100, got {clusters}")
     x = np.asarray(embeddings, dtype=np.float32)
     clusters = min(clusters, len(x))
-    if len(x) > 100_000:
-        km: Any = MiniBatchKMeans(n_clusters=clusters, random_state=seed, batch_size=8192, n_init=3)
-    else:
-        km = KMeans(n_clusters=clusters, n_init=3, random_state=seed)
-    return np.asarray(km.fit_predict(x), dtype=np.int32)
+    sample = np.random.default_rng(seed).choice(len(x), size=min(fit_rows, len(x)), replace=False)
+    km = KMeans(n_clusters=clusters, n_init=3, random_state=seed).fit(x[sample])
+    return np.asarray(km.predict(x), dtype=np.int32)
 
 
 def cluster_medoids(embeddings: np.ndarray, labels: np.ndarray) -> dict[int, int]:

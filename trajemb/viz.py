@@ -469,7 +469,8 @@ def projection_figure(
             "x": xy[sel, 0],
             "y": xy[sel, 1],
             "customdata": sel,
-            "marker": {"size": 4 if small else 5, "color": colors[c], "opacity": 0.6 if small else 0.25},
+            "marker": {"size": 4 if small else 5, "color": colors[c], "opacity": 0.6 if small else 0.3},
+            "unselected": {"marker": {"opacity": 0.6 if small else 0.3}},  # a click picks; it does not dim the rest
             "hovertemplate": f"{plain(label_name)}: {plain(cat)}<br>row %{{customdata}}<extra></extra>",
         }
         data.append(trace)
