@@ -91,7 +91,8 @@ def page() -> None:
     selection = st.session_state.get(SELECTION)
     if selection is not None and selection[0] == str(bundle.root) and selection[1] == model:
         show_selection(bundle, selection[2], codes, cats, color_by)
-    prototypes(bundle, model, clusters)
+    if st.toggle("Show the cluster prototypes (k-means medoids)", key="show-prototypes"):
+        prototypes(bundle, model, clusters)
     state.sync_url(bundle)
 
 
@@ -138,7 +139,6 @@ def show_selection(
 
 
 def prototypes(bundle: Bundle, model: str, clusters: int) -> None:
-    st.subheader("Cluster prototypes")
     path, stamp = cache.stamp_of(bundle)
     labels, medoids = cache.clusters(path, stamp, model, clusters)
     rows = [medoids[c] for c in sorted(medoids)]

@@ -55,12 +55,14 @@ _DEFAULTS: dict[str, Any] = {
     "query-mode": "Type points",
     "clusters": 8,
     "color-by": "direction",
+    "show-prototypes": False,
 }
 
 
 #: Widget keys whose values must outlive the pages that do not draw them.
 PERSISTENT = (BUNDLE, MODEL, K, TYPES, ONE_PER_TRACK, EXCLUDE_SCENARIO, EXCLUDE_TRACK, "model-a", "model-b",
-              "color-by", "clusters", "pick-mode", "query-mode", *(f"filter-{name}" for name in FILTERS))  # fmt: skip
+              "color-by", "clusters", "pick-mode", "query-mode", "show-prototypes",
+              *(f"filter-{name}" for name in FILTERS))  # fmt: skip
 
 
 def init_session() -> None:

@@ -265,3 +265,12 @@ def test_default_data_progress_shows_only_while_it_is_built(
     assert stage_lines(second) == []
     assert neighbor_ids(second)  # the Explore page rendered on the default data
     assert builds == [tmp_path]
+
+
+def test_cluster_prototypes_on_demand(app: AppTest) -> None:
+    app.switch_page("page_space.py").run()
+    charts = len(app.get("plotly_chart"))
+    app.toggle(key="show-prototypes").set_value(True).run()
+    assert not app.exception and len(app.get("plotly_chart")) == charts + 1
+    app.selectbox(key="color-by").set_value("k-means cluster").run()
+    assert not app.exception
