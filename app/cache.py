@@ -28,7 +28,6 @@ import streamlit as st
 from trajemb.bundle import MANIFEST, Bundle
 from trajemb.errors import DataError
 from trajemb.explore import cluster_labels, cluster_medoids, grid_representatives, label_mask
-from trajemb.pipeline import build_default_bundle, default_bundle_dir
 from trajemb.viz import label_colors, projection_raster
 
 BUNDLE_ENV = "TRAJEMB_BUNDLE"
@@ -38,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: Up to this many points the 2-D layout is drawn point by point; above, as an image plus a grid of
 #: pickable points, so that a click sends kilobytes whatever the corpus size.
 VECTOR_MAX_POINTS = 30_000
-PICKER_CELLS = 90
+PICKER_CELLS = 80
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +109,16 @@ def default_bundle_path() -> str:
     return path
 
 
+def build_default_bundle(cache: Path, progress: bool = False, complete: bool = False) -> Path:
+    """``trajemb.pipeline.build_default_bundle``, imported when needed (it brings torch and sklearn)."""
+    from trajemb.pipeline import build_default_bundle as build
+
+    return build(cache, progress=progress, complete=complete)
+
+
 def _build_default_bundle(cache: Path) -> str:
+    from trajemb.pipeline import default_bundle_dir
+
     target = default_bundle_dir(cache)
     if (target / MANIFEST).is_file():  # built before: check quietly (it is current unless inputs changed)
         try:
@@ -215,14 +223,30 @@ def manifest_stamp(path: str) -> int:
         return 0
 
 
-@st.cache_resource(show_spinner="Opening and verifying the bundle…", max_entries=4)
+@st.cache_resource(show_spinner="Opening the bundle…", max_entries=4)
 def _open(path: str, stamp: int) -> Bundle:
     bundle = Bundle(Path(path))
-    bundle.verify_all()
+    threading.Thread(target=_verify, args=(bundle,), name="trajemb-verify", daemon=True).start()
     return bundle
 
 
+#: Bundle root -> the error its full verification found. Every row the explorer reads is verified
+#: before use anyway; the full check runs beside the first page so that a corrupt file is reported
+#: early, without making the person wait for half a gigabyte to be hashed.
+_verify_errors: dict[str, str] = {}
+
+
+def _verify(bundle: Bundle) -> None:
+    try:
+        bundle.verify_all()
+    except Exception as exc:
+        _verify_errors[str(bundle.root)] = str(exc)
+
+
 def open_bundle(path: str) -> Bundle:
+    error = _verify_errors.get(str(Path(path)))
+    if error is not None:
+        raise DataError(error)
     return _open(path, manifest_stamp(path))
 
 

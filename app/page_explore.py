@@ -47,7 +47,7 @@ def filter_and_pick(bundle: Bundle) -> None:
         f"{matching:,} matching windows (the first {len(rows)} listed); select a row to make it the query. "
         "The filters also narrow Random and the 2-D layout."
     )
-    frame = bundle.meta.iloc[rows][["window_id", "direction", "object_type", "speed_bin", "city", "source"]]
+    frame = bundle.frame(["window_id", "direction", "object_type", "speed_bin", "city", "source"], rows)
     key = state.widget_key("pick-table")
     row_list = rows.tolist()
     st.dataframe(

@@ -124,7 +124,7 @@ def show_selection(
         config={"displaylogo": False},
     )
     first = rows[:500]
-    frame = bundle.meta.iloc[first][["window_id", "direction", "object_type", "speed_bin", "city"]]
+    frame = bundle.frame(["window_id", "direction", "object_type", "speed_bin", "city"], first)
     tkey = state.widget_key("selection-table")
     row_list = first.tolist()
     st.dataframe(

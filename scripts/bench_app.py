@@ -30,7 +30,7 @@ QUERY_CHANGED = """q => [...document.querySelectorAll('[data-testid=stText]')]
                       .some(e => e.innerText.startsWith('Query: ') && e.innerText !== q)"""
 sys.path.insert(0, str(REPO / "tests"))
 
-from browser import CHROMIUM, CHROMIUM_ARGS, click_plot_point, query_line, served_app, wait_idle  # noqa: E402
+from browser import CHROMIUM, CHROMIUM_ARGS, click_plot_point, peak_rss_gb, query_line, served_app, wait_idle  # noqa: E402
 
 
 def stats(label: str, ms: list[float]) -> None:
@@ -145,6 +145,10 @@ def browser(bundle: Path, clicks: int) -> None:
             wait_idle(page)
             pick_ms.append(1000 * (time.perf_counter() - t0) - 400)
         stats("browser: click on the 2-D layout -> neighbours drawn", pick_ms)
+        import browser as harness
+
+        if harness.last_server_pid is not None:
+            print(f"  server process peak memory (VmHWM)                          {peak_rss_gb(harness.last_server_pid):7.2f} GB")
         chromium.close()
 
 

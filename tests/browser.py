@@ -28,9 +28,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: pid of the last server ``served_app`` started (benchmarks read its memory from /proc).
+last_server_pid: int | None = None
+
+
+def peak_rss_gb(pid: int) -> float:
+    """Peak resident memory (VmHWM) of a running process, GB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1e6
+    return float("nan")
+
+
 @contextlib.contextmanager
 def served_app(args: list[str], env: dict[str, str] | None = None, timeout_s: float = 120) -> Iterator[str]:
     """``streamlit run app/streamlit_app.py -- ARGS`` on a free localhost port; yields its URL."""
+    global last_server_pid
     port = free_port()
     cmd = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "app" / "streamlit_app.py"),
            "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
@@ -38,6 +51,7 @@ def served_app(args: list[str], env: dict[str, str] | None = None, timeout_s: fl
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, **(env or {})})  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+    last_server_pid = proc.pid
     try:
         deadline = time.monotonic() + timeout_s
         while True:

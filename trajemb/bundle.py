@@ -245,6 +245,13 @@ class Bundle:
                 self._meta_pd = pd.DataFrame({name: self.column(name).to_pandas() for name in names})
             return self._meta_pd
 
+    def frame(self, columns: list[str], rows: np.ndarray | list[int]) -> pd.DataFrame:
+        """Some columns at some rows as a pandas DataFrame (without building ``meta`` for every row)."""
+        import pandas as pd
+
+        take = pa.array(np.asarray(rows, dtype=np.int64))
+        return pd.DataFrame({name: self.column(name).take(take).to_pandas() for name in columns})
+
     def row(self, window_id: str) -> int:
         """Table row of a window id (``source/scenario/track/start``)."""
         row = pc.index(self.column("window_id"), pa.scalar(window_id, pa.string())).as_py()

@@ -15,14 +15,17 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from av2.map.map_api import ArgoverseStaticMap
 
 from trajemb.atomic import atomic_path
 from trajemb.errors import DataError
 from trajemb.paths import resolve_inside, safe_component
 from trajemb.schema import FloatArray
+
+if TYPE_CHECKING:
+    from av2.map.map_api import ArgoverseStaticMap
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,8 @@ def load_map_geometry(map_json: Path) -> MapGeometry:
     Raises:
         DataError: missing file, invalid JSON, or a map av2 cannot parse.
     """
+    from av2.map.map_api import ArgoverseStaticMap  # lazily: av2's map API takes seconds to import
+
     map_json = Path(map_json)
     try:
         st = os.stat(map_json)
