@@ -147,4 +147,4 @@ def page() -> None:
     state.sync_url(bundle)
 
 
-page()
+ui.run_page(page)

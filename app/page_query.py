@@ -80,4 +80,4 @@ def page() -> None:
     state.sync_url(bundle)
 
 
-page()
+ui.run_page(page)

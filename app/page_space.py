@@ -163,4 +163,4 @@ def prototypes(bundle: Bundle, model: str, clusters: int) -> None:
     )
 
 
-page()
+ui.run_page(page)

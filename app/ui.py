@@ -343,6 +343,15 @@ def search_or_error(fn: Any, *args: Any) -> Neighbors | None:
         return None
 
 
+def run_page(page: Any) -> None:
+    """Run a page; an expected error (a corrupt or modified bundle file found while reading it) becomes
+    one line on the page, never a traceback."""
+    try:
+        page()
+    except TrajembError as exc:
+        st.error(f"Cannot show this page: {exc}")
+
+
 def labels_help() -> None:
     with st.expander("How the labels are decided"):
         st.markdown(

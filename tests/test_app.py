@@ -95,7 +95,15 @@ def test_neighbour_filters(app: AppTest, small_bundle: Path) -> None:
     qtype = bundle.strings("object_type", [bundle.find_row(query)])[0]
     frames = [d.value for d in app.dataframe if "window id" in d.value.columns]
     assert set(frames[-1]["type"]) == {qtype}  # default: the query's object type
-    assert list(frames[-1].columns) == ["rank", "ADE (m)", "FDE (m)", "speed (m/s)", "direction", "type", "window id"]
+    assert list(frames[-1].columns) == [
+        "rank",
+        "ADE (m)",
+        "FDE (m)",
+        "speed (m/s)",
+        "direction",
+        "type",
+        "window id",
+    ]
     app.sidebar.checkbox(key="exclude_scenario").check().run()
     assert all(i.split("/")[1] != query.split("/")[1] for i in neighbor_ids(app))
 
@@ -150,12 +158,16 @@ def test_evaluation_counts_are_true(app: AppTest, small_bundle: Path) -> None:
     caption = " ".join(c.value for c in app.caption)
     assert f"300 queries sampled among {bundle.num_windows:,} windows" in caption
     metrics = next(d.value for d in app.dataframe if "definition" in d.value.columns)
-    assert {"minADE@5", "precision@10", "silhouette_direction", "mirror_confusion@10"} <= set(metrics["metric"])
+    assert {"minADE@5", "precision@10", "silhouette_direction", "mirror_confusion@10"} <= set(
+        metrics["metric"]
+    )
     assert "no plot against D" in caption  # one model per similarity: no plot against D
 
 
 @pytest.fixture(scope="module")
-def hostile_bundle(synth_table: Path, tiny_checkpoints: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def hostile_bundle(
+    synth_table: Path, tiny_checkpoints: list[Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """A bundle whose city and object type strings are Markdown and HTML that would fetch a URL."""
     from trajemb.bundle_build import BundleConfig, build_bundle
     from trajemb.evaluate import EvalConfig
@@ -167,10 +179,14 @@ def hostile_bundle(synth_table: Path, tiny_checkpoints: list[Path], tmp_path_fac
     evil = ["![x](http://127.0.0.1:9/pwned.png) <img src=http://127.0.0.1:9/i.png> **bold** :red[red]"] * n
     table = table.set_column(table.schema.get_field_index("city"), "city", pa.array(evil).dictionary_encode())
     kinds = np.where(np.arange(n) % 2 == 0, "vehicle", "<b>car</b>_*x*_")
-    table = table.set_column(table.schema.get_field_index("object_type"), "object_type", pa.array(kinds).dictionary_encode())
+    table = table.set_column(
+        table.schema.get_field_index("object_type"), "object_type", pa.array(kinds).dictionary_encode()
+    )
     original = pq.read_metadata(synth_table).metadata
     pq.write_table(table.replace_schema_metadata(original), root / "t.parquet")  # geometry and ids unchanged
-    config = BundleConfig(evaluation=EvalConfig(num_queries=50), projection=ProjectionConfig(method="full"), device="cpu")
+    config = BundleConfig(
+        evaluation=EvalConfig(num_queries=50), projection=ProjectionConfig(method="full"), device="cpu"
+    )
     build_bundle(root / "t.parquet", tiny_checkpoints[:1], root / "b", config=config, progress=False)
     return root / "b"
 
@@ -180,7 +196,15 @@ def test_data_is_plain_text(hostile_bundle: Path, monkeypatch: pytest.MonkeyPatc
     for page in PAGES:
         at.switch_page(page).run()
         assert not at.exception, (page, [e.value for e in at.exception])
-        for element in (*at.markdown, *at.caption, *at.title, *at.subheader, *at.info, *at.warning, *at.error):
+        for element in (
+            *at.markdown,
+            *at.caption,
+            *at.title,
+            *at.subheader,
+            *at.info,
+            *at.warning,
+            *at.error,
+        ):
             assert "pwned" not in element.value and "<b>car" not in element.value, (page, element.value)
         for chart in at.get("plotly_chart"):
             spec = chart.proto.spec
@@ -274,3 +298,21 @@ def test_cluster_prototypes_on_demand(app: AppTest) -> None:
     assert not app.exception and len(app.get("plotly_chart")) == charts + 1
     app.selectbox(key="color-by").set_value("k-means cluster").run()
     assert not app.exception
+
+
+def test_corrupt_bundle_is_one_line_not_a_traceback(
+    small_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree(small_bundle, copy)
+    xy = np.load(copy / "windows" / "xy_agent.npy")
+    np.save(copy / "windows" / "xy_agent.npy", xy[::-1].copy())  # same bytes count, rows reordered
+    monkeypatch.setenv("TRAJEMB_BUNDLE", str(copy))
+    at = AppTest.from_file(APP, default_timeout=120)
+    for page in PAGES:
+        at.switch_page(page).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+    at.switch_page("page_explore.py").run()
+    assert any("does not match the bundle manifest" in e.value for e in at.error)
