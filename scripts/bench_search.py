@@ -1,78 +1,94 @@
-"""Benchmark: nearest-neighbour search queries/s at N = 100k and 1M (CPU: FAISS flat vs IVF vs HNSW, with
-recall@10 against flat), exact PyTorch CUDA search where a GPU is present (N up to 10M), and encode
-windows/s of a shipped checkpoint on CPU (and GPU).
+"""Benchmark: nearest-neighbour search on a bundle's own embeddings (default: the 1M-window bundle of
+``scripts/bench_scale.py``), D = 16, k = 10.
 
-Usage: python scripts/bench_search.py [--sizes 100000,1000000] [--dim 16] [--queries 1000] [--gpu-sizes 1000000,10000000]
+Prints: exact search one query at a time (FAISS flat, and split over one shard per core as the
+explorer does) and in batch; the bundle's own index (IVF with the nprobe tuned at build time) with its
+recall@10 against exact search and queries/s; IVF at the old fixed nprobe 16 and HNSW for comparison;
+``trajemb search`` as a whole process; exact PyTorch CUDA search where a GPU is present.
+
+Usage: python scripts/bench_search.py [--bundle PATH] [--queries 2000]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
+import faiss
 import numpy as np
-import torch
 
-from trajemb.checkpoint import load_checkpoint
-from trajemb.embed import embed_windows
-from trajemb.index import IndexSpec, TorchFlatIndex, build_faiss_index, recall_at_k
-from trajemb.pipeline import shipped_checkpoints
+from trajemb.bundle import Bundle
+from trajemb.index import IndexSpec, ShardedFlatIndex, build_search_index, recall_at_k
 
-
-def unit(n: int, d: int, seed: int) -> np.ndarray:
-    x = np.random.default_rng(seed).standard_normal((n, d), dtype=np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+REPO = Path(__file__).resolve().parents[1]
 
 
-def timed_search(index: object, q: np.ndarray, k: int) -> tuple[float, np.ndarray]:
-    index.search(q[:10], k)  # type: ignore[attr-defined]
+def per_query_ms(search: object, q: np.ndarray, n: int = 300) -> list[float]:
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        search(q[i : i + 1], 11)  # type: ignore[operator]
+        out.append(1000 * (time.perf_counter() - t0))
+    return out
+
+
+def qps(index: object, q: np.ndarray) -> tuple[float, np.ndarray]:
+    index.search(q[:10], 11)  # type: ignore[attr-defined]
     t0 = time.perf_counter()
-    _, ids = index.search(q, k)  # type: ignore[attr-defined]
+    _, ids = index.search(q, 11)  # type: ignore[attr-defined]
     return len(q) / (time.perf_counter() - t0), ids
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="100000,1000000")
-    parser.add_argument("--gpu-sizes", default="1000000,10000000")
-    parser.add_argument("--dim", type=int, default=16)
-    parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--bundle", default=str(REPO / ".cache" / "bench_scale" / "n1000000" / "bundle"))
+    parser.add_argument("--queries", type=int, default=2000)
     args = parser.parse_args()
-    q = unit(args.queries, args.dim, 1)
-    print(
-        f"search, D={args.dim}, k={args.k}, {args.queries} queries per run; CPU threads {torch.get_num_threads()}"
-    )
-    for n in (int(s) for s in args.sizes.split(",")):
-        db = unit(n, args.dim, 0)
+    bundle = Bundle(Path(args.bundle))
+    name = bundle.model_names[0]
+    emb = np.ascontiguousarray(bundle.embeddings(name).all())
+    n, d = emb.shape
+    rng = np.random.default_rng(0)
+    q = emb[rng.choice(n, size=args.queries, replace=False)]
+    print(f"{n:,} embeddings of D = {d} ({name}), {args.queries} queries from the corpus, k = 10; "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+    flat = faiss.IndexFlatL2(d)
+    flat.add(emb)
+    sharded = ShardedFlatIndex(emb, os.cpu_count() or 1)
+    one = per_query_ms(flat.search, q)
+    split = per_query_ms(sharded.search, q)
+    print(f"  exact, one query: FAISS flat median {statistics.median(one):.2f} ms (p95 {np.percentile(one, 95):.2f}); "
+          f"sharded over the cores median {statistics.median(split):.2f} ms (p95 {np.percentile(split, 95):.2f})")  # fmt: skip
+    rate, exact = qps(flat, q)
+    print(f"  exact, batch: {rate:,.0f} queries/s")
+
+    def report(label: str, index: object) -> None:
+        rate, ids = qps(index, q)
+        print(f"  {label:44s} {rate:9,.0f} queries/s  recall@10 {recall_at_k(ids[:, 1:], exact[:, 1:]):.3f}")
+
+    info = bundle.model_entry(name)["index"]
+    report(f"bundle index: {info['kind']}, nprobe {info.get('nprobe')} (tuned)", bundle.index(name).index)
+    report("IVF, nprobe 16 (the old default)", build_search_index(emb, IndexSpec(kind="ivf", nprobe=16))[0])
+    report("HNSW, M 32, efSearch 128", build_search_index(emb, IndexSpec(kind="hnsw"))[0])
+    query = bundle.strings("window_id", [n // 3])[0]
+    times = []
+    for _ in range(5):
         t0 = time.perf_counter()
-        flat = build_faiss_index(db)
-        build_flat = time.perf_counter() - t0
-        qps_flat, exact = timed_search(flat, q, args.k)
-        print(f"N={n:>9,}  faiss flat : {qps_flat:10.0f} q/s  (build {build_flat:.1f} s)")
-        for kind in ("ivf", "hnsw"):
-            t0 = time.perf_counter()
-            index = build_faiss_index(db, IndexSpec(kind=kind))
-            build_s = time.perf_counter() - t0
-            qps, ids = timed_search(index, q, args.k)
-            print(f"N={n:>9,}  faiss {kind:5s}: {qps:10.0f} q/s  recall@{args.k} {recall_at_k(ids, exact):.3f}  "
-                  f"(build {build_s:.1f} s)")  # fmt: skip
+        subprocess.run([sys.executable, "-m", "trajemb", "search", "--bundle", args.bundle, "--query", query, "--k", "10"],
+                       check=True, capture_output=True)  # fmt: skip
+        times.append(time.perf_counter() - t0)
+    print(f"  trajemb search --k 10 as a whole process: median {statistics.median(times):.2f} s of 5")
+    import torch
+
     if torch.cuda.is_available():
-        for n in (int(s) for s in args.gpu_sizes.split(",")):
-            db = unit(n, args.dim, 0)
-            index = TorchFlatIndex(db, "cuda")
-            qps, _ = timed_search(index, q, args.k)
-            torch.cuda.synchronize()
-            print(f"N={n:>9,}  torch CUDA exact ({torch.cuda.get_device_name()}): {qps:10.0f} q/s")
-    ckpt = next(c for c in shipped_checkpoints() if c.name.endswith("d16"))
-    model, _ = load_checkpoint(ckpt)
-    xy = np.cumsum(np.random.default_rng(2).normal(size=(20_000, 60, 2)).astype(np.float32), axis=1)
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for device in devices:
-        embed_windows(model, xy[:1000], device)
-        t0 = time.perf_counter()
-        embed_windows(model, xy, device)
-        print(f"encode {ckpt.name} on {device}: {len(xy) / (time.perf_counter() - t0):10.0f} windows/s")
+        from trajemb.index import TorchFlatIndex
+
+        report(f"torch CUDA exact ({torch.cuda.get_device_name()})", TorchFlatIndex(emb, "cuda"))
 
 
 if __name__ == "__main__":

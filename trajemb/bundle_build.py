@@ -307,14 +307,8 @@ def add_model(
     if bad:
         raise DataError(f"{checkpoint}: {bad} of {n} embeddings are NaN or infinite (a broken checkpoint?)")
     writer.record(model_file(name, EMBEDDINGS))
-    log.info(
-        "model %s: %d windows embedded in %.1f s (%.0f windows/s on %s)",
-        name,
-        n,
-        encode_s,
-        n / encode_s,
-        device,
-    )
+    engine = "ray" if config.engine == "ray" else str(device)
+    log.info("model %s: %d windows embedded in %.1f s (%.0f windows/s on %s)", name, n, encode_s, n / encode_s, engine)
     index, info = build_search_index(np.asarray(emb), config.index, config.seed)
     save_faiss_index(index, folder / INDEX)
     writer.record(model_file(name, INDEX))
