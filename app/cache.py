@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
-import ctypes
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -159,13 +156,6 @@ class Completion:
 _completions: dict[str, Completion] = {}
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    # Linux: the child gets SIGTERM when the server goes away, never lingers as an orphan.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    os.nice(5)  # the explorer stays responsive while the layouts are computed
-
-
 def _complete_in_background(path: str) -> None:
     """Start ``trajemb complete`` once per process for a bundle that lacks layouts or evaluation."""
     with _default_lock:
@@ -174,10 +164,9 @@ def _complete_in_background(path: str) -> None:
         log_path = Path(path).parent / "complete.log"
         with open(log_path, "wb") as fh:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "trajemb", "-q", "complete", "--bundle", path],
+                [sys.executable, "-m", "trajemb", "-q", "complete", "--bundle", path, "--parent-pid", str(os.getpid())],
                 stdout=fh,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if os.name == "posix" else None,
             )
         _completions[path] = Completion(proc, log_path, time.time())
 

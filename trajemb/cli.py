@@ -215,6 +215,12 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
 def _cmd_complete(args: argparse.Namespace) -> int:
     from trajemb.bundle_build import complete_bundle
 
+    if args.parent_pid is not None:  # started by the explorer: end with it, and yield the CPU to it
+        from trajemb.workers import init_worker
+
+        init_worker(args.parent_pid)
+        os.nice(5)
+
     added = complete_bundle(Path(args.bundle), progress=not args.quiet)
     print(f"{args.bundle}: " + ("added the missing 2-D layouts and evaluation" if added else "already complete"))
     return 0
@@ -412,6 +418,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("complete", help="add the 2-D layouts and evaluation a bundle lacks (in place)")
     p.add_argument("--bundle", required=True)
+    p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_complete)
 
     p = sub.add_parser("search", help="nearest neighbours of a window in a bundle")
