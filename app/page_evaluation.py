@@ -99,9 +99,10 @@ def page() -> None:
             speed_rows[name] = {"index": kind, "recall@10 vs exact": index.get("recall_at_10"),
                                 **{m: r.get(m) for m in ("encode_ms_per_window", "search_ms_per_query")}}  # fmt: skip
     frame = pd.DataFrame(rows).T.apply(pd.to_numeric, errors="coerce")
-    config = {c: st.column_config.NumberColumn(c, format="%.3f") for c in quality}
-    config["D"] = st.column_config.NumberColumn("D", format="%d", width=50)
-    st.dataframe(frame.style.apply(_best_style, axis=None), width="stretch", key="eval-table", column_config=config)
+    config = {c: st.column_config.NumberColumn(c, format="%.3f", width=88) for c in quality}
+    config["D"] = st.column_config.NumberColumn("D", format="%d", width=45)
+    st.dataframe(frame.style.apply(_best_style, axis=None), width="stretch", key="eval-table", column_config=config,
+                 height=36 * (len(frame) + 1) + 3)  # fmt: skip
     if speed_rows:
         st.caption("Search index and speed of each model (recall of the index the explorer searches, against exact).")
         speed = pd.DataFrame(speed_rows).T
@@ -136,13 +137,7 @@ def page() -> None:
     else:
         st.caption("No mining similarity has models of several embedding dimensions D here, so there is no plot against D.")
     st.subheader("What the columns mean")
-    st.dataframe(
-        pd.DataFrame(
-            [(k, v[0], v[1]) for k, v in METRICS.items()], columns=["metric", "better", "definition"]
-        ),
-        hide_index=True,
-        width="stretch",
-    )
+    st.markdown("\n".join(f"* **{name}** ({better} is better): {text}" for name, (better, text) in METRICS.items()))
     ui.completion_notice(bundle)
     state.sync_url(bundle)
 

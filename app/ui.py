@@ -204,10 +204,10 @@ def neighbor_frame(bundle: Bundle, nb: Neighbors, shared: set[int] | None = None
 
 
 TABLE_COLUMNS = {
-    "rank": st.column_config.NumberColumn("rank", width=45, format="%d"),
-    "shared": st.column_config.TextColumn("shared", width=55, help="Also among the other model's neighbours"),
-    "ADE (m)": st.column_config.NumberColumn("ADE (m)", width=65, format="%.2f"),
-    "FDE (m)": st.column_config.NumberColumn("FDE (m)", width=65, format="%.2f"),
+    "rank": st.column_config.NumberColumn("rank", width=42, format="%d"),
+    "shared": st.column_config.TextColumn("shared", width=52, help="Also among the other model's neighbours"),
+    "ADE (m)": st.column_config.NumberColumn("ADE (m)", width=62, format="%.2f"),
+    "FDE (m)": st.column_config.NumberColumn("FDE (m)", width=62, format="%.2f"),
     "speed (m/s)": st.column_config.NumberColumn("speed (m/s)", width=80, format="%.1f"),
     "direction": st.column_config.TextColumn("direction", width=120),
     "type": st.column_config.TextColumn("type", width=85),

@@ -609,7 +609,7 @@ def grouped_bar_figure(
         "plot_bgcolor": "white",
         "margin": {"l": 50, "r": 10, "t": 35, "b": 40},
         "legend": {"orientation": "h", "y": -0.18},
-        "yaxis": _axis(y_title),
+        "yaxis": _axis(y_title, type="log"),  # random neighbours are an order of magnitude worse
         "xaxis": {"type": "category"},
     }
     return figure(data, layout)
