@@ -49,7 +49,8 @@ def page() -> None:
                 for i, (r, d) in enumerate(zip(result.rows.tolist(), direction, strict=True))
             ]
             ui.overlay(bundle, result, f"cmp-{side}-overlay", labels, height=380)
-            ui.neighbor_table(result, ui.neighbor_frame(bundle, result, shared).drop(columns=["speed (m/s)"]), f"cmp-{side}-table")
+            frame = ui.neighbor_frame(bundle, result, shared).drop(columns=["speed (m/s)"])
+            ui.neighbor_table(result, frame, f"cmp-{side}-table")
     state.sync_url(bundle)
 
 
