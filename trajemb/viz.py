@@ -51,12 +51,14 @@ PALETTE: tuple[str, ...] = OKABE_ITO + TOL_MUTED
 QUERY_COLOR = "#000000"
 #: One hue per direction class (how each class is decided: ``trajemb.labels``).
 DIRECTION_COLORS: dict[str, str] = {
+    # Left and right manoeuvres in unrelated hues (blue / orange, green / purple), so that a turn is
+    # never confused with its own lane change or with its mirror image.
     "straight": "#999999",
     "left": "#0072B2",
-    "right": "#D55E00",
-    "u_turn": "#CC79A7",
+    "right": "#E69F00",
+    "u_turn": "#D55E00",
     "lane_change_left": "#009E73",
-    "lane_change_right": "#E69F00",
+    "lane_change_right": "#CC79A7",
     "stationary": "#000000",
 }
 #: One hue per AV2 object type.
