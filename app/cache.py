@@ -102,7 +102,7 @@ def default_bundle_path() -> str:
         if cache not in _default_ready:
             _default_ready[cache] = _build_default_bundle(cache)
     path = _default_ready[cache]
-    _complete_in_background(path)
+    complete_in_background(path)
     return path
 
 
@@ -148,27 +148,37 @@ def _build_default_bundle(cache: Path) -> str:
 
 @dataclass
 class Completion:
-    process: subprocess.Popen[bytes]
+    """A background ``trajemb complete`` run: its exit code (None while it runs) and its log."""
+
     log_path: Path
     started: float
+    returncode: int | None = None
 
 
 _completions: dict[str, Completion] = {}
 
 
-def _complete_in_background(path: str) -> None:
-    """Start ``trajemb complete`` once per process for a bundle that lacks layouts or evaluation."""
+def complete_in_background(path: str) -> None:
+    """Start ``trajemb complete`` once per process for a bundle that lacks layouts or evaluation.
+
+    The child is started and waited for by a thread of its own: the child ties its life to this
+    process (parent-death signal, watchdog), and Linux delivers the parent-death signal when the
+    *thread* that started the child ends, so it must not be a script run's thread.
+    """
     with _default_lock:
         if path in _completions or bundle_is_complete(path):
             return
-        log_path = Path(path).parent / "complete.log"
-        with open(log_path, "wb") as fh:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "trajemb", "-q", "complete", "--bundle", path, "--parent-pid", str(os.getpid())],
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-            )
-        _completions[path] = Completion(proc, log_path, time.time())
+        logs = cache_dir() / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        job = Completion(logs / f"complete-{abs(hash(path)) % 10**10}.log", time.time())
+        _completions[path] = job
+    threading.Thread(target=_run_completion, args=(path, job), name="trajemb-complete", daemon=True).start()
+
+
+def _run_completion(path: str, job: Completion) -> None:
+    cmd = [sys.executable, "-m", "trajemb", "complete", "--bundle", path, "--parent-pid", str(os.getpid())]
+    with open(job.log_path, "wb") as fh:
+        job.returncode = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
 
 
 def bundle_is_complete(path: str) -> bool:
@@ -180,26 +190,16 @@ def bundle_is_complete(path: str) -> bool:
 
 
 def completion_status(path: str) -> str | None:
-    """None when nothing runs; else a one-line status of the background completion."""
+    """None when nothing runs or ran; else a one-line status of the background completion."""
     job = _completions.get(path)
-    if job is None:
+    if job is None or (job.returncode is not None and bundle_is_complete(path)):
         return None
-    code = job.process.poll()
-    if code is None:
-        lines = (
-            [ln for ln in job.log_path.read_text(errors="replace").splitlines() if ln.strip()]
-            if job.log_path.exists()
-            else []
-        )
+    lines = [ln for ln in job.log_path.read_text(errors="replace").splitlines() if ln.strip()] if job.log_path.exists() else []
+    if job.returncode is None:
         last = lines[-1].split(": ", 1)[-1] if lines else "starting"
         return f"running for {time.time() - job.started:.0f} s: {last}"
-    if code != 0:
-        tail = (
-            job.log_path.read_text(errors="replace").strip().splitlines()[-1:]
-            if job.log_path.exists()
-            else []
-        )
-        return f"failed ({'; '.join(tail) or f'exit status {code}'}); see {job.log_path}"
+    if job.returncode != 0:
+        return f"failed ({lines[-1] if lines else f'exit status {job.returncode}'}); log: {job.log_path}"
     return None
 
 
@@ -251,9 +251,13 @@ def filter_mask(path: str, stamp: int, filters: tuple[tuple[str, tuple[str, ...]
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def label_values(path: str, stamp: int, name: str) -> tuple[np.ndarray, list[str]]:
-    """Codes and sorted category names of a label column (codes follow the sorted order)."""
+    """Codes and sorted category names of a label column (codes follow the sorted order; speed bins in
+    the order of their speeds, not alphabetically)."""
+    from trajemb.labels import SPEED_BIN_NAMES
+
     codes, names = _open(path, stamp).codes(name)
-    order = np.argsort(names)
+    rank = {b: i for i, b in enumerate(SPEED_BIN_NAMES)} if name == "speed_bin" else {}
+    order = np.array(sorted(range(len(names)), key=lambda i: (rank.get(names[i], len(rank)), names[i])), dtype=np.int64)
     remap = np.empty(len(names), dtype=np.int32)
     remap[order] = np.arange(len(names))
     return remap[codes], [names[i] for i in order]

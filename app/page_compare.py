@@ -6,7 +6,6 @@ import streamlit as st
 
 from trajemb.explore import search_row
 
-import state
 import ui
 
 
@@ -39,7 +38,7 @@ def page() -> None:
     cols = st.columns(2)
     for col, name, result, side in ((cols[0], a, na, "a"), (cols[1], b, nb, "b")):
         with col:
-            st.subheader(name)
+            st.subheader(ui.md(name))
             m1, m2 = st.columns(2)
             m1.metric(f"minADE@{len(result)}", f"{result.min_ade_m:.2f} m")
             m2.metric(f"minFDE@{len(result)}", f"{result.min_fde_m:.2f} m")
@@ -51,7 +50,6 @@ def page() -> None:
             ui.overlay(bundle, result, f"cmp-{side}-overlay", labels, height=380)
             frame = ui.neighbor_frame(bundle, result, shared).drop(columns=["speed (m/s)"])
             ui.neighbor_table(result, frame, f"cmp-{side}-table")
-    state.sync_url(bundle)
 
 
 ui.run_page(page)

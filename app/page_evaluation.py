@@ -9,7 +9,6 @@ import streamlit as st
 
 from trajemb.viz import grouped_bar_figure, metric_vs_dim_figure
 
-import state
 import ui
 
 #: Column -> (better when, one-sentence definition).
@@ -76,9 +75,6 @@ def page() -> None:
             reports[name] = report
     baselines = bundle.baselines()
     if not reports:
-        st.info(
-            "This bundle has not been evaluated yet (built with --no-eval, or the evaluation is still running)."
-        )
         ui.completion_notice(bundle)
         return
     scope = next(iter(reports.values()))
@@ -138,8 +134,7 @@ def page() -> None:
         st.caption("No mining similarity has models of several embedding dimensions D here, so there is no plot against D.")
     st.subheader("What the columns mean")
     st.markdown("\n".join(f"* **{name}** ({better} is better): {text}" for name, (better, text) in METRICS.items()))
-    ui.completion_notice(bundle)
-    state.sync_url(bundle)
+    ui.completion_notice(bundle, only_running=True)
 
 
 ui.run_page(page)

@@ -74,9 +74,7 @@ def on_layout(bundle: Bundle, model: str, row: int, neighbor_rows: list[int]) ->
     path, stamp = cache.stamp_of(bundle)
     xy = bundle.projection(model)
     if xy is None:
-        st.info(
-            "This bundle has no 2-D layout for this model (built with --projection none, or still being computed)."
-        )
+        ui.completion_notice(bundle)
         return
     view = cache.layout_view(path, stamp, model, "direction", ui.current_filters(), 8)
     codes, cats = cache.label_values(path, stamp, "direction")
@@ -108,7 +106,7 @@ def page() -> None:
     model = ui.model_choice(bundle)
     ui.neighbor_controls(bundle)
     row = ui.query_bar(bundle)
-    mode = st.segmented_control("Choose a query", PICK_MODES, key="pick-mode") or PICK_MODES[0]
+    mode = st.segmented_control("Choose a query", PICK_MODES, key="pick-mode", required=True) or PICK_MODES[0]
     nb = ui.search_or_error(search_row, bundle, model, row, ui.neighbor_options(bundle, row))
     if mode == PICK_MODES[0]:
         filter_and_pick(bundle)
@@ -119,8 +117,7 @@ def page() -> None:
     ui.labels_help()
     if nb is not None:
         ui.show_neighbors(bundle, nb, "explore")
-    ui.completion_notice(bundle)
-    state.sync_url(bundle)
+    ui.completion_notice(bundle, only_running=True)
 
 
 ui.run_page(page)

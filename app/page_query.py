@@ -17,9 +17,14 @@ import ui
 
 EXAMPLE = "x, y\n0, 0\n20, 0\n35, 5\n42, 18\n44, 35"
 MODES = ("Type points", "Upload a CSV")
+MAX_UPLOAD_BYTES = 2_000_000
 
 
 def page() -> None:
+    # A neighbour picked here (table, overlay, map) is a window of the bundle: show it on Explore.
+    if st.session_state.get("own-drawn-version") not in (None, st.session_state.get(state.VERSION)):
+        st.session_state.pop("own-drawn-version", None)
+        st.switch_page("page_explore.py")
     st.title("Your own query")
     bundle = ui.bundle_choice()
     if bundle is None:
@@ -31,13 +36,18 @@ def page() -> None:
         f"Give exactly {T} points (10 Hz samples, {(T - 1) / 10:g} s) or a few control points of a path driven "
         "at constant speed over that time, in metres in any frame: the query is moved to its own agent frame."
     )
-    mode = st.segmented_control("Input", MODES, key="query-mode") or MODES[0]
+    mode = st.segmented_control("Input", MODES, key="query-mode", required=True) or MODES[0]
     if mode == MODES[1]:
         upload = st.file_uploader("CSV with x and y columns (metres)", type=["csv", "txt"], key="upload")
-        if upload is None:
+        if upload is not None:
+            st.session_state["own-upload"] = (upload.name, upload.getvalue()[:MAX_UPLOAD_BYTES].decode("utf-8", errors="replace"))
+        kept = st.session_state.get("own-upload")
+        if kept is None:
             st.info("Choose a file to use it as the query.")
             return
-        source, origin = upload.getvalue().decode("utf-8", errors="replace"), f"file {upload.name}"
+        if upload is None:
+            st.caption(ui.md(f"Using the file uploaded earlier: {kept[0]}. Choose another file to replace it."))
+        source, origin = kept[1], f"file {kept[0]}"
     else:
         if "points" not in st.session_state:
             st.session_state["points"] = EXAMPLE
@@ -54,7 +64,7 @@ def page() -> None:
         points = parse_points(source)
         window = points_to_window(points, T)
     except TrajembError as exc:
-        st.error(f"Cannot use these points: {exc}")
+        st.error(f"Cannot use these points: {ui.md(str(exc))}")
         return
     label = direction_class(window[None].astype(np.float64))[0][0]
     st.dataframe(
@@ -77,7 +87,7 @@ def page() -> None:
     nb = ui.search_or_error(search_window, bundle, model, window, options)
     if nb is not None:
         ui.show_neighbors(bundle, nb, "own")
-    state.sync_url(bundle)
+        st.session_state["own-drawn-version"] = st.session_state.get(state.VERSION)
 
 
-ui.run_page(page)
+ui.run_page(page, own_query_page=True)

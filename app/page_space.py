@@ -17,7 +17,7 @@ import ui
 
 COLOR_BY = ("direction", "object_type", "speed_bin", "source", "city", "category", "k-means cluster")
 SELECTION = "space_selection"
-GALLERY_SIZE = 60
+GALLERY_SIZE = 30
 
 
 def _select(bundle: Bundle, model: str, key: str) -> None:
@@ -55,10 +55,6 @@ def page() -> None:
     path, stamp = cache.stamp_of(bundle)
     xy = bundle.projection(model)
     if xy is None:
-        st.info(
-            "No 2-D layout for this model yet: the bundle was built with --projection none, or the layout is "
-            "still being computed (see below)."
-        )
         ui.completion_notice(bundle)
         return
     c1, c2 = st.columns([2, 1])
@@ -71,12 +67,15 @@ def page() -> None:
         if view.png is not None
         else None
     )
-    filtered = any(picked for _, picked in ui.current_filters())
+    mask = cache.filter_mask(path, stamp, ui.current_filters())
+    active = "; ".join(f"{name.replace('_', ' ')}: {', '.join(picked)}" for name, picked in ui.current_filters() if picked)
+    shown = f"{bundle.num_windows:,} windows"
+    if mask is not None:
+        shown = f"{int(mask.sum()):,} of {shown} (filtered on the Explore page: {active})"
+    method = (bundle.model_entry(model).get("projection") or {}).get("method", "UMAP")
     st.caption(
-        f"{bundle.num_windows:,} windows, {bundle.embedding_dim(model)}-D embeddings projected to 2-D "
-        f"({(bundle.model_entry(model).get('projection') or {}).get('method', 'UMAP')} UMAP)"
-        + (", narrowed by the Explore page's filters" if filtered else "")
-        + ". Draw a box or lasso (toolbar) to see the selected trajectories; the black cross is the query."
+        ui.md(f"{shown}, {bundle.embedding_dim(model)}-D embeddings of {model} projected to 2-D ({method} UMAP).")
+        + " Draw a box or lasso (toolbar) to see the selected trajectories; the black cross is the query."
     )
     fig = projection_figure(xy, codes, cats, color_by, view.rows, raster, row, (), dragmode="lasso")
     key = "space-scatter"
@@ -93,7 +92,6 @@ def page() -> None:
         show_selection(bundle, selection[2], codes, cats, color_by)
     if st.toggle("Show the cluster prototypes (k-means medoids)", key="show-prototypes"):
         prototypes(bundle, model, clusters)
-    state.sync_url(bundle)
 
 
 def show_selection(
@@ -104,7 +102,7 @@ def show_selection(
         st.caption("The selection holds no window (of those passing the filters).")
         return
     counts = pd.Series([cats[c] for c in codes[rows]]).value_counts()
-    st.caption("By " + color_by.replace("_", " ") + ": " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    st.caption(ui.md("By " + color_by.replace("_", " ") + ": " + ", ".join(f"{k} {v}" for k, v in counts.items())))
     shown = np.sort(np.random.default_rng(0).choice(rows, size=min(GALLERY_SIZE, len(rows)), replace=False))
     labels = [cats[c] for c in codes[shown]]
     fig = gallery_figure(

@@ -43,7 +43,10 @@ _URL_KEYS = {
     "one": ONE_PER_TRACK,
     "scen": EXCLUDE_SCENARIO,
     "track": EXCLUDE_TRACK,
+    "a": "model-a",
+    "b": "model-b",
 }
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _BOOLS = {ONE_PER_TRACK, EXCLUDE_SCENARIO, EXCLUDE_TRACK}
 _DEFAULTS: dict[str, Any] = {
     K: 6,
@@ -61,7 +64,7 @@ _DEFAULTS: dict[str, Any] = {
 
 #: Widget keys whose values must outlive the pages that do not draw them.
 PERSISTENT = (BUNDLE, MODEL, K, TYPES, ONE_PER_TRACK, EXCLUDE_SCENARIO, EXCLUDE_TRACK, "model-a", "model-b",
-              "color-by", "clusters", "pick-mode", "query-mode", "show-prototypes",
+              "color-by", "clusters", "pick-mode", "query-mode", "show-prototypes", "points", "own-upload",
               *(f"filter-{name}" for name in FILTERS))  # fmt: skip
 
 
@@ -86,7 +89,11 @@ def init_session() -> None:
             continue
         value: Any = params[name]
         if key in _BOOLS:
-            value = value == "1"
+            word = str(value).strip().lower()
+            if word not in _TRUE + _FALSE:  # neither yes nor no: keep the default, never flip it
+                st.session_state.setdefault(key, _DEFAULTS.get(key))
+                continue
+            value = word in _TRUE
         elif key == K:
             try:
                 value = min(20, max(1, int(value)))

@@ -5,6 +5,7 @@ Text that comes from data is shown as plain text (``st.text``, table cells, esca
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,17 @@ from trajemb.viz import QUERY_COLOR, MapPanel, agent_frame_figure, map_grid_figu
 
 import cache
 import state
+
+#: Session key of the bundle the current run opened (for the URL).
+OPENED = "_opened_bundle"
+
+
+def md(text: str) -> str:
+    """``text`` for a Markdown element (errors, captions) shown as typed: every ASCII punctuation mark
+    backslash-escaped (no links, emphasis, code or math) and ``:`` broken by a zero-width space (no
+    emoji or colour directives)."""
+    escaped = re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", text)
+    return escaped.replace(":", ":\u200b")
 
 
 def selected_rows(event: Any) -> list[int]:
@@ -73,11 +85,13 @@ def bundle_choice() -> Bundle | None:
     try:
         if path is None:
             path = cache.default_bundle_path()
-        return cache.open_bundle(path)
+        bundle = cache.open_bundle(path)
+        st.session_state[OPENED] = bundle
+        return bundle
     except TrajembError as exc:
-        st.error(f"Cannot open the bundle: {exc}")
+        st.error(f"Cannot open the bundle: {md(str(exc))}")
     except Exception as exc:
-        st.error(f"Cannot open the bundle {path}: {type(exc).__name__}: {exc}")
+        st.error(md(f"Cannot open the bundle {path}: {type(exc).__name__}: {exc}"))
     return None
 
 
@@ -162,7 +176,7 @@ def query_bar(bundle: Bundle) -> int:
     row = state.ensure_query(bundle, default_query(bundle))
     notice = st.session_state.pop(state.NOTICE, None)
     if notice:
-        st.warning(notice)
+        st.warning(md(str(notice)))
     c1, c2, c3 = st.columns([1, 1, 8], vertical_alignment="center")
     c1.button(
         "Back",
@@ -339,17 +353,22 @@ def search_or_error(fn: Any, *args: Any) -> Neighbors | None:
         result: Neighbors = fn(*args)
         return result
     except TrajembError as exc:
-        st.error(str(exc))
+        st.error(md(str(exc)))
         return None
 
 
-def run_page(page: Any) -> None:
-    """Run a page; an expected error (a corrupt or modified bundle file found while reading it) becomes
-    one line on the page, never a traceback."""
+def run_page(page: Any, own_query_page: bool = False) -> None:
+    """Run a page, then mirror the settings and query in the URL (whatever the page showed); an
+    expected error (a corrupt or modified bundle file found while reading it) becomes one line on the
+    page, never a traceback."""
+    st.session_state.pop(OPENED, None)
+    if not own_query_page:  # the own-query page follows a pick to Explore only while it is shown
+        st.session_state.pop("own-drawn-version", None)
     try:
         page()
     except TrajembError as exc:
-        st.error(f"Cannot show this page: {exc}")
+        st.error(f"Cannot show this page: {md(str(exc))}")
+    state.sync_url(st.session_state.get(OPENED))
 
 
 def labels_help() -> None:
@@ -368,17 +387,32 @@ def labels_help() -> None:
         )
 
 
-def completion_notice(bundle: Bundle) -> None:
-    """While the default data's layouts and evaluation are computed in the background, say so, and
-    rerun when they are ready."""
-    status = cache.completion_status(str(bundle.root))
-    if status is None:
+def completion_notice(bundle: Bundle, only_running: bool = False) -> None:
+    """What to do about a bundle without 2-D layouts or evaluation: while a background completion runs,
+    its progress (the page reruns when it ends); otherwise a button that starts one (served bundles:
+    the command to run)."""
+    path = str(bundle.root)
+    status = cache.completion_status(path)
+    if status is None and (only_running or cache.bundle_is_complete(path)):
         return
-    st.info(f"Finishing the built-in default data in the background (2-D layouts, evaluation): {status}")
+    if status is None:
+        st.info("This bundle has no 2-D layout or evaluation yet (built with `--projection none` or `--no-eval`).")
+        if cache.launch_options().roots:
+            st.caption("Its owner can add them with `trajemb complete --bundle <folder>`.")
+        elif st.button("Compute them now, in the background", key="complete-now"):
+            cache.complete_in_background(path)
+            st.rerun()
+        return
+    if status.startswith("failed"):
+        st.error("Computing the 2-D layouts and evaluation in the background failed.")
+        st.text(status)
+        return
+    st.info("Computing the 2-D layouts and evaluation in the background; this page fills in when they are ready.")
+    st.text(status)
 
-    @st.fragment(run_every=4)
+    @st.fragment(run_every=3)
     def _poll() -> None:
-        if cache.completion_status(str(bundle.root)) is None:
+        if not (cache.completion_status(path) or "").startswith("running"):
             st.rerun(scope="app")
 
     _poll()

@@ -94,6 +94,10 @@ def read_bundle_manifest(root: Path) -> dict[str, Any]:
     """The validated manifest of the bundle at ``root``."""
     root = Path(root)
     path = root / MANIFEST
+    if root.is_file() and root.name == MANIFEST:
+        raise DataError(f"{root}: give the bundle's folder ({root.parent}), not its manifest file")
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder; give a bundle folder written by `trajemb bundle`")
     if not path.is_file():
         raise DataError(f"{root}: not a trajemb bundle (no {MANIFEST})")
     manifest = read_json_object(path, "bundle manifest")
@@ -105,19 +109,22 @@ def read_bundle_manifest(root: Path) -> dict[str, Any]:
             else ""
         )
         raise DataError(f"{root}: bundle format {fmt!r}, expected {BUNDLE_FORMAT}{hint}")
-    try:
-        n, t = manifest["num_windows"], manifest["num_steps"]
-        assert isinstance(n, int) and n >= 1 and isinstance(t, int) and 2 <= t <= 100_000
-        files = manifest["files"]
-        models = manifest["models"]
-        assert isinstance(files, dict) and isinstance(models, dict) and models
-        for name, entry in models.items():
-            safe_name(name, "model name")
-            assert isinstance(entry, dict)
-            dim = entry["embedding_dim"]
-            assert isinstance(dim, int) and 1 <= dim <= 4096
-    except (KeyError, AssertionError, TypeError) as exc:
-        raise DataError(f"{path}: malformed bundle manifest ({type(exc).__name__} {exc})") from exc
+
+    def field(name: str, kind: type, ok: Any = lambda v: True) -> Any:
+        value = manifest.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool) or not ok(value):
+            raise DataError(f"{path}: malformed bundle manifest (field {name!r} is {value!r:.60})")
+        return value
+
+    field("num_windows", int, lambda v: v >= 1)
+    field("num_steps", int, lambda v: 2 <= v <= 100_000)
+    files = field("files", dict)
+    models = field("models", dict, bool)
+    for name, entry in models.items():
+        safe_name(name, "model name")
+        dim = entry.get("embedding_dim") if isinstance(entry, dict) else None
+        if not isinstance(dim, int) or isinstance(dim, bool) or not 1 <= dim <= 4096:
+            raise DataError(f"{path}: malformed bundle manifest (model {name!r} has no valid embedding_dim)")
     for key in files:
         _relative_key(key)
     return manifest

@@ -404,12 +404,19 @@ def build_bundle(
     if not checkpoints:
         raise DataError("give at least one --checkpoint")
     from trajemb.checkpoint import read_card
+    from trajemb.devices import resolve_device
 
+    names: set[str] = set()
     for ckpt in checkpoints:  # every input checked before any work starts
-        read_card(Path(ckpt))
+        card = read_card(Path(ckpt))
         for file in CHECKPOINT_FILES:
             if not (Path(ckpt) / file).is_file():
                 raise DataError(f"{ckpt}: checkpoint is missing {file}")
+        names.add(model_name_for(Path(ckpt), card, names))
+    if maps_dir is not None and not Path(maps_dir).is_dir():
+        raise DataError(f"--maps {maps_dir}: not a folder (give the --maps-dir of `trajemb prepare`, or leave it out)")
+    if config.engine == "local":
+        resolve_device(config.device)
     check_bundle_output(
         Path(out), [Path(table_path), *map(Path, checkpoints), *([Path(maps_dir)] if maps_dir else [])]
     )
@@ -488,8 +495,10 @@ def complete_bundle(root: Path, config: BundleConfig | None = None, progress: bo
     ``config`` defaults to the one the bundle was built with (with projection and evaluation on).
     """
     root = Path(root)
+    read_bundle_manifest(root)  # a bundle at all, before anything (even a lock file) is written there
     with _manifest_lock(root):
         manifest = read_bundle_manifest(root)
+        Bundle(root).verify_all()  # never build on a file that was changed after the bundle was written
         if config is None:
             config = _config_from_manifest(manifest)
         return _complete(BundleWriter(root, manifest), config, progress)

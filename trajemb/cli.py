@@ -239,6 +239,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
     object_types = (query_type,) if types == "same" else () if types in ("any", "") else tuple(
         t.strip() for t in types.split(",") if t.strip()
     )  # fmt: skip
+    known = bundle.codes("object_type")[1]
+    unknown = sorted(set(object_types) - set(known))
+    if unknown:
+        raise TrajembError(f"--object-types {','.join(unknown)}: not in this bundle; its types: {', '.join(sorted(known))}")
     options = NeighborOptions(
         k=args.k,
         exclude_same_track=not args.include_same_track,
@@ -301,7 +305,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="trajemb", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"trajemb {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or progress messages (warnings stay)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -472,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = _command_of(argv)
     args = build_parser(only=command if command in {"search", "info", "evaluate", "bundle"} else None).parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )

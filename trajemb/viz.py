@@ -114,10 +114,18 @@ def label_colors(label_name: str, categories: Sequence[str]) -> list[str]:
     return out
 
 
+#: Up to this many neighbours each gets its own Okabe-Ito hue (all told apart at a glance); more are
+#: coloured by rank along cividis, dark (nearest) to light.
+DISTINCT_RANKS = 6
+_RANK_HUES = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00")
+
+
 def rank_colors(k: int) -> list[str]:
-    """k colours from dark (nearest) to light (farthest) along cividis (light end kept readable)."""
+    """A colour per neighbour rank: distinct hues up to ``DISTINCT_RANKS``, a cividis ramp above."""
     if k <= 0:
         return []
+    if k <= DISTINCT_RANKS:
+        return list(_RANK_HUES[:k])
     pos = np.linspace(0.0, 0.82, k) * (len(_CIVIDIS) - 1)
     return [_CIVIDIS[round(float(p))] for p in pos]
 
@@ -404,7 +412,22 @@ def map_grid_figure(
                 "font": {"size": 11, "color": "#222"},
             }
         )
+        data.append(_scale_bar(box, axes, layout["annotations"]))
     return figure(data, layout)
+
+
+def _scale_bar(
+    box: tuple[float, float, float, float], axes: dict[str, str], annotations: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A bar of a round length (about a fifth of the panel) in its lower left corner, labelled in metres:
+    each small map has its own zoom."""
+    width = box[2] - box[0]
+    length = max((v for v in (5, 10, 20, 50, 100, 200, 500, 1000) if v <= width / 4), default=5)
+    x0, y0 = box[0] + 0.05 * width, box[1] + 0.06 * (box[3] - box[1])
+    annotations.append({"text": f"{length} m", "x": x0 + length / 2, "y": y0, "xref": axes["xaxis"], "yref": axes["yaxis"],
+                        "yanchor": "bottom", "showarrow": False, "font": {"size": 9, "color": "#333"}})  # fmt: skip
+    return {"type": "scatter", "mode": "lines", "x": [x0, x0 + length], "y": [y0, y0], "hoverinfo": "skip",
+            "line": {"color": "#333", "width": 2}, "showlegend": False, **axes}  # fmt: skip
 
 
 def projection_raster(
@@ -487,7 +510,7 @@ def projection_figure(
                 "y": xy[h, 1],
                 "customdata": h,
                 "hovertemplate": "neighbour, row %{customdata}<extra></extra>",
-                "marker": {"size": 13, "color": "rgba(0,0,0,0)", "line": {"color": "#D55E00", "width": 2.5}},
+                "marker": {"size": 17, "color": "rgba(0,0,0,0)", "line": {"color": "#D55E00", "width": 3}},
             }
         )
     if query_row is not None:
@@ -501,7 +524,7 @@ def projection_figure(
                 "customdata": [query_row],
                 "hovertemplate": "query, row %{customdata}<extra></extra>",
                 "marker": {
-                    "size": 16,
+                    "size": 11,
                     "symbol": "x",
                     "color": QUERY_COLOR,
                     "line": {"color": "white", "width": 1},
