@@ -158,7 +158,13 @@ def test_evaluation_counts_are_true(app: AppTest, small_bundle: Path) -> None:
     caption = " ".join(c.value for c in app.caption)
     assert f"300 queries sampled among {bundle.num_windows:,} windows" in caption
     definitions = " ".join(m.value for m in app.markdown)
-    for metric in ("minADE@5", "precision@10", "silhouette_direction", "mirror_confusion@10", "recall@10 vs exact"):
+    for metric in (
+        "minADE@5",
+        "precision@10",
+        "silhouette_direction",
+        "mirror_confusion@10",
+        "recall@10 vs exact",
+    ):
         assert f"**{metric}**" in definitions
     assert "no plot against D" in caption  # one model per similarity: no plot against D
 
@@ -315,3 +321,41 @@ def test_corrupt_bundle_is_one_line_not_a_traceback(
         assert not at.exception, (page, [e.value for e in at.exception])
     at.switch_page("page_explore.py").run()
     assert any("does not match the bundle manifest" in e.value for e in at.error)
+
+
+def test_default_data_is_completed_in_the_background(
+    synth_table: Path, tiny_checkpoints: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The explorer opens the default data before its 2-D layouts and evaluation exist and a background
+    process adds them, outliving the script run that started it (a parent-death signal tied to that
+    run's thread once killed it at once)."""
+    import time
+
+    from trajemb.bundle_build import BundleConfig, build_bundle
+    from trajemb.evaluate import EvalConfig
+    from trajemb.projection import ProjectionConfig
+
+    staged = tmp_path / "default" / "bundle"
+    config = BundleConfig(evaluation=EvalConfig(num_queries=50), projection=ProjectionConfig(method="none"),
+                          evaluate=False, device="cpu")  # fmt: skip
+    build_bundle(synth_table, tiny_checkpoints[:1], staged, config=config, progress=False)
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "app"))
+    import cache
+
+    monkeypatch.delenv("TRAJEMB_BUNDLE", raising=False)
+    monkeypatch.setattr(sys, "argv", ["streamlit_app.py"])
+    monkeypatch.setenv("TRAJEMB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cache, "build_default_bundle", lambda *a, **k: staged)
+    monkeypatch.setattr(cache, "_default_ready", {})
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert neighbor_ids(at)  # searchable before the layouts exist
+    deadline = time.monotonic() + 240
+    while (cache.completion_status(str(staged)) or "").startswith("running") and time.monotonic() < deadline:
+        time.sleep(1)
+    status = cache.completion_status(str(staged))
+    assert cache.bundle_is_complete(str(staged)), status
+    assert status is None
+    at.switch_page("page_evaluation.py").run()
+    assert not at.exception and any("queries sampled among" in c.value for c in at.caption)
