@@ -31,13 +31,14 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from trajemb.errors import DataError
-from trajemb.index import NeighborIndex, load_faiss_index, parallel_exact
+from trajemb.index import PARALLEL_EXACT_ROWS, NeighborIndex, load_faiss_index, parallel_exact
 from trajemb.integrity import FileDigest, VerifiedArray, VerifiedFile
 from trajemb.jsonio import read_json_object
 from trajemb.paths import resolve_inside, safe_component
@@ -310,8 +311,10 @@ class Bundle:
             if name not in self._indices:
                 dim = self.embedding_dim(name)
                 raw = load_faiss_index(self.path(model_file(name, INDEX)), dim, self.num_windows)
-                embeddings = self.embeddings(name).all()
-                self._indices[name] = NeighborIndex(parallel_exact(raw, embeddings), self.groups, embeddings)
+                embeddings = self.embeddings(name)  # rows read (and verified) only where a search needs them
+                if isinstance(raw, faiss.IndexFlat) and raw.ntotal >= PARALLEL_EXACT_ROWS:
+                    raw = parallel_exact(raw, embeddings.all(), PARALLEL_EXACT_ROWS)
+                self._indices[name] = NeighborIndex(raw, self.groups, embeddings)
             return self._indices[name]
 
     def projection(self, name: str) -> np.ndarray | None:

@@ -336,7 +336,11 @@ class ShardedFlatIndex:
         return _pad(np.take_along_axis(dist, order, axis=1), np.take_along_axis(ids, order, axis=1), k)
 
 
-def parallel_exact(index: Any, embeddings: np.ndarray, min_rows: int = 100_000) -> Any:
+#: Exact indices of at least this many rows are split over the cores for single queries.
+PARALLEL_EXACT_ROWS = 100_000
+
+
+def parallel_exact(index: Any, embeddings: np.ndarray, min_rows: int = PARALLEL_EXACT_ROWS) -> Any:
     """A flat index over ``min_rows`` rows or more becomes a ``ShardedFlatIndex`` with a shard per core."""
     cores = os.cpu_count() or 1
     if isinstance(index, faiss.IndexFlat) and index.ntotal >= min_rows and cores > 1:
@@ -350,11 +354,12 @@ class NeighborIndex:
     Args:
         index: a FAISS index (or ``TorchFlatIndex``) over the N rows.
         groups: (N,) int track group of each row.
-        embeddings: (N, D) the indexed vectors, for exact search over small allowed subsets; None
-            disables that path (filtered searches then go through the index's id selector).
+        embeddings: (N, D) the indexed vectors (an array, or anything with ``rows(idx)``, read only when
+            needed), for exact search over small allowed subsets; None disables that path (filtered
+            searches then go through the index's id selector).
     """
 
-    def __init__(self, index: SearchIndex, groups: np.ndarray, embeddings: np.ndarray | None = None) -> None:
+    def __init__(self, index: SearchIndex, groups: np.ndarray, embeddings: Any = None) -> None:
         if len(groups) != index.ntotal:
             raise DataError(f"index holds {index.ntotal} rows but {len(groups)} group ids were given")
         self.index = index
@@ -365,6 +370,11 @@ class NeighborIndex:
     @property
     def dim(self) -> int:
         return int(self.index.d)
+
+    def _embedding_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Rows of the embeddings: an array, or an object reading (and verifying) rows on demand."""
+        reader = getattr(self.embeddings, "rows", None)
+        return np.asarray(reader(rows) if reader is not None else np.asarray(self.embeddings)[rows])
 
     def search(
         self,
@@ -425,7 +435,7 @@ class NeighborIndex:
             len(rows) <= SMALL_SUBSET_ROWS or not isinstance(self.index, faiss.Index)
         ):
             sub = faiss.IndexFlatL2(self.dim)
-            sub.add(np.ascontiguousarray(self.embeddings[rows], dtype=np.float32))
+            sub.add(np.ascontiguousarray(self._embedding_rows(rows), dtype=np.float32))
             dist, local = sub.search(q, min(k, len(rows)))
             return _pad(dist, np.where(local >= 0, rows[np.maximum(local, 0)], -1), k)
         if not isinstance(self.index, faiss.Index):
@@ -439,7 +449,7 @@ class NeighborIndex:
         if missing.any() and self.embeddings is not None:
             # An approximate index can miss allowed rows outside the probed cells: search those exactly.
             sub = faiss.IndexFlatL2(self.dim)
-            sub.add(np.ascontiguousarray(self.embeddings[rows], dtype=np.float32))
+            sub.add(np.ascontiguousarray(self._embedding_rows(rows), dtype=np.float32))
             d2, local = sub.search(q[missing], min(k, len(rows)))
             d2, local = _pad(d2, local, k)
             dist[missing], ids[missing] = d2, np.where(local >= 0, rows[np.maximum(local, 0)], -1)

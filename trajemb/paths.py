@@ -61,7 +61,9 @@ def _unsafe_reason(name: str) -> str | None:
     sep = next((s for s in _SEPARATORS if s in name), None)
     if sep is not None:
         return f"it contains the path separator {sep!r}"
-    bad = next(
+    # Plain ASCII names (almost every id) have no control or invisible characters: skip the per-character
+    # Unicode lookups, which dominate opening a bundle of many maps.
+    bad = None if name.isascii() and name.isprintable() else next(
         (c for c in name if unicodedata.category(c)[0] == "C" or unicodedata.category(c) in _BREAKS), None
     )
     if bad is not None:

@@ -143,8 +143,30 @@ def _joined(polylines: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     gap = np.full((1, 2), np.nan)
     for p in polylines:
         parts += [np.asarray(p, dtype=np.float64)[:, :2], gap]
-    xy = np.concatenate(parts)
-    return np.round(xy[:, 0], 2), np.round(xy[:, 1], 2)
+    xy = np.concatenate(parts).astype(np.float32)  # centimetres in float32: half the bytes of float64
+    return xy[:, 0], xy[:, 1]
+
+
+def _clip_lines(polylines: Sequence[np.ndarray], box: tuple[float, float, float, float] | None) -> list[np.ndarray]:
+    """The pieces of each line that pass through ``box`` (one point beyond each edge kept, so the line
+    still reaches the border): a lane boundary several hundred metres long sends only what is seen."""
+    if box is None:
+        return list(polylines)
+    x0, y0, x1, y1 = box
+    out = []
+    for p in polylines:
+        inside = (p[:, 0] >= x0) & (p[:, 0] <= x1) & (p[:, 1] >= y0) & (p[:, 1] <= y1)
+        keep = inside.copy()
+        keep[:-1] |= inside[1:]
+        keep[1:] |= inside[:-1]
+        if keep.all():
+            out.append(p)
+            continue
+        idx = np.flatnonzero(keep)
+        for run in np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1):
+            if len(run) >= 2:
+                out.append(p[run])
+    return out
 
 
 def _crop(polylines: Sequence[np.ndarray], box: tuple[float, float, float, float] | None) -> list[np.ndarray]:
@@ -305,7 +327,7 @@ def map_traces(
                 **axes,
             }
         )
-    x, y = _joined(_crop(geometry.lane_boundaries, box))
+    x, y = _joined(_clip_lines(_crop(geometry.lane_boundaries, box), box))
     traces.append(
         {
             "type": "scatter",
