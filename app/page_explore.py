@@ -48,12 +48,12 @@ def filter_and_pick(bundle: Bundle) -> None:
         "The filters also narrow Random and the 2-D layout."
     )
     frame = bundle.frame(["window_id", "direction", "object_type", "speed_bin", "city", "source"], rows)
-    key = state.widget_key("pick-table")
+    key = state.table_key("pick-table")
     row_list = rows.tolist()
     st.dataframe(
         frame,
         hide_index=True,
-        on_select=lambda: ui._pick_from_table(key, row_list),
+        on_select=lambda: ui._pick_from_table(key, row_list, "pick-table"),
         selection_mode="single-row",
         key=key,
         height=230,

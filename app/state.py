@@ -165,6 +165,23 @@ def back() -> None:
         st.session_state[VERSION] = st.session_state.get(VERSION, 0) + 1
 
 
+def table_key(name: str) -> str:
+    """A key for a table whose rows do not change with the query (the pick table): kept while nothing is
+    selected in it, so that a new query does not rebuild it, and renewed once a selection made in it
+    is out of date (the query has changed since), so that no stale row stays ticked."""
+    epoch_key, picked_key = f"_{name}-epoch", f"_{name}-picked-at"
+    picked_at = st.session_state.get(picked_key)
+    if picked_at is not None and picked_at != st.session_state.get(VERSION, 0):
+        st.session_state[epoch_key] = st.session_state.get(epoch_key, 0) + 1
+        st.session_state[picked_key] = None
+    return f"{name}-{st.session_state.get(epoch_key, 0)}"
+
+
+def table_picked(name: str) -> None:
+    """Record that the query was just chosen in table ``name`` (see ``table_key``)."""
+    st.session_state[f"_{name}-picked-at"] = st.session_state.get(VERSION, 0)
+
+
 def widget_key(name: str) -> str:
     """A widget key that changes with the query, so a lingering selection never re-applies itself."""
     return f"{name}-{st.session_state.get(VERSION, 0)}"

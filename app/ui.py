@@ -229,11 +229,13 @@ TABLE_COLUMNS = {
 }
 
 
-def _pick_from_table(key: str, rows: list[int]) -> None:
+def _pick_from_table(key: str, rows: list[int], table: str | None = None) -> None:
     selection = st.session_state.get(key)
     picked = selection.selection.rows if selection is not None else []
     if picked:
         state.set_query(rows[picked[0]])
+        if table is not None:
+            state.table_picked(table)
 
 
 def neighbor_table(nb: Neighbors, frame: pd.DataFrame, key: str, height: int | None = None) -> None:
