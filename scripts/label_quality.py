@@ -33,7 +33,8 @@ def main() -> None:
     parser.add_argument("--scenarios", type=int, default=300)
     parser.add_argument("--seed", type=int, default=23)
     parser.add_argument("--work", default=".cache/labels")
-    parser.add_argument("--fixtures", default=os.environ.get("TRAJEMB_AV2_FIXTURES", str(REPO.parent / "shared/data/av2_fixtures")))
+    default_fixtures = os.environ.get("TRAJEMB_AV2_FIXTURES", str(REPO.parent / "shared" / "data" / "av2_fixtures"))
+    parser.add_argument("--fixtures", default=default_fixtures)
     args = parser.parse_args()
     work = Path(args.work)
     scenarios, table = work / f"synth-s{args.seed}-n{args.scenarios}", work / f"synth-s{args.seed}-n{args.scenarios}.parquet"
@@ -59,10 +60,9 @@ def main() -> None:
     agreement = sample_agreement(sample, meta.window_id.to_numpy(), meta.direction.to_numpy())
     print(agreement.markdown())
     print(f"\naccuracy {agreement.accuracy:.3f}")
-    sure = read_labelled_sample(BY_EYE)
-    keep = sure.sure
-    print(f"on the {int(keep.sum())} windows marked sure: accuracy "
-          f"{np.mean(meta.set_index('window_id').loc[sure.window_id[keep], 'direction'].to_numpy() == sure.label[keep]):.3f}")  # fmt: skip
+    keep = sample.sure
+    labels = meta.set_index("window_id").loc[sample.window_id[keep], "direction"].to_numpy()
+    print(f"on the {int(keep.sum())} windows marked sure: accuracy {np.mean(labels == sample.label[keep]):.3f}")
 
 
 if __name__ == "__main__":
