@@ -188,6 +188,14 @@ def main() -> None:
     print(report_table(synthetic))
     synth_labels = _synthetic_label_quality(Path(test_table))
     sections = [section("Synthetic held-out scenarios (seed 22)", synthetic, out, "synthetic", synth_labels)]
+    # The same queries with stricter neighbours: one window per track, none from the query's scenario.
+    run(["-q", "bundle", "--table", str(test_table), *checkpoints, "--out", str(out / "bundle-strict"), "--no-umap",
+         "--device", a.device, "--no-mean-rank", "--one-per-track", "--exclude-scenario-eval"])  # fmt: skip
+    strict = bundle_reports(out / "bundle-strict")
+    sections.append(
+        "## Synthetic held-out, one neighbour window per track, none from the query's scenario\n\n"
+        + report_table(strict) + "\n\n" + per_class_table(strict)
+    )
     fixtures = Path(a.fixtures)
     if (fixtures / "motion_forecasting").is_dir() and (fixtures / "sensor_logs").is_dir():
         real_table = out / "fixtures.parquet"

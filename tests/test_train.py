@@ -220,3 +220,14 @@ def test_soft_neighbour_recipe_trains_and_resumes_identically(synth_table: Path,
         torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0)
     with pytest.raises(ConfigError, match="mining-scope global"):
         config(loss="soft_neighbors", mining_scope="global")
+
+
+def test_card_records_the_revision_the_run_started_from(synth_table: Path, tmp_path: Path) -> None:
+    """Edits to the tree while a run trains (the shipped-checkpoint recipe copying into checkpoints/)
+    must not mark its cards dirty: the revision is taken once, when the run starts."""
+    trainer = Trainer(config(epochs=1), synth_table, tmp_path / "run", progress=False)
+    started = trainer.git_revision
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("trajemb.train.git_revision", lambda *_: "edited-dirty")
+        trainer.fit()
+    assert load_checkpoint(tmp_path / "run" / "best")[1]["git_revision"] == started != "edited-dirty"

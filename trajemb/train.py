@@ -284,6 +284,9 @@ class Trainer:
         self.start_epoch = 0
         self.best_min_ade = math.inf
         self.best_row: dict[str, float] = {}  # metrics of the best epoch so far (from out/best on resume)
+        # The code this run trains with: taken once at the start, so that edits to the tree while it
+        # trains do not mark its checkpoints dirty (nor clean ones trained from a dirty tree).
+        self.git_revision = git_revision(Path(__file__).parent)
         self.threshold: float | None = None  # the soft-neighbour loss has no positive threshold
         if config.loss == "triplet":
             self.threshold = config.threshold if config.threshold is not None else self.calibrate_threshold()
@@ -297,7 +300,7 @@ class Trainer:
         return {
             "trajemb_version": __version__,
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "git_revision": git_revision(Path(__file__).parent),
+            "git_revision": self.git_revision,
             "similarity": c.similarity,
             "shape_weight": c.shape_weight,
             "mining": c.mining,
