@@ -1,9 +1,19 @@
 """Recipe for the checkpoints shipped in ``checkpoints/``: compact encoders (1 layer, 4 heads, width 64)
-trained with Cosine and FFT mining at D = 4, 8, 16 on synthetic scenarios, on CPU.
+at D = 4, 8, 16 with Cosine and FFT targets, trained on synthetic scenarios on CPU.
 
-Runs the same commands a user would (``trajemb synth``, ``prepare``, ``train``), then copies each run's
-best checkpoint into ``checkpoints/compact-<similarity>-d<D>/`` and records the exact commands in its
-card. Usage: python scripts/train_shipped_checkpoints.py [--work .cache/shipped] [--epochs 6]
+``--recipe soft`` (default): the soft-neighbour recipe (README, "Training recipes": soft-neighbour loss
+with targets in the similarity's space, neighbourhood batches with hard manoeuvres represented, 30 % of
+the inputs with position noise of up to 1 m, unnormalised embeddings), shipping the last epoch
+(``--select``): with augmentation the clean validation minADE is lowest after the first epoch while
+the robustness the augmentation teaches keeps growing. ``--recipe paper``: the paper's triplet loss with
+calibrated random mining and the best epoch (the checkpoints shipped before issue 12).
+
+Runs the same commands a user would (``trajemb synth``, ``prepare``, ``train``) in a scratch folder
+(``--work``, git-ignored), and only when every run has finished copies each best checkpoint into
+``checkpoints/compact-<similarity>-d<D>/`` with the exact commands in its card. Run it from a committed
+tree: the cards record the git revision the weights were trained at, and it refuses to start on a
+tracked tree with changes (``--allow-dirty`` overrides, and the cards then say ``-dirty``).
+Usage: python scripts/train_shipped_checkpoints.py [--work .cache/shipped] [--epochs 6]
 """
 
 from __future__ import annotations
@@ -14,9 +24,17 @@ import shlex
 import shutil
 from pathlib import Path
 
+from trajemb.checkpoint import git_revision
 from trajemb.cli import main as trajemb
 
 REPO = Path(__file__).resolve().parents[1]
+RECIPES = {
+    "paper": ["--mining", "random", "--batch-size", "1024"],
+    "soft": [
+        "--loss", "soft_neighbors", "--no-normalize", "--batches", "neighborhoods", "--neighbors-per-seed", "4",
+        "--hard-share", "0.3", "--augment-prob", "0.3", "--augment-noise", "1.0", "--batch-size", "1024",
+    ],
+}  # fmt: skip
 
 
 def run(args: list[str]) -> str:
@@ -35,40 +53,44 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--dims", default="4,8,16")
     parser.add_argument("--similarities", default="cosine,fft")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="soft")
+    parser.add_argument("--select", choices=["best", "last"], default=None,
+                        help="which epoch to ship (default: last for soft, best for paper)")
+    parser.add_argument("--allow-dirty", action="store_true", help="train on a tracked tree with changes")
     args = parser.parse_args()
+    revision = git_revision(REPO)
+    if revision.endswith("-dirty") and not args.allow_dirty:
+        raise SystemExit(f"the tracked tree has changes ({revision}); commit them first so that the cards "
+                         "record a clean revision, or pass --allow-dirty")  # fmt: skip
     work = Path(args.work)
     data_cmds = [
-        run(
-            [
-                "synth",
-                "--out",
-                str(work / "scenarios"),
-                "--scenarios",
-                str(args.scenarios),
-                "--seed",
-                str(args.seed),
-            ]
-        ),
+        run(["synth", "--out", str(work / "scenarios"), "--scenarios", str(args.scenarios), "--seed", str(args.seed)]),
         run(["prepare", "--av2", str(work / "scenarios"), "--out", str(work / "train.parquet")]),
     ]
+    trained: list[tuple[str, str]] = []
     for similarity in args.similarities.split(","):
         for dim in args.dims.split(","):
             name = f"compact-{similarity}-d{dim}"
-            train_cmd = run([
+            trained.append((name, run([
                 "train", "--data", str(work / "train.parquet"), "--out", str(work / "runs" / name),
                 "--similarity", similarity, "--embedding-dim", dim, "--layers", "1", "--heads", "4",
-                "--hidden", "64", "--epochs", str(args.epochs), "--batch-size", "1024", "--mining", "random",
-                "--device", "cpu", "--seed", "0",
-            ])  # fmt: skip
-            dest = REPO / "checkpoints" / name
-            shutil.rmtree(dest, ignore_errors=True)
-            shutil.copytree(work / "runs" / name / "best", dest)
-            card = json.loads((dest / "card.json").read_text())
-            card["name"] = name
-            card["recipe"] = [*data_cmds, train_cmd]
-            card["metrics_csv"] = (work / "runs" / name / "metrics.csv").read_text().splitlines()
-            (dest / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-            print(f"-> {dest}: {card['metrics']}", flush=True)
+                "--hidden", "64", "--epochs", str(args.epochs), "--device", "cpu", "--seed", "0", "--overwrite",
+                *RECIPES[args.recipe],
+            ])))  # fmt: skip
+    select = args.select or ("last" if args.recipe == "soft" else "best")
+    # Only now, with every run finished, touch the tracked checkpoints/ folder.
+    for name, train_cmd in trained:
+        dest = REPO / "checkpoints" / name
+        shutil.rmtree(dest, ignore_errors=True)
+        # Weights, config and card only: last/ also holds the optimiser state for --resume.
+        shutil.copytree(work / "runs" / name / select, dest, ignore=shutil.ignore_patterns("train_state.pt"))
+        card = json.loads((dest / "card.json").read_text())
+        card["name"] = name
+        card["recipe"] = [*data_cmds, train_cmd]
+        card["shipped_epoch"] = select
+        card["metrics_csv"] = (work / "runs" / name / "metrics.csv").read_text().splitlines()
+        (dest / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+        print(f"-> {dest}: git {card['git_revision']}, {card['metrics']}", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -71,3 +73,41 @@ def test_fft_features_retrieve_the_mirror_image_raw_space_does_not(turns: Trajec
     assert raw["mirror_confusion@1"] == 0.0
     assert by_fft["mirror_confusion@1"] == 1.0
     assert by_fft["minADE@1"] > 5.0 * raw["minADE@1"]
+
+
+def test_per_class_scores_and_neighbour_rules(turns: TrajectoryTable) -> None:
+    """Per-class precision and recall on the mirrored turns; one window per track and no neighbour from the
+    query's scenario."""
+    meta = turns.meta.copy()
+    meta["true_manoeuvre"] = meta["direction"]
+    meta["scenario_id"] = ["a"] * 3 + ["b"] * 3 + ["c"] * 3 + ["d"] * 3  # lefts a, b; rights c, d
+    table = TrajectoryTable(turns.xy_agent, meta, {})
+    config = EvalConfig(num_queries=len(table), ks=(1, 2), silhouette_sample=len(table), mean_rank=False)
+    queries = np.arange(len(table))
+    groups = table.track_groups()
+    raw = evaluate_features(table, table.xy_agent.reshape(len(table), -1), queries, groups, config)
+    assert raw["label"] == "true_manoeuvre"
+    assert raw["per_class"]["left"]["queries"] == 6 and raw["per_class"]["left"]["precision@2"] == 1.0
+    assert raw["hard"]["recall@1"] == 1.0 and raw["hard"]["queries"] == 12
+    by_fft = evaluate_features(table, fft_features(torch.from_numpy(table.xy_agent)).numpy(), queries, groups, config)
+    assert by_fft["hard"]["precision@1"] == 0.0  # every turn retrieves its mirror image first
+    apart = EvalConfig(**{**config.__dict__, "exclude_scenario": True, "one_per_track": True})
+    report = evaluate_features(table, table.xy_agent.reshape(len(table), -1), queries, groups, apart)
+    assert report["neighbors"] == {"one_per_track": True, "exclude_scenario": True}
+    from trajemb.evaluate import neighbors_for_scoring
+
+    ids = neighbors_for_scoring(table, table.xy_agent.reshape(len(table), -1), queries, groups, apart)
+    scenario = meta["scenario_id"].to_numpy()
+    assert (scenario[ids] != scenario[queries][:, None]).all()
+
+
+def test_bundle_reports_hold_the_new_keys(small_bundle: Path) -> None:
+    from trajemb.bundle import Bundle
+
+    bundle = Bundle(small_bundle)
+    report = bundle.report(bundle.model_names[0])
+    assert report is not None and report["label"] == "true_manoeuvre"
+    assert {"straight", "left"} <= set(report["per_class"]) and report["hard"]["queries"] > 0
+    assert report["mean_rank"]["mean_rank"] >= 1.0 and report["mean_rank"]["queries"] > 0
+    baselines = bundle.baselines()
+    assert baselines["oracle_raw"]["mean_rank"]["mean_rank"] >= 1.0 and "per_class" in baselines["random"]

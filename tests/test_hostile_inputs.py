@@ -431,6 +431,7 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
 def test_hostile_input_is_one_line_and_touches_nothing(
     inputs: Inputs,
     tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     make_case: Case,
@@ -439,6 +440,8 @@ def test_hostile_input_is_one_line_and_touches_nothing(
     (tmp_path / "home").mkdir()
     (tmp_path / "home" / ".bashrc").write_text("# the user's")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    # av2's map API imports matplotlib, whose own font cache would land in this fake home: not ours.
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path_factory.mktemp("mpl")))
     monkeypatch.chdir(tmp_path)
     args = make_case(inputs, tmp_path)
     before = snapshot(tmp_path)

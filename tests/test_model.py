@@ -72,3 +72,16 @@ def test_inference_forward_equals_training_forward(layers: int) -> None:
     model.train()
     with pytest.raises(RuntimeError, match="eval mode"):
         model.forward_inference(x[:2])
+
+
+def test_unnormalised_embeddings_keep_their_length_on_both_paths() -> None:
+    torch.manual_seed(3)
+    model = TrajectoryEncoder(EncoderConfig(embedding_dim=4, d_model=32, num_heads=4, normalize=False)).eval()
+    x = torch.randn(50, 60, 2).cumsum(1)
+    valid = torch.rand(50, 60) > 0.3
+    valid[:, 0] = True
+    with torch.no_grad():
+        z = model(x, valid)
+        torch.testing.assert_close(model.forward_inference(x, valid), z, atol=2e-6, rtol=1e-5)
+    assert not torch.allclose(z.norm(dim=1), torch.ones(50))
+    assert EncoderConfig.from_dict({k: v for k, v in EncoderConfig().to_dict().items() if k != "normalize"}).normalize

@@ -29,6 +29,7 @@ def make_windows(n: int = 5, T: int = 30) -> WindowColumns:
         source=s("synthetic"),
         start_timestep=np.zeros(n, dtype=np.int64),
         direction=s("left"),
+        true_manoeuvre=s("unknown"),
         speed_bin=s("5-10"),
         mean_speed_mps=np.ones(n, dtype=np.float32),
         heading_change_rad=np.ones(n, dtype=np.float32),

@@ -182,3 +182,52 @@ def test_refusals_come_before_any_work(synth_table: Path, tmp_path: Path) -> Non
         Trainer(config(val_k=1000), synth_table, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
     assert [p.name for p in (tmp_path / "theirs").iterdir()] == ["thesis.tex"]
+
+
+def test_soft_neighbour_recipe_trains_and_resumes_identically(synth_table: Path, tmp_path: Path) -> None:
+    """The soft-neighbour loss with neighbourhood batches, augmentation and unnormalised embeddings:
+    it learns, and a run killed in epoch 2 and resumed ends with the weights of an uninterrupted one
+    (batches and augmentations are drawn per epoch)."""
+    from trajemb.augment import AugmentConfig
+
+    encoder = EncoderConfig(embedding_dim=4, d_model=32, num_layers=1, num_heads=4, dropout=0.0, normalize=False)
+    recipe = config(
+        encoder=encoder, epochs=2, loss="soft_neighbors", batches="neighborhoods", neighbors_per_seed=4,
+        hard_share=0.3, augment=AugmentConfig(prob=0.5, noise_m=1.0, drop=0.4, short_prob=0.1),
+    )  # fmt: skip
+    best = train(recipe, synth_table, tmp_path / "a", progress=False)
+    with open(tmp_path / "a" / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"]) and best["val_minADE@6"] < 5.0
+    model, card = load_checkpoint(tmp_path / "a" / "last")
+    assert card["loss"] == "soft_neighbors" and card["threshold"] is None and not model.config.normalize
+    calls = {"n": 0}
+    real_validate = Trainer.validate
+
+    def validate_then_die(self: Trainer) -> dict[str, float]:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_validate(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "validate", validate_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            train(recipe, synth_table, tmp_path / "b", progress=False)
+    Trainer(recipe, synth_table, tmp_path / "b", resume=True, progress=False).fit()
+    resumed, _ = load_checkpoint(tmp_path / "b" / "last")
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="mining-scope global"):
+        config(loss="soft_neighbors", mining_scope="global")
+
+
+def test_card_records_the_revision_the_run_started_from(synth_table: Path, tmp_path: Path) -> None:
+    """Edits to the tree while a run trains (the shipped-checkpoint recipe copying into checkpoints/)
+    must not mark its cards dirty: the revision is taken once, when the run starts."""
+    trainer = Trainer(config(epochs=1), synth_table, tmp_path / "run", progress=False)
+    started = trainer.git_revision
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("trajemb.train.git_revision", lambda *_: "edited-dirty")
+        trainer.fit()
+    assert load_checkpoint(tmp_path / "run" / "best")[1]["git_revision"] == started != "edited-dirty"

@@ -61,8 +61,11 @@ REPORT = "report.json"
 CHECKPOINT_DIR = "checkpoint"
 MAPS_DIR = "maps"
 
-#: Label columns of ``meta.parquet`` (dictionary-encoded strings).
-LABEL_COLUMNS: tuple[str, ...] = ("source", "object_type", "category", "city", "direction", "speed_bin")
+#: Label columns of ``meta.parquet`` (dictionary-encoded strings). ``true_manoeuvre`` (synthetic ground
+#: truth, ``trajemb.truth``; ``unknown`` on real data) was added by the retrieval work (issue 12).
+LABEL_COLUMNS: tuple[str, ...] = (
+    "source", "object_type", "category", "city", "direction", "true_manoeuvre", "speed_bin",
+)  # fmt: skip
 #: Id columns with few distinct values per window (dictionary-encoded strings).
 ID_COLUMNS: tuple[str, ...] = ("scenario_id", "track_id", "map_key")
 

@@ -61,6 +61,7 @@ from trajemb.errors import ConfigError, DataError
 from trajemb.evaluate import (
     EvalConfig,
     baseline_reports,
+    encoder_reports,
     evaluate_features,
     evaluation_corpus,
     sample_queries,
@@ -348,7 +349,8 @@ def evaluate_models(
     corpus = evaluation_corpus(n, ev)
     codes, names = bundle.codes("direction")
     direction = np.asarray(names, dtype=object)[codes[corpus]].astype(str)
-    table = TrajectoryTable(bundle.xy.rows(corpus), pd.DataFrame({"direction": direction}), {})
+    columns: dict[str, np.ndarray] = {"direction": direction, **_evaluation_columns(bundle, corpus)}
+    table = TrajectoryTable(bundle.xy.rows(corpus), pd.DataFrame(columns), {})
     groups = bundle.groups[corpus].astype(np.int64)
     queries = sample_queries(len(corpus), ev)
     scope = {"num_windows": n, "corpus_windows": len(corpus), "num_queries": len(queries), "ks": list(ev.ks)}
@@ -372,6 +374,8 @@ def evaluate_models(
             encode_device=entry["encode_device"],
             index=entry["index"],
         )
+        if ev.mean_rank or ev.robustness:  # issue 12: mean rank and robustness curves need the encoder
+            report.update(encoder_reports(table, bundle.encoder(name)[0], groups, ev))
         writer.write_json(model_file(name, REPORT), report)
         entry["evaluated"] = True
         dims.add(bundle.embedding_dim(name))
@@ -384,6 +388,21 @@ def evaluate_models(
             merged[key] = {**report, **scope}
     writer.write_json(BASELINES_FILE, merged)
     writer.manifest["evaluation"] = {**asdict(ev), **scope}
+
+
+def _evaluation_columns(bundle: Bundle, corpus: np.ndarray) -> dict[str, np.ndarray]:
+    """Issue 12 (retrieval work): the columns per-class scores, scenario exclusion and the time-offset
+    robustness curve read (``trajemb.evaluate``); bundles built before ``true_manoeuvre`` lack it."""
+    columns: dict[str, np.ndarray] = {
+        "scenario_group": bundle.scenario_groups[corpus].astype(np.int64),
+        "start_timestep": bundle.numbers("start_timestep")[corpus].astype(np.int64),
+    }
+    try:
+        codes, names = bundle.codes("true_manoeuvre")
+    except DataError:
+        return columns
+    columns["true_manoeuvre"] = np.asarray(names, dtype=object)[codes[corpus]].astype(str)
+    return columns
 
 
 # -- whole bundles -----------------------------------------------------------------------------------

@@ -133,6 +133,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from trajemb.augment import AugmentConfig
     from trajemb.distributed import is_main_process
     from trajemb.model import EncoderConfig
     from trajemb.train import TrainConfig, train
@@ -145,6 +146,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ff_mult=args.ff_mult,
         dropout=args.dropout,
         input_dropout=args.input_dropout,
+        normalize=not args.no_normalize,
     )
     config = TrainConfig(
         encoder=encoder,
@@ -166,6 +168,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         mining_scope=args.mining_scope,
+        loss=args.loss,
+        soft_neighbors=args.soft_neighbors,
+        soft_temperature=args.soft_temperature,
+        augment=AugmentConfig(args.augment_prob, args.augment_noise, args.augment_drop, args.augment_short),
+        batches=args.batches,
+        neighbors_per_seed=args.neighbors_per_seed,
+        hard_share=args.hard_share,
     )
     best = train(
         config, Path(args.data), Path(args.out), resume=args.resume, progress=not args.quiet,
@@ -191,7 +200,11 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     config = BundleConfig(
         index=IndexSpec(kind=args.index, nprobe=args.nprobe, target_recall=args.target_recall,
                         exact_max_rows=args.exact_max_rows),
-        evaluation=EvalConfig(num_queries=args.queries, seed=args.seed, max_corpus=args.eval_corpus),
+        evaluation=EvalConfig(num_queries=args.queries, seed=args.seed, max_corpus=args.eval_corpus,
+                              one_per_track=args.one_per_track, exclude_scenario=args.exclude_scenario_eval,
+                              mean_rank=not args.no_mean_rank, mean_rank_corpus=args.mean_rank_corpus,
+                              robustness=args.robustness, robustness_queries=args.robustness_queries,
+                              robustness_corpus=args.robustness_corpus, encoder_missing=args.encoder_missing),
         projection=ProjectionConfig(method="none" if args.no_umap else args.projection,
                                     sample_size=args.projection_sample,
                                     seed=None if args.projection_unseeded else args.seed),
@@ -384,10 +397,31 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--mining-scope", choices=["rank", "global"], default=t.mining_scope,
                        help="under torchrun: mine in each process's batch, or in all processes' batches "
                             "(all-gather)")  # fmt: skip
+        p.add_argument("--loss", choices=["triplet", "soft_neighbors"], default=t.loss,
+                       help="the paper's triplet loss (default), or the soft-neighbour loss (see README)")  # fmt: skip
+        p.add_argument("--soft-neighbors", type=int, default=t.soft_neighbors,
+                       help="soft-neighbour loss: bandwidth = distance to this many-th nearest window in the batch")  # fmt: skip
+        p.add_argument("--soft-temperature", type=float, default=t.soft_temperature,
+                       help="soft-neighbour loss: temperature of the embedding's neighbour distribution")  # fmt: skip
+        p.add_argument("--no-normalize", action="store_true",
+                       help="embeddings keep their length (the paper's are unit vectors); for --loss soft_neighbors")  # fmt: skip
+        p.add_argument("--augment-prob", type=float, default=t.augment.prob,
+                       help="share of training windows perturbed (noise, dropped steps, short) before encoding")  # fmt: skip
+        p.add_argument("--augment-noise", type=float, default=t.augment.noise_m, help="largest position noise (m)")
+        p.add_argument("--augment-drop", type=float, default=t.augment.drop, help="largest share of dropped steps")
+        p.add_argument("--augment-short", type=float, default=t.augment.short_prob,
+                       help="share of windows of which only the first half is observed")  # fmt: skip
+        p.add_argument("--batches", choices=["random", "neighborhoods"], default=t.batches,
+                       help="random batches, or neighbourhoods in raw trajectory space (see README)")  # fmt: skip
+        p.add_argument("--neighbors-per-seed", type=int, default=t.neighbors_per_seed,
+                       help="--batches neighborhoods: windows per neighbourhood")  # fmt: skip
+        p.add_argument("--hard-share", type=float, default=t.hard_share,
+                       help="--batches neighborhoods: share of seeds from turns, U-turns and lane changes")  # fmt: skip
         p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("bundle", help="embed, index, project and evaluate a table under checkpoints")
     if full("bundle"):
+        from trajemb.evaluate import EvalConfig
         from trajemb.index import EXACT_MAX_ROWS, INDEX_KINDS
         from trajemb.projection import PROJECTION_METHODS, ProjectionConfig
 
@@ -412,6 +446,20 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--eval-corpus", type=int, default=200_000,
                        help="evaluate among at most this many windows (a seeded sample above)")  # fmt: skip
         p.add_argument("--no-eval", action="store_true", help="skip the evaluation (the explorer can add it later)")
+        ev = EvalConfig()
+        p.add_argument("--one-per-track", action="store_true",
+                       help="evaluation: only the nearest window of each track counts as a neighbour")  # fmt: skip
+        p.add_argument("--exclude-scenario-eval", action="store_true",
+                       help="evaluation: no neighbours from the query's own scenario")  # fmt: skip
+        p.add_argument("--no-mean-rank", action="store_true", help="evaluation: skip the mean rank of twin halves")
+        p.add_argument("--mean-rank-corpus", type=int, default=ev.mean_rank_corpus,
+                       help="evaluation: database size of the mean rank (TrajCL: 100000)")  # fmt: skip
+        p.add_argument("--robustness", action="store_true",
+                       help="evaluation: robustness curves (noise, dropped steps, short query, offset; minutes)")  # fmt: skip
+        p.add_argument("--robustness-queries", type=int, default=ev.robustness_queries)
+        p.add_argument("--robustness-corpus", type=int, default=ev.robustness_corpus)
+        p.add_argument("--encoder-missing", choices=["interpolate", "mask"], default=ev.encoder_missing,
+                       help="robustness: encoders read windows with missing steps completed (as PCA) or masked")  # fmt: skip
         p.add_argument("--engine", choices=["local", "ray"], default="local",
                        help="embed here, or on a Ray cluster (needs the [ray] extra); index, layout and "
                             "evaluation stay here")  # fmt: skip

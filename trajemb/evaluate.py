@@ -9,6 +9,19 @@ same queries: the oracle (exact kNN in raw trajectory space by flattened Euclide
 near-best reference, not an exact bound, since ADE averages per-step distances while the flattened
 norm sums squared ones, so a low-D projection can beat it by a hair), random neighbours, PCA to the
 same D, FFT magnitude features and an untrained encoder.
+
+Beyond the averages over all queries (dominated by easy straight windows), each report holds:
+
+* ``per_class[class]``: over the queries of one class, ``queries``, ``minADE@k``, ``minFDE@k``,
+  ``precision@k`` (share of the k neighbours of the query's class) and ``recall@k`` (share of queries
+  with at least one neighbour of their class among k: Recall@K of deep metric learning); ``hard``: the
+  same over the queries of the hard classes (``trajemb.robustness.HARD_CLASSES``). Classes are the
+  generator's true manoeuvres where every window has one (``label``: ``true_manoeuvre``), else the
+  heuristic direction labels (``direction``).
+* ``silhouette_label``: silhouette of those classes.
+* ``neighbors``: how neighbours are chosen (``EvalConfig.one_per_track``: only the nearest window of a
+  track counts; ``exclude_scenario``: none from the query's scenario).
+* ``mean_rank`` and ``robustness`` where ``EvalConfig`` asks for them (``trajemb.robustness``).
 """
 
 from __future__ import annotations
@@ -26,7 +39,18 @@ from trajemb.errors import ConfigError
 from trajemb.index import IndexSpec, NeighborIndex, build_index
 from trajemb.metrics import min_ade_fde
 from trajemb.model import EncoderConfig, TrajectoryEncoder
-from trajemb.schema import DirectionClass
+from trajemb.robustness import (
+    HARD_CLASSES,
+    Featurizer,
+    MissingSteps,
+    encoder_features,
+    exact_neighbors,
+    mean_rank,
+    pca_features,
+    raw_features,
+    robustness_curves,
+)
+from trajemb.schema import UNKNOWN_MANOEUVRE, DirectionClass
 from trajemb.similarity import fft_features
 from trajemb.store import TrajectoryTable
 from trajemb.validate import check_int, check_seed
@@ -50,12 +74,28 @@ class EvalConfig:
     silhouette_sample: int = 5000
     seed: int = 0
     max_corpus: int = 200_000
+    one_per_track: bool = False  # only the nearest window of each track counts as a neighbour
+    exclude_scenario: bool = False  # no neighbour from the query's scenario
+    mean_rank: bool = True
+    mean_rank_queries: int = 1000
+    mean_rank_corpus: int = 20_000  # TrajCL's database holds 100,000 (the recipes use that)
+    robustness: bool = False  # minutes on a CPU: the recipes turn it on
+    robustness_queries: int = 1000
+    robustness_corpus: int = 20_000
+    # How encoders read windows with missing steps in the robustness curves (``trajemb.robustness``).
+    encoder_missing: MissingSteps = "interpolate"
 
     def __post_init__(self) -> None:
         check_int("--queries", self.num_queries, 1, 10_000_000)
         check_int("silhouette_sample", self.silhouette_sample, 2, 10_000_000)
         check_int("--eval-corpus", self.max_corpus, 2)
         check_seed("--seed", self.seed)
+        check_int("mean_rank_queries", self.mean_rank_queries, 1, 10_000_000)
+        check_int("mean_rank_corpus", self.mean_rank_corpus, 2)
+        check_int("--robustness-queries", self.robustness_queries, 1, 10_000_000)
+        check_int("--robustness-corpus", self.robustness_corpus, 2)
+        if self.encoder_missing not in ("interpolate", "mask"):
+            raise ConfigError(f"--encoder-missing must be interpolate or mask, got {self.encoder_missing!r}")
         if not self.ks:
             raise ConfigError("evaluation needs at least one k")
         for k in self.ks:
@@ -106,6 +146,81 @@ def score_neighbors(
     return out
 
 
+def evaluation_labels(table: TrajectoryTable) -> tuple[np.ndarray, str]:
+    """(N,) classes for per-class scores and the name of their column: the generator's true
+    manoeuvres where every window has one, else the heuristic direction labels."""
+    if "true_manoeuvre" in table.meta:
+        true = table.meta["true_manoeuvre"].to_numpy(dtype=str)
+        if len(true) and not (true == UNKNOWN_MANOEUVRE).any():
+            return true, "true_manoeuvre"
+    return table.meta["direction"].to_numpy(dtype=str), "direction"
+
+
+def scenario_groups(table: TrajectoryTable, groups: np.ndarray) -> np.ndarray:
+    """(N,) scenario of each window (a ``scenario_group`` column where given, else from the ids)."""
+    meta = table.meta
+    if "scenario_group" in meta:
+        return np.asarray(meta["scenario_group"].to_numpy(dtype=np.int64))
+    if {"source", "scenario_id"} <= set(meta.columns):
+        keys = (meta["source"] + "/" + meta["scenario_id"]).to_numpy(dtype=str)
+        return np.unique(keys, return_inverse=True)[1].astype(np.int64)
+    return np.asarray(groups, dtype=np.int64)  # no scenario ids: each track stands alone
+
+
+def neighbors_for_scoring(
+    table: TrajectoryTable, features: np.ndarray, queries: np.ndarray, groups: np.ndarray, config: EvalConfig
+) -> np.ndarray:
+    """(Q, K) neighbours by ``config``'s rule: the query's track always left out, its scenario too with
+    ``exclude_scenario``, one window per track with ``one_per_track``; exact."""
+    k = max(config.ks)
+    exclude_groups = scenario_groups(table, groups) if config.exclude_scenario else np.asarray(groups)
+    if config.one_per_track and config.exclude_scenario:
+        ids = exact_neighbors(features, features[queries], k * 4, exclude_groups[queries], exclude_groups)
+        return _one_per_group(ids, np.asarray(groups), k)
+    return exact_neighbors(
+        features, features[queries], k, exclude_groups[queries], exclude_groups, config.one_per_track
+    )
+
+
+def _one_per_group(ids: np.ndarray, groups: np.ndarray, k: int) -> np.ndarray:
+    out = np.full((len(ids), k), -1, dtype=np.int64)
+    for i, row in enumerate(ids):
+        row = row[row >= 0]
+        _, first = np.unique(groups[row], return_index=True)
+        kept = row[np.sort(first)][:k]
+        out[i, : len(kept)] = kept
+    return out
+
+
+def per_class_scores(
+    xy: np.ndarray, labels: np.ndarray, queries: np.ndarray, neighbor_ids: np.ndarray, ks: tuple[int, ...]
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Scores over the queries of each class, and over those of the hard classes (module docstring)."""
+    classes: dict[str, dict[str, float]] = {}
+    query_labels = labels[queries]
+    scores: dict[str, np.ndarray] = {}
+    for k in ks:
+        ids = neighbor_ids[:, :k]
+        valid = ids >= 0
+        ade, fde = min_ade_fde(xy[queries], xy[np.maximum(ids, 0)], valid)
+        same = (labels[np.maximum(ids, 0)] == query_labels[:, None]) & valid
+        scores[f"minADE@{k}"], scores[f"minFDE@{k}"] = ade, fde
+        scores[f"precision@{k}"] = same.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+        scores[f"recall@{k}"] = same.any(axis=1).astype(np.float64)
+
+    def summary(mask: np.ndarray) -> dict[str, float]:
+        out: dict[str, float] = {"queries": int(mask.sum())}
+        for name, values in scores.items():
+            v = values[mask]
+            v = v[np.isfinite(v)]
+            out[name] = float(v.mean()) if v.size else float("nan")
+        return out
+
+    for c in sorted(set(query_labels.tolist())):
+        classes[c] = summary(query_labels == c)
+    return classes, summary(np.isin(query_labels, HARD_CLASSES))
+
+
 def evaluate_features(
     table: TrajectoryTable,
     features: np.ndarray,
@@ -113,7 +228,7 @@ def evaluate_features(
     groups: np.ndarray,
     config: EvalConfig,
     index_spec: IndexSpec = IndexSpec(kind="flat"),
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Score retrieval by Euclidean kNN on any (N, F) features (embeddings or a baseline's); exact by
     default, so that the report measures the features, not an index's approximation."""
     feats = np.ascontiguousarray(features, dtype=np.float32)
@@ -121,10 +236,66 @@ def evaluate_features(
     t0 = time.perf_counter()
     _, ids = index.search(feats[queries], max(config.ks), groups[queries], queries)
     search_s = time.perf_counter() - t0
-    report = score_neighbors(table, queries, ids, config.ks)
+    if config.one_per_track or config.exclude_scenario:
+        ids = neighbors_for_scoring(table, feats, queries, groups, config)
+    report: dict[str, Any] = dict(score_neighbors(table, queries, ids, config.ks))
     report["search_ms_per_query"] = 1000.0 * search_s / len(queries)
     report["silhouette_direction"] = silhouette(feats, table.meta["direction"].to_numpy(dtype=str), config)
+    labels, label_name = evaluation_labels(table)
+    report["label"] = label_name
+    report["silhouette_label"] = silhouette(feats, labels, config)
+    report["per_class"], report["hard"] = per_class_scores(table.xy_agent, labels, queries, ids, config.ks)
+    report["neighbors"] = {"one_per_track": config.one_per_track, "exclude_scenario": config.exclude_scenario}
     report["dim"] = int(feats.shape[1])
+    return report
+
+
+def _subset(n: int, size: int, seed: int) -> np.ndarray:
+    """Sorted seeded sample of ``size`` of ``n`` rows (all of them when fewer)."""
+    if n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
+def featurizer_reports(
+    table: TrajectoryTable, methods: dict[str, Featurizer], groups: np.ndarray, config: EvalConfig
+) -> dict[str, dict[str, Any]]:
+    """``mean_rank`` and ``robustness`` of each method, as ``config`` asks (``trajemb.robustness``):
+    ``{method: {"mean_rank": {...}, "robustness": {...}}}``."""
+    out: dict[str, dict[str, Any]] = {name: {} for name in methods}
+    groups = np.asarray(groups, dtype=np.int64)
+    if config.mean_rank:
+        db = _subset(len(table), config.mean_rank_corpus, config.seed + 4)
+        q = _subset(len(db), config.mean_rank_queries, config.seed + 5)
+        for name, featurize in methods.items():
+            out[name]["mean_rank"] = mean_rank(featurize, table.xy_agent[db], groups[db], q)
+    if config.robustness:
+        corpus = _subset(len(table), config.robustness_corpus, config.seed + 6)
+        labels, label_name = evaluation_labels(table)
+        q = _subset(len(corpus), config.robustness_queries, config.seed + 7)
+        starts = (
+            table.meta["start_timestep"].to_numpy(dtype=np.int64)[corpus]
+            if "start_timestep" in table.meta
+            else np.zeros(len(corpus), dtype=np.int64)
+        )
+        curves = robustness_curves(
+            methods, table.xy_agent[corpus], labels[corpus], groups[corpus], starts, q, config.seed
+        )
+        for name in methods:
+            out[name]["robustness"] = {**curves[name], "label": label_name, "corpus": len(corpus)}
+    return out
+
+
+def encoder_reports(
+    table: TrajectoryTable, model: TrajectoryEncoder, groups: np.ndarray, config: EvalConfig
+) -> dict[str, Any]:
+    """``mean_rank`` and ``robustness`` of a learned encoder (empty when ``config`` asks for neither)."""
+    if not (config.mean_rank or config.robustness):
+        return {}
+    featurize = encoder_features(model, missing=config.encoder_missing)
+    report = featurizer_reports(table, {"model": featurize}, groups, config)["model"]
+    if "robustness" in report:
+        report["robustness"]["encoder_missing"] = config.encoder_missing
     return report
 
 
@@ -152,18 +323,24 @@ def random_neighbors(queries: np.ndarray, groups: np.ndarray, k: int, seed: int)
 
 def baseline_reports(
     table: TrajectoryTable, dim: int, config: EvalConfig, seed: int = 0, groups: np.ndarray | None = None
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, Any]]:
     """Oracle, random, PCA-D, FFT features and an untrained encoder (width 64, 1 layer) at D = ``dim``,
     on the same queries as ``sample_queries``; ``groups`` defaults to ``table.track_groups()``."""
     groups = table.track_groups() if groups is None else groups
     queries = sample_queries(len(table), config)
     flat = table.xy_agent.reshape(len(table), -1)
-    reports = {"oracle_raw": evaluate_features(table, flat, queries, groups, config)}
+    reports: dict[str, dict[str, Any]] = {"oracle_raw": evaluate_features(table, flat, queries, groups, config)}
     ids = random_neighbors(queries, groups, max(config.ks), config.seed)
-    reports["random"] = {**score_neighbors(table, queries, ids, config.ks), "dim": 0}
+    labels, label_name = evaluation_labels(table)
+    per_class, hard = per_class_scores(table.xy_agent, labels, queries, ids, config.ks)
+    reports["random"] = {**score_neighbors(table, queries, ids, config.ks), "dim": 0, "label": label_name,
+                         "per_class": per_class, "hard": hard}  # fmt: skip
     fit_rows = np.random.default_rng(seed).choice(len(flat), size=min(len(flat), 50_000), replace=False)
     pca = PCA(n_components=min(dim, flat.shape[1]), random_state=seed).fit(flat[fit_rows])
     reports[f"pca_{dim}"] = evaluate_features(table, pca.transform(flat), queries, groups, config)
+    extras = featurizer_reports(table, {"oracle_raw": raw_features, f"pca_{dim}": pca_features(pca)}, groups, config)
+    for name, extra in extras.items():
+        reports[name].update(extra)
     fft = fft_features(torch.from_numpy(np.array(table.xy_agent))).numpy()
     reports["fft_magnitudes"] = evaluate_features(table, fft, queries, groups, config)
     torch.manual_seed(seed)

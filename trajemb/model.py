@@ -2,7 +2,8 @@
 
 input projection (2 -> d_model) -> input dropout -> sinusoidal positional encoding ->
 ``nn.TransformerEncoder`` (post-norm, GELU, feed-forward ``ff_mult * d_model``) -> masked mean pool
-over valid steps -> head (d_model -> d_model/2 -> D) -> L2 normalisation.
+over valid steps -> head (d_model -> d_model/2 -> D) -> L2 normalisation (the paper's; ``normalize``
+False keeps the head's output, for losses that use the embedding's length, ``trajemb.soft_neighbor_loss``).
 
 Legend: B batch, T steps, D embedding dim. Inputs are agent-frame metres divided by
 ``input_scale_m`` so that activations stay O(1) whatever the window length.
@@ -47,6 +48,7 @@ class EncoderConfig:
     input_dropout: float = 0.0
     input_scale_m: float = 10.0
     max_steps: int = 512
+    normalize: bool = True  # unit-length embeddings, as the paper's
 
     def __post_init__(self) -> None:
         check_int("embedding_dim (--embedding-dim)", self.embedding_dim, 2, MAX_EMBEDDING_DIM)
@@ -62,6 +64,8 @@ class EncoderConfig:
             check_float(name, getattr(self, name), 0.0, 1.0, high_open=True)
         check_float("input_scale_m", self.input_scale_m, 0.0, 1e9, low_open=True)
         check_int("max_steps", self.max_steps, 2, MAX_STEPS)
+        if not isinstance(self.normalize, bool):
+            raise ConfigError(f"normalize must be true or false, got {self.normalize!r:.40}")
         if self.max_steps * self.d_model > MAX_POSITIONAL_CELLS:
             raise ConfigError(
                 f"max_steps {self.max_steps} x d_model {self.d_model} positional table is too large "
@@ -148,7 +152,7 @@ class TrajectoryEncoder(nn.Module):
                 by attention and pooling.
 
         Returns:
-            (B, D) L2-normalised embeddings (float32).
+            (B, D) embeddings (float32), L2-normalised unless ``config.normalize`` is False.
         """
         T = xy_agent.shape[1]
         if T > self.config.max_steps:
@@ -162,7 +166,10 @@ class TrajectoryEncoder(nn.Module):
         else:
             w = valid.to(h.dtype)[..., None]
             pooled = (h * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
-        return F.normalize(self.head(pooled).float(), dim=-1)
+        return self._output(self.head(pooled).float())
+
+    def _output(self, z: torch.Tensor) -> torch.Tensor:
+        return F.normalize(z, dim=-1) if self.config.normalize else z
 
     def forward_inference(self, xy_agent: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """``forward`` in eval mode, through ``scaled_dot_product_attention``: same weights, same result
@@ -200,7 +207,7 @@ class TrajectoryEncoder(nn.Module):
         else:
             w = valid.to(x.dtype)[..., None]
             pooled = (x * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
-        return F.normalize(self.head(pooled).float(), dim=-1)
+        return self._output(self.head(pooled).float())
 
 
 def count_parameters(model: nn.Module) -> int:

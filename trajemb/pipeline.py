@@ -12,7 +12,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from trajemb.bundle import CHECKPOINT_DIR, MANIFEST, model_file, read_bundle_manifest
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from trajemb.bundle import CHECKPOINT_DIR, MANIFEST, META_FILE, model_file, read_bundle_manifest
 from trajemb.bundle_build import BundleConfig, build_bundle, complete_bundle
 from trajemb.checkpoint import WEIGHTS_FILE
 from trajemb.errors import DataError
@@ -51,7 +54,9 @@ def build_default_table(
     paths = DefaultDataPaths(Path(cache) / f"default-s{seed}-n{num_scenarios}")
     synth = SynthConfig(num_scenarios=num_scenarios, seed=seed)
     marker = paths.scenarios / MARKER_FILE
-    if not marker.exists() or json.loads(marker.read_text())["config"]["seed"] != seed:
+    written = json.loads(marker.read_text()) if marker.exists() else {}
+    if written.get("config", {}).get("seed") != seed or not written.get("truth_sidecars"):
+        # Folders from before the truth sidecars (``trajemb.truth``) are generated again.
         log.info("generating %d synthetic scenarios into %s", num_scenarios, paths.scenarios)
         generate(synth, paths.scenarios, progress=progress)
     prepare = PrepareConfig(av2_dirs=(str(paths.scenarios),), window=window, maps_dir=str(paths.maps))
@@ -97,7 +102,7 @@ def build_default_bundle(
     table = build_default_table(cache, num_scenarios, seed, progress=progress)
     paths = DefaultDataPaths(Path(cache) / f"default-s{seed}-n{num_scenarios}")
     bundle = default_bundle_dir(cache, num_scenarios, seed)
-    if not _bundle_is_current(bundle, table.content_hash, checkpoints):
+    if not _bundle_is_current(bundle, table.content_hash, checkpoints, paths.table):
         log.info("building the default bundle %s (%d models)", bundle, len(checkpoints))
         staged = BundleConfig(config.index, config.evaluation, ProjectionConfig(method="none"), False,
                               config.device, config.seed, config.batch_size)  # fmt: skip
@@ -107,8 +112,9 @@ def build_default_bundle(
     return bundle
 
 
-def _bundle_is_current(bundle: Path, table_sha256: str, checkpoints: list[Path]) -> bool:
-    """Whether ``bundle`` was built (by this version's format) from this table and these weights."""
+def _bundle_is_current(bundle: Path, table_sha256: str, checkpoints: list[Path], table: Path) -> bool:
+    """Whether ``bundle`` was built (by this version's format) from this table, its labels and these
+    weights."""
     if not (bundle / MANIFEST).is_file():
         return False
     try:
@@ -119,7 +125,27 @@ def _bundle_is_current(bundle: Path, table_sha256: str, checkpoints: list[Path])
     have = [manifest["files"].get(model_file(name, f"{CHECKPOINT_DIR}/{WEIGHTS_FILE}"), {}).get("blocks")
             for name in manifest["models"]]  # fmt: skip
     wanted = [list(digest_file(c / WEIGHTS_FILE).blocks) for c in checkpoints]
-    return bool(manifest.get("table_sha256") == table_sha256 and sorted(map(str, have)) == sorted(map(str, wanted)))
+    if manifest.get("table_sha256") != table_sha256 or sorted(map(str, have)) != sorted(map(str, wanted)):
+        return False
+    return _labels_match(bundle, table)
+
+
+def _labels_match(bundle: Path, table: Path) -> bool:
+    """Whether the bundle's label columns are the table's: the content hash covers geometry and ids
+    only, so a table re-prepared with new label rules (or a new label column) has the same hash."""
+    columns = ("direction", "true_manoeuvre")
+    try:
+        ours = pq.read_table(bundle / META_FILE, columns=list(columns))
+        theirs = pq.read_table(table, columns=list(columns))
+    except (pa.ArrowException, OSError, KeyError) as exc:
+        log.info("rebuilding the default bundle: its labels are not this table's (%s)", exc)
+        return False
+    same = all(
+        ours.column(c).cast(pa.string()).to_pylist() == theirs.column(c).cast(pa.string()).to_pylist() for c in columns
+    )
+    if not same:
+        log.info("rebuilding the default bundle: the table's labels changed")
+    return same
 
 
 def _table_is_current(path: Path, window: WindowConfig) -> bool:

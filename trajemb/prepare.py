@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Generator
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -26,11 +26,20 @@ from trajemb.data.av2_motion import find_scenario_files, map_path_for, read_scen
 from trajemb.data.av2_sensor import find_sensor_logs, read_sensor_log_tracks, sensor_log_map_path
 from trajemb.data.maps import MapCache
 from trajemb.errors import ConfigError, DataError
+from trajemb.lanes import read_lane_graph
 from trajemb.outputs import SYNTH_MARKER, check_cache_dir, check_output_file
 from trajemb.schema import Source, WindowColumns, WindowConfig
 from trajemb.store import open_table_writer
+from trajemb.truth import read_truth, truth_path_for
 from trajemb.validate import check_int
-from trajemb.windows import CityWindows, concat_city_windows, concat_windows, cut_windows, to_agent_frame
+from trajemb.windows import (
+    CityWindows,
+    concat_city_windows,
+    concat_windows,
+    cut_windows,
+    to_agent_frame,
+    with_map_directions,
+)
 from trajemb.workers import MAX_WORKERS, imap_ordered, process_pool
 
 log = logging.getLogger(__name__)
@@ -123,16 +132,24 @@ def collect_jobs(config: PrepareConfig) -> list[Job]:
 
 
 def cut_job(job: Job, window: WindowConfig, maps_dir: str | None) -> CityWindows:
-    """Read one input and cut its windows, still in the city frame."""
+    """Read one input and cut its windows, still in the city frame, with the directions its map's lane
+    graph gives them; a synthetic scenario's truth sidecar (``trajemb.truth``), where present, gives
+    them their ``true_manoeuvre``."""
     if job.kind == "motion":
         tracks = read_scenario_tracks(job.path, job.source)
         map_path = map_path_for(job.path)
+        truth_path = truth_path_for(job.path)
+        if tracks.source == Source.SYNTHETIC and truth_path.is_file():
+            truth = read_truth(truth_path, tracks.track_ids, tracks.num_steps)
+            tracks = replace(tracks, truth=truth)
     else:
         tracks = read_sensor_log_tracks(job.path)
         map_path = sensor_log_map_path(job.path)
     if not map_path.is_file():
         raise DataError(f"{map_path}: map file missing beside {job.path.name}")
     windows = cut_windows(tracks, window)
+    if len(windows):
+        windows = with_map_directions(windows, tracks, read_lane_graph(map_path))
     if maps_dir is not None and len(windows):
         MapCache(Path(maps_dir)).get(map_path)
     return windows

@@ -87,6 +87,23 @@ VEHICLE_TYPES: tuple[str, ...] = ("vehicle", "bus", "motorcyclist")
 VRU_TYPES: tuple[str, ...] = ("pedestrian", "cyclist")
 
 
+#: ``true_manoeuvre`` of a window without ground truth (every real AV2 window).
+UNKNOWN_MANOEUVRE = "unknown"
+
+
+@dataclass(frozen=True)
+class ManoeuvreTruth:
+    """What each of A synthetic road users was built to do (``trajemb.truth``), aligned with a
+    ``TrackSet``'s tracks. E = most manoeuvres on one route; unused slots have kind ``""``.
+    """
+
+    route_kind: StrArray  # (A,) the route's manoeuvre (straight, left, ..., walk, cross, parked, static)
+    route_s_m: FloatArray  # (A, S) noise-free arc length along the route, NaN where the track is invalid
+    span_kind: StrArray  # (A, E) DirectionClass values of the manoeuvres along the route
+    span_start_m: FloatArray  # (A, E) where each manoeuvre starts, arc length along the route
+    span_end_m: FloatArray  # (A, E)
+
+
 @dataclass(frozen=True)
 class TrackSet:
     """All tracks of one scenario (or sensor log) on a dense time grid of S steps at 10 Hz.
@@ -105,6 +122,7 @@ class TrackSet:
     xy_city: FloatArray  # (A, S, 2)
     heading_rad: FloatArray  # (A, S) recorded heading in the city frame, NaN where unknown
     valid: BoolArray  # (A, S)
+    truth: ManoeuvreTruth | None = None  # synthetic scenarios with their truth sidecar only
 
     @property
     def num_tracks(self) -> int:
@@ -198,7 +216,8 @@ class WindowColumns(WindowIds):
     xy_agent: Float32Array  # (W, T, 2)
     origin_xy_city: FloatArray  # (W, 2)
     theta_rad: FloatArray  # (W,) agent-frame heading in the city frame
-    direction: StrArray  # DirectionClass values
+    direction: StrArray  # DirectionClass values (heuristic, ``trajemb.labels``)
+    true_manoeuvre: StrArray  # DirectionClass values from the generator, or UNKNOWN_MANOEUVRE
     speed_bin: StrArray
     mean_speed_mps: Float32Array
     heading_change_rad: Float32Array

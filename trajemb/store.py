@@ -29,14 +29,16 @@ from trajemb.errors import DataError
 from trajemb.jsonio import parse_json_object
 from trajemb.schema import MAX_WINDOW_STEPS, Float32Array, WindowColumns
 
-FORMAT_VERSION = 2
+#: 3: ``true_manoeuvre`` column (synthetic ground truth) and the direction rules of ``trajemb.labels``
+#: measured against it; tables of format 2 are refused with "re-run trajemb prepare".
+FORMAT_VERSION = 3
 METADATA_KEY = b"trajemb"
 
 #: Per-window metadata columns, in table order.
 META_COLUMNS: tuple[str, ...] = (
     "window_id", "source", "scenario_id", "track_id", "object_type", "category", "city", "map_key",
-    "start_timestep", "origin_x_city_m", "origin_y_city_m", "theta_rad", "direction", "speed_bin",
-    "mean_speed_mps", "heading_change_rad", "lateral_offset_m",
+    "start_timestep", "origin_x_city_m", "origin_y_city_m", "theta_rad", "direction", "true_manoeuvre",
+    "speed_bin", "mean_speed_mps", "heading_change_rad", "lateral_offset_m",
 )  # fmt: skip
 
 
@@ -116,6 +118,7 @@ def _arrow_batch(windows: WindowColumns, ids: np.ndarray) -> pa.Table:
         "origin_y_city_m": pa.array(windows.origin_xy_city[:, 1]),
         "theta_rad": pa.array(windows.theta_rad),
         "direction": pa.array(windows.direction).dictionary_encode(),
+        "true_manoeuvre": pa.array(windows.true_manoeuvre).dictionary_encode(),
         "speed_bin": pa.array(windows.speed_bin).dictionary_encode(),
         "mean_speed_mps": pa.array(windows.mean_speed_mps),
         "heading_change_rad": pa.array(windows.heading_change_rad),
@@ -343,7 +346,7 @@ def read_table(path: Path, verify: bool = False) -> TrajectoryTable:
         raise DataError(f"{path}: trajectory table is corrupt ({exc})") from exc
     if len(xy) != manifest["num_windows"]:
         raise DataError(f"{path}: {len(xy)} windows, the manifest says {manifest['num_windows']}")
-    for col in ("source", "object_type", "category", "city", "direction", "speed_bin"):
+    for col in ("source", "object_type", "category", "city", "direction", "true_manoeuvre", "speed_bin"):
         meta[col] = meta[col].astype(str)
     if verify:
         actual = content_hash(

@@ -36,6 +36,8 @@ from tqdm import tqdm
 
 from trajemb import __version__, distributed
 from trajemb.atomic import write_text_atomic
+from trajemb.augment import AugmentConfig, augment
+from trajemb.batches import NeighborhoodBatches
 from trajemb.checkpoint import git_revision, load_checkpoint, read_card, save_checkpoint
 from trajemb.devices import resolve_device
 from trajemb.embed import embed_windows
@@ -45,7 +47,8 @@ from trajemb.metrics import retrieval_min_ade_fde
 from trajemb.mining import MINING_STRATEGIES, mine_triplets
 from trajemb.model import EncoderConfig, TrajectoryEncoder, count_parameters
 from trajemb.outputs import RUN_KIND, RUN_MARKER, check_output_dir
-from trajemb.similarity import DEFAULT_SHAPE_WEIGHT, SIMILARITIES, similarity_matrix
+from trajemb.similarity import DEFAULT_SHAPE_WEIGHT, SIMILARITIES, fft_features, similarity_matrix
+from trajemb.soft_neighbor_loss import DEFAULT_NEIGHBORS, SoftNeighborLoss
 from trajemb.store import TrajectoryTable, read_table
 from trajemb.validate import check_float, check_int, check_seed
 
@@ -95,6 +98,15 @@ class TrainConfig:
     device: str = "auto"
     # Under torchrun: mine within each rank's batch, or within the batches of all ranks (all-gathered).
     mining_scope: Literal["rank", "global"] = "rank"
+    # The paper's triplet loss, or the soft-neighbour loss (``trajemb.soft_neighbor_loss``).
+    loss: Literal["triplet", "soft_neighbors"] = "triplet"
+    soft_neighbors: int = DEFAULT_NEIGHBORS
+    soft_temperature: float = 1.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # ``trajemb.augment``
+    # Random batches, or neighbourhoods with the hard manoeuvres represented (``trajemb.batches``).
+    batches: Literal["random", "neighborhoods"] = "random"
+    neighbors_per_seed: int = 4
+    hard_share: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.encoder, EncoderConfig):
@@ -126,6 +138,22 @@ class TrainConfig:
             raise ConfigError(f"--device must be a string, got {self.device!r:.40}")
         if self.mining_scope not in ("rank", "global"):
             raise ConfigError(f"--mining-scope must be rank or global, got {self.mining_scope!r}")
+        if self.loss not in ("triplet", "soft_neighbors"):
+            raise ConfigError(f"--loss must be triplet or soft_neighbors, got {self.loss!r}")
+        if self.loss == "soft_neighbors" and self.mining_scope == "global":
+            raise ConfigError("--mining-scope global mines triplets; the soft-neighbour loss works per process")
+        check_int("--soft-neighbors", self.soft_neighbors, 1, MAX_BATCH_SIZE)
+        check_float("--soft-temperature", self.soft_temperature, 0.0, 1e6, low_open=True)
+        if not isinstance(self.augment, AugmentConfig):
+            raise ConfigError(f"augment must be an AugmentConfig, got {type(self.augment).__name__}")
+        if self.batches not in ("random", "neighborhoods"):
+            raise ConfigError(f"--batches must be random or neighborhoods, got {self.batches!r}")
+        check_int("--neighbors-per-seed", self.neighbors_per_seed, 1, self.batch_size)
+        if self.batch_size % self.neighbors_per_seed:
+            raise ConfigError(
+                f"--neighbors-per-seed {self.neighbors_per_seed} must divide --batch-size {self.batch_size}"
+            )
+        check_float("--hard-share", self.hard_share, 0.0, 1.0, high_open=True)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -223,7 +251,24 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = TrajectoryEncoder(config.encoder).to(self.device)
         self.train_model = distributed.wrap_model(self.model, self.dist)  # DDP under torchrun
-        self.loss_fn = TripletLoss(config.margin)
+        self.loss_fn: TripletLoss | SoftNeighborLoss = (
+            TripletLoss(config.margin)
+            if config.loss == "triplet"
+            else SoftNeighborLoss(config.soft_neighbors, config.soft_temperature)
+        )
+        self.neighborhoods = (
+            NeighborhoodBatches(
+                self.table.xy_agent[self.split.train],
+                self.table.meta["direction"].to_numpy(dtype=str)[self.split.train],
+                config.batch_size,
+                config.neighbors_per_seed,
+                config.hard_share,
+                config.seed,
+            )
+            if config.batches == "neighborhoods"
+            else None
+        )
+        self.augment_rng = np.random.default_rng(config.seed)  # replaced every epoch (``fit``)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
@@ -239,7 +284,12 @@ class Trainer:
         self.start_epoch = 0
         self.best_min_ade = math.inf
         self.best_row: dict[str, float] = {}  # metrics of the best epoch so far (from out/best on resume)
-        self.threshold = config.threshold if config.threshold is not None else self.calibrate_threshold()
+        # The code this run trains with: taken once at the start, so that edits to the tree while it
+        # trains do not mark its checkpoints dirty (nor clean ones trained from a dirty tree).
+        self.git_revision = git_revision(Path(__file__).parent)
+        self.threshold: float | None = None  # the soft-neighbour loss has no positive threshold
+        if config.loss == "triplet":
+            self.threshold = config.threshold if config.threshold is not None else self.calibrate_threshold()
         if resume:
             self._resume()
 
@@ -250,12 +300,13 @@ class Trainer:
         return {
             "trajemb_version": __version__,
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "git_revision": git_revision(Path(__file__).parent),
+            "git_revision": self.git_revision,
             "similarity": c.similarity,
             "shape_weight": c.shape_weight,
             "mining": c.mining,
             "threshold": self.threshold,
-            "threshold_calibrated": c.threshold is None,
+            "threshold_calibrated": c.loss == "triplet" and c.threshold is None,
+            "loss": c.loss,
             "margin": c.margin,
             "embedding_dim": c.encoder.embedding_dim,
             "num_parameters": count_parameters(self.model),
@@ -352,16 +403,31 @@ class Trainer:
     def batch_loss(
         self, rows: torch.Tensor, generator: torch.Generator, across_ranks: bool = False
     ) -> tuple[torch.Tensor, int]:
-        """Triplet loss of one batch of table rows (single encoder pass) and its triplet count.
+        """Loss of one batch of table rows (single encoder pass) and how many anchors it used (mined
+        triplets, or anchors with a neighbour for the soft-neighbour loss).
 
         ``across_ranks`` (training steps, which every rank runs together): encode through the DDP
-        wrapper and, with ``mining_scope="global"``, mine within the all-gathered global batch.
+        wrapper, augment the inputs (``config.augment``; the loss reads the clean windows) and, with
+        ``mining_scope="global"``, mine within the all-gathered global batch.
         """
         xb = self.xy[rows].to(self.device, non_blocking=True)
         gb = self.groups[rows].to(self.device, non_blocking=True)
+        x_in, valid = xb, None
+        if across_ranks and self.config.augment.active:
+            x_np, valid_np = augment(self.xy[rows].numpy(), self.config.augment, self.augment_rng)
+            x_in = torch.from_numpy(x_np).to(self.device, non_blocking=True)
+            valid = None if valid_np.all() else torch.from_numpy(valid_np).to(self.device, non_blocking=True)
         use_bf16 = self.device.type == "cuda"
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            z = (self.train_model if across_ranks else self.model)(xb)
+            z = (self.train_model if across_ranks else self.model)(x_in, valid)
+        same_track = gb[:, None] == gb[None, :]
+        if isinstance(self.loss_fn, SoftNeighborLoss):
+            # Targets in the similarity's own space: the Cosine similarity's shape distance (flattened
+            # metres) or the FFT similarity's magnitude features (blind to mirror images, as the paper's).
+            targets = xb.reshape(len(xb), -1) if self.config.similarity == "cosine" else fft_features(xb)
+            allowed = ~same_track
+            return self.loss_fn(z, targets, allowed), int(allowed.any(dim=1).sum())
+        assert self.threshold is not None  # calibrated in __init__ for the triplet loss
         if across_ranks and self.config.mining_scope == "global" and self.dist.is_distributed:
             return self._global_batch_loss(xb, gb, z, generator)
         with torch.no_grad():
@@ -372,7 +438,7 @@ class Trainer:
             self.config.mining,
             embeddings=z.detach(),
             margin=self.config.margin,
-            exclude=gb[:, None] == gb[None, :],
+            exclude=same_track,
             generator=generator,
         )
         return self.loss_fn(z, triplets), len(triplets)
@@ -384,6 +450,7 @@ class Trainer:
         gathered data, same generator state) and keeps those anchored in its own rows; scaling by the
         rank's share makes DDP's gradient average the gradient of the mean over all global triplets."""
         xg, gg, zg, own = distributed.gather_global_batch(xb, gb, z, self.dist)
+        assert self.threshold is not None and isinstance(self.loss_fn, TripletLoss)
         with torch.no_grad():
             sim = similarity_matrix(xg, self.config.similarity, self.config.shape_weight)
         every = mine_triplets(
@@ -463,6 +530,11 @@ class Trainer:
                 perm = self.split.train[distributed.epoch_order(self.sampler, epoch)]
             else:  # the single-process order of earlier releases, kept so that runs reproduce
                 perm = self.split.train[torch.randperm(len(self.split.train), generator=self.shuffle).numpy()]
+            # Per epoch and rank, so that a resumed run draws the same batches and augmentations.
+            epoch_rng = np.random.default_rng([c.seed, self.dist.rank, epoch])
+            self.augment_rng = np.random.default_rng([c.seed, self.dist.rank, epoch, 1])
+            if self.neighborhoods is not None:
+                perm = self.split.train[self.neighborhoods.epoch(self.steps_per_epoch, epoch_rng).ravel()]
             t0 = time.perf_counter()
             total, n_triplets = 0.0, 0
             bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch + 1}/{c.epochs}", disable=not self.progress,
@@ -483,6 +555,11 @@ class Trainer:
                 # Without a triplet nothing is learned; on a large table say so after a few hundred
                 # batches rather than after the epoch.
                 if n_triplets == 0 and step + 1 == min(self.steps_per_epoch, EMPTY_BATCHES_LIMIT):
+                    if self.threshold is None:
+                        raise TrainingError(
+                            f"epoch {epoch + 1}: in none of the first {step + 1} batches had a window a neighbour "
+                            "on another track; nothing is learned, so no checkpoint is written"
+                        )
                     raise TrainingError(
                         f"epoch {epoch + 1}: none of the first {step + 1} batches yielded a triplet (similarity "
                         f"threshold {self.threshold:.4g}); nothing is learned, so no checkpoint is written. "

@@ -9,15 +9,21 @@ and start steps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from trajemb.frames import city_to_agent, motion_heading_rad
-from trajemb.labels import direction_class, mean_speed_mps, speed_bin
+from trajemb.labels import direction_class, map_direction_class, mean_speed_mps, speed_bin
+from trajemb.truth import window_true_manoeuvre
+
+if TYPE_CHECKING:
+    from trajemb.lanes import LaneGraph
 from trajemb.schema import (
     STEP_S,
     FloatArray,
+    StrArray,
     TrackSet,
     WindowColumns,
     WindowConfig,
@@ -36,7 +42,7 @@ def empty_windows(num_steps: int) -> WindowColumns:
         theta_rad=np.empty(0),
         scenario_id=e, track_id=e, object_type=e, category=e, city=e, map_key=e, source=e,
         start_timestep=np.empty(0, dtype=np.int64),
-        direction=e, speed_bin=e,
+        direction=e, true_manoeuvre=e, speed_bin=e,
         mean_speed_mps=f32, heading_change_rad=f32, lateral_offset_m=f32,
     )  # fmt: skip
 
@@ -47,6 +53,8 @@ class CityWindows(WindowIds):
 
     xy_city: FloatArray  # (W, T, 2)
     heading_start_rad: FloatArray  # (W,) recorded heading at the first step (NaN if unknown)
+    true_manoeuvre: StrArray  # (W,) from the generator's truth (``trajemb.truth``), else unknown
+    map_direction: StrArray  # (W,) direction from the lane graph (``with_map_directions``), "" if none
 
     def __len__(self) -> int:
         return int(self.xy_city.shape[0])
@@ -100,7 +108,20 @@ def cut_windows(tracks: TrackSet, config: WindowConfig) -> CityWindows:
         map_key=repeat_str(tracks.map_key, W),
         source=repeat_str(tracks.source.value, W),
         start_timestep=s.astype(np.int64),
+        true_manoeuvre=window_true_manoeuvre(tracks.truth, a, s, T),
+        map_direction=repeat_str("", W),
     )
+
+
+def with_map_directions(windows: CityWindows, tracks: TrackSet, graph: LaneGraph) -> CityWindows:
+    """``windows`` (cut from ``tracks``) with the direction the lane graph gives them
+    (``trajemb.labels.map_direction_class``); ``to_agent_frame`` prefers it to the shape rule."""
+    if len(windows) == 0:
+        return windows
+    row = {tid: i for i, tid in enumerate(tracks.track_ids.tolist())}
+    track_idx = np.asarray([row[t] for t in windows.track_id.tolist()], dtype=np.int64)
+    direction = map_direction_class(tracks, graph, track_idx, windows.start_timestep, windows.xy_city.shape[1])
+    return replace(windows, map_direction=direction)
 
 
 def to_agent_frame(windows: CityWindows) -> WindowColumns:
@@ -110,6 +131,7 @@ def to_agent_frame(windows: CityWindows) -> WindowColumns:
     theta = motion_heading_rad(xy_city, windows.heading_start_rad)
     xy_agent = city_to_agent(xy_city, origin, theta)
     direction, dtheta, lateral = direction_class(xy_agent)
+    direction = np.where(windows.map_direction != "", windows.map_direction, direction).astype(np.str_)
     speed = mean_speed_mps(xy_agent)
     return WindowColumns(
         xy_agent=xy_agent.astype(np.float32),
@@ -117,6 +139,7 @@ def to_agent_frame(windows: CityWindows) -> WindowColumns:
         theta_rad=theta,
         **windows.ids(),
         direction=direction,
+        true_manoeuvre=windows.true_manoeuvre,
         speed_bin=speed_bin(speed),
         mean_speed_mps=speed.astype(np.float32),
         heading_change_rad=dtheta.astype(np.float32),
@@ -136,7 +159,8 @@ def concat_city_windows(batches: list[CityWindows], num_steps: int) -> CityWindo
         e = np.empty(0, dtype=np.str_)
         ids: dict[str, np.ndarray] = dict.fromkeys(WindowIds.__dataclass_fields__, e)
         ids["start_timestep"] = np.empty(0, dtype=np.int64)
-        return CityWindows(**ids, xy_city=np.empty((0, num_steps, 2)), heading_start_rad=np.empty(0))
+        return CityWindows(**ids, xy_city=np.empty((0, num_steps, 2)), heading_start_rad=np.empty(0),
+                           true_manoeuvre=e, map_direction=e)  # fmt: skip
     fields = CityWindows.__dataclass_fields__
     return CityWindows(**{name: np.concatenate([getattr(b, name) for b in batches]) for name in fields})
 

@@ -35,6 +35,7 @@ class Motion:
     heading_rad: FloatArray  # (S,)
     velocity_mps: FloatArray  # (S, 2)
     valid: BoolArray  # (S,)
+    route_s_m: FloatArray  # (S,) noise-free arc length along the route (0 standing still), NaN where invalid
 
 
 def speed_profile(s_m: FloatArray, kappa_per_m: FloatArray, driver: Driver) -> FloatArray:
@@ -95,7 +96,8 @@ def drive(route_xy: FloatArray, s0_m: float, driver: Driver, t0_s: float, num_st
     heading = np.interp(times, t, heading_path_at(xy_path))
     velocity = np.stack([np.cos(heading), np.sin(heading)], axis=-1) * speed[:, None]
     xy[~valid] = np.nan
-    return Motion(xy, (heading + np.pi) % (2 * np.pi) - np.pi, velocity, valid)
+    route_s = np.where(valid, np.interp(times, t, s) + s_full[start], np.nan)
+    return Motion(xy, (heading + np.pi) % (2 * np.pi) - np.pi, velocity, valid, route_s)
 
 
 def standing(
@@ -105,5 +107,9 @@ def standing(
     pos = xy[None, :] + rng.normal(0.0, jitter_m, (num_steps, 2))
     heading = heading_rad + rng.normal(0.0, 0.01, num_steps)
     return Motion(
-        pos, (heading + np.pi) % (2 * np.pi) - np.pi, np.zeros((num_steps, 2)), np.ones(num_steps, dtype=bool)
+        pos,
+        (heading + np.pi) % (2 * np.pi) - np.pi,
+        np.zeros((num_steps, 2)),
+        np.ones(num_steps, dtype=bool),
+        np.zeros(num_steps),
     )

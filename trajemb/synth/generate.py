@@ -81,6 +81,7 @@ def generate(config: SynthConfig, out: Path, progress: bool = True) -> float:
             "generator": SYNTH_GENERATOR,
             "trajemb_version": __version__,
             "config": {k: v for k, v in asdict(config).items() if k != "workers"},
+            "truth_sidecars": True,  # trajemb_truth_<id>.parquet beside each scenario (trajemb.truth)
             "command": f"trajemb synth --out {Path(out).name} --scenarios {config.num_scenarios} --seed {config.seed}",
         }
         (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2), encoding="utf-8")

@@ -34,6 +34,19 @@ class Lane:
     right_neighbor: int | None = None
 
 
+@dataclass(frozen=True)
+class ManoeuvreSpan:
+    """Where along a route a manoeuvre happens: arc lengths (m) from the route's start.
+
+    A turn or U-turn spans its junction connector (or median loop), a lane change the stretch over
+    which the path blends from one lane into the next. Ground truth for the labels (``trajemb.truth``).
+    """
+
+    kind: str  # left, right, u_turn, lane_change_left, lane_change_right
+    start_m: float
+    end_m: float
+
+
 @dataclass
 class Route:
     """A drivable (or walkable) path with the manoeuvre it was built for."""
@@ -41,6 +54,7 @@ class Route:
     xy: FloatArray  # (P, 2), ``ROUTE_SPACING_M`` apart
     manoeuvre: str  # straight, left, right, u_turn, lane_change_left, lane_change_right, walk, cross
     stop_s_m: float | None = None  # arc length of the stop line (junction entry), if any
+    spans: tuple[ManoeuvreSpan, ...] = ()  # every manoeuvre along the route, in order
 
 
 @dataclass
@@ -111,6 +125,17 @@ def _lane_change(a: FloatArray, b: FloatArray, start_m: float, length_m: float) 
     return np.asarray((1 - w) * a + w * b, dtype=np.float64)
 
 
+def _blend_span_m(a: FloatArray, blended: FloatArray, start_m: float, length_m: float) -> tuple[float, float]:
+    """Arc lengths along ``blended`` (from ``_lane_change(a, ...)``) where the blend starts and ends."""
+    s_a = arc_length_m(a)
+    s_b = arc_length_m(blended)
+    return float(np.interp(start_m, s_a, s_b)), float(np.interp(start_m + length_m, s_a, s_b))
+
+
+def _length_m(xy: FloatArray) -> float:
+    return float(arc_length_m(xy)[-1])
+
+
 def _heading(xy: FloatArray, at_end: bool) -> FloatArray:
     d = xy[-1] - xy[-3] if at_end else xy[2] - xy[0]
     return np.asarray(d / np.linalg.norm(d), dtype=np.float64)
@@ -123,6 +148,23 @@ def _turn_kind(h_in: FloatArray, h_out: FloatArray) -> str:
     if abs(angle) > 150:
         return "u_turn"
     return "left" if angle > 0 else "right"
+
+
+def _connector_spans(kind: str, start_m: float, length_m: float) -> tuple[ManoeuvreSpan, ...]:
+    """The manoeuvre of a junction connector starting ``start_m`` along a route (none when straight)."""
+    return () if kind == "straight" else (ManoeuvreSpan(kind, start_m, start_m + length_m),)
+
+
+def _offset_spans(
+    xy: FloatArray, shifted: FloatArray, spans: tuple[ManoeuvreSpan, ...]
+) -> tuple[ManoeuvreSpan, ...]:
+    """``spans`` of the route ``xy`` moved onto ``shifted = offset(xy, ...)`` (same point count):
+    an offset path is shorter on the inside of a curve, so arc lengths map point by point."""
+    s, s_new = arc_length_m(xy), arc_length_m(shifted)
+    return tuple(
+        ManoeuvreSpan(sp.kind, float(np.interp(sp.start_m, s, s_new)), float(np.interp(sp.end_m, s, s_new)))
+        for sp in spans
+    )
 
 
 def _connector(lanes: list[Lane], a: int, b: int, kind: str) -> int:
@@ -226,10 +268,12 @@ def junction(rng: np.random.Generator, num_arms: int) -> RoadNetwork:
                 c = _connector(lanes, a, b, kind)
                 xy = _concat(lanes[a].xy, lanes[c].xy, lanes[b].xy)
                 stop = float(arc_length_m(lanes[a].xy)[-1])
-                routes.append(Route(xy, kind, stop))
+                turn = _connector_spans(kind, stop, _length_m(lanes[c].xy))
+                routes.append(Route(xy, kind, stop, turn))
                 if kind in ("straight", "right") and a == arm_in.in_lanes[-1]:
-                    bike_xy = resample(offset(xy, -(width / 2 - 0.7)), ROUTE_SPACING_M)
-                    bike_routes.append(Route(bike_xy, kind, stop))
+                    bike_xy = offset(xy, -(width / 2 - 0.7))
+                    bike_spans = _offset_spans(xy, bike_xy, turn)
+                    bike_routes.append(Route(resample(bike_xy, ROUTE_SPACING_M), kind, stop, bike_spans))
                 # Lane changes on the approach, then through the same connector's manoeuvre.
                 k_to = arm_in.in_lanes.index(a)
                 for k_from in (k_to - 1, k_to + 1):
@@ -237,10 +281,13 @@ def junction(rng: np.random.Generator, num_arms: int) -> RoadNetwork:
                         continue
                     from_xy = lanes[arm_in.in_lanes[k_from]].xy
                     start = rng.uniform(15.0, max(20.0, arc_length_m(from_xy)[-1] - 60.0))
-                    approach = _lane_change(from_xy, lanes[a].xy, start, rng.uniform(35.0, 60.0))
+                    blend_m = rng.uniform(35.0, 60.0)
+                    approach = _lane_change(from_xy, lanes[a].xy, start, blend_m)
                     # Lanes are numbered innermost (leftmost) first: a higher index is to the right.
                     lc_kind = "lane_change_right" if k_to > k_from else "lane_change_left"
-                    routes.append(Route(_concat(approach, lanes[c].xy, lanes[b].xy), lc_kind, stop))
+                    change = ManoeuvreSpan(lc_kind, *_blend_span_m(from_xy, approach, start, blend_m))
+                    spans = (change, *_connector_spans(kind, _length_m(approach), _length_m(lanes[c].xy)))
+                    routes.append(Route(_concat(approach, lanes[c].xy, lanes[b].xy), lc_kind, stop, spans))
     return RoadNetwork(lanes, areas, crossings, routes, walk_routes, bike_routes, curb_spots,
                        layout=f"junction{num_arms}")  # fmt: skip
 
@@ -274,13 +321,11 @@ def curved_road(rng: np.random.Generator) -> RoadNetwork:
             ):
                 total = arc_length_m(lanes[a].xy)[-1]
                 for _ in range(2):
-                    xy = _lane_change(
-                        lanes[a].xy,
-                        lanes[b].xy,
-                        rng.uniform(30.0, max(31.0, total - 90.0)),
-                        rng.uniform(35.0, 70.0),
-                    )
-                    routes.append(Route(resample(xy, ROUTE_SPACING_M), kind))
+                    start = rng.uniform(30.0, max(31.0, total - 90.0))
+                    blend_m = rng.uniform(35.0, 70.0)
+                    xy = _lane_change(lanes[a].xy, lanes[b].xy, start, blend_m)
+                    span = ManoeuvreSpan(kind, *_blend_span_m(lanes[a].xy, xy, start, blend_m))
+                    routes.append(Route(resample(xy, ROUTE_SPACING_M), kind, spans=(span,)))
     # U-turn through a median opening: innermost forward lane -> innermost backward lane.
     n_pts = len(center)
     cut = int(rng.uniform(0.35, 0.65) * n_pts)
@@ -291,7 +336,8 @@ def curved_road(rng: np.random.Generator) -> RoadNetwork:
         approach[-1], h0, exit_[0], h3, max(7.0, 1.2 * float(np.linalg.norm(exit_[0] - approach[-1])))
     )
     stop = float(arc_length_m(approach)[-1])
-    routes.append(Route(_concat(approach, loop, exit_), "u_turn", stop))
+    loop_span = ManoeuvreSpan("u_turn", stop, stop + _length_m(loop))
+    routes.append(Route(_concat(approach, loop, exit_), "u_turn", stop, (loop_span,)))
     walk_routes: list[Route] = []
     bike_routes: list[Route] = []
     for side in (1, -1):

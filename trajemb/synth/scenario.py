@@ -12,7 +12,7 @@ from av2.datasets.motion_forecasting.constants import AV2_SCENARIO_TOTAL_TIMESTE
 from trajemb.schema import STEP_S, BoolArray, FloatArray, StrArray
 from trajemb.synth.agents import Driver, Motion, drive, standing
 from trajemb.synth.geometry import arc_length_m
-from trajemb.synth.roads import RoadNetwork, Route, road_network
+from trajemb.synth.roads import ManoeuvreSpan, RoadNetwork, Route, road_network
 
 CITIES: tuple[str, ...] = ("austin", "dearborn", "miami", "palo-alto", "pittsburgh", "washington-dc")
 #: Relative frequency of each intended vehicle manoeuvre (renormalised over what a network offers).
@@ -42,6 +42,10 @@ class SynthScenario:
     start_timestamp_ns: int
     network: RoadNetwork  # already in the city frame
     layout: str
+    # Ground truth beside the AV2 data (``trajemb.truth``): what each road user was built to do.
+    route_kinds: StrArray  # (A,) the route's manoeuvre, or parked / static for standing objects
+    route_s_m: FloatArray  # (A, S) noise-free arc length along the route, NaN where invalid
+    spans: list[tuple[ManoeuvreSpan, ...]]  # (A,) manoeuvres along each route
 
 
 def _weighted_route(rng: np.random.Generator, routes: list[Route]) -> Route:
@@ -52,7 +56,9 @@ def _weighted_route(rng: np.random.Generator, routes: list[Route]) -> Route:
     return candidates[int(rng.integers(len(candidates)))]
 
 
-def _vehicle(rng: np.random.Generator, net: RoadNetwork, num_steps: int, full: bool) -> Motion:
+def _vehicle(
+    rng: np.random.Generator, net: RoadNetwork, num_steps: int, full: bool
+) -> tuple[Motion, Route]:
     route = _weighted_route(rng, net.routes)
     length = float(arc_length_m(route.xy)[-1])
     v_des = rng.uniform(10.0, 20.0) if net.layout == "curved_road" else rng.uniform(7.0, 16.0)
@@ -76,12 +82,12 @@ def _vehicle(rng: np.random.Generator, net: RoadNetwork, num_steps: int, full: b
         v_des, rng.uniform(1.0, 2.8), rng.uniform(1.5, 3.5), rng.uniform(1.8, 3.2), v0, stop, wait
     )
     t0 = 0.0 if full or rng.random() < 0.75 else rng.uniform(0.5, 6.0)
-    return drive(route.xy, s0, driver, t0, num_steps)
+    return drive(route.xy, s0, driver, t0, num_steps), route
 
 
 def _slow_user(
     rng: np.random.Generator, routes: list[Route], num_steps: int, speed: tuple[float, float]
-) -> Motion:
+) -> tuple[Motion, Route]:
     route = routes[int(rng.integers(len(routes)))]
     length = float(arc_length_m(route.xy)[-1])
     v_des = rng.uniform(*speed)
@@ -93,7 +99,8 @@ def _slow_user(
     driver = Driver(
         v_des, rng.uniform(0.5, 1.5), rng.uniform(0.8, 2.0), 2.0, v_des * rng.uniform(0.5, 1.0), stop, wait
     )
-    return drive(route.xy, s0, driver, 0.0 if rng.random() < 0.8 else rng.uniform(0.5, 6.0), num_steps)
+    t0 = 0.0 if rng.random() < 0.8 else rng.uniform(0.5, 6.0)
+    return drive(route.xy, s0, driver, t0, num_steps), route
 
 
 def _place(net: RoadNetwork, rot: FloatArray, shift: FloatArray) -> RoadNetwork:
@@ -114,28 +121,37 @@ def generate_scenario(
     net = road_network(rng)
     motions: list[Motion] = []
     types: list[str] = []
-    motions.append(_vehicle(rng, net, num_steps, full=True))  # focal candidate
-    types.append("vehicle")
-    motions.append(_vehicle(rng, net, num_steps, full=True))  # the AV
-    types.append("vehicle")
+    kinds: list[str] = []
+    spans: list[tuple[ManoeuvreSpan, ...]] = []
+
+    def add(motion_route: tuple[Motion, Route], object_type: str) -> None:
+        motions.append(motion_route[0])
+        kinds.append(motion_route[1].manoeuvre)
+        spans.append(motion_route[1].spans)
+        types.append(object_type)
+
+    add(_vehicle(rng, net, num_steps, full=True), "vehicle")  # focal candidate
+    add(_vehicle(rng, net, num_steps, full=True), "vehicle")  # the AV
     for _ in range(int(rng.integers(10, 26))):
-        motions.append(_vehicle(rng, net, num_steps, full=False))
-        types.append("bus" if rng.random() < 0.04 else ("motorcyclist" if rng.random() < 0.03 else "vehicle"))
+        moved = _vehicle(rng, net, num_steps, full=False)
+        add(moved, "bus" if rng.random() < 0.04 else ("motorcyclist" if rng.random() < 0.03 else "vehicle"))
     for _ in range(int(rng.integers(0, 5))):
         if net.bike_routes:
-            motions.append(_slow_user(rng, net.bike_routes, num_steps, (3.0, 7.0)))
-            types.append("cyclist")
+            add(_slow_user(rng, net.bike_routes, num_steps, (3.0, 7.0)), "cyclist")
     for _ in range(int(rng.integers(0, 9))):
-        motions.append(_slow_user(rng, net.walk_routes, num_steps, (0.9, 1.8)))
-        types.append("pedestrian")
+        add(_slow_user(rng, net.walk_routes, num_steps, (0.9, 1.8)), "pedestrian")
     for spot, spot_heading in net.curb_spots:
         if rng.random() < 0.5:
             motions.append(standing(spot, spot_heading, num_steps, rng, 0.02))
             types.append("vehicle")
+            kinds.append("parked")
+            spans.append(())
     for _ in range(int(rng.integers(0, 3))):
         spot, spot_heading = net.curb_spots[int(rng.integers(len(net.curb_spots)))]
         motions.append(standing(spot + rng.normal(0, 1.5, 2), spot_heading, num_steps, rng, 0.03))
         types.append("static")
+        kinds.append("static")
+        spans.append(())
 
     xy = np.stack([m.xy for m in motions])
     heading = np.stack([m.heading_rad for m in motions])
@@ -150,6 +166,8 @@ def generate_scenario(
     sigma = np.where(np.isin(types, ["pedestrian", "cyclist"]), 0.04, 0.025)
     xy = xy + rng.normal(0.0, 1.0, xy.shape) * sigma[:, None, None]
     xy[~valid] = np.nan
+    route_s = np.stack([m.route_s_m for m in motions])
+    route_s[~valid] = np.nan
 
     n = len(motions)
     ids = rng.choice(np.arange(10_000, 999_999), size=n, replace=False).astype(str)
@@ -182,4 +200,7 @@ def generate_scenario(
         start_timestamp_ns=int(rng.integers(315_966_000, 315_999_000)) * 1_000_000_000,
         network=_place(net, rot, shift),
         layout=net.layout,
+        route_kinds=np.asarray(kinds, dtype=np.str_),
+        route_s_m=route_s,
+        spans=spans,
     )

@@ -4,7 +4,8 @@
 (same columns, order and row order; string ids, float64 timestamps as in the released data) straight
 from arrays: av2's serializer builds one Python object per state and one DataFrame per track, about
 100 ms per scenario. ``write_scenario_parquet_av2`` goes through av2's own serializer; tests check that
-both load to the same ``ArgoverseScenario``. Maps follow ``log_map_archive_<id>.json``.
+both load to the same ``ArgoverseScenario``. Maps follow ``log_map_archive_<id>.json``. Beside them,
+``trajemb_truth_<id>.parquet`` holds what each road user was built to do (``trajemb.truth``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from trajemb.data.av2_motion import SYNTH_PARQUET_KEY
 from trajemb.schema import STEP_S, FloatArray
 from trajemb.synth.geometry import arc_length_m, offset
 from trajemb.synth.scenario import SynthScenario
+from trajemb.truth import TRUTH_FORMAT, TRUTH_METADATA_KEY, TRUTH_SCHEMA, truth_path_for
 
 MAX_LANE_SEGMENT_M = 50.0
 _STEP_NS = round(STEP_S * 1e9)
@@ -189,11 +191,27 @@ def map_json(sc: SynthScenario) -> dict[str, Any]:
     return {"drivable_areas": areas, "lane_segments": segments, "pedestrian_crossings": crossings}
 
 
+def truth_table(sc: SynthScenario) -> pa.Table:
+    """The truth sidecar of a scenario: one row per track, in the scenario's track order."""
+    columns = {
+        "track_id": sc.track_ids.tolist(),
+        "route_kind": sc.route_kinds.tolist(),
+        "route_s_m": sc.route_s_m.tolist(),  # NaN (not null) where the track is invalid
+        "span_kind": [[sp.kind for sp in spans] for spans in sc.spans],
+        "span_start_m": [[sp.start_m for sp in spans] for spans in sc.spans],
+        "span_end_m": [[sp.end_m for sp in spans] for spans in sc.spans],
+    }
+    table = pa.table({k: pa.array(v, type=TRUTH_SCHEMA.field(k).type) for k, v in columns.items()})
+    return table.replace_schema_metadata({TRUTH_METADATA_KEY: TRUTH_FORMAT})
+
+
 def write_scenario_dir(sc: SynthScenario, root: Path, use_av2_serializer: bool = False) -> Path:
-    """Write ``root/<id>/scenario_<id>.parquet`` and ``log_map_archive_<id>.json``; returns the folder."""
+    """Write ``root/<id>/scenario_<id>.parquet``, ``log_map_archive_<id>.json`` and the truth sidecar
+    ``trajemb_truth_<id>.parquet``; returns the folder."""
     folder = Path(root) / sc.scenario_id
     folder.mkdir(parents=True, exist_ok=True)
     parquet = folder / f"scenario_{sc.scenario_id}.parquet"
     (write_scenario_parquet_av2 if use_av2_serializer else write_scenario_parquet)(sc, parquet)
     (folder / f"log_map_archive_{sc.scenario_id}.json").write_text(json.dumps(map_json(sc)), encoding="utf-8")
+    pq.write_table(truth_table(sc), truth_path_for(parquet))
     return folder

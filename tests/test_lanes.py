@@ -1,0 +1,122 @@
+"""Lane graphs and map matching: centre lines as av2 computes them, and the lane-graph direction rule on
+hand-made maps (a lane change, a junction turn, a connector cut into two segments)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from av2.map.map_api import ArgoverseStaticMap
+
+from trajemb.data.av2_sensor import sensor_log_map_path
+from trajemb.errors import DataError
+from trajemb.labels import map_direction_class
+from trajemb.lanes import connector_chain, match_tracks, read_lane_graph
+from trajemb.schema import Source, TrackSet
+
+WIDTH_M = 3.5
+
+
+def _points(xy: np.ndarray) -> list[dict[str, float]]:
+    return [{"x": float(x), "y": float(y), "z": 0.0} for x, y in xy]
+
+
+def _lane(lane_id: int, center: np.ndarray, **links: object) -> dict[str, object]:
+    """A lane segment with boundaries half a lane width either side of ``center`` (no stored centre line)."""
+    d = np.gradient(center, axis=0)
+    normal = np.stack([-d[:, 1], d[:, 0]], axis=1) / np.linalg.norm(d, axis=1, keepdims=True)
+    return {
+        "id": lane_id,
+        "is_intersection": bool(links.pop("is_intersection", False)),
+        "lane_type": "VEHICLE",
+        "left_lane_boundary": _points(center + normal * WIDTH_M / 2),
+        "right_lane_boundary": _points(center - normal * WIDTH_M / 2),
+        "left_lane_mark_type": "DASHED_WHITE",
+        "right_lane_mark_type": "SOLID_WHITE",
+        "predecessors": links.pop("predecessors", []),
+        "successors": links.pop("successors", []),
+        "left_neighbor_id": links.pop("left", None),
+        "right_neighbor_id": links.pop("right", None),
+    }
+
+
+def _write_map(path: Path, lanes: list[dict[str, object]]) -> Path:
+    path.write_text(json.dumps({"lane_segments": {str(la["id"]): la for la in lanes}, "drivable_areas": {},
+                                "pedestrian_crossings": {}}))  # fmt: skip
+    return path
+
+
+def _tracks(*paths: np.ndarray) -> TrackSet:
+    xy = np.stack(paths)
+    A, S = xy.shape[:2]
+    return TrackSet("s", "austin", "s", Source.SYNTHETIC, np.array([f"t{a}" for a in range(A)]),
+                    np.array(["vehicle"] * A), np.array(["unscored"] * A), xy, np.zeros((A, S)),
+                    np.ones((A, S), dtype=bool))  # fmt: skip
+
+
+def _along(points: np.ndarray, speed_mps: float, steps: int = 110) -> np.ndarray:
+    """Positions at 10 Hz moving along a polyline at constant speed."""
+    s = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(points, axis=0).T))])
+    t = np.minimum(np.arange(steps) * 0.1 * speed_mps, s[-1])
+    return np.stack([np.interp(t, s, points[:, 0]), np.interp(t, s, points[:, 1])], axis=1)
+
+
+def test_centre_lines_are_av2s(av2_fixtures: Path) -> None:
+    """Sensor-log maps store no centre line: ours are av2's average of the boundaries, lane for lane."""
+    log = sorted((av2_fixtures / "sensor_logs").iterdir())[0]
+    path = sensor_log_map_path(log)
+    graph = read_lane_graph(path)
+    static = ArgoverseStaticMap.from_json(path)
+    assert graph.num_lanes == len(static.vector_lane_segments)
+    for row, lane_id in enumerate(graph.lane_ids.tolist()):
+        ours = np.concatenate([graph.piece_start[graph.piece_lane == row], graph.piece_end[graph.piece_lane == row][-1:]])
+        np.testing.assert_allclose(ours, static.get_lane_segment_centerline(lane_id)[:, :2], atol=1e-9)
+    assert graph.is_intersection.sum() == sum(la.is_intersection for la in static.vector_lane_segments.values())
+
+
+def test_lane_change_and_turn_on_a_hand_made_map(tmp_path: Path) -> None:
+    x = np.linspace(0.0, 200.0, 21)
+    right = np.stack([x, np.zeros_like(x)], axis=1)
+    left = right + [0.0, WIDTH_M]
+    arc = np.deg2rad(np.linspace(0.0, 90.0, 10))
+    turn = np.stack([200.0 + 15.0 * np.sin(arc), 15.0 * (1 - np.cos(arc))], axis=1)  # a 90 degree left
+    exit_ = np.stack([np.full(11, 215.0), np.linspace(15.0, 115.0, 11)], axis=1)
+    graph = read_lane_graph(_write_map(tmp_path / "map.json", [
+        _lane(1, right, left=2, successors=[3]), _lane(2, left, right=1),
+        _lane(3, turn, is_intersection=True, predecessors=[1], successors=[4]), _lane(4, exit_, predecessors=[3]),
+    ]))  # fmt: skip
+    u = np.clip((np.arange(110) * 0.1 * 10.0 - 5.0) / 30.0, 0, 1)
+    change = np.stack([np.arange(110) * 1.0, WIDTH_M * u**3 * (10 - 15 * u + 6 * u**2)], axis=1)  # right -> left
+    turner = _along(np.concatenate([right[15:], turn[1:], exit_[1:]]), 8.0)  # in the turn from step 62 to 92
+    tracks = _tracks(change, turner)
+    match = match_tracks(graph, tracks.xy_city, [("VEHICLE",), ("VEHICLE",)])
+    assert match.lane[0, 0] == 0 and match.lane[0, -1] == 1  # rows of lanes 1 and 2
+    assert (np.abs(match.lateral_m[1]) < 0.6).mean() > 0.9
+    labels = map_direction_class(tracks, graph, np.array([0, 0, 1, 1]), np.array([10, 40, 0, 40]), 60)
+    # The change is under way from step 5 to 35: its middle lies in the first window only.
+    assert labels.tolist() == ["lane_change_left", "straight", "straight", "left"]
+
+
+def test_connector_chain_joins_segments(tmp_path: Path) -> None:
+    arc = np.deg2rad(np.linspace(0.0, 180.0, 19))
+    loop = np.stack([8.0 * np.sin(arc), 8.0 * (1 - np.cos(arc))], axis=1)  # a U-turn in two segments
+    graph = read_lane_graph(_write_map(tmp_path / "map.json", [
+        _lane(1, loop[:10], is_intersection=True, successors=[2]),
+        _lane(2, loop[9:], is_intersection=True, predecessors=[1]),
+    ]))  # fmt: skip
+    turn_rad, length_m = connector_chain(graph, 1)
+    assert turn_rad == pytest.approx(np.pi, abs=0.2)  # piece directions are chords: a few degrees short
+    assert length_m == pytest.approx(8.0 * np.pi, rel=0.02)
+    assert connector_chain(graph, 0) == pytest.approx((turn_rad, length_m))
+
+
+def test_malformed_maps_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps({"lane_segments": {"1": {"id": 1, "left_lane_boundary": [{"x": "a"}]}}}))
+    with pytest.raises(DataError, match="numeric x and y"):
+        read_lane_graph(path)
+    path.write_text(json.dumps({"drivable_areas": {}}))
+    with pytest.raises(DataError, match="no lane_segments"):
+        read_lane_graph(path)

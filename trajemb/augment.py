@@ -1,0 +1,61 @@
+"""Training augmentations: the encoder sees windows as real tracks deliver them, the loss their clean
+geometry (``trajemb.soft_neighbor_loss`` targets, triplet mining similarities).
+
+A share ``prob`` of each batch is perturbed with ``trajemb.perturb``'s pipeline (re-expressed in the
+agent frame the perturbed track gives): Gaussian position noise with a per-window sigma drawn from
+[0, ``noise_m``], each step missing with a per-window probability drawn from [0, ``drop``] (the encoder
+masks missing steps), and with probability ``short_prob`` only the first half of the window observed.
+The encoder thus learns to place a noisy, gappy or short window where its clean one belongs.
+
+Legend: B batch, T steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from trajemb.perturb import to_own_frame
+from trajemb.validate import check_float
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    prob: float = 0.0  # share of windows perturbed; 0 turns augmentation off
+    noise_m: float = 0.0
+    drop: float = 0.0
+    short_prob: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_float("--augment-prob", self.prob, 0.0, 1.0)
+        check_float("--augment-noise", self.noise_m, 0.0, 100.0)
+        check_float("--augment-drop", self.drop, 0.0, 0.9)
+        check_float("--augment-short", self.short_prob, 0.0, 1.0)
+
+    @property
+    def active(self) -> bool:
+        return self.prob > 0 and (self.noise_m > 0 or self.drop > 0 or self.short_prob > 0)
+
+
+def augment(xy_agent: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(B, T, 2) clean windows -> (B, T, 2) inputs (0 where missing) and (B, T) ``valid``."""
+    xy = np.asarray(xy_agent, dtype=np.float64)
+    B, T = xy.shape[:2]
+    valid = np.ones((B, T), dtype=bool)
+    if not config.active:
+        return xy.astype(np.float32), valid
+    out = xy.copy()
+    chosen = np.flatnonzero(rng.random(B) < config.prob)
+    if chosen.size == 0:
+        return xy.astype(np.float32), valid
+    sub = xy[chosen] + rng.normal(0.0, 1.0, (chosen.size, T, 2)) * rng.uniform(0.0, config.noise_m, (chosen.size, 1, 1))
+    keep = rng.random((chosen.size, T)) >= rng.uniform(0.0, config.drop, (chosen.size, 1))
+    short = rng.random(chosen.size) < config.short_prob / max(config.prob, 1e-9)
+    keep[short, (T + 1) // 2 :] = False
+    few = keep.sum(axis=1) < 2
+    keep[few, :2] = True
+    observed = to_own_frame(np.where(keep[..., None], sub, np.nan), keep)
+    out[chosen] = observed.zeroed()
+    valid[chosen] = keep
+    return out.astype(np.float32), valid

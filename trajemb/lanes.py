@@ -1,0 +1,327 @@
+"""The lane graph of an AV2 map and the lanes a track follows (map matching), for the direction labels.
+
+An AV2 map (``log_map_archive_*.json``) holds lane segments with left and right boundaries, an
+``is_intersection`` flag (the connectors through a junction) and a type. Centre lines are the file's own
+where it stores them (motion-forecasting maps do), else av2's ``compute_midpoint_line`` of the two
+boundaries, as ``ArgoverseStaticMap.get_lane_segment_centerline`` computes them (sensor-log maps; tests
+pin this): averaging boundaries folds on the tight connectors of U-turns.
+
+Matching is per step and vectorised over all tracks of a scenario: each moving step is matched to the
+nearest centre-line piece whose direction agrees with the track's motion (within
+``MAX_HEADING_DIFF_RAD``) and that lies within ``MAX_LATERAL_M``; steps with no such piece are
+off-lane. ``trajemb.labels.map_direction_class`` turns what a track follows into manoeuvres.
+
+Legend: A tracks, S steps, L lanes, M centre-line pieces, Q matched steps, K candidate pieces per step.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from av2.geometry.interpolate import compute_midpoint_line
+from scipy.spatial import cKDTree
+
+from trajemb.errors import DataError
+from trajemb.jsonio import read_json_object
+from trajemb.schema import VEHICLE_TYPES, BoolArray, FloatArray, IntArray
+
+log = logging.getLogger(__name__)
+
+#: AV2 map JSON files are a few megabytes.
+MAX_MAP_JSON_BYTES = 256 * 1024 * 1024
+#: Points of each centre line computed from boundaries, as av2's ``get_lane_segment_centerline``.
+CENTERLINE_POINTS = 10
+#: A step further than this (m) from every centre line of its direction is off-lane (half a lane plus
+#: tracking noise).
+MAX_LATERAL_M = 2.5
+#: A lane's direction must agree with the track's motion within this angle to match.
+MAX_HEADING_DIFF_RAD = float(np.deg2rad(45.0))
+#: Candidate pieces examined per step.
+CANDIDATES = 16
+#: Motion heading of a step: chord from 2 steps before to 2 after; shorter chords (m) mean standing.
+HEADING_HALF_CHORD_STEPS = 2
+MIN_CHORD_M = 0.4
+#: Lane types a road user may follow: vehicles keep to vehicle and bus lanes, cyclists may use bike lanes.
+VEHICLE_LANE_TYPES: tuple[str, ...] = ("VEHICLE", "BUS")
+CYCLIST_LANE_TYPES: tuple[str, ...] = ("VEHICLE", "BUS", "BIKE")
+
+
+@dataclass(frozen=True)
+class LaneGraph:
+    """Centre lines of a map's lane segments, cut into straight pieces (M) and indexed for search."""
+
+    lane_ids: IntArray  # (L,) AV2 lane segment ids
+    is_intersection: BoolArray  # (L,)
+    lane_type: np.ndarray  # (L,) str
+    length_m: FloatArray  # (L,) centre-line length
+    turn_rad: FloatArray  # (L,) heading change along the centre line (positive = left)
+    start_heading_rad: FloatArray  # (L,) direction of the first centre-line piece
+    end_heading_rad: FloatArray  # (L,) direction of the last piece
+    predecessors: list[list[int]]  # (L,) rows of the lanes leading into each lane
+    successors: list[list[int]]  # (L,) rows of the lanes each lane leads into
+    left_neighbor: IntArray  # (L,) row of the lane to the left (same direction), -1 if none
+    right_neighbor: IntArray  # (L,) row of the lane to the right, -1 if none
+    piece_start: FloatArray  # (M, 2) city frame, m
+    piece_end: FloatArray  # (M, 2)
+    piece_lane: IntArray  # (M,) row in the lane arrays
+    piece_heading_rad: FloatArray  # (M,) direction of each piece
+    tree: Any  # cKDTree over piece midpoints
+    max_half_piece_m: float
+
+    @property
+    def num_lanes(self) -> int:
+        return int(self.lane_ids.size)
+
+
+def _polyline(value: object, where: str, with_z: bool = False) -> FloatArray:
+    """(P, 2) points of a JSON polyline, or (P, 3) with ``z`` (0 where absent): av2 measures boundary
+    arc lengths in 3-D."""
+    if not isinstance(value, list) or len(value) < 1:
+        raise DataError(f"{where}: expected a list of points")
+    try:
+        rows = [[float(p["x"]), float(p["y"])] + ([float(p.get("z", 0.0))] if with_z else []) for p in value]
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise DataError(f"{where}: points must be objects with numeric x and y") from exc
+    xy = np.asarray(rows, dtype=np.float64)
+    if not np.isfinite(xy).all():
+        raise DataError(f"{where}: NaN or infinite coordinates")
+    return xy
+
+
+def read_lane_graph(map_json: Path) -> LaneGraph:
+    """The lane graph of an AV2 map file (motion-forecasting or sensor-log layout).
+
+    Raises:
+        DataError: the file is missing, not JSON, or its lane segments do not follow the AV2 schema.
+    """
+    map_json = Path(map_json)
+    data = read_json_object(map_json, "map", MAX_MAP_JSON_BYTES)
+    segments = data.get("lane_segments")
+    if not isinstance(segments, dict):
+        raise DataError(f"{map_json}: map does not follow the AV2 map schema (no lane_segments object)")
+    ids: list[int] = []
+    inter: list[bool] = []
+    types: list[str] = []
+    starts: list[FloatArray] = []
+    ends: list[FloatArray] = []
+    owner: list[IntArray] = []
+    links: list[tuple[object, object]] = []  # (predecessors, successors) as written in the file
+    sides: list[tuple[object, object]] = []  # (left, right) neighbour ids as written in the file
+    for key, seg in segments.items():
+        where = f"{map_json}: lane segment {key!s:.40}"
+        if not isinstance(seg, dict):
+            raise DataError(f"{where}: not an object")
+        if seg.get("centerline") is not None:
+            center = _polyline(seg["centerline"], where)
+        else:
+            left = _polyline(seg.get("left_lane_boundary"), where, with_z=True)
+            right = _polyline(seg.get("right_lane_boundary"), where, with_z=True)
+            if len(left) + len(right) < 3:
+                continue  # a degenerate lane: nothing to follow
+            try:
+                center, _ = compute_midpoint_line(left, right, CENTERLINE_POINTS)
+            except (ValueError, ZeroDivisionError, FloatingPointError, IndexError) as exc:
+                raise DataError(f"{where}: boundaries av2 cannot average into a centre line ({exc})") from exc
+            center = np.asarray(center, dtype=np.float64)[:, :2]
+        if len(center) < 2 or not np.isfinite(center).all():
+            continue  # zero-length boundaries: av2's interpolation divides by zero
+        lane = len(ids)
+        lane_id = seg.get("id", key)
+        if isinstance(lane_id, bool) or not isinstance(lane_id, (int, str)):
+            raise DataError(f"{where}: id {lane_id!r:.40} is not an integer")
+        try:
+            ids.append(int(lane_id))
+        except ValueError as exc:
+            raise DataError(f"{where}: id {lane_id!r:.40} is not an integer") from exc
+        inter.append(bool(seg.get("is_intersection", False)))
+        types.append(str(seg.get("lane_type", "VEHICLE")))
+        links.append((seg.get("predecessors", []), seg.get("successors", [])))
+        sides.append((seg.get("left_neighbor_id"), seg.get("right_neighbor_id")))
+        starts.append(center[:-1])
+        ends.append(center[1:])
+        owner.append(np.full(len(center) - 1, lane, dtype=np.int64))
+    if not ids:
+        raise DataError(f"{map_json}: map has no usable lane segments")
+    a, b = np.concatenate(starts), np.concatenate(ends)
+    half = 0.5 * np.hypot(*(b - a).T)
+    row = {lane_id: i for i, lane_id in enumerate(ids)}
+
+    def rows_of(value: object, what: str, lane: int) -> list[int]:
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, (int, str)) for v in value):
+            raise DataError(f"{map_json}: lane segment {ids[lane]} {what} is not a list of ids")
+        out = []
+        for v in value:
+            try:
+                r = row.get(int(v))
+            except ValueError:
+                raise DataError(f"{map_json}: lane segment {ids[lane]} {what} {v!r:.40} is not an id") from None
+            if r is not None:  # links to lanes outside the map's extent are dropped
+                out.append(r)
+        return out
+
+    direction = [np.arctan2(*(e - s_)[:, ::-1].T) for s_, e in zip(starts, ends, strict=True)]
+    return LaneGraph(
+        lane_ids=np.asarray(ids, dtype=np.int64),
+        is_intersection=np.asarray(inter, dtype=bool),
+        lane_type=np.asarray(types, dtype=np.str_),
+        length_m=np.asarray([np.hypot(*(e - s_).T).sum() for s_, e in zip(starts, ends, strict=True)]),
+        turn_rad=np.asarray([np.angle(np.exp(1j * np.diff(d))).sum() for d in direction]),
+        start_heading_rad=np.asarray([d[0] for d in direction]),
+        end_heading_rad=np.asarray([d[-1] for d in direction]),
+        predecessors=[rows_of(p, "predecessors", i) for i, (p, _) in enumerate(links)],
+        successors=[rows_of(q, "successors", i) for i, (_, q) in enumerate(links)],
+        left_neighbor=np.asarray([(rows_of([v], "left_neighbor_id", i) or [-1])[0] if v is not None else -1
+                                  for i, (v, _) in enumerate(sides)], dtype=np.int64),
+        right_neighbor=np.asarray([(rows_of([v], "right_neighbor_id", i) or [-1])[0] if v is not None else -1
+                                   for i, (_, v) in enumerate(sides)], dtype=np.int64),
+        piece_start=a,
+        piece_end=b,
+        piece_lane=np.concatenate(owner),
+        piece_heading_rad=np.concatenate(direction),
+        tree=cKDTree(0.5 * (a + b)),
+        max_half_piece_m=float(half.max()),
+    )
+
+
+def connector_chain(graph: LaneGraph, lane: int) -> tuple[float, float]:
+    """Heading change (rad, positive = left) and length (m) of the junction connector ``lane`` belongs
+    to: the chain of intersection lanes through it, followed while each link is the only intersection
+    lane before (or after) the current one (maps split long connectors into several segments)."""
+    chain = [lane]
+    for links, forward in ((graph.predecessors, False), (graph.successors, True)):
+        current, seen = lane, {lane}
+        while True:
+            following = [n for n in links[current] if graph.is_intersection[n] and n not in seen]
+            if len(following) != 1:
+                break
+            current = following[0]
+            seen.add(current)
+            if forward:
+                chain.append(current)
+            else:
+                chain.insert(0, current)
+    turn = float(graph.turn_rad[chain].sum())
+    for prev, nxt in itertools.pairwise(chain):  # the kinks where one segment meets the next
+        turn += float(np.angle(np.exp(1j * (graph.start_heading_rad[nxt] - graph.end_heading_rad[prev]))))
+    return turn, float(graph.length_m[chain].sum())
+
+
+def lane_side(graph: LaneGraph, old: IntArray, new: IntArray) -> IntArray:
+    """Where lane ``new`` lies beside lane ``old`` (arrays of rows): +1 left neighbour, -1 right, 0 not
+    a neighbour, 2 unknown (the map records no neighbour on either side of ``old`` or its links).
+    Neighbours of the lanes just before and after ``old`` count too: the move may happen where one
+    segment ends and the next begins."""
+    out = np.zeros(len(old), dtype=np.int64)
+    for i, (o, n) in enumerate(zip(old.tolist(), new.tolist(), strict=True)):
+        around = [o, *graph.predecessors[o], *graph.successors[o]]
+        lefts = {int(graph.left_neighbor[x]) for x in around} - {-1}
+        rights = {int(graph.right_neighbor[x]) for x in around} - {-1}
+        out[i] = 1 if n in lefts else -1 if n in rights else 0 if lefts or rights else 2
+    return out
+
+
+def lane_types_for(object_type: str) -> tuple[str, ...]:
+    """Lane types a road user of ``object_type`` follows (empty: it does not follow lanes)."""
+    if object_type in VEHICLE_TYPES:
+        return VEHICLE_LANE_TYPES
+    if object_type == "cyclist":
+        return CYCLIST_LANE_TYPES
+    return ()
+
+
+def motion_heading(xy: FloatArray) -> tuple[FloatArray, BoolArray]:
+    """(A, S, 2) positions (NaN where missing) -> (A, S) heading of motion and (A, S) whether it is
+    defined (the chord over ``HEADING_HALF_CHORD_STEPS`` either side is long enough)."""
+    S = xy.shape[1]
+    i = np.arange(S)
+    chord = xy[:, np.minimum(i + HEADING_HALF_CHORD_STEPS, S - 1)] - xy[:, np.maximum(i - HEADING_HALF_CHORD_STEPS, 0)]
+    length = np.hypot(chord[..., 0], chord[..., 1])
+    moving = np.isfinite(length) & (length >= MIN_CHORD_M)
+    heading = np.arctan2(chord[..., 1], chord[..., 0])
+    return np.where(moving, heading, np.nan), moving
+
+
+@dataclass(frozen=True)
+class LaneMatch:
+    """What A tracks follow, per step (A, S).
+
+    ``lane`` is -1 where a step is off-lane (moving, but no lane of its direction nearby); standing
+    steps keep the lane of the last moving step (of the first, before it); invalid steps are -1 with
+    ``valid`` False.
+    """
+
+    lane: IntArray  # (A, S) row in the graph's lane arrays, or -1
+    lateral_m: FloatArray  # (A, S) signed offset from that lane's centre line (+ left), NaN off-lane
+    heading_diff_rad: FloatArray  # (A, S) lane direction minus motion heading, NaN off-lane
+    moving: BoolArray  # (A, S) the motion heading is defined (``motion_heading``)
+    valid: BoolArray  # (A, S)
+
+    @property
+    def off_lane(self) -> BoolArray:
+        """(A, S) moving steps that follow no lane."""
+        return np.asarray(self.valid & self.moving & (self.lane < 0))
+
+
+def match_tracks(graph: LaneGraph, xy: FloatArray, allowed_types: list[tuple[str, ...]]) -> LaneMatch:
+    """Match the steps of A tracks to lanes, all in one vectorised pass.
+
+    Args:
+        graph: the map's lanes.
+        xy: (A, S, 2) city-frame positions, NaN where a track is invalid.
+        allowed_types: (A,) lane types each road user follows (``lane_types_for``).
+    """
+    A, S = xy.shape[:2]
+    valid: BoolArray = np.asarray(np.isfinite(xy).all(axis=-1))
+    heading, moving = motion_heading(xy)
+    lane = np.full((A, S), -1, dtype=np.int64)
+    lateral = np.full((A, S), np.nan)
+    angle = np.full((A, S), np.nan)
+    type_ok = np.asarray([np.isin(graph.lane_type, t) for t in allowed_types]).reshape(A, graph.num_lanes)
+    follows: BoolArray = np.asarray(type_ok.any(axis=1))
+    qa, qs = np.nonzero(moving & valid & follows[:, None])
+    if qa.size:
+        points = xy[qa, qs]  # (Q, 2)
+        radius = graph.max_half_piece_m + MAX_LATERAL_M
+        k = min(CANDIDATES, len(graph.piece_lane))
+        _, cand = graph.tree.query(points, k=k, distance_upper_bound=radius)
+        cand = np.asarray(cand).reshape(len(qa), k)  # (Q, K)
+        ok = cand < len(graph.piece_lane)
+        cand = np.where(ok, cand, 0)
+        a, b = graph.piece_start[cand], graph.piece_end[cand]  # (Q, K, 2)
+        ab = b - a
+        length = np.maximum(np.hypot(ab[..., 0], ab[..., 1]), 1e-9)
+        p = points[:, None, :] - a
+        t = np.clip((p[..., 0] * ab[..., 0] + p[..., 1] * ab[..., 1]) / length**2, 0.0, 1.0)
+        dist = np.hypot(p[..., 0] - ab[..., 0] * t, p[..., 1] - ab[..., 1] * t)
+        side = (ab[..., 0] * p[..., 1] - ab[..., 1] * p[..., 0]) / length  # cross product: + left
+        diff = (graph.piece_heading_rad[cand] - heading[qa, qs][:, None] + np.pi) % (2 * np.pi) - np.pi
+        piece_lane = graph.piece_lane[cand]
+        usable = ok & (dist <= MAX_LATERAL_M) & (np.abs(diff) <= MAX_HEADING_DIFF_RAD)
+        usable &= type_ok[qa[:, None], piece_lane]
+        best = np.where(usable, dist, np.inf).argmin(axis=1)
+        q = np.arange(len(qa))
+        found = usable[q, best]
+        lane[qa, qs] = np.where(found, piece_lane[q, best], -1)
+        lateral[qa, qs] = np.where(found, side[q, best], np.nan)
+        angle[qa, qs] = np.where(found, diff[q, best], np.nan)
+    # Standing steps keep the lane (and offset) of the last moving step, or of the first one where the
+    # track starts standing (queued at a stop line): jitter says nothing.
+    steps = np.broadcast_to(np.arange(S), (A, S))
+    last = np.maximum.accumulate(np.where(moving & valid, steps, -1), axis=1)
+    first = np.minimum.accumulate(np.where(moving & valid, steps, S)[:, ::-1], axis=1)[:, ::-1]
+    source = np.where(last >= 0, last, np.where(first < S, first, -1))
+    carry = valid & ~moving & (source >= 0)
+    if carry.any():
+        ca, cs = np.nonzero(carry)
+        src = source[ca, cs]
+        lane[ca, cs] = lane[ca, src]
+        lateral[ca, cs] = lateral[ca, src]
+        angle[ca, cs] = angle[ca, src]
+    return LaneMatch(lane, lateral, angle, moving & valid, valid)
