@@ -94,7 +94,9 @@ def small_bundle(
     from trajemb.evaluate import EvalConfig
 
     out = tmp_path_factory.mktemp("bundle") / "b"
-    config = BundleConfig(evaluation=EvalConfig(num_queries=300), device="cpu")
+    # Small robustness curves, so that every report key the explorer shows is exercised.
+    evaluation = EvalConfig(num_queries=300, robustness=True, robustness_queries=150, robustness_corpus=1500)
+    config = BundleConfig(evaluation=evaluation, device="cpu")
     build_bundle(synth_table, tiny_checkpoints, out, synth_maps, config, progress=False)
     return out
 

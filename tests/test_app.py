@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -167,6 +168,36 @@ def test_evaluation_counts_are_true(app: AppTest, small_bundle: Path) -> None:
     ):
         assert f"**{metric}**" in definitions
     assert "no plot against D" in caption  # one model per similarity: no plot against D
+
+
+def test_evaluation_shows_per_class_mean_rank_and_robustness(app: AppTest, small_bundle: Path) -> None:
+    """The report keys of issue 12 reach the page as tables: per class (true manoeuvres here), mean rank,
+    robustness with its curves; the score chosen changes what the tables hold."""
+    app.switch_page("page_evaluation.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    bundle = Bundle(small_bundle)
+    model = bundle.model_names[0]
+    report = bundle.report(model)
+    assert report is not None
+
+    def table(column: str) -> pd.DataFrame:
+        """The table that has ``column`` (a Styler's data)."""
+        values = [d.value for d in app.dataframe]
+        frames = [getattr(v, "data", v) for v in values]
+        return next(f for f in frames if column in f.columns)
+
+    frame = table("hard classes")
+    assert model in frame.index and "oracle_raw" in frame.index
+    assert frame.at[model, "left"] == pytest.approx(report["per_class"]["left"]["minADE@5"])
+    rank = table("mean rank")
+    assert rank.at[model, "mean rank"] == pytest.approx(report["mean_rank"]["mean_rank"])
+    robust = table("noise_m 0.5")
+    assert robust.at[model, "noise_m 0.5"] == pytest.approx(report["robustness"]["noise_m"]["0.5"]["minADE@5"])
+    assert "true manoeuvres" in " ".join(c.value for c in app.caption)
+    assert len([c for c in app.get("plotly_chart")]) >= 4  # bars + three robustness curves
+    app.radio(key="eval-class-metric").set_value("precision@10").run()
+    frame = table("hard classes")
+    assert frame.at[model, "left"] == pytest.approx(report["per_class"]["left"]["precision@10"])
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,16 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from trajemb.label_quality import CLASSES
 from trajemb.robustness import HARD_CLASSES
 
 #: Baselines shown beside the models in per-class and robustness tables (the others are references
 #: of the main table only).
 TABLE_BASELINES = ("oracle_raw", "pca_4", "pca_8", "pca_16", "random")
+#: The column of per-class frames that pools the hard classes (``trajemb.robustness.HARD_CLASSES``).
+HARD_COLUMN = "hard classes"
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -34,7 +38,106 @@ def _methods(reports: dict[str, dict[str, Any]], key: str) -> list[str]:
     models = [n for n in reports if n not in TABLE_BASELINES and n not in ("fft_magnitudes",)
               and not n.startswith("untrained_encoder_") and not n.startswith("pca_")]  # fmt: skip
     baselines = [n for n in TABLE_BASELINES if n in reports]
-    return [n for n in models + baselines if key in reports[n]]
+    return [n for n in models + baselines if isinstance(reports[n].get(key), dict)]
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def report_classes(reports: dict[str, dict[str, Any]]) -> list[str]:
+    """The query classes that hold per-class scores in any report, in ``CLASSES`` order."""
+    names = _methods(reports, "per_class")
+    present = {c for n in names for c in reports[n]["per_class"]}
+    return [c for c in CLASSES if c in present] + sorted(present - set(CLASSES))
+
+
+def per_class_frame(reports: dict[str, dict[str, Any]], metric: str = "minADE@5") -> pd.DataFrame:
+    """``metric`` (a per-class key such as ``minADE@5``, ``precision@10``, ``recall@10``) per method
+    (rows, models first) and query class (columns, then ``hard classes``); NaN where a report lacks it."""
+    names = _methods(reports, "per_class")
+    columns = [*report_classes(reports), HARD_COLUMN]
+    rows = {
+        n: [_number(reports[n]["per_class"].get(c, {}).get(metric)) for c in columns[:-1]]
+        + [_number((reports[n].get("hard") or {}).get(metric))]
+        for n in names
+    }
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns, dtype=float)
+
+
+def class_query_counts(reports: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Queries per class (and ``hard classes``) of the first report with per-class scores."""
+    names = _methods(reports, "per_class")
+    if not names:
+        return {}
+    first = reports[names[0]]
+    counts = {c: int(first["per_class"].get(c, {}).get("queries", 0)) for c in report_classes(reports)}
+    counts[HARD_COLUMN] = int((first.get("hard") or {}).get("queries", 0))
+    return counts
+
+
+def mean_rank_frame(reports: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """TrajCL's mean rank per method: ``mean rank``, ``ranked first`` (share), ``queries``, ``database``."""
+    rows = {
+        n: [_number(r.get("mean_rank")), _number(r.get("top1")), _number(r.get("queries")), _number(r.get("database"))]
+        for n in _methods(reports, "mean_rank")
+        for r in [reports[n]["mean_rank"]]
+    }
+    return pd.DataFrame.from_dict(
+        rows, orient="index", columns=["mean rank", "ranked first", "queries", "database"], dtype=float
+    )
+
+
+def robustness_levels(reports: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """(perturbation, level) pairs of every robustness curve, clean first, in report order."""
+    columns: list[tuple[str, str]] = []
+    for n in _methods(reports, "robustness"):
+        for kind, levels in reports[n]["robustness"].items():
+            if isinstance(levels, dict):
+                columns += [(kind, level) for level in levels if (kind, level) not in columns]
+    return sorted(columns, key=lambda c: c[0] != "clean")
+
+
+def robustness_column(kind: str, level: str) -> str:
+    return "clean" if kind == "clean" else f"{kind} {level}"
+
+
+def robustness_frame(reports: dict[str, dict[str, Any]], metric: str = "minADE@5") -> pd.DataFrame:
+    """``metric`` per method (rows) and perturbation level (columns, clean first)."""
+    levels = robustness_levels(reports)
+    rows = {
+        n: [_number(reports[n]["robustness"].get(k, {}).get(lv, {}).get(metric)) for k, lv in levels]
+        for n in _methods(reports, "robustness")
+    }
+    return pd.DataFrame.from_dict(
+        rows, orient="index", columns=[robustness_column(k, lv) for k, lv in levels], dtype=float
+    )
+
+
+def robustness_curves(
+    reports: dict[str, dict[str, Any]], kind: str, metric: str = "minADE@5"
+) -> dict[str, list[tuple[float, float]]]:
+    """Per method, (level, ``metric``) points of one perturbation kind, from the clean level (0) up
+    (a time offset has no clean point: the same window is not an offset)."""
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for n in _methods(reports, "robustness"):
+        rob = reports[n]["robustness"]
+        points = [(0.0, _number(rob["clean"]["0"].get(metric)))] if kind != "offset_s" and "0" in rob.get("clean", {}) else []
+        for level, scores in (rob.get(kind) or {}).items():
+            try:
+                points.append((float(level), _number(scores.get(metric))))
+            except ValueError:
+                continue  # a combined level ("0.5+0.3") is a table column, not a point of a curve
+        if len(points) > 1 or (points and kind == "offset_s"):
+            curves[n] = sorted(points)
+    return curves
+
+
+def _markdown(frame: pd.DataFrame, digits: int, first: str = "method") -> list[str]:
+    lines = [f"| {first} | " + " | ".join(str(c) for c in frame.columns) + " |", "|---|" + "---|" * len(frame.columns)]
+    for name, row in frame.iterrows():
+        lines.append(f"| {name} | " + " | ".join(_fmt(float(v), digits) for v in row) + " |")
+    return lines
 
 
 def per_class_table(reports: dict[str, dict[str, Any]], k_ade: int = 5, k_precision: int = 10) -> str:
@@ -42,60 +145,42 @@ def per_class_table(reports: dict[str, dict[str, Any]], k_ade: int = 5, k_precis
     names = _methods(reports, "per_class")
     if not names:
         return "_no per-class scores_"
-    classes = [c for c in CLASSES if any(c in reports[n]["per_class"] for n in names)]
-    head = "| method | " + " | ".join(classes) + " | hard classes |"
+    ade = per_class_frame(reports, f"minADE@{k_ade}")
+    precision = per_class_frame(reports, f"precision@{k_precision}")
+    recall = per_class_frame(reports, f"recall@{k_precision}")
     lines = [
         f"minADE@{k_ade} (m) / precision@{k_precision} / recall@{k_precision} by query class "
         f"({reports[names[0]].get('label', 'direction')} labels; queries per class in the last row):",
         "",
-        head,
-        "|---|" + "---|" * (len(classes) + 1),
+        "| method | " + " | ".join(ade.columns) + " |",
+        "|---|" + "---|" * len(ade.columns),
     ]
-    for n in names:
-        cells = []
-        for scores in [reports[n]["per_class"].get(c, {}) for c in classes] + [reports[n].get("hard", {})]:
-            cells.append(
-                f"{_fmt(scores.get(f'minADE@{k_ade}'))} / {_fmt(scores.get(f'precision@{k_precision}'), 2)} / "
-                f"{_fmt(scores.get(f'recall@{k_precision}'), 2)}"
-            )
+    for n in ade.index:
+        cells = [f"{_fmt(float(ade.at[n, c]))} / {_fmt(float(precision.at[n, c]), 2)} / {_fmt(float(recall.at[n, c]), 2)}"
+                 for c in ade.columns]  # fmt: skip
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    first = reports[names[0]]
-    counts = [_fmt(first["per_class"].get(c, {}).get("queries")) for c in classes] + [
-        _fmt(first.get("hard", {}).get("queries"))
-    ]
-    lines.append("| queries | " + " | ".join(counts) + " |")
+    counts = class_query_counts(reports)
+    lines.append("| queries | " + " | ".join(str(counts.get(c, 0)) for c in ade.columns) + " |")
     return "\n".join(lines)
 
 
 def mean_rank_table(reports: dict[str, dict[str, Any]]) -> str:
-    names = _methods(reports, "mean_rank")
-    if not names:
+    frame = mean_rank_frame(reports)
+    if frame.empty:
         return "_no mean rank_"
     lines = ["| method | mean rank | ranked first | queries | database |", "|---|---|---|---|---|"]
-    for n in names:
-        r = reports[n]["mean_rank"]
-        lines.append(f"| {n} | {_fmt(r['mean_rank'])} | {_fmt(r['top1'])} | {r['queries']} | {r['database']} |")
+    for n, r in frame.iterrows():
+        lines.append(f"| {n} | {_fmt(float(r['mean rank']))} | {_fmt(float(r['ranked first']))} | "
+                     f"{int(r['queries'])} | {int(r['database'])} |")  # fmt: skip
     return "\n".join(lines)
 
 
 def robustness_table(reports: dict[str, dict[str, Any]], metric: str = "minADE@5") -> str:
     """One row per method, one column per perturbation level (clean first)."""
-    names = _methods(reports, "robustness")
-    if not names:
+    frame = robustness_frame(reports, metric)
+    if frame.empty:
         return "_no robustness curves_"
-    columns: list[tuple[str, str]] = []
-    for n in names:
-        for kind, levels in reports[n]["robustness"].items():
-            if isinstance(levels, dict):
-                columns += [(kind, level) for level in levels if (kind, level) not in columns]
-    lines = [
-        "| method | " + " | ".join(f"{k} {lv}" if k != "clean" else "clean" for k, lv in columns) + " |",
-        "|---|" + "---|" * len(columns),
-    ]
-    for n in names:
-        rob = reports[n]["robustness"]
-        lines.append(f"| {n} | " + " | ".join(_fmt(rob.get(k, {}).get(lv, {}).get(metric)) for k, lv in columns) + " |")
-    return "\n".join(lines)
+    return "\n".join(_markdown(frame, 3))
 
 
 def goals(reports: dict[str, dict[str, Any]], model: str, dim: int = 4) -> list[tuple[str, str, bool | None]]:
@@ -145,13 +230,9 @@ def plot_robustness(reports: dict[str, dict[str, Any]], path: Path, title: str) 
     for col, kind in enumerate(kinds):
         for row, metric in enumerate(("minADE@5", "hard_precision@10")):
             ax = axes[row, col]
-            for n in names:
-                rob = reports[n]["robustness"]
-                points = [(0.0, rob["clean"]["0"][metric])] if kind != "offset_s" and "clean" in rob else []
-                points += [(float(lv), v[metric]) for lv, v in rob.get(kind, {}).items()]
-                if points:
-                    xs, ys = zip(*sorted(points), strict=True)
-                    ax.plot(xs, ys, marker="o", label=n, linestyle="--" if n in TABLE_BASELINES else "-")
+            for n, points in robustness_curves(reports, kind, metric).items():
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, marker="o", label=n, linestyle="--" if n in TABLE_BASELINES else "-")
             ax.set_xlabel({"noise_m": "position noise sigma (m)", "drop": "share of steps dropped",
                            "offset_s": "query offset (s)"}[kind])  # fmt: skip
             ax.set_ylabel(metric)

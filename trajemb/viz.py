@@ -701,3 +701,38 @@ def metric_vs_dim_figure(
         "yaxis": _axis(f"{plain(metric)} (m)"),
     }
     return figure(data, layout)
+
+
+def curves_figure(
+    curves: dict[str, list[tuple[float, float]]],
+    title: str,
+    x_title: str,
+    y_title: str,
+    dashed: Sequence[str] = (),
+    height: int = 320,
+) -> go.Figure:
+    """One line with markers per method (e.g. a robustness curve: a score against a perturbation's
+    level); methods named in ``dashed`` (baselines) are drawn dashed, so models stand out."""
+    data = []
+    for i, (name, points) in enumerate(curves.items()):
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": plain(name),
+                "x": [p[0] for p in points],
+                "y": [p[1] for p in points],
+                "line": {"color": PALETTE[i % len(PALETTE)], "dash": "dash" if name in dashed else "solid"},
+                "hovertemplate": f"{plain(name)}<br>{plain(x_title)} %{{x}}<br>{plain(y_title)} %{{y:.3f}}<extra></extra>",
+            }
+        )
+    layout = {
+        "title": {"text": plain(title), "font": {"size": 13}},
+        "height": height,
+        "plot_bgcolor": "white",
+        "margin": {"l": 50, "r": 10, "t": 35, "b": 40},
+        "legend": {"font": {"size": 10}},
+        "xaxis": _axis(x_title),
+        "yaxis": _axis(y_title),
+    }
+    return figure(data, layout)

@@ -1,0 +1,88 @@
+"""Report tables and curves (``trajemb.report``) from hand-written reports: values land in the right
+cells, missing scores stay missing, baselines follow models."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from trajemb.report import (
+    goals,
+    mean_rank_frame,
+    per_class_frame,
+    per_class_table,
+    robustness_curves,
+    robustness_frame,
+    robustness_table,
+)
+
+
+def _scores(ade: float, precision: float, queries: int = 10) -> dict[str, float | int]:
+    return {"queries": queries, "minADE@5": ade, "precision@10": precision, "recall@10": 1.0}
+
+
+def _robustness(clean: float, noise: float, drop: float) -> dict[str, Any]:
+    return {
+        "clean": {"0": {"minADE@5": clean}},
+        "noise_m": {"0.1": {"minADE@5": clean + 0.01}, "0.5": {"minADE@5": noise}},
+        "drop": {"0.3": {"minADE@5": drop}},
+        "noise_m+drop": {"0.5+0.3": {"minADE@5": noise + drop}},
+        "label": "true_manoeuvre",
+        "corpus": 100,
+    }
+
+
+REPORTS: dict[str, dict[str, Any]] = {
+    "pca_4": {
+        "minADE@5": 0.52,
+        "per_class": {"straight": _scores(0.4, 0.9, 50), "left": _scores(0.8, 0.5, 7)},
+        "hard": _scores(0.8, 0.5, 7),
+        "silhouette_label": -0.2,
+        "mean_rank": {"mean_rank": 1.5, "top1": 0.7, "queries": 100, "database": 1000},
+        "robustness": _robustness(0.52, 1.3, 0.9),
+    },
+    "model-a": {
+        "minADE@5": 0.53,
+        "per_class": {"straight": _scores(0.41, 0.92), "left": _scores(0.7, 0.6)},
+        "hard": _scores(0.7, 0.6),
+        "silhouette_label": -0.1,
+        "mean_rank": {"mean_rank": 1.2, "top1": 0.8, "queries": 100, "database": 1000},
+        "robustness": _robustness(0.53, 0.9, 0.8),
+    },
+    "oracle_raw": {"minADE@5": 0.51, "per_class": {"u_turn": _scores(2.0, 0.3)}, "hard": _scores(2.0, 0.3)},
+    "random": {"minADE@5": 9.0},
+}
+
+
+def test_per_class_frame_puts_models_first_and_keeps_gaps() -> None:
+    frame = per_class_frame(REPORTS)
+    assert list(frame.index) == ["model-a", "oracle_raw", "pca_4"]  # random holds no per-class scores
+    assert frame.columns[-1] == "hard classes"
+    assert frame.at["model-a", "left"] == 0.7 and frame.at["pca_4", "hard classes"] == 0.8
+    assert math.isnan(frame.at["model-a", "u_turn"])  # a class only the oracle's queries had
+    assert per_class_frame(REPORTS, "precision@10").at["model-a", "straight"] == 0.92
+    table = per_class_table(REPORTS)
+    assert "| model-a | 0.410 / 0.92 / 1.00 |" in table and "| queries | 10 |" in table
+
+
+def test_mean_rank_and_robustness_frames() -> None:
+    rank = mean_rank_frame(REPORTS)
+    assert list(rank.index) == ["model-a", "pca_4"] and rank.at["model-a", "mean rank"] == 1.2
+    robust = robustness_frame(REPORTS)
+    assert list(robust.columns) == ["clean", "noise_m 0.1", "noise_m 0.5", "drop 0.3", "noise_m+drop 0.5+0.3"]
+    assert robust.at["pca_4", "noise_m+drop 0.5+0.3"] == 1.3 + 0.9
+    assert "| model-a | 0.530 | 0.540 | 0.900 | 0.800 | 1.700 |" in robustness_table(REPORTS)
+
+
+def test_robustness_curves_start_clean_and_skip_combined_levels() -> None:
+    curves = robustness_curves(REPORTS, "noise_m")
+    assert curves["model-a"] == [(0.0, 0.53), (0.1, 0.54), (0.5, 0.9)]
+    assert robustness_curves(REPORTS, "noise_m+drop") == {}  # a table column, not a curve
+    assert robustness_curves(REPORTS, "offset_s") == {}
+
+
+def test_goals_compare_with_pca_and_the_oracle() -> None:
+    reached = {goal: ok for goal, _, ok in goals(REPORTS, "model-a")}
+    assert reached["minADE@5 within 5 % of the oracle"] is True  # 0.53 / 0.51 = +3.9 %
+    assert reached["hard-class precision@10 at least PCA-4's"] is True
+    assert reached["under noise 0.5 m: minADE@5 below PCA-4's"] is True
