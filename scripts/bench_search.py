@@ -61,9 +61,15 @@ def main() -> None:
     flat.add(emb)
     sharded = ShardedFlatIndex(emb, os.cpu_count() or 1)
     one = per_query_ms(flat.search, q)
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # what NeighborIndex does for a few queries (trajemb.index.FEW_QUERIES)
+    single = per_query_ms(flat.search, q)
+    faiss.omp_set_num_threads(threads)
     split = per_query_ms(sharded.search, q)
-    print(f"  exact, one query: FAISS flat median {statistics.median(one):.2f} ms (p95 {np.percentile(one, 95):.2f}); "
-          f"sharded over the cores median {statistics.median(split):.2f} ms (p95 {np.percentile(split, 95):.2f})")  # fmt: skip
+    print(f"  exact, one query: FAISS flat median {statistics.median(one):.2f} ms (p95 {np.percentile(one, 95):.2f}) "
+          f"on {threads} OpenMP threads, {statistics.median(single):.2f} ms (p95 {np.percentile(single, 95):.2f}) "
+          f"on one (trajemb's search); sharded over the cores median {statistics.median(split):.2f} ms "
+          f"(p95 {np.percentile(split, 95):.2f})")  # fmt: skip
     rate, exact = qps(flat, q)
     print(f"  exact, batch: {rate:,.0f} queries/s")
 

@@ -189,3 +189,35 @@ def test_sharded_exact_search_equals_flat() -> None:
         np.testing.assert_array_equal(a[1], b[1])
     flat = build_faiss_index(db, IndexSpec(kind="flat"))
     assert parallel_exact(flat, db, min_rows=10**9) is flat  # small indices stay as they are
+
+
+def test_few_queries_run_on_one_openmp_thread_and_restore_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A single query runs FAISS on one OpenMP thread (a team only adds overhead there), batches keep
+    every thread, the caller's setting is restored, and results do not change."""
+    import faiss
+
+    from trajemb.index import FEW_QUERIES
+
+    db, q = clustered(3000, 8), clustered(30, 8, seed=5)
+    groups = np.arange(3000) // 3
+    index = NeighborIndex(build_faiss_index(db, IndexSpec(kind="flat")), groups, db)
+    batch = index.search(q, 5, groups[:30])
+    seen: list[int] = []
+    search = index.index.search
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(faiss.omp_get_max_threads())
+        return search(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(index.index, "search", spy)
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(2)
+    try:
+        for i in range(3):
+            _, ids = index.search(q[i : i + 1], 5, groups[i : i + 1])
+            np.testing.assert_array_equal(ids[0], batch[1][i])
+            assert faiss.omp_get_max_threads() == 2
+        index.search(q[: FEW_QUERIES + 1], 5)
+    finally:
+        faiss.omp_set_num_threads(before)
+    assert seen == [1, 1, 1, 2]
