@@ -66,8 +66,12 @@ def test_inference_forward_equals_training_forward(layers: int) -> None:
         ref, ref_masked = model(x), model(x, valid)
         torch.testing.assert_close(model.forward_inference(x), ref, atol=2e-6, rtol=1e-5)
         torch.testing.assert_close(model.forward_inference(x, valid), ref_masked, atol=2e-6, rtol=1e-5)
-    threaded = Embedder(model, "cpu", batch_size=64)(x.numpy())  # several batches on a thread pool
+        constants = model.inference_constants(30)  # what an Embedder computes once
+        torch.testing.assert_close(model.forward_inference(x, constants=constants), ref, atol=2e-6, rtol=1e-5)
+    embedder = Embedder(model, "cpu", batch_size=64)
+    threaded = embedder(x.numpy())  # several batches on a thread pool
     np.testing.assert_allclose(threaded, ref.numpy(), atol=2e-6)
+    np.testing.assert_allclose(embedder(x[:, :20].numpy()), model(x[:, :20]).detach().numpy(), atol=2e-6)
     np.testing.assert_allclose(embed_windows(model, x.numpy(), batch_size=700), ref.numpy(), atol=2e-6)
     model.train()
     with pytest.raises(RuntimeError, match="eval mode"):

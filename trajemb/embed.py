@@ -11,6 +11,7 @@ one batch per core, under ``torch.inference_mode``: the same embeddings within f
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -28,7 +29,8 @@ GPU_BATCH = 8192
 
 
 class Embedder:
-    """Embeds numpy windows with one model on one device; reuse it across calls."""
+    """Embeds numpy windows with one model on one device; reuse it across calls. The model's weights
+    must not change while it is in use (weight-derived tensors are computed once per window length)."""
 
     def __init__(
         self, model: TrajectoryEncoder, device: torch.device | str = "cpu", batch_size: int = 0
@@ -38,6 +40,8 @@ class Embedder:
         self.batch_size = batch_size or (GPU_BATCH if self.device.type == "cuda" else CPU_BATCH)
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._lock = threading.Lock()
 
     def __call__(self, xy_agent: np.ndarray) -> Float32Array:
         """(N, T, 2) agent-frame windows -> contiguous (N, D) float32."""
@@ -60,13 +64,22 @@ class Embedder:
             torch.set_num_threads(previous)
         return out
 
+    def _constants(self, num_steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The model's weight-derived inference tensors for windows of ``num_steps``, computed once."""
+        with self._lock:
+            if num_steps not in self._cache:
+                with torch.inference_mode():
+                    self._cache[num_steps] = self.model.inference_constants(num_steps)
+            return self._cache[num_steps]
+
     def _batch(self, xy_agent: np.ndarray, out: np.ndarray, start: int) -> None:
-        batch = torch.tensor(np.asarray(xy_agent[start : start + self.batch_size]), dtype=torch.float32)
+        batch = torch.from_numpy(np.array(xy_agent[start : start + self.batch_size], dtype=np.float32))
+        constants = self._constants(batch.shape[1]) if self.device.type == "cpu" else None
         with torch.inference_mode():
             batch = batch.to(self.device, non_blocking=True)
             use_bf16 = self.device.type == "cuda"
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                z = self.model.forward_inference(batch)
+                z = self.model.forward_inference(batch, constants=constants)
             out[start : start + batch.shape[0]] = z.float().cpu().numpy()
 
 

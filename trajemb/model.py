@@ -171,12 +171,31 @@ class TrajectoryEncoder(nn.Module):
     def _output(self, z: torch.Tensor) -> torch.Tensor:
         return F.normalize(z, dim=-1) if self.config.normalize else z
 
-    def forward_inference(self, xy_agent: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    def inference_constants(self, num_steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What ``forward_inference`` derives from the weights for windows of ``num_steps`` steps: the
+        per-step input bias (T, d), the input projection folded into the first layer's QKV map (3d, 2)
+        and that layer's per-step QKV bias (T, 3d). An embedder computes them once per model."""
+        T = num_steps
+        if T > self.config.max_steps:
+            raise ConfigError(f"window of {T} steps exceeds the encoder's max_steps {self.config.max_steps}")
+        attn = self.encoder.layers[0].self_attn
+        input_bias = self.input_projection.bias + self.positional[:T]  # type: ignore[index]
+        w = attn.in_proj_weight @ self.input_projection.weight
+        step_bias = F.linear(input_bias, attn.in_proj_weight, attn.in_proj_bias)
+        return input_bias, w, step_bias
+
+    def forward_inference(
+        self,
+        xy_agent: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        constants: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """``forward`` in eval mode, through ``scaled_dot_product_attention``: same weights, same result
         within float tolerance, faster on CPU than ``nn.MultiheadAttention``'s batched products.
 
         Each layer is the post-norm ``nn.TransformerEncoderLayer``: x = LN1(x + SA(x)),
-        x = LN2(x + W2 GELU(W1 x)); dropout is off. Shapes as in ``forward``.
+        x = LN2(x + W2 GELU(W1 x)); dropout is off. Shapes as in ``forward``. ``constants``: this
+        model's ``inference_constants(T)``, computed here when not given.
         """
         if self.training:
             raise RuntimeError("forward_inference is for eval mode; call model.eval() first")
@@ -184,18 +203,21 @@ class TrajectoryEncoder(nn.Module):
         if T > self.config.max_steps:
             raise ConfigError(f"window of {T} steps exceeds the encoder's max_steps {self.config.max_steps}")
         p = xy_agent / self.config.input_scale_m
-        x = self.input_projection(p) + self.positional[:T]  # type: ignore[index]
-        mask = None if valid is None else valid[:, None, None, :]  # (B, 1, 1, T): True = attend
         d = self.config.d_model
+        input_bias, w, step_bias = self.inference_constants(T) if constants is None else constants
+        # Maps of the 2 coordinates plus a per-step bias run as one batched multiply-add each (a
+        # matrix product with an inner dimension of 2 and a separate addition are slower).
+        x = torch.baddbmm(input_bias.expand(B, T, d), p, self.input_projection.weight.t().expand(B, 2, d))
+        mask = None if valid is None else valid[:, None, None, :]  # (B, 1, 1, T): True = attend
         for i, layer in enumerate(self.encoder.layers):
             attn = layer.self_attn
             H = attn.num_heads
             if i == 0:
-                # The first layer's input is linear in the 2 coordinates: fold the input projection into
-                # the QKV projection (a 2 -> 3d map plus a per-step bias) instead of a 64 -> 3d product.
-                w = attn.in_proj_weight @ self.input_projection.weight  # (3d, 2)
-                step_bias = F.linear(self.input_projection.bias + self.positional[:T], attn.in_proj_weight, attn.in_proj_bias)  # type: ignore[index]  # fmt: skip
-                qkv = (F.linear(p, w) + step_bias).view(B, T, 3, H, d // H).permute(2, 0, 3, 1, 4)
+                # The first layer's input is linear in the 2 coordinates: the input projection is
+                # folded into the QKV projection (a 2 -> 3d map plus a per-step bias, ``w`` and
+                # ``step_bias``) instead of a 64 -> 3d product.
+                qkv = torch.baddbmm(step_bias.expand(B, T, 3 * d), p, w.t().expand(B, 2, 3 * d))
+                qkv = qkv.view(B, T, 3, H, d // H).permute(2, 0, 3, 1, 4)
             else:
                 qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(B, T, 3, H, d // H).permute(2, 0, 3, 1, 4)
             a = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)  # (B, H, T, d/H)

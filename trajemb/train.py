@@ -573,7 +573,9 @@ class Trainer:
             row: dict[str, float] = {
                 "epoch": epoch + 1,
                 "train_loss": total / (W * self.steps_per_epoch),
-                "triplets_per_batch": all_triplets / (W * self.steps_per_epoch),
+                # Triplets mined, or anchors with a neighbour for the soft-neighbour loss.
+                ("triplets_per_batch" if c.loss == "triplet" else "anchors_per_batch"): all_triplets
+                / (W * self.steps_per_epoch),
                 "lr": float(self.scheduler.get_last_lr()[0]),
                 "train_windows_per_s": W * self.steps_per_epoch * c.batch_size / seconds,
             }
