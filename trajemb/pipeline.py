@@ -19,6 +19,7 @@ from trajemb.bundle import CHECKPOINT_DIR, MANIFEST, META_FILE, model_file, read
 from trajemb.bundle_build import BundleConfig, build_bundle, complete_bundle
 from trajemb.checkpoint import WEIGHTS_FILE
 from trajemb.errors import DataError
+from trajemb.evaluate import EvalConfig
 from trajemb.integrity import digest_file
 from trajemb.prepare import PrepareConfig, prepare_table
 from trajemb.projection import ProjectionConfig
@@ -84,12 +85,17 @@ def default_bundle_dir(cache: Path, num_scenarios: int = DEFAULT_SCENARIOS, seed
     return DefaultDataPaths(Path(cache) / f"default-s{seed}-n{num_scenarios}").root / "bundle"
 
 
+#: The default data's bundle: robustness curves too (the explorer adds them in the background), so the
+#: Evaluation page shows every table on the built-in data.
+DEFAULT_BUNDLE_CONFIG = BundleConfig(evaluation=EvalConfig(robustness=True))
+
+
 def build_default_bundle(
     cache: Path,
     num_scenarios: int = DEFAULT_SCENARIOS,
     seed: int = DEFAULT_SEED,
     checkpoints: list[Path] | None = None,
-    config: BundleConfig = BundleConfig(),
+    config: BundleConfig = DEFAULT_BUNDLE_CONFIG,
     progress: bool = True,
     complete: bool = True,
 ) -> Path:
