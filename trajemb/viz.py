@@ -709,7 +709,7 @@ def curves_figure(
     x_title: str,
     y_title: str,
     dashed: Sequence[str] = (),
-    height: int = 320,
+    height: int = 420,
 ) -> go.Figure:
     """One line with markers per method (e.g. a robustness curve: a score against a perturbation's
     level); methods named in ``dashed`` (baselines) are drawn dashed, so models stand out."""
@@ -730,8 +730,8 @@ def curves_figure(
         "title": {"text": plain(title), "font": {"size": 13}},
         "height": height,
         "plot_bgcolor": "white",
-        "margin": {"l": 50, "r": 10, "t": 35, "b": 40},
-        "legend": {"font": {"size": 10}},
+        "margin": {"l": 50, "r": 10, "t": 35, "b": 10},
+        "legend": {"font": {"size": 10}, "orientation": "h", "yanchor": "top", "y": -0.25, "x": 0},
         "xaxis": _axis(x_title),
         "yaxis": _axis(y_title),
     }
