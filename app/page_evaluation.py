@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
@@ -81,6 +82,16 @@ PERTURBATIONS: dict[str, str] = {
 }
 
 
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def _whole(value: Any, default: int) -> int:
+    """A count read from a report, or ``default`` where it is not a finite number."""
+    number = _number(value)
+    return int(number) if math.isfinite(number) else default
+
+
 def _best_style(frame: pd.DataFrame, better: dict[str, str] | None = None) -> pd.DataFrame:
     """Bold, tinted cell at the best value of each column among models and baselines (not the
     references). ``better``: column -> "lower"/"higher" (default: ``METRICS``'; others unmarked)."""
@@ -131,10 +142,11 @@ def _mean_rank_section(reports: dict[str, dict[str, Any]]) -> None:
     if frame.empty:
         return
     st.subheader("Mean rank of twin halves")
-    database = int(frame["database"].max())
+    largest = frame["database"].max()
+    database = f"{int(largest):,}" if pd.notna(largest) else "the"
     st.caption(ui.md(
         f"The trajectory-similarity literature's measure (TrajCL): each window is split into its even and odd "
-        f"steps; the even half of each query searches the odd halves of {database:,} windows, and the rank of "
+        f"steps; the even half of each query searches the odd halves of {database} windows, and the rank of "
         "its own odd half is averaged (1 is perfect). Ranked first: share of queries whose twin comes first. "
         "TrajCL reports 1.004 on 100,000 Porto taxi trajectories."
     ))  # fmt: skip
@@ -182,20 +194,22 @@ def page() -> None:
     bundle = ui.bundle_choice()
     if bundle is None:
         return
+    # Reports are data read from the bundle: entries that are not objects are left out, and numbers
+    # that are not numbers become empty cells (``_number``), never an exception.
     reports: dict[str, dict[str, Any]] = {}
     for name in bundle.model_names:
         report = bundle.report(name)
-        if report is not None:
+        if isinstance(report, dict):
             reports[name] = report
-    baselines = bundle.baselines()
+    baselines = {str(k): v for k, v in bundle.baselines().items() if isinstance(v, dict)}
     if not reports:
         ui.completion_notice(bundle)
         return
     scope = next(iter(reports.values()))
-    corpus = int(scope.get("corpus_windows", bundle.num_windows))
+    corpus = _whole(scope.get("corpus_windows"), bundle.num_windows)
     sampled = f" (a seeded sample of the {bundle.num_windows:,} in the bundle)" if corpus < bundle.num_windows else ""
     st.caption(
-        f"{int(scope.get('num_queries', 0)):,} queries sampled among {corpus:,} windows{sampled}; "
+        f"{_whole(scope.get('num_queries'), 0):,} queries sampled among {corpus:,} windows{sampled}; "
         "each query's own track is excluded from its neighbours, which are found by exact search over the embedding. "
         "Best value per column (among models and baselines, not the oracle or random references) in bold."
     )
@@ -218,13 +232,13 @@ def page() -> None:
         speed = pd.DataFrame(speed_rows).T
         st.dataframe(speed, width="stretch", key="speed-table", column_config={
             c: st.column_config.NumberColumn(c, format="%.3f") for c in ("recall@10 vs exact", *SPEED[1:])})  # fmt: skip
-    chart_methods = {name: r for name, r in reports.items()}
+    chart_methods = {name: {m: _number(r.get(m)) for m in MAIN} for name, r in reports.items()}
     for ref in ("oracle_raw", "random"):
         if ref in baselines:
-            chart_methods[ref] = baselines[ref]
+            chart_methods[ref] = {m: _number(baselines[ref].get(m)) for m in MAIN}
     for name in baselines:
         if name.startswith("pca_"):
-            chart_methods[name] = baselines[name]
+            chart_methods[name] = {m: _number(baselines[name].get(m)) for m in MAIN}
     st.plotly_chart(
         grouped_bar_figure(
             chart_methods,
@@ -236,13 +250,14 @@ def page() -> None:
     )
     dims_by_similarity: dict[str, set[int]] = {}
     for name, r in reports.items():
-        dims_by_similarity.setdefault(str(bundle.model_entry(name).get("similarity")), set()).add(int(r.get("dim") or 0))
+        dims_by_similarity.setdefault(str(bundle.model_entry(name).get("similarity")), set()).add(_whole(r.get("dim"), 0))
     if any(len(d) > 1 for d in dims_by_similarity.values()):
         groups: dict[str, list[tuple[int, float]]] = {}
         for name, r in reports.items():
             similarity = bundle.model_entry(name).get("similarity") or "model"
-            groups.setdefault(str(similarity), []).append((int(r["dim"]), float(r["minADE@5"])))
-        refs = {"oracle": baselines["oracle_raw"]["minADE@5"]} if "oracle_raw" in baselines else {}
+            groups.setdefault(str(similarity), []).append((_whole(r.get("dim"), 0), _number(r.get("minADE@5"))))
+        oracle = _number(baselines.get("oracle_raw", {}).get("minADE@5"))
+        refs = {"oracle": oracle} if math.isfinite(oracle) else {}
         st.plotly_chart(metric_vs_dim_figure(groups, refs, "minADE@5"), key="eval-dim")
     else:
         st.caption("No mining similarity has models of several embedding dimensions D here, so there is no plot against D.")

@@ -200,6 +200,34 @@ def test_evaluation_shows_per_class_mean_rank_and_robustness(app: AppTest, small
     assert frame.at[model, "left"] == pytest.approx(report["per_class"]["left"]["precision@10"])
 
 
+def test_malformed_reports_leave_cells_empty(
+    small_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bundle whose reports hold wrong types (validly hashed: a crafted bundle) shows the Evaluation
+    page with empty cells, not a traceback."""
+    import json
+    import shutil
+
+    from trajemb.bundle import BASELINES_FILE, MANIFEST, REPORT, model_file
+    from trajemb.bundle_build import BundleWriter
+
+    root = tmp_path / "b"
+    shutil.copytree(small_bundle, root)
+    writer = BundleWriter(root, json.loads((root / MANIFEST).read_text()))
+    name = Bundle(root).model_names[0]
+    writer.write_json(model_file(name, REPORT), {
+        "num_queries": "many", "corpus_windows": None, "dim": "four", "minADE@5": [1],
+        "per_class": {"left": 3}, "hard": "x", "mean_rank": {"mean_rank": "y", "database": None},
+        "robustness": {"clean": [], "noise_m": {"0.5": {"minADE@5": "z"}}}, "index": {"kind": 5},
+    })  # fmt: skip
+    writer.write_json(BASELINES_FILE, {"oracle_raw": 1, "pca_4": {"minADE@5": "nan", "per_class": []}})
+    writer.save_manifest()
+    at = start(root, monkeypatch)
+    at.switch_page("page_evaluation.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
 @pytest.fixture(scope="module")
 def hostile_bundle(
     synth_table: Path, tiny_checkpoints: list[Path], tmp_path_factory: pytest.TempPathFactory

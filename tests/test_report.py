@@ -9,6 +9,7 @@ from typing import Any
 from trajemb.report import (
     goals,
     mean_rank_frame,
+    mean_rank_table,
     per_class_frame,
     per_class_table,
     robustness_curves,
@@ -86,3 +87,25 @@ def test_goals_compare_with_pca_and_the_oracle() -> None:
     assert reached["minADE@5 within 5 % of the oracle"] is True  # 0.53 / 0.51 = +3.9 %
     assert reached["hard-class precision@10 at least PCA-4's"] is True
     assert reached["under noise 0.5 m: minADE@5 below PCA-4's"] is True
+
+
+def test_malformed_reports_give_empty_cells_not_errors() -> None:
+    """Reports are read from bundles: wrong types at any level leave cells empty."""
+    bad: dict[str, dict[str, Any]] = {
+        "m": {
+            "per_class": {"left": [1, 2], "straight": {"minADE@5": "x", "queries": None}},
+            "hard": 3,
+            "mean_rank": {"mean_rank": None, "top1": True, "queries": "many", "database": {}},
+            "robustness": {"clean": 5, "noise_m": {"0.5": 7, "1": {"minADE@5": 1.0}}, "label": "x"},
+        },
+        "pca_4": {"per_class": {}, "robustness": {"noise_m": []}},
+    }
+    frame = per_class_frame(bad)
+    assert list(frame.index) == ["m", "pca_4"] and frame.isna().all().all()
+    assert mean_rank_frame(bad).isna().all().all()
+    assert math.isnan(robustness_frame(bad).at["m", "noise_m 0.5"])
+    assert robustness_frame(bad).at["m", "noise_m 1"] == 1.0
+    (half, missing), (one, value) = robustness_curves(bad, "noise_m")["m"]
+    assert (half, one, value) == (0.5, 1.0, 1.0) and math.isnan(missing)
+    assert "method" in per_class_table(bad) and "method" in robustness_table(bad)
+    assert "| m | - | - | 0 | 0 |" in mean_rank_table(bad)

@@ -45,10 +45,23 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
 
+def _at(value: Any, *keys: str) -> Any:
+    """``value[k1][k2]...``, or ``{}`` where a level is missing or not an object: a report read from a
+    bundle is data, and a malformed one gives empty cells, not an exception."""
+    for key in keys:
+        value = value.get(key, {}) if isinstance(value, dict) else {}
+    return value
+
+
+def _count(value: Any) -> int:
+    number = _number(value)
+    return int(number) if math.isfinite(number) else 0
+
+
 def report_classes(reports: dict[str, dict[str, Any]]) -> list[str]:
     """The query classes that hold per-class scores in any report, in ``CLASSES`` order."""
     names = _methods(reports, "per_class")
-    present = {c for n in names for c in reports[n]["per_class"]}
+    present = {str(c) for n in names for c in reports[n]["per_class"]}
     return [c for c in CLASSES if c in present] + sorted(present - set(CLASSES))
 
 
@@ -58,8 +71,8 @@ def per_class_frame(reports: dict[str, dict[str, Any]], metric: str = "minADE@5"
     names = _methods(reports, "per_class")
     columns = [*report_classes(reports), HARD_COLUMN]
     rows = {
-        n: [_number(reports[n]["per_class"].get(c, {}).get(metric)) for c in columns[:-1]]
-        + [_number((reports[n].get("hard") or {}).get(metric))]
+        n: [_number(_at(reports[n], "per_class", c, metric)) for c in columns[:-1]]
+        + [_number(_at(reports[n], "hard", metric))]
         for n in names
     }
     return pd.DataFrame.from_dict(rows, orient="index", columns=columns, dtype=float)
@@ -71,8 +84,8 @@ def class_query_counts(reports: dict[str, dict[str, Any]]) -> dict[str, int]:
     if not names:
         return {}
     first = reports[names[0]]
-    counts = {c: int(first["per_class"].get(c, {}).get("queries", 0)) for c in report_classes(reports)}
-    counts[HARD_COLUMN] = int((first.get("hard") or {}).get("queries", 0))
+    counts = {c: _count(_at(first, "per_class", c, "queries")) for c in report_classes(reports)}
+    counts[HARD_COLUMN] = _count(_at(first, "hard", "queries"))
     return counts
 
 
@@ -94,7 +107,7 @@ def robustness_levels(reports: dict[str, dict[str, Any]]) -> list[tuple[str, str
     for n in _methods(reports, "robustness"):
         for kind, levels in reports[n]["robustness"].items():
             if isinstance(levels, dict):
-                columns += [(kind, level) for level in levels if (kind, level) not in columns]
+                columns += [(str(kind), str(lv)) for lv in levels if (str(kind), str(lv)) not in columns]
     return sorted(columns, key=lambda c: c[0] != "clean")
 
 
@@ -106,7 +119,7 @@ def robustness_frame(reports: dict[str, dict[str, Any]], metric: str = "minADE@5
     """``metric`` per method (rows) and perturbation level (columns, clean first)."""
     levels = robustness_levels(reports)
     rows = {
-        n: [_number(reports[n]["robustness"].get(k, {}).get(lv, {}).get(metric)) for k, lv in levels]
+        n: [_number(_at(reports[n], "robustness", k, lv, metric)) for k, lv in levels]
         for n in _methods(reports, "robustness")
     }
     return pd.DataFrame.from_dict(
@@ -122,10 +135,12 @@ def robustness_curves(
     curves: dict[str, list[tuple[float, float]]] = {}
     for n in _methods(reports, "robustness"):
         rob = reports[n]["robustness"]
-        points = [(0.0, _number(rob["clean"]["0"].get(metric)))] if kind != "offset_s" and "0" in rob.get("clean", {}) else []
-        for level, scores in (rob.get(kind) or {}).items():
+        clean = _number(_at(rob, "clean", "0", metric))
+        points = [(0.0, clean)] if kind != "offset_s" and math.isfinite(clean) else []
+        levels = _at(rob, kind)
+        for level, scores in (levels.items() if isinstance(levels, dict) else []):
             try:
-                points.append((float(level), _number(scores.get(metric))))
+                points.append((float(level), _number(_at(scores, metric))))
             except ValueError:
                 continue  # a combined level ("0.5+0.3") is a table column, not a point of a curve
         if len(points) > 1 or (points and kind == "offset_s"):
@@ -171,7 +186,7 @@ def mean_rank_table(reports: dict[str, dict[str, Any]]) -> str:
     lines = ["| method | mean rank | ranked first | queries | database |", "|---|---|---|---|---|"]
     for n, r in frame.iterrows():
         lines.append(f"| {n} | {_fmt(float(r['mean rank']))} | {_fmt(float(r['ranked first']))} | "
-                     f"{int(r['queries'])} | {int(r['database'])} |")  # fmt: skip
+                     f"{_count(r['queries'])} | {_count(r['database'])} |")  # fmt: skip
     return "\n".join(lines)
 
 
