@@ -158,7 +158,7 @@ def _mean_rank_section(reports: dict[str, dict[str, Any]]) -> None:
                  height=36 * (len(shown) + 1) + 3)  # fmt: skip
 
 
-def _robustness_section(reports: dict[str, dict[str, Any]]) -> None:
+def _robustness_section(reports: dict[str, dict[str, Any]], encoder_missing: str) -> None:
     st.subheader("Robustness")
     frame_all = robustness_frame(reports)
     if frame_all.empty:
@@ -172,8 +172,13 @@ def _robustness_section(reports: dict[str, dict[str, Any]]) -> None:
         "Query and corpus perturbed as real tracks are (Gaussian position noise per coordinate; steps "
         "dropped at random; both; a 3 s query against 6 s windows; the query taken 0.5 to 2 s later on the "
         "same track). Neighbours are found from the perturbed windows and scored on the clean ones. "
-        "Encoders and PCA read windows with missing steps completed by linear interpolation. Dashed lines "
-        "are baselines."
+        + (
+            "Encoders and PCA read windows with missing steps completed by linear interpolation. "
+            if encoder_missing != "mask"
+            else "Encoders read windows with missing steps masked; PCA and the oracle read them completed by "
+            "linear interpolation. "
+        )
+        + "Dashed lines are baselines."
     )
     metric = st.radio("Score", list(ROBUSTNESS_METRICS), horizontal=True, key="eval-robust-metric")
     better, text = ROBUSTNESS_METRICS[metric]
@@ -264,7 +269,9 @@ def page() -> None:
     ranked = {**reports, **baselines}
     _per_class_section(ranked)
     _mean_rank_section(ranked)
-    _robustness_section(ranked)
+    evaluation = bundle.manifest.get("evaluation")
+    encoder_missing = evaluation.get("encoder_missing") if isinstance(evaluation, dict) else None
+    _robustness_section(ranked, str(encoder_missing))
     st.subheader("What the columns mean")
     st.markdown("\n".join(f"* **{name}** ({better} is better): {text}" for name, (better, text) in METRICS.items()))
     ui.completion_notice(bundle, only_running=True)

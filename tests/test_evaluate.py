@@ -111,3 +111,26 @@ def test_bundle_reports_hold_the_new_keys(small_bundle: Path) -> None:
     assert report["mean_rank"]["mean_rank"] >= 1.0 and report["mean_rank"]["queries"] > 0
     baselines = bundle.baselines()
     assert baselines["oracle_raw"]["mean_rank"]["mean_rank"] >= 1.0 and "per_class" in baselines["random"]
+
+
+def test_random_neighbours_and_pca_on_tiny_tables() -> None:
+    """Fewer rows outside the query's track than k: -1 pads (no endless draw); PCA on fewer windows
+    than D keeps as many components as it can."""
+    from trajemb.evaluate import baseline_reports, random_neighbors
+
+    ids = random_neighbors(np.array([0, 3]), np.array([0, 0, 0, 1, 2]), k=4, seed=0)
+    assert (ids[0, :2] >= 3).all() and (ids[0, 2:] == -1).all()
+    assert sorted(ids[1, :4].tolist()) == [0, 1, 2, 4]
+    assert (random_neighbors(np.array([0]), np.zeros(5, dtype=np.int64), 3, 0) == -1).all()
+    xy = np.cumsum(np.random.default_rng(0).normal(size=(3, 20, 2)), axis=1).astype(np.float32)
+    meta = pd.DataFrame({"direction": ["left", "right", "straight"], "track_id": ["a", "b", "c"]})
+    reports = baseline_reports(TrajectoryTable(xy, meta, {}), dim=4, config=EvalConfig(num_queries=3), groups=np.arange(3))
+    assert reports["pca_4"]["dim"] == 3 and "random" in reports
+
+
+def test_scored_corpora_have_a_floor() -> None:
+    from trajemb.errors import ConfigError
+
+    for field in ("mean_rank_corpus", "robustness_corpus"):
+        with pytest.raises(ConfigError, match="corpus"):
+            EvalConfig(**{field: 2})

@@ -122,3 +122,11 @@ def test_masked_encoder_ignores_missing_steps() -> None:
     a = encoder_features(model, missing="mask")(Observed(np.where(valid[..., None], xy, np.nan), valid))
     b = encoder_features(model, missing="mask")(Observed(np.where(valid[..., None], xy, 123.0), valid))
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_mean_rank_counts_ties_against_the_twin() -> None:
+    """A collapsed embedding (every window at one point) ranks the twin last, not first."""
+    xy = _fan(40)
+    groups = np.arange(40)
+    collapsed = mean_rank(lambda obs: np.ones((len(obs.valid), 4), np.float32), xy, groups, np.arange(10))
+    assert collapsed["mean_rank"] == 40.0 and collapsed["top1"] == 0.0  # behind the 39 other tracks

@@ -231,3 +231,19 @@ def test_card_records_the_revision_the_run_started_from(synth_table: Path, tmp_p
         mp.setattr("trajemb.train.git_revision", lambda *_: "edited-dirty")
         trainer.fit()
     assert load_checkpoint(tmp_path / "run" / "best")[1]["git_revision"] == started != "edited-dirty"
+
+
+def test_one_cycle_warmup_never_divides_by_zero() -> None:
+    """OneCycleLR divides by (warm-up steps - 1): 10 steps at warm-up 0.1 used to fail."""
+    from trajemb.train import _one_cycle_warmup
+
+    for total in (1, 2, 3, 5, 10, 20, 101):
+        for fraction in (0.01, 0.1, 0.5, 0.9):
+            opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+            pct = _one_cycle_warmup(fraction, total)
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=total, pct_start=pct)
+            for _ in range(total):
+                opt.step()
+                sched.step()
+            assert 0 < pct < 1
+    assert _one_cycle_warmup(0.1, 1000) == 0.1  # long runs keep the asked-for warm-up

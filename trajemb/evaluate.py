@@ -64,6 +64,11 @@ MIRRORED_DIRECTION: dict[str, str] = {
 }
 
 
+#: Smallest database the mean rank and the robustness curves may be asked to use (a smaller table is
+#: used whole).
+MIN_SCORED_CORPUS = 100
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """``max_corpus``: above this many windows, models and baselines are all evaluated on the same
@@ -91,9 +96,10 @@ class EvalConfig:
         check_int("--eval-corpus", self.max_corpus, 2)
         check_seed("--seed", self.seed)
         check_int("mean_rank_queries", self.mean_rank_queries, 1, 10_000_000)
-        check_int("mean_rank_corpus", self.mean_rank_corpus, 2)
+        # Scores among a handful of windows say nothing (every method ranks first): at least 100.
+        check_int("--mean-rank-corpus", self.mean_rank_corpus, MIN_SCORED_CORPUS)
         check_int("--robustness-queries", self.robustness_queries, 1, 10_000_000)
-        check_int("--robustness-corpus", self.robustness_corpus, 2)
+        check_int("--robustness-corpus", self.robustness_corpus, MIN_SCORED_CORPUS)
         if self.encoder_missing not in ("interpolate", "mask"):
             raise ConfigError(f"--encoder-missing must be interpolate or mask, got {self.encoder_missing!r}")
         if not self.ks:
@@ -303,21 +309,28 @@ def silhouette(features: np.ndarray, labels: np.ndarray, config: EvalConfig) -> 
     """Silhouette of the direction classes (Euclidean) on a seeded sample; NaN with < 2 classes."""
     rng = np.random.default_rng(config.seed + 1)
     rows = rng.choice(len(labels), size=min(config.silhouette_sample, len(labels)), replace=False)
-    if len(set(labels[rows].tolist())) < 2:
+    if not 2 <= len(set(labels[rows].tolist())) < len(rows):  # silhouette needs 2 to n - 1 classes
         return float("nan")
     return float(silhouette_score(features[rows], labels[rows], metric="euclidean"))
 
 
 def random_neighbors(queries: np.ndarray, groups: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """(Q, k) uniformly random rows outside each query's track."""
+    """(Q, k) uniformly random distinct rows outside each query's track; -1 ("no neighbour") where
+    fewer than k rows lie outside it."""
     rng = np.random.default_rng(seed)
-    out = np.empty((len(queries), k), dtype=np.int64)
+    groups = np.asarray(groups)
+    out = np.full((len(queries), k), -1, dtype=np.int64)
     for i, q in enumerate(queries):
-        picked: list[int] = []
-        while len(picked) < k:
-            cand = rng.integers(0, len(groups), size=2 * k)
-            picked += [int(c) for c in cand if groups[c] != groups[q] and c not in picked][: k - len(picked)]
-        out[i] = picked
+        outside = len(groups) - int(np.count_nonzero(groups == groups[q]))
+        if outside <= 4 * k:  # few candidates: draw from the explicit list
+            rows = np.flatnonzero(groups != groups[q])
+            picked = rng.choice(rows, size=min(k, len(rows)), replace=False).tolist()
+        else:  # rejection sampling: each draw lands outside the track with probability > 4k / N
+            picked = []
+            while len(picked) < k:
+                cand = rng.integers(0, len(groups), size=2 * k)
+                picked += [int(c) for c in cand if groups[c] != groups[q] and c not in picked][: k - len(picked)]
+        out[i, : len(picked)] = picked
     return out
 
 
@@ -336,7 +349,8 @@ def baseline_reports(
     reports["random"] = {**score_neighbors(table, queries, ids, config.ks), "dim": 0, "label": label_name,
                          "per_class": per_class, "hard": hard}  # fmt: skip
     fit_rows = np.random.default_rng(seed).choice(len(flat), size=min(len(flat), 50_000), replace=False)
-    pca = PCA(n_components=min(dim, flat.shape[1]), random_state=seed).fit(flat[fit_rows])
+    # PCA gives at most as many components as it has windows (a tiny table): its report says its D.
+    pca = PCA(n_components=min(dim, flat.shape[1], len(fit_rows)), random_state=seed).fit(flat[fit_rows])
     reports[f"pca_{dim}"] = evaluate_features(table, pca.transform(flat), queries, groups, config)
     extras = featurizer_reports(table, {"oracle_raw": raw_features, f"pca_{dim}": pca_features(pca)}, groups, config)
     for name, extra in extras.items():

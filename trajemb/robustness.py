@@ -267,7 +267,8 @@ def mean_rank(
         d = torch.cdist(torch.from_numpy(qf[start : start + chunk]), db_t)  # (q, N)
         twin = d[torch.arange(len(rows)), torch.from_numpy(rows)]
         other_track = torch.from_numpy(track_groups[None, :] != track_groups[rows][:, None])
-        ranks[start : start + len(rows)] = 1 + ((d < twin[:, None]) & other_track).sum(dim=1).numpy()
+        # Ties count against the twin: an embedding that maps everything to one point ranks last, not first.
+        ranks[start : start + len(rows)] = 1 + ((d <= twin[:, None]) & other_track).sum(dim=1).numpy()
     return {
         "mean_rank": float(ranks.mean()),
         "top1": float((ranks == 1).mean()),

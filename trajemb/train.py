@@ -277,7 +277,7 @@ class Trainer:
             self.optimizer,
             max_lr=config.lr,
             total_steps=config.epochs * self.steps_per_epoch,
-            pct_start=config.warmup_fraction,
+            pct_start=_one_cycle_warmup(config.warmup_fraction, config.epochs * self.steps_per_epoch),
         )
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.mining_gen = torch.Generator(device=self.device).manual_seed(config.seed + 1)
@@ -648,6 +648,14 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     w.writeheader()
     w.writerows(rows)
     write_text_atomic(path, buffer.getvalue())
+
+
+def _one_cycle_warmup(fraction: float, total_steps: int) -> float:
+    """``OneCycleLR``'s ``pct_start``: it divides by (warm-up steps - 1), so a warm-up of exactly one
+    step fails with ZeroDivisionError; a short run warms up over 2 steps (half a step for 1-2 steps)."""
+    if total_steps >= 3:
+        return max(fraction, 2.0 / total_steps) if fraction * total_steps < 2 else fraction
+    return 0.5 / total_steps
 
 
 def _append_csv(path: Path, row: dict[str, float]) -> None:
