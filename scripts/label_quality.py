@@ -66,4 +66,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from trajemb.errors import TrajembError
+
+    try:
+        main()
+    except TrajembError as exc:  # bad input: one line, as the CLI says it
+        raise SystemExit(f"label_quality: error: {exc}") from None

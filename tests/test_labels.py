@@ -131,3 +131,21 @@ def test_real_windows_labelled_by_eye(av2_fixtures: Path, tmp_path: Path) -> Non
     agreement = sample_agreement(sample, meta.window_id.to_numpy(), meta.direction.to_numpy())
     assert agreement.accuracy >= 0.65, agreement.markdown()
     assert agreement.recall["left"] >= 0.8 and agreement.recall["right"] >= 0.5
+
+
+def test_labelled_sample_rows_are_checked(tmp_path: Path) -> None:
+    """A short row, a window labelled twice and a byte-order mark: one-line errors or read as meant."""
+    from trajemb.errors import DataError
+    from trajemb.label_quality import read_labelled_sample
+
+    short = tmp_path / "short.csv"
+    short.write_text("window_id,label,sure,note\nabc,left\n")
+    with pytest.raises(DataError, match="row 2 has fewer"):
+        read_labelled_sample(short)
+    twice = tmp_path / "twice.csv"
+    twice.write_text("window_id,label,sure\na,left,yes\na,right,no\n")
+    with pytest.raises(DataError, match="labelled twice: a"):
+        read_labelled_sample(twice)
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbfwindow_id,label,sure\na,left,yes\n")
+    assert read_labelled_sample(bom).label.tolist() == ["left"]

@@ -112,12 +112,19 @@ def read_labelled_sample(path: Path) -> LabelledSample:
     """
     path = Path(path)
     try:
-        with open(path, encoding="utf-8", newline="") as fh:
+        with open(path, encoding="utf-8-sig", newline="") as fh:  # a spreadsheet's byte-order mark is fine
             rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: unreadable labelled sample ({exc})") from exc
     if not rows or not {"window_id", "label", "sure"} <= set(rows[0]):
         raise DataError(f"{path}: expected columns window_id, label, sure")
+    for number, r in enumerate(rows, start=2):
+        if any(r.get(c) is None for c in ("window_id", "label", "sure")):
+            raise DataError(f"{path}: row {number} has fewer than the 3 columns window_id, label, sure")
+    ids = [r["window_id"] for r in rows]
+    if len(set(ids)) < len(ids):
+        twice = sorted({w for w in ids if ids.count(w) > 1})[:3]
+        raise DataError(f"{path}: window id(s) labelled twice: {', '.join(twice)}")
     bad = sorted({r["label"] for r in rows} - set(CLASSES))
     if bad:
         raise DataError(f"{path}: unknown label(s) {bad[:3]}; expected one of {', '.join(CLASSES)}")
