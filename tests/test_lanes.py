@@ -120,3 +120,19 @@ def test_malformed_maps_are_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps({"drivable_areas": {}}))
     with pytest.raises(DataError, match="no lane_segments"):
         read_lane_graph(path)
+
+
+def test_lane_ids_and_flags_are_checked(tmp_path: Path) -> None:
+    """A lane id used twice, a string intersection flag and a boolean neighbour id are refused
+    (they used to resolve a link to either lane, read "false" as true, and true as lane 1)."""
+    line = np.stack([np.linspace(0, 50, 20), np.zeros(20)], axis=1)
+    first, second = _lane(7, line), _lane(8, line + [0, 4])
+    path = tmp_path / "map.json"
+    for lanes, message in (
+        ([first, {**second, "id": 7}], "appears twice"),
+        ([first, {**second, "is_intersection": "false"}], "is not true or false"),
+        ([first, {**second, "left_neighbor_id": True}], "not a list of ids"),
+    ):
+        path.write_text(json.dumps({"lane_segments": {str(i): la for i, la in enumerate(lanes)}}))
+        with pytest.raises(DataError, match=message):
+            read_lane_graph(path)

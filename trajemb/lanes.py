@@ -105,6 +105,7 @@ def read_lane_graph(map_json: Path) -> LaneGraph:
     if not isinstance(segments, dict):
         raise DataError(f"{map_json}: map does not follow the AV2 map schema (no lane_segments object)")
     ids: list[int] = []
+    seen_ids: set[int] = set()
     inter: list[bool] = []
     types: list[str] = []
     starts: list[FloatArray] = []
@@ -138,7 +139,13 @@ def read_lane_graph(map_json: Path) -> LaneGraph:
             ids.append(int(lane_id))
         except ValueError as exc:
             raise DataError(f"{where}: id {lane_id!r:.40} is not an integer") from exc
-        inter.append(bool(seg.get("is_intersection", False)))
+        if ids[-1] in seen_ids:
+            raise DataError(f"{where}: lane id {ids[-1]} appears twice")
+        seen_ids.add(ids[-1])
+        flag = seg.get("is_intersection", False)
+        if not isinstance(flag, bool):  # bool("false") would be True
+            raise DataError(f"{where}: is_intersection {flag!r:.40} is not true or false")
+        inter.append(flag)
         types.append(str(seg.get("lane_type", "VEHICLE")))
         links.append((seg.get("predecessors", []), seg.get("successors", [])))
         sides.append((seg.get("left_neighbor_id"), seg.get("right_neighbor_id")))
@@ -154,7 +161,7 @@ def read_lane_graph(map_json: Path) -> LaneGraph:
     def rows_of(value: object, what: str, lane: int) -> list[int]:
         if value is None:
             return []
-        if not isinstance(value, list) or not all(isinstance(v, (int, str)) for v in value):
+        if not isinstance(value, list) or not all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in value):
             raise DataError(f"{map_json}: lane segment {ids[lane]} {what} is not a list of ids")
         out = []
         for v in value:
