@@ -14,6 +14,8 @@ from trajemb.report import (
     class_query_counts,
     mean_rank_frame,
     per_class_frame,
+    report_count,
+    report_number,
     robustness_curves,
     robustness_frame,
 )
@@ -82,16 +84,6 @@ PERTURBATIONS: dict[str, str] = {
 }
 
 
-def _number(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
-
-
-def _whole(value: Any, default: int) -> int:
-    """A count read from a report, or ``default`` where it is not a finite number."""
-    number = _number(value)
-    return int(number) if math.isfinite(number) else default
-
-
 def _best_style(frame: pd.DataFrame, better: dict[str, str] | None = None) -> pd.DataFrame:
     """Bold, tinted cell at the best value of each column among models and baselines (not the
     references). ``better``: column -> "lower"/"higher" (default: ``METRICS``'; others unmarked)."""
@@ -109,10 +101,11 @@ def _best_style(frame: pd.DataFrame, better: dict[str, str] | None = None) -> pd
     return styles
 
 
-def _table(frame: pd.DataFrame, key: str, rule: str, digits: int = 3) -> None:
-    """A score table with every row visible and the best value per column marked."""
+def _table(frame: pd.DataFrame, key: str, better: dict[str, str], digits: int = 3) -> None:
+    """A score table with every row visible and the best value per column marked (``better``: column ->
+    "lower"/"higher")."""
     config = {c: st.column_config.NumberColumn(str(c), format=f"%.{digits}f") for c in frame.columns}
-    styled = frame.style.apply(_best_style, axis=None, better={c: rule for c in frame.columns})
+    styled = frame.style.apply(_best_style, axis=None, better=better)
     st.dataframe(styled, width="stretch", key=key, column_config=config, height=36 * (len(frame) + 1) + 3)
 
 
@@ -134,7 +127,7 @@ def _per_class_section(reports: dict[str, dict[str, Any]]) -> None:
     frame = per_class_frame(reports, metric)
     frame = frame.loc[:, frame.notna().any(axis=0)]
     st.caption(ui.md(f"{CLASS_METRICS[metric][1]} {CLASS_METRICS[metric][0].capitalize()} is better."))
-    _table(frame, "eval-class-table", CLASS_METRICS[metric][0])
+    _table(frame, "eval-class-table", dict.fromkeys(frame.columns, CLASS_METRICS[metric][0]))
 
 
 def _mean_rank_section(reports: dict[str, dict[str, Any]]) -> None:
@@ -150,12 +143,7 @@ def _mean_rank_section(reports: dict[str, dict[str, Any]]) -> None:
         "its own odd half is averaged (1 is perfect). Ranked first: share of queries whose twin comes first. "
         "TrajCL reports 1.004 on 100,000 Porto taxi trajectories."
     ))  # fmt: skip
-    shown = frame[["mean rank", "ranked first"]]
-    config = {"mean rank": st.column_config.NumberColumn("mean rank", format="%.3f"),
-              "ranked first": st.column_config.NumberColumn("ranked first", format="%.3f")}  # fmt: skip
-    styled = shown.style.apply(_best_style, axis=None, better={"mean rank": "lower", "ranked first": "higher"})
-    st.dataframe(styled, width="stretch", key="eval-rank-table", column_config=config,
-                 height=36 * (len(shown) + 1) + 3)  # fmt: skip
+    _table(frame[["mean rank", "ranked first"]], "eval-rank-table", {"mean rank": "lower", "ranked first": "higher"})
 
 
 def _robustness_section(reports: dict[str, dict[str, Any]], encoder_missing: str) -> None:
@@ -183,7 +171,8 @@ def _robustness_section(reports: dict[str, dict[str, Any]], encoder_missing: str
     metric = st.radio("Score", list(ROBUSTNESS_METRICS), horizontal=True, key="eval-robust-metric")
     better, text = ROBUSTNESS_METRICS[metric]
     st.caption(ui.md(f"{text} {better.capitalize()} is better."))
-    _table(robustness_frame(reports, metric), "eval-robust-table", better)
+    frame = robustness_frame(reports, metric)
+    _table(frame, "eval-robust-table", dict.fromkeys(frame.columns, better))
     kinds = [k for k in PERTURBATIONS if robustness_curves(reports, k, metric)]
     for column, kind in zip(st.columns(max(1, len(kinds))), kinds, strict=False):
         with column:
@@ -211,10 +200,10 @@ def page() -> None:
         ui.completion_notice(bundle)
         return
     scope = next(iter(reports.values()))
-    corpus = _whole(scope.get("corpus_windows"), bundle.num_windows)
+    corpus = report_count(scope.get("corpus_windows"), bundle.num_windows)
     sampled = f" (a seeded sample of the {bundle.num_windows:,} in the bundle)" if corpus < bundle.num_windows else ""
     st.caption(
-        f"{_whole(scope.get('num_queries'), 0):,} queries sampled among {corpus:,} windows{sampled}; "
+        f"{report_count(scope.get('num_queries'), 0):,} queries sampled among {corpus:,} windows{sampled}; "
         "each query's own track is excluded from its neighbours, which are found by exact search over the embedding. "
         "Best value per column (among models and baselines, not the oracle or random references) in bold."
     )
@@ -237,13 +226,13 @@ def page() -> None:
         speed = pd.DataFrame(speed_rows).T
         st.dataframe(speed, width="stretch", key="speed-table", column_config={
             c: st.column_config.NumberColumn(c, format="%.3f") for c in ("recall@10 vs exact", *SPEED[1:])})  # fmt: skip
-    chart_methods = {name: {m: _number(r.get(m)) for m in MAIN} for name, r in reports.items()}
+    chart_methods = {name: {m: report_number(r.get(m)) for m in MAIN} for name, r in reports.items()}
     for ref in ("oracle_raw", "random"):
         if ref in baselines:
-            chart_methods[ref] = {m: _number(baselines[ref].get(m)) for m in MAIN}
+            chart_methods[ref] = {m: report_number(baselines[ref].get(m)) for m in MAIN}
     for name in baselines:
         if name.startswith("pca_"):
-            chart_methods[name] = {m: _number(baselines[name].get(m)) for m in MAIN}
+            chart_methods[name] = {m: report_number(baselines[name].get(m)) for m in MAIN}
     st.plotly_chart(
         grouped_bar_figure(
             chart_methods,
@@ -255,13 +244,13 @@ def page() -> None:
     )
     dims_by_similarity: dict[str, set[int]] = {}
     for name, r in reports.items():
-        dims_by_similarity.setdefault(str(bundle.model_entry(name).get("similarity")), set()).add(_whole(r.get("dim"), 0))
+        dims_by_similarity.setdefault(str(bundle.model_entry(name).get("similarity")), set()).add(report_count(r.get("dim"), 0))
     if any(len(d) > 1 for d in dims_by_similarity.values()):
         groups: dict[str, list[tuple[int, float]]] = {}
         for name, r in reports.items():
             similarity = bundle.model_entry(name).get("similarity") or "model"
-            groups.setdefault(str(similarity), []).append((_whole(r.get("dim"), 0), _number(r.get("minADE@5"))))
-        oracle = _number(baselines.get("oracle_raw", {}).get("minADE@5"))
+            groups.setdefault(str(similarity), []).append((report_count(r.get("dim"), 0), report_number(r.get("minADE@5"))))
+        oracle = report_number(baselines.get("oracle_raw", {}).get("minADE@5"))
         refs = {"oracle": oracle} if math.isfinite(oracle) else {}
         st.plotly_chart(metric_vs_dim_figure(groups, refs, "minADE@5"), key="eval-dim")
     else:

@@ -41,7 +41,8 @@ def _methods(reports: dict[str, dict[str, Any]], key: str) -> list[str]:
     return [n for n in models + baselines if isinstance(reports[n].get(key), dict)]
 
 
-def _number(value: Any) -> float:
+def report_number(value: Any) -> float:
+    """A number read from a report, or NaN where it is not one (reports are data read from a bundle)."""
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
 
@@ -53,9 +54,10 @@ def _at(value: Any, *keys: str) -> Any:
     return value
 
 
-def _count(value: Any) -> int:
-    number = _number(value)
-    return int(number) if math.isfinite(number) else 0
+def report_count(value: Any, default: int = 0) -> int:
+    """A count read from a report, or ``default`` where it is not a finite number."""
+    number = report_number(value)
+    return int(number) if math.isfinite(number) else default
 
 
 def report_classes(reports: dict[str, dict[str, Any]]) -> list[str]:
@@ -71,8 +73,8 @@ def per_class_frame(reports: dict[str, dict[str, Any]], metric: str = "minADE@5"
     names = _methods(reports, "per_class")
     columns = [*report_classes(reports), HARD_COLUMN]
     rows = {
-        n: [_number(_at(reports[n], "per_class", c, metric)) for c in columns[:-1]]
-        + [_number(_at(reports[n], "hard", metric))]
+        n: [report_number(_at(reports[n], "per_class", c, metric)) for c in columns[:-1]]
+        + [report_number(_at(reports[n], "hard", metric))]
         for n in names
     }
     return pd.DataFrame.from_dict(rows, orient="index", columns=columns, dtype=float)
@@ -84,17 +86,16 @@ def class_query_counts(reports: dict[str, dict[str, Any]]) -> dict[str, int]:
     if not names:
         return {}
     first = reports[names[0]]
-    counts = {c: _count(_at(first, "per_class", c, "queries")) for c in report_classes(reports)}
-    counts[HARD_COLUMN] = _count(_at(first, "hard", "queries"))
+    counts = {c: report_count(_at(first, "per_class", c, "queries")) for c in report_classes(reports)}
+    counts[HARD_COLUMN] = report_count(_at(first, "hard", "queries"))
     return counts
 
 
 def mean_rank_frame(reports: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """TrajCL's mean rank per method: ``mean rank``, ``ranked first`` (share), ``queries``, ``database``."""
     rows = {
-        n: [_number(r.get("mean_rank")), _number(r.get("top1")), _number(r.get("queries")), _number(r.get("database"))]
+        n: [report_number(reports[n]["mean_rank"].get(key)) for key in ("mean_rank", "top1", "queries", "database")]
         for n in _methods(reports, "mean_rank")
-        for r in [reports[n]["mean_rank"]]
     }
     return pd.DataFrame.from_dict(
         rows, orient="index", columns=["mean rank", "ranked first", "queries", "database"], dtype=float
@@ -119,7 +120,7 @@ def robustness_frame(reports: dict[str, dict[str, Any]], metric: str = "minADE@5
     """``metric`` per method (rows) and perturbation level (columns, clean first)."""
     levels = robustness_levels(reports)
     rows = {
-        n: [_number(_at(reports[n], "robustness", k, lv, metric)) for k, lv in levels]
+        n: [report_number(_at(reports[n], "robustness", k, lv, metric)) for k, lv in levels]
         for n in _methods(reports, "robustness")
     }
     return pd.DataFrame.from_dict(
@@ -135,12 +136,12 @@ def robustness_curves(
     curves: dict[str, list[tuple[float, float]]] = {}
     for n in _methods(reports, "robustness"):
         rob = reports[n]["robustness"]
-        clean = _number(_at(rob, "clean", "0", metric))
+        clean = report_number(_at(rob, "clean", "0", metric))
         points = [(0.0, clean)] if kind != "offset_s" and math.isfinite(clean) else []
         levels = _at(rob, kind)
         for level, scores in (levels.items() if isinstance(levels, dict) else []):
             try:
-                points.append((float(level), _number(_at(scores, metric))))
+                points.append((float(level), report_number(_at(scores, metric))))
             except ValueError:
                 continue  # a combined level ("0.5+0.3") is a table column, not a point of a curve
         if len(points) > 1 or (points and kind == "offset_s"):
@@ -186,7 +187,7 @@ def mean_rank_table(reports: dict[str, dict[str, Any]]) -> str:
     lines = ["| method | mean rank | ranked first | queries | database |", "|---|---|---|---|---|"]
     for n, r in frame.iterrows():
         lines.append(f"| {n} | {_fmt(float(r['mean rank']))} | {_fmt(float(r['ranked first']))} | "
-                     f"{_count(r['queries'])} | {_count(r['database'])} |")  # fmt: skip
+                     f"{report_count(r['queries'])} | {report_count(r['database'])} |")  # fmt: skip
     return "\n".join(lines)
 
 
