@@ -7,12 +7,18 @@ the inference forward (``scaled_dot_product_attention``, input projection folded
 layer), one batch per core on a thread pool (``trajemb.embed.Embedder``, the default), and, where
 installed, ``torch.compile`` and ONNX Runtime.
 
-Usage: python scripts/bench_encode.py [--windows 32768] [--repeats 3] [--compile] [--onnx]
+``--processes N`` measures only the default (``Embedder``, batch 64) in N fresh processes and prints
+the median and range: on a shared 2-core VM one process's figure moves by about 10 % from run to run.
+
+Usage: python scripts/bench_encode.py [--windows 32768] [--repeats 3] [--compile] [--onnx] [--processes N]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,7 +28,7 @@ import numpy as np
 import torch
 
 from trajemb.checkpoint import load_checkpoint
-from trajemb.embed import Embedder
+from trajemb.embed import CPU_BATCH, Embedder
 from trajemb.pipeline import shipped_checkpoints
 
 
@@ -48,7 +54,20 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="compact-cosine-d16")
     parser.add_argument("--compile", action="store_true", help="also torch.compile (tens of seconds to compile)")
     parser.add_argument("--onnx", action="store_true", help="also ONNX Runtime (needs onnx, onnxscript, onnxruntime)")
+    parser.add_argument("--processes", type=int, default=0, help="only the default Embedder, in N fresh processes")
+    parser.add_argument("--default-only", action="store_true", help=argparse.SUPPRESS)  # one of --processes' runs
     args = parser.parse_args()
+    if args.processes:
+        runs = [
+            float(subprocess.run([sys.executable, __file__, "--default-only", "--windows", str(args.windows),
+                                  "--repeats", str(args.repeats), "--checkpoint", args.checkpoint],
+                                 check=True, capture_output=True, text=True).stdout)
+            for _ in range(args.processes)
+        ]  # fmt: skip
+        print(f"Embedder (default, batch {CPU_BATCH}), {args.windows} windows, {torch.get_num_threads()} CPU threads, "
+              f"best of {args.repeats} per process, {args.processes} processes: median {statistics.median(runs):,.0f} "
+              f"windows/s, range {min(runs):,.0f} to {max(runs):,.0f}")  # fmt: skip
+        return
     ckpt = next(c for c in shipped_checkpoints() if c.name == args.checkpoint)
     model, _ = load_checkpoint(ckpt)
     model.eval()
@@ -57,6 +76,10 @@ def main() -> None:
     x = torch.from_numpy(xy)
     n = len(xy)
     cores = torch.get_num_threads()
+    if args.default_only:
+        default = Embedder(model, "cpu")
+        print(best_rate(lambda: default(xy), n, args.repeats)[0])
+        return
     with torch.no_grad():
         reference = batched(model, x, 1024)
     print(f"{n} windows of {args.steps} steps, {ckpt.name}, {cores} CPU threads; windows/s (best of {args.repeats}), "

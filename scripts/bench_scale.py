@@ -6,7 +6,7 @@ search figures on the bundle's own embeddings (exact single query, IVF at the tu
 ``--trust`` also compares the sampled UMAP layout with a full UMAP at the smallest size
 (trustworthiness on a 5,000-row sample, scikit-learn), with the time of each.
 
-Usage: python scripts/bench_scale.py [--sizes 100000,1000000] [--work .cache/bench_scale] [--trust]
+Usage: python scripts/bench_scale.py [--sizes 100000,1000000] [--work .cache/bench_scale] [--trust] [--device cpu]
 Outputs are reused when present (delete the work folder to start afresh).
 """
 
@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--work", default=".cache/bench_scale")
     parser.add_argument("--checkpoint", default="checkpoints/compact-cosine-d16")
     parser.add_argument("--trust", action="store_true", help="full vs sampled UMAP at the smallest size")
+    parser.add_argument("--device", default="cpu", help="where the bundle embeds: cpu (the default), cuda, auto")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -118,7 +119,7 @@ def main() -> None:
         bundle = root / "bundle"
         if not (bundle / "bundle.json").is_file():
             run(["bundle", "--table", str(root / "table.parquet"), "--checkpoint", args.checkpoint, "--maps",
-                 str(root / "maps"), "--out", str(bundle), "--device", "cpu"], "trajemb bundle (all stages)")  # fmt: skip
+                 str(root / "maps"), "--out", str(bundle), "--device", args.device], "trajemb bundle (all stages)")  # fmt: skip
         manifest = json.loads((bundle / "bundle.json").read_text())
         model = next(iter(manifest["models"].values()))
         print(f"  {manifest['num_windows']:,} windows; bundle stages (s): " +

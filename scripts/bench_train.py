@@ -4,6 +4,7 @@ anchors builds the triplets, then anchors, positives and negatives go through th
 separate passes), on the same data, model, similarity and random mining, in one run.
 
 Usage: python scripts/bench_train.py [--table T] [--batch-size 1024] [--steps 10] [--device auto] [--hidden 64]
+       [--layers 1] [--heads 4]   (the paper's base model: --hidden 1024 --layers 4 --heads 8 --batch-size 4096)
 Without --table it generates 200 synthetic scenarios first.
 """
 
@@ -87,6 +88,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=1)
+    parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--similarity", default="cosine")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,7 +96,9 @@ def main() -> None:
         if not args.table:
             generate(SynthConfig(num_scenarios=200, seed=5), Path(tmp) / "s", progress=False)
             prepare_table(PrepareConfig(av2_dirs=(str(Path(tmp) / "s"),)), table, progress=False)
-        encoder = EncoderConfig(embedding_dim=16, d_model=args.hidden, num_layers=args.layers, num_heads=4)
+        encoder = EncoderConfig(
+            embedding_dim=16, d_model=args.hidden, num_layers=args.layers, num_heads=args.heads
+        )
         config = TrainConfig(
             encoder=encoder, similarity=args.similarity, batch_size=args.batch_size, device=args.device
         )
@@ -107,7 +111,9 @@ def main() -> None:
         if device.type == "cuda"
         else f"CPU ({torch.get_num_threads()} threads)"
     )
-    print(f"device: {name}; model: width {args.hidden}, {args.layers} layer(s), D 16; batch {args.batch_size}; "
+    params = sum(p.numel() for p in trainer.model.parameters())
+    print(f"device: {name}; model: width {args.hidden}, {args.layers} layer(s), {args.heads} heads, "
+          f"{params / 1e6:.2f}M parameters, D 16; batch {args.batch_size}; "
           f"{args.similarity} similarity, random mining")  # fmt: skip
     print(f"original approach (anchor loop, 3 passes): {orig:9.0f} windows/s  ({orig_t:.0f} triplets/step)")
     print(f"trajemb (vectorised, single pass)        : {ours:9.0f} windows/s  ({ours_t:.0f} triplets/step)")

@@ -35,11 +35,19 @@ def brute_force(db: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.n
 
 def test_flat_equals_brute_force() -> None:
     db, q = unit(2000, 16), unit(50, 16, seed=1)
-    for index in (build_faiss_index(db), TorchFlatIndex(db, "cpu")):
+    # max_elements=5000: two queries per chunk, so the chunked path with a last partial chunk is covered
+    for index in (build_faiss_index(db), TorchFlatIndex(db, "cpu"), TorchFlatIndex(db, "cpu", max_elements=5000)):
         dist, ids = index.search(q, 10)
         ref_d, ref_i = brute_force(db, q, 10)
         np.testing.assert_array_equal(ids, ref_i)
         np.testing.assert_allclose(dist, ref_d, rtol=1e-4, atol=1e-5)
+
+
+def test_torch_search_bounds_its_distance_matrix() -> None:
+    """8,192 queries at a time against 10M rows would be a 328 GB matrix: chunks shrink with N."""
+    assert TorchFlatIndex(unit(1000, 4), "cpu", max_elements=10_000).chunk == 10
+    assert TorchFlatIndex(unit(1000, 4), "cpu", max_elements=10).chunk == 1
+    assert TorchFlatIndex(unit(10, 4), "cpu").chunk == 8192
 
 
 def clustered(n: int, d: int, seed: int = 0) -> np.ndarray:

@@ -78,6 +78,22 @@ def test_inference_forward_equals_training_forward(layers: int) -> None:
         model.forward_inference(x[:2])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+def test_gpu_embeddings_equal_cpu_embeddings() -> None:
+    """A bundle embedded on a GPU must answer queries embedded on a CPU: float32 by default (an H200
+    gave 1.2e-6 at most), bf16 only on request (1.3e-2 there)."""
+    from trajemb.checkpoint import load_checkpoint
+    from trajemb.embed import Embedder
+    from trajemb.pipeline import shipped_checkpoints
+
+    model, _ = load_checkpoint(shipped_checkpoints()[0])
+    x = (torch.randn(5000, 60, 2).cumsum(1) * 0.5).numpy()
+    cpu = Embedder(model, "cpu")(x)
+    np.testing.assert_allclose(Embedder(model, "cuda")(x), cpu, atol=1e-5)
+    assert Embedder(model, "cpu").bf16 is False
+    assert np.abs(Embedder(model, "cuda", bf16=True)(x) - cpu).max() > 1e-4  # bf16 really is applied
+
+
 def test_unnormalised_embeddings_keep_their_length_on_both_paths() -> None:
     torch.manual_seed(3)
     model = TrajectoryEncoder(EncoderConfig(embedding_dim=4, d_model=32, num_heads=4, normalize=False)).eval()

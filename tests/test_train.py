@@ -58,6 +58,7 @@ def test_short_run_lowers_loss_and_writes_artefacts(synth_table: Path, tmp_path:
 
 def test_resume_continues(synth_table: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
+    dropout = EncoderConfig(embedding_dim=8, d_model=32, num_layers=1, num_heads=4, dropout=0.2, input_dropout=0.1)
     calls = {"n": 0}
     real_validate = Trainer.validate
 
@@ -70,19 +71,58 @@ def test_resume_continues(synth_table: Path, tmp_path: Path) -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Trainer, "validate", validate_then_die)
         with pytest.raises(KeyboardInterrupt):
-            train(config(epochs=2), synth_table, out, progress=False)
+            train(config(epochs=2, encoder=dropout, mining="random"), synth_table, out, progress=False)
     with pytest.raises(ConfigError, match="training config differs"):
-        Trainer(config(epochs=2, lr=1e-3), synth_table, out, resume=True, progress=False)
-    trainer = Trainer(config(epochs=2), synth_table, out, resume=True, progress=False)
+        Trainer(config(epochs=2, encoder=dropout, mining="random", lr=1e-3), synth_table, out, resume=True)
+    trainer = Trainer(
+        config(epochs=2, encoder=dropout, mining="random"), synth_table, out, resume=True, progress=False
+    )
     assert trainer.start_epoch == 1
     trainer.fit()
     with open(out / "metrics.csv") as fh:
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2]
+    # Random mining and dropout draw from streams that the last checkpoint carries: the resumed run
+    # ends with the weights of an uninterrupted one.
+    train(config(epochs=2, encoder=dropout, mining="random"), synth_table, tmp_path / "whole", progress=False)
+    whole, _ = load_checkpoint(tmp_path / "whole" / "last")
+    resumed, _ = load_checkpoint(out / "last")
+    for name, value in whole.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0)
     # Resuming a finished run is refused before any work, saying where its result is.
     with pytest.raises(ConfigError, match=r"already finished its 2 epoch\(s\); nothing to resume"):
-        Trainer(config(epochs=2), synth_table, out, resume=True, progress=False)
+        Trainer(
+            config(epochs=2, encoder=dropout, mining="random"), synth_table, out, resume=True, progress=False
+        )
     with pytest.raises(DataError, match="nothing to resume"):
         Trainer(config(), synth_table, tmp_path / "fresh", resume=True, progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+def test_resume_on_cuda_matches_an_uninterrupted_run(synth_table: Path, tmp_path: Path) -> None:
+    """On CUDA (bf16 autocast, the device's dropout generator, mining on the device) a run killed in
+    epoch 2 and resumed ends where an uninterrupted one does."""
+    recipe = config(
+        epochs=2, device="cuda", mining="random",
+        encoder=EncoderConfig(embedding_dim=8, d_model=32, num_layers=1, num_heads=4, dropout=0.2, input_dropout=0.1),
+    )  # fmt: skip
+    calls = {"n": 0}
+    real_validate = Trainer.validate
+
+    def validate_then_die(self: Trainer) -> dict[str, float]:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_validate(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "validate", validate_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            train(recipe, synth_table, tmp_path / "b", progress=False)
+    Trainer(recipe, synth_table, tmp_path / "b", resume=True, progress=False).fit()
+    train(recipe, synth_table, tmp_path / "a", progress=False)
+    whole, resumed = load_checkpoint(tmp_path / "a" / "last")[0], load_checkpoint(tmp_path / "b" / "last")[0]
+    for name, value in whole.state_dict().items():  # CUDA kernels may sum in another order: float tolerance
+        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=1e-4, atol=1e-5)
 
 
 def test_fft_and_mining_strategies_run(synth_table: Path, tmp_path: Path) -> None:
@@ -185,12 +225,15 @@ def test_refusals_come_before_any_work(synth_table: Path, tmp_path: Path) -> Non
 
 
 def test_soft_neighbour_recipe_trains_and_resumes_identically(synth_table: Path, tmp_path: Path) -> None:
-    """The soft-neighbour loss with neighbourhood batches, augmentation and unnormalised embeddings:
-    it learns, and a run killed in epoch 2 and resumed ends with the weights of an uninterrupted one
-    (batches and augmentations are drawn per epoch)."""
+    """The soft-neighbour loss with neighbourhood batches, augmentation, dropout and unnormalised
+    embeddings: it learns, and a run killed in epoch 2 and resumed ends with the weights of an
+    uninterrupted one (batches and augmentations are drawn per epoch; the dropout and mining streams
+    are saved with the last checkpoint)."""
     from trajemb.augment import AugmentConfig
 
-    encoder = EncoderConfig(embedding_dim=4, d_model=32, num_layers=1, num_heads=4, dropout=0.0, normalize=False)
+    encoder = EncoderConfig(
+        embedding_dim=4, d_model=32, num_layers=1, num_heads=4, dropout=0.1, input_dropout=0.1, normalize=False
+    )
     recipe = config(
         encoder=encoder, epochs=2, loss="soft_neighbors", batches="neighborhoods", neighbors_per_seed=4,
         hard_share=0.3, augment=AugmentConfig(prob=0.5, noise_m=1.0, drop=0.4, short_prob=0.1),

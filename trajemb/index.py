@@ -105,10 +105,23 @@ class IndexInfo:
         return asdict(self)
 
 
-class TorchFlatIndex:
-    """Exact L2 search with PyTorch on a CUDA device (for GPUs FAISS cannot use)."""
+#: Elements of the (queries x rows) distance matrix that ``TorchFlatIndex`` holds at once (float32: 1 GiB).
+TORCH_DISTANCE_ELEMENTS = 1 << 28
 
-    def __init__(self, embeddings: np.ndarray, device: torch.device | str, chunk: int = 8192) -> None:
+
+class TorchFlatIndex:
+    """Exact L2 search with PyTorch on a CUDA device (for GPUs FAISS cannot use).
+
+    Queries go in chunks whose distance matrix holds at most ``max_elements`` values, so memory stays
+    bounded whatever N is (8,192 queries against 10M rows would otherwise need 328 GB)."""
+
+    def __init__(
+        self,
+        embeddings: np.ndarray,
+        device: torch.device | str,
+        chunk: int = 8192,
+        max_elements: int = TORCH_DISTANCE_ELEMENTS,
+    ) -> None:
         import torch
 
         self.device = torch.device(device)
@@ -116,7 +129,7 @@ class TorchFlatIndex:
         self.db_sq = (self.db * self.db).sum(dim=1)
         self.d = int(embeddings.shape[1])
         self.ntotal = int(embeddings.shape[0])
-        self.chunk = chunk
+        self.chunk = max(1, min(chunk, max_elements // max(self.ntotal, 1)))
 
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         import torch
@@ -126,9 +139,9 @@ class TorchFlatIndex:
         with torch.no_grad():
             for start in range(0, x.shape[0], self.chunk):
                 q = torch.as_tensor(x[start : start + self.chunk], dtype=torch.float32, device=self.device)
-                d2 = ((q * q).sum(dim=1, keepdim=True) - 2.0 * q @ self.db.T + self.db_sq[None]).clamp_min(
-                    0.0
-                )
+                # |q|^2 - 2 q.x + |x|^2 in one (chunk, N) buffer: addmm, then in-place adds
+                d2 = torch.addmm(self.db_sq[None], q, self.db.T, alpha=-2.0)
+                d2.add_((q * q).sum(dim=1, keepdim=True)).clamp_min_(0.0)
                 dist, idx = torch.topk(d2, k_eff, dim=1, largest=False)
                 dists.append(dist.cpu().numpy())
                 ids.append(idx.cpu().numpy().astype(np.int64))

@@ -356,6 +356,7 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.shuffle.set_state(state["shuffle_rng"])
+            self._restore_rng(state)
             self.start_epoch = int(state["epoch"]) + 1
             self.best_min_ade = float(state["best_min_ade"])
         except Exception as exc:
@@ -373,7 +374,26 @@ class Trainer:
         if (self.out / "best").is_dir():
             # A resumed run whose later epochs never beat the earlier best still reports that best.
             self.best_row = read_card(self.out / "best")["metrics"]
-        log.info("resuming after epoch %d (best val minADE %.3f)", self.start_epoch - 1, self.best_min_ade)
+        log.info("resuming after epoch %d (best val minADE %.3f)", self.start_epoch, self.best_min_ade)
+
+    def _rng_state(self) -> dict[str, torch.Tensor]:
+        """Every random stream an epoch draws from that is not re-seeded per epoch: the global torch
+        generator (dropout) of the CPU and of the training device, and in-batch mining's generator."""
+        state = {"torch_rng": torch.get_rng_state(), "mining_rng": self.mining_gen.get_state()}
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _restore_rng(self, state: dict[str, Any]) -> None:
+        """Restores ``_rng_state``, so that a resumed run draws what the uninterrupted one would have
+        drawn. A state written by an earlier release lacks them: the run resumes, not bit-identically.
+        The CUDA state is restored only on the same kind of device it was saved on."""
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])
+        if "mining_rng" in state and (self.device.type == "cuda") == ("cuda_rng" in state):
+            self.mining_gen.set_state(state["mining_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
 
     @torch.no_grad()
     def calibrate_threshold(self, num_batches: int = 8) -> float:
@@ -624,6 +644,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "shuffle_rng": self.shuffle.get_state(),
+            **self._rng_state(),
             "epoch": epoch,
             "best_min_ade": self.best_min_ade,
         }
