@@ -60,13 +60,15 @@ def main() -> None:
     if args.processes:
         runs = [
             float(subprocess.run([sys.executable, __file__, "--default-only", "--windows", str(args.windows),
-                                  "--repeats", str(args.repeats), "--checkpoint", args.checkpoint],
+                                  "--steps", str(args.steps), "--repeats", str(args.repeats),
+                                  "--checkpoint", args.checkpoint],
                                  check=True, capture_output=True, text=True).stdout)
             for _ in range(args.processes)
         ]  # fmt: skip
-        print(f"Embedder (default, batch {CPU_BATCH}), {args.windows} windows, {torch.get_num_threads()} CPU threads, "
-              f"best of {args.repeats} per process, {args.processes} processes: median {statistics.median(runs):,.0f} "
-              f"windows/s, range {min(runs):,.0f} to {max(runs):,.0f}")  # fmt: skip
+        print(f"Embedder (default, batch {CPU_BATCH}), {args.windows} windows of {args.steps} steps, "
+              f"{torch.get_num_threads()} CPU threads; best of {args.repeats} passes per process, over "
+              f"{args.processes} processes: median {statistics.median(runs):,.0f} windows/s, "
+              f"range {min(runs):,.0f} to {max(runs):,.0f}")  # fmt: skip
         return
     ckpt = next(c for c in shipped_checkpoints() if c.name == args.checkpoint)
     model, _ = load_checkpoint(ckpt)

@@ -104,7 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    print(f"{os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.2f}")
+    print(f"{os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.2f}; bundles embed on {args.device}")
     sizes = [int(s) for s in args.sizes.split(",")]
     for size in sizes:
         scenarios = math.ceil(size / WINDOWS_PER_SCENARIO)
@@ -116,7 +116,8 @@ def main() -> None:
         if not (root / "table.parquet").is_file():
             run(["prepare", "--av2", str(root / "scenarios"), "--out", str(root / "table.parquet"), "--maps-dir",
                  str(root / "maps")], "trajemb prepare")  # fmt: skip
-        bundle = root / "bundle"
+        # A bundle per device, so that figures of a CPU run are never reported for a GPU one.
+        bundle = root / ("bundle" if args.device == "cpu" else f"bundle-{args.device.replace(':', '')}")
         if not (bundle / "bundle.json").is_file():
             run(["bundle", "--table", str(root / "table.parquet"), "--checkpoint", args.checkpoint, "--maps",
                  str(root / "maps"), "--out", str(bundle), "--device", args.device], "trajemb bundle (all stages)")  # fmt: skip

@@ -51,7 +51,7 @@ section tests 150 "$py" -m pytest -q -p no:cacheprovider -p no:benchmark tests/t
   tests/test_train.py tests/test_losses.py tests/test_mining.py tests/test_similarity.py tests/test_checkpoint.py \
   tests/test_soft_neighbor_loss.py tests/test_evaluate.py tests/test_bundle.py tests/test_av2_motion.py \
   tests/test_projection.py
-section "encode and exact search" 120 "$py" scripts/bench_gpu.py --device "$device" "${encode[@]}"
+section "encode and exact search" 120 "$py" scripts/bench_gpu.py --device "$device" ${encode[@]+"${encode[@]}"}
 section "small table" 60 bash -c "$py -m trajemb -q synth --out $work/s --scenarios $scenarios --seed 5 && \
   $py -m trajemb -q prepare --av2 $work/s --out $work/t.parquet"
 section "train step, compact" 60 "$py" scripts/bench_train.py --table "$work/t.parquet" --device "$device"

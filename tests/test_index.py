@@ -48,6 +48,8 @@ def test_torch_search_bounds_its_distance_matrix() -> None:
     assert TorchFlatIndex(unit(1000, 4), "cpu", max_elements=10_000).chunk == 10
     assert TorchFlatIndex(unit(1000, 4), "cpu", max_elements=10).chunk == 1
     assert TorchFlatIndex(unit(10, 4), "cpu").chunk == 8192
+    dist, ids = TorchFlatIndex(unit(10, 4), "cpu").search(np.empty((0, 4), np.float32), 3)  # as FAISS
+    assert dist.shape == ids.shape == (0, 3)
 
 
 def clustered(n: int, d: int, seed: int = 0) -> np.ndarray:

@@ -40,11 +40,11 @@ def test_embed_on_gpu_actor(synth_table: Path, tiny_checkpoints: list[Path], ray
     if not torch.cuda.is_available() or ray.cluster_resources().get("GPU", 0) < 1:
         pytest.skip("needs a GPU in the Ray cluster")
     model = load_checkpoint(tiny_checkpoints[0])[0]
-    # On CUDA, embed_windows autocasts to bf16 on the actor as here.
-    expected = embed_windows(model, read_table(synth_table).xy_agent, "cuda")
+    # Float32 on every device: the GPU actor agrees with the CPU within float tolerance (bf16 would
+    # move embeddings by about 1e-2).
+    expected = embed_windows(model, read_table(synth_table).xy_agent)
     got = embed_table_on_ray(synth_table, tiny_checkpoints[0], num_actors=1, use_gpu=True, progress=False)
-    # bf16 results may depend on the batch shape (the actor's blocks are not the local batches).
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-2)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
 
 
 def test_bundle_on_ray_equals_local(

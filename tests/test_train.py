@@ -34,6 +34,23 @@ def config(**kw: object) -> TrainConfig:
     return TrainConfig(**(base | kw))  # type: ignore[arg-type]
 
 
+def killed_in_epoch_2(recipe: TrainConfig, table: Path, out: Path) -> None:
+    """Train until the second validation, then die: last/ and metrics.csv hold epoch 1 only."""
+    real_validate = Trainer.validate
+    calls = {"n": 0}
+
+    def validate_then_die(self: Trainer) -> dict[str, float]:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_validate(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "validate", validate_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            train(recipe, table, out, progress=False)
+
+
 def test_short_run_lowers_loss_and_writes_artefacts(synth_table: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     best = train(config(), synth_table, out, progress=False)
@@ -59,19 +76,7 @@ def test_short_run_lowers_loss_and_writes_artefacts(synth_table: Path, tmp_path:
 def test_resume_continues(synth_table: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     dropout = EncoderConfig(embedding_dim=8, d_model=32, num_layers=1, num_heads=4, dropout=0.2, input_dropout=0.1)
-    calls = {"n": 0}
-    real_validate = Trainer.validate
-
-    def validate_then_die(self: Trainer) -> dict[str, float]:
-        calls["n"] += 1
-        if calls["n"] == 2:  # killed during epoch 2: last/ and metrics.csv hold epoch 1
-            raise KeyboardInterrupt
-        return real_validate(self)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Trainer, "validate", validate_then_die)
-        with pytest.raises(KeyboardInterrupt):
-            train(config(epochs=2, encoder=dropout, mining="random"), synth_table, out, progress=False)
+    killed_in_epoch_2(config(epochs=2, encoder=dropout, mining="random"), synth_table, out)
     with pytest.raises(ConfigError, match="training config differs"):
         Trainer(config(epochs=2, encoder=dropout, mining="random", lr=1e-3), synth_table, out, resume=True)
     trainer = Trainer(
@@ -97,6 +102,22 @@ def test_resume_continues(synth_table: Path, tmp_path: Path) -> None:
         Trainer(config(), synth_table, tmp_path / "fresh", resume=True, progress=False)
 
 
+def test_resume_from_a_state_without_random_streams_says_so(
+    synth_table: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A state file of an earlier release (or one saved on another device type) has no usable random
+    streams: the run resumes, and the log says it is not draw for draw the uninterrupted one."""
+    out = tmp_path / "run"
+    killed_in_epoch_2(config(epochs=2), synth_table, out)
+    path = out / "last" / "train_state.pt"
+    state = torch.load(path, weights_only=True)
+    assert state["rng_device"] == "cpu" and {"torch_rng", "mining_rng"} <= set(state)
+    torch.save({k: v for k, v in state.items() if k not in ("rng_device", "torch_rng", "mining_rng")}, path)
+    with caplog.at_level("WARNING", logger="trajemb.train"):
+        Trainer(config(epochs=2), synth_table, out, resume=True, progress=False).fit()
+    assert "fresh dropout and mining random streams (saved by an earlier release)" in caplog.text
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
 def test_resume_on_cuda_matches_an_uninterrupted_run(synth_table: Path, tmp_path: Path) -> None:
     """On CUDA (bf16 autocast, the device's dropout generator, mining on the device) a run killed in
@@ -105,19 +126,7 @@ def test_resume_on_cuda_matches_an_uninterrupted_run(synth_table: Path, tmp_path
         epochs=2, device="cuda", mining="random",
         encoder=EncoderConfig(embedding_dim=8, d_model=32, num_layers=1, num_heads=4, dropout=0.2, input_dropout=0.1),
     )  # fmt: skip
-    calls = {"n": 0}
-    real_validate = Trainer.validate
-
-    def validate_then_die(self: Trainer) -> dict[str, float]:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_validate(self)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Trainer, "validate", validate_then_die)
-        with pytest.raises(KeyboardInterrupt):
-            train(recipe, synth_table, tmp_path / "b", progress=False)
+    killed_in_epoch_2(recipe, synth_table, tmp_path / "b")
     Trainer(recipe, synth_table, tmp_path / "b", resume=True, progress=False).fit()
     train(recipe, synth_table, tmp_path / "a", progress=False)
     whole, resumed = load_checkpoint(tmp_path / "a" / "last")[0], load_checkpoint(tmp_path / "b" / "last")[0]
@@ -244,19 +253,7 @@ def test_soft_neighbour_recipe_trains_and_resumes_identically(synth_table: Path,
     assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"]) and best["val_minADE@6"] < 5.0
     model, card = load_checkpoint(tmp_path / "a" / "last")
     assert card["loss"] == "soft_neighbors" and card["threshold"] is None and not model.config.normalize
-    calls = {"n": 0}
-    real_validate = Trainer.validate
-
-    def validate_then_die(self: Trainer) -> dict[str, float]:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_validate(self)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Trainer, "validate", validate_then_die)
-        with pytest.raises(KeyboardInterrupt):
-            train(recipe, synth_table, tmp_path / "b", progress=False)
+    killed_in_epoch_2(recipe, synth_table, tmp_path / "b")
     Trainer(recipe, synth_table, tmp_path / "b", resume=True, progress=False).fit()
     resumed, _ = load_checkpoint(tmp_path / "b" / "last")
     for name, value in model.state_dict().items():

@@ -35,7 +35,7 @@ class Embedder:
     ``bf16``: bf16 autocast, off by default on every device. Float32 on the GPU gives the CPU's
     embeddings (within 1.2e-6 on an H200), so a bundle built on a GPU answers queries embedded on a
     laptop consistently; bf16 moved embeddings by 1.3e-2 and kept only 92 % of the ten nearest
-    neighbours, for 16 % more windows/s (``scripts/bench_gpu.py``)."""
+    neighbours, for 18 to 27 % more windows/s (``scripts/bench_gpu.py``)."""
 
     def __init__(
         self,

@@ -112,8 +112,9 @@ TORCH_DISTANCE_ELEMENTS = 1 << 28
 class TorchFlatIndex:
     """Exact L2 search with PyTorch on a CUDA device (for GPUs FAISS cannot use).
 
-    Queries go in chunks whose distance matrix holds at most ``max_elements`` values, so memory stays
-    bounded whatever N is (8,192 queries against 10M rows would otherwise need 328 GB)."""
+    Queries go in chunks whose distance matrix holds at most ``max_elements`` values (at least one
+    query per chunk), so memory stays bounded for N up to ``max_elements`` rows (8,192 queries at a
+    time against 10M rows would need 328 GB)."""
 
     def __init__(
         self,
@@ -135,6 +136,8 @@ class TorchFlatIndex:
         import torch
 
         k_eff = min(k, self.ntotal)
+        if x.shape[0] == 0:
+            return _pad(np.empty((0, k_eff), np.float32), np.empty((0, k_eff), np.int64), k)
         dists, ids = [], []
         with torch.no_grad():
             for start in range(0, x.shape[0], self.chunk):

@@ -376,24 +376,44 @@ class Trainer:
             self.best_row = read_card(self.out / "best")["metrics"]
         log.info("resuming after epoch %d (best val minADE %.3f)", self.start_epoch, self.best_min_ade)
 
-    def _rng_state(self) -> dict[str, torch.Tensor]:
+    def _rng_state(self) -> dict[str, Any]:
         """Every random stream an epoch draws from that is not re-seeded per epoch: the global torch
-        generator (dropout) of the CPU and of the training device, and in-batch mining's generator."""
-        state = {"torch_rng": torch.get_rng_state(), "mining_rng": self.mining_gen.get_state()}
+        generator of the CPU and of the training device (dropout) and in-batch mining's generator,
+        with the device type they belong to."""
+        state: dict[str, Any] = {
+            "rng_device": self.device.type,
+            "torch_rng": torch.get_rng_state(),
+            "mining_rng": self.mining_gen.get_state(),
+        }
         if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+            state["device_rng"] = torch.cuda.get_rng_state(self.device)
+        elif self.device.type == "mps":
+            state["device_rng"] = torch.mps.get_rng_state()
         return state
 
     def _restore_rng(self, state: dict[str, Any]) -> None:
-        """Restores ``_rng_state``, so that a resumed run draws what the uninterrupted one would have
-        drawn. A state written by an earlier release lacks them: the run resumes, not bit-identically.
-        The CUDA state is restored only on the same kind of device it was saved on."""
+        """Restores ``_rng_state`` so that a resumed run draws what the uninterrupted one would have
+        drawn: the same weights on a CPU, the same to float tolerance on a GPU (kernels may sum in
+        another order). The device's streams are restored only on the device type they were saved
+        on; a state of an earlier release, or one saved on another device type, resumes with fresh
+        streams, and the log says so."""
         if "torch_rng" in state:
             torch.set_rng_state(state["torch_rng"])
-        if "mining_rng" in state and (self.device.type == "cuda") == ("cuda_rng" in state):
-            self.mining_gen.set_state(state["mining_rng"])
-        if "cuda_rng" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        if state.get("rng_device") != self.device.type:
+            log.warning(
+                "%s: resuming with fresh dropout and mining random streams (%s); the run continues, "
+                "but not draw for draw as an uninterrupted one",
+                self.out,
+                "saved by an earlier release"
+                if "rng_device" not in state
+                else f"saved on {state['rng_device']}, resumed on {self.device.type}",
+            )
+            return
+        self.mining_gen.set_state(state["mining_rng"])
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["device_rng"], self.device)
+        elif self.device.type == "mps":
+            torch.mps.set_rng_state(state["device_rng"])
 
     @torch.no_grad()
     def calibrate_threshold(self, num_batches: int = 8) -> float:
