@@ -51,6 +51,13 @@ def killed_in_epoch_2(recipe: TrainConfig, table: Path, out: Path) -> None:
             train(recipe, table, out, progress=False)
 
 
+def assert_same_weights(run_a: Path, run_b: Path, rtol: float = 0.0, atol: float = 0.0) -> None:
+    """The last checkpoints of two runs hold the same weights (exactly, by default)."""
+    a, b = load_checkpoint(run_a / "last")[0].state_dict(), load_checkpoint(run_b / "last")[0].state_dict()
+    for name, value in a.items():
+        torch.testing.assert_close(b[name], value, rtol=rtol, atol=atol)
+
+
 def test_short_run_lowers_loss_and_writes_artefacts(synth_table: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     best = train(config(), synth_table, out, progress=False)
@@ -89,10 +96,7 @@ def test_resume_continues(synth_table: Path, tmp_path: Path) -> None:
     # Random mining and dropout draw from streams that the last checkpoint carries: the resumed run
     # ends with the weights of an uninterrupted one.
     train(config(epochs=2, encoder=dropout, mining="random"), synth_table, tmp_path / "whole", progress=False)
-    whole, _ = load_checkpoint(tmp_path / "whole" / "last")
-    resumed, _ = load_checkpoint(out / "last")
-    for name, value in whole.state_dict().items():
-        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0)
+    assert_same_weights(tmp_path / "whole", out)
     # Resuming a finished run is refused before any work, saying where its result is.
     with pytest.raises(ConfigError, match=r"already finished its 2 epoch\(s\); nothing to resume"):
         Trainer(
@@ -129,9 +133,7 @@ def test_resume_on_cuda_matches_an_uninterrupted_run(synth_table: Path, tmp_path
     killed_in_epoch_2(recipe, synth_table, tmp_path / "b")
     Trainer(recipe, synth_table, tmp_path / "b", resume=True, progress=False).fit()
     train(recipe, synth_table, tmp_path / "a", progress=False)
-    whole, resumed = load_checkpoint(tmp_path / "a" / "last")[0], load_checkpoint(tmp_path / "b" / "last")[0]
-    for name, value in whole.state_dict().items():  # CUDA kernels may sum in another order: float tolerance
-        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=1e-4, atol=1e-5)
+    assert_same_weights(tmp_path / "a", tmp_path / "b", rtol=1e-4, atol=1e-5)  # CUDA sums in any order
 
 
 def test_fft_and_mining_strategies_run(synth_table: Path, tmp_path: Path) -> None:
@@ -255,9 +257,7 @@ def test_soft_neighbour_recipe_trains_and_resumes_identically(synth_table: Path,
     assert card["loss"] == "soft_neighbors" and card["threshold"] is None and not model.config.normalize
     killed_in_epoch_2(recipe, synth_table, tmp_path / "b")
     Trainer(recipe, synth_table, tmp_path / "b", resume=True, progress=False).fit()
-    resumed, _ = load_checkpoint(tmp_path / "b" / "last")
-    for name, value in model.state_dict().items():
-        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0)
+    assert_same_weights(tmp_path / "a", tmp_path / "b")
     with pytest.raises(ConfigError, match="mining-scope global"):
         config(loss="soft_neighbors", mining_scope="global")
 

@@ -662,24 +662,24 @@ def grouped_bar_figure(
     return figure(data, layout)
 
 
+def _line_trace(name: str, points: Sequence[tuple[float, float]], index: int) -> dict[str, Any]:
+    """A line with markers through (x, y) ``points``, in the ``index``-th palette colour."""
+    return {
+        "type": "scatter",
+        "mode": "lines+markers",
+        "name": plain(name),
+        "x": [p[0] for p in points],
+        "y": [p[1] for p in points],
+        "line": {"color": PALETTE[index % len(PALETTE)]},
+    }
+
+
 def metric_vs_dim_figure(
     points: dict[str, list[tuple[int, float]]], reference: dict[str, float], metric: str, height: int = 360
 ) -> go.Figure:
     """``metric`` against embedding dimension D, one line per group (e.g. mining similarity), with
     horizontal reference lines (oracle, PCA)."""
-    data = []
-    for i, (name, pts) in enumerate(points.items()):
-        pts = sorted(pts)
-        data.append(
-            {
-                "type": "scatter",
-                "mode": "lines+markers",
-                "name": plain(name),
-                "x": [p[0] for p in pts],
-                "y": [p[1] for p in pts],
-                "line": {"color": PALETTE[i % len(PALETTE)]},
-            }
-        )
+    data = [_line_trace(name, sorted(pts), i) for i, (name, pts) in enumerate(points.items())]
     dims = sorted({p[0] for pts in points.values() for p in pts})
     for j, (name, y) in enumerate(reference.items()):
         data.append(
@@ -715,17 +715,12 @@ def curves_figure(
     level); methods named in ``dashed`` (baselines) are drawn dashed, so models stand out."""
     data = []
     for i, (name, points) in enumerate(curves.items()):
-        data.append(
-            {
-                "type": "scatter",
-                "mode": "lines+markers",
-                "name": plain(name),
-                "x": [p[0] for p in points],
-                "y": [p[1] for p in points],
-                "line": {"color": PALETTE[i % len(PALETTE)], "dash": "dash" if name in dashed else "solid"},
-                "hovertemplate": f"{plain(name)}<br>{plain(x_title)} %{{x}}<br>{plain(y_title)} %{{y:.3f}}<extra></extra>",
-            }
+        trace = _line_trace(name, points, i)
+        trace["line"]["dash"] = "dash" if name in dashed else "solid"
+        trace["hovertemplate"] = (
+            f"{plain(name)}<br>{plain(x_title)} %{{x}}<br>{plain(y_title)} %{{y:.3f}}<extra></extra>"
         )
+        data.append(trace)
     layout = {
         "title": {"text": plain(title), "font": {"size": 13}},
         "height": height,
