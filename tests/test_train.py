@@ -196,6 +196,31 @@ def test_cli_train(synth_table: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert torch.isfinite(model(torch.zeros(1, 60, 2))).all()
 
 
+def test_cli_resume_refuses_a_damaged_training_state(
+    synth_table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A training state that is not a state, or whose random streams are not generator states: one
+    line naming the file, exit status 2, and the run folder left as it was."""
+    from trajemb.cli import main
+
+    args = ["-q", "train", "--data", str(synth_table), "--out", str(tmp_path / "run"), "--epochs", "1",
+            "--batch-size", "256", "--hidden", "32", "--embedding-dim", "4", "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    path = tmp_path / "run" / "last" / "train_state.pt"
+    state = torch.load(path, weights_only=True)
+    for damaged in (b"not a torch file", {**state, "mining_rng": torch.zeros(3)}):
+        if isinstance(damaged, bytes):
+            path.write_bytes(damaged)
+        else:
+            torch.save(damaged, path)
+        before = {f: f.read_bytes() for f in (tmp_path / "run").rglob("*") if f.is_file()}
+        assert main([*args, "--resume"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{path}: unreadable training state" in err
+        assert {f: f.read_bytes() for f in (tmp_path / "run").rglob("*") if f.is_file()} == before
+
+
 def test_zero_triplets_is_an_error_not_a_best_checkpoint(synth_table: Path, tmp_path: Path) -> None:
     """With threshold -1 every pair is positive: no negatives, no triplets, nothing learned."""
     from trajemb.train import TrainingError
