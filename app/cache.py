@@ -194,7 +194,11 @@ def completion_status(path: str) -> str | None:
     job = _completions.get(path)
     if job is None or (job.returncode is not None and bundle_is_complete(path)):
         return None
-    lines = [ln for ln in job.log_path.read_text(errors="replace").splitlines() if ln.strip()] if job.log_path.exists() else []
+    lines = (
+        [ln for ln in job.log_path.read_text(errors="replace").splitlines() if ln.strip()]
+        if job.log_path.exists()
+        else []
+    )
     if job.returncode is None:
         last = lines[-1].split(": ", 1)[-1] if lines else "starting"
         return f"running for {time.time() - job.started:.0f} s: {last}"
@@ -257,7 +261,9 @@ def label_values(path: str, stamp: int, name: str) -> tuple[np.ndarray, list[str
 
     codes, names = _open(path, stamp).codes(name)
     rank = {b: i for i, b in enumerate(SPEED_BIN_NAMES)} if name == "speed_bin" else {}
-    order = np.array(sorted(range(len(names)), key=lambda i: (rank.get(names[i], len(rank)), names[i])), dtype=np.int64)
+    order = np.array(
+        sorted(range(len(names)), key=lambda i: (rank.get(names[i], len(rank)), names[i])), dtype=np.int64
+    )
     remap = np.empty(len(names), dtype=np.int32)
     remap[order] = np.arange(len(names))
     return remap[codes], [names[i] for i in order]

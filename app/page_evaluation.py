@@ -72,7 +72,10 @@ CLASS_METRICS: dict[str, tuple[str, str]] = {
     ),
 }
 ROBUSTNESS_METRICS: dict[str, tuple[str, str]] = {
-    "minADE@5": ("lower", "minADE@5 (m) of the neighbours found from perturbed windows, scored on clean geometry."),
+    "minADE@5": (
+        "lower",
+        "minADE@5 (m) of the neighbours found from perturbed windows, scored on clean geometry.",
+    ),
     "hard_precision@10": ("higher", "precision@10 over the queries of the hard classes."),
     "precision@10": ("higher", "precision@10 over all queries."),
 }
@@ -115,14 +118,20 @@ def _per_class_section(reports: dict[str, dict[str, Any]]) -> None:
         return
     st.subheader("Per query class")
     label = next((str(r.get("label")) for r in reports.values() if "per_class" in r), "direction")
-    source = ("the generator's true manoeuvres" if label == "true_manoeuvre"
-              else "the heuristic direction labels (no ground truth for these windows)")  # fmt: skip
+    source = (
+        "the generator's true manoeuvres"
+        if label == "true_manoeuvre"
+        else "the heuristic direction labels (no ground truth for these windows)"
+    )
     counts = class_query_counts(reports)
-    st.caption(ui.md(
-        f"Classes are {source}. Averages over all queries are dominated by easy straight windows; these "
-        f"scores are over the queries of one class. {HARD_NOTE} Queries per class: "
-        + ", ".join(f"{c} {n:,}" for c, n in counts.items()) + "."
-    ))  # fmt: skip
+    st.caption(
+        ui.md(
+            f"Classes are {source}. Averages over all queries are dominated by easy straight windows; these "
+            f"scores are over the queries of one class. {HARD_NOTE} Queries per class: "
+            + ", ".join(f"{c} {n:,}" for c, n in counts.items())
+            + "."
+        )
+    )
     metric = st.radio("Score", list(CLASS_METRICS), horizontal=True, key="eval-class-metric")
     frame = per_class_frame(reports, metric)
     frame = frame.loc[:, frame.notna().any(axis=0)]
@@ -137,13 +146,19 @@ def _mean_rank_section(reports: dict[str, dict[str, Any]]) -> None:
     st.subheader("Mean rank of twin halves")
     largest = frame["database"].max()
     database = f"{int(largest):,}" if pd.notna(largest) else "the"
-    st.caption(ui.md(
-        f"The trajectory-similarity literature's measure (TrajCL): each window is split into its even and odd "
-        f"steps; the even half of each query searches the odd halves of {database} windows, and the rank of "
-        "its own odd half is averaged (1 is perfect). Ranked first: share of queries whose twin comes first. "
-        "TrajCL reports 1.004 on 100,000 Porto taxi trajectories."
-    ))  # fmt: skip
-    _table(frame[["mean rank", "ranked first"]], "eval-rank-table", {"mean rank": "lower", "ranked first": "higher"})
+    st.caption(
+        ui.md(
+            f"The trajectory-similarity literature's measure (TrajCL): each window is split into its even and odd "
+            f"steps; the even half of each query searches the odd halves of {database} windows, and the rank of "
+            "its own odd half is averaged (1 is perfect). Ranked first: share of queries whose twin comes first. "
+            "TrajCL reports 1.004 on 100,000 Porto taxi trajectories."
+        )
+    )
+    _table(
+        frame[["mean rank", "ranked first"]],
+        "eval-rank-table",
+        {"mean rank": "lower", "ranked first": "higher"},
+    )
 
 
 def _robustness_section(reports: dict[str, dict[str, Any]], encoder_missing: str) -> None:
@@ -177,7 +192,9 @@ def _robustness_section(reports: dict[str, dict[str, Any]], encoder_missing: str
     for column, kind in zip(st.columns(max(1, len(kinds))), kinds, strict=False):
         with column:
             # PCA at larger D is the oracle to within a few millimetres: one PCA line keeps the plot readable.
-            curves = {n: c for n, c in robustness_curves(reports, kind, metric).items() if n not in CURVE_HIDDEN}
+            curves = {
+                n: c for n, c in robustness_curves(reports, kind, metric).items() if n not in CURVE_HIDDEN
+            }
             title = f"{metric} against {PERTURBATIONS[kind]}"
             figure = curves_figure(curves, title, PERTURBATIONS[kind], metric, dashed=TABLE_BASELINES)
             st.plotly_chart(figure, key=f"eval-robust-{kind}")
@@ -201,7 +218,11 @@ def page() -> None:
         return
     scope = next(iter(reports.values()))
     corpus = report_count(scope.get("corpus_windows"), bundle.num_windows)
-    sampled = f" (a seeded sample of the {bundle.num_windows:,} in the bundle)" if corpus < bundle.num_windows else ""
+    sampled = (
+        f" (a seeded sample of the {bundle.num_windows:,} in the bundle)"
+        if corpus < bundle.num_windows
+        else ""
+    )
     st.caption(
         f"{report_count(scope.get('num_queries'), 0):,} queries sampled among {corpus:,} windows{sampled}; "
         "each query's own track is excluded from its neighbours, which are found by exact search over the embedding. "
@@ -213,19 +234,37 @@ def page() -> None:
         rows[name] = {"D": r.get("dim"), **{m: r.get(m) for m in quality}}
         index = r.get("index") if isinstance(r.get("index"), dict) else None
         if index is not None:
-            kind = str(index.get("kind")) + (f", nprobe {index.get('nprobe')}" if index.get("kind") == "ivf" else "")
-            speed_rows[name] = {"index": kind, "recall@10 vs exact": index.get("recall_at_10"),
-                                **{m: r.get(m) for m in ("encode_ms_per_window", "search_ms_per_query")}}  # fmt: skip
+            kind = str(index.get("kind")) + (
+                f", nprobe {index.get('nprobe')}" if index.get("kind") == "ivf" else ""
+            )
+            speed_rows[name] = {
+                "index": kind,
+                "recall@10 vs exact": index.get("recall_at_10"),
+                **{m: r.get(m) for m in ("encode_ms_per_window", "search_ms_per_query")},
+            }
     frame = pd.DataFrame(rows).T.apply(pd.to_numeric, errors="coerce")
     config = {c: st.column_config.NumberColumn(c, format="%.3f", width=88) for c in quality}
     config["D"] = st.column_config.NumberColumn("D", format="%d", width=45)
-    st.dataframe(frame.style.apply(_best_style, axis=None), width="stretch", key="eval-table", column_config=config,
-                 height=36 * (len(frame) + 1) + 3)  # fmt: skip
+    st.dataframe(
+        frame.style.apply(_best_style, axis=None),
+        width="stretch",
+        key="eval-table",
+        column_config=config,
+        height=36 * (len(frame) + 1) + 3,
+    )
     if speed_rows:
-        st.caption("Search index and speed of each model (recall of the index the explorer searches, against exact).")
+        st.caption(
+            "Search index and speed of each model (recall of the index the explorer searches, against exact)."
+        )
         speed = pd.DataFrame(speed_rows).T
-        st.dataframe(speed, width="stretch", key="speed-table", column_config={
-            c: st.column_config.NumberColumn(c, format="%.3f") for c in ("recall@10 vs exact", *SPEED[1:])})  # fmt: skip
+        st.dataframe(
+            speed,
+            width="stretch",
+            key="speed-table",
+            column_config={
+                c: st.column_config.NumberColumn(c, format="%.3f") for c in ("recall@10 vs exact", *SPEED[1:])
+            },
+        )
     chart_methods = {name: {m: report_number(r.get(m)) for m in MAIN} for name, r in reports.items()}
     for ref in ("oracle_raw", "random"):
         if ref in baselines:
@@ -244,17 +283,23 @@ def page() -> None:
     )
     dims_by_similarity: dict[str, set[int]] = {}
     for name, r in reports.items():
-        dims_by_similarity.setdefault(str(bundle.model_entry(name).get("similarity")), set()).add(report_count(r.get("dim"), 0))
+        dims_by_similarity.setdefault(str(bundle.model_entry(name).get("similarity")), set()).add(
+            report_count(r.get("dim"), 0)
+        )
     if any(len(d) > 1 for d in dims_by_similarity.values()):
         groups: dict[str, list[tuple[int, float]]] = {}
         for name, r in reports.items():
             similarity = bundle.model_entry(name).get("similarity") or "model"
-            groups.setdefault(str(similarity), []).append((report_count(r.get("dim"), 0), report_number(r.get("minADE@5"))))
+            groups.setdefault(str(similarity), []).append(
+                (report_count(r.get("dim"), 0), report_number(r.get("minADE@5")))
+            )
         oracle = report_number(baselines.get("oracle_raw", {}).get("minADE@5"))
         refs = {"oracle": oracle} if math.isfinite(oracle) else {}
         st.plotly_chart(metric_vs_dim_figure(groups, refs, "minADE@5"), key="eval-dim")
     else:
-        st.caption("No mining similarity has models of several embedding dimensions D here, so there is no plot against D.")
+        st.caption(
+            "No mining similarity has models of several embedding dimensions D here, so there is no plot against D."
+        )
     ranked = {**reports, **baselines}
     _per_class_section(ranked)
     _mean_rank_section(ranked)
@@ -262,7 +307,9 @@ def page() -> None:
     encoder_missing = evaluation.get("encoder_missing") if isinstance(evaluation, dict) else None
     _robustness_section(ranked, str(encoder_missing))
     st.subheader("What the columns mean")
-    st.markdown("\n".join(f"* **{name}** ({better} is better): {text}" for name, (better, text) in METRICS.items()))
+    st.markdown(
+        "\n".join(f"* **{name}** ({better} is better): {text}" for name, (better, text) in METRICS.items())
+    )
     ui.completion_notice(bundle, only_running=True)
 
 

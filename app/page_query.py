@@ -40,13 +40,18 @@ def page() -> None:
     if mode == MODES[1]:
         upload = st.file_uploader("CSV with x and y columns (metres)", type=["csv", "txt"], key="upload")
         if upload is not None:
-            st.session_state["own-upload"] = (upload.name, upload.getvalue()[:MAX_UPLOAD_BYTES].decode("utf-8", errors="replace"))
+            st.session_state["own-upload"] = (
+                upload.name,
+                upload.getvalue()[:MAX_UPLOAD_BYTES].decode("utf-8", errors="replace"),
+            )
         kept = st.session_state.get("own-upload")
         if kept is None:
             st.info("Choose a file to use it as the query.")
             return
         if upload is None:
-            st.caption(ui.md(f"Using the file uploaded earlier: {kept[0]}. Choose another file to replace it."))
+            st.caption(
+                ui.md(f"Using the file uploaded earlier: {kept[0]}. Choose another file to replace it.")
+            )
         source, origin = kept[1], f"file {kept[0]}"
     else:
         if "points" not in st.session_state:

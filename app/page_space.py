@@ -68,13 +68,17 @@ def page() -> None:
         else None
     )
     mask = cache.filter_mask(path, stamp, ui.current_filters())
-    active = "; ".join(f"{name.replace('_', ' ')}: {', '.join(picked)}" for name, picked in ui.current_filters() if picked)
+    active = "; ".join(
+        f"{name.replace('_', ' ')}: {', '.join(picked)}" for name, picked in ui.current_filters() if picked
+    )
     shown = f"{bundle.num_windows:,} windows"
     if mask is not None:
         shown = f"{int(mask.sum()):,} of {shown} (filtered on the Explore page: {active})"
     method = (bundle.model_entry(model).get("projection") or {}).get("method", "UMAP")
     st.caption(
-        ui.md(f"{shown}, {bundle.embedding_dim(model)}-D embeddings of {model} projected to 2-D ({method} UMAP).")
+        ui.md(
+            f"{shown}, {bundle.embedding_dim(model)}-D embeddings of {model} projected to 2-D ({method} UMAP)."
+        )
         + " Draw a box or lasso (toolbar) to see the selected trajectories; the black cross is the query."
     )
     fig = projection_figure(xy, codes, cats, color_by, view.rows, raster, row, (), dragmode="lasso")
@@ -102,7 +106,9 @@ def show_selection(
         st.caption("The selection holds no window (of those passing the filters).")
         return
     counts = pd.Series([cats[c] for c in codes[rows]]).value_counts()
-    st.caption(ui.md("By " + color_by.replace("_", " ") + ": " + ", ".join(f"{k} {v}" for k, v in counts.items())))
+    st.caption(
+        ui.md("By " + color_by.replace("_", " ") + ": " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    )
     shown = np.sort(np.random.default_rng(0).choice(rows, size=min(GALLERY_SIZE, len(rows)), replace=False))
     labels = [cats[c] for c in codes[shown]]
     fig = gallery_figure(

@@ -63,9 +63,25 @@ _DEFAULTS: dict[str, Any] = {
 
 
 #: Widget keys whose values must outlive the pages that do not draw them.
-PERSISTENT = (BUNDLE, MODEL, K, TYPES, ONE_PER_TRACK, EXCLUDE_SCENARIO, EXCLUDE_TRACK, "model-a", "model-b",
-              "color-by", "clusters", "pick-mode", "query-mode", "show-prototypes", "points", "own-upload",
-              *(f"filter-{name}" for name in FILTERS))  # fmt: skip
+PERSISTENT = (
+    BUNDLE,
+    MODEL,
+    K,
+    TYPES,
+    ONE_PER_TRACK,
+    EXCLUDE_SCENARIO,
+    EXCLUDE_TRACK,
+    "model-a",
+    "model-b",
+    "color-by",
+    "clusters",
+    "pick-mode",
+    "query-mode",
+    "show-prototypes",
+    "points",
+    "own-upload",
+    *(f"filter-{name}" for name in FILTERS),
+)
 
 
 def init_session() -> None:

@@ -16,7 +16,9 @@ APP_DIR = Path(__file__).resolve().parent
 if str(APP_DIR) not in sys.path:  # the pages import the shared modules beside this file
     sys.path.insert(0, str(APP_DIR))
 
-st.set_page_config(page_title="trajemb explorer", page_icon="🛣️", layout="wide")  # an emoji: no icon font fetched
+st.set_page_config(
+    page_title="trajemb explorer", page_icon="🛣️", layout="wide"
+)  # an emoji: no icon font fetched
 
 pages = [
     st.Page(APP_DIR / "page_explore.py", title="Explore", icon=":material/travel_explore:", default=True),

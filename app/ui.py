@@ -398,7 +398,9 @@ def completion_notice(bundle: Bundle, only_running: bool = False) -> None:
     if status is None and (only_running or cache.bundle_is_complete(path)):
         return
     if status is None:
-        st.info("This bundle has no 2-D layout or evaluation yet (built with `--projection none` or `--no-eval`).")
+        st.info(
+            "This bundle has no 2-D layout or evaluation yet (built with `--projection none` or `--no-eval`)."
+        )
         if cache.launch_options().roots:
             st.caption("Its owner can add them with `trajemb complete --bundle <folder>`.")
         elif st.button("Compute them now, in the background", key="complete-now"):
@@ -409,7 +411,9 @@ def completion_notice(bundle: Bundle, only_running: bool = False) -> None:
         st.error("Computing the 2-D layouts and evaluation in the background failed.")
         st.text(status)
         return
-    st.info("Computing the 2-D layouts and evaluation in the background; this page fills in when they are ready.")
+    st.info(
+        "Computing the 2-D layouts and evaluation in the background; this page fills in when they are ready."
+    )
     st.text(status)
 
     @st.fragment(run_every=3)

@@ -35,7 +35,9 @@ from browser import CHROMIUM, CHROMIUM_ARGS, click_plot_point, peak_rss_gb, quer
 
 def stats(label: str, ms: list[float]) -> None:
     a = np.asarray(ms)
-    print(f"  {label:52s} median {np.median(a):7.0f} ms  p95 {np.percentile(a, 95):7.0f} ms  max {a.max():7.0f} ms  (n={len(a)})")
+    print(
+        f"  {label:52s} median {np.median(a):7.0f} ms  p95 {np.percentile(a, 95):7.0f} ms  max {a.max():7.0f} ms  (n={len(a)})"
+    )
 
 
 def default_bundle() -> Path:
@@ -52,7 +54,13 @@ def default_bundle() -> Path:
     if not (out / "bundle.json").is_file():
         ckpt = next(c for c in shipped_checkpoints() if c.name == "compact-cosine-d16")
         data = work / "default-s11-n950"
-        build_bundle(data / "table.parquet", [ckpt], out, data / "maps", BundleConfig(evaluation=EvalConfig(num_queries=500)))
+        build_bundle(
+            data / "table.parquet",
+            [ckpt],
+            out,
+            data / "maps",
+            BundleConfig(evaluation=EvalConfig(num_queries=500)),
+        )
     return out
 
 
@@ -89,7 +97,9 @@ def browser(bundle: Path, clicks: int) -> None:
         page.goto(url, timeout=300_000)
         page.get_by_text("minADE@").first.wait_for(timeout=300_000)
         wait_idle(page, 300_000)
-        print(f"  browser: open the bundle to the first neighbours drawn        {time.perf_counter() - t0:7.1f} s")
+        print(
+            f"  browser: open the bundle to the first neighbours drawn        {time.perf_counter() - t0:7.1f} s"
+        )
         click_ms, sent = [], []
         for _ in range(clicks):
             before = query_line(page)
@@ -98,11 +108,15 @@ def browser(bundle: Path, clicks: int) -> None:
             page.get_by_role("button", name="Random").click()
             page.wait_for_function(QUERY_CHANGED, arg=before, timeout=60_000)
             wait_idle(page)
-            click_ms.append(1000 * (time.perf_counter() - t0) - 400)  # wait_idle's quiet period is not waiting
+            click_ms.append(
+                1000 * (time.perf_counter() - t0) - 400
+            )  # wait_idle's quiet period is not waiting
             sent.append(sum(received))
         stats("browser: Random clicked -> new neighbours drawn", click_ms)
-        print(f"  browser: bytes sent by the server per click                  median "
-              f"{statistics.median(sent) / 1e3:7.0f} kB  max {max(sent) / 1e3:7.0f} kB")  # fmt: skip
+        print(
+            f"  browser: bytes sent by the server per click                  median "
+            f"{statistics.median(sent) / 1e3:7.0f} kB  max {max(sent) / 1e3:7.0f} kB"
+        )
         switch_ms = []
         for _ in range(4):
             for name, heading in (("Embedding space", "Embedding space"), ("Explore", "Explore neighbours")):
@@ -148,7 +162,9 @@ def browser(bundle: Path, clicks: int) -> None:
         import browser as harness
 
         if harness.last_server_pid is not None:
-            print(f"  server process peak memory (VmHWM)                          {peak_rss_gb(harness.last_server_pid):7.2f} GB")
+            print(
+                f"  server process peak memory (VmHWM)                          {peak_rss_gb(harness.last_server_pid):7.2f} GB"
+            )
         chromium.close()
 
 
@@ -174,7 +190,9 @@ def first_start() -> None:
                 page.wait_for_timeout(250)
             wait_idle(page, 300_000)
             total = time.perf_counter() - t_start
-            print(f"  first start: server up after {served:.1f} s; first neighbours on screen {total:.1f} s after the command")
+            print(
+                f"  first start: server up after {served:.1f} s; first neighbours on screen {total:.1f} s after the command"
+            )
             for line in stages:
                 print(f"    {line}")
             chromium.close()

@@ -54,8 +54,9 @@ def main() -> None:
         data = Path(args.data) if args.data else Path(tmp) / "synth"
         if not args.data:
             generate(SynthConfig(num_scenarios=args.scenarios, seed=0), data, progress=False)
-        init_s, _ = timed(lambda: ray.init(num_cpus=args.ray_cpus, include_dashboard=False,
-                                           logging_level=logging.WARNING))  # fmt: skip
+        init_s, _ = timed(
+            lambda: ray.init(num_cpus=args.ray_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        )
         try:
             run(Path(tmp), data, Path(args.checkpoint), init_s)
         finally:
@@ -74,14 +75,18 @@ def run(tmp: Path, data: Path, checkpoint: Path, init_s: float) -> None:
     }
     assert len({h for _, _, h in runs.values()}) == 1, f"tables differ: {runs}"
     n = runs["local", 1][1]
-    print(f"input: {len(list(data.glob('*/scenario_*.parquet')))} scenarios, {n} windows; "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
-          f"starting a local Ray took {init_s:.1f} s (not counted)")  # fmt: skip
+    print(
+        f"input: {len(list(data.glob('*/scenario_*.parquet')))} scenarios, {n} windows; "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+        f"starting a local Ray took {init_s:.1f} s (not counted)"
+    )
     print("prepare (read + window + label + write), windows/s; every table has the same content hash:")
     for w in (1, 2):
         local_s, ray_s = runs["local", w][0], runs["ray", w][0]
-        print(f"  {w} worker{'s' if w > 1 else ' '}: local {n / local_s:7.0f}, Ray {n / ray_s:7.0f}  "
-              f"(Ray / local {local_s / ray_s:4.2f}x)")  # fmt: skip
+        print(
+            f"  {w} worker{'s' if w > 1 else ' '}: local {n / local_s:7.0f}, Ray {n / ray_s:7.0f}  "
+            f"(Ray / local {local_s / ray_s:4.2f}x)"
+        )
 
     table = tmp / "local1.parquet"
     xy = read_xy_agent(table)

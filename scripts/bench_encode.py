@@ -52,23 +52,49 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--checkpoint", default="compact-cosine-d16")
-    parser.add_argument("--compile", action="store_true", help="also torch.compile (tens of seconds to compile)")
-    parser.add_argument("--onnx", action="store_true", help="also ONNX Runtime (needs onnx, onnxscript, onnxruntime)")
-    parser.add_argument("--processes", type=int, default=0, help="only the default Embedder, in N fresh processes")
-    parser.add_argument("--default-only", action="store_true", help=argparse.SUPPRESS)  # one of --processes' runs
+    parser.add_argument(
+        "--compile", action="store_true", help="also torch.compile (tens of seconds to compile)"
+    )
+    parser.add_argument(
+        "--onnx", action="store_true", help="also ONNX Runtime (needs onnx, onnxscript, onnxruntime)"
+    )
+    parser.add_argument(
+        "--processes", type=int, default=0, help="only the default Embedder, in N fresh processes"
+    )
+    parser.add_argument(
+        "--default-only", action="store_true", help=argparse.SUPPRESS
+    )  # one of --processes' runs
     args = parser.parse_args()
     if args.processes:
         runs = [
-            float(subprocess.run([sys.executable, __file__, "--default-only", "--windows", str(args.windows),
-                                  "--steps", str(args.steps), "--repeats", str(args.repeats),
-                                  "--checkpoint", args.checkpoint],
-                                 check=True, capture_output=True, text=True).stdout)
+            float(
+                subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--default-only",
+                        "--windows",
+                        str(args.windows),
+                        "--steps",
+                        str(args.steps),
+                        "--repeats",
+                        str(args.repeats),
+                        "--checkpoint",
+                        args.checkpoint,
+                    ],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+            )
             for _ in range(args.processes)
-        ]  # fmt: skip
-        print(f"Embedder (default, batch {CPU_BATCH}), {args.windows} windows of {args.steps} steps, "
-              f"{torch.get_num_threads()} CPU threads; best of {args.repeats} passes per process, over "
-              f"{args.processes} processes: median {statistics.median(runs):,.0f} windows/s, "
-              f"range {min(runs):,.0f} to {max(runs):,.0f}")  # fmt: skip
+        ]
+        print(
+            f"Embedder (default, batch {CPU_BATCH}), {args.windows} windows of {args.steps} steps, "
+            f"{torch.get_num_threads()} CPU threads; best of {args.repeats} passes per process, over "
+            f"{args.processes} processes: median {statistics.median(runs):,.0f} windows/s, "
+            f"range {min(runs):,.0f} to {max(runs):,.0f}"
+        )
         return
     ckpt = next(c for c in shipped_checkpoints() if c.name == args.checkpoint)
     model, _ = load_checkpoint(ckpt)
@@ -84,8 +110,10 @@ def main() -> None:
         return
     with torch.no_grad():
         reference = batched(model, x, 1024)
-    print(f"{n} windows of {args.steps} steps, {ckpt.name}, {cores} CPU threads; windows/s (best of {args.repeats}), "
-          "max |difference| to the training forward")  # fmt: skip
+    print(
+        f"{n} windows of {args.steps} steps, {ckpt.name}, {cores} CPU threads; windows/s (best of {args.repeats}), "
+        "max |difference| to the training forward"
+    )
 
     def report(name: str, rate: float, out: np.ndarray) -> None:
         print(f"  {name:58s} {rate:9.0f}   {np.abs(out - reference).max():.1e}")
@@ -120,7 +148,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "encoder.onnx"
             t0 = time.perf_counter()
-            torch.onnx.export(model, (x[:256],), str(path), dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},))
+            torch.onnx.export(
+                model, (x[:256],), str(path), dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},)
+            )
             export_s = time.perf_counter() - t0
             options = ort.SessionOptions()
             options.intra_op_num_threads = cores
@@ -128,9 +158,12 @@ def main() -> None:
             name = session.get_inputs()[0].name
             for batch in (256, 1024):
                 rate, out = best_rate(
-                    lambda b=batch: np.concatenate([session.run(None, {name: xy[i : i + b]})[0] for i in range(0, n, b)]),
-                    n, args.repeats,
-                )  # fmt: skip
+                    lambda b=batch: np.concatenate(
+                        [session.run(None, {name: xy[i : i + b]})[0] for i in range(0, n, b)]
+                    ),
+                    n,
+                    args.repeats,
+                )
                 report(f"ONNX Runtime {ort.__version__}, batch {batch} (export {export_s:.0f} s)", rate, out)
 
 

@@ -62,8 +62,10 @@ def bench_encode(checkpoint: str, windows: int, steps: int, device: str) -> None
             embedder = Embedder(model, device, batch_size=batch, bf16=bf16)
             embedder(xy[:batch])  # warm-up: kernels, allocator
             seconds = min(timed(lambda e=embedder: e(xy)) for _ in range(2))
-            print(f"  {'bf16' if bf16 else 'fp32'} batch {batch:7,d}: {windows / seconds:12,.0f} windows/s "
-                  f"(host arrays in, host arrays out)")  # fmt: skip
+            print(
+                f"  {'bf16' if bf16 else 'fp32'} batch {batch:7,d}: {windows / seconds:12,.0f} windows/s "
+                f"(host arrays in, host arrays out)"
+            )
     sample = xy[:50_000]
     cpu = Embedder(model, "cpu")(sample)
     for bf16 in (True, False):
@@ -71,8 +73,10 @@ def bench_encode(checkpoint: str, windows: int, steps: int, device: str) -> None
         _, ids_cpu = build_faiss_index(cpu, FLAT).search(cpu[:2000], 11)
         _, ids_gpu = build_faiss_index(gpu, FLAT).search(gpu[:2000], 11)
         recall = recall_at_k(ids_gpu[:, 1:], ids_cpu[:, 1:])
-        print(f"  {'bf16' if bf16 else 'fp32'} on GPU vs fp32 on CPU, 50,000 windows: largest |difference| "
-              f"{np.abs(gpu - cpu).max():.2e}, neighbour recall@10 {recall:.3f}")  # fmt: skip
+        print(
+            f"  {'bf16' if bf16 else 'fp32'} on GPU vs fp32 on CPU, 50,000 windows: largest |difference| "
+            f"{np.abs(gpu - cpu).max():.2e}, neighbour recall@10 {recall:.3f}"
+        )
 
 
 def bench_search(sizes: list[int], dim: int, queries: int, device: str) -> None:
@@ -88,9 +92,11 @@ def bench_search(sizes: list[int], dim: int, queries: int, device: str) -> None:
             index.search(q_all[j : j + 1], 10)
             single.append(1000 * (time.perf_counter() - t0))
         seconds = timed(lambda idx=index: idx.search(q_all, 10))
-        print(f"  {n:12,d} rows: one query median {statistics.median(single):.2f} ms (p95 "
-              f"{np.percentile(single, 95):.2f}); batch of {queries:,}: {queries / seconds:,.0f} queries/s "
-              f"({index.chunk:,} queries per chunk)")  # fmt: skip
+        print(
+            f"  {n:12,d} rows: one query median {statistics.median(single):.2f} ms (p95 "
+            f"{np.percentile(single, 95):.2f}); batch of {queries:,}: {queries / seconds:,.0f} queries/s "
+            f"({index.chunk:,} queries per chunk)"
+        )
         if i == 0:
             flat = build_faiss_index(db, FLAT)
             t0 = time.perf_counter()
@@ -98,9 +104,11 @@ def bench_search(sizes: list[int], dim: int, queries: int, device: str) -> None:
             cpu_qps = 2000 / (time.perf_counter() - t0)
             _, got = index.search(q_all[:2000], 10)
             threads = faiss.omp_get_max_threads()
-            print(f"  {n:12,d} rows: FAISS flat (exact) on {threads} OpenMP threads {cpu_qps:,.0f} queries/s; "
-                  f"ids equal to FAISS for {np.mean((got == ref).all(axis=1)):.4f} of 2,000 queries, "
-                  f"recall@10 {recall_at_k(got, ref):.4f}")  # fmt: skip
+            print(
+                f"  {n:12,d} rows: FAISS flat (exact) on {threads} OpenMP threads {cpu_qps:,.0f} queries/s; "
+                f"ids equal to FAISS for {np.mean((got == ref).all(axis=1)):.4f} of 2,000 queries, "
+                f"recall@10 {recall_at_k(got, ref):.4f}"
+            )
         del index, db
         if device.startswith("cuda"):
             torch.cuda.empty_cache()

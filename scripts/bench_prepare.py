@@ -53,10 +53,14 @@ def main() -> None:
     assert len(w1) == len(wn)
     print(f"scenarios: {n}, windows: {len(wn)}")
     print(f"av2 load_argoverse_scenario_parquet, 1 process : {n / av2_s:8.1f} scenarios/s ({av2_s:.1f} s)")
-    print(f"trajemb prepare, 1 worker (read+window+label)  : {n / ours1_s:8.1f} scenarios/s ({ours1_s:.1f} s)  "
-          f"{av2_s / ours1_s:.1f}x")  # fmt: skip
-    print(f"trajemb prepare, {os.cpu_count()} workers                    : {n / oursn_s:8.1f} scenarios/s ({oursn_s:.1f} s)  "
-          f"{av2_s / oursn_s:.1f}x")  # fmt: skip
+    print(
+        f"trajemb prepare, 1 worker (read+window+label)  : {n / ours1_s:8.1f} scenarios/s ({ours1_s:.1f} s)  "
+        f"{av2_s / ours1_s:.1f}x"
+    )
+    print(
+        f"trajemb prepare, {os.cpu_count()} workers                    : {n / oursn_s:8.1f} scenarios/s ({oursn_s:.1f} s)  "
+        f"{av2_s / oursn_s:.1f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -73,12 +73,16 @@ def search_figures(bundle: Path, queries: int = 1000) -> None:
     _, approx = index.search(q, 11)
     qps = queries / (time.perf_counter() - t0)
     info = b.model_entry(name)["index"]
-    print(f"  exact search, one query at a time   median {statistics.median(single):.2f} ms, "
-          f"p95 {np.percentile(single, 95):.2f} ms (FAISS flat, one core); sharded over the cores "
-          f"median {statistics.median(single_sharded):.2f} ms, p95 {np.percentile(single_sharded, 95):.2f} ms; "
-          f"batch {flat_qps:,.0f} q/s")  # fmt: skip
-    print(f"  bundle index ({info['kind']}, nprobe {info.get('nprobe')})  {qps:,.0f} q/s, "
-          f"recall@10 {recall_at_k(approx[:, 1:], exact[:, 1:]):.3f} here, {info['recall_at_10']:.3f} at build")  # fmt: skip
+    print(
+        f"  exact search, one query at a time   median {statistics.median(single):.2f} ms, "
+        f"p95 {np.percentile(single, 95):.2f} ms (FAISS flat, one core); sharded over the cores "
+        f"median {statistics.median(single_sharded):.2f} ms, p95 {np.percentile(single_sharded, 95):.2f} ms; "
+        f"batch {flat_qps:,.0f} q/s"
+    )
+    print(
+        f"  bundle index ({info['kind']}, nprobe {info.get('nprobe')})  {qps:,.0f} q/s, "
+        f"recall@10 {recall_at_k(approx[:, 1:], exact[:, 1:]):.3f} here, {info['recall_at_10']:.3f} at build"
+    )
 
 
 def trustworthiness(bundle: Path, sample_size: int) -> None:
@@ -90,8 +94,10 @@ def trustworthiness(bundle: Path, sample_size: int) -> None:
     for method in ("full", "sample"):
         xy, info = project_2d(emb, ProjectionConfig(method=method, sample_size=sample_size, full_max_rows=10))
         trust = trustworthiness_on_sample(emb, xy, sample=5000)
-        print(f"  UMAP {method:6s} over {len(emb):,} rows{'' if method == 'full' else f' (fit on {sample_size:,})'}: "
-              f"{info['seconds']:6.1f} s, trustworthiness@10 {trust:.3f}")  # fmt: skip
+        print(
+            f"  UMAP {method:6s} over {len(emb):,} rows{'' if method == 'full' else f' (fit on {sample_size:,})'}: "
+            f"{info['seconds']:6.1f} s, trustworthiness@10 {trust:.3f}"
+        )
 
 
 def main() -> None:
@@ -100,11 +106,15 @@ def main() -> None:
     parser.add_argument("--work", default=".cache/bench_scale")
     parser.add_argument("--checkpoint", default="checkpoints/compact-cosine-d16")
     parser.add_argument("--trust", action="store_true", help="full vs sampled UMAP at the smallest size")
-    parser.add_argument("--device", default="cpu", help="where the bundle embeds: cpu (the default), cuda, auto")
+    parser.add_argument(
+        "--device", default="cpu", help="where the bundle embeds: cpu (the default), cuda, auto"
+    )
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    print(f"{os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.2f}; bundles embed on {args.device}")
+    print(
+        f"{os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.2f}; bundles embed on {args.device}"
+    )
     sizes = [int(s) for s in args.sizes.split(",")]
     for size in sizes:
         scenarios = math.ceil(size / WINDOWS_PER_SCENARIO)
@@ -112,32 +122,80 @@ def main() -> None:
         root.mkdir(exist_ok=True)
         print(f"{size:,} windows ({scenarios:,} synthetic scenarios)")
         if not (root / "scenarios").is_dir():
-            run(["synth", "--out", str(root / "scenarios"), "--scenarios", str(scenarios), "--seed", "0"], "trajemb synth")
+            run(
+                ["synth", "--out", str(root / "scenarios"), "--scenarios", str(scenarios), "--seed", "0"],
+                "trajemb synth",
+            )
         if not (root / "table.parquet").is_file():
-            run(["prepare", "--av2", str(root / "scenarios"), "--out", str(root / "table.parquet"), "--maps-dir",
-                 str(root / "maps")], "trajemb prepare")  # fmt: skip
+            run(
+                [
+                    "prepare",
+                    "--av2",
+                    str(root / "scenarios"),
+                    "--out",
+                    str(root / "table.parquet"),
+                    "--maps-dir",
+                    str(root / "maps"),
+                ],
+                "trajemb prepare",
+            )
         # A bundle per device, so that figures of a CPU run are never reported for a GPU one.
         bundle = root / ("bundle" if args.device == "cpu" else f"bundle-{args.device.replace(':', '')}")
         if not (bundle / "bundle.json").is_file():
-            run(["bundle", "--table", str(root / "table.parquet"), "--checkpoint", args.checkpoint, "--maps",
-                 str(root / "maps"), "--out", str(bundle), "--device", args.device], "trajemb bundle (all stages)")  # fmt: skip
+            run(
+                [
+                    "bundle",
+                    "--table",
+                    str(root / "table.parquet"),
+                    "--checkpoint",
+                    args.checkpoint,
+                    "--maps",
+                    str(root / "maps"),
+                    "--out",
+                    str(bundle),
+                    "--device",
+                    args.device,
+                ],
+                "trajemb bundle (all stages)",
+            )
         manifest = json.loads((bundle / "bundle.json").read_text())
         model = next(iter(manifest["models"].values()))
-        print(f"  {manifest['num_windows']:,} windows; bundle stages (s): " +
-              ", ".join(f"{k} {v:.0f}" for k, v in manifest.get("stage_s", {}).items()) +
-              f"; total {manifest.get('build_s', float('nan')):.0f}")  # fmt: skip
-        print(f"  encode {model['encode_windows_per_s']:,.0f} windows/s; index {model['index']['kind']} built in "
-              f"{model['index']['build_s']:.1f} s; projection {model['projection']['method']}"
-              + (f" (fit {model['projection'].get('fit_s', 0):.0f} s, place {model['projection'].get('place_s', 0):.0f} s)"
-                 if model["projection"]["method"] == "sample" else ""))  # fmt: skip
+        print(
+            f"  {manifest['num_windows']:,} windows; bundle stages (s): "
+            + ", ".join(f"{k} {v:.0f}" for k, v in manifest.get("stage_s", {}).items())
+            + f"; total {manifest.get('build_s', float('nan')):.0f}"
+        )
+        print(
+            f"  encode {model['encode_windows_per_s']:,.0f} windows/s; index {model['index']['kind']} built in "
+            f"{model['index']['build_s']:.1f} s; projection {model['projection']['method']}"
+            + (
+                f" (fit {model['projection'].get('fit_s', 0):.0f} s, place {model['projection'].get('place_s', 0):.0f} s)"
+                if model["projection"]["method"] == "sample"
+                else ""
+            )
+        )
         from trajemb.bundle import Bundle
 
         query = Bundle(bundle).strings("window_id", [manifest["num_windows"] // 3])[0]
         times = []
         for _ in range(3):
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "trajemb", "search", "--bundle", str(bundle), "--query", query, "--k", "10"],
-                           check=True, capture_output=True)  # fmt: skip
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "trajemb",
+                    "search",
+                    "--bundle",
+                    str(bundle),
+                    "--query",
+                    query,
+                    "--k",
+                    "10",
+                ],
+                check=True,
+                capture_output=True,
+            )
             times.append(time.perf_counter() - t0)
         print(f"  trajemb search --k 10 (whole process)  median {statistics.median(times):.2f} s of 3")
         search_figures(bundle)

@@ -55,8 +55,10 @@ def main() -> None:
     n, d = emb.shape
     rng = np.random.default_rng(0)
     q = emb[rng.choice(n, size=args.queries, replace=False)]
-    print(f"{n:,} embeddings of D = {d} ({name}), {args.queries} queries from the corpus, k = 10; "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(
+        f"{n:,} embeddings of D = {d} ({name}), {args.queries} queries from the corpus, k = 10; "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+    )
     flat = faiss.IndexFlatL2(d)
     flat.add(emb)
     sharded = ShardedFlatIndex(emb, os.cpu_count() or 1)
@@ -66,10 +68,12 @@ def main() -> None:
     single = per_query_ms(flat.search, q)
     faiss.omp_set_num_threads(threads)
     split = per_query_ms(sharded.search, q)
-    print(f"  exact, one query: FAISS flat median {statistics.median(one):.2f} ms (p95 {np.percentile(one, 95):.2f}) "
-          f"on {threads} OpenMP threads, {statistics.median(single):.2f} ms (p95 {np.percentile(single, 95):.2f}) "
-          f"on one (trajemb's search); sharded over the cores median {statistics.median(split):.2f} ms "
-          f"(p95 {np.percentile(split, 95):.2f})")  # fmt: skip
+    print(
+        f"  exact, one query: FAISS flat median {statistics.median(one):.2f} ms (p95 {np.percentile(one, 95):.2f}) "
+        f"on {threads} OpenMP threads, {statistics.median(single):.2f} ms (p95 {np.percentile(single, 95):.2f}) "
+        f"on one (trajemb's search); sharded over the cores median {statistics.median(split):.2f} ms "
+        f"(p95 {np.percentile(split, 95):.2f})"
+    )
     rate, exact = qps(flat, q)
     print(f"  exact, batch: {rate:,.0f} queries/s")
 
@@ -85,8 +89,22 @@ def main() -> None:
     times = []
     for _ in range(5):
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "trajemb", "search", "--bundle", args.bundle, "--query", query, "--k", "10"],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "trajemb",
+                "search",
+                "--bundle",
+                args.bundle,
+                "--query",
+                query,
+                "--k",
+                "10",
+            ],
+            check=True,
+            capture_output=True,
+        )
         times.append(time.perf_counter() - t0)
     print(f"  trajemb search --k 10 as a whole process: median {statistics.median(times):.2f} s of 5")
     import torch

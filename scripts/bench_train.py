@@ -64,8 +64,12 @@ def our_step(trainer: Trainer, rows: torch.Tensor) -> int:
 
 def measure(trainer: Trainer, step: object, steps: int, batch_size: int) -> tuple[float, float]:
     gen = torch.Generator().manual_seed(0)
-    batches = [torch.from_numpy(trainer.split.train[torch.randperm(len(trainer.split.train), generator=gen)[:batch_size].numpy()])
-               for _ in range(steps + 2)]  # fmt: skip
+    batches = [
+        torch.from_numpy(
+            trainer.split.train[torch.randperm(len(trainer.split.train), generator=gen)[:batch_size].numpy()]
+        )
+        for _ in range(steps + 2)
+    ]
     for rows in batches[:2]:  # warm-up
         step(rows)  # type: ignore[operator]
     if trainer.device.type == "cuda":
@@ -112,9 +116,11 @@ def main() -> None:
         else f"CPU ({torch.get_num_threads()} threads)"
     )
     params = sum(p.numel() for p in trainer.model.parameters())
-    print(f"device: {name}; model: width {args.hidden}, {args.layers} layer(s), {args.heads} heads, "
-          f"{params / 1e6:.2f}M parameters, D 16; batch {args.batch_size}; "
-          f"{args.similarity} similarity, random mining")  # fmt: skip
+    print(
+        f"device: {name}; model: width {args.hidden}, {args.layers} layer(s), {args.heads} heads, "
+        f"{params / 1e6:.2f}M parameters, D 16; batch {args.batch_size}; "
+        f"{args.similarity} similarity, random mining"
+    )
     print(f"original approach (anchor loop, 3 passes): {orig:9.0f} windows/s  ({orig_t:.0f} triplets/step)")
     print(f"trajemb (vectorised, single pass)        : {ours:9.0f} windows/s  ({ours_t:.0f} triplets/step)")
     print(f"speed-up: {ours / orig:.1f}x")

@@ -33,11 +33,16 @@ def main() -> None:
     parser.add_argument("--scenarios", type=int, default=300)
     parser.add_argument("--seed", type=int, default=23)
     parser.add_argument("--work", default=".cache/labels")
-    default_fixtures = os.environ.get("TRAJEMB_AV2_FIXTURES", str(REPO.parent / "shared" / "data" / "av2_fixtures"))
+    default_fixtures = os.environ.get(
+        "TRAJEMB_AV2_FIXTURES", str(REPO.parent / "shared" / "data" / "av2_fixtures")
+    )
     parser.add_argument("--fixtures", default=default_fixtures)
     args = parser.parse_args()
     work = Path(args.work)
-    scenarios, table = work / f"synth-s{args.seed}-n{args.scenarios}", work / f"synth-s{args.seed}-n{args.scenarios}.parquet"
+    scenarios, table = (
+        work / f"synth-s{args.seed}-n{args.scenarios}",
+        work / f"synth-s{args.seed}-n{args.scenarios}.parquet",
+    )
     if not scenarios.is_dir():
         generate(SynthConfig(args.scenarios, args.seed), scenarios)
     prepare_table(PrepareConfig(av2_dirs=(str(scenarios),)), table)
@@ -51,9 +56,14 @@ def main() -> None:
     print(label_agreement(truth, shape).markdown() + "\n")
     fixtures = Path(args.fixtures)
     real = work / "fixtures-stride5.parquet"
-    prepare_table(PrepareConfig(av2_dirs=(str(fixtures / "motion_forecasting"),),
-                                sensor_log_dirs=(str(fixtures / "sensor_logs"),),
-                                window=WindowConfig(stride_steps=5)), real)  # fmt: skip
+    prepare_table(
+        PrepareConfig(
+            av2_dirs=(str(fixtures / "motion_forecasting"),),
+            sensor_log_dirs=(str(fixtures / "sensor_logs"),),
+            window=WindowConfig(stride_steps=5),
+        ),
+        real,
+    )
     meta = read_table(real).meta
     sample = read_labelled_sample(BY_EYE)
     print(f"## Real AV2 fixtures: {len(sample.window_id)} of {len(meta)} windows labelled by eye\n")
@@ -62,7 +72,9 @@ def main() -> None:
     print(f"\naccuracy {agreement.accuracy:.3f}")
     keep = sample.sure
     labels = meta.set_index("window_id").loc[sample.window_id[keep], "direction"].to_numpy()
-    print(f"on the {int(keep.sum())} windows marked sure: accuracy {np.mean(labels == sample.label[keep]):.3f}")
+    print(
+        f"on the {int(keep.sum())} windows marked sure: accuracy {np.mean(labels == sample.label[keep]):.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Reproduce the paper's comparison and evaluate retrieval on every data set in one call.
 
 Trains Cosine and FFT mining x D in {4, 8, 16, 32} x compact vs base model with the paper's triplet
-loss (``--recipes paper``) and/or the soft-neighbour recipe (``--recipes soft``: see README, "Training
+loss (``--recipes paper``) and/or the soft-neighbour recipe (``--recipes soft``: see docs/workflow.md, "Training
 recipes"), or takes ready checkpoints (``--checkpoint``, repeatable, e.g. the shipped ones). Then
 evaluates every model beside the oracle, random, PCA, FFT-feature and untrained-encoder baselines on
 
@@ -48,14 +48,37 @@ REPO = Path(__file__).resolve().parents[1]
 BY_EYE = REPO / "tests" / "data" / "av2_fixture_windows_by_eye.csv"
 ARCH = {
     "compact": ["--layers", "1", "--heads", "4", "--hidden", "64", "--dropout", "0.1"],
-    "base": ["--layers", "4", "--heads", "8", "--hidden", "1024", "--dropout", "0.3", "--input-dropout", "0.2",
-             "--lr", "1e-4"],
-}  # fmt: skip
-#: The soft-neighbour recipe (README, "Training recipes"); the paper's is the triplet loss with calibrated mining.
+    "base": [
+        "--layers",
+        "4",
+        "--heads",
+        "8",
+        "--hidden",
+        "1024",
+        "--dropout",
+        "0.3",
+        "--input-dropout",
+        "0.2",
+        "--lr",
+        "1e-4",
+    ],
+}
+#: The soft-neighbour recipe (docs/workflow.md, "Training recipes"); the paper's is the triplet loss with calibrated mining.
 SOFT_RECIPE = [
-    "--loss", "soft_neighbors", "--no-normalize", "--batches", "neighborhoods", "--neighbors-per-seed", "4",
-    "--hard-share", "0.3", "--augment-prob", "0.3", "--augment-noise", "1.0",
-]  # fmt: skip
+    "--loss",
+    "soft_neighbors",
+    "--no-normalize",
+    "--batches",
+    "neighborhoods",
+    "--neighbors-per-seed",
+    "4",
+    "--hard-share",
+    "0.3",
+    "--augment-prob",
+    "0.3",
+    "--augment-noise",
+    "1.0",
+]
 
 
 def run(args: list[str]) -> str:
@@ -84,8 +107,14 @@ def bundle_reports(bundle_dir: Path) -> dict[str, dict[str, Any]]:
 
 def section(title: str, reports: dict[str, dict[str, Any]], out: Path, tag: str, labels: str) -> str:
     """The Markdown of one data set."""
-    models = [n for n, r in reports.items() if r.get("dim") == 4 and "checkpoint" not in n and n in reports
-              and not n.startswith(("pca_", "untrained_", "oracle", "random", "fft_"))]  # fmt: skip
+    models = [
+        n
+        for n, r in reports.items()
+        if r.get("dim") == 4
+        and "checkpoint" not in n
+        and n in reports
+        and not n.startswith(("pca_", "untrained_", "oracle", "random", "fft_"))
+    ]
     png = plot_robustness(reports, out / f"robustness_{tag}.png", title)
     first = next(iter(reports.values()))
     parts = [
@@ -128,13 +157,18 @@ def section(title: str, reports: dict[str, dict[str, Any]], out: Path, tag: str,
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="paper")
-    p.add_argument("--scenarios", type=int, default=400, help="training scenarios (synthetic) if --train is not given")
+    p.add_argument(
+        "--scenarios", type=int, default=400, help="training scenarios (synthetic) if --train is not given"
+    )
     p.add_argument("--train", default=None, help="training table (default: synthetic, seed 21)")
     p.add_argument("--test", default=None, help="held-out table (default: synthetic, seed 22)")
     p.add_argument("--maps", default=None, help="reduced maps of the held-out table (prepare --maps-dir)")
     fixtures = os.environ.get("TRAJEMB_AV2_FIXTURES", str(REPO.parent / "shared" / "data" / "av2_fixtures"))
-    p.add_argument("--fixtures", default=fixtures,
-                   help="real AV2 fixtures (motion_forecasting/, sensor_logs/); skipped where absent")  # fmt: skip
+    p.add_argument(
+        "--fixtures",
+        default=fixtures,
+        help="real AV2 fixtures (motion_forecasting/, sensor_logs/); skipped where absent",
+    )
     p.add_argument("--checkpoint", action="append", default=[], help="evaluate this checkpoint (no training)")
     p.add_argument("--threshold", default=None, help="positive threshold (default: calibrated)")
     p.add_argument("--models", default="compact")
@@ -154,58 +188,162 @@ def main() -> None:
     for ckpt in a.checkpoint:
         checkpoints += ["--checkpoint", ckpt]
     if not a.checkpoint and train_table is None:
-        run(["-q", "synth", "--out", str(out / "train-scenarios"), "--scenarios", str(a.scenarios), "--seed", "21"])
+        run(
+            [
+                "-q",
+                "synth",
+                "--out",
+                str(out / "train-scenarios"),
+                "--scenarios",
+                str(a.scenarios),
+                "--seed",
+                "21",
+            ]
+        )
         run(["-q", "prepare", "--av2", str(out / "train-scenarios"), "--out", str(out / "train.parquet")])
         train_table = str(out / "train.parquet")
     if test_table is None:
-        run(["-q", "synth", "--out", str(out / "test-scenarios"), "--scenarios", str(max(50, a.scenarios // 4)),
-             "--seed", "22"])  # fmt: skip
-        run(["-q", "prepare", "--av2", str(out / "test-scenarios"), "--out", str(out / "test.parquet"),
-             "--maps-dir", str(out / "test-maps")])  # fmt: skip
+        run(
+            [
+                "-q",
+                "synth",
+                "--out",
+                str(out / "test-scenarios"),
+                "--scenarios",
+                str(max(50, a.scenarios // 4)),
+                "--seed",
+                "22",
+            ]
+        )
+        run(
+            [
+                "-q",
+                "prepare",
+                "--av2",
+                str(out / "test-scenarios"),
+                "--out",
+                str(out / "test.parquet"),
+                "--maps-dir",
+                str(out / "test-maps"),
+            ]
+        )
         test_table, maps = str(out / "test.parquet"), str(out / "test-maps")
     if not a.checkpoint:
         for arch in a.models.split(","):
             for dim in a.dims.split(","):
                 runs: list[tuple[str, list[str]]] = []
                 if "paper" in a.recipes:
-                    runs += [(f"{arch}-{sim}-d{dim}", ["--similarity", sim, *threshold]) for sim in a.similarities.split(",")]
+                    runs += [
+                        (f"{arch}-{sim}-d{dim}", ["--similarity", sim, *threshold])
+                        for sim in a.similarities.split(",")
+                    ]
                 if "soft" in a.recipes:
                     runs.append((f"{arch}-soft-d{dim}", SOFT_RECIPE))
                 for name, recipe in runs:
-                    run(["-q", "train", "--data", str(train_table), "--out", str(out / "runs" / name),
-                         "--embedding-dim", dim, *ARCH[arch], "--epochs", str(a.epochs), "--batch-size",
-                         str(a.batch_size), "--device", a.device, "--overwrite", *recipe])  # fmt: skip
+                    run(
+                        [
+                            "-q",
+                            "train",
+                            "--data",
+                            str(train_table),
+                            "--out",
+                            str(out / "runs" / name),
+                            "--embedding-dim",
+                            dim,
+                            *ARCH[arch],
+                            "--epochs",
+                            str(a.epochs),
+                            "--batch-size",
+                            str(a.batch_size),
+                            "--device",
+                            a.device,
+                            "--overwrite",
+                            *recipe,
+                        ]
+                    )
                     # The soft recipe ships its last epoch (scripts/train_shipped_checkpoints.py says why).
                     epoch = "last" if recipe is SOFT_RECIPE else "best"
                     name_card(out / "runs" / name / epoch, name)
                     checkpoints += ["--checkpoint", str(out / "runs" / name / epoch)]
     evaluation = ["--no-umap", "--device", a.device, "--mean-rank-corpus", "100000"]
     evaluation += [] if a.no_robustness else ["--robustness"]
-    run(["-q", "bundle", "--table", str(test_table), *checkpoints, "--out", str(out / "bundle"), *evaluation]
-        + (["--maps", str(maps)] if maps else []))  # fmt: skip
+    run(
+        ["-q", "bundle", "--table", str(test_table), *checkpoints, "--out", str(out / "bundle"), *evaluation]
+        + (["--maps", str(maps)] if maps else [])
+    )
     synthetic = bundle_reports(out / "bundle")
     (out / "paper_table.md").write_text(report_table(synthetic) + "\n")
     print(report_table(synthetic))
     synth_labels = _synthetic_label_quality(Path(test_table))
     sections = [section("Synthetic held-out scenarios (seed 22)", synthetic, out, "synthetic", synth_labels)]
     # The same queries with stricter neighbours: one window per track, none from the query's scenario.
-    run(["-q", "bundle", "--table", str(test_table), *checkpoints, "--out", str(out / "bundle-strict"), "--no-umap",
-         "--device", a.device, "--no-mean-rank", "--one-per-track", "--exclude-scenario-eval"])  # fmt: skip
+    run(
+        [
+            "-q",
+            "bundle",
+            "--table",
+            str(test_table),
+            *checkpoints,
+            "--out",
+            str(out / "bundle-strict"),
+            "--no-umap",
+            "--device",
+            a.device,
+            "--no-mean-rank",
+            "--one-per-track",
+            "--exclude-scenario-eval",
+        ]
+    )
     strict = bundle_reports(out / "bundle-strict")
     sections.append(
         "## Synthetic held-out, one neighbour window per track, none from the query's scenario\n\n"
-        + report_table(strict) + "\n\n" + per_class_table(strict)
+        + report_table(strict)
+        + "\n\n"
+        + per_class_table(strict)
     )
     fixtures = Path(a.fixtures)
     if (fixtures / "motion_forecasting").is_dir() and (fixtures / "sensor_logs").is_dir():
         real_table = out / "fixtures.parquet"
-        run(["-q", "prepare", "--av2", str(fixtures / "motion_forecasting"), "--sensor-logs", str(fixtures / "sensor_logs"),
-             "--stride", "5", "--out", str(real_table), "--maps-dir", str(out / "fixtures-maps")])  # fmt: skip
-        run(["-q", "bundle", "--table", str(real_table), *checkpoints, "--out", str(out / "fixtures-bundle"),
-             "--maps", str(out / "fixtures-maps"), *evaluation])  # fmt: skip
+        run(
+            [
+                "-q",
+                "prepare",
+                "--av2",
+                str(fixtures / "motion_forecasting"),
+                "--sensor-logs",
+                str(fixtures / "sensor_logs"),
+                "--stride",
+                "5",
+                "--out",
+                str(real_table),
+                "--maps-dir",
+                str(out / "fixtures-maps"),
+            ]
+        )
+        run(
+            [
+                "-q",
+                "bundle",
+                "--table",
+                str(real_table),
+                *checkpoints,
+                "--out",
+                str(out / "fixtures-bundle"),
+                "--maps",
+                str(out / "fixtures-maps"),
+                *evaluation,
+            ]
+        )
         real = bundle_reports(out / "fixtures-bundle")
-        sections.append(section("Real AV2 fixtures (motion forecasting + sensor logs)", real, out, "fixtures",
-                                _real_label_quality(real_table)))  # fmt: skip
+        sections.append(
+            section(
+                "Real AV2 fixtures (motion forecasting + sensor logs)",
+                real,
+                out,
+                "fixtures",
+                _real_label_quality(real_table),
+            )
+        )
     else:
         sections.append(f"## Real AV2 fixtures\n\nnot found at {fixtures}: not evaluated.")
     (out / "report.md").write_text(
@@ -244,12 +382,22 @@ def _plot_minade_vs_d(reports: dict[str, dict[str, Any]], a: argparse.Namespace,
     for family in families:
         names = sorted((n for n in reports if n.startswith(family + "-d")), key=lambda n: reports[n]["dim"])
         for k in (1, 10):
-            fig.add_trace(go.Scatter(x=[reports[n]["dim"] for n in names], y=[reports[n][f"minADE@{k}"] for n in names],
-                                     mode="lines+markers", name=f"{family} minADE@{k}"))  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    x=[reports[n]["dim"] for n in names],
+                    y=[reports[n][f"minADE@{k}"] for n in names],
+                    mode="lines+markers",
+                    name=f"{family} minADE@{k}",
+                )
+            )
     if "oracle_raw" in reports:
         for k in (1, 10):
-            fig.add_hline(y=reports["oracle_raw"][f"minADE@{k}"], line_dash="dot", annotation_text=f"oracle @{k}")
-    fig.update_layout(title="minADE@k against embedding dimension D", xaxis_title="D", yaxis_title="minADE (m)")
+            fig.add_hline(
+                y=reports["oracle_raw"][f"minADE@{k}"], line_dash="dot", annotation_text=f"oracle @{k}"
+            )
+    fig.update_layout(
+        title="minADE@k against embedding dimension D", xaxis_title="D", yaxis_title="minADE (m)"
+    )
     fig.update_xaxes(type="log")
     fig.write_html(out / "paper_minade_vs_d.html")
 

@@ -1,7 +1,7 @@
 """Recipe for the checkpoints shipped in ``checkpoints/``: compact encoders (1 layer, 4 heads, width 64)
 at D = 4, 8, 16 with Cosine and FFT targets, trained on synthetic scenarios on CPU.
 
-``--recipe soft`` (default): the soft-neighbour recipe (README, "Training recipes": soft-neighbour loss
+``--recipe soft`` (default): the soft-neighbour recipe (docs/workflow.md, "Training recipes": soft-neighbour loss
 with targets in the similarity's space, neighbourhood batches with hard manoeuvres represented, 30 % of
 the inputs with position noise of up to 1 m, unnormalised embeddings), shipping the last epoch
 (``--select``): with augmentation the clean validation minADE is lowest after the first epoch while
@@ -31,10 +31,23 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPES = {
     "paper": ["--mining", "random", "--batch-size", "1024"],
     "soft": [
-        "--loss", "soft_neighbors", "--no-normalize", "--batches", "neighborhoods", "--neighbors-per-seed", "4",
-        "--hard-share", "0.3", "--augment-prob", "0.3", "--augment-noise", "1.0", "--batch-size", "1024",
+        "--loss",
+        "soft_neighbors",
+        "--no-normalize",
+        "--batches",
+        "neighborhoods",
+        "--neighbors-per-seed",
+        "4",
+        "--hard-share",
+        "0.3",
+        "--augment-prob",
+        "0.3",
+        "--augment-noise",
+        "1.0",
+        "--batch-size",
+        "1024",
     ],
-}  # fmt: skip
+}
 
 
 def run(args: list[str]) -> str:
@@ -54,29 +67,71 @@ def main() -> None:
     parser.add_argument("--dims", default="4,8,16")
     parser.add_argument("--similarities", default="cosine,fft")
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="soft")
-    parser.add_argument("--select", choices=["best", "last"], default=None,
-                        help="which epoch to ship (default: last for soft, best for paper)")
+    parser.add_argument(
+        "--select",
+        choices=["best", "last"],
+        default=None,
+        help="which epoch to ship (default: last for soft, best for paper)",
+    )
     parser.add_argument("--allow-dirty", action="store_true", help="train on a tracked tree with changes")
     args = parser.parse_args()
     revision = git_revision(REPO)
     if revision.endswith("-dirty") and not args.allow_dirty:
-        raise SystemExit(f"the tracked tree has changes ({revision}); commit them first so that the cards "
-                         "record a clean revision, or pass --allow-dirty")  # fmt: skip
+        raise SystemExit(
+            f"the tracked tree has changes ({revision}); commit them first so that the cards "
+            "record a clean revision, or pass --allow-dirty"
+        )
     work = Path(args.work)
     data_cmds = [
-        run(["synth", "--out", str(work / "scenarios"), "--scenarios", str(args.scenarios), "--seed", str(args.seed)]),
+        run(
+            [
+                "synth",
+                "--out",
+                str(work / "scenarios"),
+                "--scenarios",
+                str(args.scenarios),
+                "--seed",
+                str(args.seed),
+            ]
+        ),
         run(["prepare", "--av2", str(work / "scenarios"), "--out", str(work / "train.parquet")]),
     ]
     trained: list[tuple[str, str]] = []
     for similarity in args.similarities.split(","):
         for dim in args.dims.split(","):
             name = f"compact-{similarity}-d{dim}"
-            trained.append((name, run([
-                "train", "--data", str(work / "train.parquet"), "--out", str(work / "runs" / name),
-                "--similarity", similarity, "--embedding-dim", dim, "--layers", "1", "--heads", "4",
-                "--hidden", "64", "--epochs", str(args.epochs), "--device", "cpu", "--seed", "0", "--overwrite",
-                *RECIPES[args.recipe],
-            ])))  # fmt: skip
+            trained.append(
+                (
+                    name,
+                    run(
+                        [
+                            "train",
+                            "--data",
+                            str(work / "train.parquet"),
+                            "--out",
+                            str(work / "runs" / name),
+                            "--similarity",
+                            similarity,
+                            "--embedding-dim",
+                            dim,
+                            "--layers",
+                            "1",
+                            "--heads",
+                            "4",
+                            "--hidden",
+                            "64",
+                            "--epochs",
+                            str(args.epochs),
+                            "--device",
+                            "cpu",
+                            "--seed",
+                            "0",
+                            "--overwrite",
+                            *RECIPES[args.recipe],
+                        ]
+                    ),
+                )
+            )
     select = args.select or ("last" if args.recipe == "soft" else "best")
     # Only now, with every run finished, touch the tracked checkpoints/ folder.
     for name, train_cmd in trained:

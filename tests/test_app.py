@@ -192,7 +192,9 @@ def test_evaluation_shows_per_class_mean_rank_and_robustness(app: AppTest, small
     rank = table("mean rank")
     assert rank.at[model, "mean rank"] == pytest.approx(report["mean_rank"]["mean_rank"])
     robust = table("noise_m 0.5")
-    assert robust.at[model, "noise_m 0.5"] == pytest.approx(report["robustness"]["noise_m"]["0.5"]["minADE@5"])
+    assert robust.at[model, "noise_m 0.5"] == pytest.approx(
+        report["robustness"]["noise_m"]["0.5"]["minADE@5"]
+    )
     assert "true manoeuvres" in " ".join(c.value for c in app.caption)
     assert len([c for c in app.get("plotly_chart")]) >= 4  # bars + three robustness curves
     app.radio(key="eval-class-metric").set_value("precision@10").run()
@@ -215,11 +217,20 @@ def test_malformed_reports_leave_cells_empty(
     shutil.copytree(small_bundle, root)
     writer = BundleWriter(root, json.loads((root / MANIFEST).read_text()))
     name = Bundle(root).model_names[0]
-    writer.write_json(model_file(name, REPORT), {
-        "num_queries": "many", "corpus_windows": None, "dim": "four", "minADE@5": [1],
-        "per_class": {"left": 3}, "hard": "x", "mean_rank": {"mean_rank": "y", "database": None},
-        "robustness": {"clean": [], "noise_m": {"0.5": {"minADE@5": "z"}}}, "index": {"kind": 5},
-    })  # fmt: skip
+    writer.write_json(
+        model_file(name, REPORT),
+        {
+            "num_queries": "many",
+            "corpus_windows": None,
+            "dim": "four",
+            "minADE@5": [1],
+            "per_class": {"left": 3},
+            "hard": "x",
+            "mean_rank": {"mean_rank": "y", "database": None},
+            "robustness": {"clean": [], "noise_m": {"0.5": {"minADE@5": "z"}}},
+            "index": {"kind": 5},
+        },
+    )
     writer.write_json(BASELINES_FILE, {"oracle_raw": 1, "pca_4": {"minADE@5": "nan", "per_class": []}})
     writer.save_manifest()
     at = start(root, monkeypatch)
@@ -302,8 +313,14 @@ def real_bundle(mf_dir: Path, sensor_dir: Path, tmp_path_factory: pytest.TempPat
     )
     prepare_table(config, root / "real.parquet", progress=False)
     ckpt = [c for c in shipped_checkpoints() if c.name == "compact-cosine-d16"]
-    build_bundle(root / "real.parquet", ckpt, root / "bundle", root / "maps",
-                 BundleConfig(evaluation=EvalConfig(num_queries=200), device="cpu"), progress=False)  # fmt: skip
+    build_bundle(
+        root / "real.parquet",
+        ckpt,
+        root / "bundle",
+        root / "maps",
+        BundleConfig(evaluation=EvalConfig(num_queries=200), device="cpu"),
+        progress=False,
+    )
     return root / "bundle"
 
 
@@ -395,8 +412,12 @@ def test_default_data_is_completed_in_the_background(
     from trajemb.projection import ProjectionConfig
 
     staged = tmp_path / "default" / "bundle"
-    config = BundleConfig(evaluation=EvalConfig(num_queries=50), projection=ProjectionConfig(method="none"),
-                          evaluate=False, device="cpu")  # fmt: skip
+    config = BundleConfig(
+        evaluation=EvalConfig(num_queries=50),
+        projection=ProjectionConfig(method="none"),
+        evaluate=False,
+        device="cpu",
+    )
     build_bundle(synth_table, tiny_checkpoints[:1], staged, config=config, progress=False)
     monkeypatch.syspath_prepend(str(REPO_ROOT / "app"))
     import cache

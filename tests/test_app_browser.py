@@ -78,8 +78,12 @@ def test_explorer_in_chromium(server: str) -> None:
         # A click on a neighbour's map makes it the query.
         maps = page.locator(".js-plotly-plot").count() - 1
         before = query_line(page)
-        window_trace = page.locator(".js-plotly-plot").nth(maps).evaluate(
-            "gd => gd._fullData.findIndex(t => t.customdata && t.customdata.length && t.xaxis === 'x2')"
+        window_trace = (
+            page.locator(".js-plotly-plot")
+            .nth(maps)
+            .evaluate(
+                "gd => gd._fullData.findIndex(t => t.customdata && t.customdata.length && t.xaxis === 'x2')"
+            )
         )
         click_plot_point(page, maps, window_trace, 10)
         on_map = wait_query_change(page, before)
@@ -95,10 +99,16 @@ def test_explorer_in_chromium(server: str) -> None:
         page.screenshot(path=str(SCREENSHOT_DIR / "explore-layout.png"))
 
         # Every page draws.
-        for name, path in (("Embedding space", "space"), ("Compare models", "compare"),
-                           ("Evaluation", "evaluation"), ("Your own query", "query")):  # fmt: skip
+        for name, path in (
+            ("Embedding space", "space"),
+            ("Compare models", "compare"),
+            ("Evaluation", "evaluation"),
+            ("Your own query", "query"),
+        ):
             page.get_by_role("link", name=name).click()
-            page.get_by_role("heading", name=name if name != "Explore" else "Explore neighbours").first.wait_for(timeout=60_000)
+            page.get_by_role(
+                "heading", name=name if name != "Explore" else "Explore neighbours"
+            ).first.wait_for(timeout=60_000)
             wait_idle(page)
             assert not page.locator("[data-testid=stException]").count(), name
             page.screenshot(path=str(SCREENSHOT_DIR / f"{path}.png"))

@@ -153,13 +153,22 @@ cell_values = st.none() | st.integers(-(2**63), 2**63 - 1) | st.floats() | st.te
 @SETTINGS
 @given(
     column=st.sampled_from(
-        ["track_id", "object_type", "object_category", "timestep", "position_x", "heading", "num_timestamps",
-         "scenario_id", "city"]
+        [
+            "track_id",
+            "object_type",
+            "object_category",
+            "timestep",
+            "position_x",
+            "heading",
+            "num_timestamps",
+            "scenario_id",
+            "city",
+        ]
     ),
     rows=st.lists(st.integers(0, 10_000), min_size=1, max_size=5),
     value=cell_values,
     whole_column=st.booleans(),
-)  # fmt: skip
+)
 def test_hostile_scenario_values(column: str, rows: list[int], value: object, whole_column: bool) -> None:
     """Any value of any type in any cell (or a whole column of it): a TrackSet or one DataError."""
     table = pq.read_table(pa.BufferReader(scenario_bytes()))
@@ -257,11 +266,23 @@ def test_corrupted_map_cache(corruption: Any) -> None:
 @SETTINGS
 @given(
     st.dictionaries(
-        st.sampled_from(["embedding_dim", "d_model", "num_layers", "num_heads", "ff_mult", "dropout",
-                         "input_dropout", "input_scale_m", "max_steps", "unknown"]),
+        st.sampled_from(
+            [
+                "embedding_dim",
+                "d_model",
+                "num_layers",
+                "num_heads",
+                "ff_mult",
+                "dropout",
+                "input_dropout",
+                "input_scale_m",
+                "max_steps",
+                "unknown",
+            ]
+        ),
         st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats() | st.text(max_size=3),
     )
-)  # fmt: skip
+)
 def test_encoder_config_from_any_json(data: dict[str, object]) -> None:
     try:
         config = EncoderConfig.from_dict(data)
@@ -289,6 +310,7 @@ coords = st.floats(-1e6, 1e6, allow_nan=False).map(lambda v: round(v, 3))
 def test_points_round_trip_in_every_separator(points: list[tuple[float, float]], sep: str) -> None:
     """Written with any separator (a decimal comma where the separator allows it), read back exactly."""
     decimal = "," if sep in (";", "\t") else "."
-    text = "\n".join(f"{x!r}{sep}{y!r}".replace(".", decimal) if decimal == "," else f"{x!r}{sep}{y!r}"
-                     for x, y in points)  # fmt: skip
+    text = "\n".join(
+        f"{x!r}{sep}{y!r}".replace(".", decimal) if decimal == "," else f"{x!r}{sep}{y!r}" for x, y in points
+    )
     np.testing.assert_array_equal(parse_points(text), np.asarray(points))

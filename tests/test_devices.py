@@ -16,9 +16,13 @@ def test_valid_devices() -> None:
 
 @pytest.mark.parametrize(
     ("device", "message"),
-    [("bogus", "is not a device"), ("meta", "type 'meta' is not supported"), ("", "is not a device"),
-     ("cuda:99", "CUDA")],
-)  # fmt: skip
+    [
+        ("bogus", "is not a device"),
+        ("meta", "type 'meta' is not supported"),
+        ("", "is not a device"),
+        ("cuda:99", "CUDA"),
+    ],
+)
 def test_bad_devices(device: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         resolve_device(device)

@@ -52,8 +52,24 @@ def torchrun(target: list[str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def train_args(table: Path, out: Path, *extra: str) -> list[str]:
-    return ["-q", "train", "--data", str(table), "--out", str(out), "--epochs", "2", "--batch-size", "256",
-            "--val-fraction", "0.2", "--device", "cpu", *TINY, *extra]  # fmt: skip
+    return [
+        "-q",
+        "train",
+        "--data",
+        str(table),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "256",
+        "--val-fraction",
+        "0.2",
+        "--device",
+        "cpu",
+        *TINY,
+        *extra,
+    ]
 
 
 def metrics(out: Path) -> list[dict[str, str]]:
@@ -88,8 +104,16 @@ def test_torchrun_trains_on_rank_zero_and_resumes(synth_table: Path, tmp_path: P
         torch.testing.assert_close(b[name], weight, rtol=0, atol=1e-6, msg=name)
 
     # A different number of processes cannot take over the run: the sampler's shards would change.
-    alone = subprocess.run([sys.executable, "-m", "trajemb", *train_args(synth_table, tmp_path / "cut",
-                            *DETERMINISTIC, "--resume")], capture_output=True, text=True)  # fmt: skip
+    alone = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trajemb",
+            *train_args(synth_table, tmp_path / "cut", *DETERMINISTIC, "--resume"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert alone.returncode == 2 and "trained by 2 process(es)" in alone.stderr
 
 
@@ -111,8 +135,9 @@ def _step_config(scope: str) -> TrainConfig:
     encoder = EncoderConfig(
         embedding_dim=8, d_model=32, num_layers=1, num_heads=4, dropout=0.0, input_dropout=0.0
     )
-    return TrainConfig(encoder=encoder, batch_size=128, val_fraction=0.2, device="cpu", mining="hard",
-                       mining_scope=scope)  # type: ignore[arg-type]  # fmt: skip
+    return TrainConfig(
+        encoder=encoder, batch_size=128, val_fraction=0.2, device="cpu", mining="hard", mining_scope=scope
+    )  # type: ignore[arg-type]
 
 
 def _mining_gen() -> torch.Generator:

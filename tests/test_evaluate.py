@@ -89,7 +89,9 @@ def test_per_class_scores_and_neighbour_rules(turns: TrajectoryTable) -> None:
     assert raw["label"] == "true_manoeuvre"
     assert raw["per_class"]["left"]["queries"] == 6 and raw["per_class"]["left"]["precision@2"] == 1.0
     assert raw["hard"]["recall@1"] == 1.0 and raw["hard"]["queries"] == 12
-    by_fft = evaluate_features(table, fft_features(torch.from_numpy(table.xy_agent)).numpy(), queries, groups, config)
+    by_fft = evaluate_features(
+        table, fft_features(torch.from_numpy(table.xy_agent)).numpy(), queries, groups, config
+    )
     assert by_fft["hard"]["precision@1"] == 0.0  # every turn retrieves its mirror image first
     apart = EvalConfig(**{**config.__dict__, "exclude_scenario": True, "one_per_track": True})
     report = evaluate_features(table, table.xy_agent.reshape(len(table), -1), queries, groups, apart)
@@ -124,7 +126,9 @@ def test_random_neighbours_and_pca_on_tiny_tables() -> None:
     assert (random_neighbors(np.array([0]), np.zeros(5, dtype=np.int64), 3, 0) == -1).all()
     xy = np.cumsum(np.random.default_rng(0).normal(size=(3, 20, 2)), axis=1).astype(np.float32)
     meta = pd.DataFrame({"direction": ["left", "right", "straight"], "track_id": ["a", "b", "c"]})
-    reports = baseline_reports(TrajectoryTable(xy, meta, {}), dim=4, config=EvalConfig(num_queries=3), groups=np.arange(3))
+    reports = baseline_reports(
+        TrajectoryTable(xy, meta, {}), dim=4, config=EvalConfig(num_queries=3), groups=np.arange(3)
+    )
     assert reports["pca_4"]["dim"] == 3 and "random" in reports
 
 

@@ -95,8 +95,26 @@ def table_copy(
     return path
 
 
-TRAIN_FLAGS = ["--similarity", "cosine", "--embedding-dim", "8", "--hidden", "32", "--layers", "1", "--heads",
-               "4", "--epochs", "1", "--batch-size", "256", "--device", "cpu", "--val-fraction", "0.2"]  # fmt: skip
+TRAIN_FLAGS = [
+    "--similarity",
+    "cosine",
+    "--embedding-dim",
+    "8",
+    "--hidden",
+    "32",
+    "--layers",
+    "1",
+    "--heads",
+    "4",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "256",
+    "--device",
+    "cpu",
+    "--val-fraction",
+    "0.2",
+]
 
 
 def train_args(fx: Inputs, tmp: Path, *extra: str) -> list[str]:
@@ -132,8 +150,10 @@ def case_track_id_with_path(fx: Inputs, tmp: Path) -> list[str]:
 
 def case_scenario_not_parquet_type(fx: Inputs, tmp: Path) -> list[str]:
     root = scenarios(fx, tmp)
-    rewrite_scenario(root, lambda t: set_column(t, "timestep", [str(v) for v in t.column("timestep").to_pylist()],
-                                                  pa.string()))  # fmt: skip
+    rewrite_scenario(
+        root,
+        lambda t: set_column(t, "timestep", [str(v) for v in t.column("timestep").to_pylist()], pa.string()),
+    )
     return prepare(root, tmp)
 
 
@@ -490,15 +510,32 @@ def test_real_process_prints_one_line(inputs: Inputs, tmp_path: Path) -> None:
     """The same through a real interpreter: logging, warnings and exit handling included."""
     root = scenarios(inputs, tmp_path, 1)
     rewrite_scenario(root, lambda t: set_column(t, "num_timestamps", [10**12] * t.num_rows))
-    r = subprocess.run([sys.executable, "-m", "trajemb", "-q", "prepare", "--av2", str(root), "--out",
-                        str(tmp_path / "t.parquet")], capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trajemb",
+            "-q",
+            "prepare",
+            "--av2",
+            str(root),
+            "--out",
+            str(tmp_path / "t.parquet"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and "num_timestamps" in r.stderr, r.stderr
 
 
 def test_closed_output_pipe_is_quiet(inputs: Inputs) -> None:
     """``trajemb info t | head -2``: the reader went away; no traceback, status 141 (as SIGPIPE)."""
-    proc = subprocess.Popen([sys.executable, "-m", "trajemb", "info", str(inputs.synth_table)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trajemb", "info", str(inputs.synth_table)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     proc.stdout.close()  # before the command prints anything
     _, err = proc.communicate(timeout=60)

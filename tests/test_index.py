@@ -36,7 +36,11 @@ def brute_force(db: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.n
 def test_flat_equals_brute_force() -> None:
     db, q = unit(2000, 16), unit(50, 16, seed=1)
     # max_elements=5000: two queries per chunk, so the chunked path with a last partial chunk is covered
-    for index in (build_faiss_index(db), TorchFlatIndex(db, "cpu"), TorchFlatIndex(db, "cpu", max_elements=5000)):
+    for index in (
+        build_faiss_index(db),
+        TorchFlatIndex(db, "cpu"),
+        TorchFlatIndex(db, "cpu", max_elements=5000),
+    ):
         dist, ids = index.search(q, 10)
         ref_d, ref_i = brute_force(db, q, 10)
         np.testing.assert_array_equal(ids, ref_i)

@@ -88,8 +88,14 @@ def test_arc_offset_matches_geometry() -> None:
 def test_speed_and_bins() -> None:
     np.testing.assert_allclose(mean_speed_mps(arc(0.0)[None]), [60.0 / 5.9])
     assert speed_bin(np.array([0.0, 0.49, 0.5, 3.0, 7.5, 12.0, 30.0])).tolist() == [
-        "0-0.5", "0-0.5", "0.5-2.5", "2.5-5", "5-10", "10-15", "15+",
-    ]  # fmt: skip
+        "0-0.5",
+        "0-0.5",
+        "0.5-2.5",
+        "2.5-5",
+        "5-10",
+        "10-15",
+        "15+",
+    ]
 
 
 BY_EYE = Path(__file__).parent / "data" / "av2_fixture_windows_by_eye.csv"
@@ -97,7 +103,15 @@ BY_EYE = Path(__file__).parent / "data" / "av2_fixture_windows_by_eye.csv"
 
 def test_rules_are_spelled_out() -> None:
     rules = dict(direction_rules())
-    assert set(rules) == {"stationary", "straight", "left", "right", "u_turn", "lane_change_left", "lane_change_right"}
+    assert set(rules) == {
+        "stationary",
+        "straight",
+        "left",
+        "right",
+        "u_turn",
+        "lane_change_left",
+        "lane_change_right",
+    }
     assert "on the map" in rules["left"] and "by shape" in rules["left"]
 
 

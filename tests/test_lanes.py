@@ -43,17 +43,33 @@ def _lane(lane_id: int, center: np.ndarray, **links: object) -> dict[str, object
 
 
 def _write_map(path: Path, lanes: list[dict[str, object]]) -> Path:
-    path.write_text(json.dumps({"lane_segments": {str(la["id"]): la for la in lanes}, "drivable_areas": {},
-                                "pedestrian_crossings": {}}))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "lane_segments": {str(la["id"]): la for la in lanes},
+                "drivable_areas": {},
+                "pedestrian_crossings": {},
+            }
+        )
+    )
     return path
 
 
 def _tracks(*paths: np.ndarray) -> TrackSet:
     xy = np.stack(paths)
     A, S = xy.shape[:2]
-    return TrackSet("s", "austin", "s", Source.SYNTHETIC, np.array([f"t{a}" for a in range(A)]),
-                    np.array(["vehicle"] * A), np.array(["unscored"] * A), xy, np.zeros((A, S)),
-                    np.ones((A, S), dtype=bool))  # fmt: skip
+    return TrackSet(
+        "s",
+        "austin",
+        "s",
+        Source.SYNTHETIC,
+        np.array([f"t{a}" for a in range(A)]),
+        np.array(["vehicle"] * A),
+        np.array(["unscored"] * A),
+        xy,
+        np.zeros((A, S)),
+        np.ones((A, S), dtype=bool),
+    )
 
 
 def _along(points: np.ndarray, speed_mps: float, steps: int = 110) -> np.ndarray:
@@ -71,9 +87,13 @@ def test_centre_lines_are_av2s(av2_fixtures: Path) -> None:
     static = ArgoverseStaticMap.from_json(path)
     assert graph.num_lanes == len(static.vector_lane_segments)
     for row, lane_id in enumerate(graph.lane_ids.tolist()):
-        ours = np.concatenate([graph.piece_start[graph.piece_lane == row], graph.piece_end[graph.piece_lane == row][-1:]])
+        ours = np.concatenate(
+            [graph.piece_start[graph.piece_lane == row], graph.piece_end[graph.piece_lane == row][-1:]]
+        )
         np.testing.assert_allclose(ours, static.get_lane_segment_centerline(lane_id)[:, :2], atol=1e-9)
-    assert graph.is_intersection.sum() == sum(la.is_intersection for la in static.vector_lane_segments.values())
+    assert graph.is_intersection.sum() == sum(
+        la.is_intersection for la in static.vector_lane_segments.values()
+    )
 
 
 def test_lane_change_and_turn_on_a_hand_made_map(tmp_path: Path) -> None:
@@ -83,12 +103,21 @@ def test_lane_change_and_turn_on_a_hand_made_map(tmp_path: Path) -> None:
     arc = np.deg2rad(np.linspace(0.0, 90.0, 10))
     turn = np.stack([200.0 + 15.0 * np.sin(arc), 15.0 * (1 - np.cos(arc))], axis=1)  # a 90 degree left
     exit_ = np.stack([np.full(11, 215.0), np.linspace(15.0, 115.0, 11)], axis=1)
-    graph = read_lane_graph(_write_map(tmp_path / "map.json", [
-        _lane(1, right, left=2, successors=[3]), _lane(2, left, right=1),
-        _lane(3, turn, is_intersection=True, predecessors=[1], successors=[4]), _lane(4, exit_, predecessors=[3]),
-    ]))  # fmt: skip
+    graph = read_lane_graph(
+        _write_map(
+            tmp_path / "map.json",
+            [
+                _lane(1, right, left=2, successors=[3]),
+                _lane(2, left, right=1),
+                _lane(3, turn, is_intersection=True, predecessors=[1], successors=[4]),
+                _lane(4, exit_, predecessors=[3]),
+            ],
+        )
+    )
     u = np.clip((np.arange(110) * 0.1 * 10.0 - 5.0) / 30.0, 0, 1)
-    change = np.stack([np.arange(110) * 1.0, WIDTH_M * u**3 * (10 - 15 * u + 6 * u**2)], axis=1)  # right -> left
+    change = np.stack(
+        [np.arange(110) * 1.0, WIDTH_M * u**3 * (10 - 15 * u + 6 * u**2)], axis=1
+    )  # right -> left
     turner = _along(np.concatenate([right[15:], turn[1:], exit_[1:]]), 8.0)  # in the turn from step 62 to 92
     tracks = _tracks(change, turner)
     match = match_tracks(graph, tracks.xy_city, [("VEHICLE",), ("VEHICLE",)])
@@ -102,10 +131,15 @@ def test_lane_change_and_turn_on_a_hand_made_map(tmp_path: Path) -> None:
 def test_connector_chain_joins_segments(tmp_path: Path) -> None:
     arc = np.deg2rad(np.linspace(0.0, 180.0, 19))
     loop = np.stack([8.0 * np.sin(arc), 8.0 * (1 - np.cos(arc))], axis=1)  # a U-turn in two segments
-    graph = read_lane_graph(_write_map(tmp_path / "map.json", [
-        _lane(1, loop[:10], is_intersection=True, successors=[2]),
-        _lane(2, loop[9:], is_intersection=True, predecessors=[1]),
-    ]))  # fmt: skip
+    graph = read_lane_graph(
+        _write_map(
+            tmp_path / "map.json",
+            [
+                _lane(1, loop[:10], is_intersection=True, successors=[2]),
+                _lane(2, loop[9:], is_intersection=True, predecessors=[1]),
+            ],
+        )
+    )
     turn_rad, length_m = connector_chain(graph, 1)
     assert turn_rad == pytest.approx(np.pi, abs=0.2)  # piece directions are chords: a few degrees short
     assert length_m == pytest.approx(8.0 * np.pi, rel=0.02)

@@ -58,7 +58,9 @@ def test_inference_forward_equals_training_forward(layers: int) -> None:
     from trajemb.embed import Embedder, embed_windows
 
     torch.manual_seed(layers)
-    model = TrajectoryEncoder(EncoderConfig(embedding_dim=8, d_model=32, num_layers=layers, num_heads=4)).eval()
+    model = TrajectoryEncoder(
+        EncoderConfig(embedding_dim=8, d_model=32, num_layers=layers, num_heads=4)
+    ).eval()
     x = torch.randn(700, 30, 2).cumsum(1) * 2
     valid = torch.rand(700, 30) > 0.2
     valid[:, 0] = True
@@ -104,4 +106,6 @@ def test_unnormalised_embeddings_keep_their_length_on_both_paths() -> None:
         z = model(x, valid)
         torch.testing.assert_close(model.forward_inference(x, valid), z, atol=2e-6, rtol=1e-5)
     assert not torch.allclose(z.norm(dim=1), torch.ones(50))
-    assert EncoderConfig.from_dict({k: v for k, v in EncoderConfig().to_dict().items() if k != "normalize"}).normalize
+    assert EncoderConfig.from_dict(
+        {k: v for k, v in EncoderConfig().to_dict().items() if k != "normalize"}
+    ).normalize

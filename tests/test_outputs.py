@@ -141,8 +141,13 @@ def test_refuses_protected_places(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     work.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.chdir(work)
-    for out, message in ((".", "the current folder"), ("", "must name a path"), (str(home), "your home folder"),
-                         ("..", "a folder above the current folder"), ("/", "a folder above")):  # fmt: skip
+    for out, message in (
+        (".", "the current folder"),
+        ("", "must name a path"),
+        (str(home), "your home folder"),
+        ("..", "a folder above the current folder"),
+        ("/", "a folder above"),
+    ):
         with pytest.raises((DataError, ConfigError), match=message):
             check_output_dir(out, "synth")
     check_output_dir("new", "synth")

@@ -15,9 +15,18 @@ from trajemb.paths import MAX_COMPONENT_BYTES, is_safe_component, resolve_inside
 
 @pytest.mark.parametrize(
     "name",
-    ["compact-cosine-d16", "0a1e6f0a-1817-4a98-b02e-db8c9327d151", "adcf7d18____PIT_city_57819", "AV",
-     "größe", "车辆", "a.b", ".hidden", "x" * MAX_COMPONENT_BYTES],
-)  # fmt: skip
+    [
+        "compact-cosine-d16",
+        "0a1e6f0a-1817-4a98-b02e-db8c9327d151",
+        "adcf7d18____PIT_city_57819",
+        "AV",
+        "größe",
+        "车辆",
+        "a.b",
+        ".hidden",
+        "x" * MAX_COMPONENT_BYTES,
+    ],
+)
 def test_plain_names_pass(name: str) -> None:
     assert safe_component(name, "name") == name
 

@@ -55,10 +55,14 @@ def test_bundle_on_ray_equals_local(
     from trajemb.projection import ProjectionConfig
 
     def build(engine: str) -> Bundle:
-        config = BundleConfig(projection=ProjectionConfig(method="none"), evaluate=False, device="cpu", engine=engine)
+        config = BundleConfig(
+            projection=ProjectionConfig(method="none"), evaluate=False, device="cpu", engine=engine
+        )
         build_bundle(synth_table, tiny_checkpoints[:1], tmp_path / engine, config=config, progress=False)
         return Bundle(tmp_path / engine)
 
     local, on_ray = build("local"), build("ray")
-    np.testing.assert_allclose(on_ray.embeddings("cosine-d8").all(), local.embeddings("cosine-d8").all(), atol=1e-5)
+    np.testing.assert_allclose(
+        on_ray.embeddings("cosine-d8").all(), local.embeddings("cosine-d8").all(), atol=1e-5
+    )
     assert on_ray.model_entry("cosine-d8")["encode_device"] == "ray"

@@ -23,8 +23,22 @@ def test_ray_table_equals_local(
     mf_dir: Path, sensor_dir: Path, synth_dir: Path, tmp_path: Path, ray_local: None
 ) -> None:
     dirs = ["--av2", str(mf_dir), "--av2", str(synth_dir), "--sensor-logs", str(sensor_dir)]
-    assert main(["-q", "prepare", *dirs, "--out", str(tmp_path / "ray.parquet"), "--engine", "ray",
-                 "--maps-dir", str(tmp_path / "maps")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "prepare",
+                *dirs,
+                "--out",
+                str(tmp_path / "ray.parquet"),
+                "--engine",
+                "ray",
+                "--maps-dir",
+                str(tmp_path / "maps"),
+            ]
+        )
+        == 0
+    )
     local = PrepareConfig(
         av2_dirs=(str(mf_dir), str(synth_dir)), sensor_log_dirs=(str(sensor_dir),), workers=1
     )

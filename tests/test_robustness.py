@@ -93,8 +93,14 @@ def test_curves_and_mean_rank_on_a_small_set() -> None:
     flat = xy.reshape(60, -1)
     torch.manual_seed(0)
     model = TrajectoryEncoder(EncoderConfig(embedding_dim=4, d_model=16, num_heads=2)).eval()
-    methods = {"oracle": raw_features, "pca": pca_features(PCA(4).fit(flat)), "encoder": encoder_features(model)}
-    config = RobustnessConfig(noise_m=(0.5,), drop_fraction=(0.3,), noise_drop=(), short_s=(3.0,), offset_s=(1.0,))
+    methods = {
+        "oracle": raw_features,
+        "pca": pca_features(PCA(4).fit(flat)),
+        "encoder": encoder_features(model),
+    }
+    config = RobustnessConfig(
+        noise_m=(0.5,), drop_fraction=(0.3,), noise_drop=(), short_s=(3.0,), offset_s=(1.0,)
+    )
     curves = robustness_curves(methods, xy, labels, groups, starts, np.arange(10), seed=0, config=config)
     oracle = curves["oracle"]
     assert set(oracle) == {"clean", "noise_m", "drop", "short_query_s"}  # no partner windows: no offset curve

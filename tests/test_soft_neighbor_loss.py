@@ -13,7 +13,9 @@ from trajemb.errors import ConfigError
 from trajemb.soft_neighbor_loss import SoftNeighborLoss
 
 
-def _reference(z: np.ndarray, raw: np.ndarray, allowed: np.ndarray, neighbors: int, temperature: float) -> float:
+def _reference(
+    z: np.ndarray, raw: np.ndarray, allowed: np.ndarray, neighbors: int, temperature: float
+) -> float:
     """The loss written anchor by anchor, in float64 numpy."""
     losses = []
     for i in range(len(z)):

@@ -62,8 +62,11 @@ def test_hash_detects_changes(tmp_path: Path) -> None:
     xy[0][0] += 1.0
     import pyarrow as pa
 
-    tampered = table.set_column(table.schema.get_field_index("xy_agent"), "xy_agent",
-                                pa.array(xy, type=table.schema.field("xy_agent").type))  # fmt: skip
+    tampered = table.set_column(
+        table.schema.get_field_index("xy_agent"),
+        "xy_agent",
+        pa.array(xy, type=table.schema.field("xy_agent").type),
+    )
     pq.write_table(tampered.replace_schema_metadata(manifest_metadata(path)), path)
     read_table(path)  # reading alone does not hash
     with pytest.raises(DataError, match="content hash mismatch"):

@@ -82,7 +82,9 @@ def test_short_run_lowers_loss_and_writes_artefacts(synth_table: Path, tmp_path:
 
 def test_resume_continues(synth_table: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    dropout = EncoderConfig(embedding_dim=8, d_model=32, num_layers=1, num_heads=4, dropout=0.2, input_dropout=0.1)
+    dropout = EncoderConfig(
+        embedding_dim=8, d_model=32, num_layers=1, num_heads=4, dropout=0.2, input_dropout=0.1
+    )
     killed_in_epoch_2(config(epochs=2, encoder=dropout, mining="random"), synth_table, out)
     with pytest.raises(ConfigError, match="training config differs"):
         Trainer(config(epochs=2, encoder=dropout, mining="random", lr=1e-3), synth_table, out, resume=True)
@@ -127,9 +129,13 @@ def test_resume_on_cuda_matches_an_uninterrupted_run(synth_table: Path, tmp_path
     """On CUDA (bf16 autocast, the device's dropout generator, mining on the device) a run killed in
     epoch 2 and resumed ends where an uninterrupted one does."""
     recipe = config(
-        epochs=2, device="cuda", mining="random",
-        encoder=EncoderConfig(embedding_dim=8, d_model=32, num_layers=1, num_heads=4, dropout=0.2, input_dropout=0.1),
-    )  # fmt: skip
+        epochs=2,
+        device="cuda",
+        mining="random",
+        encoder=EncoderConfig(
+            embedding_dim=8, d_model=32, num_layers=1, num_heads=4, dropout=0.2, input_dropout=0.1
+        ),
+    )
     killed_in_epoch_2(recipe, synth_table, tmp_path / "b")
     Trainer(recipe, synth_table, tmp_path / "b", resume=True, progress=False).fit()
     train(recipe, synth_table, tmp_path / "a", progress=False)
@@ -167,8 +173,11 @@ def test_nan_in_table(synth_table: Path, tmp_path: Path) -> None:
     xy = table.column("xy_agent").combine_chunks()
     values = xy.flatten().to_numpy().copy()
     values[7] = np.nan
-    bad = table.set_column(table.schema.get_field_index("xy_agent"), "xy_agent",
-                           pa.FixedSizeListArray.from_arrays(pa.array(values), xy.type.list_size))  # fmt: skip
+    bad = table.set_column(
+        table.schema.get_field_index("xy_agent"),
+        "xy_agent",
+        pa.FixedSizeListArray.from_arrays(pa.array(values), xy.type.list_size),
+    )
     metadata = {METADATA_KEY: pq.read_metadata(synth_table).metadata[METADATA_KEY]}
     pq.write_table(bad.replace_schema_metadata(metadata), tmp_path / "bad.parquet")
     with pytest.raises(
@@ -187,8 +196,26 @@ def test_bad_flags() -> None:
 def test_cli_train(synth_table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from trajemb.cli import main
 
-    rc = main(["-q", "train", "--data", str(synth_table), "--out", str(tmp_path / "cli"), "--epochs", "1",
-               "--batch-size", "256", "--hidden", "32", "--embedding-dim", "4", "--device", "cpu"])  # fmt: skip
+    rc = main(
+        [
+            "-q",
+            "train",
+            "--data",
+            str(synth_table),
+            "--out",
+            str(tmp_path / "cli"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "256",
+            "--hidden",
+            "32",
+            "--embedding-dim",
+            "4",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     assert "val minADE@6" in capsys.readouterr().out
     model, _ = load_checkpoint(tmp_path / "cli" / "best")
@@ -203,8 +230,24 @@ def test_cli_resume_refuses_a_damaged_training_state(
     line naming the file, exit status 2, and the run folder left as it was."""
     from trajemb.cli import main
 
-    args = ["-q", "train", "--data", str(synth_table), "--out", str(tmp_path / "run"), "--epochs", "1",
-            "--batch-size", "256", "--hidden", "32", "--embedding-dim", "4", "--device", "cpu"]  # fmt: skip
+    args = [
+        "-q",
+        "train",
+        "--data",
+        str(synth_table),
+        "--out",
+        str(tmp_path / "run"),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "256",
+        "--hidden",
+        "32",
+        "--embedding-dim",
+        "4",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     capsys.readouterr()
     path = tmp_path / "run" / "last" / "train_state.pt"
@@ -268,12 +311,23 @@ def test_soft_neighbour_recipe_trains_and_resumes_identically(synth_table: Path,
     from trajemb.augment import AugmentConfig
 
     encoder = EncoderConfig(
-        embedding_dim=4, d_model=32, num_layers=1, num_heads=4, dropout=0.1, input_dropout=0.1, normalize=False
+        embedding_dim=4,
+        d_model=32,
+        num_layers=1,
+        num_heads=4,
+        dropout=0.1,
+        input_dropout=0.1,
+        normalize=False,
     )
     recipe = config(
-        encoder=encoder, epochs=2, loss="soft_neighbors", batches="neighborhoods", neighbors_per_seed=4,
-        hard_share=0.3, augment=AugmentConfig(prob=0.5, noise_m=1.0, drop=0.4, short_prob=0.1),
-    )  # fmt: skip
+        encoder=encoder,
+        epochs=2,
+        loss="soft_neighbors",
+        batches="neighborhoods",
+        neighbors_per_seed=4,
+        hard_share=0.3,
+        augment=AugmentConfig(prob=0.5, noise_m=1.0, drop=0.4, short_prob=0.1),
+    )
     best = train(recipe, synth_table, tmp_path / "a", progress=False)
     with open(tmp_path / "a" / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))

@@ -40,20 +40,38 @@ def path(n: int = 30, turn: float = 0.0) -> np.ndarray:
 def test_every_builder_makes_a_valid_figure() -> None:
     square = np.array([[0, 0], [50, 0], [50, 50], [0, 50], [0, 0]], dtype=float)
     geometry = MapGeometry([square[:2]], [square[:2]], [square], [square])
-    panels = [MapPanel(f"#{i} left", path(turn=0.1 * i) + 5, "#0072B2", geometry, [path() + 1], row=i) for i in range(5)]
+    panels = [
+        MapPanel(f"#{i} left", path(turn=0.1 * i) + 5, "#0072B2", geometry, [path() + 1], row=i)
+        for i in range(5)
+    ]
     xy = np.random.default_rng(0).normal(size=(500, 2))
     codes = np.arange(500) % 3
     figures = [
         agent_frame_figure(path(), [path(turn=0.2), path(turn=-0.2)], ["a", "b"], rows=[1, 2]),
         map_grid_figure(panels),
         map_grid_figure(panels[:1]),
-        projection_figure(xy, codes, ["left", "right", "straight"], "direction", np.arange(500), None, 3, [4, 5]),
-        projection_figure(xy, codes, ["a", "b", "c"], "city", np.arange(0, 500, 7), ("data:image/png;base64,", (-3, 3, -3, 3))),
-        gallery_figure([path(), path(turn=1)], ["left", "right"], ["left", "right"], "direction", [0, 1], "t"),
-        grouped_bar_figure({"m": {"minADE@1": 1.0, "minADE@5": 0.5}, "oracle": {"minADE@1": 0.4}},
-                           ["minADE@1", "minADE@5"], "t", "m"),
+        projection_figure(
+            xy, codes, ["left", "right", "straight"], "direction", np.arange(500), None, 3, [4, 5]
+        ),
+        projection_figure(
+            xy,
+            codes,
+            ["a", "b", "c"],
+            "city",
+            np.arange(0, 500, 7),
+            ("data:image/png;base64,", (-3, 3, -3, 3)),
+        ),
+        gallery_figure(
+            [path(), path(turn=1)], ["left", "right"], ["left", "right"], "direction", [0, 1], "t"
+        ),
+        grouped_bar_figure(
+            {"m": {"minADE@1": 1.0, "minADE@5": 0.5}, "oracle": {"minADE@1": 0.4}},
+            ["minADE@1", "minADE@5"],
+            "t",
+            "m",
+        ),
         metric_vs_dim_figure({"cosine": [(4, 0.6), (16, 0.5)]}, {"oracle": 0.4}, "minADE@5"),
-    ]  # fmt: skip
+    ]
     for fig in figures:
         validated(fig)
     grid = figures[1]

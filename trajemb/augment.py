@@ -38,7 +38,9 @@ class AugmentConfig:
         return self.prob > 0 and (self.noise_m > 0 or self.drop > 0 or self.short_prob > 0)
 
 
-def augment(xy_agent: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def augment(
+    xy_agent: np.ndarray, config: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """(B, T, 2) clean windows -> (B, T, 2) inputs (0 where missing) and (B, T) ``valid``."""
     xy = np.asarray(xy_agent, dtype=np.float64)
     B, T = xy.shape[:2]
@@ -49,7 +51,9 @@ def augment(xy_agent: np.ndarray, config: AugmentConfig, rng: np.random.Generato
     chosen = np.flatnonzero(rng.random(B) < config.prob)
     if chosen.size == 0:
         return xy.astype(np.float32), valid
-    sub = xy[chosen] + rng.normal(0.0, 1.0, (chosen.size, T, 2)) * rng.uniform(0.0, config.noise_m, (chosen.size, 1, 1))
+    sub = xy[chosen] + rng.normal(0.0, 1.0, (chosen.size, T, 2)) * rng.uniform(
+        0.0, config.noise_m, (chosen.size, 1, 1)
+    )
     keep = rng.random((chosen.size, T)) >= rng.uniform(0.0, config.drop, (chosen.size, 1))
     short = rng.random(chosen.size) < config.short_prob / max(config.prob, 1e-9)
     keep[short, (T + 1) // 2 :] = False

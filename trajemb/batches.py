@@ -48,7 +48,9 @@ class NeighborhoodBatches:
         seed: int,
     ) -> None:
         if per_seed < 1 or batch_size % per_seed:
-            raise ConfigError(f"--neighbors-per-seed {per_seed} must be >= 1 and divide --batch-size {batch_size}")
+            raise ConfigError(
+                f"--neighbors-per-seed {per_seed} must be >= 1 and divide --batch-size {batch_size}"
+            )
         if not 0.0 <= hard_share < 1.0:
             raise ConfigError(f"--hard-share must be in [0, 1), got {hard_share}")
         n = len(xy_agent)
@@ -58,7 +60,8 @@ class NeighborhoodBatches:
         rng = np.random.default_rng(seed)
         fit = rng.choice(n, size=min(n, PCA_FIT_ROWS), replace=False)
         features = np.ascontiguousarray(
-            PCA(min(PCA_DIM, flat.shape[1]), random_state=seed).fit(flat[fit]).transform(flat), dtype=np.float32
+            PCA(min(PCA_DIM, flat.shape[1]), random_state=seed).fit(flat[fit]).transform(flat),
+            dtype=np.float32,
         )
         index = faiss.IndexFlatL2(features.shape[1])
         index.add(features)

@@ -64,8 +64,14 @@ MAPS_DIR = "maps"
 #: Label columns of ``meta.parquet`` (dictionary-encoded strings). ``true_manoeuvre`` (synthetic ground
 #: truth, ``trajemb.truth``; ``unknown`` on real data) was added by the retrieval work (issue 12).
 LABEL_COLUMNS: tuple[str, ...] = (
-    "source", "object_type", "category", "city", "direction", "true_manoeuvre", "speed_bin",
-)  # fmt: skip
+    "source",
+    "object_type",
+    "category",
+    "city",
+    "direction",
+    "true_manoeuvre",
+    "speed_bin",
+)
 #: Id columns with few distinct values per window (dictionary-encoded strings).
 ID_COLUMNS: tuple[str, ...] = ("scenario_id", "track_id", "map_key")
 
@@ -76,7 +82,9 @@ def safe_name(name: object, what: str) -> str:
     """``name`` if it is one plain path component (``paths.safe_component``) made of letters, digits and
     ``._-``, not starting with a dot, at most 100 characters; anything else is refused, never rewritten."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise DataError(f"{what} {name!r:.120} is not a plain name (letters, digits, '.', '_', '-'; no paths)")
+        raise DataError(
+            f"{what} {name!r:.120} is not a plain name (letters, digits, '.', '_', '-'; no paths)"
+        )
     return safe_component(name, what)
 
 
@@ -184,7 +192,9 @@ class Bundle:
                         f"{self.root}: {key} is not part of this bundle; rebuild it with `trajemb bundle`"
                     )
                 digest = FileDigest.from_dict(self.manifest["files"][key], f"{self.root / MANIFEST} ({key})")
-                self._arrays[key] = VerifiedArray(resolve_inside(self.root, _relative_key(key)), digest, shape, dtype)
+                self._arrays[key] = VerifiedArray(
+                    resolve_inside(self.root, _relative_key(key)), digest, shape, dtype
+                )
             return self._arrays[key]
 
     def json_file(self, key: str, what: str) -> dict[str, Any]:

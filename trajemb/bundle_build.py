@@ -273,7 +273,11 @@ def embed_rows(
 
 
 def add_model(
-    writer: BundleWriter, checkpoint: Path, config: BundleConfig, progress: bool = True, table_path: Path | None = None
+    writer: BundleWriter,
+    checkpoint: Path,
+    config: BundleConfig,
+    progress: bool = True,
+    table_path: Path | None = None,
 ) -> str:
     """Copy a checkpoint into the bundle, embed every window with it (here, or on Ray from ``table_path``)
     and index the embeddings."""
@@ -309,7 +313,14 @@ def add_model(
         raise DataError(f"{checkpoint}: {bad} of {n} embeddings are NaN or infinite (a broken checkpoint?)")
     writer.record(model_file(name, EMBEDDINGS))
     engine = "ray" if config.engine == "ray" else str(device)
-    log.info("model %s: %d windows embedded in %.1f s (%.0f windows/s on %s)", name, n, encode_s, n / encode_s, engine)
+    log.info(
+        "model %s: %d windows embedded in %.1f s (%.0f windows/s on %s)",
+        name,
+        n,
+        encode_s,
+        n / encode_s,
+        engine,
+    )
     index, info = build_search_index(np.asarray(emb), config.index, config.seed)
     save_faiss_index(index, folder / INDEX)
     writer.record(model_file(name, INDEX))
@@ -433,7 +444,9 @@ def build_bundle(
                 raise DataError(f"{ckpt}: checkpoint is missing {file}")
         names.add(model_name_for(Path(ckpt), card, names))
     if maps_dir is not None and not Path(maps_dir).is_dir():
-        raise DataError(f"--maps {maps_dir}: not a folder (give the --maps-dir of `trajemb prepare`, or leave it out)")
+        raise DataError(
+            f"--maps {maps_dir}: not a folder (give the --maps-dir of `trajemb prepare`, or leave it out)"
+        )
     if config.engine == "local":
         resolve_device(config.device)
     check_bundle_output(

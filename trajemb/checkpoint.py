@@ -33,8 +33,13 @@ def git_revision(cwd: Path | None = None) -> str:
         rev = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=cwd, check=True
         )
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=cwd, check=True)  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            check=True,
+        )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")

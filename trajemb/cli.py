@@ -177,9 +177,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         hard_share=args.hard_share,
     )
     best = train(
-        config, Path(args.data), Path(args.out), resume=args.resume, progress=not args.quiet,
+        config,
+        Path(args.data),
+        Path(args.out),
+        resume=args.resume,
+        progress=not args.quiet,
         overwrite=args.overwrite,
-    )  # fmt: skip
+    )
     if not is_main_process():  # under torchrun, rank 0 reports
         return 0
     k = config.val_k
@@ -198,22 +202,36 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     from trajemb.projection import ProjectionConfig
 
     config = BundleConfig(
-        index=IndexSpec(kind=args.index, nprobe=args.nprobe, target_recall=args.target_recall,
-                        exact_max_rows=args.exact_max_rows),
-        evaluation=EvalConfig(num_queries=args.queries, seed=args.seed, max_corpus=args.eval_corpus,
-                              one_per_track=args.one_per_track, exclude_scenario=args.exclude_scenario_eval,
-                              mean_rank=not args.no_mean_rank, mean_rank_corpus=args.mean_rank_corpus,
-                              robustness=args.robustness, robustness_queries=args.robustness_queries,
-                              robustness_corpus=args.robustness_corpus, encoder_missing=args.encoder_missing),
-        projection=ProjectionConfig(method="none" if args.no_umap else args.projection,
-                                    sample_size=args.projection_sample,
-                                    seed=None if args.projection_unseeded else args.seed),
+        index=IndexSpec(
+            kind=args.index,
+            nprobe=args.nprobe,
+            target_recall=args.target_recall,
+            exact_max_rows=args.exact_max_rows,
+        ),
+        evaluation=EvalConfig(
+            num_queries=args.queries,
+            seed=args.seed,
+            max_corpus=args.eval_corpus,
+            one_per_track=args.one_per_track,
+            exclude_scenario=args.exclude_scenario_eval,
+            mean_rank=not args.no_mean_rank,
+            mean_rank_corpus=args.mean_rank_corpus,
+            robustness=args.robustness,
+            robustness_queries=args.robustness_queries,
+            robustness_corpus=args.robustness_corpus,
+            encoder_missing=args.encoder_missing,
+        ),
+        projection=ProjectionConfig(
+            method="none" if args.no_umap else args.projection,
+            sample_size=args.projection_sample,
+            seed=None if args.projection_unseeded else args.seed,
+        ),
         evaluate=not args.no_eval,
         device=args.device,
         seed=args.seed,
         engine=args.engine,
         ray_address=args.ray_address,
-    )  # fmt: skip
+    )
     maps = Path(args.maps) if args.maps else None
     manifest = build_bundle(
         Path(args.table), [Path(c) for c in args.checkpoint], Path(args.out), maps, config, not args.quiet
@@ -235,7 +253,9 @@ def _cmd_complete(args: argparse.Namespace) -> int:
         os.nice(5)
 
     added = complete_bundle(Path(args.bundle), progress=not args.quiet)
-    print(f"{args.bundle}: " + ("added the missing 2-D layouts and evaluation" if added else "already complete"))
+    print(
+        f"{args.bundle}: " + ("added the missing 2-D layouts and evaluation" if added else "already complete")
+    )
     return 0
 
 
@@ -249,13 +269,19 @@ def _cmd_search(args: argparse.Namespace) -> int:
     row = bundle.find_row(args.query)
     query_type = bundle.strings("object_type", [row])[0]
     types = args.object_types.strip()
-    object_types = (query_type,) if types == "same" else () if types in ("any", "") else tuple(
-        t.strip() for t in types.split(",") if t.strip()
-    )  # fmt: skip
+    object_types = (
+        (query_type,)
+        if types == "same"
+        else ()
+        if types in ("any", "")
+        else tuple(t.strip() for t in types.split(",") if t.strip())
+    )
     known = bundle.codes("object_type")[1]
     unknown = sorted(set(object_types) - set(known))
     if unknown:
-        raise TrajembError(f"--object-types {','.join(unknown)}: not in this bundle; its types: {', '.join(sorted(known))}")
+        raise TrajembError(
+            f"--object-types {','.join(unknown)}: not in this bundle; its types: {', '.join(sorted(known))}"
+        )
     options = NeighborOptions(
         k=args.k,
         exclude_same_track=not args.include_same_track,
@@ -265,20 +291,37 @@ def _cmd_search(args: argparse.Namespace) -> int:
     )
     nb = search_row(bundle, model, row, options)
     results = neighbor_records(bundle, nb)
-    query = {"window_id": bundle.strings("window_id", [row])[0], "object_type": query_type,
-             "direction": bundle.strings("direction", [row])[0]}  # fmt: skip
+    query = {
+        "window_id": bundle.strings("window_id", [row])[0],
+        "object_type": query_type,
+        "direction": bundle.strings("direction", [row])[0],
+    }
     if args.json:
-        print(json.dumps({"query": query["window_id"], "model": model, "options": options.__dict__,
-                          "neighbors": results}, indent=2, default=list))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "query": query["window_id"],
+                    "model": model,
+                    "options": options.__dict__,
+                    "neighbors": results,
+                },
+                indent=2,
+                default=list,
+            )
+        )
         return 0
-    print(f"query {query['window_id']} ({query['direction']}, {query['object_type']}), model {model}; "
-          f"types {', '.join(object_types) or 'any'}, one window per track: {options.one_per_track}, "
-          f"own scenario excluded: {options.exclude_same_scenario}")  # fmt: skip
+    print(
+        f"query {query['window_id']} ({query['direction']}, {query['object_type']}), model {model}; "
+        f"types {', '.join(object_types) or 'any'}, one window per track: {options.one_per_track}, "
+        f"own scenario excluded: {options.exclude_same_scenario}"
+    )
     if not results:
         print("no neighbours pass these filters")
     for r in results:
-        print(f"{r['rank']:3d}  d={r['distance']:.3f}  ADE {r['ade_m']:6.2f} m  FDE {r['fde_m']:6.2f} m  "
-              f"{r['speed_mps']:5.1f} m/s  {r['direction']:18s} {r['object_type']:12s} {r['window_id']}")  # fmt: skip
+        print(
+            f"{r['rank']:3d}  d={r['distance']:.3f}  ADE {r['ade_m']:6.2f} m  FDE {r['fde_m']:6.2f} m  "
+            f"{r['speed_mps']:5.1f} m/s  {r['direction']:18s} {r['object_type']:12s} {r['window_id']}"
+        )
     return 0
 
 
@@ -291,8 +334,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     for name in bundle.model_names:
         report = bundle.report(name)
         if report is None:
-            raise TrajembError(f"{args.bundle}: model {name} has not been evaluated yet (open the bundle in the "
-                               "explorer or rebuild it without --no-eval)")  # fmt: skip
+            raise TrajembError(
+                f"{args.bundle}: model {name} has not been evaluated yet (open the bundle in the "
+                "explorer or rebuild it without --no-eval)"
+            )
         reports[name] = report
     reports.update(bundle.baselines())
     if args.json:
@@ -318,7 +363,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="trajemb", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"trajemb {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or progress messages (warnings stay)")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars or progress messages (warnings stay)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -346,10 +393,18 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
     p.add_argument("--skip-bad", action="store_true", help="go on past bad scenarios and report them")
     p.add_argument("--maps-dir", default=None, help="also reduce and cache the maps the windows need here")
-    p.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="local process pool, or Ray Data tasks (needs the [ray] extra); same table either way")  # fmt: skip
-    p.add_argument("--ray-address", default=None, metavar="ADDR",
-                   help="with --engine ray: cluster to join, e.g. 10.0.0.1:6379 (default: RAY_ADDRESS, else local)")  # fmt: skip
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local process pool, or Ray Data tasks (needs the [ray] extra); same table either way",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="with --engine ray: cluster to join, e.g. 10.0.0.1:6379 (default: RAY_ADDRESS, else local)",
+    )
     p.set_defaults(func=_cmd_prepare)
 
     p = sub.add_parser("info", help="summarise a trajectory table")
@@ -368,11 +423,21 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--data", required=True, help="trajectory table from `trajemb prepare`")
         p.add_argument("--out", required=True, help="run folder: best/, last/, metrics.csv")
         p.add_argument("--similarity", choices=["cosine", "fft"], default=t.similarity)
-        p.add_argument("--shape-weight", type=float, default=t.shape_weight, help="f of the Cosine similarity")
-        p.add_argument("--threshold", type=float, default=None,
-                       help="positive when similarity >= this (default: calibrated to --positive-fraction)")  # fmt: skip
-        p.add_argument("--positive-fraction", type=float, default=t.positive_fraction,
-                       help="share of in-batch pairs made positive when --threshold is not given")  # fmt: skip
+        p.add_argument(
+            "--shape-weight", type=float, default=t.shape_weight, help="f of the Cosine similarity"
+        )
+        p.add_argument(
+            "--threshold",
+            type=float,
+            default=None,
+            help="positive when similarity >= this (default: calibrated to --positive-fraction)",
+        )
+        p.add_argument(
+            "--positive-fraction",
+            type=float,
+            default=t.positive_fraction,
+            help="share of in-batch pairs made positive when --threshold is not given",
+        )
         p.add_argument("--mining", choices=["random", "hard", "semi-hard"], default=t.mining)
         p.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
         p.add_argument("--embedding-dim", type=int, default=e.embedding_dim, help="D")
@@ -386,37 +451,83 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=t.batch_size)
         p.add_argument("--lr", type=float, default=t.lr, help="peak learning rate of the one-cycle schedule")
         p.add_argument("--weight-decay", type=float, default=t.weight_decay)
-        p.add_argument("--warmup", type=float, default=t.warmup_fraction, help="warm-up share of the schedule")
+        p.add_argument(
+            "--warmup", type=float, default=t.warmup_fraction, help="warm-up share of the schedule"
+        )
         p.add_argument("--grad-clip", type=float, default=t.grad_clip)
-        p.add_argument("--val-fraction", type=float, default=t.val_fraction, help="share of scenarios held out")
+        p.add_argument(
+            "--val-fraction", type=float, default=t.val_fraction, help="share of scenarios held out"
+        )
         p.add_argument("--val-every", type=int, default=t.val_every, help="validate every N epochs")
         p.add_argument("--val-k", type=int, default=t.val_k, help="k of validation minADE/minFDE@k")
         p.add_argument("--seed", type=int, default=t.seed)
         p.add_argument("--device", default=t.device, help="auto (cuda, then cpu), cpu, cuda, cuda:1, ...")
         p.add_argument("--resume", action="store_true", help="continue from OUT/last")
-        p.add_argument("--mining-scope", choices=["rank", "global"], default=t.mining_scope,
-                       help="under torchrun: mine in each process's batch, or in all processes' batches "
-                            "(all-gather)")  # fmt: skip
-        p.add_argument("--loss", choices=["triplet", "soft_neighbors"], default=t.loss,
-                       help="the paper's triplet loss (default), or the soft-neighbour loss (see README)")  # fmt: skip
-        p.add_argument("--soft-neighbors", type=int, default=t.soft_neighbors,
-                       help="soft-neighbour loss: bandwidth = distance to this many-th nearest window in the batch")  # fmt: skip
-        p.add_argument("--soft-temperature", type=float, default=t.soft_temperature,
-                       help="soft-neighbour loss: temperature of the embedding's neighbour distribution")  # fmt: skip
-        p.add_argument("--no-normalize", action="store_true",
-                       help="embeddings keep their length (the paper's are unit vectors); for --loss soft_neighbors")  # fmt: skip
-        p.add_argument("--augment-prob", type=float, default=t.augment.prob,
-                       help="share of training windows perturbed (noise, dropped steps, short) before encoding")  # fmt: skip
-        p.add_argument("--augment-noise", type=float, default=t.augment.noise_m, help="largest position noise (m)")
-        p.add_argument("--augment-drop", type=float, default=t.augment.drop, help="largest share of dropped steps")
-        p.add_argument("--augment-short", type=float, default=t.augment.short_prob,
-                       help="share of windows of which only the first half is observed")  # fmt: skip
-        p.add_argument("--batches", choices=["random", "neighborhoods"], default=t.batches,
-                       help="random batches, or neighbourhoods in raw trajectory space (see README)")  # fmt: skip
-        p.add_argument("--neighbors-per-seed", type=int, default=t.neighbors_per_seed,
-                       help="--batches neighborhoods: windows per neighbourhood")  # fmt: skip
-        p.add_argument("--hard-share", type=float, default=t.hard_share,
-                       help="--batches neighborhoods: share of seeds from turns, U-turns and lane changes")  # fmt: skip
+        p.add_argument(
+            "--mining-scope",
+            choices=["rank", "global"],
+            default=t.mining_scope,
+            help="under torchrun: mine in each process's batch, or in all processes' batches (all-gather)",
+        )
+        p.add_argument(
+            "--loss",
+            choices=["triplet", "soft_neighbors"],
+            default=t.loss,
+            help="the paper's triplet loss (default), or the soft-neighbour loss (see docs/workflow.md)",
+        )
+        p.add_argument(
+            "--soft-neighbors",
+            type=int,
+            default=t.soft_neighbors,
+            help="soft-neighbour loss: bandwidth = distance to this many-th nearest window in the batch",
+        )
+        p.add_argument(
+            "--soft-temperature",
+            type=float,
+            default=t.soft_temperature,
+            help="soft-neighbour loss: temperature of the embedding's neighbour distribution",
+        )
+        p.add_argument(
+            "--no-normalize",
+            action="store_true",
+            help="embeddings keep their length (the paper's are unit vectors); for --loss soft_neighbors",
+        )
+        p.add_argument(
+            "--augment-prob",
+            type=float,
+            default=t.augment.prob,
+            help="share of training windows perturbed (noise, dropped steps, short) before encoding",
+        )
+        p.add_argument(
+            "--augment-noise", type=float, default=t.augment.noise_m, help="largest position noise (m)"
+        )
+        p.add_argument(
+            "--augment-drop", type=float, default=t.augment.drop, help="largest share of dropped steps"
+        )
+        p.add_argument(
+            "--augment-short",
+            type=float,
+            default=t.augment.short_prob,
+            help="share of windows of which only the first half is observed",
+        )
+        p.add_argument(
+            "--batches",
+            choices=["random", "neighborhoods"],
+            default=t.batches,
+            help="random batches, or neighbourhoods in raw trajectory space (see docs/workflow.md)",
+        )
+        p.add_argument(
+            "--neighbors-per-seed",
+            type=int,
+            default=t.neighbors_per_seed,
+            help="--batches neighborhoods: windows per neighbourhood",
+        )
+        p.add_argument(
+            "--hard-share",
+            type=float,
+            default=t.hard_share,
+            help="--batches neighborhoods: share of seeds from turns, U-turns and lane changes",
+        )
         p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("bundle", help="embed, index, project and evaluate a table under checkpoints")
@@ -427,43 +538,95 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
         p.add_argument("--table", required=True)
         p.add_argument("--checkpoint", action="append", required=True, help="checkpoint folder (repeatable)")
-        p.add_argument("--out", required=True, help="bundle folder (an earlier bundle there is replaced atomically)")
+        p.add_argument(
+            "--out", required=True, help="bundle folder (an earlier bundle there is replaced atomically)"
+        )
         p.add_argument("--maps", default=None, help="reduced maps folder (`trajemb prepare --maps-dir`)")
-        p.add_argument("--index", choices=INDEX_KINDS, default="auto",
-                       help="auto (default): exact up to --exact-max-rows windows, IVF above")  # fmt: skip
-        p.add_argument("--exact-max-rows", type=int, default=EXACT_MAX_ROWS, help="largest exact index of auto")
-        p.add_argument("--nprobe", type=int, default=0, help="IVF cells probed (default 0: tuned to --target-recall)")
+        p.add_argument(
+            "--index",
+            choices=INDEX_KINDS,
+            default="auto",
+            help="auto (default): exact up to --exact-max-rows windows, IVF above",
+        )
+        p.add_argument(
+            "--exact-max-rows", type=int, default=EXACT_MAX_ROWS, help="largest exact index of auto"
+        )
+        p.add_argument(
+            "--nprobe", type=int, default=0, help="IVF cells probed (default 0: tuned to --target-recall)"
+        )
         p.add_argument("--target-recall", type=float, default=0.95, help="IVF recall@10 against exact search")
-        p.add_argument("--projection", choices=PROJECTION_METHODS, default="auto",
-                       help=f"2-D layout: auto (full UMAP up to {ProjectionConfig().full_max_rows} windows, "
-                            "UMAP of a sample + placement above), full, sample, none")  # fmt: skip
-        p.add_argument("--projection-sample", type=int, default=ProjectionConfig().sample_size,
-                       help="rows the UMAP is fitted on with --projection sample")  # fmt: skip
-        p.add_argument("--projection-unseeded", action="store_true",
-                       help="parallel, non-reproducible UMAP (faster on many cores)")  # fmt: skip
+        p.add_argument(
+            "--projection",
+            choices=PROJECTION_METHODS,
+            default="auto",
+            help=f"2-D layout: auto (full UMAP up to {ProjectionConfig().full_max_rows} windows, "
+            "UMAP of a sample + placement above), full, sample, none",
+        )
+        p.add_argument(
+            "--projection-sample",
+            type=int,
+            default=ProjectionConfig().sample_size,
+            help="rows the UMAP is fitted on with --projection sample",
+        )
+        p.add_argument(
+            "--projection-unseeded",
+            action="store_true",
+            help="parallel, non-reproducible UMAP (faster on many cores)",
+        )
         p.add_argument("--no-umap", action="store_true", help="same as --projection none")
         p.add_argument("--queries", type=int, default=2000, help="evaluation queries")
-        p.add_argument("--eval-corpus", type=int, default=200_000,
-                       help="evaluate among at most this many windows (a seeded sample above)")  # fmt: skip
-        p.add_argument("--no-eval", action="store_true", help="skip the evaluation (the explorer can add it later)")
+        p.add_argument(
+            "--eval-corpus",
+            type=int,
+            default=200_000,
+            help="evaluate among at most this many windows (a seeded sample above)",
+        )
+        p.add_argument(
+            "--no-eval", action="store_true", help="skip the evaluation (the explorer can add it later)"
+        )
         ev = EvalConfig()
-        p.add_argument("--one-per-track", action="store_true",
-                       help="evaluation: only the nearest window of each track counts as a neighbour")  # fmt: skip
-        p.add_argument("--exclude-scenario-eval", action="store_true",
-                       help="evaluation: no neighbours from the query's own scenario")  # fmt: skip
-        p.add_argument("--no-mean-rank", action="store_true", help="evaluation: skip the mean rank of twin halves")
-        p.add_argument("--mean-rank-corpus", type=int, default=ev.mean_rank_corpus,
-                       help="evaluation: database size of the mean rank (TrajCL: 100000)")  # fmt: skip
-        p.add_argument("--robustness", action="store_true",
-                       help="evaluation: robustness curves (noise, dropped steps, short query, offset; minutes)")  # fmt: skip
+        p.add_argument(
+            "--one-per-track",
+            action="store_true",
+            help="evaluation: only the nearest window of each track counts as a neighbour",
+        )
+        p.add_argument(
+            "--exclude-scenario-eval",
+            action="store_true",
+            help="evaluation: no neighbours from the query's own scenario",
+        )
+        p.add_argument(
+            "--no-mean-rank", action="store_true", help="evaluation: skip the mean rank of twin halves"
+        )
+        p.add_argument(
+            "--mean-rank-corpus",
+            type=int,
+            default=ev.mean_rank_corpus,
+            help="evaluation: database size of the mean rank (TrajCL: 100000)",
+        )
+        p.add_argument(
+            "--robustness",
+            action="store_true",
+            help="evaluation: robustness curves (noise, dropped steps, short query, offset; minutes)",
+        )
         p.add_argument("--robustness-queries", type=int, default=ev.robustness_queries)
         p.add_argument("--robustness-corpus", type=int, default=ev.robustness_corpus)
-        p.add_argument("--encoder-missing", choices=["interpolate", "mask"], default=ev.encoder_missing,
-                       help="robustness: encoders read windows with missing steps completed (as PCA) or masked")  # fmt: skip
-        p.add_argument("--engine", choices=["local", "ray"], default="local",
-                       help="embed here, or on a Ray cluster (needs the [ray] extra); index, layout and "
-                            "evaluation stay here")  # fmt: skip
-        p.add_argument("--ray-address", default=None, metavar="ADDR", help="with --engine ray: cluster to join")
+        p.add_argument(
+            "--encoder-missing",
+            choices=["interpolate", "mask"],
+            default=ev.encoder_missing,
+            help="robustness: encoders read windows with missing steps completed (as PCA) or masked",
+        )
+        p.add_argument(
+            "--engine",
+            choices=["local", "ray"],
+            default="local",
+            help="embed here, or on a Ray cluster (needs the [ray] extra); index, layout and "
+            "evaluation stay here",
+        )
+        p.add_argument(
+            "--ray-address", default=None, metavar="ADDR", help="with --engine ray: cluster to join"
+        )
         p.add_argument("--device", default="auto")
         p.add_argument("--seed", type=int, default=0)
         p.set_defaults(func=_cmd_bundle)
@@ -477,15 +640,28 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     if full("search"):
         p.add_argument("--bundle", required=True)
         p.add_argument("--model", default=None, help="model name (default: the first)")
-        p.add_argument("--query", required=True,
-                       help="window id (source/scenario/track/start), or scenario/track for its first window")  # fmt: skip
+        p.add_argument(
+            "--query",
+            required=True,
+            help="window id (source/scenario/track/start), or scenario/track for its first window",
+        )
         p.add_argument("--k", type=int, default=10)
-        p.add_argument("--object-types", default="same",
-                       help="neighbour object types: same (the query's, default), any, or a comma-separated list")  # fmt: skip
-        p.add_argument("--all-windows-of-track", action="store_true",
-                       help="allow several windows of one track (default: only the nearest of each)")  # fmt: skip
-        p.add_argument("--exclude-scenario", action="store_true", help="no neighbours from the query's scenario")
-        p.add_argument("--include-same-track", action="store_true", help="allow windows of the query's own track")
+        p.add_argument(
+            "--object-types",
+            default="same",
+            help="neighbour object types: same (the query's, default), any, or a comma-separated list",
+        )
+        p.add_argument(
+            "--all-windows-of-track",
+            action="store_true",
+            help="allow several windows of one track (default: only the nearest of each)",
+        )
+        p.add_argument(
+            "--exclude-scenario", action="store_true", help="no neighbours from the query's scenario"
+        )
+        p.add_argument(
+            "--include-same-track", action="store_true", help="allow windows of the query's own track"
+        )
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=_cmd_search)
 
@@ -522,7 +698,9 @@ def _add_overwrite_flag(train: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _command_of(argv)
-    args = build_parser(only=command if command in {"search", "info", "evaluate", "bundle"} else None).parse_args(argv)
+    args = build_parser(
+        only=command if command in {"search", "info", "evaluate", "bundle"} else None
+    ).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

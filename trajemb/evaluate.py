@@ -329,7 +329,9 @@ def random_neighbors(queries: np.ndarray, groups: np.ndarray, k: int, seed: int)
             picked = []
             while len(picked) < k:
                 cand = rng.integers(0, len(groups), size=2 * k)
-                picked += [int(c) for c in cand if groups[c] != groups[q] and c not in picked][: k - len(picked)]
+                picked += [int(c) for c in cand if groups[c] != groups[q] and c not in picked][
+                    : k - len(picked)
+                ]
         out[i, : len(picked)] = picked
     return out
 
@@ -342,17 +344,26 @@ def baseline_reports(
     groups = table.track_groups() if groups is None else groups
     queries = sample_queries(len(table), config)
     flat = table.xy_agent.reshape(len(table), -1)
-    reports: dict[str, dict[str, Any]] = {"oracle_raw": evaluate_features(table, flat, queries, groups, config)}
+    reports: dict[str, dict[str, Any]] = {
+        "oracle_raw": evaluate_features(table, flat, queries, groups, config)
+    }
     ids = random_neighbors(queries, groups, max(config.ks), config.seed)
     labels, label_name = evaluation_labels(table)
     per_class, hard = per_class_scores(table.xy_agent, labels, queries, ids, config.ks)
-    reports["random"] = {**score_neighbors(table, queries, ids, config.ks), "dim": 0, "label": label_name,
-                         "per_class": per_class, "hard": hard}  # fmt: skip
+    reports["random"] = {
+        **score_neighbors(table, queries, ids, config.ks),
+        "dim": 0,
+        "label": label_name,
+        "per_class": per_class,
+        "hard": hard,
+    }
     fit_rows = np.random.default_rng(seed).choice(len(flat), size=min(len(flat), 50_000), replace=False)
     # PCA gives at most as many components as it has windows (a tiny table): its report says its D.
     pca = PCA(n_components=min(dim, flat.shape[1], len(fit_rows)), random_state=seed).fit(flat[fit_rows])
     reports[f"pca_{dim}"] = evaluate_features(table, pca.transform(flat), queries, groups, config)
-    extras = featurizer_reports(table, {"oracle_raw": raw_features, f"pca_{dim}": pca_features(pca)}, groups, config)
+    extras = featurizer_reports(
+        table, {"oracle_raw": raw_features, f"pca_{dim}": pca_features(pca)}, groups, config
+    )
     for name, extra in extras.items():
         reports[name].update(extra)
     fft = fft_features(torch.from_numpy(np.array(table.xy_agent))).numpy()

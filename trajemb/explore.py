@@ -258,7 +258,9 @@ def scene_context(bundle: Bundle, row: int, max_tracks: int = 80) -> list[np.nda
 
 
 # -- clusters ----------------------------------------------------------------------------------------
-def cluster_labels(embeddings: np.ndarray, clusters: int, seed: int = 0, fit_rows: int = 20_000) -> np.ndarray:
+def cluster_labels(
+    embeddings: np.ndarray, clusters: int, seed: int = 0, fit_rows: int = 20_000
+) -> np.ndarray:
     """(N,) k-means cluster of each row: centres fitted on at most ``fit_rows`` seeded rows (what a
     person waits for stays under a second at any N), every row then assigned to its nearest centre."""
     from sklearn.cluster import KMeans

@@ -451,7 +451,9 @@ class NeighborIndex:
                 return self._index_search(q, k, allowed)
         return self._index_search(q, k, allowed)
 
-    def _index_search(self, q: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _index_search(
+        self, q: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         if allowed is None:
             return self.index.search(q, k)
         rows = np.flatnonzero(allowed)

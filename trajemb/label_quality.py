@@ -64,7 +64,9 @@ class LabelAgreement:
             lines.append(f"| {c} | " + " | ".join(str(v) for v in row) + " |")
         lines += ["", "| class | precision | recall | F1 | true windows |", "|---|---|---|---|---|"]
         for c in self.classes:
-            lines.append(f"| {c} | {self.precision[c]:.3f} | {self.recall[c]:.3f} | {self.f1[c]:.3f} | {self.support[c]} |")
+            lines.append(
+                f"| {c} | {self.precision[c]:.3f} | {self.recall[c]:.3f} | {self.f1[c]:.3f} | {self.support[c]} |"
+            )
         return "\n".join(lines)
 
 

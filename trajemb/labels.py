@@ -127,7 +127,9 @@ def tight_heading_change_rad(xy: FloatArray) -> tuple[FloatArray, FloatArray]:
     i = np.arange(T)
     hi, lo = np.minimum(i + CURVATURE_HALF_STEPS, T - 1), np.maximum(i - CURVATURE_HALF_STEPS, 0)
     arc = s[:, hi] - s[:, lo]
-    curvature = np.where(arc >= CURVATURE_MIN_ARC_M, (theta[:, hi] - theta[:, lo]) / np.maximum(arc, 1e-9), 0.0)
+    curvature = np.where(
+        arc >= CURVATURE_MIN_ARC_M, (theta[:, hi] - theta[:, lo]) / np.maximum(arc, 1e-9), 0.0
+    )
     tight = np.abs(curvature) >= TURN_MIN_CURVATURE_PER_M
     return (
         np.asarray((dtheta * tight).sum(axis=1), dtype=np.float64),
@@ -199,7 +201,9 @@ def _passage_kind(angle_rad: float) -> str:
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """(first, last) step of each run of True in a 1-D mask."""
     edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(edges == 1).tolist(), (np.flatnonzero(edges == -1) - 1).tolist(), strict=True))
+    return list(
+        zip(np.flatnonzero(edges == 1).tolist(), (np.flatnonzero(edges == -1) - 1).tolist(), strict=True)
+    )
 
 
 #: Priority of manoeuvres when a window shows several (as ``trajemb.truth.SPAN_PRIORITY``).
@@ -254,7 +258,13 @@ def map_direction_class(
         )
         in_passage = valid & ~ordinary & ((lane >= 0) | matches.moving[j])
         for b, e in _runs(valid & ordinary):  # short plain stretches inside a passage join it
-            if 0 < b and e < S - 1 and in_passage[b - 1] and in_passage[e + 1] and cum[e] - cum[b] < PASSAGE_MIN_GAP_M:
+            if (
+                0 < b
+                and e < S - 1
+                and in_passage[b - 1]
+                and in_passage[e + 1]
+                and cum[e] - cum[b] < PASSAGE_MIN_GAP_M
+            ):
                 in_passage[b : e + 1] = True
         off_map = np.zeros(S, dtype=bool)
         passages: list[tuple[int, int, float, str]] = []  # first, last step, reference length, kind
@@ -263,7 +273,9 @@ def map_direction_class(
             if off_lane[b : e + 1].mean() > 0.5 and observed > PASSAGE_MAX_OFF_LANE_M:
                 off_map[b : e + 1] = True
                 continue
-            bounded = b > 0 and e < S - 1 and valid[b - 1] and valid[e + 1] and ordinary[b - 1] and ordinary[e + 1]
+            bounded = (
+                b > 0 and e < S - 1 and valid[b - 1] and valid[e + 1] and ordinary[b - 1] and ordinary[e + 1]
+            )
             junction_steps = np.flatnonzero(on_junction[b : e + 1])
             angle, length = float(theta[min(e + 1, S - 1)] - theta[max(b - 1, 0)]), observed
             if not bounded and junction_steps.size:
@@ -326,23 +338,31 @@ def direction_rules() -> list[tuple[str, str]]:
     share = f"{PASSAGE_MIN_COVERAGE:.0%}"
     return [
         (DirectionClass.STATIONARY.value, f"mean speed below {STATIONARY_MAX_SPEED_MPS:g} m/s"),
-        (DirectionClass.U_TURN.value,
-         f"on the map: the window shows at least {share} of a passage (junction connectors, or a short stretch "
-         f"off every lane) across which the heading turns by {u_turn:.0f}° or more; by shape: the heading turns by "
-         f"{np.rad2deg(U_TURN_MIN_HEADING_CHANGE_RAD):.0f}° or more, or by "
-         f"{np.rad2deg(U_TURN_MIN_TIGHT_HEADING_CHANGE_RAD):.0f}° within bends tighter than {radius:.0f} m radius"),
-        (DirectionClass.LEFT.value,
-         f"on the map: the window shows at least {share} of a passage that turns left by {turn:.0f}° or more; "
-         f"by shape: the heading turns left by {shape_turn:.0f}° or more within bends tighter than {radius:.0f} m "
-         "radius (a wider bend of the road is not a turn)"),
+        (
+            DirectionClass.U_TURN.value,
+            f"on the map: the window shows at least {share} of a passage (junction connectors, or a short stretch "
+            f"off every lane) across which the heading turns by {u_turn:.0f}° or more; by shape: the heading turns by "
+            f"{np.rad2deg(U_TURN_MIN_HEADING_CHANGE_RAD):.0f}° or more, or by "
+            f"{np.rad2deg(U_TURN_MIN_TIGHT_HEADING_CHANGE_RAD):.0f}° within bends tighter than {radius:.0f} m radius",
+        ),
+        (
+            DirectionClass.LEFT.value,
+            f"on the map: the window shows at least {share} of a passage that turns left by {turn:.0f}° or more; "
+            f"by shape: the heading turns left by {shape_turn:.0f}° or more within bends tighter than {radius:.0f} m "
+            "radius (a wider bend of the road is not a turn)",
+        ),
         (DirectionClass.RIGHT.value, "the same, to the right"),
-        (DirectionClass.LANE_CHANGE_LEFT.value,
-         "on the map: inside the window the road user moves to the lane on its left (its matched lane switches and "
-         f"the offset from the lane centre jumps by {LANE_JUMP_MIN_M:g} m or more); by shape (unreliable on curved "
-         f"roads): the heading changes by less than {np.rad2deg(LANE_CHANGE_MAX_HEADING_CHANGE_RAD):.0f}° but the "
-         f"end point lies {LANE_CHANGE_MIN_RESIDUAL_M:g} m or more to the left of where an arc would end"),
+        (
+            DirectionClass.LANE_CHANGE_LEFT.value,
+            "on the map: inside the window the road user moves to the lane on its left (its matched lane switches and "
+            f"the offset from the lane centre jumps by {LANE_JUMP_MIN_M:g} m or more); by shape (unreliable on curved "
+            f"roads): the heading changes by less than {np.rad2deg(LANE_CHANGE_MAX_HEADING_CHANGE_RAD):.0f}° but the "
+            f"end point lies {LANE_CHANGE_MIN_RESIDUAL_M:g} m or more to the left of where an arc would end",
+        ),
         (DirectionClass.LANE_CHANGE_RIGHT.value, "the same, to the right"),
-        (DirectionClass.STRAIGHT.value,
-         "everything else: lane following, including bends of the road however sharp, and windows that show "
-         f"less than {share} of a turn"),
-    ]  # fmt: skip
+        (
+            DirectionClass.STRAIGHT.value,
+            "everything else: lane following, including bends of the road however sharp, and windows that show "
+            f"less than {share} of a turn",
+        ),
+    ]

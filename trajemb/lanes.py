@@ -161,14 +161,18 @@ def read_lane_graph(map_json: Path) -> LaneGraph:
     def rows_of(value: object, what: str, lane: int) -> list[int]:
         if value is None:
             return []
-        if not isinstance(value, list) or not all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in value):
+        if not isinstance(value, list) or not all(
+            isinstance(v, (int, str)) and not isinstance(v, bool) for v in value
+        ):
             raise DataError(f"{map_json}: lane segment {ids[lane]} {what} is not a list of ids")
         out = []
         for v in value:
             try:
                 r = row.get(int(v))
             except ValueError:
-                raise DataError(f"{map_json}: lane segment {ids[lane]} {what} {v!r:.40} is not an id") from None
+                raise DataError(
+                    f"{map_json}: lane segment {ids[lane]} {what} {v!r:.40} is not an id"
+                ) from None
             if r is not None:  # links to lanes outside the map's extent are dropped
                 out.append(r)
         return out
@@ -184,10 +188,20 @@ def read_lane_graph(map_json: Path) -> LaneGraph:
         end_heading_rad=np.asarray([d[-1] for d in direction]),
         predecessors=[rows_of(p, "predecessors", i) for i, (p, _) in enumerate(links)],
         successors=[rows_of(q, "successors", i) for i, (_, q) in enumerate(links)],
-        left_neighbor=np.asarray([(rows_of([v], "left_neighbor_id", i) or [-1])[0] if v is not None else -1
-                                  for i, (v, _) in enumerate(sides)], dtype=np.int64),
-        right_neighbor=np.asarray([(rows_of([v], "right_neighbor_id", i) or [-1])[0] if v is not None else -1
-                                   for i, (_, v) in enumerate(sides)], dtype=np.int64),
+        left_neighbor=np.asarray(
+            [
+                (rows_of([v], "left_neighbor_id", i) or [-1])[0] if v is not None else -1
+                for i, (v, _) in enumerate(sides)
+            ],
+            dtype=np.int64,
+        ),
+        right_neighbor=np.asarray(
+            [
+                (rows_of([v], "right_neighbor_id", i) or [-1])[0] if v is not None else -1
+                for i, (_, v) in enumerate(sides)
+            ],
+            dtype=np.int64,
+        ),
         piece_start=a,
         piece_end=b,
         piece_lane=np.concatenate(owner),
@@ -248,7 +262,10 @@ def motion_heading(xy: FloatArray) -> tuple[FloatArray, BoolArray]:
     defined (the chord over ``HEADING_HALF_CHORD_STEPS`` either side is long enough)."""
     S = xy.shape[1]
     i = np.arange(S)
-    chord = xy[:, np.minimum(i + HEADING_HALF_CHORD_STEPS, S - 1)] - xy[:, np.maximum(i - HEADING_HALF_CHORD_STEPS, 0)]
+    chord = (
+        xy[:, np.minimum(i + HEADING_HALF_CHORD_STEPS, S - 1)]
+        - xy[:, np.maximum(i - HEADING_HALF_CHORD_STEPS, 0)]
+    )
     length = np.hypot(chord[..., 0], chord[..., 1])
     moving = np.isfinite(length) & (length >= MIN_CHORD_M)
     heading = np.arctan2(chord[..., 1], chord[..., 0])

@@ -219,7 +219,11 @@ class TrajectoryEncoder(nn.Module):
                 qkv = torch.baddbmm(step_bias.expand(B, T, 3 * d), p, w.t().expand(B, 2, 3 * d))
                 qkv = qkv.view(B, T, 3, H, d // H).permute(2, 0, 3, 1, 4)
             else:
-                qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(B, T, 3, H, d // H).permute(2, 0, 3, 1, 4)
+                qkv = (
+                    F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
+                    .view(B, T, 3, H, d // H)
+                    .permute(2, 0, 3, 1, 4)
+                )
             a = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)  # (B, H, T, d/H)
             a = F.linear(a.transpose(1, 2).reshape(B, T, d), attn.out_proj.weight, attn.out_proj.bias)
             x = layer.norm1(x + a)

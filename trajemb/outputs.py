@@ -190,10 +190,18 @@ def _check_existing_kind(out: Path, kind: OutputKind, st: os.stat_result, want_d
     if found is not None:
         raise _refuse(out, kind, f"it holds a {_DESCRIPTION[found]}, not a {what}", "give a new path")
     if want_dir:
-        raise _refuse(out, kind, f"it is a non-empty folder that trajemb did not write as a {what}",
-                      "give a new or empty folder, or move its contents away yourself")  # fmt: skip
-    raise _refuse(out, kind, f"the file exists and is not a {what} written by trajemb",
-                  "give a new path, or move the file away yourself")  # fmt: skip
+        raise _refuse(
+            out,
+            kind,
+            f"it is a non-empty folder that trajemb did not write as a {what}",
+            "give a new or empty folder, or move its contents away yourself",
+        )
+    raise _refuse(
+        out,
+        kind,
+        f"the file exists and is not a {what} written by trajemb",
+        "give a new path, or move the file away yourself",
+    )
 
 
 def _check(out: Path | str, kind: OutputKind, inputs: Iterable[Path | str], want_dir: bool) -> None:

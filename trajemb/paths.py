@@ -63,8 +63,12 @@ def _unsafe_reason(name: str) -> str | None:
         return f"it contains the path separator {sep!r}"
     # Plain ASCII names (almost every id) have no control or invisible characters: skip the per-character
     # Unicode lookups, which dominate opening a bundle of many maps.
-    bad = None if name.isascii() and name.isprintable() else next(
-        (c for c in name if unicodedata.category(c)[0] == "C" or unicodedata.category(c) in _BREAKS), None
+    bad = (
+        None
+        if name.isascii() and name.isprintable()
+        else next(
+            (c for c in name if unicodedata.category(c)[0] == "C" or unicodedata.category(c) in _BREAKS), None
+        )
     )
     if bad is not None:
         return f"it contains the control or invisible character U+{ord(bad):04X}"

@@ -38,7 +38,9 @@ class Perturbation:
 
     def __post_init__(self) -> None:
         if self.kind not in PERTURBATION_KINDS:
-            raise ConfigError(f"perturbation must be one of {', '.join(PERTURBATION_KINDS)}, got {self.kind!r}")
+            raise ConfigError(
+                f"perturbation must be one of {', '.join(PERTURBATION_KINDS)}, got {self.kind!r}"
+            )
         if not 0.0 <= self.noise_m <= 100.0 or not 0.0 <= self.drop_fraction < 1.0 or self.keep_s < 0.0:
             raise ConfigError(f"perturbation levels out of range: {self}")
 

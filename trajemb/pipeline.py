@@ -110,8 +110,15 @@ def build_default_bundle(
     bundle = default_bundle_dir(cache, num_scenarios, seed)
     if not _bundle_is_current(bundle, table.content_hash, checkpoints, paths.table):
         log.info("building the default bundle %s (%d models)", bundle, len(checkpoints))
-        staged = BundleConfig(config.index, config.evaluation, ProjectionConfig(method="none"), False,
-                              config.device, config.seed, config.batch_size)  # fmt: skip
+        staged = BundleConfig(
+            config.index,
+            config.evaluation,
+            ProjectionConfig(method="none"),
+            False,
+            config.device,
+            config.seed,
+            config.batch_size,
+        )
         build_bundle(paths.table, checkpoints, bundle, paths.maps, staged, progress=progress)
     if complete:
         complete_bundle(bundle, config, progress=progress)
@@ -128,8 +135,10 @@ def _bundle_is_current(bundle: Path, table_sha256: str, checkpoints: list[Path],
     except DataError as exc:
         log.info("rebuilding the default bundle: %s", exc)
         return False
-    have = [manifest["files"].get(model_file(name, f"{CHECKPOINT_DIR}/{WEIGHTS_FILE}"), {}).get("blocks")
-            for name in manifest["models"]]  # fmt: skip
+    have = [
+        manifest["files"].get(model_file(name, f"{CHECKPOINT_DIR}/{WEIGHTS_FILE}"), {}).get("blocks")
+        for name in manifest["models"]
+    ]
     wanted = [list(digest_file(c / WEIGHTS_FILE).blocks) for c in checkpoints]
     if manifest.get("table_sha256") != table_sha256 or sorted(map(str, have)) != sorted(map(str, wanted)):
         return False
@@ -147,7 +156,8 @@ def _labels_match(bundle: Path, table: Path) -> bool:
         log.info("rebuilding the default bundle: its labels are not this table's (%s)", exc)
         return False
     same = all(
-        ours.column(c).cast(pa.string()).to_pylist() == theirs.column(c).cast(pa.string()).to_pylist() for c in columns
+        ours.column(c).cast(pa.string()).to_pylist() == theirs.column(c).cast(pa.string()).to_pylist()
+        for c in columns
     )
     if not same:
         log.info("rebuilding the default bundle: the table's labels changed")

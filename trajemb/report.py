@@ -2,7 +2,7 @@
 rank, and the goals of a compact model against PCA and the raw-space oracle.
 
 Reports are the dictionaries a bundle stores (``models/<name>/report.json``, ``baselines.json``), keyed
-by method name; the schema is in ``trajemb.evaluate``'s docstring and the README ("Evaluation report").
+by method name; the schema is in ``trajemb.evaluate``'s docstring and docs/bundles.md ("Evaluation report").
 """
 
 from __future__ import annotations
@@ -35,8 +35,14 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def _methods(reports: dict[str, dict[str, Any]], key: str) -> list[str]:
     """Models first (every report that is not a baseline), then the table baselines, that hold ``key``."""
-    models = [n for n in reports if n not in TABLE_BASELINES and n not in ("fft_magnitudes",)
-              and not n.startswith("untrained_encoder_") and not n.startswith("pca_")]  # fmt: skip
+    models = [
+        n
+        for n in reports
+        if n not in TABLE_BASELINES
+        and n not in ("fft_magnitudes",)
+        and not n.startswith("untrained_encoder_")
+        and not n.startswith("pca_")
+    ]
     baselines = [n for n in TABLE_BASELINES if n in reports]
     return [n for n in models + baselines if isinstance(reports[n].get(key), dict)]
 
@@ -94,7 +100,10 @@ def class_query_counts(reports: dict[str, dict[str, Any]]) -> dict[str, int]:
 def mean_rank_frame(reports: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """TrajCL's mean rank per method: ``mean rank``, ``ranked first`` (share), ``queries``, ``database``."""
     rows = {
-        n: [report_number(reports[n]["mean_rank"].get(key)) for key in ("mean_rank", "top1", "queries", "database")]
+        n: [
+            report_number(reports[n]["mean_rank"].get(key))
+            for key in ("mean_rank", "top1", "queries", "database")
+        ]
         for n in _methods(reports, "mean_rank")
     }
     return pd.DataFrame.from_dict(
@@ -139,7 +148,7 @@ def robustness_curves(
         clean = report_number(_at(rob, "clean", "0", metric))
         points = [(0.0, clean)] if kind != "offset_s" and math.isfinite(clean) else []
         levels = _at(rob, kind)
-        for level, scores in (levels.items() if isinstance(levels, dict) else []):
+        for level, scores in levels.items() if isinstance(levels, dict) else []:
             try:
                 points.append((float(level), report_number(_at(scores, metric))))
             except ValueError:
@@ -150,7 +159,10 @@ def robustness_curves(
 
 
 def _markdown(frame: pd.DataFrame, digits: int, first: str = "method") -> list[str]:
-    lines = [f"| {first} | " + " | ".join(str(c) for c in frame.columns) + " |", "|---|" + "---|" * len(frame.columns)]
+    lines = [
+        f"| {first} | " + " | ".join(str(c) for c in frame.columns) + " |",
+        "|---|" + "---|" * len(frame.columns),
+    ]
     for name, row in frame.iterrows():
         lines.append(f"| {name} | " + " | ".join(_fmt(float(v), digits) for v in row) + " |")
     return lines
@@ -172,8 +184,10 @@ def per_class_table(reports: dict[str, dict[str, Any]], k_ade: int = 5, k_precis
         "|---|" + "---|" * len(ade.columns),
     ]
     for n in ade.index:
-        cells = [f"{_fmt(float(ade.at[n, c]))} / {_fmt(float(precision.at[n, c]), 2)} / {_fmt(float(recall.at[n, c]), 2)}"
-                 for c in ade.columns]  # fmt: skip
+        cells = [
+            f"{_fmt(float(ade.at[n, c]))} / {_fmt(float(precision.at[n, c]), 2)} / {_fmt(float(recall.at[n, c]), 2)}"
+            for c in ade.columns
+        ]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     counts = class_query_counts(reports)
     lines.append("| queries | " + " | ".join(str(counts.get(c, 0)) for c in ade.columns) + " |")
@@ -186,8 +200,10 @@ def mean_rank_table(reports: dict[str, dict[str, Any]]) -> str:
         return "_no mean rank_"
     lines = ["| method | mean rank | ranked first | queries | database |", "|---|---|---|---|---|"]
     for n, r in frame.iterrows():
-        lines.append(f"| {n} | {_fmt(float(r['mean rank']))} | {_fmt(float(r['ranked first']))} | "
-                     f"{report_count(r['queries'])} | {report_count(r['database'])} |")  # fmt: skip
+        lines.append(
+            f"| {n} | {_fmt(float(r['mean rank']))} | {_fmt(float(r['ranked first']))} | "
+            f"{report_count(r['queries'])} | {report_count(r['database'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -205,16 +221,26 @@ def goals(reports: dict[str, dict[str, Any]], model: str, dim: int = 4) -> list[
     out: list[tuple[str, str, bool | None]] = []
     if "minADE@5" in r and "minADE@5" in oracle:
         ratio = r["minADE@5"] / oracle["minADE@5"]
-        out.append(("minADE@5 within 5 % of the oracle", f"{r['minADE@5']:.3f} vs {oracle['minADE@5']:.3f} "
-                    f"({100 * (ratio - 1):+.1f} %)", ratio <= 1.05))  # fmt: skip
+        out.append(
+            (
+                "minADE@5 within 5 % of the oracle",
+                f"{r['minADE@5']:.3f} vs {oracle['minADE@5']:.3f} ({100 * (ratio - 1):+.1f} %)",
+                ratio <= 1.05,
+            )
+        )
     if "hard" in r and "hard" in pca:
         a, b = r["hard"].get("precision@10", math.nan), pca["hard"].get("precision@10", math.nan)
         out.append((f"hard-class precision@10 at least PCA-{dim}'s", f"{a:.3f} vs {b:.3f}", a >= b))
     if "silhouette_label" in r and "silhouette_label" in pca:
         a, b = r["silhouette_label"], pca["silhouette_label"]
-        out.append((f"silhouette ({r.get('label', 'direction')}) above PCA-{dim}'s", f"{a:.3f} vs {b:.3f}", a > b))
-    for kind, level, what in (("noise_m", "0.5", "noise 0.5 m"), ("drop", "0.3", "30 % dropped steps"),
-                              ("noise_m+drop", "0.5+0.3", "noise 0.5 m and 30 % dropped together")):  # fmt: skip
+        out.append(
+            (f"silhouette ({r.get('label', 'direction')}) above PCA-{dim}'s", f"{a:.3f} vs {b:.3f}", a > b)
+        )
+    for kind, level, what in (
+        ("noise_m", "0.5", "noise 0.5 m"),
+        ("drop", "0.3", "30 % dropped steps"),
+        ("noise_m+drop", "0.5+0.3", "noise 0.5 m and 30 % dropped together"),
+    ):
         try:
             a = r["robustness"][kind][level]["minADE@5"]
             b = pca["robustness"][kind][level]["minADE@5"]
@@ -249,8 +275,13 @@ def plot_robustness(reports: dict[str, dict[str, Any]], path: Path, title: str) 
             for n, points in robustness_curves(reports, kind, metric).items():
                 xs, ys = zip(*points, strict=True)
                 ax.plot(xs, ys, marker="o", label=n, linestyle="--" if n in TABLE_BASELINES else "-")
-            ax.set_xlabel({"noise_m": "position noise sigma (m)", "drop": "share of steps dropped",
-                           "offset_s": "query offset (s)"}[kind])  # fmt: skip
+            ax.set_xlabel(
+                {
+                    "noise_m": "position noise sigma (m)",
+                    "drop": "share of steps dropped",
+                    "offset_s": "query offset (s)",
+                }[kind]
+            )
             ax.set_ylabel(metric)
             ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7)

@@ -57,7 +57,7 @@ MissingSteps = Literal["interpolate", "mask"]
 def encoder_features(model: Any, device: str = "cpu", missing: MissingSteps = "interpolate") -> Featurizer:
     """Features of a ``TrajectoryEncoder``. ``missing``: ``interpolate`` reads the completed window, as PCA
     and the oracle do; ``mask`` hides missing steps from attention and pooling instead (measured worse
-    for the compact encoders: README, "Evaluation report")."""
+    for the compact encoders: docs/bundles.md, "Evaluation report")."""
 
     def features(obs: Observed) -> np.ndarray:
         model.eval()
@@ -69,7 +69,9 @@ def encoder_features(model: Any, device: str = "cpu", missing: MissingSteps = "i
         with torch.inference_mode():
             for start in range(0, len(xy), BATCH):
                 mask = valid[start : start + BATCH]
-                z = model.forward_inference(xy[start : start + BATCH].to(device), None if bool(mask.all()) else mask.to(device))
+                z = model.forward_inference(
+                    xy[start : start + BATCH].to(device), None if bool(mask.all()) else mask.to(device)
+                )
                 out.append(z.float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, model.config.embedding_dim), np.float32)
 
@@ -127,9 +129,14 @@ def exact_neighbors(
 
 
 def retrieval_scores(
-    xy_query: np.ndarray, xy_corpus: np.ndarray, labels_query: np.ndarray, labels_corpus: np.ndarray,
-    neighbor_ids: np.ndarray, k_ade: int = 5, k_precision: int = 10,
-) -> dict[str, float]:  # fmt: skip
+    xy_query: np.ndarray,
+    xy_corpus: np.ndarray,
+    labels_query: np.ndarray,
+    labels_corpus: np.ndarray,
+    neighbor_ids: np.ndarray,
+    k_ade: int = 5,
+    k_precision: int = 10,
+) -> dict[str, float]:
     """minADE@k_ade on clean geometry, precision@k_precision and its hard-class mean of (Q, K) neighbours."""
     ids = neighbor_ids[:, :k_ade]
     valid = ids >= 0
@@ -181,7 +188,10 @@ def offset_partners(
     track_groups: np.ndarray, start_step: np.ndarray, queries: np.ndarray, offset_steps: int
 ) -> np.ndarray:
     """(Q,) row of the same track's window starting ``offset_steps`` after each query's, or -1."""
-    key = {(int(g), int(s)): i for i, (g, s) in enumerate(zip(track_groups.tolist(), start_step.tolist(), strict=True))}
+    key = {
+        (int(g), int(s)): i
+        for i, (g, s) in enumerate(zip(track_groups.tolist(), start_step.tolist(), strict=True))
+    }
     return np.asarray(
         [key.get((int(track_groups[q]), int(start_step[q]) + offset_steps), -1) for q in queries.tolist()],
         dtype=np.int64,
@@ -218,7 +228,9 @@ def robustness_curves(
             corpus_f = featurize(corpus_obs)
             query_f = corpus_f[queries] if query_obs is None else featurize(query_obs)
             ids = exact_neighbors(corpus_f, query_f, 10, track_groups[queries], track_groups)
-            out[method].setdefault(name, {})[level] = retrieval_scores(xy[queries], xy, labels[queries], labels, ids)
+            out[method].setdefault(name, {})[level] = retrieval_scores(
+                xy[queries], xy, labels[queries], labels, ids
+            )
         log.info("robustness: %s %s done", name, level)
     clean = Observed(xy, np.ones(xy.shape[:2], dtype=bool))
     steps_per_s = round(1.0 / STEP_S)
@@ -229,7 +241,9 @@ def robustness_curves(
             continue
         for method, featurize in methods.items():
             corpus_f = featurize(clean)
-            ids = exact_neighbors(corpus_f, corpus_f[partner[has]], 10, track_groups[queries[has]], track_groups)
+            ids = exact_neighbors(
+                corpus_f, corpus_f[partner[has]], 10, track_groups[queries[has]], track_groups
+            )
             scores = retrieval_scores(xy[queries[has]], xy, labels[queries[has]], labels, ids)
             out[method].setdefault("offset_s", {})[f"{seconds:g}"] = scores
     return out
@@ -240,7 +254,10 @@ def halves(xy: np.ndarray) -> tuple[Observed, Observed]:
     xy = np.asarray(xy, dtype=np.float64)
     even = np.zeros(xy.shape[:2], dtype=bool)
     even[:, 0::2] = True
-    return (Observed(np.where(even[..., None], xy, np.nan), even), Observed(np.where(~even[..., None], xy, np.nan), ~even))
+    return (
+        Observed(np.where(even[..., None], xy, np.nan), even),
+        Observed(np.where(~even[..., None], xy, np.nan), ~even),
+    )
 
 
 def mean_rank(

@@ -12,10 +12,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from av2.datasets.motion_forecasting.constants import (
-    AV2_SCENARIO_OBS_TIMESTEPS,
-    AV2_SCENARIO_STEP_HZ,
-)
+from av2.datasets.motion_forecasting.constants import AV2_SCENARIO_OBS_TIMESTEPS, AV2_SCENARIO_STEP_HZ
 from av2.datasets.motion_forecasting.data_schema import ObjectType
 
 from trajemb.errors import ConfigError

@@ -36,10 +36,25 @@ METADATA_KEY = b"trajemb"
 
 #: Per-window metadata columns, in table order.
 META_COLUMNS: tuple[str, ...] = (
-    "window_id", "source", "scenario_id", "track_id", "object_type", "category", "city", "map_key",
-    "start_timestep", "origin_x_city_m", "origin_y_city_m", "theta_rad", "direction", "true_manoeuvre",
-    "speed_bin", "mean_speed_mps", "heading_change_rad", "lateral_offset_m",
-)  # fmt: skip
+    "window_id",
+    "source",
+    "scenario_id",
+    "track_id",
+    "object_type",
+    "category",
+    "city",
+    "map_key",
+    "start_timestep",
+    "origin_x_city_m",
+    "origin_y_city_m",
+    "theta_rad",
+    "direction",
+    "true_manoeuvre",
+    "speed_bin",
+    "mean_speed_mps",
+    "heading_change_rad",
+    "lateral_offset_m",
+)
 
 
 def window_ids(windows: WindowColumns) -> np.ndarray:
@@ -284,11 +299,17 @@ def read_manifest(path: Path) -> dict[str, Any]:
 _META_TYPES = {
     "start_timestep": "integer",
     **dict.fromkeys(
-        ["origin_x_city_m", "origin_y_city_m", "theta_rad", "mean_speed_mps", "heading_change_rad",
-         "lateral_offset_m"],
+        [
+            "origin_x_city_m",
+            "origin_y_city_m",
+            "theta_rad",
+            "mean_speed_mps",
+            "heading_change_rad",
+            "lateral_offset_m",
+        ],
         "floating point",
     ),
-}  # fmt: skip
+}
 _TYPE_CHECKS = {
     "string": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
     "integer": pa.types.is_integer,

@@ -141,7 +141,9 @@ class TrainConfig:
         if self.loss not in ("triplet", "soft_neighbors"):
             raise ConfigError(f"--loss must be triplet or soft_neighbors, got {self.loss!r}")
         if self.loss == "soft_neighbors" and self.mining_scope == "global":
-            raise ConfigError("--mining-scope global mines triplets; the soft-neighbour loss works per process")
+            raise ConfigError(
+                "--mining-scope global mines triplets; the soft-neighbour loss works per process"
+            )
         check_int("--soft-neighbors", self.soft_neighbors, 1, MAX_BATCH_SIZE)
         check_float("--soft-temperature", self.soft_temperature, 0.0, 1e6, low_open=True)
         if not isinstance(self.augment, AugmentConfig):
@@ -435,8 +437,12 @@ class Trainer:
             off = ~(gb[:, None] == gb[None, :])
             values.append(torch.quantile(sim[off].float()[:1_000_000].cpu(), 1.0 - c.positive_fraction))
         threshold = float(torch.stack(values).mean())
-        log.info("calibrated %s similarity threshold %.4f (%.1f%% positive pairs)", c.similarity, threshold,
-                 100 * c.positive_fraction)  # fmt: skip
+        log.info(
+            "calibrated %s similarity threshold %.4f (%.1f%% positive pairs)",
+            c.similarity,
+            threshold,
+            100 * c.positive_fraction,
+        )
         return threshold
 
     # -- one step ----------------------------------------------------------------------------
@@ -577,8 +583,13 @@ class Trainer:
                 perm = self.split.train[self.neighborhoods.epoch(self.steps_per_epoch, epoch_rng).ravel()]
             t0 = time.perf_counter()
             total, n_triplets = 0.0, 0
-            bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch + 1}/{c.epochs}", disable=not self.progress,
-                       dynamic_ncols=True, leave=False)  # fmt: skip
+            bar = tqdm(
+                range(self.steps_per_epoch),
+                desc=f"epoch {epoch + 1}/{c.epochs}",
+                disable=not self.progress,
+                dynamic_ncols=True,
+                leave=False,
+            )
             for step in bar:
                 rows = torch.from_numpy(perm[step * c.batch_size : (step + 1) * c.batch_size])
                 loss, m = self.batch_loss(rows, self.mining_gen, across_ranks=True)

@@ -32,14 +32,7 @@ import pyarrow.parquet as pq
 
 from trajemb.errors import DataError
 from trajemb.labels import STATIONARY_MAX_SPEED_MPS
-from trajemb.schema import (
-    STEP_S,
-    UNKNOWN_MANOEUVRE,
-    DirectionClass,
-    IntArray,
-    ManoeuvreTruth,
-    StrArray,
-)
+from trajemb.schema import STEP_S, UNKNOWN_MANOEUVRE, DirectionClass, IntArray, ManoeuvreTruth, StrArray
 
 TRUTH_PREFIX = "trajemb_truth_"
 #: Key in the sidecar's parquet metadata (its format version).
@@ -56,9 +49,7 @@ SPAN_PRIORITY: tuple[str, ...] = (
     DirectionClass.LANE_CHANGE_RIGHT.value,
 )
 #: Route kinds the generator writes (``route_kind``).
-ROUTE_KINDS: tuple[str, ...] = (
-    "straight", *SPAN_PRIORITY, "walk", "cross", "parked", "static",
-)  # fmt: skip
+ROUTE_KINDS: tuple[str, ...] = ("straight", *SPAN_PRIORITY, "walk", "cross", "parked", "static")
 #: Most manoeuvres one route holds (a lane change, then a turn): bounds what a sidecar may ask for.
 MAX_SPANS = 8
 

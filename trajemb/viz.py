@@ -147,7 +147,9 @@ def _joined(polylines: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return xy[:, 0], xy[:, 1]
 
 
-def _clip_lines(polylines: Sequence[np.ndarray], box: tuple[float, float, float, float] | None) -> list[np.ndarray]:
+def _clip_lines(
+    polylines: Sequence[np.ndarray], box: tuple[float, float, float, float] | None
+) -> list[np.ndarray]:
     """The pieces of each line that pass through ``box`` (one point beyond each edge kept, so the line
     still reaches the border): a lane boundary several hundred metres long sends only what is seen."""
     if box is None:
@@ -446,10 +448,28 @@ def _scale_bar(
     width = box[2] - box[0]
     length = max((v for v in (5, 10, 20, 50, 100, 200, 500, 1000) if v <= width / 4), default=5)
     x0, y0 = box[0] + 0.05 * width, box[1] + 0.06 * (box[3] - box[1])
-    annotations.append({"text": f"{length} m", "x": x0 + length / 2, "y": y0, "xref": axes["xaxis"], "yref": axes["yaxis"],
-                        "yanchor": "bottom", "showarrow": False, "font": {"size": 9, "color": "#333"}})  # fmt: skip
-    return {"type": "scatter", "mode": "lines", "x": [x0, x0 + length], "y": [y0, y0], "hoverinfo": "skip",
-            "line": {"color": "#333", "width": 2}, "showlegend": False, **axes}  # fmt: skip
+    annotations.append(
+        {
+            "text": f"{length} m",
+            "x": x0 + length / 2,
+            "y": y0,
+            "xref": axes["xaxis"],
+            "yref": axes["yaxis"],
+            "yanchor": "bottom",
+            "showarrow": False,
+            "font": {"size": 9, "color": "#333"},
+        }
+    )
+    return {
+        "type": "scatter",
+        "mode": "lines",
+        "x": [x0, x0 + length],
+        "y": [y0, y0],
+        "hoverinfo": "skip",
+        "line": {"color": "#333", "width": 2},
+        "showlegend": False,
+        **axes,
+    }
 
 
 def projection_raster(
@@ -517,7 +537,9 @@ def projection_figure(
             "y": xy[sel, 1],
             "customdata": sel,
             "marker": {"size": 4 if small else 5, "color": colors[c], "opacity": 0.6 if small else 0.3},
-            "unselected": {"marker": {"opacity": 0.6 if small else 0.3}},  # a click picks; it does not dim the rest
+            "unselected": {
+                "marker": {"opacity": 0.6 if small else 0.3}
+            },  # a click picks; it does not dim the rest
             "hovertemplate": f"{plain(label_name)}: {plain(cat)}<br>row %{{customdata}}<extra></extra>",
         }
         data.append(trace)

@@ -40,11 +40,21 @@ def empty_windows(num_steps: int) -> WindowColumns:
         xy_agent=np.empty((0, num_steps, 2), dtype=np.float32),
         origin_xy_city=np.empty((0, 2)),
         theta_rad=np.empty(0),
-        scenario_id=e, track_id=e, object_type=e, category=e, city=e, map_key=e, source=e,
+        scenario_id=e,
+        track_id=e,
+        object_type=e,
+        category=e,
+        city=e,
+        map_key=e,
+        source=e,
         start_timestep=np.empty(0, dtype=np.int64),
-        direction=e, true_manoeuvre=e, speed_bin=e,
-        mean_speed_mps=f32, heading_change_rad=f32, lateral_offset_m=f32,
-    )  # fmt: skip
+        direction=e,
+        true_manoeuvre=e,
+        speed_bin=e,
+        mean_speed_mps=f32,
+        heading_change_rad=f32,
+        lateral_offset_m=f32,
+    )
 
 
 @dataclass(frozen=True)
@@ -120,7 +130,9 @@ def with_map_directions(windows: CityWindows, tracks: TrackSet, graph: LaneGraph
         return windows
     row = {tid: i for i, tid in enumerate(tracks.track_ids.tolist())}
     track_idx = np.asarray([row[t] for t in windows.track_id.tolist()], dtype=np.int64)
-    direction = map_direction_class(tracks, graph, track_idx, windows.start_timestep, windows.xy_city.shape[1])
+    direction = map_direction_class(
+        tracks, graph, track_idx, windows.start_timestep, windows.xy_city.shape[1]
+    )
     return replace(windows, map_direction=direction)
 
 
@@ -159,8 +171,13 @@ def concat_city_windows(batches: list[CityWindows], num_steps: int) -> CityWindo
         e = np.empty(0, dtype=np.str_)
         ids: dict[str, np.ndarray] = dict.fromkeys(WindowIds.__dataclass_fields__, e)
         ids["start_timestep"] = np.empty(0, dtype=np.int64)
-        return CityWindows(**ids, xy_city=np.empty((0, num_steps, 2)), heading_start_rad=np.empty(0),
-                           true_manoeuvre=e, map_direction=e)  # fmt: skip
+        return CityWindows(
+            **ids,
+            xy_city=np.empty((0, num_steps, 2)),
+            heading_start_rad=np.empty(0),
+            true_manoeuvre=e,
+            map_direction=e,
+        )
     fields = CityWindows.__dataclass_fields__
     return CityWindows(**{name: np.concatenate([getattr(b, name) for b in batches]) for name in fields})
 

@@ -121,8 +121,11 @@ def _read_columns(path: Path) -> tuple[pa.Table, bool]:
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(f"{path}: parquet file is corrupt or truncated ({exc})") from exc
     # Null positions read as NaN and are reported as such below; null headings are "unknown".
-    nulls = [f"{name} ({table.column(name).null_count})" for name in REQUIRED_COLUMNS
-             if name not in _FLOAT_COLUMNS and table.column(name).null_count]  # fmt: skip
+    nulls = [
+        f"{name} ({table.column(name).null_count})"
+        for name in REQUIRED_COLUMNS
+        if name not in _FLOAT_COLUMNS and table.column(name).null_count
+    ]
     if nulls:
         raise DataError(f"{path}: null values in column(s) {', '.join(nulls)}")
     synthetic = SYNTH_PARQUET_KEY in (schema.metadata or {})

@@ -40,8 +40,16 @@ EGO_TRACK_ID = "ego"
 #: AV2 sensor-dataset annotation category -> AV2 motion-forecasting object type.
 OBJECT_TYPE_FROM_CATEGORY: dict[str, str] = {
     **dict.fromkeys(
-        ["REGULAR_VEHICLE", "LARGE_VEHICLE", "BOX_TRUCK", "TRUCK", "TRUCK_CAB", "VEHICULAR_TRAILER",
-         "RAILED_VEHICLE", EGO_CATEGORY],
+        [
+            "REGULAR_VEHICLE",
+            "LARGE_VEHICLE",
+            "BOX_TRUCK",
+            "TRUCK",
+            "TRUCK_CAB",
+            "VEHICULAR_TRAILER",
+            "RAILED_VEHICLE",
+            EGO_CATEGORY,
+        ],
         "vehicle",
     ),
     **dict.fromkeys(["BUS", "ARTICULATED_BUS", "SCHOOL_BUS"], "bus"),
@@ -49,7 +57,7 @@ OBJECT_TYPE_FROM_CATEGORY: dict[str, str] = {
     **dict.fromkeys(["BICYCLE", "BICYCLIST", "WHEELED_RIDER", "WHEELED_DEVICE"], "cyclist"),
     **dict.fromkeys(["PEDESTRIAN", "STROLLER", "WHEELCHAIR", "OFFICIAL_SIGNALER"], "pedestrian"),
     **dict.fromkeys(["DOG", "ANIMAL"], "unknown"),
-}  # fmt: skip
+}
 #: Everything else in the 30-class taxonomy (bollards, cones, signs, ...) does not move.
 STATIC_OBJECT_TYPE = "static"
 

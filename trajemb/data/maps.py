@@ -133,8 +133,17 @@ def save_map_geometry(geometry: MapGeometry, path: Path) -> None:
 
 #: What numpy and zipfile raise on a damaged npz: bad headers, bad zip structure, corrupt deflate
 #: streams (zlib.error), unsupported or encrypted members (NotImplementedError, RuntimeError).
-_NPZ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
-               RuntimeError, OverflowError)  # fmt: skip
+_NPZ_ERRORS = (
+    OSError,
+    ValueError,
+    KeyError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
+    OverflowError,
+)
 
 
 def read_map_geometry(path: Path) -> MapGeometry:

@@ -74,8 +74,15 @@ def drive(route_xy: FloatArray, s0_m: float, driver: Driver, t0_s: float, num_st
     stop = None if driver.stop_at_m is None or driver.stop_at_m < s0_m else driver.stop_at_m - s0_m
     if stop is not None and stop > s[-1]:
         stop = None  # the stop lies past the end of the route
-    drv = Driver(driver.desired_speed_mps, driver.accel_mps2, driver.decel_mps2, driver.lateral_accel_mps2,
-                 driver.initial_speed_mps, stop, driver.wait_s)  # fmt: skip
+    drv = Driver(
+        driver.desired_speed_mps,
+        driver.accel_mps2,
+        driver.decel_mps2,
+        driver.lateral_accel_mps2,
+        driver.initial_speed_mps,
+        stop,
+        driver.wait_s,
+    )
     v = speed_profile(s, kappa, drv)
     dt = 2.0 * np.diff(s) / np.maximum(v[:-1] + v[1:], 1e-3)
     t = t0_s + np.concatenate([[0.0], np.cumsum(dt)])

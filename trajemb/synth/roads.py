@@ -288,8 +288,9 @@ def junction(rng: np.random.Generator, num_arms: int) -> RoadNetwork:
                     change = ManoeuvreSpan(lc_kind, *_blend_span_m(from_xy, approach, start, blend_m))
                     spans = (change, *_connector_spans(kind, _length_m(approach), _length_m(lanes[c].xy)))
                     routes.append(Route(_concat(approach, lanes[c].xy, lanes[b].xy), lc_kind, stop, spans))
-    return RoadNetwork(lanes, areas, crossings, routes, walk_routes, bike_routes, curb_spots,
-                       layout=f"junction{num_arms}")  # fmt: skip
+    return RoadNetwork(
+        lanes, areas, crossings, routes, walk_routes, bike_routes, curb_spots, layout=f"junction{num_arms}"
+    )
 
 
 def curved_road(rng: np.random.Generator) -> RoadNetwork:

@@ -17,9 +17,13 @@ from trajemb.synth.roads import ManoeuvreSpan, RoadNetwork, Route, road_network
 CITIES: tuple[str, ...] = ("austin", "dearborn", "miami", "palo-alto", "pittsburgh", "washington-dc")
 #: Relative frequency of each intended vehicle manoeuvre (renormalised over what a network offers).
 MANOEUVRE_WEIGHTS: dict[str, float] = {
-    "straight": 0.30, "left": 0.17, "right": 0.17, "u_turn": 0.10,
-    "lane_change_left": 0.13, "lane_change_right": 0.13,
-}  # fmt: skip
+    "straight": 0.30,
+    "left": 0.17,
+    "right": 0.17,
+    "u_turn": 0.10,
+    "lane_change_left": 0.13,
+    "lane_change_right": 0.13,
+}
 #: AV2 ``object_category`` codes.
 FRAGMENT, UNSCORED, SCORED, FOCAL = 0, 1, 2, 3
 AV_TRACK_ID = "AV"
@@ -56,9 +60,7 @@ def _weighted_route(rng: np.random.Generator, routes: list[Route]) -> Route:
     return candidates[int(rng.integers(len(candidates)))]
 
 
-def _vehicle(
-    rng: np.random.Generator, net: RoadNetwork, num_steps: int, full: bool
-) -> tuple[Motion, Route]:
+def _vehicle(rng: np.random.Generator, net: RoadNetwork, num_steps: int, full: bool) -> tuple[Motion, Route]:
     route = _weighted_route(rng, net.routes)
     length = float(arc_length_m(route.xy)[-1])
     v_des = rng.uniform(10.0, 20.0) if net.layout == "curved_road" else rng.uniform(7.0, 16.0)
