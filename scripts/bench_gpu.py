@@ -6,7 +6,7 @@ then, on the first 50,000 of them, the largest embedding difference to the CPU f
 and recall@10 of the neighbours found with GPU embeddings against those found with CPU embeddings
 (2,000 queries).
 
-``search``: ``trajemb.index.TorchFlatIndex`` (exact, PyTorch on CUDA) at each --sizes rows of unit
+``search``: ``trajemb.search.TorchFlatIndex`` (exact, PyTorch on CUDA) at each --sizes rows of unit
 D-dimensional vectors: one query at a time (median and p95 ms), batches (queries/s), and agreement
 with FAISS flat on the CPU at the first size.
 
@@ -25,8 +25,9 @@ import torch
 
 from trajemb.checkpoint import load_checkpoint
 from trajemb.embed import Embedder
-from trajemb.index import IndexSpec, TorchFlatIndex, build_faiss_index, recall_at_k
+from trajemb.index import IndexSpec, build_faiss_index
 from trajemb.pipeline import shipped_checkpoints
+from trajemb.search import TorchFlatIndex, recall_at_k
 
 FLAT = IndexSpec(kind="flat")  # exact at every size (the default switches to IVF above 250k rows)
 

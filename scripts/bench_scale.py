@@ -46,7 +46,7 @@ def search_figures(bundle: Path, queries: int = 1000) -> None:
     import faiss
 
     from trajemb.bundle import Bundle
-    from trajemb.index import ShardedFlatIndex, recall_at_k
+    from trajemb.search import ShardedFlatIndex, recall_at_k
 
     b = Bundle(bundle)
     name = b.model_names[0]

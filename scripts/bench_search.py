@@ -23,7 +23,8 @@ import faiss
 import numpy as np
 
 from trajemb.bundle import Bundle
-from trajemb.index import IndexSpec, ShardedFlatIndex, build_search_index, recall_at_k
+from trajemb.index import IndexSpec, build_search_index
+from trajemb.search import ShardedFlatIndex, recall_at_k
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,7 +65,7 @@ def main() -> None:
     sharded = ShardedFlatIndex(emb, os.cpu_count() or 1)
     one = per_query_ms(flat.search, q)
     threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)  # what NeighborIndex does for a few queries (trajemb.index.FEW_QUERIES)
+    faiss.omp_set_num_threads(1)  # what NeighborIndex does for a few queries (trajemb.search.FEW_QUERIES)
     single = per_query_ms(flat.search, q)
     faiss.omp_set_num_threads(threads)
     split = per_query_ms(sharded.search, q)
@@ -110,7 +111,7 @@ def main() -> None:
     import torch
 
     if torch.cuda.is_available():
-        from trajemb.index import TorchFlatIndex
+        from trajemb.search import TorchFlatIndex
 
         report(f"torch CUDA exact ({torch.cuda.get_device_name()})", TorchFlatIndex(emb, "cuda"))
 

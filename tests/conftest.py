@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from trajemb.synth.generate import SynthConfig, generate
@@ -123,3 +124,23 @@ def ray_local() -> Iterator[None]:
         )
     yield
     ray.shutdown()
+
+
+# -- vectors for the search and index tests -------------------------------------------------------
+def unit_vectors(n: int, d: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def brute_force_knn(db: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    d2 = ((q[:, None, :].astype(np.float64) - db[None].astype(np.float64)) ** 2).sum(-1)
+    ids = np.argsort(d2, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d2, ids, axis=1), ids
+
+
+def clustered_vectors(n: int, d: int, seed: int = 0) -> np.ndarray:
+    """Unit vectors around 50 centres: embeddings of trajectories are clustered, not uniform."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(50, d))
+    x = centres[rng.integers(0, 50, n)] + 0.3 * rng.normal(size=(n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from av2.datasets.motion_forecasting.eval.metrics import compute_ade, compute_fde
 
-from trajemb.metrics import ade_fde, knn_excluding_groups, min_ade_fde, retrieval_min_ade_fde
+from trajemb.metrics import ade_fde, min_ade_fde, retrieval_min_ade_fde
 
 
 def test_matches_av2() -> None:
@@ -34,16 +34,6 @@ def test_analytic_offsets() -> None:
     assert (min_ade[0], min_fde[0]) == (4.5, 9.0)
 
 
-def test_knn_excludes_groups_and_pads() -> None:
-    emb = torch.tensor([[0.0], [0.1], [0.2], [5.0]])
-    groups = torch.tensor([0, 0, 1, 2])
-    dist, idx = knn_excluding_groups(emb, emb, 3, groups, groups)
-    assert idx[0].tolist() == [2, 3, -1]  # row 1 shares row 0's group; only 2 others exist
-    assert torch.isinf(dist[0, 2])
-    dist, idx = knn_excluding_groups(emb, emb, 6, groups, groups)
-    assert idx.shape == (4, 6) and (idx[:, 3:] == -1).all()
-
-
 def test_retrieval_on_identical_pairs_is_zero() -> None:
     rng = np.random.default_rng(1)
     base = np.cumsum(rng.normal(size=(5, 30, 2)), axis=1)
@@ -51,3 +41,14 @@ def test_retrieval_on_identical_pairs_is_zero() -> None:
     emb = torch.from_numpy(xy.reshape(10, -1)).float()
     ade, fde = retrieval_min_ade_fde(xy, emb, np.arange(10), k=1)
     assert ade == 0.0 and fde == 0.0
+
+
+def test_retrieval_leaves_the_own_track_out_and_survives_a_diverged_model() -> None:
+    xy = np.zeros((4, 10, 2))
+    xy[:, :, 0] = np.array([0.0, 0.0, 1.0, 3.0])[:, None]  # constant offsets along x
+    emb = torch.tensor([[0.0], [0.0], [1.0], [3.0]])
+    # rows 0 and 1 are one track: each must look past the other (1 m away), not take its twin (0 m)
+    ade, _ = retrieval_min_ade_fde(xy, emb, np.array([0, 0, 1, 2]), k=1)
+    assert ade == (1.0 + 1.0 + 1.0 + 2.0) / 4
+    nan = torch.full((4, 1), float("nan"))
+    assert all(np.isnan(v) for v in retrieval_min_ade_fde(xy, nan, np.arange(4), k=1))

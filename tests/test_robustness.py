@@ -12,7 +12,6 @@ from trajemb.perturb import Observed, Perturbation, fill_missing, perturb, to_ow
 from trajemb.robustness import (
     RobustnessConfig,
     encoder_features,
-    exact_neighbors,
     halves,
     mean_rank,
     offset_partners,
@@ -64,15 +63,6 @@ def test_perturbations_keep_their_promises() -> None:
     assert short.valid[:, :31].all() and not short.valid[:, 31:].any()
     clean = perturb(xy, Perturbation(), rng)
     np.testing.assert_array_equal(clean.xy, xy)
-
-
-def test_neighbors_exclude_groups_and_keep_one_per_group() -> None:
-    corpus = np.array([[0.0], [0.1], [0.2], [0.3], [5.0]], dtype=np.float32)
-    groups = np.array([0, 1, 1, 2, 3])
-    ids = exact_neighbors(corpus, corpus[[0]], 3, np.array([0]), groups)
-    assert ids.tolist() == [[1, 2, 3]]
-    ids = exact_neighbors(corpus, corpus[[0]], 3, np.array([0]), groups, one_per_group=True)
-    assert ids.tolist() == [[1, 3, 4]]
 
 
 def test_scores_on_a_known_case() -> None:

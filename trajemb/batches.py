@@ -13,12 +13,12 @@ Legend: N training windows, B batch.
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 from sklearn.decomposition import PCA
 
 from trajemb.errors import ConfigError
 from trajemb.robustness import HARD_CLASSES
+from trajemb.search import exact_search
 
 #: Candidate neighbours of each window, and the PCA size they are found in.
 NEIGHBORS = 16
@@ -63,10 +63,10 @@ class NeighborhoodBatches:
             PCA(min(PCA_DIM, flat.shape[1]), random_state=seed).fit(flat[fit]).transform(flat),
             dtype=np.float32,
         )
-        index = faiss.IndexFlatL2(features.shape[1])
-        index.add(features)
-        _, knn = index.search(features, NEIGHBORS + 1)
-        self.knn = knn[:, 1:]  # (N, NEIGHBORS), the window itself dropped
+        rows = np.arange(n)
+        # (N, NEIGHBORS), the window itself left out (identical windows, such as parked ones, need not
+        # list it first)
+        self.knn = exact_search(features, features, NEIGHBORS, query_rows=rows)[1]
         hard = np.isin(np.asarray(labels, dtype=str), HARD_CLASSES)
         weights = np.ones(n)
         if hard_share > 0 and hard.any() and (~hard).any():

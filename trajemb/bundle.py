@@ -38,10 +38,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from trajemb.errors import DataError
-from trajemb.index import PARALLEL_EXACT_ROWS, NeighborIndex, load_faiss_index, parallel_exact
+from trajemb.index import load_faiss_index
 from trajemb.integrity import FileDigest, VerifiedArray, VerifiedFile
 from trajemb.jsonio import read_json_object
 from trajemb.paths import resolve_inside, safe_component
+from trajemb.search import PARALLEL_EXACT_ROWS, NeighborIndex, parallel_exact
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -36,7 +36,7 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
 from trajemb.errors import ConfigError
-from trajemb.index import IndexSpec, NeighborIndex, build_index
+from trajemb.index import IndexSpec, build_index
 from trajemb.metrics import min_ade_fde
 from trajemb.model import EncoderConfig, TrajectoryEncoder
 from trajemb.robustness import (
@@ -44,13 +44,13 @@ from trajemb.robustness import (
     Featurizer,
     MissingSteps,
     encoder_features,
-    exact_neighbors,
     mean_rank,
     pca_features,
     raw_features,
     robustness_curves,
 )
 from trajemb.schema import UNKNOWN_MANOEUVRE, DirectionClass
+from trajemb.search import Groups, SearchIndex, search
 from trajemb.similarity import fft_features
 from trajemb.store import TrajectoryTable
 from trajemb.validate import check_int, check_seed
@@ -173,29 +173,38 @@ def scenario_groups(table: TrajectoryTable, groups: np.ndarray) -> np.ndarray:
     return np.asarray(groups, dtype=np.int64)  # no scenario ids: each track stands alone
 
 
+def neighbor_rule(
+    table: TrajectoryTable, groups: np.ndarray, config: EvalConfig
+) -> tuple[Groups, Groups | None]:
+    """The evaluation's neighbour rule as ``trajemb.search`` groups: rows excluded with a query (its
+    track, or its scenario with ``exclude_scenario``) and, with ``one_per_track``, tracks of which only
+    the nearest window counts."""
+    tracks = Groups.of(groups)
+    exclude = Groups.of(scenario_groups(table, groups)) if config.exclude_scenario else tracks
+    return exclude, tracks if config.one_per_track else None
+
+
 def neighbors_for_scoring(
-    table: TrajectoryTable, features: np.ndarray, queries: np.ndarray, groups: np.ndarray, config: EvalConfig
+    table: TrajectoryTable,
+    features: np.ndarray,
+    queries: np.ndarray,
+    groups: np.ndarray,
+    config: EvalConfig,
+    index: SearchIndex | None = None,
 ) -> np.ndarray:
-    """(Q, K) neighbours by ``config``'s rule: the query's track always left out, its scenario too with
-    ``exclude_scenario``, one window per track with ``one_per_track``; exact."""
-    k = max(config.ks)
-    exclude_groups = scenario_groups(table, groups) if config.exclude_scenario else np.asarray(groups)
-    if config.one_per_track and config.exclude_scenario:
-        ids = exact_neighbors(features, features[queries], k * 4, exclude_groups[queries], exclude_groups)
-        return _one_per_group(ids, np.asarray(groups), k)
-    return exact_neighbors(
-        features, features[queries], k, exclude_groups[queries], exclude_groups, config.one_per_track
-    )
-
-
-def _one_per_group(ids: np.ndarray, groups: np.ndarray, k: int) -> np.ndarray:
-    out = np.full((len(ids), k), -1, dtype=np.int64)
-    for i, row in enumerate(ids):
-        row = row[row >= 0]
-        _, first = np.unique(groups[row], return_index=True)
-        kept = row[np.sort(first)][:k]
-        out[i, : len(kept)] = kept
-    return out
+    """(Q, K) neighbours of the ``queries`` rows by ``config``'s rule (``neighbor_rule``), through
+    ``index`` over the (N, F) ``features`` (exact flat when None)."""
+    exclude, distinct = neighbor_rule(table, groups, config)
+    feats = np.ascontiguousarray(features, dtype=np.float32)
+    return search(
+        build_index(feats, IndexSpec(kind="flat")) if index is None else index,
+        feats[queries],
+        max(config.ks),
+        query_rows=queries,
+        exclude=exclude,
+        query_groups=exclude.ids[queries],
+        distinct=distinct,
+    )[1]
 
 
 def per_class_scores(
@@ -238,12 +247,10 @@ def evaluate_features(
     """Score retrieval by Euclidean kNN on any (N, F) features (embeddings or a baseline's); exact by
     default, so that the report measures the features, not an index's approximation."""
     feats = np.ascontiguousarray(features, dtype=np.float32)
-    index = NeighborIndex(build_index(feats, index_spec), groups)
-    t0 = time.perf_counter()
-    _, ids = index.search(feats[queries], max(config.ks), groups[queries], queries)
+    index = build_index(feats, index_spec)
+    t0 = time.perf_counter()  # the search whose neighbours are scored is the one timed
+    ids = neighbors_for_scoring(table, feats, queries, groups, config, index)
     search_s = time.perf_counter() - t0
-    if config.one_per_track or config.exclude_scenario:
-        ids = neighbors_for_scoring(table, feats, queries, groups, config)
     report: dict[str, Any] = dict(score_neighbors(table, queries, ids, config.ks))
     report["search_ms_per_query"] = 1000.0 * search_s / len(queries)
     report["silhouette_direction"] = silhouette(feats, table.meta["direction"].to_numpy(dtype=str), config)

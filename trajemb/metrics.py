@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from trajemb.schema import FloatArray
+from trajemb.search import Groups, exact_search
 
 if TYPE_CHECKING:  # torch is imported by the functions that need it: `trajemb search` starts without it
     import torch
@@ -39,64 +40,26 @@ def min_ade_fde(
     return ade.min(axis=1), fde.min(axis=1)
 
 
-def knn_excluding_groups(
-    queries: torch.Tensor,
-    database: torch.Tensor,
-    k: int,
-    query_groups: torch.Tensor,
-    database_groups: torch.Tensor,
-    chunk: int = 4096,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    import torch
-
-    """Exact k nearest neighbours by Euclidean distance, skipping database rows of the query's group.
-
-    Args:
-        queries: (Q, D); database: (N, D), on the same device.
-        query_groups: (Q,) int group id (e.g. track) of each query; database_groups: (N,).
-
-    Returns:
-        (Q, K) distances (inf where fewer than K rows qualify) and (Q, K) row indices (-1 there),
-        nearest first: FAISS's ``(D, I)`` contract.
-    """
-    k_eff = min(k, database.shape[0])
-    dists, idxs = [], []
-    for start in range(0, queries.shape[0], chunk):
-        q = queries[start : start + chunk]
-        d = torch.cdist(q.float(), database.float())  # (q, N)
-        same = query_groups[start : start + chunk, None] == database_groups[None, :]
-        d = d.masked_fill(same, torch.inf)
-        dist, idx = torch.topk(d, k_eff, dim=1, largest=False)
-        idx = torch.where(torch.isinf(dist), -1, idx)
-        dists.append(dist)
-        idxs.append(idx)
-    dist_all, idx_all = torch.cat(dists), torch.cat(idxs)
-    if k_eff < k:
-        pad = k - k_eff
-        dist_all = torch.cat(
-            [dist_all, torch.full((dist_all.shape[0], pad), torch.inf, device=dist_all.device)], 1
-        )
-        idx_all = torch.cat([idx_all, torch.full((idx_all.shape[0], pad), -1, device=idx_all.device)], 1)
-    return dist_all, idx_all
-
-
 def retrieval_min_ade_fde(
     xy: np.ndarray, embeddings: torch.Tensor, groups: np.ndarray, k: int
 ) -> tuple[float, float]:
-    import torch
-
-    """minADE@k and minFDE@k of a set retrieving among itself (leave-one-track-out).
+    """minADE@k and minFDE@k of a set retrieving among itself (leave-one-track-out, exact search on
+    the embeddings' device); NaN where the embeddings are not finite (a diverged run).
 
     Args:
         xy: (N, T, 2) windows in their agent frames.
         embeddings: (N, D) on any device.
         groups: (N,) int track group per window.
     """
-    g = torch.as_tensor(groups, device=embeddings.device)
-    _, idx = knn_excluding_groups(embeddings, embeddings, k, g, g)
-    idx_np = idx.cpu().numpy()
-    valid = idx_np >= 0
-    neighbors = xy[np.where(valid, idx_np, 0)]  # (N, K, T, 2)
+    feats = embeddings.detach().float().cpu().numpy()
+    if not np.isfinite(feats).all():
+        return float("nan"), float("nan")
+    tracks = Groups.of(groups)
+    _, idx = exact_search(
+        feats, feats, k, exclude=tracks, query_groups=tracks.ids, device=embeddings.device.type
+    )
+    valid = idx >= 0
+    neighbors = xy[np.where(valid, idx, 0)]  # (N, K, T, 2)
     min_ade, min_fde = min_ade_fde(xy, neighbors, valid)
     ok = np.isfinite(min_ade)
     return float(min_ade[ok].mean()), float(min_fde[ok].mean())

@@ -99,22 +99,20 @@ def place_by_neighbors(
     """(M, 2) positions of (M, D) ``embeddings``: the inverse-distance-weighted mean of the layout
     positions ``sample_xy`` of their k nearest ``sample_embeddings`` (exact search up to 20k sample rows,
     IVF with 16 probed cells above)."""
-    import faiss
     from tqdm import tqdm
 
+    from trajemb.index import IndexSpec, build_search_index
+    from trajemb.search import search
+
     base = np.ascontiguousarray(sample_embeddings, dtype=np.float32)
-    d = base.shape[1]
-    index: faiss.Index
-    if len(base) > 20_000:
-        # Exact search would compare every row with every sample row (1M x 50k): an IVF index over the
-        # sample finds the same few nearest sample rows at a fraction of the cost.
-        nlist = int(4 * math.sqrt(len(base)))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
-        index.train(base)
-        index.nprobe = 16
-    else:
-        index = faiss.IndexFlatL2(d)
-    index.add(base)
+    # Above 20k sample rows exact search would compare every row with every sample row (1M x 50k): an
+    # IVF index over the sample finds the same few nearest sample rows at a fraction of the cost.
+    spec = (
+        IndexSpec(kind="ivf", nlist=int(4 * math.sqrt(len(base))), nprobe=16)
+        if len(base) > 20_000
+        else IndexSpec(kind="flat")
+    )
+    index, _ = build_search_index(base, spec)
     k = min(k, len(sample_embeddings))
     out = np.empty((len(embeddings), 2), dtype=np.float32)
     bar = tqdm(
@@ -127,10 +125,16 @@ def place_by_neighbors(
     )
     for start in range(0, len(embeddings), chunk_rows):
         q = np.ascontiguousarray(embeddings[start : start + chunk_rows], dtype=np.float32)
-        d2, ids = index.search(q, k)
-        w = 1.0 / (np.sqrt(np.maximum(d2, 0.0)) + 1e-6)
+        dist, ids = search(index, q, k)
+        # Inverse-distance weights; a row the IVF probes found no sample row for falls back to exact search.
+        lost = ids[:, 0] < 0
+        if lost.any():
+            dist[lost], ids[lost] = search(
+                index, q[lost], k, allowed=np.ones(len(base), bool), embeddings=base
+            )
+        w = np.where(ids >= 0, 1.0 / (dist + 1e-6), 0.0)
         w /= w.sum(axis=1, keepdims=True)
-        out[start : start + len(q)] = np.einsum("mk,mkc->mc", w, sample_xy[ids])
+        out[start : start + len(q)] = np.einsum("mk,mkc->mc", w, sample_xy[np.maximum(ids, 0)])
         bar.update(len(q))
     bar.close()
     return out

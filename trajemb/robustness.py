@@ -29,13 +29,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import faiss
 import numpy as np
 import torch
 
 from trajemb.metrics import min_ade_fde
 from trajemb.perturb import Observed, Perturbation, perturb
 from trajemb.schema import STEP_S, DirectionClass
+from trajemb.search import Groups, exact_search, rank_of
 
 log = logging.getLogger(__name__)
 
@@ -86,46 +86,6 @@ def pca_features(pca: Any) -> Featurizer:
 def raw_features(obs: Observed) -> np.ndarray:
     """The oracle's features: the flattened complete window."""
     return np.asarray(obs.filled().reshape(len(obs.valid), -1), dtype=np.float32)
-
-
-def exact_neighbors(
-    corpus: np.ndarray,
-    queries: np.ndarray,
-    k: int,
-    exclude: np.ndarray,
-    groups: np.ndarray,
-    one_per_group: bool = False,
-) -> np.ndarray:
-    """(Q, K) rows of ``corpus`` nearest to each query by Euclidean distance, exact (FAISS flat).
-
-    Args:
-        corpus: (N, F) features; queries: (Q, F).
-        k: neighbours per query.
-        exclude: (Q,) int group id of each query: rows of that group (in ``groups``) are left out.
-        groups: (N,) int group of each corpus row (tracks, or scenarios to leave a query's scenario out).
-        one_per_group: keep only the nearest row of each group.
-
-    Returns:
-        Row ids, nearest first, -1 where fewer than K qualify.
-    """
-    index = faiss.IndexFlatL2(corpus.shape[1])
-    index.add(np.ascontiguousarray(corpus, dtype=np.float32))
-    largest = int(np.bincount(groups).max()) if len(groups) else 0
-    fetch = min(len(corpus), k * (largest if one_per_group else 1) + largest + 1)
-    _, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), fetch)
-    keep = (ids >= 0) & (groups[np.maximum(ids, 0)] != exclude[:, None])
-    if one_per_group:
-        for i in range(len(ids)):
-            g = np.where(keep[i], groups[np.maximum(ids[i], 0)], -1)
-            _, first = np.unique(g, return_index=True)
-            mask = np.zeros(ids.shape[1], dtype=bool)
-            mask[first] = True
-            keep[i] &= mask
-    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-    out = np.take_along_axis(np.where(keep, ids, -1), order, axis=1)
-    if out.shape[1] < k:
-        out = np.concatenate([out, np.full((len(out), k - out.shape[1]), -1)], axis=1)
-    return np.asarray(out, dtype=np.int64)
 
 
 def retrieval_scores(
@@ -219,6 +179,12 @@ def robustness_curves(
     """
     out: dict[str, dict[str, dict[str, dict[str, float]]]] = {name: {} for name in methods}
     xy = np.asarray(xy, dtype=np.float64)
+    tracks = Groups.of(track_groups)
+
+    def neighbors(corpus_f: np.ndarray, query_f: np.ndarray, query_rows: np.ndarray) -> np.ndarray:
+        """(Q, 10) rows nearest to each query, exact, the query's track left out."""
+        return exact_search(corpus_f, query_f, 10, exclude=tracks, query_groups=tracks.ids[query_rows])[1]
+
     for i, (name, level, p_query, p_corpus) in enumerate(_conditions(config)):
         rng = np.random.default_rng([seed, i])
         corpus_obs = perturb(xy, p_corpus, rng)
@@ -227,7 +193,7 @@ def robustness_curves(
         for method, featurize in methods.items():
             corpus_f = featurize(corpus_obs)
             query_f = corpus_f[queries] if query_obs is None else featurize(query_obs)
-            ids = exact_neighbors(corpus_f, query_f, 10, track_groups[queries], track_groups)
+            ids = neighbors(corpus_f, query_f, queries)
             out[method].setdefault(name, {})[level] = retrieval_scores(
                 xy[queries], xy, labels[queries], labels, ids
             )
@@ -241,9 +207,7 @@ def robustness_curves(
             continue
         for method, featurize in methods.items():
             corpus_f = featurize(clean)
-            ids = exact_neighbors(
-                corpus_f, corpus_f[partner[has]], 10, track_groups[queries[has]], track_groups
-            )
+            ids = neighbors(corpus_f, corpus_f[partner[has]], queries[has])
             scores = retrieval_scores(xy[queries[has]], xy, labels[queries[has]], labels, ids)
             out[method].setdefault("offset_s", {})[f"{seconds:g}"] = scores
     return out
@@ -275,17 +239,9 @@ def mean_rank(
     """
     even, odd = halves(xy)
     db = np.asarray(featurize(odd), dtype=np.float32)
-    q_even = Observed(even.xy[queries], even.valid[queries])
-    qf = np.asarray(featurize(q_even), dtype=np.float32)
-    ranks = np.empty(len(queries))
-    db_t = torch.from_numpy(db)
-    for start in range(0, len(queries), chunk):
-        rows = queries[start : start + chunk]
-        d = torch.cdist(torch.from_numpy(qf[start : start + chunk]), db_t)  # (q, N)
-        twin = d[torch.arange(len(rows)), torch.from_numpy(rows)]
-        other_track = torch.from_numpy(track_groups[None, :] != track_groups[rows][:, None])
-        # Ties count against the twin: an embedding that maps everything to one point ranks last, not first.
-        ranks[start : start + len(rows)] = 1 + ((d <= twin[:, None]) & other_track).sum(dim=1).numpy()
+    qf = np.asarray(featurize(Observed(even.xy[queries], even.valid[queries])), dtype=np.float32)
+    tracks = Groups.of(track_groups)
+    ranks = rank_of(db, qf, queries, tracks, tracks.ids[queries], chunk)
     return {
         "mean_rank": float(ranks.mean()),
         "top1": float((ranks == 1).mean()),
