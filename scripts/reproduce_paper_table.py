@@ -33,7 +33,6 @@ from typing import Any
 import plotly.graph_objects as go
 
 from trajemb.cli import main as trajemb
-from trajemb.evaluate import report_table
 from trajemb.label_quality import label_agreement, read_labelled_sample, sample_agreement
 from trajemb.report import (
     HARD_NOTE,
@@ -41,6 +40,7 @@ from trajemb.report import (
     mean_rank_table,
     per_class_table,
     plot_robustness,
+    report_table,
     robustness_table,
 )
 

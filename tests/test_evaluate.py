@@ -127,7 +127,7 @@ def test_random_neighbours_and_pca_on_tiny_tables() -> None:
     xy = np.cumsum(np.random.default_rng(0).normal(size=(3, 20, 2)), axis=1).astype(np.float32)
     meta = pd.DataFrame({"direction": ["left", "right", "straight"], "track_id": ["a", "b", "c"]})
     reports = baseline_reports(
-        TrajectoryTable(xy, meta, {}), dim=4, config=EvalConfig(num_queries=3), groups=np.arange(3)
+        TrajectoryTable(xy, meta, {}), dims=4, config=EvalConfig(num_queries=3), groups=np.arange(3)
     )
     assert reports["pca_4"]["dim"] == 3 and "random" in reports
 
@@ -138,3 +138,39 @@ def test_scored_corpora_have_a_floor() -> None:
     for field in ("mean_rank_corpus", "robustness_corpus"):
         with pytest.raises(ConfigError, match="corpus"):
             EvalConfig(**{field: 2})
+
+
+def test_baselines_that_do_not_depend_on_d_are_computed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several D: the oracle, random and FFT features once, PCA and the untrained encoder at each D,
+    each equal to what a single-D call gives."""
+    import trajemb.evaluate as evaluate
+
+    rng = np.random.default_rng(0)
+    xy = np.cumsum(rng.normal(size=(60, 20, 2)), axis=1).astype(np.float32)
+    meta = pd.DataFrame(
+        {"direction": rng.choice(["left", "straight"], 60), "track_id": [str(i) for i in range(60)]}
+    )
+    table = TrajectoryTable(xy, meta, {})
+    config = EvalConfig(num_queries=20, mean_rank=False)
+    calls: list[int] = []
+    original = evaluate.evaluate_features
+    monkeypatch.setattr(
+        evaluate,
+        "evaluate_features",
+        lambda t, f, *a, **kw: calls.append(f.shape[1]) or original(t, f, *a, **kw),
+    )
+    both = evaluate.baseline_reports(table, (8, 4), config, groups=np.arange(60))
+    assert set(both) == {
+        "oracle_raw",
+        "random",
+        "fft_magnitudes",
+        "pca_4",
+        "pca_8",
+        "untrained_encoder_4",
+        "untrained_encoder_8",
+    }
+    assert calls.count(40) == 1  # the raw-space oracle (T * 2 = 40 features) once, not once per D
+    for dim in (4, 8):
+        single = evaluate.baseline_reports(table, dim, config, groups=np.arange(60))
+        for name in ("oracle_raw", f"pca_{dim}", f"untrained_encoder_{dim}"):
+            assert single[name]["minADE@5"] == both[name]["minADE@5"]

@@ -327,7 +327,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from trajemb.bundle import Bundle
-    from trajemb.evaluate import report_table
+    from trajemb.report import report_table
 
     bundle = Bundle(Path(args.bundle))
     reports: dict[str, dict[str, object]] = {}

@@ -27,6 +27,7 @@ Beyond the averages over all queries (dominated by easy straight windows), each 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -344,10 +345,18 @@ def random_neighbors(queries: np.ndarray, groups: np.ndarray, k: int, seed: int)
 
 
 def baseline_reports(
-    table: TrajectoryTable, dim: int, config: EvalConfig, seed: int = 0, groups: np.ndarray | None = None
+    table: TrajectoryTable,
+    dims: int | Iterable[int],
+    config: EvalConfig,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Oracle, random, PCA-D, FFT features and an untrained encoder (width 64, 1 layer) at D = ``dim``,
-    on the same queries as ``sample_queries``; ``groups`` defaults to ``table.track_groups()``."""
+    """The baselines on the same queries as ``sample_queries``: those that do not depend on D once
+    (``oracle_raw``, ``random``, ``fft_magnitudes``), PCA and an untrained encoder (width 64, 1 layer)
+    at each D of ``dims`` (``pca_<D>``, ``untrained_encoder_<D>``); ``groups`` defaults to
+    ``table.track_groups()``."""
+    from trajemb.embed import embed_windows
+
     groups = table.track_groups() if groups is None else groups
     queries = sample_queries(len(table), config)
     flat = table.xy_agent.reshape(len(table), -1)
@@ -364,36 +373,20 @@ def baseline_reports(
         "per_class": per_class,
         "hard": hard,
     }
-    fit_rows = np.random.default_rng(seed).choice(len(flat), size=min(len(flat), 50_000), replace=False)
-    # PCA gives at most as many components as it has windows (a tiny table): its report says its D.
-    pca = PCA(n_components=min(dim, flat.shape[1], len(fit_rows)), random_state=seed).fit(flat[fit_rows])
-    reports[f"pca_{dim}"] = evaluate_features(table, pca.transform(flat), queries, groups, config)
-    extras = featurizer_reports(
-        table, {"oracle_raw": raw_features, f"pca_{dim}": pca_features(pca)}, groups, config
-    )
-    for name, extra in extras.items():
-        reports[name].update(extra)
     fft = fft_features(torch.from_numpy(np.array(table.xy_agent))).numpy()
     reports["fft_magnitudes"] = evaluate_features(table, fft, queries, groups, config)
-    torch.manual_seed(seed)
-    untrained = TrajectoryEncoder(EncoderConfig(embedding_dim=dim, d_model=64, num_layers=1, num_heads=4))
-    from trajemb.embed import embed_windows
-
-    reports[f"untrained_encoder_{dim}"] = evaluate_features(
-        table, embed_windows(untrained, table.xy_agent), queries, groups, config
-    )
+    featurizers: dict[str, Featurizer] = {"oracle_raw": raw_features}
+    fit_rows = np.random.default_rng(seed).choice(len(flat), size=min(len(flat), 50_000), replace=False)
+    for dim in sorted({dims} if isinstance(dims, int) else set(dims)):
+        # PCA gives at most as many components as it has windows (a tiny table): its report says its D.
+        pca = PCA(n_components=min(dim, flat.shape[1], len(fit_rows)), random_state=seed).fit(flat[fit_rows])
+        reports[f"pca_{dim}"] = evaluate_features(table, pca.transform(flat), queries, groups, config)
+        featurizers[f"pca_{dim}"] = pca_features(pca)
+        torch.manual_seed(seed)
+        untrained = TrajectoryEncoder(EncoderConfig(embedding_dim=dim, d_model=64, num_layers=1, num_heads=4))
+        reports[f"untrained_encoder_{dim}"] = evaluate_features(
+            table, embed_windows(untrained, table.xy_agent), queries, groups, config
+        )
+    for name, extra in featurizer_reports(table, featurizers, groups, config).items():
+        reports[name].update(extra)
     return reports
-
-
-def report_table(reports: dict[str, dict[str, Any]], ks: tuple[int, ...] = (1, 5, 10)) -> str:
-    """Markdown table of reports (one row each)."""
-    cols = (
-        [f"minADE@{k}" for k in ks]
-        + [f"minFDE@{k}" for k in ks]
-        + [f"precision@{ks[-1]}", f"mirror_confusion@{ks[-1]}", "silhouette_direction"]
-    )
-    lines = ["| model | D | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
-    for name, r in reports.items():
-        values = [f"{r[c]:.3f}" if isinstance(r.get(c), float) and np.isfinite(r[c]) else "-" for c in cols]
-        lines.append(f"| {name} | {r.get('dim', '-')} | " + " | ".join(values) + " |")
-    return "\n".join(lines)

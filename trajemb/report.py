@@ -293,3 +293,17 @@ def plot_robustness(reports: dict[str, dict[str, Any]], path: Path, title: str) 
 
 
 HARD_NOTE = "Hard classes: " + ", ".join(HARD_CLASSES) + "."
+
+
+def report_table(reports: dict[str, dict[str, Any]], ks: tuple[int, ...] = (1, 5, 10)) -> str:
+    """Markdown table of reports (one row each)."""
+    cols = (
+        [f"minADE@{k}" for k in ks]
+        + [f"minFDE@{k}" for k in ks]
+        + [f"precision@{ks[-1]}", f"mirror_confusion@{ks[-1]}", "silhouette_direction"]
+    )
+    lines = ["| model | D | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for name, r in reports.items():
+        values = [_fmt(report_number(r.get(c))) for c in cols]
+        lines.append(f"| {name} | {r.get('dim', '-')} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
