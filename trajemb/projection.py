@@ -158,9 +158,15 @@ def project_2d(
         "n_neighbors": config.n_neighbors,
         "min_dist": config.min_dist,
     }
+    from tqdm import tqdm
+
+    # One bar over every row: a full UMAP moves it once at the end; a sampled one by the sample when its
+    # fit is done, then by each placed chunk.
+    bar = tqdm(total=n, desc="layout", unit="pt", unit_scale=True, disable=not progress, dynamic_ncols=True)
     if method == "full" or n <= config.sample_size:
         xy = umap_2d(read(slice(None)), config.seed, config.n_neighbors, config.min_dist)
         info["method"] = "full"
+        bar.update(n)
     else:
         rng = np.random.default_rng(config.seed)
         sample = np.sort(rng.choice(n, size=config.sample_size, replace=False))
@@ -169,6 +175,7 @@ def project_2d(
         t_fit = time.perf_counter()
         sample_xy = umap_2d(sample_emb, config.seed, config.n_neighbors, config.min_dist)
         info["fit_s"] = time.perf_counter() - t_fit
+        bar.update(len(sample))
         log.info(
             "UMAP fit in %.1f s; placing the other %d rows by their %d nearest sample rows",
             info["fit_s"],
@@ -179,11 +186,13 @@ def project_2d(
         xy = np.empty((n, 2), dtype=np.float32)
         chunk = 262_144
         for start in range(0, n, chunk):
-            xy[start : start + chunk] = place_by_neighbors(
-                sample_emb, sample_xy, read(slice(start, start + chunk)), config.place_k
-            )
+            rows = read(slice(start, start + chunk))
+            xy[start : start + chunk] = place_by_neighbors(sample_emb, sample_xy, rows, config.place_k)
+            in_sample = np.searchsorted(sample, start + len(rows)) - np.searchsorted(sample, start)
+            bar.update(len(rows) - int(in_sample))  # sample rows were counted with the fit
         xy[sample] = sample_xy  # sample rows keep their fitted position exactly
         info.update(sample_size=len(sample), place_k=config.place_k, place_s=time.perf_counter() - t_place)
+    bar.close()
     info["seconds"] = time.perf_counter() - t0
     return np.ascontiguousarray(xy, dtype=np.float32), info
 
