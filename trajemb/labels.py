@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from trajemb.frames import wrap_angle_rad
-from trajemb.schema import STEP_S, DirectionClass, FloatArray, IntArray, StrArray
+from trajemb.schema import STEP_S, BoolArray, DirectionClass, FloatArray, IntArray, StrArray
 
 if TYPE_CHECKING:
     from trajemb.lanes import LaneGraph
@@ -188,38 +188,55 @@ def direction_class(xy_agent: FloatArray) -> tuple[StrArray, FloatArray, FloatAr
     return labels.astype(np.str_), dtheta, lateral
 
 
-def _passage_kind(angle_rad: float) -> str:
-    if abs(angle_rad) >= PASSAGE_U_TURN_MIN_RAD:
-        return DirectionClass.U_TURN.value
-    if angle_rad >= PASSAGE_TURN_MIN_RAD:
-        return DirectionClass.LEFT.value
-    if angle_rad <= -PASSAGE_TURN_MIN_RAD:
-        return DirectionClass.RIGHT.value
-    return DirectionClass.STRAIGHT.value
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """(first, last) step of each run of True in a 1-D mask."""
-    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    return list(
-        zip(np.flatnonzero(edges == 1).tolist(), (np.flatnonzero(edges == -1) - 1).tolist(), strict=True)
+def _passage_kind(angle_rad: FloatArray) -> StrArray:
+    """(P,) DirectionClass of passages turning by ``angle_rad`` (straight under the turn threshold)."""
+    return np.select(
+        [
+            np.abs(angle_rad) >= PASSAGE_U_TURN_MIN_RAD,
+            angle_rad >= PASSAGE_TURN_MIN_RAD,
+            angle_rad <= -PASSAGE_TURN_MIN_RAD,
+        ],
+        [DirectionClass.U_TURN.value, DirectionClass.LEFT.value, DirectionClass.RIGHT.value],
+        default=DirectionClass.STRAIGHT.value,
     )
 
 
-#: Priority of manoeuvres when a window shows several (as ``trajemb.truth.SPAN_PRIORITY``).
-_PRIORITY: tuple[str, ...] = (
-    DirectionClass.U_TURN.value,
-    DirectionClass.LEFT.value,
-    DirectionClass.RIGHT.value,
-    DirectionClass.LANE_CHANGE_LEFT.value,
-    DirectionClass.LANE_CHANGE_RIGHT.value,
-)
+def _runs(mask: BoolArray) -> tuple[IntArray, IntArray, IntArray]:
+    """Runs of True along each row of an (A, S) mask: (R,) row, first step and last step of each, in
+    row-major order."""
+    A = mask.shape[0]
+    edge = np.diff(
+        np.concatenate([np.zeros((A, 1), np.int8), mask.astype(np.int8), np.zeros((A, 1), np.int8)], axis=1)
+    )
+    row, first = np.nonzero(edge == 1)
+    _, after = np.nonzero(edge == -1)
+    return row, first, after - 1
+
+
+def _prefix(values: np.ndarray) -> np.ndarray:
+    """(A, S) -> (A, S + 1) running sums along each row, starting at 0: ``out[:, e + 1] - out[:, b]`` is
+    the sum over steps b..e. Row by row as ``np.cumsum`` of each row alone (same rounding)."""
+    out = np.zeros((values.shape[0], values.shape[1] + 1), dtype=np.result_type(values.dtype, np.int64))
+    np.cumsum(values, axis=1, out=out[:, 1:])
+    return out
+
+
+#: Rank of the turn manoeuvres a window may show (higher wins), as ``trajemb.truth.SPAN_PRIORITY``.
+_TURN_RANK: dict[str, int] = {
+    DirectionClass.RIGHT.value: 1,
+    DirectionClass.LEFT.value: 2,
+    DirectionClass.U_TURN.value: 3,
+}
 
 
 def map_direction_class(
     tracks: TrackSet, graph: LaneGraph, track_idx: IntArray, start_step: IntArray, num_steps: int
 ) -> StrArray:
     """Direction class of W windows from the lanes their tracks follow (rule in the module docstring).
+
+    Vectorised over the A' tracks that follow lanes, their S steps, their R runs of steps and the W
+    windows; only the connector chains of passages the track enters or leaves mid-junction are
+    followed one by one (a few per scenario).
 
     Args:
         tracks: the scenario's tracks (city frame).
@@ -232,90 +249,119 @@ def map_direction_class(
     """
     from trajemb.lanes import connector_chain, lane_side, lane_types_for, match_tracks
 
-    out = np.full(len(track_idx), "", dtype="<U32")
-    tracks_used = [a for a in np.unique(track_idx).tolist() if lane_types_for(str(tracks.object_types[a]))]
+    W, T, S = len(track_idx), num_steps, tracks.num_steps
+    out = np.full(W, "", dtype="<U32")
+    used_types = {a: lane_types_for(str(tracks.object_types[a])) for a in np.unique(track_idx).tolist()}
+    tracks_used = [a for a, types in used_types.items() if types]
     if not tracks_used:
         return out.astype(np.str_)
-    matches = match_tracks(
-        graph, tracks.xy_city[tracks_used], [lane_types_for(str(tracks.object_types[a])) for a in tracks_used]
-    )
+    xy = tracks.xy_city[tracks_used]  # (A', S, 2)
+    m = match_tracks(graph, xy, [used_types[a] for a in tracks_used])
+    lane, valid = m.lane, m.valid
     # Chords reaching into missing steps are NaN and count as standing: no heading change.
-    theta_all = np.cumsum(heading_increments_rad(tracks.xy_city[tracks_used]), axis=1)
-    xy_all = np.nan_to_num(tracks.xy_city[tracks_used])
-    S = tracks.num_steps
-    for j, a in enumerate(tracks_used):
-        rows = np.flatnonzero(track_idx == a)
-        lane, lat, valid = matches.lane[j], matches.lateral_m[j], matches.valid[j]
-        off_lane = matches.off_lane[j]
-        step = np.hypot(*np.diff(xy_all[j], axis=0).T) * (valid[1:] & valid[:-1])
-        cum = np.concatenate([[0.0], np.cumsum(step)])  # (S,) path length
-        theta = theta_all[j]
-        on_junction = (lane >= 0) & graph.is_intersection[np.maximum(lane, 0)]
-        ordinary = (
-            (lane >= 0)
-            & ~on_junction
-            & (np.abs(np.nan_to_num(matches.heading_diff_rad[j])) <= ORDINARY_MAX_HEADING_DIFF_RAD)
-        )
-        in_passage = valid & ~ordinary & ((lane >= 0) | matches.moving[j])
-        for b, e in _runs(valid & ordinary):  # short plain stretches inside a passage join it
-            if (
-                0 < b
-                and e < S - 1
-                and in_passage[b - 1]
-                and in_passage[e + 1]
-                and cum[e] - cum[b] < PASSAGE_MIN_GAP_M
-            ):
-                in_passage[b : e + 1] = True
-        off_map = np.zeros(S, dtype=bool)
-        passages: list[tuple[int, int, float, str]] = []  # first, last step, reference length, kind
-        for b, e in _runs(in_passage):
-            observed = cum[e] - cum[b]
-            if off_lane[b : e + 1].mean() > 0.5 and observed > PASSAGE_MAX_OFF_LANE_M:
-                off_map[b : e + 1] = True
-                continue
-            bounded = (
-                b > 0 and e < S - 1 and valid[b - 1] and valid[e + 1] and ordinary[b - 1] and ordinary[e + 1]
-            )
-            junction_steps = np.flatnonzero(on_junction[b : e + 1])
-            angle, length = float(theta[min(e + 1, S - 1)] - theta[max(b - 1, 0)]), observed
-            if not bounded and junction_steps.size:
-                # The track starts or ends inside a connector: the map knows the rest of it. Where
-                # connectors overlap the matched one may be another's, so the map may extend a turn
-                # the track already shows, never start or reverse one.
-                chain_rad, chain_m = connector_chain(graph, int(lane[b + junction_steps[-1]]))
-                if abs(angle) >= SHOWN_MIN_RAD and np.sign(chain_rad) == np.sign(angle):
-                    angle = chain_rad if abs(chain_rad) > abs(angle) else angle
-                    length = max(observed, chain_m)
-            kind = _passage_kind(angle)
-            if kind != DirectionClass.STRAIGHT.value and length > 0:
-                passages.append((b, e, length, kind))
-        # Lane changes: the matched lane switches between plainly followed lanes to a neighbour (as the
-        # map records neighbours; by the sign of the jump of the offset where it records none).
-        switch = np.flatnonzero(ordinary[1:] & ordinary[:-1] & (lane[1:] != lane[:-1])) + 1
-        jump = np.nan_to_num(lat[switch] - lat[switch - 1])
-        side = lane_side(graph, lane[switch - 1], lane[switch])
-        side = np.where(side == 2, -np.sign(jump), side)  # + = left
-        event = np.zeros(S)
-        event[switch] = np.where(np.abs(jump) >= LANE_JUMP_MIN_M, side, 0.0)
-        events = np.concatenate([[0.0], np.cumsum(event)])  # events[i] = sum of event[:i]
-        first, last = start_step[rows], start_step[rows] + num_steps - 1
-        labels = np.full(len(rows), DirectionClass.STRAIGHT.value, dtype="<U32")
-        net = events[last + 1] - events[first + 1]  # lane changes strictly inside the window
-        labels[net > 0] = DirectionClass.LANE_CHANGE_LEFT.value
-        labels[net < 0] = DirectionClass.LANE_CHANGE_RIGHT.value
-        shown: dict[str, np.ndarray] = {}
-        for b, e, length, kind in passages:
-            overlap = cum[np.minimum(last, e)] - cum[np.maximum(first, b)]
-            covered = overlap >= PASSAGE_MIN_COVERAGE * length
-            shown[kind] = shown.get(kind, np.zeros(len(rows), dtype=bool)) | covered
-        for kind in reversed(_PRIORITY[:3]):
-            if kind in shown:
-                labels[shown[kind]] = kind
-        off_share = np.asarray([off_map[f : f + num_steps].mean() for f in first.tolist()])
-        moved = cum[last] - cum[first]
-        labels[moved < STATIONARY_MAX_SPEED_MPS * (num_steps - 1) * STEP_S] = DirectionClass.STATIONARY.value
-        labels[off_share >= 0.5] = ""
-        out[rows] = labels
+    theta = np.cumsum(heading_increments_rad(xy), axis=1)
+    xy0 = np.nan_to_num(xy)
+    step_m = np.hypot(*np.diff(xy0, axis=1).transpose(2, 0, 1)) * (valid[:, 1:] & valid[:, :-1])
+    cum = np.concatenate([np.zeros((len(tracks_used), 1)), np.cumsum(step_m, axis=1)], axis=1)  # (A', S)
+    on_junction = (lane >= 0) & graph.is_intersection[np.maximum(lane, 0)]
+    ordinary = (
+        (lane >= 0)
+        & ~on_junction
+        & (np.abs(np.nan_to_num(m.heading_diff_rad)) <= ORDINARY_MAX_HEADING_DIFF_RAD)
+    )
+    in_passage = valid & ~ordinary & ((lane >= 0) | m.moving)
+    # Short plain stretches inside a passage join it.
+    ra, rb, re = _runs(valid & ordinary)
+    inner = (rb > 0) & (re < S - 1)
+    ra, rb, re = ra[inner], rb[inner], re[inner]
+    join = in_passage[ra, rb - 1] & in_passage[ra, re + 1] & (cum[ra, re] - cum[ra, rb] < PASSAGE_MIN_GAP_M)
+    fill = np.zeros((len(tracks_used), S + 1), dtype=np.int64)
+    np.add.at(fill, (ra[join], rb[join]), 1)
+    np.add.at(fill, (ra[join], re[join] + 1), -1)
+    in_passage |= np.cumsum(fill, axis=1)[:, :S] > 0
+
+    # Passages: runs of in_passage, unless mostly off-lane and long (then off the map).
+    pa_, pb, pe = _runs(in_passage)
+    observed = cum[pa_, pe] - cum[pa_, pb]
+    off_count = _prefix(m.off_lane)
+    off_run = (2 * (off_count[pa_, pe + 1] - off_count[pa_, pb]) > pe - pb + 1) & (
+        observed > PASSAGE_MAX_OFF_LANE_M
+    )
+    off_marks = np.zeros((len(tracks_used), S + 1), dtype=np.int64)
+    np.add.at(off_marks, (pa_[off_run], pb[off_run]), 1)
+    np.add.at(off_marks, (pa_[off_run], pe[off_run] + 1), -1)
+    off_map = np.cumsum(off_marks, axis=1)[:, :S] > 0
+    pa_, pb, pe, observed = pa_[~off_run], pb[~off_run], pe[~off_run], observed[~off_run]
+    before, after = np.maximum(pb - 1, 0), np.minimum(pe + 1, S - 1)
+    bounded = (
+        (pb > 0)
+        & (pe < S - 1)
+        & valid[pa_, before]
+        & valid[pa_, after]
+        & ordinary[pa_, before]
+        & ordinary[pa_, after]
+    )
+    angle = theta[pa_, after] - theta[pa_, before]
+    length = observed.copy()
+    last_junction = np.maximum.accumulate(np.where(on_junction, np.arange(S), -1), axis=1)[pa_, pe]
+    chains: dict[int, tuple[float, float]] = {}
+    for p in np.flatnonzero(~bounded & (last_junction >= pb)).tolist():
+        # The track starts or ends inside a connector: the map knows the rest of it. Where connectors
+        # overlap the matched one may be another's, so the map may extend a turn the track already
+        # shows, never start or reverse one.
+        connector = int(lane[pa_[p], last_junction[p]])
+        if connector not in chains:
+            chains[connector] = connector_chain(graph, connector)
+        chain_rad, chain_m = chains[connector]
+        shown = float(angle[p])
+        if abs(shown) >= SHOWN_MIN_RAD and np.sign(chain_rad) == np.sign(shown):
+            angle[p] = chain_rad if abs(chain_rad) > abs(shown) else shown
+            length[p] = max(float(observed[p]), chain_m)
+    kind = _passage_kind(angle)
+    turns = (kind != DirectionClass.STRAIGHT.value) & (length > 0)
+    pa_, pb, pe, length, rank = pa_[turns], pb[turns], pe[turns], length[turns], kind[turns]
+
+    # Lane changes: the matched lane switches between plainly followed lanes to a neighbour (as the map
+    # records neighbours; by the sign of the jump of the offset where it records none).
+    sa, ss = np.nonzero(ordinary[:, 1:] & ordinary[:, :-1] & (lane[:, 1:] != lane[:, :-1]))
+    ss = ss + 1
+    jump = np.nan_to_num(m.lateral_m[sa, ss] - m.lateral_m[sa, ss - 1])
+    side = lane_side(graph, lane[sa, ss - 1], lane[sa, ss])
+    side = np.where(side == 2, -np.sign(jump), side)  # + = left
+    event = np.zeros((len(tracks_used), S))
+    event[sa, ss] = np.where(np.abs(jump) >= LANE_JUMP_MIN_M, side, 0.0)
+    events = _prefix(event)  # events[:, i] = sum of event[:, :i]
+
+    # Windows of the tracks that follow lanes.
+    local = np.full(tracks.num_tracks, -1, dtype=np.int64)
+    local[tracks_used] = np.arange(len(tracks_used))
+    rows = np.flatnonzero(local[track_idx] >= 0)
+    j = local[track_idx[rows]]
+    first, last = start_step[rows], start_step[rows] + T - 1
+    labels = np.full(len(rows), DirectionClass.STRAIGHT.value, dtype="<U32")
+    net = events[j, last + 1] - events[j, first + 1]  # lane changes strictly inside the window
+    labels[net > 0] = DirectionClass.LANE_CHANGE_LEFT.value
+    labels[net < 0] = DirectionClass.LANE_CHANGE_RIGHT.value
+    # Each window against each turn passage of its own track: the highest-ranked one it shows enough of.
+    order = np.argsort(j, kind="stable")
+    window_start = np.searchsorted(j[order], np.arange(len(tracks_used) + 1))
+    count = window_start[pa_ + 1] - window_start[pa_]
+    p_of = np.repeat(np.arange(len(pa_)), count)
+    w_of = order[np.repeat(window_start[pa_] - np.cumsum(count) + count, count) + np.arange(count.sum())]
+    overlap = (
+        cum[pa_[p_of], np.minimum(last[w_of], pe[p_of])] - cum[pa_[p_of], np.maximum(first[w_of], pb[p_of])]
+    )
+    covered = overlap >= PASSAGE_MIN_COVERAGE * length[p_of]
+    best = np.zeros(len(rows), dtype=np.int64)
+    ranks = np.asarray([_TURN_RANK[k] for k in rank.tolist()], dtype=np.int64)
+    np.maximum.at(best, w_of[covered], ranks[p_of[covered]])
+    for name, r in _TURN_RANK.items():
+        labels[best == r] = name
+    moved = cum[j, last] - cum[j, first]
+    labels[moved < STATIONARY_MAX_SPEED_MPS * (num_steps - 1) * STEP_S] = DirectionClass.STATIONARY.value
+    off_steps = _prefix(off_map)
+    labels[2 * (off_steps[j, first + T] - off_steps[j, first]) >= T] = ""
+    out[rows] = labels
     return out.astype(np.str_)
 
 

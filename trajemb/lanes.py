@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 from av2.geometry.interpolate import compute_midpoint_line
 from scipy.spatial import cKDTree
 
@@ -72,6 +76,10 @@ class LaneGraph:
     piece_heading_rad: FloatArray  # (M,) direction of each piece
     tree: Any  # cKDTree over piece midpoints
     max_half_piece_m: float
+    # Each lane with the lanes just before and after it (``lane_side``): rows
+    # ``around_rows[around_offsets[l] : around_offsets[l + 1]]``.
+    around_offsets: IntArray  # (L + 1,)
+    around_rows: IntArray
 
     @property
     def num_lanes(self) -> int:
@@ -93,6 +101,39 @@ def _polyline(value: object, where: str, with_z: bool = False) -> FloatArray:
     return xy
 
 
+def _flat_points(value: object, where: str) -> list[float]:
+    """``x0, y0, x1, y1, ...`` of a JSON polyline (what ``_polyline`` reads, as one flat list: the centre
+    lines of a whole map become one array at once)."""
+    if not isinstance(value, list) or len(value) < 1:
+        raise DataError(f"{where}: expected a list of points")
+    try:
+        flat = [float(c) for p in value for c in (p["x"], p["y"])]
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise DataError(f"{where}: points must be objects with numeric x and y") from exc
+    if not all(map(math.isfinite, flat)):
+        raise DataError(f"{where}: NaN or infinite coordinates")
+    return flat
+
+
+def read_map_json(map_json: Path) -> dict[str, Any]:
+    """The decoded AV2 map file. orjson reads it (a quarter of the time of Python's json); whatever
+    orjson refuses (NaN literals, invalid UTF-8, a top level that is not an object, ...) is read again
+    by ``trajemb.jsonio.read_json_object``, so that what is accepted and every message stay the same.
+
+    Raises:
+        DataError: the file is missing, too large, not UTF-8, not JSON or not a JSON object.
+    """
+    try:
+        st = os.stat(map_json)
+        if stat.S_ISREG(st.st_mode) and st.st_size <= MAX_MAP_JSON_BYTES:
+            value = orjson.loads(Path(map_json).read_bytes())
+            if isinstance(value, dict):
+                return value
+    except (OSError, orjson.JSONDecodeError):
+        pass
+    return read_json_object(map_json, "map", MAX_MAP_JSON_BYTES)
+
+
 def read_lane_graph(map_json: Path) -> LaneGraph:
     """The lane graph of an AV2 map file (motion-forecasting or sensor-log layout).
 
@@ -100,7 +141,15 @@ def read_lane_graph(map_json: Path) -> LaneGraph:
         DataError: the file is missing, not JSON, or its lane segments do not follow the AV2 schema.
     """
     map_json = Path(map_json)
-    data = read_json_object(map_json, "map", MAX_MAP_JSON_BYTES)
+    return lane_graph_from_json(read_map_json(map_json), map_json)
+
+
+def lane_graph_from_json(data: dict[str, Any], map_json: Path) -> LaneGraph:
+    """The lane graph of a decoded AV2 map (``read_map_json``); ``map_json`` names it in messages.
+
+    Raises:
+        DataError: its lane segments do not follow the AV2 schema.
+    """
     segments = data.get("lane_segments")
     if not isinstance(segments, dict):
         raise DataError(f"{map_json}: map does not follow the AV2 map schema (no lane_segments object)")
@@ -108,9 +157,8 @@ def read_lane_graph(map_json: Path) -> LaneGraph:
     seen_ids: set[int] = set()
     inter: list[bool] = []
     types: list[str] = []
-    starts: list[FloatArray] = []
-    ends: list[FloatArray] = []
-    owner: list[IntArray] = []
+    points: list[float] = []  # x0, y0, x1, y1, ... of every centre line, lane after lane
+    counts: list[int] = []  # points of each centre line
     links: list[tuple[object, object]] = []  # (predecessors, successors) as written in the file
     sides: list[tuple[object, object]] = []  # (left, right) neighbour ids as written in the file
     for key, seg in segments.items():
@@ -118,7 +166,7 @@ def read_lane_graph(map_json: Path) -> LaneGraph:
         if not isinstance(seg, dict):
             raise DataError(f"{where}: not an object")
         if seg.get("centerline") is not None:
-            center = _polyline(seg["centerline"], where)
+            flat = _flat_points(seg["centerline"], where)
         else:
             left = _polyline(seg.get("left_lane_boundary"), where, with_z=True)
             right = _polyline(seg.get("right_lane_boundary"), where, with_z=True)
@@ -129,9 +177,11 @@ def read_lane_graph(map_json: Path) -> LaneGraph:
             except (ValueError, ZeroDivisionError, FloatingPointError, IndexError) as exc:
                 raise DataError(f"{where}: boundaries av2 cannot average into a centre line ({exc})") from exc
             center = np.asarray(center, dtype=np.float64)[:, :2]
-        if len(center) < 2 or not np.isfinite(center).all():
-            continue  # zero-length boundaries: av2's interpolation divides by zero
-        lane = len(ids)
+            if not np.isfinite(center).all():
+                continue  # zero-length boundaries: av2's interpolation divides by zero
+            flat = center.ravel().tolist()
+        if len(flat) < 4:
+            continue  # a single point: nothing to follow
         lane_id = seg.get("id", key)
         if isinstance(lane_id, bool) or not isinstance(lane_id, (int, str)):
             raise DataError(f"{where}: id {lane_id!r:.40} is not an integer")
@@ -149,13 +199,10 @@ def read_lane_graph(map_json: Path) -> LaneGraph:
         types.append(str(seg.get("lane_type", "VEHICLE")))
         links.append((seg.get("predecessors", []), seg.get("successors", [])))
         sides.append((seg.get("left_neighbor_id"), seg.get("right_neighbor_id")))
-        starts.append(center[:-1])
-        ends.append(center[1:])
-        owner.append(np.full(len(center) - 1, lane, dtype=np.int64))
+        points += flat
+        counts.append(len(flat) // 2)
     if not ids:
         raise DataError(f"{map_json}: map has no usable lane segments")
-    a, b = np.concatenate(starts), np.concatenate(ends)
-    half = 0.5 * np.hypot(*(b - a).T)
     row = {lane_id: i for i, lane_id in enumerate(ids)}
 
     def rows_of(value: object, what: str, lane: int) -> list[int]:
@@ -177,37 +224,50 @@ def read_lane_graph(map_json: Path) -> LaneGraph:
                 out.append(r)
         return out
 
-    direction = [np.arctan2(*(e - s_)[:, ::-1].T) for s_, e in zip(starts, ends, strict=True)]
+    def neighbour(value: object, what: str, lane: int) -> int:
+        return (rows_of([value], what, lane) or [-1])[0] if value is not None else -1
+
+    # Pieces: each centre line cut at its points. Per-lane sums stay per lane (numpy's pairwise sum).
+    xy = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    per_lane = np.asarray(counts, dtype=np.int64) - 1  # pieces of each lane
+    bounds = np.concatenate([[0], np.cumsum(per_lane)])  # piece range of each lane
+    last_points = np.cumsum(counts) - 1
+    keep = np.ones(len(xy), dtype=bool)
+    keep[last_points] = False
+    start_point = np.flatnonzero(keep)
+    a, b = xy[start_point], xy[start_point + 1]
+    half = 0.5 * np.hypot(*(b - a).T)
+    step_m = np.hypot(*(b - a).T)
+    direction = np.arctan2(*(b - a)[:, ::-1].T)
+    kink = np.angle(np.exp(1j * np.diff(direction)))  # heading change between consecutive pieces
+    pieces = list(itertools.pairwise(bounds.tolist()))
+    predecessors = [rows_of(p, "predecessors", i) for i, (p, _) in enumerate(links)]
+    successors = [rows_of(q, "successors", i) for i, (_, q) in enumerate(links)]
+    around = [[i, *p, *q] for i, (p, q) in enumerate(zip(predecessors, successors, strict=True))]
     return LaneGraph(
         lane_ids=np.asarray(ids, dtype=np.int64),
         is_intersection=np.asarray(inter, dtype=bool),
         lane_type=np.asarray(types, dtype=np.str_),
-        length_m=np.asarray([np.hypot(*(e - s_).T).sum() for s_, e in zip(starts, ends, strict=True)]),
-        turn_rad=np.asarray([np.angle(np.exp(1j * np.diff(d))).sum() for d in direction]),
-        start_heading_rad=np.asarray([d[0] for d in direction]),
-        end_heading_rad=np.asarray([d[-1] for d in direction]),
-        predecessors=[rows_of(p, "predecessors", i) for i, (p, _) in enumerate(links)],
-        successors=[rows_of(q, "successors", i) for i, (_, q) in enumerate(links)],
+        length_m=np.asarray([step_m[s:e].sum() for s, e in pieces]),
+        turn_rad=np.asarray([kink[s : e - 1].sum() for s, e in pieces]),
+        start_heading_rad=direction[bounds[:-1]],
+        end_heading_rad=direction[bounds[1:] - 1],
+        predecessors=predecessors,
+        successors=successors,
         left_neighbor=np.asarray(
-            [
-                (rows_of([v], "left_neighbor_id", i) or [-1])[0] if v is not None else -1
-                for i, (v, _) in enumerate(sides)
-            ],
-            dtype=np.int64,
+            [neighbour(v, "left_neighbor_id", i) for i, (v, _) in enumerate(sides)], dtype=np.int64
         ),
         right_neighbor=np.asarray(
-            [
-                (rows_of([v], "right_neighbor_id", i) or [-1])[0] if v is not None else -1
-                for i, (_, v) in enumerate(sides)
-            ],
-            dtype=np.int64,
+            [neighbour(v, "right_neighbor_id", i) for i, (_, v) in enumerate(sides)], dtype=np.int64
         ),
         piece_start=a,
         piece_end=b,
-        piece_lane=np.concatenate(owner),
-        piece_heading_rad=np.concatenate(direction),
+        piece_lane=np.repeat(np.arange(len(ids)), per_lane),
+        piece_heading_rad=direction,
         tree=cKDTree(0.5 * (a + b)),
         max_half_piece_m=float(half.max()),
+        around_offsets=np.concatenate([[0], np.cumsum([len(x) for x in around])]).astype(np.int64),
+        around_rows=np.asarray([r for x in around for r in x], dtype=np.int64),
     )
 
 
@@ -238,13 +298,15 @@ def lane_side(graph: LaneGraph, old: IntArray, new: IntArray) -> IntArray:
     """Where lane ``new`` lies beside lane ``old`` (arrays of rows): +1 left neighbour, -1 right, 0 not
     a neighbour, 2 unknown (the map records no neighbour on either side of ``old`` or its links).
     Neighbours of the lanes just before and after ``old`` count too: the move may happen where one
-    segment ends and the next begins."""
-    out = np.zeros(len(old), dtype=np.int64)
-    for i, (o, n) in enumerate(zip(old.tolist(), new.tolist(), strict=True)):
-        around = [o, *graph.predecessors[o], *graph.successors[o]]
-        lefts = {int(graph.left_neighbor[x]) for x in around} - {-1}
-        rights = {int(graph.right_neighbor[x]) for x in around} - {-1}
-        out[i] = 1 if n in lefts else -1 if n in rights else 0 if lefts or rights else 2
+    segment ends and the next begins. Vectorised over the pairs and the lanes around each ``old``."""
+    first, count = graph.around_offsets[old], np.diff(graph.around_offsets)[old]
+    pair = np.repeat(np.arange(len(old)), count)
+    x = graph.around_rows[np.repeat(first - np.cumsum(count) + count, count) + np.arange(count.sum())]
+    left, right = graph.left_neighbor[x], graph.right_neighbor[x]
+    is_left = np.bincount(pair, left == new[pair], minlength=len(old)) > 0
+    is_right = np.bincount(pair, right == new[pair], minlength=len(old)) > 0
+    any_side = np.bincount(pair, (left >= 0) | (right >= 0), minlength=len(old)) > 0
+    out: IntArray = np.select([is_left, is_right, any_side], [1, -1, 0], default=2).astype(np.int64)
     return out
 
 
@@ -307,34 +369,48 @@ def match_tracks(graph: LaneGraph, xy: FloatArray, allowed_types: list[tuple[str
     lane = np.full((A, S), -1, dtype=np.int64)
     lateral = np.full((A, S), np.nan)
     angle = np.full((A, S), np.nan)
-    type_ok = np.asarray([np.isin(graph.lane_type, t) for t in allowed_types]).reshape(A, graph.num_lanes)
-    follows: BoolArray = np.asarray(type_ok.any(axis=1))
+    # Lane types each road user follows: one row per distinct tuple of types, not per track.
+    kinds = sorted(set(allowed_types))
+    kind_ok = np.asarray([np.isin(graph.lane_type, t) for t in kinds]).reshape(len(kinds), graph.num_lanes)
+    kind_of = np.asarray([kinds.index(t) for t in allowed_types], dtype=np.int64).reshape(A)
+    follows: BoolArray = np.asarray(kind_ok.any(axis=1))[kind_of]
     qa, qs = np.nonzero(moving & valid & follows[:, None])
     if qa.size:
         points = xy[qa, qs]  # (Q, 2)
         radius = graph.max_half_piece_m + MAX_LATERAL_M
         k = min(CANDIDATES, len(graph.piece_lane))
         _, cand = graph.tree.query(points, k=k, distance_upper_bound=radius)
-        cand = np.asarray(cand).reshape(len(qa), k)  # (Q, K)
-        ok = cand < len(graph.piece_lane)
-        cand = np.where(ok, cand, 0)
-        a, b = graph.piece_start[cand], graph.piece_end[cand]  # (Q, K, 2)
-        ab = b - a
+        cand = np.asarray(cand).reshape(len(qa), k)  # (Q, K), M where fewer than K pieces are in reach
+        # Only the (step, piece) pairs in reach are measured; the choice is made on the (Q, K) grid as
+        # before, so ties keep going to the nearer midpoint.
+        pq_, pk = np.nonzero(cand < len(graph.piece_lane))  # (P,) pairs
+        c = cand[pq_, pk]
+        a = graph.piece_start[c]  # (P, 2)
+        ab = graph.piece_end[c] - a
         length = np.maximum(np.hypot(ab[..., 0], ab[..., 1]), 1e-9)
-        p = points[:, None, :] - a
+        p = points[pq_] - a
         t = np.clip((p[..., 0] * ab[..., 0] + p[..., 1] * ab[..., 1]) / length**2, 0.0, 1.0)
         dist = np.hypot(p[..., 0] - ab[..., 0] * t, p[..., 1] - ab[..., 1] * t)
-        side = (ab[..., 0] * p[..., 1] - ab[..., 1] * p[..., 0]) / length  # cross product: + left
-        diff = (graph.piece_heading_rad[cand] - heading[qa, qs][:, None] + np.pi) % (2 * np.pi) - np.pi
-        piece_lane = graph.piece_lane[cand]
-        usable = ok & (dist <= MAX_LATERAL_M) & (np.abs(diff) <= MAX_HEADING_DIFF_RAD)
-        usable &= type_ok[qa[:, None], piece_lane]
-        best = np.where(usable, dist, np.inf).argmin(axis=1)
-        q = np.arange(len(qa))
-        found = usable[q, best]
-        lane[qa, qs] = np.where(found, piece_lane[q, best], -1)
-        lateral[qa, qs] = np.where(found, side[q, best], np.nan)
-        angle[qa, qs] = np.where(found, diff[q, best], np.nan)
+        near = np.flatnonzero(dist <= MAX_LATERAL_M)
+        diff = (graph.piece_heading_rad[c[near]] - heading[qa[pq_[near]], qs[pq_[near]]] + np.pi) % (
+            2 * np.pi
+        ) - np.pi
+        usable = near[
+            (np.abs(diff) <= MAX_HEADING_DIFF_RAD)
+            & kind_ok[kind_of[qa[pq_[near]]], graph.piece_lane[c[near]]]
+        ]
+        grid = np.full((len(qa), k), np.inf)
+        grid[pq_[usable], pk[usable]] = dist[usable]
+        pair = np.full((len(qa), k), -1, dtype=np.int64)
+        pair[pq_[near], pk[near]] = np.arange(len(near))
+        best = grid.argmin(axis=1)
+        found = np.flatnonzero(np.isfinite(grid[np.arange(len(qa)), best]))
+        chosen = pair[found, best[found]]  # into near
+        e = near[chosen]  # into the pairs
+        fa, fs = qa[found], qs[found]
+        lane[fa, fs] = graph.piece_lane[c[e]]
+        lateral[fa, fs] = (ab[e, 0] * p[e, 1] - ab[e, 1] * p[e, 0]) / length[e]  # cross product: + left
+        angle[fa, fs] = diff[chosen]
     # Standing steps keep the lane (and offset) of the last moving step, or of the first one where the
     # track starts standing (queued at a stop line): jitter says nothing.
     steps = np.broadcast_to(np.arange(S), (A, S))
