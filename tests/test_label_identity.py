@@ -13,16 +13,21 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import reference_labels as ref
 
 from trajemb.data.av2_motion import find_scenario_files, map_path_for, read_scenario_tracks
 from trajemb.data.av2_sensor import find_sensor_logs, read_sensor_log_tracks, sensor_log_map_path
+from trajemb.errors import DataError
 from trajemb.frames import city_to_agent, motion_heading_rad
 from trajemb.labels import map_direction_class, mean_speed_mps, speed_bin
 from trajemb.lanes import lane_types_for, match_tracks, read_lane_graph
 from trajemb.prepare import PrepareConfig, prepare_windows
 from trajemb.schema import Source, TrackSet, WindowColumns, WindowConfig
+from trajemb.synth.scenario import generate_scenario
+from trajemb.synth.writer import write_scenario_dir
 from trajemb.truth import read_truth, truth_path_for
 from trajemb.windows import CityWindows, cut_windows
 
@@ -273,3 +278,58 @@ def test_lane_graphs_match_the_reference(synth_dir: Path, av2_fixtures: Path) ->
                 np.testing.assert_array_equal(a, b, err_msg=f"{path.name}: {f.name}")
             else:
                 assert a == b, f"{path.name}: {f.name}"
+
+
+def _truth_variants(table: pa.Table) -> list[pa.Table]:
+    """The sidecar as written, and damaged copies: null lists and items, unequal lists, unknown kinds,
+    empty and reversed extents, infinite progress, too many manoeuvres."""
+    rows = table.to_pylist()
+
+    def edit(i: int, **changes: object) -> pa.Table:
+        new = [dict(r) for r in rows]
+        new[i].update(changes)
+        return pa.Table.from_pylist(new, schema=table.schema)
+
+    s = list(rows[1]["route_s_m"])
+    return [
+        table,
+        edit(1, route_s_m=None),
+        edit(1, route_s_m=s[:-1]),
+        edit(1, route_s_m=[None, *s[1:]]),
+        edit(1, route_s_m=[float("inf"), *s[1:]]),
+        edit(1, route_kind="flying"),
+        edit(1, route_kind=None),
+        edit(2, span_kind=["left"], span_start_m=[1.0], span_end_m=[5.0]),
+        edit(2, span_kind=["left"], span_start_m=[1.0, 2.0], span_end_m=[5.0]),
+        edit(2, span_kind=None, span_start_m=None, span_end_m=None),
+        edit(2, span_kind=["left"], span_start_m=None, span_end_m=[5.0]),
+        edit(2, span_kind=[None], span_start_m=[1.0], span_end_m=[5.0]),
+        edit(2, span_kind=["wobble"], span_start_m=[1.0], span_end_m=[5.0]),
+        edit(2, span_kind=["u_turn"], span_start_m=[5.0], span_end_m=[5.0]),
+        edit(2, span_kind=["right"], span_start_m=[None], span_end_m=[5.0]),
+        edit(2, span_kind=["left", "right"], span_start_m=[1.0, 9.0], span_end_m=[5.0, 12.0]),
+        edit(2, span_kind=["left"] * 9, span_start_m=[1.0] * 9, span_end_m=[5.0] * 9),
+    ]
+
+
+def test_truth_reader_matches_the_reference(tmp_path: Path) -> None:
+    """Column-wise reading gives the same truth, or the same refusal, as the row-wise reader."""
+    sc = generate_scenario(np.random.default_rng([7, 4]))
+    scenario = next(write_scenario_dir(sc, tmp_path).glob("scenario_*.parquet"))
+    tracks = read_scenario_tracks(scenario, Source.SYNTHETIC)
+    table = pq.read_table(truth_path_for(scenario))
+    for i, variant in enumerate(_truth_variants(table)):
+        path = tmp_path / f"trajemb_truth_{i}.parquet"
+        pq.write_table(variant.replace_schema_metadata(table.schema.metadata), path)
+        try:
+            theirs = ref.read_truth(path, tracks.track_ids, tracks.num_steps)
+        except DataError as exc:
+            with pytest.raises(DataError) as ours_exc:
+                read_truth(path, tracks.track_ids, tracks.num_steps)
+            assert str(ours_exc.value) == str(exc), i
+            continue
+        ours = read_truth(path, tracks.track_ids, tracks.num_steps)
+        for f in fields(theirs):
+            a, b = getattr(ours, f.name), getattr(theirs, f.name)
+            assert a.dtype == b.dtype and a.shape == b.shape, (i, f.name)
+            np.testing.assert_array_equal(a, b, err_msg=f"variant {i}: {f.name}")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from trajemb.errors import DataError
@@ -98,27 +99,33 @@ def read_truth(path: Path, track_ids: StrArray, num_steps: int) -> ManoeuvreTrut
         raise DataError(f"{path}: truth sidecar does not match its scenario ({detail})")
     order = np.asarray([rows[t] for t in track_ids.tolist()], dtype=np.int64)
     table = table.take(pa.array(order))
-    kinds = np.asarray(table.column("route_kind").to_pylist(), dtype=np.str_)
+    A = len(order)
+    # Column by column: list columns as their flat values plus a length per row (nulls read as NaN).
+    kinds = np.asarray(table.column("route_kind").to_numpy(zero_copy_only=False), dtype=np.str_)
     unknown = sorted(set(kinds.tolist()) - set(ROUTE_KINDS))
     if unknown:
         raise DataError(f"{path}: unknown route kind(s) {unknown[:3]}; expected {', '.join(ROUTE_KINDS)}")
-    s_lists = table.column("route_s_m").to_pylist()
-    if any(s is None or len(s) != num_steps for s in s_lists):
+    s_column = table.column("route_s_m").combine_chunks()
+    s_lengths = _list_lengths(s_column)
+    if (s_lengths != num_steps).any():
         raise DataError(f"{path}: route progress is not {num_steps} steps long for every track")
-    route_s = np.asarray(s_lists, dtype=np.float64).reshape(len(order), num_steps)
-    spans = [table.column(c).to_pylist() for c in ("span_kind", "span_start_m", "span_end_m")]
-    E = max([len(k or ()) for k in spans[0]], default=0)
+    route_s = _list_values(s_column, np.float64).reshape(A, num_steps)
+    span_columns = [table.column(c).combine_chunks() for c in ("span_kind", "span_start_m", "span_end_m")]
+    lengths = [_list_lengths(c) for c in span_columns]
+    E = int(np.maximum(lengths[0], 0).max(initial=0))
     if E > MAX_SPANS:
         raise DataError(f"{path}: a route with {E} manoeuvres (at most {MAX_SPANS})")
-    span_kind = np.full((len(order), E), "", dtype="<U32")
-    span_start = np.full((len(order), E), np.nan)
-    span_end = np.full((len(order), E), np.nan)
-    for a, (k, lo, hi) in enumerate(zip(*spans, strict=True)):
-        if k is None or lo is None or hi is None or not len(k) == len(lo) == len(hi):
-            raise DataError(f"{path}: manoeuvre lists of unequal length for track {track_ids[a]!r}")
-        span_kind[a, : len(k)] = k
-        span_start[a, : len(k)] = lo
-        span_end[a, : len(k)] = hi
+    unequal = (lengths[0] < 0) | (lengths[0] != lengths[1]) | (lengths[0] != lengths[2])
+    if unequal.any():
+        a = int(np.flatnonzero(unequal)[0])
+        raise DataError(f"{path}: manoeuvre lists of unequal length for track {track_ids[a]!r}")
+    span_kind = np.full((A, E), "", dtype="<U32")
+    span_start = np.full((A, E), np.nan)
+    span_end = np.full((A, E), np.nan)
+    slot = np.arange(E)[None, :] < lengths[0][:, None]  # (A, E) used slots, row-major as the flat values
+    span_kind[slot] = _list_values(span_columns[0], np.str_)
+    span_start[slot] = _list_values(span_columns[1], np.float64)
+    span_end[slot] = _list_values(span_columns[2], np.float64)
     bad_kind = sorted(set(span_kind[span_kind != ""].tolist()) - set(SPAN_PRIORITY))
     if bad_kind:
         raise DataError(f"{path}: unknown manoeuvre kind(s) {bad_kind[:3]}")
@@ -129,6 +136,21 @@ def read_truth(path: Path, track_ids: StrArray, num_steps: int) -> ManoeuvreTrut
     if not np.isfinite(route_s[~np.isnan(route_s)]).all():
         raise DataError(f"{path}: infinite route progress")
     return ManoeuvreTruth(kinds, route_s, span_kind.astype(np.str_), span_start, span_end)
+
+
+def _list_lengths(column: pa.ListArray) -> IntArray:
+    """(A,) number of items in each row of a list column, -1 where the row is null."""
+    lengths = pc.list_value_length(column).fill_null(-1)
+    return np.asarray(lengths.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _list_values(column: pa.ListArray, dtype: type) -> np.ndarray:
+    """The items of every non-null row of a list column, row after row (null items: NaN or "None",
+    as a Python list of them would give)."""
+    values = column.flatten()
+    if dtype is np.str_:
+        return np.asarray([str(v) for v in values.to_pylist()], dtype=np.str_)
+    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=dtype)
 
 
 def window_true_manoeuvre(
