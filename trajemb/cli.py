@@ -699,7 +699,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _command_of(argv)
     args = build_parser(
-        only=command if command in {"search", "info", "evaluate", "bundle"} else None
+        only=command if command in {"search", "info", "evaluate", "bundle", "prepare", "synth"} else None
     ).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,

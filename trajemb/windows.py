@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from trajemb.frames import city_to_agent, motion_heading_rad
-from trajemb.labels import direction_class, map_direction_class, mean_speed_mps, speed_bin
+from trajemb.labels import (
+    direction_class,
+    map_direction_class,
+    mean_speed_mps,
+    speed_bin,
+    total_heading_change_rad,
+)
 from trajemb.truth import window_true_manoeuvre
 
 if TYPE_CHECKING:
@@ -142,8 +148,16 @@ def to_agent_frame(windows: CityWindows) -> WindowColumns:
     origin = xy_city[:, 0].copy()
     theta = motion_heading_rad(xy_city, windows.heading_start_rad)
     xy_agent = city_to_agent(xy_city, origin, theta)
-    direction, dtheta, lateral = direction_class(xy_agent)
-    direction = np.where(windows.map_direction != "", windows.map_direction, direction).astype(np.str_)
+    dtheta = total_heading_change_rad(xy_agent)
+    lateral = xy_agent[:, -1, 1].astype(np.float64)
+    # The shape rule decides only where the lane graph did not (row by row, so the same labels).
+    by_shape = windows.map_direction == ""
+    shape_direction, _, _ = direction_class(xy_agent[by_shape])
+    direction = np.empty(
+        len(windows), dtype=np.result_type(windows.map_direction.dtype, shape_direction.dtype)
+    )
+    direction[~by_shape] = windows.map_direction[~by_shape]
+    direction[by_shape] = shape_direction
     speed = mean_speed_mps(xy_agent)
     return WindowColumns(
         xy_agent=xy_agent.astype(np.float32),
