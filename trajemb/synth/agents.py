@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trajemb.schema import STEP_S, BoolArray, FloatArray
-from trajemb.synth.geometry import arc_length_m, curvature_per_m
+from trajemb.synth.geometry import arc_length_m, curvature_per_m, gradient_rows
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def speed_profile(s_m: FloatArray, kappa_per_m: FloatArray, driver: Driver) -> F
 
 def heading_path_at(xy_path: FloatArray) -> FloatArray:
     """Unwrapped tangent heading at each point of a path (repeated points take their neighbours')."""
-    tangent = np.gradient(xy_path, axis=0)
+    tangent = gradient_rows(xy_path)
     return np.unwrap(np.arctan2(tangent[:, 1], tangent[:, 0]))
 
 

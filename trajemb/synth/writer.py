@@ -30,7 +30,7 @@ from av2.datasets.motion_forecasting.scenario_serialization import serialize_arg
 
 from trajemb.data.av2_motion import SYNTH_PARQUET_KEY
 from trajemb.schema import STEP_S, FloatArray
-from trajemb.synth.geometry import arc_length_m, offset
+from trajemb.synth.geometry import arc_length_m, left_normals
 from trajemb.synth.scenario import SynthScenario
 from trajemb.truth import TRUTH_FORMAT, TRUTH_METADATA_KEY, TRUTH_SCHEMA, truth_path_for
 
@@ -64,10 +64,25 @@ def scenario_table(sc: SynthScenario) -> pa.Table:
     track_idx, step = np.nonzero(sc.valid)
     n = track_idx.size
     num_steps = sc.valid.shape[1]
+    rows = pa.array(track_idx)
+    # Strings go to arrow once per track (or scenario) and are repeated there: the same column.
+    per_track = {
+        name: pa.array(values.tolist(), pa.string()).take(rows)
+        for name, values in (("track_id", sc.track_ids), ("object_type", sc.object_types))
+    }
+    once = pa.array(np.zeros(n, dtype=np.int64))
+    per_scenario = {
+        name: pa.array([value], pa.string()).take(once)
+        for name, value in (
+            ("scenario_id", sc.scenario_id),
+            ("focal_track_id", sc.focal_track_id),
+            ("city", sc.city),
+        )
+    }
     columns = {
         "observed": step < AV2_SCENARIO_OBS_TIMESTEPS,
-        "track_id": sc.track_ids[track_idx],
-        "object_type": sc.object_types[track_idx],
+        "track_id": per_track["track_id"],
+        "object_type": per_track["object_type"],
         "object_category": sc.categories[track_idx],
         "timestep": step.astype(np.int64),
         "position_x": sc.xy_city[track_idx, step, 0],
@@ -75,14 +90,19 @@ def scenario_table(sc: SynthScenario) -> pa.Table:
         "heading": sc.heading_rad[track_idx, step],
         "velocity_x": sc.velocity_mps[track_idx, step, 0],
         "velocity_y": sc.velocity_mps[track_idx, step, 1],
-        "scenario_id": np.repeat(np.asarray([sc.scenario_id]), n),
+        "scenario_id": per_scenario["scenario_id"],
         "start_timestamp": np.full(n, float(sc.start_timestamp_ns)),
         "end_timestamp": np.full(n, float(sc.start_timestamp_ns + (num_steps - 1) * _STEP_NS)),
         "num_timestamps": np.full(n, num_steps, dtype=np.int64),
-        "focal_track_id": np.repeat(np.asarray([sc.focal_track_id]), n),
-        "city": np.repeat(np.asarray([sc.city]), n),
+        "focal_track_id": per_scenario["focal_track_id"],
+        "city": per_scenario["city"],
     }
-    return pa.table({k: pa.array(v, type=SCENARIO_SCHEMA.field(k).type) for k, v in columns.items()})
+    return pa.table(
+        {
+            k: v if isinstance(v, pa.Array) else pa.array(v, type=SCENARIO_SCHEMA.field(k).type)
+            for k, v in columns.items()
+        }
+    )
 
 
 def write_scenario_parquet(sc: SynthScenario, path: Path) -> None:
@@ -130,7 +150,9 @@ MAP_POINT_STRIDE = 4
 
 def _points(xy: FloatArray, stride: int = MAP_POINT_STRIDE) -> list[dict[str, float]]:
     if stride > 1 and len(xy) > 2:
-        keep = np.unique(np.concatenate([np.arange(0, len(xy), stride), [len(xy) - 1]]))
+        keep = np.arange(0, len(xy), stride)
+        if keep[-1] != len(xy) - 1:
+            keep = np.append(keep, len(xy) - 1)
         xy = xy[keep]
     return [{"x": x, "y": y, "z": 0.0} for x, y in np.round(xy, 2).tolist()]
 
@@ -154,8 +176,9 @@ def map_json(sc: SynthScenario) -> dict[str, Any]:
         next_id += k
     segments: dict[str, Any] = {}
     for li, lane in enumerate(net.lanes):
-        left = offset(lane.xy, lane.width_m / 2)
-        right = offset(lane.xy, -lane.width_m / 2)
+        normals = left_normals(lane.xy)  # as offset(), computed once for both boundaries
+        left = np.asarray(lane.xy + normals * (lane.width_m / 2), dtype=np.float64)
+        right = np.asarray(lane.xy + normals * (-lane.width_m / 2), dtype=np.float64)
         for pi, (a, b) in enumerate(pieces[li]):
             seg_id = ids[li][pi]
             last = pi == len(pieces[li]) - 1
