@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from av2.geometry.interpolate import NUM_CENTERLINE_INTERP_PTS, compute_midpoint_line
 
-from trajemb.data.maps import MapCache, load_map_geometry, read_map_geometry, save_map_geometry
+from trajemb.data.maps import (
+    MapCache,
+    MapGeometry,
+    load_map_geometry,
+    map_geometry_from_json,
+    midpoint_lines,
+    read_map_geometry,
+    save_map_geometry,
+)
 from trajemb.errors import DataError
+from trajemb.lanes import read_map_json
 
 
 def test_real_maps_reduce(av2_fixtures: Path) -> None:
@@ -55,3 +66,82 @@ def test_bad_map(tmp_path: Path, content: str, message: str) -> None:
 def test_missing_map(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="map file not found"):
         MapCache(tmp_path).get(tmp_path / "log_map_archive_nope.json")
+
+
+def _all_maps(av2_fixtures: Path, synth_dir: Path) -> list[Path]:
+    return (
+        sorted(av2_fixtures.rglob("log_map_archive_*.json"))
+        + sorted(synth_dir.rglob("log_map_archive_*.json"))[:8]
+    )
+
+
+def _assert_same_geometry(ours: MapGeometry, theirs: MapGeometry, what: str) -> None:
+    for kind in ("lane_boundaries", "lane_centerlines", "drivable_areas", "crossings"):
+        a, b = getattr(ours, kind), getattr(theirs, kind)
+        assert len(a) == len(b), (what, kind)
+        for x, y in zip(a, b, strict=True):
+            assert x.dtype == y.dtype and x.shape == y.shape, (what, kind)
+            np.testing.assert_array_equal(x, y, err_msg=f"{what}: {kind}")
+
+
+def test_decoded_maps_reduce_as_av2_does(av2_fixtures: Path, synth_dir: Path) -> None:
+    """The reduction from the decoded file (what prepare --maps-dir uses) is av2's, bit for bit."""
+    maps = _all_maps(av2_fixtures, synth_dir)
+    assert len(maps) >= 10
+    for path in maps:
+        _assert_same_geometry(
+            map_geometry_from_json(read_map_json(path), path), load_map_geometry(path), path.name
+        )
+
+
+def test_midpoint_lines_are_av2s_on_odd_boundaries() -> None:
+    """Boundaries of one point, repeated points, very uneven spacing and many points: av2's result."""
+    rng = np.random.default_rng(0)
+    lefts, rights = [], []
+    for n_left, n_right in [(1, 5), (6, 1), (2, 2), (3, 40), (25, 4), (9, 9)]:
+        lefts.append(np.cumsum(rng.exponential(3.0, (n_left, 3)), axis=0))
+        rights.append(np.cumsum(rng.exponential(0.2, (n_right, 3)), axis=0) + [0.0, 3.5, 0.0])
+    repeated = lefts[3].copy()
+    repeated[2] = repeated[1]
+    lefts.append(repeated)
+    rights.append(rights[3])
+    for ours, left, right in zip(midpoint_lines(lefts, rights), lefts, rights, strict=True):
+        theirs, _ = compute_midpoint_line(left, right, NUM_CENTERLINE_INTERP_PTS)
+        np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    "damage", ["lane_type", "no_z", "string_x", "crossing_edge", "duplicate_id", "empty_area", "no_crossings"]
+)
+def test_maps_outside_the_plain_schema_go_through_av2(
+    av2_fixtures: Path, tmp_path: Path, damage: str
+) -> None:
+    """A map av2 reads differently, or refuses, is parsed by av2: same geometry, or the same refusal."""
+    source = sorted((av2_fixtures / "motion_forecasting").rglob("log_map_archive_*.json"))[0]
+    data = json.loads(source.read_text())
+    lane = next(iter(data["lane_segments"].values()))
+    if damage == "lane_type":
+        lane["lane_type"] = "HOVERCRAFT"
+    elif damage == "no_z":
+        del lane["left_lane_boundary"][0]["z"]
+    elif damage == "string_x":
+        lane["left_lane_boundary"][0]["x"] = str(lane["left_lane_boundary"][0]["x"])
+    elif damage == "crossing_edge":
+        next(iter(data["pedestrian_crossings"].values()))["edge1"].append({"x": 1.0, "y": 2.0, "z": 0.0})
+    elif damage == "duplicate_id":
+        first, second = list(data["lane_segments"].values())[:2]
+        second["id"] = first["id"]
+    elif damage == "empty_area":
+        next(iter(data["drivable_areas"].values()))["area_boundary"] = []
+    else:
+        del data["pedestrian_crossings"]
+    path = tmp_path / source.name
+    path.write_text(json.dumps(data))
+    try:
+        theirs = load_map_geometry(path)
+    except DataError as exc:
+        with pytest.raises(DataError) as ours:
+            map_geometry_from_json(json.loads(path.read_text()), path)
+        assert str(ours.value) == str(exc)
+        return
+    _assert_same_geometry(map_geometry_from_json(json.loads(path.read_text()), path), theirs, damage)
