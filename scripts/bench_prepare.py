@@ -37,8 +37,15 @@ STAGES: dict[str, tuple[str, ...]] = {
     "read": ("read_scenario_tracks", "read_sensor_log_tracks"),
     "truth": ("read_truth", "window_true_manoeuvre"),
     "window": ("cut_windows", "to_agent_frame", "concat_city_windows"),
-    "labels": ("read_lane_graph", "with_map_directions", "total_heading_change_rad", "direction_class"),
-    "maps": ("get",),  # MapCache.get: parse, reduce and write a map for --maps-dir
+    "labels": (
+        "read_map_json",
+        "read_lane_graph",
+        "lane_graph_from_json",
+        "with_map_directions",
+        "total_heading_change_rad",
+        "direction_class",
+    ),
+    "maps": ("get",),  # MapCache.get: reduce and write a map for --maps-dir
     "write": ("write", "finish"),  # the table writer
 }
 NESTED: dict[str, tuple[str, ...]] = {

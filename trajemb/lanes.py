@@ -208,6 +208,8 @@ def lane_graph_from_json(data: dict[str, Any], map_json: Path) -> LaneGraph:
     def rows_of(value: object, what: str, lane: int) -> list[int]:
         if value is None:
             return []
+        if type(value) is list and all(type(v) is int for v in value):  # plain ids, the usual case
+            return [r for v in value if (r := row.get(v)) is not None]
         if not isinstance(value, list) or not all(
             isinstance(v, (int, str)) and not isinstance(v, bool) for v in value
         ):
