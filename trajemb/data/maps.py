@@ -1,7 +1,10 @@
 """AV2 vector maps reduced to what a plot needs, with an on-disk cache (npz, never pickle).
 
-Maps are parsed by av2 itself (``ArgoverseStaticMap.from_json``) and reduced to 2-D polylines in the
-city frame: lane boundaries, lane centre lines, drivable-area polygons and pedestrian crossings.
+Maps are reduced to 2-D polylines in the city frame: lane boundaries, lane centre lines (av2's
+``get_lane_segment_centerline``), drivable-area polygons and pedestrian crossings. ``load_map_geometry``
+parses a file with av2 itself (``ArgoverseStaticMap.from_json``); ``prepare --maps-dir`` reduces the file
+it has already decoded for the lane graph (``map_geometry_from_json``: the same arrays, bit for bit,
+at a tenth of the cost; maps outside av2's plain schema still go through av2).
 """
 
 from __future__ import annotations
