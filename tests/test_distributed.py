@@ -127,6 +127,9 @@ def _global_step_grads(rank: int, port: int, table: str, rows: torch.Tensor, out
         loss.backward()  # type: ignore[no-untyped-call]
         if rank == 0:
             torch.save({n: p.grad for n, p in trainer.model.named_parameters()}, Path(out) / "grads.pt")
+        # Both ranks leave the group together: a rank tearing gloo down while its peer still holds
+        # the pair open can abort ("terminate called without an active exception") on a busy machine.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

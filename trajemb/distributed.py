@@ -95,6 +95,10 @@ def process_group(device: torch.device) -> Iterator[DistEnv]:
     log.info("rank %d of %d (%s backend)", env.rank, env.world_size, env.backend)
     try:
         yield env
+        # On success every rank leaves together, so none tears its connections down while a peer
+        # still uses them (gloo can abort the late rank otherwise). After a failure the peers may be
+        # gone, so a barrier could only hang: the group is destroyed at once.
+        dist.barrier()
     finally:
         logger.setLevel(level)
         dist.destroy_process_group()
