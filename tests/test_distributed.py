@@ -185,7 +185,7 @@ def test_a_rendezvous_that_is_not_a_store_ends_in_one_line_within_its_deadline()
         silent.listen(8)  # accepted by the kernel, never answered
         port = silent.getsockname()[1]
         t0 = time.monotonic()
-        with pytest.raises(ConfigError, match="does not answer as a torch.distributed store within 1 s"):
+        with pytest.raises(ConfigError, match=r"does not answer as a torch\.distributed store within 1 s"):
             distributed.check_rendezvous("127.0.0.1", port, timeout_s=1.0)
         assert time.monotonic() - t0 < 10
     store = dist.TCPStore(

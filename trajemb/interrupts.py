@@ -11,8 +11,10 @@ UMAP's functions), a ``__del__`` method, a weakref callback. Python reports thos
 ``sys.unraisablehook`` and goes on, so the stage would finish, write its result and exit 0. Within
 ``signals_as_exceptions`` the signal therefore stays *pending* until the command ends:
 
-* a swallowed signal exception is raised again at once (``_thread.interrupt_main`` re-delivers the
-  signal to the main thread, whose handler raises it at the next line of Python that runs);
+* a swallowed signal exception is raised again at once: a short-lived thread re-delivers the signal
+  to the main thread (``_thread.interrupt_main``), whose handler raises it at the next line of Python
+  that runs there (again and again, should that be another callback, until it lands in ordinary
+  code);
 * ``raise_if_pending`` raises it at every point where output becomes visible (the rename of an atomic
   write) and where the command reports success, so an exception dropped silently by third-party code
   (``except BaseException: pass``) still ends the command with 128 + signal and no output.
@@ -29,6 +31,7 @@ import contextlib
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
@@ -55,6 +58,8 @@ class _State:
         self.active = False
         self.pending: int | None = None  # the first signal received
         self.unwinding = False  # its exception is propagating (a second signal is then ignored)
+        self.in_hook = False  # ``sys.unraisablehook`` is running (raising there would be lost too)
+        self.scheduled = False  # a re-delivery is on its way
 
 
 _state = _State()
@@ -81,6 +86,9 @@ def raise_if_pending() -> None:
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
+    if _state.in_hook:  # raised here it would be lost as well: come back right after the hook
+        _redeliver()
+        return
     if _state.unwinding:  # the first signal's exception is on its way up: let the cleanup finish
         return
     if _state.pending is None:
@@ -89,15 +97,38 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     raise _exception_for(_state.pending)
 
 
+#: How long the re-delivering thread waits, so that the callback or hook that swallowed the signal's
+#: exception has returned before the handler runs again.
+REDELIVER_DELAY_S = 0.005
+
+
+def _redeliver() -> None:
+    """Deliver the pending signal to the main thread again, from a thread of its own, a moment later."""
+    if _state.pending is None or _state.scheduled:
+        return
+    _state.scheduled = True
+    sig = signal.Signals(_state.pending)
+
+    def deliver() -> None:
+        time.sleep(REDELIVER_DELAY_S)
+        _state.scheduled = False
+        _thread.interrupt_main(sig)
+
+    threading.Thread(target=deliver, daemon=True, name="trajemb-redeliver-signal").start()
+
+
 def _unraisable_hook(previous: Any) -> Any:
     def hook(unraisable: Any) -> None:
         exc = unraisable.exc_value
         if _state.pending is not None and isinstance(exc, (Terminated, KeyboardInterrupt)):
-            # Our signal's exception died in a callback or finaliser: deliver the signal again, so that
-            # it is raised at the next line of Python the main thread runs (which may be another such
-            # callback; this repeats until it lands in ordinary code).
-            _state.unwinding = False
-            _thread.interrupt_main(signal.Signals(_state.pending))
+            # Our signal's exception died in a callback or finaliser: raise it again in the next line of
+            # Python the main thread runs.
+            _state.in_hook = True
+            try:
+                _state.unwinding = False
+                _redeliver()
+            finally:
+                _state.in_hook = False
             return
         previous(unraisable)
 
@@ -124,6 +155,7 @@ def signals_as_exceptions() -> Iterator[None]:
     sys.unraisablehook = _unraisable_hook(previous_hook)
     outer = (_state.active, _state.pending, _state.unwinding)
     _state.active, _state.pending, _state.unwinding = True, None, False
+    _state.in_hook = _state.scheduled = False
     try:
         yield
     finally:
