@@ -147,7 +147,10 @@ def write_error(path: Path, exc: OSError) -> DataError:
             "replaced; free some space or choose another --out"
         )
     if exc.errno == errno.ENAMETOOLONG:
-        return DataError(f"{path}: a name in this path is too long for the file system; choose a shorter one")
+        return DataError(
+            f"{str(path)[:80]!r}...: has a name too long for the file system (at most 255 bytes); choose a "
+            "shorter one"
+        )
     return DataError(
         f"{path}: cannot write here ({exc.strerror or exc}); choose another --out or fix permissions"
     )

@@ -353,6 +353,8 @@ class Bundle:
                         self._parquet = pq.ParquetFile(meta_path)
                     except (pa.ArrowInvalid, OSError) as exc:
                         raise DataError(f"{self.root / META_FILE}: unreadable ({exc})") from exc
+                    if name != "window_id" and "window_ids_sha256" in self.manifest:
+                        self.column("window_id")  # the rows are the ones every other file was written for
                 try:
                     chunked = self._parquet.read(columns=[name]).column(0)
                 except (pa.ArrowInvalid, KeyError, OSError) as exc:

@@ -751,6 +751,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.errno in WRITE_ONLY_ERRNOS:
             target = f" while writing {exc.filename2}" if exc.filename2 else ""
             return _error(f"{exc.strerror}{target}; free some space or choose another --out")
+        if exc.errno == errno.ENAMETOOLONG:
+            name = str(exc.filename or "")
+            shown = f"{name[:80]!r}... " if len(name) > 80 else f"{name!r} " if name else ""
+            return _error(
+                f"{shown}has a name too long for the file system (at most 255 bytes); choose a shorter one"
+            )
         where = f"{exc.filename}: " if exc.filename else ""
         return _error(f"{where}{exc.strerror}")
     except MemoryError:

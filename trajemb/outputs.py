@@ -244,8 +244,8 @@ def check_name_lengths(path: Path | str, what: str) -> None:
         size = len(part.encode("utf-8", "surrogateescape"))
         if size > MAX_NAME_BYTES:
             raise ConfigError(
-                f"{what} {str(path)[:80]!r}...: the name {part[:40]!r}... is {size} bytes, more than the "
-                f"{MAX_NAME_BYTES} a file name may have; choose a shorter one"
+                f"{what} {str(path)[:80]!r}...: the name {part[:40]!r}... is {size} bytes, too long for a "
+                f"file name (at most {MAX_NAME_BYTES}); choose a shorter one"
             )
 
 
