@@ -512,23 +512,35 @@ class Bundle:
         return np.asarray(xy)
 
     def report(self, name: str) -> dict[str, Any] | None:
-        """The model's evaluation report, or None where it has not been evaluated (yet)."""
+        """The model's evaluation report, or None where it has not been evaluated (yet). Its fields are
+        not interpreted here: ``check_report`` checks them for a reader that needs them all."""
         key = model_file(name, REPORT)
-        if not self.has_file(key):
-            return None
-        return check_report(self.json_file(key, "evaluation report"), f"{self.root / key}")
+        return self.json_file(key, "evaluation report") if self.has_file(key) else None
 
     def baselines(self) -> dict[str, Any]:
-        """Baseline name -> report (checked like a model's report)."""
-        if not self.has_file(BASELINES_FILE):
-            return {}
+        return self.json_file(BASELINES_FILE, "baselines report") if self.has_file(BASELINES_FILE) else {}
+
+    def checked_reports(self) -> dict[str, dict[str, Any]]:
+        """Every model's report and every baseline's, each checked with ``check_report``.
+
+        Raises:
+            DataError: a model not evaluated yet, or a malformed report (naming the file and field).
+        """
+        reports: dict[str, dict[str, Any]] = {}
+        for name in self.model_names:
+            report = self.report(name)
+            if report is None:
+                raise DataError(
+                    f"{self.root}: model {name} has not been evaluated yet (open the bundle in the explorer, "
+                    "run `trajemb complete`, or rebuild it without --no-eval)"
+                )
+            reports[name] = check_report(report, str(self.root / model_file(name, REPORT)))
         where = self.root / BASELINES_FILE
-        data = self.json_file(BASELINES_FILE, "baselines report")
-        for name, report in data.items():
-            if not name or len(name) > 100 or not name.isprintable():
-                raise DataError(f"{where}: baseline name {name!r:.60} is not a plain name")
-            check_report(report, f"{where} ({name})")
-        return data
+        for name, report in self.baselines().items():
+            if not name or len(name) > 100 or not name.isprintable() or name in reports:
+                raise DataError(f"{where}: baseline name {name!r:.60} is not a plain name of its own")
+            reports[name] = check_report(report, f"{where} ({name})")
+        return reports
 
     def encoder(self, name: str, device: str = "cpu") -> tuple[TrajectoryEncoder, dict[str, Any]]:
         """The model's encoder and card, from the bundle's verified copy of its checkpoint."""

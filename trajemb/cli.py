@@ -350,17 +350,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from trajemb.bundle import Bundle
     from trajemb.report import report_table
 
-    bundle = Bundle(Path(args.bundle))
-    reports: dict[str, dict[str, object]] = {}
-    for name in bundle.model_names:
-        report = bundle.report(name)
-        if report is None:
-            raise TrajembError(
-                f"{args.bundle}: model {name} has not been evaluated yet (open the bundle in the "
-                "explorer or rebuild it without --no-eval)"
-            )
-        reports[name] = report
-    reports.update(bundle.baselines())
+    reports = Bundle(Path(args.bundle)).checked_reports()
     if args.json:
         print(json.dumps(reports, indent=2))
     else:
