@@ -329,8 +329,15 @@ def hostile_bundle(
     table = table.set_column(
         table.schema.get_field_index("object_type"), "object_type", pa.array(kinds).dictionary_encode()
     )
-    original = pq.read_metadata(synth_table).metadata
-    pq.write_table(table.replace_schema_metadata(original), root / "t.parquet")  # geometry and ids unchanged
+    import json
+
+    from trajemb.store import METADATA_KEY, content_hash
+
+    manifest = json.loads(pq.read_metadata(synth_table).metadata[METADATA_KEY])
+    manifest["content_sha256"] = content_hash(table)  # as `prepare` would have written it
+    pq.write_table(
+        table.replace_schema_metadata({METADATA_KEY: json.dumps(manifest).encode()}), root / "t.parquet"
+    )
     config = BundleConfig(
         evaluation=EvalConfig(num_queries=50), projection=ProjectionConfig(method="full"), device="cpu"
     )
