@@ -55,7 +55,7 @@ from trajemb.index import load_faiss_index
 from trajemb.integrity import FileDigest, VerifiedArray, VerifiedFile, file_stamp
 from trajemb.jsonio import read_json_object
 from trajemb.paths import resolve_inside, safe_component
-from trajemb.search import PARALLEL_EXACT_ROWS, NeighborIndex, parallel_exact
+from trajemb.search import PARALLEL_EXACT_ROWS, NeighborIndex, parallel_exact, raw_search
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -494,7 +494,7 @@ class Bundle:
         (an index of another model, or of reordered rows, finds almost none)."""
         rows = self._sample_rows()
         vectors = np.ascontiguousarray(embeddings.rows(rows), dtype=np.float32)
-        dist, _ = raw.search(vectors, 1)
+        dist, _ = raw_search(raw, vectors, 1)  # squared distances, as FAISS gives them
         scale = max(1.0, float(np.square(vectors).sum(axis=1).max()))
         found = float(np.mean(dist[:, 0] <= 1e-6 * scale))
         if found < 0.9:  # HNSW may miss a row now and then; a mismatched index misses nearly all
