@@ -84,7 +84,7 @@ def is_temporary_name(name: str) -> bool:
 def _remove_unlocked(path: Path) -> bool:
     """Remove the lock file ``path`` if no process holds it (left by a process that was killed)."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return False
     try:
@@ -236,7 +236,7 @@ def _acquire(target: Path) -> str:
     _prepare_parent(path)
     while True:
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
         except OSError as exc:
             raise write_error(target, exc) from exc
         try:
