@@ -122,7 +122,7 @@ def test_two_trainings_into_one_new_folder(
         [sys.executable, "-m", "trajemb", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 60
-    while not lock_path(out).exists():
+    while not (out / "trajemb_run.json").exists():  # training: the folder is the first run's now
         assert time.monotonic() < deadline and first.poll() is None, first.communicate()
         time.sleep(0.05)
     assert main(args) == 2

@@ -204,7 +204,7 @@ def test_sigterm_during_the_layout_stops_the_bundle(
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr[-2000:]
-    assert stderr.strip().splitlines()[-1] == "trajemb: terminated by SIGTERM"
+    assert "trajemb: terminated by SIGTERM" in stderr.splitlines()
     assert time.monotonic() - t0 < 30
     assert list(tmp_path.iterdir()) == []  # no bundle, no temporary, no lock
 

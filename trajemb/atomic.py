@@ -156,8 +156,9 @@ def write_error(path: Path, exc: OSError) -> DataError:
     )
 
 
-def _identity(path: Path) -> tuple[int, ...] | None:
-    """What tells whether ``path`` changed: device, inode, type, size, modification and change times."""
+def path_identity(path: Path) -> tuple[int, ...] | None:
+    """What tells whether ``path`` changed: device, inode, type, size, modification and change times
+    (None where it does not exist)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -168,7 +169,7 @@ def _identity(path: Path) -> tuple[int, ...] | None:
 
 
 def _check_unchanged(target: Path, before: tuple[int, ...] | None) -> None:
-    if _identity(target) != before:
+    if path_identity(target) != before:
         raise DataError(
             f"{target}: {'appeared' if before is None else 'changed'} while this run was writing it "
             "(another process writing the same output?); left it as it is and dropped this run's result"
@@ -325,14 +326,14 @@ _checked: dict[str, tuple[int, ...] | None] = {}
 
 def note_checked(target: Path) -> None:
     """Remember ``target`` as ``trajemb.outputs`` saw it: the write that follows replaces only that."""
-    _checked[os.path.abspath(target)] = _identity(Path(target))
+    _checked[os.path.abspath(target)] = path_identity(Path(target))
 
 
 def _check_still_as_checked(target: Path) -> None:
     key = os.path.abspath(target)
     if key in _checked:
         before = _checked.pop(key)
-        if _identity(target) != before:
+        if path_identity(target) != before:
             raise DataError(
                 f"{target}: {'appeared' if before is None else 'changed'} after it was checked (another "
                 "process wrote it meanwhile?); left it as it is; run again to replace it"
@@ -362,7 +363,7 @@ def atomic_path(target: Path, guard: bool = False) -> Iterator[Path]:
     with output_lock(target) if guard else contextlib.nullcontext():
         if guard:
             _check_still_as_checked(target)
-        before = _identity(target) if guard else None
+        before = path_identity(target) if guard else None
         tmp = target.with_name(_temp_name(target, "tmp"))
         try:
             # O_EXCL: never write through a name someone else created; 0o666 lets the umask decide.
@@ -398,7 +399,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     _prepare_parent(target)
     with output_lock(target):
         _check_still_as_checked(target)
-        before = _identity(target)
+        before = path_identity(target)
         tmp = target.with_name(_temp_name(target, "tmp"))
         try:
             os.mkdir(tmp, 0o777)

@@ -17,6 +17,7 @@ two runs never mix); anything else in the way is refused before the table is rea
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -35,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from trajemb import __version__, distributed
-from trajemb.atomic import OutputLock, write_text_atomic
+from trajemb.atomic import output_lock, path_identity, write_text_atomic
 from trajemb.augment import AugmentConfig, augment
 from trajemb.batches import NeighborhoodBatches
 from trajemb.checkpoint import git_revision, load_checkpoint, read_card, save_checkpoint
@@ -237,19 +238,16 @@ class Trainer:
         self.overwrite = overwrite
         self.table_path = Path(table_path)
         check_run_folder(self.out, self.table_path, resume, overwrite)  # before even a lock file is made
-        # Rank 0 writes the run folder: it holds the folder's lock from here to the end of ``fit``
-        # (``close``), so a second run into the same folder stops at once, naming this one.
-        self._lock = OutputLock(self.out) if self.dist.is_main else None
-        try:
+        # Rank 0 writes the run folder. It holds the folder's lock while it checks and loads (here) and
+        # while it trains (``fit``), so a second run into the same folder stops at once, naming this one;
+        # a trainer built only to compute losses holds nothing, and ``fit`` refuses a folder that
+        # changed in between.
+        with self._folder_lock():
             self._setup(resume, overwrite)
-        except BaseException:
-            self.close()
-            raise
+            self._folder_seen = path_identity(self.out)
 
-    def close(self) -> None:
-        """Release the run folder (``fit`` does it when it ends); later calls do nothing."""
-        if self._lock is not None:
-            self._lock.release()
+    def _folder_lock(self) -> contextlib.AbstractContextManager[None]:
+        return output_lock(self.out) if self.dist.is_main else contextlib.nullcontext()
 
     def _setup(self, resume: bool, overwrite: bool) -> None:
         config = self.config
@@ -594,18 +592,22 @@ class Trainer:
             _truncate_csv(self.out / METRICS_FILE, self.start_epoch)
 
     def fit(self) -> dict[str, float]:
-        """Train from ``start_epoch``; returns the best epoch's metrics. Releases the run folder's lock
-        when it ends, however it ends.
+        """Train from ``start_epoch``; returns the best epoch's metrics. Holds the run folder's lock
+        throughout.
 
         Raises:
+            DataError: the run folder changed since this trainer checked it (another run wrote it).
             TrainingError: a non-finite loss, an epoch in which no batch yielded a triplet (nothing was
                 learned: the threshold or data admit no positive/negative pairs), or no epoch with a
                 finite validation minADE. No "best" checkpoint is written from such an epoch.
         """
-        try:
+        with self._folder_lock():
+            if self.dist.is_main and path_identity(self.out) != self._folder_seen:
+                raise DataError(
+                    f"{self.out}: changed since this run checked it (another run wrote it meanwhile?); "
+                    "nothing was written; start it again"
+                )
             return self._fit()
-        finally:
-            self.close()
 
     def _fit(self) -> dict[str, float]:
         c = self.config
