@@ -1,9 +1,16 @@
 """Every cache of the explorer in one place, and where bundles come from.
 
-A bundle opens once per (path, manifest version): when the built-in default data gains its 2-D layouts
-and evaluation in the background, the next rerun opens the completed manifest. Derived data (filter
-masks, layout images, pickable points, clusters) is cached as resources (shared, never copied per
-click). Geometry is read per row from the memory-mapped bundle, never copied whole.
+The explorer serves only what it was given: the bundles named with ``--bundle`` (or
+``$TRAJEMB_BUNDLE``), else the built-in default data; or, in the explicit serving mode
+``--bundle-root DIR``, the bundles directly inside those folders (never through a symbolic link that
+leads out of them). A link's ``?bundle=`` can choose among those by name, nothing else.
+
+A bundle opens once per version on disk: when its folder or manifest is replaced or rewritten (the
+default data gaining its 2-D layouts in the background, a rebuild), or a file it has read changes, the
+next rerun opens it again, and an error found by the full check belongs to the version it was found
+in. Derived data (filter masks, layout images, pickable points, clusters) is cached as resources
+(shared, never copied per click). Geometry is read per row from the memory-mapped bundle, never copied
+whole.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import numpy as np
 import streamlit as st
 
 from trajemb.bundle import MANIFEST, Bundle
+from trajemb.bundle import manifest_stamp as disk_stamp
 from trajemb.errors import DataError
 from trajemb.explore import cluster_labels, cluster_medoids, grid_representatives, label_mask
 from trajemb.viz import label_colors, projection_raster
@@ -41,38 +49,54 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LaunchOptions:
-    bundle: str | None
+    bundles: tuple[str, ...]
     roots: tuple[Path, ...]
 
 
 def launch_options() -> LaunchOptions:
-    """``-- --bundle PATH`` / ``$TRAJEMB_BUNDLE``, and ``-- --bundle-root DIR`` (repeatable) /
-    ``$TRAJEMB_BUNDLE_ROOTS`` (``:``-separated): serve only the bundles under these folders."""
+    """``-- --bundle PATH`` (repeatable) / ``$TRAJEMB_BUNDLE`` (``:``-separated), and ``-- --bundle-root
+    DIR`` (repeatable) / ``$TRAJEMB_BUNDLE_ROOTS`` (``:``-separated): serve the bundles under these
+    folders."""
     parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--bundle", default=None)
+    parser.add_argument("--bundle", action="append", default=[])
     parser.add_argument("--bundle-root", action="append", default=[])
     args, _ = parser.parse_known_args(sys.argv[1:])
+    bundles = args.bundle or [b for b in os.environ.get(BUNDLE_ENV, "").split(os.pathsep) if b]
     roots = [*args.bundle_root, *[r for r in os.environ.get(ROOTS_ENV, "").split(os.pathsep) if r]]
-    return LaunchOptions(
-        args.bundle or os.environ.get(BUNDLE_ENV) or None, tuple(Path(r).resolve() for r in roots)
-    )
+    return LaunchOptions(tuple(bundles), tuple(Path(r).resolve() for r in roots))
 
 
 def served_bundles(roots: tuple[Path, ...]) -> dict[str, str]:
-    """Name -> path of every bundle directly inside (or at) the allowed roots."""
+    """Name -> path of every bundle directly inside (or at) the allowed roots; hidden entries and
+    symbolic links that lead out of their root are left out."""
     found: dict[str, str] = {}
     for root in roots:
-        candidates = (
-            [root]
-            if (root / MANIFEST).is_file()
-            else sorted(p for p in root.iterdir() if p.is_dir())
-            if root.is_dir()
-            else []
-        )
+        if not root.is_dir():
+            continue
+        candidates = [root] if (root / MANIFEST).is_file() else sorted(root.iterdir())
         for path in candidates:
-            if (path / MANIFEST).is_file() and not path.name.startswith("."):
+            if path.name.startswith(".") and path != root:
+                continue
+            real = path.resolve()
+            if not real.is_relative_to(root) or not real.is_dir():
+                continue
+            manifest = real / MANIFEST
+            if manifest.is_file() and manifest.resolve().is_relative_to(real):
                 name = path.name if path.name not in found else f"{root.name}/{path.name}"
-                found[name] = str(path)
+                found[name] = str(real)
+    return found
+
+
+def allowed_bundles(launch: LaunchOptions) -> dict[str, str]:
+    """Name -> path of what this explorer may open: the served bundles with ``--bundle-root``, else the
+    ``--bundle`` ones; empty: only the built-in default data."""
+    if launch.roots:
+        return served_bundles(launch.roots)
+    found: dict[str, str] = {}
+    for given in launch.bundles:
+        path = Path(given)
+        name = path.name or str(path)
+        found[name if name not in found else str(path)] = str(path)
     return found
 
 
@@ -208,53 +232,61 @@ def completion_status(path: str) -> str | None:
 
 
 # -- opened bundles ----------------------------------------------------------------------------------
-def manifest_stamp(path: str) -> int:
-    """Changes whenever the bundle's manifest is rewritten (a completed stage, a rebuild)."""
-    try:
-        return os.stat(Path(path) / MANIFEST).st_mtime_ns
-    except OSError:
-        return 0
+#: Path -> how many times an opened bundle was found changed on disk (part of its cache key).
+_generations: dict[str, int] = {}
+
+
+def bundle_stamp(path: str) -> tuple[int, ...]:
+    """The version of the bundle at ``path``: its folder and manifest on disk, and the generation."""
+    return (*disk_stamp(Path(path)), _generations.get(path, 0))
 
 
 @st.cache_resource(show_spinner="Opening the bundle…", max_entries=4)
-def _open(path: str, stamp: int) -> Bundle:
+def _open(path: str, stamp: tuple[int, ...]) -> Bundle:
     bundle = Bundle(Path(path))
-    threading.Thread(target=_verify, args=(bundle,), name="trajemb-verify", daemon=True).start()
+    threading.Thread(target=_verify, args=(bundle, path, stamp), name="trajemb-verify", daemon=True).start()
     return bundle
 
 
-#: Bundle root -> the error its full verification found. Every row the explorer reads is verified
-#: before use anyway; the full check runs beside the first page so that a corrupt file is reported
-#: early, without making the person wait for half a gigabyte to be hashed.
-_verify_errors: dict[str, str] = {}
+#: (path, version) -> the error the full verification of that version found. Every row the explorer
+#: reads is verified before use anyway; the full check runs beside the first page so that a corrupt
+#: file is reported early, without making the person wait for half a gigabyte to be hashed.
+_verify_errors: dict[tuple[str, tuple[int, ...]], str] = {}
 
 
-def _verify(bundle: Bundle) -> None:
+def _verify(bundle: Bundle, path: str, stamp: tuple[int, ...]) -> None:
     try:
         bundle.verify_all()
     except Exception as exc:
-        _verify_errors[str(bundle.root)] = str(exc)
+        _verify_errors[(path, stamp)] = str(exc)
 
 
 def open_bundle(path: str) -> Bundle:
-    error = _verify_errors.get(str(Path(path)))
+    """The bundle at ``path``, opened again whenever it changed on disk since it was opened."""
+    bundle = _open(path, bundle_stamp(path))
+    if bundle.changed():  # a file read so far was written or replaced: open (and verify) it afresh
+        _generations[path] = _generations.get(path, 0) + 1
+        bundle = _open(path, bundle_stamp(path))
+    error = _verify_errors.get((path, bundle_stamp(path)))
     if error is not None:
         raise DataError(error)
-    return _open(path, manifest_stamp(path))
+    return bundle
 
 
-def stamp_of(bundle: Bundle) -> tuple[str, int]:
-    return str(bundle.root), manifest_stamp(str(bundle.root))
+def stamp_of(bundle: Bundle) -> tuple[str, tuple[int, ...]]:
+    return str(bundle.root), bundle_stamp(str(bundle.root))
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
-def filter_mask(path: str, stamp: int, filters: tuple[tuple[str, tuple[str, ...]], ...]) -> np.ndarray | None:
+def filter_mask(
+    path: str, stamp: tuple[int, ...], filters: tuple[tuple[str, tuple[str, ...]], ...]
+) -> np.ndarray | None:
     """(N,) bool rows passing the table filters; None when no filter is set."""
     return label_mask(_open(path, stamp), filters)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def label_values(path: str, stamp: int, name: str) -> tuple[np.ndarray, list[str]]:
+def label_values(path: str, stamp: tuple[int, ...], name: str) -> tuple[np.ndarray, list[str]]:
     """Codes and sorted category names of a label column (codes follow the sorted order; speed bins in
     the order of their speeds, not alphabetically)."""
     from trajemb.labels import SPEED_BIN_NAMES
@@ -270,7 +302,7 @@ def label_values(path: str, stamp: int, name: str) -> tuple[np.ndarray, list[str
 
 
 @st.cache_resource(show_spinner="Clustering the embeddings…", max_entries=16)
-def clusters(path: str, stamp: int, model: str, k: int) -> tuple[np.ndarray, dict[int, int]]:
+def clusters(path: str, stamp: tuple[int, ...], model: str, k: int) -> tuple[np.ndarray, dict[int, int]]:
     emb = np.asarray(_open(path, stamp).embeddings(model).all())
     labels = cluster_labels(emb, k)
     return labels, cluster_medoids(emb, labels)
@@ -288,7 +320,7 @@ class LayoutView:
 @st.cache_resource(show_spinner="Drawing the 2-D layout…", max_entries=24)
 def layout_view(
     path: str,
-    stamp: int,
+    stamp: tuple[int, ...],
     model: str,
     color_by: str,
     filters: tuple[tuple[str, tuple[str, ...]], ...],
@@ -311,7 +343,7 @@ def layout_view(
 
 
 def layout_labels(
-    path: str, stamp: int, model: str, color_by: str, cluster_k: int
+    path: str, stamp: tuple[int, ...], model: str, color_by: str, cluster_k: int
 ) -> tuple[np.ndarray, list[str]]:
     if color_by == "k-means cluster":
         labels, _ = clusters(path, stamp, model, cluster_k)

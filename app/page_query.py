@@ -9,7 +9,7 @@ import streamlit as st
 from trajemb.errors import TrajembError
 from trajemb.explore import search_window
 from trajemb.labels import direction_class, mean_speed_mps, path_length_m
-from trajemb.query import parse_points, points_to_window
+from trajemb.query import decode_upload, parse_points, points_to_window
 
 import cache
 import state
@@ -17,7 +17,6 @@ import ui
 
 EXAMPLE = "x, y\n0, 0\n20, 0\n35, 5\n42, 18\n44, 35"
 MODES = ("Type points", "Upload a CSV")
-MAX_UPLOAD_BYTES = 2_000_000
 
 
 def page() -> None:
@@ -40,10 +39,12 @@ def page() -> None:
     if mode == MODES[1]:
         upload = st.file_uploader("CSV with x and y columns (metres)", type=["csv", "txt"], key="upload")
         if upload is not None:
-            st.session_state["own-upload"] = (
-                upload.name,
-                upload.getvalue()[:MAX_UPLOAD_BYTES].decode("utf-8", errors="replace"),
-            )
+            try:  # whole or not at all: a cut file would change the query without a word
+                st.session_state["own-upload"] = (upload.name, decode_upload(upload.getvalue(), upload.name))
+            except TrajembError as exc:
+                st.session_state.pop("own-upload", None)
+                st.error(f"Cannot use this file: {ui.md(str(exc))}")
+                return
         kept = st.session_state.get("own-upload")
         if kept is None:
             st.info("Choose a file to use it as the query.")

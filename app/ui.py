@@ -59,29 +59,35 @@ def pick_from_plot(key: str) -> None:
 
 # -- sidebar ------------------------------------------------------------------------------------------
 def bundle_choice() -> Bundle | None:
-    """The bundle chosen in the sidebar, opened; None (with the reason shown) when it cannot be."""
+    """The bundle chosen in the sidebar, opened; None (with the reason shown) when it cannot be.
+
+    Only what the explorer was given can be opened (``cache.allowed_bundles``): a bundle named in a link
+    that is not among them is not opened, and the notice does not say whether such a path exists.
+    """
     state.init_session()
     launch = cache.launch_options()
-    if launch.roots:
-        served = cache.served_bundles(launch.roots)
-        if not served:
-            st.error("No bundles under the served folders.")
-            return None
-        names = list(served)
-        if st.session_state.get(state.BUNDLE) not in served:
+    allowed = cache.allowed_bundles(launch)
+    asked = st.session_state.get(state.BUNDLE)
+    if asked and asked not in allowed:
+        by_path = {path: name for name, path in allowed.items()}
+        if asked in by_path:  # a link written before bundles were named
+            st.session_state[state.BUNDLE] = by_path[asked]
+        else:
+            st.warning(
+                "The bundle named in the link is not served here; showing the one this explorer was given."
+            )
+            st.session_state[state.BUNDLE] = None
+    if launch.roots and not allowed:
+        st.error("No bundles under the served folders.")
+        return None
+    path: str | None = None
+    if allowed:
+        names = list(allowed)
+        if st.session_state.get(state.BUNDLE) not in allowed:
             st.session_state[state.BUNDLE] = names[0]
-        st.sidebar.selectbox("Bundle", names, key=state.BUNDLE, on_change=state.reset_for_bundle)
-        path: str | None = served[st.session_state[state.BUNDLE]]
-    else:
-        if st.session_state.get(state.BUNDLE) is None:
-            st.session_state[state.BUNDLE] = launch.bundle or ""
-        typed = st.sidebar.text_input(
-            "Bundle folder (empty: built-in default)",
-            key=state.BUNDLE,
-            on_change=state.reset_for_bundle,
-            help="A folder written by `trajemb bundle`.",
-        )
-        path = typed.strip() or None
+        if len(names) > 1 or launch.roots:
+            st.sidebar.selectbox("Bundle", names, key=state.BUNDLE, on_change=state.reset_for_bundle)
+        path = allowed[st.session_state[state.BUNDLE]]
     try:
         if path is None:
             path = cache.default_bundle_path()
@@ -90,6 +96,8 @@ def bundle_choice() -> Bundle | None:
         return bundle
     except TrajembError as exc:
         st.error(f"Cannot open the bundle: {md(str(exc))}")
+    except MemoryError:
+        st.error("Cannot open the bundle: not enough memory for it on this machine.")
     except Exception as exc:
         st.error(md(f"Cannot open the bundle {path}: {type(exc).__name__}: {exc}"))
     return None
@@ -275,7 +283,7 @@ def overlay(
 
 
 @st.cache_resource(show_spinner=False, max_entries=2048)
-def _map(path: str, stamp: int, map_key: str) -> Any:
+def _map(path: str, stamp: tuple[int, ...], map_key: str) -> Any:
     return cache.open_bundle(path).map_geometry(map_key)
 
 
@@ -370,6 +378,8 @@ def run_page(page: Any, own_query_page: bool = False) -> None:
         page()
     except TrajembError as exc:
         st.error(f"Cannot show this page: {md(str(exc))}")
+    except MemoryError:  # a size in a file too large for this machine: one line, not a traceback
+        st.error("Cannot show this page: not enough memory on this machine for what it needs.")
     state.sync_url(st.session_state.get(OPENED))
 
 

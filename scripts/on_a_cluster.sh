@@ -14,7 +14,8 @@
 #   scripts/on_a_cluster.sh train NNODES NPROC HEAD_IP TABLE OUT [trajemb train flags]   # on every node
 #   scripts/on_a_cluster.sh ray-stop                                  # on every node
 #
-# Ports: RAY_PORT (default 6379) for Ray, RDZV_PORT (default 29400) for torchrun's rendezvous.
+# Ports: RAY_PORT (default 6379) for Ray, RDZV_PORT (default 29400) for torchrun's rendezvous;
+# RDZV_TIMEOUT (default 300 s): how long a worker node waits for the head's rendezvous.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -68,6 +69,27 @@ PY
     [ $# -ge 5 ] || usage
     nnodes=$1 nproc=$2 head=$3 table=$4 out=$5
     shift 5
+    # On a worker node, wait (RDZV_TIMEOUT seconds at most, default 300) for the head's rendezvous
+    # store and check that it is one: torchrun would wait for ever at a port that is something else.
+    "$bin/python" - "$head" "$rdzv_port" "${RDZV_TIMEOUT:-300}" <<'PY'
+import socket
+import sys
+
+from trajemb.distributed import wait_for_rendezvous
+from trajemb.errors import ConfigError
+
+head, port, timeout_s = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+try:
+    with socket.socket() as s:
+        s.bind((socket.gethostbyname(head), 0))  # the head's address is one of this machine's
+    sys.exit(0)  # this is the head: its torchrun starts the store
+except OSError:
+    pass
+try:
+    wait_for_rendezvous(head, port, timeout_s)
+except ConfigError as exc:
+    sys.exit(f"on_a_cluster.sh: error: {exc}")
+PY
     "$bin/torchrun" --nnodes "$nnodes" --nproc-per-node "$nproc" --rdzv-backend c10d \
       --rdzv-endpoint "$head:$rdzv_port" --rdzv-id trajemb-train \
       -m trajemb train --data "$table" --out "$out" "$@"

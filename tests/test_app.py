@@ -122,13 +122,85 @@ def test_settings_and_query_live_in_the_url(small_bundle: Path, monkeypatch: pyt
     assert any("not in this bundle" in w.value for w in bad.warning)
 
 
-def test_bundle_box_keeps_every_edit(app: AppTest, tmp_path: Path, small_bundle: Path) -> None:
-    box = app.sidebar.text_input(key="bundle")
-    box.set_value(str(tmp_path)).run()
-    assert any("not a trajemb bundle" in e.value for e in app.error)
-    app.sidebar.text_input(key="bundle").set_value(str(small_bundle)).run()  # the second edit sticks too
-    assert not app.error and app.sidebar.text_input(key="bundle").value == str(small_bundle)
-    assert len(neighbor_ids(app)) == 6
+def test_only_the_given_bundles_open(
+    small_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link cannot open another bundle than those given on the command line, and the notice is the
+    same whether the path it names exists or not (no way to probe the server's files)."""
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(small_bundle, other)
+    notices = []
+    for asked in (str(other), str(tmp_path / "no-such-bundle")):
+        at = start(small_bundle, monkeypatch, {"bundle": asked})
+        assert not at.sidebar.text_input  # no free path box
+        assert not at.error and len(neighbor_ids(at)) == 6
+        assert at.session_state["_opened_bundle"].root == small_bundle
+        notices.append([w.value for w in at.warning])
+    assert (
+        notices[0]
+        == notices[1]
+        == ["The bundle named in the link is not served here; showing the one this explorer was given."]
+    )
+    monkeypatch.setenv("TRAJEMB_BUNDLE", f"{small_bundle}:{other}")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["bundle"] = "other"
+    at.run()
+    assert at.sidebar.selectbox(key="bundle").options == [small_bundle.name, "other"]
+    assert at.session_state["_opened_bundle"].root == other and not at.warning
+
+
+def test_the_server_listens_on_this_machine_only() -> None:
+    import tomllib
+
+    config = tomllib.loads((REPO_ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "localhost"
+    assert config["server"]["maxUploadSize"] == 2
+
+
+def test_served_roots_do_not_follow_links_out(
+    small_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    root = tmp_path / "served"
+    root.mkdir()
+    shutil.copytree(small_bundle, root / "inside")
+    (root / "escape").symlink_to(small_bundle, target_is_directory=True)  # a bundle outside the root
+    (root / "alias").symlink_to(root / "inside", target_is_directory=True)  # inside: fine
+    (root / ".hidden").mkdir()
+    monkeypatch.delenv("TRAJEMB_BUNDLE", raising=False)
+    monkeypatch.setenv("TRAJEMB_BUNDLE_ROOTS", str(root))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["bundle"] = str(small_bundle)
+    at.run()
+    assert sorted(at.sidebar.selectbox(key="bundle").options) == ["alias", "inside"]
+    assert at.session_state["_opened_bundle"].root != small_bundle
+    assert any("not served here" in w.value for w in at.warning)
+
+
+def test_a_changed_or_rebuilt_bundle_is_opened_again(
+    small_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bytes changed in place after their first check are checked again (and refused), and a bundle
+    rebuilt after an error opens without restarting the explorer."""
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree(small_bundle, copy)
+    at = start(copy, monkeypatch)
+    assert len(neighbor_ids(at)) == 6
+    xy = copy / "windows" / "xy_agent.npy"
+    data = bytearray(xy.read_bytes())
+    data[-64:] = bytes(64)  # in place: same inode, same size
+    xy.write_bytes(bytes(data))
+    at.run()
+    assert not at.exception and any("does not match the bundle manifest" in e.value for e in at.error)
+    shutil.rmtree(copy)
+    shutil.copytree(small_bundle, copy)  # rebuilt
+    at.run()
+    assert not at.exception and not at.error and len(neighbor_ids(at)) == 6
 
 
 def test_own_query_shows_what_was_parsed(app: AppTest) -> None:
@@ -257,8 +329,15 @@ def hostile_bundle(
     table = table.set_column(
         table.schema.get_field_index("object_type"), "object_type", pa.array(kinds).dictionary_encode()
     )
-    original = pq.read_metadata(synth_table).metadata
-    pq.write_table(table.replace_schema_metadata(original), root / "t.parquet")  # geometry and ids unchanged
+    import json
+
+    from trajemb.store import METADATA_KEY, content_hash
+
+    manifest = json.loads(pq.read_metadata(synth_table).metadata[METADATA_KEY])
+    manifest["content_sha256"] = content_hash(table)  # as `prepare` would have written it
+    pq.write_table(
+        table.replace_schema_metadata({METADATA_KEY: json.dumps(manifest).encode()}), root / "t.parquet"
+    )
     config = BundleConfig(
         evaluation=EvalConfig(num_queries=50), projection=ProjectionConfig(method="full"), device="cpu"
     )

@@ -277,3 +277,172 @@ def test_cli_search_evaluate_complete(small_bundle: Path, capsys: pytest.Capture
     assert "window id 'nope' is not in this bundle" in capsys.readouterr().err
     assert main(["complete", "--bundle", str(small_bundle)]) == 0
     assert "already complete" in capsys.readouterr().out
+
+
+# -- files tied to each other (issue 23) -----------------------------------------------------------------
+def redigest(bundle: Path, keys: list[str], keep_ties: bool = True) -> None:
+    """Rewrite the manifest's digests of ``keys`` to match the files, as a tool "repairing" a bundle
+    would: with ``keep_ties`` it keeps the entries' other fields, else it writes plain digests."""
+    from trajemb.integrity import digest_file
+
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    for key in keys:
+        fresh = digest_file(bundle / key).to_dict()
+        manifest["files"][key] = {**manifest["files"][key], **fresh} if keep_ties else fresh
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+
+
+@pytest.fixture(scope="module")
+def twin_bundle(
+    synth_table: Path, tiny_checkpoints: list[Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """Two models of the same dimension (the second one's weights perturbed), no layout or evaluation."""
+    import torch
+
+    from trajemb.checkpoint import load_checkpoint, read_card, save_checkpoint
+
+    root = tmp_path_factory.mktemp("twins")
+    model, _ = load_checkpoint(tiny_checkpoints[0])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_checkpoint(model, root / "other", {**read_card(tiny_checkpoints[0]), "name": "other"})
+    config = BundleConfig(projection=ProjectionConfig(method="none"), evaluate=False, device="cpu")
+    build_bundle(synth_table, [tiny_checkpoints[0], root / "other"], root / "b", None, config, progress=False)
+    return root / "b"
+
+
+def test_rows_reordered_with_their_digests_rewritten_are_refused(small_bundle: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    copy = copy_of(small_bundle, tmp_path)
+    np.save(copy / XY_FILE, np.load(copy / XY_FILE)[::-1].copy())
+    meta = pq.read_table(copy / "windows" / "meta.parquet")
+    pq.write_table(meta.take(np.arange(len(meta))[::-1].copy()), copy / "windows" / "meta.parquet")
+    redigest(copy, [XY_FILE, "windows/meta.parquet"])
+    bundle = Bundle(copy)  # every digest matches its file ...
+    with pytest.raises(DataError, match="window ids are not the ones the bundle's files were written for"):
+        search_row(bundle, "cosine-d8", 0)  # ... but the rows are not those the index was built on
+    with pytest.raises(DataError, match="rebuild it with `trajemb bundle`"):
+        Bundle(copy).verify_all()
+
+
+def test_embeddings_of_two_models_swapped_are_refused(twin_bundle: Path, tmp_path: Path) -> None:
+    a, b = (f"models/{name}" for name in Bundle(twin_bundle).model_names)
+    keys = [f"{m}/{f}" for m in (a, b) for f in ("embeddings.npy", "index.faiss")]
+
+    def swapped() -> Path:
+        copy = tmp_path / f"b{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(twin_bundle, copy)
+        for f in ("embeddings.npy", "index.faiss"):
+            (copy / a / f).rename(copy / "tmp")
+            (copy / b / f).rename(copy / a / f)
+            (copy / "tmp").rename(copy / b / f)
+        return copy
+
+    plain = swapped()  # digests rewritten from scratch
+    redigest(plain, keys, keep_ties=False)
+    with pytest.raises(DataError, match="is not tied to this bundle's"):
+        Bundle(plain)
+    moved = swapped()  # whole manifest entries swapped with the files
+    manifest = json.loads((moved / MANIFEST).read_text())
+    for f in ("embeddings.npy", "index.faiss"):
+        files = manifest["files"]
+        files[f"{a}/{f}"], files[f"{b}/{f}"] = files[f"{b}/{f}"], files[f"{a}/{f}"]
+    (moved / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="computed with other weights than model"):
+        Bundle(moved)
+    forged = swapped()  # every tie forged too: the content itself gives it away
+    redigest(forged, keys)
+    with pytest.raises(DataError, match="are not what its checkpoint computes"):
+        Bundle(forged).verify_all()
+    Bundle(twin_bundle).verify_all()  # the original passes every check
+
+
+def test_an_index_of_other_embeddings_is_refused_when_loaded(twin_bundle: Path, tmp_path: Path) -> None:
+    copy = copy_of(twin_bundle, tmp_path)
+    a, b = Bundle(copy).model_names
+    shutil.copyfile(copy / "models" / b / "index.faiss", copy / "models" / a / "index.faiss")
+    redigest(copy, [f"models/{a}/index.faiss"])
+    with pytest.raises(DataError, match=f"the index of model {a} does not hold its embeddings"):
+        Bundle(copy).index(a)
+
+
+def test_bundles_before_the_ties_still_open(
+    synth_table: Path, tiny_checkpoints: list[Path], tmp_path: Path
+) -> None:
+    """A format-2 bundle (no ties, built from a format-3 table) opens, searches and verifies."""
+    import pyarrow.parquet as pq
+
+    from trajemb.store import METADATA_KEY, content_hash
+
+    table = pq.read_table(synth_table)
+    manifest = json.loads(pq.read_metadata(synth_table).metadata[METADATA_KEY])
+    manifest.update(format_version=3, content_sha256=content_hash(table, 3))
+    old_table = tmp_path / "old.parquet"
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(manifest).encode()}), old_table)
+    config = BundleConfig(projection=ProjectionConfig(method="none"), evaluate=False, device="cpu")
+    build_bundle(old_table, tiny_checkpoints[:1], tmp_path / "b", None, config, progress=False)
+    bundle_manifest = json.loads((tmp_path / "b" / MANIFEST).read_text())
+    for key in ("window_ids_sha256", "table_format_version"):
+        del bundle_manifest[key]
+    for entry in bundle_manifest["files"].values():
+        for key in ("rows", "ids_sha256", "weights_sha256"):
+            entry.pop(key, None)
+    bundle_manifest["format"] = "trajemb-bundle/2"
+    (tmp_path / "b" / MANIFEST).write_text(json.dumps(bundle_manifest))
+    bundle = Bundle(tmp_path / "b")
+    assert len(search_row(bundle, bundle.model_names[0], 3, NeighborOptions(k=5))) == 5
+    bundle.verify_all()
+
+
+def test_a_reader_notices_a_rebuilt_or_changed_bundle(small_bundle: Path, tmp_path: Path) -> None:
+    copy = copy_of(small_bundle, tmp_path)
+    bundle = Bundle(copy)
+    bundle.xy.rows([0])
+    assert not bundle.changed()
+    (copy / MANIFEST).write_text((copy / MANIFEST).read_text())  # rewritten (a completed stage)
+    assert bundle.changed()
+    bundle = Bundle(copy)
+    bundle.xy.rows([0])
+    (copy / XY_FILE).write_bytes((copy / XY_FILE).read_bytes())  # written in place
+    assert bundle.changed()
+    shutil.rmtree(copy)
+    shutil.copytree(small_bundle, copy)  # rebuilt: another folder at the same path
+    assert bundle.changed() and not Bundle(copy).changed()
+
+
+def test_a_full_disk_is_blamed_on_the_output(
+    synth_table: Path,
+    tiny_checkpoints: list[Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``shutil.copyfile`` names its source when the disk fills up; the message names the bundle."""
+    import errno
+
+    import trajemb.bundle_build as bundle_build
+
+    def full(src: object, dst: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(src), None, str(dst))
+
+    monkeypatch.setattr(bundle_build.shutil, "copyfile", full)
+    out = tmp_path / "b"
+    args = [
+        "-q",
+        "bundle",
+        "--table",
+        str(synth_table),
+        "--checkpoint",
+        str(tiny_checkpoints[0]),
+        "--out",
+        str(out),
+    ]
+    assert main([*args, "--device", "cpu", "--no-umap", "--no-eval"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"trajemb: error: {out}: the device ran out of space while writing it (No space left on device); "
+        "nothing was replaced; free some space or choose another --out"
+    )
+    assert str(tiny_checkpoints[0]) not in err and list(tmp_path.iterdir()) == []

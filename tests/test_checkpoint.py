@@ -74,8 +74,22 @@ def test_failed_save_keeps_previous(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     def boom(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(ckpt, "save_file", boom)
+    monkeypatch.setattr(ckpt, "save", boom)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(model, folder, {})
     assert (folder / "model.safetensors").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_files_get_the_modes_the_umask_gives(tmp_path: Path) -> None:
+    """Checkpoints are shared: the weights too are 0644 under umask 022, not 0600."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        _, folder = make(tmp_path)
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()} == dict.fromkeys(
+        ("model.safetensors", "config.json", "card.json"), 0o644
+    )

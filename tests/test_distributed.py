@@ -173,3 +173,30 @@ def test_single_process_is_rank_zero_of_one() -> None:
     assert distributed.rank_device(torch.device("cuda"), distributed.DistEnv(1, 2, 1)) == torch.device(
         "cuda", 1
     )
+
+
+def test_a_rendezvous_that_is_not_a_store_ends_in_one_line_within_its_deadline() -> None:
+    """The store client waits for ever at a port that accepts but never answers; the check gives up
+    after its deadline, and a real store passes it."""
+    import time
+    from datetime import timedelta
+
+    from trajemb.errors import ConfigError
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # accepted by the kernel, never answered
+        port = silent.getsockname()[1]
+        t0 = time.monotonic()
+        with pytest.raises(ConfigError, match=r"does not answer as a torch\.distributed store within 1 s"):
+            distributed.check_rendezvous("127.0.0.1", port, timeout_s=1.0)
+        assert time.monotonic() - t0 < 10
+    store = dist.TCPStore(
+        "127.0.0.1", 0, is_master=True, timeout=timedelta(seconds=5), wait_for_workers=False
+    )
+    distributed.check_rendezvous("127.0.0.1", store.port, timeout_s=10.0)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        free = closed.getsockname()[1]
+    with pytest.raises(ConfigError, match="nothing listens at"):
+        distributed.wait_for_rendezvous("127.0.0.1", free, timeout_s=1.0)

@@ -32,11 +32,14 @@ class Inputs:
     synth_table: Path
     sensor_dir: Path
     run: Path  # a finished 1-epoch training run (cosine, D=8, width 32)
+    bundle: Path  # a complete bundle (both tiny models, evaluated)
 
 
 @pytest.fixture(scope="module")
-def inputs(synth_dir: Path, synth_table: Path, sensor_dir: Path, tiny_checkpoints: list[Path]) -> Inputs:
-    return Inputs(synth_dir, synth_table, sensor_dir, tiny_checkpoints[0].parent)
+def inputs(
+    synth_dir: Path, synth_table: Path, sensor_dir: Path, tiny_checkpoints: list[Path], small_bundle: Path
+) -> Inputs:
+    return Inputs(synth_dir, synth_table, sensor_dir, tiny_checkpoints[0].parent, small_bundle)
 
 
 # -- building hostile inputs under tmp --------------------------------------------------------------
@@ -430,6 +433,169 @@ CASES: list[tuple[Case, str]] = [
     (case_bundle_checkpoint("absurd config"), "invalid encoder config"),
     (case_bundle_checkpoint("malformed card"), "the model card is not valid JSON"),
     (case_bundle_checkpoint("config list"), "the encoder config must be a JSON object, got list"),
+]
+
+
+# -- round two (issue 23) ------------------------------------------------------------------------------
+LONG = "n" * 300  # more than the 255 bytes a file name may have
+
+
+def case_long_name(command: str, where: str) -> Case:
+    """A name over 255 bytes, as the output or as an input, in every command that takes paths."""
+
+    def case(fx: Inputs, tmp: Path) -> list[str]:
+        long = str(tmp / LONG)
+        table, ckpt = str(fx.synth_table), str(fx.run / "best")
+        if command == "synth":
+            return ["synth", "--out", long, "--scenarios", "2"]
+        if command == "prepare":
+            return [
+                "prepare",
+                "--av2",
+                long if where == "in" else str(fx.synth_dir),
+                "--out",
+                long if where == "out" else str(tmp / "t.parquet"),
+            ]
+        if command == "train":
+            return [
+                "train",
+                "--data",
+                long if where == "in" else table,
+                "--out",
+                long if where == "out" else str(tmp / "r"),
+                *TRAIN_FLAGS,
+            ]
+        if command == "bundle":
+            out = long if where == "out" else str(tmp / "b")
+            return ["bundle", "--table", long if where == "in" else table, "--checkpoint", ckpt, "--out", out]
+        if command == "info":
+            return ["info", "--verify", long]
+        if command in ("complete", "evaluate"):
+            return [command, "--bundle", long]
+        if command == "search":
+            return ["search", "--bundle", long, "--query", "x"]
+        return ["demo", "--cache", long]
+
+    case.__name__ = f"case_long_name_{command}_{where}"
+    return case
+
+
+def bundle_copy(fx: Inputs, tmp: Path) -> Path:
+    shutil.copytree(fx.bundle, tmp / "b")
+    return tmp / "b"
+
+
+def rewrite_with_digest(bundle: Path, key: str, data: bytes) -> None:
+    """Replace a bundle file and its digest in the manifest, as a tool that "repairs" bundles would."""
+    from trajemb.integrity import digest_file
+
+    (bundle / key).write_bytes(data)
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    manifest["files"][key] = {**manifest["files"][key], **digest_file(bundle / key).to_dict()}
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
+
+
+def case_evaluate_baselines(kind: str) -> Case:
+    def case(fx: Inputs, tmp: Path) -> list[str]:
+        bundle = bundle_copy(fx, tmp)
+        baselines = json.loads((bundle / "baselines.json").read_text())
+        if kind == "list":
+            baselines = [1, 2]
+        elif kind == "report is a number":
+            baselines["random"] = 5
+        elif kind == "metric is text":
+            baselines["random"]["minADE@1"] = "0.5 m"
+        elif kind == "ks not numbers":
+            baselines["random"]["ks"] = ["one"]
+        rewrite_with_digest(bundle, "baselines.json", json.dumps(baselines).encode())
+        return ["evaluate", "--bundle", str(bundle)]
+
+    case.__name__ = f"case_evaluate_baselines_{kind.replace(' ', '_')}"
+    return case
+
+
+def case_absurd_block_size(fx: Inputs, tmp: Path) -> list[str]:
+    bundle = bundle_copy(fx, tmp)
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    manifest["files"]["windows/xy_agent.npy"].update(block_bytes=1 << 50, blocks=["0" * 64])
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
+    return ["search", "--bundle", str(bundle), "--query", "x"]
+
+
+def case_labels_edited(command: str) -> Case:
+    """The direction labels of a table edited after prepare wrote it (its manifest and hash kept)."""
+
+    def case(fx: Inputs, tmp: Path) -> list[str]:
+        table = pq.read_table(fx.synth_table)
+        direction = table.column("direction").cast(pa.string()).to_pylist()
+        edited = ["right" if d == "left" else "left" if d == "right" else d for d in direction]
+        i = table.schema.get_field_index("direction")
+        table = table.set_column(i, "direction", pa.array(edited).dictionary_encode())
+        table = table.replace_schema_metadata(pq.read_metadata(fx.synth_table).metadata)
+        path = tmp / "table.parquet"
+        pq.write_table(table, path)
+        if command == "info":
+            return ["info", "--verify", str(path)]
+        return ["bundle", "--table", str(path), "--checkpoint", str(fx.run / "best"), "--out", str(tmp / "b")]
+
+    case.__name__ = f"case_labels_edited_{command}"
+    return case
+
+
+def case_train_after_failed_first_epoch(flag: str) -> Case:
+    """A first epoch that wrote best/ and then failed (before last/): no hint sends one round in a circle."""
+
+    def case(fx: Inputs, tmp: Path) -> list[str]:
+        run = run_copy(fx, tmp)
+        shutil.rmtree(run / "last")
+        (run / "metrics.csv").unlink()
+        return [
+            "train",
+            "--data",
+            str(fx.synth_table),
+            "--out",
+            str(run),
+            *TRAIN_FLAGS,
+            *([flag] if flag else []),
+        ]
+
+    case.__name__ = f"case_train_after_failed_first_epoch{flag.replace('-', '_')}"
+    return case
+
+
+CASES += [
+    *[
+        (case_long_name(command, where), "too long")
+        for command, where in [
+            ("synth", "out"),
+            ("prepare", "out"),
+            ("prepare", "in"),
+            ("train", "out"),
+            ("train", "in"),
+            ("bundle", "out"),
+            ("bundle", "in"),
+            ("info", "in"),
+            ("complete", "in"),
+            ("evaluate", "in"),
+            ("search", "in"),
+            ("demo", "out"),
+        ]
+    ],
+    (case_evaluate_baselines("list"), "must be a JSON object, got list"),
+    (case_evaluate_baselines("report is a number"), "malformed evaluation report"),
+    (case_evaluate_baselines("metric is text"), "malformed evaluation report (field 'minADE@1' is '0.5 m')"),
+    (case_evaluate_baselines("ks not numbers"), "malformed evaluation report (field 'ks'"),
+    (case_absurd_block_size, "malformed file digest in the manifest"),
+    (case_labels_edited("info"), "content hash mismatch"),
+    (case_labels_edited("bundle"), "content does not match the hash in its own manifest"),
+    (
+        case_train_after_failed_first_epoch(""),
+        "it cannot be continued (no last/train_state.pt): pass --overwrite",
+    ),
+    (
+        case_train_after_failed_first_epoch("--resume"),
+        "nothing to resume (no train_state.pt); start afresh with --overwrite",
+    ),
 ]
 
 

@@ -60,3 +60,37 @@ def test_changed_bytes_are_refused_where_read(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-4])
     with pytest.raises(DataError, match="bytes, the bundle manifest says"):
         VerifiedFile(path, digest)
+
+
+def test_bytes_changed_after_their_first_check_are_checked_again(tmp_path: Path) -> None:
+    """Verified once is not trusted for ever: a file written in place after its blocks were verified has
+    them verified again before use, and a file replaced by another one is refused (a memory map would
+    go on showing the old file)."""
+    import os
+
+    path = tmp_path / "a.npy"
+    x = np.random.default_rng(1).normal(size=(1000, 8)).astype(np.float32)
+    np.save(path, x)
+    digest = digest_file(path, block_bytes=1024)
+    arr = VerifiedArray(path, digest, (1000, 8), "float32")
+    np.testing.assert_array_equal(arr.all(), x)
+    assert arr.file.fully_verified
+    with open(path, "r+b") as fh:  # in place: same inode, same size, other bytes
+        fh.seek(-16, os.SEEK_END)
+        fh.write(b"\0" * 16)
+    assert arr.file.changed() and not arr.file.fully_verified
+    with pytest.raises(DataError, match="differs"):
+        arr.rows([999])
+    np.save(path.with_name("b.npy"), x)
+    os.replace(path.with_name("b.npy"), path)  # the original bytes again, in a new file
+    with pytest.raises(DataError, match="replaced by another file since the bundle was opened; reopen"):
+        arr.rows([0])
+    small = tmp_path / "card.json"
+    small.write_text('{"a": 1}')
+    vf = VerifiedFile(small, digest_file(small))
+    vf.verify_all()
+    small.write_text('{"a": 1}')  # rewritten, same content: still fine
+    vf.verify_all()
+    small.write_text('{"a": 2}')
+    with pytest.raises(DataError, match="differs"):
+        vf.verify_all()

@@ -175,3 +175,36 @@ def test_unwritable_parent_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         check_output_file(tmp_path / "t.parquet", "table")
     with pytest.raises(DataError, match="cannot be created under"):
         check_cache_dir(tmp_path / "maps", "--maps-dir")
+
+
+def test_a_large_bundle_is_still_recognised_as_one(tmp_path: Path) -> None:
+    """A bundle's manifest lists every map (about 200 bytes each): one of 20,000 scenarios is 3.5 MB, and
+    it may be replaced like any other bundle."""
+    big = tmp_path / "big"
+    big.mkdir()
+    maps = {
+        f"maps/{i:06d}.npz": {"size_bytes": 1, "block_bytes": 8 << 20, "blocks": ["0" * 64]}
+        for i in range(20_000)
+    }
+    (big / "bundle.json").write_text(json.dumps({"format": "trajemb-bundle/3", "files": maps}, indent=2))
+    assert (big / "bundle.json").stat().st_size > 3 << 20
+    assert artefact_kind(big) == "bundle"
+    check_output_dir(big, "bundle")
+
+
+def test_leftovers_of_killed_runs_do_not_make_a_folder_foreign(tmp_path: Path) -> None:
+    """An empty folder holding only a killed run's hidden temporary and lock file is still empty."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".b.12345.host.0123abcd.tmp").mkdir()
+    (out / ".b.trajemb-lock").write_text("{}")
+    check_output_dir(out, "synth")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="non-empty folder"):
+        check_output_dir(out, "synth")
+
+
+def test_names_too_long_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is 300 bytes, too long for a file name"):
+        check_output_dir(tmp_path / ("é" * 150) / "b", "bundle")
+    assert list(tmp_path.iterdir()) == []

@@ -84,3 +84,21 @@ def test_window_from_points_is_finite_or_refused() -> None:
     with pytest.raises(DataError, match="finite and within"):
         points_to_window(np.array([[0.0, 0.0], [1e308, 1e308]]), 60)
     assert np.isfinite(points_to_window(np.array([[0.0, 0.0], [9e6, 9e6]]), 60)).all()
+
+
+def test_an_upload_is_used_whole_or_not_at_all() -> None:
+    """A file over the limit is refused, never cut (a number cut in half is another number), and so is
+    one that is not UTF-8."""
+    from trajemb.query import MAX_UPLOAD_BYTES, decode_upload
+
+    rows = "x,y\n" + "".join(f"{i}.123456789,{i}.987654321\n" for i in range(100))
+    assert decode_upload(rows.encode(), "q.csv") == rows
+    assert decode_upload(b"\xef\xbb\xbf" + rows.encode(), "q.csv") == rows  # a byte-order mark
+    big = (rows * (MAX_UPLOAD_BYTES // len(rows) + 1)).encode()
+    with pytest.raises(
+        DataError, match=r"q\.csv is [\d,]+ bytes, more than the 2,097,152 read; nothing of it was used"
+    ):
+        decode_upload(big, "q.csv")
+    assert decode_upload(big[:MAX_UPLOAD_BYTES], "q.csv")  # up to the limit, read whole
+    with pytest.raises(DataError, match=r"q\.csv is not UTF-8 text \(byte 6\)"):
+        decode_upload(b"x,y\n1,\xff\n", "q.csv")

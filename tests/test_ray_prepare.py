@@ -7,13 +7,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from trajemb.cli import main
-from trajemb.engines.ray_runtime import _check_reachable
+from trajemb.engines.ray_runtime import check_ray_address
 from trajemb.errors import ConfigError, DataError
 from trajemb.prepare import PrepareConfig, prepare_table
 from trajemb.store import read_table
@@ -89,8 +92,74 @@ def test_unreachable_address_fails_at_once() -> None:
     with pytest.raises(
         ConfigError, match=rf"cannot reach a Ray cluster at 127.0.0.1:{port}.*ray start --head"
     ):
-        _check_reachable(f"127.0.0.1:{port}")
-    _check_reachable("auto")  # forms Ray resolves itself are left to it
+        check_ray_address(f"127.0.0.1:{port}")
+    check_ray_address("auto")  # forms Ray resolves itself are left to it
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never says a word (not Ray, not HTTP/2)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+def test_an_address_that_is_not_ray_ends_in_one_line_within_its_deadline(
+    silent_port: int, synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Connecting to a port that accepts but is not Ray has a deadline (``ray.init`` would wait for
+    ever), and nothing is left behind: no table, no temporary file."""
+    address = f"127.0.0.1:{silent_port}"
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match="accepts connections but does not answer as a Ray cluster"):
+        check_ray_address(address, timeout_s=1.0)
+    assert time.monotonic() - t0 < 10
+    with pytest.raises(ConfigError, match="does not answer as a Ray cluster"):
+        check_ray_address(f"ray://{address}", timeout_s=1.0)
+    out = tmp_path / "out" / "t.parquet"
+    args = [
+        "-q",
+        "prepare",
+        "--av2",
+        str(synth_dir),
+        "--out",
+        str(out),
+        "--engine",
+        "ray",
+        "--ray-address",
+        address,
+    ]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("trajemb.engines.ray_runtime.CONNECT_TIMEOUT_S", 1.0)
+        assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and address in err[0] and "does not answer as a Ray cluster" in err[0]
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+def test_a_real_head_passes_the_check(ray_local: None) -> None:
+    import ray
+
+    check_ray_address(ray.get_runtime_context().gcs_address, timeout_s=10.0)
 
 
 def test_missing_ray_is_one_line(

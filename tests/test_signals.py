@@ -3,6 +3,7 @@ temporaries that the next run trips over. Real subprocesses, real signals (Linux
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -118,3 +119,117 @@ def test_sigterm_during_synth_cleans_up(tmp_path: Path) -> None:
     assert proc.returncode == 143 and stderr.strip() == "trajemb: terminated by SIGTERM"
     assert wait_for(lambda: not processes_with(out), 10)
     assert list(tmp_path.iterdir()) == []
+
+
+class _SignalInFinaliser:
+    """Receives a signal while Python runs its ``__del__``: the handler's exception is raised there,
+    where Python can only print it and go on (as in llvmlite's callbacks while numba compiles)."""
+
+    def __init__(self, sig: signal.Signals) -> None:
+        self.sig = sig
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), self.sig)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # Python code runs here: the handler raises in __del__
+            pass
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_swallowed_in_a_callback_is_raised_again_at_once(sig: signal.Signals) -> None:
+    from trajemb.interrupts import Terminated, signals_as_exceptions
+
+    t0 = time.monotonic()
+    with pytest.raises(Terminated) as caught, signals_as_exceptions():
+        obj = _SignalInFinaliser(sig)
+        del obj  # the first raise dies inside __del__ ...
+        while time.monotonic() - t0 < 30:  # ... and the signal is raised again in the next Python code
+            pass
+    assert caught.value.signum == sig
+    assert time.monotonic() - t0 < 15  # the finaliser's 5 s, not the loop's 30
+
+
+def test_a_signal_dropped_silently_still_stops_output(tmp_path: Path) -> None:
+    """Third-party code that catches everything (``except BaseException: pass``) cannot make the stage
+    write its result: the pending signal is raised where output would become visible."""
+    from trajemb.atomic import atomic_path
+    from trajemb.interrupts import Terminated, signals_as_exceptions
+
+    with pytest.raises(Terminated), signals_as_exceptions(), atomic_path(tmp_path / "t.parquet") as tmp:
+        tmp.write_text("half")
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except BaseException:  # what careless third-party code does
+            pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def run_until(args: list[str], marker: str, cwd: Path) -> subprocess.Popen[str]:
+    """Start the CLI and return once ``marker`` appears in its log (read line by line)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trajemb", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if marker in line:
+            return proc
+    proc.kill()
+    pytest.fail(f"{marker!r} never appeared: {proc.communicate()}")
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_layout_stops_the_bundle(
+    synth_table: Path, tiny_checkpoints: list[Path], tmp_path: Path
+) -> None:
+    """The UMAP layout compiles with numba, whose callbacks swallowed the signal: the bundle was
+    written and the command exited 0. Now it stops, writes nothing and exits 143."""
+    out = tmp_path / "b"
+    args = [
+        "bundle",
+        "--table",
+        str(synth_table),
+        "--checkpoint",
+        str(tiny_checkpoints[0]),
+        "--out",
+        str(out),
+    ]
+    proc = run_until([*args, "--device", "cpu", "--queries", "50"], "stage 3", tmp_path)
+    time.sleep(2)  # inside numba's compilation of UMAP
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-2000:]
+    assert "trajemb: terminated by SIGTERM" in stderr.splitlines()
+    assert time.monotonic() - t0 < 30
+    assert list(tmp_path.iterdir()) == []  # no bundle, no temporary, no lock
+
+
+@pytest.mark.slow
+def test_sighup_during_completion_leaves_the_bundle_as_it_was(
+    synth_table: Path, tiny_checkpoints: list[Path], tmp_path: Path
+) -> None:
+    from trajemb.cli import main as cli
+
+    bundle = tmp_path / "b"
+    build = [
+        "bundle",
+        "--table",
+        str(synth_table),
+        "--checkpoint",
+        str(tiny_checkpoints[0]),
+        "--out",
+        str(bundle),
+    ]
+    assert cli(["-q", *build, "--device", "cpu", "--no-umap", "--no-eval"]) == 0
+    before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    proc = run_until(["complete", "--bundle", str(bundle)], "stage 3", tmp_path)
+    time.sleep(2)
+    proc.send_signal(signal.SIGHUP)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 129, stderr[-2000:]
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before

@@ -155,3 +155,57 @@ def test_not_a_table(tmp_path: Path) -> None:
     pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "plain.parquet")
     with pytest.raises(DataError, match="no trajemb manifest"):
         read_table(tmp_path / "plain.parquet")
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("direction", "right"),
+        ("true_manoeuvre", "left"),
+        ("speed_bin", "0-1"),
+        ("object_type", "pedestrian"),
+        ("city", "austin"),
+        ("track_id", "t9"),
+        ("start_timestep", 7),
+        ("mean_speed_mps", 2.5),
+        ("lateral_offset_m", -1.0),
+    ],
+)
+def test_every_column_is_covered_by_the_hash(tmp_path: Path, column: str, value: object) -> None:
+    """A table edited after it was written (labels, ids, speeds) is refused by verification, not only
+    one whose geometry changed."""
+    import pyarrow as pa
+
+    path = tmp_path / "t.parquet"
+    write_table(make_windows(), path, {})
+    table = pq.read_table(path)
+    values = table.column(column).to_pylist()
+    values[1] = value
+    i = table.schema.get_field_index(column)
+    kind = table.schema.field(column).type
+    array = (
+        pa.array(values, type=kind.value_type).dictionary_encode()
+        if pa.types.is_dictionary(kind)
+        else pa.array(values, type=kind)
+    )
+    pq.write_table(table.set_column(i, column, array).replace_schema_metadata(manifest_metadata(path)), path)
+    with pytest.raises(DataError, match="content hash mismatch"):
+        read_table(path, verify=True)
+
+
+def test_format_3_tables_open_and_say_what_their_hash_cannot_cover(tmp_path: Path) -> None:
+    """Tables written before the hash covered every column still open and verify their geometry, frames
+    and ids; asked to vouch for their labels, verification says to prepare them again."""
+    import json
+
+    from trajemb.store import content_hash
+
+    path = tmp_path / "t.parquet"
+    write_table(make_windows(), path, {})
+    table = pq.read_table(path)
+    manifest = json.loads(pq.read_metadata(path).metadata[METADATA_KEY])
+    manifest.update(format_version=3, content_sha256=content_hash(table, 3))
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(manifest).encode()}), path)
+    assert read_table(path, verify=True).manifest["format_version"] == 3
+    with pytest.raises(DataError, match="labels, so they cannot be verified; re-run trajemb prepare"):
+        read_table(path, verify=True, require_full_hash=True)

@@ -260,7 +260,7 @@ def test_cli_resume_refuses_a_damaged_training_state(
         before = {f: f.read_bytes() for f in (tmp_path / "run").rglob("*") if f.is_file()}
         assert main([*args, "--resume"]) == 2
         err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and f"{path}: unreadable training state" in err
+        assert len(err.splitlines()) == 1 and f"{path}: " in err and "start afresh with --overwrite" in err
         assert {f: f.read_bytes() for f in (tmp_path / "run").rglob("*") if f.is_file()} == before
 
 

@@ -19,7 +19,6 @@ under a lock, so a reader sees either the old or the new bundle and an interrupt
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import shutil
@@ -37,7 +36,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from trajemb import __version__
-from trajemb.atomic import atomic_dir, atomic_path
+from trajemb.atomic import atomic_dir, atomic_path, output_lock
 from trajemb.bundle import (
     BASELINES_FILE,
     BUNDLE_FORMAT,
@@ -53,9 +52,12 @@ from trajemb.bundle import (
     REPORT,
     XY_FILE,
     Bundle,
+    is_row_file,
     model_file,
     read_bundle_manifest,
+    row_file_model,
     safe_name,
+    weights_id,
 )
 from trajemb.errors import ConfigError, DataError
 from trajemb.evaluate import (
@@ -70,7 +72,7 @@ from trajemb.index import IndexSpec, build_search_index, save_faiss_index
 from trajemb.integrity import digest_file
 from trajemb.outputs import check_output_dir
 from trajemb.projection import ProjectionConfig, project_2d
-from trajemb.store import META_COLUMNS, ContentHasher, TrajectoryTable, read_manifest
+from trajemb.store import META_COLUMNS, ColumnHasher, ContentHasher, TrajectoryTable, read_manifest
 from trajemb.validate import check_int, check_seed
 
 log = logging.getLogger(__name__)
@@ -125,8 +127,18 @@ class BundleWriter:
         self.manifest.setdefault("stage_s", {})[stage] = round(time.perf_counter() - t0, 2)
 
     def record(self, key: str) -> None:
-        """Digest a file already written under ``root`` into the manifest."""
-        self.manifest["files"][key] = digest_file(self.root / key).to_dict()
+        """Digest a file already written under ``root`` into the manifest; a per-row file is tied to the
+        bundle's rows (and a model's to its weights) where the manifest has the window ids' digest."""
+        entry: dict[str, Any] = digest_file(self.root / key).to_dict()
+        ids = self.manifest.get("window_ids_sha256")
+        if ids is not None and is_row_file(key):
+            entry.update(rows=int(self.manifest["num_windows"]), ids_sha256=ids)
+            model = row_file_model(key)
+            if model is not None:
+                entry["weights_sha256"] = weights_id(
+                    self.manifest["files"][model_file(model, f"{CHECKPOINT_DIR}/{CHECKPOINT_FILES[0]}")]
+                )
+        self.manifest["files"][key] = entry
 
     def write_json(self, key: str, data: Any) -> None:
         path = self.root / key
@@ -162,28 +174,25 @@ def write_windows(table_path: Path, writer: BundleWriter, progress: bool = True)
     xy_path = writer.root / XY_FILE
     xy_path.parent.mkdir(parents=True, exist_ok=True)
     xy_out = np.lib.format.open_memmap(xy_path, mode="w+", dtype=np.float32, shape=(n, T, 2))
-    hasher = ContentHasher()
+    hasher = ContentHasher(int(table_manifest["format_version"]))
+    ids = ColumnHasher()
     bar = tqdm(total=n, desc="windows", unit="win", unit_scale=True, disable=not progress, dynamic_ncols=True)
     offset = 0
+    meta_parts: list[pa.Table] = []  # the metadata written is what was hashed, not a second read
     try:
         for group in range(parquet.num_row_groups):
-            batch = parquet.read_row_group(
-                group, columns=["xy_agent", "window_id", "origin_x_city_m", "origin_y_city_m", "theta_rad"]
-            )
+            # Every column: the hash covers them all, so a table whose labels were edited is refused.
+            batch = parquet.read_row_group(group, columns=[*META_COLUMNS, "xy_agent"])
+            meta_parts.append(batch.drop_columns(["xy_agent"]))
             xy = batch.column("xy_agent").combine_chunks().flatten().to_numpy().reshape(-1, T, 2)
             if offset + len(xy) > n:
                 raise DataError(f"{table_path}: more rows than its manifest says ({n})")
-            origin = np.stack(
-                [batch.column("origin_x_city_m").to_numpy(), batch.column("origin_y_city_m").to_numpy()],
-                axis=1,
-            )
-            hasher.update(
-                xy, batch.column("window_id").to_numpy(), origin, batch.column("theta_rad").to_numpy()
-            )
+            hasher.update(batch)
+            ids.update(batch.column("window_id").combine_chunks())
             xy_out[offset : offset + len(xy)] = xy
             offset += len(xy)
             bar.update(len(xy))
-    except (pa.ArrowInvalid, ValueError, OSError) as exc:
+    except (pa.ArrowInvalid, ValueError, OSError, KeyError) as exc:
         raise DataError(f"{table_path}: trajectory table is corrupt ({exc})") from exc
     finally:
         bar.close()
@@ -194,8 +203,13 @@ def write_windows(table_path: Path, writer: BundleWriter, progress: bool = True)
             f"{table_path}: content does not match the hash in its own manifest (modified after "
             "`trajemb prepare` wrote it?); re-run trajemb prepare"
         )
+    writer.manifest.update(
+        num_windows=n,
+        window_ids_sha256=ids.hexdigest(),
+        table_format_version=table_manifest["format_version"],
+    )
     writer.record(XY_FILE)
-    meta = _meta_with_groups(pq.read_table(table_path, columns=list(META_COLUMNS)))
+    meta = _meta_with_groups(pa.concat_tables(meta_parts, promote_options="permissive"))
     with atomic_path(writer.root / META_FILE) as tmp:
         pq.write_table(meta, tmp, compression="zstd", row_group_size=max(1, n))
     writer.record(META_FILE)
@@ -450,6 +464,10 @@ def build_bundle(
         )
     if config.engine == "local":
         resolve_device(config.device)
+    else:  # a cluster that is not there is refused before any work starts
+        from trajemb.engines.ray_runtime import check_ray_address
+
+        check_ray_address(config.ray_address)
     check_bundle_output(
         Path(out), [Path(table_path), *map(Path, checkpoints), *([Path(maps_dir)] if maps_dir else [])]
     )
@@ -512,29 +530,42 @@ def _complete(writer: BundleWriter, config: BundleConfig, progress: bool) -> boo
     return changed
 
 
-@contextlib.contextmanager
-def _manifest_lock(root: Path) -> Iterator[None]:
-    with open(Path(root) / f".{MANIFEST}.lock", "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def complete_bundle(root: Path, config: BundleConfig | None = None, progress: bool = True) -> bool:
     """Add the projections and evaluation a bundle lacks, in place; returns whether anything was added.
 
-    ``config`` defaults to the one the bundle was built with (with projection and evaluation on).
+    ``config`` defaults to the one the bundle was built with (with projection and evaluation on). The
+    bundle's lock is held throughout (a ``trajemb bundle`` or another completion of the same folder
+    stops at once, naming this one); a stage that does not finish (an error, a signal) leaves no file
+    behind that the manifest does not name.
     """
     root = Path(root)
-    read_bundle_manifest(root)  # a bundle at all, before anything (even a lock file) is written there
-    with _manifest_lock(root):
+    read_bundle_manifest(root)  # a bundle at all, before anything (even a lock file) is written
+    with output_lock(root):
         manifest = read_bundle_manifest(root)
         Bundle(root).verify_all()  # never build on a file that was changed after the bundle was written
         if config is None:
             config = _config_from_manifest(manifest)
-        return _complete(BundleWriter(root, manifest), config, progress)
+        before = _files_under(root)
+        try:
+            return _complete(BundleWriter(root, manifest), config, progress)
+        except BaseException:
+            _remove_unnamed(root, before)
+            raise
+
+
+def _files_under(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and not p.is_symlink()}
+
+
+def _remove_unnamed(root: Path, before: set[str]) -> None:
+    """Remove the files an unfinished completion added that the manifest on disk does not name."""
+    try:
+        named = set(read_bundle_manifest(root)["files"])
+    except DataError:
+        named = set()
+    for rel in sorted(_files_under(root) - before - named):
+        (root / rel).unlink(missing_ok=True)
+        log.info("removed %s, written by the interrupted completion", root / rel)
 
 
 def _config_from_manifest(manifest: dict[str, Any]) -> BundleConfig:

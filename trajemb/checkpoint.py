@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from trajemb.atomic import atomic_dir
 from trajemb.errors import ConfigError, DataError
@@ -55,7 +55,9 @@ def save_checkpoint(
     """
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_dir(Path(folder)) as tmp:
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": CHECKPOINT_FORMAT})
+        # Serialised here and written by Python: safetensors' own ``save_file`` creates the file 0600
+        # whatever the umask, and checkpoints are meant to be shared.
+        (tmp / WEIGHTS_FILE).write_bytes(save(state, metadata={"format": CHECKPOINT_FORMAT}))
         (tmp / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2), encoding="utf-8")
         (tmp / CARD_FILE).write_text(
             json.dumps({"format": CHECKPOINT_FORMAT, **card}, indent=2), encoding="utf-8"

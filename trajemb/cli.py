@@ -19,7 +19,7 @@ from pathlib import Path
 
 from trajemb import __version__
 from trajemb.errors import TrajembError
-from trajemb.interrupts import Terminated, signals_as_exceptions
+from trajemb.interrupts import Terminated, raise_if_pending, signals_as_exceptions
 from trajemb.schema import PAPER_FOCAL_FUTURE, WindowConfig
 
 log = logging.getLogger("trajemb")
@@ -36,8 +36,24 @@ ENVIRONMENT_ERRNOS = frozenset(
         errno.EIO,
         errno.EMFILE,
         errno.ENFILE,
+        errno.ENAMETOOLONG,
+        errno.ELOOP,
+        errno.EFBIG,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EXDEV,
     }
 )
+#: Errors that only writing causes: the file an error names may be the *source* of a copy
+#: (``shutil.copyfile`` does so), so the message names no input.
+WRITE_ONLY_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+#: What to try when memory runs out, by command.
+MEMORY_HINTS = {
+    "synth": "use fewer --workers",
+    "prepare": "use fewer --workers, or prepare the data in parts",
+    "train": "use a smaller --batch-size, or a smaller model",
+    "bundle": "use a smaller --eval-corpus, --queries or --projection-sample",
+}
 #: Exit status of a command whose output pipe closed (128 + SIGPIPE, what a shell shows for ``head``).
 EXIT_BROKEN_PIPE = 141
 
@@ -118,7 +134,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from trajemb.store import read_table
 
-    table = read_table(Path(args.table), verify=args.verify)
+    table = read_table(Path(args.table), verify=args.verify, require_full_hash=args.verify)
     if args.json:
         print(json.dumps(table.manifest, indent=2))
         return 0
@@ -247,9 +263,14 @@ def _cmd_complete(args: argparse.Namespace) -> int:
     from trajemb.bundle_build import complete_bundle
 
     if args.parent_pid is not None:  # started by the explorer: end with it, and yield the CPU to it
-        from trajemb.workers import init_worker
+        import signal
 
-        init_worker(args.parent_pid)
+        from trajemb.workers import tie_to_parent
+
+        tie_to_parent(args.parent_pid)
+        # A terminal's Ctrl-C reaches the explorer's whole process group: the explorer decides. SIGTERM
+        # and SIGHUP keep stopping it cleanly (``trajemb.interrupts``).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         os.nice(5)
 
     added = complete_bundle(Path(args.bundle), progress=not args.quiet)
@@ -329,17 +350,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from trajemb.bundle import Bundle
     from trajemb.report import report_table
 
-    bundle = Bundle(Path(args.bundle))
-    reports: dict[str, dict[str, object]] = {}
-    for name in bundle.model_names:
-        report = bundle.report(name)
-        if report is None:
-            raise TrajembError(
-                f"{args.bundle}: model {name} has not been evaluated yet (open the bundle in the "
-                "explorer or rebuild it without --no-eval)"
-            )
-        reports[name] = report
-    reports.update(bundle.baselines())
+    reports = Bundle(Path(args.bundle)).checked_reports()
     if args.json:
         print(json.dumps(reports, indent=2))
     else:
@@ -710,6 +721,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with signals_as_exceptions():
             status = int(args.func(args))
+            # A signal whose exception was swallowed on the way (inside compiled code's callbacks) still
+            # ends the command with 128 + signal, never with success.
+            raise_if_pending()
             sys.stdout.flush()  # a closed pipe shows up here, inside the handlers below
             return status
     except TrajembError as exc:
@@ -724,10 +738,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         if exc.errno not in ENVIRONMENT_ERRNOS:
             raise
+        if exc.errno in WRITE_ONLY_ERRNOS:
+            target = f" while writing {exc.filename2}" if exc.filename2 else ""
+            return _error(f"{exc.strerror}{target}; free some space or choose another --out")
+        if exc.errno == errno.ENAMETOOLONG:
+            name = str(exc.filename or "")
+            shown = f"{name[:80]!r}... " if len(name) > 80 else f"{name!r} " if name else ""
+            return _error(
+                f"{shown}has a name too long for the file system (at most 255 bytes); choose a shorter one"
+            )
         where = f"{exc.filename}: " if exc.filename else ""
         return _error(f"{where}{exc.strerror}")
     except MemoryError:
-        return _error("out of memory; use fewer --workers, a smaller --batch-size or less data")
+        hint = MEMORY_HINTS.get(str(args.command))
+        return _error(
+            "out of memory: the data (or a size written in an input file) is too large for this machine"
+            + (f"; {hint}" if hint else "")
+        )
     except KeyboardInterrupt:
         print("trajemb: interrupted", file=sys.stderr)
         return 130

@@ -9,6 +9,12 @@ a disjoint share of the training rows every epoch, ``--batch-size`` is per rank 
 ``batch_size * world_size``), gradients are averaged by ``DistributedDataParallel``. Triplets are
 mined within each rank's batch by default; ``mining_scope="global"`` all-gathers the batches first
 (``gather_global_batch``) so that positives and negatives come from the global batch.
+
+Joining has a deadline: a ``torch.distributed`` store client waits without end (and without a way to
+interrupt it) at a port that accepts connections but is not a store. ``check_rendezvous`` tries the
+store in a thread of its own and gives up after ``RENDEZVOUS_TIMEOUT_S`` with one line;
+``process_group`` runs it where trajemb itself joins a store (``MASTER_ADDR:MASTER_PORT`` without
+torchrun's agent store), and ``scripts/on_a_cluster.sh`` before starting torchrun on a worker node.
 """
 
 from __future__ import annotations
@@ -16,8 +22,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -28,6 +38,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, TensorDataset
 
+from trajemb.errors import ConfigError
 from trajemb.mining import Triplets
 
 log = logging.getLogger(__name__)
@@ -86,6 +97,9 @@ def process_group(device: torch.device) -> Iterator[DistEnv]:
         return
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != str(True) and "MASTER_ADDR" in os.environ:
+        # This process connects to the store itself (torchrun's own agent store is already joined).
+        check_rendezvous(os.environ["MASTER_ADDR"], int(os.environ.get("MASTER_PORT", "29500")))
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     env = current()
     logger = logging.getLogger("trajemb")
@@ -102,6 +116,63 @@ def process_group(device: torch.device) -> Iterator[DistEnv]:
     finally:
         logger.setLevel(level)
         dist.destroy_process_group()
+
+
+#: Seconds a rendezvous store gets to answer.
+RENDEZVOUS_TIMEOUT_S = 60.0
+
+
+def check_rendezvous(host: str, port: int, timeout_s: float | None = None) -> None:
+    """Raise unless a ``torch.distributed`` TCP store at ``host:port`` answers within ``timeout_s``
+    (None: ``RENDEZVOUS_TIMEOUT_S``).
+
+    Raises:
+        ConfigError: nothing listens there, or something that is not a store (one line).
+    """
+    timeout_s = RENDEZVOUS_TIMEOUT_S if timeout_s is None else timeout_s
+    outcome: dict[str, object] = {}
+
+    def connect() -> None:
+        try:
+            store = getattr(dist, "TCPStore")(  # noqa: B009 - missing from the exported names
+                host, port, is_master=False, timeout=timedelta(seconds=timeout_s), wait_for_workers=False
+            )
+            store.check(["trajemb-rendezvous-probe"])  # one round trip
+            outcome["ok"] = True
+        except Exception as exc:  # whatever the store client raises, joining is not possible
+            outcome["error"] = exc
+
+    # The client blocks in C++ and ignores its own timeout against a silent port: a daemon thread can be
+    # given up on; the main thread (and its signal handlers) stays free.
+    thread = threading.Thread(target=connect, daemon=True, name="rendezvous-probe")
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise ConfigError(
+            f"{host}:{port} accepts connections but does not answer as a torch.distributed store within "
+            f"{timeout_s:g} s (another service on that port?); check the rendezvous endpoint"
+        )
+    if "error" in outcome:
+        first = str(outcome["error"]).strip().splitlines()[0] if str(outcome["error"]).strip() else ""
+        raise ConfigError(f"cannot join the rendezvous at {host}:{port} ({first[:200]})")
+
+
+def wait_for_rendezvous(host: str, port: int, timeout_s: float | None = None) -> None:
+    """``check_rendezvous`` once something listens at ``host:port``: a head node that has not started
+    its store yet is waited for (connection refused), up to ``timeout_s`` in all."""
+    timeout_s = RENDEZVOUS_TIMEOUT_S if timeout_s is None else timeout_s
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=5.0).close()
+            break
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                raise ConfigError(
+                    f"nothing listens at {host}:{port} after {timeout_s:g} s ({exc}); start the head node first"
+                ) from exc
+            time.sleep(1.0)
+    check_rendezvous(host, port, max(1.0, deadline - time.monotonic()))
 
 
 def rank_device(device: torch.device, env: DistEnv) -> torch.device:

@@ -21,6 +21,12 @@ from trajemb.errors import DataError
 
 #: 8 MiB: one block hashes in about 10 ms, and a 1M-window geometry file has about 60 of them.
 BLOCK_BYTES = 8 << 20
+#: Block sizes a manifest may name: a block is read into memory whole, so a crafted "block_bytes" of
+#: petabytes must be refused as a malformed manifest, not met as an out-of-memory error.
+MIN_BLOCK_BYTES = 1 << 10
+MAX_BLOCK_BYTES = 1 << 28
+#: Largest file a manifest may name (1 PiB): beyond any bundle, and keeps the block count bounded.
+MAX_FILE_BYTES = 1 << 50
 
 
 @dataclass(frozen=True)
@@ -40,11 +46,17 @@ class FileDigest:
         try:
             assert isinstance(data, dict)
             size, block, blocks = data["size_bytes"], data["block_bytes"], data["blocks"]
-            assert isinstance(size, int) and size >= 0 and isinstance(block, int) and block > 0
-            assert isinstance(blocks, list) and all(isinstance(b, str) and len(b) == 64 for b in blocks)
-            assert len(blocks) == max(1, -(-size // block))
-        except (AssertionError, KeyError) as exc:
-            raise DataError(f"{what}: malformed file digest in the manifest") from exc
+            assert isinstance(size, int) and not isinstance(size, bool) and 0 <= size <= MAX_FILE_BYTES
+            assert isinstance(block, int) and not isinstance(block, bool)
+            assert MIN_BLOCK_BYTES <= block <= MAX_BLOCK_BYTES
+            assert isinstance(blocks, list) and len(blocks) == max(1, -(-size // block))
+            assert all(isinstance(b, str) and len(b) == 64 for b in blocks)
+        except (AssertionError, KeyError, TypeError) as exc:
+            raise DataError(
+                f"{what}: malformed file digest in the manifest (size, block size in "
+                f"[{MIN_BLOCK_BYTES}, {MAX_BLOCK_BYTES}] bytes and one sha256 per block expected); "
+                "rebuild the bundle with `trajemb bundle`"
+            ) from exc
         return cls(size, block, tuple(blocks))
 
 
@@ -64,32 +76,72 @@ def digest_file(path: Path, block_bytes: int = BLOCK_BYTES) -> FileDigest:
     return FileDigest(size, block_bytes, tuple(blocks))
 
 
+def file_stamp(path: Path) -> tuple[int, ...]:
+    """What changes when a file is written or replaced: device, inode, size, modification and change
+    times (the change time cannot be set back, so a write hidden by resetting the mtime shows too)."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 class VerifiedFile:
-    """One file of a bundle and its expected digest; verifies blocks once, on first use.
+    """One file of a bundle and its expected digest; verifies blocks once, on first use, and again
+    after the file changes on disk.
 
     Raises ``DataError`` (naming the file) when the size differs or a block does not hash to the
     manifest's value: the file was modified, truncated or replaced after the bundle was written.
-    Thread-safe: the explorer serves several sessions from one opened bundle.
+    Every verification first compares the file's stamp (``file_stamp``) with the one its blocks were
+    verified under: a file written in place or replaced since then has every block verified again
+    before use; with ``mapped`` (the file is memory-mapped, and a map keeps showing the old file) a
+    replaced file is refused with "reopen the bundle" instead. Thread-safe: the explorer serves several
+    sessions from one opened bundle.
     """
 
-    def __init__(self, path: Path, digest: FileDigest) -> None:
+    def __init__(self, path: Path, digest: FileDigest, mapped: bool = False) -> None:
         self.path = Path(path)
         self.digest = digest
+        self.mapped = mapped
         self._verified: set[int] = set()
         self._lock = threading.Lock()
         try:
-            size = os.stat(self.path).st_size
+            self.stamp = file_stamp(self.path)
         except OSError as exc:
             raise DataError(f"{self.path}: missing from the bundle ({exc.strerror})") from exc
-        if size != digest.size_bytes:
+        self._check_size(self.stamp[2])
+
+    def _check_size(self, size: int) -> None:
+        if size != self.digest.size_bytes:
             raise DataError(
-                f"{self.path}: {size} bytes, the bundle manifest says {digest.size_bytes}: the file was "
+                f"{self.path}: {size} bytes, the bundle manifest says {self.digest.size_bytes}: the file was "
                 "modified or replaced after the bundle was written; rebuild it with `trajemb bundle`"
             )
 
+    def changed(self) -> bool:
+        """Whether the file on disk is no longer the one this object verified (or it is gone)."""
+        try:
+            return file_stamp(self.path) != self.stamp
+        except OSError:
+            return True
+
+    def _refresh(self) -> None:
+        """Called under the lock: forget what was verified if the file changed since."""
+        try:
+            now = file_stamp(self.path)
+        except OSError as exc:
+            raise DataError(f"{self.path}: gone from the bundle ({exc.strerror}); reopen the bundle") from exc
+        if now == self.stamp:
+            return
+        if self.mapped and now[:2] != self.stamp[:2]:
+            raise DataError(
+                f"{self.path}: replaced by another file since the bundle was opened; reopen the bundle"
+            )
+        self._verified.clear()
+        self.stamp = now
+        self._check_size(now[2])
+
     @property
     def fully_verified(self) -> bool:
-        return len(self._verified) == len(self.digest.blocks)
+        """Every block verified, and the file unchanged since."""
+        return len(self._verified) == len(self.digest.blocks) and not self.changed()
 
     def verify_all(self) -> None:
         self.verify_blocks(range(len(self.digest.blocks)))
@@ -102,21 +154,22 @@ class VerifiedFile:
         self.verify_blocks(range(offset // b, (offset + length - 1) // b + 1))
 
     def verify_blocks(self, blocks: Iterable[int]) -> None:
-        todo = sorted(set(blocks) - self._verified)
-        if not todo:
-            return
-        with self._lock, open(self.path, "rb") as fh:
-            for i in todo:
-                if i in self._verified:
-                    continue
-                fh.seek(i * self.digest.block_bytes)
-                chunk = fh.read(self.digest.block_bytes)
-                if hashlib.sha256(chunk).hexdigest() != self.digest.blocks[i]:
-                    raise DataError(
-                        f"{self.path}: does not match the bundle manifest (block {i} differs: modified, "
-                        "reordered or from another bundle); rebuild it with `trajemb bundle`"
-                    )
-                self._verified.add(i)
+        wanted = set(blocks)
+        with self._lock:
+            self._refresh()
+            todo = sorted(wanted - self._verified)
+            if not todo:
+                return
+            with open(self.path, "rb") as fh:
+                for i in todo:
+                    fh.seek(i * self.digest.block_bytes)
+                    chunk = fh.read(self.digest.block_bytes)
+                    if hashlib.sha256(chunk).hexdigest() != self.digest.blocks[i]:
+                        raise DataError(
+                            f"{self.path}: does not match the bundle manifest (block {i} differs: modified, "
+                            "reordered or from another bundle); rebuild it with `trajemb bundle`"
+                        )
+                    self._verified.add(i)
 
 
 class VerifiedArray:
@@ -131,7 +184,7 @@ class VerifiedArray:
     ) -> None:
         import numpy as np
 
-        self.file = VerifiedFile(path, digest)
+        self.file = VerifiedFile(path, digest, mapped=True)
         try:
             self._array = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:

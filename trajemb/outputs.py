@@ -12,7 +12,12 @@ Rules, checked before any work starts:
 * anything else is refused with one line that says what to do: a non-empty folder trajemb did not
   write, a file where a folder is expected or the other way round, a device, FIFO or socket, a
   symbolic link, the current folder, the home folder or the file-system root (or a folder above
-  them), and a path that is one of the inputs, lies inside an input folder or contains an input.
+  them), a path that is one of the inputs, lies inside an input folder or contains an input, and a
+  path with a name longer than the file system allows.
+
+A check remembers what it saw (``trajemb.atomic.note_checked``): the atomic write that follows takes
+the output's lock and replaces only what was checked. A training run folder is written in place, so
+``trajemb.train`` holds its lock (``trajemb.atomic.output_lock``) from the check to the last epoch.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
+from trajemb.atomic import is_lock_name, is_temporary_name, note_checked
 from trajemb.errors import ConfigError, DataError
 
 OutputKind = Literal["table", "synth", "bundle", "run"]
@@ -55,7 +61,8 @@ def _json_field(path: Path, key: str) -> object:
     from trajemb.jsonio import read_json_object
 
     try:
-        return read_json_object(path, "marker", max_bytes=1 << 20).get(key)
+        # The default cap: a bundle's manifest grows with its maps (about 200 bytes each).
+        return read_json_object(path, "marker").get(key)
     except DataError:
         return None
 
@@ -177,7 +184,10 @@ def _check_existing_kind(out: Path, kind: OutputKind, st: os.stat_result, want_d
         raise _refuse(out, kind, "it is a folder", f"give a file path, e.g. {out}/table.parquet")
     if want_dir:
         try:
-            empty = not any(os.scandir(out))
+            # Temporaries and locks of trajemb runs do not count (``kill -9`` can leave them behind).
+            empty = not any(
+                not is_temporary_name(e.name) and not is_lock_name(e.name) for e in os.scandir(out)
+            )
         except OSError as exc:
             raise _refuse(
                 out, kind, f"it cannot be listed ({exc.strerror})", "give a new folder path"
@@ -210,12 +220,33 @@ def _check(out: Path | str, kind: OutputKind, inputs: Iterable[Path | str], want
     out = Path(out)
     if "\0" in str(out):
         raise ConfigError(f"--out {str(out)!r} contains a NUL character")
+    check_name_lengths(out, "--out")
     _check_protected(out, kind)
     _check_inputs(out, kind, inputs)
     st = _lstat(out)
     if st is not None:
         _check_existing_kind(out, kind, st, want_dir)
     _check_parent_writable(out, kind)
+    note_checked(out)
+
+
+#: Longest file name (bytes) on the common file systems (ext4, XFS, APFS, NTFS in UTF-16 units).
+MAX_NAME_BYTES = 255
+
+
+def check_name_lengths(path: Path | str, what: str) -> None:
+    """Refuse a path with a name the file system cannot hold, before anything is written.
+
+    Raises:
+        ConfigError: naming the over-long component and its length.
+    """
+    for part in Path(path).parts:
+        size = len(part.encode("utf-8", "surrogateescape"))
+        if size > MAX_NAME_BYTES:
+            raise ConfigError(
+                f"{what} {str(path)[:80]!r}...: the name {part[:40]!r}... is {size} bytes, too long for a "
+                f"file name (at most {MAX_NAME_BYTES}); choose a shorter one"
+            )
 
 
 def check_output_dir(out: Path | str, kind: OutputKind, inputs: Iterable[Path | str] = ()) -> None:

@@ -261,6 +261,10 @@ def prepare_table(config: PrepareConfig, out: Path, progress: bool = True) -> Pr
     check_output_file(out, "table", config.inputs)
     if config.maps_dir is not None:
         check_cache_dir(config.maps_dir, "--maps-dir", config.inputs)
+    if config.engine == "ray":  # a cluster that is not there is refused before any work starts
+        from trajemb.engines.ray_runtime import check_ray_address
+
+        check_ray_address(config.ray_address)
     t0 = time.perf_counter()
     jobs = collect_jobs(config)
     skipped: list[tuple[str, str]] = []

@@ -162,37 +162,42 @@ def project_2d(
 
     # One bar over every row: a full UMAP moves it once at the end; a sampled one by the sample when its
     # fit is done, then by each placed chunk.
-    bar = tqdm(total=n, desc="layout", unit="pt", unit_scale=True, disable=not progress, dynamic_ncols=True)
-    if method == "full" or n <= config.sample_size:
-        xy = umap_2d(read(slice(None)), config.seed, config.n_neighbors, config.min_dist)
-        info["method"] = "full"
-        bar.update(n)
-    else:
-        rng = np.random.default_rng(config.seed)
-        sample = np.sort(rng.choice(n, size=config.sample_size, replace=False))
-        sample_emb = read(sample)
-        log.info("UMAP of a %d-row sample of %d rows", len(sample), n)
-        t_fit = time.perf_counter()
-        sample_xy = umap_2d(sample_emb, config.seed, config.n_neighbors, config.min_dist)
-        info["fit_s"] = time.perf_counter() - t_fit
-        bar.update(len(sample))
-        log.info(
-            "UMAP fit in %.1f s; placing the other %d rows by their %d nearest sample rows",
-            info["fit_s"],
-            n - len(sample),
-            config.place_k,
-        )
-        t_place = time.perf_counter()
-        xy = np.empty((n, 2), dtype=np.float32)
-        chunk = 262_144
-        for start in range(0, n, chunk):
-            rows = read(slice(start, start + chunk))
-            xy[start : start + chunk] = place_by_neighbors(sample_emb, sample_xy, rows, config.place_k)
-            in_sample = np.searchsorted(sample, start + len(rows)) - np.searchsorted(sample, start)
-            bar.update(len(rows) - int(in_sample))  # sample rows were counted with the fit
-        xy[sample] = sample_xy  # sample rows keep their fitted position exactly
-        info.update(sample_size=len(sample), place_k=config.place_k, place_s=time.perf_counter() - t_place)
-    bar.close()
+    # Closed however the stage ends (a signal included), so that its last line is not printed after
+    # the command's own.
+    with tqdm(
+        total=n, desc="layout", unit="pt", unit_scale=True, disable=not progress, dynamic_ncols=True
+    ) as bar:
+        if method == "full" or n <= config.sample_size:
+            xy = umap_2d(read(slice(None)), config.seed, config.n_neighbors, config.min_dist)
+            info["method"] = "full"
+            bar.update(n)
+        else:
+            rng = np.random.default_rng(config.seed)
+            sample = np.sort(rng.choice(n, size=config.sample_size, replace=False))
+            sample_emb = read(sample)
+            log.info("UMAP of a %d-row sample of %d rows", len(sample), n)
+            t_fit = time.perf_counter()
+            sample_xy = umap_2d(sample_emb, config.seed, config.n_neighbors, config.min_dist)
+            info["fit_s"] = time.perf_counter() - t_fit
+            bar.update(len(sample))
+            log.info(
+                "UMAP fit in %.1f s; placing the other %d rows by their %d nearest sample rows",
+                info["fit_s"],
+                n - len(sample),
+                config.place_k,
+            )
+            t_place = time.perf_counter()
+            xy = np.empty((n, 2), dtype=np.float32)
+            chunk = 262_144
+            for start in range(0, n, chunk):
+                rows = read(slice(start, start + chunk))
+                xy[start : start + chunk] = place_by_neighbors(sample_emb, sample_xy, rows, config.place_k)
+                in_sample = np.searchsorted(sample, start + len(rows)) - np.searchsorted(sample, start)
+                bar.update(len(rows) - int(in_sample))  # sample rows were counted with the fit
+            xy[sample] = sample_xy  # sample rows keep their fitted position exactly
+            info.update(
+                sample_size=len(sample), place_k=config.place_k, place_s=time.perf_counter() - t_place
+            )
     info["seconds"] = time.perf_counter() - t0
     return np.ascontiguousarray(xy, dtype=np.float32), info
 

@@ -21,6 +21,8 @@ MAX_POINTS = 10_000
 MAX_ABS_COORD_M = 1e7
 #: Longest text parsed at all (a CSV of MAX_POINTS rows is well under a megabyte).
 MAX_TEXT_CHARS = 5_000_000
+#: Largest uploaded file read (the explorer's ``server.maxUploadSize`` is the same 2 MiB).
+MAX_UPLOAD_BYTES = 2 << 20
 
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+(?:[eE][+-]?\d+)?")
@@ -50,6 +52,25 @@ def _number(token: str, decimal_comma: bool) -> float | None:
     if _NUMBER.fullmatch(token) or token.lower() in _NON_FINITE:
         return float(token)
     return None
+
+
+def decode_upload(data: bytes, name: str, max_bytes: int = MAX_UPLOAD_BYTES) -> str:
+    """The text of an uploaded file, whole or not at all: a file over ``max_bytes`` is refused, never cut
+    (a number cut in half would be read as another number), and so is one that is not UTF-8 (a byte
+    replaced by U+FFFD could silently split or join a number).
+
+    Raises:
+        DataError: naming the file, its size or the first undecodable byte.
+    """
+    if len(data) > max_bytes:
+        raise DataError(
+            f"{name} is {len(data):,} bytes, more than the {max_bytes:,} read; nothing of it was used "
+            f"(a query needs at most {MAX_POINTS:,} points)"
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{name} is not UTF-8 text (byte {exc.start}); save it as a UTF-8 CSV") from None
 
 
 def parse_points(text: str) -> FloatArray:

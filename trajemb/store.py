@@ -2,9 +2,14 @@
 
 ``xy_agent`` is a fixed-size list column of T*2 float32; the manifest (format version, window config,
 sources, content hash) travels in the parquet file's key-value metadata under ``trajemb``. The content
-hash covers the geometry and ids, so an index or embedding built from a table can name exactly which
-one. ``open_table_writer`` streams windows in as row groups, so preparing all of AV2 never holds
-more than one chunk of windows in memory; the hash is the same however the windows are chunked.
+hash covers every column (geometry, frames, ids, labels, speeds), so a table edited after ``trajemb
+prepare`` wrote it is refused by ``read_table(verify=True)`` and by ``trajemb bundle``, and an index or
+embedding built from a table names exactly which one. ``open_table_writer`` streams windows in as row
+groups, so preparing all of AV2 never holds more than one chunk of windows in memory; the hash is the
+same however the windows are chunked.
+
+Tables of format 3 (before this hash) stay readable; their hash covers geometry, frames and ids only,
+so their labels cannot be verified (``verify`` says so: re-run ``trajemb prepare``).
 """
 
 from __future__ import annotations
@@ -31,7 +36,10 @@ from trajemb.schema import MAX_WINDOW_STEPS, Float32Array, WindowColumns
 
 #: 3: ``true_manoeuvre`` column (synthetic ground truth) and the direction rules of ``trajemb.labels``
 #: measured against it; tables of format 2 are refused with "re-run trajemb prepare".
-FORMAT_VERSION = 3
+#: 4: the content hash covers every column (format 3's covered geometry, frames and ids only).
+FORMAT_VERSION = 4
+#: Formats read (and verified as far as their hash goes).
+READABLE_FORMATS = (3, 4)
 METADATA_KEY = b"trajemb"
 
 #: Per-window metadata columns, in table order.
@@ -67,25 +75,97 @@ def window_ids(windows: WindowColumns) -> np.ndarray:
 
 
 class ContentHasher:
-    """sha256 over geometry, frames and ids, fed window batches in order; chunking does not matter."""
+    """sha256 of a table's rows, fed Arrow batches in order; how they are chunked does not matter.
 
-    def __init__(self) -> None:
-        self._fields = {name: hashlib.sha256() for name in ("xy_agent", "origin", "theta", "ids")}
+    Format 4 hashes every column of ``META_COLUMNS`` and ``xy_agent``: strings as their UTF-8 bytes and
+    lengths (dictionary-encoded columns decoded first), integers as int64 and floats as float64
+    little-endian, geometry as float32. Format 3 hashes geometry, frames and ids, as it always did.
+    """
 
-    def update(self, xy_agent: Float32Array, ids: np.ndarray, origin: np.ndarray, theta: np.ndarray) -> None:
-        self._fields["xy_agent"].update(np.ascontiguousarray(xy_agent, dtype="<f4").tobytes())
-        self._fields["origin"].update(np.ascontiguousarray(origin, dtype="<f8").tobytes())
-        self._fields["theta"].update(np.ascontiguousarray(theta, dtype="<f8").tobytes())
-        self._fields["ids"].update("".join(f"{i}\n" for i in ids.tolist()).encode())
+    def __init__(self, version: int = FORMAT_VERSION) -> None:
+        if version not in READABLE_FORMATS:
+            raise ValueError(f"no content hash for table format {version}")
+        self.version = version
+        self._v3 = {name: hashlib.sha256() for name in ("xy_agent", "origin", "theta", "ids")}
+        self._columns = {name: ColumnHasher() for name in (*META_COLUMNS, "xy_agent")}
+
+    def update(self, batch: pa.Table) -> None:
+        """Hash the next rows (an Arrow table with the table's columns; others are ignored)."""
+        if self.version == 3:
+            xy = batch.column("xy_agent").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            origin = np.stack(
+                [batch.column("origin_x_city_m").to_numpy(), batch.column("origin_y_city_m").to_numpy()],
+                axis=1,
+            )
+            ids = batch.column("window_id").to_numpy(zero_copy_only=False)
+            theta = batch.column("theta_rad").to_numpy()
+            self._v3["xy_agent"].update(np.ascontiguousarray(xy, dtype="<f4").tobytes())
+            self._v3["origin"].update(np.ascontiguousarray(origin, dtype="<f8").tobytes())
+            self._v3["theta"].update(np.ascontiguousarray(theta, dtype="<f8").tobytes())
+            self._v3["ids"].update("".join(f"{i}\n" for i in ids.tolist()).encode())
+            return
+        for name, hasher in self._columns.items():
+            hasher.update(batch.column(name).combine_chunks())
 
     def hexdigest(self) -> str:
-        return hashlib.sha256(b"".join(h.digest() for h in self._fields.values())).hexdigest()
+        if self.version == 3:
+            return hashlib.sha256(b"".join(h.digest() for h in self._v3.values())).hexdigest()
+        return hashlib.sha256(b"".join(h.digest() for h in self._columns.values())).hexdigest()
 
 
-def content_hash(xy_agent: Float32Array, ids: np.ndarray, origin: np.ndarray, theta: np.ndarray) -> str:
-    """sha256 over geometry, ids and frames (hex), as ``ContentHasher`` computes it."""
-    hasher = ContentHasher()
-    hasher.update(xy_agent, ids, origin, theta)
+class ColumnHasher:
+    """sha256 of one column's values, fed in order, independent of Arrow layout and chunking: strings as
+    their lengths and UTF-8 bytes (in two streams, so that chunks concatenate), dictionary-encoded
+    columns decoded, integers as int64, floats as float64, fixed-size lists of floats as float32."""
+
+    def __init__(self) -> None:
+        self._values = hashlib.sha256()
+        self._lengths = hashlib.sha256()
+
+    def update(self, array: pa.Array) -> ColumnHasher:
+        if pa.types.is_dictionary(array.type):
+            array = array.dictionary_decode()
+        kind = array.type
+        if pa.types.is_fixed_size_list(kind):
+            values = array.flatten().to_numpy(zero_copy_only=False)
+            self._values.update(np.ascontiguousarray(values, dtype="<f4").tobytes())
+        elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            array = array.cast(pa.large_string())
+            first, count = array.offset, len(array)
+            offsets = np.frombuffer(array.buffers()[1], dtype="<i8")[first : first + count + 1]
+            self._lengths.update(np.diff(offsets).astype("<i8").tobytes())
+            data = array.buffers()[2]
+            if data is not None and count:
+                self._values.update(memoryview(data)[int(offsets[0]) : int(offsets[-1])])
+        elif pa.types.is_integer(kind):
+            values = array.to_numpy(zero_copy_only=False)
+            self._values.update(np.ascontiguousarray(values, dtype="<i8").tobytes())
+        elif pa.types.is_floating(kind):
+            values = array.to_numpy(zero_copy_only=False)
+            self._values.update(np.ascontiguousarray(values, dtype="<f8").tobytes())
+        else:
+            raise DataError(f"cannot hash a column of type {kind}")
+        return self
+
+    def digest(self) -> bytes:
+        return hashlib.sha256(self._lengths.digest() + self._values.digest()).digest()
+
+    def hexdigest(self) -> str:
+        return self.digest().hex()
+
+
+def column_digest(array: pa.Array | pa.ChunkedArray) -> str:
+    """``ColumnHasher``'s digest of a whole column (hex)."""
+    hasher = ColumnHasher()
+    for chunk in array.chunks if isinstance(array, pa.ChunkedArray) else [array]:
+        hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def content_hash(table: pa.Table, version: int = FORMAT_VERSION) -> str:
+    """The content hash of a whole table (hex), as ``ContentHasher`` computes it."""
+    hasher = ContentHasher(version)
+    hasher.update(table)
     return hasher.hexdigest()
 
 
@@ -177,11 +257,12 @@ class TableWriter:
                 f"{self.path}: batch of {windows.xy_agent.shape[1]} steps in a {self.num_steps}-step table"
             )
         ids = window_ids(windows)
-        self._pending.append(_arrow_batch(windows, ids))
+        batch = _arrow_batch(windows, ids)
+        self._pending.append(batch)
         self._pending_windows += len(windows)
         if self._pending_windows >= self.ROW_GROUP_WINDOWS:
             self._flush()
-        self._hasher.update(windows.xy_agent, ids, windows.origin_xy_city, windows.theta_rad)
+        self._hasher.update(batch)
         self._id_hashes.append(pd.util.hash_array(ids.astype(object)))
 
     def _flush(self) -> None:
@@ -226,7 +307,7 @@ def open_table_writer(
     Nothing appears at ``path`` unless the block ends without an exception and at least one window
     was written; window ids must be unique across all batches.
     """
-    with atomic_path(Path(path)) as tmp:
+    with atomic_path(Path(path), guard=True) as tmp:
         writer = TableWriter(tmp, Path(path), num_steps, manifest_extra or {})
         try:
             yield writer
@@ -276,9 +357,11 @@ def read_manifest(path: Path) -> dict[str, Any]:
         manifest = parse_json_object(metadata[METADATA_KEY], "trajemb manifest")
     except DataError as exc:
         raise DataError(f"{path}: {exc}; re-run trajemb prepare") from exc
-    if manifest.get("format_version") != FORMAT_VERSION:
+    version = manifest.get("format_version")
+    if isinstance(version, bool) or version not in READABLE_FORMATS:
         raise DataError(
-            f"{path}: table format {manifest.get('format_version')!r:.40} != {FORMAT_VERSION}; re-run trajemb prepare"
+            f"{path}: table format {version!r:.40} is not one of {', '.join(map(str, READABLE_FORMATS))}; "
+            "re-run trajemb prepare"
         )
     T, n = manifest.get("num_steps"), manifest.get("num_windows")
     if isinstance(T, bool) or not isinstance(T, int) or not 2 <= T <= MAX_WINDOW_STEPS:
@@ -341,8 +424,14 @@ def _check_columns(path: Path, schema: pa.Schema, num_steps: int) -> None:
         )
 
 
-def read_table(path: Path, verify: bool = False) -> TrajectoryTable:
+def read_table(path: Path, verify: bool = False, require_full_hash: bool = False) -> TrajectoryTable:
     """Load a table written by ``write_table``; ``verify`` recomputes the content hash.
+
+    Args:
+        path: the parquet file.
+        verify: recompute the content hash and compare it with the manifest's.
+        require_full_hash: with ``verify``, refuse a table whose hash does not cover every column
+            (format 3: labels unverifiable) instead of verifying what its hash covers.
 
     Raises:
         DataError: missing, unreadable or corrupt file; a manifest, column set or null value that
@@ -370,12 +459,15 @@ def read_table(path: Path, verify: bool = False) -> TrajectoryTable:
     for col in ("source", "object_type", "category", "city", "direction", "true_manoeuvre", "speed_bin"):
         meta[col] = meta[col].astype(str)
     if verify:
-        actual = content_hash(
-            xy,
-            meta["window_id"].to_numpy(dtype=np.str_),
-            meta[["origin_x_city_m", "origin_y_city_m"]].to_numpy(),
-            meta["theta_rad"].to_numpy(),
-        )
-        if actual != manifest["content_sha256"]:
-            raise DataError(f"{path}: content hash mismatch (file modified after it was written)")
+        version = int(manifest["format_version"])
+        if content_hash(table, version) != manifest["content_sha256"]:
+            raise DataError(
+                f"{path}: content hash mismatch (the file was modified after `trajemb prepare` wrote it); "
+                "re-run trajemb prepare"
+            )
+        if version < FORMAT_VERSION and require_full_hash:
+            raise DataError(
+                f"{path}: geometry, frames and ids match the hash, but a format-{version} table's hash does "
+                "not cover its labels, so they cannot be verified; re-run trajemb prepare"
+            )
     return TrajectoryTable(xy_agent=np.ascontiguousarray(xy, dtype=np.float32), meta=meta, manifest=manifest)

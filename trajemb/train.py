@@ -17,6 +17,7 @@ two runs never mix); anything else in the way is refused before the table is rea
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -35,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from trajemb import __version__, distributed
-from trajemb.atomic import write_text_atomic
+from trajemb.atomic import output_lock, path_identity, write_text_atomic
 from trajemb.augment import AugmentConfig, augment
 from trajemb.batches import NeighborhoodBatches
 from trajemb.checkpoint import git_revision, load_checkpoint, read_card, save_checkpoint
@@ -50,6 +51,7 @@ from trajemb.outputs import RUN_KIND, RUN_MARKER, check_output_dir
 from trajemb.similarity import DEFAULT_SHAPE_WEIGHT, SIMILARITIES, fft_features, similarity_matrix
 from trajemb.soft_neighbor_loss import DEFAULT_NEIGHBORS, SoftNeighborLoss
 from trajemb.store import TrajectoryTable, read_table
+from trajemb.train_state import check_train_state
 from trajemb.validate import check_float, check_int, check_seed
 
 log = logging.getLogger(__name__)
@@ -194,15 +196,21 @@ def check_run_folder(out: Path, table: Path, resume: bool, overwrite: bool) -> N
     if resume and overwrite:
         raise ConfigError("--resume continues a run and --overwrite starts it afresh; give one of them")
     check_output_dir(out, "run", inputs=[table])
-    if resume and not (Path(out) / "last" / TRAIN_STATE_FILE).is_file():
-        raise DataError(
-            f"{Path(out) / 'last'}: nothing to resume (no {TRAIN_STATE_FILE}); drop --resume to start afresh"
-        )
     progress = [name for name in RUN_PROGRESS if (Path(out) / name).exists()]
+    resumable = (Path(out) / "last" / TRAIN_STATE_FILE).is_file()
+    if resume and not resumable:
+        # Never send a person round in a circle: with progress in the folder, dropping --resume would be
+        # refused too.
+        todo = "start afresh with --overwrite" if progress else "drop --resume to start afresh"
+        raise DataError(f"{Path(out) / 'last'}: nothing to resume (no {TRAIN_STATE_FILE}); {todo}")
     if progress and not resume and not overwrite:
+        todo = (
+            "pass --resume to continue it, --overwrite to start it afresh"
+            if resumable
+            else f"it cannot be continued (no last/{TRAIN_STATE_FILE}): pass --overwrite to start it afresh"
+        )
         raise DataError(
-            f"{out} already holds a training run ({', '.join(progress)}); pass --resume to continue it, "
-            "--overwrite to start it afresh, or give a new --out"
+            f"{out} already holds a training run ({', '.join(progress)}); {todo}, or give a new --out"
         )
 
 
@@ -229,7 +237,21 @@ class Trainer:
         self.resume = resume
         self.overwrite = overwrite
         self.table_path = Path(table_path)
-        check_run_folder(self.out, self.table_path, resume, overwrite)
+        check_run_folder(self.out, self.table_path, resume, overwrite)  # before even a lock file is made
+        # Rank 0 writes the run folder. It holds the folder's lock while it checks and loads (here) and
+        # while it trains (``fit``), so a second run into the same folder stops at once, naming this one;
+        # a trainer built only to compute losses holds nothing, and ``fit`` refuses a folder that
+        # changed in between.
+        with self._folder_lock():
+            self._setup(resume, overwrite)
+            self._folder_seen = path_identity(self.out)
+
+    def _folder_lock(self) -> contextlib.AbstractContextManager[None]:
+        return output_lock(self.out) if self.dist.is_main else contextlib.nullcontext()
+
+    def _setup(self, resume: bool, overwrite: bool) -> None:
+        config = self.config
+        check_run_folder(self.out, self.table_path, resume, overwrite)  # again, now that it is ours
         self.device = distributed.rank_device(resolve_device(config.device), self.dist)
         self.table = read_table(self.table_path)
         _check_finite(self.table)
@@ -352,22 +374,36 @@ class Trainer:
             )
         if model.config != self.config.encoder:
             raise DataError(f"{last}: config.json does not match the card's training config; cannot resume")
-        self.model.load_state_dict(model.state_dict())
         try:
             state = torch.load(last / TRAIN_STATE_FILE, weights_only=True, map_location="cpu")
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.shuffle.set_state(state["shuffle_rng"])
-            self._restore_rng(state)
-            self.start_epoch = int(state["epoch"]) + 1
-            self.best_min_ade = float(state["best_min_ade"])
         except Exception as exc:
             # torch.load(weights_only=True) executes no code; whatever a damaged or foreign state file
-            # raises (unpickling, key, type, shape errors), the state cannot be resumed from.
+            # raises (unpickling errors of any kind), the state cannot be resumed from.
             raise DataError(
                 f"{last / TRAIN_STATE_FILE}: unreadable training state ({type(exc).__name__}: {exc}); "
                 "start afresh with --overwrite"
             ) from exc
+        point = check_train_state(
+            state,
+            last / TRAIN_STATE_FILE,
+            checkpoint_epoch=card.get("epoch"),
+            epochs=self.config.epochs,
+            steps_per_epoch=self.steps_per_epoch,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            generators={
+                "shuffle_rng": self.shuffle.get_state(),
+                **{k: v for k, v in self._rng_state().items() if isinstance(v, torch.Tensor)},
+            },
+            device_type=self.device.type,
+        )
+        # Every field checked: nothing below can fail half-way through restoring.
+        self.model.load_state_dict(model.state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.shuffle.set_state(state["shuffle_rng"])
+        self._restore_rng(state)
+        self.start_epoch, self.best_min_ade = point.start_epoch, point.best_min_ade
         if self.start_epoch >= self.config.epochs:
             raise ConfigError(
                 f"{self.out}: the run already finished its {self.config.epochs} epoch(s); nothing to resume "
@@ -556,13 +592,24 @@ class Trainer:
             _truncate_csv(self.out / METRICS_FILE, self.start_epoch)
 
     def fit(self) -> dict[str, float]:
-        """Train from ``start_epoch``; returns the best epoch's metrics.
+        """Train from ``start_epoch``; returns the best epoch's metrics. Holds the run folder's lock
+        throughout.
 
         Raises:
+            DataError: the run folder changed since this trainer checked it (another run wrote it).
             TrainingError: a non-finite loss, an epoch in which no batch yielded a triplet (nothing was
                 learned: the threshold or data admit no positive/negative pairs), or no epoch with a
                 finite validation minADE. No "best" checkpoint is written from such an epoch.
         """
+        with self._folder_lock():
+            if self.dist.is_main and path_identity(self.out) != self._folder_seen:
+                raise DataError(
+                    f"{self.out}: changed since this run checked it (another run wrote it meanwhile?); "
+                    "nothing was written; start it again"
+                )
+            return self._fit()
+
+    def _fit(self) -> dict[str, float]:
         c = self.config
         main = self.dist.is_main  # only rank 0 validates and writes
         if main:

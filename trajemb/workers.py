@@ -73,6 +73,12 @@ def init_worker(parent_pid: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    tie_to_parent(parent_pid)
+
+
+def tie_to_parent(parent_pid: int) -> None:
+    """End this process when ``parent_pid`` dies (Linux parent-death signal, and a watchdog thread
+    everywhere); signal handlers are left as they are."""
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)

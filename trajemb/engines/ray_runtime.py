@@ -1,6 +1,11 @@
 """Connecting to Ray: the lazy import, one session per command, and the Ray Data settings we rely on.
 
 Ray is optional (``pip install -e ".[ray]"``), so it is imported inside functions only.
+
+Connecting has a deadline: ``ray.init`` waits without end for an address that accepts connections but
+is not a Ray cluster (another service's port, a typo). ``check_ray_address`` first opens the HTTP/2
+connection that Ray's gRPC speaks, with a deadline, and turns silence or any other protocol into one
+line before anything else happens.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from types import ModuleType
@@ -49,7 +55,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         with _quiet_ray_data():
             yield ray
         return
-    _check_reachable(address or os.environ.get("RAY_ADDRESS"))
+    check_ray_address(address)
     kwargs: dict[str, Any] = {"num_cpus": num_cpus} if num_cpus is not None else {}
     with keep_sigterm_handler():
         try:
@@ -65,20 +71,57 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         ray.shutdown()
 
 
-def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
-    """A HOST:PORT address that nothing listens on is a one-line error at once: ``ray.init`` would
-    retry for minutes. Other forms (``auto``, ``ray://...``, none) are left to Ray."""
-    if not address or "://" in address or ":" not in address:
+#: Seconds an address gets to answer as a Ray cluster.
+CONNECT_TIMEOUT_S = 10.0
+
+
+def check_ray_address(address: str | None, timeout_s: float | None = None) -> None:
+    """Raise unless ``address`` (None: ``RAY_ADDRESS``) answers like a Ray cluster within ``timeout_s``
+    (None: ``CONNECT_TIMEOUT_S``): it accepts a connection and answers the HTTP/2 connection preface
+    of gRPC, which Ray's head (``HOST:PORT``) and Ray Client (``ray://HOST:PORT``) both speak, with a
+    SETTINGS frame. No address, ``auto`` and ``local`` are left to Ray (a cluster on this machine, or a
+    new one), and so are TLS clusters (``RAY_USE_TLS``), which need Ray's certificates to answer.
+
+    Raises:
+        ConfigError: one line naming the address and what went wrong.
+    """
+    timeout_s = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None or address in ("auto", "local") or os.environ.get("RAY_USE_TLS", "0") not in ("", "0"):
         return
-    host, _, port = address.rpartition(":")
-    if not port.isdigit():
-        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--ray-address {address!r:.80} is not HOST:PORT or ray://HOST:PORT")
+    deadline = time.monotonic() + timeout_s
     try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=min(timeout_s, 5.0))
     except OSError as exc:
         raise ConfigError(
             f"cannot reach a Ray cluster at {address} ({exc}); start one there with `ray start --head`"
         ) from exc
+    with sock:
+        try:
+            sock.sendall(HTTP2_PREFACE + HTTP2_EMPTY_SETTINGS)
+            header = b""
+            while len(header) < 9:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = sock.recv(9 - len(header))
+                if not chunk:
+                    break
+                header += chunk
+        except OSError:  # timed out, or reset by a service that does not speak HTTP/2
+            header = b""
+    # A frame header: 3 bytes length, 1 byte type (4 = SETTINGS), 1 byte flags (1 = ACK), stream 0.
+    if len(header) < 9 or header[3] != 4 or header[4] & 1 or int.from_bytes(header[:3], "big") % 6:
+        raise ConfigError(
+            f"{address} accepts connections but does not answer as a Ray cluster within {timeout_s:g} s "
+            "(another service on that port?); give the head's address (`ray start --head` prints it)"
+        )
+
+
+#: What a gRPC client sends first: the HTTP/2 connection preface and an empty SETTINGS frame.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+HTTP2_EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
 @contextlib.contextmanager
