@@ -23,6 +23,7 @@ import numpy as np
 import streamlit as st
 
 from trajemb.bundle import MANIFEST, Bundle
+from trajemb.completion import lock_is_held, read_progress
 from trajemb.errors import DataError
 from trajemb.explore import cluster_labels, cluster_medoids, grid_representatives, label_mask
 from trajemb.viz import label_colors, projection_raster
@@ -148,10 +149,11 @@ def _build_default_bundle(cache: Path) -> str:
 
 @dataclass
 class Completion:
-    """A background ``trajemb complete`` run: its exit code (None while it runs) and its log."""
+    """A background ``trajemb complete`` run: its process id and exit code (None while it runs), its log."""
 
     log_path: Path
     started: float
+    pid: int | None = None
     returncode: int | None = None
 
 
@@ -166,7 +168,7 @@ def complete_in_background(path: str) -> None:
     *thread* that started the child ends, so it must not be a script run's thread.
     """
     with _default_lock:
-        if path in _completions or bundle_is_complete(path):
+        if path in _completions or bundle_is_complete(path, robustness=True):
             return
         logs = cache_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -178,32 +180,64 @@ def complete_in_background(path: str) -> None:
 def _run_completion(path: str, job: Completion) -> None:
     cmd = [sys.executable, "-m", "trajemb", "complete", "--bundle", path, "--parent-pid", str(os.getpid())]
     with open(job.log_path, "wb") as fh:
-        job.returncode = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+        job.pid = proc.pid
+        job.returncode = proc.wait()
 
 
-def bundle_is_complete(path: str) -> bool:
+def bundle_is_complete(path: str, robustness: bool = False) -> bool:
+    """Whether every model has its 2-D layout and evaluation (and, with ``robustness``, whether nothing
+    is left to add at all: the robustness curves the bundle's config asks for included)."""
     try:
         manifest = Bundle(Path(path)).manifest
     except DataError:
         return False
-    return all(m.get("projection") and m.get("evaluated") for m in manifest["models"].values())
+    if not all(m.get("projection") and m.get("evaluated") for m in manifest["models"].values()):
+        return False
+    if not robustness:
+        return True
+    from trajemb.bundle_build import missing_robustness
+
+    try:
+        return not missing_robustness(Path(path))
+    except DataError:
+        return True
 
 
-def completion_status(path: str) -> str | None:
-    """None when nothing runs or ran; else a one-line status of the background completion."""
+@dataclass(frozen=True)
+class CompletionStatus:
+    """What a person is told about the completion of a bundle: ``state`` is "running" (this
+    explorer's own), "waiting" (for another process, whose progress ``text`` shows) or "failed"."""
+
+    state: str
+    text: str
+
+
+def completion_status(path: str) -> CompletionStatus | None:
+    """None when nothing completes the bundle; else what is happening, with the time left."""
     job = _completions.get(path)
-    if job is None or (job.returncode is not None and bundle_is_complete(path)):
-        return None
-    lines = (
-        [ln for ln in job.log_path.read_text(errors="replace").splitlines() if ln.strip()]
-        if job.log_path.exists()
-        else []
-    )
-    if job.returncode is None:
-        last = lines[-1].split(": ", 1)[-1] if lines else "starting"
-        return f"running for {time.time() - job.started:.0f} s: {last}"
-    if job.returncode != 0:
-        return f"failed ({lines[-1] if lines else f'exit status {job.returncode}'}); log: {job.log_path}"
+    now = time.time()
+    if job is not None and job.returncode not in (None, 0):
+        lines = [ln for ln in job.log_path.read_text(errors="replace").splitlines() if ln.strip()]
+        last = lines[-1] if lines else f"exit status {job.returncode}"
+        return CompletionStatus("failed", f"failed ({last}); log: {job.log_path}")
+    ours = job is not None and job.returncode is None
+    progress = read_progress(Path(path))
+    if progress is not None:
+        if ours and job is not None and progress.pid == job.pid:
+            return CompletionStatus("running", progress.summary(now))
+        return CompletionStatus(
+            "waiting",
+            f"waiting for another process (pid {progress.pid}) that is completing this bundle: "
+            + progress.summary(now),
+        )
+    if ours and job is not None:
+        if lock_is_held(Path(path)):
+            return CompletionStatus(
+                "waiting",
+                f"waiting for another process that holds this bundle's lock ({now - job.started:.0f} s)",
+            )
+        return CompletionStatus("running", f"starting ({now - job.started:.0f} s)")
     return None
 
 

@@ -21,6 +21,7 @@ from trajemb.report import (
 )
 from trajemb.viz import curves_figure, grouped_bar_figure, metric_vs_dim_figure
 
+import cache
 import ui
 
 #: Column -> (better when, one-sentence definition).
@@ -161,9 +162,12 @@ def _mean_rank_section(reports: dict[str, dict[str, Any]]) -> None:
     )
 
 
-def _robustness_section(reports: dict[str, dict[str, Any]], encoder_missing: str) -> None:
+def _robustness_section(reports: dict[str, dict[str, Any]], encoder_missing: str, pending: bool) -> None:
     st.subheader("Robustness")
     frame_all = robustness_frame(reports)
+    if frame_all.empty and pending:
+        st.caption("The robustness curves are being computed in the background (progress below).")
+        return
     if frame_all.empty:
         st.caption(
             "This bundle has no robustness curves. Build it with `trajemb bundle --robustness` (minutes on a "
@@ -305,7 +309,8 @@ def page() -> None:
     _mean_rank_section(ranked)
     evaluation = bundle.manifest.get("evaluation")
     encoder_missing = evaluation.get("encoder_missing") if isinstance(evaluation, dict) else None
-    _robustness_section(ranked, str(encoder_missing))
+    pending = cache.completion_status(str(bundle.root)) is not None
+    _robustness_section(ranked, str(encoder_missing), pending)
     st.subheader("What the columns mean")
     st.markdown(
         "\n".join(f"* **{name}** ({better} is better): {text}" for name, (better, text) in METRICS.items())

@@ -33,9 +33,8 @@ def filter_and_pick(bundle: Bundle) -> None:
     for col, name in zip(cols, state.FILTERS, strict=True):
         options = cache.label_values(path, stamp, name)[1]
         key = f"filter-{name}"
-        if key in st.session_state:
-            st.session_state[key] = [v for v in st.session_state[key] if v in options]
-        col.multiselect(name.replace("_", " "), options, key=key)
+        state.put(key, tuple(v for v in state.get(key) if v in options))
+        col.multiselect(name.replace("_", " "), options, **state.bind(key))
     mask = cache.filter_mask(path, stamp, ui.current_filters())
     rows = (
         np.flatnonzero(mask)[:TABLE_ROWS]
@@ -106,7 +105,10 @@ def page() -> None:
     model = ui.model_choice(bundle)
     ui.neighbor_controls(bundle)
     row = ui.query_bar(bundle)
-    mode = st.segmented_control("Choose a query", PICK_MODES, key="pick-mode", required=True) or PICK_MODES[0]
+    mode = (
+        st.segmented_control("Choose a query", PICK_MODES, required=True, **state.bind("pick-mode"))
+        or PICK_MODES[0]
+    )
     nb = ui.search_or_error(search_row, bundle, model, row, ui.neighbor_options(bundle, row))
     if mode == PICK_MODES[0]:
         filter_and_pick(bundle)

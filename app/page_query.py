@@ -21,14 +21,14 @@ MAX_UPLOAD_BYTES = 2_000_000
 
 
 def page() -> None:
-    # A neighbour picked here (table, overlay, map) is a window of the bundle: show it on Explore.
-    if st.session_state.get("own-drawn-version") not in (None, st.session_state.get(state.VERSION)):
-        st.session_state.pop("own-drawn-version", None)
-        st.switch_page("page_explore.py")
     st.title("Your own query")
     bundle = ui.bundle_choice()
     if bundle is None:
         return
+    # A neighbour picked here (table, overlay, map) is a window of the bundle: show it on Explore.
+    if st.session_state.get("own-drawn-version") not in (None, st.session_state.get(state.VERSION)):
+        st.session_state.pop("own-drawn-version", None)
+        st.switch_page("page_explore.py", query_params=state.url_params(bundle))
     model = ui.model_choice(bundle)
     ui.neighbor_controls(bundle)
     T = bundle.num_steps
@@ -36,7 +36,7 @@ def page() -> None:
         f"Give exactly {T} points (10 Hz samples, {(T - 1) / 10:g} s) or a few control points of a path driven "
         "at constant speed over that time, in metres in any frame: the query is moved to its own agent frame."
     )
-    mode = st.segmented_control("Input", MODES, key="query-mode", required=True) or MODES[0]
+    mode = st.segmented_control("Input", MODES, required=True, **state.bind("query-mode")) or MODES[0]
     if mode == MODES[1]:
         upload = st.file_uploader("CSV with x and y columns (metres)", type=["csv", "txt"], key="upload")
         if upload is not None:
@@ -54,16 +54,18 @@ def page() -> None:
             )
         source, origin = kept[1], f"file {kept[0]}"
     else:
-        if "points" not in st.session_state:
-            st.session_state["points"] = EXAMPLE
-        source, origin = st.text_area("Points, one 'x, y' per line", height=150, key="points"), "typed points"
+        if state.get("points") is None:
+            state.put("points", EXAMPLE)
+        source = st.text_area("Points, one 'x, y' per line", height=150, **state.bind("points"))
+        origin = "typed points"
     types = cache.label_values(*cache.stamp_of(bundle), "object_type")[1]
+    if state.get("query-type") not in types:
+        state.put("query-type", "vehicle" if "vehicle" in types else types[0])
     query_type = st.selectbox(
         "The query is a",
         types,
-        index=types.index("vehicle") if "vehicle" in types else 0,
-        key="query-type",
         help="Used when neighbours must have the query's object type",
+        **state.bind("query-type"),
     )
     try:
         points = parse_points(source)

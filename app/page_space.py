@@ -58,8 +58,10 @@ def page() -> None:
         ui.completion_notice(bundle)
         return
     c1, c2 = st.columns([2, 1])
-    color_by = c1.selectbox("Colour by", COLOR_BY, key="color-by")
-    clusters = c2.slider("k-means clusters", 2, 20, key="clusters", disabled=color_by != "k-means cluster")
+    color_by = c1.selectbox("Colour by", COLOR_BY, **state.bind("color-by"))
+    clusters = c2.slider(
+        "k-means clusters", 2, 20, disabled=color_by != "k-means cluster", **state.bind("clusters")
+    )
     codes, cats = cache.layout_labels(path, stamp, model, color_by, clusters)
     view = cache.layout_view(path, stamp, model, color_by, ui.current_filters(), clusters)
     raster = (
@@ -94,7 +96,7 @@ def page() -> None:
     selection = st.session_state.get(SELECTION)
     if selection is not None and selection[0] == str(bundle.root) and selection[1] == model:
         show_selection(bundle, selection[2], codes, cats, color_by)
-    if st.toggle("Show the cluster prototypes (k-means medoids)", key="show-prototypes"):
+    if st.toggle("Show the cluster prototypes (k-means medoids)", **state.bind("show-prototypes")):
         prototypes(bundle, model, clusters)
 
 

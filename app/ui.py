@@ -24,6 +24,8 @@ import state
 
 #: Session key of the bundle the current run opened (for the URL).
 OPENED = "_opened_bundle"
+#: Session key of the URL parameters the current run wrote (the page links carry them).
+URL_PARAMS = "_url_params"
 
 
 def md(text: str) -> str:
@@ -60,26 +62,23 @@ def pick_from_plot(key: str) -> None:
 # -- sidebar ------------------------------------------------------------------------------------------
 def bundle_choice() -> Bundle | None:
     """The bundle chosen in the sidebar, opened; None (with the reason shown) when it cannot be."""
-    state.init_session()
     launch = cache.launch_options()
+    served = cache.served_bundles(launch.roots) if launch.roots else {}
+    state.init_session(next(iter(served), "") if launch.roots else launch.bundle or "")
     if launch.roots:
-        served = cache.served_bundles(launch.roots)
         if not served:
             st.error("No bundles under the served folders.")
             return None
         names = list(served)
-        if st.session_state.get(state.BUNDLE) not in served:
-            st.session_state[state.BUNDLE] = names[0]
-        st.sidebar.selectbox("Bundle", names, key=state.BUNDLE, on_change=state.reset_for_bundle)
-        path: str | None = served[st.session_state[state.BUNDLE]]
+        if state.get(state.BUNDLE) not in served:
+            state.put(state.BUNDLE, names[0])
+        st.sidebar.selectbox("Bundle", names, **state.bind(state.BUNDLE, state.reset_for_bundle))
+        path: str | None = served[state.get(state.BUNDLE)]
     else:
-        if st.session_state.get(state.BUNDLE) is None:
-            st.session_state[state.BUNDLE] = launch.bundle or ""
         typed = st.sidebar.text_input(
             "Bundle folder (empty: built-in default)",
-            key=state.BUNDLE,
-            on_change=state.reset_for_bundle,
             help="A folder written by `trajemb bundle`.",
+            **state.bind(state.BUNDLE, state.reset_for_bundle),
         )
         path = typed.strip() or None
     try:
@@ -97,29 +96,29 @@ def bundle_choice() -> Bundle | None:
 
 def model_choice(bundle: Bundle, label: str = "Model", key: str = state.MODEL, index: int = 0) -> str:
     names = bundle.model_names
-    if st.session_state.get(key) not in names:
-        st.session_state[key] = names[min(index, len(names) - 1)]
-    return str(st.sidebar.selectbox(label, names, key=key))
+    if state.get(key) not in names:
+        state.put(key, names[min(index, len(names) - 1)])
+    return str(st.sidebar.selectbox(label, names, **state.bind(key)))
 
 
 def neighbor_controls(bundle: Bundle) -> None:
     """k, object types, one window per track, the query's own scenario and track."""
-    st.sidebar.slider("Neighbours k", 1, 20, key=state.K)
+    st.sidebar.slider("Neighbours k", 1, state.MAX_K, **state.bind(state.K))
     types = [state.SAME_TYPE, state.ANY_TYPE, *cache.label_values(*cache.stamp_of(bundle), "object_type")[1]]
-    if st.session_state.get(state.TYPES) not in types:
-        st.session_state[state.TYPES] = state.SAME_TYPE
-    st.sidebar.selectbox("Neighbour object types", types, key=state.TYPES)
+    if state.get(state.TYPES) not in types:
+        state.put(state.TYPES, state.SAME_TYPE)
+    st.sidebar.selectbox("Neighbour object types", types, **state.bind(state.TYPES))
     st.sidebar.checkbox(
         "One window per track",
-        key=state.ONE_PER_TRACK,
         help="Windows of one track overlap and look alike: keep only the nearest of each.",
+        **state.bind(state.ONE_PER_TRACK),
     )
-    st.sidebar.checkbox("Exclude the query's own track", key=state.EXCLUDE_TRACK)
-    st.sidebar.checkbox("Exclude the query's scenario", key=state.EXCLUDE_SCENARIO)
+    st.sidebar.checkbox("Exclude the query's own track", **state.bind(state.EXCLUDE_TRACK))
+    st.sidebar.checkbox("Exclude the query's scenario", **state.bind(state.EXCLUDE_SCENARIO))
 
 
 def neighbor_options(bundle: Bundle, row: int | None, query_type: str | None = None) -> NeighborOptions:
-    choice = st.session_state.get(state.TYPES, state.SAME_TYPE)
+    choice = state.get(state.TYPES)
     if choice == state.SAME_TYPE:
         own = query_type if row is None else bundle.strings("object_type", [row])[0]
         types: tuple[str, ...] = (own,) if own else ()
@@ -128,10 +127,10 @@ def neighbor_options(bundle: Bundle, row: int | None, query_type: str | None = N
     else:
         types = (str(choice),)
     return NeighborOptions(
-        k=int(st.session_state.get(state.K, 6)),
-        exclude_same_track=bool(st.session_state.get(state.EXCLUDE_TRACK, True)),
-        one_per_track=bool(st.session_state.get(state.ONE_PER_TRACK, True)),
-        exclude_same_scenario=bool(st.session_state.get(state.EXCLUDE_SCENARIO, False)),
+        k=int(state.get(state.K)),
+        exclude_same_track=bool(state.get(state.EXCLUDE_TRACK)),
+        one_per_track=bool(state.get(state.ONE_PER_TRACK)),
+        exclude_same_scenario=bool(state.get(state.EXCLUDE_SCENARIO)),
         object_types=types,
     )
 
@@ -147,7 +146,7 @@ def default_query(bundle: Bundle) -> int:
 
 
 def current_filters() -> tuple[tuple[str, tuple[str, ...]], ...]:
-    return tuple((name, tuple(st.session_state.get(f"filter-{name}") or ())) for name in state.FILTERS)
+    return tuple((name, tuple(state.get(f"filter-{name}") or ())) for name in state.FILTERS)
 
 
 def random_query(bundle: Bundle) -> None:
@@ -371,6 +370,7 @@ def run_page(page: Any, own_query_page: bool = False) -> None:
     except TrajembError as exc:
         st.error(f"Cannot show this page: {md(str(exc))}")
     state.sync_url(st.session_state.get(OPENED))
+    st.session_state[URL_PARAMS] = state.url_params(st.session_state.get(OPENED))
 
 
 def labels_help() -> None:
@@ -390,14 +390,16 @@ def labels_help() -> None:
 
 
 def completion_notice(bundle: Bundle, only_running: bool = False) -> None:
-    """What to do about a bundle without 2-D layouts or evaluation: while a background completion runs,
-    its progress (the page reruns when it ends); otherwise a button that starts one (served bundles:
-    the command to run)."""
+    """What to do about a bundle without 2-D layouts or evaluation: while a background completion runs
+    (this explorer's, or another process's that it waits for), its progress, redrawn every few seconds,
+    and the page reruns as each step lands; otherwise a button that starts one (served bundles: the
+    command to run). ``only_running``: say nothing unless layouts or evaluation are still missing."""
     path = str(bundle.root)
     status = cache.completion_status(path)
-    if status is None and (only_running or cache.bundle_is_complete(path)):
-        return
+    complete = cache.bundle_is_complete(path)
     if status is None:
+        if only_running or complete:
+            return
         st.info(
             "This bundle has no 2-D layout or evaluation yet (built with `--projection none` or `--no-eval`)."
         )
@@ -407,18 +409,24 @@ def completion_notice(bundle: Bundle, only_running: bool = False) -> None:
             cache.complete_in_background(path)
             st.rerun()
         return
-    if status.startswith("failed"):
+    if status.state == "failed":
         st.error("Computing the 2-D layouts and evaluation in the background failed.")
-        st.text(status)
+        st.text(status.text)
+        return
+    if complete and only_running:
         return
     st.info(
-        "Computing the 2-D layouts and evaluation in the background; this page fills in when they are ready."
+        "Computing the robustness curves in the background; they appear here when they are ready."
+        if complete
+        else "Computing the 2-D layouts and evaluation in the background; this page fills in as each is ready."
     )
-    st.text(status)
+    stamp = cache.manifest_stamp(path)
 
     @st.fragment(run_every=3)
     def _poll() -> None:
-        if not (cache.completion_status(path) or "").startswith("running"):
+        now = cache.completion_status(path)
+        st.text(now.text if now is not None else "done")
+        if now is None or now.state == "failed" or cache.manifest_stamp(path) != stamp:
             st.rerun(scope="app")
 
     _poll()

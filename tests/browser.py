@@ -157,3 +157,63 @@ def click_plot_point(page: Any, plot_index: int, trace: int = 0, point: int = 0)
         [trace, point],
     )
     page.mouse.click(xy[0], xy[1])
+
+
+def go_to(page: Any, name: str, heading: str | None = None) -> None:
+    """Click the sidebar link of page ``name`` and wait for its heading and the end of the run."""
+    page.get_by_role("link", name=name, exact=True).click()
+    page.get_by_role("heading", name=heading or name).first.wait_for(timeout=60_000)
+    wait_idle(page)
+
+
+def slider_value(page: Any, label: str) -> str:
+    """The value a slider shows."""
+    slider = page.locator("[data-testid=stSlider]").filter(has_text=label).first
+    return str(slider.locator("[data-testid=stSliderThumbValue]").inner_text())
+
+
+def set_slider(page: Any, label: str, value: int) -> None:
+    """Move a slider to ``value`` with the keyboard, as a person can."""
+    handle = page.get_by_role("slider", name=label).first
+    handle.focus()
+    current = int(slider_value(page, label))
+    for _ in range(abs(value - current)):
+        page.keyboard.press("ArrowRight" if value > current else "ArrowLeft")
+    page.wait_for_function(
+        """([label, v]) => [...document.querySelectorAll('[data-testid=stSlider]')]
+              .some(s => s.innerText.includes(label) &&
+                         s.querySelector('[data-testid=stSliderThumbValue]').innerText === String(v))""",
+        arg=[label, value],
+    )
+    wait_idle(page)
+
+
+def choose(page: Any, label: str, option: str) -> None:
+    """Pick ``option`` in the select box labelled ``label``."""
+    page.get_by_role("combobox", name=label).first.click()
+    page.get_by_role("option", name=option, exact=True).first.click()
+    wait_idle(page)
+
+
+def selected(page: Any, label: str) -> str:
+    """The option a select box shows."""
+    return str(page.get_by_role("combobox", name=label).first.input_value())
+
+
+def wait_text_change(page: Any, prefix: str, before: str, timeout_ms: int = 60_000) -> str:
+    """Until some text element starting with ``prefix`` reads other than ``before``; returns it."""
+    page.wait_for_function(
+        """([p, b]) => [...document.querySelectorAll('[data-testid=stText]')]
+              .some(e => e.innerText.startsWith(p) && e.innerText !== b)""",
+        arg=[prefix, before],
+        timeout=timeout_ms,
+    )
+    return next(t for t in page.locator("[data-testid=stText]").all_inner_texts() if t.startswith(prefix))
+
+
+def add_to_multiselect(page: Any, label: str, option: str) -> None:
+    """Add ``option`` to the multiselect labelled ``label`` and close its list."""
+    page.get_by_role("combobox", name=label).first.click()
+    page.get_by_role("option", name=option, exact=True).first.click()
+    page.keyboard.press("Escape")
+    wait_idle(page)
