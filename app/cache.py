@@ -26,6 +26,7 @@ from trajemb.bundle import MANIFEST, Bundle
 from trajemb.completion import lock_is_held, read_progress
 from trajemb.errors import DataError
 from trajemb.explore import cluster_labels, cluster_medoids, grid_representatives, label_mask
+from trajemb.explore import sorted_rows as explore_sorted_rows
 from trajemb.viz import label_colors, projection_raster
 
 BUNDLE_ENV = "TRAJEMB_BUNDLE"
@@ -285,6 +286,14 @@ def stamp_of(bundle: Bundle) -> tuple[str, int]:
 def filter_mask(path: str, stamp: int, filters: tuple[tuple[str, tuple[str, ...]], ...]) -> np.ndarray | None:
     """(N,) bool rows passing the table filters; None when no filter is set."""
     return label_mask(_open(path, stamp), filters)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def sorted_rows(
+    path: str, stamp: int, filters: tuple[tuple[str, tuple[str, ...]], ...], column: str, descending: bool
+) -> np.ndarray:
+    """Rows passing the table filters, sorted by ``column``."""
+    return explore_sorted_rows(_open(path, stamp), filter_mask(path, stamp, filters), column, descending)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)

@@ -48,8 +48,7 @@ def page() -> None:
                 for i, (r, d) in enumerate(zip(result.rows.tolist(), direction, strict=True))
             ]
             ui.overlay(bundle, result, f"cmp-{side}-overlay", labels, height=380)
-            frame = ui.neighbor_frame(bundle, result, shared).drop(columns=["speed (m/s)"])
-            ui.neighbor_table(result, frame, f"cmp-{side}-table")
+            ui.neighbor_table(bundle, result, f"cmp-{side}-table", shared)
 
 
 ui.run_page(page)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
 from trajemb.bundle import Bundle
-from trajemb.explore import search_row
+from trajemb.explore import SORT_COLUMNS, page_of, present_labels, search_row
 from trajemb.viz import projection_figure
 
 import cache
@@ -14,7 +13,7 @@ import state
 import ui
 
 PICK_MODES = ("Filter and pick", "By id", "On the 2-D layout")
-TABLE_ROWS = 500
+PAGE_ROWS = 200
 
 
 def _pick_by_id(bundle: Bundle) -> None:
@@ -27,37 +26,43 @@ def _pick_by_id(bundle: Bundle) -> None:
         st.session_state[state.NOTICE] = f"Cannot use that id: {exc}"
 
 
-def filter_and_pick(bundle: Bundle) -> None:
+def label_filters(bundle: Bundle) -> None:
+    """A multiselect per label column the bundle has; they narrow the pick table, Random and the
+    2-D layouts (on every page)."""
     path, stamp = cache.stamp_of(bundle)
-    cols = st.columns(len(state.FILTERS))
-    for col, name in zip(cols, state.FILTERS, strict=True):
+    names = present_labels(bundle, state.FILTERS)
+    for col, name in zip(st.columns(len(names)), names, strict=True):
         options = cache.label_values(path, stamp, name)[1]
         key = f"filter-{name}"
         state.put(key, tuple(v for v in state.get(key) if v in options))
         col.multiselect(name.replace("_", " "), options, **state.bind(key))
+
+
+def filter_and_pick(bundle: Bundle) -> None:
+    """Every window passing the filters, sorted as asked, a page at a time; a row picks the query."""
+    path, stamp = cache.stamp_of(bundle)
+    label_filters(bundle)
     mask = cache.filter_mask(path, stamp, ui.current_filters())
-    rows = (
-        np.flatnonzero(mask)[:TABLE_ROWS]
-        if mask is not None
-        else np.arange(min(TABLE_ROWS, bundle.num_windows))
-    )
     matching = int(mask.sum()) if mask is not None else bundle.num_windows
-    st.caption(
-        f"{matching:,} matching windows (the first {len(rows)} listed); select a row to make it the query. "
-        "The filters also narrow Random and the 2-D layout."
+    sorts = [label for label, column in SORT_COLUMNS.items() if column in bundle.column_names]
+    if state.get("pick-sort") not in sorts:
+        state.put("pick-sort", sorts[0])
+    pages = max(1, -(-matching // PAGE_ROWS))
+    state.put("pick-page", min(max(1, int(state.get("pick-page"))), pages))
+    c1, c2, c3, c4 = st.columns([2, 1, 1, 3], vertical_alignment="bottom")
+    sort = c1.selectbox("Sort by", sorts, **state.bind("pick-sort"))
+    descending = c2.toggle("Descending", **state.bind("pick-descending"))
+    page = c3.number_input("Page", 1, pages, step=1, **state.bind("pick-page"))
+    order = cache.sorted_rows(path, stamp, ui.current_filters(), SORT_COLUMNS[sort], descending)
+    rows = page_of(order, int(page) - 1, PAGE_ROWS).tolist()
+    first = (int(page) - 1) * PAGE_ROWS
+    c4.caption(
+        f"{matching:,} matching windows; rows {first + 1:,} to {first + len(rows):,} of {matching:,} shown. "
+        "Select a row to make it the query. The filters also narrow Random and the 2-D layouts."
     )
-    frame = bundle.frame(["window_id", "direction", "object_type", "speed_bin", "city", "source"], rows)
-    key = state.table_key("pick-table")
-    row_list = rows.tolist()
-    st.dataframe(
-        frame,
-        hide_index=True,
-        on_select=lambda: ui._pick_from_table(key, row_list, "pick-table"),
-        selection_mode="single-row",
-        key=key,
-        height=230,
-        width="stretch",
-    )
+    columns = ui.label_table_columns(bundle, rows, state.FILTERS)
+    columns["speed (m/s)"] = bundle.numbers("mean_speed_mps")[rows].tolist() if rows else []
+    ui.results_table(bundle, rows, columns, state.table_key("pick-table"), 230, "pick-table")
 
 
 def by_id(bundle: Bundle) -> None:

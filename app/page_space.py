@@ -129,18 +129,11 @@ def show_selection(
         selection_mode="points",
         config={"displaylogo": False},
     )
-    first = rows[:500]
-    frame = bundle.frame(["window_id", "direction", "object_type", "speed_bin", "city"], first)
-    tkey = state.widget_key("selection-table")
-    row_list = first.tolist()
-    st.dataframe(
-        frame,
-        hide_index=True,
-        width="stretch",
-        key=tkey,
-        selection_mode="single-row",
-        height=220,
-        on_select=lambda: ui._pick_from_table(tkey, row_list),
+    first = rows[:500].tolist()
+    st.caption(f"The first {len(first):,} of the selected windows; select a row to make it the query.")
+    labels = ("direction", "true_manoeuvre", "object_type", "speed_bin", "city")
+    ui.results_table(
+        bundle, first, ui.label_table_columns(bundle, first, labels), state.widget_key("selection-table"), 220
     )
 
 

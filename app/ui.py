@@ -14,7 +14,15 @@ import streamlit as st
 
 from trajemb.bundle import Bundle
 from trajemb.errors import TrajembError
-from trajemb.explore import NeighborOptions, Neighbors, city_xy, neighbor_records, scene_context
+from trajemb.explore import (
+    NeighborOptions,
+    Neighbors,
+    city_xy,
+    id_columns,
+    neighbor_records,
+    present_labels,
+    scene_context,
+)
 from trajemb.labels import direction_rules
 from trajemb.schema import DirectionClass
 from trajemb.viz import QUERY_COLOR, MapPanel, agent_frame_figure, map_grid_figure, rank_colors
@@ -197,35 +205,65 @@ def query_bar(bundle: Bundle) -> int:
     return row
 
 
-# -- neighbours ------------------------------------------------------------------------------------------
-def neighbor_frame(bundle: Bundle, nb: Neighbors, shared: set[int] | None = None) -> pd.DataFrame:
-    records = neighbor_records(bundle, nb)
-    frame = pd.DataFrame(
-        {
-            "rank": [r["rank"] for r in records],
-            "ADE (m)": [r["ade_m"] for r in records],
-            "FDE (m)": [r["fde_m"] for r in records],
-            "speed (m/s)": [r["speed_mps"] for r in records],
-            "direction": [r["direction"] for r in records],
-            "type": [r["object_type"] for r in records],
-            "window id": [r["window_id"] for r in records],
-        }
-    )
-    if shared is not None:
-        frame.insert(1, "shared", ["yes" if r["row"] in shared else "" for r in records])
-    return frame
-
-
-TABLE_COLUMNS = {
+# -- lists of windows -----------------------------------------------------------------------------------
+#: How the columns of every list of windows are drawn (widths in pixels; help on hover of the header).
+COLUMNS: dict[str, Any] = {
     "rank": st.column_config.NumberColumn("rank", width=42, format="%d"),
     "shared": st.column_config.TextColumn("shared", width=52, help="Also among the other model's neighbours"),
-    "ADE (m)": st.column_config.NumberColumn("ADE (m)", width=62, format="%.2f"),
-    "FDE (m)": st.column_config.NumberColumn("FDE (m)", width=62, format="%.2f"),
+    "distance": st.column_config.NumberColumn(
+        "distance",
+        width=68,
+        format="%.3f",
+        help="Euclidean distance between the embeddings of the query and the neighbour (what ranks them)",
+    ),
+    "gap": st.column_config.NumberColumn(
+        "gap", width=56, format="%.3f", help="How much farther in the embedding than the rank before"
+    ),
+    "ADE (m)": st.column_config.NumberColumn(
+        "ADE (m)",
+        width=62,
+        format="%.2f",
+        help="Average distance to the query over the window (agent frames)",
+    ),
+    "FDE (m)": st.column_config.NumberColumn(
+        "FDE (m)", width=62, format="%.2f", help="Distance between the end points (agent frames)"
+    ),
     "speed (m/s)": st.column_config.NumberColumn("speed (m/s)", width=80, format="%.1f"),
     "direction": st.column_config.TextColumn("direction", width=120),
+    "true manoeuvre": st.column_config.TextColumn(
+        "true manoeuvre", width=120, help="What the synthetic generator built the road user to do"
+    ),
     "type": st.column_config.TextColumn("type", width=85),
-    "window id": st.column_config.TextColumn("window id", width="large"),
+    "speed bin": st.column_config.TextColumn("speed bin", width=70),
+    "city": st.column_config.TextColumn("city", width=90),
+    "source": st.column_config.TextColumn("source", width=85),
+    "scenario": st.column_config.TextColumn(
+        "scenario", width=92, help="The first characters of the scenario id (in full in the window id)"
+    ),
+    "track": st.column_config.TextColumn(
+        "track", width=82, help="Track id (long ids cut; in full in the window id)"
+    ),
+    "start": st.column_config.NumberColumn(
+        "start", width=52, format="%d", help="Timestep (10 Hz) of the window's first point in its scenario"
+    ),
+    "window id": st.column_config.TextColumn(
+        "window id", width="medium", help="source/scenario/track/start: paste it into By id to come back"
+    ),
 }
+#: Label columns as the tables name them.
+LABEL_TITLES = {
+    "direction": "direction",
+    "true_manoeuvre": "true manoeuvre",
+    "object_type": "type",
+    "speed_bin": "speed bin",
+    "city": "city",
+    "source": "source",
+}
+
+
+def label_table_columns(bundle: Bundle, rows: list[int], names: tuple[str, ...]) -> dict[str, list[str]]:
+    """Label columns of ``rows`` for a table (those of ``names`` the bundle has)."""
+    return {LABEL_TITLES[n]: bundle.strings(n, rows) for n in present_labels(bundle, names)}
 
 
 def _pick_from_table(key: str, rows: list[int], table: str | None = None) -> None:
@@ -237,20 +275,56 @@ def _pick_from_table(key: str, rows: list[int], table: str | None = None) -> Non
             state.table_picked(table)
 
 
-def neighbor_table(nb: Neighbors, frame: pd.DataFrame, key: str, height: int | None = None) -> None:
-    """The neighbour table; selecting a row makes that neighbour the query."""
-    rows = nb.rows.tolist()
-    wkey = state.widget_key(key)
+def results_table(
+    bundle: Bundle,
+    rows: list[int],
+    columns: dict[str, list[Any]],
+    key: str,
+    height: int | str = "auto",
+    table: str | None = None,
+) -> None:
+    """Every list of windows the explorer shows: ``columns`` (one value per row of ``rows``), then the
+    ids as scenario, track and start beside the full window id; selecting a row makes that window the
+    query (``table``: a pick table keyed by ``state.table_key``). The one place that draws such a list,
+    so that what is added here (an export, say) reaches every list."""
+    frame = pd.DataFrame({**columns, **id_columns(bundle, rows)})
     st.dataframe(
         frame,
         hide_index=True,
         width="stretch",
-        column_config=TABLE_COLUMNS,
-        key=wkey,
-        on_select=lambda: _pick_from_table(wkey, rows),
+        column_config={c: COLUMNS[c] for c in frame.columns if c in COLUMNS},
+        key=key,
+        on_select=lambda: _pick_from_table(key, rows, table),
         selection_mode="single-row",
-        height=height or "auto",
+        height=height,
     )
+
+
+def neighbor_columns(bundle: Bundle, nb: Neighbors, shared: set[int] | None = None) -> dict[str, list[Any]]:
+    """The neighbour table's columns before the ids: rank, (shared), distance and gap in the embedding,
+    ADE, FDE, speed and labels."""
+    records = neighbor_records(bundle, nb)
+    columns: dict[str, list[Any]] = {"rank": [r["rank"] for r in records]}
+    if shared is not None:
+        columns["shared"] = ["yes" if r["row"] in shared else "" for r in records]
+    columns.update(
+        {
+            "distance": [r["distance"] for r in records],
+            "gap": [r["gap"] for r in records],
+            "ADE (m)": [r["ade_m"] for r in records],
+            "FDE (m)": [r["fde_m"] for r in records],
+            "speed (m/s)": [r["speed_mps"] for r in records],
+        }
+    )
+    columns.update(
+        label_table_columns(bundle, nb.rows.tolist(), ("direction", "true_manoeuvre", "object_type"))
+    )
+    return columns
+
+
+def neighbor_table(bundle: Bundle, nb: Neighbors, key: str, shared: set[int] | None = None) -> None:
+    """The neighbour table; selecting a row makes that neighbour the query."""
+    results_table(bundle, nb.rows.tolist(), neighbor_columns(bundle, nb, shared), state.widget_key(key))
 
 
 def overlay(
@@ -338,7 +412,7 @@ def show_neighbors(bundle: Bundle, nb: Neighbors, key: str, maps: bool = True) -
     m2.metric(f"minFDE@{len(nb)}", f"{nb.min_fde_m:.2f} m", help="Smallest distance between their end points")
     if len(nb) < nb.options.k:
         m3.caption(f"Only {len(nb)} of {nb.options.k} neighbours pass the neighbour filters.")
-    neighbor_table(nb, neighbor_frame(bundle, nb), f"{key}-table")
+    neighbor_table(bundle, nb, f"{key}-table")
     if not maps:
         overlay(bundle, nb, f"{key}-overlay")
         return

@@ -15,6 +15,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from trajemb.bundle import Bundle
+from trajemb.explore import short_id
 
 from conftest import REPO_ROOT
 
@@ -98,15 +99,49 @@ def test_neighbour_filters(app: AppTest, small_bundle: Path) -> None:
     assert set(frames[-1]["type"]) == {qtype}  # default: the query's object type
     assert list(frames[-1].columns) == [
         "rank",
+        "distance",
+        "gap",
         "ADE (m)",
         "FDE (m)",
         "speed (m/s)",
         "direction",
+        "true manoeuvre",
         "type",
+        "scenario",
+        "track",
+        "start",
         "window id",
     ]
     app.sidebar.checkbox(key="exclude_scenario").check().run()
     assert all(i.split("/")[1] != query.split("/")[1] for i in neighbor_ids(app))
+
+
+def test_lists_show_ids_distances_and_every_window(app: AppTest, small_bundle: Path) -> None:
+    """Issue 22, bug 4 and what people expect: every list shows scenario, track and start (rows of one
+    scenario no longer look identical), the neighbour table the embedding distance and the gap between
+    ranks, and the pick table sorts and pages over every matching window, not the first 500."""
+    bundle = Bundle(small_bundle)
+    tables = [d.value for d in app.dataframe if "window id" in d.value.columns]
+    pick, neighbours = tables[0], tables[-1]
+    for table in (pick, neighbours):
+        assert {"scenario", "track", "start", "window id"} <= set(table.columns)
+        parts = [i.split("/") for i in table["window id"]]
+        assert list(table["scenario"]) == [short_id(p[1]) for p in parts]
+        assert list(table["track"]) == [short_id(p[2]) for p in parts]
+        assert list(table["start"]) == [int(p[3]) for p in parts]
+    assert len(pick[["scenario", "track", "start"]].drop_duplicates()) == len(pick)
+    assert neighbours["distance"].is_monotonic_increasing
+    assert neighbours["gap"].iloc[1:].to_numpy() == pytest.approx(np.diff(neighbours["distance"]), abs=1e-5)
+    speed = bundle.numbers("mean_speed_mps")
+    app.selectbox(key="pick-sort").set_value("mean speed").run()
+    app.toggle(key="pick-descending").set_value(True).run()
+    pick = next(d.value for d in app.dataframe if "window id" in d.value.columns)
+    assert pick["speed (m/s)"].iloc[0] == pytest.approx(float(speed.max()), abs=1e-4)
+    pages = -(-bundle.num_windows // 200)
+    app.number_input(key="pick-page").set_value(pages).run()
+    pick = next(d.value for d in app.dataframe if "window id" in d.value.columns)
+    assert pick["speed (m/s)"].iloc[-1] == pytest.approx(float(speed.min()), abs=1e-4)
+    assert any(f"of {bundle.num_windows:,} shown" in c.value for c in app.caption)
 
 
 def test_settings_and_query_live_in_the_url(small_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,13 +16,19 @@ from trajemb.explore import (
     cluster_labels,
     cluster_medoids,
     grid_representatives,
+    id_columns,
+    label_mask,
     nearest_point,
     neighbor_records,
+    page_of,
+    present_labels,
     rows_in_box,
     rows_in_lasso,
     scene_context,
     search_row,
     search_window,
+    short_id,
+    sorted_rows,
 )
 from trajemb.frames import agent_to_city
 from trajemb.store import read_table
@@ -72,6 +78,60 @@ def test_records_and_own_query(small_bundle: Path) -> None:
         search_window(bundle, "cosine-d8", np.zeros((7, 2)), NeighborOptions())
     with pytest.raises(DataError, match="finite"):
         search_window(bundle, "cosine-d8", np.full((bundle.num_steps, 2), 1e308), NeighborOptions())
+
+
+def test_distances_and_gaps_are_the_embeddings(small_bundle: Path) -> None:
+    """Issue 22: the neighbour table shows each neighbour's embedding distance (what ranks it) and the
+    gap to the rank before, pinned to a brute-force distance between the embeddings."""
+    bundle = Bundle(small_bundle)
+    nb = search_row(bundle, "cosine-d8", 11, NeighborOptions(k=6))
+    records = neighbor_records(bundle, nb)
+    emb = np.asarray(bundle.embeddings("cosine-d8").all(), dtype=np.float64)
+    brute = np.linalg.norm(emb[nb.rows] - emb[11], axis=1)
+    assert [r["distance"] for r in records] == pytest.approx(brute, abs=1e-5)
+    assert np.isnan(records[0]["gap"])
+    assert [r["gap"] for r in records[1:]] == pytest.approx(np.diff(brute), abs=1e-5)
+    assert all(r["gap"] >= -1e-6 for r in records[1:])
+
+
+def test_ids_sorting_and_pages(small_bundle: Path) -> None:
+    """Lists show scenario, track and start beside the full id, and page and sort over every matching
+    window (not the first 500)."""
+    bundle = Bundle(small_bundle)
+    meta = bundle.meta
+    rows = [0, 7, 42]
+    ids = id_columns(bundle, rows)
+    assert ids["window id"] == meta["window_id"].iloc[rows].tolist()
+    assert ids["start"] == meta["start_timestep"].iloc[rows].tolist()
+    assert ids["track"] == [short_id(str(t)) for t in meta["track_id"].iloc[rows]]
+    assert all(
+        i.split("/")[1].startswith(s.rstrip("\u2026"))
+        for i, s in zip(ids["window id"], ids["scenario"], strict=True)
+    )
+    assert short_id("0123456789abcdef") == "01234567\u2026" and short_id("123456789") == "123456789"
+    assert present_labels(bundle) == [
+        "direction",
+        "true_manoeuvre",
+        "object_type",
+        "city",
+        "speed_bin",
+        "source",
+    ]
+
+    mask = label_mask(bundle, {"direction": ("straight",)})
+    assert mask is not None
+    by_speed = sorted_rows(bundle, mask, "mean_speed_mps", descending=True)
+    speed = np.asarray(meta["mean_speed_mps"])
+    expected = np.flatnonzero(mask)[np.argsort(-speed[mask], kind="stable")]
+    np.testing.assert_array_equal(by_speed, expected)
+    by_id = sorted_rows(bundle, None, "window_id")
+    assert meta["window_id"].iloc[by_id].tolist() == sorted(meta["window_id"])
+    by_type = sorted_rows(bundle, None, "object_type", descending=True)
+    kinds = meta["object_type"].astype(str).iloc[by_type].tolist()
+    assert kinds == sorted(kinds, reverse=True)
+    pages = [page_of(by_speed, p, 100) for p in range(-(-len(by_speed) // 100))]
+    np.testing.assert_array_equal(np.concatenate(pages), by_speed)
+    np.testing.assert_array_equal(page_of(by_speed, 10_000, 100), pages[-1])  # clipped to the last
 
 
 def test_clusters_and_medoids() -> None:

@@ -75,11 +75,12 @@ class Neighbors:
 def label_mask(
     bundle: Bundle, filters: dict[str, tuple[str, ...]] | tuple[tuple[str, tuple[str, ...]], ...]
 ) -> np.ndarray | None:
-    """(N,) bool rows whose labels are among the picked values of every filtered column (an empty pick
-    does not filter); None when nothing is filtered."""
+    """(N,) bool rows whose labels are among the picked values of every filtered column (an empty pick,
+    or a column the bundle lacks, does not filter); None when nothing is filtered."""
     mask: np.ndarray | None = None
+    have = set(bundle.column_names)
     for name, picked in dict(filters).items():
-        if not picked:
+        if not picked or name not in have:
             continue
         codes, names = bundle.codes(name)
         hit = np.isin(codes, [i for i, v in enumerate(names) if v in set(picked)])
@@ -195,17 +196,20 @@ def bundle_scenario_rows(bundle: Bundle, row: int) -> np.ndarray:
 
 
 def neighbor_records(bundle: Bundle, nb: Neighbors) -> list[dict[str, Any]]:
-    """One dict per neighbour: rank, window id, distances, ADE / FDE (m), speed (m/s), labels, row."""
+    """One dict per neighbour: rank, window id, embedding distance and its gap to the rank before (NaN
+    for rank 1), ADE / FDE (m), speed (m/s), labels, row."""
     rows = nb.rows.tolist()
     ids = bundle.strings("window_id", rows)
     direction = bundle.strings("direction", rows)
     kind = bundle.strings("object_type", rows)
     speed = bundle.numbers("mean_speed_mps")[nb.rows] if rows else np.zeros(0)
+    gap = np.diff(nb.distance, prepend=np.nan)
     return [
         {
             "rank": i + 1,
             "window_id": ids[i],
             "distance": float(nb.distance[i]),
+            "gap": float(gap[i]),
             "ade_m": float(nb.ade_m[i]),
             "fde_m": float(nb.fde_m[i]),
             "speed_mps": float(speed[i]),
@@ -215,6 +219,87 @@ def neighbor_records(bundle: Bundle, nb: Neighbors) -> list[dict[str, Any]]:
         }
         for i in range(len(rows))
     ]
+
+
+# -- lists of windows ----------------------------------------------------------------------------------
+#: Label columns a person filters and colours by, where a bundle has them (``true_manoeuvre``: the
+#: synthetic generator's ground truth; bundles built before it, and real data, lack it or say unknown).
+LABELS = ("direction", "true_manoeuvre", "object_type", "city", "speed_bin", "source")
+#: Characters of a scenario or track id shown in tables (AV2 scenario ids and sensor-log track ids are
+#: 36-character UUIDs; 8 hexadecimal characters tell thousands apart).
+SHORT_ID_CHARS = 8
+
+
+def present_labels(bundle: Bundle, names: tuple[str, ...] = LABELS) -> list[str]:
+    """Those of ``names`` that the bundle has as columns, in order."""
+    have = set(bundle.column_names)
+    return [name for name in names if name in have]
+
+
+def short_id(text: str, chars: int = SHORT_ID_CHARS) -> str:
+    """``text`` cut to ``chars`` characters and an ellipsis where it is longer than ``chars + 1``."""
+    return text if len(text) <= chars + 1 else text[:chars] + "\u2026"
+
+
+def id_columns(bundle: Bundle, rows: np.ndarray | list[int]) -> dict[str, list[Any]]:
+    """The ids of ``rows`` in the columns tables show: ``scenario`` and ``track`` (short, see
+    ``short_id``), ``start`` (timestep of the first point) and the full ``window id`` (for exports and
+    for pasting into "By id")."""
+    take = np.asarray(rows, dtype=np.int64)
+    return {
+        "scenario": [short_id(v) for v in bundle.strings("scenario_id", take)],
+        "track": [short_id(v) for v in bundle.strings("track_id", take)],
+        "start": bundle.numbers("start_timestep")[take].astype(np.int64).tolist() if len(take) else [],
+        "window id": bundle.strings("window_id", take),
+    }
+
+
+#: What a list of windows can be sorted by: label -> bundle column.
+SORT_COLUMNS: dict[str, str] = {
+    "window id": "window_id",
+    "mean speed": "mean_speed_mps",
+    "direction": "direction",
+    "true manoeuvre": "true_manoeuvre",
+    "object type": "object_type",
+    "speed bin": "speed_bin",
+    "city": "city",
+    "heading change": "heading_change_rad",
+    "lateral offset": "lateral_offset_m",
+}
+
+
+def sort_key(bundle: Bundle, column: str) -> np.ndarray:
+    """(N,) values whose ascending order sorts the windows by ``column``: numbers as they are, strings
+    by their text (dictionary codes remapped to the alphabetical rank of their value)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = bundle.column(column)
+    if pa.types.is_dictionary(array.type):
+        codes, names = bundle.codes(column)
+        rank = np.empty(len(names), dtype=np.int64)
+        rank[np.argsort(np.asarray(names, dtype=object), kind="stable")] = np.arange(len(names))
+        return np.asarray(rank[codes], dtype=np.int64)
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        return np.asarray(pc.rank(array, sort_keys="ascending", tiebreaker="first").to_numpy()) - 1
+    return np.asarray(bundle.numbers(column))
+
+
+def sorted_rows(bundle: Bundle, mask: np.ndarray | None, column: str, descending: bool = False) -> np.ndarray:
+    """Rows passing ``mask`` (all when None) ordered by ``column`` (ties in row order)."""
+    rows = np.arange(bundle.num_windows) if mask is None else np.flatnonzero(mask)
+    key = sort_key(bundle, column)[rows]
+    order = np.argsort(-key if descending else key, kind="stable")
+    return np.asarray(rows[order], dtype=np.int64)
+
+
+def page_of(rows: np.ndarray, page: int, page_size: int) -> np.ndarray:
+    """Page ``page`` (0-based; clipped to the last) of ``page_size`` rows."""
+    if page_size < 1:
+        raise ConfigError(f"page_size must be at least 1, got {page_size}")
+    last = max(0, (len(rows) - 1) // page_size)
+    start = min(max(0, page), last) * page_size
+    return rows[start : start + page_size]
 
 
 # -- geometry in the city frame -----------------------------------------------------------------------
