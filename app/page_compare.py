@@ -44,7 +44,7 @@ def page() -> None:
             m2.metric(f"minFDE@{len(result)}", f"{result.min_fde_m:.2f} m")
             direction = bundle.strings("direction", result.rows.tolist())
             labels = [
-                f"#{i + 1}{' ★' if r in shared else ''} {d}"
+                f"#{i + 1}{' ★' if r in shared else ''}" + (f" {d}" if len(result) <= 6 else "")
                 for i, (r, d) in enumerate(zip(result.rows.tolist(), direction, strict=True))
             ]
             ui.overlay(bundle, result, f"cmp-{side}-overlay", labels, height=380)

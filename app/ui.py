@@ -297,6 +297,7 @@ def results_table(
         on_select=lambda: _pick_from_table(key, rows, table),
         selection_mode="single-row",
         height=height,
+        placeholder="\u2013",
     )
 
 
@@ -333,7 +334,8 @@ def overlay(
     """Query and neighbours in the agent frame; clicking a neighbour makes it the query."""
     xy = bundle.xy.rows(nb.rows) if len(nb) else np.zeros((0, bundle.num_steps, 2), np.float32)
     direction = bundle.strings("direction", nb.rows.tolist())
-    names = names or [f"#{i + 1} {d}" for i, d in enumerate(direction)]
+    # Past six neighbours the legend holds the ranks alone (the table has the labels).
+    names = names or [f"#{i + 1}" + (f" {d}" if len(nb) <= 6 else "") for i, d in enumerate(direction)]
     fig = agent_frame_figure(
         nb.query_xy, list(xy), names, rank_colors(len(nb)), nb.rows.tolist(), height=height
     )
@@ -450,16 +452,23 @@ def run_page(page: Any, own_query_page: bool = False) -> None:
 def labels_help() -> None:
     with st.expander("How the labels are decided"):
         st.markdown(
-            "Direction classes come from the window's total heading change (summed over chords of "
-            "0.4 s) and from how far its end point lies sideways of where a constant-curvature arc with "
-            "that heading change would end. The first rule that matches wins:"
+            "**Direction** is read from the lane graph wherever a window has a map (every AV2 and synthetic "
+            "window): the *passage* it drives through (junction connectors, or a short stretch off every "
+            "lane) and the lane it is matched to. Without a map (your own query, pedestrians, stretches off "
+            "the map) the window's shape decides: its heading change within tight bends, its total heading "
+            "change, and how far its end point lies sideways of where an arc would end. The rules are tried "
+            "from the top; the first that matches wins."
         )
-        st.dataframe(
-            pd.DataFrame(direction_rules(), columns=["class", "rule"]), hide_index=True, width="stretch"
+        st.table(
+            pd.DataFrame(
+                [(r.name, r.on_map, r.by_shape) for r in direction_rules()],
+                columns=["class", "on the map", "by shape (no map)"],
+            ).set_index("class")
         )
         st.caption(
-            "Speed bins: mean speed over the window (path length / duration). Object type, category, "
-            "city and source come from the data."
+            "True manoeuvre (synthetic data only): what the generator built the road user to do, the "
+            "ground truth the direction labels are scored against. Speed bins: mean speed over the window "
+            "(path length / duration). Object type, category, city and source come from the data."
         )
 
 

@@ -217,3 +217,35 @@ def add_to_multiselect(page: Any, label: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).first.click()
     page.keyboard.press("Escape")
     wait_idle(page)
+
+
+#: Records the time of every change to the page (nodes, attributes, text) in ``window.__lastChange``.
+_WATCH = """() => {
+  if (window.__watch) return;
+  window.__lastChange = performance.now();
+  window.__watch = new MutationObserver(() => { window.__lastChange = performance.now(); });
+  window.__watch.observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
+}"""
+
+
+def watch_changes(page: Any) -> float:
+    """Start recording changes to the page (once per page load); returns the page's clock now (ms)."""
+    page.evaluate(_WATCH)
+    return float(page.evaluate("performance.now()"))
+
+
+def wait_settled(page: Any, quiet_ms: int = 1000, timeout_ms: int = 120_000) -> float:
+    """Until no script run is in progress and the page has not changed for ``quiet_ms``: what a person
+    waits for. Returns the page's clock (ms) at its last change, so that a caller can time an action
+    from its own start to the moment the page stopped changing (the quiet period itself not counted).
+    Plots must also have finished drawing."""
+    watch_changes(page)
+    page.wait_for_function(
+        """ms => !document.querySelector('[data-testid=stStatusWidget]')
+                && [...document.querySelectorAll('.js-plotly-plot')].every(p => p._fullLayout && !p._transitioning)
+                && performance.now() - window.__lastChange >= ms""",
+        arg=quiet_ms,
+        timeout=timeout_ms,
+        polling=50,
+    )
+    return float(page.evaluate("window.__lastChange"))

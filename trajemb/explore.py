@@ -196,14 +196,14 @@ def bundle_scenario_rows(bundle: Bundle, row: int) -> np.ndarray:
 
 
 def neighbor_records(bundle: Bundle, nb: Neighbors) -> list[dict[str, Any]]:
-    """One dict per neighbour: rank, window id, embedding distance and its gap to the rank before (NaN
-    for rank 1), ADE / FDE (m), speed (m/s), labels, row."""
+    """One dict per neighbour: rank, window id, embedding distance and its gap to the rank before (for
+    rank 1, to the query itself: its distance), ADE / FDE (m), speed (m/s), labels, row."""
     rows = nb.rows.tolist()
     ids = bundle.strings("window_id", rows)
     direction = bundle.strings("direction", rows)
     kind = bundle.strings("object_type", rows)
     speed = bundle.numbers("mean_speed_mps")[nb.rows] if rows else np.zeros(0)
-    gap = np.diff(nb.distance, prepend=np.nan)
+    gap = np.diff(nb.distance, prepend=0.0)
     return [
         {
             "rank": i + 1,

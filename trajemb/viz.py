@@ -5,8 +5,8 @@ Figures are assembled as plain dicts and wrapped without plotly's per-property v
 explorer in milliseconds. Polylines of one kind share a trace, separated by ``None`` gaps. Every
 string that comes from data goes through ``plain`` (plotly renders a subset of HTML in titles, legends
 and hover text). Colours: the Okabe-Ito palette (safe for the common colour-vision deficiencies), with
-fixed colours per direction class and per object type, and neighbours coloured by rank along the
-cividis map.
+fixed colours per direction class and per object type, and a distinct colour per neighbour rank
+(``RANK_COLORS``).
 """
 
 from __future__ import annotations
@@ -75,19 +75,10 @@ OBJECT_TYPE_COLORS: dict[str, str] = {
     "construction": "#999933",
     "unknown": "#000000",
 }
-#: Samples of the cividis colour map (Nuñez et al. 2018, designed for colour-vision deficiencies).
-_CIVIDIS = (
-    "#00224E",
-    "#123570",
-    "#3B496C",
-    "#575D6D",
-    "#707173",
-    "#8A8779",
-    "#A69D75",
-    "#C4B56C",
-    "#E4CF5B",
-    "#FEE838",
-)
+#: Plot toolbars stand upright in a strip of their own on the right (lying along the top they covered
+#: the titles of the map panels and of narrow plots).
+TOOLBAR: dict[str, Any] = {"orientation": "v"}
+TOOLBAR_PX = 36
 
 
 def plain(text: object) -> str:
@@ -114,20 +105,40 @@ def label_colors(label_name: str, categories: Sequence[str]) -> list[str]:
     return out
 
 
-#: Up to this many neighbours each gets its own Okabe-Ito hue (all told apart at a glance); more are
-#: coloured by rank along cividis, dark (nearest) to light.
-DISTINCT_RANKS = 6
-_RANK_HUES = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00")
+#: One colour per neighbour rank, up to the explorer's largest k (20), most distinct first: Okabe-Ito's
+#: blue, then colours of Glasbey's "dark" palette (colorcet's ``glasbey_dark``: maximally distinct,
+#: nothing light) picked greedily to keep every pair at least 26 CIELAB units apart and away from
+#: black (the query), the grey lane lines and the other road users; each has a contrast of at least
+#: 3:1 (WCAG's minimum for graphics) on white, on the grey drivable area and on the yellow crosswalks.
+RANK_COLORS: tuple[str, ...] = (
+    "#0072B2",
+    "#BA00FD",
+    "#D60000",
+    "#018700",
+    "#C63189",
+    "#8E7B01",
+    "#6466EF",
+    "#773416",
+    "#60006E",
+    "#CA0044",
+    "#008069",
+    "#7B2F4F",
+    "#BF03B8",
+    "#004B00",
+    "#0000DD",
+    "#380000",
+    "#5901A3",
+    "#364424",
+    "#5949A3",
+    "#C85748",
+)
+#: Map backgrounds the rank colours must stand out on (``map_traces``), as drawn over white.
+MAP_FILLS = {"drivable area": "rgba(200,200,200,0.45)", "crosswalk": "rgba(240,200,60,0.35)"}
 
 
 def rank_colors(k: int) -> list[str]:
-    """A colour per neighbour rank: distinct hues up to ``DISTINCT_RANKS``, a cividis ramp above."""
-    if k <= 0:
-        return []
-    if k <= DISTINCT_RANKS:
-        return list(_RANK_HUES[:k])
-    pos = np.linspace(0.0, 0.82, k) * (len(_CIVIDIS) - 1)
-    return [_CIVIDIS[round(float(p))] for p in pos]
+    """A colour per neighbour rank (``RANK_COLORS``; repeated beyond 20)."""
+    return [RANK_COLORS[i % len(RANK_COLORS)] for i in range(max(0, k))]
 
 
 def figure(data: list[dict[str, Any]], layout: dict[str, Any]) -> go.Figure:
@@ -279,14 +290,26 @@ def agent_frame_figure(
         )
         paths, path_colors = [*paths, query_xy], [*path_colors, QUERY_COLOR]
     data += _ends(paths, path_colors, 9)
+    legend_rows = math.ceil((len(neighbors_xy) + (query_xy is not None)) / 5)
     layout = {
         "title": {"text": plain(title), "font": {"size": 13}},
-        "height": height,
+        "height": height + 20 * legend_rows,
         "plot_bgcolor": "white",
-        "margin": {"l": 50, "r": 10, "t": 35, "b": 40},
+        "margin": {"l": 50, "r": TOOLBAR_PX, "t": 35, "b": 60 + 20 * legend_rows},
+        "modebar": TOOLBAR,
         "clickmode": "event+select",
         "dragmode": "pan",
-        "legend": {"orientation": "v", "font": {"size": 10}, "x": 1.01, "y": 1},
+        # Below the plot, five entries a row: at the side, a column of 20 neighbours was cut after #17.
+        "legend": {
+            "orientation": "h",
+            "font": {"size": 10},
+            "x": 0,
+            "xanchor": "left",
+            "y": -0.14,
+            "yanchor": "top",
+            "entrywidth": 0.2,
+            "entrywidthmode": "fraction",
+        },
         "xaxis": _axis("x (m, agent frame: initial heading)"),
         "yaxis": _axis("y (m, to the left)", scaleanchor="x", scaleratio=1),
     }
@@ -311,8 +334,8 @@ def map_traces(
     """Drivable areas and crossings (filled) and lane boundaries (lines) in the city frame."""
     traces = []
     for polys, fill in (
-        (geometry.drivable_areas, "rgba(200,200,200,0.45)"),
-        (geometry.crossings, "rgba(240,200,60,0.35)"),
+        (geometry.drivable_areas, MAP_FILLS["drivable area"]),
+        (geometry.crossings, MAP_FILLS["crosswalk"]),
     ):
         x, y = _joined(_crop(polys, box))
         traces.append(
@@ -361,7 +384,8 @@ def map_grid_figure(
         "height": rows_n * panel_height + 30,
         "plot_bgcolor": "white",
         "showlegend": False,
-        "margin": {"l": 10, "r": 10, "t": 30, "b": 10},
+        "margin": {"l": 10, "r": TOOLBAR_PX, "t": 30, "b": 10},
+        "modebar": TOOLBAR,
         "clickmode": "event+select",
         "dragmode": "pan",
         "annotations": [],
@@ -577,7 +601,8 @@ def projection_figure(
         )
     layout: dict[str, Any] = {
         "height": height,
-        "margin": {"l": 40, "r": 10, "t": 30, "b": 40},
+        "margin": {"l": 40, "r": TOOLBAR_PX, "t": 30, "b": 40},
+        "modebar": TOOLBAR,
         "plot_bgcolor": "white",
         "legend": {"title": {"text": plain(label_name)}, "itemsizing": "constant"},
         "dragmode": dragmode,
@@ -646,7 +671,8 @@ def gallery_figure(
         "title": {"text": plain(title), "font": {"size": 13}},
         "height": height,
         "plot_bgcolor": "white",
-        "margin": {"l": 50, "r": 10, "t": 35, "b": 40},
+        "margin": {"l": 50, "r": TOOLBAR_PX, "t": 35, "b": 40},
+        "modebar": TOOLBAR,
         "clickmode": "event+select",
         "legend": {"title": {"text": plain(label_name)}},
         "xaxis": _axis("x (m, agent frame)"),
@@ -676,7 +702,8 @@ def grouped_bar_figure(
         "barmode": "group",
         "height": height,
         "plot_bgcolor": "white",
-        "margin": {"l": 50, "r": 10, "t": 35, "b": 40},
+        "margin": {"l": 50, "r": TOOLBAR_PX, "t": 35, "b": 40},
+        "modebar": TOOLBAR,
         "legend": {"orientation": "h", "y": -0.18},
         "yaxis": _axis(y_title, type="log"),  # random neighbours are an order of magnitude worse
         "xaxis": {"type": "category"},
@@ -718,7 +745,8 @@ def metric_vs_dim_figure(
         "title": {"text": f"{plain(metric)} against embedding dimension D", "font": {"size": 13}},
         "height": height,
         "plot_bgcolor": "white",
-        "margin": {"l": 50, "r": 10, "t": 35, "b": 40},
+        "margin": {"l": 50, "r": TOOLBAR_PX, "t": 35, "b": 40},
+        "modebar": TOOLBAR,
         "xaxis": _axis("D", type="log", tickvals=dims),
         "yaxis": _axis(f"{plain(metric)} (m)"),
     }
@@ -747,7 +775,8 @@ def curves_figure(
         "title": {"text": plain(title), "font": {"size": 13}},
         "height": height,
         "plot_bgcolor": "white",
-        "margin": {"l": 50, "r": 10, "t": 35, "b": 10},
+        "margin": {"l": 50, "r": TOOLBAR_PX, "t": 35, "b": 10},
+        "modebar": TOOLBAR,
         "legend": {"font": {"size": 10}, "orientation": "h", "yanchor": "top", "y": -0.25, "x": 0},
         "xaxis": _axis(x_title),
         "yaxis": _axis(y_title),
