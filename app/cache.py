@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import streamlit as st
@@ -25,7 +26,18 @@ import streamlit as st
 from trajemb.bundle import MANIFEST, Bundle
 from trajemb.completion import lock_is_held, read_progress
 from trajemb.errors import DataError
-from trajemb.explore import cluster_labels, cluster_medoids, grid_representatives, label_mask
+from trajemb.explore import (
+    Extent,
+    cluster_labels,
+    cluster_medoids,
+    id_columns,
+    label_mask,
+    layout_extent,
+    path_sketches,
+    pickable_rows,
+    rows_in_view,
+    snap_view,
+)
 from trajemb.explore import sorted_rows as explore_sorted_rows
 from trajemb.viz import label_colors, projection_raster
 
@@ -33,9 +45,10 @@ BUNDLE_ENV = "TRAJEMB_BUNDLE"
 ROOTS_ENV = "TRAJEMB_BUNDLE_ROOTS"
 CACHE_ENV = "TRAJEMB_CACHE"
 REPO = Path(__file__).resolve().parents[1]
-#: Up to this many points the 2-D layout is drawn point by point; above, as an image plus a grid of
-#: pickable points, so that a click sends kilobytes whatever the corpus size.
-VECTOR_MAX_POINTS = 30_000
+#: Up to this many windows in view the 2-D layout draws each as a pickable point; above, an image of
+#: them all plus one pickable point per cell of an 80 x 80 grid over the view, so that a click sends
+#: kilobytes whatever the corpus size. Zooming in redraws the view until every window is pickable.
+LAYOUT_POINTS_MAX = 10_000
 PICKER_CELLS = 80
 
 log = logging.getLogger(__name__)
@@ -321,14 +334,20 @@ def clusters(path: str, stamp: int, model: str, k: int) -> tuple[np.ndarray, dic
 
 @dataclass(frozen=True)
 class LayoutView:
-    """What the 2-D layout plot needs: the rows drawn as points, and an image of all rows if large."""
+    """What the 2-D layout plot needs at one zoom: the rows drawn as pickable points (every window in
+    view when few enough are, else one per grid cell), images of every window where not all are
+    drawn (the whole layout's, and the view's drawn finer on top), and the hover cards of the drawn
+    points (``companion.layout_companion``)."""
 
     rows: np.ndarray
-    png: bytes | None
-    extent: tuple[float, float, float, float]
+    images: tuple[tuple[bytes, Extent], ...]
+    full: Extent
+    view: Extent | None
+    in_view: int
+    cards: dict[str, Any]
 
 
-@st.cache_resource(show_spinner="Drawing the 2-D layout…", max_entries=24)
+@st.cache_resource(show_spinner="Drawing the 2-D layout…", max_entries=48)
 def layout_view(
     path: str,
     stamp: int,
@@ -336,21 +355,65 @@ def layout_view(
     color_by: str,
     filters: tuple[tuple[str, tuple[str, ...]], ...],
     cluster_k: int,
+    view: Extent | None = None,
 ) -> LayoutView:
     bundle = _open(path, stamp)
     xy = bundle.projection(model)
     if xy is None:
         raise DataError(f"model {model} has no 2-D layout yet")
+    full = layout_extent(xy)
+    view = snap_view(view, full)
     mask = filter_mask(path, stamp, filters)
-    lo, hi = xy.min(axis=0), xy.max(axis=0)
-    pad = 0.02 * np.maximum(hi - lo, 1e-6)
-    extent = (float(lo[0] - pad[0]), float(hi[0] + pad[0]), float(lo[1] - pad[1]), float(hi[1] + pad[1]))
-    shown = np.flatnonzero(mask) if mask is not None else np.arange(len(xy))
-    if len(shown) <= VECTOR_MAX_POINTS:
-        return LayoutView(shown, None, extent)
+    inside = rows_in_view(xy, view or full, mask)
     codes, cats = layout_labels(path, stamp, model, color_by, cluster_k)
-    png = projection_raster(xy[shown], codes[shown], label_colors(color_by, cats), extent)
-    return LayoutView(grid_representatives(xy, PICKER_CELLS, mask=mask), png, extent)
+    colors = label_colors(color_by, cats)
+    images: tuple[tuple[bytes, Extent], ...] = ()
+    if len(inside) <= LAYOUT_POINTS_MAX:
+        rows = inside
+    else:
+        rows = pickable_rows(xy, view or full, mask, LAYOUT_POINTS_MAX, PICKER_CELLS)
+        images = (overview_image(path, stamp, model, color_by, filters, cluster_k),)
+        if view is not None:
+            images += ((projection_raster(xy[inside], codes[inside], colors, view), view),)
+    return LayoutView(rows, images, full, view, len(inside), hover_cards(bundle, rows, codes, cats, colors))
+
+
+@st.cache_resource(show_spinner=False, max_entries=24)
+def overview_image(
+    path: str,
+    stamp: int,
+    model: str,
+    color_by: str,
+    filters: tuple[tuple[str, tuple[str, ...]], ...],
+    cluster_k: int,
+) -> tuple[bytes, Extent]:
+    """The whole layout as an image (every window passing the filters) and its extent."""
+    xy = _open(path, stamp).projection(model)
+    assert xy is not None
+    full = layout_extent(xy)
+    mask = filter_mask(path, stamp, filters)
+    shown = np.flatnonzero(mask) if mask is not None else np.arange(len(xy))
+    codes, cats = layout_labels(path, stamp, model, color_by, cluster_k)
+    return projection_raster(xy[shown], codes[shown], label_colors(color_by, cats), full), full
+
+
+def hover_cards(
+    bundle: Bundle, rows: np.ndarray, codes: np.ndarray, cats: list[str], colors: list[str]
+) -> dict[str, Any]:
+    """Per drawn point: a short id (scenario, track, start), its label, and a small drawing of its
+    trajectory (``explore.path_sketches``), for the hover card."""
+    ids = id_columns(bundle, rows)
+    paths, sides = path_sketches(bundle.xy.rows(rows)) if len(rows) else ([], [])
+    return {
+        "rows": rows.tolist(),
+        "ids": [
+            f"{s}/{t}/{st_}" for s, t, st_ in zip(ids["scenario"], ids["track"], ids["start"], strict=True)
+        ],
+        "labels": [cats[c] for c in codes[rows]],
+        "colors": [colors[c] for c in codes[rows]],
+        "paths": paths,
+        "sides": sides,
+    }
 
 
 def layout_labels(

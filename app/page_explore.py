@@ -5,8 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from trajemb.bundle import Bundle
-from trajemb.explore import SORT_COLUMNS, page_of, present_labels, search_row
-from trajemb.viz import projection_figure
+from trajemb.explore import SORT_COLUMNS, page_of, search_row
 
 import cache
 import state
@@ -26,22 +25,10 @@ def _pick_by_id(bundle: Bundle) -> None:
         st.session_state[state.NOTICE] = f"Cannot use that id: {exc}"
 
 
-def label_filters(bundle: Bundle) -> None:
-    """A multiselect per label column the bundle has; they narrow the pick table, Random and the
-    2-D layouts (on every page)."""
-    path, stamp = cache.stamp_of(bundle)
-    names = present_labels(bundle, state.FILTERS)
-    for col, name in zip(st.columns(len(names)), names, strict=True):
-        options = cache.label_values(path, stamp, name)[1]
-        key = f"filter-{name}"
-        state.put(key, tuple(v for v in state.get(key) if v in options))
-        col.multiselect(name.replace("_", " "), options, **state.bind(key))
-
-
 def filter_and_pick(bundle: Bundle) -> None:
     """Every window passing the filters, sorted as asked, a page at a time; a row picks the query."""
     path, stamp = cache.stamp_of(bundle)
-    label_filters(bundle)
+    ui.label_filters(bundle)
     mask = cache.filter_mask(path, stamp, ui.current_filters())
     matching = int(mask.sum()) if mask is not None else bundle.num_windows
     sorts = [label for label, column in SORT_COLUMNS.items() if column in bundle.column_names]
@@ -75,30 +62,24 @@ def by_id(bundle: Bundle) -> None:
 
 
 def on_layout(bundle: Bundle, model: str, row: int, neighbor_rows: list[int]) -> None:
-    path, stamp = cache.stamp_of(bundle)
-    xy = bundle.projection(model)
-    if xy is None:
+    if bundle.projection(model) is None:
         ui.completion_notice(bundle)
         return
-    view = cache.layout_view(path, stamp, model, "direction", ui.current_filters(), 8)
-    codes, cats = cache.label_values(path, stamp, "direction")
-    raster = (cache.image_url(view.png, f"{model}.direction"), view.extent) if view.png is not None else None
-    fig = projection_figure(xy, codes, cats, "direction", view.rows, raster, row, neighbor_rows, height=430)
     key = "layout-pick"  # a stable key: the chart updates in place instead of a new WebGL context per click
-    st.caption(
-        "Click a point to make it the query; the query is the black cross, its neighbours are ringed."
-        + (
-            " Large corpus: the image shows every window, the faint dots are the pickable ones."
-            if raster
-            else ""
-        )
+    placeholder = st.empty()
+    view = ui.layout_plot(
+        bundle, model, "direction", 8, key, row, neighbor_rows, lambda: ui.pick_from_plot(key), "points", 430
     )
-    st.plotly_chart(
-        fig,
-        key=key,
-        on_select=lambda: ui.pick_from_plot(key),
-        selection_mode="points",
-        config={"displaylogo": False, "scrollZoom": True},
+    every = len(view.rows) == view.in_view
+    placeholder.caption(
+        f"{view.in_view:,} windows in view; "
+        + (
+            "each is a point: "
+            if every
+            else f"{len(view.rows):,} of them are points (zoom in to reach every one): "
+        )
+        + "click one to make it the query. The query is the black cross, its neighbours are ringed. Scroll or "
+        "drag to zoom; double-click to see the whole layout."
     )
 
 

@@ -82,6 +82,9 @@ SPECS: dict[str, Setting] = {
     "clusters": Setting(8, kind="int"),
     "color-by": Setting("direction"),
     "show-prototypes": Setting(False, kind="bool"),
+    "playback": Setting(False, kind="bool"),
+    "playback-s": Setting(0.0),
+    "large-map": Setting("none"),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 

@@ -21,13 +21,21 @@ from trajemb.explore import (
     id_columns,
     neighbor_records,
     present_labels,
-    scene_context,
+    timed_scene_context,
 )
 from trajemb.labels import direction_rules
 from trajemb.schema import DirectionClass
-from trajemb.viz import QUERY_COLOR, MapPanel, agent_frame_figure, map_grid_figure, rank_colors
+from trajemb.viz import (
+    QUERY_COLOR,
+    MapPanel,
+    agent_frame_figure,
+    map_grid_figure,
+    projection_figure,
+    rank_colors,
+)
 
 import cache
+import companion
 import state
 
 #: Session key of the bundle the current run opened (for the URL).
@@ -157,6 +165,18 @@ def current_filters() -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple((name, tuple(state.get(f"filter-{name}") or ())) for name in state.FILTERS)
 
 
+def label_filters(bundle: Bundle) -> None:
+    """A multiselect per label column the bundle has; they narrow the pick table, Random, the 2-D
+    layouts and their selections (the same filters on every page)."""
+    path, stamp = cache.stamp_of(bundle)
+    names = present_labels(bundle, state.FILTERS)
+    for col, name in zip(st.columns(len(names)), names, strict=True):
+        options = cache.label_values(path, stamp, name)[1]
+        key = f"filter-{name}"
+        state.put(key, tuple(v for v in state.get(key) if v in options))
+        col.multiselect(name.replace("_", " "), options, **state.bind(key))
+
+
 def random_query(bundle: Bundle) -> None:
     """Callback: a random window among those passing the table filters."""
     mask = cache.filter_mask(*cache.stamp_of(bundle), current_filters())
@@ -178,12 +198,19 @@ def describe(bundle: Bundle, row: int) -> str:
     )
 
 
-def query_bar(bundle: Bundle) -> int:
-    """Back and Random, and the current query described; returns the query row."""
+def query_bar(bundle: Bundle, neighbours_link: bool = False) -> int:
+    """Back and Random, and the current query described (``neighbours_link``: with a link to its
+    neighbours on Explore, and a note when a choice on this page has just changed it); returns the
+    query row."""
     row = state.ensure_query(bundle, default_query(bundle))
     notice = st.session_state.pop(state.NOTICE, None)
     if notice:
         st.warning(md(str(notice)))
+    if neighbours_link:
+        seen = st.session_state.get("_bar-version")
+        st.session_state["_bar-version"] = st.session_state.get(state.VERSION)
+        if seen is not None and seen != st.session_state.get(state.VERSION):
+            st.toast(md("New query: " + bundle.strings("window_id", [row])[0]), icon=":material/my_location:")
     c1, c2, c3 = st.columns([1, 1, 8], vertical_alignment="center")
     c1.button(
         "Back",
@@ -202,6 +229,13 @@ def query_bar(bundle: Bundle) -> int:
         help="A random window among those passing the table filters",
     )
     c3.text("Query: " + describe(bundle, row))
+    if neighbours_link:
+        st.page_link(
+            "page_explore.py",
+            label="Its neighbours on Explore",
+            icon=":material/travel_explore:",
+            query_params=state.url_params(bundle),
+        )
     return row
 
 
@@ -328,6 +362,59 @@ def neighbor_table(bundle: Bundle, nb: Neighbors, key: str, shared: set[int] | N
     results_table(bundle, nb.rows.tolist(), neighbor_columns(bundle, nb, shared), state.widget_key(key))
 
 
+def layout_plot(
+    bundle: Bundle,
+    model: str,
+    color_by: str,
+    cluster_k: int,
+    key: str,
+    query_row: int | None,
+    neighbor_rows: list[int],
+    on_select: Any,
+    selection_mode: Any,
+    height: int,
+    dragmode: str = "zoom",
+) -> cache.LayoutView:
+    """The 2-D layout of ``model`` at the zoom the person chose: zooming in redraws the view (finer
+    image, every window pickable once few enough are in view), and hovering a point shows its id and a
+    drawing of its trajectory (``companion``)."""
+    path, stamp = cache.stamp_of(bundle)
+    zoom_key = f"{key}-zoom-{model}"
+    view = cache.layout_view(
+        path, stamp, model, color_by, current_filters(), cluster_k, companion.view_of(zoom_key)
+    )
+    xy = bundle.projection(model)
+    assert xy is not None
+    codes, cats = cache.layout_labels(path, stamp, model, color_by, cluster_k)
+    images = [
+        (cache.image_url(png, f"{model}.{color_by}.{i}"), extent)
+        for i, (png, extent) in enumerate(view.images)
+    ]
+    fig = projection_figure(
+        xy,
+        codes,
+        cats,
+        color_by,
+        view.rows,
+        images,
+        query_row,
+        neighbor_rows,
+        height=height,
+        dragmode=dragmode,
+        view=view.view or view.full,
+        hover_cards=True,
+    )
+    st.plotly_chart(
+        fig,
+        key=key,
+        on_select=on_select,
+        selection_mode=selection_mode,
+        config={"displaylogo": False, "scrollZoom": True},
+    )
+    companion.layout_companion(key, view.full, view.cards, zoom_key)
+    return view
+
+
 def overlay(
     bundle: Bundle, nb: Neighbors, key: str, names: list[str] | None = None, height: int = 430
 ) -> None:
@@ -354,47 +441,90 @@ def _map(path: str, stamp: int, map_key: str) -> Any:
     return cache.open_bundle(path).map_geometry(map_key)
 
 
+def map_panels(
+    bundle: Bundle, rows: list[int], titles: list[str], colors: list[str], pickable: list[bool]
+) -> list[MapPanel]:
+    """Each of ``rows`` on its own map with the other road users of its scenario during the same
+    seconds (placed in time, for playback)."""
+    path, stamp = cache.stamp_of(bundle)
+    keys = bundle.strings("map_key", rows)
+    xy = city_xy(bundle, rows)
+    panels = []
+    for i, row in enumerate(rows):
+        context = timed_scene_context(bundle, row)
+        panels.append(
+            MapPanel(
+                titles[i],
+                xy[i],
+                colors[i],
+                _map(path, stamp, keys[i]),
+                [poly for _, poly in context],
+                row if pickable[i] else None,
+                [offset for offset, _ in context],
+            )
+        )
+    return panels
+
+
+def draw_maps(panels: list[MapPanel], key: str, at_step: int | None = None, panel_height: int = 230) -> None:
+    """Map panels in one figure; a click on a pickable window makes it the query."""
+    st.plotly_chart(
+        map_grid_figure(
+            panels, columns=3 if len(panels) > 4 else 2, panel_height=panel_height, at_step=at_step
+        )
+        if len(panels) > 1
+        else map_grid_figure(panels, columns=1, panel_height=panel_height, at_step=at_step),
+        key=key,
+        on_select=lambda: pick_from_plot(key),
+        selection_mode="points",
+        config={"displaylogo": False, "scrollZoom": True},
+    )
+
+
 def map_grid(bundle: Bundle, nb: Neighbors, key: str, query_title: str = "query") -> None:
     """The query (when it is a window of the bundle) and every neighbour on its own map, each with the
-    other road users of its scenario during the same seconds; clicking a neighbour makes it the query."""
-    path, stamp = cache.stamp_of(bundle)
+    other road users of its scenario during the same seconds; clicking a neighbour makes it the query.
+    A time slider plays every map through its window together; one map can be shown large."""
     rows = ([nb.query_row] if nb.query_row is not None else []) + nb.rows.tolist()
     if not rows:
         return
-    keys = bundle.strings("map_key", rows)
     direction = bundle.strings("direction", rows)
     kind = bundle.strings("object_type", rows)
-    xy = city_xy(bundle, rows)
     colors = rank_colors(len(nb))
-    panels = []
-    for i, row in enumerate(rows):
+    titles, panel_colors, pickable = [], [], []
+    for i in range(len(rows)):
         is_query = nb.query_row is not None and i == 0
         rank = i if nb.query_row is not None else i + 1
-        title = (
+        titles.append(
             f"{query_title}: {direction[i]}, {kind[i]}" if is_query else f"#{rank} {direction[i]}, {kind[i]}"
         )
-        panels.append(
-            MapPanel(
-                title,
-                xy[i],
-                QUERY_COLOR if is_query else colors[rank - 1],
-                _map(path, stamp, keys[i]),
-                scene_context(bundle, row),
-                None if is_query else row,
-            )
-        )
+        panel_colors.append(QUERY_COLOR if is_query else colors[rank - 1])
+        pickable.append(not is_query)
+    panels = map_panels(bundle, rows, titles, panel_colors, pickable)
     st.caption(
         "On their maps (city frame). Thin lines: the other road users of the scenario during the same "
         "seconds; circle = start, arrow = end. Click a neighbour to make it the query."
     )
-    wkey = key
-    st.plotly_chart(
-        map_grid_figure(panels, columns=3 if len(panels) > 4 else 2, panel_height=230),
-        key=wkey,
-        on_select=lambda: pick_from_plot(wkey),
-        selection_mode="points",
-        config={"displaylogo": False, "scrollZoom": True},
+    c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
+    seconds = (bundle.num_steps - 1) / 10
+    at_step = None
+    if c1.toggle(
+        "Play through time", help="Every map at the same moment of its window", **state.bind("playback")
+    ):
+        t = c1.slider("Time in the window (s)", 0.0, seconds, step=0.1, **state.bind("playback-s"))
+        at_step = round(float(t) * 10)
+    names = ["none", *[t.split(":")[0].split(" ")[0] for t in titles]]
+    if state.get("large-map") not in names:
+        state.put("large-map", "none")
+    large = c2.selectbox(
+        "One map large",
+        names,
+        help="Show one of these maps large, above the others",
+        **state.bind("large-map"),
     )
+    if large != "none":
+        draw_maps([panels[names.index(large) - 1]], f"{key}-large", at_step, panel_height=560)
+    draw_maps(panels, key, at_step)
 
 
 def show_neighbors(bundle: Bundle, nb: Neighbors, key: str, maps: bool = True) -> None:

@@ -92,23 +92,10 @@ def served_app(args: list[str], env: dict[str, str] | None = None, timeout_s: fl
 
 
 def wait_idle(page: Any, timeout_ms: int = 60_000, quiet_ms: int = 400) -> None:
-    """Until Streamlit has finished the current run (no "Running" indicator for ``quiet_ms``, which also
-    covers a run that has not shown the indicator yet) and the plots have drawn."""
-    page.wait_for_function(
-        """ms => {
-             const now = performance.now();
-             if (document.querySelector('[data-testid=stStatusWidget]')) { window.__busy = now; return false; }
-             if (window.__busy === undefined) window.__busy = now;
-             return now - window.__busy >= ms;
-           }""",
-        arg=quiet_ms,
-        timeout=timeout_ms,
-        polling=50,
-    )
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('.js-plotly-plot')].every(p => p._fullLayout && !p._transitioning)",
-        timeout=timeout_ms,
-    )
+    """Until Streamlit has finished the current run and the page has not changed for ``quiet_ms``
+    (Streamlit shows its "Running" indicator only after half a second, so its absence alone says
+    nothing about a short run), with the plots drawn."""
+    wait_settled(page, quiet_ms, timeout_ms)
 
 
 def query_line(page: Any) -> str:
@@ -219,11 +206,20 @@ def add_to_multiselect(page: Any, label: str, option: str) -> None:
     wait_idle(page)
 
 
-#: Records the time of every change to the page (nodes, attributes, text) in ``window.__lastChange``.
+#: Records the time of every change to the page (nodes, attributes, text) in ``window.__lastChange``,
+#: except tooltips and plot hover labels (they follow the mouse, not the app).
 _WATCH = """() => {
   if (window.__watch) return;
   window.__lastChange = performance.now();
-  window.__watch = new MutationObserver(() => { window.__lastChange = performance.now(); });
+  const ignored = '[role=tooltip], [data-baseweb=tooltip], [data-testid=stTooltipContent], .hoverlayer';
+  window.__watch = new MutationObserver(records => {
+    for (const r of records) {
+      const el = r.target.nodeType === 1 ? r.target : r.target.parentElement;
+      if (el && el.closest && el.closest(ignored)) continue;
+      window.__lastChange = performance.now();
+      return;
+    }
+  });
   window.__watch.observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
 }"""
 

@@ -4,6 +4,7 @@ are driven in a real browser by ``test_app_browser.py``.)"""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -472,13 +473,46 @@ def test_default_data_progress_shows_only_while_it_is_built(
     assert builds == [tmp_path]
 
 
-def test_cluster_prototypes_on_demand(app: AppTest) -> None:
+def test_cluster_prototypes_teach(app: AppTest, small_bundle: Path) -> None:
+    """Clusters named by their dominant manoeuvre and speed, with size and class mix, each prototype
+    on its own map."""
     app.switch_page("page_space.py").run()
     charts = len(app.get("plotly_chart"))
     app.toggle(key="show-prototypes").set_value(True).run()
     assert not app.exception and len(app.get("plotly_chart")) == charts + 1
+    table = next(d.value for d in app.dataframe if "mix" in d.value.columns)
+    assert len(table) == 8 and table["windows"].sum() == Bundle(small_bundle).num_windows
+    assert table["windows"].is_monotonic_decreasing
+    assert all(re.fullmatch(r"[a-z ]+ \(\d+%\), \d+ m/s", n) for n in table["name"])
+    maps = app.get("plotly_chart")[-1].proto.spec
+    assert maps.count('"customdata"') >= 8  # every prototype on its own map, pickable
     app.selectbox(key="color-by").set_value("k-means cluster").run()
     assert not app.exception
+
+
+def test_embedding_space_shows_the_query_and_clears_a_selection(app: AppTest, small_bundle: Path) -> None:
+    """What people expect on Embedding space: the query line with a link to its neighbours, the
+    filters, and a way to clear a selection."""
+    bundle = Bundle(small_bundle)
+    app.switch_page("page_space.py").run()
+    assert query_text(app).startswith("Query: ")
+    assert any("neighbours" in str(link.proto.label) for link in app.get("page_link"))
+    assert app.multiselect(key="filter-direction") is not None
+    app.session_state["space_selection"] = (str(bundle.root), bundle.model_names[0], np.arange(40))
+    app.run()
+    assert any("Selection: 40 windows" in h.value for h in app.subheader)
+    app.button(key="clear-selection").click().run()
+    assert not any("Selection:" in h.value for h in app.subheader)
+
+
+def test_maps_play_through_time_and_one_shows_large(app: AppTest) -> None:
+    charts = len(app.get("plotly_chart"))
+    app.toggle(key="playback").set_value(True).run()
+    app.slider(key="playback-s").set_value(2.0).run()
+    maps = app.get("plotly_chart")[-1].proto.spec
+    assert '"size":13' in maps.replace(" ", "")  # where each window is at 2 s
+    app.selectbox(key="large-map").set_value("#1").run()
+    assert len(app.get("plotly_chart")) == charts + 1 and not app.exception
 
 
 def test_corrupt_bundle_is_one_line_not_a_traceback(
@@ -539,3 +573,35 @@ def test_default_data_is_completed_in_the_background(
     assert status is None
     at.switch_page("page_evaluation.py").run()
     assert not at.exception and any("queries sampled among" in c.value for c in at.caption)
+
+
+def test_layout_draws_every_window_once_few_are_in_view(
+    small_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22, bug 11, on the server: above the limit the whole layout is an image with one pickable
+    point per grid cell; zoomed to a view with fewer windows, every one is a point with a hover card,
+    and no image is needed."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "app"))
+    import cache
+
+    monkeypatch.setattr(cache, "LAYOUT_POINTS_MAX", 300)
+    cache.layout_view.clear()
+    bundle = Bundle(small_bundle)
+    model = bundle.model_names[0]
+    path, stamp = str(small_bundle), cache.manifest_stamp(str(small_bundle))
+    whole = cache.layout_view(path, stamp, model, "direction", (), 8, None)
+    assert whole.view is None and whole.in_view == bundle.num_windows
+    assert len(whole.images) == 1 and 300 < bundle.num_windows and len(whole.rows) < bundle.num_windows
+    xy = bundle.projection(model)
+    assert xy is not None
+    centre = xy[0]
+    span = (xy.max(axis=0) - xy.min(axis=0)) * 0.05
+    view = (centre[0] - span[0], centre[0] + span[0], centre[1] - span[1], centre[1] + span[1])
+    zoomed = cache.layout_view(path, stamp, model, "direction", (), 8, view)
+    assert zoomed.view is not None and 0 < zoomed.in_view <= 300 and not zoomed.images
+    assert len(zoomed.rows) == zoomed.in_view and 0 in zoomed.rows.tolist()
+    cards = zoomed.cards
+    assert cards["rows"] == zoomed.rows.tolist() and len(cards["paths"][0]) == 20
+    ids = bundle.strings("window_id", zoomed.rows.tolist())
+    assert all(c.split("/")[-1] == i.split("/")[-1] for c, i in zip(cards["ids"], ids, strict=True))
+    cache.layout_view.clear()

@@ -4,6 +4,7 @@ the way a person does (table rows, Random, plot clicks, page switches), take scr
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -268,3 +269,60 @@ def test_browser_back_and_forward(server: str, chromium: Any) -> None:
     # The in-app Back agrees (each browser Back to the previous query counted as a Back).
     page.get_by_role("button", name="Back").click()
     settled(first)
+
+
+def test_layout_redraws_where_one_zooms_and_hover_shows_the_window(server: str, chromium: Any) -> None:
+    """Issue 22, bug 11: zooming enlarged the picture instead of redrawing it, and hover said only
+    "direction / row N". Zooming now redraws the view with every window in it a pickable point, and
+    hovering a point shows its id and a drawing of its trajectory."""
+    page = chromium
+    page.goto(server, timeout=60_000)
+    page.get_by_text("minADE@").first.wait_for(timeout=90_000)
+    wait_idle(page)
+    page.get_by_text("On the 2-D layout").click()
+    page.get_by_text("windows in view").first.wait_for(timeout=60_000)
+    wait_idle(page)
+    before = page.get_by_text("windows in view").first.inner_text()
+    plot = page.locator(".js-plotly-plot").first
+    plot.evaluate("el => el.scrollIntoView({block: 'center'})")
+
+    def screen(trace: int, point: int) -> list[float]:
+        return list(
+            plot.evaluate(
+                """(gd, [t, i]) => {
+                     const fl = gd._fullLayout, tr = gd._fullData[t], b = gd.getBoundingClientRect();
+                     return [b.left + fl.xaxis._offset + fl.xaxis.l2p(tr.x[i]),
+                             b.top + fl.yaxis._offset + fl.yaxis.l2p(tr.y[i])]; }""",
+                [trace, point],
+            )
+        )
+
+    query = plot.evaluate("gd => gd._fullData.findIndex(t => t.name === 'query')")
+    qx, qy = screen(query, 0)
+    page.mouse.move(qx - 50, qy - 40)
+    page.mouse.down()
+    page.mouse.move(qx + 50, qy + 40, steps=6)
+    page.mouse.up()
+    page.wait_for_function(
+        """b => [...document.querySelectorAll('p')].some(p => p.innerText.includes('windows in view') && p.innerText !== b)""",
+        arg=before,
+        timeout=60_000,
+    )
+    wait_idle(page)
+    caption = page.get_by_text("windows in view").first.inner_text()
+    in_view = int(caption.split(" windows in view")[0].replace(",", ""))
+    assert "each is a point" in caption and 0 < in_view < int(before.split(" windows")[0].replace(",", ""))
+    drawn = plot.evaluate(
+        "gd => gd._fullData.filter(t => !['query', 'neighbours'].includes(t.name)).reduce((n, t) => n + t.x.length, 0)"
+    )
+    assert drawn == in_view  # every window in view is a point one can pick
+    trace = plot.evaluate(
+        "gd => gd._fullData.findIndex(t => !['query', 'neighbours'].includes(t.name) && t.x.length)"
+    )
+    hx, hy = screen(trace, 0)
+    page.mouse.move(hx, hy)
+    card = page.locator("[data-testid=trajembHoverCard]")
+    card.wait_for(state="visible", timeout=10_000)
+    text = card.inner_text()
+    assert re.search(r"/\d+/\d+", text), text  # scenario/track/start
+    assert card.locator("polyline").count() == 1  # the trajectory, drawn

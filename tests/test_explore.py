@@ -15,20 +15,27 @@ from trajemb.explore import (
     city_xy,
     cluster_labels,
     cluster_medoids,
+    cluster_summaries,
     grid_representatives,
     id_columns,
     label_mask,
+    layout_extent,
     nearest_point,
     neighbor_records,
     page_of,
+    path_sketches,
+    pickable_rows,
     present_labels,
     rows_in_box,
     rows_in_lasso,
+    rows_in_view,
     scene_context,
     search_row,
     search_window,
     short_id,
+    snap_view,
     sorted_rows,
+    timed_scene_context,
 )
 from trajemb.frames import agent_to_city
 from trajemb.store import read_table
@@ -159,3 +166,68 @@ def test_layout_selections() -> None:
     mask = xy[:, 0] < 0
     assert mask[grid_representatives(xy, cells=20, mask=mask)].all()
     assert nearest_point(xy, 3.0, 4.0) == int(np.argmin(((xy - [3, 4]) ** 2).sum(1)))
+
+
+def test_cluster_summaries_name_size_and_mix() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    codes = np.array([2, 2, 1, 0, 0, 0, 0, 2])  # into ["straight", "left", "u_turn"]
+    speed = np.array([5.0, 7.0, 9.0, 10.0, 12.0, 14.0, 16.0, 18.0])
+    out = cluster_summaries(labels, {0: 1, 1: 5}, codes, ["straight", "left", "u_turn"], speed)
+    assert [s.cluster for s in out] == [1, 0] and [s.size for s in out] == [5, 3]  # largest first
+    assert out[0].mix == (("straight", 0.8), ("u_turn", 0.2)) and out[0].speed_mps == 14.0
+    assert out[0].name == "straight (80%), 14 m/s" and out[1].name == "u turn (67%), 7 m/s"
+    assert out[1].medoid == 1
+
+
+def test_timed_context_places_others_in_the_window(small_bundle: Path) -> None:
+    """Playback moves every road user through the same seconds: each other polyline starts at the step
+    of the query's window that its first point shares with it."""
+    bundle = Bundle(small_bundle)
+    start = bundle.numbers("start_timestep")
+    groups = bundle.groups
+    row = next(r for r in range(bundle.num_windows) if len(timed_scene_context(bundle, r)) >= 3)
+    xy_all = city_xy(bundle, np.arange(bundle.num_windows))
+    for offset, poly in timed_scene_context(bundle, row):
+        assert 0 <= offset <= bundle.num_steps - 2 and offset + len(poly) <= bundle.num_steps
+        # the same positions as the other track's window that covers those steps
+        same_scenario = bundle_scenario_rows(bundle, row)
+        step = int(start[row]) + offset  # scenario step of the polyline's first point
+        candidates = [
+            r
+            for r in same_scenario
+            if groups[r] != groups[row] and start[r] <= step < start[r] + bundle.num_steps
+        ]
+        assert any(np.allclose(xy_all[r][step - int(start[r])], poly[0], atol=1e-6) for r in candidates)
+
+
+def test_layout_views_zoom_to_every_window() -> None:
+    rng = np.random.default_rng(0)
+    xy = rng.normal(size=(20_000, 2))
+    full = layout_extent(xy)
+    assert full[0] < xy[:, 0].min() and full[3] > xy[:, 1].max()
+    assert snap_view(None, full) is None and snap_view(full, full) is None  # the whole layout
+    assert snap_view((5.0, 4.0, 0.0, 1.0), full) is not None  # reversed bounds are sorted
+    view = snap_view((-0.2, 0.21, -0.1, 0.33), full)
+    assert view is not None and view[0] <= -0.2 and view[1] >= 0.21 and view[3] >= 0.33  # rounded outwards
+    assert snap_view((-0.2, 0.21, -0.1, 0.33), full) == view  # nearby zooms share one drawing
+    inside = rows_in_view(xy, view)
+    expected = np.flatnonzero(
+        (xy[:, 0] >= view[0]) & (xy[:, 0] <= view[1]) & (xy[:, 1] >= view[2]) & (xy[:, 1] <= view[3])
+    )
+    np.testing.assert_array_equal(inside, expected)
+    np.testing.assert_array_equal(pickable_rows(xy, view, None, 10_000, 80), inside)  # few: all of them
+    coarse = pickable_rows(xy, full, None, 1_000, 20)
+    assert len(coarse) <= 400 and set(coarse) <= set(range(len(xy)))  # many: one per cell
+    mask = xy[:, 0] > 0
+    assert mask[pickable_rows(xy, view, mask, 10_000, 80)].all()
+
+
+def test_path_sketches_keep_the_shape() -> None:
+    t = np.linspace(0, 1, 60)
+    left = np.stack([30 * t, 10 * t**2], axis=1)  # 30 m forward, 10 m to the left
+    paths, sides = path_sketches(np.stack([left, left * 0.1]), points=10)
+    assert sides == [30.0, 3.0] and len(paths[0]) == 20
+    xs, ys = paths[0][0::2], paths[0][1::2]
+    assert xs == sorted(xs) and xs[0] == 0 and xs[-1] == 99 and ys[-1] > ys[0]  # forward, then left (y up)
+    assert paths[1] == paths[0]  # drawn in its own box: the same shape at any size
+    assert path_sketches(np.zeros((0, 60, 2))) == ([], [])

@@ -54,7 +54,7 @@ def test_every_builder_makes_a_valid_figure() -> None:
         map_grid_figure(panels),
         map_grid_figure(panels[:1]),
         projection_figure(
-            xy, codes, ["left", "right", "straight"], "direction", np.arange(500), None, 3, [4, 5]
+            xy, codes, ["left", "right", "straight"], "direction", np.arange(500), (), 3, [4, 5]
         ),
         projection_figure(
             xy,
@@ -62,7 +62,9 @@ def test_every_builder_makes_a_valid_figure() -> None:
             ["a", "b", "c"],
             "city",
             np.arange(0, 500, 7),
-            ("data:image/png;base64,", (-3, 3, -3, 3)),
+            [("data:image/png;base64,", (-3, 3, -3, 3)), ("data:image/png;base64,", (-1, 1, -1, 1))],
+            view=(-1, 1, -1, 1),
+            hover_cards=True,
         ),
         gallery_figure(
             [path(), path(turn=1)], ["left", "right"], ["left", "right"], "direction", [0, 1], "t"
@@ -160,9 +162,45 @@ def test_overlay_legend_holds_twenty_neighbours() -> None:
 def test_layout_image_puts_each_class_where_its_points_are() -> None:
     xy = np.array([[0.0, 0.0]] * 50 + [[10.0, 10.0]] * 50)
     codes = np.array([0] * 50 + [1] * 50)
-    png = projection_raster(xy, codes, ["#0000FF", "#FF0000"], (0.0, 10.0, 0.0, 10.0), size_px=(11, 11))
+    png = projection_raster(
+        xy, codes, ["#0000FF", "#FF0000"], (0.0, 10.0, 0.0, 10.0), size_px=(11, 11), point_px=1
+    )
     image = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
     assert image.shape == (11, 11, 4)
     assert tuple(image[10, 0, :3]) == (0, 0, 255) and image[10, 0, 3] > 0  # (0, 0): bottom left, blue
     assert tuple(image[0, 10, :3]) == (255, 0, 0) and image[0, 10, 3] > 0  # (10, 10): top right, red
     assert image[5, 5, 3] == 0  # empty pixels are transparent
+    spread = np.asarray(
+        Image.open(
+            io.BytesIO(
+                projection_raster(xy, codes, ["#0000FF", "#FF0000"], (0.0, 10.0, 0.0, 10.0), (11, 11), 3)
+            )
+        )
+    )
+    assert spread[9, 1, 3] > 0 and tuple(spread[9, 1, :3]) == (0, 0, 255)  # a point covers 3 x 3 pixels
+    assert spread[8, 2, 3] == 0 and spread[5, 5, 3] == 0
+    outside = projection_raster(xy, codes, ["#0000FF", "#FF0000"], (-1.0, 1.0, -1.0, 1.0), (11, 11), 1)
+    view = np.asarray(Image.open(io.BytesIO(outside)))
+    assert view[:, :, 3].sum() > 0 and view[0, 10, 3] == 0  # (10, 10) lies outside the view: not drawn
+
+
+def test_playback_draws_each_scene_at_one_moment() -> None:
+    """Maps at one step of their windows: the window thick up to that step with a dot where it is, and
+    the other road users present then as dots (one that starts later is not there yet)."""
+    window = path(60)
+    early, late = path(40) + [0.0, 5.0], path(20) + [0.0, -5.0]
+    panel = MapPanel("#1 left", window, "#0072B2", None, [early, late], 7, [0, 30])
+    still = map_grid_figure([panel])
+    moving = map_grid_figure([panel], at_step=10)
+    validated(moving)
+    dots = [t for t in moving.data if t.mode == "markers" and t.marker.size in (8, 13)]
+    assert len(dots) == 2
+    me = next(t for t in dots if t.marker.size == 13)
+    assert (me.x[0], me.y[0]) == pytest.approx(tuple(window[10]))
+    others = next(t for t in dots if t.marker.size == 8)
+    assert len(others.x) == 1 and (others.x[0], others.y[0]) == pytest.approx(
+        tuple(early[10])
+    )  # late: not yet
+    clickable = [t for t in moving.data if t.customdata is not None]
+    assert len(clickable) == 1 and clickable[0].customdata[0] == 7  # still picks the window
+    assert not [t for t in still.data if t.mode == "markers" and t.marker.size == 13]

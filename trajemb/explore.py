@@ -313,7 +313,14 @@ def city_xy(bundle: Bundle, rows: np.ndarray | list[int]) -> np.ndarray:
 
 
 def scene_context(bundle: Bundle, row: int, max_tracks: int = 80) -> list[np.ndarray]:
-    """City-frame polylines of the other road users of ``row``'s scenario while ``row`` is driven.
+    """City-frame polylines of the other road users of ``row``'s scenario while ``row`` is driven
+    (``timed_scene_context`` without the times)."""
+    return [poly for _, poly in timed_scene_context(bundle, row, max_tracks)]
+
+
+def timed_scene_context(bundle: Bundle, row: int, max_tracks: int = 80) -> list[tuple[int, np.ndarray]]:
+    """(offset, polyline) of the other road users of ``row``'s scenario while ``row`` is driven: a
+    city-frame polyline whose first point is at step ``offset`` of ``row``'s window (0 .. T - 2).
 
     Windows start at each track's own first step, so other tracks rarely have a window starting at the
     same step: each other track contributes the window that overlaps the query's time span most, cut
@@ -338,7 +345,7 @@ def scene_context(bundle: Bundle, row: int, max_tracks: int = 80) -> list[np.nda
     for r, poly in zip(best.tolist(), xy, strict=True):
         a = max(0, s0 - int(start[r]))
         b = min(T, s0 + T - int(start[r]))
-        out.append(poly[a:b])
+        out.append((int(start[r]) + a - s0, poly[a:b]))
     return out
 
 
@@ -368,6 +375,40 @@ def cluster_medoids(embeddings: np.ndarray, labels: np.ndarray) -> dict[int, int
         centre = x[members].mean(axis=0)
         out[int(c)] = int(members[np.argmin(((x[members] - centre) ** 2).sum(axis=1))])
     return out
+
+
+@dataclass(frozen=True)
+class ClusterSummary:
+    """What one k-means cluster holds: its size, its class mix, its typical speed, and a name."""
+
+    cluster: int
+    size: int
+    medoid: int  # the row nearest to the cluster's mean embedding
+    mix: tuple[tuple[str, float], ...]  # (class, share of the cluster), largest first
+    speed_mps: float  # median of the windows' mean speeds
+    name: str  # the dominant class, its share and the speed: "left (78 %), 8 m/s"
+
+
+def cluster_summaries(
+    labels: np.ndarray,
+    medoids: dict[int, int],
+    class_codes: np.ndarray,
+    class_names: list[str],
+    speed_mps: np.ndarray,
+) -> list[ClusterSummary]:
+    """One summary per cluster of ``labels`` (N,), largest first: the share of each class
+    (``class_codes`` (N,) into ``class_names``) and the median of ``speed_mps`` (N,)."""
+    out = []
+    for c, medoid in medoids.items():
+        members = np.flatnonzero(labels == c)
+        counts = np.bincount(class_codes[members], minlength=len(class_names))
+        order = np.argsort(-counts, kind="stable")
+        mix = tuple((class_names[i], float(counts[i] / len(members))) for i in order if counts[i])
+        speed = float(np.median(speed_mps[members]))
+        top, share = mix[0]
+        name = f"{top.replace('_', ' ')} ({share:.0%}), {speed:.0f} m/s"
+        out.append(ClusterSummary(int(c), len(members), int(medoid), mix, speed, name))
+    return sorted(out, key=lambda s: (-s.size, s.cluster))
 
 
 # -- selections on a 2-D layout ----------------------------------------------------------------------
@@ -412,3 +453,78 @@ def grid_representatives(
     ij = np.minimum(((xy[shuffled] - lo) / span * cells).astype(np.int64), cells - 1)
     _, first = np.unique(ij[:, 0] * cells + ij[:, 1], return_index=True)
     return np.sort(shuffled[first])
+
+
+# -- the 2-D layout at any zoom ------------------------------------------------------------------------
+Extent = tuple[float, float, float, float]  # x0, x1, y0, y1
+
+
+def layout_extent(xy: np.ndarray, pad: float = 0.02) -> Extent:
+    """The extent of a whole (N, 2) layout, with ``pad`` of its span on each side."""
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    margin = pad * np.maximum(hi - lo, 1e-6)
+    return (
+        float(lo[0] - margin[0]),
+        float(hi[0] + margin[0]),
+        float(lo[1] - margin[1]),
+        float(hi[1] + margin[1]),
+    )
+
+
+def snap_view(view: Extent | None, full: Extent, steps: int = 200) -> Extent | None:
+    """``view`` clipped to ``full`` and rounded outwards to 1/``steps`` of its span (so that nearby
+    zooms share one cached drawing); None (the whole layout) when it covers it or is degenerate."""
+    if view is None:
+        return None
+    x0, x1 = sorted(view[:2])
+    y0, y1 = sorted(view[2:])
+    fx0, fx1, fy0, fy1 = full
+    dx, dy = (fx1 - fx0) / steps, (fy1 - fy0) / steps
+    sx0 = fx0 + np.floor((max(x0, fx0) - fx0) / dx) * dx
+    sx1 = fx0 + np.ceil((min(x1, fx1) - fx0) / dx) * dx
+    sy0 = fy0 + np.floor((max(y0, fy0) - fy0) / dy) * dy
+    sy1 = fy0 + np.ceil((min(y1, fy1) - fy0) / dy) * dy
+    if sx1 <= sx0 or sy1 <= sy0:
+        return None
+    snapped = (float(sx0), float(sx1), float(sy0), float(sy1))
+    whole = snapped[0] <= fx0 + 1e-6 * dx and snapped[1] >= fx1 - 1e-6 * dx
+    whole = whole and snapped[2] <= fy0 + 1e-6 * dy and snapped[3] >= fy1 - 1e-6 * dy
+    return None if whole else snapped
+
+
+def rows_in_view(xy: np.ndarray, view: Extent, mask: np.ndarray | None = None) -> np.ndarray:
+    """Rows of ``xy`` (N, 2) inside ``view`` (and passing ``mask``), ascending."""
+    inside = rows_in_box(xy, view[:2], view[2:])
+    return inside[mask[inside]] if mask is not None else inside
+
+
+def pickable_rows(
+    xy: np.ndarray, view: Extent, mask: np.ndarray | None, max_points: int, cells: int, seed: int = 0
+) -> np.ndarray:
+    """The rows drawn as pickable points for ``view``: every window in it when at most ``max_points``
+    are, else one per occupied cell of a ``cells`` x ``cells`` grid over the view (finer as one
+    zooms in)."""
+    inside = rows_in_view(xy, view, mask)
+    if len(inside) <= max_points:
+        return inside
+    grid = grid_representatives(np.asarray(xy[inside]), cells, seed)
+    return np.asarray(inside[grid], dtype=np.int64)
+
+
+def path_sketches(
+    xy_agent: np.ndarray, points: int = 10, resolution: int = 99
+) -> tuple[list[list[int]], list[float]]:
+    """Small drawings of (n, T, 2) agent-frame windows for hover cards: ``points`` evenly spaced steps
+    of each, as integers 0..``resolution`` in a square box around the path (x then y, y up), and the
+    box's side in metres."""
+    n, T = xy_agent.shape[:2]
+    if n == 0:
+        return [], []
+    take = np.linspace(0, T - 1, points).round().astype(int)
+    sub = np.asarray(xy_agent[:, take], dtype=np.float64)  # (n, points, 2)
+    lo = sub.min(axis=1)
+    side = np.maximum((sub.max(axis=1) - lo).max(axis=1), 1.0)  # (n,) metres, at least 1 m
+    centre = (sub.max(axis=1) + lo) / 2
+    scaled = ((sub - centre[:, None]) / side[:, None, None] + 0.5) * resolution
+    ints = np.clip(np.rint(scaled), 0, resolution).astype(int)
+    return [row.reshape(-1).tolist() for row in ints], [round(float(v), 1) for v in side]

@@ -326,6 +326,7 @@ class MapPanel:
     geometry: MapGeometry | None = None
     others_xy: Sequence[np.ndarray] = ()
     row: int | None = None  # customdata: a click on the window picks this row
+    others_offset: Sequence[int] = ()  # step of the window at which each other polyline starts
 
 
 def map_traces(
@@ -369,10 +370,18 @@ def map_traces(
 
 
 def map_grid_figure(
-    panels: Sequence[MapPanel], columns: int = 3, panel_height: int = 270, margin_m: float = 20.0
+    panels: Sequence[MapPanel],
+    columns: int = 3,
+    panel_height: int = 270,
+    margin_m: float = 20.0,
+    at_step: int | None = None,
 ) -> go.Figure:
     """Every panel as a small map in one figure (one redraw instead of one per map): the window thick,
-    other road users of its scenario during the same seconds thin and faint, start circle, end arrow."""
+    other road users of its scenario during the same seconds thin and faint, start circle, end arrow.
+
+    ``at_step``: the scene at one moment, the same step of every window (playback): each window thick
+    up to that step and faint after it, with a dot where it is; the other road users as dots where
+    they are then (those present; ``others_offset`` places them in time), with their path so far."""
     n = max(1, len(panels))
     columns = max(1, min(columns, n))
     rows_n = math.ceil(n / columns)
@@ -399,7 +408,7 @@ def map_grid_figure(
         box = (float(x0), float(y0), float(x1), float(y1))
         if panel.geometry is not None:
             data += map_traces(panel.geometry, box, axes)
-        if panel.others_xy:
+        if panel.others_xy and at_step is None:
             x, y = _joined(list(panel.others_xy))
             data.append(
                 {
@@ -413,21 +422,14 @@ def map_grid_figure(
                 }
             )
             data += _ends(list(panel.others_xy), ["rgba(60,60,140,0.45)"] * len(panel.others_xy), 6, axes)
-        trace: dict[str, Any] = {
-            "type": "scatter",
-            "mode": "lines+markers",
-            "x": np.round(panel.window_xy[:, 0], 2),
-            "y": np.round(panel.window_xy[:, 1], 2),
-            "line": {"color": panel.color, "width": 3.5},
-            "marker": {"size": 4, "color": panel.color},
-            "unselected": {"marker": {"opacity": 1}},
-            "hovertemplate": f"{plain(panel.title)}<extra></extra>",
-            **axes,
-        }
-        if panel.row is not None:
-            trace["customdata"] = np.full(len(panel.window_xy), int(panel.row))
-        data.append(trace)
-        data += _ends([panel.window_xy], [panel.color], 11, axes)
+        elif panel.others_xy and at_step is not None:
+            data += _others_at(panel, at_step, axes)
+        if at_step is not None:
+            data += _window_at(panel, at_step, axes)
+            data.append(_map_window_trace(panel, axes, faint=True))
+        else:
+            data.append(_map_window_trace(panel, axes, faint=False))
+            data += _ends([panel.window_xy], [panel.color], 11, axes)
         dx = [max(0.0, c * (width + gap_x)), min(1.0, c * (width + gap_x) + width)]
         dy = [max(0.0, 1.0 - r * (height + gap_y) - height), min(1.0, 1.0 - r * (height + gap_y))]
         layout[f"xaxis{suffix}"] = {
@@ -462,6 +464,74 @@ def map_grid_figure(
         )
         data.append(_scale_bar(box, axes, layout["annotations"]))
     return figure(data, layout)
+
+
+def _map_window_trace(panel: MapPanel, axes: dict[str, str], faint: bool) -> dict[str, Any]:
+    """The window as a clickable line (its row as customdata); ``faint`` under a playback."""
+    trace: dict[str, Any] = {
+        "type": "scatter",
+        "mode": "lines+markers",
+        "x": np.round(panel.window_xy[:, 0], 2),
+        "y": np.round(panel.window_xy[:, 1], 2),
+        "line": {"color": panel.color, "width": 2 if faint else 3.5},
+        "marker": {"size": 3 if faint else 4, "color": panel.color},
+        "opacity": 0.35 if faint else 1.0,
+        "unselected": {"marker": {"opacity": 1}},
+        "hovertemplate": f"{plain(panel.title)}<extra></extra>",
+        **axes,
+    }
+    if panel.row is not None:
+        trace["customdata"] = np.full(len(panel.window_xy), int(panel.row))
+    return trace
+
+
+def _window_at(panel: MapPanel, step: int, axes: dict[str, str]) -> list[dict[str, Any]]:
+    """The window driven up to ``step``, thick, with a dot where it is."""
+    j = int(np.clip(step, 0, len(panel.window_xy) - 1))
+    done = panel.window_xy[: j + 1]
+    common = {"type": "scatter", "hoverinfo": "skip", **axes}
+    return [
+        {
+            **common,
+            "mode": "lines",
+            "x": done[:, 0],
+            "y": done[:, 1],
+            "line": {"color": panel.color, "width": 4},
+        },
+        {
+            **common,
+            "mode": "markers",
+            "x": done[-1:, 0],
+            "y": done[-1:, 1],
+            "marker": {"size": 13, "color": panel.color, "line": {"color": "white", "width": 2}},
+        },
+    ]
+
+
+def _others_at(panel: MapPanel, step: int, axes: dict[str, str]) -> list[dict[str, Any]]:
+    """The other road users present at ``step`` of the window: their path so far and a dot."""
+    offsets = list(panel.others_offset) or [0] * len(panel.others_xy)
+    trails, now = [], []
+    for offset, poly in zip(offsets, panel.others_xy, strict=True):
+        j = step - int(offset)
+        if 0 <= j < len(poly):
+            trails.append(poly[: j + 1])
+            now.append(poly[j])
+    if not now:
+        return []
+    x, y = _joined(trails)
+    here = np.asarray(now)
+    common = {"type": "scatter", "hoverinfo": "skip", **axes}
+    return [
+        {**common, "mode": "lines", "x": x, "y": y, "line": {"color": "rgba(60,60,140,0.45)", "width": 1.5}},
+        {
+            **common,
+            "mode": "markers",
+            "x": here[:, 0],
+            "y": here[:, 1],
+            "marker": {"size": 8, "color": "rgba(60,60,140,0.8)", "line": {"color": "white", "width": 1}},
+        },
+    ]
 
 
 def _scale_bar(
@@ -501,33 +571,46 @@ def projection_raster(
     codes: np.ndarray,
     colors: Sequence[str],
     extent: tuple[float, float, float, float],
-    size_px: tuple[int, int] = (1400, 1000),
+    size_px: tuple[int, int] = (900, 640),
+    point_px: int = 3,
 ) -> bytes:
-    """PNG of a point cloud of any size: each pixel takes the colour of its most frequent category,
-    its opacity grows with the log of its point count. ``extent`` (x0, x1, y0, y1) maps to the image."""
+    """PNG of a point cloud of any size: each point covers ``point_px`` x ``point_px`` pixels (about
+    the size of a marker at the image's size on the page, so that a sparse view is not a few faint
+    dots), each pixel takes the colour of its most frequent category, and its opacity grows with the
+    log of its point count. ``extent`` (x0, x1, y0, y1) maps to the image; points outside are left out."""
     from PIL import Image
+    from scipy.ndimage import uniform_filter
 
     w, h = size_px
     x0, x1, y0, y1 = extent
+    inside = (xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1)
+    xy, codes = xy[inside], codes[inside]
     px = np.clip(((xy[:, 0] - x0) / max(x1 - x0, 1e-9) * (w - 1)).astype(np.int64), 0, w - 1)
     py = np.clip(((y1 - xy[:, 1]) / max(y1 - y0, 1e-9) * (h - 1)).astype(np.int64), 0, h - 1)
     flat = py * w + px
     num_cats = len(colors)
-    counts = np.zeros((num_cats, w * h), dtype=np.int32)
+    counts = np.zeros((num_cats, h, w), dtype=np.float32)
     for c in range(num_cats):
         sel = codes == c
         if sel.any():
-            counts[c] = np.bincount(flat[sel], minlength=w * h)
-    total = counts.sum(axis=0)
-    top = counts.argmax(axis=0)
+            counts[c] = np.bincount(flat[sel], minlength=w * h).reshape(h, w)
+    if point_px > 1:  # each point spread over its square: a box sum over point_px x point_px
+        counts = uniform_filter(counts, size=(1, point_px, point_px), mode="constant") * point_px**2
+    per_pixel = counts.reshape(num_cats, -1)
+    total = per_pixel.sum(axis=0)
+    top = per_pixel.argmax(axis=0)
     rgb = np.array([[int(col[i : i + 2], 16) for i in (1, 3, 5)] for col in colors], dtype=np.uint8)
     image = np.zeros((w * h, 4), dtype=np.uint8)
     image[:, :3] = rgb[top]
-    alpha = np.where(total > 0, 90 + 165 * np.log1p(total) / np.log1p(max(1, int(total.max()))), 0)
+    filled = total > 0.5
+    alpha = np.where(filled, 90 + 165 * np.log1p(total) / np.log1p(max(1.0, float(total.max()))), 0)
     image[:, 3] = alpha.astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(image.reshape(h, w, 4), "RGBA").save(buf, format="PNG", optimize=False, compress_level=3)
     return buf.getvalue()
+
+
+Raster = tuple[str, tuple[float, float, float, float]]  # image URL, extent (x0, x1, y0, y1)
 
 
 def projection_figure(
@@ -536,19 +619,23 @@ def projection_figure(
     categories: Sequence[str],
     label_name: str,
     rows: np.ndarray,
-    raster: tuple[str, tuple[float, float, float, float]] | None = None,
+    raster: Sequence[Raster] = (),
     query_row: int | None = None,
     neighbor_rows: Sequence[int] = (),
     height: int = 560,
     dragmode: str = "zoom",
-    hover_ids: Sequence[str] | None = None,
+    view: tuple[float, float, float, float] | None = None,
+    hover_cards: bool = False,
 ) -> go.Figure:
-    """2-D layout coloured by a label: ``rows`` drawn as WebGL markers (every row of a small corpus, or
-    one pickable point per grid cell over a ``raster`` image (url, extent) of a large one); neighbours
-    ringed, the query marked. Points carry their row as customdata, so a click or selection picks rows."""
+    """2-D layout coloured by a label: ``rows`` drawn as WebGL markers (every row in view, or one
+    pickable point per grid cell over ``raster`` images (url, extent), the whole layout's and, zoomed
+    in, the view's drawn finer on top); neighbours ringed, the query marked. Points carry their row as
+    customdata, so a click or selection picks rows. ``view``: the axes' extent (default: the images').
+    ``hover_cards``: a companion draws the hover card (``app/companion.py``), so plotly's is off."""
+    rasters = list(raster)
     colors = label_colors(label_name, categories)
     data: list[dict[str, Any]] = []
-    small = raster is None
+    small = not rasters
     for c, cat in enumerate(categories):
         sel = rows[codes[rows] == c]
         if not len(sel) and not small:
@@ -564,8 +651,11 @@ def projection_figure(
             "unselected": {
                 "marker": {"opacity": 0.6 if small else 0.3}
             },  # a click picks; it does not dim the rest
-            "hovertemplate": f"{plain(label_name)}: {plain(cat)}<br>row %{{customdata}}<extra></extra>",
         }
+        if hover_cards:
+            trace["hoverinfo"] = "none"
+        else:
+            trace["hovertemplate"] = f"{plain(label_name)}: {plain(cat)}<extra></extra>"
         data.append(trace)
     if len(neighbor_rows):
         h = np.asarray(neighbor_rows)
@@ -577,7 +667,7 @@ def projection_figure(
                 "x": xy[h, 0],
                 "y": xy[h, 1],
                 "customdata": h,
-                "hovertemplate": "neighbour, row %{customdata}<extra></extra>",
+                **({"hoverinfo": "none"} if hover_cards else {"hovertemplate": "neighbour<extra></extra>"}),
                 "marker": {"size": 17, "color": "rgba(0,0,0,0)", "line": {"color": "#D55E00", "width": 3}},
             }
         )
@@ -590,7 +680,7 @@ def projection_figure(
                 "x": xy[[query_row], 0],
                 "y": xy[[query_row], 1],
                 "customdata": [query_row],
-                "hovertemplate": "query, row %{customdata}<extra></extra>",
+                **({"hoverinfo": "none"} if hover_cards else {"hovertemplate": "query<extra></extra>"}),
                 "marker": {
                     "size": 11,
                     "symbol": "x",
@@ -601,18 +691,26 @@ def projection_figure(
         )
     layout: dict[str, Any] = {
         "height": height,
-        "margin": {"l": 40, "r": TOOLBAR_PX, "t": 30, "b": 40},
+        "margin": {"l": 40, "r": TOOLBAR_PX, "t": 20, "b": 80},
         "modebar": TOOLBAR,
         "plot_bgcolor": "white",
-        "legend": {"title": {"text": plain(label_name)}, "itemsizing": "constant"},
+        # Below the plot: at the side the upright toolbar covered its top entries.
+        "legend": {
+            "title": {"text": plain(label_name)},
+            "itemsizing": "constant",
+            "orientation": "h",
+            "x": 0,
+            "y": -0.14,
+            "yanchor": "top",
+        },
         "dragmode": dragmode,
         "clickmode": "event+select",
         "uirevision": "keep",
+        "hovermode": "closest",
         "xaxis": {"title": {"text": "UMAP 1"}, "showgrid": False, "zeroline": False},
         "yaxis": {"title": {"text": "UMAP 2"}, "showgrid": False, "zeroline": False},
     }
-    if raster is not None:
-        url, (x0, x1, y0, y1) = raster
+    if rasters:
         layout["images"] = [
             {
                 "source": url,
@@ -625,9 +723,12 @@ def projection_figure(
                 "sizing": "stretch",
                 "layer": "below",
             }
+            for url, (x0, x1, y0, y1) in rasters
         ]
-        layout["xaxis"]["range"] = [x0, x1]
-        layout["yaxis"]["range"] = [y0, y1]
+    extent = view or (rasters[0][1] if rasters else None)
+    if extent is not None:
+        layout["xaxis"]["range"] = [extent[0], extent[1]]
+        layout["yaxis"]["range"] = [extent[2], extent[3]]
     return figure(data, layout)
 
 
