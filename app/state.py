@@ -30,6 +30,7 @@ import streamlit as st
 
 from trajemb.bundle import Bundle
 from trajemb.errors import TrajembError
+from trajemb.explore import LABELS
 
 QUERY = "query_row"
 HISTORY = "query_history"
@@ -44,7 +45,7 @@ TYPES = "neighbor_types"
 ONE_PER_TRACK = "one_per_track"
 EXCLUDE_SCENARIO = "exclude_scenario"
 EXCLUDE_TRACK = "exclude_track"
-FILTERS = ("direction", "true_manoeuvre", "object_type", "city", "speed_bin", "source")
+FILTERS = LABELS  # the label columns a person filters by (those a bundle has are shown)
 SAME_TYPE = "same as the query"
 ANY_TYPE = "any type"
 MAX_HISTORY = 50

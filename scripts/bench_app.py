@@ -19,6 +19,7 @@ Usage: python scripts/bench_app.py [--bundle PATH] [--clicks 20] [--first-start]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -214,8 +215,9 @@ def browser(bundle: Path, clicks: int, quiet_ms: int) -> None:
         chromium.close()
 
 
-def first_start() -> None:
-    """The README's main command on an empty cache: server start to the first neighbours on screen."""
+def first_start(follow: bool = False) -> None:
+    """The README's main command on an empty cache: server start to the first neighbours on screen
+    (``follow``: then the background completion to its end, with the time left the page showed)."""
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as cache:
@@ -241,7 +243,42 @@ def first_start() -> None:
             )
             for line in stages:
                 print(f"    {line}")
+            if follow:
+                follow_completion(page, Path(cache), t_start)
             chromium.close()
+
+
+def follow_completion(page: Any, cache: Path, t_start: float, limit_s: float = 3600) -> None:
+    """After the first neighbours: when every 2-D layout, the evaluation and the robustness curves of
+    the default data were in place (read from its manifest), and what the page said about the time
+    left meanwhile (the status line, every 30 s)."""
+    from trajemb.bundle import MANIFEST
+    from trajemb.bundle_build import missing_robustness
+
+    manifest = next(cache.glob(f"default-*/bundle/{MANIFEST}"))
+    seen: dict[str, float] = {}
+    said: list[str] = []
+    last_said = 0.0
+    while time.perf_counter() - t_start < limit_s:
+        models = json.loads(manifest.read_text())["models"].values()
+        now = time.perf_counter() - t_start
+        if "layouts" not in seen and all(m.get("projection") for m in models):
+            seen["layouts"] = now
+        if "evaluation" not in seen and all(m.get("evaluated") for m in models):
+            seen["evaluation"] = now
+        if "evaluation" in seen and not missing_robustness(manifest.parent):
+            seen["robustness"] = now
+            break
+        if now - last_said >= 30:
+            last_said = now
+            lines = [t for t in page.locator("[data-testid=stText]").all_inner_texts() if "step " in t]
+            if lines:
+                said.append(f"{now:6.0f} s: {lines[0]}")
+        time.sleep(2)
+    for name, at in seen.items():
+        print(f"  first start: {name} done {at:.0f} s after the command")
+    for line in said:
+        print(f"    page said at {line}")
 
 
 def main() -> None:
@@ -250,6 +287,9 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=20)
     parser.add_argument("--reruns", type=int, default=30)
     parser.add_argument("--first-start", action="store_true")
+    parser.add_argument(
+        "--follow", action="store_true", help="with --first-start: also time the background completion"
+    )
     parser.add_argument(
         "--quiet-ms",
         type=int,
@@ -261,7 +301,8 @@ def main() -> None:
         raise SystemExit("needs Debian's chromium (apt-get install chromium)")
     print(f"{os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.2f}")
     if args.first_start:
-        first_start()
+        first_start(args.follow)
+        print(f"load average at the end {os.getloadavg()[0]:.2f}")
         return
     bundle = Path(args.bundle) if args.bundle else default_bundle()
     print(f"bundle {bundle}")

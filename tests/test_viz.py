@@ -79,6 +79,8 @@ def test_every_builder_makes_a_valid_figure() -> None:
     ]
     for fig in figures:
         validated(fig)
+        # Issue 22, bug 7: the toolbar lying along the top covered titles; it stands in a strip of its own.
+        assert fig.layout.modebar.orientation == "v" and fig.layout.margin.r >= 30
     grid = figures[1]
     assert len([k for k in grid.to_dict()["layout"] if k.startswith("xaxis")]) == 5
     clickable = [t for t in grid.data if t.customdata is not None]
