@@ -174,7 +174,10 @@ def prototypes(bundle: Bundle, model: str, clusters: int) -> None:
                 "name": [s.name for s in summaries],
                 "windows": [s.size for s in summaries],
                 "median speed (m/s)": [round(s.speed_mps, 1) for s in summaries],
-                "mix": [", ".join(f"{c} {share:.0%}" for c, share in s.mix[:4]) for s in summaries],
+                "mix": [
+                    ", ".join(f"{c} {share:.0%}" for c, share in s.mix[:4] if share >= 0.005)
+                    for s in summaries
+                ],
             }
         ),
         hide_index=True,

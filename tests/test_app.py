@@ -483,7 +483,7 @@ def test_cluster_prototypes_teach(app: AppTest, small_bundle: Path) -> None:
     table = next(d.value for d in app.dataframe if "mix" in d.value.columns)
     assert len(table) == 8 and table["windows"].sum() == Bundle(small_bundle).num_windows
     assert table["windows"].is_monotonic_decreasing
-    assert all(re.fullmatch(r"[a-z ]+ \(\d+%\), \d+ m/s", n) for n in table["name"])
+    assert all(re.fullmatch(r"[a-z ]+ \(\d+%\)( \+ [a-z ]+ \(\d+%\))?, \d+ m/s", n) for n in table["name"])
     maps = app.get("plotly_chart")[-1].proto.spec
     assert maps.count('"customdata"') >= 8  # every prototype on its own map, pickable
     app.selectbox(key="color-by").set_value("k-means cluster").run()

@@ -175,7 +175,10 @@ def test_cluster_summaries_name_size_and_mix() -> None:
     out = cluster_summaries(labels, {0: 1, 1: 5}, codes, ["straight", "left", "u_turn"], speed)
     assert [s.cluster for s in out] == [1, 0] and [s.size for s in out] == [5, 3]  # largest first
     assert out[0].mix == (("straight", 0.8), ("u_turn", 0.2)) and out[0].speed_mps == 14.0
-    assert out[0].name == "straight (80%), 14 m/s" and out[1].name == "u turn (67%), 7 m/s"
+    assert (
+        out[0].name == "straight (80%) + u turn (20%), 14 m/s"
+        and out[1].name == "u turn (67%) + left (33%), 7 m/s"
+    )
     assert out[1].medoid == 1
 
 

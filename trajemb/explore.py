@@ -386,7 +386,7 @@ class ClusterSummary:
     medoid: int  # the row nearest to the cluster's mean embedding
     mix: tuple[tuple[str, float], ...]  # (class, share of the cluster), largest first
     speed_mps: float  # median of the windows' mean speeds
-    name: str  # the dominant class, its share and the speed: "left (78 %), 8 m/s"
+    name: str  # the dominant class (and the next, from 10 %), shares and speed: "straight (75%) + left (10%), 7 m/s"
 
 
 def cluster_summaries(
@@ -405,8 +405,8 @@ def cluster_summaries(
         order = np.argsort(-counts, kind="stable")
         mix = tuple((class_names[i], float(counts[i] / len(members))) for i in order if counts[i])
         speed = float(np.median(speed_mps[members]))
-        top, share = mix[0]
-        name = f"{top.replace('_', ' ')} ({share:.0%}), {speed:.0f} m/s"
+        named = [mix[0], *[m for m in mix[1:2] if m[1] >= 0.1]]
+        name = " + ".join(f"{c.replace('_', ' ')} ({share:.0%})" for c, share in named) + f", {speed:.0f} m/s"
         out.append(ClusterSummary(int(c), len(members), int(medoid), mix, speed, name))
     return sorted(out, key=lambda s: (-s.size, s.cluster))
 
