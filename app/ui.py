@@ -317,11 +317,18 @@ def results_table(
     height: int | str = "auto",
     table: str | None = None,
 ) -> None:
-    """Every list of windows the explorer shows: ``columns`` (one value per row of ``rows``), then the
-    ids as scenario, track and start beside the full window id; selecting a row makes that window the
-    query (``table``: a pick table keyed by ``state.table_key``). The one place that draws such a list,
-    so that what is added here (an export, say) reaches every list."""
-    frame = pd.DataFrame({**columns, **id_columns(bundle, rows)})
+    """Every list of windows the explorer shows: rank (and shared) where given, the ids as scenario,
+    track and start, then ``columns`` (one value per row of ``rows``), then the full window id;
+    selecting a row makes that window the query (``table``: a pick table keyed by ``state.table_key``).
+    The one place that draws such a list, so that what is added here (an export, say) reaches every
+    list."""
+    ids = id_columns(bundle, rows)
+    lead = {c: columns[c] for c in ("rank", "shared") if c in columns}
+    rest = {c: v for c, v in columns.items() if c not in lead}
+    # Which window first (rank, then scenario, track and start: visible in half-width tables too), then
+    # what it is, then the full id.
+    full_id = {"window id": ids.pop("window id")}
+    frame = pd.DataFrame({**lead, **ids, **rest, **full_id})
     st.dataframe(
         frame,
         hide_index=True,

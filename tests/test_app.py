@@ -100,6 +100,9 @@ def test_neighbour_filters(app: AppTest, small_bundle: Path) -> None:
     assert set(frames[-1]["type"]) == {qtype}  # default: the query's object type
     assert list(frames[-1].columns) == [
         "rank",
+        "scenario",
+        "track",
+        "start",
         "distance",
         "gap",
         "ADE (m)",
@@ -108,9 +111,6 @@ def test_neighbour_filters(app: AppTest, small_bundle: Path) -> None:
         "direction",
         "true manoeuvre",
         "type",
-        "scenario",
-        "track",
-        "start",
         "window id",
     ]
     app.sidebar.checkbox(key="exclude_scenario").check().run()
