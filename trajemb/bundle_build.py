@@ -540,15 +540,15 @@ def build_bundle(
     return writer.manifest
 
 
-#: Estimated cost of each completion step on an idle 2-core machine, per model and per 10,000 windows
-#: laid out or scored (from the built-in default data: 6 models, 21,533 windows, 304 s in all, 212 s
-#: of them robustness curves); only their ratios matter to the time left, which is scaled by the
-#: speed this machine shows on the steps already done. The first layout of a process also compiles
-#: UMAP's kernels (numba).
-LAYOUT_S_PER_10K = 3.0
+#: Estimated cost of each completion step, seconds per model and per 10,000 windows laid out or scored,
+#: measured on this project's 2-core machine (the built-in default data, 6 models, 21,533 windows:
+#: layouts 150 s, of which 45 s compiling UMAP's kernels (numba) in the first, evaluation 30 s,
+#: robustness curves 189 s; ``scripts/bench_app.py --first-start --follow``). Only their ratios matter
+#: to the time left, which scales them by the pace this machine shows on the steps already done.
+LAYOUT_S_PER_10K = 8.0
 LAYOUT_WARMUP_S = 45.0
-EVALUATION_S_PER_10K = 2.0
-ROBUSTNESS_S_PER_10K = 17.5
+EVALUATION_S_PER_10K = 2.3
+ROBUSTNESS_S_PER_10K = 15.7
 
 
 def completion_steps(

@@ -29,7 +29,7 @@ PROGRESS_FILE = ".bundle.json.progress"
 
 @dataclass(frozen=True)
 class Step:
-    """One planned step and its estimated cost (seconds on an idle 2-core machine)."""
+    """One planned step and its estimated cost (seconds on the 2-core reference machine)."""
 
     name: str
     cost_s: float
@@ -59,7 +59,7 @@ class Progress:
         spent = self.finished_s[-1] - self.started_s
         if done_cost <= 0 or spent <= 0:
             return None
-        slowdown = spent / done_cost  # 1: as fast as the idle reference machine
+        slowdown = spent / done_cost  # 1: as fast as the reference machine
         left = sum(s.cost_s for s in self.steps[self.done :]) * slowdown
         current = self.steps[self.done].cost_s * slowdown if self.done < len(self.steps) else 0.0
         return max(left - max(0.0, now_s - self.step_started_s), 0.1 * current)
@@ -74,8 +74,8 @@ class Progress:
         )
         left = self.remaining_s(now_s)
         if left is None:
-            idle = sum(s.cost_s for s in self.steps)
-            return line + f"; about {_duration(idle)} in all on an idle 2-core machine)"
+            expected = sum(s.cost_s for s in self.steps)
+            return line + f"; about {_duration(expected)} in all on a 2-core machine)"
         return line + f"; about {_duration(left)} left at this machine's pace)"
 
 
