@@ -202,39 +202,44 @@ def _heading_deg(xy: np.ndarray) -> float:
 
 
 def _ends(
-    paths: Sequence[np.ndarray], colors: Sequence[str], size: float, axes: dict[str, str] | None = None
+    paths: Sequence[np.ndarray],
+    colors: Sequence[str],
+    size: float,
+    axes: dict[str, str] | None = None,
+    starts: bool = True,
 ) -> list[dict[str, Any]]:
-    """Start (circle) and end (arrow along the direction of travel) markers of each path."""
+    """Start (circle; ``starts``) and end (arrow along the direction of travel) markers of each path."""
     if not paths:
         return []
-    starts = np.array([p[0] for p in paths])
-    ends = np.array([p[-1] for p in paths])
+    first = np.array([p[0] for p in paths])
+    last = np.array([p[-1] for p in paths])
     common = {"type": "scatter", "mode": "markers", "showlegend": False, "hoverinfo": "skip", **(axes or {})}
-    return [
-        {
-            **common,
-            "x": starts[:, 0],
-            "y": starts[:, 1],
-            "marker": {
-                "symbol": "circle",
-                "size": size * 0.7,
-                "color": list(colors),
-                "line": {"color": "white", "width": 1},
-            },
+    arrows = {
+        **common,
+        "x": last[:, 0],
+        "y": last[:, 1],
+        "marker": {
+            "symbol": "arrow",
+            "size": size * 1.3,
+            "color": list(colors),
+            "angle": [_heading_deg(p) for p in paths],
+            "line": {"color": "white", "width": 0.5},
         },
-        {
-            **common,
-            "x": ends[:, 0],
-            "y": ends[:, 1],
-            "marker": {
-                "symbol": "arrow",
-                "size": size * 1.3,
-                "color": list(colors),
-                "angle": [_heading_deg(p) for p in paths],
-                "line": {"color": "white", "width": 0.5},
-            },
+    }
+    if not starts:
+        return [arrows]
+    circles = {
+        **common,
+        "x": first[:, 0],
+        "y": first[:, 1],
+        "marker": {
+            "symbol": "circle",
+            "size": size * 0.7,
+            "color": list(colors),
+            "line": {"color": "white", "width": 1},
         },
-    ]
+    }
+    return [circles, arrows]
 
 
 def _axis(title: str, **extra: Any) -> dict[str, Any]:
@@ -261,20 +266,14 @@ def agent_frame_figure(
     colors = list(colors or rank_colors(len(neighbors_xy)))
     data: list[dict[str, Any]] = []
     for i, (xy, name) in enumerate(zip(neighbors_xy, names, strict=True)):
-        trace: dict[str, Any] = {
-            "type": "scatter",
-            "mode": "lines+markers",  # markers make the line clickable (plotly selects points only)
-            "x": np.round(xy[:, 0], 2),
-            "y": np.round(xy[:, 1], 2),
-            "name": plain(name),
-            "line": {"color": colors[i], "width": 2},
-            "marker": {"size": 3, "color": colors[i]},
-            "unselected": {"marker": {"opacity": 1}},
-            "hovertemplate": f"{plain(name)}<extra></extra>",
-        }
-        if rows is not None:
-            trace["customdata"] = np.full(len(xy), int(rows[i]))
-        data.append(trace)
+        data += _clickable_line(
+            xy,
+            {"name": plain(name), "legendgroup": f"n{i}"},
+            {"color": colors[i], "width": 2},
+            {"size": 5, "color": colors[i]},
+            None if rows is None else int(rows[i]),
+            f"{plain(name)}<extra></extra>",
+        )
     paths, path_colors = list(neighbors_xy), colors[: len(neighbors_xy)]
     if query_xy is not None:
         data.append(
@@ -421,14 +420,16 @@ def map_grid_figure(
                     **axes,
                 }
             )
-            data += _ends(list(panel.others_xy), ["rgba(60,60,140,0.45)"] * len(panel.others_xy), 6, axes)
+            data += _ends(
+                list(panel.others_xy), ["rgba(60,60,140,0.45)"] * len(panel.others_xy), 6, axes, starts=False
+            )
         elif panel.others_xy and at_step is not None:
             data += _others_at(panel, at_step, axes)
         if at_step is not None:
             data += _window_at(panel, at_step, axes)
-            data.append(_map_window_trace(panel, axes, faint=True))
+            data += _map_window_traces(panel, axes, faint=True)
         else:
-            data.append(_map_window_trace(panel, axes, faint=False))
+            data += _map_window_traces(panel, axes, faint=False)
             data += _ends([panel.window_xy], [panel.color], 11, axes)
         dx = [max(0.0, c * (width + gap_x)), min(1.0, c * (width + gap_x) + width)]
         dy = [max(0.0, 1.0 - r * (height + gap_y) - height), min(1.0, 1.0 - r * (height + gap_y))]
@@ -466,23 +467,58 @@ def map_grid_figure(
     return figure(data, layout)
 
 
-def _map_window_trace(panel: MapPanel, axes: dict[str, str], faint: bool) -> dict[str, Any]:
-    """The window as a clickable line (its row as customdata); ``faint`` under a playback."""
-    trace: dict[str, Any] = {
+#: Every this many steps a trajectory carries a marker one can click (plotly selects points, not
+#: lines); a marker on each of the 60 steps made every redraw of the maps and the overlay several times
+#: slower in the browser (one SVG node each).
+CLICK_EVERY = 5
+
+
+def _clickable_line(
+    xy: np.ndarray,
+    common: dict[str, Any],
+    line: dict[str, Any],
+    marker: dict[str, Any],
+    row: int | None,
+    hovertemplate: str,
+) -> list[dict[str, Any]]:
+    """A trajectory as a line, and markers every ``CLICK_EVERY`` steps (and at the end) that carry its
+    ``row`` as customdata, so that a click near it picks it."""
+    take = np.unique(np.r_[np.arange(0, len(xy), CLICK_EVERY), len(xy) - 1])
+    points: dict[str, Any] = {
         "type": "scatter",
-        "mode": "lines+markers",
-        "x": np.round(panel.window_xy[:, 0], 2),
-        "y": np.round(panel.window_xy[:, 1], 2),
-        "line": {"color": panel.color, "width": 2 if faint else 3.5},
-        "marker": {"size": 3 if faint else 4, "color": panel.color},
-        "opacity": 0.35 if faint else 1.0,
+        "mode": "markers",
+        "x": np.round(xy[take, 0], 2),
+        "y": np.round(xy[take, 1], 2),
+        "marker": marker,
         "unselected": {"marker": {"opacity": 1}},
-        "hovertemplate": f"{plain(panel.title)}<extra></extra>",
-        **axes,
+        "hovertemplate": hovertemplate,
+        **common,
+        "showlegend": False,
     }
-    if panel.row is not None:
-        trace["customdata"] = np.full(len(panel.window_xy), int(panel.row))
-    return trace
+    if row is not None:
+        points["customdata"] = np.full(len(take), row)
+    path = {
+        "type": "scatter",
+        "mode": "lines",
+        "x": np.round(xy[:, 0], 2),
+        "y": np.round(xy[:, 1], 2),
+        "line": line,
+        "hoverinfo": "skip",
+        **common,
+    }
+    return [path, points]
+
+
+def _map_window_traces(panel: MapPanel, axes: dict[str, str], faint: bool) -> list[dict[str, Any]]:
+    """The window as a clickable line (its row as customdata); ``faint`` under a playback."""
+    return _clickable_line(
+        panel.window_xy,
+        {"opacity": 0.35 if faint else 1.0, **axes},
+        {"color": panel.color, "width": 2 if faint else 3.5},
+        {"size": 4 if faint else 5, "color": panel.color},
+        panel.row,
+        f"{plain(panel.title)}<extra></extra>",
+    )
 
 
 def _window_at(panel: MapPanel, step: int, axes: dict[str, str]) -> list[dict[str, Any]]:
