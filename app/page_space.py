@@ -144,7 +144,12 @@ def show_selection(
     st.caption(f"The first {len(first):,} of the selected windows; select a row to make it the query.")
     labels = ("direction", "true_manoeuvre", "object_type", "speed_bin", "city")
     ui.results_table(
-        bundle, first, ui.label_table_columns(bundle, first, labels), state.widget_key("selection-table"), 220
+        bundle,
+        first,
+        ui.label_table_columns(bundle, first, labels),
+        state.table_key("selection-table"),
+        220,
+        "selection-table",
     )
 
 

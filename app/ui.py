@@ -366,7 +366,11 @@ def neighbor_columns(bundle: Bundle, nb: Neighbors, shared: set[int] | None = No
 
 def neighbor_table(bundle: Bundle, nb: Neighbors, key: str, shared: set[int] | None = None) -> None:
     """The neighbour table; selecting a row makes that neighbour the query."""
-    results_table(bundle, nb.rows.tolist(), neighbor_columns(bundle, nb, shared), state.widget_key(key))
+    # Kept (updated in place) while nothing is selected in it: a new table per query was the last
+    # thing on the page to finish drawing.
+    results_table(
+        bundle, nb.rows.tolist(), neighbor_columns(bundle, nb, shared), state.table_key(key), table=key
+    )
 
 
 def layout_plot(
