@@ -25,23 +25,38 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import streamlit as st
 
 from trajemb.bundle import MANIFEST, Bundle
 from trajemb.bundle import manifest_stamp as disk_stamp
+from trajemb.completion import lock_is_held, read_progress
 from trajemb.errors import DataError
-from trajemb.explore import cluster_labels, cluster_medoids, grid_representatives, label_mask
+from trajemb.explore import (
+    Extent,
+    cluster_labels,
+    cluster_medoids,
+    id_columns,
+    label_mask,
+    layout_extent,
+    path_sketches,
+    pickable_rows,
+    rows_in_view,
+    snap_view,
+)
+from trajemb.explore import sorted_rows as explore_sorted_rows
 from trajemb.viz import label_colors, projection_raster
 
 BUNDLE_ENV = "TRAJEMB_BUNDLE"
 ROOTS_ENV = "TRAJEMB_BUNDLE_ROOTS"
 CACHE_ENV = "TRAJEMB_CACHE"
 REPO = Path(__file__).resolve().parents[1]
-#: Up to this many points the 2-D layout is drawn point by point; above, as an image plus a grid of
-#: pickable points, so that a click sends kilobytes whatever the corpus size.
-VECTOR_MAX_POINTS = 30_000
+#: Up to this many windows in view the 2-D layout draws each as a pickable point; above, an image of
+#: them all plus one pickable point per cell of an 80 x 80 grid over the view, so that a click sends
+#: kilobytes whatever the corpus size. Zooming in redraws the view until every window is pickable.
+LAYOUT_POINTS_MAX = 10_000
 PICKER_CELLS = 80
 
 log = logging.getLogger(__name__)
@@ -172,10 +187,11 @@ def _build_default_bundle(cache: Path) -> str:
 
 @dataclass
 class Completion:
-    """A background ``trajemb complete`` run: its exit code (None while it runs) and its log."""
+    """A background ``trajemb complete`` run: its process id and exit code (None while it runs), its log."""
 
     log_path: Path
     started: float
+    pid: int | None = None
     returncode: int | None = None
 
 
@@ -190,7 +206,7 @@ def complete_in_background(path: str) -> None:
     *thread* that started the child ends, so it must not be a script run's thread.
     """
     with _default_lock:
-        if path in _completions or bundle_is_complete(path):
+        if path in _completions or bundle_is_complete(path, robustness=True):
             return
         logs = cache_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -202,32 +218,64 @@ def complete_in_background(path: str) -> None:
 def _run_completion(path: str, job: Completion) -> None:
     cmd = [sys.executable, "-m", "trajemb", "complete", "--bundle", path, "--parent-pid", str(os.getpid())]
     with open(job.log_path, "wb") as fh:
-        job.returncode = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+        job.pid = proc.pid
+        job.returncode = proc.wait()
 
 
-def bundle_is_complete(path: str) -> bool:
+def bundle_is_complete(path: str, robustness: bool = False) -> bool:
+    """Whether every model has its 2-D layout and evaluation (and, with ``robustness``, whether nothing
+    is left to add at all: the robustness curves the bundle's config asks for included)."""
     try:
         manifest = Bundle(Path(path)).manifest
     except DataError:
         return False
-    return all(m.get("projection") and m.get("evaluated") for m in manifest["models"].values())
+    if not all(m.get("projection") and m.get("evaluated") for m in manifest["models"].values()):
+        return False
+    if not robustness:
+        return True
+    from trajemb.bundle_build import missing_robustness
+
+    try:
+        return not missing_robustness(Path(path))
+    except DataError:
+        return True
 
 
-def completion_status(path: str) -> str | None:
-    """None when nothing runs or ran; else a one-line status of the background completion."""
+@dataclass(frozen=True)
+class CompletionStatus:
+    """What a person is told about the completion of a bundle: ``state`` is "running" (this
+    explorer's own), "waiting" (for another process, whose progress ``text`` shows) or "failed"."""
+
+    state: str
+    text: str
+
+
+def completion_status(path: str) -> CompletionStatus | None:
+    """None when nothing completes the bundle; else what is happening, with the time left."""
     job = _completions.get(path)
-    if job is None or (job.returncode is not None and bundle_is_complete(path)):
-        return None
-    lines = (
-        [ln for ln in job.log_path.read_text(errors="replace").splitlines() if ln.strip()]
-        if job.log_path.exists()
-        else []
-    )
-    if job.returncode is None:
-        last = lines[-1].split(": ", 1)[-1] if lines else "starting"
-        return f"running for {time.time() - job.started:.0f} s: {last}"
-    if job.returncode != 0:
-        return f"failed ({lines[-1] if lines else f'exit status {job.returncode}'}); log: {job.log_path}"
+    now = time.time()
+    if job is not None and job.returncode not in (None, 0):
+        lines = [ln for ln in job.log_path.read_text(errors="replace").splitlines() if ln.strip()]
+        last = lines[-1] if lines else f"exit status {job.returncode}"
+        return CompletionStatus("failed", f"failed ({last}); log: {job.log_path}")
+    ours = job is not None and job.returncode is None
+    progress = read_progress(Path(path))
+    if progress is not None:
+        if ours and job is not None and progress.pid == job.pid:
+            return CompletionStatus("running", progress.summary(now))
+        return CompletionStatus(
+            "waiting",
+            f"waiting for another process (pid {progress.pid}) that is completing this bundle: "
+            + progress.summary(now),
+        )
+    if ours and job is not None:
+        if lock_is_held(Path(path)):
+            return CompletionStatus(
+                "waiting",
+                f"waiting for another process that holds this bundle's lock ({now - job.started:.0f} s)",
+            )
+        return CompletionStatus("running", f"starting ({now - job.started:.0f} s)")
     return None
 
 
@@ -286,6 +334,18 @@ def filter_mask(
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
+def sorted_rows(
+    path: str,
+    stamp: tuple[int, ...],
+    filters: tuple[tuple[str, tuple[str, ...]], ...],
+    column: str,
+    descending: bool,
+) -> np.ndarray:
+    """Rows passing the table filters, sorted by ``column``."""
+    return explore_sorted_rows(_open(path, stamp), filter_mask(path, stamp, filters), column, descending)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
 def label_values(path: str, stamp: tuple[int, ...], name: str) -> tuple[np.ndarray, list[str]]:
     """Codes and sorted category names of a label column (codes follow the sorted order; speed bins in
     the order of their speeds, not alphabetically)."""
@@ -310,14 +370,20 @@ def clusters(path: str, stamp: tuple[int, ...], model: str, k: int) -> tuple[np.
 
 @dataclass(frozen=True)
 class LayoutView:
-    """What the 2-D layout plot needs: the rows drawn as points, and an image of all rows if large."""
+    """What the 2-D layout plot needs at one zoom: the rows drawn as pickable points (every window in
+    view when few enough are, else one per grid cell), images of every window where not all are
+    drawn (the whole layout's, and the view's drawn finer on top), and the hover cards of the drawn
+    points (``companion.layout_companion``)."""
 
     rows: np.ndarray
-    png: bytes | None
-    extent: tuple[float, float, float, float]
+    images: tuple[tuple[bytes, Extent], ...]
+    full: Extent
+    view: Extent | None
+    in_view: int
+    cards: dict[str, Any]
 
 
-@st.cache_resource(show_spinner="Drawing the 2-D layout…", max_entries=24)
+@st.cache_resource(show_spinner="Drawing the 2-D layout…", max_entries=48)
 def layout_view(
     path: str,
     stamp: tuple[int, ...],
@@ -325,21 +391,65 @@ def layout_view(
     color_by: str,
     filters: tuple[tuple[str, tuple[str, ...]], ...],
     cluster_k: int,
+    view: Extent | None = None,
 ) -> LayoutView:
     bundle = _open(path, stamp)
     xy = bundle.projection(model)
     if xy is None:
         raise DataError(f"model {model} has no 2-D layout yet")
+    full = layout_extent(xy)
+    view = snap_view(view, full)
     mask = filter_mask(path, stamp, filters)
-    lo, hi = xy.min(axis=0), xy.max(axis=0)
-    pad = 0.02 * np.maximum(hi - lo, 1e-6)
-    extent = (float(lo[0] - pad[0]), float(hi[0] + pad[0]), float(lo[1] - pad[1]), float(hi[1] + pad[1]))
-    shown = np.flatnonzero(mask) if mask is not None else np.arange(len(xy))
-    if len(shown) <= VECTOR_MAX_POINTS:
-        return LayoutView(shown, None, extent)
+    inside = rows_in_view(xy, view or full, mask)
     codes, cats = layout_labels(path, stamp, model, color_by, cluster_k)
-    png = projection_raster(xy[shown], codes[shown], label_colors(color_by, cats), extent)
-    return LayoutView(grid_representatives(xy, PICKER_CELLS, mask=mask), png, extent)
+    colors = label_colors(color_by, cats)
+    images: tuple[tuple[bytes, Extent], ...] = ()
+    if len(inside) <= LAYOUT_POINTS_MAX:
+        rows = inside
+    else:
+        rows = pickable_rows(xy, view or full, mask, LAYOUT_POINTS_MAX, PICKER_CELLS)
+        images = (overview_image(path, stamp, model, color_by, filters, cluster_k),)
+        if view is not None:
+            images += ((projection_raster(xy[inside], codes[inside], colors, view), view),)
+    return LayoutView(rows, images, full, view, len(inside), hover_cards(bundle, rows, codes, cats, colors))
+
+
+@st.cache_resource(show_spinner=False, max_entries=24)
+def overview_image(
+    path: str,
+    stamp: tuple[int, ...],
+    model: str,
+    color_by: str,
+    filters: tuple[tuple[str, tuple[str, ...]], ...],
+    cluster_k: int,
+) -> tuple[bytes, Extent]:
+    """The whole layout as an image (every window passing the filters) and its extent."""
+    xy = _open(path, stamp).projection(model)
+    assert xy is not None
+    full = layout_extent(xy)
+    mask = filter_mask(path, stamp, filters)
+    shown = np.flatnonzero(mask) if mask is not None else np.arange(len(xy))
+    codes, cats = layout_labels(path, stamp, model, color_by, cluster_k)
+    return projection_raster(xy[shown], codes[shown], label_colors(color_by, cats), full), full
+
+
+def hover_cards(
+    bundle: Bundle, rows: np.ndarray, codes: np.ndarray, cats: list[str], colors: list[str]
+) -> dict[str, Any]:
+    """Per drawn point: a short id (scenario, track, start), its label, and a small drawing of its
+    trajectory (``explore.path_sketches``), for the hover card."""
+    ids = id_columns(bundle, rows)
+    paths, sides = path_sketches(bundle.xy.rows(rows)) if len(rows) else ([], [])
+    return {
+        "rows": rows.tolist(),
+        "ids": [
+            f"{s}/{t}/{st_}" for s, t, st_ in zip(ids["scenario"], ids["track"], ids["start"], strict=True)
+        ],
+        "labels": [cats[c] for c in codes[rows]],
+        "colors": [colors[c] for c in codes[rows]],
+        "paths": paths,
+        "sides": sides,
+    }
 
 
 def layout_labels(

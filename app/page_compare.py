@@ -44,12 +44,11 @@ def page() -> None:
             m2.metric(f"minFDE@{len(result)}", f"{result.min_fde_m:.2f} m")
             direction = bundle.strings("direction", result.rows.tolist())
             labels = [
-                f"#{i + 1}{' ★' if r in shared else ''} {d}"
+                f"#{i + 1}{' ★' if r in shared else ''}" + (f" {d}" if len(result) <= 6 else "")
                 for i, (r, d) in enumerate(zip(result.rows.tolist(), direction, strict=True))
             ]
             ui.overlay(bundle, result, f"cmp-{side}-overlay", labels, height=380)
-            frame = ui.neighbor_frame(bundle, result, shared).drop(columns=["speed (m/s)"])
-            ui.neighbor_table(result, frame, f"cmp-{side}-table")
+            ui.neighbor_table(bundle, result, f"cmp-{side}-table", shared)
 
 
 ui.run_page(page)

@@ -11,6 +11,7 @@ import streamlit as st
 from trajemb.report import (
     HARD_NOTE,
     TABLE_BASELINES,
+    best_rows,
     class_query_counts,
     mean_rank_frame,
     per_class_frame,
@@ -18,9 +19,11 @@ from trajemb.report import (
     report_number,
     robustness_curves,
     robustness_frame,
+    robustness_kinds,
 )
 from trajemb.viz import curves_figure, grouped_bar_figure, metric_vs_dim_figure
 
+import cache
 import ui
 
 #: Column -> (better when, one-sentence definition).
@@ -55,9 +58,10 @@ METRICS: dict[str, tuple[str, str]] = {
     "encode_ms_per_window": ("lower", "Milliseconds to embed one window when the bundle was built."),
     "search_ms_per_query": ("lower", "Milliseconds per query of the evaluation's exact search."),
 }
-REFERENCES = ("oracle_raw", "random")
 SPEED = ("recall@10 vs exact", "encode_ms_per_window", "search_ms_per_query")
 MAIN = ("minADE@1", "minADE@5", "minADE@10", "minFDE@5")
+DISTANCES = ("minADE@1", "minADE@5", "minADE@10", "minFDE@1", "minFDE@5", "minFDE@10")
+LABEL_SCORES = ("precision@10", "mirror_confusion@10", "silhouette_direction")
 
 
 #: Per-class and robustness scores: key -> (better when, one-sentence definition).
@@ -85,31 +89,50 @@ PERTURBATIONS: dict[str, str] = {
     "drop": "share of steps dropped",
     "offset_s": "query offset (s)",
 }
+#: Every perturbation of the robustness table, as the page names it.
+PERTURBATION_NAMES: dict[str, str] = {
+    **PERTURBATIONS,
+    "noise_m+drop": "noise sigma (m) + share dropped",
+    "short_query_s": "query length (s)",
+}
 
 
-def _best_style(frame: pd.DataFrame, better: dict[str, str] | None = None) -> pd.DataFrame:
-    """Bold, tinted cell at the best value of each column among models and baselines (not the
-    references). ``better``: column -> "lower"/"higher" (default: ``METRICS``'; others unmarked)."""
+BEST = "font-weight: bold; background-color: #cde7f7"
+
+
+def _best_style(frame: pd.DataFrame, better: dict[str, str], digits: int) -> pd.DataFrame:
+    """Bold, tinted cells at the best value of each column among models and baselines (not the
+    references), every tie at the digits shown included. ``better``: column -> "lower"/"higher"."""
     styles = pd.DataFrame("", index=frame.index, columns=frame.columns)
-    candidates = [i for i in frame.index if i not in REFERENCES]
     for col in frame.columns:
-        rule = better.get(col) if better is not None else (METRICS[col][0] if col in METRICS else None)
-        if rule is None or not candidates:
-            continue
-        values = frame.loc[candidates, col].astype(float).dropna()
-        if values.empty:
-            continue
-        best = values.idxmin() if rule == "lower" else values.idxmax()
-        styles.loc[best, col] = "font-weight: bold; background-color: #cde7f7"
+        if col in better:
+            styles.loc[best_rows(frame[col], better[col], digits), col] = BEST
     return styles
 
 
-def _table(frame: pd.DataFrame, key: str, better: dict[str, str], digits: int = 3) -> None:
-    """A score table with every row visible and the best value per column marked (``better``: column ->
-    "lower"/"higher")."""
-    config = {c: st.column_config.NumberColumn(str(c), format=f"%.{digits}f") for c in frame.columns}
-    styled = frame.style.apply(_best_style, axis=None, better=better)
-    st.dataframe(styled, width="stretch", key=key, column_config=config, height=36 * (len(frame) + 1) + 3)
+def _table(
+    frame: pd.DataFrame,
+    key: str,
+    better: dict[str, str],
+    digits: int = 3,
+    formats: dict[str, str] | None = None,
+    help_text: dict[str, str] | None = None,
+) -> None:
+    """A score table with every row visible, the best value per column marked (``better``: column ->
+    "lower"/"higher"; ties all marked) and missing values as a dash."""
+    formats = {c: (formats or {}).get(c, f"{{:.{digits}f}}") for c in frame.columns}
+    styled = frame.style.format(formats, na_rep="\u2013").apply(
+        _best_style, axis=None, better=better, digits=digits
+    )
+    config = {c: st.column_config.Column(str(c), help=(help_text or {}).get(str(c))) for c in frame.columns}
+    st.dataframe(
+        styled,
+        width="stretch",
+        key=key,
+        column_config=config,
+        height=36 * (len(frame) + 1) + 3,
+        placeholder="\u2013",
+    )
 
 
 def _per_class_section(reports: dict[str, dict[str, Any]]) -> None:
@@ -161,9 +184,12 @@ def _mean_rank_section(reports: dict[str, dict[str, Any]]) -> None:
     )
 
 
-def _robustness_section(reports: dict[str, dict[str, Any]], encoder_missing: str) -> None:
+def _robustness_section(reports: dict[str, dict[str, Any]], encoder_missing: str, pending: bool) -> None:
     st.subheader("Robustness")
     frame_all = robustness_frame(reports)
+    if frame_all.empty and pending:
+        st.caption("The robustness curves are being computed in the background (progress below).")
+        return
     if frame_all.empty:
         st.caption(
             "This bundle has no robustness curves. Build it with `trajemb bundle --robustness` (minutes on a "
@@ -187,7 +213,18 @@ def _robustness_section(reports: dict[str, dict[str, Any]], encoder_missing: str
     better, text = ROBUSTNESS_METRICS[metric]
     st.caption(ui.md(f"{text} {better.capitalize()} is better."))
     frame = robustness_frame(reports, metric)
-    _table(frame, "eval-robust-table", dict.fromkeys(frame.columns, better))
+    present = robustness_kinds(reports)
+    kind_names = {PERTURBATION_NAMES.get(k, k): k for k in present}
+    shown = st.segmented_control(
+        "Perturbation", list(kind_names), default=next(iter(kind_names)), key="eval-robust-kind"
+    )
+    chosen = kind_names.get(str(shown), present[0])
+    # One perturbation at a time: all of them side by side needed scrolling to the last column.
+    levels = [c for c in frame.columns if c.split(" ", 1)[0] == chosen]
+    table = frame[(["clean"] if "clean" in frame.columns and chosen != "offset_s" else []) + levels]
+    table = table.rename(columns={c: c.split(" ", 1)[1] for c in levels})
+    st.caption(ui.md(f"Columns: {PERTURBATION_NAMES.get(chosen, chosen)}, clean windows first."))
+    _table(table, "eval-robust-table", dict.fromkeys(table.columns, better))
     kinds = [k for k in PERTURBATIONS if robustness_curves(reports, k, metric)]
     for column, kind in zip(st.columns(max(1, len(kinds))), kinds, strict=False):
         with column:
@@ -234,36 +271,44 @@ def page() -> None:
         rows[name] = {"D": r.get("dim"), **{m: r.get(m) for m in quality}}
         index = r.get("index") if isinstance(r.get("index"), dict) else None
         if index is not None:
-            kind = str(index.get("kind")) + (
-                f", nprobe {index.get('nprobe')}" if index.get("kind") == "ivf" else ""
+            kind = index.get("kind")
+            nprobe = (
+                f", nprobe {index.get('nprobe')}" if kind == "ivf" and index.get("nprobe") is not None else ""
             )
             speed_rows[name] = {
-                "index": kind,
+                "index": f"{kind}{nprobe}" if isinstance(kind, str) else "\u2013",
                 "recall@10 vs exact": index.get("recall_at_10"),
                 **{m: r.get(m) for m in ("encode_ms_per_window", "search_ms_per_query")},
             }
     frame = pd.DataFrame(rows).T.apply(pd.to_numeric, errors="coerce")
-    config = {c: st.column_config.NumberColumn(c, format="%.3f", width=88) for c in quality}
-    config["D"] = st.column_config.NumberColumn("D", format="%d", width=45)
-    st.dataframe(
-        frame.style.apply(_best_style, axis=None),
-        width="stretch",
-        key="eval-table",
-        column_config=config,
-        height=36 * (len(frame) + 1) + 3,
-    )
+    definitions = {
+        name: f"{text} {better.capitalize()} is better." for name, (better, text) in METRICS.items()
+    }
+    definitions["D"] = "Embedding dimension (for the oracle: the raw window's 2 T numbers; random: none)"
+    for title, columns in (
+        ("Distances to the query (m)", DISTANCES),
+        ("Labels of the neighbours", LABEL_SCORES),
+    ):
+        st.markdown(f"**{title}**")
+        _table(
+            frame[["D", *columns]],
+            f"eval-table-{columns[0]}",
+            {c: METRICS[c][0] for c in columns},
+            formats={"D": "{:.0f}"},
+            help_text=definitions,
+        )
     if speed_rows:
         st.caption(
             "Search index and speed of each model (recall of the index the explorer searches, against exact)."
         )
         speed = pd.DataFrame(speed_rows).T
-        st.dataframe(
-            speed,
-            width="stretch",
-            key="speed-table",
-            column_config={
-                c: st.column_config.NumberColumn(c, format="%.3f") for c in ("recall@10 vs exact", *SPEED[1:])
-            },
+        numbers = speed.drop(columns=["index"]).apply(pd.to_numeric, errors="coerce")
+        _table(
+            pd.concat([speed[["index"]], numbers], axis=1),
+            "speed-table",
+            {c: METRICS[c][0] for c in numbers.columns},
+            formats={"index": "{}"},
+            help_text=definitions,
         )
     chart_methods = {name: {m: report_number(r.get(m)) for m in MAIN} for name, r in reports.items()}
     for ref in ("oracle_raw", "random"):
@@ -305,7 +350,8 @@ def page() -> None:
     _mean_rank_section(ranked)
     evaluation = bundle.manifest.get("evaluation")
     encoder_missing = evaluation.get("encoder_missing") if isinstance(evaluation, dict) else None
-    _robustness_section(ranked, str(encoder_missing))
+    pending = cache.completion_status(str(bundle.root)) is not None
+    _robustness_section(ranked, str(encoder_missing), pending)
     st.subheader("What the columns mean")
     st.markdown(
         "\n".join(f"* **{name}** ({better} is better): {text}" for name, (better, text) in METRICS.items())

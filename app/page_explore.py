@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
 from trajemb.bundle import Bundle
-from trajemb.explore import search_row
-from trajemb.viz import projection_figure
+from trajemb.explore import SORT_COLUMNS, page_of, search_row
 
 import cache
 import state
 import ui
 
 PICK_MODES = ("Filter and pick", "By id", "On the 2-D layout")
-TABLE_ROWS = 500
+PAGE_ROWS = 200
 
 
 def _pick_by_id(bundle: Bundle) -> None:
@@ -28,37 +26,30 @@ def _pick_by_id(bundle: Bundle) -> None:
 
 
 def filter_and_pick(bundle: Bundle) -> None:
+    """Every window passing the filters, sorted as asked, a page at a time; a row picks the query."""
     path, stamp = cache.stamp_of(bundle)
-    cols = st.columns(len(state.FILTERS))
-    for col, name in zip(cols, state.FILTERS, strict=True):
-        options = cache.label_values(path, stamp, name)[1]
-        key = f"filter-{name}"
-        if key in st.session_state:
-            st.session_state[key] = [v for v in st.session_state[key] if v in options]
-        col.multiselect(name.replace("_", " "), options, key=key)
+    ui.label_filters(bundle)
     mask = cache.filter_mask(path, stamp, ui.current_filters())
-    rows = (
-        np.flatnonzero(mask)[:TABLE_ROWS]
-        if mask is not None
-        else np.arange(min(TABLE_ROWS, bundle.num_windows))
-    )
     matching = int(mask.sum()) if mask is not None else bundle.num_windows
-    st.caption(
-        f"{matching:,} matching windows (the first {len(rows)} listed); select a row to make it the query. "
-        "The filters also narrow Random and the 2-D layout."
+    sorts = [label for label, column in SORT_COLUMNS.items() if column in bundle.column_names]
+    if state.get("pick-sort") not in sorts:
+        state.put("pick-sort", sorts[0])
+    pages = max(1, -(-matching // PAGE_ROWS))
+    state.put("pick-page", min(max(1, int(state.get("pick-page"))), pages))
+    c1, c2, c3, c4 = st.columns([2, 1, 1, 3], vertical_alignment="bottom")
+    sort = c1.selectbox("Sort by", sorts, **state.bind("pick-sort"))
+    descending = c2.toggle("Descending", **state.bind("pick-descending"))
+    page = c3.number_input("Page", 1, pages, step=1, **state.bind("pick-page"))
+    order = cache.sorted_rows(path, stamp, ui.current_filters(), SORT_COLUMNS[sort], descending)
+    rows = page_of(order, int(page) - 1, PAGE_ROWS).tolist()
+    first = (int(page) - 1) * PAGE_ROWS
+    c4.caption(
+        f"{matching:,} matching windows; rows {first + 1:,} to {first + len(rows):,} of {matching:,} shown. "
+        "Select a row to make it the query. The filters also narrow Random and the 2-D layouts."
     )
-    frame = bundle.frame(["window_id", "direction", "object_type", "speed_bin", "city", "source"], rows)
-    key = state.table_key("pick-table")
-    row_list = rows.tolist()
-    st.dataframe(
-        frame,
-        hide_index=True,
-        on_select=lambda: ui._pick_from_table(key, row_list, "pick-table"),
-        selection_mode="single-row",
-        key=key,
-        height=230,
-        width="stretch",
-    )
+    columns = ui.label_table_columns(bundle, rows, state.FILTERS)
+    columns["speed (m/s)"] = bundle.numbers("mean_speed_mps")[rows].tolist() if rows else []
+    ui.results_table(bundle, rows, columns, state.table_key("pick-table"), 230, "pick-table")
 
 
 def by_id(bundle: Bundle) -> None:
@@ -71,30 +62,24 @@ def by_id(bundle: Bundle) -> None:
 
 
 def on_layout(bundle: Bundle, model: str, row: int, neighbor_rows: list[int]) -> None:
-    path, stamp = cache.stamp_of(bundle)
-    xy = bundle.projection(model)
-    if xy is None:
+    if bundle.projection(model) is None:
         ui.completion_notice(bundle)
         return
-    view = cache.layout_view(path, stamp, model, "direction", ui.current_filters(), 8)
-    codes, cats = cache.label_values(path, stamp, "direction")
-    raster = (cache.image_url(view.png, f"{model}.direction"), view.extent) if view.png is not None else None
-    fig = projection_figure(xy, codes, cats, "direction", view.rows, raster, row, neighbor_rows, height=430)
     key = "layout-pick"  # a stable key: the chart updates in place instead of a new WebGL context per click
-    st.caption(
-        "Click a point to make it the query; the query is the black cross, its neighbours are ringed."
-        + (
-            " Large corpus: the image shows every window, the faint dots are the pickable ones."
-            if raster
-            else ""
-        )
+    placeholder = st.empty()
+    view = ui.layout_plot(
+        bundle, model, "direction", 8, key, row, neighbor_rows, lambda: ui.pick_from_plot(key), "points", 430
     )
-    st.plotly_chart(
-        fig,
-        key=key,
-        on_select=lambda: ui.pick_from_plot(key),
-        selection_mode="points",
-        config={"displaylogo": False, "scrollZoom": True},
+    every = len(view.rows) == view.in_view
+    placeholder.caption(
+        f"{view.in_view:,} windows in view; "
+        + (
+            "each is a point: "
+            if every
+            else f"{len(view.rows):,} of them are points (zoom in to reach every one): "
+        )
+        + "click one to make it the query. The query is the black cross, its neighbours are ringed. Scroll or "
+        "drag to zoom; double-click to see the whole layout."
     )
 
 
@@ -106,7 +91,10 @@ def page() -> None:
     model = ui.model_choice(bundle)
     ui.neighbor_controls(bundle)
     row = ui.query_bar(bundle)
-    mode = st.segmented_control("Choose a query", PICK_MODES, key="pick-mode", required=True) or PICK_MODES[0]
+    mode = (
+        st.segmented_control("Choose a query", PICK_MODES, required=True, **state.bind("pick-mode"))
+        or PICK_MODES[0]
+    )
     nb = ui.search_or_error(search_row, bundle, model, row, ui.neighbor_options(bundle, row))
     if mode == PICK_MODES[0]:
         filter_and_pick(bundle)

@@ -9,7 +9,7 @@ import streamlit as st
 from trajemb.errors import TrajembError
 from trajemb.explore import search_window
 from trajemb.labels import direction_class, mean_speed_mps, path_length_m
-from trajemb.query import decode_upload, parse_points, points_to_window
+from trajemb.query import decode_upload, parse_track, query_window
 
 import cache
 import state
@@ -20,22 +20,24 @@ MODES = ("Type points", "Upload a CSV")
 
 
 def page() -> None:
-    # A neighbour picked here (table, overlay, map) is a window of the bundle: show it on Explore.
-    if st.session_state.get("own-drawn-version") not in (None, st.session_state.get(state.VERSION)):
-        st.session_state.pop("own-drawn-version", None)
-        st.switch_page("page_explore.py")
     st.title("Your own query")
     bundle = ui.bundle_choice()
     if bundle is None:
         return
+    # A neighbour picked here (table, overlay, map) is a window of the bundle: show it on Explore.
+    if st.session_state.get("own-drawn-version") not in (None, st.session_state.get(state.VERSION)):
+        st.session_state.pop("own-drawn-version", None)
+        st.switch_page("page_explore.py", query_params=state.url_params(bundle))
     model = ui.model_choice(bundle)
     ui.neighbor_controls(bundle)
     T = bundle.num_steps
     st.caption(
-        f"Give exactly {T} points (10 Hz samples, {(T - 1) / 10:g} s) or a few control points of a path driven "
-        "at constant speed over that time, in metres in any frame: the query is moved to its own agent frame."
+        f"Points in metres in any frame (the query is moved to its own agent frame): {T} points are 10 Hz "
+        f"samples ({(T - 1) / 10:g} s); a column t (seconds) gives their times; otherwise give the duration "
+        "of the drive below, or the points are taken as a path driven at constant speed in "
+        f"{(T - 1) / 10:g} s. A longer drive gives its first {(T - 1) / 10:g} s."
     )
-    mode = st.segmented_control("Input", MODES, key="query-mode", required=True) or MODES[0]
+    mode = st.segmented_control("Input", MODES, required=True, **state.bind("query-mode")) or MODES[0]
     if mode == MODES[1]:
         upload = st.file_uploader("CSV with x and y columns (metres)", type=["csv", "txt"], key="upload")
         if upload is not None:
@@ -55,23 +57,36 @@ def page() -> None:
             )
         source, origin = kept[1], f"file {kept[0]}"
     else:
-        if "points" not in st.session_state:
-            st.session_state["points"] = EXAMPLE
-        source, origin = st.text_area("Points, one 'x, y' per line", height=150, key="points"), "typed points"
+        if state.get("points") is None:
+            state.put("points", EXAMPLE)
+        source = st.text_area("Points, one 'x, y' per line", height=150, **state.bind("points"))
+        origin = "typed points"
     types = cache.label_values(*cache.stamp_of(bundle), "object_type")[1]
-    query_type = st.selectbox(
+    if state.get("query-type") not in types:
+        state.put("query-type", "vehicle" if "vehicle" in types else types[0])
+    c1, c2 = st.columns(2)
+    query_type = c1.selectbox(
         "The query is a",
         types,
-        index=types.index("vehicle") if "vehicle" in types else 0,
-        key="query-type",
         help="Used when neighbours must have the query's object type",
+        **state.bind("query-type"),
+    )
+    duration = c2.number_input(
+        "Duration of the drive (s; 0: not given)",
+        min_value=0.0,
+        max_value=3600.0,
+        step=0.5,
+        help="How long the road user took along these points (ignored when the points have a t column)",
+        **state.bind("duration-s"),
     )
     try:
-        points = parse_points(source)
-        window = points_to_window(points, T)
+        points, times = parse_track(source)
+        made = query_window(points, T, times, float(duration) or None)
     except TrajembError as exc:
         st.error(f"Cannot use these points: {ui.md(str(exc))}")
         return
+    window = made.xy_agent
+    st.caption(made.how + ".")  # our own words and numbers, no text from the input
     label = direction_class(window[None].astype(np.float64))[0][0]
     st.dataframe(
         pd.DataFrame(
@@ -80,7 +95,7 @@ def page() -> None:
                     "input": origin,
                     "points": len(points),
                     "length (m)": round(float(path_length_m(window[None])[0]), 1),
-                    "duration (s)": (T - 1) / 10,
+                    "window (s)": (T - 1) / 10,
                     "mean speed (m/s)": round(float(mean_speed_mps(window[None])[0]), 1),
                     "direction": str(label),
                 }

@@ -8,16 +8,22 @@ import pandas as pd
 import streamlit as st
 
 from trajemb.bundle import Bundle
-from trajemb.explore import rows_in_box, rows_in_lasso
-from trajemb.viz import gallery_figure, projection_figure
+from trajemb.explore import LABELS, cluster_summaries, rows_in_box, rows_in_lasso
+from trajemb.viz import gallery_figure, rank_colors
 
 import cache
 import state
 import ui
 
-COLOR_BY = ("direction", "object_type", "speed_bin", "source", "city", "category", "k-means cluster")
+COLOR_BY = (*LABELS, "category", "k-means cluster")
 SELECTION = "space_selection"
+CLEARED = "_space-cleared"
 GALLERY_SIZE = 30
+
+
+def _clear_selection() -> None:
+    st.session_state[SELECTION] = None
+    st.session_state[CLEARED] = st.session_state.get(CLEARED, 0) + 1
 
 
 def _select(bundle: Bundle, model: str, key: str) -> None:
@@ -51,50 +57,57 @@ def page() -> None:
     if bundle is None:
         return
     model = ui.model_choice(bundle)
-    row = state.ensure_query(bundle, ui.default_query(bundle))
+    row = ui.query_bar(bundle, neighbours_link=True)
     path, stamp = cache.stamp_of(bundle)
     xy = bundle.projection(model)
     if xy is None:
         ui.completion_notice(bundle)
         return
+    ui.label_filters(bundle)
+    colors = [c for c in COLOR_BY if c in bundle.column_names or c == "k-means cluster"]
+    if state.get("color-by") not in colors:
+        state.put("color-by", colors[0])
     c1, c2 = st.columns([2, 1])
-    color_by = c1.selectbox("Colour by", COLOR_BY, key="color-by")
-    clusters = c2.slider("k-means clusters", 2, 20, key="clusters", disabled=color_by != "k-means cluster")
-    codes, cats = cache.layout_labels(path, stamp, model, color_by, clusters)
-    view = cache.layout_view(path, stamp, model, color_by, ui.current_filters(), clusters)
-    raster = (
-        (cache.image_url(view.png, f"{model}.{color_by}.{clusters}"), view.extent)
-        if view.png is not None
-        else None
+    color_by = c1.selectbox("Colour by", colors, **state.bind("color-by"))
+    clusters = c2.slider(
+        "k-means clusters", 2, 20, disabled=color_by != "k-means cluster", **state.bind("clusters")
     )
+    codes, cats = cache.layout_labels(path, stamp, model, color_by, clusters)
     mask = cache.filter_mask(path, stamp, ui.current_filters())
     active = "; ".join(
         f"{name.replace('_', ' ')}: {', '.join(picked)}" for name, picked in ui.current_filters() if picked
     )
     shown = f"{bundle.num_windows:,} windows"
     if mask is not None:
-        shown = f"{int(mask.sum()):,} of {shown} (filtered on the Explore page: {active})"
+        shown = f"{int(mask.sum()):,} of {shown} (filtered: {active})"
     method = (bundle.model_entry(model).get("projection") or {}).get("method", "UMAP")
     st.caption(
         ui.md(
             f"{shown}, {bundle.embedding_dim(model)}-D embeddings of {model} projected to 2-D ({method} UMAP)."
         )
         + " Draw a box or lasso (toolbar) to see the selected trajectories; the black cross is the query."
+        " Scroll to zoom (every window becomes a point once few enough are in view); hover a point to see it."
     )
-    fig = projection_figure(xy, codes, cats, color_by, view.rows, raster, row, (), dragmode="lasso")
-    key = "space-scatter"
-    st.plotly_chart(
-        fig,
-        key=key,
-        on_select=lambda: _select(bundle, model, key),
-        selection_mode=("box", "lasso"),
-        config={"displaylogo": False, "scrollZoom": True},
+    key = f"space-scatter-{st.session_state.get(CLEARED, 0)}"  # a new key drops the drawn selection
+    ui.layout_plot(
+        bundle,
+        model,
+        color_by,
+        clusters,
+        key,
+        row,
+        [],
+        lambda: _select(bundle, model, key),
+        ("box", "lasso"),
+        560,
+        dragmode="lasso",
     )
     ui.labels_help()
     selection = st.session_state.get(SELECTION)
     if selection is not None and selection[0] == str(bundle.root) and selection[1] == model:
         show_selection(bundle, selection[2], codes, cats, color_by)
-    if st.toggle("Show the cluster prototypes (k-means medoids)", key="show-prototypes"):
+        st.button("Clear the selection", key="clear-selection", on_click=_clear_selection)
+    if st.toggle("Show the cluster prototypes (k-means medoids)", **state.bind("show-prototypes")):
         prototypes(bundle, model, clusters)
 
 
@@ -127,44 +140,65 @@ def show_selection(
         selection_mode="points",
         config={"displaylogo": False},
     )
-    first = rows[:500]
-    frame = bundle.frame(["window_id", "direction", "object_type", "speed_bin", "city"], first)
-    tkey = state.widget_key("selection-table")
-    row_list = first.tolist()
-    st.dataframe(
-        frame,
-        hide_index=True,
-        width="stretch",
-        key=tkey,
-        selection_mode="single-row",
-        height=220,
-        on_select=lambda: ui._pick_from_table(tkey, row_list),
+    first = rows[:500].tolist()
+    st.caption(f"The first {len(first):,} of the selected windows; select a row to make it the query.")
+    labels = ("direction", "true_manoeuvre", "object_type", "speed_bin", "city")
+    ui.results_table(
+        bundle,
+        first,
+        ui.label_table_columns(bundle, first, labels),
+        state.table_key("selection-table"),
+        220,
+        "selection-table",
     )
 
 
 def prototypes(bundle: Bundle, model: str, clusters: int) -> None:
+    """Each k-means cluster named by its dominant manoeuvre and speed, with its size and class mix, and
+    its prototype (the window nearest its mean embedding) on its own map; a click picks the query."""
     path, stamp = cache.stamp_of(bundle)
     labels, medoids = cache.clusters(path, stamp, model, clusters)
-    rows = [medoids[c] for c in sorted(medoids)]
-    sizes = np.bincount(labels, minlength=len(medoids))
-    direction = bundle.strings("direction", rows)
-    names = [f"cluster {c} ({sizes[c]:,}): {direction[i]}" for i, c in enumerate(sorted(medoids))]
-    fig = gallery_figure(
-        list(bundle.xy.rows(rows)),
-        names,
-        names,
-        "cluster",
-        rows,
-        "Medoid trajectory of each k-means cluster (agent frame); click one to make it the query",
+    label = "true_manoeuvre" if "true_manoeuvre" in bundle.column_names else "direction"
+    codes, names = cache.label_values(path, stamp, label)
+    summaries = cluster_summaries(labels, medoids, codes, names, bundle.numbers("mean_speed_mps"))
+    if label == "true_manoeuvre" and all(s.mix[0][0] == "unknown" for s in summaries):
+        label = "direction"  # real data: no ground truth
+        codes, names = cache.label_values(path, stamp, label)
+        summaries = cluster_summaries(labels, medoids, codes, names, bundle.numbers("mean_speed_mps"))
+    st.caption(
+        ui.md(
+            f"{clusters} k-means clusters of the {model} embeddings, largest first, named by their most "
+            f"frequent {label.replace('_', ' ')} and their median speed. Each prototype is the window "
+            "nearest its cluster's mean embedding; click one on its map to make it the query."
+        )
     )
-    key = "prototypes"
-    st.plotly_chart(
-        fig,
-        key=key,
-        on_select=lambda: ui.pick_from_plot(key),
-        selection_mode="points",
-        config={"displaylogo": False},
+    st.dataframe(
+        pd.DataFrame(
+            {
+                "cluster": [s.cluster for s in summaries],
+                "name": [s.name for s in summaries],
+                "windows": [s.size for s in summaries],
+                "median speed (m/s)": [round(s.speed_mps, 1) for s in summaries],
+                "mix": [
+                    ", ".join(f"{c} {share:.0%}" for c, share in s.mix[:4] if share >= 0.005)
+                    for s in summaries
+                ],
+            }
+        ),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "mix": st.column_config.TextColumn(
+                "mix", width="large", help="Share of each class in the cluster"
+            )
+        },
     )
+    rows = [s.medoid for s in summaries]
+    colors = rank_colors(len(summaries))  # legible on the maps
+    panels = ui.map_panels(
+        bundle, rows, [f"cluster {s.cluster}: {s.name}" for s in summaries], colors, [True] * len(rows)
+    )
+    ui.draw_maps(panels, "prototypes")
 
 
 ui.run_page(page)

@@ -1,27 +1,43 @@
-"""The explorer's state: one query, its history, and the view settings, mirrored in the URL.
+"""The explorer's state: one query, its history, and the settings, mirrored in the URL.
 
 Every way of choosing a query (a table row, Random, an id, a click on the 2-D layout, a neighbour in
 the table, the overlay or a map, an item of a selection gallery, the user's own query) goes through
 ``set_query``, called from the widget's callback, so it changes the query exactly once; nothing else
 changes it. Widgets whose selection would otherwise linger are keyed by ``widget_key`` and get a fresh
-key whenever the query changes. The bundle, model, k, neighbour filters, table filters and the query
-live in ``st.query_params``, so a view can be reloaded or sent to a colleague; ``back`` returns to the
-previous query.
+key whenever the query changes.
+
+**Settings live in one plain session-state dict, never in widget state.** Streamlit drops the value of
+a widget that a run does not draw; a run of a fragment (the background completion's status, every few
+seconds) moves every session value onto the widget it belongs to and then drops those of widgets the
+page does not draw (the model, k, filters and own-query inputs, drawn on other pages), whatever was
+written back at the start of full runs. So a widget only shows a setting: ``bind`` sets the widget's
+value from the setting before it is drawn and copies it back when the person changes it.
+
+**The URL**: the bundle, model, k, neighbour filters, table filters and the query (``url_params``) are
+written into it after every run (only what differs from the defaults; the browser adds one history
+entry per change), and read from it on the session's first run and whenever the browser's Back or
+Forward brought back an earlier address (``history_navigation``): then the page, settings and query of
+that address are restored, and going back to the previous query counts as the in-app Back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
 
 from trajemb.bundle import Bundle
 from trajemb.errors import TrajembError
+from trajemb.explore import LABELS
 
 QUERY = "query_row"
 HISTORY = "query_history"
 VERSION = "query_version"
 NOTICE = "query_notice"
+SETTINGS = "_settings"
+DEFAULT_ROW = "_default_row"
 BUNDLE = "bundle"
 MODEL = "model"
 K = "k"
@@ -29,115 +45,173 @@ TYPES = "neighbor_types"
 ONE_PER_TRACK = "one_per_track"
 EXCLUDE_SCENARIO = "exclude_scenario"
 EXCLUDE_TRACK = "exclude_track"
-FILTERS = ("direction", "object_type", "city", "speed_bin", "source")
+FILTERS = LABELS  # the label columns a person filters by (those a bundle has are shown)
 SAME_TYPE = "same as the query"
 ANY_TYPE = "any type"
 MAX_HISTORY = 50
+MAX_K = 20
 
-#: URL parameter -> session key, for the plain settings.
-_URL_KEYS = {
-    "bundle": BUNDLE,
-    "model": MODEL,
-    "k": K,
-    "types": TYPES,
-    "one": ONE_PER_TRACK,
-    "scen": EXCLUDE_SCENARIO,
-    "track": EXCLUDE_TRACK,
-    "a": "model-a",
-    "b": "model-b",
+
+@dataclass(frozen=True)
+class Setting:
+    """A setting: its default, and its URL parameter (None: not in the URL)."""
+
+    default: Any
+    url: str | None = None
+    kind: str = "str"  # "str", "int", "bool" or "list"
+
+
+SPECS: dict[str, Setting] = {
+    BUNDLE: Setting("", "bundle"),
+    MODEL: Setting(None, "model"),
+    K: Setting(6, "k", "int"),
+    TYPES: Setting(SAME_TYPE, "types"),
+    ONE_PER_TRACK: Setting(True, "one", "bool"),
+    EXCLUDE_SCENARIO: Setting(False, "scen", "bool"),
+    EXCLUDE_TRACK: Setting(True, "track", "bool"),
+    "model-a": Setting(None, "a"),
+    "model-b": Setting(None, "b"),
+    **{f"filter-{name}": Setting((), name, "list") for name in FILTERS},
+    "pick-mode": Setting("Filter and pick"),
+    "pick-sort": Setting("window id"),
+    "pick-descending": Setting(False, kind="bool"),
+    "pick-page": Setting(1, kind="int"),
+    "query-mode": Setting("Type points"),
+    "query-type": Setting(None),
+    "points": Setting(None),
+    "duration-s": Setting(0.0),
+    "clusters": Setting(8, kind="int"),
+    "color-by": Setting("direction"),
+    "show-prototypes": Setting(False, kind="bool"),
+    "playback": Setting(False, kind="bool"),
+    "playback-s": Setting(0.0),
+    "large-map": Setting("none"),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-_BOOLS = {ONE_PER_TRACK, EXCLUDE_SCENARIO, EXCLUDE_TRACK}
-_DEFAULTS: dict[str, Any] = {
-    K: 6,
-    TYPES: SAME_TYPE,
-    ONE_PER_TRACK: True,
-    EXCLUDE_SCENARIO: False,
-    EXCLUDE_TRACK: True,
-    "pick-mode": "Filter and pick",
-    "query-mode": "Type points",
-    "clusters": 8,
-    "color-by": "direction",
-    "show-prototypes": False,
-}
 
 
-#: Widget keys whose values must outlive the pages that do not draw them.
-PERSISTENT = (
-    BUNDLE,
-    MODEL,
-    K,
-    TYPES,
-    ONE_PER_TRACK,
-    EXCLUDE_SCENARIO,
-    EXCLUDE_TRACK,
-    "model-a",
-    "model-b",
-    "color-by",
-    "clusters",
-    "pick-mode",
-    "query-mode",
-    "show-prototypes",
-    "points",
-    "own-upload",
-    *(f"filter-{name}" for name in FILTERS),
-)
+def _settings() -> dict[str, Any]:
+    if SETTINGS not in st.session_state:
+        st.session_state[SETTINGS] = {name: spec.default for name, spec in SPECS.items()}
+    settings: dict[str, Any] = st.session_state[SETTINGS]
+    return settings
 
 
-def init_session() -> None:
-    """Read the URL into the session once per browser session; keep the settings alive on every run.
+def get(name: str) -> Any:
+    """The current value of setting ``name``."""
+    return _settings().get(name, SPECS[name].default)
 
-    Streamlit forgets a widget's value when a run does not draw the widget (a page without the k slider,
-    a run stopped by an error); writing each value back before any widget is drawn keeps it.
-    """
-    for key in PERSISTENT:
-        if key in st.session_state:
-            st.session_state[key] = st.session_state[key]
-        elif key in _DEFAULTS:
-            st.session_state[key] = _DEFAULTS[key]
-    if st.session_state.get("_url_read"):
-        return
-    st.session_state["_url_read"] = True
+
+def put(name: str, value: Any) -> None:
+    _settings()[name] = value
+
+
+def _copy_back(name: str, then: Callable[[], None] | None) -> None:
+    put(name, st.session_state.get(name))
+    if then is not None:
+        then()
+
+
+def bind(name: str, on_change: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Keyword arguments for the widget that shows setting ``name`` (its key is the setting's name):
+    the widget takes the setting's value before it is drawn, and a change made in it is copied back
+    (then ``on_change`` runs)."""
+    value = get(name)
+    st.session_state[name] = list(value) if SPECS[name].kind == "list" else value
+    return {"key": name, "on_change": _copy_back, "args": (name, on_change)}
+
+
+# -- the URL --------------------------------------------------------------------------------------------
+def history_navigation() -> bool:
+    """Whether this run was started by the browser's Back or Forward (the address it shows is one this
+    session wrote earlier). Streamlit tells only its own script-run context."""
+    try:
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        ctx = get_script_run_ctx()
+        return bool(getattr(ctx, "is_history_navigation", False))
+    except Exception:  # another Streamlit: Back then keeps the session's state, as before
+        return False
+
+
+def _parse(name: str, params: Any) -> Any:
+    """Setting ``name`` from the URL parameters; its default where absent or unreadable."""
+    spec = SPECS[name]
+    assert spec.url is not None
+    if spec.url not in params:
+        return spec.default
+    if spec.kind == "list":
+        return tuple(v for v in params.get_all(spec.url) if v)
+    raw = str(params[spec.url])
+    if spec.kind == "bool":
+        word = raw.strip().lower()
+        return word in _TRUE if word in _TRUE + _FALSE else spec.default  # neither yes nor no: default
+    if spec.kind == "int":
+        try:
+            return min(MAX_K, max(1, int(raw)))
+        except ValueError:
+            return spec.default
+    return raw
+
+
+def read_url(launch_bundle: str) -> None:
+    """The settings and query of the address the browser shows (absent parameters: the defaults)."""
     params = st.query_params
-    for name, key in _URL_KEYS.items():
-        if name not in params:
-            st.session_state.setdefault(key, _DEFAULTS.get(key))
-            continue
-        value: Any = params[name]
-        if key in _BOOLS:
-            word = str(value).strip().lower()
-            if word not in _TRUE + _FALSE:  # neither yes nor no: keep the default, never flip it
-                st.session_state.setdefault(key, _DEFAULTS.get(key))
-                continue
-            value = word in _TRUE
-        elif key == K:
-            try:
-                value = min(20, max(1, int(value)))
-            except ValueError:
-                value = _DEFAULTS[K]
-        st.session_state[key] = value
-    for name in FILTERS:
-        if name in params:
-            st.session_state[f"filter-{name}"] = [v for v in params.get_all(name) if v]
-    st.session_state["_url_query"] = params.get("q")
+    before = get(BUNDLE)
+    for name, spec in SPECS.items():
+        if spec.url is not None:
+            put(name, _parse(name, params))
+    if not get(BUNDLE):
+        put(BUNDLE, launch_bundle)
+    if before != get(BUNDLE) and st.session_state.get(QUERY) is not None:
+        reset_for_bundle()
+    st.session_state["_url_query"] = params.get("q") or ""  # "" = the bundle's default query
+
+
+def init_session(launch_bundle: str = "") -> None:
+    """Read the URL on the session's first run and after the browser's Back or Forward."""
     st.session_state.setdefault(VERSION, 0)
     st.session_state.setdefault(HISTORY, [])
+    if st.session_state.get("_url_read") and not history_navigation():
+        return
+    st.session_state["_url_read"] = True
+    st.session_state["_launch_bundle"] = launch_bundle
+    read_url(launch_bundle)
+
+
+def url_params(bundle: Bundle | None) -> dict[str, str | list[str]]:
+    """The URL parameters of the current settings and query: only what differs from the defaults (the
+    launch bundle, the bundle's default query)."""
+    wanted: dict[str, str | list[str]] = {}
+    defaults = {BUNDLE: st.session_state.get("_launch_bundle", "")}
+    if bundle is not None:
+        names = bundle.model_names
+        defaults.update({MODEL: names[0], "model-a": names[0], "model-b": names[len(names) // 2]})
+    for name, spec in SPECS.items():
+        value = get(name)
+        if spec.url is None or value is None or value == "" or value == spec.default:
+            continue
+        if value == defaults.get(name):
+            continue
+        if spec.kind == "list":
+            if value:
+                wanted[spec.url] = [str(v) for v in value]
+        elif spec.kind == "bool":
+            wanted[spec.url] = "1" if value else "0"
+        else:
+            wanted[spec.url] = str(value)
+    row = st.session_state.get(QUERY)
+    pending = st.session_state.get("_url_query")
+    if pending:  # an address read on a page without a query: keep its query for the next one
+        wanted["q"] = str(pending)
+    elif pending is None and bundle is not None and row not in (None, st.session_state.get(DEFAULT_ROW)):
+        wanted["q"] = bundle.strings("window_id", [int(row)])[0]
+    return wanted
 
 
 def sync_url(bundle: Bundle | None) -> None:
-    """Write the current settings and query into the URL (only what differs from the defaults)."""
-    wanted: dict[str, Any] = {}
-    for name, key in _URL_KEYS.items():
-        value = st.session_state.get(key)
-        if value is None or value == "" or value == _DEFAULTS.get(key):
-            continue
-        wanted[name] = ("1" if value else "0") if key in _BOOLS else str(value)
-    for name in FILTERS:
-        picked = st.session_state.get(f"filter-{name}") or []
-        if picked:
-            wanted[name] = [str(v) for v in picked]
-    if bundle is not None and st.session_state.get(QUERY) is not None:
-        wanted["q"] = bundle.strings("window_id", [int(st.session_state[QUERY])])[0]
+    """Write the current settings and query into the URL where they differ from what it shows."""
+    wanted = url_params(bundle)
     current = {
         k: (st.query_params.get_all(k) if isinstance(wanted.get(k), list) else st.query_params.get(k))
         for k in st.query_params
@@ -146,14 +220,23 @@ def sync_url(bundle: Bundle | None) -> None:
         st.query_params.from_dict(wanted)
 
 
+# -- the query ------------------------------------------------------------------------------------------
 def ensure_query(bundle: Bundle, default_row: int) -> int:
-    """The current query row: from the URL on the first run, else the session's, else ``default_row``."""
+    """The current query row: from the URL when it was just read (going back to the previous query
+    is the in-app Back), else the session's, else ``default_row``."""
+    st.session_state[DEFAULT_ROW] = int(default_row)
     url_query = st.session_state.pop("_url_query", None)
-    if url_query:
+    if url_query is not None:
         try:
-            st.session_state[QUERY] = bundle.find_row(url_query)
+            wanted = bundle.find_row(url_query) if url_query else int(default_row)
         except TrajembError as exc:
             st.session_state[NOTICE] = f"The query in the link is not in this bundle: {exc}"
+        else:
+            history = st.session_state.get(HISTORY) or []
+            if history and history[-1] == wanted:
+                back()
+            else:
+                set_query(wanted)
     row = st.session_state.get(QUERY)
     if row is None or not 0 <= int(row) < bundle.num_windows:
         st.session_state[QUERY] = int(default_row)
@@ -204,9 +287,9 @@ def widget_key(name: str) -> str:
 
 
 def reset_for_bundle() -> None:
-    """A new bundle: forget the query and its history (rows mean other windows there)."""
+    """A new bundle: forget the query and its history (rows mean other windows there) and the filters."""
     st.session_state[QUERY] = None
     st.session_state[HISTORY] = []
     st.session_state[VERSION] = st.session_state.get(VERSION, 0) + 1
     for name in FILTERS:
-        st.session_state.pop(f"filter-{name}", None)
+        put(f"filter-{name}", ())

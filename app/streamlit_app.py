@@ -36,4 +36,13 @@ pages = [
     ),
     st.Page(APP_DIR / "page_query.py", title="Your own query", icon=":material/edit:", url_path="query"),
 ]
-st.navigation(pages).run()
+# Our own page links: each carries the current settings and query, so that a page switch is one entry
+# in the browser's history with the address complete (Streamlit's own menu drops the parameters, and
+# writing them back would add a second entry).
+current = st.navigation(pages, position="hidden")
+menu = st.sidebar.container()
+current.run()
+with menu:
+    for page in pages:
+        st.page_link(page, query_params=st.session_state.get("_url_params") or {}, width="stretch")
+    st.divider()

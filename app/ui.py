@@ -14,16 +14,34 @@ import streamlit as st
 
 from trajemb.bundle import Bundle
 from trajemb.errors import TrajembError
-from trajemb.explore import NeighborOptions, Neighbors, city_xy, neighbor_records, scene_context
+from trajemb.explore import (
+    NeighborOptions,
+    Neighbors,
+    city_xy,
+    id_columns,
+    neighbor_records,
+    present_labels,
+    timed_scene_context,
+)
 from trajemb.labels import direction_rules
 from trajemb.schema import DirectionClass
-from trajemb.viz import QUERY_COLOR, MapPanel, agent_frame_figure, map_grid_figure, rank_colors
+from trajemb.viz import (
+    QUERY_COLOR,
+    MapPanel,
+    agent_frame_figure,
+    map_grid_figure,
+    projection_figure,
+    rank_colors,
+)
 
 import cache
+import companion
 import state
 
 #: Session key of the bundle the current run opened (for the URL).
 OPENED = "_opened_bundle"
+#: Session key of the URL parameters the current run wrote (the page links carry them).
+URL_PARAMS = "_url_params"
 
 
 def md(text: str) -> str:
@@ -64,30 +82,30 @@ def bundle_choice() -> Bundle | None:
     Only what the explorer was given can be opened (``cache.allowed_bundles``): a bundle named in a link
     that is not among them is not opened, and the notice does not say whether such a path exists.
     """
-    state.init_session()
     launch = cache.launch_options()
     allowed = cache.allowed_bundles(launch)
-    asked = st.session_state.get(state.BUNDLE)
+    state.init_session(next(iter(allowed), ""))
+    asked = state.get(state.BUNDLE)
     if asked and asked not in allowed:
         by_path = {path: name for name, path in allowed.items()}
         if asked in by_path:  # a link written before bundles were named
-            st.session_state[state.BUNDLE] = by_path[asked]
+            state.put(state.BUNDLE, by_path[asked])
         else:
             st.warning(
                 "The bundle named in the link is not served here; showing the one this explorer was given."
             )
-            st.session_state[state.BUNDLE] = None
+            state.put(state.BUNDLE, next(iter(allowed), ""))
     if launch.roots and not allowed:
         st.error("No bundles under the served folders.")
         return None
     path: str | None = None
     if allowed:
         names = list(allowed)
-        if st.session_state.get(state.BUNDLE) not in allowed:
-            st.session_state[state.BUNDLE] = names[0]
+        if state.get(state.BUNDLE) not in allowed:
+            state.put(state.BUNDLE, names[0])
         if len(names) > 1 or launch.roots:
-            st.sidebar.selectbox("Bundle", names, key=state.BUNDLE, on_change=state.reset_for_bundle)
-        path = allowed[st.session_state[state.BUNDLE]]
+            st.sidebar.selectbox("Bundle", names, **state.bind(state.BUNDLE, state.reset_for_bundle))
+        path = allowed[state.get(state.BUNDLE)]
     try:
         if path is None:
             path = cache.default_bundle_path()
@@ -105,29 +123,29 @@ def bundle_choice() -> Bundle | None:
 
 def model_choice(bundle: Bundle, label: str = "Model", key: str = state.MODEL, index: int = 0) -> str:
     names = bundle.model_names
-    if st.session_state.get(key) not in names:
-        st.session_state[key] = names[min(index, len(names) - 1)]
-    return str(st.sidebar.selectbox(label, names, key=key))
+    if state.get(key) not in names:
+        state.put(key, names[min(index, len(names) - 1)])
+    return str(st.sidebar.selectbox(label, names, **state.bind(key)))
 
 
 def neighbor_controls(bundle: Bundle) -> None:
     """k, object types, one window per track, the query's own scenario and track."""
-    st.sidebar.slider("Neighbours k", 1, 20, key=state.K)
+    st.sidebar.slider("Neighbours k", 1, state.MAX_K, **state.bind(state.K))
     types = [state.SAME_TYPE, state.ANY_TYPE, *cache.label_values(*cache.stamp_of(bundle), "object_type")[1]]
-    if st.session_state.get(state.TYPES) not in types:
-        st.session_state[state.TYPES] = state.SAME_TYPE
-    st.sidebar.selectbox("Neighbour object types", types, key=state.TYPES)
+    if state.get(state.TYPES) not in types:
+        state.put(state.TYPES, state.SAME_TYPE)
+    st.sidebar.selectbox("Neighbour object types", types, **state.bind(state.TYPES))
     st.sidebar.checkbox(
         "One window per track",
-        key=state.ONE_PER_TRACK,
         help="Windows of one track overlap and look alike: keep only the nearest of each.",
+        **state.bind(state.ONE_PER_TRACK),
     )
-    st.sidebar.checkbox("Exclude the query's own track", key=state.EXCLUDE_TRACK)
-    st.sidebar.checkbox("Exclude the query's scenario", key=state.EXCLUDE_SCENARIO)
+    st.sidebar.checkbox("Exclude the query's own track", **state.bind(state.EXCLUDE_TRACK))
+    st.sidebar.checkbox("Exclude the query's scenario", **state.bind(state.EXCLUDE_SCENARIO))
 
 
 def neighbor_options(bundle: Bundle, row: int | None, query_type: str | None = None) -> NeighborOptions:
-    choice = st.session_state.get(state.TYPES, state.SAME_TYPE)
+    choice = state.get(state.TYPES)
     if choice == state.SAME_TYPE:
         own = query_type if row is None else bundle.strings("object_type", [row])[0]
         types: tuple[str, ...] = (own,) if own else ()
@@ -136,10 +154,10 @@ def neighbor_options(bundle: Bundle, row: int | None, query_type: str | None = N
     else:
         types = (str(choice),)
     return NeighborOptions(
-        k=int(st.session_state.get(state.K, 6)),
-        exclude_same_track=bool(st.session_state.get(state.EXCLUDE_TRACK, True)),
-        one_per_track=bool(st.session_state.get(state.ONE_PER_TRACK, True)),
-        exclude_same_scenario=bool(st.session_state.get(state.EXCLUDE_SCENARIO, False)),
+        k=int(state.get(state.K)),
+        exclude_same_track=bool(state.get(state.EXCLUDE_TRACK)),
+        one_per_track=bool(state.get(state.ONE_PER_TRACK)),
+        exclude_same_scenario=bool(state.get(state.EXCLUDE_SCENARIO)),
         object_types=types,
     )
 
@@ -155,7 +173,19 @@ def default_query(bundle: Bundle) -> int:
 
 
 def current_filters() -> tuple[tuple[str, tuple[str, ...]], ...]:
-    return tuple((name, tuple(st.session_state.get(f"filter-{name}") or ())) for name in state.FILTERS)
+    return tuple((name, tuple(state.get(f"filter-{name}") or ())) for name in state.FILTERS)
+
+
+def label_filters(bundle: Bundle) -> None:
+    """A multiselect per label column the bundle has; they narrow the pick table, Random, the 2-D
+    layouts and their selections (the same filters on every page)."""
+    path, stamp = cache.stamp_of(bundle)
+    names = present_labels(bundle, state.FILTERS)
+    for col, name in zip(st.columns(len(names)), names, strict=True):
+        options = cache.label_values(path, stamp, name)[1]
+        key = f"filter-{name}"
+        state.put(key, tuple(v for v in state.get(key) if v in options))
+        col.multiselect(name.replace("_", " "), options, **state.bind(key))
 
 
 def random_query(bundle: Bundle) -> None:
@@ -179,12 +209,19 @@ def describe(bundle: Bundle, row: int) -> str:
     )
 
 
-def query_bar(bundle: Bundle) -> int:
-    """Back and Random, and the current query described; returns the query row."""
+def query_bar(bundle: Bundle, neighbours_link: bool = False) -> int:
+    """Back and Random, and the current query described (``neighbours_link``: with a link to its
+    neighbours on Explore, and a note when a choice on this page has just changed it); returns the
+    query row."""
     row = state.ensure_query(bundle, default_query(bundle))
     notice = st.session_state.pop(state.NOTICE, None)
     if notice:
         st.warning(md(str(notice)))
+    if neighbours_link:
+        seen = st.session_state.get("_bar-version")
+        st.session_state["_bar-version"] = st.session_state.get(state.VERSION)
+        if seen is not None and seen != st.session_state.get(state.VERSION):
+            st.toast(md("New query: " + bundle.strings("window_id", [row])[0]), icon=":material/my_location:")
     c1, c2, c3 = st.columns([1, 1, 8], vertical_alignment="center")
     c1.button(
         "Back",
@@ -203,38 +240,75 @@ def query_bar(bundle: Bundle) -> int:
         help="A random window among those passing the table filters",
     )
     c3.text("Query: " + describe(bundle, row))
+    if neighbours_link:
+        st.page_link(
+            "page_explore.py",
+            label="Its neighbours on Explore",
+            icon=":material/travel_explore:",
+            query_params=state.url_params(bundle),
+        )
     return row
 
 
-# -- neighbours ------------------------------------------------------------------------------------------
-def neighbor_frame(bundle: Bundle, nb: Neighbors, shared: set[int] | None = None) -> pd.DataFrame:
-    records = neighbor_records(bundle, nb)
-    frame = pd.DataFrame(
-        {
-            "rank": [r["rank"] for r in records],
-            "ADE (m)": [r["ade_m"] for r in records],
-            "FDE (m)": [r["fde_m"] for r in records],
-            "speed (m/s)": [r["speed_mps"] for r in records],
-            "direction": [r["direction"] for r in records],
-            "type": [r["object_type"] for r in records],
-            "window id": [r["window_id"] for r in records],
-        }
-    )
-    if shared is not None:
-        frame.insert(1, "shared", ["yes" if r["row"] in shared else "" for r in records])
-    return frame
-
-
-TABLE_COLUMNS = {
+# -- lists of windows -----------------------------------------------------------------------------------
+#: How the columns of every list of windows are drawn (widths in pixels; help on hover of the header).
+COLUMNS: dict[str, Any] = {
     "rank": st.column_config.NumberColumn("rank", width=42, format="%d"),
     "shared": st.column_config.TextColumn("shared", width=52, help="Also among the other model's neighbours"),
-    "ADE (m)": st.column_config.NumberColumn("ADE (m)", width=62, format="%.2f"),
-    "FDE (m)": st.column_config.NumberColumn("FDE (m)", width=62, format="%.2f"),
+    "distance": st.column_config.NumberColumn(
+        "distance",
+        width=68,
+        format="%.3f",
+        help="Euclidean distance between the embeddings of the query and the neighbour (what ranks them)",
+    ),
+    "gap": st.column_config.NumberColumn(
+        "gap", width=56, format="%.3f", help="How much farther in the embedding than the rank before"
+    ),
+    "ADE (m)": st.column_config.NumberColumn(
+        "ADE (m)",
+        width=62,
+        format="%.2f",
+        help="Average distance to the query over the window (agent frames)",
+    ),
+    "FDE (m)": st.column_config.NumberColumn(
+        "FDE (m)", width=62, format="%.2f", help="Distance between the end points (agent frames)"
+    ),
     "speed (m/s)": st.column_config.NumberColumn("speed (m/s)", width=80, format="%.1f"),
     "direction": st.column_config.TextColumn("direction", width=120),
+    "true manoeuvre": st.column_config.TextColumn(
+        "true manoeuvre", width=120, help="What the synthetic generator built the road user to do"
+    ),
     "type": st.column_config.TextColumn("type", width=85),
-    "window id": st.column_config.TextColumn("window id", width="large"),
+    "speed bin": st.column_config.TextColumn("speed bin", width=70),
+    "city": st.column_config.TextColumn("city", width=90),
+    "source": st.column_config.TextColumn("source", width=85),
+    "scenario": st.column_config.TextColumn(
+        "scenario", width=92, help="The first characters of the scenario id (in full in the window id)"
+    ),
+    "track": st.column_config.TextColumn(
+        "track", width=82, help="Track id (long ids cut; in full in the window id)"
+    ),
+    "start": st.column_config.NumberColumn(
+        "start", width=52, format="%d", help="Timestep (10 Hz) of the window's first point in its scenario"
+    ),
+    "window id": st.column_config.TextColumn(
+        "window id", width="medium", help="source/scenario/track/start: paste it into By id to come back"
+    ),
 }
+#: Label columns as the tables name them.
+LABEL_TITLES = {
+    "direction": "direction",
+    "true_manoeuvre": "true manoeuvre",
+    "object_type": "type",
+    "speed_bin": "speed bin",
+    "city": "city",
+    "source": "source",
+}
+
+
+def label_table_columns(bundle: Bundle, rows: list[int], names: tuple[str, ...]) -> dict[str, list[str]]:
+    """Label columns of ``rows`` for a table (those of ``names`` the bundle has)."""
+    return {LABEL_TITLES[n]: bundle.strings(n, rows) for n in present_labels(bundle, names)}
 
 
 def _pick_from_table(key: str, rows: list[int], table: str | None = None) -> None:
@@ -246,20 +320,121 @@ def _pick_from_table(key: str, rows: list[int], table: str | None = None) -> Non
             state.table_picked(table)
 
 
-def neighbor_table(nb: Neighbors, frame: pd.DataFrame, key: str, height: int | None = None) -> None:
-    """The neighbour table; selecting a row makes that neighbour the query."""
-    rows = nb.rows.tolist()
-    wkey = state.widget_key(key)
+def results_table(
+    bundle: Bundle,
+    rows: list[int],
+    columns: dict[str, list[Any]],
+    key: str,
+    height: int | str = "auto",
+    table: str | None = None,
+) -> None:
+    """Every list of windows the explorer shows: rank (and shared) where given, the ids as scenario,
+    track and start, then ``columns`` (one value per row of ``rows``), then the full window id;
+    selecting a row makes that window the query (``table``: a pick table keyed by ``state.table_key``).
+    The one place that draws such a list, so that what is added here (an export, say) reaches every
+    list."""
+    ids = id_columns(bundle, rows)
+    lead = {c: columns[c] for c in ("rank", "shared") if c in columns}
+    rest = {c: v for c, v in columns.items() if c not in lead}
+    # Which window first (rank, then scenario, track and start: visible in half-width tables too), then
+    # what it is, then the full id.
+    full_id = {"window id": ids.pop("window id")}
+    frame = pd.DataFrame({**lead, **ids, **rest, **full_id})
     st.dataframe(
         frame,
         hide_index=True,
         width="stretch",
-        column_config=TABLE_COLUMNS,
-        key=wkey,
-        on_select=lambda: _pick_from_table(wkey, rows),
+        column_config={c: COLUMNS[c] for c in frame.columns if c in COLUMNS},
+        key=key,
+        on_select=lambda: _pick_from_table(key, rows, table),
         selection_mode="single-row",
-        height=height or "auto",
+        height=height,
+        placeholder="\u2013",
     )
+
+
+def neighbor_columns(bundle: Bundle, nb: Neighbors, shared: set[int] | None = None) -> dict[str, list[Any]]:
+    """The neighbour table's columns before the ids: rank, (shared), distance and gap in the embedding,
+    ADE, FDE, speed and labels."""
+    records = neighbor_records(bundle, nb)
+    columns: dict[str, list[Any]] = {"rank": [r["rank"] for r in records]}
+    if shared is not None:
+        columns["shared"] = ["yes" if r["row"] in shared else "" for r in records]
+    columns.update(
+        {
+            "distance": [r["distance"] for r in records],
+            "gap": [r["gap"] for r in records],
+            "ADE (m)": [r["ade_m"] for r in records],
+            "FDE (m)": [r["fde_m"] for r in records],
+            "speed (m/s)": [r["speed_mps"] for r in records],
+        }
+    )
+    columns.update(
+        label_table_columns(bundle, nb.rows.tolist(), ("direction", "true_manoeuvre", "object_type"))
+    )
+    return columns
+
+
+def neighbor_table(bundle: Bundle, nb: Neighbors, key: str, shared: set[int] | None = None) -> None:
+    """The neighbour table; selecting a row makes that neighbour the query."""
+    # Kept (updated in place) while nothing is selected in it: a new table per query was the last
+    # thing on the page to finish drawing.
+    results_table(
+        bundle, nb.rows.tolist(), neighbor_columns(bundle, nb, shared), state.table_key(key), table=key
+    )
+
+
+def layout_plot(
+    bundle: Bundle,
+    model: str,
+    color_by: str,
+    cluster_k: int,
+    key: str,
+    query_row: int | None,
+    neighbor_rows: list[int],
+    on_select: Any,
+    selection_mode: Any,
+    height: int,
+    dragmode: str = "zoom",
+) -> cache.LayoutView:
+    """The 2-D layout of ``model`` at the zoom the person chose: zooming in redraws the view (finer
+    image, every window pickable once few enough are in view), and hovering a point shows its id and a
+    drawing of its trajectory (``companion``)."""
+    path, stamp = cache.stamp_of(bundle)
+    zoom_key = f"{key}-zoom-{model}"
+    view = cache.layout_view(
+        path, stamp, model, color_by, current_filters(), cluster_k, companion.view_of(zoom_key)
+    )
+    xy = bundle.projection(model)
+    assert xy is not None
+    codes, cats = cache.layout_labels(path, stamp, model, color_by, cluster_k)
+    images = [
+        (cache.image_url(png, f"{model}.{color_by}.{i}"), extent)
+        for i, (png, extent) in enumerate(view.images)
+    ]
+    fig = projection_figure(
+        xy,
+        codes,
+        cats,
+        color_by,
+        view.rows,
+        images,
+        query_row,
+        neighbor_rows,
+        height=height,
+        dragmode=dragmode,
+        view=view.view or view.full,
+        hover_cards=True,
+    )
+    st.plotly_chart(
+        fig,
+        key=key,
+        on_select=on_select,
+        selection_mode=selection_mode,
+        config={"displaylogo": False, "scrollZoom": True},
+    )
+    companion.layout_companion(key, view.full, view.cards, zoom_key)
+    return view
 
 
 def overlay(
@@ -268,7 +443,8 @@ def overlay(
     """Query and neighbours in the agent frame; clicking a neighbour makes it the query."""
     xy = bundle.xy.rows(nb.rows) if len(nb) else np.zeros((0, bundle.num_steps, 2), np.float32)
     direction = bundle.strings("direction", nb.rows.tolist())
-    names = names or [f"#{i + 1} {d}" for i, d in enumerate(direction)]
+    # Past six neighbours the legend holds the ranks alone (the table has the labels).
+    names = names or [f"#{i + 1}" + (f" {d}" if len(nb) <= 6 else "") for i, d in enumerate(direction)]
     fig = agent_frame_figure(
         nb.query_xy, list(xy), names, rank_colors(len(nb)), nb.rows.tolist(), height=height
     )
@@ -287,47 +463,90 @@ def _map(path: str, stamp: tuple[int, ...], map_key: str) -> Any:
     return cache.open_bundle(path).map_geometry(map_key)
 
 
+def map_panels(
+    bundle: Bundle, rows: list[int], titles: list[str], colors: list[str], pickable: list[bool]
+) -> list[MapPanel]:
+    """Each of ``rows`` on its own map with the other road users of its scenario during the same
+    seconds (placed in time, for playback)."""
+    path, stamp = cache.stamp_of(bundle)
+    keys = bundle.strings("map_key", rows)
+    xy = city_xy(bundle, rows)
+    panels = []
+    for i, row in enumerate(rows):
+        context = timed_scene_context(bundle, row)
+        panels.append(
+            MapPanel(
+                titles[i],
+                xy[i],
+                colors[i],
+                _map(path, stamp, keys[i]),
+                [poly for _, poly in context],
+                row if pickable[i] else None,
+                [offset for offset, _ in context],
+            )
+        )
+    return panels
+
+
+def draw_maps(panels: list[MapPanel], key: str, at_step: int | None = None, panel_height: int = 230) -> None:
+    """Map panels in one figure; a click on a pickable window makes it the query."""
+    st.plotly_chart(
+        map_grid_figure(
+            panels, columns=3 if len(panels) > 4 else 2, panel_height=panel_height, at_step=at_step
+        )
+        if len(panels) > 1
+        else map_grid_figure(panels, columns=1, panel_height=panel_height, at_step=at_step),
+        key=key,
+        on_select=lambda: pick_from_plot(key),
+        selection_mode="points",
+        config={"displaylogo": False, "scrollZoom": True},
+    )
+
+
 def map_grid(bundle: Bundle, nb: Neighbors, key: str, query_title: str = "query") -> None:
     """The query (when it is a window of the bundle) and every neighbour on its own map, each with the
-    other road users of its scenario during the same seconds; clicking a neighbour makes it the query."""
-    path, stamp = cache.stamp_of(bundle)
+    other road users of its scenario during the same seconds; clicking a neighbour makes it the query.
+    A time slider plays every map through its window together; one map can be shown large."""
     rows = ([nb.query_row] if nb.query_row is not None else []) + nb.rows.tolist()
     if not rows:
         return
-    keys = bundle.strings("map_key", rows)
     direction = bundle.strings("direction", rows)
     kind = bundle.strings("object_type", rows)
-    xy = city_xy(bundle, rows)
     colors = rank_colors(len(nb))
-    panels = []
-    for i, row in enumerate(rows):
+    titles, panel_colors, pickable = [], [], []
+    for i in range(len(rows)):
         is_query = nb.query_row is not None and i == 0
         rank = i if nb.query_row is not None else i + 1
-        title = (
+        titles.append(
             f"{query_title}: {direction[i]}, {kind[i]}" if is_query else f"#{rank} {direction[i]}, {kind[i]}"
         )
-        panels.append(
-            MapPanel(
-                title,
-                xy[i],
-                QUERY_COLOR if is_query else colors[rank - 1],
-                _map(path, stamp, keys[i]),
-                scene_context(bundle, row),
-                None if is_query else row,
-            )
-        )
+        panel_colors.append(QUERY_COLOR if is_query else colors[rank - 1])
+        pickable.append(not is_query)
+    panels = map_panels(bundle, rows, titles, panel_colors, pickable)
     st.caption(
         "On their maps (city frame). Thin lines: the other road users of the scenario during the same "
         "seconds; circle = start, arrow = end. Click a neighbour to make it the query."
     )
-    wkey = key
-    st.plotly_chart(
-        map_grid_figure(panels, columns=3 if len(panels) > 4 else 2, panel_height=230),
-        key=wkey,
-        on_select=lambda: pick_from_plot(wkey),
-        selection_mode="points",
-        config={"displaylogo": False, "scrollZoom": True},
+    c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
+    seconds = (bundle.num_steps - 1) / 10
+    at_step = None
+    if c1.toggle(
+        "Play through time", help="Every map at the same moment of its window", **state.bind("playback")
+    ):
+        t = c1.slider("Time in the window (s)", 0.0, seconds, step=0.1, **state.bind("playback-s"))
+        at_step = round(float(t) * 10)
+    names = ["none", *[t.split(":")[0].split(" ")[0] for t in titles]]
+    if state.get("large-map") not in names:
+        state.put("large-map", "none")
+    large = c2.selectbox(
+        "One map large",
+        names,
+        help="Show one of these maps large, above the others",
+        **state.bind("large-map"),
     )
+    if large != "none":
+        draw_maps([panels[names.index(large) - 1]], f"{key}-large", at_step, panel_height=560)
+    draw_maps(panels, key, at_step)
 
 
 def show_neighbors(bundle: Bundle, nb: Neighbors, key: str, maps: bool = True) -> None:
@@ -347,7 +566,7 @@ def show_neighbors(bundle: Bundle, nb: Neighbors, key: str, maps: bool = True) -
     m2.metric(f"minFDE@{len(nb)}", f"{nb.min_fde_m:.2f} m", help="Smallest distance between their end points")
     if len(nb) < nb.options.k:
         m3.caption(f"Only {len(nb)} of {nb.options.k} neighbours pass the neighbour filters.")
-    neighbor_table(nb, neighbor_frame(bundle, nb), f"{key}-table")
+    neighbor_table(bundle, nb, f"{key}-table")
     if not maps:
         overlay(bundle, nb, f"{key}-overlay")
         return
@@ -381,33 +600,43 @@ def run_page(page: Any, own_query_page: bool = False) -> None:
     except MemoryError:  # a size in a file too large for this machine: one line, not a traceback
         st.error("Cannot show this page: not enough memory on this machine for what it needs.")
     state.sync_url(st.session_state.get(OPENED))
+    st.session_state[URL_PARAMS] = state.url_params(st.session_state.get(OPENED))
 
 
 def labels_help() -> None:
     with st.expander("How the labels are decided"):
         st.markdown(
-            "Direction classes come from the window's total heading change (summed over chords of "
-            "0.4 s) and from how far its end point lies sideways of where a constant-curvature arc with "
-            "that heading change would end. The first rule that matches wins:"
+            "**Direction** is read from the lane graph wherever a window has a map (every AV2 and synthetic "
+            "window): the *passage* it drives through (junction connectors, or a short stretch off every "
+            "lane) and the lane it is matched to. Without a map (your own query, pedestrians, stretches off "
+            "the map) the window's shape decides: its heading change within tight bends, its total heading "
+            "change, and how far its end point lies sideways of where an arc would end. The rules are tried "
+            "from the top; the first that matches wins."
         )
-        st.dataframe(
-            pd.DataFrame(direction_rules(), columns=["class", "rule"]), hide_index=True, width="stretch"
+        st.table(
+            pd.DataFrame(
+                [(r.name, r.on_map, r.by_shape) for r in direction_rules()],
+                columns=["class", "on the map", "by shape (no map)"],
+            ).set_index("class")
         )
         st.caption(
-            "Speed bins: mean speed over the window (path length / duration). Object type, category, "
-            "city and source come from the data."
+            "True manoeuvre (synthetic data only): what the generator built the road user to do, the "
+            "ground truth the direction labels are scored against. Speed bins: mean speed over the window "
+            "(path length / duration). Object type, category, city and source come from the data."
         )
 
 
 def completion_notice(bundle: Bundle, only_running: bool = False) -> None:
-    """What to do about a bundle without 2-D layouts or evaluation: while a background completion runs,
-    its progress (the page reruns when it ends); otherwise a button that starts one (served bundles:
-    the command to run)."""
+    """What to do about a bundle without 2-D layouts or evaluation: while a background completion runs
+    (this explorer's, or another process's that it waits for), its progress, redrawn every few seconds,
+    and the page reruns as each step lands; otherwise a button that starts one (served bundles: the
+    command to run). ``only_running``: say nothing unless layouts or evaluation are still missing."""
     path = str(bundle.root)
     status = cache.completion_status(path)
-    if status is None and (only_running or cache.bundle_is_complete(path)):
-        return
+    complete = cache.bundle_is_complete(path)
     if status is None:
+        if only_running or complete:
+            return
         st.info(
             "This bundle has no 2-D layout or evaluation yet (built with `--projection none` or `--no-eval`)."
         )
@@ -417,18 +646,24 @@ def completion_notice(bundle: Bundle, only_running: bool = False) -> None:
             cache.complete_in_background(path)
             st.rerun()
         return
-    if status.startswith("failed"):
+    if status.state == "failed":
         st.error("Computing the 2-D layouts and evaluation in the background failed.")
-        st.text(status)
+        st.text(status.text)
+        return
+    if complete and only_running:
         return
     st.info(
-        "Computing the 2-D layouts and evaluation in the background; this page fills in when they are ready."
+        "Computing the robustness curves in the background; they appear here when they are ready."
+        if complete
+        else "Computing the 2-D layouts and evaluation in the background; this page fills in as each is ready."
     )
-    st.text(status)
+    stamp = cache.bundle_stamp(path)
 
     @st.fragment(run_every=3)
     def _poll() -> None:
-        if not (cache.completion_status(path) or "").startswith("running"):
+        now = cache.completion_status(path)
+        st.text(now.text if now is not None else "done")
+        if now is None or now.state == "failed" or cache.bundle_stamp(path) != stamp:
             st.rerun(scope="app")
 
     _poll()

@@ -92,23 +92,10 @@ def served_app(args: list[str], env: dict[str, str] | None = None, timeout_s: fl
 
 
 def wait_idle(page: Any, timeout_ms: int = 60_000, quiet_ms: int = 400) -> None:
-    """Until Streamlit has finished the current run (no "Running" indicator for ``quiet_ms``, which also
-    covers a run that has not shown the indicator yet) and the plots have drawn."""
-    page.wait_for_function(
-        """ms => {
-             const now = performance.now();
-             if (document.querySelector('[data-testid=stStatusWidget]')) { window.__busy = now; return false; }
-             if (window.__busy === undefined) window.__busy = now;
-             return now - window.__busy >= ms;
-           }""",
-        arg=quiet_ms,
-        timeout=timeout_ms,
-        polling=50,
-    )
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('.js-plotly-plot')].every(p => p._fullLayout && !p._transitioning)",
-        timeout=timeout_ms,
-    )
+    """Until Streamlit has finished the current run and the page has not changed for ``quiet_ms``
+    (Streamlit shows its "Running" indicator only after half a second, so its absence alone says
+    nothing about a short run), with the plots drawn."""
+    wait_settled(page, quiet_ms, timeout_ms)
 
 
 def query_line(page: Any) -> str:
@@ -157,3 +144,104 @@ def click_plot_point(page: Any, plot_index: int, trace: int = 0, point: int = 0)
         [trace, point],
     )
     page.mouse.click(xy[0], xy[1])
+
+
+def go_to(page: Any, name: str, heading: str | None = None) -> None:
+    """Click the sidebar link of page ``name`` and wait for its heading and the end of the run."""
+    page.get_by_role("link", name=name, exact=True).click()
+    page.get_by_role("heading", name=heading or name).first.wait_for(timeout=60_000)
+    wait_idle(page)
+
+
+def slider_value(page: Any, label: str) -> str:
+    """The value a slider shows."""
+    slider = page.locator("[data-testid=stSlider]").filter(has_text=label).first
+    return str(slider.locator("[data-testid=stSliderThumbValue]").inner_text())
+
+
+def set_slider(page: Any, label: str, value: int) -> None:
+    """Move a slider to ``value`` with the keyboard, as a person can."""
+    handle = page.get_by_role("slider", name=label).first
+    handle.focus()
+    current = int(slider_value(page, label))
+    for _ in range(abs(value - current)):
+        page.keyboard.press("ArrowRight" if value > current else "ArrowLeft")
+    page.wait_for_function(
+        """([label, v]) => [...document.querySelectorAll('[data-testid=stSlider]')]
+              .some(s => s.innerText.includes(label) &&
+                         s.querySelector('[data-testid=stSliderThumbValue]').innerText === String(v))""",
+        arg=[label, value],
+    )
+    wait_idle(page)
+
+
+def choose(page: Any, label: str, option: str) -> None:
+    """Pick ``option`` in the select box labelled ``label``."""
+    page.get_by_role("combobox", name=label).first.click()
+    page.get_by_role("option", name=option, exact=True).first.click()
+    wait_idle(page)
+
+
+def selected(page: Any, label: str) -> str:
+    """The option a select box shows."""
+    return str(page.get_by_role("combobox", name=label).first.input_value())
+
+
+def wait_text_change(page: Any, prefix: str, before: str, timeout_ms: int = 60_000) -> str:
+    """Until some text element starting with ``prefix`` reads other than ``before``; returns it."""
+    page.wait_for_function(
+        """([p, b]) => [...document.querySelectorAll('[data-testid=stText]')]
+              .some(e => e.innerText.startsWith(p) && e.innerText !== b)""",
+        arg=[prefix, before],
+        timeout=timeout_ms,
+    )
+    return next(t for t in page.locator("[data-testid=stText]").all_inner_texts() if t.startswith(prefix))
+
+
+def add_to_multiselect(page: Any, label: str, option: str) -> None:
+    """Add ``option`` to the multiselect labelled ``label`` and close its list."""
+    page.get_by_role("combobox", name=label).first.click()
+    page.get_by_role("option", name=option, exact=True).first.click()
+    page.keyboard.press("Escape")
+    wait_idle(page)
+
+
+#: Records the time of every change to the page (nodes, attributes, text) in ``window.__lastChange``,
+#: except tooltips and plot hover labels (they follow the mouse, not the app).
+_WATCH = """() => {
+  if (window.__watch) return;
+  window.__lastChange = performance.now();
+  const ignored = '[role=tooltip], [data-baseweb=tooltip], [data-testid=stTooltipContent], .hoverlayer';
+  window.__watch = new MutationObserver(records => {
+    for (const r of records) {
+      const el = r.target.nodeType === 1 ? r.target : r.target.parentElement;
+      if (el && el.closest && el.closest(ignored)) continue;
+      window.__lastChange = performance.now();
+      return;
+    }
+  });
+  window.__watch.observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
+}"""
+
+
+def watch_changes(page: Any) -> float:
+    """Start recording changes to the page (once per page load); returns the page's clock now (ms)."""
+    page.evaluate(_WATCH)
+    return float(page.evaluate("performance.now()"))
+
+
+def wait_settled(page: Any, quiet_ms: int = 1000, timeout_ms: int = 120_000) -> float:
+    """Until no script run is in progress and the page has not changed for ``quiet_ms``: what a person
+    waits for. Returns the page's clock (ms) at its last change, so that a caller can time an action
+    from its own start to the moment the page stopped changing (the quiet period itself not counted).
+    Plots must also have finished drawing."""
+    watch_changes(page)
+    page.wait_for_function(
+        """ms => !document.querySelector('[data-testid=stStatusWidget]')
+                && [...document.querySelectorAll('.js-plotly-plot')].every(p => p._fullLayout && !p._transitioning)
+                && performance.now() - window.__lastChange >= ms""",
+        arg=quiet_ms,
+        timeout=timeout_ms,
+        polling=50,
+    )
+    return float(page.evaluate("window.__lastChange"))

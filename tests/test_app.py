@@ -4,6 +4,7 @@ are driven in a real browser by ``test_app_browser.py``.)"""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from trajemb.bundle import Bundle
+from trajemb.explore import short_id
 
 from conftest import REPO_ROOT
 
@@ -98,15 +100,66 @@ def test_neighbour_filters(app: AppTest, small_bundle: Path) -> None:
     assert set(frames[-1]["type"]) == {qtype}  # default: the query's object type
     assert list(frames[-1].columns) == [
         "rank",
+        "scenario",
+        "track",
+        "start",
+        "distance",
+        "gap",
         "ADE (m)",
         "FDE (m)",
         "speed (m/s)",
         "direction",
+        "true manoeuvre",
         "type",
         "window id",
     ]
     app.sidebar.checkbox(key="exclude_scenario").check().run()
     assert all(i.split("/")[1] != query.split("/")[1] for i in neighbor_ids(app))
+
+
+def test_lists_show_ids_distances_and_every_window(app: AppTest, small_bundle: Path) -> None:
+    """Issue 22, bug 4 and what people expect: every list shows scenario, track and start (rows of one
+    scenario no longer look identical), the neighbour table the embedding distance and the gap between
+    ranks, and the pick table sorts and pages over every matching window, not the first 500."""
+    bundle = Bundle(small_bundle)
+    tables = [d.value for d in app.dataframe if "window id" in d.value.columns]
+    pick, neighbours = tables[0], tables[-1]
+    for table in (pick, neighbours):
+        assert {"scenario", "track", "start", "window id"} <= set(table.columns)
+        parts = [i.split("/") for i in table["window id"]]
+        assert list(table["scenario"]) == [short_id(p[1]) for p in parts]
+        assert list(table["track"]) == [short_id(p[2]) for p in parts]
+        assert list(table["start"]) == [int(p[3]) for p in parts]
+    assert len(pick[["scenario", "track", "start"]].drop_duplicates()) == len(pick)
+    assert neighbours["distance"].is_monotonic_increasing
+    assert neighbours["gap"].iloc[1:].to_numpy() == pytest.approx(np.diff(neighbours["distance"]), abs=1e-5)
+    speed = bundle.numbers("mean_speed_mps")
+    app.selectbox(key="pick-sort").set_value("mean speed").run()
+    app.toggle(key="pick-descending").set_value(True).run()
+    pick = next(d.value for d in app.dataframe if "window id" in d.value.columns)
+    assert pick["speed (m/s)"].iloc[0] == pytest.approx(float(speed.max()), abs=1e-4)
+    pages = -(-bundle.num_windows // 200)
+    app.number_input(key="pick-page").set_value(pages).run()
+    pick = next(d.value for d in app.dataframe if "window id" in d.value.columns)
+    assert pick["speed (m/s)"].iloc[-1] == pytest.approx(float(speed.min()), abs=1e-4)
+    assert any(f"of {bundle.num_windows:,} shown" in c.value for c in app.caption)
+
+
+def test_label_help_agrees_with_itself(app: AppTest) -> None:
+    """Issue 22, bug 5: the help said "heading change and lateral offset" above a table whose rules read
+    the map first, and cut each rule mid-sentence. Now both readings are named above a table that
+    holds every rule in full."""
+    from trajemb.labels import direction_rules
+
+    intro = next(m.value for m in app.markdown if m.value.startswith("**Direction**"))
+    assert "lane graph" in intro and "shape decides" in intro and "first that matches wins" in intro
+    table = app.table[0].value
+    assert list(table.columns) == ["on the map", "by shape (no map)"]
+    for rule in direction_rules():
+        assert (table.at[rule.name, "on the map"], table.at[rule.name, "by shape (no map)"]) == (
+            rule.on_map,
+            rule.by_shape,
+        )
 
 
 def test_settings_and_query_live_in_the_url(small_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -216,6 +269,21 @@ def test_own_query_shows_what_was_parsed(app: AppTest) -> None:
     assert not app.error and any("Choose a file" in i.value for i in app.info)  # the typed text is not used
 
 
+def test_own_query_says_how_long_the_drive_was(app: AppTest) -> None:
+    """Issue 22, bug 8: 200 points of a 20 s drive at 10 m/s were squeezed into 6 s (33.7 m/s) without
+    a word; the page now says what it assumed and takes the drive's duration."""
+    app.switch_page("page_query.py").run()
+    text = "x, y\n" + "\n".join(f"{i:.1f}, 0" for i in range(200))  # 1 m apart
+    app.text_area(key="points").set_value(text).run()
+    summary = next(d.value for d in app.dataframe if "points" in d.value.columns)
+    assert summary["mean speed (m/s)"].iloc[0] == pytest.approx(33.7, abs=0.1)
+    assert any("constant speed in 5.9 s" in c.value for c in app.caption)
+    app.number_input(key="duration-s").set_value(19.9).run()
+    summary = next(d.value for d in app.dataframe if "points" in d.value.columns)
+    assert summary["mean speed (m/s)"].iloc[0] == pytest.approx(10.0, abs=0.05)
+    assert any("over 19.9 s: its first 5.9 s" in c.value for c in app.caption)
+
+
 def test_compare_side_by_side(app: AppTest) -> None:
     app.switch_page("page_compare.py").run()
     tables = [d.value for d in app.dataframe if "window id" in d.value.columns]
@@ -263,15 +331,48 @@ def test_evaluation_shows_per_class_mean_rank_and_robustness(app: AppTest, small
     assert frame.at[model, "left"] == pytest.approx(report["per_class"]["left"]["minADE@5"])
     rank = table("mean rank")
     assert rank.at[model, "mean rank"] == pytest.approx(report["mean_rank"]["mean_rank"])
-    robust = table("noise_m 0.5")
-    assert robust.at[model, "noise_m 0.5"] == pytest.approx(
-        report["robustness"]["noise_m"]["0.5"]["minADE@5"]
-    )
+    robust = table("clean")  # the first perturbation (position noise) by level
+    assert robust.at[model, "0.5"] == pytest.approx(report["robustness"]["noise_m"]["0.5"]["minADE@5"])
     assert "true manoeuvres" in " ".join(c.value for c in app.caption)
     assert len([c for c in app.get("plotly_chart")]) >= 4  # bars + three robustness curves
     app.radio(key="eval-class-metric").set_value("precision@10").run()
     frame = table("hard classes")
     assert frame.at[model, "left"] == pytest.approx(report["per_class"]["left"]["precision@10"])
+
+
+def test_evaluation_tables_are_readable(app: AppTest) -> None:
+    """Issue 22, bug 7: no table wider than the page (headers were cut, the last robustness column
+    needed scrolling), no literal "None", and every row that ties for the best value is marked."""
+    import re
+
+    app.switch_page("page_evaluation.py").run()
+    styled = [d for d in app.dataframe if d.proto.arrow_data.HasField("styler")]
+    assert len(styled) >= 5
+    for element in styled:
+        frame, styler = element.value, element.proto.arrow_data.styler
+        assert len(frame.columns) <= 8, list(frame.columns)
+        shown = pa.ipc.open_stream(styler.display_values).read_all().to_pandas()
+        assert not shown.isin(["None", "nan", "NaN"]).any().any(), shown
+        assert element.proto.placeholder == "\u2013"  # a missing value is a dash, not "None"
+        marked = {
+            (int(r), int(c))
+            for block in styler.styles.split("}")
+            if "bold" in block
+            for r, c in re.findall(r"_row(\d+)_col(\d+)", block)
+        }
+        for c, column in enumerate(frame.columns):
+            rows = {r for r, cc in marked if cc == c}
+            if not rows:
+                continue
+            values = pd.to_numeric(frame[column], errors="coerce")
+            best = {round(float(values.iloc[r]), 3) for r in rows}
+            assert len(best) == 1, (column, best)
+            ties = {
+                i
+                for i, (name, v) in enumerate(values.items())
+                if name not in ("oracle_raw", "random") and pd.notna(v) and round(float(v), 3) in best
+            }
+            assert rows == ties, column
 
 
 def test_malformed_reports_leave_cells_empty(
@@ -451,13 +552,46 @@ def test_default_data_progress_shows_only_while_it_is_built(
     assert builds == [tmp_path]
 
 
-def test_cluster_prototypes_on_demand(app: AppTest) -> None:
+def test_cluster_prototypes_teach(app: AppTest, small_bundle: Path) -> None:
+    """Clusters named by their dominant manoeuvre and speed, with size and class mix, each prototype
+    on its own map."""
     app.switch_page("page_space.py").run()
     charts = len(app.get("plotly_chart"))
     app.toggle(key="show-prototypes").set_value(True).run()
     assert not app.exception and len(app.get("plotly_chart")) == charts + 1
+    table = next(d.value for d in app.dataframe if "mix" in d.value.columns)
+    assert len(table) == 8 and table["windows"].sum() == Bundle(small_bundle).num_windows
+    assert table["windows"].is_monotonic_decreasing
+    assert all(re.fullmatch(r"[a-z ]+ \(\d+%\)( \+ [a-z ]+ \(\d+%\))?, \d+ m/s", n) for n in table["name"])
+    maps = app.get("plotly_chart")[-1].proto.spec
+    assert maps.count('"customdata"') >= 8  # every prototype on its own map, pickable
     app.selectbox(key="color-by").set_value("k-means cluster").run()
     assert not app.exception
+
+
+def test_embedding_space_shows_the_query_and_clears_a_selection(app: AppTest, small_bundle: Path) -> None:
+    """What people expect on Embedding space: the query line with a link to its neighbours, the
+    filters, and a way to clear a selection."""
+    bundle = Bundle(small_bundle)
+    app.switch_page("page_space.py").run()
+    assert query_text(app).startswith("Query: ")
+    assert any("neighbours" in str(link.proto.label) for link in app.get("page_link"))
+    assert app.multiselect(key="filter-direction") is not None
+    app.session_state["space_selection"] = (str(bundle.root), bundle.model_names[0], np.arange(40))
+    app.run()
+    assert any("Selection: 40 windows" in h.value for h in app.subheader)
+    app.button(key="clear-selection").click().run()
+    assert not any("Selection:" in h.value for h in app.subheader)
+
+
+def test_maps_play_through_time_and_one_shows_large(app: AppTest) -> None:
+    charts = len(app.get("plotly_chart"))
+    app.toggle(key="playback").set_value(True).run()
+    app.slider(key="playback-s").set_value(2.0).run()
+    maps = app.get("plotly_chart")[-1].proto.spec
+    assert '"size":13' in maps.replace(" ", "")  # where each window is at 2 s
+    app.selectbox(key="large-map").set_value("#1").run()
+    assert len(app.get("plotly_chart")) == charts + 1 and not app.exception
 
 
 def test_corrupt_bundle_is_one_line_not_a_traceback(
@@ -511,10 +645,42 @@ def test_default_data_is_completed_in_the_background(
     assert not at.exception, [e.value for e in at.exception]
     assert neighbor_ids(at)  # searchable before the layouts exist
     deadline = time.monotonic() + 240
-    while (cache.completion_status(str(staged)) or "").startswith("running") and time.monotonic() < deadline:
+    while cache.completion_status(str(staged)) is not None and time.monotonic() < deadline:
         time.sleep(1)
     status = cache.completion_status(str(staged))
     assert cache.bundle_is_complete(str(staged)), status
     assert status is None
     at.switch_page("page_evaluation.py").run()
     assert not at.exception and any("queries sampled among" in c.value for c in at.caption)
+
+
+def test_layout_draws_every_window_once_few_are_in_view(
+    small_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22, bug 11, on the server: above the limit the whole layout is an image with one pickable
+    point per grid cell; zoomed to a view with fewer windows, every one is a point with a hover card,
+    and no image is needed."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "app"))
+    import cache
+
+    monkeypatch.setattr(cache, "LAYOUT_POINTS_MAX", 300)
+    cache.layout_view.clear()
+    bundle = Bundle(small_bundle)
+    model = bundle.model_names[0]
+    path, stamp = str(small_bundle), cache.bundle_stamp(str(small_bundle))
+    whole = cache.layout_view(path, stamp, model, "direction", (), 8, None)
+    assert whole.view is None and whole.in_view == bundle.num_windows
+    assert len(whole.images) == 1 and 300 < bundle.num_windows and len(whole.rows) < bundle.num_windows
+    xy = bundle.projection(model)
+    assert xy is not None
+    centre = xy[0]
+    span = (xy.max(axis=0) - xy.min(axis=0)) * 0.05
+    view = (centre[0] - span[0], centre[0] + span[0], centre[1] - span[1], centre[1] + span[1])
+    zoomed = cache.layout_view(path, stamp, model, "direction", (), 8, view)
+    assert zoomed.view is not None and 0 < zoomed.in_view <= 300 and not zoomed.images
+    assert len(zoomed.rows) == zoomed.in_view and 0 in zoomed.rows.tolist()
+    cards = zoomed.cards
+    assert cards["rows"] == zoomed.rows.tolist() and len(cards["paths"][0]) == 20
+    ids = bundle.strings("window_id", zoomed.rows.tolist())
+    assert all(c.split("/")[-1] == i.split("/")[-1] for c, i in zip(cards["ids"], ids, strict=True))
+    cache.layout_view.clear()

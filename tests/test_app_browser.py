@@ -4,8 +4,12 @@ the way a person does (table rows, Random, plot clicks, page switches), take scr
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
@@ -13,12 +17,19 @@ import pytest
 from browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    add_to_multiselect,
+    choose,
     click_plot_point,
     click_table_row,
+    go_to,
     query_line,
+    selected,
     served_app,
+    set_slider,
+    slider_value,
     wait_idle,
     wait_query_change,
+    wait_text_change,
 )
 from conftest import REPO_ROOT
 
@@ -34,6 +45,45 @@ pytestmark = pytest.mark.skipif(
 def server(small_bundle: Path) -> Iterator[str]:
     with served_app(["--bundle", str(small_bundle)]) as url:
         yield url
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    """A page of Debian's Chromium, 1500 px wide."""
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM is not None, "TRAJEMB_REQUIRE_BROWSER is set but chromium is missing"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser.new_page(viewport={"width": 1500, "height": 1600})
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def incomplete_bundle(
+    synth_table: Path,
+    tiny_checkpoints: list[Path],
+    synth_maps: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """Two models, no 2-D layouts and no evaluation yet (what the explorer completes in the background)."""
+    from trajemb.bundle_build import BundleConfig, build_bundle
+    from trajemb.evaluate import EvalConfig
+    from trajemb.projection import ProjectionConfig
+
+    config = BundleConfig(
+        evaluation=EvalConfig(num_queries=50),
+        projection=ProjectionConfig(method="none"),
+        evaluate=False,
+        device="cpu",
+    )
+    out = tmp_path_factory.mktemp("incomplete") / "b"
+    build_bundle(synth_table, tiny_checkpoints, out, synth_maps, config, progress=False)
+    return out
+
+
+def query_id(page: Any) -> str:
+    return query_line(page).removeprefix("Query: ").split()[0]
 
 
 def check_screenshot(path: Path) -> None:
@@ -116,3 +166,167 @@ def test_explorer_in_chromium(server: str) -> None:
             page.locator(".js-plotly-plot").first.screenshot(path=str(plot))
             check_screenshot(plot)
         browser.close()
+
+
+def test_settings_survive_the_background_completion(
+    incomplete_bundle: Path, tmp_path: Path, chromium: Any
+) -> None:
+    """Issue 22, bugs 1 and 3. While another process completes the bundle (it holds the completion
+    lock), the explorer's own completion waits and says so with that process's progress, redrawn every
+    few seconds; those redraws (fragment runs) once reset the model, k, the filters and the own-query
+    inputs of pages not shown, and stripped the URL."""
+    from trajemb.completion import ProgressFile, Step, completion_lock
+
+    bundle = tmp_path / "b"
+    shutil.copytree(incomplete_bundle, bundle)
+    page = chromium
+    with completion_lock(bundle), served_app(["--bundle", str(bundle)]) as url:
+        page.goto(url + "/evaluation", timeout=60_000)
+        page.get_by_role("button", name="Compute them now, in the background").click()
+        wait_text_change(page, "waiting for another process that holds this bundle's lock", "")
+        other = ProgressFile(bundle, [Step("2-D layout of model x", 30.0), Step("evaluation", 60.0)])
+        status = wait_text_change(page, f"waiting for another process (pid {other.progress.pid})", "")
+        assert "2-D layout of model x (step 1 of 2" in status
+
+        go_to(page, "Explore", "Explore neighbours")
+        set_slider(page, "Neighbours k", 9)
+        choose(page, "Model", "fft-d4")
+        add_to_multiselect(page, "direction", "straight")
+        go_to(page, "Your own query")
+        page.get_by_role("textbox", name="Points, one 'x, y' per line").fill("x, y\n0, 0\n10, 1\n20, 4")
+        page.keyboard.press("Control+Enter")
+        wait_idle(page)
+        page.get_by_role("radio", name="Upload a CSV").or_(
+            page.get_by_text("Upload a CSV", exact=True)
+        ).first.click()
+        wait_idle(page)
+        csv = tmp_path / "path.csv"
+        csv.write_text("x,y\n0,0\n5,0\n10,1\n15,3\n")
+        page.locator("input[type=file]").set_input_files(str(csv))
+        page.get_by_text("minADE@").first.wait_for(timeout=60_000)
+        wait_idle(page)
+        for _ in range(3):
+            go_to(page, "Evaluation")
+            status = wait_text_change(page, "waiting for another process", "")
+            wait_text_change(page, "waiting for another process", status)  # the status redrew: a fragment ran
+            wait_idle(page)
+            go_to(page, "Explore", "Explore neighbours")
+            assert slider_value(page, "Neighbours k") == "9"
+            assert selected(page, "Model") == "fft-d4"
+            params = parse_qs(urlparse(page.url).query)
+            assert params.get("k") == ["9"] and params.get("model") == ["fft-d4"], page.url
+            assert params.get("direction") == ["straight"], page.url
+            go_to(page, "Your own query")
+            assert page.get_by_text("Using the file uploaded earlier: path.csv").count()
+        page.get_by_text("Type points", exact=True).first.click()
+        wait_idle(page)
+        assert "20, 4" in page.get_by_role("textbox", name="Points, one 'x, y' per line").input_value()
+        other.close()
+
+
+def test_browser_back_and_forward(server: str, chromium: Any) -> None:
+    """Issue 22, bug 2: the browser's Back and Forward move through queries and pages like the in-app
+    Back, in one press each; the address they bring back stays."""
+    page = chromium
+    page.goto(server, timeout=60_000)
+    page.get_by_text("minADE@").first.wait_for(timeout=90_000)
+    wait_idle(page)
+    first = query_id(page)
+    before = query_line(page)
+    page.get_by_role("button", name="Random").click()
+    wait_query_change(page, before)
+    second = query_id(page)
+    page.wait_for_function("q => location.search.includes(encodeURIComponent(q))", arg=second)
+    length = page.evaluate("history.length")
+    before = query_line(page)
+    page.get_by_role("button", name="Random").click()
+    wait_query_change(page, before)
+    third = query_id(page)
+    page.wait_for_function("q => location.search.includes(encodeURIComponent(q))", arg=third)
+    assert page.evaluate("history.length") == length + 1  # one entry per query
+    assert len({first, second, third}) == 3
+
+    def settled(expected: str) -> None:
+        page.wait_for_function(
+            """q => [...document.querySelectorAll('[data-testid=stText]')]
+                  .some(e => e.innerText.startsWith('Query: ' + q + ' '))""",
+            arg=expected,
+            timeout=60_000,
+        )
+        wait_idle(page)
+        assert query_id(page) == expected  # not rewritten once the run ended
+        assert parse_qs(urlparse(page.url).query).get("q", [None])[0] in (expected, None), page.url
+
+    # Pages: one entry per visit, and Back returns to the page and its query.
+    length = page.evaluate("history.length")
+    go_to(page, "Evaluation")
+    assert page.evaluate("history.length") == length + 1
+    page.evaluate("history.back()")
+    page.get_by_role("heading", name="Explore neighbours").first.wait_for(timeout=60_000)
+    settled(third)
+    page.evaluate("history.back()")
+    settled(second)
+    page.evaluate("history.back()")
+    settled(first)
+    page.evaluate("history.forward()")
+    settled(second)
+    # The in-app Back agrees (each browser Back to the previous query counted as a Back).
+    page.get_by_role("button", name="Back").click()
+    settled(first)
+
+
+def test_layout_redraws_where_one_zooms_and_hover_shows_the_window(server: str, chromium: Any) -> None:
+    """Issue 22, bug 11: zooming enlarged the picture instead of redrawing it, and hover said only
+    "direction / row N". Zooming now redraws the view with every window in it a pickable point, and
+    hovering a point shows its id and a drawing of its trajectory."""
+    page = chromium
+    page.goto(server, timeout=60_000)
+    page.get_by_text("minADE@").first.wait_for(timeout=90_000)
+    wait_idle(page)
+    page.get_by_text("On the 2-D layout").click()
+    page.get_by_text("windows in view").first.wait_for(timeout=60_000)
+    wait_idle(page)
+    before = page.get_by_text("windows in view").first.inner_text()
+    plot = page.locator(".js-plotly-plot").first
+    plot.evaluate("el => el.scrollIntoView({block: 'center'})")
+
+    def screen(trace: int, point: int) -> list[float]:
+        return list(
+            plot.evaluate(
+                """(gd, [t, i]) => {
+                     const fl = gd._fullLayout, tr = gd._fullData[t], b = gd.getBoundingClientRect();
+                     return [b.left + fl.xaxis._offset + fl.xaxis.l2p(tr.x[i]),
+                             b.top + fl.yaxis._offset + fl.yaxis.l2p(tr.y[i])]; }""",
+                [trace, point],
+            )
+        )
+
+    query = plot.evaluate("gd => gd._fullData.findIndex(t => t.name === 'query')")
+    qx, qy = screen(query, 0)
+    page.mouse.move(qx - 50, qy - 40)
+    page.mouse.down()
+    page.mouse.move(qx + 50, qy + 40, steps=6)
+    page.mouse.up()
+    page.wait_for_function(
+        """b => [...document.querySelectorAll('p')].some(p => p.innerText.includes('windows in view') && p.innerText !== b)""",
+        arg=before,
+        timeout=60_000,
+    )
+    wait_idle(page)
+    caption = page.get_by_text("windows in view").first.inner_text()
+    in_view = int(caption.split(" windows in view")[0].replace(",", ""))
+    assert "each is a point" in caption and 0 < in_view < int(before.split(" windows")[0].replace(",", ""))
+    drawn = plot.evaluate(
+        "gd => gd._fullData.filter(t => !['query', 'neighbours'].includes(t.name)).reduce((n, t) => n + t.x.length, 0)"
+    )
+    assert drawn == in_view  # every window in view is a point one can pick
+    trace = plot.evaluate(
+        "gd => gd._fullData.findIndex(t => !['query', 'neighbours'].includes(t.name) && t.x.length)"
+    )
+    hx, hy = screen(trace, 0)
+    page.mouse.move(hx, hy)
+    card = page.locator("[data-testid=trajembHoverCard]")
+    card.wait_for(state="visible", timeout=10_000)
+    text = card.inner_text()
+    assert re.search(r"/\d+/\d+", text), text  # scenario/track/start
+    assert card.locator("polyline").count() == 1  # the trajectory, drawn

@@ -15,14 +15,27 @@ from trajemb.explore import (
     city_xy,
     cluster_labels,
     cluster_medoids,
+    cluster_summaries,
     grid_representatives,
+    id_columns,
+    label_mask,
+    layout_extent,
     nearest_point,
     neighbor_records,
+    page_of,
+    path_sketches,
+    pickable_rows,
+    present_labels,
     rows_in_box,
     rows_in_lasso,
+    rows_in_view,
     scene_context,
     search_row,
     search_window,
+    short_id,
+    snap_view,
+    sorted_rows,
+    timed_scene_context,
 )
 from trajemb.frames import agent_to_city
 from trajemb.store import read_table
@@ -74,6 +87,60 @@ def test_records_and_own_query(small_bundle: Path) -> None:
         search_window(bundle, "cosine-d8", np.full((bundle.num_steps, 2), 1e308), NeighborOptions())
 
 
+def test_distances_and_gaps_are_the_embeddings(small_bundle: Path) -> None:
+    """Issue 22: the neighbour table shows each neighbour's embedding distance (what ranks it) and the
+    gap to the rank before, pinned to a brute-force distance between the embeddings."""
+    bundle = Bundle(small_bundle)
+    nb = search_row(bundle, "cosine-d8", 11, NeighborOptions(k=6))
+    records = neighbor_records(bundle, nb)
+    emb = np.asarray(bundle.embeddings("cosine-d8").all(), dtype=np.float64)
+    brute = np.linalg.norm(emb[nb.rows] - emb[11], axis=1)
+    assert [r["distance"] for r in records] == pytest.approx(brute, abs=1e-5)
+    assert records[0]["gap"] == pytest.approx(brute[0], abs=1e-5)  # from the query itself
+    assert [r["gap"] for r in records[1:]] == pytest.approx(np.diff(brute), abs=1e-5)
+    assert all(r["gap"] >= -1e-6 for r in records[1:])
+
+
+def test_ids_sorting_and_pages(small_bundle: Path) -> None:
+    """Lists show scenario, track and start beside the full id, and page and sort over every matching
+    window (not the first 500)."""
+    bundle = Bundle(small_bundle)
+    meta = bundle.meta
+    rows = [0, 7, 42]
+    ids = id_columns(bundle, rows)
+    assert ids["window id"] == meta["window_id"].iloc[rows].tolist()
+    assert ids["start"] == meta["start_timestep"].iloc[rows].tolist()
+    assert ids["track"] == [short_id(str(t)) for t in meta["track_id"].iloc[rows]]
+    assert all(
+        i.split("/")[1].startswith(s.rstrip("\u2026"))
+        for i, s in zip(ids["window id"], ids["scenario"], strict=True)
+    )
+    assert short_id("0123456789abcdef") == "01234567\u2026" and short_id("123456789") == "123456789"
+    assert present_labels(bundle) == [
+        "direction",
+        "true_manoeuvre",
+        "object_type",
+        "city",
+        "speed_bin",
+        "source",
+    ]
+
+    mask = label_mask(bundle, {"direction": ("straight",)})
+    assert mask is not None
+    by_speed = sorted_rows(bundle, mask, "mean_speed_mps", descending=True)
+    speed = np.asarray(meta["mean_speed_mps"])
+    expected = np.flatnonzero(mask)[np.argsort(-speed[mask], kind="stable")]
+    np.testing.assert_array_equal(by_speed, expected)
+    by_id = sorted_rows(bundle, None, "window_id")
+    assert meta["window_id"].iloc[by_id].tolist() == sorted(meta["window_id"])
+    by_type = sorted_rows(bundle, None, "object_type", descending=True)
+    kinds = meta["object_type"].astype(str).iloc[by_type].tolist()
+    assert kinds == sorted(kinds, reverse=True)
+    pages = [page_of(by_speed, p, 100) for p in range(-(-len(by_speed) // 100))]
+    np.testing.assert_array_equal(np.concatenate(pages), by_speed)
+    np.testing.assert_array_equal(page_of(by_speed, 10_000, 100), pages[-1])  # clipped to the last
+
+
 def test_clusters_and_medoids() -> None:
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(0, 0.1, (50, 4)), rng.normal(5, 0.1, (50, 4))]).astype(np.float32)
@@ -99,3 +166,71 @@ def test_layout_selections() -> None:
     mask = xy[:, 0] < 0
     assert mask[grid_representatives(xy, cells=20, mask=mask)].all()
     assert nearest_point(xy, 3.0, 4.0) == int(np.argmin(((xy - [3, 4]) ** 2).sum(1)))
+
+
+def test_cluster_summaries_name_size_and_mix() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    codes = np.array([2, 2, 1, 0, 0, 0, 0, 2])  # into ["straight", "left", "u_turn"]
+    speed = np.array([5.0, 7.0, 9.0, 10.0, 12.0, 14.0, 16.0, 18.0])
+    out = cluster_summaries(labels, {0: 1, 1: 5}, codes, ["straight", "left", "u_turn"], speed)
+    assert [s.cluster for s in out] == [1, 0] and [s.size for s in out] == [5, 3]  # largest first
+    assert out[0].mix == (("straight", 0.8), ("u_turn", 0.2)) and out[0].speed_mps == 14.0
+    assert (
+        out[0].name == "straight (80%) + u turn (20%), 14 m/s"
+        and out[1].name == "u turn (67%) + left (33%), 7 m/s"
+    )
+    assert out[1].medoid == 1
+
+
+def test_timed_context_places_others_in_the_window(small_bundle: Path) -> None:
+    """Playback moves every road user through the same seconds: each other polyline starts at the step
+    of the query's window that its first point shares with it."""
+    bundle = Bundle(small_bundle)
+    start = bundle.numbers("start_timestep")
+    groups = bundle.groups
+    row = next(r for r in range(bundle.num_windows) if len(timed_scene_context(bundle, r)) >= 3)
+    xy_all = city_xy(bundle, np.arange(bundle.num_windows))
+    for offset, poly in timed_scene_context(bundle, row):
+        assert 0 <= offset <= bundle.num_steps - 2 and offset + len(poly) <= bundle.num_steps
+        # the same positions as the other track's window that covers those steps
+        same_scenario = bundle_scenario_rows(bundle, row)
+        step = int(start[row]) + offset  # scenario step of the polyline's first point
+        candidates = [
+            r
+            for r in same_scenario
+            if groups[r] != groups[row] and start[r] <= step < start[r] + bundle.num_steps
+        ]
+        assert any(np.allclose(xy_all[r][step - int(start[r])], poly[0], atol=1e-6) for r in candidates)
+
+
+def test_layout_views_zoom_to_every_window() -> None:
+    rng = np.random.default_rng(0)
+    xy = rng.normal(size=(20_000, 2))
+    full = layout_extent(xy)
+    assert full[0] < xy[:, 0].min() and full[3] > xy[:, 1].max()
+    assert snap_view(None, full) is None and snap_view(full, full) is None  # the whole layout
+    assert snap_view((5.0, 4.0, 0.0, 1.0), full) is not None  # reversed bounds are sorted
+    view = snap_view((-0.2, 0.21, -0.1, 0.33), full)
+    assert view is not None and view[0] <= -0.2 and view[1] >= 0.21 and view[3] >= 0.33  # rounded outwards
+    assert snap_view((-0.2, 0.21, -0.1, 0.33), full) == view  # nearby zooms share one drawing
+    inside = rows_in_view(xy, view)
+    expected = np.flatnonzero(
+        (xy[:, 0] >= view[0]) & (xy[:, 0] <= view[1]) & (xy[:, 1] >= view[2]) & (xy[:, 1] <= view[3])
+    )
+    np.testing.assert_array_equal(inside, expected)
+    np.testing.assert_array_equal(pickable_rows(xy, view, None, 10_000, 80), inside)  # few: all of them
+    coarse = pickable_rows(xy, full, None, 1_000, 20)
+    assert len(coarse) <= 400 and set(coarse) <= set(range(len(xy)))  # many: one per cell
+    mask = xy[:, 0] > 0
+    assert mask[pickable_rows(xy, view, mask, 10_000, 80)].all()
+
+
+def test_path_sketches_keep_the_shape() -> None:
+    t = np.linspace(0, 1, 60)
+    left = np.stack([30 * t, 10 * t**2], axis=1)  # 30 m forward, 10 m to the left
+    paths, sides = path_sketches(np.stack([left, left * 0.1]), points=10)
+    assert sides == [30.0, 3.0] and len(paths[0]) == 20
+    xs, ys = paths[0][0::2], paths[0][1::2]
+    assert xs == sorted(xs) and xs[0] == 0 and xs[-1] == 99 and ys[-1] > ys[0]  # forward, then left (y up)
+    assert paths[1] == paths[0]  # drawn in its own box: the same shape at any size
+    assert path_sketches(np.zeros((0, 60, 2))) == ([], [])

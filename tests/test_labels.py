@@ -102,7 +102,7 @@ BY_EYE = Path(__file__).parent / "data" / "av2_fixture_windows_by_eye.csv"
 
 
 def test_rules_are_spelled_out() -> None:
-    rules = dict(direction_rules())
+    rules = {r.name: r for r in direction_rules()}
     assert set(rules) == {
         "stationary",
         "straight",
@@ -112,7 +112,8 @@ def test_rules_are_spelled_out() -> None:
         "lane_change_left",
         "lane_change_right",
     }
-    assert "on the map" in rules["left"] and "by shape" in rules["left"]
+    assert "passage that turns left" in rules["left"].on_map and "bends tighter" in rules["left"].by_shape
+    assert [r.name for r in direction_rules()][-1] == "straight"  # everything else, last
 
 
 def test_label_agreement_on_a_known_case() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from trajemb.errors import DataError
-from trajemb.query import parse_points, points_to_window
+from trajemb.query import parse_points, parse_track, points_to_window, query_window
 
 
 def test_parse_with_and_without_header() -> None:
@@ -102,3 +102,32 @@ def test_an_upload_is_used_whole_or_not_at_all() -> None:
     assert decode_upload(big[:MAX_UPLOAD_BYTES], "q.csv")  # up to the limit, read whole
     with pytest.raises(DataError, match=r"q\.csv is not UTF-8 text \(byte 6\)"):
         decode_upload(b"x,y\n1,\xff\n", "q.csv")
+
+
+def test_a_long_drive_is_not_squeezed_into_one_window() -> None:
+    """Issue 22, bug 8: 200 points of a 20 s drive at 10 m/s became a 6 s window at 33.7 m/s without a
+    word. Times (a t column) or a duration now give the first 5.9 s at the true speed, and without
+    either the person is told what was assumed."""
+    from trajemb.labels import mean_speed_mps
+
+    t = np.arange(200) * 0.1  # 19.9 s at 10 Hz
+    xy = np.stack([10.0 * t, np.zeros_like(t)], axis=1)  # 10 m/s along x
+    squeezed = query_window(xy, 60)
+    assert mean_speed_mps(squeezed.xy_agent[None])[0] == pytest.approx(199 / 5.9, rel=1e-3)
+    assert "constant speed in 5.9 s" in squeezed.how and "duration or a time column" in squeezed.how
+    for made in (query_window(xy, 60, duration_s=19.9), query_window(xy, 60, t_s=t)):
+        np.testing.assert_allclose(made.xy_agent[:, 0], 10.0 * t[:60], atol=1e-9)
+        assert mean_speed_mps(made.xy_agent[None])[0] == pytest.approx(10.0, rel=1e-6)
+        assert "first 5.9 s" in made.how
+    text = "t,x,y\n" + "\n".join(f"{a:.1f},{b:.1f},0" for a, b in zip(t, xy[:, 0], strict=True))
+    points, times = parse_track(text)
+    assert times is not None and times[-1] == pytest.approx(19.9)
+    np.testing.assert_allclose(query_window(points, 60, times).xy_agent, query_window(xy, 60, t_s=t).xy_agent)
+    assert parse_track("x,y\n0,0\n1,1")[1] is None
+    assert "10 Hz samples" in query_window(xy[:60], 60).how
+    with pytest.raises(DataError, match=r"span 1\.0 s"):
+        query_window(xy[:11], 60, t_s=t[:11])
+    with pytest.raises(DataError, match="shorter than a window"):
+        query_window(xy, 60, duration_s=3.0)
+    with pytest.raises(DataError, match="increase"):
+        parse_track("t,x,y\n0,0,0\n0,1,0")

@@ -6,7 +6,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pandas as pd
+import pytest
+
 from trajemb.report import (
+    best_rows,
     goals,
     mean_rank_frame,
     mean_rank_table,
@@ -14,6 +18,7 @@ from trajemb.report import (
     per_class_table,
     robustness_curves,
     robustness_frame,
+    robustness_kinds,
     robustness_table,
 )
 
@@ -109,3 +114,21 @@ def test_malformed_reports_give_empty_cells_not_errors() -> None:
     assert (half, one, value) == (0.5, 1.0, 1.0) and math.isnan(missing)
     assert "method" in per_class_table(bad) and "method" in robustness_table(bad)
     assert "| m | - | - | 0 | 0 |" in mean_rank_table(bad)
+
+
+def test_best_rows_marks_every_tie_and_never_a_reference() -> None:
+    """Issue 22, bug 7: a tie for the best value marked only the first row."""
+    values = pd.Series(
+        {"oracle_raw": 0.400, "model-a": 0.4151, "pca_8": 0.4149, "pca_16": 0.415, "random": 9.0}
+    )
+    assert best_rows(values, "lower") == ["model-a", "pca_8", "pca_16"]  # 0.415 at the 3 digits shown
+    assert best_rows(values, "lower", digits=4) == ["pca_8"]
+    assert best_rows(values, "higher") == ["model-a", "pca_8", "pca_16"]  # random is a reference
+    assert best_rows(pd.Series({"m": float("nan"), "random": 1.0}), "lower") == []
+    assert best_rows(pd.Series({"m": "x", "n": 2.0}), "higher") == ["n"]
+    with pytest.raises(ValueError, match="lower"):
+        best_rows(values, "smaller")
+
+
+def test_robustness_kinds_in_report_order() -> None:
+    assert robustness_kinds(REPORTS)[0] == "noise_m" and "clean" not in robustness_kinds(REPORTS)

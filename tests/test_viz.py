@@ -7,12 +7,15 @@ import io
 
 import numpy as np
 import plotly.graph_objects as go
+import pytest
 from PIL import Image
 
 from trajemb.data.maps import MapGeometry
 from trajemb.viz import (
     DIRECTION_COLORS,
+    MAP_FILLS,
     OBJECT_TYPE_COLORS,
+    QUERY_COLOR,
     MapPanel,
     agent_frame_figure,
     gallery_figure,
@@ -51,7 +54,7 @@ def test_every_builder_makes_a_valid_figure() -> None:
         map_grid_figure(panels),
         map_grid_figure(panels[:1]),
         projection_figure(
-            xy, codes, ["left", "right", "straight"], "direction", np.arange(500), None, 3, [4, 5]
+            xy, codes, ["left", "right", "straight"], "direction", np.arange(500), (), 3, [4, 5]
         ),
         projection_figure(
             xy,
@@ -59,7 +62,9 @@ def test_every_builder_makes_a_valid_figure() -> None:
             ["a", "b", "c"],
             "city",
             np.arange(0, 500, 7),
-            ("data:image/png;base64,", (-3, 3, -3, 3)),
+            [("data:image/png;base64,", (-3, 3, -3, 3)), ("data:image/png;base64,", (-1, 1, -1, 1))],
+            view=(-1, 1, -1, 1),
+            hover_cards=True,
         ),
         gallery_figure(
             [path(), path(turn=1)], ["left", "right"], ["left", "right"], "direction", [0, 1], "t"
@@ -74,6 +79,8 @@ def test_every_builder_makes_a_valid_figure() -> None:
     ]
     for fig in figures:
         validated(fig)
+        # Issue 22, bug 7: the toolbar lying along the top covered titles; it stands in a strip of its own.
+        assert fig.layout.modebar.orientation == "v" and fig.layout.margin.r >= 30
     grid = figures[1]
     assert len([k for k in grid.to_dict()["layout"] if k.startswith("xaxis")]) == 5
     clickable = [t for t in grid.data if t.customdata is not None]
@@ -93,16 +100,109 @@ def test_colours_are_distinct() -> None:
     assert DIRECTION_COLORS["right"] != DIRECTION_COLORS["lane_change_right"]
     assert OBJECT_TYPE_COLORS["bus"] != OBJECT_TYPE_COLORS["vehicle"]
     assert len(set(label_colors("city", [f"c{i}" for i in range(12)]))) == 12
+
+
+def _rgb(color: str) -> np.ndarray:
+    """sRGB in [0, 1] of ``#RRGGBB`` or ``rgba(r,g,b,a)`` drawn over white."""
+    if color.startswith("#"):
+        return np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)]) / 255.0
+    r, g, b, a = (float(v) for v in color[color.index("(") + 1 : -1].split(","))
+    return a * np.array([r, g, b]) / 255.0 + (1 - a)
+
+
+def _luminance(rgb: np.ndarray) -> float:
+    """WCAG 2 relative luminance."""
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    return float(linear @ [0.2126, 0.7152, 0.0722])
+
+
+def _contrast(a: np.ndarray, b: np.ndarray) -> float:
+    """WCAG 2 contrast ratio."""
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    """CIE L*a*b* (D65) of sRGB: the CIE 1976 formulas."""
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+    xyz = m @ linear / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def test_every_rank_is_distinct_and_legible_on_the_map() -> None:
+    """Issue 22, bug 6: at k = 20 ranks 1-5 were the same navy and 18-20 pale yellow on yellow
+    crosswalks. Every rank now has its own colour, far apart from the others (CIELAB distance) and
+    from the query's black, with at least WCAG's 3:1 contrast on every map background."""
+    assert _lab(np.ones(3)) == pytest.approx([100, 0, 0], abs=0.02)  # the reference white
     ranks = rank_colors(20)
-    assert len(ranks) == 20 and ranks[0] != ranks[-1]
+    assert len(set(ranks)) == 20
+    white = np.ones(3)
+    grey = _rgb(MAP_FILLS["drivable area"])
+    crosswalk_alone = _rgb(MAP_FILLS["crosswalk"])
+    alpha = float(MAP_FILLS["crosswalk"].split(",")[-1].rstrip(")"))
+    crosswalk_on_road = crosswalk_alone - (1 - alpha) * white + (1 - alpha) * grey
+    for color in ranks:
+        rgb = _rgb(color)
+        for background in (white, grey, crosswalk_alone, crosswalk_on_road):
+            assert _contrast(rgb, background) >= 3.0, color
+        assert np.linalg.norm(_lab(rgb) - _lab(_rgb(QUERY_COLOR))) > 20, color
+    labs = [_lab(_rgb(c)) for c in ranks]
+    closest = min(np.linalg.norm(a - b) for i, a in enumerate(labs) for b in labs[i + 1 :])
+    assert closest > 25
+    assert rank_colors(3) == ranks[:3]  # a rank keeps its colour whatever k
+
+
+def test_overlay_legend_holds_twenty_neighbours() -> None:
+    fig = agent_frame_figure(path(), [path()] * 20, [f"#{i + 1} left" for i in range(20)])
+    legend = fig.layout.legend
+    assert legend.orientation == "h" and legend.entrywidth == pytest.approx(0.2)  # 5 a row, 5 rows
+    assert fig.layout.height >= 430 + 20 * 5
 
 
 def test_layout_image_puts_each_class_where_its_points_are() -> None:
     xy = np.array([[0.0, 0.0]] * 50 + [[10.0, 10.0]] * 50)
     codes = np.array([0] * 50 + [1] * 50)
-    png = projection_raster(xy, codes, ["#0000FF", "#FF0000"], (0.0, 10.0, 0.0, 10.0), size_px=(11, 11))
+    png = projection_raster(
+        xy, codes, ["#0000FF", "#FF0000"], (0.0, 10.0, 0.0, 10.0), size_px=(11, 11), point_px=1
+    )
     image = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
     assert image.shape == (11, 11, 4)
     assert tuple(image[10, 0, :3]) == (0, 0, 255) and image[10, 0, 3] > 0  # (0, 0): bottom left, blue
     assert tuple(image[0, 10, :3]) == (255, 0, 0) and image[0, 10, 3] > 0  # (10, 10): top right, red
     assert image[5, 5, 3] == 0  # empty pixels are transparent
+    spread = np.asarray(
+        Image.open(
+            io.BytesIO(
+                projection_raster(xy, codes, ["#0000FF", "#FF0000"], (0.0, 10.0, 0.0, 10.0), (11, 11), 3)
+            )
+        )
+    )
+    assert spread[9, 1, 3] > 0 and tuple(spread[9, 1, :3]) == (0, 0, 255)  # a point covers 3 x 3 pixels
+    assert spread[8, 2, 3] == 0 and spread[5, 5, 3] == 0
+    outside = projection_raster(xy, codes, ["#0000FF", "#FF0000"], (-1.0, 1.0, -1.0, 1.0), (11, 11), 1)
+    view = np.asarray(Image.open(io.BytesIO(outside)))
+    assert view[:, :, 3].sum() > 0 and view[0, 10, 3] == 0  # (10, 10) lies outside the view: not drawn
+
+
+def test_playback_draws_each_scene_at_one_moment() -> None:
+    """Maps at one step of their windows: the window thick up to that step with a dot where it is, and
+    the other road users present then as dots (one that starts later is not there yet)."""
+    window = path(60)
+    early, late = path(40) + [0.0, 5.0], path(20) + [0.0, -5.0]
+    panel = MapPanel("#1 left", window, "#0072B2", None, [early, late], 7, [0, 30])
+    still = map_grid_figure([panel])
+    moving = map_grid_figure([panel], at_step=10)
+    validated(moving)
+    dots = [t for t in moving.data if t.mode == "markers" and t.marker.size in (8, 13)]
+    assert len(dots) == 2
+    me = next(t for t in dots if t.marker.size == 13)
+    assert (me.x[0], me.y[0]) == pytest.approx(tuple(window[10]))
+    others = next(t for t in dots if t.marker.size == 8)
+    assert len(others.x) == 1 and (others.x[0], others.y[0]) == pytest.approx(
+        tuple(early[10])
+    )  # late: not yet
+    clickable = [t for t in moving.data if t.customdata is not None]
+    assert len(clickable) == 1 and clickable[0].customdata[0] == 7  # still picks the window
+    assert not [t for t in still.data if t.mode == "markers" and t.marker.size == 13]

@@ -290,6 +290,7 @@ class Bundle:
         self._indices: dict[str, NeighborIndex] = {}
         self._meta_pd: pd.DataFrame | None = None
         self._parquet: pq.ParquetFile | None = None
+        self._column_names: list[str] | None = None
         self.xy = self._array(XY_FILE, (self.num_windows, self.num_steps, 2), "float32")
 
     # -- files ------------------------------------------------------------------------------------
@@ -376,6 +377,14 @@ class Bundle:
                         )
                 self._columns[name] = array
             return self._columns[name]
+
+    @property
+    def column_names(self) -> list[str]:
+        """The per-window columns of ``meta.parquet``."""
+        with self._lock:
+            if self._column_names is None:
+                self._column_names = list(pq.read_schema(self.path(META_FILE)).names)
+            return list(self._column_names)
 
     def numbers(self, name: str) -> np.ndarray:
         """A numeric column as a read-only numpy array (zero copy)."""

@@ -24,7 +24,7 @@ import logging
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -59,10 +59,12 @@ from trajemb.bundle import (
     safe_name,
     weights_id,
 )
+from trajemb.completion import ProgressFile, Step, completion_lock
 from trajemb.errors import ConfigError, DataError
 from trajemb.evaluate import (
     EvalConfig,
     baseline_reports,
+    baseline_robustness,
     encoder_reports,
     evaluate_features,
     evaluation_corpus,
@@ -70,6 +72,7 @@ from trajemb.evaluate import (
 )
 from trajemb.index import IndexSpec, build_search_index, save_faiss_index
 from trajemb.integrity import digest_file
+from trajemb.jsonio import read_json_object
 from trajemb.outputs import check_output_dir
 from trajemb.projection import ProjectionConfig, project_2d
 from trajemb.store import META_COLUMNS, ColumnHasher, ContentHasher, TrajectoryTable, read_manifest
@@ -363,22 +366,30 @@ def add_projection(
 
 
 # -- stage 4: evaluation -----------------------------------------------------------------------------
-def evaluate_models(
-    writer: BundleWriter, bundle: Bundle, config: BundleConfig, progress: bool = True
-) -> None:
-    """Evaluate every model and the baselines on one corpus and one set of queries."""
+def _evaluation_table(bundle: Bundle, ev: EvalConfig) -> tuple[TrajectoryTable, np.ndarray]:
+    """The evaluation corpus (a seeded sample of at most ``ev.corpus`` windows) as a table, and its
+    track groups."""
     import pandas as pd
 
-    ev = config.evaluation
-    n = bundle.num_windows
-    corpus = evaluation_corpus(n, ev)
+    corpus = evaluation_corpus(bundle.num_windows, ev)
     codes, names = bundle.codes("direction")
     direction = np.asarray(names, dtype=object)[codes[corpus]].astype(str)
     columns: dict[str, np.ndarray] = {"direction": direction, **_evaluation_columns(bundle, corpus)}
     table = TrajectoryTable(bundle.xy.rows(corpus), pd.DataFrame(columns), {})
-    groups = bundle.groups[corpus].astype(np.int64)
-    queries = sample_queries(len(corpus), ev)
-    scope = {"num_windows": n, "corpus_windows": len(corpus), "num_queries": len(queries), "ks": list(ev.ks)}
+    return table, bundle.groups[corpus].astype(np.int64)
+
+
+def evaluate_models(
+    writer: BundleWriter, bundle: Bundle, config: BundleConfig, progress: bool = True, robustness: bool = True
+) -> None:
+    """Evaluate every model and the baselines on one corpus and one set of queries; with ``robustness``
+    False the robustness curves are left to ``add_robustness`` (they take most of the time)."""
+    ev = config.evaluation
+    scored = ev if robustness else replace(ev, robustness=False)
+    n = bundle.num_windows
+    table, groups = _evaluation_table(bundle, ev)
+    queries = sample_queries(len(table), ev)
+    scope = {"num_windows": n, "corpus_windows": len(table), "num_queries": len(queries), "ks": list(ev.ks)}
     dims: set[int] = set()
     names_ = bundle.model_names
     for i, name in enumerate(names_, start=1):
@@ -388,10 +399,11 @@ def evaluate_models(
             len(names_),
             name,
             len(queries),
-            len(corpus),
+            len(table),
         )
+        corpus = evaluation_corpus(n, ev)
         features = bundle.embeddings(name).rows(corpus)
-        report: dict[str, Any] = evaluate_features(table, features, queries, groups, ev)
+        report: dict[str, Any] = evaluate_features(table, features, queries, groups, scored)
         entry = writer.manifest["models"][name]
         report.update(
             scope,
@@ -399,8 +411,8 @@ def evaluate_models(
             encode_device=entry["encode_device"],
             index=entry["index"],
         )
-        if ev.mean_rank or ev.robustness:  # issue 12: mean rank and robustness curves need the encoder
-            report.update(encoder_reports(table, bundle.encoder(name)[0], groups, ev))
+        if scored.mean_rank or scored.robustness:  # issue 12: mean rank and robustness need the encoder
+            report.update(encoder_reports(table, bundle.encoder(name)[0], groups, scored))
         writer.write_json(model_file(name, REPORT), report)
         entry["evaluated"] = True
         dims.add(bundle.embedding_dim(name))
@@ -410,10 +422,51 @@ def evaluate_models(
     )
     merged = {
         key: {**report, **scope}
-        for key, report in baseline_reports(table, dims, ev, config.seed, groups).items()
+        for key, report in baseline_reports(table, dims, scored, config.seed, groups).items()
     }
     writer.write_json(BASELINES_FILE, merged)
     writer.manifest["evaluation"] = {**asdict(ev), **scope}
+
+
+def needs_robustness(root: Path, manifest: dict[str, Any], config: BundleConfig) -> bool:
+    """Whether ``config`` asks for robustness curves that some model's report lacks."""
+    if not (config.evaluate and config.evaluation.robustness):
+        return False
+    for name in manifest["models"]:
+        path = Path(root) / model_file(name, REPORT)
+        if model_file(name, REPORT) not in manifest["files"] or not path.is_file():
+            return True
+        if "robustness" not in read_json_object(path, "evaluation report"):
+            return True
+    return False
+
+
+def missing_robustness(root: Path) -> bool:
+    """Whether the bundle at ``root`` was built to have robustness curves that some report lacks (its
+    completion adds them last)."""
+    manifest = read_bundle_manifest(Path(root))
+    return needs_robustness(Path(root), manifest, _config_from_manifest(manifest))
+
+
+def add_robustness(writer: BundleWriter, bundle: Bundle, config: BundleConfig, progress: bool = True) -> None:
+    """The robustness curves of every model and of the oracle and PCA, added to the reports that
+    ``evaluate_models(..., robustness=False)`` wrote (the same numbers as evaluating them together)."""
+    ev = replace(config.evaluation, mean_rank=False, robustness=True)
+    table, groups = _evaluation_table(bundle, ev)
+    dims: set[int] = set()
+    for i, name in enumerate(bundle.model_names, start=1):
+        log.info("robustness curves of model %d/%d %s", i, len(bundle.model_names), name)
+        key = model_file(name, REPORT)
+        report = read_json_object(writer.root / key, "evaluation report")
+        report.update(encoder_reports(table, bundle.encoder(name)[0], groups, ev))
+        writer.write_json(key, report)
+        dims.add(bundle.embedding_dim(name))
+    baselines = read_json_object(writer.root / BASELINES_FILE, "baselines")
+    log.info("robustness curves of the oracle and of PCA at D = %s", ", ".join(map(str, sorted(dims))))
+    for key, extra in baseline_robustness(table, dims, ev, config.seed, groups).items():
+        if isinstance(baselines.get(key), dict):
+            baselines[key].update(extra)
+    writer.write_json(BASELINES_FILE, baselines)
 
 
 def _evaluation_columns(bundle: Bundle, corpus: np.ndarray) -> dict[str, np.ndarray]:
@@ -506,41 +559,86 @@ def build_bundle(
     return writer.manifest
 
 
-def _complete(writer: BundleWriter, config: BundleConfig, progress: bool) -> bool:
-    """Stages 3 and 4 where they are missing; returns whether anything was added."""
-    bundle = Bundle(writer.root)
-    changed = False
+#: Estimated cost of each completion step, seconds per model and per 10,000 windows laid out or scored,
+#: measured on this project's 2-core machine (the built-in default data, 6 models, 21,533 windows:
+#: layouts 150 s, of which 45 s compiling UMAP's kernels (numba) in the first, evaluation 30 s,
+#: robustness curves 189 s; ``scripts/bench_app.py --first-start --follow``). Only their ratios matter
+#: to the time left, which scales them by the pace this machine shows on the steps already done.
+LAYOUT_S_PER_10K = 8.0
+LAYOUT_WARMUP_S = 45.0
+EVALUATION_S_PER_10K = 2.3
+ROBUSTNESS_S_PER_10K = 15.7
+
+
+def completion_steps(
+    root: Path, manifest: dict[str, Any], config: BundleConfig
+) -> list[tuple[Step, str, str | None]]:
+    """What ``complete_bundle`` still has to do, in order: (step, kind, model) with kind "layout",
+    "evaluation" or "robustness". Layouts first (the explorer's 2-D views appear one by one), then the
+    evaluation, then the robustness curves (most of the time; the other pages are complete by then)."""
+    n = int(manifest["num_windows"])
+    ev = config.evaluation
+    layout_rows = n if n <= config.projection.full_max_rows else config.projection.sample_size
+    scored = min(n, ev.max_corpus) / 1e4
+    steps: list[tuple[Step, str, str | None]] = []
     if config.projection.method != "none":
-        for name in bundle.model_names:
-            if writer.manifest["models"][name].get("projection") is None:
-                log.info("stage 3: 2-D layout of model %s", name)
+        for name, entry in manifest["models"].items():
+            if entry.get("projection") is None:
+                cost = LAYOUT_S_PER_10K * layout_rows / 1e4 + 0.5 * n / 1e6
+                cost += LAYOUT_WARMUP_S if not steps else 0.0
+                steps.append((Step(f"2-D layout of model {name}", cost), "layout", name))
+    evaluated = all(m.get("evaluated") for m in manifest["models"].values()) and (
+        BASELINES_FILE in manifest["files"]
+    )
+    if config.evaluate and not evaluated:
+        cost = EVALUATION_S_PER_10K * scored * len(manifest["models"])
+        steps.append((Step("evaluation of every model and the baselines", cost), "evaluation", None))
+    if config.evaluate and ev.robustness and (not evaluated or needs_robustness(root, manifest, config)):
+        cost = ROBUSTNESS_S_PER_10K * min(n, ev.robustness_corpus) / 1e4 * len(manifest["models"])
+        steps.append((Step("robustness curves", cost), "robustness", None))
+    return steps
+
+
+def _complete(writer: BundleWriter, config: BundleConfig, progress: bool) -> bool:
+    """Stages 3 and 4 where they are missing, each step saved as it ends, with a progress file that
+    other processes read (``trajemb.completion``); returns whether anything was added."""
+    bundle = Bundle(writer.root)
+    steps = completion_steps(writer.root, writer.manifest, config)
+    if not steps:
+        return False
+    tracker = ProgressFile(writer.root, [step for step, _, _ in steps])
+    try:
+        for step, kind, name in steps:
+            log.info("%s", step.name)
+            if kind == "layout":
+                assert name is not None
                 with writer.timed(f"projection {name}"):
                     add_projection(writer, bundle, name, config.projection, progress)
-                writer.save_manifest()
-                changed = True
-    if config.evaluate and not (
-        all(m.get("evaluated") for m in writer.manifest["models"].values())
-        and BASELINES_FILE in writer.manifest["files"]
-    ):
-        log.info("stage 4: evaluation")
-        with writer.timed("evaluation"):
-            evaluate_models(writer, bundle, config, progress)
-        writer.save_manifest()
-        changed = True
-    return changed
+            elif kind == "evaluation":
+                with writer.timed("evaluation"):
+                    evaluate_models(writer, bundle, config, progress, robustness=False)
+            else:
+                with writer.timed("robustness"):
+                    add_robustness(writer, bundle, config, progress)
+            writer.save_manifest()
+            tracker.step_done()
+    finally:
+        tracker.close()
+    return True
 
 
 def complete_bundle(root: Path, config: BundleConfig | None = None, progress: bool = True) -> bool:
     """Add the projections and evaluation a bundle lacks, in place; returns whether anything was added.
 
-    ``config`` defaults to the one the bundle was built with (with projection and evaluation on). The
-    bundle's lock is held throughout (a ``trajemb bundle`` or another completion of the same folder
-    stops at once, naming this one); a stage that does not finish (an error, a signal) leaves no file
-    behind that the manifest does not name.
+    ``config`` defaults to the one the bundle was built with (with projection and evaluation on).
+    Another process completing the same bundle is waited for (``trajemb.completion``); a ``trajemb
+    bundle`` writing the same folder stops this one at once, naming it (``trajemb.atomic.output_lock``).
+    A step that does not finish (an error, a signal) leaves no file behind that the manifest does not
+    name.
     """
     root = Path(root)
-    read_bundle_manifest(root)  # a bundle at all, before anything (even a lock file) is written
-    with output_lock(root):
+    read_bundle_manifest(root)  # a bundle at all, before anything (even a lock file) is written there
+    with completion_lock(root), output_lock(root):
         manifest = read_bundle_manifest(root)
         Bundle(root).verify_all()  # never build on a file that was changed after the bundle was written
         if config is None:

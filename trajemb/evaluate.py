@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -344,6 +344,31 @@ def random_neighbors(queries: np.ndarray, groups: np.ndarray, k: int, seed: int)
     return out
 
 
+def _fit_pca(flat: np.ndarray, dim: int, seed: int) -> PCA:
+    """PCA to ``dim`` components fitted on a seeded sample of at most 50,000 of the (N, T * 2) rows."""
+    fit_rows = np.random.default_rng(seed).choice(len(flat), size=min(len(flat), 50_000), replace=False)
+    # PCA gives at most as many components as it has windows (a tiny table): its report says its D.
+    return PCA(n_components=min(dim, flat.shape[1], len(fit_rows)), random_state=seed).fit(flat[fit_rows])
+
+
+def baseline_robustness(
+    table: TrajectoryTable,
+    dims: int | Iterable[int],
+    config: EvalConfig,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The robustness curves of the oracle and of PCA at each D of ``dims`` alone (what
+    ``baseline_reports`` adds to them when ``config.robustness`` is on, the same numbers):
+    ``{"oracle_raw": {"robustness": ...}, "pca_<D>": {...}}``."""
+    groups = table.track_groups() if groups is None else groups
+    flat = table.xy_agent.reshape(len(table), -1)
+    featurizers: dict[str, Featurizer] = {"oracle_raw": raw_features}
+    for dim in sorted({dims} if isinstance(dims, int) else set(dims)):
+        featurizers[f"pca_{dim}"] = pca_features(_fit_pca(flat, dim, seed))
+    return featurizer_reports(table, featurizers, groups, replace(config, mean_rank=False, robustness=True))
+
+
 def baseline_reports(
     table: TrajectoryTable,
     dims: int | Iterable[int],
@@ -376,10 +401,8 @@ def baseline_reports(
     fft = fft_features(torch.from_numpy(np.array(table.xy_agent))).numpy()
     reports["fft_magnitudes"] = evaluate_features(table, fft, queries, groups, config)
     featurizers: dict[str, Featurizer] = {"oracle_raw": raw_features}
-    fit_rows = np.random.default_rng(seed).choice(len(flat), size=min(len(flat), 50_000), replace=False)
     for dim in sorted({dims} if isinstance(dims, int) else set(dims)):
-        # PCA gives at most as many components as it has windows (a tiny table): its report says its D.
-        pca = PCA(n_components=min(dim, flat.shape[1], len(fit_rows)), random_state=seed).fit(flat[fit_rows])
+        pca = _fit_pca(flat, dim, seed)
         reports[f"pca_{dim}"] = evaluate_features(table, pca.transform(flat), queries, groups, config)
         featurizers[f"pca_{dim}"] = pca_features(pca)
         torch.manual_seed(seed)

@@ -75,11 +75,12 @@ class Neighbors:
 def label_mask(
     bundle: Bundle, filters: dict[str, tuple[str, ...]] | tuple[tuple[str, tuple[str, ...]], ...]
 ) -> np.ndarray | None:
-    """(N,) bool rows whose labels are among the picked values of every filtered column (an empty pick
-    does not filter); None when nothing is filtered."""
+    """(N,) bool rows whose labels are among the picked values of every filtered column (an empty pick,
+    or a column the bundle lacks, does not filter); None when nothing is filtered."""
     mask: np.ndarray | None = None
+    have = set(bundle.column_names)
     for name, picked in dict(filters).items():
-        if not picked:
+        if not picked or name not in have:
             continue
         codes, names = bundle.codes(name)
         hit = np.isin(codes, [i for i, v in enumerate(names) if v in set(picked)])
@@ -195,17 +196,20 @@ def bundle_scenario_rows(bundle: Bundle, row: int) -> np.ndarray:
 
 
 def neighbor_records(bundle: Bundle, nb: Neighbors) -> list[dict[str, Any]]:
-    """One dict per neighbour: rank, window id, distances, ADE / FDE (m), speed (m/s), labels, row."""
+    """One dict per neighbour: rank, window id, embedding distance and its gap to the rank before (for
+    rank 1, to the query itself: its distance), ADE / FDE (m), speed (m/s), labels, row."""
     rows = nb.rows.tolist()
     ids = bundle.strings("window_id", rows)
     direction = bundle.strings("direction", rows)
     kind = bundle.strings("object_type", rows)
     speed = bundle.numbers("mean_speed_mps")[nb.rows] if rows else np.zeros(0)
+    gap = np.diff(nb.distance, prepend=0.0)
     return [
         {
             "rank": i + 1,
             "window_id": ids[i],
             "distance": float(nb.distance[i]),
+            "gap": float(gap[i]),
             "ade_m": float(nb.ade_m[i]),
             "fde_m": float(nb.fde_m[i]),
             "speed_mps": float(speed[i]),
@@ -215,6 +219,87 @@ def neighbor_records(bundle: Bundle, nb: Neighbors) -> list[dict[str, Any]]:
         }
         for i in range(len(rows))
     ]
+
+
+# -- lists of windows ----------------------------------------------------------------------------------
+#: Label columns a person filters and colours by, where a bundle has them (``true_manoeuvre``: the
+#: synthetic generator's ground truth; bundles built before it, and real data, lack it or say unknown).
+LABELS = ("direction", "true_manoeuvre", "object_type", "city", "speed_bin", "source")
+#: Characters of a scenario or track id shown in tables (AV2 scenario ids and sensor-log track ids are
+#: 36-character UUIDs; 8 hexadecimal characters tell thousands apart).
+SHORT_ID_CHARS = 8
+
+
+def present_labels(bundle: Bundle, names: tuple[str, ...] = LABELS) -> list[str]:
+    """Those of ``names`` that the bundle has as columns, in order."""
+    have = set(bundle.column_names)
+    return [name for name in names if name in have]
+
+
+def short_id(text: str, chars: int = SHORT_ID_CHARS) -> str:
+    """``text`` cut to ``chars`` characters and an ellipsis where it is longer than ``chars + 1``."""
+    return text if len(text) <= chars + 1 else text[:chars] + "\u2026"
+
+
+def id_columns(bundle: Bundle, rows: np.ndarray | list[int]) -> dict[str, list[Any]]:
+    """The ids of ``rows`` in the columns tables show: ``scenario`` and ``track`` (short, see
+    ``short_id``), ``start`` (timestep of the first point) and the full ``window id`` (for exports and
+    for pasting into "By id")."""
+    take = np.asarray(rows, dtype=np.int64)
+    return {
+        "scenario": [short_id(v) for v in bundle.strings("scenario_id", take)],
+        "track": [short_id(v) for v in bundle.strings("track_id", take)],
+        "start": bundle.numbers("start_timestep")[take].astype(np.int64).tolist() if len(take) else [],
+        "window id": bundle.strings("window_id", take),
+    }
+
+
+#: What a list of windows can be sorted by: label -> bundle column.
+SORT_COLUMNS: dict[str, str] = {
+    "window id": "window_id",
+    "mean speed": "mean_speed_mps",
+    "direction": "direction",
+    "true manoeuvre": "true_manoeuvre",
+    "object type": "object_type",
+    "speed bin": "speed_bin",
+    "city": "city",
+    "heading change": "heading_change_rad",
+    "lateral offset": "lateral_offset_m",
+}
+
+
+def sort_key(bundle: Bundle, column: str) -> np.ndarray:
+    """(N,) values whose ascending order sorts the windows by ``column``: numbers as they are, strings
+    by their text (dictionary codes remapped to the alphabetical rank of their value)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = bundle.column(column)
+    if pa.types.is_dictionary(array.type):
+        codes, names = bundle.codes(column)
+        rank = np.empty(len(names), dtype=np.int64)
+        rank[np.argsort(np.asarray(names, dtype=object), kind="stable")] = np.arange(len(names))
+        return np.asarray(rank[codes], dtype=np.int64)
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        return np.asarray(pc.rank(array, sort_keys="ascending", tiebreaker="first").to_numpy()) - 1
+    return np.asarray(bundle.numbers(column))
+
+
+def sorted_rows(bundle: Bundle, mask: np.ndarray | None, column: str, descending: bool = False) -> np.ndarray:
+    """Rows passing ``mask`` (all when None) ordered by ``column`` (ties in row order)."""
+    rows = np.arange(bundle.num_windows) if mask is None else np.flatnonzero(mask)
+    key = sort_key(bundle, column)[rows]
+    order = np.argsort(-key if descending else key, kind="stable")
+    return np.asarray(rows[order], dtype=np.int64)
+
+
+def page_of(rows: np.ndarray, page: int, page_size: int) -> np.ndarray:
+    """Page ``page`` (0-based; clipped to the last) of ``page_size`` rows."""
+    if page_size < 1:
+        raise ConfigError(f"page_size must be at least 1, got {page_size}")
+    last = max(0, (len(rows) - 1) // page_size)
+    start = min(max(0, page), last) * page_size
+    return rows[start : start + page_size]
 
 
 # -- geometry in the city frame -----------------------------------------------------------------------
@@ -228,7 +313,14 @@ def city_xy(bundle: Bundle, rows: np.ndarray | list[int]) -> np.ndarray:
 
 
 def scene_context(bundle: Bundle, row: int, max_tracks: int = 80) -> list[np.ndarray]:
-    """City-frame polylines of the other road users of ``row``'s scenario while ``row`` is driven.
+    """City-frame polylines of the other road users of ``row``'s scenario while ``row`` is driven
+    (``timed_scene_context`` without the times)."""
+    return [poly for _, poly in timed_scene_context(bundle, row, max_tracks)]
+
+
+def timed_scene_context(bundle: Bundle, row: int, max_tracks: int = 80) -> list[tuple[int, np.ndarray]]:
+    """(offset, polyline) of the other road users of ``row``'s scenario while ``row`` is driven: a
+    city-frame polyline whose first point is at step ``offset`` of ``row``'s window (0 .. T - 2).
 
     Windows start at each track's own first step, so other tracks rarely have a window starting at the
     same step: each other track contributes the window that overlaps the query's time span most, cut
@@ -253,7 +345,7 @@ def scene_context(bundle: Bundle, row: int, max_tracks: int = 80) -> list[np.nda
     for r, poly in zip(best.tolist(), xy, strict=True):
         a = max(0, s0 - int(start[r]))
         b = min(T, s0 + T - int(start[r]))
-        out.append(poly[a:b])
+        out.append((int(start[r]) + a - s0, poly[a:b]))
     return out
 
 
@@ -283,6 +375,40 @@ def cluster_medoids(embeddings: np.ndarray, labels: np.ndarray) -> dict[int, int
         centre = x[members].mean(axis=0)
         out[int(c)] = int(members[np.argmin(((x[members] - centre) ** 2).sum(axis=1))])
     return out
+
+
+@dataclass(frozen=True)
+class ClusterSummary:
+    """What one k-means cluster holds: its size, its class mix, its typical speed, and a name."""
+
+    cluster: int
+    size: int
+    medoid: int  # the row nearest to the cluster's mean embedding
+    mix: tuple[tuple[str, float], ...]  # (class, share of the cluster), largest first
+    speed_mps: float  # median of the windows' mean speeds
+    name: str  # the dominant class (and the next, from 10 %), shares and speed: "straight (75%) + left (10%), 7 m/s"
+
+
+def cluster_summaries(
+    labels: np.ndarray,
+    medoids: dict[int, int],
+    class_codes: np.ndarray,
+    class_names: list[str],
+    speed_mps: np.ndarray,
+) -> list[ClusterSummary]:
+    """One summary per cluster of ``labels`` (N,), largest first: the share of each class
+    (``class_codes`` (N,) into ``class_names``) and the median of ``speed_mps`` (N,)."""
+    out = []
+    for c, medoid in medoids.items():
+        members = np.flatnonzero(labels == c)
+        counts = np.bincount(class_codes[members], minlength=len(class_names))
+        order = np.argsort(-counts, kind="stable")
+        mix = tuple((class_names[i], float(counts[i] / len(members))) for i in order if counts[i])
+        speed = float(np.median(speed_mps[members]))
+        named = [mix[0], *[m for m in mix[1:2] if m[1] >= 0.1]]
+        name = " + ".join(f"{c.replace('_', ' ')} ({share:.0%})" for c, share in named) + f", {speed:.0f} m/s"
+        out.append(ClusterSummary(int(c), len(members), int(medoid), mix, speed, name))
+    return sorted(out, key=lambda s: (-s.size, s.cluster))
 
 
 # -- selections on a 2-D layout ----------------------------------------------------------------------
@@ -327,3 +453,78 @@ def grid_representatives(
     ij = np.minimum(((xy[shuffled] - lo) / span * cells).astype(np.int64), cells - 1)
     _, first = np.unique(ij[:, 0] * cells + ij[:, 1], return_index=True)
     return np.sort(shuffled[first])
+
+
+# -- the 2-D layout at any zoom ------------------------------------------------------------------------
+Extent = tuple[float, float, float, float]  # x0, x1, y0, y1
+
+
+def layout_extent(xy: np.ndarray, pad: float = 0.02) -> Extent:
+    """The extent of a whole (N, 2) layout, with ``pad`` of its span on each side."""
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    margin = pad * np.maximum(hi - lo, 1e-6)
+    return (
+        float(lo[0] - margin[0]),
+        float(hi[0] + margin[0]),
+        float(lo[1] - margin[1]),
+        float(hi[1] + margin[1]),
+    )
+
+
+def snap_view(view: Extent | None, full: Extent, steps: int = 200) -> Extent | None:
+    """``view`` clipped to ``full`` and rounded outwards to 1/``steps`` of its span (so that nearby
+    zooms share one cached drawing); None (the whole layout) when it covers it or is degenerate."""
+    if view is None:
+        return None
+    x0, x1 = sorted(view[:2])
+    y0, y1 = sorted(view[2:])
+    fx0, fx1, fy0, fy1 = full
+    dx, dy = (fx1 - fx0) / steps, (fy1 - fy0) / steps
+    sx0 = fx0 + np.floor((max(x0, fx0) - fx0) / dx) * dx
+    sx1 = fx0 + np.ceil((min(x1, fx1) - fx0) / dx) * dx
+    sy0 = fy0 + np.floor((max(y0, fy0) - fy0) / dy) * dy
+    sy1 = fy0 + np.ceil((min(y1, fy1) - fy0) / dy) * dy
+    if sx1 <= sx0 or sy1 <= sy0:
+        return None
+    snapped = (float(sx0), float(sx1), float(sy0), float(sy1))
+    whole = snapped[0] <= fx0 + 1e-6 * dx and snapped[1] >= fx1 - 1e-6 * dx
+    whole = whole and snapped[2] <= fy0 + 1e-6 * dy and snapped[3] >= fy1 - 1e-6 * dy
+    return None if whole else snapped
+
+
+def rows_in_view(xy: np.ndarray, view: Extent, mask: np.ndarray | None = None) -> np.ndarray:
+    """Rows of ``xy`` (N, 2) inside ``view`` (and passing ``mask``), ascending."""
+    inside = rows_in_box(xy, view[:2], view[2:])
+    return inside[mask[inside]] if mask is not None else inside
+
+
+def pickable_rows(
+    xy: np.ndarray, view: Extent, mask: np.ndarray | None, max_points: int, cells: int, seed: int = 0
+) -> np.ndarray:
+    """The rows drawn as pickable points for ``view``: every window in it when at most ``max_points``
+    are, else one per occupied cell of a ``cells`` x ``cells`` grid over the view (finer as one
+    zooms in)."""
+    inside = rows_in_view(xy, view, mask)
+    if len(inside) <= max_points:
+        return inside
+    grid = grid_representatives(np.asarray(xy[inside]), cells, seed)
+    return np.asarray(inside[grid], dtype=np.int64)
+
+
+def path_sketches(
+    xy_agent: np.ndarray, points: int = 10, resolution: int = 99
+) -> tuple[list[list[int]], list[float]]:
+    """Small drawings of (n, T, 2) agent-frame windows for hover cards: ``points`` evenly spaced steps
+    of each, as integers 0..``resolution`` in a square box around the path (x then y, y up), and the
+    box's side in metres."""
+    n, T = xy_agent.shape[:2]
+    if n == 0:
+        return [], []
+    take = np.linspace(0, T - 1, points).round().astype(int)
+    sub = np.asarray(xy_agent[:, take], dtype=np.float64)  # (n, points, 2)
+    lo = sub.min(axis=1)
+    side = np.maximum((sub.max(axis=1) - lo).max(axis=1), 1.0)  # (n,) metres, at least 1 m
+    centre = (sub.max(axis=1) + lo) / 2
+    scaled = ((sub - centre[:, None]) / side[:, None, None] + 0.5) * resolution
+    ints = np.clip(np.rint(scaled), 0, resolution).astype(int)
+    return [row.reshape(-1).tolist() for row in ints], [round(float(v), 1) for v in side]

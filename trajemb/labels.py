@@ -20,6 +20,7 @@ Thresholds are module constants so that they are named and tested.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -371,44 +372,58 @@ def speed_bin(speed_mps: FloatArray) -> StrArray:
     return np.asarray(SPEED_BIN_NAMES, dtype=np.str_)[idx]
 
 
-def direction_rules() -> list[tuple[str, str]]:
+@dataclass(frozen=True)
+class DirectionRule:
+    """How one direction class is decided: from the lane graph, and from the shape alone."""
+
+    name: str
+    on_map: str
+    by_shape: str
+
+
+def direction_rules() -> list[DirectionRule]:
     """How each direction class is decided, in words, from the thresholds above (first match wins).
 
-    Each rule names the lane-graph reading first (every window of AV2 or synthetic data with a map)
-    and then the shape-only reading (user queries, pedestrians, windows off the map).
+    Each rule has the lane-graph reading (every window of AV2 or synthetic data with a map) and the
+    shape-only reading (user queries, pedestrians, windows off the map).
     """
     turn = np.rad2deg(PASSAGE_TURN_MIN_RAD)
     u_turn = np.rad2deg(PASSAGE_U_TURN_MIN_RAD)
     radius = 1.0 / TURN_MIN_CURVATURE_PER_M
     shape_turn = np.rad2deg(TURN_MIN_HEADING_CHANGE_RAD)
     share = f"{PASSAGE_MIN_COVERAGE:.0%}"
+    still = f"mean speed below {STATIONARY_MAX_SPEED_MPS:g} m/s"
     return [
-        (DirectionClass.STATIONARY.value, f"mean speed below {STATIONARY_MAX_SPEED_MPS:g} m/s"),
-        (
+        DirectionRule(DirectionClass.STATIONARY.value, still, still),
+        DirectionRule(
             DirectionClass.U_TURN.value,
-            f"on the map: the window shows at least {share} of a passage (junction connectors, or a short stretch "
-            f"off every lane) across which the heading turns by {u_turn:.0f}° or more; by shape: the heading turns by "
-            f"{np.rad2deg(U_TURN_MIN_HEADING_CHANGE_RAD):.0f}° or more, or by "
+            f"the window shows at least {share} of a passage (junction connectors, or a short stretch off "
+            f"every lane) across which the heading turns by {u_turn:.0f}° or more",
+            f"the heading turns by {np.rad2deg(U_TURN_MIN_HEADING_CHANGE_RAD):.0f}° or more, or by "
             f"{np.rad2deg(U_TURN_MIN_TIGHT_HEADING_CHANGE_RAD):.0f}° within bends tighter than {radius:.0f} m radius",
         ),
-        (
+        DirectionRule(
             DirectionClass.LEFT.value,
-            f"on the map: the window shows at least {share} of a passage that turns left by {turn:.0f}° or more; "
-            f"by shape: the heading turns left by {shape_turn:.0f}° or more within bends tighter than {radius:.0f} m "
+            f"the window shows at least {share} of a passage that turns left by {turn:.0f}° or more",
+            f"the heading turns left by {shape_turn:.0f}° or more within bends tighter than {radius:.0f} m "
             "radius (a wider bend of the road is not a turn)",
         ),
-        (DirectionClass.RIGHT.value, "the same, to the right"),
-        (
+        DirectionRule(DirectionClass.RIGHT.value, "the same, to the right", "the same, to the right"),
+        DirectionRule(
             DirectionClass.LANE_CHANGE_LEFT.value,
-            "on the map: inside the window the road user moves to the lane on its left (its matched lane switches and "
-            f"the offset from the lane centre jumps by {LANE_JUMP_MIN_M:g} m or more); by shape (unreliable on curved "
-            f"roads): the heading changes by less than {np.rad2deg(LANE_CHANGE_MAX_HEADING_CHANGE_RAD):.0f}° but the "
-            f"end point lies {LANE_CHANGE_MIN_RESIDUAL_M:g} m or more to the left of where an arc would end",
+            "inside the window the road user moves to the lane on its left (its matched lane switches and "
+            f"the offset from the lane centre jumps by {LANE_JUMP_MIN_M:g} m or more)",
+            f"(unreliable on curved roads) the heading changes by less than "
+            f"{np.rad2deg(LANE_CHANGE_MAX_HEADING_CHANGE_RAD):.0f}° but the end point lies "
+            f"{LANE_CHANGE_MIN_RESIDUAL_M:g} m or more to the left of where an arc would end",
         ),
-        (DirectionClass.LANE_CHANGE_RIGHT.value, "the same, to the right"),
-        (
+        DirectionRule(
+            DirectionClass.LANE_CHANGE_RIGHT.value, "the same, to the right", "the same, to the right"
+        ),
+        DirectionRule(
             DirectionClass.STRAIGHT.value,
-            "everything else: lane following, including bends of the road however sharp, and windows that show "
-            f"less than {share} of a turn",
+            f"everything else: lane following, including bends of the road however sharp, and windows that "
+            f"show less than {share} of a turn",
+            "everything else",
         ),
     ]

@@ -8,6 +8,7 @@ by method name; the schema is in ``trajemb.evaluate``'s docstring and docs/bundl
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,31 @@ def robustness_frame(reports: dict[str, dict[str, Any]], metric: str = "minADE@5
     return pd.DataFrame.from_dict(
         rows, orient="index", columns=[robustness_column(k, lv) for k, lv in levels], dtype=float
     )
+
+
+def robustness_kinds(reports: dict[str, dict[str, Any]]) -> list[str]:
+    """The perturbations of the robustness curves (``clean`` left out), in report order."""
+    return list(dict.fromkeys(kind for kind, _ in robustness_levels(reports) if kind != "clean"))
+
+
+#: The methods scored for comparison only, never marked best: exact search in raw trajectory space and
+#: random neighbours.
+REFERENCE_METHODS = ("oracle_raw", "random")
+
+
+def best_rows(
+    values: pd.Series, better: str, digits: int = 3, exclude: Sequence[str] = REFERENCE_METHODS
+) -> list[str]:
+    """The rows (methods) holding the best of ``values`` ("lower" or "higher" is better), references
+    left out: every row that ties with it at the ``digits`` shown, not only the first."""
+    if better not in ("lower", "higher"):
+        raise ValueError(f"better must be 'lower' or 'higher', got {better!r}")
+    candidates = pd.to_numeric(values.drop(labels=[i for i in exclude if i in values.index]), errors="coerce")
+    shown = candidates.dropna().round(digits)
+    if shown.empty:
+        return []
+    best = shown.min() if better == "lower" else shown.max()
+    return [str(i) for i in shown.index[shown == best]]
 
 
 def robustness_curves(

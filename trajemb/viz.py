@@ -5,8 +5,8 @@ Figures are assembled as plain dicts and wrapped without plotly's per-property v
 explorer in milliseconds. Polylines of one kind share a trace, separated by ``None`` gaps. Every
 string that comes from data goes through ``plain`` (plotly renders a subset of HTML in titles, legends
 and hover text). Colours: the Okabe-Ito palette (safe for the common colour-vision deficiencies), with
-fixed colours per direction class and per object type, and neighbours coloured by rank along the
-cividis map.
+fixed colours per direction class and per object type, and a distinct colour per neighbour rank
+(``RANK_COLORS``).
 """
 
 from __future__ import annotations
@@ -75,19 +75,10 @@ OBJECT_TYPE_COLORS: dict[str, str] = {
     "construction": "#999933",
     "unknown": "#000000",
 }
-#: Samples of the cividis colour map (Nuñez et al. 2018, designed for colour-vision deficiencies).
-_CIVIDIS = (
-    "#00224E",
-    "#123570",
-    "#3B496C",
-    "#575D6D",
-    "#707173",
-    "#8A8779",
-    "#A69D75",
-    "#C4B56C",
-    "#E4CF5B",
-    "#FEE838",
-)
+#: Plot toolbars stand upright in a strip of their own on the right (lying along the top they covered
+#: the titles of the map panels and of narrow plots).
+TOOLBAR: dict[str, Any] = {"orientation": "v"}
+TOOLBAR_PX = 36
 
 
 def plain(text: object) -> str:
@@ -114,20 +105,40 @@ def label_colors(label_name: str, categories: Sequence[str]) -> list[str]:
     return out
 
 
-#: Up to this many neighbours each gets its own Okabe-Ito hue (all told apart at a glance); more are
-#: coloured by rank along cividis, dark (nearest) to light.
-DISTINCT_RANKS = 6
-_RANK_HUES = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00")
+#: One colour per neighbour rank, up to the explorer's largest k (20), most distinct first: Okabe-Ito's
+#: blue, then colours of Glasbey's "dark" palette (colorcet's ``glasbey_dark``: maximally distinct,
+#: nothing light) picked greedily to keep every pair at least 26 CIELAB units apart and away from
+#: black (the query), the grey lane lines and the other road users; each has a contrast of at least
+#: 3:1 (WCAG's minimum for graphics) on white, on the grey drivable area and on the yellow crosswalks.
+RANK_COLORS: tuple[str, ...] = (
+    "#0072B2",
+    "#BA00FD",
+    "#D60000",
+    "#018700",
+    "#C63189",
+    "#8E7B01",
+    "#6466EF",
+    "#773416",
+    "#60006E",
+    "#CA0044",
+    "#008069",
+    "#7B2F4F",
+    "#BF03B8",
+    "#004B00",
+    "#0000DD",
+    "#380000",
+    "#5901A3",
+    "#364424",
+    "#5949A3",
+    "#C85748",
+)
+#: Map backgrounds the rank colours must stand out on (``map_traces``), as drawn over white.
+MAP_FILLS = {"drivable area": "rgba(200,200,200,0.45)", "crosswalk": "rgba(240,200,60,0.35)"}
 
 
 def rank_colors(k: int) -> list[str]:
-    """A colour per neighbour rank: distinct hues up to ``DISTINCT_RANKS``, a cividis ramp above."""
-    if k <= 0:
-        return []
-    if k <= DISTINCT_RANKS:
-        return list(_RANK_HUES[:k])
-    pos = np.linspace(0.0, 0.82, k) * (len(_CIVIDIS) - 1)
-    return [_CIVIDIS[round(float(p))] for p in pos]
+    """A colour per neighbour rank (``RANK_COLORS``; repeated beyond 20)."""
+    return [RANK_COLORS[i % len(RANK_COLORS)] for i in range(max(0, k))]
 
 
 def figure(data: list[dict[str, Any]], layout: dict[str, Any]) -> go.Figure:
@@ -191,39 +202,44 @@ def _heading_deg(xy: np.ndarray) -> float:
 
 
 def _ends(
-    paths: Sequence[np.ndarray], colors: Sequence[str], size: float, axes: dict[str, str] | None = None
+    paths: Sequence[np.ndarray],
+    colors: Sequence[str],
+    size: float,
+    axes: dict[str, str] | None = None,
+    starts: bool = True,
 ) -> list[dict[str, Any]]:
-    """Start (circle) and end (arrow along the direction of travel) markers of each path."""
+    """Start (circle; ``starts``) and end (arrow along the direction of travel) markers of each path."""
     if not paths:
         return []
-    starts = np.array([p[0] for p in paths])
-    ends = np.array([p[-1] for p in paths])
+    first = np.array([p[0] for p in paths])
+    last = np.array([p[-1] for p in paths])
     common = {"type": "scatter", "mode": "markers", "showlegend": False, "hoverinfo": "skip", **(axes or {})}
-    return [
-        {
-            **common,
-            "x": starts[:, 0],
-            "y": starts[:, 1],
-            "marker": {
-                "symbol": "circle",
-                "size": size * 0.7,
-                "color": list(colors),
-                "line": {"color": "white", "width": 1},
-            },
+    arrows = {
+        **common,
+        "x": last[:, 0],
+        "y": last[:, 1],
+        "marker": {
+            "symbol": "arrow",
+            "size": size * 1.3,
+            "color": list(colors),
+            "angle": [_heading_deg(p) for p in paths],
+            "line": {"color": "white", "width": 0.5},
         },
-        {
-            **common,
-            "x": ends[:, 0],
-            "y": ends[:, 1],
-            "marker": {
-                "symbol": "arrow",
-                "size": size * 1.3,
-                "color": list(colors),
-                "angle": [_heading_deg(p) for p in paths],
-                "line": {"color": "white", "width": 0.5},
-            },
+    }
+    if not starts:
+        return [arrows]
+    circles = {
+        **common,
+        "x": first[:, 0],
+        "y": first[:, 1],
+        "marker": {
+            "symbol": "circle",
+            "size": size * 0.7,
+            "color": list(colors),
+            "line": {"color": "white", "width": 1},
         },
-    ]
+    }
+    return [circles, arrows]
 
 
 def _axis(title: str, **extra: Any) -> dict[str, Any]:
@@ -250,20 +266,14 @@ def agent_frame_figure(
     colors = list(colors or rank_colors(len(neighbors_xy)))
     data: list[dict[str, Any]] = []
     for i, (xy, name) in enumerate(zip(neighbors_xy, names, strict=True)):
-        trace: dict[str, Any] = {
-            "type": "scatter",
-            "mode": "lines+markers",  # markers make the line clickable (plotly selects points only)
-            "x": np.round(xy[:, 0], 2),
-            "y": np.round(xy[:, 1], 2),
-            "name": plain(name),
-            "line": {"color": colors[i], "width": 2},
-            "marker": {"size": 3, "color": colors[i]},
-            "unselected": {"marker": {"opacity": 1}},
-            "hovertemplate": f"{plain(name)}<extra></extra>",
-        }
-        if rows is not None:
-            trace["customdata"] = np.full(len(xy), int(rows[i]))
-        data.append(trace)
+        data += _clickable_line(
+            xy,
+            {"name": plain(name), "legendgroup": f"n{i}"},
+            {"color": colors[i], "width": 2},
+            {"size": 5, "color": colors[i]},
+            None if rows is None else int(rows[i]),
+            f"{plain(name)}<extra></extra>",
+        )
     paths, path_colors = list(neighbors_xy), colors[: len(neighbors_xy)]
     if query_xy is not None:
         data.append(
@@ -279,14 +289,26 @@ def agent_frame_figure(
         )
         paths, path_colors = [*paths, query_xy], [*path_colors, QUERY_COLOR]
     data += _ends(paths, path_colors, 9)
+    legend_rows = math.ceil((len(neighbors_xy) + (query_xy is not None)) / 5)
     layout = {
         "title": {"text": plain(title), "font": {"size": 13}},
-        "height": height,
+        "height": height + 20 * legend_rows,
         "plot_bgcolor": "white",
-        "margin": {"l": 50, "r": 10, "t": 35, "b": 40},
+        "margin": {"l": 50, "r": TOOLBAR_PX, "t": 35, "b": 60 + 20 * legend_rows},
+        "modebar": TOOLBAR,
         "clickmode": "event+select",
         "dragmode": "pan",
-        "legend": {"orientation": "v", "font": {"size": 10}, "x": 1.01, "y": 1},
+        # Below the plot, five entries a row: at the side, a column of 20 neighbours was cut after #17.
+        "legend": {
+            "orientation": "h",
+            "font": {"size": 10},
+            "x": 0,
+            "xanchor": "left",
+            "y": -0.14,
+            "yanchor": "top",
+            "entrywidth": 0.2,
+            "entrywidthmode": "fraction",
+        },
         "xaxis": _axis("x (m, agent frame: initial heading)"),
         "yaxis": _axis("y (m, to the left)", scaleanchor="x", scaleratio=1),
     }
@@ -303,6 +325,7 @@ class MapPanel:
     geometry: MapGeometry | None = None
     others_xy: Sequence[np.ndarray] = ()
     row: int | None = None  # customdata: a click on the window picks this row
+    others_offset: Sequence[int] = ()  # step of the window at which each other polyline starts
 
 
 def map_traces(
@@ -311,8 +334,8 @@ def map_traces(
     """Drivable areas and crossings (filled) and lane boundaries (lines) in the city frame."""
     traces = []
     for polys, fill in (
-        (geometry.drivable_areas, "rgba(200,200,200,0.45)"),
-        (geometry.crossings, "rgba(240,200,60,0.35)"),
+        (geometry.drivable_areas, MAP_FILLS["drivable area"]),
+        (geometry.crossings, MAP_FILLS["crosswalk"]),
     ):
         x, y = _joined(_crop(polys, box))
         traces.append(
@@ -346,10 +369,18 @@ def map_traces(
 
 
 def map_grid_figure(
-    panels: Sequence[MapPanel], columns: int = 3, panel_height: int = 270, margin_m: float = 20.0
+    panels: Sequence[MapPanel],
+    columns: int = 3,
+    panel_height: int = 270,
+    margin_m: float = 20.0,
+    at_step: int | None = None,
 ) -> go.Figure:
     """Every panel as a small map in one figure (one redraw instead of one per map): the window thick,
-    other road users of its scenario during the same seconds thin and faint, start circle, end arrow."""
+    other road users of its scenario during the same seconds thin and faint, start circle, end arrow.
+
+    ``at_step``: the scene at one moment, the same step of every window (playback): each window thick
+    up to that step and faint after it, with a dot where it is; the other road users as dots where
+    they are then (those present; ``others_offset`` places them in time), with their path so far."""
     n = max(1, len(panels))
     columns = max(1, min(columns, n))
     rows_n = math.ceil(n / columns)
@@ -361,7 +392,8 @@ def map_grid_figure(
         "height": rows_n * panel_height + 30,
         "plot_bgcolor": "white",
         "showlegend": False,
-        "margin": {"l": 10, "r": 10, "t": 30, "b": 10},
+        "margin": {"l": 10, "r": TOOLBAR_PX, "t": 30, "b": 10},
+        "modebar": TOOLBAR,
         "clickmode": "event+select",
         "dragmode": "pan",
         "annotations": [],
@@ -375,7 +407,7 @@ def map_grid_figure(
         box = (float(x0), float(y0), float(x1), float(y1))
         if panel.geometry is not None:
             data += map_traces(panel.geometry, box, axes)
-        if panel.others_xy:
+        if panel.others_xy and at_step is None:
             x, y = _joined(list(panel.others_xy))
             data.append(
                 {
@@ -388,22 +420,17 @@ def map_grid_figure(
                     **axes,
                 }
             )
-            data += _ends(list(panel.others_xy), ["rgba(60,60,140,0.45)"] * len(panel.others_xy), 6, axes)
-        trace: dict[str, Any] = {
-            "type": "scatter",
-            "mode": "lines+markers",
-            "x": np.round(panel.window_xy[:, 0], 2),
-            "y": np.round(panel.window_xy[:, 1], 2),
-            "line": {"color": panel.color, "width": 3.5},
-            "marker": {"size": 4, "color": panel.color},
-            "unselected": {"marker": {"opacity": 1}},
-            "hovertemplate": f"{plain(panel.title)}<extra></extra>",
-            **axes,
-        }
-        if panel.row is not None:
-            trace["customdata"] = np.full(len(panel.window_xy), int(panel.row))
-        data.append(trace)
-        data += _ends([panel.window_xy], [panel.color], 11, axes)
+            data += _ends(
+                list(panel.others_xy), ["rgba(60,60,140,0.45)"] * len(panel.others_xy), 6, axes, starts=False
+            )
+        elif panel.others_xy and at_step is not None:
+            data += _others_at(panel, at_step, axes)
+        if at_step is not None:
+            data += _window_at(panel, at_step, axes)
+            data += _map_window_traces(panel, axes, faint=True)
+        else:
+            data += _map_window_traces(panel, axes, faint=False)
+            data += _ends([panel.window_xy], [panel.color], 11, axes)
         dx = [max(0.0, c * (width + gap_x)), min(1.0, c * (width + gap_x) + width)]
         dy = [max(0.0, 1.0 - r * (height + gap_y) - height), min(1.0, 1.0 - r * (height + gap_y))]
         layout[f"xaxis{suffix}"] = {
@@ -438,6 +465,109 @@ def map_grid_figure(
         )
         data.append(_scale_bar(box, axes, layout["annotations"]))
     return figure(data, layout)
+
+
+#: Every this many steps a trajectory carries a marker one can click (plotly selects points, not
+#: lines); a marker on each of the 60 steps made every redraw of the maps and the overlay several times
+#: slower in the browser (one SVG node each).
+CLICK_EVERY = 5
+
+
+def _clickable_line(
+    xy: np.ndarray,
+    common: dict[str, Any],
+    line: dict[str, Any],
+    marker: dict[str, Any],
+    row: int | None,
+    hovertemplate: str,
+) -> list[dict[str, Any]]:
+    """A trajectory as a line, and markers every ``CLICK_EVERY`` steps (and at the end) that carry its
+    ``row`` as customdata, so that a click near it picks it."""
+    take = np.unique(np.r_[np.arange(0, len(xy), CLICK_EVERY), len(xy) - 1])
+    points: dict[str, Any] = {
+        "type": "scatter",
+        "mode": "markers",
+        "x": np.round(xy[take, 0], 2),
+        "y": np.round(xy[take, 1], 2),
+        "marker": marker,
+        "unselected": {"marker": {"opacity": 1}},
+        "hovertemplate": hovertemplate,
+        **common,
+        "showlegend": False,
+    }
+    if row is not None:
+        points["customdata"] = np.full(len(take), row)
+    path = {
+        "type": "scatter",
+        "mode": "lines",
+        "x": np.round(xy[:, 0], 2),
+        "y": np.round(xy[:, 1], 2),
+        "line": line,
+        "hoverinfo": "skip",
+        **common,
+    }
+    return [path, points]
+
+
+def _map_window_traces(panel: MapPanel, axes: dict[str, str], faint: bool) -> list[dict[str, Any]]:
+    """The window as a clickable line (its row as customdata); ``faint`` under a playback."""
+    return _clickable_line(
+        panel.window_xy,
+        {"opacity": 0.35 if faint else 1.0, **axes},
+        {"color": panel.color, "width": 2 if faint else 3.5},
+        {"size": 4 if faint else 5, "color": panel.color},
+        panel.row,
+        f"{plain(panel.title)}<extra></extra>",
+    )
+
+
+def _window_at(panel: MapPanel, step: int, axes: dict[str, str]) -> list[dict[str, Any]]:
+    """The window driven up to ``step``, thick, with a dot where it is."""
+    j = int(np.clip(step, 0, len(panel.window_xy) - 1))
+    done = panel.window_xy[: j + 1]
+    common = {"type": "scatter", "hoverinfo": "skip", **axes}
+    return [
+        {
+            **common,
+            "mode": "lines",
+            "x": done[:, 0],
+            "y": done[:, 1],
+            "line": {"color": panel.color, "width": 4},
+        },
+        {
+            **common,
+            "mode": "markers",
+            "x": done[-1:, 0],
+            "y": done[-1:, 1],
+            "marker": {"size": 13, "color": panel.color, "line": {"color": "white", "width": 2}},
+        },
+    ]
+
+
+def _others_at(panel: MapPanel, step: int, axes: dict[str, str]) -> list[dict[str, Any]]:
+    """The other road users present at ``step`` of the window: their path so far and a dot."""
+    offsets = list(panel.others_offset) or [0] * len(panel.others_xy)
+    trails, now = [], []
+    for offset, poly in zip(offsets, panel.others_xy, strict=True):
+        j = step - int(offset)
+        if 0 <= j < len(poly):
+            trails.append(poly[: j + 1])
+            now.append(poly[j])
+    if not now:
+        return []
+    x, y = _joined(trails)
+    here = np.asarray(now)
+    common = {"type": "scatter", "hoverinfo": "skip", **axes}
+    return [
+        {**common, "mode": "lines", "x": x, "y": y, "line": {"color": "rgba(60,60,140,0.45)", "width": 1.5}},
+        {
+            **common,
+            "mode": "markers",
+            "x": here[:, 0],
+            "y": here[:, 1],
+            "marker": {"size": 8, "color": "rgba(60,60,140,0.8)", "line": {"color": "white", "width": 1}},
+        },
+    ]
 
 
 def _scale_bar(
@@ -477,33 +607,46 @@ def projection_raster(
     codes: np.ndarray,
     colors: Sequence[str],
     extent: tuple[float, float, float, float],
-    size_px: tuple[int, int] = (1400, 1000),
+    size_px: tuple[int, int] = (900, 640),
+    point_px: int = 3,
 ) -> bytes:
-    """PNG of a point cloud of any size: each pixel takes the colour of its most frequent category,
-    its opacity grows with the log of its point count. ``extent`` (x0, x1, y0, y1) maps to the image."""
+    """PNG of a point cloud of any size: each point covers ``point_px`` x ``point_px`` pixels (about
+    the size of a marker at the image's size on the page, so that a sparse view is not a few faint
+    dots), each pixel takes the colour of its most frequent category, and its opacity grows with the
+    log of its point count. ``extent`` (x0, x1, y0, y1) maps to the image; points outside are left out."""
     from PIL import Image
+    from scipy.ndimage import uniform_filter
 
     w, h = size_px
     x0, x1, y0, y1 = extent
+    inside = (xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1)
+    xy, codes = xy[inside], codes[inside]
     px = np.clip(((xy[:, 0] - x0) / max(x1 - x0, 1e-9) * (w - 1)).astype(np.int64), 0, w - 1)
     py = np.clip(((y1 - xy[:, 1]) / max(y1 - y0, 1e-9) * (h - 1)).astype(np.int64), 0, h - 1)
     flat = py * w + px
     num_cats = len(colors)
-    counts = np.zeros((num_cats, w * h), dtype=np.int32)
+    counts = np.zeros((num_cats, h, w), dtype=np.float32)
     for c in range(num_cats):
         sel = codes == c
         if sel.any():
-            counts[c] = np.bincount(flat[sel], minlength=w * h)
-    total = counts.sum(axis=0)
-    top = counts.argmax(axis=0)
+            counts[c] = np.bincount(flat[sel], minlength=w * h).reshape(h, w)
+    if point_px > 1:  # each point spread over its square: a box sum over point_px x point_px
+        counts = uniform_filter(counts, size=(1, point_px, point_px), mode="constant") * point_px**2
+    per_pixel = counts.reshape(num_cats, -1)
+    total = per_pixel.sum(axis=0)
+    top = per_pixel.argmax(axis=0)
     rgb = np.array([[int(col[i : i + 2], 16) for i in (1, 3, 5)] for col in colors], dtype=np.uint8)
     image = np.zeros((w * h, 4), dtype=np.uint8)
     image[:, :3] = rgb[top]
-    alpha = np.where(total > 0, 90 + 165 * np.log1p(total) / np.log1p(max(1, int(total.max()))), 0)
+    filled = total > 0.5
+    alpha = np.where(filled, 90 + 165 * np.log1p(total) / np.log1p(max(1.0, float(total.max()))), 0)
     image[:, 3] = alpha.astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(image.reshape(h, w, 4), "RGBA").save(buf, format="PNG", optimize=False, compress_level=3)
     return buf.getvalue()
+
+
+Raster = tuple[str, tuple[float, float, float, float]]  # image URL, extent (x0, x1, y0, y1)
 
 
 def projection_figure(
@@ -512,19 +655,23 @@ def projection_figure(
     categories: Sequence[str],
     label_name: str,
     rows: np.ndarray,
-    raster: tuple[str, tuple[float, float, float, float]] | None = None,
+    raster: Sequence[Raster] = (),
     query_row: int | None = None,
     neighbor_rows: Sequence[int] = (),
     height: int = 560,
     dragmode: str = "zoom",
-    hover_ids: Sequence[str] | None = None,
+    view: tuple[float, float, float, float] | None = None,
+    hover_cards: bool = False,
 ) -> go.Figure:
-    """2-D layout coloured by a label: ``rows`` drawn as WebGL markers (every row of a small corpus, or
-    one pickable point per grid cell over a ``raster`` image (url, extent) of a large one); neighbours
-    ringed, the query marked. Points carry their row as customdata, so a click or selection picks rows."""
+    """2-D layout coloured by a label: ``rows`` drawn as WebGL markers (every row in view, or one
+    pickable point per grid cell over ``raster`` images (url, extent), the whole layout's and, zoomed
+    in, the view's drawn finer on top); neighbours ringed, the query marked. Points carry their row as
+    customdata, so a click or selection picks rows. ``view``: the axes' extent (default: the images').
+    ``hover_cards``: a companion draws the hover card (``app/companion.py``), so plotly's is off."""
+    rasters = list(raster)
     colors = label_colors(label_name, categories)
     data: list[dict[str, Any]] = []
-    small = raster is None
+    small = not rasters
     for c, cat in enumerate(categories):
         sel = rows[codes[rows] == c]
         if not len(sel) and not small:
@@ -540,8 +687,11 @@ def projection_figure(
             "unselected": {
                 "marker": {"opacity": 0.6 if small else 0.3}
             },  # a click picks; it does not dim the rest
-            "hovertemplate": f"{plain(label_name)}: {plain(cat)}<br>row %{{customdata}}<extra></extra>",
         }
+        if hover_cards:
+            trace["hoverinfo"] = "none"
+        else:
+            trace["hovertemplate"] = f"{plain(label_name)}: {plain(cat)}<extra></extra>"
         data.append(trace)
     if len(neighbor_rows):
         h = np.asarray(neighbor_rows)
@@ -553,7 +703,7 @@ def projection_figure(
                 "x": xy[h, 0],
                 "y": xy[h, 1],
                 "customdata": h,
-                "hovertemplate": "neighbour, row %{customdata}<extra></extra>",
+                **({"hoverinfo": "none"} if hover_cards else {"hovertemplate": "neighbour<extra></extra>"}),
                 "marker": {"size": 17, "color": "rgba(0,0,0,0)", "line": {"color": "#D55E00", "width": 3}},
             }
         )
@@ -566,7 +716,7 @@ def projection_figure(
                 "x": xy[[query_row], 0],
                 "y": xy[[query_row], 1],
                 "customdata": [query_row],
-                "hovertemplate": "query, row %{customdata}<extra></extra>",
+                **({"hoverinfo": "none"} if hover_cards else {"hovertemplate": "query<extra></extra>"}),
                 "marker": {
                     "size": 11,
                     "symbol": "x",
@@ -577,17 +727,26 @@ def projection_figure(
         )
     layout: dict[str, Any] = {
         "height": height,
-        "margin": {"l": 40, "r": 10, "t": 30, "b": 40},
+        "margin": {"l": 40, "r": TOOLBAR_PX, "t": 20, "b": 80},
+        "modebar": TOOLBAR,
         "plot_bgcolor": "white",
-        "legend": {"title": {"text": plain(label_name)}, "itemsizing": "constant"},
+        # Below the plot: at the side the upright toolbar covered its top entries.
+        "legend": {
+            "title": {"text": plain(label_name)},
+            "itemsizing": "constant",
+            "orientation": "h",
+            "x": 0,
+            "y": -0.14,
+            "yanchor": "top",
+        },
         "dragmode": dragmode,
         "clickmode": "event+select",
         "uirevision": "keep",
+        "hovermode": "closest",
         "xaxis": {"title": {"text": "UMAP 1"}, "showgrid": False, "zeroline": False},
         "yaxis": {"title": {"text": "UMAP 2"}, "showgrid": False, "zeroline": False},
     }
-    if raster is not None:
-        url, (x0, x1, y0, y1) = raster
+    if rasters:
         layout["images"] = [
             {
                 "source": url,
@@ -600,9 +759,12 @@ def projection_figure(
                 "sizing": "stretch",
                 "layer": "below",
             }
+            for url, (x0, x1, y0, y1) in rasters
         ]
-        layout["xaxis"]["range"] = [x0, x1]
-        layout["yaxis"]["range"] = [y0, y1]
+    extent = view or (rasters[0][1] if rasters else None)
+    if extent is not None:
+        layout["xaxis"]["range"] = [extent[0], extent[1]]
+        layout["yaxis"]["range"] = [extent[2], extent[3]]
     return figure(data, layout)
 
 
@@ -646,7 +808,8 @@ def gallery_figure(
         "title": {"text": plain(title), "font": {"size": 13}},
         "height": height,
         "plot_bgcolor": "white",
-        "margin": {"l": 50, "r": 10, "t": 35, "b": 40},
+        "margin": {"l": 50, "r": TOOLBAR_PX, "t": 35, "b": 40},
+        "modebar": TOOLBAR,
         "clickmode": "event+select",
         "legend": {"title": {"text": plain(label_name)}},
         "xaxis": _axis("x (m, agent frame)"),
@@ -676,7 +839,8 @@ def grouped_bar_figure(
         "barmode": "group",
         "height": height,
         "plot_bgcolor": "white",
-        "margin": {"l": 50, "r": 10, "t": 35, "b": 40},
+        "margin": {"l": 50, "r": TOOLBAR_PX, "t": 35, "b": 40},
+        "modebar": TOOLBAR,
         "legend": {"orientation": "h", "y": -0.18},
         "yaxis": _axis(y_title, type="log"),  # random neighbours are an order of magnitude worse
         "xaxis": {"type": "category"},
@@ -718,7 +882,8 @@ def metric_vs_dim_figure(
         "title": {"text": f"{plain(metric)} against embedding dimension D", "font": {"size": 13}},
         "height": height,
         "plot_bgcolor": "white",
-        "margin": {"l": 50, "r": 10, "t": 35, "b": 40},
+        "margin": {"l": 50, "r": TOOLBAR_PX, "t": 35, "b": 40},
+        "modebar": TOOLBAR,
         "xaxis": _axis("D", type="log", tickvals=dims),
         "yaxis": _axis(f"{plain(metric)} (m)"),
     }
@@ -747,7 +912,8 @@ def curves_figure(
         "title": {"text": plain(title), "font": {"size": 13}},
         "height": height,
         "plot_bgcolor": "white",
-        "margin": {"l": 50, "r": 10, "t": 35, "b": 10},
+        "margin": {"l": 50, "r": TOOLBAR_PX, "t": 35, "b": 10},
+        "modebar": TOOLBAR,
         "legend": {"font": {"size": 10}, "orientation": "h", "yanchor": "top", "y": -0.25, "x": 0},
         "xaxis": _axis(x_title),
         "yaxis": _axis(y_title),

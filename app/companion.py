@@ -1,0 +1,146 @@
+"""A small browser-side companion of a 2-D layout plot (a Streamlit v2 component without a frame).
+
+Plotly's zoom stays in the browser and its hover label holds only what the figure carries. The
+companion finds the plot by its element key, reports the zoomed extent to the server (which redraws
+the layout there, every window pickable once few enough are in view), and draws a hover card for the
+point under the mouse: its id, label and a small drawing of its trajectory, from ``cards`` sent once
+per view (not with every query). Text from data goes in as text nodes, never as HTML.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+JS = r"""
+export default function(component) {
+  const { data, setStateValue, parentElement } = component;
+  const cards = (data && data.cards) || null;
+  const index = new Map();
+  if (cards) cards.rows.forEach((row, i) => index.set(row, i));
+  const doc = parentElement.ownerDocument || document;
+  let card = doc.getElementById('trajemb-card');
+  if (!card) {
+    card = doc.createElement('div');
+    card.id = 'trajemb-card';
+    card.setAttribute('data-testid', 'trajembHoverCard');
+    card.style.cssText = 'position:fixed;z-index:1000;pointer-events:none;display:none;background:white;' +
+      'border:1px solid #bbb;border-radius:4px;padding:4px 6px;font:11px sans-serif;color:#222;' +
+      'box-shadow:0 1px 4px rgba(0,0,0,.2)';
+    doc.body.appendChild(card);
+  }
+  const svgNS = 'http://www.w3.org/2000/svg';
+  function show(ev) {
+    const p = ev && ev.points && ev.points[0];
+    if (!cards || !p) return;
+    const row = Array.isArray(p.customdata) ? p.customdata[0] : p.customdata;
+    const i = index.get(row);
+    if (i === undefined) { card.style.display = 'none'; return; }
+    card.textContent = '';
+    const title = doc.createElement('div');
+    title.textContent = cards.ids[i];
+    title.style.fontWeight = 'bold';
+    const label = doc.createElement('div');
+    label.textContent = cards.labels[i] + ' \u00b7 ' + cards.sides[i] + ' m box';
+    const svg = doc.createElementNS(svgNS, 'svg');
+    svg.setAttribute('width', '90');
+    svg.setAttribute('height', '90');
+    svg.setAttribute('viewBox', '-4 -4 107 107');
+    const path = cards.paths[i];
+    const pts = [];
+    for (let k = 0; k + 1 < path.length; k += 2) pts.push(path[k] + ',' + (99 - path[k + 1]));
+    const line = doc.createElementNS(svgNS, 'polyline');
+    line.setAttribute('points', pts.join(' '));
+    line.setAttribute('fill', 'none');
+    line.setAttribute('stroke', cards.colors[i]);
+    line.setAttribute('stroke-width', '5');
+    line.setAttribute('stroke-linecap', 'round');
+    const start = doc.createElementNS(svgNS, 'circle');
+    start.setAttribute('cx', path[0]);
+    start.setAttribute('cy', 99 - path[1]);
+    start.setAttribute('r', '6');
+    start.setAttribute('fill', '#000');
+    svg.appendChild(line);
+    svg.appendChild(start);
+    card.appendChild(title);
+    card.appendChild(label);
+    card.appendChild(svg);
+    const e = ev.event || {};
+    card.style.left = ((e.clientX || 0) + 14) + 'px';
+    card.style.top = ((e.clientY || 0) + 14) + 'px';
+    card.style.display = 'block';
+  }
+  function hide() { card.style.display = 'none'; }
+  let timer = null;
+  function relayout() {
+    const gd = hooked;
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      if (!gd || !gd._fullLayout || !gd._fullLayout.xaxis || !gd._fullLayout.yaxis) return;
+      const x = gd._fullLayout.xaxis.range, y = gd._fullLayout.yaxis.range;
+      const full = data && data.full;
+      const whole = full && x[0] <= full[0] && x[1] >= full[1] && y[0] <= full[2] && y[1] >= full[3];
+      setStateValue('view', whole ? null : [x[0], x[1], y[0], y[1]]);
+    }, 250);
+  }
+  let hooked = null;
+  function hook() {
+    const host = doc.querySelector('.st-key-' + data.target);
+    const gd = host && host.querySelector('.js-plotly-plot');
+    if (!gd || !gd.on || gd === hooked) return;
+    if (hooked && hooked.removeListener) {
+      hooked.removeListener('plotly_relayout', relayout);
+      hooked.removeListener('plotly_hover', show);
+      hooked.removeListener('plotly_unhover', hide);
+    }
+    gd.on('plotly_relayout', relayout);
+    gd.on('plotly_hover', show);
+    gd.on('plotly_unhover', hide);
+    hooked = gd;
+  }
+  hook();
+  const poll = setInterval(hook, 400);
+  return () => {
+    clearInterval(poll);
+    clearTimeout(timer);
+    hide();
+    if (hooked && hooked.removeListener) {
+      hooked.removeListener('plotly_relayout', relayout);
+      hooked.removeListener('plotly_hover', show);
+      hooked.removeListener('plotly_unhover', hide);
+    }
+  };
+}
+"""
+
+_component: Any = None
+
+
+def layout_companion(
+    target_key: str, full_extent: tuple[float, float, float, float], cards: dict[str, Any] | None, key: str
+) -> None:
+    """Mount the companion of the plot keyed ``target_key``; its zoom lands in ``st.session_state[key]``
+    (None: the whole layout), read by the page through ``view_of``."""
+    global _component
+    if _component is None:
+        _component = st.components.v2.component("trajemb_layout_companion", js=JS, isolate_styles=False)
+    _component(
+        key=key,
+        data={"target": target_key, "full": list(full_extent), "cards": cards},
+        default={"view": None},
+        height=0,
+        on_view_change=lambda: None,
+    )
+
+
+def view_of(key: str) -> tuple[float, float, float, float] | None:
+    """The zoomed extent the companion keyed ``key`` last reported (None: the whole layout)."""
+    state = st.session_state.get(key)
+    view = state.get("view") if isinstance(state, dict) else getattr(state, "view", None)
+    if isinstance(view, list | tuple) and len(view) == 4:
+        try:
+            return (float(view[0]), float(view[1]), float(view[2]), float(view[3]))
+        except (TypeError, ValueError):
+            return None
+    return None

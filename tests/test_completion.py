@@ -1,0 +1,125 @@
+"""The completion lock, its progress file and the time-left estimate (``trajemb.completion``), and the
+order of a bundle's completion steps (``trajemb.bundle_build.completion_steps``)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import shutil
+from pathlib import Path
+
+import pytest
+
+from trajemb.completion import (
+    PROGRESS_FILE,
+    Progress,
+    ProgressFile,
+    Step,
+    completion_lock,
+    lock_is_held,
+    read_progress,
+)
+
+
+def test_remaining_time_follows_the_measured_speed() -> None:
+    steps = (Step("a", 10.0), Step("b", 20.0), Step("c", 30.0))
+    fresh = Progress(1, 100.0, steps, 0, 100.0, ())
+    assert fresh.remaining_s(105.0) is None  # nothing finished: no speed measured yet
+    assert "about 60 s in all on a 2-core machine" in fresh.summary(105.0)
+    # Step a (cost 10) took 30 s: this machine runs at a third of the reference speed.
+    after_a = Progress(1, 100.0, steps, 1, 130.0, (130.0,))
+    assert after_a.remaining_s(130.0) == pytest.approx(150.0)  # (20 + 30) * 3
+    assert after_a.remaining_s(160.0) == pytest.approx(120.0)  # 30 s into step b
+    assert after_a.remaining_s(10_000.0) == pytest.approx(6.0)  # b overran: a tenth of its share left
+    assert "b (step 2 of 3; 30 s so far; about 150 s left" in after_a.summary(130.0).replace("2 min", "150 s")
+    done = Progress(1, 100.0, steps, 3, 200.0, (130.0, 160.0, 200.0))
+    assert done.current is None and "finishing" in done.summary(210.0)
+
+
+def _hold(
+    root: str, started: multiprocessing.synchronize.Event, release: multiprocessing.synchronize.Event
+) -> None:
+    with completion_lock(Path(root)):
+        ProgressFile(Path(root), [Step("2-D layout of model m", 5.0)])
+        started.set()
+        release.wait(30)
+
+
+def test_progress_is_read_only_while_the_lock_is_held(tmp_path: Path) -> None:
+    """Another process's progress is seen while it holds the lock; a file left by a killed process is
+    ignored; a malformed file is no progress, not an error."""
+    ctx = multiprocessing.get_context("spawn")
+    started, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold, args=(str(tmp_path), started, release))
+    holder.start()
+    try:
+        assert started.wait(60)
+        assert lock_is_held(tmp_path)
+        progress = read_progress(tmp_path)
+        assert progress is not None and progress.pid == holder.pid
+        assert progress.current == "2-D layout of model m"
+    finally:
+        release.set()
+        holder.join(30)
+    assert (tmp_path / PROGRESS_FILE).exists()  # left behind (the holder never closed it) ...
+    assert not lock_is_held(tmp_path) and read_progress(tmp_path) is None  # ... and ignored
+    with completion_lock(tmp_path):
+        (tmp_path / PROGRESS_FILE).write_text(json.dumps({"pid": "x"}))
+        assert read_progress(tmp_path) is None
+
+
+def test_progress_file_follows_the_steps(tmp_path: Path) -> None:
+    with completion_lock(tmp_path):
+        tracker = ProgressFile(tmp_path, [Step("a", 1.0), Step("b", 1.0)])
+        first = read_progress(tmp_path)
+        assert first is not None and first.current == "a" and first.done == 0
+        tracker.step_done()
+        second = read_progress(tmp_path)
+        assert second is not None and second.current == "b" and len(second.finished_s) == 1
+        tracker.close()
+        assert read_progress(tmp_path) is None
+
+
+def test_completion_order_and_robustness_last(
+    synth_table: Path, tiny_checkpoints: list[Path], small_bundle: Path, tmp_path: Path
+) -> None:
+    """Layouts come first, then the evaluation, then the robustness curves; robustness added as a last
+    step gives exactly the numbers of one evaluation pass with it."""
+    from trajemb.bundle import BASELINES_FILE, Bundle, read_bundle_manifest
+    from trajemb.bundle_build import (
+        BundleConfig,
+        BundleWriter,
+        build_bundle,
+        completion_steps,
+        evaluate_models,
+        missing_robustness,
+    )
+    from trajemb.evaluate import EvalConfig
+    from trajemb.projection import ProjectionConfig
+
+    evaluation = EvalConfig(num_queries=60, robustness=True, robustness_queries=40, robustness_corpus=400)
+    staged = BundleConfig(evaluation=evaluation, projection=ProjectionConfig(method="none"), evaluate=False)
+    out = tmp_path / "b"
+    build_bundle(synth_table, tiny_checkpoints[:1], out, config=staged, progress=False)
+    full = BundleConfig(evaluation=evaluation, projection=ProjectionConfig(method="full"), device="cpu")
+    steps = completion_steps(out, read_bundle_manifest(out), full)
+    assert [kind for _, kind, _ in steps] == ["layout", "evaluation", "robustness"]
+
+    split = tmp_path / "split"
+    build_bundle(synth_table, tiny_checkpoints[:1], split, config=full, progress=False)  # robustness last
+    assert not missing_robustness(split) and completion_steps(split, read_bundle_manifest(split), full) == []
+    one_pass = tmp_path / "one"
+    shutil.copytree(split, one_pass)
+    writer = BundleWriter(one_pass, read_bundle_manifest(one_pass))
+    evaluate_models(writer, Bundle(one_pass), full, progress=False, robustness=True)
+    writer.save_manifest()
+    name = Bundle(split).model_names[0]
+    a, b = Bundle(split), Bundle(one_pass)
+
+    def scores(report: dict[str, object] | None) -> dict[str, object]:  # timings differ run to run
+        return {k: v for k, v in (report or {}).items() if not k.endswith("_ms_per_query")}
+
+    assert scores(a.report(name)) == scores(b.report(name)) and "robustness" in scores(a.report(name))
+    base_a, base_b = (x.json_file(BASELINES_FILE, "baselines") for x in (a, b))
+    assert {k: scores(v) for k, v in base_a.items()} == {k: scores(v) for k, v in base_b.items()}
+    assert not missing_robustness(small_bundle)
