@@ -13,6 +13,8 @@ models/<name>/embeddings.npy    (N, D) float32, memory-mapped
 models/<name>/index.faiss       FAISS index over the embeddings (rows = windows)
 models/<name>/projection.npy    (N, 2) float32 2-D layout (UMAP), optional
 models/<name>/report.json       retrieval evaluation, optional
+models/<name>/uniqueness.npy    (N,) float32 distance to the k-th nearest other track (``trajemb.uniqueness``),
+                                optional (bundles before issue 17 lack it)
 baselines.json                  the baselines' evaluation on the same queries, optional
 ```
 Rows of every array and of ``meta.parquet`` are the same windows in the same order. A bundle reads
@@ -59,6 +61,7 @@ EMBEDDINGS = "embeddings.npy"
 INDEX = "index.faiss"
 PROJECTION = "projection.npy"
 REPORT = "report.json"
+UNIQUENESS = "uniqueness.npy"
 CHECKPOINT_DIR = "checkpoint"
 MAPS_DIR = "maps"
 
@@ -338,6 +341,19 @@ class Bundle:
             return None
         xy = self._array(key, (self.num_windows, 2), "float32").all()
         return np.asarray(xy)
+
+    def uniqueness(self, name: str) -> np.ndarray | None:
+        """(N,) uniqueness of every window under the model (``trajemb.uniqueness``), or None where the
+        bundle has none (built before it existed: ``trajemb complete`` adds it)."""
+        key = model_file(name, UNIQUENESS)
+        if not self.has_file(key):
+            return None
+        return np.asarray(self._array(key, (self.num_windows,), "float32").all())
+
+    def uniqueness_info(self, name: str) -> dict[str, Any] | None:
+        """How the model's uniqueness was computed (``UniquenessInfo.to_dict``), or None."""
+        info = self.model_entry(name).get("uniqueness")
+        return info if isinstance(info, dict) and self.has_file(model_file(name, UNIQUENESS)) else None
 
     def report(self, name: str) -> dict[str, Any] | None:
         """The model's evaluation report, or None where it has not been evaluated (yet)."""

@@ -5,14 +5,15 @@ Stages, each with its own progress bar and rate:
    content hash recomputed on the way and compared with the table's own: a modified table is refused)
    and ``windows/meta.parquet`` (with track and scenario group ids);
 2. per model: embeddings streamed from the geometry in batches, then the FAISS index (exact or IVF,
-   with its measured recall@10 against exact);
+   with its measured recall@10 against exact), then every window's uniqueness through that index
+   (``trajemb.uniqueness``);
 3. per model: the 2-D layout (``trajemb.projection``);
 4. the evaluation of every model and of the baselines on the same queries (``trajemb.evaluate``).
 
 ``build_bundle`` runs them all in a temporary folder that replaces ``out`` in one rename.
-``complete_bundle`` runs stages 3 and 4 in place on a bundle built without them (the explorer opens
-the built-in default data after stage 2 and finishes the rest while a person already works); each
-file is written atomically before the manifest names it, and the manifest is replaced atomically
+``complete_bundle`` runs the uniqueness and stages 3 and 4 in place on a bundle built without them
+(the explorer opens the built-in default data after stage 2 and finishes the rest while a person
+already works); each file is written atomically before the manifest names it, and the manifest is replaced atomically
 under a lock, so a reader sees either the old or the new bundle and an interrupted run resumes.
 """
 
@@ -51,6 +52,7 @@ from trajemb.bundle import (
     META_FILE,
     PROJECTION,
     REPORT,
+    UNIQUENESS,
     XY_FILE,
     Bundle,
     model_file,
@@ -71,6 +73,7 @@ from trajemb.integrity import digest_file
 from trajemb.outputs import check_output_dir
 from trajemb.projection import ProjectionConfig, project_2d
 from trajemb.store import META_COLUMNS, ContentHasher, TrajectoryTable, read_manifest
+from trajemb.uniqueness import UniquenessConfig, uniqueness_scores
 from trajemb.validate import check_int, check_seed
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,7 @@ class BundleConfig:
     batch_size: int = 0  # 0: the device's default (``trajemb.embed``)
     engine: str = "local"  # local, or ray: embeddings on a Ray cluster (``trajemb.engines.ray_embed``)
     ray_address: str | None = None
+    uniqueness: UniquenessConfig = field(default_factory=UniquenessConfig)  # issue 17: k = 0 skips it
 
     def __post_init__(self) -> None:
         if self.engine not in ("local", "ray"):
@@ -338,6 +342,17 @@ def add_model(
     return name
 
 
+# -- stage 2b: uniqueness ------------------------------------------------------------------------------
+def add_uniqueness(
+    writer: BundleWriter, bundle: Bundle, name: str, config: UniquenessConfig, progress: bool = True
+) -> None:
+    """Every window's uniqueness under model ``name``, searched through the bundle's own index."""
+    index = bundle.index(name)
+    scores, info = uniqueness_scores(index.index, bundle.embeddings(name), bundle.groups, config, progress)
+    writer.write_array(model_file(name, UNIQUENESS), scores)
+    writer.manifest["models"][name]["uniqueness"] = info.to_dict()
+
+
 # -- stage 3: projection -----------------------------------------------------------------------------
 def add_projection(
     writer: BundleWriter, bundle: Bundle, name: str, config: ProjectionConfig, progress: bool = True
@@ -489,9 +504,17 @@ def build_bundle(
 
 
 def _complete(writer: BundleWriter, config: BundleConfig, progress: bool) -> bool:
-    """Stages 3 and 4 where they are missing; returns whether anything was added."""
+    """The uniqueness and stages 3 and 4 where they are missing; returns whether anything was added."""
     bundle = Bundle(writer.root)
     changed = False
+    if config.uniqueness.k:
+        for name in bundle.model_names:
+            if not writer.manifest["models"][name].get("uniqueness"):
+                log.info("uniqueness of every window under model %s", name)
+                with writer.timed(f"uniqueness {name}"):
+                    add_uniqueness(writer, bundle, name, config.uniqueness, progress)
+                writer.save_manifest()
+                changed = True
     if config.projection.method != "none":
         for name in bundle.model_names:
             if writer.manifest["models"][name].get("projection") is None:
@@ -553,6 +576,7 @@ def _config_from_manifest(manifest: dict[str, Any]) -> BundleConfig:
             ),
             device=str(raw.get("device", "auto")),
             seed=int(raw.get("seed", 0)),
+            uniqueness=UniquenessConfig(**(raw.get("uniqueness") or {})),
         )
     except (TypeError, ValueError) as exc:
         raise DataError(f"bundle manifest has an invalid build config ({exc})") from exc

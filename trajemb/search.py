@@ -251,6 +251,18 @@ def parallel_exact(index: Any, embeddings: np.ndarray, min_rows: int = PARALLEL_
     return index
 
 
+def describe_index(index: SearchIndex) -> dict[str, Any]:
+    """What a raw index is: ``kind`` (flat, ivf, hnsw, or its type), whether its searches are
+    ``exact`` and its ``nprobe`` (IVF; 0 otherwise)."""
+    if isinstance(index, (ShardedFlatIndex, TorchFlatIndex, faiss.IndexFlat)):
+        return {"kind": "flat", "exact": True, "nprobe": 0}
+    if isinstance(index, faiss.IndexIVF):
+        return {"kind": "ivf", "exact": bool(index.nprobe >= index.nlist), "nprobe": int(index.nprobe)}
+    if isinstance(index, faiss.IndexHNSW):
+        return {"kind": "hnsw", "exact": False, "nprobe": 0}
+    return {"kind": type(index).__name__, "exact": False, "nprobe": 0}
+
+
 # -- rules -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Groups:

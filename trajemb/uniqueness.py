@@ -1,0 +1,203 @@
+"""Uniqueness of windows: how far each lies from what other road users did, in a model's space.
+
+The score of a window is the Euclidean distance, in the model's embedding space, to its k-th nearest
+window on *other* tracks (by default one window per track, so k other road users: a track's own
+overlapping windows, and several windows of one other track, do not make a window common). This is
+the k-nearest-neighbour distance outlier score of Ramaswamy, Rastogi and Shim ("Efficient algorithms
+for mining outliers from large data sets", SIGMOD 2000). It is searched through ``trajemb.search`` with
+the bundle's own index: exact where the index is exact (flat, up to 250,000 windows by default),
+approximate with IVF above (its ``nprobe``); ``UniquenessInfo`` says which.
+
+``rare_order`` ranks windows by it (most unique first, optionally one window per track and within a
+filter), ``rare_enrichment`` measures on labelled data how well it finds what is truly rare: the
+share of the rare classes in the top 1 % against their base rate.
+
+Legend: N windows, D embedding dim.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from trajemb.errors import ConfigError, DataError
+from trajemb.search import Groups, SearchIndex, describe_index, exact_index, search
+from trajemb.validate import check_float, check_int
+
+log = logging.getLogger(__name__)
+
+#: Default k: the 10th nearest other road user.
+DEFAULT_K = 10
+#: Windows searched per batch (a progress-bar step).
+QUERY_CHUNK = 65_536
+#: Rare classes: the least frequent classes that together hold at most this share of the windows.
+RARE_CLASSES_SHARE = 0.10
+#: The most unique share of windows whose classes are compared with the base rates.
+TOP_SHARE = 0.01
+
+
+@dataclass(frozen=True)
+class UniquenessConfig:
+    """``k``: the score is the distance to the k-th nearest window on another track (0: no score is
+    computed); ``one_per_track``: count each other track once (its nearest window)."""
+
+    k: int = DEFAULT_K
+    one_per_track: bool = True
+
+    def __post_init__(self) -> None:
+        check_int("--uniqueness-k", self.k, 0, 1000)
+
+
+@dataclass(frozen=True)
+class UniquenessInfo:
+    """How a bundle's scores were computed: k, the rule, the index searched and whether that search
+    was exact, and the seconds it took."""
+
+    k: int
+    one_per_track: bool
+    index: str
+    exact: bool
+    nprobe: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _rows(embeddings: Any, start: int, stop: int) -> np.ndarray:
+    reader = getattr(embeddings, "rows", None)
+    block = reader(slice(start, stop)) if reader is not None else embeddings[start:stop]
+    return np.ascontiguousarray(block, dtype=np.float32)
+
+
+def uniqueness_scores(
+    index: SearchIndex,
+    embeddings: Any,
+    tracks: np.ndarray,
+    config: UniquenessConfig = UniquenessConfig(),
+    progress: bool = False,
+) -> tuple[np.ndarray, UniquenessInfo]:
+    """(N,) float32 uniqueness of every row of ``index`` and how it was computed.
+
+    Args:
+        index: a raw index over the (N, D) ``embeddings`` (an array, or anything with ``rows(idx)``).
+        tracks: (N,) track of each row.
+
+    Rows with fewer than k other tracks score ``inf`` (nothing like them at all).
+    """
+    if config.k < 1:
+        raise ConfigError("uniqueness needs k >= 1")
+    n = int(index.ntotal)
+    groups = Groups.of(np.asarray(tracks, dtype=np.int64))
+    if len(groups.ids) != n or len(embeddings) != n:
+        raise DataError(f"index holds {n} rows, tracks {len(groups.ids)} and embeddings {len(embeddings)}")
+    t0 = time.perf_counter()
+    out = np.empty(n, dtype=np.float32)
+    bar = tqdm(
+        total=n, desc="uniqueness", unit="win", unit_scale=True, disable=not progress, dynamic_ncols=True
+    )
+    for start in range(0, n, QUERY_CHUNK):
+        stop = min(n, start + QUERY_CHUNK)
+        rows = np.arange(start, stop)
+        dist, _ = search(
+            index,
+            _rows(embeddings, start, stop),
+            config.k,
+            query_rows=rows,
+            exclude=groups,
+            query_groups=groups.ids[rows],
+            distinct=groups if config.one_per_track else None,
+        )
+        out[start:stop] = dist[:, -1]
+        bar.update(stop - start)
+    bar.close()
+    kind = describe_index(index)
+    info = UniquenessInfo(
+        config.k, config.one_per_track, kind["kind"], kind["exact"], kind["nprobe"], time.perf_counter() - t0
+    )
+    log.info(
+        "uniqueness of %d windows (k = %d, %s index%s) in %.1f s",
+        n,
+        config.k,
+        info.index,
+        "" if info.exact else f", nprobe {info.nprobe}",
+        info.seconds,
+    )
+    return out, info
+
+
+def rare_order(
+    scores: np.ndarray, tracks: np.ndarray | None = None, allowed: np.ndarray | None = None
+) -> np.ndarray:
+    """Rows by decreasing uniqueness (ties by row), among ``allowed`` rows, with ``tracks`` given only
+    the most unique window of each track."""
+    s = np.asarray(scores, dtype=np.float64)
+    rows = np.arange(len(s)) if allowed is None else np.flatnonzero(allowed)
+    order = rows[np.lexsort((rows, -s[rows]))]
+    if tracks is not None:
+        _, first = np.unique(np.asarray(tracks)[order], return_index=True)
+        order = order[np.sort(first)]
+    return order
+
+
+def rare_classes(labels: np.ndarray, share: float = RARE_CLASSES_SHARE) -> tuple[list[str], dict[str, float]]:
+    """The least frequent classes that together hold at most ``share`` of the windows (at least the
+    least frequent one), and every class's share."""
+    names, counts = np.unique(np.asarray(labels, dtype=str), return_counts=True)
+    shares = counts / counts.sum()
+    order = np.lexsort((names, shares))
+    picked = [str(names[order[0]])]
+    total = float(shares[order[0]])
+    for i in order[1:]:
+        if total + shares[i] > share:
+            break
+        picked.append(str(names[i]))
+        total += float(shares[i])
+    return picked, {str(n): float(s) for n, s in zip(names, shares, strict=True)}
+
+
+def rare_enrichment(
+    features: np.ndarray,
+    labels: np.ndarray,
+    tracks: np.ndarray,
+    k: int = DEFAULT_K,
+    top_share: float = TOP_SHARE,
+    classes_share: float = RARE_CLASSES_SHARE,
+) -> dict[str, Any]:
+    """How well uniqueness in a space finds the rare classes: among the ``top_share`` most unique of
+    (N, F) ``features`` (exact search), the share of rare-class windows over their share in all N.
+
+    Returns ``rare_classes``, ``class_share`` (every class's base rate), ``windows``, ``top_windows``,
+    ``k``, ``base_rate`` and ``top_rate`` of the rare classes together, ``enrichment`` (their ratio:
+    1 = no better than a random pick) and ``per_class[class]`` with the same three for each class.
+    """
+    check_float("top share", top_share, 0.0, 1.0, low_open=True)
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    labels = np.asarray(labels, dtype=str)
+    scores, _ = uniqueness_scores(exact_index(x), x, tracks, UniquenessConfig(k=k))
+    top = rare_order(scores)[: max(1, math.ceil(top_share * len(x)))]
+    rare, class_share = rare_classes(labels, classes_share)
+    per_class = {}
+    for name, base in class_share.items():
+        rate = float((labels[top] == name).mean())
+        per_class[name] = {"base_rate": base, "top_rate": rate, "enrichment": rate / base}
+    base_rate = float(np.isin(labels, rare).mean())
+    top_rate = float(np.isin(labels[top], rare).mean())
+    return {
+        "rare_classes": rare,
+        "class_share": class_share,
+        "windows": len(x),
+        "top_share": top_share,
+        "top_windows": len(top),
+        "k": k,
+        "base_rate": base_rate,
+        "top_rate": top_rate,
+        "enrichment": top_rate / base_rate,
+        "per_class": per_class,
+    }
