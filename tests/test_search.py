@@ -528,3 +528,21 @@ def test_collapse_needs_the_embeddings_and_a_positive_eps() -> None:
     _, plain = index.search(db[:1], 5, query_rows=np.array([0]))
     _, tiny = index.search(db[:1], 5, query_rows=np.array([0]), collapse_eps=1e-9)
     np.testing.assert_array_equal(plain, tiny)  # nothing within a tiny eps: the same list
+
+
+def test_range_search_finds_copies_far_from_the_origin() -> None:
+    """Raw windows have squared norms of thousands: through |q|^2 + |x|^2 - 2 q.x in float32 (FAISS's
+    BLAS path, taken for many queries) a copy can come out centimetres away. Every exact index must
+    find each copy within a millimetre."""
+    import faiss
+
+    rng = np.random.default_rng(5)
+    base = (50 * rng.normal(size=(1500, 120))).astype(np.float32)
+    db = np.concatenate([base, base])
+    before = faiss.cvar.distance_compute_blas_threshold
+    for index in (build_index(db), ShardedFlatIndex(db, 2), TorchFlatIndex(db, "cpu")):
+        result = range_search(index, db, 1e-3, query_rows=np.arange(len(db)))
+        _, rows, dist = result.pairs()
+        assert np.diff(result.lims).tolist() == [1] * len(db), type(index).__name__
+        assert (rows == np.r_[np.arange(1500, 3000), np.arange(1500)]).all() and (dist == 0).all()
+    assert faiss.cvar.distance_compute_blas_threshold == before  # FAISS's global is restored

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -149,8 +150,9 @@ class TorchFlatIndex:
         with torch.no_grad():
             for start in range(0, x.shape[0], self.chunk):
                 q = torch.as_tensor(x[start : start + self.chunk], dtype=torch.float32, device=self.device)
-                d2 = torch.addmm(self.db_sq[None], q, self.db.T, alpha=-2.0)
-                d2.add_((q * q).sum(dim=1, keepdim=True)).clamp_min_(0.0)
+                # Differences, not |q|^2 + |x|^2 - 2 q.x: near-identical rows far from the origin
+                # must come out near zero (see ``range_search``).
+                d2 = torch.cdist(q, self.db, compute_mode="donot_use_mm_for_euclid_dist").square_()
                 qi, row = torch.nonzero(d2 < sq_radius, as_tuple=True)
                 queries.append(qi.cpu().numpy() + start)
                 dists.append(d2[qi, row].cpu().numpy())
@@ -584,14 +586,46 @@ def raw_range_search(
     index: SearchIndex, q: np.ndarray, sq_radius: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The index's own range search: (Q + 1,) lims, (R,) squared distances below ``sq_radius``, (R,) ids."""
-    if isinstance(index, (ShardedFlatIndex, TorchFlatIndex)):
+    if isinstance(index, TorchFlatIndex):
         return index.range_search(q, sq_radius)
+    if isinstance(index, ShardedFlatIndex):
+        with _direct_distances():
+            return index.range_search(q, sq_radius)
     if not isinstance(index, faiss.Index):
         raise ConfigError(f"{type(index).__name__} has no range search")
-    context = _one_openmp_thread() if len(q) <= FEW_QUERIES else contextlib.nullcontext()
-    with context:
+    with contextlib.ExitStack() as stack:
+        if len(q) <= FEW_QUERIES:
+            stack.enter_context(_one_openmp_thread())
+        if isinstance(index, faiss.IndexFlat):
+            stack.enter_context(_direct_distances())
         lims, dist, ids = index.range_search(q, sq_radius)
     return lims.astype(np.int64), dist, ids.astype(np.int64)
+
+
+_blas_lock = threading.Lock()
+_direct_users = 0
+_saved_blas_threshold = 0
+
+
+@contextlib.contextmanager
+def _direct_distances() -> Iterator[None]:
+    """FAISS's flat distances as sums of squared differences while inside (not through BLAS as
+    |q|^2 + |x|^2 - 2 q.x, whose float32 rounding is about 1e-7 of the squared norms: raw windows with
+    squared norms of thousands would lose every distance below a few centimetres). FAISS holds the
+    switch in one global, so it is counted across threads and restored by the last one out."""
+    global _direct_users, _saved_blas_threshold
+    with _blas_lock:
+        if _direct_users == 0:
+            _saved_blas_threshold = faiss.cvar.distance_compute_blas_threshold
+            faiss.cvar.distance_compute_blas_threshold = 2**31 - 1
+        _direct_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _direct_users -= 1
+            if _direct_users == 0:
+                faiss.cvar.distance_compute_blas_threshold = _saved_blas_threshold
 
 
 def range_search(
@@ -609,6 +643,8 @@ def range_search(
     ``search`` (own row, exclusion groups, allowed rows), nearest first per query.
 
     Exact with an exact index; an IVF index searches the cells it probes (``nprobe``), HNSW its graph.
+    Distances are computed from differences (``_direct_distances``), so rows identical to a query count
+    as within any radius however far from the origin they lie.
     Queries go in chunks whose worst case (every row within the radius) stays bounded; more than
     ``max_results`` results in all is refused (a radius that joins most of the rows).
     """
