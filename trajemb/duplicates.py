@@ -70,6 +70,8 @@ class DuplicatesConfig:
     check_sample: int = CHECK_SAMPLE
 
     def __post_init__(self) -> None:
+        if not self.bundle:
+            raise ConfigError("give --bundle")
         check_float("--eps", self.eps, 0.0, low_open=True)
         if self.space not in SPACES:
             raise ConfigError(f"--space must be model or raw, got {self.space!r}")

@@ -106,6 +106,19 @@ def label_mask(
     return mask
 
 
+def check_label_filters(
+    bundle: Bundle, filters: dict[str, tuple[str, ...]] | tuple[tuple[str, tuple[str, ...]], ...]
+) -> None:
+    """Refuse filter values the bundle's label columns do not hold, naming the values they do."""
+    for name, picked in dict(filters).items():
+        known = bundle.codes(name)[1]
+        unknown = sorted(set(picked) - set(known))
+        if unknown:
+            raise DataError(
+                f"{name} {', '.join(unknown)}: not in this bundle; its values: {', '.join(sorted(known))}"
+            )
+
+
 def allowed_rows(bundle: Bundle, options: NeighborOptions, query_row: int | None) -> np.ndarray | None:
     """(N,) bool mask of rows the options allow (the query's scenario, object types), None = all."""
     mask: np.ndarray | None = None
@@ -414,15 +427,22 @@ def duplicate_groups(
 
 
 def duplicates_frame(
-    bundle: Bundle, model: str, eps: float, space: str = "model", by_track: bool = False
+    bundle: Bundle,
+    model: str,
+    eps: float,
+    space: str = "model",
+    by_track: bool = False,
+    groups: DuplicateGroups | None = None,
 ) -> pd.DataFrame:
     """Every window in a near-duplicate group as a table, by group (1 = the largest) and row, with
     ``group``, ``group_windows``, ``group_tracks``, ``representative`` (the group's first row: the one
-    to keep when thinning a training set) and ``distance`` to it (in the space the groups were found)."""
+    to keep when thinning a training set) and ``distance`` to it (in the space the groups were found).
+    ``groups``: found before with these settings (else ``duplicate_groups``)."""
     from trajemb.duplicates import raw_features
     from trajemb.export import results_frame
 
-    groups = duplicate_groups(bundle, model, eps, space, by_track)
+    if groups is None:
+        groups = duplicate_groups(bundle, model, eps, space, by_track)
     rows = groups.members()
     label = groups.labels[rows]
     first = np.r_[True, label[1:] != label[:-1]] if len(rows) else np.zeros(0, dtype=bool)

@@ -55,6 +55,44 @@ class UniquenessConfig:
 
 
 @dataclass(frozen=True)
+class RareConfig:
+    """``trajemb mine rare``: the ``top`` most unique windows of a bundle under a model, among those
+    whose labels pass the filters (``object_types``, ``cities``, and ``labels``: (column, values)
+    pairs over the bundle's label columns), each track once unless ``all_windows_of_track``; written
+    to ``out`` (.csv or .parquet) when given."""
+
+    bundle: str = ""
+    model: str | None = None
+    top: int = 100
+    out: str | None = None
+    object_types: tuple[str, ...] = ()
+    cities: tuple[str, ...] = ()
+    labels: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    all_windows_of_track: bool = False
+
+    def __post_init__(self) -> None:
+        from trajemb.bundle import LABEL_COLUMNS
+
+        if not self.bundle:
+            raise ConfigError("give --bundle")
+        check_int("--top", self.top, 1, 10_000_000)
+        for column, values in self.labels:
+            if column not in LABEL_COLUMNS:
+                raise ConfigError(f"--label {column}: not a label column; one of {', '.join(LABEL_COLUMNS)}")
+            if not values:
+                raise ConfigError(f"--label {column}: give values, as {column}=A,B")
+
+    @property
+    def filters(self) -> dict[str, tuple[str, ...]]:
+        """Label column -> wanted values (``trajemb.explore.label_mask``)."""
+        out = dict(self.labels)
+        for column, values in (("object_type", self.object_types), ("city", self.cities)):
+            if values:
+                out[column] = tuple(sorted(set(out.get(column, ())) | set(values)))
+        return out
+
+
+@dataclass(frozen=True)
 class UniquenessInfo:
     """How a bundle's scores were computed: k, the rule, the index searched and whether that search
     was exact, and the seconds it took."""
