@@ -41,6 +41,7 @@ from trajemb.report import (
     per_class_table,
     plot_robustness,
     report_table,
+    rare_enrichment_table,
     robustness_table,
 )
 
@@ -136,6 +137,10 @@ def section(title: str, reports: dict[str, dict[str, Any]], out: Path, tag: str,
         "### Mean rank of interleaved halves (TrajCL's measure; TrajCL: 1.004 on 100k Porto trajectories)",
         "",
         mean_rank_table(reports),
+        "",
+        "### Rare behaviours: the rare classes among the most unique windows",
+        "",
+        rare_enrichment_table(reports),
         "",
         "### Robustness: minADE@5 (m, clean geometry) under each perturbation",
         "",
