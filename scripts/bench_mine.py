@@ -45,6 +45,45 @@ def trajemb(args: list[str], label: str) -> tuple[float, str]:
     return seconds, proc.stdout
 
 
+def accuracy(bundle: object, name: str, scores: object, sample: int = 2000) -> None:
+    """The bundle index's uniqueness against exact search on sampled windows, and how much of the 1 %
+    most unique (by the index) the exact scores put there too."""
+    import numpy as np
+
+    from trajemb.bundle import Bundle
+    from trajemb.search import Groups, exact_index, search
+
+    assert isinstance(bundle, Bundle)
+    got = np.asarray(scores)
+    emb = np.ascontiguousarray(bundle.embeddings(name).all())
+    tracks = Groups.of(bundle.groups)
+    rng = np.random.default_rng(0)
+    top = np.argsort(-got, kind="stable")[: len(got) // 100]
+    rows = np.sort(
+        np.concatenate([rng.choice(len(got), sample, replace=False), rng.choice(top, sample, replace=False)])
+    )
+    dist, _ = search(
+        exact_index(emb),
+        emb[rows],
+        10,
+        query_rows=rows,
+        exclude=tracks,
+        query_groups=tracks.ids[rows],
+        distinct=tracks,
+    )
+    exact = dist[:, -1]
+    ratio = got[rows] / exact
+    in_top = np.isin(rows, top)
+    threshold = np.sort(got)[-len(top)]  # the index's 1 % cut
+    print(
+        f"  against exact search ({len(rows)} windows, half from the index's top 1 %): equal on "
+        f"{100 * np.mean(np.abs(ratio - 1) < 1e-5):.1f} %, median ratio {np.median(ratio):.4f}, "
+        f"95th percentile {np.percentile(ratio, 95):.3f}; infinite scores: {int(np.isinf(got).sum())}; "
+        f"of the sampled top-1 % windows, {100 * np.mean(exact[in_top] >= threshold):.1f} % are above "
+        "the cut by their exact score too"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1_000_000, help="windows (about)")

@@ -9,8 +9,8 @@ person needs to find each window again in AV2 and to trust where it came from:
   of the source says it: ``<scenario_id>/scenario_<scenario_id>.parquet`` inside an AV2 motion-
   forecasting split folder (and a ``trajemb synth`` folder, which has the same layout), the log id
   (its folder inside the split) for an AV2 sensor log;
-* the query (``query_window_id``, empty where there is none or where it was a drawn or own window)
-  and the Euclidean ``distance`` to it in the model's space (NaN where there is no query), the
+* the query (``query_window_id``: its window id, ``drawn`` for a drawn path, empty where there is
+  none or it was a window of the user's own) and the Euclidean ``distance`` to it in the model's space (NaN where there is no query), the
   ``rank`` in the list, and columns of the list's own kind (``uniqueness``, ``group``...);
 * labels: ``object_type``, ``category``, ``city``, ``direction``, ``true_manoeuvre``, ``speed_bin``,
   ``mean_speed_mps``;
