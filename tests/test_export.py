@@ -20,6 +20,7 @@ from trajemb.export import (
     PROVENANCE_COLUMNS,
     load_window_ids,
     read_window_ids,
+    results_bytes,
     results_frame,
     rows_for_window_ids,
     source_files,
@@ -86,6 +87,10 @@ def test_results_round_trip(plain_bundle: Path, tmp_path: Path, suffix: str) -> 
     np.testing.assert_allclose(back["distance"].astype(float), frame["distance"])
     assert back["start_timestep"].tolist() == frame["start_timestep"].tolist()
     np.testing.assert_array_equal(load_window_ids(bundle, out), rows)
+    assert out.read_bytes() == results_bytes(frame, suffix[1:]) or suffix == ".parquet"
+    from trajemb.export import window_ids_from_bytes
+
+    assert window_ids_from_bytes(results_bytes(frame, suffix[1:])) == frame["window_id"].tolist()
     write_results(frame.iloc[:2], out)  # its own earlier list is replaced
     np.testing.assert_array_equal(load_window_ids(bundle, out), rows[:2])
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # nothing left beside it

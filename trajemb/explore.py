@@ -333,6 +333,13 @@ def rows_from_id_file(bundle: Bundle, path: Path | str) -> np.ndarray:
     return load_window_ids(bundle, path)
 
 
+def rows_from_id_bytes(bundle: Bundle, data: bytes, name: str = "uploaded file") -> np.ndarray:
+    """Bundle rows of the window ids in an uploaded file's bytes (as ``rows_from_id_file``)."""
+    from trajemb.export import rows_for_window_ids, window_ids_from_bytes
+
+    return rows_for_window_ids(bundle, window_ids_from_bytes(data, name))
+
+
 def rows_from_ids(bundle: Bundle, ids: list[str]) -> np.ndarray:
     """Bundle rows of window ids (as ``rows_from_id_file``)."""
     from trajemb.export import rows_for_window_ids

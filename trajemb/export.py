@@ -10,17 +10,19 @@ person needs to find each window again in AV2 and to trust where it came from:
   forecasting split folder (and a ``trajemb synth`` folder, which has the same layout), the log id
   (its folder inside the split) for an AV2 sensor log;
 * the query (``query_window_id``: its window id, ``drawn`` for a drawn path, empty where there is
-  none or it was a window of the user's own) and the Euclidean ``distance`` to it in the model's space (NaN where there is no query), the
-  ``rank`` in the list, and columns of the list's own kind (``uniqueness``, ``group``...);
+  none or it was a window of the user's own) and the Euclidean ``distance`` to it in the model's
+  space (NaN where there is no query), the ``rank`` in the list, and columns of the list's own kind
+  (``uniqueness``, ``group``...);
 * labels: ``object_type``, ``category``, ``city``, ``direction``, ``true_manoeuvre``, ``speed_bin``,
   ``mean_speed_mps``;
 * provenance: the ``bundle`` folder, the content hash of its windows (``bundle_table_sha256``, the
   hash of the trajectory table it was built from), the ``model`` and the sha256 of its weights.
 
 ``write_results`` writes such a table as CSV or parquet (from the file name), atomically, only over a
-file trajemb wrote before (``trajemb.outputs``). ``read_window_ids`` reads ids back from any such file,
-from a CSV or parquet file of the user's own with a ``window_id`` column, or from plain text with one
-id per line; the file size is capped and nothing is unpickled. ``rows_for_window_ids`` turns them into
+file trajemb wrote before (``trajemb.outputs``); ``results_bytes`` gives the same bytes for a download.
+``read_window_ids`` (a file) and ``window_ids_from_bytes`` (an upload) read ids back from any such
+file, from a CSV or parquet file of the user's own with a ``window_id`` column, or from plain text with
+one id per line; the size is capped and nothing is unpickled. ``rows_for_window_ids`` turns them into
 bundle rows, refusing ids the bundle does not hold with one line saying how many and which.
 
 Legend: N windows, n rows of a list.
@@ -36,7 +38,7 @@ import stat
 import threading
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -214,16 +216,32 @@ def write_results(
         raise ConfigError("a result table starts with the columns rank and window_id (results_frame)")
     check_output_file(path, kind="results", inputs=inputs)
     with atomic_path(path) as tmp:
-        if fmt == "csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            marker = json.dumps({"columns": list(frame.columns), "rows": len(frame)}).encode()
-            table = table.replace_schema_metadata(
-                {**(table.schema.metadata or {}), RESULTS_METADATA_KEY: marker}
-            )
-            pq.write_table(table, tmp, compression="zstd")
+        _write_frame(frame, tmp, fmt)
     return path
+
+
+def results_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
+    """A result table as the bytes of a ``csv`` or ``parquet`` file, as ``write_results`` writes it (for
+    a download button)."""
+    import io
+
+    if fmt not in ("csv", "parquet"):
+        raise ConfigError(f"format must be csv or parquet, got {fmt!r}")
+    buffer = io.BytesIO()
+    _write_frame(frame, buffer, fmt)
+    return buffer.getvalue()
+
+
+def _write_frame(frame: pd.DataFrame, target: Any, fmt: str) -> None:
+    if list(frame.columns[:2]) != ["rank", "window_id"]:
+        raise ConfigError("a result table starts with the columns rank and window_id (results_frame)")
+    if fmt == "csv":
+        frame.to_csv(target, index=False)
+        return
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    marker = json.dumps({"columns": list(frame.columns), "rows": len(frame)}).encode()
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), RESULTS_METADATA_KEY: marker})
+    pq.write_table(table, target, compression="zstd")
 
 
 # -- window ids back in ----------------------------------------------------------------------------
@@ -241,66 +259,67 @@ def _regular_file(path: Path, max_bytes: int) -> int:
     return int(st.st_size)
 
 
-def _ids_from_parquet(path: Path) -> list[str]:
+def _ids_from_parquet(data: bytes, what: str) -> list[str]:
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(pa.BufferReader(data))
         names = parquet.schema_arrow.names
         if "window_id" not in names:
             raise DataError(
-                f"{path}: parquet file without a window_id column (columns: {', '.join(names[:12])})"
+                f"{what}: parquet file without a window_id column (columns: {', '.join(names[:12])})"
             )
         column = parquet.read(columns=["window_id"]).column(0)
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{path}: not a readable parquet file ({exc})") from exc
+        raise DataError(f"{what}: not a readable parquet file ({exc})") from exc
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        raise DataError(f"{path}: column window_id holds {column.type}, not text")
+        raise DataError(f"{what}: column window_id holds {column.type}, not text")
     if column.null_count:
-        raise DataError(f"{path}: column window_id has {column.null_count} empty values")
+        raise DataError(f"{what}: column window_id has {column.null_count} empty values")
     return [str(v) for v in column.to_pylist()]
 
 
-def _ids_from_csv(path: Path, columns: list[str]) -> list[str]:
+def _ids_from_csv(data: bytes, what: str, columns: list[str]) -> list[str]:
     import pyarrow.csv as pacsv
 
     if "window_id" not in columns:
-        raise DataError(f"{path}: a CSV file without a window_id column (columns: {', '.join(columns[:12])})")
+        raise DataError(f"{what}: a CSV file without a window_id column (columns: {', '.join(columns[:12])})")
     try:
         table = pacsv.read_csv(
-            path,
+            pa.BufferReader(data),
             convert_options=pacsv.ConvertOptions(
                 include_columns=["window_id"], column_types={"window_id": pa.string()}
             ),
         )
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({exc})") from exc
+        raise DataError(f"{what}: not a readable CSV file ({exc})") from exc
     column = table.column(0)
     if column.null_count:
-        raise DataError(f"{path}: column window_id has {column.null_count} empty values")
+        raise DataError(f"{what}: column window_id has {column.null_count} empty values")
     return [str(v) for v in column.to_pylist()]
 
 
-def read_window_ids(path: Path | str, max_bytes: int = MAX_ID_FILE_BYTES) -> list[str]:
-    """Window ids from a file: parquet or CSV with a ``window_id`` column (any other columns are left
-    alone), or UTF-8 text with one id per line (blank lines and lines starting with ``#`` skipped).
+def window_ids_from_bytes(
+    data: bytes, what: str = "id list", max_bytes: int = MAX_ID_FILE_BYTES
+) -> list[str]:
+    """Window ids from a file's bytes (an upload): parquet or CSV with a ``window_id`` column (any
+    other columns are left alone), or UTF-8 text with one id per line (blank lines and lines starting
+    with ``#`` skipped). ``what`` names the file in messages.
 
     Raises:
-        DataError: missing, not a regular file, over ``max_bytes``, not parquet nor UTF-8 text, a
-            table without ``window_id``, empty values, or no id at all.
+        DataError: over ``max_bytes``, not parquet nor UTF-8 text, a table without ``window_id``,
+            empty values, or no id at all.
     """
-    path = Path(path)
-    size = _regular_file(path, max_bytes)
-    with open(path, "rb") as fh:
-        head = fh.read(min(size, 1 << 16))
-    if head.startswith(PARQUET_MAGIC):
-        ids = _ids_from_parquet(path)
+    if len(data) > max_bytes:
+        raise DataError(f"{what}: {len(data):,} bytes, more than an id list may have ({max_bytes:,})")
+    if data.startswith(PARQUET_MAGIC):
+        ids = _ids_from_parquet(data, what)
     else:
         try:
-            text = path.read_bytes().decode("utf-8-sig")
+            text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise DataError(
-                f"{path}: neither parquet nor UTF-8 text (byte {exc.start}); give a CSV, parquet or "
+                f"{what}: neither parquet nor UTF-8 text (byte {exc.start}); give a CSV, parquet or "
                 "text file of window ids"
             ) from None
         lines = [line.strip() for line in text.splitlines()]
@@ -308,13 +327,25 @@ def read_window_ids(path: Path | str, max_bytes: int = MAX_ID_FILE_BYTES) -> lis
         first = lines[0] if lines else ""
         header = [c.strip().strip('"') for c in first.split(",")]
         is_csv = "," in first or header == ["window_id"]
-        ids = _ids_from_csv(path, header) if is_csv else lines
+        ids = _ids_from_csv(data, what, header) if is_csv else lines
     if not ids:
-        raise DataError(f"{path}: no window ids in it")
+        raise DataError(f"{what}: no window ids in it")
     blank = sum(1 for i in ids if not i.strip())
     if blank:
-        raise DataError(f"{path}: {blank} empty values among its window ids")
+        raise DataError(f"{what}: {blank} empty values among its window ids")
     return ids
+
+
+def read_window_ids(path: Path | str, max_bytes: int = MAX_ID_FILE_BYTES) -> list[str]:
+    """Window ids from a file (``window_ids_from_bytes``), which must be a regular file of at most
+    ``max_bytes``."""
+    path = Path(path)
+    _regular_file(path, max_bytes)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the id list ({exc.strerror})") from exc
+    return window_ids_from_bytes(data, str(path), max_bytes)
 
 
 def rows_for_window_ids(bundle: Bundle, ids: list[str]) -> np.ndarray:
