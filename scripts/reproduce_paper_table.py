@@ -40,8 +40,8 @@ from trajemb.report import (
     mean_rank_table,
     per_class_table,
     plot_robustness,
-    report_table,
     rare_enrichment_table,
+    report_table,
     robustness_table,
 )
 
