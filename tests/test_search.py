@@ -546,3 +546,14 @@ def test_range_search_finds_copies_far_from_the_origin() -> None:
         assert np.diff(result.lims).tolist() == [1] * len(db), type(index).__name__
         assert (rows == np.r_[np.arange(1500, 3000), np.arange(1500)]).all() and (dist == 0).all()
     assert faiss.cvar.distance_compute_blas_threshold == before  # FAISS's global is restored
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+def test_torch_cuda_range_search_equals_faiss_flat() -> None:
+    db, _ = planted_clusters(7)
+    rows = np.arange(len(db))
+    ref = range_search(build_index(db), db, 0.02, query_rows=rows)
+    got = range_search(TorchFlatIndex(db, "cuda"), db, 0.02, query_rows=rows)
+    np.testing.assert_array_equal(got.lims, ref.lims)
+    for i in range(0, len(db), 50):
+        assert sorted(got.of(i)[1].tolist()) == sorted(ref.of(i)[1].tolist())
