@@ -283,30 +283,28 @@ def find_duplicates(
     return duplicate_pairs(index, vectors, bundle.groups, eps, space, progress)
 
 
-def raw_check(
-    bundle: Bundle, model: str, pairs: DuplicatePairs, raw_eps_m: float, sample: int, seed: int = 0
-) -> dict[str, Any]:
-    """Model-space pairs against raw space, both ways, exactly: the share of the pairs whose windows
-    lie within ``raw_eps_m`` (RMS metres; up to 100,000 sampled pairs), and, for ``sample`` seeded
-    windows, the share of their raw-space near-duplicates (other tracks, below ``raw_eps_m``, exact
-    range search) that are model-space pairs too."""
+@dataclass(frozen=True)
+class RawSample:
+    """Raw-space near-duplicates of sampled windows: ``rows`` (S,) the sampled rows, and each pair
+    found, (P,) ``query`` index into ``rows`` and (P,) ``row`` of the other window."""
+
+    rows: np.ndarray
+    query: np.ndarray
+    row: np.ndarray
+    raw_eps_m: float
+
+
+def raw_sample(bundle: Bundle, raw_eps_m: float, sample: int, seed: int = 0) -> RawSample:
+    """The raw-space near-duplicates (other tracks, strictly within ``raw_eps_m`` RMS metres, exact
+    range search) of ``sample`` seeded windows, the raw windows searched a block at a time."""
     from trajemb.search import exact_index
 
-    out: dict[str, Any] = {"raw_eps_m": raw_eps_m, "eps": pairs.eps, "pairs": len(pairs.first)}
-    checked = np.sort(np.random.default_rng(seed).permutation(len(pairs.first))[:100_000])
-    if len(checked):
-        a = raw_features(bundle.xy.rows(pairs.first[checked]))
-        b = raw_features(bundle.xy.rows(pairs.second[checked]))
-        out["pairs_checked"] = len(checked)
-        out["confirmed_share"] = float((np.sqrt(((a - b) ** 2).sum(axis=1)) < raw_eps_m).mean())
-    if not sample:
-        return out
     n = bundle.num_windows
     rows = np.sort(np.random.default_rng(seed + 1).choice(n, min(sample, n), replace=False))
     queries = raw_features(bundle.xy.rows(rows))
     tracks = np.asarray(bundle.groups, dtype=np.int64)
-    found_q, found_r = [], []
-    for start in range(0, n, CHECK_CHUNK):  # the raw windows a block at a time: bounded memory
+    found_q, found_r = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for start in range(0, n, CHECK_CHUNK):  # bounded memory at any N
         stop = min(n, start + CHECK_CHUNK)
         block = exact_index(raw_features(bundle.xy.rows(slice(start, stop))))
         local = Groups.of(tracks[start:stop])
@@ -316,14 +314,42 @@ def raw_check(
         q, r, _ = found.pairs()
         found_q.append(q)
         found_r.append(r + start)
-    q, r = np.concatenate(found_q), np.concatenate(found_r)
+    return RawSample(rows, np.concatenate(found_q), np.concatenate(found_r), raw_eps_m)
+
+
+def raw_check(
+    bundle: Bundle,
+    model: str,
+    pairs: DuplicatePairs,
+    raw_eps_m: float,
+    sample: int | RawSample,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Model-space pairs against raw space, both ways, exactly: the share of the pairs whose windows
+    lie within ``raw_eps_m`` (RMS metres; up to 100,000 sampled pairs), and the share of the raw-space
+    near-duplicates of sampled windows (``raw_sample``: ``sample`` windows, or one found before) that
+    are model-space pairs too (their embeddings strictly within ``pairs.eps``)."""
+    out: dict[str, Any] = {"raw_eps_m": raw_eps_m, "eps": pairs.eps, "pairs": len(pairs.first)}
+    checked = np.sort(np.random.default_rng(seed).permutation(len(pairs.first))[:100_000])
+    if len(checked):
+        a = raw_features(bundle.xy.rows(pairs.first[checked]))
+        b = raw_features(bundle.xy.rows(pairs.second[checked]))
+        out["pairs_checked"] = len(checked)
+        out["confirmed_share"] = float((np.sqrt(((a - b) ** 2).sum(axis=1)) < raw_eps_m).mean())
+    if isinstance(sample, int):
+        if not sample:
+            return out
+        sample = raw_sample(bundle, raw_eps_m, sample, seed)
+    if sample.raw_eps_m != raw_eps_m:
+        raise ConfigError(f"the raw sample was searched within {sample.raw_eps_m:g} m, not {raw_eps_m:g} m")
+    q, r = sample.query, sample.row
     emb = bundle.embeddings(model)
-    d_model = np.sqrt(((emb.rows(rows[q]) - emb.rows(r)) ** 2).sum(axis=1)) if len(q) else np.zeros(0)
+    d_model = np.sqrt(((emb.rows(sample.rows[q]) - emb.rows(r)) ** 2).sum(axis=1)) if len(q) else np.zeros(0)
     out.update(
         {
-            "sample_windows": len(rows),
+            "sample_windows": len(sample.rows),
             "raw_pairs": len(q),
-            "sample_duplicated_share": float(len(np.unique(q)) / len(rows)),
+            "sample_duplicated_share": float(len(np.unique(q)) / len(sample.rows)),
             "found_share": float((d_model < pairs.eps).mean()) if len(q) else float("nan"),
         }
     )
@@ -349,6 +375,7 @@ def duplication_report(
         pairs = find_duplicates(bundle, model, top, space, progress)
     n = bundle.num_windows
     tracks = bundle.groups
+    sample = raw_sample(bundle, raw_eps_m, check_sample) if space == "model" and check_sample else None
     levels = []
     for eps in sorted(thresholds):
         below = pairs.below(eps)
@@ -364,7 +391,7 @@ def duplication_report(
             "largest_group": int(groups.sizes[1:].max()) if groups.num_groups else 0,
         }
         if space == "model":
-            level["raw_check"] = raw_check(bundle, model, below, raw_eps_m, check_sample)
+            level["raw_check"] = raw_check(bundle, model, below, raw_eps_m, sample or 0)
         levels.append(level)
     return {
         "model": model,
