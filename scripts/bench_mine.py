@@ -155,6 +155,7 @@ def main() -> None:
     print(
         f"  uniqueness: median {statistics.median(times):.1f} s of {len(times)}; equal to the stored scores: {same}"
     )
+    accuracy(opened, name, scores)
 
     out = root / "out"
     out.mkdir(exist_ok=True)
