@@ -141,6 +141,20 @@ def test_bundles_hold_verified_uniqueness_and_older_ones_get_it_in_place(
         Bundle(old).uniqueness(name)
 
 
+def test_large_exact_bundles_search_an_ivf_index_built_for_it(plain_bundle: Path) -> None:
+    """Above exact_max_rows a flat bundle index is not scanned once per window: an IVF index built for
+    the scores, recall@10 >= 0.99, says so; its scores are the exact ones almost everywhere."""
+    from trajemb.uniqueness import TARGET_RECALL, bundle_uniqueness
+
+    bundle = Bundle(plain_bundle)
+    name = bundle.model_names[0]
+    exact, info = bundle_uniqueness(bundle, name)
+    assert info.exact and not info.own_index and info.recall_at_10 == 1.0
+    approx, info = bundle_uniqueness(bundle, name, UniquenessConfig(exact_max_rows=100))
+    assert info.own_index and info.index == "ivf" and info.recall_at_10 >= TARGET_RECALL
+    assert np.mean(np.isclose(approx, exact, rtol=1e-5)) >= 0.95 and np.all(approx >= exact - 1e-5)
+
+
 def test_a_build_without_uniqueness(synth_table: Path, tmp_path: Path) -> None:
     config = BundleConfig(
         projection=ProjectionConfig(method="none"),

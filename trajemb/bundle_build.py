@@ -73,7 +73,7 @@ from trajemb.integrity import digest_file
 from trajemb.outputs import check_output_dir
 from trajemb.projection import ProjectionConfig, project_2d
 from trajemb.store import META_COLUMNS, ContentHasher, TrajectoryTable, read_manifest
-from trajemb.uniqueness import UniquenessConfig, uniqueness_scores
+from trajemb.uniqueness import UniquenessConfig, bundle_uniqueness
 from trajemb.validate import check_int, check_seed
 
 log = logging.getLogger(__name__)
@@ -346,9 +346,8 @@ def add_model(
 def add_uniqueness(
     writer: BundleWriter, bundle: Bundle, name: str, config: UniquenessConfig, progress: bool = True
 ) -> None:
-    """Every window's uniqueness under model ``name``, searched through the bundle's own index."""
-    index = bundle.index(name)
-    scores, info = uniqueness_scores(index.index, bundle.embeddings(name), bundle.groups, config, progress)
+    """Every window's uniqueness under model ``name`` (``trajemb.uniqueness.bundle_uniqueness``)."""
+    scores, info = bundle_uniqueness(bundle, name, config, progress)
     writer.write_array(model_file(name, UNIQUENESS), scores)
     writer.manifest["models"][name]["uniqueness"] = info.to_dict()
 

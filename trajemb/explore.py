@@ -364,17 +364,14 @@ def uniqueness(bundle: Bundle, model: str) -> np.ndarray:
     if key not in cache:
         import logging
 
-        from trajemb.uniqueness import UniquenessConfig, uniqueness_scores
+        from trajemb.uniqueness import bundle_uniqueness
 
         logging.getLogger(__name__).info(
             "%s has no stored uniqueness for %s: computing it (`trajemb complete` stores it)",
             bundle.root,
             model,
         )
-        index = bundle.index(model)
-        cache[key] = uniqueness_scores(
-            index.index, bundle.embeddings(model), bundle.groups, UniquenessConfig()
-        )[0]
+        cache[key] = bundle_uniqueness(bundle, model)[0]
     scores: np.ndarray = cache[key]
     return scores
 
