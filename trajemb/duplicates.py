@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from trajemb.bundle import Bundle
 from trajemb.errors import ConfigError, DataError
-from trajemb.search import Groups, SearchIndex, describe_index, range_search
+from trajemb.search import Groups, SearchIndex, describe_index, range_search, vector_rows
 from trajemb.validate import check_float, check_int
 
 log = logging.getLogger(__name__)
@@ -156,12 +156,6 @@ def raw_features(xy_agent: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(xy.reshape(len(xy), -1) / np.float32(math.sqrt(xy.shape[1])))
 
 
-def _rows(vectors: Any, start: int, stop: int) -> np.ndarray:
-    reader = getattr(vectors, "rows", None)
-    block = reader(slice(start, stop)) if reader is not None else vectors[start:stop]
-    return np.ascontiguousarray(block, dtype=np.float32)
-
-
 def duplicate_pairs(
     index: SearchIndex,
     vectors: Any,
@@ -194,7 +188,7 @@ def duplicate_pairs(
         try:
             found = range_search(
                 index,
-                _rows(vectors, start, stop),
+                vector_rows(vectors, slice(start, stop)),
                 eps,
                 query_rows=rows,
                 exclude=groups,

@@ -342,7 +342,7 @@ def _collapse(ids: np.ndarray, keep: np.ndarray, embeddings: Any, eps: float, k:
     needed = np.unique(ids[keep])
     if not len(needed):
         return out
-    vectors = _embedding_rows(embeddings, needed).astype(np.float64)
+    vectors = vector_rows(embeddings, needed).astype(np.float64)
     eps2 = eps * eps
     for i in range(len(ids)):
         cols = np.flatnonzero(keep[i])
@@ -471,8 +471,9 @@ def raw_search(
     return _filtered_search(index, q, k, allowed, embeddings)
 
 
-def _embedding_rows(embeddings: Any, rows: np.ndarray) -> np.ndarray:
-    """Rows of the embeddings: an array, or an object reading (and verifying) rows on demand."""
+def vector_rows(embeddings: Any, rows: np.ndarray | slice) -> np.ndarray:
+    """(n, D) float32 rows of indexed vectors: an array, or an object reading (and verifying) rows on
+    demand (``rows(idx)``, as a bundle's embeddings)."""
     reader = getattr(embeddings, "rows", None)
     out = reader(rows) if reader is not None else np.asarray(embeddings)[rows]
     return np.ascontiguousarray(out, dtype=np.float32)
@@ -480,7 +481,7 @@ def _embedding_rows(embeddings: Any, rows: np.ndarray) -> np.ndarray:
 
 def _subset_search(embeddings: Any, rows: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     sub = faiss.IndexFlatL2(q.shape[1])
-    sub.add(_embedding_rows(embeddings, rows))
+    sub.add(vector_rows(embeddings, rows))
     dist, local = sub.search(q, min(k, len(rows)))
     return pad(dist, np.where(local >= 0, rows[np.maximum(local, 0)], -1), k)
 

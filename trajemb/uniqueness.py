@@ -31,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from trajemb.errors import ConfigError, DataError
-from trajemb.search import Groups, SearchIndex, describe_index, exact_index, search
+from trajemb.search import Groups, SearchIndex, describe_index, exact_index, search, vector_rows
 from trajemb.validate import check_float, check_int
 
 if TYPE_CHECKING:
@@ -122,12 +122,6 @@ class UniquenessInfo:
         return asdict(self)
 
 
-def _rows(embeddings: Any, start: int, stop: int) -> np.ndarray:
-    reader = getattr(embeddings, "rows", None)
-    block = reader(slice(start, stop)) if reader is not None else embeddings[start:stop]
-    return np.ascontiguousarray(block, dtype=np.float32)
-
-
 def uniqueness_scores(
     index: SearchIndex,
     embeddings: Any,
@@ -159,7 +153,7 @@ def uniqueness_scores(
         rows = np.arange(start, stop)
         dist, _ = search(
             index,
-            _rows(embeddings, start, stop),
+            vector_rows(embeddings, slice(start, stop)),
             config.k,
             query_rows=rows,
             exclude=groups,
