@@ -68,6 +68,18 @@ def test_an_approximate_index_says_so_and_never_underestimates() -> None:
     assert np.all(scores >= exact - 1e-5) and np.any(scores > exact + 1e-3)
 
 
+def test_ivf_searches_probe_at_least_the_minimum_on_a_copy() -> None:
+    from trajemb.uniqueness import with_min_nprobe
+
+    x = clustered(2000, 8)
+    ivf = build_faiss_index(x, IndexSpec(kind="ivf", nlist=40, nprobe=2))
+    wider = with_min_nprobe(ivf, 16)
+    assert wider is not ivf and wider.nprobe == 16 and ivf.nprobe == 2  # the bundle's index untouched
+    assert with_min_nprobe(wider, 8) is wider and with_min_nprobe(ivf, 100).nprobe == 40
+    flat = build_faiss_index(x, IndexSpec(kind="flat"))
+    assert with_min_nprobe(flat, 16) is flat
+
+
 def test_too_few_other_tracks_score_infinite() -> None:
     x = np.array([[0.0], [1.0], [3.0]], np.float32)
     scores, _ = uniqueness_scores(build_faiss_index(x), x, np.array([0, 0, 1]), UniquenessConfig(1))
