@@ -84,6 +84,29 @@ def accuracy(bundle: object, name: str, scores: object, sample: int = 2000) -> N
     )
 
 
+def range_recall(bundle: object, name: str, eps: float, sample: int = 2000) -> None:
+    """Recall of the bundle index's range search (what ``mine duplicates`` runs per window) against
+    exact search, on sampled windows."""
+    import numpy as np
+
+    from trajemb.bundle import Bundle
+    from trajemb.search import Groups, exact_index, range_search
+
+    assert isinstance(bundle, Bundle)
+    emb = np.ascontiguousarray(bundle.embeddings(name).all())
+    tracks = Groups.of(bundle.groups)
+    rows = np.sort(np.random.default_rng(1).choice(len(emb), sample, replace=False))
+    rules = {"query_rows": rows, "exclude": tracks, "query_groups": tracks.ids[rows]}
+    exact = range_search(exact_index(emb), emb[rows], eps, **rules)  # type: ignore[arg-type]
+    approx = range_search(bundle.index(name).index, emb[rows], eps, **rules)  # type: ignore[arg-type]
+    truth = {(int(q), int(r)) for q, r, _ in zip(*exact.pairs(), strict=True)}
+    found = {(int(q), int(r)) for q, r, _ in zip(*approx.pairs(), strict=True)}
+    print(
+        f"  range search at eps {eps:g} through the bundle's index, {sample} sampled windows: "
+        f"{len(truth)} pairs by exact search, recall {len(found & truth) / max(len(truth), 1):.3f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1_000_000, help="windows (about)")
@@ -184,6 +207,7 @@ def main() -> None:
         )
         dupes.append(seconds)
     print(f"  mine duplicates: median {statistics.median(dupes):.1f} s of {len(dupes)}")
+    range_recall(opened, name, float(args.eps))
     print(report)
 
 
