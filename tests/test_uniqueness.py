@@ -167,6 +167,34 @@ def test_large_exact_bundles_search_an_ivf_index_built_for_it(plain_bundle: Path
     assert np.mean(np.isclose(approx, exact, rtol=1e-5)) >= 0.95 and np.all(approx >= exact - 1e-5)
 
 
+def test_a_bundle_ivf_index_is_searched_at_the_minimum_nprobe(synth_table: Path, tmp_path: Path) -> None:
+    from trajemb.index import IndexSpec
+    from trajemb.uniqueness import MIN_NPROBE
+
+    config = BundleConfig(
+        index=IndexSpec(kind="ivf", nlist=40, nprobe=1),
+        projection=ProjectionConfig(method="none"),
+        evaluate=False,
+        device="cpu",
+    )
+    out = tmp_path / "ivf"
+    build_bundle(
+        synth_table, [REPO_ROOT / "checkpoints" / "compact-cosine-d4"], out, None, config, progress=False
+    )
+    bundle = Bundle(out)
+    name = bundle.model_names[0]
+    info = bundle.uniqueness_info(name)
+    assert (
+        info is not None and info["index"] == "ivf" and info["nprobe"] == MIN_NPROBE and not info["own_index"]
+    )
+    assert bundle.index(name).index.nprobe == 1  # the bundle's own index is left as it was
+    assert info["recall_at_10"] > bundle.model_entry(name)["index"]["recall_at_10"]
+    emb = np.asarray(bundle.embeddings(name).all())
+    rows = np.arange(0, bundle.num_windows, 13)
+    ref = brute_force_uniqueness(emb, bundle.groups, 10, True, rows)
+    assert np.mean(np.isclose(bundle.uniqueness(name)[rows], ref, rtol=1e-4)) >= 0.95
+
+
 def test_a_build_without_uniqueness(synth_table: Path, tmp_path: Path) -> None:
     config = BundleConfig(
         projection=ProjectionConfig(method="none"),

@@ -211,6 +211,11 @@ def bundle_uniqueness(
             embeddings.all(), IndexSpec(kind="ivf", target_recall=TARGET_RECALL)
         )
         recall = built.recall_at_10
+    wider = with_min_nprobe(index, MIN_NPROBE)
+    if wider is not index:  # the bundle's recall was measured at fewer cells: measure it here
+        from trajemb.search import measure_recall
+
+        index, recall = wider, measure_recall(wider, np.asarray(embeddings.all()), np.random.default_rng(0))
     scores, info = uniqueness_scores(index, embeddings, bundle.groups, config, progress)
     return scores, replace(info, seconds=time.perf_counter() - t0, recall_at_10=recall, own_index=own)
 
