@@ -557,3 +557,27 @@ def test_torch_cuda_range_search_equals_faiss_flat() -> None:
     np.testing.assert_array_equal(got.lims, ref.lims)
     for i in range(0, len(db), 50):
         assert sorted(got.of(i)[1].tolist()) == sorted(ref.of(i)[1].tolist())
+
+
+def test_range_search_grows_its_chunks_where_results_are_few(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first call bounds the worst case; later calls take more queries where each finds few rows
+    (every FAISS call is a parallel region); results are the same as in one call."""
+    import trajemb.search as search_module
+
+    db, tracks = planted_clusters(9)
+    rules = {"query_rows": np.arange(len(db)), "exclude": Groups.of(tracks), "query_groups": tracks}
+    whole = range_search(build_index(db), db, 0.02, **rules)  # type: ignore[arg-type]
+    calls: list[int] = []
+    raw = search_module.raw_range_search
+
+    def spy(index: object, q: np.ndarray, sq: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        calls.append(len(q))
+        return raw(index, q, sq)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(search_module, "raw_range_search", spy)
+    monkeypatch.setattr(search_module, "RANGE_FIRST_CHUNK", 16)
+    monkeypatch.setattr(search_module, "CANDIDATE_ELEMENTS", 4000)
+    chunked = range_search(build_index(db), db, 0.02, **rules)  # type: ignore[arg-type]
+    assert calls[0] == 16 and max(calls) > 16 and sum(calls) == len(db)
+    np.testing.assert_array_equal(chunked.lims, whole.lims)
+    np.testing.assert_array_equal(chunked.rows, whole.rows)

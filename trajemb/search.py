@@ -70,6 +70,9 @@ DISTINCT_FETCH = 4
 CANDIDATE_ELEMENTS = 1 << 25
 #: Most results ``range_search`` gathers before refusing (12 bytes each: about 1.6 GB).
 MAX_RANGE_RESULTS = 1 << 27
+#: Queries of ``range_search``'s first call at most, and of any call.
+RANGE_FIRST_CHUNK = 1024
+RANGE_MAX_CHUNK = 65_536
 
 
 class SearchIndex(Protocol):
@@ -667,12 +670,20 @@ def range_search(
     for name, arr in (("query_rows", rows_q), ("query_groups", groups_q)):
         if arr is not None and arr.shape != (len(q),):
             raise DataError(f"{name} has shape {arr.shape}, expected ({len(q)},)")
-    step = max(16, CANDIDATE_ELEMENTS // max(n, 1))
+    # Chunks sized by the results seen so far: the first bounds the worst case (every row within the
+    # radius), later ones grow where results are few, since each FAISS call is a parallel region and
+    # tens of thousands of small ones stall on a busy machine (one run at 1M windows: 30 s, then 279 s).
+    step = max(16, min(RANGE_FIRST_CHUNK, CANDIDATE_ELEMENTS // max(n, 1)))
     parts_q, parts_d, parts_r = [], [], []
     total = 0
-    for start in range(0, len(q), step):
-        lims, d2, ids = raw_range_search(index, q[start : start + step], radius * radius)
-        qi = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims))
+    start = 0
+    while start < len(q):
+        stop = min(len(q), start + step)
+        lims, d2, ids = raw_range_search(index, q[start:stop], radius * radius)
+        per_query = len(ids) / (stop - start)
+        step = int(min(RANGE_MAX_CHUNK, max(16, CANDIDATE_ELEMENTS // (4 * per_query + 1))))
+        qi = np.repeat(np.arange(start, stop), np.diff(lims))
+        start = stop
         keep = ids >= 0
         if rows_q is not None:
             keep &= ids != rows_q[qi]
