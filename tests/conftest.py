@@ -103,6 +103,26 @@ def small_bundle(
 
 
 @pytest.fixture(scope="session")
+def plain_bundle(synth_table: Path, synth_maps: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``synth_table`` under one shipped checkpoint (compact-cosine-d4), without 2-D layout or
+    evaluation: seconds to build, for tests of what is computed from a bundle (issue 17's mining)."""
+    from trajemb.bundle_build import BundleConfig, build_bundle
+    from trajemb.projection import ProjectionConfig
+
+    out = tmp_path_factory.mktemp("plain_bundle") / "b"
+    config = BundleConfig(projection=ProjectionConfig(method="none"), evaluate=False, device="cpu")
+    build_bundle(
+        synth_table,
+        [REPO_ROOT / "checkpoints" / "compact-cosine-d4"],
+        out,
+        synth_maps,
+        config,
+        progress=False,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
 def ray_local() -> Iterator[None]:
     """A local Ray of 2 CPUs shared by every Ray test of the session (starting one takes seconds),
     shut down at the end. Skips where the ``[ray]`` extra is missing, except in CI."""

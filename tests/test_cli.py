@@ -83,3 +83,157 @@ def test_bad_scenario_then_skip_bad(synth_dir: Path, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "skipped 1 bad input(s):" in r.stdout and bad.name in r.stdout
     assert out.exists()
+
+
+# -- issue 17: lists out, trajemb mine, drawn queries ------------------------------------------------
+def bundle_state(root: Path) -> list[tuple[str, int, int]]:
+    return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
+
+
+def test_search_writes_its_neighbours_and_collapses_duplicates(plain_bundle: Path, tmp_path: Path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from trajemb.bundle import Bundle
+    from trajemb.explore import NeighborOptions, search_row
+
+    bundle = Bundle(plain_bundle)
+    query = bundle.strings("window_id", [25])[0]
+    before = bundle_state(plain_bundle)
+    for suffix in (".csv", ".parquet"):
+        out = tmp_path / f"n{suffix}"
+        r = run("search", "--bundle", str(plain_bundle), "--query", query, "--k", "6", "--out", str(out))
+        assert r.returncode == 0, r.stderr
+        frame = pd.read_csv(out) if suffix == ".csv" else pd.read_parquet(out)
+        nb = search_row(bundle, bundle.model_names[0], 25, NeighborOptions(k=6, object_types=("vehicle",)))
+        assert frame["window_id"].tolist() == bundle.strings("window_id", nb.rows)
+        assert set(frame["query_window_id"]) == {query}
+    out = tmp_path / "collapsed.csv"
+    r = run(
+        "search",
+        "--bundle",
+        str(plain_bundle),
+        "--query",
+        query,
+        "--k",
+        "6",
+        "--collapse-duplicates",
+        "0.3",
+        "--out",
+        str(out),
+    )
+    assert r.returncode == 0, r.stderr
+    rows = [bundle.row(i) for i in pd.read_csv(out)["window_id"]]
+    emb = np.asarray(bundle.embeddings(bundle.model_names[0]).all(), dtype=np.float64)[rows]
+    assert (np.sqrt(((emb[:, None] - emb[None]) ** 2).sum(-1)) + 1e9 * np.eye(len(rows))).min() >= 0.3
+    r = run("search", "--bundle", str(plain_bundle), "--draw", "0,0 25,0 40,8", "--k", "4", "--json")
+    assert r.returncode == 0 and len(json.loads(r.stdout)["neighbors"]) == 4, r.stderr
+    assert bundle_state(plain_bundle) == before
+
+
+def test_mine_rare_and_duplicates_write_their_lists(plain_bundle: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from trajemb.bundle import Bundle
+
+    bundle = Bundle(plain_bundle)
+    before = bundle_state(plain_bundle)
+    out = tmp_path / "rare.parquet"
+    r = run("mine", "rare", "--bundle", str(plain_bundle), "--top", "7", "--out", str(out))
+    assert r.returncode == 0 and "most unique windows" in r.stdout, r.stderr
+    rare = pd.read_parquet(out)
+    assert len(rare) == 7 and rare["uniqueness"].is_monotonic_decreasing and rare["track_id"].is_unique
+    stored = bundle.uniqueness(bundle.model_names[0])
+    assert rare["uniqueness"].iloc[0] == pytest.approx(float(stored.max()))
+    r = run(
+        "mine",
+        "rare",
+        "--bundle",
+        str(plain_bundle),
+        "--top",
+        "50",
+        "--object-types",
+        "vehicle",
+        "--label",
+        "direction=straight,left",
+    )
+    assert r.returncode == 0, r.stderr
+    listed = [line.split()[-1] for line in r.stdout.splitlines()[1:]]
+    assert set(bundle.strings("object_type", [bundle.row(i) for i in listed])) == {"vehicle"}
+    assert set(bundle.strings("direction", [bundle.row(i) for i in listed])) <= {"straight", "left"}
+    groups = tmp_path / "dupes.csv"
+    r = run("mine", "duplicates", "--bundle", str(plain_bundle), "--eps", "0.02", "--out", str(groups))
+    assert r.returncode == 0 and "near-duplicates among" in r.stdout, r.stderr
+    frame = pd.read_csv(groups)
+    assert frame["group"].min() == 1 and frame.groupby("group")["representative"].sum().eq(1).all()
+    r = run(
+        "mine",
+        "duplicates",
+        "--bundle",
+        str(plain_bundle),
+        "--eps",
+        "0.02",
+        "--json",
+        "--report-eps",
+        "0.01,0.02",
+    )
+    report = json.loads(r.stdout)
+    assert [lv["eps"] for lv in report["levels"]] == [0.01, 0.02]
+    assert report["levels"][1]["windows"] == len(frame)
+    assert bundle_state(plain_bundle) == before  # nothing written into the bundle
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["mine", "duplicates", "--eps", "abc"], "--eps must be a number, got 'abc'"),
+        (["mine", "duplicates", "--eps", "0"], "--eps must be in (0, inf), got 0"),
+        (["mine", "duplicates", "--eps", "-0.5"], "--eps must be in (0, inf), got -0.5"),
+        (["mine", "duplicates", "--eps", "nan"], "--eps must be a finite number"),
+        (["mine", "duplicates", "--eps", "0.1", "--out", "{tmp}/d.txt"], "name a .csv or .parquet file"),
+        (["mine", "duplicates", "--eps", "0.1", "--out", "{bundle}/d.csv"], "lies inside the input folder"),
+        (
+            ["mine", "rare", "--object-types", "spaceship", "--out", "{tmp}/r.csv"],
+            "object_type spaceship: not in this bundle",
+        ),
+        (["mine", "rare", "--label", "colour=red"], "--label colour: not a label column"),
+        (["mine", "rare", "--label", "direction"], "give COLUMN=VALUE"),
+        (["mine", "rare", "--top", "0"], "--top must be in [1, 10000000], got 0"),
+        (["mine", "rare", "--model", "nope"], "no model 'nope'"),
+        (["search", "--query", "synthetic/x/1/0", "--out", "{tmp}/n.csv"], "is not in this bundle"),
+        (["search", "--draw", "3,4 3,4", "--out", "{tmp}/n.csv"], "drawing: fewer than two distinct points"),
+        (
+            ["search", "--draw", "0,0 500,0", "--out", "{tmp}/n.csv"],
+            "faster than any road user (limit 70 m/s",
+        ),
+        (["search", "--draw", "0,0 x,1"], "--draw: 'x,1' is not a point x,y in metres"),
+        (
+            ["search", "--draw", "0,0 30,0", "--collapse-duplicates", "big"],
+            "--collapse-duplicates must be a number",
+        ),
+    ],
+)
+def test_mining_refuses_bad_input_in_one_line(
+    plain_bundle: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    before = bundle_state(plain_bundle)
+    command = args[:2] if args[0] == "mine" else args[:1]
+    rest = [a.format(tmp=tmp_path, bundle=plain_bundle) for a in args[len(command) :]]
+    r = run(*command, "--bundle", str(plain_bundle), *rest)
+    assert r.returncode == 2, r.stdout
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("trajemb: error: ") and message in lines[0], r.stderr
+    assert list(tmp_path.iterdir()) == [] and bundle_state(plain_bundle) == before
+
+
+def test_a_list_of_window_ids_not_in_the_bundle_is_refused(plain_bundle: Path, tmp_path: Path) -> None:
+    from trajemb.bundle import Bundle
+    from trajemb.errors import DataError
+    from trajemb.explore import rows_from_id_file
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join([*Bundle(plain_bundle).strings("window_id", [0, 1]), "synthetic/a/1/0", "b"]))
+    with pytest.raises(
+        DataError, match=r"2 of 4 window ids are not in the bundle .*first: 'synthetic/a/1/0', 'b'"
+    ):
+        rows_from_id_file(Bundle(plain_bundle), ids)

@@ -113,6 +113,32 @@ def test_bundle_reports_hold_the_new_keys(small_bundle: Path) -> None:
     assert report["mean_rank"]["mean_rank"] >= 1.0 and report["mean_rank"]["queries"] > 0
     baselines = bundle.baselines()
     assert baselines["oracle_raw"]["mean_rank"]["mean_rank"] >= 1.0 and "per_class" in baselines["random"]
+    # issue 17: how well uniqueness finds the rare true manoeuvres, for the model, PCA and the oracle
+    from trajemb.uniqueness import rare_enrichment
+
+    codes, names = bundle.codes("true_manoeuvre")
+    labels = np.asarray(names)[codes]
+    expected = rare_enrichment(
+        np.asarray(bundle.embeddings(bundle.model_names[0]).all()), labels, bundle.groups
+    )
+    got = report["rare_enrichment"]
+    assert (
+        got["enrichment"] == pytest.approx(expected["enrichment"])
+        and got["rare_classes"] == expected["rare_classes"]
+    )
+    assert got["windows"] == bundle.num_windows and got["top_windows"] == -(-bundle.num_windows // 100)
+    for name in ("oracle_raw", f"pca_{report['dim']}"):
+        assert baselines[name]["rare_enrichment"]["base_rate"] == pytest.approx(got["base_rate"])
+    assert "rare_enrichment" not in baselines["random"]
+
+
+def test_no_rare_enrichment_without_true_manoeuvres(turns: TrajectoryTable) -> None:
+    """Heuristic direction labels are not ground truth: no enrichment is claimed from them."""
+    flat = turns.xy_agent.reshape(len(turns), -1)
+    report = evaluate_features(
+        turns, flat, np.arange(4), np.arange(len(turns)), EvalConfig(num_queries=4, ks=(1,))
+    )
+    assert "rare_enrichment" not in report and report["label"] == "direction"
 
 
 def test_random_neighbours_and_pca_on_tiny_tables() -> None:
@@ -135,7 +161,7 @@ def test_random_neighbours_and_pca_on_tiny_tables() -> None:
 def test_scored_corpora_have_a_floor() -> None:
     from trajemb.errors import ConfigError
 
-    for field in ("mean_rank_corpus", "robustness_corpus"):
+    for field in ("mean_rank_corpus", "robustness_corpus", "rare_corpus"):
         with pytest.raises(ConfigError, match="corpus"):
             EvalConfig(**{field: 2})
 

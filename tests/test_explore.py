@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from trajemb.bundle import Bundle
-from trajemb.errors import DataError
+from trajemb.errors import ConfigError, DataError
 from trajemb.explore import (
     NeighborOptions,
     bundle_scenario_rows,
@@ -234,3 +234,108 @@ def test_path_sketches_keep_the_shape() -> None:
     assert xs == sorted(xs) and xs[0] == 0 and xs[-1] == 99 and ys[-1] > ys[0]  # forward, then left (y up)
     assert paths[1] == paths[0]  # drawn in its own box: the same shape at any size
     assert path_sketches(np.zeros((0, 60, 2))) == ([], [])
+
+
+# -- issue 17: tables of every list, mining, sketches, collapsing ------------------------------------
+def test_neighbor_tables_hold_the_search_and_collapse_near_duplicates(plain_bundle: Path) -> None:
+    from trajemb.explore import neighbors_frame
+
+    bundle = Bundle(plain_bundle)
+    model = bundle.model_names[0]
+    nb = search_row(bundle, model, 40, NeighborOptions(k=8))
+    frame = neighbors_frame(bundle, model, nb)
+    assert frame["rank"].tolist() == list(range(1, 9))
+    assert frame["window_id"].tolist() == bundle.strings("window_id", nb.rows)
+    np.testing.assert_allclose(frame["distance"], nb.distance)
+    np.testing.assert_allclose(frame["ade_m"], nb.ade_m)
+    assert set(frame["query_window_id"]) == {bundle.strings("window_id", [40])[0]}
+    # collapsing: what search() gives with collapse_eps, and no two results within eps of each other
+    emb = np.asarray(bundle.embeddings(model).all(), dtype=np.float64)
+    eps = float(np.median(nb.distance))
+    collapsed = search_row(bundle, model, 40, NeighborOptions(k=8, collapse_duplicates_eps=eps))
+    _, ref = bundle.index(model).search(
+        emb[[40]].astype(np.float32), 8, bundle.groups[[40]], np.array([40]), None, True, eps
+    )
+    np.testing.assert_array_equal(collapsed.rows, ref[0][ref[0] >= 0])
+    got = emb[collapsed.rows]
+    pair = np.sqrt(((got[:, None] - got[None]) ** 2).sum(-1)) + np.eye(len(got)) * 1e9
+    assert pair.min() >= eps and len(collapsed) == 8
+    with pytest.raises(ConfigError, match="--collapse-duplicates must be"):
+        NeighborOptions(collapse_duplicates_eps=0.0)
+
+
+def test_rare_windows_by_uniqueness_with_filters(plain_bundle: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from trajemb.bundle import MANIFEST, UNIQUENESS, model_file
+    from trajemb.explore import rare_frame, rare_rows, uniqueness
+
+    bundle = Bundle(plain_bundle)
+    model = bundle.model_names[0]
+    scores = uniqueness(bundle, model)
+    rows = rare_rows(bundle, model, top=15)
+    assert len(rows) == 15 and np.all(np.diff(scores[rows]) <= 0)
+    assert len(set(bundle.groups[rows].tolist())) == 15  # one window per track
+    best_per_track = {g: scores[bundle.groups == g].max() for g in np.unique(bundle.groups)}
+    assert scores[rows[-1]] >= sorted(best_per_track.values())[-15]
+    codes, names = bundle.codes("object_type")
+    kind = names[int(np.bincount(codes).argmin())]
+    only = rare_rows(bundle, model, top=1000, filters={"object_type": (kind,)}, one_per_track=False)
+    assert set(bundle.strings("object_type", only)) == {kind} and len(only) == int(
+        (np.asarray(names)[codes] == kind).sum()
+    )
+    frame = rare_frame(bundle, model, top=5)
+    np.testing.assert_allclose(frame["uniqueness"], scores[rows[:5]])
+    assert frame["window_id"].tolist() == bundle.strings("window_id", rows[:5])
+    # a bundle from before uniqueness was stored: computed in memory, the same, the bundle untouched
+    old = tmp_path / "old"
+    shutil.copytree(plain_bundle, old)
+    manifest = json.loads((old / MANIFEST).read_text())
+    del manifest["files"][model_file(model, UNIQUENESS)], manifest["models"][model]["uniqueness"]
+    (old / MANIFEST).write_text(json.dumps(manifest))
+    (old / model_file(model, UNIQUENESS)).unlink()
+    before = sorted(p.name for p in old.rglob("*"))
+    np.testing.assert_allclose(uniqueness(Bundle(old), model), scores)
+    assert sorted(p.name for p in old.rglob("*")) == before
+
+
+def test_duplicate_and_cluster_tables(plain_bundle: Path) -> None:
+    from trajemb.explore import cluster_frame, duplicate_groups, duplicates_frame, rows_frame
+
+    bundle = Bundle(plain_bundle)
+    model = bundle.model_names[0]
+    emb = np.asarray(bundle.embeddings(model).all())
+    eps = 0.02
+    frame = duplicates_frame(bundle, model, eps)
+    groups = duplicate_groups(bundle, model, eps)
+    assert len(frame) == groups.duplicated > 0
+    assert frame["group"].tolist() == sorted(frame["group"].tolist())
+    for g, members in frame.groupby("group"):
+        assert len(members) == groups.sizes[g] == members["group_windows"].iloc[0]
+        assert members["representative"].tolist() == [True] + [False] * (len(members) - 1)
+    rows = np.array([bundle.row(i) for i in frame["window_id"]])
+    rep = np.array([bundle.row(frame[frame["group"] == g]["window_id"].iloc[0]) for g in frame["group"]])
+    np.testing.assert_allclose(frame["distance"], np.linalg.norm(emb[rows] - emb[rep], axis=1), atol=1e-5)
+    labels = cluster_labels(emb, 4)
+    clusters = cluster_frame(bundle, model, labels, 2)
+    assert set(clusters["cluster"]) == {2} and len(clusters) == int((labels == 2).sum())
+    assert np.all(np.diff(clusters["distance"].to_numpy()) >= 0)
+    selection = rows_frame(bundle, [3, 1, 2])
+    assert selection["window_id"].tolist() == bundle.strings("window_id", [3, 1, 2])
+
+
+def test_a_drawn_path_is_searched_like_any_window(plain_bundle: Path, tmp_path: Path) -> None:
+    from trajemb.explore import rows_from_id_file, search_sketch, sketch_query
+
+    bundle = Bundle(plain_bundle)
+    model = bundle.model_names[0]
+    sketch = sketch_query(bundle, [[0, 0], [30, 0], [45, 12]], speed_mps=6.0)
+    nb = search_sketch(bundle, model, sketch, NeighborOptions(k=5))
+    assert nb.query_row is None and len(nb) == 5
+    np.testing.assert_array_equal(nb.query_xy, sketch.xy_agent)
+    direct = search_window(bundle, model, sketch.xy_agent, NeighborOptions(k=5))
+    np.testing.assert_array_equal(nb.rows, direct.rows)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(bundle.strings("window_id", nb.rows)))
+    np.testing.assert_array_equal(rows_from_id_file(bundle, ids), nb.rows)

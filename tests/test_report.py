@@ -16,6 +16,8 @@ from trajemb.report import (
     mean_rank_table,
     per_class_frame,
     per_class_table,
+    rare_enrichment_frame,
+    rare_enrichment_table,
     robustness_curves,
     robustness_frame,
     robustness_kinds,
@@ -132,3 +134,29 @@ def test_best_rows_marks_every_tie_and_never_a_reference() -> None:
 
 def test_robustness_kinds_in_report_order() -> None:
     assert robustness_kinds(REPORTS)[0] == "noise_m" and "clean" not in robustness_kinds(REPORTS)
+
+
+def test_rare_enrichment_table_puts_each_method_and_class_in_its_cell() -> None:
+    def rare(enrichment: float, u_turn: float) -> dict[str, Any]:
+        return {
+            "rare_enrichment": {
+                "rare_classes": ["lane_change_left", "u_turn"],
+                "top_share": 0.01,
+                "windows": 5000,
+                "k": 10,
+                "enrichment": enrichment,
+                "top_rate": 0.08 * enrichment,
+                "base_rate": 0.08,
+                "per_class": {"u_turn": {"enrichment": u_turn}, "straight": {"enrichment": 0.5}},
+            }
+        }
+
+    reports = {"oracle_raw": rare(1.5, 2.0), "model-a": rare(3.0, 6.0), "random": {"minADE@5": 1.0}}
+    frame = rare_enrichment_frame(reports)
+    assert list(frame.index) == ["model-a", "oracle_raw"]  # models first; reports without it left out
+    assert frame.at["model-a", "enrichment"] == 3.0 and frame.at["oracle_raw", "u_turn"] == 2.0
+    assert frame.at["model-a", "top rate"] == 0.24 and frame.at["model-a", "straight"] == 0.5
+    table = rare_enrichment_table(reports)
+    assert "Rare classes lane_change_left, u_turn" in table and "1 % most unique of 5000 windows" in table
+    assert "| model-a | 3.00 | 0.24 | 0.08 |" in table
+    assert rare_enrichment_table({"random": {}}).startswith("_no rare-class enrichment")

@@ -21,6 +21,7 @@ from trajemb.search import (
     first_of_group,
     measure_recall,
     parallel_exact,
+    range_search,
     rank_of,
     recall_at_k,
     search,
@@ -352,3 +353,231 @@ def test_few_queries_run_on_one_openmp_thread_and_restore_it(monkeypatch: pytest
     finally:
         faiss.omp_set_num_threads(before)
     assert seen == [1, 1, 1, 2]
+
+
+# -- range search and collapsing near-duplicates (issue 17) -------------------------------------------
+def range_reference(
+    db: np.ndarray,
+    q: np.ndarray,
+    radius: float,
+    query_row: int | None = None,
+    exclude: np.ndarray | None = None,
+    query_group: int | None = None,
+    allowed: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One query by hand: every qualifying row strictly closer than ``radius`` (float64), nearest first."""
+    ok = np.ones(len(db), dtype=bool) if allowed is None else allowed.copy()
+    if query_row is not None:
+        ok[query_row] = False
+    if exclude is not None:
+        ok &= exclude != query_group
+    d = np.sqrt(((db.astype(np.float64) - q.astype(np.float64)) ** 2).sum(1))
+    rows = np.flatnonzero(ok & (d < radius))
+    order = np.argsort(d[rows], kind="stable")
+    return d[rows][order], rows[order]
+
+
+def planted_clusters(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows in tight clumps (spread 1e-3) whose centres lie at least 0.05 apart, and their tracks (3
+    rows each): no distance falls near the radii the tests use (0.01 and 0.02)."""
+    rng = np.random.default_rng(seed)
+    centres = np.zeros((0, 4))
+    while len(centres) < 150:
+        c = rng.uniform(-1, 1, size=4)
+        if not len(centres) or np.sqrt(((centres - c) ** 2).sum(1)).min() > 0.05:
+            centres = np.vstack([centres, c])
+    clump = rng.integers(0, 150, size=900)
+    db = (centres[clump] + 1e-3 * rng.normal(size=(900, 4))).astype(np.float32)
+    return db, np.arange(900) // 3
+
+
+def test_range_search_equals_brute_force_for_every_index_and_rule() -> None:
+    db, tracks = planted_clusters()
+    scenarios = tracks // 5
+    allowed = np.random.default_rng(1).random(len(db)) < 0.6
+    queries = np.arange(0, len(db), 11)
+    indices = [
+        build_faiss_index(db, IndexSpec(kind="flat")),
+        TorchFlatIndex(db, "cpu", max_elements=5000),
+        ShardedFlatIndex(db, 3),
+        build_faiss_index(db, IndexSpec(kind="ivf", nlist=8, nprobe=8)),  # every cell probed: exact
+    ]
+    for index, own, excl, allow in itertools.product(
+        indices, (False, True), (None, "track", "scenario"), (False, True)
+    ):
+        exclude = None if excl is None else Groups.of(tracks if excl == "track" else scenarios)
+        result = range_search(
+            index,
+            db[queries],
+            0.02,
+            query_rows=queries if own else None,
+            exclude=exclude,
+            query_groups=None if exclude is None else exclude.ids[queries],
+            allowed=allowed if allow else None,
+        )
+        case = f"{type(index).__name__} own={own} exclude={excl} allowed={allow}"
+        assert result.lims.shape == (len(queries) + 1,) and result.lims[0] == 0, case
+        for i, r in enumerate(queries):
+            ref_d, ref_rows = range_reference(
+                db,
+                db[r],
+                0.02,
+                r if own else None,
+                None if exclude is None else exclude.ids,
+                None if exclude is None else int(exclude.ids[r]),
+                allowed if allow else None,
+            )
+            d, rows = result.of(i)
+            assert sorted(rows.tolist()) == sorted(ref_rows.tolist()), case
+            np.testing.assert_allclose(d, ref_d, rtol=1e-4, atol=2e-3, err_msg=case)
+            assert np.all(np.diff(d) >= 0), case  # nearest first
+
+
+def test_range_search_is_strict_and_pairs_list_each_result() -> None:
+    db = np.array([[0.0], [1.0], [2.0], [0.5]], np.float32)
+    result = range_search(build_index(db), db[:1], 1.0, query_rows=np.array([0]))
+    assert result.of(0)[1].tolist() == [3]  # row 1 lies exactly at the radius: not within it
+    queries, rows, dist = result.pairs()
+    assert queries.tolist() == [0] and rows.tolist() == [3] and dist.tolist() == [0.5]
+    empty = range_search(build_index(db), np.empty((0, 1), np.float32), 1.0)
+    assert empty.lims.tolist() == [0] and len(empty.rows) == 0
+
+
+def test_range_search_arguments_and_result_cap() -> None:
+    db = unit(50, 4)
+    index = build_index(db)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="radius must be"):
+            range_search(index, db[:1], bad)
+    with pytest.raises(DataError, match="more than 10 results within 10"):
+        range_search(index, db, 10.0, max_results=10)
+
+
+def test_range_search_of_an_approximate_index_finds_a_subset() -> None:
+    db, _ = planted_clusters(2)
+    hnsw = build_faiss_index(db, IndexSpec(kind="hnsw"))
+    poor = build_faiss_index(db, IndexSpec(kind="ivf", nlist=16, nprobe=1))
+    for index in (hnsw, poor):
+        result = range_search(index, db, 0.02, query_rows=np.arange(len(db)))
+        for i in range(0, len(db), 37):
+            ref = set(range_reference(db, db[i], 0.02, i)[1].tolist())
+            assert set(result.of(i)[1].tolist()) <= ref
+
+
+def collapse_reference(
+    db: np.ndarray,
+    q: np.ndarray,
+    k: int,
+    eps: float,
+    query_row: int | None = None,
+    distinct: np.ndarray | None = None,
+) -> np.ndarray:
+    """Rows nearest first (the query's own left out, one per distinct group); walking them in order, a
+    row is dropped when it lies strictly within ``eps`` of a row already kept; the first k kept."""
+    _, ranked = reference(db, q, len(db), query_row, distinct=distinct)
+    kept: list[int] = []
+    for r in ranked[ranked >= 0]:
+        if all(np.sqrt(((db[r].astype(np.float64) - db[s]) ** 2).sum()) >= eps for s in kept):
+            kept.append(int(r))
+        if len(kept) == k:
+            break
+    return np.array(kept + [-1] * (k - len(kept)))
+
+
+def test_collapse_keeps_the_nearest_of_near_duplicates_as_brute_force() -> None:
+    """Clumps of near-identical rows: with collapsing, each clump answers once (its nearest row), the
+    candidates fetched grow until k survive, for exact indices and with one row per track too."""
+    db, tracks = planted_clusters(3)
+    queries = np.arange(0, len(db), 29)
+    for index, distinct in itertools.product(
+        (build_faiss_index(db, IndexSpec(kind="flat")), ShardedFlatIndex(db, 2), TorchFlatIndex(db, "cpu")),
+        (None, tracks),
+    ):
+        d, ids = search(
+            index,
+            db[queries],
+            12,
+            query_rows=queries,
+            distinct=None if distinct is None else Groups.of(distinct),
+            collapse_eps=0.01,
+            embeddings=db,
+        )
+        for i, r in enumerate(queries):
+            ref = collapse_reference(db, db[r], 12, 0.01, int(r), distinct)
+            np.testing.assert_array_equal(
+                ids[i], ref, err_msg=f"{type(index).__name__} distinct={distinct is not None}"
+            )
+        kept = ids[ids >= 0]
+        assert np.all(np.diff(d, axis=1)[np.isfinite(np.diff(d, axis=1))] >= 0)
+        assert len(kept)
+    # every result is at least eps from every other of its list
+    for row in ids:
+        got = db[row[row >= 0]].astype(np.float64)
+        pair = np.sqrt(((got[:, None] - got[None]) ** 2).sum(-1)) + np.eye(len(got))
+        assert pair.min() >= 0.01
+
+
+def test_collapse_needs_the_embeddings_and_a_positive_eps() -> None:
+    db = unit(30, 4)
+    with pytest.raises(ConfigError, match="collapse_eps needs the embeddings"):
+        search(build_index(db), db[:1], 3, collapse_eps=0.1)
+    for bad in (0.0, -0.5, float("nan")):
+        with pytest.raises(ConfigError, match="collapse_eps must be"):
+            search(build_index(db), db[:1], 3, collapse_eps=bad, embeddings=db)
+    index = NeighborIndex(build_index(db), np.arange(30), db)
+    _, plain = index.search(db[:1], 5, query_rows=np.array([0]))
+    _, tiny = index.search(db[:1], 5, query_rows=np.array([0]), collapse_eps=1e-9)
+    np.testing.assert_array_equal(plain, tiny)  # nothing within a tiny eps: the same list
+
+
+def test_range_search_finds_copies_far_from_the_origin() -> None:
+    """Raw windows have squared norms of thousands: through |q|^2 + |x|^2 - 2 q.x in float32 (FAISS's
+    BLAS path, taken for many queries) a copy can come out centimetres away. Every exact index must
+    find each copy within a millimetre."""
+    import faiss
+
+    rng = np.random.default_rng(5)
+    base = (50 * rng.normal(size=(1500, 120))).astype(np.float32)
+    db = np.concatenate([base, base])
+    before = faiss.cvar.distance_compute_blas_threshold
+    for index in (build_index(db), ShardedFlatIndex(db, 2), TorchFlatIndex(db, "cpu")):
+        result = range_search(index, db, 1e-3, query_rows=np.arange(len(db)))
+        _, rows, dist = result.pairs()
+        assert np.diff(result.lims).tolist() == [1] * len(db), type(index).__name__
+        assert (rows == np.r_[np.arange(1500, 3000), np.arange(1500)]).all() and (dist == 0).all()
+    assert faiss.cvar.distance_compute_blas_threshold == before  # FAISS's global is restored
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+def test_torch_cuda_range_search_equals_faiss_flat() -> None:
+    db, _ = planted_clusters(7)
+    rows = np.arange(len(db))
+    ref = range_search(build_index(db), db, 0.02, query_rows=rows)
+    got = range_search(TorchFlatIndex(db, "cuda"), db, 0.02, query_rows=rows)
+    np.testing.assert_array_equal(got.lims, ref.lims)
+    for i in range(0, len(db), 50):
+        assert sorted(got.of(i)[1].tolist()) == sorted(ref.of(i)[1].tolist())
+
+
+def test_range_search_grows_its_chunks_where_results_are_few(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first call bounds the worst case; later calls take more queries where each finds few rows
+    (every FAISS call is a parallel region); results are the same as in one call."""
+    import trajemb.search as search_module
+
+    db, tracks = planted_clusters(9)
+    rules = {"query_rows": np.arange(len(db)), "exclude": Groups.of(tracks), "query_groups": tracks}
+    whole = range_search(build_index(db), db, 0.02, **rules)  # type: ignore[arg-type]
+    calls: list[int] = []
+    raw = search_module.raw_range_search
+
+    def spy(index: object, q: np.ndarray, sq: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        calls.append(len(q))
+        return raw(index, q, sq)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(search_module, "raw_range_search", spy)
+    monkeypatch.setattr(search_module, "RANGE_FIRST_CHUNK", 16)
+    monkeypatch.setattr(search_module, "CANDIDATE_ELEMENTS", 4000)
+    chunked = range_search(build_index(db), db, 0.02, **rules)  # type: ignore[arg-type]
+    assert calls[0] == 16 and max(calls) > 16 and sum(calls) == len(db)
+    np.testing.assert_array_equal(chunked.lims, whole.lims)
+    np.testing.assert_array_equal(chunked.rows, whole.rows)

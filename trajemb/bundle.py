@@ -13,6 +13,8 @@ models/<name>/embeddings.npy    (N, D) float32, memory-mapped
 models/<name>/index.faiss       FAISS index over the embeddings (rows = windows)
 models/<name>/projection.npy    (N, 2) float32 2-D layout (UMAP), optional
 models/<name>/report.json       retrieval evaluation, optional
+models/<name>/uniqueness.npy    (N,) float32 distance to the k-th nearest other track (``trajemb.uniqueness``),
+                                optional (bundles before issue 17 lack it)
 baselines.json                  the baselines' evaluation on the same queries, optional
 ```
 Rows of every array and of ``meta.parquet`` are the same windows in the same order. A bundle reads
@@ -76,11 +78,12 @@ EMBEDDINGS = "embeddings.npy"
 INDEX = "index.faiss"
 PROJECTION = "projection.npy"
 REPORT = "report.json"
+UNIQUENESS = "uniqueness.npy"
 CHECKPOINT_DIR = "checkpoint"
 MAPS_DIR = "maps"
 #: Files of one row per window, in table row order (``windows/...``, and per model ``models/<name>/...``).
 WINDOW_ROW_FILES = (XY_FILE, META_FILE)
-MODEL_ROW_FILES = (EMBEDDINGS, INDEX, PROJECTION)
+MODEL_ROW_FILES = (EMBEDDINGS, INDEX, PROJECTION, UNIQUENESS)
 #: Rows whose stored embedding is re-computed by ``verify_all`` (and searched for in the index).
 CONTENT_SAMPLE_ROWS = 32
 
@@ -519,6 +522,19 @@ class Bundle:
             return None
         xy = self._array(key, (self.num_windows, 2), "float32").all()
         return np.asarray(xy)
+
+    def uniqueness(self, name: str) -> np.ndarray | None:
+        """(N,) uniqueness of every window under the model (``trajemb.uniqueness``), or None where the
+        bundle has none (built before it existed: ``trajemb complete`` adds it)."""
+        key = model_file(name, UNIQUENESS)
+        if not self.has_file(key):
+            return None
+        return np.asarray(self._array(key, (self.num_windows,), "float32").all())
+
+    def uniqueness_info(self, name: str) -> dict[str, Any] | None:
+        """How the model's uniqueness was computed (``UniquenessInfo.to_dict``), or None."""
+        info = self.model_entry(name).get("uniqueness")
+        return info if isinstance(info, dict) and self.has_file(model_file(name, UNIQUENESS)) else None
 
     def report(self, name: str) -> dict[str, Any] | None:
         """The model's evaluation report, or None where it has not been evaluated (yet). Its fields are

@@ -5,14 +5,15 @@ Stages, each with its own progress bar and rate:
    content hash recomputed on the way and compared with the table's own: a modified table is refused)
    and ``windows/meta.parquet`` (with track and scenario group ids);
 2. per model: embeddings streamed from the geometry in batches, then the FAISS index (exact or IVF,
-   with its measured recall@10 against exact);
+   with its measured recall@10 against exact), then every window's uniqueness through that index
+   (``trajemb.uniqueness``);
 3. per model: the 2-D layout (``trajemb.projection``);
 4. the evaluation of every model and of the baselines on the same queries (``trajemb.evaluate``).
 
 ``build_bundle`` runs them all in a temporary folder that replaces ``out`` in one rename.
-``complete_bundle`` runs stages 3 and 4 in place on a bundle built without them (the explorer opens
-the built-in default data after stage 2 and finishes the rest while a person already works); each
-file is written atomically before the manifest names it, and the manifest is replaced atomically
+``complete_bundle`` runs the uniqueness and stages 3 and 4 in place on a bundle built without them
+(the explorer opens the built-in default data after stage 2 and finishes the rest while a person
+already works); each file is written atomically before the manifest names it, and the manifest is replaced atomically
 under a lock, so a reader sees either the old or the new bundle and an interrupted run resumes.
 """
 
@@ -50,6 +51,7 @@ from trajemb.bundle import (
     META_FILE,
     PROJECTION,
     REPORT,
+    UNIQUENESS,
     XY_FILE,
     Bundle,
     is_row_file,
@@ -76,6 +78,7 @@ from trajemb.jsonio import read_json_object
 from trajemb.outputs import check_output_dir
 from trajemb.projection import ProjectionConfig, project_2d
 from trajemb.store import META_COLUMNS, ColumnHasher, ContentHasher, TrajectoryTable, read_manifest
+from trajemb.uniqueness import UniquenessConfig, bundle_uniqueness
 from trajemb.validate import check_int, check_seed
 
 log = logging.getLogger(__name__)
@@ -95,6 +98,7 @@ class BundleConfig:
     batch_size: int = 0  # 0: the device's default (``trajemb.embed``)
     engine: str = "local"  # local, or ray: embeddings on a Ray cluster (``trajemb.engines.ray_embed``)
     ray_address: str | None = None
+    uniqueness: UniquenessConfig = field(default_factory=UniquenessConfig)  # issue 17: k = 0 skips it
 
     def __post_init__(self) -> None:
         if self.engine not in ("local", "ray"):
@@ -355,6 +359,16 @@ def add_model(
     return name
 
 
+# -- stage 2b: uniqueness ------------------------------------------------------------------------------
+def add_uniqueness(
+    writer: BundleWriter, bundle: Bundle, name: str, config: UniquenessConfig, progress: bool = True
+) -> None:
+    """Every window's uniqueness under model ``name`` (``trajemb.uniqueness.bundle_uniqueness``)."""
+    scores, info = bundle_uniqueness(bundle, name, config, progress)
+    writer.write_array(model_file(name, UNIQUENESS), scores)
+    writer.manifest["models"][name]["uniqueness"] = info.to_dict()
+
+
 # -- stage 3: projection -----------------------------------------------------------------------------
 def add_projection(
     writer: BundleWriter, bundle: Bundle, name: str, config: ProjectionConfig, progress: bool = True
@@ -568,24 +582,36 @@ LAYOUT_S_PER_10K = 8.0
 LAYOUT_WARMUP_S = 45.0
 EVALUATION_S_PER_10K = 2.3
 ROBUSTNESS_S_PER_10K = 15.7
+#: Uniqueness of every window: 15.7 s at 1M windows inside ``trajemb bundle`` (docs/performance.md).
+UNIQUENESS_S_PER_10K = 0.2
 
 
 def completion_steps(
     root: Path, manifest: dict[str, Any], config: BundleConfig
 ) -> list[tuple[Step, str, str | None]]:
-    """What ``complete_bundle`` still has to do, in order: (step, kind, model) with kind "layout",
-    "evaluation" or "robustness". Layouts first (the explorer's 2-D views appear one by one), then the
-    evaluation, then the robustness curves (most of the time; the other pages are complete by then)."""
+    """What ``complete_bundle`` still has to do, in order: (step, kind, model) with kind "uniqueness",
+    "layout", "evaluation" or "robustness". Uniqueness first (seconds; the rare list needs it), then the
+    layouts (the explorer's 2-D views appear one by one), then the evaluation, then the robustness
+    curves (most of the time; the other pages are complete by then)."""
     n = int(manifest["num_windows"])
     ev = config.evaluation
     layout_rows = n if n <= config.projection.full_max_rows else config.projection.sample_size
     scored = min(n, ev.max_corpus) / 1e4
     steps: list[tuple[Step, str, str | None]] = []
+    if config.uniqueness.k:
+        for name, entry in manifest["models"].items():
+            if not entry.get("uniqueness"):
+                cost = UNIQUENESS_S_PER_10K * n / 1e4
+                steps.append(
+                    (Step(f"uniqueness of every window under model {name}", cost), "uniqueness", name)
+                )
     if config.projection.method != "none":
+        first_layout = True
         for name, entry in manifest["models"].items():
             if entry.get("projection") is None:
                 cost = LAYOUT_S_PER_10K * layout_rows / 1e4 + 0.5 * n / 1e6
-                cost += LAYOUT_WARMUP_S if not steps else 0.0
+                cost += LAYOUT_WARMUP_S if first_layout else 0.0
+                first_layout = False
                 steps.append((Step(f"2-D layout of model {name}", cost), "layout", name))
     evaluated = all(m.get("evaluated") for m in manifest["models"].values()) and (
         BASELINES_FILE in manifest["files"]
@@ -610,7 +636,11 @@ def _complete(writer: BundleWriter, config: BundleConfig, progress: bool) -> boo
     try:
         for step, kind, name in steps:
             log.info("%s", step.name)
-            if kind == "layout":
+            if kind == "uniqueness":
+                assert name is not None
+                with writer.timed(f"uniqueness {name}"):
+                    add_uniqueness(writer, bundle, name, config.uniqueness, progress)
+            elif kind == "layout":
                 assert name is not None
                 with writer.timed(f"projection {name}"):
                     add_projection(writer, bundle, name, config.projection, progress)
@@ -682,6 +712,7 @@ def _config_from_manifest(manifest: dict[str, Any]) -> BundleConfig:
             ),
             device=str(raw.get("device", "auto")),
             seed=int(raw.get("seed", 0)),
+            uniqueness=UniquenessConfig(**(raw.get("uniqueness") or {})),
         )
     except (TypeError, ValueError) as exc:
         raise DataError(f"bundle manifest has an invalid build config ({exc})") from exc

@@ -16,11 +16,17 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trajemb import __version__
 from trajemb.errors import TrajembError
 from trajemb.interrupts import Terminated, raise_if_pending, signals_as_exceptions
 from trajemb.schema import PAPER_FOCAL_FUTURE, WindowConfig
+
+if TYPE_CHECKING:
+    from trajemb.bundle import Bundle
+    from trajemb.explore import Neighbors
+    from trajemb.uniqueness import UniquenessConfig
 
 log = logging.getLogger("trajemb")
 
@@ -247,6 +253,7 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
         seed=args.seed,
         engine=args.engine,
         ray_address=args.ray_address,
+        uniqueness=_uniqueness_config(args),
     )
     maps = Path(args.maps) if args.maps else None
     manifest = build_bundle(
@@ -257,6 +264,12 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
         f"in {manifest['build_s']:.0f} s"
     )
     return 0
+
+
+def _uniqueness_config(args: argparse.Namespace) -> UniquenessConfig:
+    from trajemb.uniqueness import UniquenessConfig
+
+    return UniquenessConfig(k=args.uniqueness_k)
 
 
 def _cmd_complete(args: argparse.Namespace) -> int:
@@ -275,7 +288,8 @@ def _cmd_complete(args: argparse.Namespace) -> int:
 
     added = complete_bundle(Path(args.bundle), progress=not args.quiet)
     print(
-        f"{args.bundle}: " + ("added the missing 2-D layouts and evaluation" if added else "already complete")
+        f"{args.bundle}: "
+        + ("added the missing uniqueness, 2-D layouts and evaluation" if added else "already complete")
     )
     return 0
 
@@ -284,6 +298,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from trajemb.bundle import Bundle
     from trajemb.explore import NeighborOptions, neighbor_records, search_row
 
+    if args.draw is not None:
+        return _cmd_search_drawing(args)
     bundle = Bundle(Path(args.bundle))
     model = args.model or bundle.model_names[0]
     bundle.model_entry(model)
@@ -309,9 +325,16 @@ def _cmd_search(args: argparse.Namespace) -> int:
         one_per_track=not args.all_windows_of_track,
         exclude_same_scenario=args.exclude_scenario,
         object_types=object_types,
+        collapse_duplicates_eps=_number("--collapse-duplicates", args.collapse_duplicates),
     )
+    if args.out:
+        from trajemb.export import check_results_output
+
+        check_results_output(args.out, inputs=[args.bundle])
     nb = search_row(bundle, model, row, options)
     results = neighbor_records(bundle, nb)
+    if args.out:
+        _write_neighbors(bundle, model, nb, args.out, quiet=args.json)
     query = {
         "window_id": bundle.strings("window_id", [row])[0],
         "object_type": query_type,
@@ -344,6 +367,282 @@ def _cmd_search(args: argparse.Namespace) -> int:
             f"{r['speed_mps']:5.1f} m/s  {r['direction']:18s} {r['object_type']:12s} {r['window_id']}"
         )
     return 0
+
+
+def _drawn_points(text: str) -> list[tuple[float, float]]:
+    """``--draw "x,y x,y ..."`` (metres; pairs separated by spaces or semicolons)."""
+    points = []
+    for pair in text.replace(";", " ").split():
+        x, sep, y = pair.partition(",")
+        try:
+            points.append((float(x), float(y)))
+        except ValueError:
+            raise TrajembError(f"--draw: {pair!r:.40} is not a point x,y in metres") from None
+        if not sep:
+            raise TrajembError(f"--draw: {pair!r:.40} is not a point x,y in metres")
+    return points
+
+
+def _cmd_search_drawing(args: argparse.Namespace) -> int:
+    """``trajemb search --draw``: the neighbours of a drawn path (agent frame, ``trajemb.sketch``)."""
+    from trajemb.bundle import Bundle
+    from trajemb.explore import NeighborOptions, neighbor_records, search_sketch, sketch_query
+
+    bundle = Bundle(Path(args.bundle))
+    model = args.model or bundle.model_names[0]
+    bundle.model_entry(model)
+    types = args.object_types.strip()
+    object_types = () if types in ("same", "any", "") else _csv(types)
+    options = NeighborOptions(
+        k=args.k,
+        one_per_track=not args.all_windows_of_track,
+        object_types=object_types,
+        collapse_duplicates_eps=_number("--collapse-duplicates", args.collapse_duplicates),
+    )
+    sketch = sketch_query(
+        bundle,
+        _drawn_points(args.draw),
+        speed_mps=_number("--speed", args.speed),
+        duration_s=_number("--duration", args.duration),
+    )
+    if args.out:
+        from trajemb.export import check_results_output
+
+        check_results_output(args.out, inputs=[args.bundle])
+    nb = search_sketch(bundle, model, sketch, options)
+    results = neighbor_records(bundle, nb)
+    if args.out:
+        from trajemb.explore import neighbors_frame
+        from trajemb.export import write_results
+
+        write_results(neighbors_frame(bundle, model, nb, "drawn"), args.out, inputs=[bundle.root])
+    if args.json:
+        print(json.dumps({"drawn": sketch.notes, "model": model, "neighbors": results}, indent=2))
+        return 0
+    print(f"drawn path, model {model}: " + "; ".join(sketch.notes))
+    for r in results:
+        print(
+            f"{r['rank']:3d}  d={r['distance']:.3f}  ADE {r['ade_m']:6.2f} m  FDE {r['fde_m']:6.2f} m  "
+            f"{r['speed_mps']:5.1f} m/s  {r['direction']:18s} {r['object_type']:12s} {r['window_id']}"
+        )
+    if args.out:
+        print(f"wrote {len(nb)} neighbours to {args.out}")
+    return 0
+
+
+def _number(flag: str, text: str | None) -> float | None:
+    """A flag's value as a number (None where it was not given); anything else is one line."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise TrajembError(f"{flag} must be a number, got {text!r:.40}") from None
+
+
+def _write_neighbors(bundle: Bundle, model: str, nb: Neighbors, out: str, quiet: bool) -> None:
+    """``trajemb search --out``: the neighbours as a table (``trajemb.export``), format by suffix."""
+    from trajemb.explore import neighbors_frame
+    from trajemb.export import write_results
+
+    path = write_results(neighbors_frame(bundle, model, nb), out, inputs=[bundle.root])
+    if not quiet:
+        print(f"wrote {len(nb)} neighbours to {path}")
+
+
+# -- trajemb mine (issue 17) ---------------------------------------------------------------------------
+def _label_filters(items: list[str] | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``--label COLUMN=A,B`` (repeatable) -> ((column, values), ...)."""
+    out = []
+    for item in items or ():
+        column, sep, values = item.partition("=")
+        if not sep:
+            raise TrajembError(f"--label {item!r:.60}: give COLUMN=VALUE[,VALUE...], e.g. direction=u_turn")
+        out.append((column.strip(), tuple(v.strip() for v in values.split(",") if v.strip())))
+    return tuple(out)
+
+
+def _csv(text: str | None) -> tuple[str, ...]:
+    return tuple(t.strip() for t in (text or "").split(",") if t.strip())
+
+
+def _open_for_mining(bundle_path: str, model: str | None, out: str | None) -> tuple[Bundle, str]:
+    """The bundle and model a mine command reads; ``--out`` checked before any work."""
+    from trajemb.bundle import Bundle
+
+    bundle = Bundle(Path(bundle_path))
+    name = model or bundle.model_names[0]
+    bundle.model_entry(name)
+    if out:
+        from trajemb.export import check_results_output
+
+        check_results_output(out, inputs=[bundle_path])
+    return bundle, name
+
+
+def _cmd_mine_rare(args: argparse.Namespace) -> int:
+    from trajemb.explore import check_label_filters, rare_frame
+    from trajemb.uniqueness import RareConfig
+
+    config = RareConfig(
+        bundle=args.bundle,
+        model=args.model,
+        top=args.top,
+        out=args.out,
+        object_types=_csv(args.object_types),
+        cities=_csv(args.city),
+        labels=_label_filters(args.label),
+        all_windows_of_track=args.all_windows_of_track,
+    )
+    bundle, model = _open_for_mining(config.bundle, config.model, config.out)
+    check_label_filters(bundle, config.filters)
+    info = bundle.uniqueness_info(model)
+    frame = rare_frame(bundle, model, config.top, config.filters, not config.all_windows_of_track)
+    how = (
+        f"k = {info['k']}, {'exact' if info['exact'] else 'approximate'} {info['index']} search"
+        if info
+        else "computed now: this bundle stores none (`trajemb complete` adds it)"
+    )
+    if config.out:
+        from trajemb.export import write_results
+
+        path = write_results(frame, config.out, inputs=[config.bundle])
+        print(f"wrote the {len(frame)} most unique windows under {model} to {path} (uniqueness {how})")
+        return 0
+    print(
+        f"the {len(frame)} most unique windows under {model} (uniqueness: distance to the k-th other track; {how})"
+    )
+    for r in frame.itertuples():
+        print(
+            f"{r.rank:4d}  u={r.uniqueness:.4f}  {r.mean_speed_mps:5.1f} m/s  {r.direction:18s} "
+            f"{r.object_type:12s} {r.window_id}"
+        )
+    return 0
+
+
+def _cmd_mine_duplicates(args: argparse.Namespace) -> int:
+    from trajemb.duplicates import DuplicatesConfig, duplication_report, find_duplicates
+
+    eps = _number("--eps", args.eps)
+    assert eps is not None  # a required flag
+    config = DuplicatesConfig(
+        bundle=args.bundle,
+        eps=eps,
+        model=args.model,
+        out=args.out,
+        space=args.space,
+        by_track=args.by_track,
+        report_eps=tuple(float(_number("--report-eps", e) or 0.0) for e in _csv(args.report_eps)),
+        raw_eps_m=float(_number("--raw-eps-m", args.raw_eps_m) or 0.0),
+        check_sample=args.check_sample,
+    )
+    bundle, model = _open_for_mining(config.bundle, config.model, config.out)
+    pairs = find_duplicates(bundle, model, max(config.thresholds), config.space, progress=not args.quiet)
+    report = duplication_report(
+        bundle,
+        model,
+        config.thresholds,
+        config.space,
+        config.raw_eps_m,
+        config.check_sample if config.space == "model" else 0,
+        config.by_track,
+        pairs,
+    )
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_duplication(report, config.raw_eps_m)
+    if config.out:
+        from trajemb.duplicates import duplicate_groups
+        from trajemb.explore import duplicates_frame
+        from trajemb.export import write_results
+
+        groups = duplicate_groups(pairs.below(config.eps), bundle.groups, config.by_track)
+        frame = duplicates_frame(bundle, model, config.eps, config.space, config.by_track, groups)
+        path = write_results(frame, config.out, inputs=[config.bundle])
+        if not args.json:
+            print(f"wrote {groups.num_groups} groups ({len(frame)} windows) at eps {config.eps:g} to {path}")
+    return 0
+
+
+def _print_duplication(report: dict[str, object], raw_eps_m: float) -> None:
+    levels = report["levels"]
+    assert isinstance(levels, list)
+    unit = "m RMS" if report["space"] == "raw" else f"in the space of {report['model']}"
+    print(
+        f"near-duplicates among {report['windows']} windows ({unit}; "
+        f"{'exact' if report['exact'] else 'approximate'} search, {report['search_s']:.1f} s)"
+    )
+    for lv in levels:
+        line = (
+            f"  eps {lv['eps']:<8g} {lv['windows']:>9} windows ({100 * lv['share']:5.2f} %) in "
+            f"{lv['groups']} groups of {lv['tracks']} tracks, largest {lv['largest_group']}"
+        )
+        check = lv.get("raw_check")
+        if check:
+            line += f"; raw space ({raw_eps_m:g} m RMS): {_share(check.get('confirmed_share'))} of its pairs"
+            if check.get("raw_pairs"):
+                line += (
+                    f", it finds {_share(check['found_share'])} of the raw pairs of "
+                    f"{check['sample_windows']} sampled windows"
+                )
+        print(line)
+
+
+def _share(value: object) -> str:
+    return f"{100 * value:.0f} %" if isinstance(value, float) else "-"
+
+
+def _add_mine_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], full: bool) -> None:
+    """``trajemb mine rare|duplicates`` (issue 17)."""
+    mine = sub.add_parser("mine", help="the rarest windows and near-duplicate groups of a bundle")
+    kinds = mine.add_subparsers(dest="mine_command", required=True)
+    p = kinds.add_parser("rare", help="the most unique windows (distance to the k-th nearest other track)")
+    if full:
+        p.add_argument("--bundle", required=True)
+        p.add_argument("--model", default=None, help="model name (default: the first)")
+        p.add_argument("--top", type=int, default=100, help="how many windows (default 100)")
+        p.add_argument(
+            "--out", default=None, help="write the list here (.csv or .parquet); default: print it"
+        )
+        p.add_argument("--object-types", default=None, help="only these object types (comma-separated)")
+        p.add_argument("--city", default=None, help="only these cities (comma-separated)")
+        p.add_argument(
+            "--label",
+            action="append",
+            metavar="COLUMN=A,B",
+            help="only windows with these labels, e.g. direction=u_turn,left (repeatable)",
+        )
+        p.add_argument(
+            "--all-windows-of-track", action="store_true", help="list several windows of one track"
+        )
+    p.set_defaults(func=_cmd_mine_rare)
+    p = kinds.add_parser("duplicates", help="near-duplicate windows of different tracks, grouped")
+    if full:
+        from trajemb.duplicates import CHECK_SAMPLE, DEFAULT_RAW_EPS_M
+
+        p.add_argument("--bundle", required=True)
+        p.add_argument("--model", default=None, help="model name (default: the first)")
+        p.add_argument(
+            "--eps", required=True, help="closer than this: embedding distance (--space raw: metres RMS)"
+        )
+        p.add_argument("--out", default=None, help="write the groups and their members here (.csv/.parquet)")
+        p.add_argument("--space", choices=["model", "raw"], default="model")
+        p.add_argument("--by-track", action="store_true", help="group tracks (any of their windows alike)")
+        p.add_argument(
+            "--report-eps", default=None, help="thresholds of the report (default: eps/4, eps/2, eps, 2 eps)"
+        )
+        p.add_argument(
+            "--raw-eps-m", default=str(DEFAULT_RAW_EPS_M), help="raw-space threshold of the check (m RMS)"
+        )
+        p.add_argument(
+            "--check-sample",
+            type=int,
+            default=CHECK_SAMPLE,
+            help="windows sampled for the raw check (0: none)",
+        )
+        p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_mine_duplicates)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -640,6 +939,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         )
         p.add_argument("--device", default="auto")
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument(
+            "--uniqueness-k",
+            type=int,
+            default=10,
+            help="each window's uniqueness: distance to its k-th nearest other track (0: none)",
+        )
         p.set_defaults(func=_cmd_bundle)
 
     p = sub.add_parser("complete", help="add the 2-D layouts and evaluation a bundle lacks (in place)")
@@ -651,11 +956,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     if full("search"):
         p.add_argument("--bundle", required=True)
         p.add_argument("--model", default=None, help="model name (default: the first)")
-        p.add_argument(
-            "--query",
-            required=True,
-            help="window id (source/scenario/track/start), or scenario/track for its first window",
+        which = p.add_mutually_exclusive_group(required=True)
+        which.add_argument(
+            "--query", help="window id (source/scenario/track/start), or scenario/track for its first window"
         )
+        which.add_argument(
+            "--draw",
+            metavar="'X,Y X,Y ...'",
+            help="a drawn path in metres, agent frame (start at 0,0 heading +x), as the query",
+        )
+        p.add_argument("--speed", default=None, help="--draw: speed along the path, m/s")
+        p.add_argument("--duration", default=None, help="--draw: seconds the drawn path takes")
         p.add_argument("--k", type=int, default=10)
         p.add_argument(
             "--object-types",
@@ -674,7 +985,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             "--include-same-track", action="store_true", help="allow windows of the query's own track"
         )
         p.add_argument("--json", action="store_true")
+        p.add_argument("--out", default=None, help="also write the neighbours as a table (.csv or .parquet)")
+        p.add_argument(
+            "--collapse-duplicates",
+            default=None,
+            metavar="EPS",
+            help="near-duplicates answer once: leave out windows within EPS of a nearer result",
+        )
         p.set_defaults(func=_cmd_search)
+    _add_mine_parser(sub, full("mine"))
 
     p = sub.add_parser("evaluate", help="print a bundle's evaluation reports and baselines")
     p.add_argument("--bundle", required=True)
@@ -710,7 +1029,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _command_of(argv)
     args = build_parser(
-        only=command if command in {"search", "info", "evaluate", "bundle", "prepare", "synth"} else None
+        only=command
+        if command in {"search", "info", "evaluate", "bundle", "prepare", "synth", "mine"}
+        else None
     ).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,

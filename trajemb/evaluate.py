@@ -22,6 +22,10 @@ Beyond the averages over all queries (dominated by easy straight windows), each 
 * ``neighbors``: how neighbours are chosen (``EvalConfig.one_per_track``: only the nearest window of a
   track counts; ``exclude_scenario``: none from the query's scenario).
 * ``mean_rank`` and ``robustness`` where ``EvalConfig`` asks for them (``trajemb.robustness``).
+* ``rare_enrichment`` (issue 17), where every window has a true manoeuvre (synthetic data): how well
+  uniqueness in these features (distance to the 10th nearest other track, ``trajemb.uniqueness``)
+  finds the classes the generator makes least often: their share among the 1 % most unique windows
+  over their share in all, on at most ``EvalConfig.rare_corpus`` seeded windows of the corpus.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from trajemb.schema import UNKNOWN_MANOEUVRE, DirectionClass
 from trajemb.search import Groups, SearchIndex, search
 from trajemb.similarity import fft_features
 from trajemb.store import TrajectoryTable
+from trajemb.uniqueness import rare_enrichment
 from trajemb.validate import check_int, check_seed
 
 #: Each sided manoeuvre and its mirror image.
@@ -90,6 +95,7 @@ class EvalConfig:
     robustness_corpus: int = 20_000
     # How encoders read windows with missing steps in the robustness curves (``trajemb.robustness``).
     encoder_missing: MissingSteps = "interpolate"
+    rare_corpus: int = 50_000  # issue 17: windows the rare-class enrichment is measured on
 
     def __post_init__(self) -> None:
         check_int("--queries", self.num_queries, 1, 10_000_000)
@@ -101,6 +107,7 @@ class EvalConfig:
         check_int("--mean-rank-corpus", self.mean_rank_corpus, MIN_SCORED_CORPUS)
         check_int("--robustness-queries", self.robustness_queries, 1, 10_000_000)
         check_int("--robustness-corpus", self.robustness_corpus, MIN_SCORED_CORPUS)
+        check_int("rare_corpus", self.rare_corpus, MIN_SCORED_CORPUS)
         if self.encoder_missing not in ("interpolate", "mask"):
             raise ConfigError(f"--encoder-missing must be interpolate or mask, got {self.encoder_missing!r}")
         if not self.ks:
@@ -261,6 +268,9 @@ def evaluate_features(
     report["per_class"], report["hard"] = per_class_scores(table.xy_agent, labels, queries, ids, config.ks)
     report["neighbors"] = {"one_per_track": config.one_per_track, "exclude_scenario": config.exclude_scenario}
     report["dim"] = int(feats.shape[1])
+    if label_name == "true_manoeuvre":
+        rows = _subset(len(feats), config.rare_corpus, config.seed + 8)
+        report["rare_enrichment"] = rare_enrichment(feats[rows], labels[rows], np.asarray(groups)[rows])
     return report
 
 

@@ -1,8 +1,13 @@
 """What the explorer and ``trajemb search`` show, computed from an opened bundle, with no UI code.
 
 * neighbour search with the options a person sets (k, one window per track, the query's own track and
-  scenario excluded, object types), for a window of the bundle or a user's own window;
-* result records (rank, distances, ADE / FDE against the query, labels, ids);
+  scenario excluded, object types, near-duplicates collapsed), for a window of the bundle, a user's
+  own window or a drawn path (``sketch_query``);
+* result records (rank, distances, ADE / FDE against the query, labels, ids), and every list as a
+  pandas table to download or use in a notebook (``neighbors_frame``, ``rows_frame``,
+  ``cluster_frame``, ``rare_frame``, ``duplicates_frame``: ``trajemb.export``), and id lists read back
+  as rows (``rows_from_id_file``);
+* mining: each window's uniqueness, the rarest windows, near-duplicate groups (issue 17);
 * scene context: the other road users of a window's scenario during the window's time span, in the
   city frame; city-frame geometry of any rows;
 * k-means clusters of a model's embeddings and their medoids;
@@ -16,7 +21,7 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +29,15 @@ from trajemb.bundle import Bundle
 from trajemb.errors import ConfigError, DataError
 from trajemb.frames import agent_to_city
 from trajemb.metrics import ade_fde
+from trajemb.validate import check_float
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from trajemb.duplicates import DuplicateGroups
+    from trajemb.sketch import Sketch
 
 #: Largest k a search accepts (the explorer offers up to 20).
 MAX_K = 1000
@@ -42,10 +56,15 @@ class NeighborOptions:
     one_per_track: bool = True
     exclude_same_scenario: bool = False
     object_types: tuple[str, ...] = ()
+    #: Near-duplicates answer once: a window within this embedding distance of a nearer result is left
+    #: out (``trajemb.search.search``'s ``collapse_eps``); None: no collapsing.
+    collapse_duplicates_eps: float | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.k <= MAX_K:
             raise ConfigError(f"k must be between 1 and {MAX_K}, got {self.k}")
+        if self.collapse_duplicates_eps is not None:
+            check_float("--collapse-duplicates", self.collapse_duplicates_eps, 0.0, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -88,6 +107,19 @@ def label_mask(
     return mask
 
 
+def check_label_filters(
+    bundle: Bundle, filters: dict[str, tuple[str, ...]] | tuple[tuple[str, tuple[str, ...]], ...]
+) -> None:
+    """Refuse filter values the bundle's label columns do not hold, naming the values they do."""
+    for name, picked in dict(filters).items():
+        known = bundle.codes(name)[1]
+        unknown = sorted(set(picked) - set(known))
+        if unknown:
+            raise DataError(
+                f"{name} {', '.join(unknown)}: not in this bundle; its values: {', '.join(sorted(known))}"
+            )
+
+
 def allowed_rows(bundle: Bundle, options: NeighborOptions, query_row: int | None) -> np.ndarray | None:
     """(N,) bool mask of rows the options allow (the query's scenario, object types), None = all."""
     mask: np.ndarray | None = None
@@ -127,7 +159,13 @@ def search_row(
     query = bundle.embeddings(model).rows([row])
     groups = bundle.groups[[row]] if options.exclude_same_track else None
     dist, rows = index.search(
-        query, options.k, groups, np.array([row]), allowed_rows(bundle, options, row), options.one_per_track
+        query,
+        options.k,
+        groups,
+        np.array([row]),
+        allowed_rows(bundle, options, row),
+        options.one_per_track,
+        options.collapse_duplicates_eps,
     )
     return _finish(bundle, row, bundle.xy.rows(row), dist[0], rows[0], options)
 
@@ -148,6 +186,7 @@ def search_embedding(
         None,
         allowed_rows(bundle, options, None),
         options.one_per_track,
+        options.collapse_duplicates_eps,
     )
     return _finish(bundle, None, np.asarray(query_xy, dtype=np.float32), dist[0], rows[0], options)
 
@@ -166,6 +205,27 @@ def search_window(
     xy = raw.astype(np.float32)
     encoder = model_encoder(bundle, model)
     return search_embedding(bundle, model, embed_one(encoder, xy), xy, options)
+
+
+def sketch_query(
+    bundle: Bundle,
+    points: Any,
+    frame: str = "agent",
+    speed_mps: float | None = None,
+    duration_s: float | None = None,
+) -> Sketch:
+    """A drawn path (P, 2) in metres, in the agent frame or in city coordinates (``frame``), made into a
+    window of the bundle's T steps (``trajemb.sketch``); ``search_sketch`` finds its neighbours."""
+    from trajemb.sketch import SketchConfig, sketch_window
+
+    return sketch_window(points, SketchConfig(bundle.num_steps, speed_mps, duration_s, frame))
+
+
+def search_sketch(
+    bundle: Bundle, model: str, sketch: Sketch, options: NeighborOptions = NeighborOptions()
+) -> Neighbors:
+    """Neighbours of a drawn path made into a window (``sketch_query``)."""
+    return search_window(bundle, model, sketch.xy_agent, options)
 
 
 _encoders: weakref.WeakKeyDictionary[Bundle, dict[str, Any]] = weakref.WeakKeyDictionary()
@@ -300,6 +360,201 @@ def page_of(rows: np.ndarray, page: int, page_size: int) -> np.ndarray:
     last = max(0, (len(rows) - 1) // page_size)
     start = min(max(0, page), last) * page_size
     return rows[start : start + page_size]
+
+
+# -- tables of every list (``trajemb.export``) --------------------------------------------------------
+def neighbors_frame(bundle: Bundle, model: str, nb: Neighbors, query_window_id: str = "") -> pd.DataFrame:
+    """The neighbours of a query as a table: AV2 ids, labels, distance to the query, ADE / FDE (m),
+    bundle and model; ``query_window_id`` defaults to the query's id where it is a bundle window."""
+    from trajemb.export import results_frame
+
+    if nb.query_row is not None and not query_window_id:
+        query_window_id = bundle.strings("window_id", [nb.query_row])[0]
+    return results_frame(
+        bundle,
+        nb.rows,
+        model,
+        distance=nb.distance,
+        query_window_id=query_window_id,
+        extra={"ade_m": np.asarray(nb.ade_m, np.float64), "fde_m": np.asarray(nb.fde_m, np.float64)},
+    )
+
+
+def rows_frame(
+    bundle: Bundle,
+    rows: np.ndarray | list[int],
+    model: str | None = None,
+    extra: dict[str, np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """Any selection of rows (a box or lasso on a layout, a gallery) as a table, in the given order."""
+    from trajemb.export import results_frame
+
+    return results_frame(bundle, rows, model, extra=extra)
+
+
+def cluster_frame(bundle: Bundle, model: str, labels: np.ndarray, cluster: int) -> pd.DataFrame:
+    """The windows of one k-means cluster (``cluster_labels``) as a table, nearest to the cluster's
+    mean embedding first (``distance``: to that mean)."""
+    from trajemb.export import results_frame
+
+    rows = np.flatnonzero(np.asarray(labels) == cluster)
+    emb = bundle.embeddings(model).rows(rows).astype(np.float64)
+    dist = np.sqrt(((emb - emb.mean(axis=0)) ** 2).sum(axis=1)) if len(rows) else np.zeros(0)
+    order = np.argsort(dist, kind="stable")
+    return results_frame(
+        bundle,
+        rows[order],
+        model,
+        distance=dist[order],
+        extra={"cluster": np.full(len(rows), cluster, dtype=np.int64)},
+    )
+
+
+def rows_from_id_file(bundle: Bundle, path: Path | str) -> np.ndarray:
+    """Bundle rows of the window ids in a file (any CSV or parquet with a ``window_id`` column, or text
+    with one id per line); ids not in the bundle are refused with how many and which."""
+    from trajemb.export import load_window_ids
+
+    return load_window_ids(bundle, path)
+
+
+def rows_from_id_bytes(bundle: Bundle, data: bytes, name: str = "uploaded file") -> np.ndarray:
+    """Bundle rows of the window ids in an uploaded file's bytes (as ``rows_from_id_file``)."""
+    from trajemb.export import rows_for_window_ids, window_ids_from_bytes
+
+    return rows_for_window_ids(bundle, window_ids_from_bytes(data, name))
+
+
+def rows_from_ids(bundle: Bundle, ids: list[str]) -> np.ndarray:
+    """Bundle rows of window ids (as ``rows_from_id_file``)."""
+    from trajemb.export import rows_for_window_ids
+
+    return rows_for_window_ids(bundle, ids)
+
+
+# -- mining: the rare and the repeated --------------------------------------------------------------
+_mined: weakref.WeakKeyDictionary[Bundle, dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
+
+
+def uniqueness(bundle: Bundle, model: str) -> np.ndarray:
+    """(N,) each window's uniqueness under the model (``trajemb.uniqueness``): the bundle's stored
+    scores, or, for a bundle built before they existed, computed here once (nothing is written into
+    the bundle; ``trajemb complete`` stores them)."""
+    stored = bundle.uniqueness(model)
+    if stored is not None:
+        return stored
+    with _cache_lock:
+        cache = _mined.setdefault(bundle, {})
+    key = ("uniqueness", model)
+    if key not in cache:
+        import logging
+
+        from trajemb.uniqueness import bundle_uniqueness
+
+        logging.getLogger(__name__).info(
+            "%s has no stored uniqueness for %s: computing it (`trajemb complete` stores it)",
+            bundle.root,
+            model,
+        )
+        cache[key] = bundle_uniqueness(bundle, model)[0]
+    scores: np.ndarray = cache[key]
+    return scores
+
+
+def rare_rows(
+    bundle: Bundle,
+    model: str,
+    top: int = 100,
+    filters: dict[str, tuple[str, ...]] | tuple[tuple[str, tuple[str, ...]], ...] = (),
+    one_per_track: bool = True,
+) -> np.ndarray:
+    """The ``top`` most unique windows (most unique first), among the rows whose labels pass
+    ``filters`` (``label_mask``: e.g. ``{"object_type": ("bus",), "city": ("PIT",)}``), with
+    ``one_per_track`` only each track's most unique window."""
+    from trajemb.uniqueness import rare_order
+
+    if not 1 <= top <= bundle.num_windows:
+        top = max(1, min(top, bundle.num_windows))
+    order = rare_order(
+        uniqueness(bundle, model), bundle.groups if one_per_track else None, label_mask(bundle, filters)
+    )
+    return order[:top]
+
+
+def rare_frame(
+    bundle: Bundle,
+    model: str,
+    top: int = 100,
+    filters: dict[str, tuple[str, ...]] | tuple[tuple[str, tuple[str, ...]], ...] = (),
+    one_per_track: bool = True,
+) -> pd.DataFrame:
+    """``rare_rows`` as a table, with each window's ``uniqueness``."""
+    from trajemb.export import results_frame
+
+    rows = rare_rows(bundle, model, top, filters, one_per_track)
+    return results_frame(
+        bundle, rows, model, extra={"uniqueness": uniqueness(bundle, model)[rows].astype(np.float64)}
+    )
+
+
+def duplicate_groups(
+    bundle: Bundle, model: str, eps: float, space: str = "model", by_track: bool = False
+) -> DuplicateGroups:
+    """Near-duplicate groups of the bundle's windows below ``eps`` (``trajemb.duplicates``), computed
+    once per bundle, model, eps and space (seconds at 100k windows, about a minute at 1M)."""
+    from trajemb.duplicates import duplicate_groups as groups_of
+    from trajemb.duplicates import find_duplicates
+
+    check_float("eps", eps, 0.0, low_open=True)
+    with _cache_lock:
+        cache = _mined.setdefault(bundle, {})
+    key = ("duplicates", model, float(eps), space, by_track)
+    if key not in cache:
+        cache[key] = groups_of(find_duplicates(bundle, model, eps, space), bundle.groups, by_track)
+    groups: DuplicateGroups = cache[key]
+    return groups
+
+
+def duplicates_frame(
+    bundle: Bundle,
+    model: str,
+    eps: float,
+    space: str = "model",
+    by_track: bool = False,
+    groups: DuplicateGroups | None = None,
+) -> pd.DataFrame:
+    """Every window in a near-duplicate group as a table, by group (1 = the largest) and row, with
+    ``group``, ``group_windows``, ``group_tracks``, ``representative`` (the group's first row: the one
+    to keep when thinning a training set) and ``distance`` to it (in the space the groups were found).
+    ``groups``: found before with these settings (else ``duplicate_groups``)."""
+    from trajemb.duplicates import raw_features
+    from trajemb.export import results_frame
+
+    if groups is None:
+        groups = duplicate_groups(bundle, model, eps, space, by_track)
+    rows = groups.members()
+    label = groups.labels[rows]
+    first = np.r_[True, label[1:] != label[:-1]] if len(rows) else np.zeros(0, dtype=bool)
+    representative = rows[first][np.cumsum(first) - 1] if len(rows) else rows
+    if space == "model":
+        emb = bundle.embeddings(model)
+        a, b = emb.rows(rows).astype(np.float64), emb.rows(representative).astype(np.float64)
+    else:
+        a = raw_features(bundle.xy.rows(rows)).astype(np.float64)
+        b = raw_features(bundle.xy.rows(representative)).astype(np.float64)
+    dist = np.sqrt(((a - b) ** 2).sum(axis=1)) if len(rows) else np.zeros(0)
+    return results_frame(
+        bundle,
+        rows,
+        model,
+        distance=dist,
+        extra={
+            "group": label,
+            "group_windows": groups.sizes[label],
+            "group_tracks": groups.tracks[label],
+            "representative": first,
+        },
+    )
 
 
 # -- geometry in the city frame -----------------------------------------------------------------------

@@ -5,7 +5,8 @@ Rules, checked before any work starts:
 * an absent path is fine if its parent folder can be created and written;
 * an existing artefact of the same kind that trajemb wrote may be replaced: a synthetic-scenario folder
   (its ``trajemb_synth.json`` marker), a trajectory table (a parquet file carrying the trajemb
-  manifest), a bundle (``bundle.json`` with a ``trajemb-bundle/`` format), a training run folder (its
+  manifest), a result list (``trajemb.export``: a parquet file carrying its marker, or a CSV file whose
+  header starts ``rank,window_id,``), a bundle (``bundle.json`` with a ``trajemb-bundle/`` format), a training run folder (its
   ``trajemb_run.json`` marker, or a run written before markers existed: ``train_config.json`` beside a
   checkpoint whose card has a ``trajemb-checkpoint/`` format);
 * an empty folder is fine for folder outputs;
@@ -32,7 +33,7 @@ from typing import Literal
 from trajemb.atomic import is_lock_name, is_temporary_name, note_checked
 from trajemb.errors import ConfigError, DataError
 
-OutputKind = Literal["table", "synth", "bundle", "run"]
+OutputKind = Literal["table", "synth", "bundle", "run", "results"]
 
 #: Written at the root of every ``trajemb synth`` folder.
 SYNTH_MARKER = "trajemb_synth.json"
@@ -47,12 +48,16 @@ BUNDLE_FORMAT_PREFIX = "trajemb-bundle/"
 CHECKPOINT_FORMAT_PREFIX = "trajemb-checkpoint/"
 #: The key of the trajemb manifest in a table's parquet metadata (``trajemb.store.METADATA_KEY``).
 TABLE_METADATA_KEY = b"trajemb"
+#: The marker of a result list in its parquet metadata, and how a result list's CSV header begins.
+RESULTS_METADATA_KEY = b"trajemb_results"
+RESULTS_CSV_HEADER = b"rank,window_id,"
 
 _DESCRIPTION: dict[str, str] = {
     "table": "trajectory table",
     "synth": "synthetic-scenario folder",
     "bundle": "bundle",
     "run": "training run folder",
+    "results": "result list",
 }
 
 
@@ -81,13 +86,35 @@ def is_trajemb_table(path: Path) -> bool:
     return TABLE_METADATA_KEY in metadata
 
 
+def is_results_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file holding a result list trajemb wrote (``trajemb.export``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with open(path, "rb") as fh:
+            head = fh.read(len(RESULTS_CSV_HEADER))
+        if head == RESULTS_CSV_HEADER:
+            return True
+        if head[:4] != b"PAR1":
+            return False
+        metadata = pq.read_metadata(path).metadata or {}
+    except (OSError, ValueError, pa.ArrowException):
+        return False
+    return RESULTS_METADATA_KEY in metadata
+
+
 def artefact_kind(path: Path) -> OutputKind | None:
     """Which trajemb artefact ``path`` is (see the module docstring), or None."""
     path = Path(path)
     if path.is_symlink():
         return None
     if path.is_file():
-        return "table" if is_trajemb_table(path) else None
+        if is_trajemb_table(path):
+            return "table"
+        return "results" if is_results_file(path) else None
     if not path.is_dir():
         return None
     if _json_field(path / SYNTH_MARKER, "generator") == SYNTH_GENERATOR:
@@ -181,7 +208,8 @@ def _check_existing_kind(out: Path, kind: OutputKind, st: os.stat_result, want_d
     if want_dir and not stat.S_ISDIR(st.st_mode):
         raise _refuse(out, kind, "it is a file, not a folder", "give a new folder path")
     if not want_dir and stat.S_ISDIR(st.st_mode):
-        raise _refuse(out, kind, "it is a folder", f"give a file path, e.g. {out}/table.parquet")
+        example = "list.csv" if kind == "results" else "table.parquet"
+        raise _refuse(out, kind, "it is a folder", f"give a file path, e.g. {out}/{example}")
     if want_dir:
         try:
             # Temporaries and locks of trajemb runs do not count (``kill -9`` can leave them behind).

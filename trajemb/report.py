@@ -333,3 +333,40 @@ def report_table(reports: dict[str, dict[str, Any]], ks: tuple[int, ...] = (1, 5
         values = [_fmt(report_number(r.get(c))) for c in cols]
         lines.append(f"| {name} | {r.get('dim', '-')} | " + " | ".join(values) + " |")
     return "\n".join(lines)
+
+
+def rare_enrichment_frame(reports: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Per method (rows): how well uniqueness finds the rare classes (``trajemb.uniqueness``):
+    ``enrichment``, their share among the most unique windows (``top rate``) and in all (``base
+    rate``), then each class's enrichment; empty where no report holds ``rare_enrichment``."""
+    names = _methods(reports, "rare_enrichment")
+    rows: dict[str, dict[str, float]] = {}
+    for n in names:
+        r = reports[n]["rare_enrichment"]
+        row = {
+            "enrichment": report_number(r.get("enrichment")),
+            "top rate": report_number(r.get("top_rate")),
+            "base rate": report_number(r.get("base_rate")),
+        }
+        for c in CLASSES:
+            if isinstance(_at(r, "per_class", c), dict) and _at(r, "per_class", c):
+                row[c] = report_number(_at(r, "per_class", c, "enrichment"))
+        rows[n] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def rare_enrichment_table(reports: dict[str, dict[str, Any]]) -> str:
+    """Markdown: the rare classes' enrichment among the most unique windows, per method."""
+    frame = rare_enrichment_frame(reports)
+    if frame.empty:
+        return "_no rare-class enrichment (it needs true manoeuvres: synthetic data)_"
+    first = reports[frame.index[0]]["rare_enrichment"]
+    share = report_number(first.get("top_share"))
+    head = (
+        f"Rare classes {', '.join(map(str, first.get('rare_classes', [])))} (the least frequent, together "
+        f"at most 10 % of the windows); their share among the {100 * share:g} % most unique of "
+        f"{report_count(first.get('windows'))} windows (uniqueness: distance to the "
+        f"{report_count(first.get('k'))}th nearest other track) over their share in all; then each "
+        "class's enrichment (1 = no better than a random pick):"
+    )
+    return "\n".join([head, "", *_markdown(frame, 2)])
