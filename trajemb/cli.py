@@ -175,6 +175,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         batches=args.batches,
         neighbors_per_seed=args.neighbors_per_seed,
         hard_share=args.hard_share,
+        history_steps=args.history_steps,
     )
     best = train(
         config,
@@ -527,6 +528,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             type=float,
             default=t.hard_share,
             help="--batches neighborhoods: share of seeds from turns, U-turns and lane changes",
+        )
+        p.add_argument(
+            "--history-steps",
+            type=int,
+            default=t.history_steps,
+            help="a history model: read each window's first N steps in the frame of their last state "
+            "(for trajemb forecast; default 0: whole windows)",
         )
         p.set_defaults(func=_cmd_train)
 

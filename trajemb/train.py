@@ -25,7 +25,7 @@ import math
 import shutil
 import time
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -42,11 +42,14 @@ from trajemb.checkpoint import git_revision, load_checkpoint, read_card, save_ch
 from trajemb.devices import resolve_device
 from trajemb.embed import embed_windows
 from trajemb.errors import ConfigError, DataError, TrajembError
+from trajemb.history import check_history_steps, history_input, to_history_frame
 from trajemb.losses import DEFAULT_MARGIN, TripletLoss
 from trajemb.metrics import retrieval_min_ade_fde
 from trajemb.mining import MINING_STRATEGIES, mine_triplets
 from trajemb.model import EncoderConfig, TrajectoryEncoder, count_parameters
 from trajemb.outputs import RUN_KIND, RUN_MARKER, check_output_dir
+from trajemb.perturb import to_own_frame
+from trajemb.schema import MAX_WINDOW_STEPS
 from trajemb.similarity import DEFAULT_SHAPE_WEIGHT, SIMILARITIES, fft_features, similarity_matrix
 from trajemb.soft_neighbor_loss import DEFAULT_NEIGHBORS, SoftNeighborLoss
 from trajemb.store import TrajectoryTable, read_table
@@ -107,6 +110,9 @@ class TrainConfig:
     batches: Literal["random", "neighborhoods"] = "random"
     neighbors_per_seed: int = 4
     hard_share: float = 0.0
+    # A history model (issue 18): the encoder reads the first H steps of each window in the frame of
+    # their last state (``trajemb.history``), and the loss compares those; 0 reads whole windows.
+    history_steps: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.encoder, EncoderConfig):
@@ -156,6 +162,8 @@ class TrainConfig:
                 f"--neighbors-per-seed {self.neighbors_per_seed} must divide --batch-size {self.batch_size}"
             )
         check_float("--hard-share", self.hard_share, 0.0, 1.0, high_open=True)
+        if self.history_steps != 0:
+            check_int("--history-steps", self.history_steps, 2, MAX_WINDOW_STEPS - 1)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,6 +182,16 @@ def split_by_scenario(table: TrajectoryTable, val_fraction: float) -> Split:
     bucket = np.array([zlib.crc32(k.encode()) % 10_000 for k in uniq]) / 10_000
     is_val = (bucket < val_fraction)[inverse]
     return Split(np.flatnonzero(~is_val), np.flatnonzero(is_val))
+
+
+def history_table(table: TrajectoryTable, history_steps: int, path: Path) -> TrajectoryTable:
+    """The table a history model trains on: each window's first H steps in their last-state frame
+    (``trajemb.history.history_input``); ids, labels and manifest stay the window's."""
+    try:
+        check_history_steps(history_steps, table.num_steps, f"windows of {path}")
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; prepare the table with longer --steps") from exc
+    return replace(table, xy_agent=history_input(table.xy_agent, history_steps))
 
 
 def _check_finite(table: TrajectoryTable) -> None:
@@ -233,6 +251,9 @@ class Trainer:
         self.device = distributed.rank_device(resolve_device(config.device), self.dist)
         self.table = read_table(self.table_path)
         _check_finite(self.table)
+        self.table_steps = self.table.num_steps
+        if config.history_steps:
+            self.table = history_table(self.table, config.history_steps, self.table_path)
         self.split = split_by_scenario(self.table, config.val_fraction)
         self.sampler = distributed.train_sampler(len(self.split.train), self.dist, config.seed)
         if len(self.sampler) < config.batch_size:
@@ -311,6 +332,7 @@ class Trainer:
             "loss": c.loss,
             "margin": c.margin,
             "embedding_dim": c.encoder.embedding_dim,
+            "history_steps": c.history_steps or None,
             "num_parameters": count_parameters(self.model),
             "epoch": epoch,
             "metrics": metrics,
@@ -321,7 +343,7 @@ class Trainer:
                 "num_windows": len(self.table),
                 "num_train": len(self.split.train),
                 "num_val": len(self.split.val),
-                "num_steps": self.table.num_steps,
+                "num_steps": self.table_steps,
                 "window_config": m.get("window_config"),
                 "inputs": m.get("inputs"),
             },
@@ -460,7 +482,8 @@ class Trainer:
         gb = self.groups[rows].to(self.device, non_blocking=True)
         x_in, valid = xb, None
         if across_ranks and self.config.augment.active:
-            x_np, valid_np = augment(self.xy[rows].numpy(), self.config.augment, self.augment_rng)
+            frame = to_history_frame if self.config.history_steps else to_own_frame
+            x_np, valid_np = augment(self.xy[rows].numpy(), self.config.augment, self.augment_rng, frame)
             x_in = torch.from_numpy(x_np).to(self.device, non_blocking=True)
             valid = None if valid_np.all() else torch.from_numpy(valid_np).to(self.device, non_blocking=True)
         use_bf16 = self.device.type == "cuda"
