@@ -193,6 +193,19 @@ def test_bad_flags() -> None:
         config(mining="hardest")
 
 
+def test_history_model_card_and_refusals(history_checkpoint: Path, synth_table: Path, tmp_path: Path) -> None:
+    """Issue 18: a history model's card says what it reads; a history that leaves no future is refused
+    before the run folder is touched."""
+    card = json.loads((history_checkpoint / "card.json").read_text())
+    assert card["history_steps"] == 30 and card["train_config"]["history_steps"] == 30
+    assert card["data"]["num_steps"] == 60  # the table's windows, of which the model reads 30 steps
+    with pytest.raises(ConfigError, match="--history-steps must be in"):
+        config(history_steps=1)
+    with pytest.raises(ConfigError, match="--history-steps 60 does not fit 60-step windows"):
+        Trainer(config(history_steps=60), synth_table, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_cli_train(synth_table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from trajemb.cli import main
 

@@ -348,6 +348,52 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_forecast(args: argparse.Namespace) -> int:
+    from trajemb.forecast_command import ForecastCommand, run_forecast, scores_json, scores_table
+
+    command = ForecastCommand(
+        bank=args.bank,
+        queries=args.queries,
+        history_steps=args.history_steps,
+        k=args.k,
+        alignment=args.alignment,
+        json=args.json,
+        out=args.out,
+    )
+    result = run_forecast(command, progress=not args.quiet)
+    print(scores_json(result) if command.json else scores_table(result), end="" if command.json else "\n")
+    return 0
+
+
+def _add_forecast_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], full: bool) -> None:
+    """Issue 18: ``trajemb forecast``, flags one-to-one onto ``trajemb.forecast_command.ForecastCommand``."""
+    p = sub.add_parser("forecast", help="forecast windows from their histories by retrieval, scored with av2")
+    if not full:
+        return
+    from trajemb.forecast import ALIGNMENTS
+    from trajemb.forecast_command import ForecastCommand
+
+    d = ForecastCommand(bank="-", queries="-")
+    p.add_argument("--bank", required=True, help="bundle whose windows are the bank (trajemb bundle)")
+    p.add_argument("--queries", required=True, help="trajectory table of query windows (trajemb prepare)")
+    p.add_argument(
+        "--history-steps",
+        type=int,
+        default=d.history_steps,
+        help=f"steps of each window that are the history (default {d.history_steps})",
+    )
+    p.add_argument("--k", type=int, default=d.k, help=f"forecasts per query (default {d.k})")
+    p.add_argument(
+        "--alignment",
+        choices=ALIGNMENTS,
+        default=d.alignment,
+        help="how retrieved futures are aligned to the query (docs/retrieval-quality.md)",
+    )
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    p.add_argument("--out", default=d.out, help="also write the scores as JSON to this file")
+    p.set_defaults(func=_cmd_forecast)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from trajemb.pipeline import run_demo
 
@@ -678,6 +724,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 
+    _add_forecast_parser(sub, full("forecast"))
+
     p = sub.add_parser("demo", help="end-to-end pipeline on built-in synthetic data")
     p.add_argument("--cache", default=str(DEFAULT_CACHE), help="cache folder (default .cache)")
     p.add_argument("--scenarios", type=int, default=300)
@@ -707,7 +755,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _command_of(argv)
     args = build_parser(
-        only=command if command in {"search", "info", "evaluate", "bundle", "prepare", "synth"} else None
+        only=command
+        if command in {"search", "info", "evaluate", "bundle", "prepare", "synth", "forecast"}
+        else None
     ).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,

@@ -5,7 +5,8 @@ Rules, checked before any work starts:
 * an absent path is fine if its parent folder can be created and written;
 * an existing artefact of the same kind that trajemb wrote may be replaced: a synthetic-scenario folder
   (its ``trajemb_synth.json`` marker), a trajectory table (a parquet file carrying the trajemb
-  manifest), a bundle (``bundle.json`` with a ``trajemb-bundle/`` format), a training run folder (its
+  manifest), a forecast scores file (``trajemb forecast --out``: a JSON object of methods and their
+  scores), a bundle (``bundle.json`` with a ``trajemb-bundle/`` format), a training run folder (its
   ``trajemb_run.json`` marker, or a run written before markers existed: ``train_config.json`` beside a
   checkpoint whose card has a ``trajemb-checkpoint/`` format);
 * an empty folder is fine for folder outputs;
@@ -26,7 +27,7 @@ from typing import Literal
 
 from trajemb.errors import ConfigError, DataError
 
-OutputKind = Literal["table", "synth", "bundle", "run"]
+OutputKind = Literal["table", "synth", "bundle", "run", "forecast"]
 
 #: Written at the root of every ``trajemb synth`` folder.
 SYNTH_MARKER = "trajemb_synth.json"
@@ -47,6 +48,7 @@ _DESCRIPTION: dict[str, str] = {
     "synth": "synthetic-scenario folder",
     "bundle": "bundle",
     "run": "training run folder",
+    "forecast": "forecast scores file",
 }
 
 
@@ -74,13 +76,40 @@ def is_trajemb_table(path: Path) -> bool:
     return TABLE_METADATA_KEY in metadata
 
 
+#: The score keys every method of a ``trajemb forecast --out`` file holds (``trajemb.forecast_metrics``).
+FORECAST_SCORE_PREFIXES = ("minADE", "minFDE", "MR", "brier_minFDE")
+
+
+def is_forecast_scores(path: Path) -> bool:
+    """Whether ``path`` is a JSON file as ``trajemb forecast --out`` writes: an object of methods, each an
+    object of ``queries`` and the four scores (``minADE6``, ``minFDE6``, ``MR6``, ``brier_minFDE6`` at K = 6)."""
+    from trajemb.jsonio import read_json_object
+
+    try:
+        data = read_json_object(path, "forecast scores", max_bytes=1 << 20)
+    except DataError:
+        return False
+
+    def scores(value: object) -> bool:
+        if not isinstance(value, dict) or "queries" not in value:
+            return False
+        others = sorted(set(value) - {"queries"})
+        return len(others) == len(FORECAST_SCORE_PREFIXES) and all(
+            any(k.startswith(p) and k[len(p) :].isdigit() for k in others) for p in FORECAST_SCORE_PREFIXES
+        )
+
+    return bool(data) and all(scores(v) for v in data.values())
+
+
 def artefact_kind(path: Path) -> OutputKind | None:
     """Which trajemb artefact ``path`` is (see the module docstring), or None."""
     path = Path(path)
     if path.is_symlink():
         return None
     if path.is_file():
-        return "table" if is_trajemb_table(path) else None
+        if is_trajemb_table(path):
+            return "table"
+        return "forecast" if is_forecast_scores(path) else None
     if not path.is_dir():
         return None
     if _json_field(path / SYNTH_MARKER, "generator") == SYNTH_GENERATOR:
