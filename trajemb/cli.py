@@ -345,7 +345,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(reports, indent=2))
     else:
         print(report_table(reports))
+        _print_forecast_scores(reports)
     return 0
+
+
+def _print_forecast_scores(reports: dict[str, dict[str, object]]) -> None:
+    """Issue 18: the forecast scores of the bundle's history models, where it has any."""
+    from trajemb.report import forecast_frame, forecast_scores_table
+
+    if not forecast_frame(reports).empty:
+        print("\nForecasting by retrieval (the bundle's own windows, leave one scenario out):\n")
+        print(forecast_scores_table(reports))
 
 
 def _cmd_forecast(args: argparse.Namespace) -> int:
