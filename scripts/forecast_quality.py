@@ -59,6 +59,36 @@ def table_rows(scores: dict[str, dict[str, Any]], cv_fde: float) -> list[str]:
     return rows
 
 
+def search_frame_ablation(bank_path: str, queries_path: str) -> tuple[float, float]:
+    """minFDE6 of raw kNN searching histories in their last-state frame (what ``knn_raw`` does) and in
+    the window's agent frame (origin at the first step), futures aligned alike (``last_state``)."""
+    import numpy as np
+
+    from trajemb.bundle import Bundle
+    from trajemb.forecast import ForecastConfig, forecast_bank, scenario_keys
+    from trajemb.forecast_metrics import score_forecasts
+    from trajemb.history import history_input
+    from trajemb.search import exact_search
+    from trajemb.store import read_table
+
+    bundle, table = Bundle(Path(bank_path)), read_table(Path(queries_path))
+    bank = forecast_bank(bundle, ForecastConfig())
+    h = bank.history_steps
+    keys = scenario_keys(table.meta["source"].to_numpy(str), table.meta["scenario_id"].to_numpy(str))
+    groups = bank.scenario_group_of(keys)
+    bank_xy = np.asarray(bundle.xy.all())
+    out = []
+    for features in (lambda xy: history_input(xy, h), lambda xy: np.asarray(xy[:, :h], dtype=np.float32)):
+        db = np.ascontiguousarray(features(bank_xy).reshape(len(bank_xy), -1))
+        q = np.ascontiguousarray(features(table.xy_agent).reshape(len(table), -1))
+        rows = exact_search(db, q, 6, exclude=bank.scenarios, query_groups=groups, distinct=bank.tracks)[1]
+        futures = bank.futures(rows, table.xy_agent[:, :h])
+        out.append(
+            float(score_forecasts(futures, table.xy_agent[:, h:], valid=rows >= 0).summary(6)["minFDE6"])
+        )
+    return out[0], out[1]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=".cache/forecast_quality")

@@ -67,7 +67,7 @@ from trajemb.forecast_metrics import (
     softmax_probabilities,
 )
 from trajemb.frames import agent_to_city
-from trajemb.history import DEFAULT_HISTORY_STEPS, check_history_steps, history_input, last_state
+from trajemb.history import DEFAULT_HISTORY_STEPS, check_history_steps, history_input, last_state, rotate
 from trajemb.motion_models import constant_acceleration, constant_velocity, future_times_s
 from trajemb.schema import MAX_WINDOW_STEPS, FloatArray, IntArray
 from trajemb.search import Groups, SearchIndex, exact_index, parallel_exact, search
@@ -317,7 +317,7 @@ class ForecastBank:
                 t = future_times_s(self.future_steps)[None, :, None]
                 drift = query_state.velocity_local_mps[qi] - bank_state.velocity_local_mps[inverse]
                 local = local + drift[:, None, :] * t
-            aligned = _to_agent(query_state.xy_agent[qi], query_state.heading_rad[qi], local)
+            aligned = rotate(local, query_state.heading_rad[qi, None]) + query_state.xy_agent[qi, None]
         out[ok] = aligned
         return out
 
@@ -353,13 +353,6 @@ class ForecastBank:
         f = retrieve(self, method, xy[:, : self.history_steps], self.scenarios.ids[rows], rows)
         scores = score_forecasts(f.xy_agent, xy[:, self.history_steps :], valid=f.valid)
         return fit_temperature(f.distance, scores.mode_fde_m)
-
-
-def _to_agent(origin_xy: FloatArray, heading_rad: FloatArray, local: FloatArray) -> FloatArray:
-    """(M, F, 2) positions in M last-state frames -> the agent frame (rotate, then translate)."""
-    c, s = np.cos(heading_rad)[:, None], np.sin(heading_rad)[:, None]
-    x, y = local[..., 0], local[..., 1]
-    return np.stack([c * x - s * y, s * x + c * y], axis=-1) + origin_xy[:, None, :]
 
 
 def _config_dict(config: ForecastConfig) -> dict[str, Any]:
