@@ -85,6 +85,9 @@ def main() -> None:
         default=0,
         help="train history models (history-<similarity>-d<D>) reading the first N steps of each window",
     )
+    parser.add_argument(
+        "--history-targets", choices=["history", "window"], default="history", help="with --history-steps"
+    )
     args = parser.parse_args()
     revision = git_revision(REPO)
     if revision.endswith("-dirty") and not args.allow_dirty:
@@ -111,7 +114,11 @@ def main() -> None:
     for similarity in args.similarities.split(","):
         for dim in args.dims.split(","):
             name = f"{'history' if args.history_steps else 'compact'}-{similarity}-d{dim}"
-            history = ["--history-steps", str(args.history_steps)] if args.history_steps else []
+            history = (
+                ["--history-steps", str(args.history_steps), "--history-targets", args.history_targets]
+                if args.history_steps
+                else []
+            )
             trained.append(
                 (
                     name,

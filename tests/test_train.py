@@ -203,7 +203,27 @@ def test_history_model_card_and_refusals(history_checkpoint: Path, synth_table: 
         config(history_steps=1)
     with pytest.raises(ConfigError, match="--history-steps 60 does not fit 60-step windows"):
         Trainer(config(history_steps=60), synth_table, tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="--history-targets window needs --history-steps"):
+        config(history_targets="window")
     assert not (tmp_path / "run").exists()
+
+
+def test_history_model_with_window_targets(synth_table: Path, tmp_path: Path) -> None:
+    """The loss reads whole windows in the histories' last-state frame; the encoder reads histories."""
+    from trajemb.history import history_input, window_in_history_frame
+
+    c = config(
+        loss="soft_neighbors", history_steps=30, history_targets="window", batches="neighborhoods", epochs=1
+    )
+    trainer = Trainer(c, synth_table, tmp_path / "run", progress=False)
+    raw = read_table(synth_table).xy_agent
+    np.testing.assert_allclose(trainer.xy.numpy(), history_input(raw, 30))
+    np.testing.assert_allclose(trainer.target_xy.numpy(), window_in_history_frame(raw, 30))
+    np.testing.assert_allclose(trainer.target_xy.numpy()[:, :30], trainer.xy.numpy(), atol=1e-5)
+    best = trainer.fit()
+    assert np.isfinite(best["val_minADE@6"])
+    card = json.loads((tmp_path / "run" / "best" / "card.json").read_text())
+    assert card["train_config"]["history_targets"] == "window" and card["history_steps"] == 30
 
 
 def test_cli_train(synth_table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

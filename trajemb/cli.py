@@ -176,6 +176,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         neighbors_per_seed=args.neighbors_per_seed,
         hard_share=args.hard_share,
         history_steps=args.history_steps,
+        history_targets=args.history_targets,
     )
     best = train(
         config,
@@ -591,6 +592,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             default=t.history_steps,
             help="a history model: read each window's first N steps in the frame of their last state "
             "(for trajemb forecast; default 0: whole windows)",
+        )
+        p.add_argument(
+            "--history-targets",
+            choices=["history", "window"],
+            default=t.history_targets,
+            help="with --history-steps: the loss compares the histories (default), or the whole windows "
+            "in the histories' last-state frame (histories whose futures agree are pulled together)",
         )
         p.set_defaults(func=_cmd_train)
 

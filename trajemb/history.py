@@ -107,6 +107,14 @@ def history_input(xy_agent: np.ndarray, history_steps: int) -> Float32Array:
     return np.ascontiguousarray(last_state(history).to_local(history), dtype=np.float32)
 
 
+def window_in_history_frame(xy_agent: np.ndarray, history_steps: int) -> Float32Array:
+    """(N, T, 2) agent-frame windows -> (N, T, 2) float32: the whole windows (history and future) in the
+    frame of their history's last state (a history model's training targets with window targets)."""
+    xy = np.asarray(xy_agent, dtype=np.float64)
+    history_input(xy[:1], history_steps)  # the same checks
+    return np.ascontiguousarray(last_state(xy[:, :history_steps]).to_local(xy), dtype=np.float32)
+
+
 def to_history_frame(xy: FloatArray, valid: BoolArray) -> Observed:
     """Observed (N, H, 2) histories (NaN where missing) re-expressed in the last-state frame of their
     completed selves (``trajemb.perturb.fill_missing``), as ``history_input`` would see them: the
