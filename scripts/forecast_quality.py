@@ -107,7 +107,10 @@ def main() -> None:
     a = p.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    checkpoints = a.checkpoint or [str(c) for c in sorted((REPO / "checkpoints").glob("history-*"))]
+    checkpoints = a.checkpoint or [
+        str(c.relative_to(Path.cwd()) if c.is_relative_to(Path.cwd()) else c)
+        for c in sorted((REPO / "checkpoints").glob("history-*"))
+    ]
     if not checkpoints:
         raise SystemExit(
             "no history checkpoints (train them: scripts/train_shipped_checkpoints.py --history-steps 30)"
@@ -237,6 +240,11 @@ def main() -> None:
         for method in retrieval:
             cells = [f"{results[f'{name} | {al}'][method]['minFDE6']:.3f}" for al in ALIGNMENTS]
             lines.append(f"| {name} | {method} | " + " | ".join(cells) + " |")
+    lines += ["", "### knn_raw: minFDE6 by the frame histories are compared in (alignment last_state)", ""]
+    lines += ["| setting | last-state frame | window's agent frame (first step) |", "|---|---|---|"]
+    for name, (bank, queries) in settings.items():
+        end, start = search_frame_ablation(bank, queries)
+        lines.append(f"| {name} | {end:.3f} | {start:.3f} |")
     lines += [
         "",
         "### Goals of issue 18 (alignment last_state)",
