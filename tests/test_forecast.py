@@ -137,6 +137,27 @@ def test_knn_raw_is_brute_force_under_the_rules(history_bundle: Path) -> None:
         np.testing.assert_allclose(d_row, d[expected], rtol=1e-4, atol=1e-3)
 
 
+def test_learned_retrieval_reranks_its_shortlist_by_raw_distance(history_bundle: Path) -> None:
+    bundle = Bundle(history_bundle)
+    name = retrieval_name(bundle)
+    queries = np.arange(0, bundle.num_windows, 53)
+    history = bundle.xy.rows(queries)[:, :H]
+    groups = bundle.scenario_groups[queries]
+    pure = ForecastBank(bundle, ForecastConfig(rerank=0))
+    shortlist = ForecastBank(bundle, ForecastConfig(k=48, rerank=0)).search(name, history, groups)[1]
+    dist, rows = ForecastBank(bundle, ForecastConfig(rerank=48)).search(name, history, groups)
+    raw = history_input(np.asarray(bundle.xy.all()), H).reshape(bundle.num_windows, -1).astype(np.float64)
+    q = history_input(history, H).reshape(len(queries), -1)
+    for i in range(len(queries)):
+        cand = shortlist[i][shortlist[i] >= 0]
+        d = np.linalg.norm(raw[cand] - q[i], axis=1)
+        assert rows[i].tolist() == cand[np.argsort(d, kind="stable")[:6]].tolist()
+        np.testing.assert_allclose(dist[i], np.sort(d)[:6], rtol=1e-4, atol=1e-4)
+    assert pure.search(name, history, groups)[1].tolist() == shortlist[:, :6].tolist()
+    with pytest.raises(ConfigError, match="--rerank 3 must be 0 \\(off\\) or at least --k 6"):
+        ForecastConfig(rerank=3)
+
+
 def test_history_models_embed_histories_in_the_bundle(history_bundle: Path, history_checkpoint: Path) -> None:
     from trajemb.checkpoint import card_history_steps, load_checkpoint, read_card
     from trajemb.embed import embed_windows
@@ -195,6 +216,7 @@ def test_bundle_reports_forecast_scores(history_bundle: Path) -> None:
         "k": 6,
         "alignment": "last_state",
         "one_per_track": True,
+        "rerank": 48,
     }
     assert forecast["queries"] == 200 and forecast["bank_windows"] == bundle.num_windows
     assert list(forecast["methods"]) == [

@@ -368,6 +368,7 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
         history_steps=args.history_steps,
         k=args.k,
         alignment=args.alignment,
+        rerank=args.rerank,
         json=args.json,
         out=args.out,
     )
@@ -399,6 +400,13 @@ def _add_forecast_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
         choices=ALIGNMENTS,
         default=d.alignment,
         help="how retrieved futures are aligned to the query (docs/retrieval-quality.md)",
+    )
+    p.add_argument(
+        "--rerank",
+        type=int,
+        default=d.rerank,
+        help=f"learned retrieval: re-rank the embedding's nearest N histories by raw distance (default "
+        f"{d.rerank}; 0: the embedding's K nearest as they are)",
     )
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.add_argument("--out", default=d.out, help="also write the scores as JSON to this file")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from trajemb.atomic import write_text_atomic
 from trajemb.errors import ConfigError
-from trajemb.forecast import ALIGNMENTS, Alignment, ForecastConfig, ForecastResult
+from trajemb.forecast import ALIGNMENTS, DEFAULT_RERANK, Alignment, ForecastConfig, ForecastResult
 from trajemb.history import DEFAULT_HISTORY_STEPS
 
 
@@ -27,6 +27,7 @@ class ForecastCommand:
     history_steps: int = DEFAULT_HISTORY_STEPS
     k: int = 6
     alignment: Alignment = "last_state"
+    rerank: int = DEFAULT_RERANK
     json: bool = False  # print the scores as JSON
     out: str | None = None  # also write them (JSON) here
 
@@ -41,10 +42,12 @@ class ForecastCommand:
             raise ConfigError(
                 f"--alignment must be one of {', '.join(ALIGNMENTS)}, got {self.alignment!r:.40}"
             )
-        self.forecast_config()  # ranges of --history-steps and --k
+        self.forecast_config()  # ranges of --history-steps, --k and --rerank
 
     def forecast_config(self) -> ForecastConfig:
-        return ForecastConfig(history_steps=self.history_steps, k=self.k, alignment=self.alignment)
+        return ForecastConfig(
+            history_steps=self.history_steps, k=self.k, alignment=self.alignment, rerank=self.rerank
+        )
 
 
 def run_forecast(command: ForecastCommand, progress: bool = True) -> ForecastResult:
