@@ -8,7 +8,8 @@ every figure:
 
 * one query at a time on one core (PyTorch and FAISS on one thread): embedding the history and
   searching the bank (the query's scenario left out, one window per track), median and p95 over
-  ``--single`` queries, for each learned history model and for raw kNN (exact, flat);
+  ``--single`` queries, for each learned history model (with its shortlist of 48 re-ranked by raw
+  history distance, the default, and alone) and for raw kNN (exact, flat);
 * all queries (``trajemb.forecast.forecast_table``, every core): seconds per method and the scores;
 * recall@6 of each learned model's index against exact search of the same embeddings.
 
@@ -135,6 +136,11 @@ def main() -> None:
     )
     config = ForecastConfig()
     bank = forecast_bank(bundle, config)
+    pure = forecast_bank(bundle, ForecastConfig(rerank=0))
+    learned = [m for m in bank.methods if m.startswith("retrieval_")]
+    # (label, bank, method): learned retrieval with its default shortlist re-ranked, and alone.
+    variants = [(m, bank, m) for m in [*learned, KNN_RAW]]
+    variants += [(f"{m} (embedding alone, --rerank 0)", pure, m) for m in learned]
     keys = scenario_keys(queries.meta["source"].to_numpy(str), queries.meta["scenario_id"].to_numpy(str))
     groups = bank.scenario_group_of(keys)
     history = queries.xy_agent[:, : config.history_steps]
@@ -148,8 +154,8 @@ def main() -> None:
     features = bank.raw_features()
     flat = faiss.IndexFlatL2(features.shape[1])
     flat.add(features)
-    for method in bank.methods[:-2]:
-        bank.search(method, history[:1], groups[:1])  # loads the encoder and the index: not timed
+    for label, variant, method in variants:
+        variant.search(method, history[:1], groups[:1])  # loads the encoder and the index: not timed
         times = []
         for i in range(min(args.single, len(history))):
             t0 = time.perf_counter()
@@ -163,11 +169,11 @@ def main() -> None:
                     distinct=bank.tracks,
                 )
             else:
-                bank.search(method, history[i : i + 1], groups[i : i + 1])
+                variant.search(method, history[i : i + 1], groups[i : i + 1])
             times.append(1000 * (time.perf_counter() - t0))
-        single[method] = times
+        single[label] = times
         print(
-            f"one query, one core, {method}: median {statistics.median(times):.2f} ms, "
+            f"one query, one core, {label}: median {statistics.median(times):.2f} ms, "
             f"p95 {np.percentile(times, 95):.2f} ms (embed + search, own scenario out, one per track), {load()}"
         )
     del features, flat
@@ -178,7 +184,7 @@ def main() -> None:
     for model in bank.models:
         emb = np.ascontiguousarray(bundle.embeddings(model).all())
         feats = bank.features(f"retrieval_{model}", history[:1000])
-        approx = bank.search(f"retrieval_{model}", history[:1000], groups[:1000])[1]
+        approx = pure.search(f"retrieval_{model}", history[:1000], groups[:1000])[1]
         exact = exact_search(
             emb, feats, config.k, exclude=bank.scenarios, query_groups=groups[:1000], distinct=bank.tracks
         )[1]
@@ -188,14 +194,15 @@ def main() -> None:
 
     # Every query, every core, method by method.
     result: dict[str, dict[str, float | int]] = {}
-    for method in bank.methods:
+    variants += [(m, bank, m) for m in bank.methods[-2:]]
+    for label, variant, method in variants:
         t0 = time.perf_counter()
-        r = forecast_table(bundle, queries, config, methods=[method])
+        r = forecast_table(bundle, queries, variant.config, methods=[method])
         seconds = time.perf_counter() - t0
-        result.update(r.scores)
         s = r.scores[method]
+        result[label] = s
         print(
-            f"{len(queries):,} queries, {method}: {seconds:.1f} s ({1000 * seconds / len(queries):.2f} ms per query, "
+            f"{len(queries):,} queries, {label}: {seconds:.1f} s ({1000 * seconds / len(queries):.2f} ms per query, "
             f"scoring included), minADE6 {s['minADE6']:.3f}, minFDE6 {s['minFDE6']:.3f}, MR6 {s['MR6']:.3f}, "
             f"brier-minFDE6 {s['brier_minFDE6']:.3f}, {load()}"
         )
