@@ -240,6 +240,27 @@ def main() -> None:
         for method in retrieval:
             cells = [f"{results[f'{name} | {al}'][method]['minFDE6']:.3f}" for al in ALIGNMENTS]
             lines.append(f"| {name} | {method} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "### Learned retrieval: shortlist of 48 re-ranked by raw history distance (default) or the embedding alone",
+        "",
+    ]
+    lines += ["| setting | method | --rerank 48 | --rerank 0 | knn_raw |", "|---|---|---|---|---|"]
+    for name, (bank, queries) in settings.items():
+        path = out / (
+            name.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "") + "_rerank0.json"
+        )
+        if not path.exists():
+            path.write_text(
+                run(["-q", "forecast", "--bank", bank, "--queries", queries, "--rerank", "0", "--json"])
+            )
+        alone, default = json.loads(path.read_text()), results[f"{name} | last_state"]
+        for method in retrieval:
+            if method != "knn_raw":
+                lines.append(
+                    f"| {name} | {method} | {default[method]['minFDE6']:.3f} | {alone[method]['minFDE6']:.3f} | "
+                    f"{default['knn_raw']['minFDE6']:.3f} |"
+                )
     lines += ["", "### knn_raw: minFDE6 by the frame histories are compared in (alignment last_state)", ""]
     lines += ["| setting | last-state frame | window's agent frame (first step) |", "|---|---|---|"]
     for name, (bank, queries) in settings.items():
