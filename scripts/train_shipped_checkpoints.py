@@ -14,6 +14,11 @@ Runs the same commands a user would (``trajemb synth``, ``prepare``, ``train``) 
 tree: the cards record the git revision the weights were trained at, and it refuses to start on a
 tracked tree with changes (``--allow-dirty`` overrides, and the cards then say ``-dirty``).
 Usage: python scripts/train_shipped_checkpoints.py [--work .cache/shipped] [--epochs 6]
+
+``--history-steps 30`` trains the history checkpoints ``checkpoints/history-<similarity>-d<D>`` instead
+(issue 18, ``trajemb forecast``): the same recipe on the same 6 s windows, the encoder reading each
+window's first 30 steps in the frame of their last state (``trajemb.history``):
+  python scripts/train_shipped_checkpoints.py --history-steps 30 --similarities cosine --dims 8,16
 """
 
 from __future__ import annotations
@@ -74,6 +79,15 @@ def main() -> None:
         help="which epoch to ship (default: last for soft, best for paper)",
     )
     parser.add_argument("--allow-dirty", action="store_true", help="train on a tracked tree with changes")
+    parser.add_argument(
+        "--history-steps",
+        type=int,
+        default=0,
+        help="train history models (history-<similarity>-d<D>) reading the first N steps of each window",
+    )
+    parser.add_argument(
+        "--history-targets", choices=["history", "window"], default="history", help="with --history-steps"
+    )
     args = parser.parse_args()
     revision = git_revision(REPO)
     if revision.endswith("-dirty") and not args.allow_dirty:
@@ -99,7 +113,12 @@ def main() -> None:
     trained: list[tuple[str, str]] = []
     for similarity in args.similarities.split(","):
         for dim in args.dims.split(","):
-            name = f"compact-{similarity}-d{dim}"
+            name = f"{'history' if args.history_steps else 'compact'}-{similarity}-d{dim}"
+            history = (
+                ["--history-steps", str(args.history_steps), "--history-targets", args.history_targets]
+                if args.history_steps
+                else []
+            )
             trained.append(
                 (
                     name,
@@ -128,6 +147,7 @@ def main() -> None:
                             "0",
                             "--overwrite",
                             *RECIPES[args.recipe],
+                            *history,
                         ]
                     ),
                 )

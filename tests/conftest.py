@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from trajemb.schema import STEP_S, WindowColumns
 from trajemb.synth.generate import SynthConfig, generate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -120,6 +121,103 @@ def plain_bundle(synth_table: Path, synth_maps: Path, tmp_path_factory: pytest.T
         progress=False,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def history_checkpoint(synth_table: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny history model (issue 18): Cosine D=8 reading the first 30 steps, one epoch on ``synth_table``."""
+    from trajemb.augment import AugmentConfig
+    from trajemb.model import EncoderConfig
+    from trajemb.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("history") / "history-d8"
+    encoder = EncoderConfig(embedding_dim=8, d_model=32, num_layers=1, num_heads=4, normalize=False)
+    config = TrainConfig(
+        encoder=encoder,
+        loss="soft_neighbors",
+        epochs=1,
+        batch_size=256,
+        device="cpu",
+        val_fraction=0.2,
+        history_steps=30,
+        augment=AugmentConfig(prob=0.3, noise_m=1.0, drop=0.3),  # perturbed in the last-state frame
+    )
+    train(config, synth_table, out, progress=False)
+    return out / "best"
+
+
+@pytest.fixture(scope="session")
+def history_bundle(
+    synth_table: Path,
+    history_checkpoint: Path,
+    tiny_checkpoints: list[Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """A bank (issue 18): ``synth_table`` with the history model and a whole-window model, evaluated."""
+    from trajemb.bundle_build import BundleConfig, build_bundle
+    from trajemb.evaluate import EvalConfig
+    from trajemb.projection import ProjectionConfig
+
+    out = tmp_path_factory.mktemp("bank") / "bank"
+    config = BundleConfig(
+        evaluation=EvalConfig(num_queries=200, mean_rank=False),
+        projection=ProjectionConfig(method="none"),
+        device="cpu",
+    )
+    build_bundle(synth_table, [history_checkpoint, tiny_checkpoints[0]], out, None, config, progress=False)
+    return out
+
+
+# -- a bank of analytic windows (issue 18) ------------------------------------------------------------
+BANK_SPEEDS_MPS = (4.0, 8.0, 12.0, 16.0, 20.0)  # the last two: windows of one track
+LATERAL_MPS2 = 0.5  # each bank window drifts left as c t^2 in its future
+
+
+def analytic_windows(speeds: tuple[float, ...], lateral: float, prefix: str) -> WindowColumns:
+    """60-step windows: straight 30-step histories along +x at each speed, then a future that drifts
+    left by ``lateral`` t^2 (t from the last history step); windows 3 and 4 are one track's."""
+    n = len(speeds)
+    i = np.arange(60)
+    xy = np.zeros((n, 60, 2))
+    for row, v in enumerate(speeds):
+        xy[row, :, 0] = v * i * STEP_S
+        xy[row, :, 1] = lateral * (np.clip(i - 29, 0, None) * STEP_S) ** 2
+    s = lambda value: np.array([value] * n)  # noqa: E731
+    scenario = np.array([f"{prefix}{min(r, 3)}" for r in range(n)])
+    return WindowColumns(
+        xy_agent=xy.astype(np.float32),
+        origin_xy_city=np.column_stack([np.arange(n) * 100.0, np.zeros(n)]),
+        theta_rad=np.zeros(n),
+        scenario_id=scenario,
+        track_id=s("t"),
+        object_type=s("vehicle"),
+        category=s("focal"),
+        city=s("austin"),
+        map_key=scenario,
+        source=s("synthetic"),
+        start_timestep=10 * np.maximum(np.arange(n) - 3, 0),
+        direction=s("straight"),
+        true_manoeuvre=s("unknown"),
+        speed_bin=s("5-10"),
+        mean_speed_mps=np.asarray(speeds, dtype=np.float32),
+        heading_change_rad=np.zeros(n, dtype=np.float32),
+        lateral_offset_m=np.zeros(n, dtype=np.float32),
+    )
+
+
+@pytest.fixture(scope="session")
+def analytic_bank_dir(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoints: list[Path]) -> Path:
+    """A bank bundle of ``analytic_windows`` (5 windows, 4 tracks, 4 scenarios)."""
+    from trajemb.bundle_build import BundleConfig, build_bundle
+    from trajemb.projection import ProjectionConfig
+    from trajemb.store import write_table
+
+    root = tmp_path_factory.mktemp("analytic")
+    windows = analytic_windows(BANK_SPEEDS_MPS, LATERAL_MPS2, "s")
+    write_table(windows, root / "bank.parquet", {"window_config": None})
+    config = BundleConfig(projection=ProjectionConfig(method="none"), evaluate=False, device="cpu")
+    build_bundle(root / "bank.parquet", [tiny_checkpoints[0]], root / "bank", None, config, progress=False)
+    return root / "bank"
 
 
 @pytest.fixture(scope="session")

@@ -197,6 +197,21 @@ def test_unsafe_card_name_is_refused(synth_table: Path, tiny_checkpoints: list[P
     assert not (tmp_path / "out").exists() and not (tmp_path.parent / "escape").exists()
 
 
+def test_history_model_needs_longer_windows(history_checkpoint: Path, tmp_path: Path) -> None:
+    """Issue 18: a history model of 30 steps on 30-step windows is refused before any work."""
+    from trajemb.schema import WindowColumns
+    from trajemb.store import write_table
+
+    from conftest import analytic_windows
+
+    w = analytic_windows((5.0, 6.0), 0.0, "h")
+    short = WindowColumns(**{**vars(w), "xy_agent": w.xy_agent[:, :30]})
+    write_table(short, tmp_path / "t30.parquet", {"window_config": None})
+    with pytest.raises(DataError, match="needs windows longer than that; this table's have 30"):
+        build_bundle(tmp_path / "t30.parquet", [history_checkpoint], tmp_path / "b", None, BundleConfig())
+    assert not (tmp_path / "b").exists()
+
+
 def test_staged_build_then_complete(synth_table: Path, tiny_checkpoints: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "b"
     staged = BundleConfig(

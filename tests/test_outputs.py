@@ -56,6 +56,32 @@ def test_recognises_its_own_artefacts(tmp_path: Path, synth_table: Path) -> None
     assert artefact_kind(tmp_path / "fake") is None
 
 
+def test_recognises_forecast_scores(tmp_path: Path) -> None:
+    scores = {"minADE6": 1.0, "minFDE6": 2.0, "MR6": 0.3, "brier_minFDE6": 2.5, "queries": 10}
+    cases = {
+        "ours.json": {"knn_raw": scores, "constant_velocity": scores},
+        "k3.json": {"knn_raw": {k.replace("6", "3"): v for k, v in scores.items()}},
+        "extra.json": {"knn_raw": {**scores, "note": 1}},
+        "missing.json": {"knn_raw": {k: v for k, v in scores.items() if k != "MR6"}},
+        "empty.json": {},
+        "flat.json": scores,
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_text(json.dumps(data))
+    kinds = {name: artefact_kind(tmp_path / name) for name in cases}
+    assert kinds == {
+        "ours.json": "forecast",
+        "k3.json": "forecast",
+        "extra.json": None,
+        "missing.json": None,
+        "empty.json": None,
+        "flat.json": None,
+    }
+    check_output_file(tmp_path / "ours.json", "forecast")
+    with pytest.raises(DataError, match="is not a forecast scores file written by trajemb"):
+        check_output_file(tmp_path / "extra.json", "forecast")
+
+
 def test_allowed(tmp_path: Path, synth_table: Path) -> None:
     check_output_dir(tmp_path / "new" / "deeper", "bundle")
     (tmp_path / "empty").mkdir()

@@ -4,11 +4,14 @@ cells, missing scores stay missing, baselines follow models."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from trajemb import report
 from trajemb.report import (
     best_rows,
     goals,
@@ -160,3 +163,41 @@ def test_rare_enrichment_table_puts_each_method_and_class_in_its_cell() -> None:
     assert "Rare classes lane_change_left, u_turn" in table and "1 % most unique of 5000 windows" in table
     assert "| model-a | 3.00 | 0.24 | 0.08 |" in table
     assert rare_enrichment_table({"random": {}}).startswith("_no rare-class enrichment")
+
+
+def test_forecast_scores_of_history_models() -> None:
+    """Issue 18: the forecast table reads ``report["forecast"]``; malformed reports give empty cells."""
+    scores = {"minADE6": 0.5, "minFDE6": 1.2, "MR6": 0.2, "brier_minFDE6": 1.9, "queries": 100}
+    cv = {**scores, "minFDE6": 2.4, "brier_minFDE6": 2.4}
+    forecast = {
+        "config": {"history_steps": 30, "k": 6},
+        "methods": {"retrieval_h": scores, "knn_raw": scores, "constant_velocity": cv},
+    }
+    reports: dict[str, dict[str, Any]] = {
+        "h": {"forecast": forecast},
+        "h2": {"forecast": forecast},  # a second history model: one table
+        "whole": {"minADE@5": 1.0},
+        "broken": {"forecast": {"config": "nope", "methods": [1, 2]}},
+    }
+    frame = report.forecast_frame(reports)
+    assert list(frame.index) == ["retrieval_h", "knn_raw", "constant_velocity"]
+    assert frame.loc["knn_raw", "minFDE"] == 1.2 and frame.loc["knn_raw", "queries"] == 100
+    table = report.forecast_scores_table(reports)
+    assert "| knn_raw | 0.500 | 1.200 | 0.200 | 1.900 | 0.50 | 100 |" in table
+    reports["odd"] = {
+        "forecast": {"config": {"history_steps": 20, "k": 6}, "methods": {"knn_raw": {"minFDE6": "x"}}}
+    }
+    frame = report.forecast_frame(reports)
+    assert "knn_raw (H = 20)" in frame.index and np.isnan(frame.loc["knn_raw (H = 20)", "minFDE"])
+    assert report.forecast_frame({"whole": {}}).empty
+    assert report.forecast_scores_table({}) == "_no forecast scores (no history model)_"
+
+
+def test_cli_evaluate_prints_forecast_scores(
+    history_bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trajemb.cli import main
+
+    assert main(["-q", "evaluate", "--bundle", str(history_bundle)]) == 0
+    out = capsys.readouterr().out
+    assert "Forecasting by retrieval" in out and "| knn_raw |" in out and "| constant_velocity |" in out

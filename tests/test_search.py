@@ -24,6 +24,7 @@ from trajemb.search import (
     range_search,
     rank_of,
     recall_at_k,
+    rerank,
     search,
 )
 
@@ -581,3 +582,33 @@ def test_range_search_grows_its_chunks_where_results_are_few(monkeypatch: pytest
     assert calls[0] == 16 and max(calls) > 16 and sum(calls) == len(db)
     np.testing.assert_array_equal(chunked.lims, whole.lims)
     np.testing.assert_array_equal(chunked.rows, whole.rows)
+
+
+def test_rerank_equals_brute_force_over_the_candidates() -> None:
+    rng = np.random.default_rng(5)
+    db = rng.normal(size=(300, 7))
+    queries = rng.normal(size=(40, 7))
+    candidates = np.stack([rng.choice(300, size=25, replace=False) for _ in range(40)])
+    candidates[:5, 20:] = -1  # fewer candidates for some queries
+    candidates[5] = -1
+    candidates[6, 3:] = -1  # only 3 candidates: padded with (inf, -1)
+    calls: list[int] = []
+
+    def features(rows: np.ndarray) -> np.ndarray:
+        calls.append(len(rows))
+        return db[rows]
+
+    dist, rows = rerank(candidates, queries, features, 6)
+    assert calls == [len(np.unique(candidates[candidates >= 0]))]  # each row's features read once
+    for i in range(40):
+        cand = candidates[i][candidates[i] >= 0]
+        d = np.linalg.norm(db[cand] - queries[i], axis=1)
+        order = np.argsort(d, kind="stable")[:6]
+        expected = cand[order].tolist() + [-1] * (6 - len(order))
+        assert rows[i].tolist() == expected
+        np.testing.assert_allclose(dist[i][: len(order)], d[order], rtol=1e-6)
+        assert np.isinf(dist[i][len(order) :]).all()
+    with pytest.raises(ConfigError):
+        rerank(candidates, queries, features, 0)
+    with pytest.raises(DataError):
+        rerank(candidates, queries[:3], features, 6)

@@ -193,6 +193,39 @@ def test_bad_flags() -> None:
         config(mining="hardest")
 
 
+def test_history_model_card_and_refusals(history_checkpoint: Path, synth_table: Path, tmp_path: Path) -> None:
+    """Issue 18: a history model's card says what it reads; a history that leaves no future is refused
+    before the run folder is touched."""
+    card = json.loads((history_checkpoint / "card.json").read_text())
+    assert card["history_steps"] == 30 and card["train_config"]["history_steps"] == 30
+    assert card["data"]["num_steps"] == 60  # the table's windows, of which the model reads 30 steps
+    with pytest.raises(ConfigError, match="--history-steps must be in"):
+        config(history_steps=1)
+    with pytest.raises(ConfigError, match="--history-steps 60 does not fit 60-step windows"):
+        Trainer(config(history_steps=60), synth_table, tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="--history-targets window needs --history-steps"):
+        config(history_targets="window")
+    assert not (tmp_path / "run").exists()
+
+
+def test_history_model_with_window_targets(synth_table: Path, tmp_path: Path) -> None:
+    """The loss reads whole windows in the histories' last-state frame; the encoder reads histories."""
+    from trajemb.history import history_input, window_in_history_frame
+
+    c = config(
+        loss="soft_neighbors", history_steps=30, history_targets="window", batches="neighborhoods", epochs=1
+    )
+    trainer = Trainer(c, synth_table, tmp_path / "run", progress=False)
+    raw = read_table(synth_table).xy_agent
+    np.testing.assert_allclose(trainer.xy.numpy(), history_input(raw, 30))
+    np.testing.assert_allclose(trainer.target_xy.numpy(), window_in_history_frame(raw, 30))
+    np.testing.assert_allclose(trainer.target_xy.numpy()[:, :30], trainer.xy.numpy(), atol=1e-5)
+    best = trainer.fit()
+    assert np.isfinite(best["val_minADE@6"])
+    card = json.loads((tmp_path / "run" / "best" / "card.json").read_text())
+    assert card["train_config"]["history_targets"] == "window" and card["history_steps"] == 30
+
+
 def test_cli_train(synth_table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from trajemb.cli import main
 

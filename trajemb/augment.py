@@ -12,11 +12,13 @@ Legend: B batch, T steps.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from trajemb.perturb import to_own_frame
+from trajemb.perturb import Observed, to_own_frame
+from trajemb.schema import BoolArray, FloatArray
 from trajemb.validate import check_float
 
 
@@ -39,9 +41,14 @@ class AugmentConfig:
 
 
 def augment(
-    xy_agent: np.ndarray, config: AugmentConfig, rng: np.random.Generator
+    xy_agent: np.ndarray,
+    config: AugmentConfig,
+    rng: np.random.Generator,
+    frame: Callable[[FloatArray, BoolArray], Observed] = to_own_frame,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(B, T, 2) clean windows -> (B, T, 2) inputs (0 where missing) and (B, T) ``valid``."""
+    """(B, T, 2) clean windows -> (B, T, 2) inputs (0 where missing) and (B, T) ``valid``; perturbed
+    windows are re-expressed by ``frame`` (the agent frame; a history model's last-state frame,
+    ``trajemb.history.to_history_frame``)."""
     xy = np.asarray(xy_agent, dtype=np.float64)
     B, T = xy.shape[:2]
     valid = np.ones((B, T), dtype=bool)
@@ -59,7 +66,7 @@ def augment(
     keep[short, (T + 1) // 2 :] = False
     few = keep.sum(axis=1) < 2
     keep[few, :2] = True
-    observed = to_own_frame(np.where(keep[..., None], sub, np.nan), keep)
+    observed = frame(np.where(keep[..., None], sub, np.nan), keep)
     out[chosen] = observed.zeroed()
     valid[chosen] = keep
     return out.astype(np.float32), valid

@@ -9,7 +9,8 @@ windows/meta.parquet            one row per window: ids, labels, city-frame orig
 windows/xy_agent.npy            (N, T, 2) float32 agent-frame geometry, memory-mapped
 maps/<map_key>.npz              reduced maps of the scenarios the windows come from
 models/<name>/checkpoint/       model.safetensors, config.json, card.json
-models/<name>/embeddings.npy    (N, D) float32, memory-mapped
+models/<name>/embeddings.npy    (N, D) float32, memory-mapped (a history model's: of each window's first
+                                H steps in their last-state frame, ``trajemb.history``)
 models/<name>/index.faiss       FAISS index over the embeddings (rows = windows)
 models/<name>/projection.npy    (N, 2) float32 2-D layout (UMAP), optional
 models/<name>/report.json       retrieval evaluation, optional
@@ -478,6 +479,19 @@ class Bundle:
     def embedding_dim(self, name: str) -> int:
         return int(self.model_entry(name)["embedding_dim"])
 
+    def history_steps(self, name: str) -> int | None:
+        """H where the model embeds the first H steps of each window in their last-state frame (a history
+        model, ``trajemb.history``); None where it embeds whole windows (every bundle before issue 18)."""
+        value = self.model_entry(name).get("history_steps")
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value < self.num_steps:
+            raise DataError(
+                f"{self.root}: model {name} has an invalid history length {value!r:.40} "
+                f"for {self.num_steps}-step windows; rebuild the bundle"
+            )
+        return value
+
     def embeddings(self, name: str) -> VerifiedArray:
         return self._array(
             model_file(name, EMBEDDINGS), (self.num_windows, self.embedding_dim(name)), "float32"
@@ -671,7 +685,13 @@ class Bundle:
         rows = self._sample_rows()
         stored = np.asarray(self.embeddings(name).rows(rows), dtype=np.float32)
         model, _ = self.encoder(name)
-        again = embed_windows(model, self.xy.rows(rows), "cpu")
+        xy = self.xy.rows(rows)
+        history_steps = self.history_steps(name)
+        if history_steps is not None:  # a history model embeds the first H steps in their last-state frame
+            from trajemb.history import history_input
+
+            xy = history_input(xy, history_steps)
+        again = embed_windows(model, xy, "cpu")
         scale = max(1.0, float(np.abs(stored).max()))
         if not np.allclose(again, stored, rtol=0.0, atol=1e-3 * scale):
             raise DataError(

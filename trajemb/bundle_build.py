@@ -277,10 +277,19 @@ def model_name_for(checkpoint: Path, card: dict[str, Any], taken: set[str]) -> s
 
 
 def embed_rows(
-    model: Any, xy: np.ndarray, out: np.ndarray, device: Any, batch_size: int, progress: bool, desc: str
+    model: Any,
+    xy: np.ndarray,
+    out: np.ndarray,
+    device: Any,
+    batch_size: int,
+    progress: bool,
+    desc: str,
+    history_steps: int | None = None,
 ) -> None:
-    """Embed (N, T, 2) geometry (memory-mapped) into ``out`` (N, D), batch by batch."""
+    """Embed (N, T, 2) geometry (memory-mapped) into ``out`` (N, D), batch by batch; a history model
+    embeds each window's first ``history_steps`` steps in their last-state frame (``trajemb.history``)."""
     from trajemb.embed import Embedder
+    from trajemb.history import history_input
 
     embedder = Embedder(model, device, batch_size)
     n = len(xy)
@@ -288,7 +297,8 @@ def embed_rows(
     step = max(batch_size, 65_536)
     for start in range(0, n, step):
         stop = min(n, start + step)
-        out[start:stop] = embedder(np.asarray(xy[start:stop]))
+        batch = np.asarray(xy[start:stop])
+        out[start:stop] = embedder(batch if history_steps is None else history_input(batch, history_steps))
         bar.update(stop - start)
     bar.close()
 
@@ -308,6 +318,8 @@ def add_model(
     checkpoint = Path(checkpoint)
     device = resolve_device(config.device)
     model, card = load_checkpoint(checkpoint, device)
+    n_steps = int(writer.manifest["num_steps"])
+    history_steps = checked_history_steps(checkpoint, card, n_steps, config.engine)
     name = model_name_for(checkpoint, card, set(writer.manifest["models"]))
     folder = writer.root / "models" / name
     (folder / CHECKPOINT_DIR).mkdir(parents=True)
@@ -326,7 +338,7 @@ def add_model(
             raise ConfigError("embedding on Ray needs the table path")
         emb[:] = embed_table_on_ray(table_path, checkpoint, address=config.ray_address, progress=progress)
     else:
-        embed_rows(model, xy, emb, device, config.batch_size, progress, f"embed {name}")
+        embed_rows(model, xy, emb, device, config.batch_size, progress, f"embed {name}", history_steps)
     emb.flush()
     encode_s = time.perf_counter() - t0
     bad = int((~np.isfinite(emb).all(axis=1)).sum())
@@ -356,6 +368,8 @@ def add_model(
         "projection": None,
         "evaluated": False,
     }
+    if history_steps is not None:  # absent: whole windows (every bundle before issue 18)
+        writer.manifest["models"][name]["history_steps"] = history_steps
     return name
 
 
@@ -367,6 +381,24 @@ def add_uniqueness(
     scores, info = bundle_uniqueness(bundle, name, config, progress)
     writer.write_array(model_file(name, UNIQUENESS), scores)
     writer.manifest["models"][name]["uniqueness"] = info.to_dict()
+
+
+def checked_history_steps(checkpoint: Path, card: dict[str, Any], num_steps: int, engine: str) -> int | None:
+    """Issue 18: the history length of a history model (``trajemb.checkpoint.card_history_steps``),
+    checked against the bundle's windows; None for a model of whole windows."""
+    from trajemb.checkpoint import card_history_steps
+
+    history_steps = card_history_steps(card, str(checkpoint))
+    if history_steps is None:
+        return None
+    if history_steps >= num_steps:
+        raise DataError(
+            f"{checkpoint}: a history model of {history_steps} steps needs windows longer than that; "
+            f"this table's have {num_steps} (prepare it with longer --steps)"
+        )
+    if engine == "ray":
+        raise ConfigError(f"{checkpoint}: history models are embedded here, not on Ray; drop --engine ray")
+    return history_steps
 
 
 # -- stage 3: projection -----------------------------------------------------------------------------
@@ -405,6 +437,7 @@ def evaluate_models(
     queries = sample_queries(len(table), ev)
     scope = {"num_windows": n, "corpus_windows": len(table), "num_queries": len(queries), "ks": list(ev.ks)}
     dims: set[int] = set()
+    forecasts: dict[int, dict[str, Any]] = {}  # forecast reports by history length, shared by models
     names_ = bundle.model_names
     for i, name in enumerate(names_, start=1):
         log.info(
@@ -417,7 +450,9 @@ def evaluate_models(
         )
         corpus = evaluation_corpus(n, ev)
         features = bundle.embeddings(name).rows(corpus)
-        report: dict[str, Any] = evaluate_features(table, features, queries, groups, scored)
+        history_steps = bundle.history_steps(name)
+        model_table = table if history_steps is None else history_view(table, history_steps)
+        report: dict[str, Any] = evaluate_features(model_table, features, queries, groups, scored)
         entry = writer.manifest["models"][name]
         report.update(
             scope,
@@ -425,7 +460,9 @@ def evaluate_models(
             encode_device=entry["encode_device"],
             index=entry["index"],
         )
-        if scored.mean_rank or scored.robustness:  # issue 12: mean rank and robustness need the encoder
+        if history_steps is not None:
+            report.update(history_reports(bundle, history_steps, ev, forecasts, progress))
+        elif scored.mean_rank or scored.robustness:  # issue 12: mean rank and robustness need the encoder
             report.update(encoder_reports(table, bundle.encoder(name)[0], groups, scored))
         writer.write_json(model_file(name, REPORT), report)
         entry["evaluated"] = True
@@ -443,10 +480,13 @@ def evaluate_models(
 
 
 def needs_robustness(root: Path, manifest: dict[str, Any], config: BundleConfig) -> bool:
-    """Whether ``config`` asks for robustness curves that some model's report lacks."""
+    """Whether ``config`` asks for robustness curves that some model's report lacks (history models
+    have none: the curves perturb whole windows)."""
     if not (config.evaluate and config.evaluation.robustness):
         return False
-    for name in manifest["models"]:
+    for name, entry in manifest["models"].items():
+        if entry.get("history_steps") is not None:
+            continue
         path = Path(root) / model_file(name, REPORT)
         if model_file(name, REPORT) not in manifest["files"] or not path.is_file():
             return True
@@ -469,6 +509,8 @@ def add_robustness(writer: BundleWriter, bundle: Bundle, config: BundleConfig, p
     table, groups = _evaluation_table(bundle, ev)
     dims: set[int] = set()
     for i, name in enumerate(bundle.model_names, start=1):
+        if bundle.history_steps(name) is not None:
+            continue  # a history model's report has its forecast scores instead (``history_reports``)
         log.info("robustness curves of model %d/%d %s", i, len(bundle.model_names), name)
         key = model_file(name, REPORT)
         report = read_json_object(writer.root / key, "evaluation report")
@@ -481,6 +523,31 @@ def add_robustness(writer: BundleWriter, bundle: Bundle, config: BundleConfig, p
         if isinstance(baselines.get(key), dict):
             baselines[key].update(extra)
     writer.write_json(BASELINES_FILE, baselines)
+
+
+def history_view(table: TrajectoryTable, history_steps: int) -> TrajectoryTable:
+    """Issue 18: the evaluation table as a history model reads it (first H steps, last-state frame), so
+    that its retrieval scores compare histories with histories."""
+    from dataclasses import replace
+
+    from trajemb.history import history_input
+
+    return replace(table, xy_agent=history_input(table.xy_agent, history_steps))
+
+
+def history_reports(
+    bundle: Bundle, history_steps: int, ev: EvalConfig, cache: dict[int, dict[str, Any]], progress: bool
+) -> dict[str, Any]:
+    """Issue 18: a history model's report entries: ``history_steps`` and ``forecast``, the bank's own
+    windows forecast leave-one-scenario-out (``trajemb.forecast.forecast_report``), once per history
+    length. Mean rank and robustness curves perturb whole windows in their start frame: left out."""
+    from trajemb.forecast import ForecastConfig, forecast_report
+
+    if history_steps not in cache:
+        log.info("forecasting %d of the bank's windows from %d-step histories", ev.num_queries, history_steps)
+        config = ForecastConfig(history_steps=history_steps, seed=ev.seed)
+        cache[history_steps] = forecast_report(bundle, config, ev.num_queries, progress)
+    return {"history_steps": history_steps, "forecast": cache[history_steps]}
 
 
 def _evaluation_columns(bundle: Bundle, corpus: np.ndarray) -> dict[str, np.ndarray]:
@@ -519,11 +586,13 @@ def build_bundle(
     from trajemb.devices import resolve_device
 
     names: set[str] = set()
+    num_steps = int(read_manifest(Path(table_path))["num_steps"])
     for ckpt in checkpoints:  # every input checked before any work starts
         card = read_card(Path(ckpt))
         for file in CHECKPOINT_FILES:
             if not (Path(ckpt) / file).is_file():
                 raise DataError(f"{ckpt}: checkpoint is missing {file}")
+        checked_history_steps(Path(ckpt), card, num_steps, config.engine)
         names.add(model_name_for(Path(ckpt), card, names))
     if maps_dir is not None and not Path(maps_dir).is_dir():
         raise DataError(

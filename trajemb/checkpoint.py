@@ -78,6 +78,20 @@ def read_card(folder: Path) -> dict[str, Any]:
     return read_json_object(resolve_inside(folder, CARD_FILE), "model card")
 
 
+def card_history_steps(card: dict[str, Any], what: str = "checkpoint") -> int | None:
+    """H where the card's model reads histories (the first H steps of a window in their last-state
+    frame, ``trajemb.history``: trained with ``--history-steps H``), None where it reads whole windows."""
+    value = card.get("history_steps")
+    if value is None:
+        train_config = card.get("train_config")
+        value = train_config.get("history_steps") if isinstance(train_config, dict) else None
+    if value is None or value == 0:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 100_000:
+        raise DataError(f"{what}: card has an invalid history length {value!r:.40}")
+    return value
+
+
 def load_checkpoint(
     folder: Path, device: torch.device | str = "cpu"
 ) -> tuple[TrajectoryEncoder, dict[str, Any]]:

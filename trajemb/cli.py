@@ -197,6 +197,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         batches=args.batches,
         neighbors_per_seed=args.neighbors_per_seed,
         hard_share=args.hard_share,
+        history_steps=args.history_steps,
+        history_targets=args.history_targets,
     )
     best = train(
         config,
@@ -654,7 +656,71 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(reports, indent=2))
     else:
         print(report_table(reports))
+        _print_forecast_scores(reports)
     return 0
+
+
+def _print_forecast_scores(reports: dict[str, dict[str, object]]) -> None:
+    """Issue 18: the forecast scores of the bundle's history models, where it has any."""
+    from trajemb.report import forecast_frame, forecast_scores_table
+
+    if not forecast_frame(reports).empty:
+        print("\nForecasting by retrieval (the bundle's own windows, leave one scenario out):\n")
+        print(forecast_scores_table(reports))
+
+
+def _cmd_forecast(args: argparse.Namespace) -> int:
+    from trajemb.forecast_command import ForecastCommand, run_forecast, scores_json, scores_table
+
+    command = ForecastCommand(
+        bank=args.bank,
+        queries=args.queries,
+        history_steps=args.history_steps,
+        k=args.k,
+        alignment=args.alignment,
+        rerank=args.rerank,
+        json=args.json,
+        out=args.out,
+    )
+    result = run_forecast(command, progress=not args.quiet)
+    print(scores_json(result) if command.json else scores_table(result), end="" if command.json else "\n")
+    return 0
+
+
+def _add_forecast_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], full: bool) -> None:
+    """Issue 18: ``trajemb forecast``, flags one-to-one onto ``trajemb.forecast_command.ForecastCommand``."""
+    p = sub.add_parser("forecast", help="forecast windows from their histories by retrieval, scored with av2")
+    if not full:
+        return
+    from trajemb.forecast import ALIGNMENTS
+    from trajemb.forecast_command import ForecastCommand
+
+    d = ForecastCommand(bank="-", queries="-")
+    p.add_argument("--bank", required=True, help="bundle whose windows are the bank (trajemb bundle)")
+    p.add_argument("--queries", required=True, help="trajectory table of query windows (trajemb prepare)")
+    p.add_argument(
+        "--history-steps",
+        type=int,
+        default=d.history_steps,
+        help=f"steps of each window that are the history (default {d.history_steps})",
+    )
+    p.add_argument("--k", type=int, default=d.k, help=f"forecasts per query (default {d.k})")
+    p.add_argument(
+        "--alignment",
+        choices=ALIGNMENTS,
+        default=d.alignment,
+        help="how retrieved futures are aligned to the query (docs/retrieval-quality.md)",
+    )
+    p.add_argument(
+        "--rerank",
+        type=int,
+        default=d.rerank,
+        help=f"learned retrieval: re-rank the embedding's nearest N histories by raw distance (default "
+        f"{d.rerank}; 0: the embedding's K nearest as they are)",
+    )
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    p.add_argument("--out", default=d.out, help="also write the scores as JSON to this file")
+    p.set_defaults(func=_cmd_forecast)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -838,6 +904,20 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             default=t.hard_share,
             help="--batches neighborhoods: share of seeds from turns, U-turns and lane changes",
         )
+        p.add_argument(
+            "--history-steps",
+            type=int,
+            default=t.history_steps,
+            help="a history model: read each window's first N steps in the frame of their last state "
+            "(for trajemb forecast; default 0: whole windows)",
+        )
+        p.add_argument(
+            "--history-targets",
+            choices=["history", "window"],
+            default=t.history_targets,
+            help="with --history-steps: the loss compares the histories (default), or the whole windows "
+            "in the histories' last-state frame (histories whose futures agree are pulled together)",
+        )
         p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("bundle", help="embed, index, project and evaluate a table under checkpoints")
@@ -1000,6 +1080,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 
+    _add_forecast_parser(sub, full("forecast"))
+
     p = sub.add_parser("demo", help="end-to-end pipeline on built-in synthetic data")
     p.add_argument("--cache", default=str(DEFAULT_CACHE), help="cache folder (default .cache)")
     p.add_argument("--scenarios", type=int, default=300)
@@ -1030,7 +1112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = _command_of(argv)
     args = build_parser(
         only=command
-        if command in {"search", "info", "evaluate", "bundle", "prepare", "synth", "mine"}
+        if command in {"search", "info", "evaluate", "bundle", "prepare", "synth", "mine", "forecast"}
         else None
     ).parse_args(argv)
     logging.basicConfig(

@@ -28,6 +28,7 @@ import numpy as np
 from trajemb.bundle import Bundle
 from trajemb.errors import ConfigError, DataError
 from trajemb.frames import agent_to_city
+from trajemb.history import history_input
 from trajemb.metrics import ade_fde
 from trajemb.validate import check_float
 
@@ -204,7 +205,9 @@ def search_window(
         raise DataError("query coordinates must be finite and within 100 km of the first point")
     xy = raw.astype(np.float32)
     encoder = model_encoder(bundle, model)
-    return search_embedding(bundle, model, embed_one(encoder, xy), xy, options)
+    history_steps = bundle.history_steps(model)  # a history model reads the first H steps (issue 18)
+    model_input = xy if history_steps is None else history_input(xy[None], history_steps)[0]
+    return search_embedding(bundle, model, embed_one(encoder, model_input), xy, options)
 
 
 def sketch_query(

@@ -6,7 +6,8 @@ Rules, checked before any work starts:
 * an existing artefact of the same kind that trajemb wrote may be replaced: a synthetic-scenario folder
   (its ``trajemb_synth.json`` marker), a trajectory table (a parquet file carrying the trajemb
   manifest), a result list (``trajemb.export``: a parquet file carrying its marker, or a CSV file whose
-  header starts ``rank,window_id,``), a bundle (``bundle.json`` with a ``trajemb-bundle/`` format), a training run folder (its
+  header starts ``rank,window_id,``), a forecast scores file (``trajemb forecast --out``: a JSON
+  object of methods and their scores), a bundle (``bundle.json`` with a ``trajemb-bundle/`` format), a training run folder (its
   ``trajemb_run.json`` marker, or a run written before markers existed: ``train_config.json`` beside a
   checkpoint whose card has a ``trajemb-checkpoint/`` format);
 * an empty folder is fine for folder outputs;
@@ -33,7 +34,7 @@ from typing import Literal
 from trajemb.atomic import is_lock_name, is_temporary_name, note_checked
 from trajemb.errors import ConfigError, DataError
 
-OutputKind = Literal["table", "synth", "bundle", "run", "results"]
+OutputKind = Literal["table", "synth", "bundle", "run", "results", "forecast"]
 
 #: Written at the root of every ``trajemb synth`` folder.
 SYNTH_MARKER = "trajemb_synth.json"
@@ -58,6 +59,7 @@ _DESCRIPTION: dict[str, str] = {
     "bundle": "bundle",
     "run": "training run folder",
     "results": "result list",
+    "forecast": "forecast scores file",
 }
 
 
@@ -106,6 +108,31 @@ def is_results_file(path: Path) -> bool:
     return RESULTS_METADATA_KEY in metadata
 
 
+#: The score keys every method of a ``trajemb forecast --out`` file holds (``trajemb.forecast_metrics``).
+FORECAST_SCORE_PREFIXES = ("minADE", "minFDE", "MR", "brier_minFDE")
+
+
+def is_forecast_scores(path: Path) -> bool:
+    """Whether ``path`` is a JSON file as ``trajemb forecast --out`` writes: an object of methods, each an
+    object of ``queries`` and the four scores (``minADE6``, ``minFDE6``, ``MR6``, ``brier_minFDE6`` at K = 6)."""
+    from trajemb.jsonio import read_json_object
+
+    try:
+        data = read_json_object(path, "forecast scores", max_bytes=1 << 20)
+    except DataError:
+        return False
+
+    def scores(value: object) -> bool:
+        if not isinstance(value, dict) or "queries" not in value:
+            return False
+        others = sorted(set(value) - {"queries"})
+        return len(others) == len(FORECAST_SCORE_PREFIXES) and all(
+            any(k.startswith(p) and k[len(p) :].isdigit() for k in others) for p in FORECAST_SCORE_PREFIXES
+        )
+
+    return bool(data) and all(scores(v) for v in data.values())
+
+
 def artefact_kind(path: Path) -> OutputKind | None:
     """Which trajemb artefact ``path`` is (see the module docstring), or None."""
     path = Path(path)
@@ -114,7 +141,9 @@ def artefact_kind(path: Path) -> OutputKind | None:
     if path.is_file():
         if is_trajemb_table(path):
             return "table"
-        return "results" if is_results_file(path) else None
+        if is_results_file(path):
+            return "results"
+        return "forecast" if is_forecast_scores(path) else None
     if not path.is_dir():
         return None
     if _json_field(path / SYNTH_MARKER, "generator") == SYNTH_GENERATOR:

@@ -285,6 +285,53 @@ def goals_table(reports: dict[str, dict[str, Any]], model: str, dim: int = 4) ->
     return "\n".join(lines)
 
 
+def forecast_frame(reports: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Issue 18: the forecast scores of a bundle's history models (``report["forecast"]``), one row per
+    method (``retrieval_<model>``, ``knn_raw``, ``constant_velocity``, ...; suffixed ``(H = h)`` where
+    history lengths differ), columns ``history_steps``, ``k``, ``minADE``, ``minFDE``, ``MR``,
+    ``brier_minFDE``, ``queries``; empty when no report holds any. History models of one length share
+    one table (the same queries): it is taken once."""
+    tables: dict[int, tuple[int, dict[str, Any]]] = {}
+    for report in reports.values():
+        forecast = _at(report, "forecast")
+        h = report_count(_at(forecast, "config", "history_steps") or None)
+        k = report_count(_at(forecast, "config", "k") or None)
+        methods = _at(forecast, "methods")
+        if h and k and methods and h not in tables:
+            tables[h] = (k, methods)
+    rows: dict[str, list[float]] = {}
+    for h, (k, methods) in tables.items():
+        for method, scores in methods.items():
+            name = f"{method} (H = {h})" if len(tables) > 1 else str(method)
+            values = [
+                report_number(_at(scores, f"{key}{k}")) for key in ("minADE", "minFDE", "MR", "brier_minFDE")
+            ]
+            rows[name] = [float(h), float(k), *values, report_number(_at(scores, "queries"))]
+    columns = ["history_steps", "k", "minADE", "minFDE", "MR", "brier_minFDE", "queries"]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns, dtype=float)
+
+
+def forecast_scores_table(reports: dict[str, dict[str, Any]]) -> str:
+    """``forecast_frame`` as Markdown (minFDE also as a multiple of constant velocity's)."""
+    frame = forecast_frame(reports)
+    if frame.empty:
+        return "_no forecast scores (no history model)_"
+    k = report_count(frame["k"].iloc[0], 6)
+    lines = [
+        f"| method | minADE{k} | minFDE{k} | MR{k} | brier-minFDE{k} | minFDE / constant velocity | queries |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in frame.iterrows():
+        h = r["history_steps"]
+        cv = frame[(frame["history_steps"] == h) & frame.index.str.startswith("constant_velocity")]["minFDE"]
+        ratio = float(r["minFDE"]) / float(cv.iloc[0]) if len(cv) and float(cv.iloc[0]) > 0 else math.nan
+        lines.append(
+            f"| {name} | {_fmt(float(r['minADE']))} | {_fmt(float(r['minFDE']))} | {_fmt(float(r['MR']))} | "
+            f"{_fmt(float(r['brier_minFDE']))} | {_fmt(ratio, 2)} | {report_count(r['queries'])} |"
+        )
+    return "\n".join(lines)
+
+
 def plot_robustness(reports: dict[str, dict[str, Any]], path: Path, title: str) -> Path:
     """One panel per perturbation kind (minADE@5 and hard-class precision@10 against its level), PNG."""
     import matplotlib

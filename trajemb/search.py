@@ -24,8 +24,9 @@ the queries whose candidates ran out before k survived the rules, fetches four t
 k survive or every row was seen. With an approximate index the candidates are what the index finds; allowed rows missed
 by an IVF index's probes are searched exactly (``embeddings`` given).
 
-``measure_recall`` and ``recall_at_k`` compare an approximate index with exact search, ``rank_of`` gives
-the rank of a given row among a query's neighbours (the mean-rank measure of ``trajemb.robustness``).
+``rerank`` re-ranks a shortlist exactly in another feature space. ``measure_recall`` and
+``recall_at_k`` compare an approximate index with exact search, ``rank_of`` gives the rank of a given
+row among a query's neighbours (the mean-rank measure of ``trajemb.robustness``).
 
 Legend: N database rows, Q queries, D feature dim, k neighbours, R range-search results.
 """
@@ -36,7 +37,7 @@ import contextlib
 import itertools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -708,6 +709,46 @@ def range_search(
     np.cumsum(np.bincount(qi, minlength=len(q)), out=lims[1:])
     dist = np.sqrt(np.maximum(d2[order], 0.0)).astype(np.float32)
     return RangeResult(lims, dist, rows[order].astype(np.int64))
+
+
+def rerank(
+    rows: np.ndarray, queries: np.ndarray, row_features: Callable[[np.ndarray], np.ndarray], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` of each query's candidate rows nearest to it in another feature space: a shortlist found
+    by one index (a compact embedding) re-ranked exactly in the space that matters (raw trajectories).
+
+    FAISS's ``IndexRefine`` re-ranks in the space it indexed; here the two spaces differ in kind and
+    dimension.
+
+    Args:
+        rows: (Q, C) candidate rows, -1 for none (``search``'s output, its rules already applied).
+        queries: (Q, F) the queries in the re-ranking space.
+        row_features: (n,) rows -> (n, F) their features in that space.
+        k: results per query.
+
+    Returns:
+        (Q, k) Euclidean distances in the re-ranking space and (Q, k) rows, nearest first, (inf, -1)
+        where a query has fewer than k candidates.
+    """
+    if k < 1:
+        raise ConfigError(f"k must be >= 1, got {k}")
+    rows = np.asarray(rows, dtype=np.int64)
+    q = np.asarray(queries, dtype=np.float64)
+    if rows.ndim != 2 or q.ndim != 2 or len(q) != len(rows):
+        raise DataError(f"candidates {rows.shape} and queries {q.shape} do not match (Q, C) / (Q, F)")
+    valid = rows >= 0
+    dist = np.full(rows.shape, np.inf)
+    if valid.any():
+        uniq, inverse = np.unique(rows[valid], return_inverse=True)
+        features = np.asarray(row_features(uniq), dtype=np.float64)
+        if features.shape != (len(uniq), q.shape[1]):
+            raise DataError(f"row features have shape {features.shape}, expected ({len(uniq)}, {q.shape[1]})")
+        query_of = np.nonzero(valid)[0]
+        dist[valid] = np.linalg.norm(features[inverse] - q[query_of], axis=1)
+    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    dist = np.take_along_axis(dist, order, axis=1)
+    out = np.where(np.isfinite(dist), np.take_along_axis(rows, order, axis=1), -1)
+    return pad(dist.astype(np.float32), out, k)
 
 
 class NeighborIndex:

@@ -26,7 +26,7 @@ import math
 import shutil
 import time
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -43,11 +43,14 @@ from trajemb.checkpoint import git_revision, load_checkpoint, read_card, save_ch
 from trajemb.devices import resolve_device
 from trajemb.embed import embed_windows
 from trajemb.errors import ConfigError, DataError, TrajembError
+from trajemb.history import check_history_steps, history_input, to_history_frame, window_in_history_frame
 from trajemb.losses import DEFAULT_MARGIN, TripletLoss
 from trajemb.metrics import retrieval_min_ade_fde
 from trajemb.mining import MINING_STRATEGIES, mine_triplets
 from trajemb.model import EncoderConfig, TrajectoryEncoder, count_parameters
 from trajemb.outputs import RUN_KIND, RUN_MARKER, check_output_dir
+from trajemb.perturb import to_own_frame
+from trajemb.schema import MAX_WINDOW_STEPS
 from trajemb.similarity import DEFAULT_SHAPE_WEIGHT, SIMILARITIES, fft_features, similarity_matrix
 from trajemb.soft_neighbor_loss import DEFAULT_NEIGHBORS, SoftNeighborLoss
 from trajemb.store import TrajectoryTable, read_table
@@ -109,6 +112,12 @@ class TrainConfig:
     batches: Literal["random", "neighborhoods"] = "random"
     neighbors_per_seed: int = 4
     hard_share: float = 0.0
+    # A history model (issue 18): the encoder reads the first H steps of each window in the frame of
+    # their last state (``trajemb.history``), and the loss compares those; 0 reads whole windows.
+    history_steps: int = 0
+    # What a history model's loss compares: the histories it reads, or the whole windows (history and
+    # future) in the histories' last-state frame, so that histories whose futures agree are pulled together.
+    history_targets: Literal["history", "window"] = "history"
 
     def __post_init__(self) -> None:
         if not isinstance(self.encoder, EncoderConfig):
@@ -158,6 +167,14 @@ class TrainConfig:
                 f"--neighbors-per-seed {self.neighbors_per_seed} must divide --batch-size {self.batch_size}"
             )
         check_float("--hard-share", self.hard_share, 0.0, 1.0, high_open=True)
+        if self.history_steps != 0:
+            check_int("--history-steps", self.history_steps, 2, MAX_WINDOW_STEPS - 1)
+        if self.history_targets not in ("history", "window"):
+            raise ConfigError(
+                f"--history-targets must be history or window, got {self.history_targets!r:.40}"
+            )
+        if self.history_targets == "window" and not self.history_steps:
+            raise ConfigError("--history-targets window needs --history-steps (a history model)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,6 +193,16 @@ def split_by_scenario(table: TrajectoryTable, val_fraction: float) -> Split:
     bucket = np.array([zlib.crc32(k.encode()) % 10_000 for k in uniq]) / 10_000
     is_val = (bucket < val_fraction)[inverse]
     return Split(np.flatnonzero(~is_val), np.flatnonzero(is_val))
+
+
+def history_table(table: TrajectoryTable, history_steps: int, path: Path) -> TrajectoryTable:
+    """The table a history model trains on: each window's first H steps in their last-state frame
+    (``trajemb.history.history_input``); ids, labels and manifest stay the window's."""
+    try:
+        check_history_steps(history_steps, table.num_steps, f"windows of {path}")
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; prepare the table with longer --steps") from exc
+    return replace(table, xy_agent=history_input(table.xy_agent, history_steps))
 
 
 def _check_finite(table: TrajectoryTable) -> None:
@@ -255,6 +282,14 @@ class Trainer:
         self.device = distributed.rank_device(resolve_device(config.device), self.dist)
         self.table = read_table(self.table_path)
         _check_finite(self.table)
+        self.table_steps = self.table.num_steps
+        # What the loss compares (and neighbourhood batches are drawn in): the inputs, or for a history
+        # model with window targets, the whole windows in their histories' last-state frames.
+        targets: np.ndarray | None = None
+        if config.history_steps:
+            if config.history_targets == "window":
+                targets = window_in_history_frame(self.table.xy_agent, config.history_steps)
+            self.table = history_table(self.table, config.history_steps, self.table_path)
         self.split = split_by_scenario(self.table, config.val_fraction)
         self.sampler = distributed.train_sampler(len(self.split.train), self.dist, config.seed)
         if len(self.sampler) < config.batch_size:
@@ -271,6 +306,7 @@ class Trainer:
                 f"--val-k {config.val_k} neighbours from other tracks; lower --val-k or raise --val-fraction"
             )
         self.xy = torch.from_numpy(np.array(self.table.xy_agent))  # (N, T, 2), CPU, writable copy
+        self.target_xy = self.xy if targets is None else torch.from_numpy(targets)  # (N, T', 2)
         self.groups = torch.from_numpy(self.table.track_groups())
         torch.manual_seed(config.seed)
         self.model = TrajectoryEncoder(config.encoder).to(self.device)
@@ -282,7 +318,7 @@ class Trainer:
         )
         self.neighborhoods = (
             NeighborhoodBatches(
-                self.table.xy_agent[self.split.train],
+                self.target_xy.numpy()[self.split.train],
                 self.table.meta["direction"].to_numpy(dtype=str)[self.split.train],
                 config.batch_size,
                 config.neighbors_per_seed,
@@ -333,6 +369,7 @@ class Trainer:
             "loss": c.loss,
             "margin": c.margin,
             "embedding_dim": c.encoder.embedding_dim,
+            "history_steps": c.history_steps or None,
             "num_parameters": count_parameters(self.model),
             "epoch": epoch,
             "metrics": metrics,
@@ -343,7 +380,7 @@ class Trainer:
                 "num_windows": len(self.table),
                 "num_train": len(self.split.train),
                 "num_val": len(self.split.val),
-                "num_steps": self.table.num_steps,
+                "num_steps": self.table_steps,
                 "window_config": m.get("window_config"),
                 "inputs": m.get("inputs"),
             },
@@ -493,10 +530,12 @@ class Trainer:
         ``mining_scope="global"``, mine within the all-gathered global batch.
         """
         xb = self.xy[rows].to(self.device, non_blocking=True)
+        tb = xb if self.target_xy is self.xy else self.target_xy[rows].to(self.device, non_blocking=True)
         gb = self.groups[rows].to(self.device, non_blocking=True)
         x_in, valid = xb, None
         if across_ranks and self.config.augment.active:
-            x_np, valid_np = augment(self.xy[rows].numpy(), self.config.augment, self.augment_rng)
+            frame = to_history_frame if self.config.history_steps else to_own_frame
+            x_np, valid_np = augment(self.xy[rows].numpy(), self.config.augment, self.augment_rng, frame)
             x_in = torch.from_numpy(x_np).to(self.device, non_blocking=True)
             valid = None if valid_np.all() else torch.from_numpy(valid_np).to(self.device, non_blocking=True)
         use_bf16 = self.device.type == "cuda"
@@ -506,14 +545,14 @@ class Trainer:
         if isinstance(self.loss_fn, SoftNeighborLoss):
             # Targets in the similarity's own space: the Cosine similarity's shape distance (flattened
             # metres) or the FFT similarity's magnitude features (blind to mirror images, as the paper's).
-            targets = xb.reshape(len(xb), -1) if self.config.similarity == "cosine" else fft_features(xb)
+            targets = tb.reshape(len(tb), -1) if self.config.similarity == "cosine" else fft_features(tb)
             allowed = ~same_track
             return self.loss_fn(z, targets, allowed), int(allowed.any(dim=1).sum())
         assert self.threshold is not None  # calibrated in __init__ for the triplet loss
         if across_ranks and self.config.mining_scope == "global" and self.dist.is_distributed:
-            return self._global_batch_loss(xb, gb, z, generator)
+            return self._global_batch_loss(tb, gb, z, generator)
         with torch.no_grad():
-            sim = similarity_matrix(xb, self.config.similarity, self.config.shape_weight)
+            sim = similarity_matrix(tb, self.config.similarity, self.config.shape_weight)
         triplets = mine_triplets(
             sim,
             self.threshold,
