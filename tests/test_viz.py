@@ -154,11 +154,16 @@ def test_every_rank_is_distinct_and_legible_on_the_map() -> None:
     assert rank_colors(3) == ranks[:3]  # a rank keeps its colour whatever k
 
 
-def test_overlay_legend_holds_twenty_neighbours() -> None:
-    fig = agent_frame_figure(path(), [path()] * 20, [f"#{i + 1} left" for i in range(20)])
+def test_overlay_legend_holds_twenty_neighbours_without_overlap() -> None:
+    fig = agent_frame_figure(path(), [path()] * 20, [f"#{i + 1}" for i in range(20)])
     legend = fig.layout.legend
     assert legend.orientation == "h" and legend.entrywidth == pytest.approx(0.2)  # 5 a row, 5 rows
     assert fig.layout.height >= 430 + 20 * 5
+    # Long names (a rank and its label, as the explorer gives up to six neighbours) get wider entries
+    # and more rows: five "#5 lane_change_right" a row overlapped in a narrow plot.
+    names = ["#1 straight", "#2 left", "#3 right", "#4 straight", "#5 lane_change_right", "#6 u_turn"]
+    fig = agent_frame_figure(path(), [path()] * 6, names)
+    assert fig.layout.legend.entrywidth == pytest.approx(0.5) and fig.layout.height >= 430 + 20 * 4
 
 
 def test_layout_image_puts_each_class_where_its_points_are() -> None:

@@ -289,7 +289,11 @@ def agent_frame_figure(
         )
         paths, path_colors = [*paths, query_xy], [*path_colors, QUERY_COLOR]
     data += _ends(paths, path_colors, 9)
-    legend_rows = math.ceil((len(neighbors_xy) + (query_xy is not None)) / 5)
+    # Below the plot, as many entries a row as their names allow (at the side, a column of 20
+    # neighbours was cut after #17; five long names a row overlapped each other in a narrow plot).
+    longest = max((len(n) for n in [*names, "query"]), default=0)
+    per_row = 5 if longest <= 5 else 3 if longest <= 12 else 2
+    legend_rows = math.ceil((len(neighbors_xy) + (query_xy is not None)) / per_row)
     layout = {
         "title": {"text": plain(title), "font": {"size": 13}},
         "height": height + 20 * legend_rows,
@@ -298,7 +302,6 @@ def agent_frame_figure(
         "modebar": TOOLBAR,
         "clickmode": "event+select",
         "dragmode": "pan",
-        # Below the plot, five entries a row: at the side, a column of 20 neighbours was cut after #17.
         "legend": {
             "orientation": "h",
             "font": {"size": 10},
@@ -306,7 +309,7 @@ def agent_frame_figure(
             "xanchor": "left",
             "y": -0.14,
             "yanchor": "top",
-            "entrywidth": 0.2,
+            "entrywidth": 1.0 / per_row,
             "entrywidthmode": "fraction",
         },
         "xaxis": _axis("x (m, agent frame: initial heading)"),
