@@ -694,6 +694,10 @@ def completion_steps(
     return steps
 
 
+#: The stage (module docstring) each kind of completion step belongs to, for the log.
+_STAGE_OF_STEP = {"uniqueness": "2b", "layout": "3", "evaluation": "4", "robustness": "4"}
+
+
 def _complete(writer: BundleWriter, config: BundleConfig, progress: bool) -> bool:
     """Stages 3 and 4 where they are missing, each step saved as it ends, with a progress file that
     other processes read (``trajemb.completion``); returns whether anything was added."""
@@ -704,7 +708,7 @@ def _complete(writer: BundleWriter, config: BundleConfig, progress: bool) -> boo
     tracker = ProgressFile(writer.root, [step for step, _, _ in steps])
     try:
         for step, kind, name in steps:
-            log.info("%s", step.name)
+            log.info("stage %s: %s", _STAGE_OF_STEP[kind], step.name)
             if kind == "uniqueness":
                 assert name is not None
                 with writer.timed(f"uniqueness {name}"):

@@ -133,27 +133,45 @@ def read_progress(root: Path) -> Progress | None:
 
 def lock_is_held(root: Path) -> bool:
     """Whether some process holds the completion lock of the bundle at ``root`` (this one included)."""
-    path = Path(root) / LOCK_FILE
-    if not path.exists():
+    try:
+        fd = os.open(Path(root) / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:  # no lock file: nobody holds it (never created here, so none is left behind)
         return False
     try:
-        with open(path, "a+") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            return False
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
     except OSError:
         return False
+    finally:
+        os.close(fd)  # closing releases a lock taken here
+    return False
 
 
 @contextlib.contextmanager
 def completion_lock(root: Path) -> Iterator[None]:
-    """Hold the bundle's completion lock (waits while another process holds it)."""
-    with open(Path(root) / LOCK_FILE, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    """Hold the bundle's completion lock (waits while another process holds it).
+
+    The lock file is removed on release, while still locked, so a completion leaves the bundle's folder
+    as it found it; a process that was waiting on the removed file notices and locks the new one.
+    """
+    path = Path(root) / LOCK_FILE
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
         try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
