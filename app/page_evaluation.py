@@ -9,12 +9,19 @@ import pandas as pd
 import streamlit as st
 
 from trajemb.report import (
+    FORECAST_METHODS,
     HARD_NOTE,
+    RARE_ENRICHMENT_METRICS,
     TABLE_BASELINES,
     best_rows,
     class_query_counts,
+    definitions_markdown,
+    forecast_definitions,
+    forecast_frame,
     mean_rank_frame,
     per_class_frame,
+    rare_enrichment_frame,
+    rare_enrichment_note,
     report_count,
     report_number,
     robustness_curves,
@@ -237,6 +244,63 @@ def _robustness_section(reports: dict[str, dict[str, Any]], encoder_missing: str
             st.plotly_chart(figure, key=f"eval-robust-{kind}")
 
 
+def _forecast_section(reports: dict[str, dict[str, Any]]) -> None:
+    """Issue 18: the forecast scores of the history models' reports, beside the physical models and
+    raw kNN (definitions: ``trajemb.report``)."""
+    st.subheader("Forecasting by retrieval")
+    frame = forecast_frame(reports)
+    if frame.empty:
+        st.caption(
+            "This bundle has no history model, so no forecast scores: build it with one "
+            "(`trajemb bundle ... --checkpoint checkpoints/history-cosine-d8`)."
+        )
+        return
+    k = report_count(frame["k"].iloc[0], 6)
+    lengths = sorted({report_count(h) for h in frame["history_steps"]})
+    first = next(r["forecast"] for r in reports.values() if isinstance(r.get("forecast"), dict))
+    st.caption(
+        f"{report_count(first.get('queries'))} of the bundle's own windows as queries, each forecast from its "
+        f"first {' or '.join(str(h) for h in lengths)} steps ({', '.join(f'{h / 10:g}' for h in lengths)} s) "
+        "with its own scenario left out of the bank, and scored on the rest of the window with av2's metric "
+        f"functions; {k} futures per query. Best value per column in bold. The Forecast page shows one query."
+    )
+    definitions = forecast_definitions(k)
+    table = frame.rename(columns={name: f"{name}{k}" for name in ("minADE", "minFDE", "MR", "brier_minFDE")})
+    table = table[[*([] if len(lengths) == 1 else ["history_steps"]), *definitions, "queries"]]
+    _table(
+        table,
+        "eval-forecast-table",
+        {c: better for c, (better, _) in definitions.items()},
+        formats={"history_steps": "{:.0f}", "queries": "{:.0f}"},
+        help_text={c: text for c, (_, text) in definitions.items()},
+    )
+    st.markdown(
+        definitions_markdown(definitions)
+        + "\n"
+        + "\n".join(f"* **{m}**: {text}." for m, text in FORECAST_METHODS.items())
+    )
+
+
+def _rare_section(reports: dict[str, dict[str, Any]]) -> None:
+    """Issue 17: how well uniqueness finds the rare classes, per model and baseline."""
+    frame = rare_enrichment_frame(reports)
+    if frame.empty:
+        return  # it needs true manoeuvres (synthetic data)
+    st.subheader("Rare behaviours among the most unique windows")
+    st.caption(ui.md(rare_enrichment_note(reports) + ". Best value per column in bold."))
+    definitions = {
+        c: RARE_ENRICHMENT_METRICS.get(c, RARE_ENRICHMENT_METRICS["each class"]) for c in frame.columns
+    }
+    _table(
+        frame,
+        "eval-rare-table",
+        {c: better for c, (better, _) in definitions.items() if better},
+        digits=2,
+        help_text={c: text for c, (_, text) in definitions.items()},
+    )
+    st.markdown(definitions_markdown(RARE_ENRICHMENT_METRICS))
+
+
 def page() -> None:
     st.title("Evaluation")
     bundle = ui.bundle_choice()
@@ -352,6 +416,8 @@ def page() -> None:
     encoder_missing = evaluation.get("encoder_missing") if isinstance(evaluation, dict) else None
     pending = cache.completion_status(str(bundle.root)) is not None
     _robustness_section(ranked, str(encoder_missing), pending)
+    _forecast_section(reports)
+    _rare_section(ranked)
     st.subheader("What the columns mean")
     st.markdown(
         "\n".join(f"* **{name}** ({better} is better): {text}" for name, (better, text) in METRICS.items())

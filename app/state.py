@@ -31,6 +31,7 @@ import streamlit as st
 from trajemb.bundle import Bundle
 from trajemb.errors import TrajembError
 from trajemb.explore import LABELS
+from trajemb.forecast import ForecastConfig
 
 QUERY = "query_row"
 HISTORY = "query_history"
@@ -50,6 +51,9 @@ SAME_TYPE = "same as the query"
 ANY_TYPE = "any type"
 MAX_HISTORY = 50
 MAX_K = 20
+#: The Forecast page's query: the current window of the bundle, or a history of one's own.
+FORECAST_SOURCES = ("A window of the bundle", "Your own history")
+_FORECAST = ForecastConfig()  # the library's defaults
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,12 @@ SPECS: dict[str, Setting] = {
     "playback": Setting(False, kind="bool"),
     "playback-s": Setting(0.0),
     "large-map": Setting("none"),
+    # Issue 18: the Forecast page (history model, K, alignment, rerank shortlist; defaults: the library's).
+    "forecast-query": Setting(FORECAST_SOURCES[0]),
+    "forecast-model": Setting(None, "fmodel"),
+    "forecast-k": Setting(_FORECAST.k, "fk", "int"),
+    "alignment": Setting(_FORECAST.alignment, "align"),
+    "rerank": Setting(str(_FORECAST.rerank), "rerank"),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -187,6 +197,7 @@ def url_params(bundle: Bundle | None) -> dict[str, str | list[str]]:
     if bundle is not None:
         names = bundle.model_names
         defaults.update({MODEL: names[0], "model-a": names[0], "model-b": names[len(names) // 2]})
+        defaults["forecast-model"] = next((m for m in names if bundle.history_steps(m) is not None), None)
     for name, spec in SPECS.items():
         value = get(name)
         if spec.url is None or value is None or value == "" or value == spec.default:

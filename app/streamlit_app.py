@@ -35,6 +35,7 @@ pages = [
         url_path="evaluation",
     ),
     st.Page(APP_DIR / "page_query.py", title="Your own query", icon=":material/edit:", url_path="query"),
+    st.Page(APP_DIR / "page_forecast.py", title="Forecast", icon=":material/timeline:", url_path="forecast"),
 ]
 # Our own page links: each carries the current settings and query, so that a page switch is one entry
 # in the browser's history with the address complete (Streamlit's own menu drops the parameters, and

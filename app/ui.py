@@ -463,6 +463,12 @@ def _map(path: str, stamp: tuple[int, ...], map_key: str) -> Any:
     return cache.open_bundle(path).map_geometry(map_key)
 
 
+def map_of(bundle: Bundle, map_key: str) -> Any:
+    """The reduced map ``map_key`` of the bundle (cached), or None where it has none."""
+    path, stamp = cache.stamp_of(bundle)
+    return _map(path, stamp, map_key)
+
+
 def map_panels(
     bundle: Bundle, rows: list[int], titles: list[str], colors: list[str], pickable: list[bool]
 ) -> list[MapPanel]:

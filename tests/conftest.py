@@ -262,3 +262,18 @@ def clustered_vectors(n: int, d: int, seed: int = 0) -> np.ndarray:
     centres = rng.normal(size=(50, d))
     x = centres[rng.integers(0, 50, n)] + 0.3 * rng.normal(size=(n, d))
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def forecast_bundle(
+    synth_table: Path, history_checkpoint: Path, synth_maps: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A bank with maps for the explorer's Forecast page (issue 18): ``synth_table`` under the tiny
+    history model, without 2-D layout or evaluation (seconds to build)."""
+    from trajemb.bundle_build import BundleConfig, build_bundle
+    from trajemb.projection import ProjectionConfig
+
+    out = tmp_path_factory.mktemp("forecast_bundle") / "bank"
+    config = BundleConfig(projection=ProjectionConfig(method="none"), evaluate=False, device="cpu")
+    build_bundle(synth_table, [history_checkpoint], out, synth_maps, config, progress=False)
+    return out

@@ -201,3 +201,13 @@ def test_cli_evaluate_prints_forecast_scores(
     assert main(["-q", "evaluate", "--bundle", str(history_bundle)]) == 0
     out = capsys.readouterr().out
     assert "Forecasting by retrieval" in out and "| knn_raw |" in out and "| constant_velocity |" in out
+    # The definitions come from ``trajemb.report`` (the explorer shows the same).
+    assert "* **minFDE6** (lower is better): " + report.FORECAST_METRICS["minFDE"][1] in out
+
+
+def test_definitions_markdown_names_scores_at_k() -> None:
+    text = report.definitions_markdown(report.forecast_definitions(6))
+    assert text.splitlines()[0] == "* **minADE6** (lower is better): " + report.FORECAST_METRICS["minADE"][1]
+    assert len(text.splitlines()) == len(report.FORECAST_METRICS)
+    rare = report.definitions_markdown({"base rate": report.RARE_ENRICHMENT_METRICS["base rate"]})
+    assert rare.startswith("* **base rate**: Share")  # no "better" for a column that is not a score

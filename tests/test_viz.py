@@ -211,3 +211,37 @@ def test_playback_draws_each_scene_at_one_moment() -> None:
     clickable = [t for t in moving.data if t.customdata is not None]
     assert len(clickable) == 1 and clickable[0].customdata[0] == 7  # still picks the window
     assert not [t for t in still.data if t.mode == "markers" and t.marker.size == 13]
+
+
+def test_forecast_figure_draws_every_future_from_the_last_history_point() -> None:
+    from trajemb.viz import forecast_figure
+
+    square = np.array([[0, 0], [80, 0], [80, 80], [0, 80], [0, 0]], dtype=float)
+    geometry = MapGeometry([square[:2]], [square[:2]], [square], [square])
+    history = path(30)
+    futures = [path(30, turn=0.1 * i)[1:] + history[-1] for i in range(3)]
+    fig = forecast_figure(
+        history,
+        futures,
+        ["#1 <b>p</b> 0.5", "#2 p 0.3", "#3 p 0.2"],
+        [0.5, 0.3, 0.2],
+        rows=[7, 8, 9],
+        truth_xy=futures[0] + 1,
+        baselines={"constant velocity": futures[1] - 1, "constant acceleration": futures[2] - 2},
+        geometry=geometry,
+    )
+    validated(fig)
+    traces = [{k: t[k] for k in ("name", "mode", "x", "y", "line", "customdata", "fill")} for t in fig.data]
+    names = [t.get("name") for t in traces if t.get("mode") == "lines" and t.get("name")]
+    assert names[:3] == ["#1 &lt;b&gt;p&lt;/b&gt; 0.5", "#2 p 0.3", "#3 p 0.2"]  # data text escaped
+    assert {"history", "true future", "constant velocity", "constant acceleration"} <= set(names)
+    lines = {t["name"]: t for t in traces if t.get("mode") == "lines" and t.get("name")}
+    for name in ("#2 p 0.3", "true future", "constant velocity"):
+        start = (float(lines[name]["x"][0]), float(lines[name]["y"][0]))
+        assert start == pytest.approx(tuple(np.round(history[-1], 2)))
+    # The most probable future is drawn widest; each future's clickable points carry its bank row.
+    assert lines["#1 &lt;b&gt;p&lt;/b&gt; 0.5"]["line"]["width"] > lines["#3 p 0.2"]["line"]["width"]
+    assert sorted(
+        {int(v) for t in traces for v in (t["customdata"] if t["customdata"] is not None else [])}
+    ) == [7, 8, 9]
+    assert any(t.get("fill") == "toself" for t in traces)  # the map is drawn under the paths

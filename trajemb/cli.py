@@ -662,11 +662,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _print_forecast_scores(reports: dict[str, dict[str, object]]) -> None:
     """Issue 18: the forecast scores of the bundle's history models, where it has any."""
-    from trajemb.report import forecast_frame, forecast_scores_table
+    from trajemb.report import (
+        definitions_markdown,
+        forecast_definitions,
+        forecast_frame,
+        forecast_scores_table,
+    )
 
-    if not forecast_frame(reports).empty:
+    frame = forecast_frame(reports)
+    if not frame.empty:
         print("\nForecasting by retrieval (the bundle's own windows, leave one scenario out):\n")
         print(forecast_scores_table(reports))
+        print()
+        print(definitions_markdown(forecast_definitions(int(frame["k"].iloc[0]))))
 
 
 def _cmd_forecast(args: argparse.Namespace) -> int:
@@ -682,8 +690,13 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
         json=args.json,
         out=args.out,
     )
+    from trajemb.report import definitions_markdown, forecast_definitions
+
     result = run_forecast(command, progress=not args.quiet)
-    print(scores_json(result) if command.json else scores_table(result), end="" if command.json else "\n")
+    if command.json:
+        print(scores_json(result), end="")
+    else:
+        print(scores_table(result) + "\n\n" + definitions_markdown(forecast_definitions(result.config.k)))
     return 0
 
 

@@ -285,6 +285,69 @@ def goals_table(reports: dict[str, dict[str, Any]], model: str, dim: int = 4) ->
     return "\n".join(lines)
 
 
+#: Issue 18: the forecast scores, score key -> (better when, definition); the one place the CLI, the
+#: Markdown tables and the explorer take them from (``forecast_definitions`` names them at a K).
+FORECAST_METRICS: dict[str, tuple[str, str]] = {
+    "minADE": (
+        "lower",
+        "Average distance (m) over the future between the true future and the best of the K forecasts "
+        "(the one ending nearest the true final position; av2's compute_ade).",
+    ),
+    "minFDE": (
+        "lower",
+        "Distance (m) between the true final position and the nearest final position among the K forecasts "
+        "(av2's compute_fde).",
+    ),
+    "MR": (
+        "lower",
+        "Miss rate: share of queries whose best forecast ends more than 2 m from the true final position "
+        "(av2's compute_is_missed_prediction); for one query, 1 if it is missed.",
+    ),
+    "brier_minFDE": (
+        "lower",
+        "minFDE plus (1 - p)^2, p the probability given to the best forecast (av2's compute_brier_fde): it "
+        "also scores how much probability lands on the right future.",
+    ),
+}
+#: Issue 18: what each forecasting method is (``trajemb.forecast``).
+FORECAST_METHODS: dict[str, str] = {
+    "retrieval_{model}": "the futures of the K bank windows whose histories are nearest in the learned "
+    "history embedding (its shortlist re-ranked by raw history distance), probabilities from the distances",
+    "knn_raw": "the same with exact search over the raw histories (metres, last-state frame): the reference "
+    "a learned history embedding is measured against",
+    "constant_velocity": "the last step's velocity held for the whole future (one forecast)",
+    "constant_acceleration": "the acceleration of the last second held until the road user would stop "
+    "(one forecast)",
+}
+#: Issue 17: the rare-class enrichment table's columns, key -> (better when, definition).
+RARE_ENRICHMENT_METRICS: dict[str, tuple[str, str]] = {
+    "enrichment": (
+        "higher",
+        "Top rate over base rate: how many times more often the rare classes are among the most unique "
+        "windows than among all (1 = no better than a random pick).",
+    ),
+    "top rate": ("higher", "Share of rare-class windows among the most unique windows."),
+    "base rate": ("", "Share of rare-class windows among all windows (the same for every method)."),
+    "each class": (
+        "higher",
+        "That class's own enrichment (its share among the most unique over its share in all).",
+    ),
+}
+
+
+def forecast_definitions(k: int) -> dict[str, tuple[str, str]]:
+    """``FORECAST_METRICS`` named as the summaries at K forecasts name them (``minADE6`` ...)."""
+    return {f"{name}{k}": value for name, value in FORECAST_METRICS.items()}
+
+
+def definitions_markdown(definitions: dict[str, tuple[str, str]]) -> str:
+    """Definitions as a Markdown list: ``* **name** (lower is better): text``."""
+    return "\n".join(
+        f"* **{name}**" + (f" ({better} is better)" if better else "") + f": {text}"
+        for name, (better, text) in definitions.items()
+    )
+
+
 def forecast_frame(reports: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """Issue 18: the forecast scores of a bundle's history models (``report["forecast"]``), one row per
     method (``retrieval_<model>``, ``knn_raw``, ``constant_velocity``, ...; suffixed ``(H = h)`` where
@@ -402,18 +465,27 @@ def rare_enrichment_frame(reports: dict[str, dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
+def rare_enrichment_note(reports: dict[str, dict[str, Any]]) -> str:
+    """One sentence saying what the rare-class enrichment table measures (its classes, share and k, read
+    from the first report holding it); empty where none does."""
+    names = _methods(reports, "rare_enrichment")
+    if not names:
+        return ""
+    first = reports[names[0]]["rare_enrichment"]
+    share = report_number(first.get("top_share"))
+    classes = first.get("rare_classes")
+    return (
+        f"Rare classes {', '.join(map(str, classes if isinstance(classes, list) else []))} (the least "
+        f"frequent, together at most 10 % of the windows); their share among the {100 * share:g} % most "
+        f"unique of {report_count(first.get('windows'))} windows (uniqueness: distance to the "
+        f"{report_count(first.get('k'))}th nearest other track) over their share in all; then each "
+        "class's enrichment (1 = no better than a random pick)"
+    )
+
+
 def rare_enrichment_table(reports: dict[str, dict[str, Any]]) -> str:
     """Markdown: the rare classes' enrichment among the most unique windows, per method."""
     frame = rare_enrichment_frame(reports)
     if frame.empty:
         return "_no rare-class enrichment (it needs true manoeuvres: synthetic data)_"
-    first = reports[frame.index[0]]["rare_enrichment"]
-    share = report_number(first.get("top_share"))
-    head = (
-        f"Rare classes {', '.join(map(str, first.get('rare_classes', [])))} (the least frequent, together "
-        f"at most 10 % of the windows); their share among the {100 * share:g} % most unique of "
-        f"{report_count(first.get('windows'))} windows (uniqueness: distance to the "
-        f"{report_count(first.get('k'))}th nearest other track) over their share in all; then each "
-        "class's enrichment (1 = no better than a random pick):"
-    )
-    return "\n".join([head, "", *_markdown(frame, 2)])
+    return "\n".join([rare_enrichment_note(reports) + ":", "", *_markdown(frame, 2)])

@@ -922,3 +922,110 @@ def curves_figure(
         "yaxis": _axis(y_title),
     }
     return figure(data, layout)
+
+
+#: How the forecast figure draws the query and the physical baselines (retrieved futures: rank colours).
+FORECAST_STYLES: dict[str, dict[str, Any]] = {
+    "history": {"color": QUERY_COLOR, "width": 4},
+    "true future": {"color": QUERY_COLOR, "width": 3, "dash": "dot"},
+    "constant velocity": {"color": "#6E6E6E", "width": 2.5, "dash": "dash"},
+    "constant acceleration": {"color": "#6E6E6E", "width": 2.5, "dash": "dashdot"},
+}
+
+
+def forecast_figure(
+    history_xy: np.ndarray,
+    futures_xy: Sequence[np.ndarray],
+    names: Sequence[str],
+    probabilities: Sequence[float],
+    rows: Sequence[int] | None = None,
+    truth_xy: np.ndarray | None = None,
+    baselines: dict[str, np.ndarray] | None = None,
+    geometry: MapGeometry | None = None,
+    city_frame: bool = True,
+    title: str = "Forecast",
+    height: int = 560,
+    margin_m: float = 15.0,
+) -> go.Figure:
+    """One query's forecast: its (H, 2) history (thick black), K (F, 2) retrieved futures (rank colours,
+    wider and more opaque the more probable; ``rows`` as customdata, so that a click picks the bank
+    window a future came from), the (F, 2) true future (black dots) and the physical ``baselines`` (name
+    -> (F, 2), grey dashes), all in one frame: the city frame on the query's map (``geometry``), or the
+    query's agent frame. Every future starts at the history's last point."""
+    last = np.asarray(history_xy, dtype=np.float64)[-1:]
+    colors = rank_colors(len(futures_xy))
+    data: list[dict[str, Any]] = []
+    paths: list[np.ndarray] = [np.asarray(history_xy, dtype=np.float64)]
+    for i, (xy, name, p) in enumerate(zip(futures_xy, names, probabilities, strict=True)):
+        path = np.concatenate([last, np.asarray(xy, dtype=np.float64)])
+        paths.append(path)
+        data += _clickable_line(
+            path,
+            {"name": plain(name), "legendgroup": f"f{i}", "opacity": float(0.45 + 0.55 * min(1.0, 2 * p))},
+            {"color": colors[i], "width": float(1.5 + 5 * p)},
+            {"size": 5, "color": colors[i]},
+            None if rows is None else int(rows[i]),
+            f"{plain(name)}<extra></extra>",
+        )
+    extra: dict[str, np.ndarray | None] = {"true future": truth_xy, **(baselines or {})}
+    for name, xy in extra.items():
+        if xy is None:
+            continue
+        path = np.concatenate([last, np.asarray(xy, dtype=np.float64)])
+        paths.append(path)
+        style = FORECAST_STYLES.get(name, FORECAST_STYLES["constant velocity"])
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": np.round(path[:, 0], 2),
+                "y": np.round(path[:, 1], 2),
+                "name": plain(name),
+                "line": style,
+                "hovertemplate": f"{plain(name)}<extra></extra>",
+            }
+        )
+    data.append(
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "x": np.round(paths[0][:, 0], 2),
+            "y": np.round(paths[0][:, 1], 2),
+            "name": "history",
+            "line": FORECAST_STYLES["history"],
+            "hovertemplate": "history<extra></extra>",
+        }
+    )
+    data += _ends([paths[0]], [QUERY_COLOR], 11)
+    data += _ends(paths[1:], [*colors, *["#6E6E6E"] * (len(paths) - 1 - len(colors))], 9, starts=False)
+    everything = np.concatenate(paths)
+    everything = everything[np.isfinite(everything).all(axis=1)]
+    x0, y0 = everything.min(axis=0) - margin_m
+    x1, y1 = everything.max(axis=0) + margin_m
+    box = (float(x0), float(y0), float(x1), float(y1))
+    if geometry is not None:
+        data = map_traces(geometry, box, {"xaxis": "x", "yaxis": "y"}) + data
+    legend_rows = math.ceil((len(futures_xy) + len(extra) + 1) / 5)
+    frame = "city frame" if city_frame else "agent frame: initial heading"
+    layout = {
+        "title": {"text": plain(title), "font": {"size": 13}},
+        "height": height + 20 * legend_rows,
+        "plot_bgcolor": "white",
+        "margin": {"l": 50, "r": TOOLBAR_PX, "t": 35, "b": 60 + 20 * legend_rows},
+        "modebar": TOOLBAR,
+        "clickmode": "event+select",
+        "dragmode": "pan",
+        "legend": {
+            "orientation": "h",
+            "font": {"size": 10},
+            "x": 0,
+            "xanchor": "left",
+            "y": -0.1,
+            "yanchor": "top",
+            "entrywidth": 0.2,
+            "entrywidthmode": "fraction",
+        },
+        "xaxis": _axis(f"x (m, {frame})", range=[box[0], box[2]]),
+        "yaxis": _axis("y (m)", range=[box[1], box[3]], scaleanchor="x", scaleratio=1),
+    }
+    return figure(data, layout)
