@@ -968,10 +968,10 @@ def forecast_figure(
             f"{plain(name)}<extra></extra>",
         )
     extra: dict[str, np.ndarray | None] = {"true future": truth_xy, **(baselines or {})}
-    for name, xy in extra.items():
-        if xy is None:
+    for name, line_xy in extra.items():
+        if line_xy is None:
             continue
-        path = np.concatenate([last, np.asarray(xy, dtype=np.float64)])
+        path = np.concatenate([last, np.asarray(line_xy, dtype=np.float64)])
         paths.append(path)
         style = FORECAST_STYLES.get(name, FORECAST_STYLES["constant velocity"])
         data.append(
