@@ -330,3 +330,43 @@ def test_layout_redraws_where_one_zooms_and_hover_shows_the_window(server: str, 
     text = card.inner_text()
     assert re.search(r"/\d+/\d+", text), text  # scenario/track/start
     assert card.locator("polyline").count() == 1  # the trajectory, drawn
+
+
+def test_forecast_page_in_chromium(forecast_bundle: Path, chromium: Any) -> None:
+    """Issue 18: the Forecast page draws its map; a click on a retrieved future, and a row of the source
+    table, make that bank window the query."""
+    from trajemb.bundle import Bundle
+
+    page = chromium
+    bundle = Bundle(forecast_bundle)
+    with served_app(["--bundle", str(forecast_bundle)]) as url:
+        page.goto(url + "/forecast", timeout=60_000)
+        page.get_by_role("heading", name="Forecast by retrieval").first.wait_for(timeout=90_000)
+        page.get_by_text("Scores of this query").first.wait_for(timeout=90_000)
+        wait_idle(page)
+        assert not page.locator("[data-testid=stException]").count()
+        first = query_line(page)
+        plot = page.locator(".js-plotly-plot").first
+        names = plot.evaluate("gd => gd._fullData.filter(t => t.mode === 'lines').map(t => t.name)")
+        assert {"history", "true future", "constant velocity"} <= set(names)
+        assert sum(n.startswith("#") for n in names) == 6
+        assert plot.evaluate("gd => gd._fullData.some(t => t.fill === 'toself')")  # the query's map
+        SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+        plot.screenshot(path=str(SCREENSHOT_DIR / "forecast-plot.png"))
+        check_screenshot(SCREENSHOT_DIR / "forecast-plot.png")
+        page.screenshot(path=str(SCREENSHOT_DIR / "forecast.png"))
+
+        # A click on the end of the most probable future: the bank window it came from is the query.
+        trace, points, row = plot.evaluate(
+            """gd => { const i = gd._fullData.findIndex(t => t.customdata && t.customdata.length);
+                       return [i, gd._fullData[i].x.length, gd._fullData[i].customdata[0]]; }"""
+        )
+        click_plot_point(page, 0, trace, points - 1)
+        picked = wait_query_change(page, first)
+        assert query_id(page) == bundle.strings("window_id", [int(row)])[0]
+        # A row of the source table, too.
+        page.get_by_text("Scores of this query").first.wait_for()
+        sources = page.locator("[data-testid=stDataFrame]").count() - 1
+        click_table_row(page, sources, 1)
+        assert wait_query_change(page, picked) != picked
+        assert not page.locator("[data-testid=stException]").count()
