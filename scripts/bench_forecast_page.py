@@ -65,7 +65,9 @@ def library(bundle_path: Path, queries: int) -> None:
     print(f"library: {bundle.num_windows:,} windows, history model {model} {load()}")
     t0 = time.perf_counter()
     forecast_row(bundle, int(rows[0]), config, methods)
-    print(f"  first forecast_row (model, raw index, temperatures)   {1000 * (time.perf_counter() - t0):7.0f} ms")
+    print(
+        f"  first forecast_row (model, raw index, temperatures)   {1000 * (time.perf_counter() - t0):7.0f} ms"
+    )
     ms = []
     for row in rows[1:]:
         t0 = time.perf_counter()
