@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from bench_app import QUERY_CHANGED, stats, timed  # noqa: E402
+
 from browser import CHROMIUM, CHROMIUM_ARGS, click_plot_point, query_line, served_app, wait_settled  # noqa: E402
 
 SETTLED = "Scores of this query"
