@@ -4,7 +4,7 @@ the library call behind it.
 For a bundle with a history model (default: the built-in default data, built here if missing):
 * library: ``trajemb.forecast.forecast_row`` for random rows (the page's four methods: the history
   model, raw kNN, constant velocity and acceleration), first call (model, raw index and temperatures)
-  and warm;
+  and warm, half a second apart;
 * browser: the page opened to its forecast drawn (the server already up, nothing forecast yet), opened
   again (warm), Random clicked repeatedly, a click on a retrieved future (its bank window becomes the
   query). Each is timed to the last change of the page: a MutationObserver records every change, and
@@ -71,6 +71,7 @@ def library(bundle_path: Path, queries: int) -> None:
     )
     ms = []
     for row in rows[1:]:
+        time.sleep(0.5)  # as between a person's clicks: back to back, faiss's and torch's threads contend
         t0 = time.perf_counter()
         forecast_row(bundle, int(row), config, methods)
         ms.append(1000 * (time.perf_counter() - t0))

@@ -78,6 +78,7 @@ from trajemb.validate import check_float, check_int, check_seed
 
 if TYPE_CHECKING:
     from trajemb.bundle import Bundle
+    from trajemb.embed import Embedder
     from trajemb.model import TrajectoryEncoder
     from trajemb.store import TrajectoryTable
 
@@ -204,6 +205,7 @@ class ForecastBank:
         self._lock = threading.RLock()
         self._raw_index: SearchIndex | None = None
         self._encoders: dict[str, TrajectoryEncoder] = {}
+        self._embedders: dict[str, Embedder] = {}
         self._scenario_keys: pa.Array | None = None
         self._temperatures: dict[str, float] = {}
 
@@ -272,14 +274,22 @@ class ForecastBank:
                 self._encoders[model] = self.bundle.encoder(model)[0]
             return self._encoders[model]
 
+    def embedder(self, model: str) -> Embedder:
+        """The history model's embedder, kept: it derives the model's inference constants once, not
+        once per query (a third of embedding one history)."""
+        from trajemb.embed import Embedder
+
+        with self._lock:
+            if model not in self._embedders:
+                self._embedders[model] = Embedder(self.encoder(model))
+            return self._embedders[model]
+
     def features(self, method: str, history_xy: np.ndarray) -> np.ndarray:
         """(Q, H, 2) agent-frame histories -> (Q, D) search features of a retrieval method."""
         x = history_input(history_xy, self.history_steps)
         if method == KNN_RAW:
             return x.reshape(len(x), -1)
-        from trajemb.embed import embed_windows
-
-        return embed_windows(self.encoder(method.removeprefix(RETRIEVAL_PREFIX)), x)
+        return self.embedder(method.removeprefix(RETRIEVAL_PREFIX))(x)
 
     def search(
         self,
