@@ -219,7 +219,7 @@ def page() -> None:
             return
         with st.spinner("Forecasting"):
             f = forecast_window(bundle, history, config=config, methods=methods)
-    c1, c2 = st.columns([5, 4])
+    c1, c2 = st.columns([4, 3])
     with c1:
         forecast_map(bundle, f, model, config.k)
     with c2:

@@ -1005,7 +1005,7 @@ def forecast_figure(
     box = (float(x0), float(y0), float(x1), float(y1))
     if geometry is not None:
         data = map_traces(geometry, box, {"xaxis": "x", "yaxis": "y"}) + data
-    legend_rows = math.ceil((len(futures_xy) + len(extra) + 1) / 4)
+    legend_rows = math.ceil((len(futures_xy) + len(extra) + 1) / 3)
     frame = "city frame" if city_frame else "agent frame: initial heading"
     layout = {
         "title": {"text": plain(title), "font": {"size": 13}},
@@ -1022,7 +1022,7 @@ def forecast_figure(
             "xanchor": "left",
             "y": -0.1,
             "yanchor": "top",
-            "entrywidth": 0.25,
+            "entrywidth": 0.33,
             "entrywidthmode": "fraction",
         },
         "xaxis": _axis(f"x (m, {frame})", range=[box[0], box[2]]),
