@@ -197,7 +197,8 @@ def url_params(bundle: Bundle | None) -> dict[str, str | list[str]]:
     if bundle is not None:
         names = bundle.model_names
         defaults.update({MODEL: names[0], "model-a": names[0], "model-b": names[len(names) // 2]})
-        defaults["forecast-model"] = next((m for m in names if bundle.history_steps(m) is not None), None)
+        histories = [m for m in names if bundle.model_entry(m).get("history_steps") is not None]
+        defaults["forecast-model"] = histories[0] if histories else None  # read, not checked: never raises
     for name, spec in SPECS.items():
         value = get(name)
         if spec.url is None or value is None or value == "" or value == spec.default:
