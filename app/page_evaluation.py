@@ -287,7 +287,10 @@ def _rare_section(reports: dict[str, dict[str, Any]]) -> None:
     if frame.empty:
         return  # it needs true manoeuvres (synthetic data)
     st.subheader("Rare behaviours among the most unique windows")
-    st.caption(ui.md(rare_enrichment_note(reports) + ". Best value per column in bold."))
+    # The base rate is the same for every method: said once, so the table keeps to the page's width.
+    base = frame.pop("base rate").dropna()
+    share = f" Base rate of the rare classes: {base.iloc[0]:.3f}." if len(base) else ""
+    st.caption(ui.md(rare_enrichment_note(reports) + "." + share + " Best value per column in bold."))
     definitions = {
         c: RARE_ENRICHMENT_METRICS.get(c, RARE_ENRICHMENT_METRICS["each class"]) for c in frame.columns
     }
