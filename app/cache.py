@@ -325,12 +325,81 @@ def stamp_of(bundle: Bundle) -> tuple[str, tuple[int, ...]]:
     return str(bundle.root), bundle_stamp(str(bundle.root))
 
 
+#: The name of the filter by a loaded list of window ids among the table filters; its value is the
+#: list's key in ``_id_lists``.
+ID_FILTER = "window ids"
+#: Key (content hash) -> bundle rows of the id lists loaded in this process (a few hundred kB each).
+_id_lists: dict[str, np.ndarray] = {}
+
+
+def register_id_list(rows: np.ndarray) -> str:
+    """Keep a loaded list's rows for the filter; returns its key (the hash of its rows)."""
+    import hashlib
+
+    rows = np.unique(np.asarray(rows, dtype=np.int64))
+    key = hashlib.sha256(rows.tobytes()).hexdigest()[:16]
+    with _default_lock:
+        if key not in _id_lists and len(_id_lists) >= 64:
+            _id_lists.pop(next(iter(_id_lists)))
+        _id_lists[key] = rows
+    return key
+
+
+def id_list_rows(key: str) -> np.ndarray | None:
+    return _id_lists.get(key)
+
+
 @st.cache_resource(show_spinner=False, max_entries=64)
 def filter_mask(
     path: str, stamp: tuple[int, ...], filters: tuple[tuple[str, tuple[str, ...]], ...]
 ) -> np.ndarray | None:
-    """(N,) bool rows passing the table filters; None when no filter is set."""
-    return label_mask(_open(path, stamp), filters)
+    """(N,) bool rows passing the table filters (the label filters and a loaded id list); None when
+    no filter is set."""
+    bundle = _open(path, stamp)
+    mask = label_mask(bundle, tuple(f for f in filters if f[0] != ID_FILTER))
+    for name, keys in filters:
+        if name != ID_FILTER or not keys:
+            continue
+        rows = _id_lists.get(keys[0])
+        if rows is None:  # forgotten by this process: no filter rather than an empty list
+            continue
+        listed = np.zeros(bundle.num_windows, dtype=bool)
+        listed[rows[rows < bundle.num_windows]] = True
+        mask = listed if mask is None else mask & listed
+    return mask
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def rare_order(
+    path: str, stamp: tuple[int, ...], model: str, filters: tuple[tuple[str, tuple[str, ...]], ...], one: bool
+) -> np.ndarray:
+    """Rows passing the filters by decreasing uniqueness under ``model`` (``one``: each track's most
+    unique window only): ``trajemb.uniqueness.rare_order`` of the stored (or computed) scores."""
+    from trajemb.uniqueness import rare_order as order_of
+
+    bundle = _open(path, stamp)
+    return order_of(
+        uniqueness(path, stamp, model), bundle.groups if one else None, filter_mask(path, stamp, filters)
+    )
+
+
+def uniqueness(path: str, stamp: tuple[int, ...], model: str) -> np.ndarray:
+    """(N,) uniqueness of every window (``trajemb.explore.uniqueness``: stored, else computed once)."""
+    from trajemb.explore import uniqueness as scores
+
+    return scores(_open(path, stamp), model)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def duplicates(path: str, stamp: tuple[int, ...], model: str, eps: float) -> tuple[dict[str, Any], Any]:
+    """The duplication report at eps / 4, eps / 2, eps and 2 eps and the near-duplicate groups at
+    ``eps`` (``trajemb.duplicates``; one range search at 2 eps serves both)."""
+    from trajemb.duplicates import duplicate_groups, duplication_report, find_duplicates
+
+    bundle = _open(path, stamp)
+    pairs = find_duplicates(bundle, model, 2 * eps)
+    report = duplication_report(bundle, model, (eps / 4, eps / 2, eps, 2 * eps), check_sample=0, pairs=pairs)
+    return report, duplicate_groups(pairs.below(eps), bundle.groups)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)

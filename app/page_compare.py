@@ -49,6 +49,7 @@ def page() -> None:
             ]
             ui.overlay(bundle, result, f"cmp-{side}-overlay", labels, height=380)
             ui.neighbor_table(bundle, result, f"cmp-{side}-table", shared)
+            ui.neighbor_downloads(bundle, name, result, f"cmp-{side}")
 
 
 ui.run_page(page)

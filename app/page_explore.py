@@ -5,13 +5,16 @@ from __future__ import annotations
 import streamlit as st
 
 from trajemb.bundle import Bundle
-from trajemb.explore import SORT_COLUMNS, page_of, search_row
+from trajemb.errors import TrajembError
+from trajemb.explore import SORT_COLUMNS, page_of, rows_frame, rows_from_id_bytes, search_row
+from trajemb.viz import gallery_figure
 
 import cache
 import state
 import ui
 
-PICK_MODES = ("Filter and pick", "By id", "On the 2-D layout")
+PICK_MODES = ("Filter and pick", "By id", "On the 2-D layout", "From a list of ids")
+GALLERY_SIZE = 30
 PAGE_ROWS = 200
 
 
@@ -46,6 +49,11 @@ def filter_and_pick(bundle: Bundle) -> None:
     c4.caption(
         f"{matching:,} matching windows; rows {first + 1:,} to {first + len(rows):,} of {matching:,} shown. "
         "Select a row to make it the query. The filters also narrow Random and the 2-D layouts."
+        + (
+            " Only the windows of the loaded id list (From a list of ids)."
+            if any(name == cache.ID_FILTER for name, _ in ui.current_filters())
+            else ""
+        )
     )
     columns = ui.label_table_columns(bundle, rows, state.FILTERS)
     columns["speed (m/s)"] = bundle.numbers("mean_speed_mps")[rows].tolist() if rows else []
@@ -59,6 +67,69 @@ def by_id(bundle: Bundle) -> None:
             "Window id (source/scenario/track/start), or scenario/track for its first window", key="query-id"
         )
         c2.form_submit_button("Use as query", on_click=_pick_by_id, args=(bundle,), width="stretch")
+
+
+def from_list(bundle: Bundle, model: str) -> None:
+    """A list of window ids loaded back (any trajemb download, or a file of the user's own): a gallery
+    whose items become the query, its table and downloads, and a filter of the pick table and layouts."""
+    upload = st.file_uploader(
+        "A list of window ids: a CSV or parquet file with a window_id column (any trajemb download or "
+        "`--out` file), or text with one id per line",
+        type=["csv", "parquet", "pq", "txt"],
+        key="id-upload",
+    )
+    if upload is not None and st.session_state.get("_id-upload-seen") != (upload.file_id, str(bundle.root)):
+        st.session_state["_id-upload-seen"] = (upload.file_id, str(bundle.root))
+        try:  # the library's capped reader; ids the bundle lacks refuse the list, saying how many and which
+            rows = rows_from_id_bytes(bundle, upload.getvalue(), "the file")
+        except TrajembError as exc:
+            st.session_state.pop(ui.ID_LIST, None)
+            st.session_state["_id-upload-error"] = str(exc)
+        else:
+            st.session_state.pop("_id-upload-error", None)
+            st.session_state[ui.ID_LIST] = (str(bundle.root), upload.name, rows, cache.register_id_list(rows))
+    if upload is None:
+        st.session_state.pop("_id-upload-seen", None)
+    error = st.session_state.get("_id-upload-error")
+    if error and upload is not None:
+        st.error(f"Cannot use this list: {ui.md(error)}")
+        return
+    loaded = ui.id_list(bundle)
+    if loaded is None:
+        st.caption(
+            "Choose a file to see its windows here and to filter the pick table and 2-D layouts by it."
+        )
+        return
+    name, rows = loaded
+    st.text(f"{len(rows):,} windows from {name}")
+    st.toggle(
+        "Filter the pick table, Random and the 2-D layouts to this list",
+        help="Together with the label filters",
+        **state.bind("id-filter"),
+    )
+    shown = rows[:GALLERY_SIZE]
+    path, stamp = cache.stamp_of(bundle)
+    codes, cats = cache.label_values(path, stamp, "direction")
+    fig = gallery_figure(
+        list(bundle.xy.rows(shown)),
+        [cats[c] for c in codes[shown]],
+        cats,
+        "direction",
+        shown.tolist(),
+        f"The first {len(shown)} of the listed windows (agent frame); click one to make it the query",
+        height=380,
+    )
+    st.plotly_chart(
+        fig,
+        key="list-gallery",
+        on_select=lambda: ui.pick_from_plot("list-gallery"),
+        selection_mode="points",
+        config={"displaylogo": False},
+    )
+    listed = rows[:500].tolist()
+    columns = ui.label_table_columns(bundle, listed, ("direction", "true_manoeuvre", "object_type", "city"))
+    ui.results_table(bundle, listed, columns, state.table_key("list-table"), 220, "list-table")
+    ui.downloads(lambda: rows_frame(bundle, rows, model), ui.file_stem("list", model, name), "list-download")
 
 
 def on_layout(bundle: Bundle, model: str, row: int, neighbor_rows: list[int]) -> None:
@@ -102,9 +173,11 @@ def page() -> None:
         by_id(bundle)
     elif mode == PICK_MODES[2]:
         on_layout(bundle, model, row, nb.rows.tolist() if nb is not None else [])
+    elif mode == PICK_MODES[3]:
+        from_list(bundle, model)
     ui.labels_help()
     if nb is not None:
-        ui.show_neighbors(bundle, nb, "explore")
+        ui.show_neighbors(bundle, nb, "explore", model=model)
     ui.completion_notice(bundle, only_running=True)
 
 

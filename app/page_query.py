@@ -107,7 +107,7 @@ def page() -> None:
     options = ui.neighbor_options(bundle, None, query_type)
     nb = ui.search_or_error(search_window, bundle, model, window, options)
     if nb is not None:
-        ui.show_neighbors(bundle, nb, "own")
+        ui.show_neighbors(bundle, nb, "own", model=model)
         st.session_state["own-drawn-version"] = st.session_state.get(state.VERSION)
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from trajemb.bundle import Bundle
-from trajemb.explore import LABELS, cluster_summaries, rows_in_box, rows_in_lasso
+from trajemb.explore import LABELS, cluster_frame, cluster_summaries, rows_frame, rows_in_box, rows_in_lasso
 from trajemb.viz import gallery_figure, rank_colors
 
 import cache
@@ -75,8 +75,13 @@ def page() -> None:
     codes, cats = cache.layout_labels(path, stamp, model, color_by, clusters)
     mask = cache.filter_mask(path, stamp, ui.current_filters())
     active = "; ".join(
-        f"{name.replace('_', ' ')}: {', '.join(picked)}" for name, picked in ui.current_filters() if picked
+        f"{name.replace('_', ' ')}: {', '.join(picked)}"
+        for name, picked in ui.current_filters()
+        if picked and name != cache.ID_FILTER
     )
+    listed = ui.id_list(bundle)
+    if listed is not None and any(name == cache.ID_FILTER for name, _ in ui.current_filters()):
+        active = "; ".join(filter(None, [active, f"the {len(listed[1]):,} windows of {listed[0]}"]))
     shown = f"{bundle.num_windows:,} windows"
     if mask is not None:
         shown = f"{int(mask.sum()):,} of {shown} (filtered: {active})"
@@ -105,14 +110,14 @@ def page() -> None:
     ui.labels_help()
     selection = st.session_state.get(SELECTION)
     if selection is not None and selection[0] == str(bundle.root) and selection[1] == model:
-        show_selection(bundle, selection[2], codes, cats, color_by)
+        show_selection(bundle, model, selection[2], codes, cats, color_by)
         st.button("Clear the selection", key="clear-selection", on_click=_clear_selection)
     if st.toggle("Show the cluster prototypes (k-means medoids)", **state.bind("show-prototypes")):
         prototypes(bundle, model, clusters)
 
 
 def show_selection(
-    bundle: Bundle, rows: np.ndarray, codes: np.ndarray, cats: list[str], color_by: str
+    bundle: Bundle, model: str, rows: np.ndarray, codes: np.ndarray, cats: list[str], color_by: str
 ) -> None:
     st.subheader(f"Selection: {len(rows):,} windows")
     if not len(rows):
@@ -141,7 +146,10 @@ def show_selection(
         config={"displaylogo": False},
     )
     first = rows[:500].tolist()
-    st.caption(f"The first {len(first):,} of the selected windows; select a row to make it the query.")
+    st.caption(
+        f"The first {len(first):,} of the selected windows; select a row to make it the query. The "
+        f"downloads hold all {len(rows):,}."
+    )
     labels = ("direction", "true_manoeuvre", "object_type", "speed_bin", "city")
     ui.results_table(
         bundle,
@@ -150,6 +158,11 @@ def show_selection(
         state.table_key("selection-table"),
         220,
         "selection-table",
+    )
+    ui.downloads(
+        lambda: rows_frame(bundle, rows, model),
+        ui.file_stem("selection", model, f"{len(rows)}windows"),
+        "selection-download",
     )
 
 
@@ -193,6 +206,21 @@ def prototypes(bundle: Bundle, model: str, clusters: int) -> None:
             )
         },
     )
+    c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
+    chosen = int(
+        c1.selectbox(
+            "Download the windows of cluster",
+            [s.cluster for s in summaries],
+            key="cluster-download-choice",
+            help="Every window of the cluster, nearest its mean embedding first",
+        )
+    )
+    with c2:
+        ui.downloads(
+            lambda: cluster_frame(bundle, model, labels, chosen),
+            ui.file_stem("cluster", chosen, "of", clusters, model),
+            "cluster-download",
+        )
     rows = [s.medoid for s in summaries]
     colors = rank_colors(len(summaries))  # legible on the maps
     panels = ui.map_panels(

@@ -22,6 +22,7 @@ that address are restored, and going back to the previous query counts as the in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,9 @@ TYPES = "neighbor_types"
 ONE_PER_TRACK = "one_per_track"
 EXCLUDE_SCENARIO = "exclude_scenario"
 EXCLUDE_TRACK = "exclude_track"
+COLLAPSE = "collapse_duplicates"
+DUPLICATE_EPS = "duplicate_eps"
+DEFAULT_EPS = 0.01  # ``trajemb mine duplicates --eps``'s default
 FILTERS = LABELS  # the label columns a person filters by (those a bundle has are shown)
 SAME_TYPE = "same as the query"
 ANY_TYPE = "any type"
@@ -62,7 +66,7 @@ class Setting:
 
     default: Any
     url: str | None = None
-    kind: str = "str"  # "str", "int", "bool" or "list"
+    kind: str = "str"  # "str", "int", "float" (positive), "bool" or "list"
 
 
 SPECS: dict[str, Setting] = {
@@ -73,6 +77,8 @@ SPECS: dict[str, Setting] = {
     ONE_PER_TRACK: Setting(True, "one", "bool"),
     EXCLUDE_SCENARIO: Setting(False, "scen", "bool"),
     EXCLUDE_TRACK: Setting(True, "track", "bool"),
+    COLLAPSE: Setting(False, "collapse", "bool"),
+    DUPLICATE_EPS: Setting(DEFAULT_EPS, "eps", "float"),
     "model-a": Setting(None, "a"),
     "model-b": Setting(None, "b"),
     **{f"filter-{name}": Setting((), name, "list") for name in FILTERS},
@@ -96,6 +102,13 @@ SPECS: dict[str, Setting] = {
     "forecast-k": Setting(_FORECAST.k, "fk", "int"),
     "alignment": Setting(_FORECAST.alignment, "align"),
     "rerank": Setting(str(_FORECAST.rerank), "rerank"),
+    "rare-one": Setting(True, "rone", "bool"),
+    "rare-top": Setting(100),
+    "dup-group": Setting(1),
+    "id-filter": Setting(False),
+    "sketch": Setting("", "sketch"),
+    "sketch-frame": Setting("agent", "frame"),
+    "sketch-speed": Setting(0.0, "speed", "float"),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -156,6 +169,12 @@ def _parse(name: str, params: Any) -> Any:
     if spec.kind == "bool":
         word = raw.strip().lower()
         return word in _TRUE if word in _TRUE + _FALSE else spec.default  # neither yes nor no: default
+    if spec.kind == "float":
+        try:
+            value = float(raw)
+        except ValueError:
+            return spec.default
+        return value if math.isfinite(value) and value >= 0 else spec.default
     if spec.kind == "int":
         try:
             return min(MAX_K, max(1, int(raw)))

@@ -25,6 +25,13 @@ pages = [
     st.Page(
         APP_DIR / "page_space.py", title="Embedding space", icon=":material/scatter_plot:", url_path="space"
     ),
+    st.Page(APP_DIR / "page_rare.py", title="Rare", icon=":material/diamond:", url_path="rare"),
+    st.Page(
+        APP_DIR / "page_duplicates.py",
+        title="Duplicates",
+        icon=":material/content_copy:",
+        url_path="duplicates",
+    ),
     st.Page(
         APP_DIR / "page_compare.py", title="Compare models", icon=":material/compare:", url_path="compare"
     ),

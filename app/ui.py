@@ -6,6 +6,7 @@ Text that comes from data is shown as plain text (``st.text``, table cells, esca
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,9 +21,11 @@ from trajemb.explore import (
     city_xy,
     id_columns,
     neighbor_records,
+    neighbors_frame,
     present_labels,
     timed_scene_context,
 )
+from trajemb.export import results_bytes
 from trajemb.labels import direction_rules
 from trajemb.schema import DirectionClass
 from trajemb.viz import (
@@ -42,6 +45,11 @@ import state
 OPENED = "_opened_bundle"
 #: Session key of the URL parameters the current run wrote (the page links carry them).
 URL_PARAMS = "_url_params"
+#: Session key: download key -> (file name, the function that makes its bytes) of the current run's
+#: download buttons (the buttons make their files only when clicked; tests call the same functions).
+DOWNLOADS = "_downloads"
+#: Download formats: (format, file suffix, MIME type).
+DOWNLOAD_FORMATS = (("csv", "csv", "text/csv"), ("parquet", "parquet", "application/vnd.apache.parquet"))
 
 
 def md(text: str) -> str:
@@ -142,6 +150,13 @@ def neighbor_controls(bundle: Bundle) -> None:
     )
     st.sidebar.checkbox("Exclude the query's own track", **state.bind(state.EXCLUDE_TRACK))
     st.sidebar.checkbox("Exclude the query's scenario", **state.bind(state.EXCLUDE_SCENARIO))
+    eps = float(state.get(state.DUPLICATE_EPS)) or state.DEFAULT_EPS
+    st.sidebar.checkbox(
+        "Collapse near-duplicates",
+        help=f"A window closer than {eps:g} (embedding distance; the threshold of the Duplicates page) to "
+        "a nearer neighbour is left out: near-copies answer once.",
+        **state.bind(state.COLLAPSE),
+    )
 
 
 def neighbor_options(bundle: Bundle, row: int | None, query_type: str | None = None) -> NeighborOptions:
@@ -159,6 +174,9 @@ def neighbor_options(bundle: Bundle, row: int | None, query_type: str | None = N
         one_per_track=bool(state.get(state.ONE_PER_TRACK)),
         exclude_same_scenario=bool(state.get(state.EXCLUDE_SCENARIO)),
         object_types=types,
+        collapse_duplicates_eps=(float(state.get(state.DUPLICATE_EPS)) or state.DEFAULT_EPS)
+        if state.get(state.COLLAPSE)
+        else None,
     )
 
 
@@ -172,8 +190,28 @@ def default_query(bundle: Bundle) -> int:
     return int(np.random.default_rng(0).choice(rows))
 
 
+#: Session key of the list of window ids loaded on Explore: (bundle folder, file name, rows, key).
+ID_LIST = "_id_list"
+
+
+def id_list(bundle: Bundle) -> tuple[str, np.ndarray] | None:
+    """The file name and rows of the id list loaded for this bundle, if any."""
+    loaded = st.session_state.get(ID_LIST)
+    if loaded is None or loaded[0] != str(bundle.root):
+        return None
+    return loaded[1], loaded[2]
+
+
 def current_filters() -> tuple[tuple[str, tuple[str, ...]], ...]:
-    return tuple((name, tuple(state.get(f"filter-{name}") or ())) for name in state.FILTERS)
+    """The label filters, and the loaded id list where it filters too (``cache.ID_FILTER``)."""
+    filters = tuple((name, tuple(state.get(f"filter-{name}") or ())) for name in state.FILTERS)
+    loaded = st.session_state.get(ID_LIST)
+    opened = st.session_state.get(OPENED)
+    if loaded is not None and state.get("id-filter") and opened is not None and loaded[0] == str(opened.root):
+        if cache.id_list_rows(loaded[3]) is None:  # this process forgot it (many lists since): again
+            cache.register_id_list(loaded[2])
+        filters += ((cache.ID_FILTER, (loaded[3],)),)
+    return filters
 
 
 def label_filters(bundle: Bundle) -> None:
@@ -250,6 +288,41 @@ def query_bar(bundle: Bundle, neighbours_link: bool = False) -> int:
     return row
 
 
+# -- downloads ---------------------------------------------------------------------------------------
+def file_stem(*parts: object) -> str:
+    """A safe, meaningful file name stem from ``parts`` (ids and settings): ``trajemb-`` then the parts
+    joined by ``-``, anything but letters, digits, ``.`` and ``_`` turned into ``_``, at most 120
+    characters."""
+    words = [re.sub(r"[^A-Za-z0-9._]+", "_", str(p)).strip("._") for p in parts]
+    return ("trajemb-" + "-".join(w for w in words if w))[:120]
+
+
+def downloads(make_frame: Callable[[], pd.DataFrame], stem: str, key: str) -> None:
+    """CSV and parquet download buttons of a list: the bytes ``trajemb.export.results_bytes`` makes of
+    the ``trajemb.export`` table ``make_frame`` returns (what ``--out`` writes), made only when the
+    button is clicked (a cluster can hold a hundred thousand windows)."""
+    made = st.session_state.setdefault(DOWNLOADS, {})
+    columns = st.columns([1, 1, 6], vertical_alignment="center")
+    for col, (fmt, suffix, mime) in zip(columns, DOWNLOAD_FORMATS, strict=False):
+        name = f"{stem}.{suffix}"
+
+        def data(fmt: str = fmt) -> bytes:
+            return results_bytes(make_frame(), fmt)
+
+        made[f"{key}-{fmt}"] = (name, data)
+        col.download_button(
+            fmt.upper() if fmt == "csv" else "Parquet",
+            data,
+            file_name=name,
+            mime=mime,
+            key=f"{key}-{fmt}",
+            icon=":material/download:",
+            on_click="ignore",
+            help=f"Download this list as {name}: AV2 ids, labels, distance, bundle and model",
+            width="stretch",
+        )
+
+
 # -- lists of windows -----------------------------------------------------------------------------------
 #: How the columns of every list of windows are drawn (widths in pixels; help on hover of the header).
 COLUMNS: dict[str, Any] = {
@@ -291,6 +364,13 @@ COLUMNS: dict[str, Any] = {
     "start": st.column_config.NumberColumn(
         "start", width=52, format="%d", help="Timestep (10 Hz) of the window's first point in its scenario"
     ),
+    "uniqueness": st.column_config.NumberColumn(
+        "uniqueness",
+        width=80,
+        format="%.3f",
+        help="Embedding distance to the k-th nearest window of another track: the larger, the rarer",
+    ),
+    "group": st.column_config.NumberColumn("group", width=52, format="%d", help="1 = the largest group"),
     "window id": st.column_config.TextColumn(
         "window id", width="medium", help="source/scenario/track/start: paste it into By id to come back"
     ),
@@ -555,8 +635,32 @@ def map_grid(bundle: Bundle, nb: Neighbors, key: str, query_title: str = "query"
     draw_maps(panels, key, at_step)
 
 
-def show_neighbors(bundle: Bundle, nb: Neighbors, key: str, maps: bool = True) -> None:
-    """Overlay and table side by side, then the maps."""
+def neighbor_downloads(
+    bundle: Bundle, model: str, nb: Neighbors, key: str, query_window_id: str = ""
+) -> None:
+    """The neighbour list as CSV and parquet (``trajemb.explore.neighbors_frame``); ``query_window_id``:
+    ``drawn`` for a sketch, empty for a window of the user's own (a bundle query names itself)."""
+    query = query_window_id or (
+        bundle.strings("window_id", [nb.query_row])[0] if nb.query_row is not None else "own"
+    )
+    parts = query.split("/")
+    named = "-".join(p[:12] for p in parts[1:]) if len(parts) == 4 else query
+    downloads(
+        lambda: neighbors_frame(bundle, model, nb, query_window_id),
+        file_stem("neighbours", model, named, f"k{len(nb)}"),
+        f"{key}-download",
+    )
+
+
+def show_neighbors(
+    bundle: Bundle,
+    nb: Neighbors,
+    key: str,
+    maps: bool = True,
+    model: str | None = None,
+    query_window_id: str = "",
+) -> None:
+    """Overlay and table side by side (with its downloads where ``model`` is given), then the maps."""
     if not len(nb):
         st.warning(
             "No neighbours pass the neighbour filters (object type, scenario, track); loosen them in the sidebar."
@@ -573,6 +677,8 @@ def show_neighbors(bundle: Bundle, nb: Neighbors, key: str, maps: bool = True) -
     if len(nb) < nb.options.k:
         m3.caption(f"Only {len(nb)} of {nb.options.k} neighbours pass the neighbour filters.")
     neighbor_table(bundle, nb, f"{key}-table")
+    if model is not None:
+        neighbor_downloads(bundle, model, nb, key, query_window_id)
     if not maps:
         overlay(bundle, nb, f"{key}-overlay")
         return

@@ -684,3 +684,34 @@ def test_layout_draws_every_window_once_few_are_in_view(
     ids = bundle.strings("window_id", zoomed.rows.tolist())
     assert all(c.split("/")[-1] == i.split("/")[-1] for c, i in zip(cards["ids"], ids, strict=True))
     cache.layout_view.clear()
+
+
+# -- issue 17: every list downloads, id lists load back, rare and duplicate views, sketches ----------
+def download(app: AppTest, key: str) -> tuple[str, bytes]:
+    """The file name and bytes the download button ``key`` serves when clicked."""
+    name, make = app.session_state["_downloads"][key]
+    return name, make()
+
+
+def test_neighbour_downloads_are_the_library_tables(app: AppTest, small_bundle: Path) -> None:
+    """What the Explore page downloads is byte for byte what ``trajemb.export`` writes for the same
+    neighbours (the CLI's ``search --out``), in both formats, under a safe, telling name."""
+    from trajemb.explore import NeighborOptions, neighbors_frame, search_row
+    from trajemb.export import results_bytes
+
+    bundle = Bundle(small_bundle)
+    query = bundle.find_row(query_text(app).split()[1])
+    assert {b.key for b in app.get("download_button")} >= {"explore-download-csv", "explore-download-parquet"}
+    nb = search_row(
+        bundle,
+        bundle.model_names[0],
+        query,
+        NeighborOptions(k=6, object_types=(bundle.strings("object_type", [query])[0],)),
+    )
+    frame = neighbors_frame(bundle, bundle.model_names[0], nb)
+    for fmt in ("csv", "parquet"):
+        name, data = download(app, f"explore-download-{fmt}")
+        assert re.fullmatch(r"trajemb-neighbours-[A-Za-z0-9._-]+-k6\." + fmt, name), name
+        assert data == results_bytes(frame, fmt)
+    table = pq.read_table(pa.BufferReader(download(app, "explore-download-parquet")[1])).to_pandas()
+    assert table["window_id"].tolist() == neighbor_ids(app)
