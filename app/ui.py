@@ -291,9 +291,9 @@ def query_bar(bundle: Bundle, neighbours_link: bool = False) -> int:
 # -- downloads ---------------------------------------------------------------------------------------
 def file_stem(*parts: object) -> str:
     """A safe, meaningful file name stem from ``parts`` (ids and settings): ``trajemb-`` then the parts
-    joined by ``-``, anything but letters, digits, ``.`` and ``_`` turned into ``_``, at most 120
+    joined by ``-``, anything but letters, digits, ``.``, ``_`` and ``-`` turned into ``_``, at most 120
     characters."""
-    words = [re.sub(r"[^A-Za-z0-9._]+", "_", str(p)).strip("._") for p in parts]
+    words = [re.sub(r"[^A-Za-z0-9._-]+", "_", str(p)).strip("._-") for p in parts]
     return ("trajemb-" + "-".join(w for w in words if w))[:120]
 
 

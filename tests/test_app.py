@@ -715,3 +715,133 @@ def test_neighbour_downloads_are_the_library_tables(app: AppTest, small_bundle: 
         assert data == results_bytes(frame, fmt)
     table = pq.read_table(pa.BufferReader(download(app, "explore-download-parquet")[1])).to_pandas()
     assert table["window_id"].tolist() == neighbor_ids(app)
+
+
+def test_rare_view_lists_the_most_unique_first(app: AppTest, small_bundle: Path) -> None:
+    """The Rare page lists windows by decreasing stored uniqueness, one per track, narrowed by the label
+    filters; its download is ``trajemb.explore.rare_frame`` byte for byte; a row becomes the query."""
+    from trajemb.explore import rare_frame
+    from trajemb.export import results_bytes
+
+    bundle = Bundle(small_bundle)
+    model = bundle.model_names[0]
+    scores = bundle.uniqueness(model)
+    assert scores is not None
+    app.switch_page("page_rare.py").run()
+    assert not app.exception and not app.error
+    table = next(d.value for d in app.dataframe if "uniqueness" in d.value.columns)
+    rows = [bundle.find_row(i) for i in table["window id"]]
+    assert np.all(np.diff(scores[rows]) <= 0)  # most unique first
+    assert scores[rows[0]] == pytest.approx(float(scores.max()))
+    tracks = [i.rsplit("/", 1)[0] for i in table["window id"]]
+    assert len(set(tracks)) == len(tracks)  # one per track
+    expected = rare_frame(bundle, model, 100)
+    assert table["window id"].tolist() == expected["window_id"].tolist()
+    for fmt in ("csv", "parquet"):
+        name, data = download(app, f"rare-download-{fmt}")
+        assert name == f"trajemb-rare-{model}-top100.{fmt}"
+        assert data == results_bytes(expected, fmt)
+    # The label filters narrow it (and name the file).
+    cities = bundle.codes("city")[1]
+    app.multiselect(key="filter-city").set_value([cities[0]]).run()
+    table = next(d.value for d in app.dataframe if "uniqueness" in d.value.columns)
+    assert set(table["city"]) == {cities[0]}
+    assert (
+        table["window id"].tolist()
+        == rare_frame(bundle, model, 100, {"city": (cities[0],)})["window_id"].tolist()
+    )
+    assert download(app, "rare-download-csv")[0] == f"trajemb-rare-{model}-top{len(table)}-{cities[0]}.csv"
+
+
+def test_rare_view_computes_uniqueness_for_older_bundles(
+    app: AppTest, small_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bundle without stored uniqueness (built before it existed): the page computes it in memory,
+    the same scores, and says so."""
+    bundle = Bundle(small_bundle)
+    stored = {m: bundle.uniqueness(m) for m in bundle.model_names}
+    monkeypatch.setattr(Bundle, "uniqueness", lambda self, name: None)
+    app.switch_page("page_rare.py").run()
+    assert not app.exception and not app.error
+    assert any("computed here" in c.value for c in app.caption)
+    table = next(d.value for d in app.dataframe if "uniqueness" in d.value.columns)
+    want = stored[bundle.model_names[0]]
+    assert want is not None
+    rows = [bundle.find_row(i) for i in table["window id"]]
+    assert table["uniqueness"].to_numpy() == pytest.approx(want[rows].astype(np.float64), rel=1e-4, abs=1e-5)
+
+
+def test_duplicates_view_reports_groups_and_downloads_them(app: AppTest, small_bundle: Path) -> None:
+    from trajemb.duplicates import duplicate_groups, find_duplicates
+    from trajemb.explore import duplicates_frame
+    from trajemb.export import results_bytes
+
+    bundle = Bundle(small_bundle)
+    model = bundle.model_names[0]
+    app.switch_page("page_duplicates.py").run()
+    assert not app.exception and not app.error
+    eps = 0.01
+    groups = duplicate_groups(find_duplicates(bundle, model, eps), bundle.groups)
+    report = app.dataframe[0].value
+    assert report["eps"].tolist() == pytest.approx([eps / 4, eps / 2, eps, 2 * eps])
+    assert report["groups"].tolist()[2] == groups.num_groups
+    assert report["windows in a group"].tolist()[2] == groups.duplicated
+    expected = duplicates_frame(bundle, model, eps, groups=groups)
+    for fmt in ("csv", "parquet"):
+        name, data = download(app, f"duplicates-download-{fmt}")
+        assert name == f"trajemb-duplicates-{model}-eps0.01.{fmt}"
+        assert data == results_bytes(expected, fmt)
+    members = next(d.value for d in app.dataframe if "distance" in d.value.columns)
+    want = expected[expected["group"] == 1]["window_id"].tolist()
+    assert members["window id"].tolist() == want[: len(members)]
+    app.number_input(key="duplicate_eps").set_value(0.02).run()  # eps lives in the URL
+    assert app.query_params["eps"] == ["0.02"] or app.query_params["eps"] == "0.02"
+
+
+def test_collapse_near_duplicates_is_a_neighbour_option_in_the_url(app: AppTest, small_bundle: Path) -> None:
+    from trajemb.explore import NeighborOptions, search_row
+
+    bundle = Bundle(small_bundle)
+    query = bundle.find_row(query_text(app).split()[1])
+    app.sidebar.slider(key="k").set_value(12).run()
+    app.sidebar.checkbox(key="collapse_duplicates").check().run()
+    own_type = (bundle.strings("object_type", [query])[0],)
+    want = search_row(
+        bundle,
+        bundle.model_names[0],
+        query,
+        NeighborOptions(k=12, object_types=own_type, collapse_duplicates_eps=0.01),
+    )
+    plain = search_row(bundle, bundle.model_names[0], query, NeighborOptions(k=12, object_types=own_type))
+    assert neighbor_ids(app) == bundle.strings("window_id", want.rows.tolist())
+    assert neighbor_ids(app) != bundle.strings("window_id", plain.rows.tolist())
+    assert app.query_params["collapse"] in ("1", ["1"])
+
+
+def test_id_list_loads_back_as_gallery_and_filter(app: AppTest, small_bundle: Path) -> None:
+    """A downloaded list (or a text file of ids) loads back on Explore: its windows in a table and a
+    gallery, and, when asked, as a filter of the pick table; ids the bundle lacks: one line."""
+    bundle = Bundle(small_bundle)
+    _, data = download(app, "explore-download-parquet")
+    ids = pq.read_table(pa.BufferReader(data)).column("window_id").to_pylist()
+    app.segmented_control(key="pick-mode").set_value("From a list of ids").run()
+    app.get("file_uploader")[0].set_value(("neighbours.parquet", data, "application/octet-stream")).run()
+    assert not app.exception and not app.error
+    assert any(t.value == f"{len(ids)} windows from neighbours.parquet" for t in app.text)
+    listed = next(d.value for d in app.dataframe if "window id" in d.value.columns)
+    assert listed["window id"].tolist() == ids
+    app.toggle(key="id-filter").set_value(True).run()
+    app.segmented_control(key="pick-mode").set_value("Filter and pick").run()
+    pick = next(d.value for d in app.dataframe if "window id" in d.value.columns)
+    assert sorted(pick["window id"]) == sorted(ids)  # the pick table holds the list's windows only
+    # Text, one id per line, with two the bundle does not hold: one line, how many and which first.
+    app.segmented_control(key="pick-mode").set_value("From a list of ids").run()
+    text = "\n".join([ids[0], "x/no/such/1", "x/no/such/2"]).encode()
+    app.get("file_uploader")[0].set_value(("mine.txt", text, "text/plain")).run()
+    assert not app.exception
+    assert len(app.error) == 1
+    message = app.error[0].value
+    assert "2 of 3 window ids are not in the bundle" in message.replace(
+        "\\", ""
+    ) and "no/such/1" in message.replace("\\", "")
+    assert bundle.num_windows  # the bundle is untouched
