@@ -144,3 +144,66 @@ def view_of(key: str) -> tuple[float, float, float, float] | None:
         except (TypeError, ValueError):
             return None
     return None
+
+
+SKETCH_JS = r"""
+export default function(component) {
+  const { data, setStateValue, parentElement } = component;
+  const doc = parentElement.ownerDocument || document;
+  let hooked = null, drawn = 0;
+  function report() {
+    const gd = hooked;
+    const shapes = (gd && gd.layout && gd.layout.shapes) || [];
+    const last = shapes[shapes.length - 1];
+    if (!last || typeof last.path !== 'string' || shapes.length === drawn) return;
+    drawn = shapes.length;
+    const nums = (last.path.match(/-?\d*\.?\d+(?:e[-+]?\d+)?/gi) || []).map(Number);
+    const points = [];
+    for (let k = 0; k + 1 < nums.length; k += 2) points.push([nums[k], nums[k + 1]]);
+    if (points.length) setStateValue('path', points);
+  }
+  function hook() {
+    const host = doc.querySelector('.st-key-' + data.target);
+    const gd = host && host.querySelector('.js-plotly-plot');
+    if (!gd || !gd.on || gd === hooked) return;
+    if (hooked && hooked.removeListener) hooked.removeListener('plotly_relayout', report);
+    gd.on('plotly_relayout', report);
+    hooked = gd;
+    drawn = ((gd.layout && gd.layout.shapes) || []).length;
+  }
+  hook();
+  const poll = setInterval(hook, 300);
+  return () => {
+    clearInterval(poll);
+    if (hooked && hooked.removeListener) hooked.removeListener('plotly_relayout', report);
+  };
+}
+"""
+
+_sketch_component: Any = None
+
+
+def sketch_companion(target_key: str, key: str, on_path: Any) -> None:
+    """Mount the companion of the drawing plot keyed ``target_key``: each path drawn with Plotly's
+    "draw open path" tool lands, as its points in the plot's data coordinates, in
+    ``st.session_state[key]`` (read by ``drawn_path``), and ``on_path`` runs."""
+    global _sketch_component
+    if _sketch_component is None:
+        _sketch_component = st.components.v2.component(
+            "trajemb_sketch_companion", js=SKETCH_JS, isolate_styles=False
+        )
+    _sketch_component(
+        key=key, data={"target": target_key}, default={"path": None}, height=0, on_path_change=on_path
+    )
+
+
+def drawn_path(key: str) -> list[tuple[float, float]] | None:
+    """The points of the path the companion keyed ``key`` last reported (None: none, or unreadable)."""
+    state = st.session_state.get(key)
+    path = state.get("path") if isinstance(state, dict) else getattr(state, "path", None)
+    if not isinstance(path, list) or not path:
+        return None
+    try:
+        return [(float(p[0]), float(p[1])) for p in path]
+    except (TypeError, ValueError, IndexError):
+        return None

@@ -43,6 +43,7 @@ pages = [
     ),
     st.Page(APP_DIR / "page_query.py", title="Your own query", icon=":material/edit:", url_path="query"),
     st.Page(APP_DIR / "page_forecast.py", title="Forecast", icon=":material/timeline:", url_path="forecast"),
+    st.Page(APP_DIR / "page_sketch.py", title="Sketch a query", icon=":material/draw:", url_path="sketch"),
 ]
 # Our own page links: each carries the current settings and query, so that a page switch is one entry
 # in the browser's history with the address complete (Streamlit's own menu drops the parameters, and

@@ -281,12 +281,54 @@ def follow_completion(page: Any, cache: Path, t_start: float, limit_s: float = 3
         print(f"    page said at {line}")
 
 
+def mining_pages(bundle: Path, repeats: int, quiet_ms: int) -> None:
+    """Issue 17: the Rare page opened (from a link, and from Explore by the sidebar) until the page has
+    stopped changing, its maps drawn; the first opening (the server's first rarity order) apart."""
+    from playwright.sync_api import sync_playwright
+
+    with served_app(["--bundle", str(bundle)]) as url, sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = chromium.new_page(viewport={"width": 1500, "height": 1800})
+        page.goto(url, timeout=300_000)
+        page.get_by_text("minADE@").first.wait_for(timeout=300_000)
+        wait_settled(page, quiet_ms, 300_000)
+
+        def open_rare() -> None:
+            page.get_by_role("link", name="Rare", exact=True).click()
+
+        def rare_drawn() -> None:
+            page.get_by_role("heading", name="Rare windows").first.wait_for(timeout=300_000)
+            page.get_by_text("windows pass the filters").first.wait_for(timeout=300_000)
+
+        def back_to_explore() -> None:
+            page.get_by_role("link", name="Explore", exact=True).click()
+            page.get_by_role("heading", name="Explore neighbours").first.wait_for(timeout=300_000)
+            wait_settled(page, quiet_ms)
+
+        first = timed(page, open_rare, rare_drawn, quiet_ms)
+        print(f"  browser: Rare page, first opening (Explore -> Rare)           {first:7.0f} ms")
+        switch_ms = []
+        for _ in range(repeats):
+            back_to_explore()
+            switch_ms.append(timed(page, open_rare, rare_drawn, quiet_ms))
+        stats("browser: Rare page opened from Explore (sidebar link)", switch_ms)
+        link_ms = []
+        for _ in range(repeats):
+            page.goto(url + "/rare", timeout=300_000)
+            rare_drawn()
+            # The page's clock starts at the navigation: its last change is the time waited.
+            link_ms.append(wait_settled(page, quiet_ms))
+        stats("browser: Rare page loaded from its link (new session)", link_ms)
+        chromium.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", default=None)
     parser.add_argument("--clicks", type=int, default=20)
     parser.add_argument("--reruns", type=int, default=30)
     parser.add_argument("--first-start", action="store_true")
+    parser.add_argument("--rare", action="store_true", help="only the Rare page (issue 17), --clicks times")
     parser.add_argument(
         "--follow", action="store_true", help="with --first-start: also time the background completion"
     )
@@ -306,6 +348,10 @@ def main() -> None:
         return
     bundle = Path(args.bundle) if args.bundle else default_bundle()
     print(f"bundle {bundle}")
+    if args.rare:
+        mining_pages(bundle, args.clicks, args.quiet_ms)
+        print(f"load average at the end {os.getloadavg()[0]:.2f}")
+        return
     server_side(bundle, args.reruns)
     browser(bundle, args.clicks, args.quiet_ms)
     print(f"load average at the end {os.getloadavg()[0]:.2f}")

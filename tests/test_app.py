@@ -845,3 +845,35 @@ def test_id_list_loads_back_as_gallery_and_filter(app: AppTest, small_bundle: Pa
         "\\", ""
     ) and "no/such/1" in message.replace("\\", "")
     assert bundle.num_windows  # the bundle is untouched
+
+
+def test_sketch_in_the_url_is_a_query(small_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A drawing (as the Sketch page keeps it in the URL) becomes ``trajemb.sketch``'s window, its
+    neighbours are the library's, its download names the query ``drawn``; a drawing that cannot be
+    a window is one line, and the speed control changes the window."""
+    from trajemb.explore import NeighborOptions, search_sketch, sketch_query
+
+    bundle = Bundle(small_bundle)
+    drawn = "0,0;10,0;20,2;30,6;40,12"
+    app = start(small_bundle, monkeypatch, {"sketch": drawn})
+    app.switch_page("page_sketch.py").run()
+    assert not app.exception and not app.error
+    points = np.array([[float(v) for v in p.split(",")] for p in drawn.split(";")])
+    made = sketch_query(bundle, points)
+    want = search_sketch(bundle, bundle.model_names[0], made, NeighborOptions(k=6, object_types=("vehicle",)))
+    assert neighbor_ids(app) == bundle.strings("window_id", want.rows.tolist())
+    frame = pd.read_csv(__import__("io").BytesIO(download(app, "sketch-download-csv")[1]))
+    assert set(frame["query_window_id"]) == {"drawn"}
+    assert frame["distance"].to_numpy() == pytest.approx(want.distance, abs=1e-5)
+    assert any(t.value.startswith("Drawn: 5 points, 42.") for t in app.text)
+    app.number_input(key="sketch-speed").set_value(5.0).run()  # 5 m/s: the first 29.5 m
+    assert app.query_params["speed"] in ("5.0", ["5.0"])
+    slower = search_sketch(
+        bundle, bundle.model_names[0], sketch_query(bundle, points, speed_mps=5.0), want.options
+    )
+    assert neighbor_ids(app) == bundle.strings("window_id", slower.rows.tolist())
+    app.number_input(key="sketch-speed").set_value(0.0).run()
+    app.session_state["_settings"]["sketch"] = "3,3;3,3"  # one distinct point
+    app.run()
+    assert len(app.error) == 1 and "fewer than two distinct points" in app.error[0].value.replace("\\", "")
+    assert not [d for d in app.dataframe if "window id" in d.value.columns]

@@ -370,3 +370,56 @@ def test_forecast_page_in_chromium(forecast_bundle: Path, chromium: Any) -> None
         click_table_row(page, sources, 1)
         assert wait_query_change(page, picked) != picked
         assert not page.locator("[data-testid=stException]").count()
+
+
+def drag_path(page: Any, plot_index: int, points_xy: list[tuple[float, float]], steps: int = 6) -> None:
+    """Drag the mouse through ``points_xy`` (data coordinates of the plot's first axes) with the button
+    held: real mouse events (Chrome DevTools' Input.dispatchMouseEvent, as a person's hand makes)."""
+    plot = page.locator(".js-plotly-plot").nth(plot_index)
+    plot.evaluate("el => el.scrollIntoView({block: 'center'})")
+    page.wait_for_timeout(100)
+    pixels = plot.evaluate(
+        """(gd, pts) => {
+             const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
+             return pts.map(([x, y]) => [box.left + xa._offset + xa.l2p(x), box.top + ya._offset + ya.l2p(y)]);
+           }""",
+        [list(p) for p in points_xy],
+    )
+    page.mouse.move(*pixels[0])
+    page.mouse.down()
+    for x, y in pixels[1:]:
+        page.mouse.move(x, y, steps=steps)
+    page.mouse.up()
+
+
+def test_sketch_a_query_with_the_mouse(server: str, chromium: Any) -> None:
+    """Issue 17: a path drawn with the mouse (Plotly's draw-open-path tool, real drags) becomes a query
+    whose neighbours appear; the drawing is in the URL, and the browser's Back takes it away again."""
+    page = chromium
+    page.goto(server + "/sketch", timeout=60_000)
+    page.get_by_text("Draw a path to find the windows that look like it.").wait_for(timeout=90_000)
+    wait_idle(page)
+    # A left turn: ahead 20 m, then bending to the left.
+    drag_path(page, 0, [(0, 0), (10, 0), (20, 1), (28, 5), (33, 12), (35, 20)])
+    page.get_by_text("minADE@6").first.wait_for(timeout=60_000)
+    wait_idle(page)
+    drawn = next(t for t in page.locator("[data-testid=stText]").all_inner_texts() if t.startswith("Drawn: "))
+    length_m = float(re.search(r"points, ([0-9.]+) m", drawn).group(1))  # type: ignore[union-attr]
+    assert 35 < length_m < 50, drawn  # about the 42 m dragged
+    url = urlparse(page.url)
+    sketch = parse_qs(url.query)["sketch"][0]
+    xy = np.array([[float(v) for v in p.split(",")] for p in sketch.split(";")])
+    assert np.allclose(xy[0], [0, 0], atol=1.0) and np.allclose(xy[-1], [35, 20], atol=1.0)
+    table = page.locator("[data-testid=stDataFrame]").last
+    assert "drawn" not in table.inner_text()  # a table of the bundle's windows
+    assert page.locator("[data-testid=stDataFrame]").count() >= 1
+    neighbours = page.evaluate(
+        "() => [...document.querySelectorAll('.js-plotly-plot')].map(p => p._fullData.length)"
+    )
+    assert len(neighbours) >= 2  # the canvas, the overlay (and the maps)
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT_DIR / "sketch.png"))
+    # The browser's Back: the address before the drawing, so no drawing.
+    page.go_back()
+    page.get_by_text("Draw a path to find the windows that look like it.").wait_for(timeout=60_000)
+    assert "sketch=" not in page.url

@@ -1029,3 +1029,113 @@ def forecast_figure(
         "yaxis": _axis("y (m)", range=[box[1], box[3]], scaleanchor="x", scaleratio=1),
     }
     return figure(data, layout)
+
+
+#: The agent-frame drawing area of a sketch (metres): x from behind the start to well ahead, y either side.
+SKETCH_X_M = (-10.0, 90.0)
+SKETCH_Y_M = (-50.0, 50.0)
+SKETCH_COLOR = "#d62728"
+
+
+def sketch_figure(
+    drawn_xy: np.ndarray | None,
+    window_xy: np.ndarray | None,
+    base: go.Figure | None = None,
+    height: int = 520,
+) -> go.Figure:
+    """A figure to draw a path on with Plotly's own "draw open path" tool (the drag mode): the agent
+    frame's metres grid with the origin and +x heading marked, or ``base`` (a map of one scene, city
+    frame). ``drawn_xy`` (P, 2): the path drawn last, as drawn (dashed); ``window_xy`` (T, 2): the
+    window made of it, in the same frame (black dots, start circled)."""
+    data: list[dict[str, Any]] = []
+    if base is None:
+        layout: dict[str, Any] = {
+            "height": height,
+            "plot_bgcolor": "white",
+            "showlegend": True,
+            "legend": {"orientation": "h", "y": -0.08},
+            "margin": {"l": 40, "r": TOOLBAR_PX, "t": 30, "b": 40},
+            "modebar": TOOLBAR,
+            "xaxis": {
+                "range": list(SKETCH_X_M),
+                "dtick": 10,
+                "gridcolor": "#e5e5e5",
+                "zerolinecolor": "#999",
+                "title": {"text": "x (m), heading at the start"},
+                "constrain": "domain",
+            },
+            "yaxis": {
+                "range": list(SKETCH_Y_M),
+                "dtick": 10,
+                "gridcolor": "#e5e5e5",
+                "zerolinecolor": "#999",
+                "title": {"text": "y (m), left"},
+                "scaleanchor": "x",
+                "constrain": "domain",
+            },
+            "annotations": [
+                {
+                    "x": 8,
+                    "y": 0,
+                    "ax": 0,
+                    "ay": 0,
+                    "xref": "x",
+                    "yref": "y",
+                    "axref": "x",
+                    "ayref": "y",
+                    "showarrow": True,
+                    "arrowhead": 2,
+                    "arrowwidth": 2,
+                    "arrowcolor": "#555",
+                    "text": "",
+                }
+            ],
+        }
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "x": [0.0],
+                "y": [0.0],
+                "name": "start (origin, heading +x)",
+                "marker": {"size": 10, "color": "#555", "symbol": "circle-open", "line": {"width": 2}},
+                "hoverinfo": "skip",
+            }
+        )
+        fig = figure(data, layout)
+    else:
+        fig = go.Figure(base)
+        fig.update_layout(showlegend=True, legend={"orientation": "h", "y": -0.02})
+    traces: list[dict[str, Any]] = []
+    if drawn_xy is not None and len(drawn_xy):
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": np.round(drawn_xy[:, 0], 2),
+                "y": np.round(drawn_xy[:, 1], 2),
+                "name": "drawn",
+                "line": {"color": SKETCH_COLOR, "width": 2, "dash": "dash"},
+                "hoverinfo": "skip",
+            }
+        )
+    if window_xy is not None and len(window_xy):
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "x": np.round(window_xy[:, 0], 2),
+                "y": np.round(window_xy[:, 1], 2),
+                "name": f"the query: {len(window_xy)} steps at 10 Hz",
+                "marker": {"size": 5, "color": QUERY_COLOR},
+                "hoverinfo": "skip",
+            }
+        )
+    for trace in traces:
+        fig.add_trace(trace)
+    fig.update_layout(
+        dragmode="drawopenpath",
+        newshape={"line": {"color": SKETCH_COLOR, "width": 3}, "opacity": 0.9},
+        clickmode="none",
+    )
+    return fig

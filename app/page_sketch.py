@@ -1,0 +1,145 @@
+"""Sketch a query: draw a path with the mouse (Plotly's "draw open path" tool) in the agent frame or on
+the current query's map; ``trajemb.sketch`` makes it a T-step window at 10 Hz, and its neighbours
+show as any query's. The drawing lives in the URL (``sketch``), so a link or the browser's Back
+brings it back."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from trajemb.errors import TrajembError
+from trajemb.explore import search_sketch, sketch_query
+from trajemb.viz import map_grid_figure, sketch_figure
+
+import cache
+import companion
+import state
+import ui
+
+FRAMES = {"agent": "The agent frame (metres grid)", "city": "The query's map"}
+CANVAS = "sketch-canvas"
+DRAWN = "sketch-drawn"
+#: Most points a drawing keeps in the URL (every k-th point of a longer drawing, and its last).
+URL_POINTS = 200
+
+
+def encode(points: list[tuple[float, float]]) -> str:
+    """Drawn points as URL text: ``x,y;x,y;...`` (centimetres), at most ``URL_POINTS`` of them."""
+    step = max(1, -(-len(points) // URL_POINTS))
+    kept = points[::step]
+    if kept[-1] != points[-1]:
+        kept.append(points[-1])
+    return ";".join(f"{x:.2f},{y:.2f}" for x, y in kept)
+
+
+def decode(text: str) -> np.ndarray:
+    """(P, 2) points of ``encode``'s text; a malformed text gives what ``trajemb.sketch`` refuses."""
+    try:
+        return np.array([[float(v) for v in pair.split(",")] for pair in text.split(";") if pair], np.float64)
+    except ValueError:
+        return np.zeros((0, 2))
+
+
+def _drawn() -> None:
+    """Callback of the drawing companion: the drawn path becomes the sketch (one URL entry)."""
+    points = companion.drawn_path(DRAWN)
+    if points:
+        state.put("sketch", encode(points))
+
+
+def _clear() -> None:
+    state.put("sketch", "")
+
+
+def _frame_changed() -> None:
+    state.put("sketch", "")  # a path drawn in one frame means nothing in the other
+
+
+def page() -> None:
+    st.title("Sketch a query")
+    bundle = ui.bundle_choice()
+    if bundle is None:
+        return
+    # A neighbour picked here (table, overlay, map) is a window of the bundle: show it on Explore.
+    if st.session_state.get("own-drawn-version") not in (None, st.session_state.get(state.VERSION)):
+        st.session_state.pop("own-drawn-version", None)
+        st.switch_page("page_explore.py", query_params=state.url_params(bundle))
+    model = ui.model_choice(bundle)
+    ui.neighbor_controls(bundle)
+    T = bundle.num_steps
+    window_s = (T - 1) / 10
+    if state.get("sketch-frame") not in FRAMES:
+        state.put("sketch-frame", "agent")
+    c1, c2, c3 = st.columns([3, 2, 1], vertical_alignment="bottom")
+    frame = (
+        c1.segmented_control(
+            "Draw in",
+            list(FRAMES),
+            format_func=FRAMES.__getitem__,
+            required=True,
+            **state.bind("sketch-frame", _frame_changed),
+        )
+        or "agent"
+    )
+    speed = float(
+        c2.number_input(
+            "Speed (m/s; 0: the whole path in the window)",
+            min_value=0.0,
+            max_value=70.0,
+            step=1.0,
+            help=f"The road user drives along the path at this speed for {window_s:g} s ({T} steps at "
+            "10 Hz); 0: as fast as it takes to drive the whole path in that time",
+            **state.bind("sketch-speed"),
+        )
+    )
+    c3.button("Clear", key="sketch-clear", on_click=_clear, width="stretch")
+    row: int | None = None
+    if frame == "city":
+        row = ui.query_bar(bundle)
+    points = decode(str(state.get("sketch") or ""))
+    made = None
+    error = None
+    if len(points):
+        try:
+            made = sketch_query(bundle, points, frame, speed or None)
+        except TrajembError as exc:
+            error = str(exc)
+    st.caption(
+        "Choose the pencil (draw open path, selected already) and drag the mouse: the path starts where "
+        + (
+            "you press. The origin is the start, heading +x; a path drawn elsewhere is moved there."
+            if frame == "agent"
+            else "you press, on the map of the current query's scene (city frame); Random picks another scene."
+        )
+        + " Each new drawing replaces the last."
+    )
+    base = None
+    if row is not None:
+        panel = ui.map_panels(bundle, [row], ["the query's scene"], ["#888888"], [False])
+        base = map_grid_figure(panel, columns=1, panel_height=520, margin_m=60.0)
+    fig = sketch_figure(points if len(points) else None, made.xy_drawn if made is not None else None, base)
+    st.plotly_chart(
+        fig, key=CANVAS, config={"displaylogo": False, "modeBarButtonsToAdd": ["drawopenpath", "eraseshape"]}
+    )
+    companion.sketch_companion(CANVAS, DRAWN, _drawn)
+    if error is not None:
+        st.error(f"Cannot use this drawing: {ui.md(error)}")
+        return
+    if made is None:
+        st.info("Draw a path to find the windows that look like it.")
+        return
+    st.text(  # our own words and numbers
+        f"Drawn: {len(made.points)} points, {made.path_length_m:.1f} m; the query covers "
+        f"{made.window_length_m:.1f} m of it: " + "; ".join(made.notes) + "."
+    )
+    types = cache.label_values(*cache.stamp_of(bundle), "object_type")[1]
+    own_type = "vehicle" if "vehicle" in types else types[0]
+    options = ui.neighbor_options(bundle, None, own_type)
+    nb = ui.search_or_error(search_sketch, bundle, model, made, options)
+    if nb is not None:
+        ui.show_neighbors(bundle, nb, "sketch", model=model, query_window_id="drawn")
+        st.session_state["own-drawn-version"] = st.session_state.get(state.VERSION)
+
+
+ui.run_page(page, own_query_page=True)
