@@ -877,3 +877,27 @@ def test_sketch_in_the_url_is_a_query(small_bundle: Path, monkeypatch: pytest.Mo
     app.run()
     assert len(app.error) == 1 and "fewer than two distinct points" in app.error[0].value.replace("\\", "")
     assert not [d for d in app.dataframe if "window id" in d.value.columns]
+
+
+def test_selection_and_cluster_downloads_are_the_library_tables(app: AppTest, small_bundle: Path) -> None:
+    """A box or lasso selection and a k-means cluster on Embedding space download as
+    ``trajemb.explore.rows_frame`` / ``cluster_frame`` (every window, not only those shown)."""
+    from trajemb.explore import cluster_frame, cluster_labels, rows_frame
+    from trajemb.export import results_bytes
+
+    bundle = Bundle(small_bundle)
+    model = bundle.model_names[0]
+    app.switch_page("page_space.py").run()
+    rows = np.arange(10, 1300, 2)
+    app.session_state["space_selection"] = (str(bundle.root), model, rows)
+    app.run()
+    name, data = download(app, "selection-download-parquet")
+    assert name == f"trajemb-selection-{model}-{len(rows)}windows.parquet"
+    assert data == results_bytes(rows_frame(bundle, rows, model), "parquet")
+    assert len(pq.read_table(pa.BufferReader(data))) == len(rows) > 500  # more than the table shows
+    app.toggle(key="show-prototypes").set_value(True).run()
+    app.selectbox(key="cluster-download-choice").set_value(3).run()
+    labels = cluster_labels(np.asarray(bundle.embeddings(model).all()), 8)
+    name, data = download(app, "cluster-download-csv")
+    assert name == f"trajemb-cluster-3-of-8-{model}.csv"
+    assert data == results_bytes(cluster_frame(bundle, model, labels, 3), "csv")
