@@ -901,3 +901,32 @@ def test_selection_and_cluster_downloads_are_the_library_tables(app: AppTest, sm
     name, data = download(app, "cluster-download-csv")
     assert name == f"trajemb-cluster-3-of-8-{model}.csv"
     assert data == results_bytes(cluster_frame(bundle, model, labels, 3), "csv")
+
+
+def test_sketch_on_the_query_map_is_turned_into_the_agent_frame(
+    small_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Drawn on the query's map (city frame): the path along the query's own window comes back as
+    (about) that window in its agent frame, and its neighbours are the library's."""
+    from trajemb.explore import NeighborOptions, city_xy, search_sketch, sketch_query
+
+    bundle = Bundle(small_bundle)
+    app = start(small_bundle, monkeypatch)
+    row = bundle.find_row(query_text(app).split()[1])
+    app.switch_page("page_sketch.py").run()
+    app.segmented_control(key="sketch-frame").set_value("city").run()
+    assert app.query_params["frame"] in ("city", ["city"])
+    window = city_xy(bundle, [row])[0]
+    path = np.concatenate([window[:-1:6], window[-1:]])
+    app.session_state["_settings"]["sketch"] = ";".join(f"{x:.2f},{y:.2f}" for x, y in path)
+    app.run()
+    assert not app.exception and not app.error
+    made = sketch_query(bundle, np.round(path, 2), "city")
+    own = bundle.xy.rows(row)  # the same path, driven at constant speed rather than the window's own
+    assert np.linalg.norm(made.xy_agent[-1] - own[-1]) < 0.5
+    gaps = np.linalg.norm(made.xy_agent[:, None] - own[None], axis=2).min(axis=1)
+    assert gaps.max() < 1.0
+    want = search_sketch(bundle, bundle.model_names[0], made, NeighborOptions(k=6, object_types=("vehicle",)))
+    assert neighbor_ids(app) == bundle.strings("window_id", want.rows.tolist())
+    app.segmented_control(key="sketch-frame").set_value("agent").run()  # another frame: the drawing goes
+    assert not [d for d in app.dataframe if "window id" in d.value.columns]
