@@ -35,7 +35,7 @@ def page() -> None:
         )
     else:
         k = (info or {}).get("k")
-        how = f"stored in the bundle (k = {k})" if k else "stored in the bundle"
+        how = f"stored in the bundle (k = {k})" if isinstance(k, int) else "stored in the bundle"
     st.caption(
         "Uniqueness of a window: the embedding distance to its k-th nearest window on another track. "
         f"The larger, the rarer the behaviour in this bundle. Scores {how}."

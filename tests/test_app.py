@@ -21,7 +21,16 @@ from trajemb.explore import short_id
 from conftest import REPO_ROOT
 
 APP = str(REPO_ROOT / "app" / "streamlit_app.py")
-PAGES = ("page_explore.py", "page_space.py", "page_compare.py", "page_evaluation.py", "page_query.py")
+PAGES = (
+    "page_explore.py",
+    "page_space.py",
+    "page_rare.py",
+    "page_duplicates.py",
+    "page_compare.py",
+    "page_evaluation.py",
+    "page_query.py",
+    "page_sketch.py",
+)
 
 
 def start(bundle: Path, monkeypatch: pytest.MonkeyPatch, params: dict[str, str] | None = None) -> AppTest:
