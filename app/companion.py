@@ -150,14 +150,17 @@ SKETCH_JS = r"""
 export default function(component) {
   const { data, setStateValue, parentElement } = component;
   const doc = parentElement.ownerDocument || document;
-  let hooked = null, drawn = 0;
-  function report() {
-    const gd = hooked;
+  let hooked = null, reported = null;
+  function lastPath(gd) {
     const shapes = (gd && gd.layout && gd.layout.shapes) || [];
     const last = shapes[shapes.length - 1];
-    if (!last || typeof last.path !== 'string' || shapes.length === drawn) return;
-    drawn = shapes.length;
-    const nums = (last.path.match(/-?\d*\.?\d+(?:e[-+]?\d+)?/gi) || []).map(Number);
+    return last && typeof last.path === 'string' ? last.path : null;
+  }
+  function report() {
+    const path = lastPath(hooked);
+    if (!path || path === reported) return;  // a zoom or pan, or the path reported already
+    reported = path;
+    const nums = (path.match(/-?\d*\.?\d+(?:e[-+]?\d+)?/gi) || []).map(Number);
     const points = [];
     for (let k = 0; k + 1 < nums.length; k += 2) points.push([nums[k], nums[k + 1]]);
     if (points.length) setStateValue('path', points);
@@ -169,7 +172,7 @@ export default function(component) {
     if (hooked && hooked.removeListener) hooked.removeListener('plotly_relayout', report);
     gd.on('plotly_relayout', report);
     hooked = gd;
-    drawn = ((gd.layout && gd.layout.shapes) || []).length;
+    reported = lastPath(gd);
   }
   hook();
   const poll = setInterval(hook, 300);
