@@ -419,6 +419,16 @@ def test_sketch_a_query_with_the_mouse(server: str, chromium: Any) -> None:
     assert len(neighbours) >= 2  # the canvas, the overlay (and the maps)
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT_DIR / "sketch.png"))
+    # The neighbours download as a file made when the button is clicked (``trajemb.export``'s table).
+    with page.expect_download(timeout=60_000) as download:
+        page.get_by_role("button", name="CSV").first.click()
+    assert download.value.suggested_filename.startswith("trajemb-neighbours-")
+    import pandas as pd
+
+    frame = pd.read_csv(download.value.path())
+    assert len(frame) == 6 and set(frame["query_window_id"]) == {"drawn"}
+    assert frame["window_id"].str.startswith("synthetic/").all()
+    wait_idle(page)
     # The browser's Back: the address before the drawing, so no drawing.
     page.go_back()
     page.get_by_text("Draw a path to find the windows that look like it.").wait_for(timeout=60_000)
