@@ -134,7 +134,14 @@ def page() -> None:
         f"{made.window_length_m:.1f} m of it: " + "; ".join(made.notes) + "."
     )
     types = cache.label_values(*cache.stamp_of(bundle), "object_type")[1]
-    own_type = "vehicle" if "vehicle" in types else types[0]
+    if state.get("query-type") not in types:
+        state.put("query-type", "vehicle" if "vehicle" in types else types[0])
+    own_type = st.selectbox(
+        "The drawing is a",
+        types,
+        help="Used when neighbours must have the query's object type (sidebar)",
+        **state.bind("query-type"),
+    )
     options = ui.neighbor_options(bundle, None, own_type)
     nb = ui.search_or_error(search_sketch, bundle, model, made, options)
     if nb is not None:
