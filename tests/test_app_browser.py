@@ -421,7 +421,7 @@ def test_sketch_a_query_with_the_mouse(server: str, chromium: Any) -> None:
     page.screenshot(path=str(SCREENSHOT_DIR / "sketch.png"))
     # The neighbours download as a file made when the button is clicked (``trajemb.export``'s table).
     with page.expect_download(timeout=60_000) as download:
-        page.get_by_role("button", name="CSV").first.click()
+        page.locator(".st-key-sketch-download-csv button").first.click()
     assert download.value.suggested_filename.startswith("trajemb-neighbours-")
     import pandas as pd
 
