@@ -1053,8 +1053,8 @@ def sketch_figure(
             "height": height,
             "plot_bgcolor": "white",
             "showlegend": True,
-            "legend": {"orientation": "h", "y": -0.08},
-            "margin": {"l": 40, "r": TOOLBAR_PX, "t": 30, "b": 40},
+            "legend": {"orientation": "h", "y": 1.0, "yanchor": "bottom"},
+            "margin": {"l": 40, "r": TOOLBAR_PX, "t": 40, "b": 40},
             "modebar": TOOLBAR,
             "xaxis": {
                 "range": list(SKETCH_X_M),
@@ -1105,8 +1105,20 @@ def sketch_figure(
         fig = figure(data, layout)
     else:
         fig = go.Figure(base)
-        fig.update_layout(showlegend=True, legend={"orientation": "h", "y": -0.02})
+        fig.update_layout(showlegend=True, legend={"orientation": "h", "y": 1.0, "yanchor": "bottom"})
     traces: list[dict[str, Any]] = []
+    if window_xy is not None and len(window_xy):
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "x": np.round(window_xy[:, 0], 2),
+                "y": np.round(window_xy[:, 1], 2),
+                "name": f"the query: {len(window_xy)} steps at 10 Hz",
+                "marker": {"size": 4, "color": QUERY_COLOR},
+                "hoverinfo": "skip",
+            }
+        )
     if drawn_xy is not None and len(drawn_xy):
         traces.append(
             {
@@ -1116,18 +1128,6 @@ def sketch_figure(
                 "y": np.round(drawn_xy[:, 1], 2),
                 "name": "drawn",
                 "line": {"color": SKETCH_COLOR, "width": 2, "dash": "dash"},
-                "hoverinfo": "skip",
-            }
-        )
-    if window_xy is not None and len(window_xy):
-        traces.append(
-            {
-                "type": "scatter",
-                "mode": "markers",
-                "x": np.round(window_xy[:, 0], 2),
-                "y": np.round(window_xy[:, 1], 2),
-                "name": f"the query: {len(window_xy)} steps at 10 Hz",
-                "marker": {"size": 5, "color": QUERY_COLOR},
                 "hoverinfo": "skip",
             }
         )
