@@ -245,3 +245,23 @@ def test_forecast_figure_draws_every_future_from_the_last_history_point() -> Non
         {int(v) for t in traces for v in (t["customdata"] if t["customdata"] is not None else [])}
     ) == [7, 8, 9]
     assert any(t.get("fill") == "toself" for t in traces)  # the map is drawn under the paths
+
+
+def test_sketch_figure_draws_with_plotlys_own_tool() -> None:
+    """The drawing canvas: Plotly's draw-open-path drag mode, the agent frame's origin marked, the
+    drawn path (on top) and the window made of it; on a map, the map's own traces kept."""
+    from trajemb.viz import SKETCH_COLOR, sketch_figure
+
+    empty = sketch_figure(None, None)
+    assert empty.layout.dragmode == "drawopenpath" and empty.layout.yaxis.scaleanchor == "x"
+    assert [t.name for t in empty.data] == ["start (origin, heading +x)"]
+    drawn = np.array([[0.0, 0.0], [10.0, 0.0], [20.0, 5.0]])
+    window = np.stack([np.linspace(0, 20, 60), np.zeros(60)], axis=1)
+    fig = sketch_figure(drawn, window)
+    names = [t.name for t in fig.data]
+    assert names[-2:] == ["the query: 60 steps at 10 Hz", "drawn"]
+    assert list(fig.data[-1].x) == [0.0, 10.0, 20.0] and fig.data[-1].line.color == SKETCH_COLOR
+    base = go.Figure(data=[go.Scatter(x=[0, 1], y=[0, 1], name="lane")])
+    on_map = sketch_figure(drawn, window, base)
+    assert [t.name for t in on_map.data] == ["lane", "the query: 60 steps at 10 Hz", "drawn"]
+    assert on_map.layout.dragmode == "drawopenpath"
