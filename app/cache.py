@@ -392,14 +392,15 @@ def uniqueness(path: str, stamp: tuple[int, ...], model: str) -> np.ndarray:
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def duplicates(path: str, stamp: tuple[int, ...], model: str, eps: float) -> tuple[dict[str, Any], Any]:
-    """The duplication report at eps / 4, eps / 2, eps and 2 eps and the near-duplicate groups at
-    ``eps`` (``trajemb.duplicates``; one range search at 2 eps serves both)."""
+    """The duplication report at eps / 4, eps / 2 and eps and the near-duplicate groups at ``eps``
+    (``trajemb.duplicates``; one range search at eps serves both: a larger threshold than the one
+    asked for can find many times the pairs)."""
     from trajemb.duplicates import duplicate_groups, duplication_report, find_duplicates
 
     bundle = _open(path, stamp)
-    pairs = find_duplicates(bundle, model, 2 * eps)
-    report = duplication_report(bundle, model, (eps / 4, eps / 2, eps, 2 * eps), check_sample=0, pairs=pairs)
-    return report, duplicate_groups(pairs.below(eps), bundle.groups)
+    pairs = find_duplicates(bundle, model, eps)
+    report = duplication_report(bundle, model, (eps / 4, eps / 2, eps), check_sample=0, pairs=pairs)
+    return report, duplicate_groups(pairs, bundle.groups)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)

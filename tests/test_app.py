@@ -792,7 +792,7 @@ def test_duplicates_view_reports_groups_and_downloads_them(app: AppTest, small_b
     eps = 0.01
     groups = duplicate_groups(find_duplicates(bundle, model, eps), bundle.groups)
     report = app.dataframe[0].value
-    assert report["eps"].tolist() == pytest.approx([eps / 4, eps / 2, eps, 2 * eps])
+    assert report["eps"].tolist() == pytest.approx([eps / 4, eps / 2, eps])
     assert report["groups"].tolist()[2] == groups.num_groups
     assert report["windows in a group"].tolist()[2] == groups.duplicated
     expected = duplicates_frame(bundle, model, eps, groups=groups)
