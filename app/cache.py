@@ -35,6 +35,7 @@ from trajemb.bundle import manifest_stamp as disk_stamp
 from trajemb.completion import lock_is_held, read_progress
 from trajemb.errors import DataError
 from trajemb.explore import (
+    LABELS,
     Extent,
     cluster_labels,
     cluster_medoids,
@@ -309,12 +310,35 @@ def _verify(bundle: Bundle, path: str, stamp: tuple[int, ...]) -> None:
         _verify_errors[(path, stamp)] = str(exc)
 
 
+#: Bundle versions whose rarity order has been prepared in the background (``_warm_rare``).
+_warmed: set[tuple[str, tuple[int, ...]]] = set()
+
+
+def _warm_rare(path: str, stamp: tuple[int, ...], model: str) -> None:
+    """Sort the windows by their stored uniqueness beside the first page, so that the Rare page opens
+    without it (a quarter of a second at a million windows); never for a bundle without stored scores
+    (computing them is a minute at a million windows: only when someone opens the page)."""
+    try:
+        if _open(path, stamp).uniqueness(model) is not None:
+            rare_order(path, stamp, model, tuple((name, ()) for name in LABELS), True)
+    except Exception as exc:  # the page computes it again, and says what is wrong
+        log.info("rarity order of %s not prepared: %s", path, exc)
+
+
 def open_bundle(path: str) -> Bundle:
     """The bundle at ``path``, opened again whenever it changed on disk since it was opened."""
     bundle = _open(path, bundle_stamp(path))
     if bundle.changed():  # a file read so far was written or replaced: open (and verify) it afresh
         _generations[path] = _generations.get(path, 0) + 1
         bundle = _open(path, bundle_stamp(path))
+    version = (path, bundle_stamp(path))
+    with _default_lock:
+        fresh = version not in _warmed
+        _warmed.add(version)
+    if fresh and bundle.model_names:
+        threading.Thread(
+            target=_warm_rare, args=(*version, bundle.model_names[0]), name="trajemb-rare", daemon=True
+        ).start()
     error = _verify_errors.get((path, bundle_stamp(path)))
     if error is not None:
         raise DataError(error)
