@@ -20,6 +20,8 @@ import ui
 FRAMES = {"agent": "The agent frame (metres grid)", "city": "The query's map"}
 CANVAS = "sketch-canvas"
 DRAWN = "sketch-drawn"
+#: Session key: the query version and the neighbour rows the last run of this page showed.
+SHOWN = "_sketch-shown"
 #: Most points a drawing keeps in the URL (every k-th point of a longer drawing, and its last).
 URL_POINTS = 200
 
@@ -61,9 +63,14 @@ def page() -> None:
     bundle = ui.bundle_choice()
     if bundle is None:
         return
-    # A neighbour picked here (table, overlay, map) is a window of the bundle: show it on Explore.
-    if st.session_state.get("own-drawn-version") not in (None, st.session_state.get(state.VERSION)):
-        st.session_state.pop("own-drawn-version", None)
+    # A neighbour picked here (table, overlay, map) is a window of the bundle: show it on Explore. Only
+    # a pick among the neighbours the last run showed (Random and Back on the map's query bar stay).
+    shown = st.session_state.pop(SHOWN, None)
+    if (
+        shown is not None
+        and shown[0] != st.session_state.get(state.VERSION)
+        and st.session_state.get(state.QUERY) in shown[1]
+    ):
         st.switch_page("page_explore.py", query_params=state.url_params(bundle))
     model = ui.model_choice(bundle)
     ui.neighbor_controls(bundle)
@@ -146,7 +153,7 @@ def page() -> None:
     nb = ui.search_or_error(search_sketch, bundle, model, made, options)
     if nb is not None:
         ui.show_neighbors(bundle, nb, "sketch", model=model, query_window_id="drawn")
-        st.session_state["own-drawn-version"] = st.session_state.get(state.VERSION)
+        st.session_state[SHOWN] = (st.session_state.get(state.VERSION), set(nb.rows.tolist()))
 
 
-ui.run_page(page, own_query_page=True)
+ui.run_page(page, sketch_page=True)

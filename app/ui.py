@@ -698,13 +698,15 @@ def search_or_error(fn: Any, *args: Any) -> Neighbors | None:
         return None
 
 
-def run_page(page: Any, own_query_page: bool = False) -> None:
+def run_page(page: Any, own_query_page: bool = False, sketch_page: bool = False) -> None:
     """Run a page, then mirror the settings and query in the URL (whatever the page showed); an
     expected error (a corrupt or modified bundle file found while reading it) becomes one line on the
     page, never a traceback."""
     st.session_state.pop(OPENED, None)
     if not own_query_page:  # the own-query page follows a pick to Explore only while it is shown
         st.session_state.pop("own-drawn-version", None)
+    if not sketch_page:  # the sketch page follows a pick among its neighbours only while it is shown
+        st.session_state.pop("_sketch-shown", None)
     try:
         page()
     except TrajembError as exc:
