@@ -264,4 +264,5 @@ def test_sketch_figure_draws_with_plotlys_own_tool() -> None:
     base = go.Figure(data=[go.Scatter(x=[0, 1], y=[0, 1], name="lane")])
     on_map = sketch_figure(drawn, window, base)
     assert [t.name for t in on_map.data] == ["lane", "the query: 60 steps at 10 Hz", "drawn"]
+    assert [t.showlegend for t in on_map.data] == [False, True, True]
     assert on_map.layout.dragmode == "drawopenpath"

@@ -1105,7 +1105,11 @@ def sketch_figure(
         fig = figure(data, layout)
     else:
         fig = go.Figure(base)
-        fig.update_layout(showlegend=True, legend={"orientation": "h", "y": 1.0, "yanchor": "bottom"})
+        fig.update_traces(showlegend=False)  # the map's own lines and road users need no legend
+        fig.update_layout(
+            showlegend=True,
+            legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right"},
+        )
     traces: list[dict[str, Any]] = []
     if window_xy is not None and len(window_xy):
         traces.append(
@@ -1115,6 +1119,7 @@ def sketch_figure(
                 "x": np.round(window_xy[:, 0], 2),
                 "y": np.round(window_xy[:, 1], 2),
                 "name": f"the query: {len(window_xy)} steps at 10 Hz",
+                "showlegend": True,
                 "marker": {"size": 4, "color": QUERY_COLOR},
                 "hoverinfo": "skip",
             }
@@ -1127,6 +1132,7 @@ def sketch_figure(
                 "x": np.round(drawn_xy[:, 0], 2),
                 "y": np.round(drawn_xy[:, 1], 2),
                 "name": "drawn",
+                "showlegend": True,
                 "line": {"color": SKETCH_COLOR, "width": 2, "dash": "dash"},
                 "hoverinfo": "skip",
             }
