@@ -433,3 +433,20 @@ def test_sketch_a_query_with_the_mouse(server: str, chromium: Any) -> None:
     page.go_back()
     page.get_by_text("Draw a path to find the windows that look like it.").wait_for(timeout=60_000)
     assert "sketch=" not in page.url
+    # On the query's map (city frame): a 30 m drag across the middle of the map.
+    page.get_by_text("The query's map", exact=True).click()
+    page.get_by_text("Query: ").first.wait_for(timeout=60_000)
+    wait_idle(page)
+    x0, x1, y0, y1 = page.locator(".js-plotly-plot").first.evaluate(
+        "gd => [...gd._fullLayout.xaxis.range, ...gd._fullLayout.yaxis.range]"
+    )
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    drag_path(page, 0, [(cx - 15, cy), (cx, cy + 1), (cx + 15, cy + 3)])
+    try:
+        drawn = wait_text_change(page, "Drawn: ", "")
+        page.get_by_text("minADE@6").first.wait_for(timeout=60_000)
+    finally:
+        page.screenshot(path=str(SCREENSHOT_DIR / "sketch-map.png"))
+    wait_idle(page)
+    assert parse_qs(urlparse(page.url).query)["frame"] == ["city"]
+    assert 25 < float(re.search(r"points, ([0-9.]+) m", drawn).group(1)) < 35, drawn  # type: ignore[union-attr]
