@@ -13,7 +13,10 @@ For a bundle (default: the ~100k-window bundle of ``scripts/bench_scale.py``, el
 ``--first-start`` instead measures the README's main command on an empty cache: server start to the
 first neighbours on screen, with the build stages the page showed on the way.
 
-Usage: python scripts/bench_app.py [--bundle PATH] [--clicks 20] [--first-start]
+``--rare`` instead times the Rare page (issue 17): its first opening, opened again from Explore, and
+opened by its link in a new session, each until the page has stopped changing.
+
+Usage: python scripts/bench_app.py [--bundle PATH] [--clicks 20] [--first-start | --rare]
 """
 
 from __future__ import annotations
