@@ -106,7 +106,7 @@ def main() -> None:
         config = TrainConfig(
             encoder=encoder, similarity=args.similarity, batch_size=args.batch_size, device=args.device
         )
-        trainer = Trainer(config, table, Path(tmp) / "run", progress=False)
+        trainer = Trainer(table, config, Path(tmp) / "run", progress=False)
         device = resolve_device(args.device)
         ours, ours_t = measure(trainer, lambda r: our_step(trainer, r), args.steps, args.batch_size)
         orig, orig_t = measure(trainer, lambda r: original_step(trainer, r), args.steps, args.batch_size)

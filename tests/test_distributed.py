@@ -30,18 +30,18 @@ DETERMINISTIC = ["--mining", "hard", "--dropout", "0", "--input-dropout", "0"]
 # between epochs (torchrun then stops the other rank).
 INTERRUPTING_LAUNCHER = """
 import sys
-import trajemb.train as train
+import trajemb.run_folder as run_folder
 from trajemb.cli import main
 
 stop_after, argv = int(sys.argv[1]), sys.argv[2:]
-append_csv = train._append_csv
+append_metrics = run_folder.append_metrics
 
 def append_then_die(path, row):
-    append_csv(path, row)
+    append_metrics(path, row)
     if row["epoch"] == stop_after:
         raise SystemExit(3)
 
-train._append_csv = append_then_die
+run_folder.append_metrics = append_then_die
 sys.exit(main(argv))
 """
 
@@ -121,7 +121,7 @@ def _global_step_grads(rank: int, port: int, table: str, rows: torch.Tensor, out
     """One gloo rank: the gradient of one training step mining over the global batch."""
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        trainer = Trainer(_step_config("global"), Path(table), Path(out), progress=False)
+        trainer = Trainer(Path(table), _step_config("global"), Path(out), progress=False)
         half = len(rows) // 2
         loss, _ = trainer.batch_loss(rows[rank * half : (rank + 1) * half], _mining_gen(), across_ranks=True)
         loss.backward()  # type: ignore[no-untyped-call]
@@ -155,7 +155,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_global_mining_gradient_equals_one_process(synth_table: Path, tmp_path: Path) -> None:
-    one = Trainer(_step_config("global"), synth_table, tmp_path, progress=False)
+    one = Trainer(synth_table, _step_config("global"), tmp_path, progress=False)
     assert not one.dist.is_distributed
     rows = torch.from_numpy(one.split.train[:256])
     loss, _ = one.batch_loss(rows, _mining_gen(), across_ranks=True)  # one process: the whole batch

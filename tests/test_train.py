@@ -87,9 +87,9 @@ def test_resume_continues(synth_table: Path, tmp_path: Path) -> None:
     )
     killed_in_epoch_2(config(epochs=2, encoder=dropout, mining="random"), synth_table, out)
     with pytest.raises(ConfigError, match="training config differs"):
-        Trainer(config(epochs=2, encoder=dropout, mining="random", lr=1e-3), synth_table, out, resume=True)
+        Trainer(synth_table, config(epochs=2, encoder=dropout, mining="random", lr=1e-3), out, resume=True)
     trainer = Trainer(
-        config(epochs=2, encoder=dropout, mining="random"), synth_table, out, resume=True, progress=False
+        synth_table, config(epochs=2, encoder=dropout, mining="random"), out, resume=True, progress=False
     )
     assert trainer.start_epoch == 1
     trainer.fit()
@@ -102,10 +102,10 @@ def test_resume_continues(synth_table: Path, tmp_path: Path) -> None:
     # Resuming a finished run is refused before any work, saying where its result is.
     with pytest.raises(ConfigError, match=r"already finished its 2 epoch\(s\); nothing to resume"):
         Trainer(
-            config(epochs=2, encoder=dropout, mining="random"), synth_table, out, resume=True, progress=False
+            synth_table, config(epochs=2, encoder=dropout, mining="random"), out, resume=True, progress=False
         )
     with pytest.raises(DataError, match="nothing to resume"):
-        Trainer(config(), synth_table, tmp_path / "fresh", resume=True, progress=False)
+        Trainer(synth_table, config(), tmp_path / "fresh", resume=True, progress=False)
 
 
 def test_resume_from_a_state_without_random_streams_says_so(
@@ -120,7 +120,7 @@ def test_resume_from_a_state_without_random_streams_says_so(
     assert state["rng_device"] == "cpu" and {"torch_rng", "mining_rng"} <= set(state)
     torch.save({k: v for k, v in state.items() if k not in ("rng_device", "torch_rng", "mining_rng")}, path)
     with caplog.at_level("WARNING", logger="trajemb.train"):
-        Trainer(config(epochs=2), synth_table, out, resume=True, progress=False).fit()
+        Trainer(synth_table, config(epochs=2), out, resume=True, progress=False).fit()
     assert "fresh dropout and mining random streams (saved by an earlier release)" in caplog.text
 
 
@@ -137,7 +137,7 @@ def test_resume_on_cuda_matches_an_uninterrupted_run(synth_table: Path, tmp_path
         ),
     )
     killed_in_epoch_2(recipe, synth_table, tmp_path / "b")
-    Trainer(recipe, synth_table, tmp_path / "b", resume=True, progress=False).fit()
+    Trainer(synth_table, recipe, tmp_path / "b", resume=True, progress=False).fit()
     train(recipe, synth_table, tmp_path / "a", progress=False)
     assert_same_weights(tmp_path / "a", tmp_path / "b", rtol=1e-4, atol=1e-5)  # CUDA sums in any order
 
@@ -164,7 +164,7 @@ def test_split_is_by_scenario(synth_table: Path) -> None:
 
 def test_table_smaller_than_a_batch(synth_table: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="fewer than one batch of 100000"):
-        Trainer(config(batch_size=100_000), synth_table, tmp_path / "run", progress=False)
+        Trainer(synth_table, config(batch_size=100_000), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
 
 
@@ -183,7 +183,7 @@ def test_nan_in_table(synth_table: Path, tmp_path: Path) -> None:
     with pytest.raises(
         DataError, match=r"1 window\(s\) contain NaN or infinite positions \(first: synthetic/"
     ):
-        Trainer(config(), tmp_path / "bad.parquet", tmp_path / "run", progress=False)
+        Trainer(tmp_path / "bad.parquet", config(), tmp_path / "run", progress=False)
 
 
 def test_bad_flags() -> None:
@@ -202,7 +202,7 @@ def test_history_model_card_and_refusals(history_checkpoint: Path, synth_table: 
     with pytest.raises(ConfigError, match="--history-steps must be in"):
         config(history_steps=1)
     with pytest.raises(ConfigError, match="--history-steps 60 does not fit 60-step windows"):
-        Trainer(config(history_steps=60), synth_table, tmp_path / "run", progress=False)
+        Trainer(synth_table, config(history_steps=60), tmp_path / "run", progress=False)
     with pytest.raises(ConfigError, match="--history-targets window needs --history-steps"):
         config(history_targets="window")
     assert not (tmp_path / "run").exists()
@@ -215,7 +215,7 @@ def test_history_model_with_window_targets(synth_table: Path, tmp_path: Path) ->
     c = config(
         loss="soft_neighbors", history_steps=30, history_targets="window", batches="neighborhoods", epochs=1
     )
-    trainer = Trainer(c, synth_table, tmp_path / "run", progress=False)
+    trainer = Trainer(synth_table, c, tmp_path / "run", progress=False)
     raw = read_table(synth_table).xy_agent
     np.testing.assert_allclose(trainer.xy.numpy(), history_input(raw, 30))
     np.testing.assert_allclose(trainer.target_xy.numpy(), window_in_history_frame(raw, 30))
@@ -311,9 +311,9 @@ def test_existing_run_needs_resume_or_overwrite(synth_table: Path, tmp_path: Pat
     train(config(epochs=1), synth_table, out, progress=False)
     (out / "notes.txt").write_text("mine")
     with pytest.raises(DataError, match=r"already holds a training run .*--resume .*--overwrite"):
-        Trainer(config(epochs=1), synth_table, out, progress=False)
+        Trainer(synth_table, config(epochs=1), out, progress=False)
     with pytest.raises(ConfigError, match="give one of them"):
-        Trainer(config(epochs=1), synth_table, out, resume=True, overwrite=True, progress=False)
+        Trainer(synth_table, config(epochs=1), out, resume=True, overwrite=True, progress=False)
     train(config(epochs=1, lr=1e-3), synth_table, out, progress=False, overwrite=True)
     with open(out / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -327,11 +327,11 @@ def test_refusals_come_before_any_work(synth_table: Path, tmp_path: Path) -> Non
     (tmp_path / "theirs").mkdir()
     (tmp_path / "theirs" / "thesis.tex").write_text("years of work")
     with pytest.raises(DataError, match="non-empty folder that trajemb did not write"):
-        Trainer(config(), synth_table, tmp_path / "theirs", progress=False)
+        Trainer(synth_table, config(), tmp_path / "theirs", progress=False)
     with pytest.raises(ConfigError, match="--device 'bogus' is not a device"):
-        Trainer(config(device="bogus"), synth_table, tmp_path / "run", progress=False)
+        Trainer(synth_table, config(device="bogus"), tmp_path / "run", progress=False)
     with pytest.raises(ConfigError, match="too few to retrieve --val-k 1000 neighbours"):
-        Trainer(config(val_k=1000), synth_table, tmp_path / "run", progress=False)
+        Trainer(synth_table, config(val_k=1000), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
     assert [p.name for p in (tmp_path / "theirs").iterdir()] == ["thesis.tex"]
 
@@ -368,7 +368,7 @@ def test_soft_neighbour_recipe_trains_and_resumes_identically(synth_table: Path,
     model, card = load_checkpoint(tmp_path / "a" / "last")
     assert card["loss"] == "soft_neighbors" and card["threshold"] is None and not model.config.normalize
     killed_in_epoch_2(recipe, synth_table, tmp_path / "b")
-    Trainer(recipe, synth_table, tmp_path / "b", resume=True, progress=False).fit()
+    Trainer(synth_table, recipe, tmp_path / "b", resume=True, progress=False).fit()
     assert_same_weights(tmp_path / "a", tmp_path / "b")
     with pytest.raises(ConfigError, match="mining-scope global"):
         config(loss="soft_neighbors", mining_scope="global")
@@ -377,7 +377,7 @@ def test_soft_neighbour_recipe_trains_and_resumes_identically(synth_table: Path,
 def test_card_records_the_revision_the_run_started_from(synth_table: Path, tmp_path: Path) -> None:
     """Edits to the tree while a run trains (the shipped-checkpoint recipe copying into checkpoints/)
     must not mark its cards dirty: the revision is taken once, when the run starts."""
-    trainer = Trainer(config(epochs=1), synth_table, tmp_path / "run", progress=False)
+    trainer = Trainer(synth_table, config(epochs=1), tmp_path / "run", progress=False)
     started = trainer.git_revision
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("trajemb.train.git_revision", lambda *_: "edited-dirty")
@@ -399,3 +399,18 @@ def test_one_cycle_warmup_never_divides_by_zero() -> None:
                 sched.step()
             assert 0 < pct < 1
     assert _one_cycle_warmup(0.1, 1000) == 0.1  # long runs keep the asked-for warm-up
+
+
+def test_a_trainer_from_a_notebook_trains_in_memory(synth_table: Path, tmp_path: Path) -> None:
+    """``Trainer(table, config)``: a table already loaded, no run folder; it trains and writes nothing."""
+    table = read_table(synth_table)
+    trainer = Trainer(table, config(epochs=1))
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    best = trainer.fit()
+    assert best["epoch"] == 1 and np.isfinite(best["val_minADE@6"])
+    assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
+    assert trainer.out is None and not list(tmp_path.iterdir())
+    with pytest.raises(ConfigError, match="need a run folder"):
+        Trainer(table, config(), resume=True)
+    with pytest.raises(TypeError, match="the table comes first"):
+        Trainer(config(), synth_table, tmp_path / "run")  # type: ignore[arg-type]

@@ -104,7 +104,7 @@ def stopped_run(synth_table: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def test_every_crafted_field_is_refused_with_its_name(stopped_run: Path, synth_table: Path) -> None:
     """Checked against a fresh trainer's own optimiser, scheduler and generators (the references)."""
-    trainer = Trainer(config(epochs=3), synth_table, stopped_run / "elsewhere", progress=False)
+    trainer = Trainer(synth_table, config(epochs=3), stopped_run / "elsewhere", progress=False)
     original = torch.load(stopped_run / "last" / TRAIN_STATE_FILE, weights_only=True)
     generators = {
         "shuffle_rng": trainer.shuffle.get_state(),

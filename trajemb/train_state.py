@@ -7,10 +7,17 @@ or random-generator states of the wrong size. Loaded as they are, such values fa
 after training has started, or silently skip epochs. ``check_train_state`` compares every field with
 what this run's own model, optimiser, scheduler and generators hold before the first step, and
 returns the values to resume from; anything else is one ``DataError`` naming the field.
+
+``RandomStreams`` are a run's random generators that an epoch draws from without re-seeding them (the
+shuffle, in-batch mining, dropout): saved with every last checkpoint and restored on resume, so that a
+resumed run draws what the uninterrupted one would have drawn. ``read_last`` reads the last
+checkpoint and its state and refuses one of another table, config or number of processes.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +26,11 @@ from typing import Any
 
 import torch
 
-from trajemb.errors import DataError
+from trajemb.checkpoint import load_checkpoint
+from trajemb.errors import ConfigError, DataError
+from trajemb.model import EncoderConfig, TrajectoryEncoder
+
+log = logging.getLogger(__name__)
 
 #: Scheduler fields that change as it steps; every other field is fixed by the run's config.
 _SCHEDULER_COUNTERS = ("last_epoch", "_step_count", "_last_lr", "_is_initial", "_get_lr_called_within_step")
@@ -251,3 +262,105 @@ def check_train_state(
             raise DataError(f"{where}: training state lacks {field}; start afresh with --overwrite")
         _generator_state(state[field], like, field, where)
     return ResumePoint(epoch + 1, float(best))
+
+
+class RandomStreams:
+    """The random streams of a run that are not re-seeded per epoch: the shuffle of the single-process
+    epoch order (CPU), in-batch mining's generator (on the training device) and the global torch
+    generators of the CPU and the device (dropout). Batches of neighbourhoods and augmentations are
+    drawn from per-epoch seeds instead (``trajemb.train``), so a resumed run draws them again."""
+
+    def __init__(self, seed: int, device: torch.device):
+        self.device = device
+        self.shuffle = torch.Generator().manual_seed(seed)
+        self.mining = torch.Generator(device=device).manual_seed(seed + 1)
+
+    def state(self) -> dict[str, Any]:
+        """The streams' states, for the training state file (the shuffle under ``shuffle_rng``; the
+        others with the device type they belong to)."""
+        state: dict[str, Any] = {
+            "shuffle_rng": self.shuffle.get_state(),
+            "rng_device": self.device.type,
+            "torch_rng": torch.get_rng_state(),
+            "mining_rng": self.mining.get_state(),
+        }
+        if self.device.type == "cuda":
+            state["device_rng"] = torch.cuda.get_rng_state(self.device)
+        elif self.device.type == "mps":
+            state["device_rng"] = torch.mps.get_rng_state()
+        return state
+
+    def generators(self) -> dict[str, torch.Tensor]:
+        """The current generator states by field name, what ``check_train_state`` compares sizes with."""
+        return {k: v for k, v in self.state().items() if isinstance(v, torch.Tensor)}
+
+    def restore(self, state: Mapping[str, Any], where: Path) -> None:
+        """Restore a checked state (``check_train_state``): the same weights on a CPU, the same to float
+        tolerance on a GPU (kernels may sum in another order). The device's streams are restored only
+        on the device type they were saved on; a state of an earlier release, or one saved on another
+        device type, resumes with fresh streams, and the log says so."""
+        self.shuffle.set_state(state["shuffle_rng"])
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])
+        if state.get("rng_device") != self.device.type:
+            log.warning(
+                "%s: resuming with fresh dropout and mining random streams (%s); the run continues, "
+                "but not draw for draw as an uninterrupted one",
+                where,
+                "saved by an earlier release"
+                if "rng_device" not in state
+                else f"saved on {state['rng_device']}, resumed on {self.device.type}",
+            )
+            return
+        self.mining.set_state(state["mining_rng"])
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["device_rng"], self.device)
+        elif self.device.type == "mps":
+            torch.mps.set_rng_state(state["device_rng"])
+
+
+def read_last(
+    last: Path,
+    state_file: Path,
+    device: torch.device,
+    *,
+    table_sha256: str,
+    train_config: dict[str, Any],
+    encoder: EncoderConfig,
+    world_size: int,
+) -> tuple[TrajectoryEncoder, dict[str, Any], object]:
+    """The last checkpoint of a run (model, card) and its training state as loaded (still unchecked:
+    ``check_train_state``), refused unless it belongs to this run.
+
+    Raises:
+        DataError: no state file, a card that names no table or another one, an unreadable state.
+        ConfigError: another training config or number of processes than this run's.
+    """
+    if not state_file.is_file():
+        raise DataError(f"{last}: nothing to resume (no {state_file.name}); drop --resume to start afresh")
+    model, card = load_checkpoint(last, device)
+    data = card.get("data")
+    trained_on = data.get("table_sha256") if isinstance(data, dict) else None
+    if not isinstance(trained_on, str):
+        raise DataError(f"{last}: the card does not name the table it was trained on; cannot resume")
+    if trained_on != table_sha256:
+        raise DataError(f"{last}: was trained on table {trained_on[:12]}, not this one")
+    if card.get("train_config") != json.loads(json.dumps(train_config)):
+        raise ConfigError(f"{last}: training config differs from this run's; resume with the same flags")
+    if card.get("world_size", 1) != world_size:
+        raise ConfigError(
+            f"{last}: was trained by {card.get('world_size', 1)} process(es), this run has "
+            f"{world_size}; resume with the same --nproc-per-node x nodes"
+        )
+    if model.config != encoder:
+        raise DataError(f"{last}: config.json does not match the card's training config; cannot resume")
+    try:
+        state = torch.load(state_file, weights_only=True, map_location="cpu")
+    except Exception as exc:
+        # torch.load(weights_only=True) executes no code; whatever a damaged or foreign state file
+        # raises (unpickling errors of any kind), the state cannot be resumed from.
+        raise DataError(
+            f"{state_file}: unreadable training state ({type(exc).__name__}: {exc}); "
+            "start afresh with --overwrite"
+        ) from exc
+    return model, card, state
