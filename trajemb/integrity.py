@@ -146,13 +146,6 @@ class VerifiedFile:
     def verify_all(self) -> None:
         self.verify_blocks(range(len(self.digest.blocks)))
 
-    def verify_range(self, offset: int, length: int) -> None:
-        """Verify the blocks that hold bytes [offset, offset + length)."""
-        if length <= 0:
-            return
-        b = self.digest.block_bytes
-        self.verify_blocks(range(offset // b, (offset + length - 1) // b + 1))
-
     def verify_blocks(self, blocks: Iterable[int]) -> None:
         wanted = set(blocks)
         with self._lock:

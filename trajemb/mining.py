@@ -19,14 +19,14 @@ Anchors without any positive or without any negative yield no triplet.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
 from trajemb.errors import ConfigError
 
 MiningName = Literal["random", "hard", "semi-hard"]
-MINING_STRATEGIES: tuple[str, ...] = ("random", "hard", "semi-hard")
+MINING_STRATEGIES: tuple[str, ...] = get_args(MiningName)
 
 
 @dataclass(frozen=True)

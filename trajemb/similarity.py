@@ -14,7 +14,7 @@ device.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from trajemb.errors import ConfigError
 
 SimilarityName = Literal["cosine", "fft"]
-SIMILARITIES: tuple[str, ...] = ("cosine", "fft")
+SIMILARITIES: tuple[str, ...] = get_args(SimilarityName)
 DEFAULT_SHAPE_WEIGHT = 0.5
 
 
