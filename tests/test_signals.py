@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from trajemb.cli import main
+from trajemb.completion import LOCK_FILE
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
 
@@ -198,7 +199,7 @@ def test_sigterm_during_the_layout_stops_the_bundle(
         "--out",
         str(out),
     ]
-    proc = run_until([*args, "--device", "cpu", "--queries", "50"], "stage 3", tmp_path)
+    proc = run_until([*args, "--device", "cpu", "--queries", "50"], "2-D layout of model", tmp_path)
     time.sleep(2)  # inside numba's compilation of UMAP
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -227,9 +228,12 @@ def test_sighup_during_completion_leaves_the_bundle_as_it_was(
     ]
     assert cli(["-q", *build, "--device", "cpu", "--no-umap", "--no-eval"]) == 0
     before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
-    proc = run_until(["complete", "--bundle", str(bundle)], "stage 3", tmp_path)
+    proc = run_until(["complete", "--bundle", str(bundle)], "2-D layout of model", tmp_path)
     time.sleep(2)
     proc.send_signal(signal.SIGHUP)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 129, stderr[-2000:]
-    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
+    after = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    # The completion's lock file stays (an empty file that flock locks; ``trajemb.completion``).
+    assert after.pop(bundle / LOCK_FILE) == b""
+    assert after == before
