@@ -29,6 +29,12 @@ CHROMIUM_ARGS = [
 ]
 
 
+#: How long any wait on the page may take before the test fails. It bounds a hang, it paces nothing:
+#: every wait ends as soon as the page shows what it waits for, so a loaded machine (2 cores shared by
+#: several jobs) only makes the test slower, not red. ``TRAJEMB_BROWSER_WAIT_S`` overrides it.
+WAIT_MS = int(float(os.environ.get("TRAJEMB_BROWSER_WAIT_S", "600")) * 1000)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -48,8 +54,11 @@ def peak_rss_gb(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def served_app(args: list[str], env: dict[str, str] | None = None, timeout_s: float = 120) -> Iterator[str]:
-    """``streamlit run app/streamlit_app.py -- ARGS`` on a free localhost port; yields its URL."""
+def served_app(
+    args: list[str], env: dict[str, str] | None = None, timeout_s: float = WAIT_MS / 1000
+) -> Iterator[str]:
+    """``streamlit run app/streamlit_app.py -- ARGS`` on a free localhost port; yields its URL once its
+    health endpoint answers (polled; ``timeout_s`` only bounds a server that never comes up)."""
     global last_server_pid
     port = free_port()
     cmd = [
@@ -91,7 +100,7 @@ def served_app(args: list[str], env: dict[str, str] | None = None, timeout_s: fl
             proc.kill()
 
 
-def wait_idle(page: Any, timeout_ms: int = 60_000, quiet_ms: int = 400) -> None:
+def wait_idle(page: Any, timeout_ms: int = WAIT_MS, quiet_ms: int = 400) -> None:
     """Until Streamlit has finished the current run and the page has not changed for ``quiet_ms``
     (Streamlit shows its "Running" indicator only after half a second, so its absence alone says
     nothing about a short run), with the plots drawn."""
@@ -107,7 +116,7 @@ def query_line(page: Any) -> str:
     return ""
 
 
-def wait_query_change(page: Any, before: str, timeout_ms: int = 60_000) -> str:
+def wait_query_change(page: Any, before: str, timeout_ms: int = WAIT_MS) -> str:
     page.wait_for_function(
         """q => [...document.querySelectorAll('[data-testid=stText]')]
               .some(e => e.innerText.startsWith('Query: ') && e.innerText !== q)""",
@@ -118,21 +127,36 @@ def wait_query_change(page: Any, before: str, timeout_ms: int = 60_000) -> str:
     return query_line(page)
 
 
+def scroll_to(page: Any, locator: Any) -> None:
+    """Scroll ``locator`` to the middle of the view and wait until it stands still there (its box the
+    same in two successive frames), so that coordinates read from it next are where a click lands."""
+    locator.evaluate("el => el.scrollIntoView({block: 'center'})")
+    page.wait_for_function(
+        """el => new Promise(done => {
+             const a = el.getBoundingClientRect();
+             requestAnimationFrame(() => requestAnimationFrame(() => {
+               const b = el.getBoundingClientRect();
+               done(a.top === b.top && a.left === b.left && a.height === b.height && b.height > 0);
+             }));
+           })""",
+        arg=locator.element_handle(timeout=WAIT_MS),
+        timeout=WAIT_MS,
+    )
+
+
 def click_table_row(page: Any, table_index: int, row: int) -> None:
     """Select data row ``row`` of the ``table_index``-th dataframe by clicking its selection box."""
     grid = page.locator("[data-testid=stDataFrame]").nth(table_index)
-    grid.evaluate("el => el.scrollIntoView({block: 'center'})")
-    page.wait_for_timeout(100)
-    box = grid.bounding_box()
+    scroll_to(page, grid)
     row_px = 35  # glide data grid: header and rows are 35 px high
-    page.mouse.click(box["x"] + 18, box["y"] + row_px * (row + 1) + row_px / 2)
+    # Playwright's click waits until the grid is visible, stable and the topmost element at that point.
+    grid.click(position={"x": 18, "y": row_px * (row + 1) + row_px / 2}, timeout=WAIT_MS)
 
 
 def click_plot_point(page: Any, plot_index: int, trace: int = 0, point: int = 0) -> None:
     """Click the ``point``-th point of ``trace`` of the ``plot_index``-th plotly chart, where it is drawn."""
     plot = page.locator(".js-plotly-plot").nth(plot_index)
-    plot.evaluate("el => el.scrollIntoView({block: 'center'})")
-    page.wait_for_timeout(100)
+    scroll_to(page, plot)
     xy = plot.evaluate(
         """(gd, [t, i]) => {
              const fl = gd._fullLayout, tr = gd._fullData[t];
@@ -149,7 +173,7 @@ def click_plot_point(page: Any, plot_index: int, trace: int = 0, point: int = 0)
 def go_to(page: Any, name: str, heading: str | None = None) -> None:
     """Click the sidebar link of page ``name`` and wait for its heading and the end of the run."""
     page.get_by_role("link", name=name, exact=True).click()
-    page.get_by_role("heading", name=heading or name).first.wait_for(timeout=60_000)
+    page.get_by_role("heading", name=heading or name).first.wait_for(timeout=WAIT_MS)
     wait_idle(page)
 
 
@@ -171,6 +195,7 @@ def set_slider(page: Any, label: str, value: int) -> None:
               .some(s => s.innerText.includes(label) &&
                          s.querySelector('[data-testid=stSliderThumbValue]').innerText === String(v))""",
         arg=[label, value],
+        timeout=WAIT_MS,
     )
     wait_idle(page)
 
@@ -187,7 +212,7 @@ def selected(page: Any, label: str) -> str:
     return str(page.get_by_role("combobox", name=label).first.input_value())
 
 
-def wait_text_change(page: Any, prefix: str, before: str, timeout_ms: int = 60_000) -> str:
+def wait_text_change(page: Any, prefix: str, before: str, timeout_ms: int = WAIT_MS) -> str:
     """Until some text element starting with ``prefix`` reads other than ``before``; returns it."""
     page.wait_for_function(
         """([p, b]) => [...document.querySelectorAll('[data-testid=stText]')]
@@ -230,7 +255,7 @@ def watch_changes(page: Any) -> float:
     return float(page.evaluate("performance.now()"))
 
 
-def wait_settled(page: Any, quiet_ms: int = 1000, timeout_ms: int = 120_000) -> float:
+def wait_settled(page: Any, quiet_ms: int = 1000, timeout_ms: int = WAIT_MS) -> float:
     """Until no script run is in progress and the page has not changed for ``quiet_ms``: what a person
     waits for. Returns the page's clock (ms) at its last change, so that a caller can time an action
     from its own start to the moment the page stopped changing (the quiet period itself not counted).

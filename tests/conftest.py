@@ -18,6 +18,19 @@ FIXTURES_ENV = "TRAJEMB_AV2_FIXTURES"
 REQUIRE_RAY_ENV = "TRAJEMB_REQUIRE_RAY"
 
 
+#: Session fixtures that take tens of seconds on a 2-core machine: bundles with a 2-D layout (UMAP, with
+#: numba's compilation) and the evaluation. Every test that uses one is marked slow here, so that
+#: ``pytest -m "not slow"`` stays an inner loop of about a minute; the full suite (CI) runs them all.
+SLOW_FIXTURES = frozenset({"small_bundle", "hostile_bundle", "real_bundle", "incomplete_bundle"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def av2_fixtures_dir() -> Path:
     return Path(os.environ.get(FIXTURES_ENV, REPO_ROOT.parent / "shared" / "data" / "av2_fixtures"))
 

@@ -621,6 +621,7 @@ def test_corrupt_bundle_is_one_line_not_a_traceback(
     assert any("does not match the bundle manifest" in e.value for e in at.error)
 
 
+@pytest.mark.slow
 def test_default_data_is_completed_in_the_background(
     synth_table: Path, tiny_checkpoints: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

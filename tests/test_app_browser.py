@@ -17,12 +17,14 @@ import pytest
 from browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    WAIT_MS,
     add_to_multiselect,
     choose,
     click_plot_point,
     click_table_row,
     go_to,
     query_line,
+    scroll_to,
     selected,
     served_app,
     set_slider,
@@ -35,10 +37,13 @@ from conftest import REPO_ROOT
 
 SCREENSHOT_DIR = Path(os.environ.get("TRAJEMB_SCREENSHOTS", REPO_ROOT / ".cache" / "screenshots"))
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None and not os.environ.get("TRAJEMB_REQUIRE_BROWSER"),
-    reason="Debian's chromium is not installed (apt-get install chromium)",
-)
+pytestmark = [
+    pytest.mark.slow,  # a served app and a browser: tens of seconds each
+    pytest.mark.skipif(
+        CHROMIUM is None and not os.environ.get("TRAJEMB_REQUIRE_BROWSER"),
+        reason="Debian's chromium is not installed (apt-get install chromium)",
+    ),
+]
 
 
 @pytest.fixture
@@ -55,7 +60,9 @@ def chromium() -> Iterator[Any]:
     assert CHROMIUM is not None, "TRAJEMB_REQUIRE_BROWSER is set but chromium is missing"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser.new_page(viewport={"width": 1500, "height": 1600})
+        page = browser.new_page(viewport={"width": 1500, "height": 1600})
+        page.set_default_timeout(WAIT_MS)  # every wait ends on what the page shows; this bounds a hang
+        yield page
         browser.close()
 
 
@@ -104,8 +111,9 @@ def test_explorer_in_chromium(server: str) -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 2200})
-        page.goto(server, timeout=60_000)
-        page.get_by_text("minADE@6").first.wait_for(timeout=90_000)
+        page.set_default_timeout(WAIT_MS)
+        page.goto(server, timeout=WAIT_MS)
+        page.get_by_text("minADE@6").first.wait_for(timeout=WAIT_MS)
         wait_idle(page)
         first = query_line(page)
         assert first.startswith("Query: synthetic/")
@@ -158,7 +166,7 @@ def test_explorer_in_chromium(server: str) -> None:
             page.get_by_role("link", name=name).click()
             page.get_by_role(
                 "heading", name=name if name != "Explore" else "Explore neighbours"
-            ).first.wait_for(timeout=60_000)
+            ).first.wait_for(timeout=WAIT_MS)
             wait_idle(page)
             assert not page.locator("[data-testid=stException]").count(), name
             page.screenshot(path=str(SCREENSHOT_DIR / f"{path}.png"))
@@ -181,7 +189,7 @@ def test_settings_survive_the_background_completion(
     shutil.copytree(incomplete_bundle, bundle)
     page = chromium
     with completion_lock(bundle), served_app(["--bundle", str(bundle)]) as url:
-        page.goto(url + "/evaluation", timeout=60_000)
+        page.goto(url + "/evaluation", timeout=WAIT_MS)
         page.get_by_role("button", name="Compute them now, in the background").click()
         wait_text_change(page, "waiting for another process that holds this bundle's lock", "")
         other = ProgressFile(bundle, [Step("2-D layout of model x", 30.0), Step("evaluation", 60.0)])
@@ -203,7 +211,7 @@ def test_settings_survive_the_background_completion(
         csv = tmp_path / "path.csv"
         csv.write_text("x,y\n0,0\n5,0\n10,1\n15,3\n")
         page.locator("input[type=file]").set_input_files(str(csv))
-        page.get_by_text("minADE@").first.wait_for(timeout=60_000)
+        page.get_by_text("minADE@").first.wait_for(timeout=WAIT_MS)
         wait_idle(page)
         for _ in range(3):
             go_to(page, "Evaluation")
@@ -228,8 +236,8 @@ def test_browser_back_and_forward(server: str, chromium: Any) -> None:
     """Issue 22, bug 2: the browser's Back and Forward move through queries and pages like the in-app
     Back, in one press each; the address they bring back stays."""
     page = chromium
-    page.goto(server, timeout=60_000)
-    page.get_by_text("minADE@").first.wait_for(timeout=90_000)
+    page.goto(server, timeout=WAIT_MS)
+    page.get_by_text("minADE@").first.wait_for(timeout=WAIT_MS)
     wait_idle(page)
     first = query_id(page)
     before = query_line(page)
@@ -251,7 +259,7 @@ def test_browser_back_and_forward(server: str, chromium: Any) -> None:
             """q => [...document.querySelectorAll('[data-testid=stText]')]
                   .some(e => e.innerText.startsWith('Query: ' + q + ' '))""",
             arg=expected,
-            timeout=60_000,
+            timeout=WAIT_MS,
         )
         wait_idle(page)
         assert query_id(page) == expected  # not rewritten once the run ended
@@ -262,7 +270,7 @@ def test_browser_back_and_forward(server: str, chromium: Any) -> None:
     go_to(page, "Evaluation")
     assert page.evaluate("history.length") == length + 1
     page.evaluate("history.back()")
-    page.get_by_role("heading", name="Explore neighbours").first.wait_for(timeout=60_000)
+    page.get_by_role("heading", name="Explore neighbours").first.wait_for(timeout=WAIT_MS)
     settled(third)
     page.evaluate("history.back()")
     settled(second)
@@ -280,15 +288,15 @@ def test_layout_redraws_where_one_zooms_and_hover_shows_the_window(server: str, 
     "direction / row N". Zooming now redraws the view with every window in it a pickable point, and
     hovering a point shows its id and a drawing of its trajectory."""
     page = chromium
-    page.goto(server, timeout=60_000)
-    page.get_by_text("minADE@").first.wait_for(timeout=90_000)
+    page.goto(server, timeout=WAIT_MS)
+    page.get_by_text("minADE@").first.wait_for(timeout=WAIT_MS)
     wait_idle(page)
     page.get_by_text("On the 2-D layout").click()
-    page.get_by_text("windows in view").first.wait_for(timeout=60_000)
+    page.get_by_text("windows in view").first.wait_for(timeout=WAIT_MS)
     wait_idle(page)
     before = page.get_by_text("windows in view").first.inner_text()
     plot = page.locator(".js-plotly-plot").first
-    plot.evaluate("el => el.scrollIntoView({block: 'center'})")
+    scroll_to(page, plot)
 
     def screen(trace: int, point: int) -> list[float]:
         return list(
@@ -310,7 +318,7 @@ def test_layout_redraws_where_one_zooms_and_hover_shows_the_window(server: str, 
     page.wait_for_function(
         """b => [...document.querySelectorAll('p')].some(p => p.innerText.includes('windows in view') && p.innerText !== b)""",
         arg=before,
-        timeout=60_000,
+        timeout=WAIT_MS,
     )
     wait_idle(page)
     caption = page.get_by_text("windows in view").first.inner_text()
@@ -326,7 +334,7 @@ def test_layout_redraws_where_one_zooms_and_hover_shows_the_window(server: str, 
     hx, hy = screen(trace, 0)
     page.mouse.move(hx, hy)
     card = page.locator("[data-testid=trajembHoverCard]")
-    card.wait_for(state="visible", timeout=10_000)
+    card.wait_for(state="visible", timeout=WAIT_MS)
     text = card.inner_text()
     assert re.search(r"/\d+/\d+", text), text  # scenario/track/start
     assert card.locator("polyline").count() == 1  # the trajectory, drawn

@@ -212,6 +212,7 @@ def test_history_model_needs_longer_windows(history_checkpoint: Path, tmp_path: 
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_staged_build_then_complete(synth_table: Path, tiny_checkpoints: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "b"
     staged = BundleConfig(

@@ -18,6 +18,7 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
     )
 
 
+@pytest.mark.slow
 def test_synth_prepare_info(tmp_path: Path) -> None:
     r = run("synth", "--out", str(tmp_path / "s"), "--scenarios", "5", "--seed", "2", "--workers", "1")
     assert r.returncode == 0, r.stderr
@@ -67,6 +68,7 @@ def test_expected_errors_are_one_line(tmp_path: Path, args: list[str], message: 
     assert not (tmp_path / "t.parquet").exists()
 
 
+@pytest.mark.slow
 def test_bad_scenario_then_skip_bad(synth_dir: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -90,6 +92,7 @@ def bundle_state(root: Path) -> list[tuple[str, int, int]]:
     return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
 
 
+@pytest.mark.slow
 def test_search_writes_its_neighbours_and_collapses_duplicates(plain_bundle: Path, tmp_path: Path) -> None:
     import numpy as np
     import pandas as pd
@@ -131,6 +134,7 @@ def test_search_writes_its_neighbours_and_collapses_duplicates(plain_bundle: Pat
     assert bundle_state(plain_bundle) == before
 
 
+@pytest.mark.slow
 def test_mine_rare_and_duplicates_write_their_lists(plain_bundle: Path, tmp_path: Path) -> None:
     import pandas as pd
 

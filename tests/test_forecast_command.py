@@ -24,6 +24,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_json_scores_printed_and_written(history_bundle: Path, synth_table: Path, tmp_path: Path) -> None:
     out = tmp_path / "scores.json"
     r = run("--bank", str(history_bundle), "--queries", str(synth_table), "--json", "--out", str(out))

@@ -15,6 +15,7 @@ def blobs(n: int, seed: int = 0) -> np.ndarray:
     return (centres[rng.integers(0, 6, n)] + rng.normal(0, 0.3, (n, 8))).astype(np.float32)
 
 
+@pytest.mark.slow  # UMAP's first fit compiles with numba: ten seconds
 def test_sampled_layout_covers_every_row() -> None:
     x = blobs(3000)
     xy, info = project_2d(x, ProjectionConfig(method="sample", sample_size=600))

@@ -14,6 +14,8 @@ from trajemb.engines.ray_embed import embed_table_on_ray, read_xy_agent
 from trajemb.errors import ConfigError
 from trajemb.store import read_table
 
+pytestmark = pytest.mark.slow  # each starts a local Ray cluster: seconds, not milliseconds
+
 
 def test_embed_on_ray_equals_local(synth_table: Path, tiny_checkpoints: list[Path], ray_local: None) -> None:
     xy = read_table(synth_table).xy_agent

@@ -21,6 +21,8 @@ from trajemb.errors import ConfigError, DataError
 from trajemb.prepare import PrepareConfig, prepare_table
 from trajemb.store import read_table
 
+pytestmark = pytest.mark.slow  # each starts a local Ray cluster: seconds, not milliseconds
+
 
 def test_ray_table_equals_local(
     mf_dir: Path, sensor_dir: Path, synth_dir: Path, tmp_path: Path, ray_local: None

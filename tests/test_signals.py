@@ -76,6 +76,7 @@ def start(delay_s: float, *args: str, cwd: Path) -> subprocess.Popen[str]:
     return proc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_prepare_signals_leave_no_workers(synth_dir: Path, tmp_path: Path, sig: signal.Signals) -> None:
     out = str(tmp_path / "t.parquet")
@@ -112,6 +113,7 @@ def test_killed_synth_is_ignored_then_cleaned(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["s"]
 
 
+@pytest.mark.slow
 def test_sigterm_during_synth_cleans_up(tmp_path: Path) -> None:
     out = str(tmp_path / "s")
     proc = start(30, "synth", "--out", out, "--scenarios", "50", "--workers", "2", cwd=tmp_path)

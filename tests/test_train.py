@@ -80,6 +80,7 @@ def test_short_run_lowers_loss_and_writes_artefacts(synth_table: Path, tmp_path:
     np.testing.assert_array_equal(embed_windows(model, xy), embed_windows(again, xy))
 
 
+@pytest.mark.slow
 def test_resume_continues(synth_table: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     dropout = EncoderConfig(
@@ -108,6 +109,7 @@ def test_resume_continues(synth_table: Path, tmp_path: Path) -> None:
         Trainer(synth_table, config(), tmp_path / "fresh", resume=True, progress=False)
 
 
+@pytest.mark.slow
 def test_resume_from_a_state_without_random_streams_says_so(
     synth_table: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -336,6 +338,7 @@ def test_refusals_come_before_any_work(synth_table: Path, tmp_path: Path) -> Non
     assert [p.name for p in (tmp_path / "theirs").iterdir()] == ["thesis.tex"]
 
 
+@pytest.mark.slow
 def test_soft_neighbour_recipe_trains_and_resumes_identically(synth_table: Path, tmp_path: Path) -> None:
     """The soft-neighbour loss with neighbourhood batches, augmentation, dropout and unnormalised
     embeddings: it learns, and a run killed in epoch 2 and resumed ends with the weights of an
