@@ -348,9 +348,9 @@ def test_forecast_page_in_chromium(forecast_bundle: Path, chromium: Any) -> None
     page = chromium
     bundle = Bundle(forecast_bundle)
     with served_app(["--bundle", str(forecast_bundle)]) as url:
-        page.goto(url + "/forecast", timeout=60_000)
-        page.get_by_role("heading", name="Forecast by retrieval").first.wait_for(timeout=90_000)
-        page.get_by_text("Scores of this query").first.wait_for(timeout=90_000)
+        page.goto(url + "/forecast", timeout=WAIT_MS)
+        page.get_by_role("heading", name="Forecast by retrieval").first.wait_for(timeout=WAIT_MS)
+        page.get_by_text("Scores of this query").first.wait_for(timeout=WAIT_MS)
         wait_idle(page)
         assert not page.locator("[data-testid=stException]").count()
         first = query_line(page)
@@ -384,8 +384,7 @@ def drag_path(page: Any, plot_index: int, points_xy: list[tuple[float, float]], 
     """Drag the mouse through ``points_xy`` (data coordinates of the plot's first axes) with the button
     held: real mouse events (Chrome DevTools' Input.dispatchMouseEvent, as a person's hand makes)."""
     plot = page.locator(".js-plotly-plot").nth(plot_index)
-    plot.evaluate("el => el.scrollIntoView({block: 'center'})")
-    page.wait_for_timeout(100)
+    scroll_to(page, plot)
     pixels = plot.evaluate(
         """(gd, pts) => {
              const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
@@ -404,12 +403,12 @@ def test_sketch_a_query_with_the_mouse(server: str, chromium: Any) -> None:
     """Issue 17: a path drawn with the mouse (Plotly's draw-open-path tool, real drags) becomes a query
     whose neighbours appear; the drawing is in the URL, and the browser's Back takes it away again."""
     page = chromium
-    page.goto(server + "/sketch", timeout=60_000)
-    page.get_by_text("Draw a path to find the windows that look like it.").wait_for(timeout=90_000)
+    page.goto(server + "/sketch", timeout=WAIT_MS)
+    page.get_by_text("Draw a path to find the windows that look like it.").wait_for(timeout=WAIT_MS)
     wait_idle(page)
     # A left turn: ahead 20 m, then bending to the left.
     drag_path(page, 0, [(0, 0), (10, 0), (20, 1), (28, 5), (33, 12), (35, 20)])
-    page.get_by_text("minADE@6").first.wait_for(timeout=60_000)
+    page.get_by_text("minADE@6").first.wait_for(timeout=WAIT_MS)
     wait_idle(page)
     drawn = next(t for t in page.locator("[data-testid=stText]").all_inner_texts() if t.startswith("Drawn: "))
     length_m = float(re.search(r"points, ([0-9.]+) m", drawn).group(1))  # type: ignore[union-attr]
@@ -428,7 +427,7 @@ def test_sketch_a_query_with_the_mouse(server: str, chromium: Any) -> None:
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT_DIR / "sketch.png"))
     # The neighbours download as a file made when the button is clicked (``trajemb.export``'s table).
-    with page.expect_download(timeout=60_000) as download:
+    with page.expect_download(timeout=WAIT_MS) as download:
         page.locator(".st-key-sketch-download-csv button").first.click()
     assert download.value.suggested_filename.startswith("trajemb-neighbours-")
     import pandas as pd
@@ -439,11 +438,11 @@ def test_sketch_a_query_with_the_mouse(server: str, chromium: Any) -> None:
     wait_idle(page)
     # The browser's Back: the address before the drawing, so no drawing.
     page.go_back()
-    page.get_by_text("Draw a path to find the windows that look like it.").wait_for(timeout=60_000)
+    page.get_by_text("Draw a path to find the windows that look like it.").wait_for(timeout=WAIT_MS)
     assert "sketch=" not in page.url
     # On the query's map (city frame): a 30 m drag across the middle of the map.
     page.get_by_text("The query's map", exact=True).click()
-    page.get_by_text("Query: ").first.wait_for(timeout=60_000)
+    page.get_by_text("Query: ").first.wait_for(timeout=WAIT_MS)
     wait_idle(page)
     x0, x1, y0, y1 = page.locator(".js-plotly-plot").first.evaluate(
         "gd => [...gd._fullLayout.xaxis.range, ...gd._fullLayout.yaxis.range]"
@@ -452,7 +451,7 @@ def test_sketch_a_query_with_the_mouse(server: str, chromium: Any) -> None:
     drag_path(page, 0, [(cx - 15, cy), (cx, cy + 1), (cx + 15, cy + 3)])
     try:
         drawn = wait_text_change(page, "Drawn: ", "")
-        page.get_by_text("minADE@6").first.wait_for(timeout=60_000)
+        page.get_by_text("minADE@6").first.wait_for(timeout=WAIT_MS)
     finally:
         page.screenshot(path=str(SCREENSHOT_DIR / "sketch-map.png"))
     wait_idle(page)
