@@ -743,6 +743,68 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_realism(args: argparse.Namespace) -> int:
+    from trajemb.realism_report import RealismConfig, realism_report, report_markdown
+
+    config = RealismConfig(
+        synthetic=tuple(args.synthetic),
+        real=args.real,
+        real_bank=args.real_bank,
+        out=args.out,
+        object_types=tuple(t.strip() for t in args.object_types.split(",") if t.strip()),
+        transfer=not args.no_transfer,
+        maps=not args.no_maps,
+        map_sample=args.map_sample,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+    )
+    report = realism_report(config, progress=not args.quiet)
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report_markdown(report))
+    return 0
+
+
+def _add_realism_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``trajemb realism``: its flags are ``RealismConfig``'s fields."""
+    from trajemb.realism_report import DEFAULT_MAP_SAMPLE
+
+    p = sub.add_parser(
+        "realism", help="how far synthetic tables move from a real one (features, transfer, maps)"
+    )
+    p.add_argument(
+        "--synthetic",
+        action="append",
+        required=True,
+        metavar="[NAME=]TABLE",
+        help="synthetic trajectory table (repeatable: generators side by side)",
+    )
+    p.add_argument(
+        "--real", required=True, metavar="TABLE", help="real trajectory table (queries of the transfer test)"
+    )
+    p.add_argument(
+        "--real-bank",
+        default=None,
+        metavar="TABLE",
+        help="real table of the transfer test's real bank (default: --real)",
+    )
+    p.add_argument(
+        "--out", default=None, help="folder for realism.json, realism.md and histograms (replaced atomically)"
+    )
+    p.add_argument(
+        "--object-types",
+        default="",
+        help="comma-separated object types (default: those moving in the real table)",
+    )
+    p.add_argument("--no-transfer", action="store_true", help="skip the transfer test")
+    p.add_argument("--no-maps", action="store_true", help="skip the map check")
+    p.add_argument("--map-sample", type=int, default=DEFAULT_MAP_SAMPLE, help="most maps checked per table")
+    p.add_argument(
+        "--bootstrap", type=int, default=20, help="bootstrap resamples of the real noise floor (0: none)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_realism)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The full parser; with ``only``, the other commands' options are left out (their defaults import
     torch, and ``trajemb search`` must start in a fraction of a second)."""
@@ -1094,6 +1156,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     _add_forecast_parser(sub, full("forecast"))
+    _add_realism_command(sub)
 
     p = sub.add_parser("demo", help="end-to-end pipeline on built-in synthetic data")
     p.add_argument("--cache", default=str(DEFAULT_CACHE), help="cache folder (default .cache)")
@@ -1125,7 +1188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = _command_of(argv)
     args = build_parser(
         only=command
-        if command in {"search", "info", "evaluate", "bundle", "prepare", "synth", "mine", "forecast"}
+        if command in {"search", "info", "evaluate", "bundle", "prepare", "synth", "mine", "forecast", "realism"}
         else None
     ).parse_args(argv)
     logging.basicConfig(

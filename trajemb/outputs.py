@@ -7,9 +7,10 @@ Rules, checked before any work starts:
   (its ``trajemb_synth.json`` marker), a trajectory table (a parquet file carrying the trajemb
   manifest), a result list (``trajemb.export``: a parquet file carrying its marker, or a CSV file whose
   header starts ``rank,window_id,``), a forecast scores file (``trajemb forecast --out``: a JSON
-  object of methods and their scores), a bundle (``bundle.json`` with a ``trajemb-bundle/`` format), a training run folder (its
-  ``trajemb_run.json`` marker, or a run written before markers existed: ``train_config.json`` beside a
-  checkpoint whose card has a ``trajemb-checkpoint/`` format);
+  object of methods and their scores), a bundle (``bundle.json`` with a ``trajemb-bundle/`` format), a
+  training run folder (its ``trajemb_run.json`` marker, or a run written before markers existed:
+  ``train_config.json`` beside a checkpoint whose card has a ``trajemb-checkpoint/`` format), a realism
+  report folder (``realism.json``);
 * an empty folder is fine for folder outputs;
 * anything else is refused with one line that says what to do: a non-empty folder trajemb did not
   write, a file where a folder is expected or the other way round, a device, FIFO or socket, a
@@ -34,7 +35,7 @@ from typing import Literal
 from trajemb.atomic import is_lock_name, is_temporary_name, note_checked
 from trajemb.errors import ConfigError, DataError
 
-OutputKind = Literal["table", "synth", "bundle", "run", "results", "forecast"]
+OutputKind = Literal["table", "synth", "bundle", "run", "results", "forecast", "realism"]
 
 #: Written at the root of every ``trajemb synth`` folder.
 SYNTH_MARKER = "trajemb_synth.json"
@@ -42,6 +43,9 @@ SYNTH_GENERATOR = "trajemb synth"
 #: Written at the root of every training run folder when training starts.
 RUN_MARKER = "trajemb_run.json"
 RUN_KIND = "trajemb training run"
+#: Written at the root of every ``trajemb realism --out`` folder (the report itself).
+REALISM_MARKER = "realism.json"
+REALISM_KIND = "trajemb realism report"
 #: A bundle's manifest and the prefix of its ``format`` (``trajemb.bundle`` owns both; repeated here so
 #: that checking an output does not import FAISS and UMAP).
 BUNDLE_MANIFEST = "bundle.json"
@@ -60,6 +64,7 @@ _DESCRIPTION: dict[str, str] = {
     "run": "training run folder",
     "results": "result list",
     "forecast": "forecast scores file",
+    "realism": "realism report folder",
 }
 
 
@@ -153,6 +158,8 @@ def artefact_kind(path: Path) -> OutputKind | None:
         return "bundle"
     if _json_field(path / RUN_MARKER, "kind") == RUN_KIND:
         return "run"
+    if _json_field(path / REALISM_MARKER, "kind") == REALISM_KIND:
+        return "realism"
     if (path / "train_config.json").is_file():
         for checkpoint in ("last", "best"):
             fmt = _json_field(path / checkpoint / "card.json", "format")
