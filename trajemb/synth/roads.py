@@ -12,12 +12,15 @@ import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.spatial import ConvexHull
 
 from trajemb.schema import FloatArray
 from trajemb.synth.geometry import arc_length_m, bezier, curve, offset, resample, smoothstep
 
 LANE_SPACING_M = 1.0
 ROUTE_SPACING_M = 0.5
+#: Lane key of a curved road's U-turn loop through its median opening (no lane of the map).
+U_TURN_LOOP_LANE = -1
 
 
 @dataclass
@@ -47,6 +50,16 @@ class ManoeuvreSpan:
     end_m: float
 
 
+@dataclass(frozen=True)
+class LanePiece:
+    """A stretch of a route on one lane: from ``start_m`` along the route, where the lane is at
+    ``lane_s_m`` along itself. Road users on the same lane follow one another (``trajemb.synth.agents``)."""
+
+    lane: int  # lane id in ``RoadNetwork.lanes``, or a negative key for a path that is no lane
+    start_m: float
+    lane_s_m: float = 0.0
+
+
 @dataclass
 class Route:
     """A drivable (or walkable) path with the manoeuvre it was built for."""
@@ -55,6 +68,8 @@ class Route:
     manoeuvre: str  # straight, left, right, u_turn, lane_change_left, lane_change_right, walk, cross
     stop_s_m: float | None = None  # arc length of the stop line (junction entry), if any
     spans: tuple[ManoeuvreSpan, ...] = ()  # every manoeuvre along the route, in order
+    pieces: tuple[LanePiece, ...] = ()  # the lanes it runs on, in order (vehicle routes)
+    approach: int | None = None  # the junction arm it enters from (its signal), if any
 
 
 @dataclass
@@ -106,9 +121,29 @@ def _parallel_lanes(
     return ids
 
 
+#: Drivable area reaches this far (m) past the outer lanes' boundaries (kerb to kerb, with a margin),
+#: and this far past the ends of a road, so that it overlaps the junction's and no lane ends on its edge.
+SHOULDER_M = 2.5
+AREA_OVERLAP_M = 1.5
+AREA_POINT_STRIDE = 4
+
+
 def _road_polygon(center: FloatArray, left_m: float, right_m: float) -> FloatArray:
-    left, right = offset(center, left_m), offset(center, -right_m)
+    """A road's drivable area: the strip from ``right_m`` right of its centre line to ``left_m`` left of
+    it, extended along its end directions by ``AREA_OVERLAP_M`` at both ends."""
+    start = center[0] - _heading(center, False) * AREA_OVERLAP_M
+    end = center[-1] + _heading(center, True) * AREA_OVERLAP_M
+    # Every AREA_POINT_STRIDE-th point of the centre line: AV2 map polygons are similarly sparse.
+    keep = np.unique(np.append(np.arange(0, len(center), AREA_POINT_STRIDE), len(center) - 1))
+    extended = np.concatenate([start[None], center[keep], end[None]])
+    left, right = offset(extended, left_m), offset(extended, -right_m)
     return np.concatenate([right, left[::-1], right[:1]])
+
+
+def _hull(points: FloatArray) -> FloatArray:
+    """Closed convex hull polygon of (P, 2) points (``scipy.spatial.ConvexHull``, counter-clockwise)."""
+    vertices = ConvexHull(points).vertices
+    return np.asarray(points[np.append(vertices, vertices[0])], dtype=np.float64)
 
 
 def _joined(a: FloatArray, b: FloatArray) -> bool:
@@ -218,7 +253,7 @@ def junction(rng: np.random.Generator, num_arms: int) -> RoadNetwork:
         arms.append(_Arm(center, out_ids, in_ids, width, float(medians[i])))
         left_m = medians[i] / 2 + n_in[i] * width
         right_m = medians[i] / 2 + n_out[i] * width
-        areas.append(_road_polygon(center, left_m + 2.5, right_m + 2.5))
+        areas.append(_road_polygon(center, left_m + SHOULDER_M, right_m + SHOULDER_M))
         # Crosswalk across the whole road just outside the junction box.
         c0, c1 = center[1], center[5]
         n0, n1 = offset(center[[1, 2]], 1.0)[0] - c0, offset(center[[5, 6]], 1.0)[0] - c1
@@ -238,17 +273,6 @@ def junction(rng: np.random.Generator, num_arms: int) -> RoadNetwork:
             pos = offset(center, side * ((right_m if side < 0 else left_m) + 1.2))[s_idx]
             tangent = center[s_idx + 1] - center[s_idx]
             curb_spots.append((pos, float(np.arctan2(tangent[1], tangent[0]) + (0 if side < 0 else np.pi))))
-    corner_pts = []
-    for arm in arms:
-        n = offset(arm.center[:2], 1.0)[0] - arm.center[0]
-        corner_pts += [
-            arm.center[0] + n * (arm.median_m / 2 + len(arm.in_lanes) * width + 2.5),
-            arm.center[0] - n * (arm.median_m / 2 + len(arm.out_lanes) * width + 2.5),
-        ]
-    corners = np.array(corner_pts)
-    order = np.argsort(np.arctan2(corners[:, 1], corners[:, 0]))
-    areas.append(np.concatenate([corners[order], corners[order][:1]]))
-
     routes: list[Route] = []
     bike_routes: list[Route] = []
     for i, arm_in in enumerate(arms):
@@ -271,12 +295,16 @@ def junction(rng: np.random.Generator, num_arms: int) -> RoadNetwork:
                 c = _connector(lanes, a, b, kind)
                 xy = _concat(lanes[a].xy, lanes[c].xy, lanes[b].xy)
                 stop = float(arc_length_m(lanes[a].xy)[-1])
-                turn = _connector_spans(kind, stop, _length_m(lanes[c].xy))
-                routes.append(Route(xy, kind, stop, turn))
+                connector_m = _length_m(lanes[c].xy)
+                turn = _connector_spans(kind, stop, connector_m)
+                through = (LanePiece(c, stop), LanePiece(b, stop + connector_m))
+                routes.append(Route(xy, kind, stop, turn, (LanePiece(a, 0.0), *through), i))
                 if kind in ("straight", "right") and a == arm_in.in_lanes[-1]:
                     bike_xy = offset(xy, -(width / 2 - 0.7))
                     bike_spans = _offset_spans(xy, bike_xy, turn)
-                    bike_routes.append(Route(resample(bike_xy, ROUTE_SPACING_M), kind, stop, bike_spans))
+                    bike_routes.append(
+                        Route(resample(bike_xy, ROUTE_SPACING_M), kind, stop, bike_spans, approach=i)
+                    )
                 # Lane changes on the approach, then through the same connector's manoeuvre.
                 k_to = arm_in.in_lanes.index(a)
                 for k_from in (k_to - 1, k_to + 1):
@@ -289,8 +317,25 @@ def junction(rng: np.random.Generator, num_arms: int) -> RoadNetwork:
                     # Lanes are numbered innermost (leftmost) first: a higher index is to the right.
                     lc_kind = "lane_change_right" if k_to > k_from else "lane_change_left"
                     change = ManoeuvreSpan(lc_kind, *_blend_span_m(from_xy, approach, start, blend_m))
-                    spans = (change, *_connector_spans(kind, _length_m(approach), _length_m(lanes[c].xy)))
-                    routes.append(Route(_concat(approach, lanes[c].xy, lanes[b].xy), lc_kind, stop, spans))
+                    spans = (change, *_connector_spans(kind, _length_m(approach), connector_m))
+                    mid = (change.start_m + change.end_m) / 2
+                    pieces = (LanePiece(arm_in.in_lanes[k_from], 0.0), LanePiece(a, mid, mid), *through)
+                    lc_xy = _concat(approach, lanes[c].xy, lanes[b].xy)
+                    routes.append(Route(lc_xy, lc_kind, stop, spans, pieces, i))
+    # The junction's drivable area: every connector (turns, U-turns) with its lane width, and the mouths
+    # of the arms kerb to kerb, inside one convex polygon.
+    mouths = []
+    for arm in arms:
+        n = offset(arm.center[:2], 1.0)[0] - arm.center[0]
+        mouths += [
+            arm.center[0] + n * (arm.median_m / 2 + len(arm.in_lanes) * width + SHOULDER_M),
+            arm.center[0] - n * (arm.median_m / 2 + len(arm.out_lanes) * width + SHOULDER_M),
+        ]
+    inside = [np.array(mouths)]
+    for lane in lanes:
+        if lane.is_intersection:
+            inside += [offset(lane.xy, lane.width_m / 2), offset(lane.xy, -lane.width_m / 2)]
+    areas.append(_hull(np.concatenate(inside)))
     return RoadNetwork(
         lanes, areas, crossings, routes, walk_routes, bike_routes, curb_spots, layout=f"junction{num_arms}"
     )
@@ -313,11 +358,13 @@ def curved_road(rng: np.random.Generator) -> RoadNetwork:
     fwd = _parallel_lanes(lanes, center, n_lanes, width, median, side=-1)
     bwd = _parallel_lanes(lanes, center, n_lanes, width, median, side=+1)
     half = median / 2 + n_lanes * width
-    areas = [_road_polygon(center, half + 2.5, half + 2.5)]
+    areas = [_road_polygon(center, half + SHOULDER_M, half + SHOULDER_M)]
     routes: list[Route] = []
     for group in (fwd, bwd):
         for lane in group:
-            routes.append(Route(resample(lanes[lane].xy, ROUTE_SPACING_M), "straight"))
+            routes.append(
+                Route(resample(lanes[lane].xy, ROUTE_SPACING_M), "straight", pieces=(LanePiece(lane, 0.0),))
+            )
         for k in range(len(group) - 1):
             for a, b, kind in (
                 (group[k], group[k + 1], "lane_change_right"),
@@ -329,7 +376,9 @@ def curved_road(rng: np.random.Generator) -> RoadNetwork:
                     blend_m = rng.uniform(35.0, 70.0)
                     xy = _lane_change(lanes[a].xy, lanes[b].xy, start, blend_m)
                     span = ManoeuvreSpan(kind, *_blend_span_m(lanes[a].xy, xy, start, blend_m))
-                    routes.append(Route(resample(xy, ROUTE_SPACING_M), kind, spans=(span,)))
+                    mid = (span.start_m + span.end_m) / 2
+                    on = (LanePiece(a, 0.0), LanePiece(b, mid, mid))
+                    routes.append(Route(resample(xy, ROUTE_SPACING_M), kind, spans=(span,), pieces=on))
     # U-turn through a median opening: innermost forward lane -> innermost backward lane.
     n_pts = len(center)
     cut = int(rng.uniform(0.35, 0.65) * n_pts)
@@ -341,7 +390,13 @@ def curved_road(rng: np.random.Generator) -> RoadNetwork:
     )
     stop = float(arc_length_m(approach)[-1])
     loop_span = ManoeuvreSpan("u_turn", stop, stop + _length_m(loop))
-    routes.append(Route(_concat(approach, loop, exit_), "u_turn", stop, (loop_span,)))
+    exit_lane_s = float(arc_length_m(b_xy)[n_pts - 1 - cut - 4])
+    loop_on: tuple[LanePiece, ...] = (
+        LanePiece(fwd[0], 0.0),
+        LanePiece(U_TURN_LOOP_LANE, stop),
+        LanePiece(bwd[0], loop_span.end_m, exit_lane_s),
+    )
+    routes.append(Route(_concat(approach, loop, exit_), "u_turn", stop, (loop_span,), loop_on))
     walk_routes: list[Route] = []
     bike_routes: list[Route] = []
     for side in (1, -1):

@@ -202,8 +202,9 @@ def map_json(sc: SynthScenario) -> dict[str, Any]:
                 "right_neighbor_id": neighbor(lane.right_neighbor),
                 "successors": [ids[s][0] for s in lane.successors] if last else [ids[li][pi + 1]],
             }
+    # Every point of a drivable area is a corner of it (roads build theirs sparse already).
     areas = {
-        str(next_id + i): {"area_boundary": _points(poly[:-1]), "id": next_id + i}
+        str(next_id + i): {"area_boundary": _points(poly[:-1], stride=1), "id": next_id + i}
         for i, poly in enumerate(net.drivable_areas)
     }
     next_id += len(net.drivable_areas)
