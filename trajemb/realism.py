@@ -23,7 +23,8 @@ Features (``FEATURES``; each a sample per step, per window, per stop or per trac
   scenario's 11 s so that 15 s sensor logs and 11 s scenarios compare.
 
 Windows of one track overlap; per-step and per-stop samples take each step of a track once (from the
-first window that holds it), so a state is not counted once per window that shows it.
+window in which it lies most central, where the smoother sees both sides of it), so a state is not
+counted once per window that shows it.
 
 Distances per feature (``feature_distance``): the Wasserstein-1 distance in units of the real sample's
 standard deviation (``scipy.stats.wasserstein_distance``) and the two-sample Kolmogorov-Smirnov
@@ -124,7 +125,8 @@ def moving_windows(xy: np.ndarray, step_s: float = STEP_S) -> BoolArray:
 
 
 def owned_steps(track: IntArray, start_step: IntArray, num_steps: int) -> BoolArray:
-    """(N, T) the steps each window is the first (by start) of its track's windows to hold.
+    """(N, T) the steps each window takes its samples from: of the windows of a track that hold a step,
+    the one in which it lies most central (ties: the earlier window), away from the smoother's edges.
 
     Args:
         track: (N,) track of each window (any int id).
@@ -133,13 +135,15 @@ def owned_steps(track: IntArray, start_step: IntArray, num_steps: int) -> BoolAr
     track = np.asarray(track, dtype=np.int64)
     start = np.asarray(start_step, dtype=np.int64)
     order = np.lexsort((start, track))
-    # Windows all have T steps, so within a track sorted by start the previous window ends latest.
-    end = start[order] + num_steps
-    same_track = np.concatenate([[False], track[order][1:] == track[order][:-1]])
-    prev_end = np.concatenate([[0], end[:-1]])
-    # Steps of this window that an earlier window of its track already holds.
-    first_owned = np.where(same_track, np.clip(prev_end - start[order], 0, num_steps), 0)
-    owned_sorted = np.arange(num_steps)[None, :] >= first_owned[:, None]
+    s = start[order]
+    first = np.concatenate([[True], track[order][1:] != track[order][:-1]])
+    last = np.concatenate([first[1:], [True]])
+    # Windows have one length, so the most central window of a step is the one whose centre is
+    # nearest: a window holds the steps between the midpoints to its neighbours' centres (2x, integers).
+    twice_lo = np.where(first, np.iinfo(np.int64).min // 2, np.concatenate([[0], s[:-1]]) + s + num_steps - 1)
+    twice_hi = np.where(last, np.iinfo(np.int64).max // 2, s + np.concatenate([s[1:], [0]]) + num_steps - 1)
+    twice_t = 2 * (s[:, None] + np.arange(num_steps)[None, :])
+    owned_sorted = (twice_t > twice_lo[:, None]) & (twice_t <= twice_hi[:, None])
     owned = np.empty_like(owned_sorted)
     owned[order] = owned_sorted
     return owned

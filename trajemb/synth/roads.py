@@ -19,6 +19,8 @@ from trajemb.synth.geometry import arc_length_m, bezier, curve, offset, resample
 
 LANE_SPACING_M = 1.0
 ROUTE_SPACING_M = 0.5
+#: A curved road turns at most this far (rad) from its start direction, so that it never crosses itself.
+MAX_ROAD_TURN_RAD = float(np.deg2rad(150.0))
 #: Lane key of a curved road's U-turn loop through its median opening (no lane of the map).
 U_TURN_LOOP_LANE = -1
 
@@ -347,10 +349,15 @@ def curved_road(rng: np.random.Generator) -> RoadNetwork:
     n_lanes = int(rng.integers(1, 4))
     median = rng.uniform(1.0, 5.0) if rng.random() < 0.6 else 0.0
     pieces, kappa_parts = rng.integers(3, 6), []
+    heading = 0.0
     for _ in range(pieces):
         length = rng.uniform(60.0, 130.0)
         k = 0.0 if rng.random() < 0.3 else rng.choice([-1, 1]) * rng.uniform(1 / 300, 1 / 45)
-        kappa_parts.append(np.full(int(length / LANE_SPACING_M), k))
+        n = int(length / LANE_SPACING_M)
+        if abs(heading + k * n * LANE_SPACING_M) > MAX_ROAD_TURN_RAD:
+            k = -k  # bend back: a road that turned further would run into itself
+        heading += k * n * LANE_SPACING_M
+        kappa_parts.append(np.full(n, k))
     kappa = np.concatenate(kappa_parts)
     center = curve(np.zeros(2), 0.0, kappa, LANE_SPACING_M)
     center -= center[len(center) // 2]

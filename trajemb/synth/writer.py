@@ -11,11 +11,11 @@ both load to the same ``ArgoverseScenario``. Maps follow ``log_map_archive_<id>.
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 from av2.datasets.motion_forecasting.constants import AV2_SCENARIO_OBS_TIMESTEPS
@@ -149,10 +149,11 @@ MAP_POINT_STRIDE = 4
 
 
 def _points(xy: FloatArray, stride: int = MAP_POINT_STRIDE) -> list[dict[str, float]]:
-    if stride > 1 and len(xy) > 2:
-        keep = np.arange(0, len(xy), stride)
-        if keep[-1] != len(xy) - 1:
-            keep = np.append(keep, len(xy) - 1)
+    n = len(xy)
+    if stride > 1 and n > 2:
+        keep = list(range(0, n, stride))
+        if keep[-1] != n - 1:
+            keep.append(n - 1)
         xy = xy[keep]
     return [{"x": x, "y": y, "z": 0.0} for x, y in np.round(xy, 2).tolist()]
 
@@ -236,6 +237,7 @@ def write_scenario_dir(sc: SynthScenario, root: Path, use_av2_serializer: bool =
     folder.mkdir(parents=True, exist_ok=True)
     parquet = folder / f"scenario_{sc.scenario_id}.parquet"
     (write_scenario_parquet_av2 if use_av2_serializer else write_scenario_parquet)(sc, parquet)
-    (folder / f"log_map_archive_{sc.scenario_id}.json").write_text(json.dumps(map_json(sc)), encoding="utf-8")
+    # orjson: the same JSON document as Python's json, several times faster (no spaces between tokens).
+    (folder / f"log_map_archive_{sc.scenario_id}.json").write_bytes(orjson.dumps(map_json(sc)))
     pq.write_table(truth_table(sc), truth_path_for(parquet))
     return folder
