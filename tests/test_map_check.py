@@ -3,6 +3,7 @@ area, damaged maps caught, distances against brute force."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def test_segment_distances_match_brute_force() -> None:
     line = np.cumsum(rng.normal(0, 1, (7, 2)), axis=0)
     points = rng.normal(0, 3, (50, 2))
     dense = np.concatenate(
-        [a + np.linspace(0, 1, 2001)[:, None] * (b - a) for a, b in zip(line[:-1], line[1:], strict=True)]
+        [a + np.linspace(0, 1, 2001)[:, None] * (b - a) for a, b in itertools.pairwise(line)]
     )
     brute = np.linalg.norm(points[:, None] - dense[None], axis=2).min(axis=1)
     np.testing.assert_allclose(_segment_distances(points, line), brute, atol=5e-3)
