@@ -25,6 +25,7 @@ from trajemb.prepare import PrepareConfig, prepare_table
 from trajemb.projection import ProjectionConfig
 from trajemb.schema import WindowConfig
 from trajemb.store import TrajectoryTable, read_manifest, read_table
+from trajemb.synth.behaviour import GENERATOR_VERSION
 from trajemb.synth.generate import MARKER_FILE, SynthConfig, generate
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,18 @@ def build_default_table(
     synth = SynthConfig(num_scenarios=num_scenarios, seed=seed)
     marker = paths.scenarios / MARKER_FILE
     written = json.loads(marker.read_text()) if marker.exists() else {}
-    if written.get("config", {}).get("seed") != seed or not written.get("truth_sidecars"):
-        # Folders from before the truth sidecars (``trajemb.truth``) are generated again.
+    stale = (
+        written.get("config", {}).get("seed") != seed
+        or not written.get("truth_sidecars")
+        or written.get("generator_version") != GENERATOR_VERSION
+    )
+    if stale:
+        # Folders from before the truth sidecars (``trajemb.truth``) or of an earlier generator
+        # (``trajemb.synth.behaviour.GENERATOR_VERSION``) are generated again, and their table rebuilt.
         log.info("generating %d synthetic scenarios into %s", num_scenarios, paths.scenarios)
         generate(synth, paths.scenarios, progress=progress)
     prepare = PrepareConfig(av2_dirs=(str(paths.scenarios),), window=window, maps_dir=str(paths.maps))
-    if not _table_is_current(paths.table, window):
+    if stale or not _table_is_current(paths.table, window):
         log.info("preparing the trajectory table %s", paths.table)
         prepare_table(prepare, paths.table, progress=progress)
     return read_table(paths.table)

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from trajemb import __version__
 from trajemb.atomic import atomic_dir
 from trajemb.outputs import SYNTH_GENERATOR, SYNTH_MARKER, check_output_dir
+from trajemb.synth.behaviour import GENERATOR_VERSION
 from trajemb.synth.scenario import generate_scenario
 from trajemb.synth.writer import write_scenario_dir
 from trajemb.validate import check_int, check_seed
@@ -79,6 +80,7 @@ def generate(config: SynthConfig, out: Path, progress: bool = True) -> float:
         bar.close()
         marker = {
             "generator": SYNTH_GENERATOR,
+            "generator_version": GENERATOR_VERSION,  # how road users behave (trajemb.synth.behaviour)
             "trajemb_version": __version__,
             "config": {k: v for k, v in asdict(config).items() if k != "workers"},
             "truth_sidecars": True,  # trajemb_truth_<id>.parquet beside each scenario (trajemb.truth)
