@@ -87,10 +87,10 @@ def _table(tmp_path: Path, fixtures: Path, name: str, window: WindowConfig, extr
 def _emptied(table: Path, out: Path) -> Path:
     """``table`` with its rows dropped and a manifest that says so (trajemb never writes such a table)."""
     data = pq.read_table(table)
-    metadata = dict(data.schema.metadata)
-    manifest = json.loads(metadata[METADATA_KEY])
-    metadata[METADATA_KEY] = json.dumps({**manifest, "num_windows": 0}).encode()
-    pq.write_table(data.slice(0, 0).replace_schema_metadata(metadata), out)
+    manifest = json.loads(pq.read_metadata(table).metadata[METADATA_KEY])
+    with pq.ParquetWriter(out, data.schema) as writer:
+        writer.write_table(data.slice(0, 0))
+        writer.add_key_value_metadata({METADATA_KEY: json.dumps({**manifest, "num_windows": 0}).encode()})
     return out
 
 

@@ -1188,7 +1188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = _command_of(argv)
     args = build_parser(
         only=command
-        if command in {"search", "info", "evaluate", "bundle", "prepare", "synth", "mine", "forecast", "realism"}
+        if command
+        in {"search", "info", "evaluate", "bundle", "prepare", "synth", "mine", "forecast", "realism"}
         else None
     ).parse_args(argv)
     logging.basicConfig(
