@@ -42,7 +42,7 @@ def test_generators_side_by_side(
 ) -> None:
     out = tmp_path / "report"
     args = ["-q", "realism", "--synthetic", f"a={synth_table}", "--synthetic", f"b={synth_table}"]
-    args += ["--real", str(real_table), "--out", str(out), "--no-transfer", "--bootstrap", "3"]
+    args += ["--real", str(real_table), "--out", str(out), "--bootstrap", "3"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "| feature | real median (p10-p90) | W1/std a | W1/std b | KS a | KS b | floor |" in printed
@@ -57,6 +57,11 @@ def test_generators_side_by_side(
     assert report["tables"]["real"]["moving"]["vehicle"] == 659
     assert report["maps"]["real"]["maps"] == 5
     assert report["maps"]["a"]["mean"]["centerline_in_drivable"] == 1.0
+    transfer = report["transfer"]
+    assert list(transfer["banks"]) == ["real", "a", "b", "constant velocity"]
+    assert transfer["banks"]["a"] == transfer["banks"]["b"] and transfer["banks"]["real"]["ratio"] == 1.0
+    assert transfer["queries"] == report["tables"]["real"]["windows"]
+    assert "| bank | windows | minADE6 | minFDE6 | MR6 | ratio to real |" in printed
     assert (out / "realism.md").read_text().startswith("### bus")
     assert {p.name for p in out.glob("*.png")} == {
         "realism_bus.png",
@@ -64,7 +69,7 @@ def test_generators_side_by_side(
         "realism_vehicle.png",
     }
     # An earlier report is replaced; a folder trajemb did not write is not.
-    assert main([*args[:-3], "--no-transfer", "--no-maps", "--object-types", "vehicle"]) == 0
+    assert main([*args[:-2], "--no-transfer", "--no-maps", "--object-types", "vehicle"]) == 0
     assert not (out / "realism_bus.png").exists()
     foreign = tmp_path / "mine"
     foreign.mkdir()

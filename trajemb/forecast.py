@@ -333,20 +333,9 @@ class ForecastBank:
             return out
         uniq, inverse = np.unique(rows[ok], return_inverse=True)
         bank_xy = self.bundle.xy.rows(uniq).astype(np.float64)  # (U, T, 2)
-        h = self.history_steps
-        if self.config.alignment == "agent_frame":
-            aligned = bank_xy[:, h:][inverse]  # (M, F, 2): the shared step-0 frame as it is
-        else:
-            bank_state = last_state(bank_xy[:, :h])
-            local = bank_state.to_local(bank_xy[:, h:])[inverse]  # (M, F, 2) in each bank last-state frame
-            query_state = last_state(np.asarray(history_xy, dtype=np.float64)[:, :h])
-            qi = np.nonzero(ok)[0]
-            if self.config.alignment == "last_state":
-                t = future_times_s(self.future_steps)[None, :, None]
-                drift = query_state.velocity_local_mps[qi] - bank_state.velocity_local_mps[inverse]
-                local = local + drift[:, None, :] * t
-            aligned = rotate(local, query_state.heading_rad[qi, None]) + query_state.xy_agent[qi, None]
-        out[ok] = aligned
+        qi = np.nonzero(ok)[0]
+        history = np.asarray(history_xy, dtype=np.float64)[:, : self.history_steps]
+        out[ok] = align_futures(bank_xy, inverse, history[qi], self.history_steps, self.config.alignment)
         return out
 
     def temperature(self, method: str) -> float:
@@ -381,6 +370,37 @@ class ForecastBank:
         f = retrieve(self, method, xy[:, : self.history_steps], self.scenarios.ids[rows], rows)
         scores = score_forecasts(f.xy_agent, xy[:, self.history_steps :], valid=f.valid)
         return fit_temperature(f.distance, scores.mode_fde_m)
+
+
+def align_futures(
+    bank_xy: np.ndarray,
+    bank_rows: np.ndarray,
+    history_xy: np.ndarray,
+    history_steps: int,
+    alignment: Alignment,
+) -> FloatArray:
+    """The futures of bank windows aligned to query histories (module docstring, "Alignment"), pairwise.
+
+    Args:
+        bank_xy: (U, T, 2) bank windows in their agent frames.
+        bank_rows: (M,) which of the U windows each pair takes.
+        history_xy: (M, H, 2) each pair's query history in its agent frame.
+
+    Returns:
+        (M, F, 2) the futures in the queries' agent frames.
+    """
+    bank_xy = np.asarray(bank_xy, dtype=np.float64)
+    h = history_steps
+    if alignment == "agent_frame":
+        return np.asarray(bank_xy[:, h:][bank_rows], dtype=np.float64)  # the shared step-0 frame as it is
+    bank_state = last_state(bank_xy[:, :h])
+    local = bank_state.to_local(bank_xy[:, h:])[bank_rows]  # (M, F, 2) in each bank last-state frame
+    query_state = last_state(np.asarray(history_xy, dtype=np.float64)[:, :h])
+    if alignment == "last_state":
+        t = future_times_s(bank_xy.shape[1] - h)[None, :, None]
+        drift = query_state.velocity_local_mps - bank_state.velocity_local_mps[bank_rows]
+        local = local + drift[:, None, :] * t
+    return rotate(local, query_state.heading_rad[:, None]) + query_state.xy_agent[:, None]
 
 
 def _config_dict(config: ForecastConfig) -> dict[str, Any]:

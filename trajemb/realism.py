@@ -261,6 +261,8 @@ def feature_distance(real: FloatArray, synthetic: FloatArray) -> FeatureDistance
     else:
         std = float(np.std(real))
         w1 = float(wasserstein_distance(real, synthetic)) / std if std > 0 else float("nan")
-        # The statistic is the same whichever way its p-value (unused) is computed.
-        ks = float(ks_2samp(real, synthetic, method="asymp").statistic)
+        # The statistic is the same whichever way its p-value (unused) is computed; the asymptotic
+        # p-value divides by zero for a sample of one.
+        with np.errstate(divide="ignore"):
+            ks = float(ks_2samp(real, synthetic, method="asymp").statistic)
     return FeatureDistance(len(real), len(synthetic), w1, ks, _quantiles(real), _quantiles(synthetic))

@@ -185,6 +185,15 @@ def _distance_dict(d: FeatureDistance) -> dict[str, Any]:
     }
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float as None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, float):
+        return _num(value)
+    return value
+
+
 def _num(x: float) -> float | None:
     """JSON has no NaN: missing values are null."""
     return None if not math.isfinite(x) else float(x)
@@ -287,7 +296,7 @@ def realism_report(config: RealismConfig, progress: bool = True) -> RealismRepor
     if config.transfer:
         from trajemb.realism_transfer import transfer_test
 
-        transfer = transfer_test(real, bank, synthetic, progress=progress)
+        transfer = _finite(transfer_test(real, bank, synthetic, progress=progress))
     maps = map_checks({REAL: real, **synthetic}, config) if config.maps else None
     report = RealismReport(config, tables, features, transfer, maps, samples)
     if config.out is not None:
@@ -385,15 +394,19 @@ def report_markdown(report: RealismReport) -> str:
     if report.transfer is not None:
         tr = report.transfer
         lines.append(
-            f"### transfer: minFDE{tr['k']} of {tr['queries']} real queries ({tr['history_steps']}-step histories, "
-            f"{tr['method']}), real bank leaves each query's scenario out\n"
+            f"### transfer: {tr['queries']} real queries, {tr['history_steps']}-step histories, "
+            f"{tr['k']} futures ({tr['method']}); the real bank leaves each query's scenario out\n"
         )
-        lines.append("| bank | windows | minADE | minFDE | ratio to the real bank |")
-        lines.append("|---|---|---|---|---|")
+        types = sorted(next(iter(tr["banks"].values()))["by_type"])
+        head = ["bank", "windows", f"minADE{tr['k']}", f"minFDE{tr['k']}", f"MR{tr['k']}", "ratio to real"]
+        head += [f"ratio {t}" for t in types]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
         for name, e in tr["banks"].items():
-            lines.append(
-                f"| {name} | {e['windows']} | {_fmt(e['minADE'])} | {_fmt(e['minFDE'])} | {_fmt(e['ratio'])} |"
-            )
+            row = [name, str(e["windows"] or "-"), _fmt(e["minADE"], 3), _fmt(e["minFDE"], 3)]
+            row += [_fmt(e["MR"], 3), _fmt(e["ratio"])]
+            row += [_fmt(e["by_type"][t]["ratio"]) for t in types]
+            lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     if report.maps is not None:
         lines.append("### maps (mean over maps, worst map in brackets)\n")
