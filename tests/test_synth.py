@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -13,11 +14,13 @@ from av2.datasets.motion_forecasting.scenario_serialization import load_argovers
 from av2.map.map_api import ArgoverseStaticMap
 
 from trajemb.data.av2_motion import find_scenario_files, map_path_for, read_scenario_tracks
+from trajemb.errors import ConfigError
 from trajemb.schema import DirectionClass, Source
 from trajemb.store import read_table
 from trajemb.synth.agents import Driver, drive, speed_profile
-from trajemb.synth.generate import MARKER_FILE, SynthConfig, generate
-from trajemb.synth.scenario import generate_scenario
+from trajemb.synth.behaviour import GENERATOR_VERSION
+from trajemb.synth.generate import MARKER_FILE, SynthConfig, generate, scenario_of
+from trajemb.synth.scenario import SynthScenario, generate_scenario
 from trajemb.synth.writer import write_scenario_parquet, write_scenario_parquet_av2
 
 
@@ -128,3 +131,37 @@ def test_many_networks_build(layout: str) -> None:
         net = road_network(np.random.default_rng([seed, 99]), layout)
         assert net.routes and net.walk_routes and net.curb_spots
         assert all(np.isfinite(r.xy).all() and len(r.xy) > 10 for r in net.routes)
+
+
+def _scenario_digest(scenarios: list[SynthScenario]) -> str:
+    """sha256 of scenarios' arrays rounded to 0.1 mm (so that the last bits of a platform's maths do
+    not count), ids, city, layout and drivable areas."""
+    h = hashlib.sha256()
+    for sc in scenarios:
+        for a in (sc.xy_city, sc.heading_rad, sc.velocity_mps, sc.valid, sc.route_s_m, sc.categories):
+            values = np.nan_to_num(np.asarray(a, dtype=np.float64), nan=-1.0)
+            h.update(np.ascontiguousarray(np.round(values, 4)).tobytes())
+        h.update(("|".join(sc.track_ids) + sc.scenario_id + sc.city + sc.layout).encode())
+        for area in sc.network.drivable_areas:
+            h.update(np.ascontiguousarray(np.round(area, 4)).tobytes())
+    return h.hexdigest()
+
+
+def test_generator_1_is_kept() -> None:
+    """``--generator 1`` makes the scenarios of the generator up to trajemb 0.1.x (main at 5b95a74,
+    before issue 19) from the same seeds: this digest was computed with that code."""
+    scenarios = [scenario_of(1, np.random.default_rng([7, i])) for i in range(3)]
+    assert _scenario_digest(scenarios) == "5b69089711c7f262a05e9e2fab22a22fa74cfcd3007e434c451c92dbfe570a5e"
+    calibrated = [scenario_of(2, np.random.default_rng([7, i])) for i in range(3)]
+    assert _scenario_digest(calibrated) != _scenario_digest(scenarios)
+
+
+def test_generator_choice(tmp_path: Path) -> None:
+    generate(SynthConfig(num_scenarios=2, seed=3, workers=1, generator=1), tmp_path / "v1", progress=False)
+    marker = json.loads((tmp_path / "v1" / MARKER_FILE).read_text())
+    assert marker["generator_version"] == 1 and marker["config"]["generator"] == 1
+    assert marker["command"].endswith("--generator 1")
+    assert SynthConfig().generator == GENERATOR_VERSION == 2
+    for bad in (0, 3, True):
+        with pytest.raises(ConfigError, match="--generator must be one of 1, 2"):
+            SynthConfig(generator=bad)

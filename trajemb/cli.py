@@ -106,7 +106,7 @@ def _window_config(args: argparse.Namespace) -> WindowConfig:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from trajemb.synth.generate import SynthConfig, generate
 
-    config = SynthConfig(args.scenarios, args.seed, args.workers, args.av2_serializer)
+    config = SynthConfig(args.scenarios, args.seed, args.workers, args.av2_serializer, args.generator)
     seconds = generate(config, Path(args.out), progress=not args.quiet)
     print(f"wrote {config.num_scenarios} scenarios to {args.out} in {seconds:.1f} s")
     return 0
@@ -831,6 +831,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
     p.add_argument(
         "--av2-serializer", action="store_true", help="write parquet with av2's own (slow) serializer"
+    )
+    p.add_argument(
+        "--generator",
+        type=int,
+        choices=[1, 2],
+        default=2,
+        help="2 (default): calibrated against real AV2 motion; 1: the generator up to trajemb 0.1.x",
     )
     p.set_defaults(func=_cmd_synth)
 

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 #: default data is generated again when it differs. 1: lane-following speed profiles (up to 0.1.x), 2:
 #: car following, signals, lane keeping, tracking noise (issue 19).
 GENERATOR_VERSION = 2
+#: Generators ``trajemb synth --generator`` offers (1: ``trajemb.synth.v1``, frozen).
+GENERATORS: tuple[int, ...] = (1, 2)
 
 
 @dataclass(frozen=True)

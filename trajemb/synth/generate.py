@@ -13,9 +13,11 @@ from tqdm import tqdm
 
 from trajemb import __version__
 from trajemb.atomic import atomic_dir
+from trajemb.errors import ConfigError
 from trajemb.outputs import SYNTH_GENERATOR, SYNTH_MARKER, check_output_dir
-from trajemb.synth.behaviour import GENERATOR_VERSION
-from trajemb.synth.scenario import generate_scenario
+from trajemb.synth.behaviour import GENERATOR_VERSION, GENERATORS
+from trajemb.synth.scenario import SynthScenario, generate_scenario
+from trajemb.synth.v1.scenario import generate_scenario as generate_scenario_v1
 from trajemb.synth.writer import write_scenario_dir
 from trajemb.validate import check_int, check_seed
 from trajemb.workers import MAX_WORKERS, imap_ordered, process_pool
@@ -33,11 +35,23 @@ class SynthConfig:
     seed: int = 0
     workers: int = 0  # 0: one per CPU core
     use_av2_serializer: bool = False  # write parquet through av2's own (slow) serializer
+    # Which generator (``trajemb.synth.behaviour.GENERATORS``): 2 calibrated against real AV2 motion
+    # (issue 19), 1 the generator up to trajemb 0.1.x, kept so that its data can be made again.
+    generator: int = GENERATOR_VERSION
 
     def __post_init__(self) -> None:
         check_int("--scenarios", self.num_scenarios, 1, MAX_SCENARIOS)
         check_seed("--seed", self.seed)
         check_int("--workers", self.workers, 0, MAX_WORKERS)
+        if isinstance(self.generator, bool) or self.generator not in GENERATORS:
+            raise ConfigError(
+                f"--generator must be one of {', '.join(map(str, GENERATORS))}, got {self.generator!r:.40}"
+            )
+
+
+def scenario_of(generator: int, rng: np.random.Generator) -> SynthScenario:
+    """One scenario of the given generator."""
+    return generate_scenario(rng) if generator == 2 else generate_scenario_v1(rng)
 
 
 def _write_range(args: tuple[SynthConfig, str, int, int]) -> int:
@@ -45,7 +59,7 @@ def _write_range(args: tuple[SynthConfig, str, int, int]) -> int:
     for i in range(start, stop):
         # One independent stream per scenario: the output does not depend on the worker count.
         rng = np.random.default_rng([config.seed, i])
-        write_scenario_dir(generate_scenario(rng), Path(root), config.use_av2_serializer)
+        write_scenario_dir(scenario_of(config.generator, rng), Path(root), config.use_av2_serializer)
     return stop - start
 
 
@@ -80,11 +94,12 @@ def generate(config: SynthConfig, out: Path, progress: bool = True) -> float:
         bar.close()
         marker = {
             "generator": SYNTH_GENERATOR,
-            "generator_version": GENERATOR_VERSION,  # how road users behave (trajemb.synth.behaviour)
+            "generator_version": config.generator,  # how road users behave (trajemb.synth.behaviour)
             "trajemb_version": __version__,
             "config": {k: v for k, v in asdict(config).items() if k != "workers"},
             "truth_sidecars": True,  # trajemb_truth_<id>.parquet beside each scenario (trajemb.truth)
-            "command": f"trajemb synth --out {Path(out).name} --scenarios {config.num_scenarios} --seed {config.seed}",
+            "command": f"trajemb synth --out {Path(out).name} --scenarios {config.num_scenarios} "
+            f"--seed {config.seed} --generator {config.generator}",
         }
         (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2), encoding="utf-8")
     return time.perf_counter() - t0
