@@ -55,9 +55,28 @@ def sensor_dir(av2_fixtures: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """24 synthetic scenarios, generated once per test session."""
+    """24 synthetic scenarios of generator 1 (the default data's, ``trajemb.pipeline``), generated once
+    per test session."""
     out = tmp_path_factory.mktemp("synth") / "scenarios"
-    generate(SynthConfig(num_scenarios=24, seed=7, workers=1), out, progress=False)
+    generate(SynthConfig(num_scenarios=24, seed=7, workers=1, generator=1), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_v2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 synthetic scenarios of the calibrated generator (issue 19), generated once per test session."""
+    out = tmp_path_factory.mktemp("synth_v2") / "scenarios"
+    generate(SynthConfig(num_scenarios=12, seed=7, workers=1, generator=2), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_v2_table(synth_v2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trajectory table of ``synth_v2_dir`` (6 s windows, 1 s stride)."""
+    from trajemb.prepare import PrepareConfig, prepare_table
+
+    out = tmp_path_factory.mktemp("table_v2") / "synth_v2.parquet"
+    prepare_table(PrepareConfig(av2_dirs=(str(synth_v2_dir),), workers=1), out, progress=False)
     return out
 
 

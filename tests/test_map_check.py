@@ -13,7 +13,8 @@ import pytest
 from trajemb.data.av2_motion import find_scenario_files, map_path_for
 from trajemb.errors import DataError
 from trajemb.map_check import _segment_distances, check_map, summarize
-from trajemb.synth.scenario import generate_scenario
+from trajemb.synth.generate import scenario_of
+from trajemb.synth.scenario import SynthScenario, generate_scenario
 from trajemb.synth.writer import write_scenario_dir
 
 
@@ -35,15 +36,32 @@ def test_real_fixture_maps(av2_fixtures: Path) -> None:
     assert summary.maps == 5 and summary.worst["centerline_in_drivable"] == min(centre)
 
 
-def test_synthetic_maps_lie_on_their_drivable_area(synth_dir: Path) -> None:
+def test_synthetic_maps_lie_on_their_drivable_area(synth_v2_dir: Path) -> None:
     """Junction interiors, U-turn loops and lane ends are all drivable area (issue 19: 87 % before)."""
-    for scenario in find_scenario_files(synth_dir):
+    for scenario in find_scenario_files(synth_v2_dir):
         c = check_map(map_path_for(scenario))
         assert c.centerline_in_drivable == 1.0, c
         assert c.polygon_in_drivable == 1.0, c
         # Single-lane roads have no neighbours to check (NaN).
         assert not c.neighbors_consistent < 1.0 and c.successors_connected == 1.0, c
         assert c.dangling_links == 0, c
+
+
+def test_generator_1_maps_are_kept_as_they_were(tmp_path: Path) -> None:
+    """Generator 1's maps (``--generator 1``) are written as before: every 4th point of a drivable area,
+    which cut the corners off its junctions (the 87 % of issue 19); generator 2's, from the same seeds,
+    are fully on their drivable area."""
+    old, new = [], []
+    for i in range(8):
+        old.append(check_map(_map_of(scenario_of(1, np.random.default_rng([0, i])), tmp_path / "v1")))
+        new.append(check_map(_map_of(scenario_of(2, np.random.default_rng([0, i])), tmp_path / "v2")))
+    assert summarize(old).mean["centerline_in_drivable"] < 0.92
+    assert summarize(old).worst["centerline_in_drivable"] < 0.85
+    assert summarize(new).worst["centerline_in_drivable"] == 1.0
+
+
+def _map_of(scenario: SynthScenario, root: Path) -> Path:
+    return next(write_scenario_dir(scenario, root).glob("log_map_archive_*.json"))
 
 
 def test_damaged_maps_are_caught(tmp_path: Path) -> None:

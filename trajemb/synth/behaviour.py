@@ -47,6 +47,9 @@ class TrackerNoise:
     slow_correlation_s: float
     white_m: float
     heading_rad: float  # white noise on the recorded heading
+    #: Tracks differ in how well they are seen: each track's white noise is ``white_m`` times a
+    #: log-normal factor of this log standard deviation (0: every track alike).
+    white_spread: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -59,15 +62,15 @@ class Range:
 class Behaviour:
     # -- vehicles --------------------------------------------------------------------------------
     #: Median desired speed (m/s) at junctions and on open curved roads; log-normal spread.
-    desired_speed_junction_mps: float = 11.0
-    desired_speed_road_mps: float = 13.0
-    desired_speed_log_sd: float = 0.25
+    desired_speed_junction_mps: float = 9.5
+    desired_speed_road_mps: float = 12.0
+    desired_speed_log_sd: float = 0.3
     desired_speed_mps: Range = Range(4.0, 22.0)
     accel_mps2: Range = Range(1.0, 2.0)
     decel_mps2: Range = Range(1.5, 2.5)
     headway_s: Range = Range(1.0, 2.0)
     min_gap_m: Range = Range(1.5, 3.0)
-    lateral_accel_mps2: Range = Range(1.5, 2.5)
+    lateral_accel_mps2: Range = Range(0.8, 1.5)
     #: Drivers do not hold a speed: the desired speed varies by this share (standard deviation) over
     #: ``speed_correlation_s``.
     speed_variation: float = 0.08
@@ -78,12 +81,12 @@ class Behaviour:
     #: Relative frequency of each intended vehicle manoeuvre (renormalised over what a network offers).
     manoeuvre_weights: dict[str, float] = field(
         default_factory=lambda: {
-            "straight": 0.45,
-            "left": 0.13,
-            "right": 0.13,
-            "u_turn": 0.05,
-            "lane_change_left": 0.12,
-            "lane_change_right": 0.12,
+            "straight": 0.18,
+            "left": 0.18,
+            "right": 0.22,
+            "u_turn": 0.04,
+            "lane_change_left": 0.19,
+            "lane_change_right": 0.19,
         }
     )
     #: Junction control: signals, all-way stop signs, or none (priority road); shares.
@@ -92,7 +95,7 @@ class Behaviour:
     )
     #: A signalised approach is red at the start with this probability (until a uniform time in
     #: ``red_until_s``), else green and turns red during the scenario with ``turns_red``.
-    red_at_start: float = 0.5
+    red_at_start: float = 0.3
     red_until_s: Range = Range(1.0, 20.0)
     turns_red: float = 0.3
     red_from_s: Range = Range(2.0, 10.0)
@@ -101,14 +104,17 @@ class Behaviour:
     #: Share of vehicles that start standing (pulling out, waiting), and how long they wait (s).
     start_standing: float = 0.08
     start_wait_s: Range = Range(0.0, 4.0)
+    #: Vehicles on a junction approach start up to this share of the distance they would drive in a
+    #: scenario (plus 10 m) before the stop line, so that most reach the junction while seen.
+    approach_share: float = 0.5
     #: Share of vehicles still outside the map at time 0 (they drive in from the far end).
     entering: float = 0.15
     # -- vulnerable road users -----------------------------------------------------------------
-    pedestrian_speed_mps: float = 1.35
-    pedestrian_speed_sd_mps: float = 0.2
+    pedestrian_speed_mps: float = 1.2
+    pedestrian_speed_sd_mps: float = 0.15
     pedestrian_speed_mps_range: Range = Range(0.7, 2.2)
-    pedestrian_speed_variation: float = 0.1
-    pedestrian_speed_correlation_s: float = 1.0
+    pedestrian_speed_variation: float = 0.08
+    pedestrian_speed_correlation_s: float = 2.0
     pedestrian_wander_m: float = 0.3
     pedestrian_correlation_s: float = 2.0
     cyclist_speed_mps: float = 4.5
@@ -116,8 +122,8 @@ class Behaviour:
     cyclist_speed_mps_range: Range = Range(2.5, 8.0)
     cyclist_wander_m: float = 0.2
     # -- the tracker ---------------------------------------------------------------------------
-    vehicle_noise: TrackerNoise = TrackerNoise(0.05, 1.0, 0.003, 0.005)
-    vru_noise: TrackerNoise = TrackerNoise(0.04, 1.0, 0.002, 0.01)
+    vehicle_noise: TrackerNoise = TrackerNoise(0.06, 0.6, 0.001, 0.005, 0.8)
+    vru_noise: TrackerNoise = TrackerNoise(0.02, 2.0, 0.0003, 0.01, 0.5)
     standing_noise: TrackerNoise = TrackerNoise(0.02, 2.0, 0.001, 0.002)
     #: Share of tracks that lose a stretch of steps (occlusion), and how many steps.
     occluded: float = 0.12

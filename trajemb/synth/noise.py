@@ -66,7 +66,8 @@ def track(
     """
     A, S = xy.shape[:2]
     slow_m = np.array([n.slow_m for n in noise])[:, None, None]
-    white_m = np.array([n.white_m for n in noise])[:, None, None]
+    spread = np.array([n.white_spread for n in noise])
+    white_m = (np.array([n.white_m for n in noise]) * np.exp(spread * rng.standard_normal(A)))[:, None, None]
     corr = np.array([n.slow_correlation_s for n in noise])
     slow = np.empty((A, S, 2))
     for value in np.unique(corr):  # one filter per correlation time

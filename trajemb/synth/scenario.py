@@ -11,7 +11,7 @@ from av2.datasets.motion_forecasting.constants import AV2_SCENARIO_TOTAL_TIMESTE
 
 from trajemb.schema import STEP_S, BoolArray, FloatArray, StrArray
 from trajemb.synth.agents import Driver, Plan, RouteGeometry, Signals, positions, simulate
-from trajemb.synth.behaviour import BEHAVIOUR, Behaviour, Range
+from trajemb.synth.behaviour import BEHAVIOUR, GENERATOR_VERSION, Behaviour, Range
 from trajemb.synth.noise import smooth_noise, track
 from trajemb.synth.roads import ManoeuvreSpan, RoadNetwork, Route, road_network
 
@@ -49,6 +49,7 @@ class SynthScenario:
     route_kinds: StrArray  # (A,) the route's manoeuvre, or parked / static for standing objects
     route_s_m: FloatArray  # (A, S) noise-free arc length along the route, NaN where invalid
     spans: list[tuple[ManoeuvreSpan, ...]]  # (A,) manoeuvres along each route
+    generator: int = GENERATOR_VERSION  # which generator made it (``trajemb.synth.behaviour.GENERATORS``)
 
 
 def _weighted_route(rng: np.random.Generator, routes: list[Route], weights: dict[str, float]) -> Route:
@@ -122,7 +123,7 @@ def _vehicle(
     )
     horizon_m = v_des * num_steps * STEP_S
     if route.stop_s_m is not None:
-        s0 = route.stop_s_m - rng.uniform(5.0, 0.8 * horizon_m + 20.0)
+        s0 = route.stop_s_m - rng.uniform(5.0, b.approach_share * horizon_m + 10.0)
     else:
         s0 = rng.uniform(0.0, max(0.0, length - 0.5 * horizon_m))
     s0 = max(0.0, s0)

@@ -203,9 +203,11 @@ def map_json(sc: SynthScenario) -> dict[str, Any]:
                 "right_neighbor_id": neighbor(lane.right_neighbor),
                 "successors": [ids[s][0] for s in lane.successors] if last else [ids[li][pi + 1]],
             }
-    # Every point of a drivable area is a corner of it (roads build theirs sparse already).
+    # Every point of a drivable area is a corner of it (roads build theirs sparse already). Generator 1
+    # wrote every MAP_POINT_STRIDE-th, cutting the corners off its junctions (kept: its maps as they were).
+    area_stride = MAP_POINT_STRIDE if sc.generator == 1 else 1
     areas = {
-        str(next_id + i): {"area_boundary": _points(poly[:-1], stride=1), "id": next_id + i}
+        str(next_id + i): {"area_boundary": _points(poly[:-1], stride=area_stride), "id": next_id + i}
         for i, poly in enumerate(net.drivable_areas)
     }
     next_id += len(net.drivable_areas)

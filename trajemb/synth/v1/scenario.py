@@ -185,4 +185,5 @@ def generate_scenario(
         route_kinds=np.asarray(kinds, dtype=np.str_),
         route_s_m=route_s,
         spans=spans,
+        generator=1,
     )
