@@ -10,6 +10,7 @@ import streamlit as st
 
 from trajemb.bundle import Bundle
 from trajemb.errors import TrajembError
+from trajemb.explore import rows_frame
 from trajemb.forecast import (
     ALIGNMENTS,
     CONSTANT_ACCELERATION,
@@ -185,6 +186,17 @@ def source_table(bundle: Bundle, f: QueryForecast, model: str) -> None:
         "on the map, to make that window the query."
     )
     ui.results_table(bundle, rows, columns, state.table_key("forecast-table"), table="forecast-table")
+    extra = {
+        "probability": np.asarray(modes.probability, dtype=np.float64),
+        "history_distance": np.asarray(modes.distance, dtype=np.float64),
+    }
+    if "FDE (m)" in columns:
+        extra["fde_m"] = np.asarray(fde, dtype=np.float64)
+    ui.downloads(
+        lambda: rows_frame(bundle, rows, model, extra),
+        ui.file_stem("forecast-sources", model, f"k{len(rows)}"),
+        "forecast-download",
+    )
 
 
 def page() -> None:

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from av2.datasets.motion_forecasting.eval.metrics import compute_ade, compute_brier_fde, compute_fde
 from streamlit.testing.v1 import AppTest
@@ -136,6 +138,12 @@ def test_forecast_page_draws_and_scores_the_librarys_forecast(
     assert sources["window id"].tolist() == bundle.strings("window_id", modes.rows.tolist())
     assert sources["probability"].tolist() == pytest.approx(np.round(modes.probability, 3).tolist())
     assert (bundle.scenario_groups[modes.rows] != bundle.scenario_groups[row]).all()
+    # ... and downloads as the library's table of those windows, with their probabilities.
+    name, make = at.session_state["_downloads"]["forecast-download-parquet"]
+    assert name == f"trajemb-forecast-sources-{model}-k6.parquet"
+    table = pq.read_table(pa.BufferReader(make())).to_pandas()
+    assert table["window_id"].tolist() == bundle.strings("window_id", modes.rows.tolist())
+    np.testing.assert_allclose(table["probability"], modes.probability, rtol=1e-6)
 
 
 def test_forecast_controls_live_in_the_url_and_keep_the_query(
