@@ -25,6 +25,7 @@ from trajemb.forecast import (
 from trajemb.forecast_metrics import score_forecasts
 from trajemb.query import parse_track, query_window
 from trajemb.report import FORECAST_METHODS, definitions_markdown, forecast_definitions
+from trajemb.sketch import SketchConfig, sketch_window
 from trajemb.viz import forecast_figure
 
 import state
@@ -111,6 +112,30 @@ def own_history(history_steps: int) -> np.ndarray | None:
         st.error(f"Cannot use these points: {ui.md(str(exc))}")
         return None
     st.caption(made.how + ".")  # our own words and numbers
+    return np.asarray(made.xy_agent, dtype=np.float64)
+
+
+def sketched_history(history_steps: int) -> np.ndarray | None:
+    """The path drawn on the Sketch page (in its frame, at its speed) made into an H-step history at
+    10 Hz by ``trajemb.sketch`` (at the drawing's speed, its first H steps; without one, the whole path);
+    the forecast starts where that history ends."""
+    points = state.sketch_points()
+    if not len(points):
+        st.info("Nothing is drawn yet: draw a path on the Sketch page, then come back here.")
+        return None
+    speed = float(state.get("sketch-speed") or 0.0)
+    frame = str(state.get("sketch-frame") or "agent")
+    try:
+        made = sketch_window(points, SketchConfig(history_steps, speed or None, None, frame))
+    except TrajembError as exc:
+        st.error(f"Cannot use the drawn path as a history: {ui.md(str(exc))}")
+        return None
+    seconds = (history_steps - 1) / 10
+    st.caption(
+        f"The path drawn on Sketch ({frame} frame"
+        + (f", {speed:g} m/s" if speed else ", the whole path")
+        + f") as a {seconds:g} s history."
+    )
     return np.asarray(made.xy_agent, dtype=np.float64)
 
 
@@ -225,7 +250,10 @@ def page() -> None:
         with st.spinner("Forecasting"):
             f = forecast_row(bundle, row, config, methods)
     else:
-        history = own_history(config.history_steps)
+        if source == state.FORECAST_SOURCES[1]:
+            history = own_history(config.history_steps)
+        else:
+            history = sketched_history(config.history_steps)
         st.session_state[OWN_AT] = st.session_state.get(state.VERSION)
         if history is None:
             return

@@ -5,7 +5,6 @@ brings it back."""
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
 from trajemb.errors import TrajembError
@@ -33,14 +32,6 @@ def encode(points: list[tuple[float, float]]) -> str:
     if kept[-1] != points[-1]:
         kept.append(points[-1])
     return ";".join(f"{x:.2f},{y:.2f}" for x, y in kept)
-
-
-def decode(text: str) -> np.ndarray:
-    """(P, 2) points of ``encode``'s text; a malformed text gives what ``trajemb.sketch`` refuses."""
-    try:
-        return np.array([[float(v) for v in pair.split(",")] for pair in text.split(";") if pair], np.float64)
-    except ValueError:
-        return np.zeros((0, 2))
 
 
 def _drawn() -> None:
@@ -104,7 +95,7 @@ def page() -> None:
     row: int | None = None
     if frame == "city":
         row = ui.query_bar(bundle)
-    points = decode(str(state.get("sketch") or ""))
+    points = state.sketch_points()
     made = None
     error = None
     if len(points):

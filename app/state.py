@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import streamlit as st
 
 from trajemb.bundle import Bundle
@@ -56,7 +57,7 @@ ANY_TYPE = "any type"
 MAX_HISTORY = 50
 MAX_K = 20
 #: The Forecast page's query: the current window of the bundle, or a history of one's own.
-FORECAST_SOURCES = ("A window of the bundle", "Your own history")
+FORECAST_SOURCES = ("A window of the bundle", "Your own history", "The path drawn on Sketch")
 _FORECAST = ForecastConfig()  # the library's defaults
 
 
@@ -324,3 +325,13 @@ def reset_for_bundle() -> None:
     st.session_state[VERSION] = st.session_state.get(VERSION, 0) + 1
     for name in FILTERS:
         put(f"filter-{name}", ())
+
+
+def sketch_points() -> np.ndarray:
+    """(P, 2) points of the drawing in the ``sketch`` setting (``x,y;x,y;...``, as the Sketch page
+    writes it); a malformed text gives no points, which ``trajemb.sketch`` refuses in one line."""
+    text = str(get("sketch") or "")
+    try:
+        return np.array([[float(v) for v in pair.split(",")] for pair in text.split(";") if pair], np.float64)
+    except ValueError:
+        return np.zeros((0, 2))

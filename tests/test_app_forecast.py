@@ -230,3 +230,29 @@ def test_evaluation_shows_forecast_and_rare_enrichment_tables(
     assert any("Rare classes" in c.value for c in at.caption)
     # No history model here: the forecast section says so in one line.
     assert any("no history model, so no forecast scores" in c.value for c in at.caption)
+
+
+def test_forecast_of_the_sketched_path(forecast_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 18: a sketched history works as well: the path drawn on Sketch (here from a link) is made
+    into the history by ``trajemb.sketch`` and forecast from the bank."""
+    from trajemb.sketch import SketchConfig, sketch_window
+
+    drawn = "0,0;20,0;35,3;45,12"
+    at = start(forecast_bundle, monkeypatch, {"sketch": drawn, "speed": "6"})
+    at.switch_page(PAGE).run()
+    at.segmented_control(key="forecast-query").set_value("The path drawn on Sketch").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    bundle = Bundle(forecast_bundle)
+    (model,) = bundle.model_names
+    points = np.array([[float(v) for v in p.split(",")] for p in drawn.split(";")])
+    history = sketch_window(points, SketchConfig(30, 6.0)).xy_agent
+    expected = forecast_window(bundle, history, methods=[f"retrieval_{model}", *METHODS])
+    modes = expected.methods[f"retrieval_{model}"]
+    lines = drawn_lines(at)
+    np.testing.assert_allclose(lines["history"], history, atol=0.011)
+    np.testing.assert_allclose(lines[f"#1 p {modes.probability[0]:.2f}"][1:], modes.xy_agent[0], atol=0.011)
+    # Nothing drawn: one line that says where to draw.
+    empty = start(forecast_bundle, monkeypatch)
+    empty.switch_page(PAGE).run()
+    empty.segmented_control(key="forecast-query").set_value("The path drawn on Sketch").run()
+    assert not empty.exception and any("draw a path on the Sketch page" in i.value for i in empty.info)
