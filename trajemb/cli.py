@@ -414,10 +414,7 @@ def _cmd_search_drawing(args: argparse.Namespace) -> int:
     nb = search_sketch(bundle, model, sketch, options)
     results = neighbor_records(bundle, nb)
     if args.out:
-        from trajemb.explore import neighbors_frame
-        from trajemb.export import write_results
-
-        write_results(neighbors_frame(bundle, model, nb, "drawn"), args.out, inputs=[bundle.root])
+        _write_neighbors(bundle, model, nb, args.out, quiet=True, query_window_id="drawn")
     if args.json:
         print(json.dumps({"drawn": sketch.notes, "model": model, "neighbors": results}, indent=2))
         return 0
@@ -442,12 +439,15 @@ def _number(flag: str, text: str | None) -> float | None:
         raise TrajembError(f"{flag} must be a number, got {text!r:.40}") from None
 
 
-def _write_neighbors(bundle: Bundle, model: str, nb: Neighbors, out: str, quiet: bool) -> None:
-    """``trajemb search --out``: the neighbours as a table (``trajemb.export``), format by suffix."""
+def _write_neighbors(
+    bundle: Bundle, model: str, nb: Neighbors, out: str, quiet: bool, query_window_id: str = ""
+) -> None:
+    """``trajemb search --out``: the neighbours as a table (``trajemb.export``), format by suffix;
+    ``query_window_id`` names a query that is not a bundle window (``drawn``)."""
     from trajemb.explore import neighbors_frame
     from trajemb.export import write_results
 
-    path = write_results(neighbors_frame(bundle, model, nb), out, inputs=[bundle.root])
+    path = write_results(neighbors_frame(bundle, model, nb, query_window_id), out, inputs=[bundle.root])
     if not quiet:
         print(f"wrote {len(nb)} neighbours to {path}")
 
