@@ -55,7 +55,7 @@ def test_missing_large_and_special_files(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo.json")
     with pytest.raises(DataError, match="not a regular file"):  # and does not block
         read_json_object(tmp_path / "fifo.json", "model card")
-    with pytest.raises(DataError, match="not a regular file"):
+    with pytest.raises(DataError, match="is a folder, not a model card"):
         read_json_object(tmp_path, "model card")
 
 

@@ -25,7 +25,7 @@ import torch
 
 from trajemb import distributed
 from trajemb.losses import TripletLoss
-from trajemb.mining import mine_triplets
+from trajemb.mining import Triplets, mine_triplets
 from trajemb.similarity import fft_features, similarity_matrix
 from trajemb.soft_neighbor_loss import SoftNeighborLoss
 
@@ -76,9 +76,17 @@ class TripletBatchLoss:
     ) -> tuple[torch.Tensor, int]:
         if across_ranks and self.scope == "global" and self.dist is not None and self.dist.is_distributed:
             return self._global(z, targets, groups, generator, self.dist)
+        triplets = self._mine(z, targets, groups, generator)
+        return self.loss_fn(z, triplets), len(triplets)
+
+    def _mine(
+        self, z: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor, generator: torch.Generator
+    ) -> Triplets:
+        """Triplets (anchor, positive, negative) of one batch: similar by the targets, never two windows
+        of one group, ranked by the current embeddings ``z`` (N, D)."""
         with torch.no_grad():
             sim = similarity_matrix(targets, self.similarity, self.shape_weight)
-        triplets = mine_triplets(
+        return mine_triplets(
             sim,
             self.threshold,
             self.mining,
@@ -87,7 +95,6 @@ class TripletBatchLoss:
             exclude=groups[:, None] == groups[None, :],
             generator=generator,
         )
-        return self.loss_fn(z, triplets), len(triplets)
 
     def _global(
         self,
@@ -101,17 +108,7 @@ class TripletBatchLoss:
         gathered data, same generator state) and keeps those anchored in its own rows; scaling by the
         rank's share makes DDP's gradient average the gradient of the mean over all global triplets."""
         xg, gg, zg, own = distributed.gather_global_batch(targets, groups, z, dist)
-        with torch.no_grad():
-            sim = similarity_matrix(xg, self.similarity, self.shape_weight)
-        every = mine_triplets(
-            sim,
-            self.threshold,
-            self.mining,
-            embeddings=zg.detach(),
-            margin=self.margin,
-            exclude=gg[:, None] == gg[None, :],
-            generator=generator,
-        )
+        every = self._mine(zg, xg, gg, generator)
         mine = distributed.own_anchors(every, own)
         share = len(mine) * dist.world_size / max(1, len(every))
         return self.loss_fn(zg, mine) * share, len(mine)

@@ -33,8 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import stat
 import threading
 import weakref
 from pathlib import Path
@@ -49,6 +47,7 @@ from trajemb.atomic import atomic_path
 from trajemb.bundle import CHECKPOINT_DIR, Bundle, model_file
 from trajemb.errors import ConfigError, DataError
 from trajemb.outputs import RESULTS_METADATA_KEY, check_output_file
+from trajemb.paths import regular_file_size
 from trajemb.schema import Source
 
 if TYPE_CHECKING:
@@ -245,20 +244,6 @@ def _write_frame(frame: pd.DataFrame, target: Any, fmt: str) -> None:
 
 
 # -- window ids back in ----------------------------------------------------------------------------
-def _regular_file(path: Path, max_bytes: int) -> int:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: id list not found") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the id list ({exc.strerror})") from exc
-    if not stat.S_ISREG(st.st_mode):
-        raise DataError(f"{path}: not a regular file; give a CSV, parquet or text file of window ids")
-    if st.st_size > max_bytes:
-        raise DataError(f"{path}: {st.st_size:,} bytes, more than an id list may have ({max_bytes:,})")
-    return int(st.st_size)
-
-
 def _ids_from_parquet(data: bytes, what: str) -> list[str]:
     try:
         parquet = pq.ParquetFile(pa.BufferReader(data))
@@ -340,7 +325,7 @@ def read_window_ids(path: Path | str, max_bytes: int = MAX_ID_FILE_BYTES) -> lis
     """Window ids from a file (``window_ids_from_bytes``), which must be a regular file of at most
     ``max_bytes``."""
     path = Path(path)
-    _regular_file(path, max_bytes)
+    regular_file_size(path, "id list", max_bytes, expected="give a CSV, parquet or text file of window ids")
     try:
         data = path.read_bytes()
     except OSError as exc:

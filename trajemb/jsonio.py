@@ -8,12 +8,11 @@ artefact is reported, never a traceback.
 from __future__ import annotations
 
 import json
-import os
-import stat
 from pathlib import Path
 from typing import Any
 
 from trajemb.errors import DataError
+from trajemb.paths import regular_file_size
 
 #: Our JSON files are a few kilobytes (reports with many columns stay well under a megabyte); a cap
 #: keeps a crafted multi-gigabyte "card" from being read into memory.
@@ -33,17 +32,7 @@ def read_json_object(path: Path | str, what: str, max_bytes: int = MAX_JSON_BYTE
             not UTF-8, invalid or too deeply nested JSON, or a top level that is not an object.
     """
     path = Path(path)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: {what} not found") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the {what} ({exc.strerror})") from exc
-    # A FIFO or device would block or never end; only regular files are read.
-    if not stat.S_ISREG(st.st_mode):
-        raise DataError(f"{path}: the {what} is not a regular file")
-    if st.st_size > max_bytes:
-        raise DataError(f"{path}: the {what} is {st.st_size} bytes, more than the {max_bytes} allowed")
+    regular_file_size(path, what, max_bytes)
     try:
         data = path.read_bytes()[: max_bytes + 1]
         value = json.loads(data.decode("utf-8"))

@@ -9,6 +9,7 @@ onto a root and checks that the result, symlinks followed, is still inside the r
 from __future__ import annotations
 
 import os
+import stat
 import unicodedata
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -113,3 +114,34 @@ def resolve_inside(root: Path | str, relative: Path | str) -> Path:
     if not target.is_relative_to(base):
         raise DataError(f"{text!r:.120} leads out of {root} (to {target}); refusing to follow it")
     return target
+
+
+def regular_file_size(path: Path, what: str, max_bytes: int | None = None, expected: str = "") -> int:
+    """The size in bytes of ``path`` if it is a regular file of at most ``max_bytes``.
+
+    A FIFO or device would block or never end, so only regular files are read.
+
+    Args:
+        path: the file.
+        what: what the file should be, for messages (``"model card"``, ``"trajectory table"``).
+        max_bytes: refuse larger files (``None``: any size).
+        expected: what to give instead, appended to the message for a folder or special file.
+
+    Raises:
+        DataError: missing or unreadable, a folder or special file, or larger than ``max_bytes``.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the {what} ({exc.strerror})") from exc
+    hint = f"; {expected}" if expected else ""
+    if stat.S_ISDIR(st.st_mode):
+        article = "an" if what[:1] in tuple("aeiou") else "a"
+        raise DataError(f"{path}: is a folder, not {article} {what}{hint}")
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{path}: the {what} is not a regular file{hint}")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise DataError(f"{path}: the {what} is {st.st_size:,} bytes, more than the {max_bytes:,} allowed")
+    return int(st.st_size)

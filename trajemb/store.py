@@ -17,8 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ import pyarrow.parquet as pq
 from trajemb.atomic import atomic_path
 from trajemb.errors import DataError
 from trajemb.jsonio import parse_json_object
+from trajemb.paths import regular_file_size
 from trajemb.schema import MAX_WINDOW_STEPS, Float32Array, WindowColumns
 
 #: 3: ``true_manoeuvre`` column (synthetic ground truth) and the direction rules of ``trajemb.labels``
@@ -323,21 +322,6 @@ def write_table(windows: WindowColumns, path: Path, manifest_extra: dict[str, An
     return writer.manifest
 
 
-def _check_regular_file(path: Path) -> None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: trajectory table not found") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the trajectory table ({exc.strerror})") from exc
-    if stat.S_ISDIR(st.st_mode):
-        raise DataError(
-            f"{path}: is a folder, not a trajectory table (a .parquet file from `trajemb prepare`)"
-        )
-    if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
-        raise DataError(f"{path}: not a regular file, so not a trajectory table")
-
-
 def read_manifest(path: Path) -> dict[str, Any]:
     """The manifest of a table without reading its rows, with its fields checked.
 
@@ -345,7 +329,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
         DataError: not a parquet file, no or malformed trajemb manifest, another format version.
     """
     path = Path(path)
-    _check_regular_file(path)
+    regular_file_size(path, "trajectory table", expected="give a .parquet file from `trajemb prepare`")
     try:
         parquet_metadata = pq.read_metadata(path)
         metadata = parquet_metadata.metadata or {}
