@@ -364,6 +364,40 @@ def _collapse(ids: np.ndarray, keep: np.ndarray, embeddings: Any, eps: float, k:
     return out
 
 
+def _checked_arguments(
+    index: SearchIndex,
+    queries: np.ndarray,
+    query_rows: np.ndarray | None,
+    exclude: Groups | None,
+    query_groups: np.ndarray | None,
+    allowed: np.ndarray | None,
+    distinct: Groups | None = None,
+) -> tuple[np.ndarray, int, np.ndarray | None, np.ndarray | None]:
+    """The arguments of ``search`` and ``range_search`` checked against the index: (Q, D) float32
+    queries, the index's N rows, the (Q,) int64 query rows and query groups (or None)."""
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    if q.ndim != 2 or q.shape[1] != index.d:
+        raise DataError(f"queries have shape {q.shape}, the index expects (Q, {index.d})")
+    if not np.isfinite(q).all():
+        raise DataError(
+            "query embeddings are NaN or infinite (a query with non-finite or absurd coordinates?)"
+        )
+    n = int(index.ntotal)
+    for name, groups in (("exclude", exclude), ("distinct", distinct)):
+        if groups is not None and len(groups.ids) != n:
+            raise DataError(f"{name} groups have {len(groups.ids)} rows, the index {n}")
+    if allowed is not None and len(allowed) != n:
+        raise DataError(f"allowed mask has {len(allowed)} rows, the index {n}")
+    if (exclude is None) != (query_groups is None):
+        raise ConfigError("exclude groups and query_groups go together")
+    rows_q = None if query_rows is None else np.asarray(query_rows, dtype=np.int64)
+    groups_q = None if query_groups is None else np.asarray(query_groups, dtype=np.int64)
+    for name, arr in (("query_rows", rows_q), ("query_groups", groups_q)):
+        if arr is not None and arr.shape != (len(q),):
+            raise DataError(f"{name} has shape {arr.shape}, expected ({len(q)},)")
+    return q, n, rows_q, groups_q
+
+
 def search(
     index: SearchIndex,
     queries: np.ndarray,
@@ -401,26 +435,9 @@ def search(
         check_float("collapse_eps", collapse_eps, 0.0, low_open=True)
         if embeddings is None:
             raise ConfigError("collapse_eps needs the embeddings (search(..., embeddings=...))")
-    q = np.ascontiguousarray(queries, dtype=np.float32)
-    if q.ndim != 2 or q.shape[1] != index.d:
-        raise DataError(f"queries have shape {q.shape}, the index expects (Q, {index.d})")
-    if not np.isfinite(q).all():
-        raise DataError(
-            "query embeddings are NaN or infinite (a query with non-finite or absurd coordinates?)"
-        )
-    n = int(index.ntotal)
-    for name, groups in (("exclude", exclude), ("distinct", distinct)):
-        if groups is not None and len(groups.ids) != n:
-            raise DataError(f"{name} groups have {len(groups.ids)} rows, the index {n}")
-    if allowed is not None and len(allowed) != n:
-        raise DataError(f"allowed mask has {len(allowed)} rows, the index {n}")
-    if (exclude is None) != (query_groups is None):
-        raise ConfigError("exclude groups and query_groups go together")
-    rows_q = None if query_rows is None else np.asarray(query_rows, dtype=np.int64)
-    groups_q = None if query_groups is None else np.asarray(query_groups, dtype=np.int64)
-    for name, arr in (("query_rows", rows_q), ("query_groups", groups_q)):
-        if arr is not None and arr.shape != (len(q),):
-            raise DataError(f"{name} has shape {arr.shape}, expected ({len(q)},)")
+    q, n, rows_q, groups_q = _checked_arguments(
+        index, queries, query_rows, exclude, query_groups, allowed, distinct
+    )
     dist_out = np.full((len(q), k), np.inf, np.float32)
     ids_out = np.full((len(q), k), -1, np.int64)
     if n == 0 or len(q) == 0:
@@ -654,23 +671,7 @@ def range_search(
     ``max_results`` results in all is refused (a radius that joins most of the rows).
     """
     radius = check_float("radius", radius, 0.0, low_open=True)
-    q = np.ascontiguousarray(queries, dtype=np.float32)
-    if q.ndim != 2 or q.shape[1] != index.d:
-        raise DataError(f"queries have shape {q.shape}, the index expects (Q, {index.d})")
-    if not np.isfinite(q).all():
-        raise DataError("query embeddings are NaN or infinite")
-    n = int(index.ntotal)
-    if exclude is not None and len(exclude.ids) != n:
-        raise DataError(f"exclude groups have {len(exclude.ids)} rows, the index {n}")
-    if allowed is not None and len(allowed) != n:
-        raise DataError(f"allowed mask has {len(allowed)} rows, the index {n}")
-    if (exclude is None) != (query_groups is None):
-        raise ConfigError("exclude groups and query_groups go together")
-    rows_q = None if query_rows is None else np.asarray(query_rows, dtype=np.int64)
-    groups_q = None if query_groups is None else np.asarray(query_groups, dtype=np.int64)
-    for name, arr in (("query_rows", rows_q), ("query_groups", groups_q)):
-        if arr is not None and arr.shape != (len(q),):
-            raise DataError(f"{name} has shape {arr.shape}, expected ({len(q)},)")
+    q, n, rows_q, groups_q = _checked_arguments(index, queries, query_rows, exclude, query_groups, allowed)
     # Chunks sized by the results seen so far: the first bounds the worst case (every row within the
     # radius), later ones grow where results are few, since each FAISS call is a parallel region and
     # tens of thousands of small ones stall on a busy machine (one run at 1M windows: 30 s, then 279 s).
