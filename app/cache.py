@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import logging
 import os
 import subprocess
@@ -224,11 +225,18 @@ def _run_completion(path: str, job: Completion) -> None:
         job.returncode = proc.wait()
 
 
+@functools.lru_cache(maxsize=8)
+def _manifest(path: str, stamp: tuple[int, ...]) -> dict[str, Any]:
+    """The manifest of the bundle at ``path`` as it is on disk (``stamp``): read once per version, not
+    on every run (two megabytes of JSON at a million windows). Read only, never changed."""
+    return Bundle(Path(path)).manifest
+
+
 def bundle_is_complete(path: str, robustness: bool = False) -> bool:
     """Whether every model has its 2-D layout and evaluation (and, with ``robustness``, whether nothing
     is left to add at all: the robustness curves the bundle's config asks for included)."""
     try:
-        manifest = Bundle(Path(path)).manifest
+        manifest = _manifest(path, disk_stamp(Path(path)))
     except DataError:
         return False
     if not all(m.get("projection") and m.get("evaluated") for m in manifest["models"].values()):
