@@ -302,8 +302,7 @@ def agent_frame_figure(
         "title": {"text": plain(title), "font": {"size": 13}},
         "height": height + 20 * legend_rows,
         "plot_bgcolor": "white",
-        # Margins sized for the legend and titles: plotly need not measure and draw the figure twice.
-        "margin": {"l": 50, "r": TOOLBAR_PX, "t": 35, "b": 60 + 20 * legend_rows, "autoexpand": False},
+        "margin": {"l": 50, "r": TOOLBAR_PX, "t": 35, "b": 60 + 20 * legend_rows},
         "modebar": TOOLBAR,
         "clickmode": "event+select",
         "dragmode": "pan",
