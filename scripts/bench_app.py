@@ -117,8 +117,9 @@ def chromium_cpu_ms() -> float:
     total = 0.0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if b"chrom" in os.path.basename(argv[0]) and any(a.startswith(b"--type=") for a in argv):
+            # Chromium rewrites its children's command lines into one string: look for the words.
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"chrom" in cmdline.split(b" ")[0] and b"--type=" in cmdline:
                 total += cpu_ms(pid)
         except OSError:
             continue
