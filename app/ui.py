@@ -747,6 +747,8 @@ def completion_notice(bundle: Bundle, only_running: bool = False) -> None:
     command to run). ``only_running``: say nothing unless layouts or evaluation are still missing."""
     path = str(bundle.root)
     status = cache.completion_status(path)
+    if status is None and only_running:  # nothing runs: nothing to say (and no manifest to read)
+        return
     complete = cache.bundle_is_complete(path)
     if status is None:
         if only_running or complete:

@@ -103,15 +103,66 @@ def server_side(bundle: Path, reruns: int) -> None:
     stats(f"server: Explore rerun after a query change ({n:,} windows)", ms)
 
 
-def timed(page: Any, action: Callable[[], None], done: Callable[[], None], quiet_ms: int) -> float:
+_TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ms(pid: int | str) -> float:
+    """CPU time (user + system) a process has used so far, ms."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * _TICK_MS
+
+
+def chromium_cpu_ms() -> float:
+    """CPU time used so far by Chromium's child processes (renderers, GPU, network), ms."""
+    total = 0.0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            # Chromium rewrites its children's command lines into one string: look for the words.
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"chrom" in cmdline.split(b" ")[0] and b"--type=" in cmdline:
+                total += cpu_ms(pid)
+        except OSError:
+            continue
+    return total
+
+
+#: Per timed label: (Chromium CPU ms, server CPU ms) of each interaction. CPU time, unlike the time a
+#: person waits, hardly grows with other jobs on the machine: it tells whether a change made the
+#: browser's or the server's work smaller when the wall-clock figures are too noisy to tell.
+CPU: dict[str, list[tuple[float, float]]] = {}
+
+
+def timed(
+    page: Any, action: Callable[[], None], done: Callable[[], None], quiet_ms: int, label: str = ""
+) -> float:
     """Milliseconds a person waits: from just before ``action`` to the last change of the page once
     ``done`` has seen the result (a MutationObserver records every change; the page must then stay
-    unchanged for ``quiet_ms``, which is not counted). Tooltips and plot hover labels are not changes."""
+    unchanged for ``quiet_ms``, which is not counted). Tooltips and plot hover labels are not changes.
+    With ``label``, the CPU time Chromium and the server spent meanwhile is kept in ``CPU``."""
+    import browser as harness
+
+    server = harness.last_server_pid
+    c0, s0 = chromium_cpu_ms(), cpu_ms(server) if server else 0.0
     t0 = watch_changes(page)
     action()
     page.mouse.move(2, 2)  # no tooltip or hover label under a resting mouse
     done()
-    return wait_settled(page, quiet_ms) - t0
+    waited = wait_settled(page, quiet_ms) - t0
+    if label:
+        CPU.setdefault(label, []).append(
+            (chromium_cpu_ms() - c0, (cpu_ms(server) - s0) if server else float("nan"))
+        )
+    return waited
+
+
+def cpu_stats(label: str) -> None:
+    """Median CPU time of the interactions timed under ``label`` (the quiet period included)."""
+    spent = CPU.get(label)
+    if spent:
+        print(
+            f"    CPU per interaction (median): Chromium {statistics.median(c for c, _ in spent):6.0f} ms, "
+            f"server {statistics.median(s for _, s in spent):6.0f} ms"
+        )
 
 
 def browser(bundle: Path, clicks: int, quiet_ms: int) -> None:
@@ -139,10 +190,12 @@ def browser(bundle: Path, clicks: int, quiet_ms: int) -> None:
                     lambda: page.get_by_role("button", name="Random").click(),
                     lambda b=before: page.wait_for_function(QUERY_CHANGED, arg=b, timeout=60_000),
                     quiet_ms,
+                    "random",
                 )
             )
             sent.append(sum(received))
         stats("browser: Random clicked -> page settled", click_ms)
+        cpu_stats("random")
         print(
             f"  browser: bytes sent by the server per click                  median "
             f"{statistics.median(sent) / 1e3:7.0f} kB  max {max(sent) / 1e3:7.0f} kB"
@@ -156,9 +209,11 @@ def browser(bundle: Path, clicks: int, quiet_ms: int) -> None:
                         lambda n=name: page.get_by_role("link", name=n, exact=True).click(),
                         lambda h=heading: page.get_by_role("heading", name=h).first.wait_for(timeout=120_000),
                         quiet_ms,
+                        "switch",
                     )
                 )
         stats("browser: page switch (Explore <-> Embedding space)", switch_ms)
+        cpu_stats("switch")
         page.get_by_role("link", name="Embedding space", exact=True).click()
         page.get_by_role("heading", name="Embedding space").first.wait_for(timeout=120_000)
         wait_settled(page, quiet_ms)
@@ -206,9 +261,11 @@ def browser(bundle: Path, clicks: int, quiet_ms: int) -> None:
                     lambda i=i: click_plot_point(page, 0, 0, 3 + 7 * i),
                     lambda b=before: page.wait_for_function(QUERY_CHANGED, arg=b, timeout=60_000),
                     quiet_ms,
+                    "layout click",
                 )
             )
         stats("browser: click on the 2-D layout -> page settled", pick_ms)
+        cpu_stats("layout click")
         import browser as harness
 
         if harness.last_server_pid is not None:

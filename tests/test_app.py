@@ -940,3 +940,51 @@ def test_sketch_on_the_query_map_is_turned_into_the_agent_frame(
     assert neighbor_ids(app) == bundle.strings("window_id", want.rows.tolist())
     app.segmented_control(key="sketch-frame").set_value("agent").run()  # another frame: the drawing goes
     assert not [d for d in app.dataframe if "window id" in d.value.columns]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_background_verification_yields_the_cpu_to_the_page(
+    small_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22, item 10: the full check of a newly opened bundle (8 s of CPU at a million windows)
+    runs at the lowest priority, in its own thread only: the clicks it overlapped waited for it."""
+    import os
+    import threading
+
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "app"))
+    import cache
+
+    seen: list[tuple[int, int]] = []
+    main_thread = threading.get_native_id()
+    before = os.getpriority(os.PRIO_PROCESS, main_thread)
+
+    def verify_all(self: Bundle) -> None:
+        own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        seen.append((own, os.getpriority(os.PRIO_PROCESS, main_thread)))
+
+    monkeypatch.setattr(Bundle, "verify_all", verify_all)
+    worker = threading.Thread(target=cache._verify, args=(Bundle(small_bundle), str(small_bundle), (0,)))
+    worker.start()
+    worker.join()
+    assert seen == [(19, before)]  # the verifying thread at 19, the page's threads as they were
+
+
+def test_explore_reads_the_manifest_once_per_version(
+    small_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22, item 10: a rerun of Explore no longer parses the manifest again (two megabytes of
+    JSON at a million windows) to learn that nothing completes the bundle."""
+    import trajemb.bundle as bundle_module
+
+    at = start(small_bundle, monkeypatch)
+    reads: list[Path] = []
+    read = bundle_module.read_bundle_manifest
+
+    def counted(root: Path) -> dict[str, object]:
+        reads.append(root)
+        return read(root)
+
+    monkeypatch.setattr(bundle_module, "read_bundle_manifest", counted)
+    at.button(key="random").click().run()
+    at.button(key="random").click().run()
+    assert not at.exception and reads == []

@@ -208,38 +208,42 @@ def _ends(
     axes: dict[str, str] | None = None,
     starts: bool = True,
 ) -> list[dict[str, Any]]:
-    """Start (circle; ``starts``) and end (arrow along the direction of travel) markers of each path."""
+    """Start (circle; ``starts``) and end (arrow along the direction of travel) markers of each path, in
+    one trace (each trace is a layer that the browser draws and compares again on every redraw)."""
     if not paths:
         return []
-    first = np.array([p[0] for p in paths])
-    last = np.array([p[-1] for p in paths])
-    common = {"type": "scatter", "mode": "markers", "showlegend": False, "hoverinfo": "skip", **(axes or {})}
-    arrows = {
-        **common,
-        "x": last[:, 0],
-        "y": last[:, 1],
-        "marker": {
-            "symbol": "arrow",
-            "size": size * 1.3,
-            "color": list(colors),
-            "angle": [_heading_deg(p) for p in paths],
-            "line": {"color": "white", "width": 0.5},
-        },
-    }
-    if not starts:
-        return [arrows]
-    circles = {
-        **common,
-        "x": first[:, 0],
-        "y": first[:, 1],
-        "marker": {
-            "symbol": "circle",
-            "size": size * 0.7,
-            "color": list(colors),
-            "line": {"color": "white", "width": 1},
-        },
-    }
-    return [circles, arrows]
+    n = len(paths)
+    ends = [np.array([p[-1] for p in paths])]
+    symbols, sizes, angles, widths = (
+        ["arrow"] * n,
+        [size * 1.3] * n,
+        [_heading_deg(p) for p in paths],
+        [0.5] * n,
+    )
+    fill = list(colors)
+    if starts:
+        ends.insert(0, np.array([p[0] for p in paths]))
+        symbols, sizes = ["circle"] * n + symbols, [size * 0.7] * n + sizes
+        angles, widths, fill = [0.0] * n + angles, [1.0] * n + widths, fill + fill
+    xy = np.concatenate(ends)
+    return [
+        {
+            "type": "scatter",
+            "mode": "markers",
+            "showlegend": False,
+            "hoverinfo": "skip",
+            **(axes or {}),
+            "x": xy[:, 0],
+            "y": xy[:, 1],
+            "marker": {
+                "symbol": symbols,
+                "size": sizes,
+                "color": fill,
+                "angle": angles,
+                "line": {"color": "white", "width": widths},
+            },
+        }
+    ]
 
 
 def _axis(title: str, **extra: Any) -> dict[str, Any]:
@@ -395,7 +399,7 @@ def map_grid_figure(
         "height": rows_n * panel_height + 30,
         "plot_bgcolor": "white",
         "showlegend": False,
-        "margin": {"l": 10, "r": TOOLBAR_PX, "t": 30, "b": 10},
+        "margin": {"l": 10, "r": TOOLBAR_PX, "t": 30, "b": 10, "autoexpand": False},  # drawn once
         "modebar": TOOLBAR,
         "clickmode": "event+select",
         "dragmode": "pan",
