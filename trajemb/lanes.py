@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 from av2.geometry.interpolate import compute_midpoint_line
@@ -134,14 +135,81 @@ def read_map_json(map_json: Path) -> dict[str, Any]:
     return read_json_object(map_json, "map", MAX_MAP_JSON_BYTES)
 
 
+class _Point(msgspec.Struct):
+    x: float
+    y: float
+
+
+class _LaneSegment(msgspec.Struct):
+    """The fields of an AV2 lane segment the lane graph needs, as the plain schema writes them."""
+
+    id: int
+    centerline: list[_Point]
+    is_intersection: bool = False
+    lane_type: str = "VEHICLE"
+    predecessors: list[int] | None = None
+    successors: list[int] | None = None
+    left_neighbor_id: int | None = None
+    right_neighbor_id: int | None = None
+
+
+class _LaneMap(msgspec.Struct):
+    lane_segments: dict[str, _LaneSegment]
+
+
+_LANE_MAP_DECODER = msgspec.json.Decoder(_LaneMap)
+
+
 def read_lane_graph(map_json: Path) -> LaneGraph:
     """The lane graph of an AV2 map file (motion-forecasting or sensor-log layout).
+
+    Maps in the plain motion-forecasting schema (integer ids and links, boolean flags, stored centre
+    lines of numeric points) are decoded straight into the few fields the graph needs, skipping the
+    boundaries and areas (a third of the time of decoding the whole file); any other file goes
+    through ``read_map_json`` and ``lane_graph_from_json``, so what is accepted, every message and
+    every graph stay the same.
 
     Raises:
         DataError: the file is missing, not JSON, or its lane segments do not follow the AV2 schema.
     """
     map_json = Path(map_json)
+    try:
+        st = os.stat(map_json)
+        if stat.S_ISREG(st.st_mode) and st.st_size <= MAX_MAP_JSON_BYTES:
+            graph = _plain_lane_graph(_LANE_MAP_DECODER.decode(map_json.read_bytes()), map_json)
+            if graph is not None:
+                return graph
+    except (OSError, msgspec.DecodeError):  # ValidationError included: not the plain schema
+        pass
     return lane_graph_from_json(read_map_json(map_json), map_json)
+
+
+def _plain_lane_graph(data: _LaneMap, map_json: Path) -> LaneGraph | None:
+    """``lane_graph_from_json`` of a map decoded in the plain schema, or None where that function could
+    refuse the map or read it otherwise (then it reads the map itself)."""
+    ids: list[int] = []
+    inter: list[bool] = []
+    types: list[str] = []
+    points: list[float] = []
+    counts: list[int] = []
+    links: list[tuple[object, object]] = []
+    sides: list[tuple[object, object]] = []
+    for seg in data.lane_segments.values():
+        line = seg.centerline
+        if not line:
+            return None
+        if len(line) < 2:
+            continue  # a single point: nothing to follow
+        ids.append(seg.id)
+        inter.append(seg.is_intersection)
+        types.append(seg.lane_type)
+        links.append((seg.predecessors, seg.successors))
+        sides.append((seg.left_neighbor_id, seg.right_neighbor_id))
+        points += [c for p in line for c in (p.x, p.y)]
+        counts.append(len(line))
+    if not ids or len(set(ids)) != len(ids) or not all(map(math.isfinite, points)):
+        return None
+    return _graph(ids, inter, types, points, counts, links, sides, map_json)
 
 
 def lane_graph_from_json(data: dict[str, Any], map_json: Path) -> LaneGraph:
@@ -203,6 +271,21 @@ def lane_graph_from_json(data: dict[str, Any], map_json: Path) -> LaneGraph:
         counts.append(len(flat) // 2)
     if not ids:
         raise DataError(f"{map_json}: map has no usable lane segments")
+    return _graph(ids, inter, types, points, counts, links, sides, map_json)
+
+
+def _graph(
+    ids: list[int],
+    inter: list[bool],
+    types: list[str],
+    points: list[float],
+    counts: list[int],
+    links: list[tuple[object, object]],
+    sides: list[tuple[object, object]],
+    map_json: Path,
+) -> LaneGraph:
+    """The graph of the usable lanes of a map, as ``lane_graph_from_json`` collects them: ids, flags,
+    types, their centre lines' points (flat) and point counts, links and neighbours as written."""
     row = {lane_id: i for i, lane_id in enumerate(ids)}
 
     def rows_of(value: object, what: str, lane: int) -> list[int]:
