@@ -27,10 +27,10 @@ def columns(x: FloatArray, y: FloatArray) -> FloatArray:
     return out
 
 
-def clip(x: np.ndarray, low: object, high: object) -> np.ndarray:
+def clip(x: np.ndarray, low: float | np.ndarray, high: float | np.ndarray) -> np.ndarray:
     """``np.clip(x, low, high)`` bit for bit (NaN and signed zeros included: the arguments in the order
     numpy's clip compares them), without its per-call overhead."""
-    return np.minimum(high, np.maximum(low, x))
+    return np.asarray(np.minimum(high, np.maximum(low, x)))
 
 
 def resample(xy: FloatArray, spacing_m: float) -> FloatArray:
