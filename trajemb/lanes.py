@@ -74,6 +74,8 @@ class LaneGraph:
     piece_start: FloatArray  # (M, 2) city frame, m
     piece_end: FloatArray  # (M, 2)
     piece_lane: IntArray  # (M,) row in the lane arrays
+    piece_vector: FloatArray  # (M, 2) piece_end - piece_start
+    piece_length_m: FloatArray  # (M,) length of each piece, at least 1e-9 (matching divides by it)
     piece_heading_rad: FloatArray  # (M,) direction of each piece
     tree: Any  # cKDTree over piece midpoints
     max_half_piece_m: float
@@ -321,8 +323,8 @@ def _graph(
     keep[last_points] = False
     start_point = np.flatnonzero(keep)
     a, b = xy[start_point], xy[start_point + 1]
-    half = 0.5 * np.hypot(*(b - a).T)
     step_m = np.hypot(*(b - a).T)
+    half = 0.5 * step_m
     direction = np.arctan2(*(b - a)[:, ::-1].T)
     kink = np.angle(np.exp(1j * np.diff(direction)))  # heading change between consecutive pieces
     pieces = list(itertools.pairwise(bounds.tolist()))
@@ -348,6 +350,8 @@ def _graph(
         piece_start=a,
         piece_end=b,
         piece_lane=np.repeat(np.arange(len(ids)), per_lane),
+        piece_vector=b - a,
+        piece_length_m=np.maximum(step_m, 1e-9),
         piece_heading_rad=direction,
         tree=cKDTree(0.5 * (a + b)),
         max_half_piece_m=float(half.max()),
@@ -471,8 +475,8 @@ def match_tracks(graph: LaneGraph, xy: FloatArray, allowed_types: list[tuple[str
         pq_, pk = np.nonzero(cand < len(graph.piece_lane))  # (P,) pairs
         c = cand[pq_, pk]
         a = graph.piece_start[c]  # (P, 2)
-        ab = graph.piece_end[c] - a
-        length = np.maximum(np.hypot(ab[..., 0], ab[..., 1]), 1e-9)
+        ab = graph.piece_vector[c]
+        length = graph.piece_length_m[c]
         p = points[pq_] - a
         t = np.clip((p[..., 0] * ab[..., 0] + p[..., 1] * ab[..., 1]) / length**2, 0.0, 1.0)
         dist = np.hypot(p[..., 0] - ab[..., 0] * t, p[..., 1] - ab[..., 1] * t)
