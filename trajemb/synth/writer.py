@@ -109,7 +109,15 @@ def write_scenario_parquet(sc: SynthScenario, path: Path) -> None:
     """Write ``scenario_<id>.parquet`` from arrays (fast path), marked synthetic in its metadata so that
     ``prepare`` labels it synthetic wherever it is copied."""
     table = scenario_table(sc)
-    pq.write_table(table.replace_schema_metadata({SYNTH_PARQUET_KEY: b"1"}), path)
+    _write_parquet(table.replace_schema_metadata({SYNTH_PARQUET_KEY: b"1"}), path)
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    """``pq.write_table(table, path)``, the same bytes, built in memory and written in one call (opening
+    the file through arrow cost a sixth of the write for files this small)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    Path(path).write_bytes(sink.getvalue().to_pybytes())
 
 
 def to_argoverse_scenario(sc: SynthScenario) -> ArgoverseScenario:
@@ -263,5 +271,5 @@ def write_scenario_dir(sc: SynthScenario, root: Path, use_av2_serializer: bool =
     (write_scenario_parquet_av2 if use_av2_serializer else write_scenario_parquet)(sc, parquet)
     # orjson: the same JSON document as Python's json, several times faster (no spaces between tokens).
     (folder / f"log_map_archive_{sc.scenario_id}.json").write_bytes(orjson.dumps(map_json(sc)))
-    pq.write_table(truth_table(sc), truth_path_for(parquet))
+    _write_parquet(truth_table(sc), truth_path_for(parquet))
     return folder
