@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import operator
 import os
 import stat
 from dataclasses import dataclass
@@ -186,13 +187,16 @@ def read_lane_graph(map_json: Path) -> LaneGraph:
     return lane_graph_from_json(read_map_json(map_json), map_json)
 
 
+_X, _Y = operator.attrgetter("x"), operator.attrgetter("y")
+
+
 def _plain_lane_graph(data: _LaneMap, map_json: Path) -> LaneGraph | None:
     """``lane_graph_from_json`` of a map decoded in the plain schema, or None where that function could
     refuse the map or read it otherwise (then it reads the map itself)."""
     ids: list[int] = []
     inter: list[bool] = []
     types: list[str] = []
-    points: list[float] = []
+    points: list[_Point] = []
     counts: list[int] = []
     links: list[tuple[object, object]] = []
     sides: list[tuple[object, object]] = []
@@ -207,11 +211,14 @@ def _plain_lane_graph(data: _LaneMap, map_json: Path) -> LaneGraph | None:
         types.append(seg.lane_type)
         links.append((seg.predecessors, seg.successors))
         sides.append((seg.left_neighbor_id, seg.right_neighbor_id))
-        points += [c for p in line for c in (p.x, p.y)]
+        points += line
         counts.append(len(line))
-    if not ids or len(set(ids)) != len(ids) or not all(map(math.isfinite, points)):
+    xy = np.empty((len(points), 2))
+    xy[:, 0] = list(map(_X, points))
+    xy[:, 1] = list(map(_Y, points))
+    if not ids or len(set(ids)) != len(ids) or not np.isfinite(xy).all():
         return None
-    return _graph(ids, inter, types, points, counts, links, sides, map_json)
+    return _graph(ids, inter, types, xy, counts, links, sides, map_json)
 
 
 def lane_graph_from_json(data: dict[str, Any], map_json: Path) -> LaneGraph:
@@ -273,21 +280,24 @@ def lane_graph_from_json(data: dict[str, Any], map_json: Path) -> LaneGraph:
         counts.append(len(flat) // 2)
     if not ids:
         raise DataError(f"{map_json}: map has no usable lane segments")
-    return _graph(ids, inter, types, points, counts, links, sides, map_json)
+    return _graph(
+        ids, inter, types, np.asarray(points, dtype=np.float64).reshape(-1, 2), counts, links, sides, map_json
+    )
 
 
 def _graph(
     ids: list[int],
     inter: list[bool],
     types: list[str],
-    points: list[float],
+    xy: FloatArray,
     counts: list[int],
     links: list[tuple[object, object]],
     sides: list[tuple[object, object]],
     map_json: Path,
 ) -> LaneGraph:
     """The graph of the usable lanes of a map, as ``lane_graph_from_json`` collects them: ids, flags,
-    types, their centre lines' points (flat) and point counts, links and neighbours as written."""
+    types, their centre lines' points ((P, 2), lane after lane) and point counts, links and neighbours as
+    written."""
     row = {lane_id: i for i, lane_id in enumerate(ids)}
 
     def rows_of(value: object, what: str, lane: int) -> list[int]:
@@ -315,7 +325,6 @@ def _graph(
         return (rows_of([value], what, lane) or [-1])[0] if value is not None else -1
 
     # Pieces: each centre line cut at its points. Per-lane sums stay per lane (numpy's pairwise sum).
-    xy = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     per_lane = np.asarray(counts, dtype=np.int64) - 1  # pieces of each lane
     bounds = np.concatenate([[0], np.cumsum(per_lane)])  # piece range of each lane
     last_points = np.cumsum(counts) - 1
