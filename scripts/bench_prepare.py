@@ -114,7 +114,9 @@ def main() -> None:
     parser.add_argument("--scenarios", type=int, default=2000)
     parser.add_argument("--data", default=None, help="existing AV2 folder (default: generate synthetic)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure (the median is printed)")
-    parser.add_argument("--profile-scenarios", type=int, default=200, help="scenarios in the stage profile")
+    parser.add_argument(
+        "--profile-scenarios", type=int, default=200, help="scenarios in the stage profile (0: none)"
+    )
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     print(f"{cores} cores, load average at start {load(os.getloadavg())}")
@@ -185,7 +187,7 @@ def main() -> None:
                 f"ms/scenario)  {av2_s / secs:5.1f}x av2  {load(avg)}"
             )
 
-        for maps in (False, True):
+        for maps in (False, True) if args.profile_scenarios > 0 else ():
             m = min(args.profile_scenarios, n)
             split = stage_split(data, tmp / ("profile-maps" if maps else "profile"), m, maps)
             total = sum(split.values())
