@@ -7,7 +7,8 @@ Generates N synthetic scenarios with ``trajemb synth`` (or uses --data), then, o
   * the ``trajemb prepare`` command as a whole process (interpreter start and imports included);
   * where one worker's time goes, by stage (read, window, labels, truth, maps, write), from a profile.
 Timings are the median of --repeats runs, wall and CPU seconds (this process and its workers); each line
-carries the load average (the machine is shared).
+carries the load average (the machine is shared) and, from the CPU seconds, the ratio to av2 that idle
+cores would give.
 
 Usage: python scripts/bench_prepare.py [--scenarios 2000] [--data DIR] [--repeats 3]
 """
@@ -170,21 +171,24 @@ def main() -> None:
             f"{'av2 load_argoverse_scenario_parquet, 1 process':52s}: {n / av2_s:8.1f} scenarios/s "
             f"({av2_s:.1f} s, CPU {1e3 * av2_cpu / n:.1f} ms/scenario, {load(av2_load)})"
         )
-        rows = [
-            ("trajemb prepare, 1 worker", ours(1, False)),
-            (f"trajemb prepare, {cores} workers", ours(0, False)),
-            ("trajemb prepare --maps-dir, 1 worker", ours(1, True)),
-            (f"trajemb prepare --maps-dir, {cores} workers", ours(0, True)),
-            ("`trajemb prepare` command (whole process)", command(False)),
-            ("`trajemb prepare --maps-dir` command (whole process)", command(True)),
+        rows = [  # name, run, processes working at once
+            ("trajemb prepare, 1 worker", ours(1, False), 1),
+            (f"trajemb prepare, {cores} workers", ours(0, False), cores),
+            ("trajemb prepare --maps-dir, 1 worker", ours(1, True), 1),
+            (f"trajemb prepare --maps-dir, {cores} workers", ours(0, True), cores),
+            ("`trajemb prepare` command (whole process)", command(False), cores),
+            ("`trajemb prepare --maps-dir` command (whole process)", command(True), cores),
         ]
-        for name, fn in rows:
+        for name, fn, busy in rows:
             secs, cpu, avg = timed(fn, args.repeats)
             windows = getattr(fn, "windows", None)
             extra = f", {windows / secs / 1e3:.1f}k windows/s" if windows else ""
+            # On idle cores a run takes its CPU seconds spread over the processes working at once, and
+            # av2's loader its CPU seconds: the ratio other agents' jobs do not move much.
+            idle = av2_cpu / (cpu / busy)
             print(
                 f"{name:52s}: {n / secs:8.1f} scenarios/s ({secs:.1f} s{extra}, CPU {1e3 * cpu / n:.1f} "
-                f"ms/scenario)  {av2_s / secs:5.1f}x av2  {load(avg)}"
+                f"ms/scenario)  {av2_s / secs:5.1f}x av2 (idle cores: {idle:.1f}x)  {load(avg)}"
             )
 
         for maps in (False, True) if args.profile_scenarios > 0 else ():
