@@ -224,7 +224,7 @@ def _connector(lanes: list[Lane], a: int, b: int, kind: str) -> int:
 def _offset_at(xy: FloatArray, i: int, left_m: float) -> FloatArray:
     """``offset(xy, left_m)[i]`` of an inner point ``i``, from its two neighbours alone (the same central
     difference, so the same bits): a curb spot needs one point, not the whole shifted polyline."""
-    return offset(xy[i - 1 : i + 2], left_m)[1]
+    return np.asarray(offset(xy[i - 1 : i + 2], left_m)[1], dtype=np.float64)
 
 
 def junction(rng: np.random.Generator, num_arms: int) -> RoadNetwork:
