@@ -10,9 +10,12 @@ from trajemb.schema import FloatArray
 def arc_length_m(xy: FloatArray) -> FloatArray:
     """(P, 2) polyline -> (P,) cumulative arc length starting at 0."""
     d = xy[1:] - xy[:-1]  # np.diff's arithmetic, without its per-call overhead
-    out = np.empty(len(xy), dtype=np.result_type(d.dtype, np.float64))
+    seg = np.hypot(d[:, 0], d[:, 1])
+    if seg.dtype != np.float64:
+        return np.concatenate([[0.0], np.cumsum(seg)])
+    out = np.empty(len(xy))
     out[0] = 0.0
-    np.cumsum(np.hypot(d[:, 0], d[:, 1]), out=out[1:])
+    np.cumsum(seg, out=out[1:])
     return out
 
 
