@@ -6,7 +6,9 @@ Generates N synthetic scenarios with ``trajemb synth`` (or uses --data), then, o
     without and with ``--maps-dir`` (a fresh map cache each time);
   * the ``trajemb prepare`` command as a whole process (interpreter start and imports included);
   * where one worker's time goes, by stage (read, window, labels, truth, maps, write), from a profile.
-Timings are the median of --repeats runs; each line carries the load average (the machine is shared).
+Timings are the median of --repeats runs, wall and CPU seconds (this process and its workers); each line
+carries the load average (the machine is shared) and, from the CPU seconds, the ratio to av2 that idle
+cores would give.
 
 Usage: python scripts/bench_prepare.py [--scenarios 2000] [--data DIR] [--repeats 3]
 """
@@ -17,6 +19,7 @@ import argparse
 import cProfile
 import os
 import pstats
+import resource
 import statistics
 import subprocess
 import sys
@@ -54,14 +57,22 @@ NESTED: dict[str, tuple[str, ...]] = {
 STAGE_FILES: dict[str, str] = {"maps": "maps.py", "write": "store.py"}
 
 
-def timed(fn: Callable[[], object], repeats: int) -> tuple[float, tuple[float, float, float]]:
-    """Median seconds of ``repeats`` calls, and the load average after the last."""
-    times = []
+def cpu_s() -> float:
+    """CPU seconds of this process and of its children that have ended (worker pools, commands)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float, tuple[float, float, float]]:
+    """Median wall seconds and median CPU seconds of ``repeats`` calls, and the load average after the
+    last (CPU seconds move less than wall times with what else runs on the machine)."""
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_s()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times), os.getloadavg()
+        cpu.append(cpu_s() - c0)
+    return statistics.median(times), statistics.median(cpu), os.getloadavg()
 
 
 def load(avg: tuple[float, float, float]) -> str:
@@ -104,7 +115,9 @@ def main() -> None:
     parser.add_argument("--scenarios", type=int, default=2000)
     parser.add_argument("--data", default=None, help="existing AV2 folder (default: generate synthetic)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure (the median is printed)")
-    parser.add_argument("--profile-scenarios", type=int, default=200, help="scenarios in the stage profile")
+    parser.add_argument(
+        "--profile-scenarios", type=int, default=200, help="scenarios in the stage profile (0: none)"
+    )
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     print(f"{cores} cores, load average at start {load(os.getloadavg())}")
@@ -152,29 +165,33 @@ def main() -> None:
 
             return run
 
-        av2_s, av2_load = timed(av2_loader, max(1, args.repeats // 2))
+        av2_s, av2_cpu, av2_load = timed(av2_loader, max(1, args.repeats // 2))
         print(f"scenarios: {n}")
         print(
             f"{'av2 load_argoverse_scenario_parquet, 1 process':52s}: {n / av2_s:8.1f} scenarios/s "
-            f"({av2_s:.1f} s, {load(av2_load)})"
+            f"({av2_s:.1f} s, CPU {1e3 * av2_cpu / n:.1f} ms/scenario, {load(av2_load)})"
         )
-        rows = [
-            ("trajemb prepare, 1 worker", ours(1, False)),
-            (f"trajemb prepare, {cores} workers", ours(0, False)),
-            ("trajemb prepare --maps-dir, 1 worker", ours(1, True)),
-            (f"trajemb prepare --maps-dir, {cores} workers", ours(0, True)),
-            ("`trajemb prepare` command (whole process)", command(False)),
-            ("`trajemb prepare --maps-dir` command (whole process)", command(True)),
+        rows = [  # name, run, processes working at once
+            ("trajemb prepare, 1 worker", ours(1, False), 1),
+            (f"trajemb prepare, {cores} workers", ours(0, False), cores),
+            ("trajemb prepare --maps-dir, 1 worker", ours(1, True), 1),
+            (f"trajemb prepare --maps-dir, {cores} workers", ours(0, True), cores),
+            ("`trajemb prepare` command (whole process)", command(False), cores),
+            ("`trajemb prepare --maps-dir` command (whole process)", command(True), cores),
         ]
-        for name, fn in rows:
-            secs, avg = timed(fn, args.repeats)
+        for name, fn, busy in rows:
+            secs, cpu, avg = timed(fn, args.repeats)
             windows = getattr(fn, "windows", None)
             extra = f", {windows / secs / 1e3:.1f}k windows/s" if windows else ""
+            # On idle cores a run takes its CPU seconds spread over the processes working at once, and
+            # av2's loader its CPU seconds: the ratio other agents' jobs do not move much.
+            idle = av2_cpu / (cpu / busy)
             print(
-                f"{name:52s}: {n / secs:8.1f} scenarios/s ({secs:.1f} s{extra})  {av2_s / secs:5.1f}x av2  {load(avg)}"
+                f"{name:52s}: {n / secs:8.1f} scenarios/s ({secs:.1f} s{extra}, CPU {1e3 * cpu / n:.1f} "
+                f"ms/scenario)  {av2_s / secs:5.1f}x av2 (idle cores: {idle:.1f}x)  {load(avg)}"
             )
 
-        for maps in (False, True):
+        for maps in (False, True) if args.profile_scenarios > 0 else ():
             m = min(args.profile_scenarios, n)
             split = stage_split(data, tmp / ("profile-maps" if maps else "profile"), m, maps)
             total = sum(split.values())

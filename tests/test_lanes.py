@@ -4,6 +4,8 @@ hand-made maps (a lane change, a junction turn, a connector cut into two segment
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +15,19 @@ from av2.map.map_api import ArgoverseStaticMap
 from trajemb.data.av2_sensor import sensor_log_map_path
 from trajemb.errors import DataError
 from trajemb.labels import map_direction_class
-from trajemb.lanes import connector_chain, match_tracks, read_lane_graph
+from trajemb.lanes import (
+    _LANE_MAP_DECODER,
+    LaneGraph,
+    _plain_lane_graph,
+    connector_chain,
+    lane_graph_from_json,
+    match_tracks,
+    read_lane_graph,
+    read_map_json,
+)
 from trajemb.schema import Source, TrackSet
+from trajemb.synth.scenario import generate_scenario
+from trajemb.synth.writer import write_scenario_dir
 
 WIDTH_M = 3.5
 
@@ -170,3 +183,60 @@ def test_lane_ids_and_flags_are_checked(tmp_path: Path) -> None:
         path.write_text(json.dumps({"lane_segments": {str(i): la for i, la in enumerate(lanes)}}))
         with pytest.raises(DataError, match=message):
             read_lane_graph(path)
+
+
+def _graph_or_error(read: Callable[[], LaneGraph]) -> object:
+    try:
+        graph = read()
+    except DataError as exc:
+        return str(exc)
+    return {f.name: getattr(graph, f.name) for f in fields(graph) if f.name != "tree"} | {
+        "tree": graph.tree.data
+    }
+
+
+def test_lane_segments_only_decode_is_the_full_decode(tmp_path: Path, av2_fixtures: Path) -> None:
+    """``read_lane_graph`` decodes plain maps into the lane fields alone; the graph (or the refusal) is
+    the one of the whole decoded file, for generator 2's maps, real ones, and maps it hands back."""
+    for i in range(2):
+        write_scenario_dir(generate_scenario(np.random.default_rng([3, i])), tmp_path / "synth")
+    maps = sorted((tmp_path / "synth").glob("*/log_map_archive_*.json"))
+    maps += sorted((av2_fixtures / "motion_forecasting").glob("*/log_map_archive_*.json"))
+    for path in maps:  # the plain schema: decoded by the fast path
+        assert _plain_lane_graph(_LANE_MAP_DECODER.decode(path.read_bytes()), path) is not None
+    base = json.loads(maps[0].read_text())
+    first = next(iter(base["lane_segments"]))
+    edits: list[dict[str, object]] = [
+        {},
+        {"centerline": [{"x": "1.5", "y": 2}, {"x": 3, "y": 4}]},  # numeric strings: float() reads them
+        {"centerline": [{"x": True, "y": 2}, {"x": 3, "y": 4}]},
+        {"centerline": [{"x": 1, "y": 2}]},  # one point: skipped
+        {"centerline": []},
+        {"centerline": None},  # boundaries averaged by av2
+        {"id": "12"},
+        {"id": 1.0},
+        {"is_intersection": None},
+        {"lane_type": 3},
+        {"predecessors": None, "successors": ["1"]},
+        {"left_neighbor_id": True},
+    ]
+    second = list(base["lane_segments"].values())[1]
+    edits.append({"id": second["id"]})  # an id used twice
+    path = tmp_path / "edited.json"
+    for edit in edits:
+        data = json.loads(json.dumps(base))
+        data["lane_segments"][first].update(edit)
+        path.write_text(json.dumps(data))
+        full = _graph_or_error(lambda: lane_graph_from_json(read_map_json(path), path))
+        ours = _graph_or_error(lambda: read_lane_graph(path))
+        assert type(ours) is type(full), edit
+        if isinstance(full, str):
+            assert ours == full, edit
+            continue
+        assert isinstance(ours, dict) and isinstance(full, dict)
+        for name, value in full.items():
+            if isinstance(value, np.ndarray):
+                assert ours[name].dtype == value.dtype, (edit, name)
+                np.testing.assert_array_equal(ours[name], value, err_msg=f"{edit}: {name}")
+            else:
+                assert ours[name] == value, (edit, name)

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pyarrow.parquet as pq
 import pytest
 from av2.datasets.motion_forecasting.scenario_serialization import load_argoverse_scenario_parquet
@@ -21,7 +22,7 @@ from trajemb.synth.agents import Driver, drive, speed_profile
 from trajemb.synth.behaviour import GENERATOR_VERSION
 from trajemb.synth.generate import MARKER_FILE, SynthConfig, generate, scenario_of
 from trajemb.synth.scenario import SynthScenario, generate_scenario
-from trajemb.synth.writer import write_scenario_parquet, write_scenario_parquet_av2
+from trajemb.synth.writer import map_json, write_scenario_parquet, write_scenario_parquet_av2
 
 
 def test_fast_writer_equals_av2_serializer(tmp_path: Path) -> None:
@@ -154,6 +155,16 @@ def test_generator_1_is_kept() -> None:
     assert _scenario_digest(scenarios) == "5b69089711c7f262a05e9e2fab22a22fa74cfcd3007e434c451c92dbfe570a5e"
     calibrated = [scenario_of(2, np.random.default_rng([7, i])) for i in range(3)]
     assert _scenario_digest(calibrated) != _scenario_digest(scenarios)
+
+
+def test_generator_2_is_pinned() -> None:
+    """Speed-ups of the generator and the writer (issue 24) keep generator 2's scenarios and maps: these
+    digests were computed with main at 7a3d4d6, before them (maps as written: rounded to the centimetre
+    already)."""
+    scenarios = [scenario_of(2, np.random.default_rng([7, i])) for i in range(3)]
+    assert _scenario_digest(scenarios) == "2e8e03853fe466c05f7d175de68a1e5a13c82cd480f9bd37027624011bd91cf1"
+    maps = hashlib.sha256(b"".join(orjson.dumps(map_json(sc)) for sc in scenarios)).hexdigest()
+    assert maps == "9f0906b05846dd8653dfbc27b1512bc506e91c54e36e4599ec025ea4956be443"
 
 
 def test_generator_choice(tmp_path: Path) -> None:

@@ -763,13 +763,16 @@ def _cmd_realism(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_realism_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``trajemb realism``: its flags are ``RealismConfig``'s fields."""
-    from trajemb.realism_report import DEFAULT_MAP_SAMPLE
-
+def _add_realism_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], full: bool) -> None:
+    """``trajemb realism``: its flags are ``RealismConfig``'s fields (left out unless ``full``: their
+    defaults import scipy.signal, a second of start-up for every other command)."""
     p = sub.add_parser(
         "realism", help="how far synthetic tables move from a real one (features, transfer, maps)"
     )
+    if not full:
+        return
+    from trajemb.realism_report import DEFAULT_MAP_SAMPLE
+
     p.add_argument(
         "--synthetic",
         action="append",
@@ -1163,7 +1166,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     _add_forecast_parser(sub, full("forecast"))
-    _add_realism_command(sub)
+    _add_realism_command(sub, full("realism"))
 
     p = sub.add_parser("demo", help="end-to-end pipeline on built-in synthetic data")
     p.add_argument("--cache", default=str(DEFAULT_CACHE), help="cache folder (default .cache)")

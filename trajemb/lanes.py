@@ -19,12 +19,14 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import operator
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 from av2.geometry.interpolate import compute_midpoint_line
@@ -73,6 +75,8 @@ class LaneGraph:
     piece_start: FloatArray  # (M, 2) city frame, m
     piece_end: FloatArray  # (M, 2)
     piece_lane: IntArray  # (M,) row in the lane arrays
+    piece_vector: FloatArray  # (M, 2) piece_end - piece_start
+    piece_length_m: FloatArray  # (M,) length of each piece, at least 1e-9 (matching divides by it)
     piece_heading_rad: FloatArray  # (M,) direction of each piece
     tree: Any  # cKDTree over piece midpoints
     max_half_piece_m: float
@@ -134,14 +138,87 @@ def read_map_json(map_json: Path) -> dict[str, Any]:
     return read_json_object(map_json, "map", MAX_MAP_JSON_BYTES)
 
 
+class _Point(msgspec.Struct):
+    x: float
+    y: float
+
+
+class _LaneSegment(msgspec.Struct):
+    """The fields of an AV2 lane segment the lane graph needs, as the plain schema writes them."""
+
+    id: int
+    centerline: list[_Point]
+    is_intersection: bool = False
+    lane_type: str = "VEHICLE"
+    predecessors: list[int] | None = None
+    successors: list[int] | None = None
+    left_neighbor_id: int | None = None
+    right_neighbor_id: int | None = None
+
+
+class _LaneMap(msgspec.Struct):
+    lane_segments: dict[str, _LaneSegment]
+
+
+_LANE_MAP_DECODER = msgspec.json.Decoder(_LaneMap)
+
+
 def read_lane_graph(map_json: Path) -> LaneGraph:
     """The lane graph of an AV2 map file (motion-forecasting or sensor-log layout).
+
+    Maps in the plain motion-forecasting schema (integer ids and links, boolean flags, stored centre
+    lines of numeric points) are decoded straight into the few fields the graph needs, skipping the
+    boundaries and areas (a third of the time of decoding the whole file); any other file goes
+    through ``read_map_json`` and ``lane_graph_from_json``, so what is accepted, every message and
+    every graph stay the same.
 
     Raises:
         DataError: the file is missing, not JSON, or its lane segments do not follow the AV2 schema.
     """
     map_json = Path(map_json)
+    try:
+        st = os.stat(map_json)
+        if stat.S_ISREG(st.st_mode) and st.st_size <= MAX_MAP_JSON_BYTES:
+            graph = _plain_lane_graph(_LANE_MAP_DECODER.decode(map_json.read_bytes()), map_json)
+            if graph is not None:
+                return graph
+    except (OSError, msgspec.DecodeError):  # ValidationError included: not the plain schema
+        pass
     return lane_graph_from_json(read_map_json(map_json), map_json)
+
+
+_X, _Y = operator.attrgetter("x"), operator.attrgetter("y")
+
+
+def _plain_lane_graph(data: _LaneMap, map_json: Path) -> LaneGraph | None:
+    """``lane_graph_from_json`` of a map decoded in the plain schema, or None where that function could
+    refuse the map or read it otherwise (then it reads the map itself)."""
+    ids: list[int] = []
+    inter: list[bool] = []
+    types: list[str] = []
+    points: list[_Point] = []
+    counts: list[int] = []
+    links: list[tuple[object, object]] = []
+    sides: list[tuple[object, object]] = []
+    for seg in data.lane_segments.values():
+        line = seg.centerline
+        if not line:
+            return None
+        if len(line) < 2:
+            continue  # a single point: nothing to follow
+        ids.append(seg.id)
+        inter.append(seg.is_intersection)
+        types.append(seg.lane_type)
+        links.append((seg.predecessors, seg.successors))
+        sides.append((seg.left_neighbor_id, seg.right_neighbor_id))
+        points += line
+        counts.append(len(line))
+    xy = np.empty((len(points), 2))
+    xy[:, 0] = list(map(_X, points))
+    xy[:, 1] = list(map(_Y, points))
+    if not ids or len(set(ids)) != len(ids) or not np.isfinite(xy).all():
+        return None
+    return _graph(ids, inter, types, xy, counts, links, sides, map_json)
 
 
 def lane_graph_from_json(data: dict[str, Any], map_json: Path) -> LaneGraph:
@@ -203,6 +280,24 @@ def lane_graph_from_json(data: dict[str, Any], map_json: Path) -> LaneGraph:
         counts.append(len(flat) // 2)
     if not ids:
         raise DataError(f"{map_json}: map has no usable lane segments")
+    return _graph(
+        ids, inter, types, np.asarray(points, dtype=np.float64).reshape(-1, 2), counts, links, sides, map_json
+    )
+
+
+def _graph(
+    ids: list[int],
+    inter: list[bool],
+    types: list[str],
+    xy: FloatArray,
+    counts: list[int],
+    links: list[tuple[object, object]],
+    sides: list[tuple[object, object]],
+    map_json: Path,
+) -> LaneGraph:
+    """The graph of the usable lanes of a map, as ``lane_graph_from_json`` collects them: ids, flags,
+    types, their centre lines' points ((P, 2), lane after lane) and point counts, links and neighbours as
+    written."""
     row = {lane_id: i for i, lane_id in enumerate(ids)}
 
     def rows_of(value: object, what: str, lane: int) -> list[int]:
@@ -230,7 +325,6 @@ def lane_graph_from_json(data: dict[str, Any], map_json: Path) -> LaneGraph:
         return (rows_of([value], what, lane) or [-1])[0] if value is not None else -1
 
     # Pieces: each centre line cut at its points. Per-lane sums stay per lane (numpy's pairwise sum).
-    xy = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     per_lane = np.asarray(counts, dtype=np.int64) - 1  # pieces of each lane
     bounds = np.concatenate([[0], np.cumsum(per_lane)])  # piece range of each lane
     last_points = np.cumsum(counts) - 1
@@ -238,8 +332,8 @@ def lane_graph_from_json(data: dict[str, Any], map_json: Path) -> LaneGraph:
     keep[last_points] = False
     start_point = np.flatnonzero(keep)
     a, b = xy[start_point], xy[start_point + 1]
-    half = 0.5 * np.hypot(*(b - a).T)
     step_m = np.hypot(*(b - a).T)
+    half = 0.5 * step_m
     direction = np.arctan2(*(b - a)[:, ::-1].T)
     kink = np.angle(np.exp(1j * np.diff(direction)))  # heading change between consecutive pieces
     pieces = list(itertools.pairwise(bounds.tolist()))
@@ -265,6 +359,8 @@ def lane_graph_from_json(data: dict[str, Any], map_json: Path) -> LaneGraph:
         piece_start=a,
         piece_end=b,
         piece_lane=np.repeat(np.arange(len(ids)), per_lane),
+        piece_vector=b - a,
+        piece_length_m=np.maximum(step_m, 1e-9),
         piece_heading_rad=direction,
         tree=cKDTree(0.5 * (a + b)),
         max_half_piece_m=float(half.max()),
@@ -388,8 +484,8 @@ def match_tracks(graph: LaneGraph, xy: FloatArray, allowed_types: list[tuple[str
         pq_, pk = np.nonzero(cand < len(graph.piece_lane))  # (P,) pairs
         c = cand[pq_, pk]
         a = graph.piece_start[c]  # (P, 2)
-        ab = graph.piece_end[c] - a
-        length = np.maximum(np.hypot(ab[..., 0], ab[..., 1]), 1e-9)
+        ab = graph.piece_vector[c]
+        length = graph.piece_length_m[c]
         p = points[pq_] - a
         t = np.clip((p[..., 0] * ab[..., 0] + p[..., 1] * ab[..., 1]) / length**2, 0.0, 1.0)
         dist = np.hypot(p[..., 0] - ab[..., 0] * t, p[..., 1] - ab[..., 1] * t)

@@ -26,7 +26,7 @@ from trajemb.data.av2_motion import find_scenario_files, map_path_for, read_scen
 from trajemb.data.av2_sensor import find_sensor_logs, read_sensor_log_tracks, sensor_log_map_path
 from trajemb.data.maps import MapCache
 from trajemb.errors import ConfigError, DataError
-from trajemb.lanes import lane_graph_from_json, read_map_json
+from trajemb.lanes import lane_graph_from_json, read_lane_graph, read_map_json
 from trajemb.outputs import SYNTH_MARKER, check_cache_dir, check_output_file
 from trajemb.schema import Source, WindowColumns, WindowConfig
 from trajemb.store import open_table_writer
@@ -149,9 +149,11 @@ def cut_job(job: Job, window: WindowConfig, maps_dir: str | None) -> CityWindows
         raise DataError(f"{map_path}: map file missing beside {job.path.name}")
     windows = cut_windows(tracks, window)
     if len(windows):
-        decoded = read_map_json(map_path)  # once, for the lane graph and the map cache alike
-        windows = with_map_directions(windows, tracks, lane_graph_from_json(decoded, map_path))
-        if maps_dir is not None:
+        if maps_dir is None:  # only the lane segments' centre lines and links are decoded
+            windows = with_map_directions(windows, tracks, read_lane_graph(map_path))
+        else:
+            decoded = read_map_json(map_path)  # once, for the lane graph and the map cache alike
+            windows = with_map_directions(windows, tracks, lane_graph_from_json(decoded, map_path))
             MapCache(Path(maps_dir)).get(map_path, decoded)
     return windows
 

@@ -88,7 +88,7 @@ def read_truth(path: Path, track_ids: StrArray, num_steps: int) -> ManoeuvreTrut
             raise DataError(f"{path}: not a trajemb truth sidecar of format {TRUTH_FORMAT.decode()}")
         if not parquet.schema_arrow.remove_metadata().equals(TRUTH_SCHEMA):
             raise DataError(f"{path}: truth sidecar columns {parquet.schema_arrow.names} are not ours")
-        table = parquet.read()
+        table = parquet.read(use_threads=False)  # threads cost more than they give on files this small
         table.validate(full=True)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(f"{path}: unreadable truth sidecar ({exc})") from exc

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trajemb.schema import STEP_S, BoolArray, FloatArray, IntArray
-from trajemb.synth.geometry import arc_length_m, gradient_rows
+from trajemb.synth.geometry import arc_length_m, clip, columns, gradient_rows
 
 #: Integration step (s): two 10 Hz samples per step.
 SIM_STEP_S = 2 * STEP_S
@@ -242,7 +242,7 @@ def simulate(
         s_hist[:, m] = s
         v_hist[:, m] = v
         active = s < route_len
-        idx = np.clip((s * inv_spacing + 0.5).astype(np.int64), 0, last) + offsets
+        idx = clip((s * inv_spacing + 0.5).astype(np.int64), 0, last) + offsets
         v0 = np.maximum(flat_limit[idx] * factor[:, m], 0.1)
         # The leader: nearest road user ahead on my lane or on the next lane of my route.
         piece = (later_starts <= s[:, None]).sum(axis=1)
@@ -278,9 +278,9 @@ def simulate(
         acc = a * (1.0 - (v / v0) ** IDM_DELTA - moving * moving)
         to_stop = np.minimum(np.where(lead_standing, gap, np.inf), obstacle) - gap0
         needed = v * v / (2.0 * np.maximum(to_stop, 0.01))
-        w = np.clip(needed / (b * STOP_BRAKE_ONSET) - 1.0, 0.0, 1.0)
+        w = clip(needed / (b * STOP_BRAKE_ONSET) - 1.0, 0.0, 1.0)
         acc = np.minimum(acc, acc - w * (acc + needed))
-        acc = np.where(to_stop <= STOP_REACHED_M, -v / dt, np.clip(acc, -MAX_DECEL_MPS2, a)) * active
+        acc = np.where(to_stop <= STOP_REACHED_M, -v / dt, clip(acc, -MAX_DECEL_MPS2, a)) * active
         # Ballistic update; a road user that would reverse stops inside the step.
         v_next = v + acc * dt
         acc = np.where(v_next < 0, -v / dt, acc)
@@ -319,11 +319,11 @@ def _lane_tables(plans: list[Plan]) -> tuple[IntArray, FloatArray, FloatArray]:
 def positions(route: RouteGeometry, s_m: FloatArray) -> tuple[FloatArray, FloatArray]:
     """(S, 2) positions and (S,) tangent heading at arc lengths ``s_m``; before the route's start and
     past its end, straight on along its first and last direction."""
-    s = np.clip(s_m, 0.0, route.length_m)
-    xy = np.stack([np.interp(s, route.s_m, route.xy[:, 0]), np.interp(s, route.s_m, route.xy[:, 1])], axis=-1)
+    s = clip(s_m, 0.0, route.length_m)
+    xy = columns(np.interp(s, route.s_m, route.xy[:, 0]), np.interp(s, route.s_m, route.xy[:, 1]))
     heading = np.interp(s, route.s_m, route.heading_rad)
     beyond = s_m - s  # negative before the start, positive past the end
-    xy += np.stack([np.cos(heading), np.sin(heading)], axis=-1) * beyond[:, None]
+    xy += columns(np.cos(heading), np.sin(heading)) * beyond[:, None]
     return xy, heading
 
 
@@ -344,7 +344,7 @@ def motion_along(route: RouteGeometry, s_m: FloatArray, speed_mps: FloatArray, s
     the route."""
     valid = seen & (s_m >= 0.0) & (s_m <= route.length_m)
     xy, heading = positions(route, s_m)
-    velocity = np.stack([np.cos(heading), np.sin(heading)], axis=-1) * speed_mps[:, None]
+    velocity = columns(np.cos(heading), np.sin(heading)) * speed_mps[:, None]
     xy[~valid] = np.nan
     return Motion(xy, (heading + np.pi) % (2 * np.pi) - np.pi, velocity, valid, np.where(valid, s_m, np.nan))
 

@@ -9,16 +9,42 @@ from trajemb.schema import FloatArray
 
 def arc_length_m(xy: FloatArray) -> FloatArray:
     """(P, 2) polyline -> (P,) cumulative arc length starting at 0."""
-    seg = np.hypot(*(xy[1:] - xy[:-1]).T)  # np.diff's arithmetic, without its per-call overhead
-    return np.concatenate([[0.0], np.cumsum(seg)])
+    d = xy[1:] - xy[:-1]  # np.diff's arithmetic, without its per-call overhead
+    seg = np.hypot(d[:, 0], d[:, 1])
+    if seg.dtype != np.float64:
+        return np.concatenate([[0.0], np.cumsum(seg)])
+    out = np.empty(len(xy))
+    out[0] = 0.0
+    np.cumsum(seg, out=out[1:])
+    return out
+
+
+def columns(x: FloatArray, y: FloatArray) -> FloatArray:
+    """``np.stack([x, y], axis=-1)`` of two (P,) float64 arrays, without its per-call overhead (the
+    generator calls it thousands of times per scenario)."""
+    if x.dtype != np.float64 or y.dtype != np.float64 or x.ndim != 1 or x.shape != y.shape:
+        return np.asarray(np.stack([x, y], axis=-1), dtype=np.float64)
+    out = np.empty((len(x), 2))
+    out[:, 0] = x
+    out[:, 1] = y
+    return out
+
+
+def clip(x: np.ndarray, low: float | np.ndarray, high: float | np.ndarray) -> np.ndarray:
+    """``np.clip(x, low, high)`` bit for bit (NaN and signed zeros included: the arguments in the order
+    numpy's clip compares them), without its per-call overhead."""
+    return np.asarray(np.minimum(high, np.maximum(low, x)))
 
 
 def resample(xy: FloatArray, spacing_m: float) -> FloatArray:
     """Resample a polyline to (roughly) uniform spacing, keeping both ends."""
     s = arc_length_m(xy)
     n = max(2, int(np.ceil(s[-1] / spacing_m)) + 1)
-    s_new = np.linspace(0.0, s[-1], n)
-    return np.stack([np.interp(s_new, s, xy[:, 0]), np.interp(s_new, s, xy[:, 1])], axis=-1)
+    # np.linspace(0.0, s[-1], n)'s arithmetic, without its per-call overhead.
+    s_new = np.arange(n, dtype=np.float64) * (s[-1] / (n - 1))
+    s_new += 0.0
+    s_new[-1] = s[-1]
+    return columns(np.interp(s_new, s, xy[:, 0]), np.interp(s_new, s, xy[:, 1]))
 
 
 def gradient_rows(f: FloatArray) -> FloatArray:
@@ -37,8 +63,9 @@ def gradient_rows(f: FloatArray) -> FloatArray:
 def left_normals(xy: FloatArray) -> FloatArray:
     """(P, 2) unit normals pointing left of the travel direction."""
     tangent = gradient_rows(xy)
-    tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
-    return np.stack([-tangent[:, 1], tangent[:, 0]], axis=-1)
+    # np.linalg.norm's arithmetic (the square root of the summed squares), without its overhead.
+    tangent /= np.sqrt(np.add.reduce(tangent * tangent, axis=1, keepdims=True))
+    return columns(-tangent[:, 1], tangent[:, 0])
 
 
 def offset(xy: FloatArray, left_m: float) -> FloatArray:

@@ -11,6 +11,7 @@ Legend: A road users, S steps.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,13 +33,22 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], correlation_s
     sigma = correlation_s / STEP_S
     n = 1 << int(np.ceil(np.log2(shape[-1] + 2 * _TRUNCATE * sigma)))
     white = rng.standard_normal((*shape[:-1], n))
+    gain, variance = _filter(n, sigma)
+    smooth = np.fft.irfft(np.fft.rfft(white, axis=-1) * gain, n, axis=-1)[..., : shape[-1]]
+    return np.asarray(smooth / np.sqrt(variance), dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=64)
+def _filter(n: int, sigma: float) -> tuple[FloatArray, float]:
+    """The Gaussian filter's gain over the ``n``-point real spectrum and the variance it leaves of unit
+    white noise (a few distinct filters serve every scenario: computed once each)."""
     freq = np.fft.rfftfreq(n)
     gain = np.exp(-0.5 * (2.0 * np.pi * freq * sigma) ** 2)
+    gain.flags.writeable = False
     # Variance of the filtered unit white noise, by Parseval over the full spectrum.
     power = gain**2
     variance = (power[0] + 2.0 * power[1:-1].sum() + power[-1]) / n
-    smooth = np.fft.irfft(np.fft.rfft(white, axis=-1) * gain, n, axis=-1)[..., : shape[-1]]
-    return np.asarray(smooth / np.sqrt(variance), dtype=np.float64)
+    return gain, variance
 
 
 @dataclass(frozen=True)

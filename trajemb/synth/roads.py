@@ -221,6 +221,12 @@ def _connector(lanes: list[Lane], a: int, b: int, kind: str) -> int:
     return c
 
 
+def _offset_at(xy: FloatArray, i: int, left_m: float) -> FloatArray:
+    """``offset(xy, left_m)[i]`` of an inner point ``i``, from its two neighbours alone (the same central
+    difference, so the same bits): a curb spot needs one point, not the whole shifted polyline."""
+    return np.asarray(offset(xy[i - 1 : i + 2], left_m)[1], dtype=np.float64)
+
+
 def junction(rng: np.random.Generator, num_arms: int) -> RoadNetwork:
     """A 3- or 4-way junction with multi-lane, possibly curved arms."""
     if num_arms == 4:
@@ -272,7 +278,7 @@ def junction(rng: np.random.Generator, num_arms: int) -> RoadNetwork:
             walk_routes += [Route(walk, "walk"), Route(walk[::-1].copy(), "walk")]
         for s_idx in rng.choice(np.arange(30, n_pts - 10), size=3, replace=False):
             side = rng.choice([-1, 1])
-            pos = offset(center, side * ((right_m if side < 0 else left_m) + 1.2))[s_idx]
+            pos = _offset_at(center, int(s_idx), side * ((right_m if side < 0 else left_m) + 1.2))
             tangent = center[s_idx + 1] - center[s_idx]
             curb_spots.append((pos, float(np.arctan2(tangent[1], tangent[0]) + (0 if side < 0 else np.pi))))
     routes: list[Route] = []
@@ -425,7 +431,7 @@ def curved_road(rng: np.random.Generator) -> RoadNetwork:
     curb_spots = []
     for idx in rng.choice(np.arange(10, n_pts - 10), size=5, replace=False):
         side = rng.choice([-1, 1])
-        pos = offset(center, side * (half + 1.2))[idx]
+        pos = _offset_at(center, int(idx), side * (half + 1.2))
         tangent = center[idx + 1] - center[idx]
         curb_spots.append((pos, float(np.arctan2(tangent[1], tangent[0]) + (0 if side < 0 else np.pi))))
     return RoadNetwork(
