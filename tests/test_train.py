@@ -189,9 +189,9 @@ def test_nan_in_table(synth_table: Path, tmp_path: Path) -> None:
 
 
 def test_bad_flags() -> None:
-    with pytest.raises(ConfigError, match="--similarity must be one of cosine, fft"):
+    with pytest.raises(ConfigError, match="similarity must be one of cosine, fft"):
         config(similarity="dtw")
-    with pytest.raises(ConfigError, match="--mining must be one of"):
+    with pytest.raises(ConfigError, match="mining must be one of"):
         config(mining="hardest")
 
 
@@ -201,11 +201,11 @@ def test_history_model_card_and_refusals(history_checkpoint: Path, synth_table: 
     card = json.loads((history_checkpoint / "card.json").read_text())
     assert card["history_steps"] == 30 and card["train_config"]["history_steps"] == 30
     assert card["data"]["num_steps"] == 60  # the table's windows, of which the model reads 30 steps
-    with pytest.raises(ConfigError, match="--history-steps must be in"):
+    with pytest.raises(ConfigError, match="history_steps must be in"):
         config(history_steps=1)
-    with pytest.raises(ConfigError, match="--history-steps 60 does not fit 60-step windows"):
+    with pytest.raises(ConfigError, match="history_steps 60 does not fit 60-step windows"):
         Trainer(synth_table, config(history_steps=60), tmp_path / "run", progress=False)
-    with pytest.raises(ConfigError, match="--history-targets window needs --history-steps"):
+    with pytest.raises(ConfigError, match="history_targets window needs history_steps"):
         config(history_targets="window")
     assert not (tmp_path / "run").exists()
 

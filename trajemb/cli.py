@@ -16,16 +16,18 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from trajemb import __version__
-from trajemb.errors import TrajembError
+from trajemb.cli_fields import ConfigFlags, add_config_flags, flag_message, set_field_flags
+from trajemb.errors import ConfigError, TrajembError
 from trajemb.interrupts import Terminated, raise_if_pending, signals_as_exceptions
 from trajemb.schema import PAPER_FOCAL_FUTURE, WindowConfig
 
 if TYPE_CHECKING:
     from trajemb.bundle import Bundle
     from trajemb.explore import Neighbors
+    from trajemb.train import TrainConfig
     from trajemb.uniqueness import UniquenessConfig
 
 log = logging.getLogger("trajemb")
@@ -64,43 +66,28 @@ MEMORY_HINTS = {
 EXIT_BROKEN_PIPE = 141
 
 
-def _add_window_flags(p: argparse.ArgumentParser) -> None:
-    d = WindowConfig()
-    p.add_argument(
-        "--steps", type=int, default=d.num_steps, help="window length T at 10 Hz (default 60 = 6 s)"
-    )
-    p.add_argument(
-        "--stride", type=int, default=d.stride_steps, help="steps between window starts (default 10)"
-    )
-    p.add_argument(
-        "--tracks", choices=["focal", "scored", "all"], default=d.tracks, help="AV2 track categories"
-    )
-    p.add_argument("--object-types", default="", help="comma-separated AV2 object types (default: all)")
-    p.add_argument(
-        "--min-speed",
-        type=float,
-        default=d.min_speed_mps,
-        help="moving filter: net displacement / duration in m/s (default 1.0; 0 keeps parked)",
-    )
-    p.add_argument(
-        "--span",
-        choices=["all", "future"],
-        default=d.span,
-        help="slide over the whole scenario or only the AV2 prediction horizon (steps >= 50)",
-    )
+#: ``trajemb prepare``'s window flags spelled otherwise before they were named as their fields
+#: (trajemb 0.1): old flag -> ``WindowConfig`` field. Hidden aliases; drop them in the next release.
+WINDOW_RENAMED = {"--steps": "num_steps", "--stride": "stride_steps", "--min-speed": "min_speed_mps"}
+
+
+def _add_window_flags(p: argparse.ArgumentParser) -> ConfigFlags:
+    """A flag per field of ``WindowConfig``, and ``--preset``."""
+    flags = add_config_flags(p, WindowConfig, renamed=WINDOW_RENAMED)
     p.add_argument(
         "--preset",
         choices=["paper"],
         default=None,
         help="paper: the focal track's 60-step future, one window per scenario (overrides window flags)",
     )
+    return flags
 
 
-def _window_config(args: argparse.Namespace) -> WindowConfig:
+def window_config(args: argparse.Namespace) -> WindowConfig:
+    """The ``WindowConfig`` that ``trajemb prepare``'s parsed flags describe."""
     if args.preset == "paper":
         return PAPER_FOCAL_FUTURE
-    types = tuple(t.strip() for t in args.object_types.split(",") if t.strip())
-    return WindowConfig(args.steps, args.stride, args.tracks, types, args.min_speed, args.span)
+    return cast(WindowConfig, args.window_flags.build(args))
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -118,7 +105,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     config = PrepareConfig(
         av2_dirs=tuple(args.av2 or ()),
         sensor_log_dirs=tuple(args.sensor_logs or ()),
-        window=_window_config(args),
+        window=window_config(args),
         workers=args.workers,
         skip_bad=args.skip_bad,
         maps_dir=args.maps_dir,
@@ -154,52 +141,36 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from trajemb.augment import AugmentConfig
-    from trajemb.distributed import is_main_process
-    from trajemb.model import EncoderConfig
-    from trajemb.train import TrainConfig, train
+#: ``trajemb train``'s flags spelled otherwise before they were named as their fields (trajemb 0.1):
+#: old flag -> field. Hidden aliases, listed in the command's help; drop them in the next release.
+TRAIN_RENAMED = {
+    "--hidden": "encoder.d_model",
+    "--layers": "encoder.num_layers",
+    "--heads": "encoder.num_heads",
+    "--warmup": "warmup_fraction",
+    "--augment-noise": "augment.noise_m",
+    "--augment-short": "augment.short_prob",
+}
 
-    encoder = EncoderConfig(
-        embedding_dim=args.embedding_dim,
-        d_model=args.hidden,
-        num_layers=args.layers,
-        num_heads=args.heads,
-        ff_mult=args.ff_mult,
-        dropout=args.dropout,
-        input_dropout=args.input_dropout,
-        normalize=not args.no_normalize,
-    )
-    config = TrainConfig(
-        encoder=encoder,
-        similarity=args.similarity,
-        shape_weight=args.shape_weight,
-        threshold=args.threshold,
-        positive_fraction=args.positive_fraction,
-        mining=args.mining,
-        margin=args.margin,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup_fraction=args.warmup,
-        grad_clip=args.grad_clip,
-        val_fraction=args.val_fraction,
-        val_every=args.val_every,
-        val_k=args.val_k,
-        seed=args.seed,
-        device=args.device,
-        mining_scope=args.mining_scope,
-        loss=args.loss,
-        soft_neighbors=args.soft_neighbors,
-        soft_temperature=args.soft_temperature,
-        augment=AugmentConfig(args.augment_prob, args.augment_noise, args.augment_drop, args.augment_short),
-        batches=args.batches,
-        neighbors_per_seed=args.neighbors_per_seed,
-        hard_share=args.hard_share,
-        history_steps=args.history_steps,
-        history_targets=args.history_targets,
-    )
+
+def _train_flags(p: argparse.ArgumentParser) -> ConfigFlags:
+    """``trajemb train``: a flag per field of ``TrainConfig`` (the encoder's fields unprefixed)."""
+    from trajemb.train import TrainConfig
+
+    return add_config_flags(p, TrainConfig, nested={"encoder": ""}, renamed=TRAIN_RENAMED)
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The ``TrainConfig`` that ``trajemb train``'s parsed flags describe."""
+    config = args.config_flags.build(args)
+    return cast("TrainConfig", config)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from trajemb.distributed import is_main_process
+    from trajemb.train import train
+
+    config = train_config(args)
     best = train(
         config,
         Path(args.data),
@@ -847,7 +818,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument(
         "--out", required=True, help="table path (.parquet): new or an earlier table, written atomically"
     )
-    _add_window_flags(p)
+    window_flags = _add_window_flags(p)
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
     p.add_argument("--skip-bad", action="store_true", help="go on past bad scenarios and report them")
     p.add_argument("--maps-dir", default=None, help="also reduce and cache the maps the windows need here")
@@ -863,7 +834,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         metavar="ADDR",
         help="with --engine ray: cluster to join, e.g. 10.0.0.1:6379 (default: RAY_ADDRESS, else local)",
     )
-    p.set_defaults(func=_cmd_prepare)
+    set_field_flags(p, window_flags)
+    p.set_defaults(func=_cmd_prepare, window_flags=window_flags)
 
     p = sub.add_parser("info", help="summarise a trajectory table")
     p.add_argument("table")
@@ -873,134 +845,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train an encoder with the contrastive triplet loss")
     if full("train"):
-        from trajemb.losses import DEFAULT_MARGIN
-        from trajemb.model import EncoderConfig
-        from trajemb.train import TrainConfig
-
-        e, t = EncoderConfig(), TrainConfig()
         p.add_argument("--data", required=True, help="trajectory table from `trajemb prepare`")
         p.add_argument("--out", required=True, help="run folder: best/, last/, metrics.csv")
-        p.add_argument("--similarity", choices=["cosine", "fft"], default=t.similarity)
-        p.add_argument(
-            "--shape-weight", type=float, default=t.shape_weight, help="f of the Cosine similarity"
-        )
-        p.add_argument(
-            "--threshold",
-            type=float,
-            default=None,
-            help="positive when similarity >= this (default: calibrated to --positive-fraction)",
-        )
-        p.add_argument(
-            "--positive-fraction",
-            type=float,
-            default=t.positive_fraction,
-            help="share of in-batch pairs made positive when --threshold is not given",
-        )
-        p.add_argument("--mining", choices=["random", "hard", "semi-hard"], default=t.mining)
-        p.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
-        p.add_argument("--embedding-dim", type=int, default=e.embedding_dim, help="D")
-        p.add_argument("--layers", type=int, default=e.num_layers)
-        p.add_argument("--heads", type=int, default=e.num_heads)
-        p.add_argument("--hidden", type=int, default=e.d_model, help="d_model (width)")
-        p.add_argument("--ff-mult", type=int, default=e.ff_mult, help="feed-forward width / d_model")
-        p.add_argument("--dropout", type=float, default=e.dropout)
-        p.add_argument("--input-dropout", type=float, default=e.input_dropout)
-        p.add_argument("--epochs", type=int, default=t.epochs)
-        p.add_argument("--batch-size", type=int, default=t.batch_size)
-        p.add_argument("--lr", type=float, default=t.lr, help="peak learning rate of the one-cycle schedule")
-        p.add_argument("--weight-decay", type=float, default=t.weight_decay)
-        p.add_argument(
-            "--warmup", type=float, default=t.warmup_fraction, help="warm-up share of the schedule"
-        )
-        p.add_argument("--grad-clip", type=float, default=t.grad_clip)
-        p.add_argument(
-            "--val-fraction", type=float, default=t.val_fraction, help="share of scenarios held out"
-        )
-        p.add_argument("--val-every", type=int, default=t.val_every, help="validate every N epochs")
-        p.add_argument("--val-k", type=int, default=t.val_k, help="k of validation minADE/minFDE@k")
-        p.add_argument("--seed", type=int, default=t.seed)
-        p.add_argument("--device", default=t.device, help="auto (cuda, then cpu), cpu, cuda, cuda:1, ...")
         p.add_argument("--resume", action="store_true", help="continue from OUT/last")
-        p.add_argument(
-            "--mining-scope",
-            choices=["rank", "global"],
-            default=t.mining_scope,
-            help="under torchrun: mine in each process's batch, or in all processes' batches (all-gather)",
-        )
-        p.add_argument(
-            "--loss",
-            choices=["triplet", "soft_neighbors"],
-            default=t.loss,
-            help="the paper's triplet loss (default), or the soft-neighbour loss (see docs/workflow.md)",
-        )
-        p.add_argument(
-            "--soft-neighbors",
-            type=int,
-            default=t.soft_neighbors,
-            help="soft-neighbour loss: bandwidth = distance to this many-th nearest window in the batch",
-        )
-        p.add_argument(
-            "--soft-temperature",
-            type=float,
-            default=t.soft_temperature,
-            help="soft-neighbour loss: temperature of the embedding's neighbour distribution",
-        )
-        p.add_argument(
-            "--no-normalize",
-            action="store_true",
-            help="embeddings keep their length (the paper's are unit vectors); for --loss soft_neighbors",
-        )
-        p.add_argument(
-            "--augment-prob",
-            type=float,
-            default=t.augment.prob,
-            help="share of training windows perturbed (noise, dropped steps, short) before encoding",
-        )
-        p.add_argument(
-            "--augment-noise", type=float, default=t.augment.noise_m, help="largest position noise (m)"
-        )
-        p.add_argument(
-            "--augment-drop", type=float, default=t.augment.drop, help="largest share of dropped steps"
-        )
-        p.add_argument(
-            "--augment-short",
-            type=float,
-            default=t.augment.short_prob,
-            help="share of windows of which only the first half is observed",
-        )
-        p.add_argument(
-            "--batches",
-            choices=["random", "neighborhoods"],
-            default=t.batches,
-            help="random batches, or neighbourhoods in raw trajectory space (see docs/workflow.md)",
-        )
-        p.add_argument(
-            "--neighbors-per-seed",
-            type=int,
-            default=t.neighbors_per_seed,
-            help="--batches neighborhoods: windows per neighbourhood",
-        )
-        p.add_argument(
-            "--hard-share",
-            type=float,
-            default=t.hard_share,
-            help="--batches neighborhoods: share of seeds from turns, U-turns and lane changes",
-        )
-        p.add_argument(
-            "--history-steps",
-            type=int,
-            default=t.history_steps,
-            help="a history model: read each window's first N steps in the frame of their last state "
-            "(for trajemb forecast; default 0: whole windows)",
-        )
-        p.add_argument(
-            "--history-targets",
-            choices=["history", "window"],
-            default=t.history_targets,
-            help="with --history-steps: the loss compares the histories (default), or the whole windows "
-            "in the histories' last-state frame (histories whose futures agree are pulled together)",
-        )
-        p.set_defaults(func=_cmd_train)
+        flags = _train_flags(p)
+        set_field_flags(p, flags)
+        p.set_defaults(func=_cmd_train, config_flags=flags)
 
     p = sub.add_parser("bundle", help="embed, index, project and evaluate a table under checkpoints")
     if full("bundle"):
@@ -1213,6 +1063,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise_if_pending()
             sys.stdout.flush()  # a closed pipe shows up here, inside the handlers below
             return status
+    except ConfigError as exc:
+        return _error(flag_message(str(exc), exc.fields, args))
     except TrajembError as exc:
         return _error(str(exc))
     except BrokenPipeError:
