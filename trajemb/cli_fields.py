@@ -245,9 +245,10 @@ def set_field_flags(parser: argparse.ArgumentParser, *configs: ConfigFlags) -> N
 def flag_message(message: str, fields: Sequence[str], args: argparse.Namespace) -> str:
     """``message`` with each of ``fields`` (config field names) replaced by the flag that sets it, as
     the user spelled it (an old alias stays the alias they typed)."""
-    dests: dict[str, str]
-    flags: dict[str, str]
-    dests, flags = getattr(args, FIELD_DESTS, ({}, {}))
+    known: tuple[dict[str, str], dict[str, str]] | None = getattr(args, FIELD_DESTS, None)
+    if known is None:
+        return message
+    dests, flags = known
     spellings: dict[str, str] = getattr(args, SPELLINGS, None) or {}
     for name in fields:
         dest = dests.get(name)
