@@ -27,6 +27,7 @@ from trajemb.schema import PAPER_FOCAL_FUTURE, WindowConfig
 if TYPE_CHECKING:
     from trajemb.bundle import Bundle
     from trajemb.explore import Neighbors
+    from trajemb.forecast_command import ForecastCommand
     from trajemb.train import TrainConfig
     from trajemb.uniqueness import UniquenessConfig
 
@@ -90,10 +91,20 @@ def window_config(args: argparse.Namespace) -> WindowConfig:
     return cast(WindowConfig, args.window_flags.build(args))
 
 
+#: ``trajemb synth``'s flags spelled otherwise before they were named as their fields (trajemb 0.1).
+SYNTH_RENAMED = {"--scenarios": "num_scenarios", "--av2-serializer": "use_av2_serializer"}
+
+
+def _synth_flags(p: argparse.ArgumentParser) -> ConfigFlags:
+    from trajemb.synth.generate import SynthConfig
+
+    return add_config_flags(p, SynthConfig, renamed=SYNTH_RENAMED)
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from trajemb.synth.generate import SynthConfig, generate
 
-    config = SynthConfig(args.scenarios, args.seed, args.workers, args.av2_serializer, args.generator)
+    config = cast(SynthConfig, args.config_flags.build(args))
     seconds = generate(config, Path(args.out), progress=not args.quiet)
     print(f"wrote {config.num_scenarios} scenarios to {args.out} in {seconds:.1f} s")
     return 0
@@ -649,18 +660,9 @@ def _print_forecast_scores(reports: dict[str, dict[str, object]]) -> None:
 
 
 def _cmd_forecast(args: argparse.Namespace) -> int:
-    from trajemb.forecast_command import ForecastCommand, run_forecast, scores_json, scores_table
+    from trajemb.forecast_command import run_forecast, scores_json, scores_table
 
-    command = ForecastCommand(
-        bank=args.bank,
-        queries=args.queries,
-        history_steps=args.history_steps,
-        k=args.k,
-        alignment=args.alignment,
-        rerank=args.rerank,
-        json=args.json,
-        out=args.out,
-    )
+    command = cast("ForecastCommand", args.config_flags.build(args))
     from trajemb.report import definitions_markdown, forecast_definitions
 
     result = run_forecast(command, progress=not args.quiet)
@@ -676,34 +678,11 @@ def _add_forecast_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p = sub.add_parser("forecast", help="forecast windows from their histories by retrieval, scored with av2")
     if not full:
         return
-    from trajemb.forecast import ALIGNMENTS
     from trajemb.forecast_command import ForecastCommand
 
-    d = ForecastCommand(bank="-", queries="-")
-    p.add_argument("--bank", required=True, help="bundle whose windows are the bank (trajemb bundle)")
-    p.add_argument("--queries", required=True, help="trajectory table of query windows (trajemb prepare)")
-    p.add_argument(
-        "--history-steps",
-        type=int,
-        default=d.history_steps,
-        help=f"steps of each window that are the history (default {d.history_steps})",
-    )
-    p.add_argument("--k", type=int, default=d.k, help=f"forecasts per query (default {d.k})")
-    p.add_argument(
-        "--alignment",
-        choices=ALIGNMENTS,
-        default=d.alignment,
-        help="how retrieved futures are aligned to the query (docs/retrieval-quality.md)",
-    )
-    p.add_argument(
-        "--rerank",
-        type=int,
-        default=d.rerank,
-        help=f"learned retrieval: re-rank the embedding's nearest N histories by raw distance (default "
-        f"{d.rerank}; 0: the embedding's K nearest as they are)",
-    )
-    p.add_argument("--json", action="store_true", help="print the scores as JSON")
-    p.add_argument("--out", default=d.out, help="also write the scores as JSON to this file")
+    flags = add_config_flags(p, ForecastCommand)
+    set_field_flags(p, flags)
+    p.set_defaults(config_flags=flags)
     p.set_defaults(func=_cmd_forecast)
 
 
@@ -797,19 +776,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         required=True,
         help="output folder: new, empty, or an earlier synth output (replaced atomically)",
     )
-    p.add_argument("--scenarios", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
-    p.add_argument(
-        "--av2-serializer", action="store_true", help="write parquet with av2's own (slow) serializer"
-    )
-    p.add_argument(
-        "--generator",
-        type=int,
-        choices=[1, 2],
-        default=2,
-        help="2 (default): calibrated against real AV2 motion; 1: the generator up to trajemb 0.1.x",
-    )
+    flags = _synth_flags(p)
+    set_field_flags(p, flags)
+    p.set_defaults(config_flags=flags)
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("prepare", help="AV2 folders -> trajectory table (parquet)")

@@ -132,7 +132,7 @@ def _argument(f: dataclasses.Field[Any], tp: Any, default: Any) -> dict[str, Any
         kwargs["required"] = True
     else:
         kwargs["default"] = default
-    choices = literal_choices(tp)
+    choices = literal_choices(tp) or f.metadata.get("choices")
     if tp is bool:
         kwargs["action"] = _Bool
     elif choices is not None:
@@ -175,9 +175,12 @@ def add_config_flags(
         alias.pop("required", None)
         parser.add_argument(old, dest=dest, **alias)
     if renamed:
-        pairs = ", ".join(f"{old} -> {flags[dests[path]]}" for old, path in renamed.items())
-        note = f"renamed flags (the old spellings are deprecated and work until the next release): {pairs}"
+        lines = [f"  {old:<24} now {flags[dests[path]]}" for old, path in renamed.items()]
+        note = "\n".join(
+            ["renamed flags (the old spellings are deprecated; they work until the next release):", *lines]
+        )
         parser.epilog = f"{parser.epilog}\n{note}" if parser.epilog else note
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
     return ConfigFlags(cls, prefix, nested, dests, flags)
 
 

@@ -31,11 +31,15 @@ class Bounds:
     high_open: bool = False
 
     def describe(self) -> str:
-        lo = "-inf" if self.low is None else f"{self.low:g}"
-        hi = "inf" if self.high is None else f"{self.high:g}"
+        lo = "-inf" if self.low is None else _number(self.low)
+        hi = "inf" if self.high is None else _number(self.high)
         left = "(" if self.low_open or self.low is None else "["
         right = ")" if self.high_open or self.high is None else "]"
         return f"{left}{lo}, {hi}{right}"
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 #: k of every "k nearest" setting (search, uniqueness, the explorer's neighbours): one default, one bound.
@@ -57,15 +61,17 @@ def param(
     high_open: bool = False,
     bounds: Bounds | None = None,
     default_factory: Any = MISSING,
+    choices: tuple[Any, ...] | None = None,
     cli: bool = True,
 ) -> Any:
     """A dataclass field with its help text and bounds in the field's metadata.
 
+    ``choices``: the values allowed where the type is not a ``Literal`` (a tuple kept elsewhere).
     ``cli=False`` keeps a field off the command line (set from code or a saved config only).
     """
     if bounds is None and (low is not None or high is not None):
         bounds = Bounds(low, high, low_open, high_open)
-    metadata = {"help": help, "bounds": bounds, "cli": cli}
+    metadata = {"help": help, "bounds": bounds, "choices": choices, "cli": cli}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -104,7 +110,7 @@ def check_fields(config: Any) -> None:
         tp, optional = unwrap_optional(hints[f.name])
         if value is None and optional:
             continue
-        choices = literal_choices(tp)
+        choices = literal_choices(tp) or f.metadata.get("choices")
         if choices is not None:
             if isinstance(value, bool) or value not in choices:
                 raise ConfigError(

@@ -33,6 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from trajemb.errors import ConfigError, DataError
+from trajemb.fields import K_MAX, K_NEIGHBORS_DEFAULT
 from trajemb.search import Groups, SearchIndex, describe_index, exact_index, search, vector_rows
 from trajemb.validate import check_float, check_int
 
@@ -41,8 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Default k: the 10th nearest other road user.
-DEFAULT_K = 10
+#: Default k: the 10th nearest other road user (``trajemb.fields``: one default for every k-nearest).
+DEFAULT_K = K_NEIGHBORS_DEFAULT
 #: Windows searched per batch (a progress-bar step).
 QUERY_CHUNK = 65_536
 #: Rare classes: the least frequent classes that together hold at most this share of the windows.
@@ -65,7 +66,7 @@ class UniquenessConfig:
     exact_max_rows: int = 50_000  # above this, an exact bundle index gives way to an IVF built for it
 
     def __post_init__(self) -> None:
-        check_int("--uniqueness-k", self.k, 0, 1000)
+        check_int("--uniqueness-k", self.k, 0, K_MAX)
         check_int("exact_max_rows", self.exact_max_rows, 0)
 
 
