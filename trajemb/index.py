@@ -153,13 +153,13 @@ def build_index(embeddings: np.ndarray, spec: IndexSpec = IndexSpec(), device: s
         if faiss.get_num_gpus() > 0 and hasattr(faiss, "StandardGpuResources"):
             return faiss.index_cpu_to_gpu(
                 faiss.StandardGpuResources(), 0, build_faiss_index(embeddings, spec)
-            )  # type: ignore[no-any-return]
+            )
         if kind != "flat":
             raise ConfigError(
                 "FAISS reports no GPU: only the exact flat index runs on CUDA (through PyTorch)"
             )
         return TorchFlatIndex(check_embeddings(embeddings), device)
-    return build_faiss_index(embeddings, spec)  # type: ignore[no-any-return]
+    return build_faiss_index(embeddings, spec)
 
 
 def save_faiss_index(index: faiss.Index, path: Path) -> None:
