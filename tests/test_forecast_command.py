@@ -79,7 +79,7 @@ def short_tables(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> d
         ("length", [], "windows of 40 steps, but the bank"),
         ("rate", [], "windows at 20 Hz, but the bank"),
         ("bank_k", ["--k", "5"], "--k 5 is above the bank's 4 tracks (one future per track); lower --k"),
-        ("k_range", ["--k", "0"], "--k must be in [1, 100], got 0"),
+        ("k_range", ["--k", "0"], "--k must be in [1, 1000], got 0"),
         ("history", ["--history-steps", "60"], "--history-steps 60 does not fit 60-step bank windows"),
         ("history_low", ["--history-steps", "1"], "--history-steps must be in [2, 9999], got 1"),
         ("no_bank", [], "not a trajemb bundle"),
