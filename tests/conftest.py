@@ -98,7 +98,9 @@ def small_synth_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from trajemb.prepare import PrepareConfig, prepare_table
 
     root = tmp_path_factory.mktemp("small")
-    generate(SynthConfig(num_scenarios=10, seed=7, workers=1, generator=1), root / "scenarios", progress=False)
+    generate(
+        SynthConfig(num_scenarios=10, seed=7, workers=1, generator=1), root / "scenarios", progress=False
+    )
     out = root / "small.parquet"
     prepare_table(PrepareConfig(av2_dirs=(str(root / "scenarios"),), workers=1), out, progress=False)
     return out

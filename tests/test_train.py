@@ -58,9 +58,9 @@ def assert_same_weights(run_a: Path, run_b: Path, rtol: float = 0.0, atol: float
         torch.testing.assert_close(b[name], value, rtol=rtol, atol=atol)
 
 
-def test_short_run_lowers_loss_and_writes_artefacts(synth_table: Path, tmp_path: Path) -> None:
+def test_short_run_lowers_loss_and_writes_artefacts(small_synth_table: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    best = train(config(), synth_table, out, progress=False)
+    best = train(config(), small_synth_table, out, progress=False)
     with open(out / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 4
@@ -70,12 +70,12 @@ def test_short_run_lowers_loss_and_writes_artefacts(synth_table: Path, tmp_path:
     assert float(rows[0]["triplets_per_batch"]) > 50
     model, card = load_checkpoint(out / "best")
     assert card["epoch"] == best["epoch"]
-    assert card["data"]["table_sha256"] == read_table(synth_table).content_hash
+    assert card["data"]["table_sha256"] == read_table(small_synth_table).content_hash
     assert card["similarity"] == "cosine" and card["embedding_dim"] == 8 and card["num_parameters"] > 0
     assert 0.0 < card["threshold"] < 1.0 and card["threshold_calibrated"] is True
     assert card["metrics"]["val_minADE@6"] == pytest.approx(best["val_minADE@6"])
     # A reloaded checkpoint gives identical embeddings.
-    xy = read_table(synth_table).xy_agent[:50]
+    xy = read_table(small_synth_table).xy_agent[:50]
     again, _ = load_checkpoint(out / "best")
     np.testing.assert_array_equal(embed_windows(model, xy), embed_windows(again, xy))
 
