@@ -10,6 +10,7 @@ from typing import Literal
 import pytest
 
 from trajemb import cli
+from trajemb.bundle_build import BundleConfig
 from trajemb.cli_fields import add_config_flags, flag_message, set_field_flags
 from trajemb.errors import ConfigError
 from trajemb.fields import Bounds, check_fields, param
@@ -32,23 +33,44 @@ OLD_VALUES = {
     "--min-speed": "2.5",
     "--scenarios": "7",
     "--av2-serializer": None,
+    "--index": "flat",
+    "--nprobe": "4",
+    "--target-recall": "0.9",
+    "--exact-max-rows": "1000",
+    "--projection": "none",
+    "--projection-sample": "100",
+    "--queries": "50",
+    "--eval-corpus": "1000",
+    "--one-per-track": None,
+    "--exclude-scenario-eval": None,
+    "--mean-rank": "no",
+    "--mean-rank-corpus": "500",
+    "--robustness": None,
+    "--robustness-queries": "20",
+    "--robustness-corpus": "300",
+    "--encoder-missing": "mask",
+    "--eval": "no",
 }
 PREFIX = {
     "train": ["train", "--data", "t.parquet", "--out", "run"],
     "prepare": ["prepare", "--av2", "d", "--out", "t.parquet"],
     "synth": ["synth", "--out", "s"],
+    "bundle": ["bundle", "--table", "t.parquet", "--checkpoint", "c", "--out", "b"],
 }
 RENAMED = [
     ("train", cli.TRAIN_RENAMED, cli.train_config),
     ("prepare", cli.WINDOW_RENAMED, cli.window_config),
     ("synth", cli.SYNTH_RENAMED, lambda a: a.config_flags.build(a)),
+    ("bundle", cli.BUNDLE_RENAMED, cli.bundle_config),
 ]
 
 
 def _flag_of(path: str, command: str) -> str:
-    leaf = path.split(".")[-1]
-    prefix = "augment-" if path.startswith("augment.") else ""
-    return f"--{prefix}{leaf.replace('_', '-')}"
+    """The flag of a dotted field path: nested fields under their config's name (the encoder's without)."""
+    parts = path.split(".")
+    if parts[0] == "encoder":
+        parts = parts[1:]
+    return "--" + "-".join(parts).replace("_", "-")
 
 
 @pytest.mark.parametrize(
@@ -60,7 +82,9 @@ def test_every_old_spelling_sets_the_same_config_as_the_new_flag(command: str, o
     value = OLD_VALUES[old]
     parser = cli.build_parser()
     new = _flag_of(path, command)
-    tail = [] if value is None else [value]
+    tail = [] if value in (None, "no") else [value]
+    if value == "no":  # a switch whose old spelling people used is its --no- form
+        old, new = f"--no-{old[2:]}", f"--no-{new[2:]}"
     by_old = build(parser.parse_args([*PREFIX[command], old, *tail]))
     by_new = build(parser.parse_args([*PREFIX[command], new, *tail]))
     default = build(parser.parse_args(PREFIX[command]))
@@ -73,11 +97,13 @@ def test_old_spellings_are_hidden_from_the_options_and_listed_as_renamed() -> No
         text = sub[command].format_help()
         options, _, epilog = text.partition("renamed flags")
         for old, path in table.items():
-            assert f"  {old} " not in options and old in epilog, (command, old)
+            assert f"  {old} " not in options and old[2:] in epilog, (command, old)
             assert _flag_of(path, command) in options
 
 
-@pytest.mark.parametrize("cls", [TrainConfig, EncoderConfig, WindowConfig, SynthConfig, ForecastCommand])
+@pytest.mark.parametrize(
+    "cls", [TrainConfig, EncoderConfig, WindowConfig, SynthConfig, ForecastCommand, BundleConfig]
+)
 def test_every_field_is_a_flag_with_its_help(cls: type) -> None:
     parser = argparse.ArgumentParser()
     flags = add_config_flags(parser, cls, nested={"encoder": ""})
@@ -90,9 +116,9 @@ def test_every_field_is_a_flag_with_its_help(cls: type) -> None:
 def _leaves(cls: type, path: str = "") -> set[str]:
     out: set[str] = set()
     for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(f.type) or f.name in ("encoder", "augment"):
-            sub = {"encoder": EncoderConfig, "augment": TrainConfig().augment.__class__}[f.name]
-            out |= _leaves(sub, f"{path}{f.name}.")
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        if dataclasses.is_dataclass(default):
+            out |= _leaves(type(default), f"{path}{f.name}.")
         else:
             out.add(f"{path}{f.name}")
     return out

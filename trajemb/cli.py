@@ -26,10 +26,10 @@ from trajemb.schema import PAPER_FOCAL_FUTURE, WindowConfig
 
 if TYPE_CHECKING:
     from trajemb.bundle import Bundle
+    from trajemb.bundle_build import BundleConfig
     from trajemb.explore import Neighbors
     from trajemb.forecast_command import ForecastCommand
     from trajemb.train import TrainConfig
-    from trajemb.uniqueness import UniquenessConfig
 
 log = logging.getLogger("trajemb")
 
@@ -61,7 +61,7 @@ MEMORY_HINTS = {
     "synth": "use fewer --workers",
     "prepare": "use fewer --workers, or prepare the data in parts",
     "train": "use a smaller --batch-size, or a smaller model",
-    "bundle": "use a smaller --eval-corpus, --queries or --projection-sample",
+    "bundle": "use a smaller --evaluation-max-corpus, --evaluation-num-queries or --projection-sample-size",
 }
 #: Exit status of a command whose output pipe closed (128 + SIGPIPE, what a shell shows for ``head``).
 EXIT_BROKEN_PIPE = 141
@@ -201,44 +201,54 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bundle(args: argparse.Namespace) -> int:
-    from trajemb.bundle_build import BundleConfig, build_bundle
-    from trajemb.evaluate import EvalConfig
-    from trajemb.index import IndexSpec
-    from trajemb.projection import ProjectionConfig
+#: ``trajemb bundle``'s flags spelled otherwise before they were named as their fields (trajemb 0.1):
+#: old flag -> ``BundleConfig`` field. Hidden aliases; drop them in the next release.
+BUNDLE_RENAMED = {
+    "--index": "index.kind",
+    "--nprobe": "index.nprobe",
+    "--target-recall": "index.target_recall",
+    "--exact-max-rows": "index.exact_max_rows",
+    "--projection": "projection.method",
+    "--projection-sample": "projection.sample_size",
+    "--queries": "evaluation.num_queries",
+    "--eval-corpus": "evaluation.max_corpus",
+    "--one-per-track": "evaluation.one_per_track",
+    "--exclude-scenario-eval": "evaluation.exclude_scenario",
+    "--mean-rank": "evaluation.mean_rank",
+    "--mean-rank-corpus": "evaluation.mean_rank_corpus",
+    "--robustness": "evaluation.robustness",
+    "--robustness-queries": "evaluation.robustness_queries",
+    "--robustness-corpus": "evaluation.robustness_corpus",
+    "--encoder-missing": "evaluation.encoder_missing",
+    "--eval": "evaluate",
+}
 
-    config = BundleConfig(
-        index=IndexSpec(
-            kind=args.index,
-            nprobe=args.nprobe,
-            target_recall=args.target_recall,
-            exact_max_rows=args.exact_max_rows,
-        ),
-        evaluation=EvalConfig(
-            num_queries=args.queries,
-            seed=args.seed,
-            max_corpus=args.eval_corpus,
-            one_per_track=args.one_per_track,
-            exclude_scenario=args.exclude_scenario_eval,
-            mean_rank=not args.no_mean_rank,
-            mean_rank_corpus=args.mean_rank_corpus,
-            robustness=args.robustness,
-            robustness_queries=args.robustness_queries,
-            robustness_corpus=args.robustness_corpus,
-            encoder_missing=args.encoder_missing,
-        ),
-        projection=ProjectionConfig(
-            method="none" if args.no_umap else args.projection,
-            sample_size=args.projection_sample,
-            seed=None if args.projection_unseeded else args.seed,
-        ),
-        evaluate=not args.no_eval,
-        device=args.device,
-        seed=args.seed,
-        engine=args.engine,
-        ray_address=args.ray_address,
-        uniqueness=_uniqueness_config(args),
+
+def _bundle_flags(p: argparse.ArgumentParser) -> ConfigFlags:
+    """``trajemb bundle``: a flag per field of ``BundleConfig``; ``--seed`` also seeds the evaluation and
+    the layouts (their own seeds are not flags)."""
+    from trajemb.bundle_build import BundleConfig
+
+    return add_config_flags(
+        p, BundleConfig, skip=("evaluation.seed", "projection.seed"), renamed=BUNDLE_RENAMED
     )
+
+
+def bundle_config(args: argparse.Namespace) -> BundleConfig:
+    """The ``BundleConfig`` that ``trajemb bundle``'s parsed flags describe."""
+    overrides: dict[str, object] = {
+        "evaluation.seed": args.seed,
+        "projection.seed": None if args.projection_unseeded else args.seed,
+    }
+    if args.no_umap:
+        overrides["projection.method"] = "none"
+    return cast("BundleConfig", args.config_flags.build(args, **overrides))
+
+
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    from trajemb.bundle_build import build_bundle
+
+    config = bundle_config(args)
     maps = Path(args.maps) if args.maps else None
     manifest = build_bundle(
         Path(args.table), [Path(c) for c in args.checkpoint], Path(args.out), maps, config, not args.quiet
@@ -248,12 +258,6 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
         f"in {manifest['build_s']:.0f} s"
     )
     return 0
-
-
-def _uniqueness_config(args: argparse.Namespace) -> UniquenessConfig:
-    from trajemb.uniqueness import UniquenessConfig
-
-    return UniquenessConfig(k=args.uniqueness_k)
 
 
 def _cmd_complete(args: argparse.Namespace) -> int:
@@ -823,10 +827,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("bundle", help="embed, index, project and evaluate a table under checkpoints")
     if full("bundle"):
-        from trajemb.evaluate import EvalConfig
-        from trajemb.index import EXACT_MAX_ROWS, INDEX_KINDS
-        from trajemb.projection import PROJECTION_METHODS, ProjectionConfig
-
         p.add_argument("--table", required=True)
         p.add_argument("--checkpoint", action="append", required=True, help="checkpoint folder (repeatable)")
         p.add_argument(
@@ -834,98 +834,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         )
         p.add_argument("--maps", default=None, help="reduced maps folder (`trajemb prepare --maps-dir`)")
         p.add_argument(
-            "--index",
-            choices=INDEX_KINDS,
-            default="auto",
-            help="auto (default): exact up to --exact-max-rows windows, IVF above",
-        )
-        p.add_argument(
-            "--exact-max-rows", type=int, default=EXACT_MAX_ROWS, help="largest exact index of auto"
-        )
-        p.add_argument(
-            "--nprobe", type=int, default=0, help="IVF cells probed (default 0: tuned to --target-recall)"
-        )
-        p.add_argument("--target-recall", type=float, default=0.95, help="IVF recall@10 against exact search")
-        p.add_argument(
-            "--projection",
-            choices=PROJECTION_METHODS,
-            default="auto",
-            help=f"2-D layout: auto (full UMAP up to {ProjectionConfig().full_max_rows} windows, "
-            "UMAP of a sample + placement above), full, sample, none",
-        )
-        p.add_argument(
-            "--projection-sample",
-            type=int,
-            default=ProjectionConfig().sample_size,
-            help="rows the UMAP is fitted on with --projection sample",
-        )
-        p.add_argument(
             "--projection-unseeded",
             action="store_true",
             help="parallel, non-reproducible UMAP (faster on many cores)",
         )
-        p.add_argument("--no-umap", action="store_true", help="same as --projection none")
-        p.add_argument("--queries", type=int, default=2000, help="evaluation queries")
-        p.add_argument(
-            "--eval-corpus",
-            type=int,
-            default=200_000,
-            help="evaluate among at most this many windows (a seeded sample above)",
-        )
-        p.add_argument(
-            "--no-eval", action="store_true", help="skip the evaluation (the explorer can add it later)"
-        )
-        ev = EvalConfig()
-        p.add_argument(
-            "--one-per-track",
-            action="store_true",
-            help="evaluation: only the nearest window of each track counts as a neighbour",
-        )
-        p.add_argument(
-            "--exclude-scenario-eval",
-            action="store_true",
-            help="evaluation: no neighbours from the query's own scenario",
-        )
-        p.add_argument(
-            "--no-mean-rank", action="store_true", help="evaluation: skip the mean rank of twin halves"
-        )
-        p.add_argument(
-            "--mean-rank-corpus",
-            type=int,
-            default=ev.mean_rank_corpus,
-            help="evaluation: database size of the mean rank (TrajCL: 100000)",
-        )
-        p.add_argument(
-            "--robustness",
-            action="store_true",
-            help="evaluation: robustness curves (noise, dropped steps, short query, offset; minutes)",
-        )
-        p.add_argument("--robustness-queries", type=int, default=ev.robustness_queries)
-        p.add_argument("--robustness-corpus", type=int, default=ev.robustness_corpus)
-        p.add_argument(
-            "--encoder-missing",
-            choices=["interpolate", "mask"],
-            default=ev.encoder_missing,
-            help="robustness: encoders read windows with missing steps completed (as PCA) or masked",
-        )
-        p.add_argument(
-            "--engine",
-            choices=["local", "ray"],
-            default="local",
-            help="embed here, or on a Ray cluster (needs the [ray] extra); index, layout and "
-            "evaluation stay here",
-        )
-        p.add_argument(
-            "--ray-address", default=None, metavar="ADDR", help="with --engine ray: cluster to join"
-        )
-        p.add_argument("--device", default="auto")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument(
-            "--uniqueness-k",
-            type=int,
-            default=10,
-            help="each window's uniqueness: distance to its k-th nearest other track (0: none)",
-        )
+        p.add_argument("--no-umap", action="store_true", help="same as --projection-method none")
+        flags = _bundle_flags(p)
+        set_field_flags(p, flags)
+        p.set_defaults(config_flags=flags)
         p.set_defaults(func=_cmd_bundle)
 
     p = sub.add_parser("complete", help="add the 2-D layouts and evaluation a bundle lacks (in place)")

@@ -101,6 +101,11 @@ def comma_list(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
+def comma_ints(text: str) -> tuple[int, ...]:
+    """``"1, 5,10"`` -> ``(1, 5, 10)``."""
+    return tuple(int(t) for t in comma_list(text))
+
+
 def _default(f: dataclasses.Field[Any]) -> Any:
     if f.default is not MISSING:
         return f.default
@@ -117,7 +122,7 @@ def _help(f: dataclasses.Field[Any], default: Any) -> str:
     text = str(f.metadata.get("help", ""))
     notes = []
     if default is not MISSING and default is not None and default != () and not isinstance(default, bool):
-        notes.append(f"default {default}")
+        notes.append(f"default {','.join(map(str, default)) if isinstance(default, tuple) else default}")
     bounds = f.metadata.get("bounds")
     if bounds is not None:
         notes.append(f"in {bounds.describe()}")
@@ -141,6 +146,8 @@ def _argument(f: dataclasses.Field[Any], tp: Any, default: Any) -> dict[str, Any
         kwargs.update(action=_Store, type=tp)
     elif tp == tuple[str, ...]:
         kwargs.update(action=_Store, type=comma_list, metavar="A,B")
+    elif tp == tuple[int, ...]:
+        kwargs.update(action=_Store, type=comma_ints, metavar="1,2")
     else:
         raise TypeError(f"no flag for field {f.name} of type {tp!r}; mark it param(cli=False)")
     return kwargs
@@ -175,7 +182,12 @@ def add_config_flags(
         alias.pop("required", None)
         parser.add_argument(old, dest=dest, **alias)
     if renamed:
-        lines = [f"  {old:<24} now {flags[dests[path]]}" for old, path in renamed.items()]
+        lines = []
+        for old, path in renamed.items():
+            new, switch = flags[dests[path]], kwargs_of[dests[path]].get("action") is _Bool
+            if switch:
+                old, new = f"--[no-]{old[2:]}", f"--[no-]{new[2:]}"
+            lines.append(f"  {old:<28} now {new}")
         note = "\n".join(
             ["renamed flags (the old spellings are deprecated; they work until the next release):", *lines]
         )
