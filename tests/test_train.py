@@ -332,7 +332,7 @@ def test_refusals_come_before_any_work(synth_table: Path, tmp_path: Path) -> Non
         Trainer(synth_table, config(), tmp_path / "theirs", progress=False)
     with pytest.raises(ConfigError, match="--device 'bogus' is not a device"):
         Trainer(synth_table, config(device="bogus"), tmp_path / "run", progress=False)
-    with pytest.raises(ConfigError, match="too few to retrieve --val-k 1000 neighbours"):
+    with pytest.raises(ConfigError, match="too few to retrieve val_k 1000 neighbours"):
         Trainer(synth_table, config(val_k=1000), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
     assert [p.name for p in (tmp_path / "theirs").iterdir()] == ["thesis.tex"]

@@ -332,15 +332,20 @@ class Trainer:
         if len(self.sampler) < config.batch_size:
             raise ConfigError(
                 f"{self.source}: {len(self.sampler)} training windows per process, fewer than one batch "
-                f"of {config.batch_size}; lower --batch-size or prepare more data"
+                f"of {config.batch_size}; lower batch_size or prepare more data",
+                fields=("batch_size",),
             )
         if len(self.split.val) < 2:
-            raise ConfigError(f"{self.source}: fewer than 2 validation windows; raise --val-fraction")
+            raise ConfigError(
+                f"{self.source}: fewer than 2 validation windows; raise val_fraction",
+                fields=("val_fraction",),
+            )
         val_tracks = np.unique(self.table.track_groups()[self.split.val]).size
         if val_tracks <= config.val_k:
             raise ConfigError(
                 f"{self.source}: validation holds {val_tracks} track(s), too few to retrieve "
-                f"--val-k {config.val_k} neighbours from other tracks; lower --val-k or raise --val-fraction"
+                f"val_k {config.val_k} neighbours from other tracks; lower val_k or raise val_fraction",
+                fields=("val_k", "val_fraction"),
             )
         self.xy = torch.from_numpy(np.array(self.table.xy_agent))  # (N, T, 2), CPU, writable copy
         self.target_xy = self.xy if targets is None else torch.from_numpy(targets)  # (N, T', 2)
