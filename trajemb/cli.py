@@ -717,13 +717,16 @@ def _cmd_realism(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_realism_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_realism_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], full: bool) -> None:
     """``trajemb realism``: its flags are ``RealismConfig``'s fields."""
-    from trajemb.realism_report import DEFAULT_MAP_SAMPLE
-
     p = sub.add_parser(
         "realism", help="how far synthetic tables move from a real one (features, transfer, maps)"
     )
+    p.set_defaults(func=_cmd_realism)
+    if not full:  # realism's modules (scipy.signal) take most of a second to import
+        return
+    from trajemb.realism_report import DEFAULT_MAP_SAMPLE
+
     p.add_argument(
         "--synthetic",
         action="append",
@@ -756,7 +759,6 @@ def _add_realism_command(sub: argparse._SubParsersAction[argparse.ArgumentParser
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=_cmd_realism)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -780,9 +782,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         required=True,
         help="output folder: new, empty, or an earlier synth output (replaced atomically)",
     )
-    flags = _synth_flags(p)
-    set_field_flags(p, flags)
-    p.set_defaults(config_flags=flags)
+    if full("synth"):  # the generator's modules take a third of a second to import
+        flags = _synth_flags(p)
+        set_field_flags(p, flags)
+        p.set_defaults(config_flags=flags)
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("prepare", help="AV2 folders -> trajectory table (parquet)")
@@ -898,7 +901,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     _add_forecast_parser(sub, full("forecast"))
-    _add_realism_command(sub)
+    _add_realism_command(sub, full("realism"))
 
     p = sub.add_parser("demo", help="end-to-end pipeline on built-in synthetic data")
     p.add_argument("--cache", default=str(DEFAULT_CACHE), help="cache folder (default .cache)")
