@@ -4,6 +4,8 @@ Everything is computed by ``trajemb.forecast``; this page chooses and draws."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -144,8 +146,13 @@ def forecast_map(bundle: Bundle, f: QueryForecast, model: str, k: int) -> None:
     models, on the query's map (city frame) or, for a history of one's own, in its agent frame."""
     modes = f.methods[RETRIEVAL_PREFIX + model]
     on_map = f.query_row is not None
-    geometry = ui.map_of(bundle, bundle.strings("map_key", [f.query_row])[0]) if on_map else None
-    pick = lambda a, b: a if on_map else b  # noqa: E731
+    geometry = (
+        ui.map_of(bundle, bundle.strings("map_key", [f.query_row])[0]) if f.query_row is not None else None
+    )
+
+    def pick(a: Any, b: Any) -> Any:
+        return a if on_map else b
+
     names = [f"#{i + 1} p {p:.2f}" for i, p in enumerate(modes.probability)]
     baselines = {
         label: pick(f.methods[m].xy_city, f.methods[m].xy_agent)[0]

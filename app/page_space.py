@@ -150,11 +150,11 @@ def show_selection(
         f"The first {len(first):,} of the selected windows; select a row to make it the query. The "
         f"downloads hold all {len(rows):,}."
     )
-    labels = ("direction", "true_manoeuvre", "object_type", "speed_bin", "city")
+    label_names = ("direction", "true_manoeuvre", "object_type", "speed_bin", "city")
     ui.results_table(
         bundle,
         first,
-        ui.label_table_columns(bundle, first, labels),
+        ui.label_table_columns(bundle, first, label_names),
         state.table_key("selection-table"),
         220,
         "selection-table",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -239,7 +239,10 @@ def random_query(bundle: Bundle) -> None:
 
 def describe(bundle: Bundle, row: int) -> str:
     """One line about a window (plain text)."""
-    get = lambda name: bundle.strings(name, [row])[0]  # noqa: E731
+
+    def get(name: str) -> str:
+        return bundle.strings(name, [row])[0]
+
     speed = float(bundle.numbers("mean_speed_mps")[row])
     return (
         f"{get('window_id')}  ·  {get('object_type')}  ·  {get('direction')}  ·  {speed:.1f} m/s  ·  "
@@ -386,7 +389,7 @@ LABEL_TITLES = {
 }
 
 
-def label_table_columns(bundle: Bundle, rows: list[int], names: tuple[str, ...]) -> dict[str, list[str]]:
+def label_table_columns(bundle: Bundle, rows: list[int], names: tuple[str, ...]) -> dict[str, list[Any]]:
     """Label columns of ``rows`` for a table (those of ``names`` the bundle has)."""
     return {LABEL_TITLES[n]: bundle.strings(n, rows) for n in present_labels(bundle, names)}
 
@@ -405,7 +408,7 @@ def results_table(
     rows: list[int],
     columns: dict[str, list[Any]],
     key: str,
-    height: int | str = "auto",
+    height: int | Literal["auto"] = "auto",
     table: str | None = None,
 ) -> None:
     """Every list of windows the explorer shows: rank (and shared) where given, the ids as scenario,
@@ -414,17 +417,19 @@ def results_table(
     The one place that draws such a list, so that what is added here (an export, say) reaches every
     list."""
     ids = id_columns(bundle, rows)
-    lead = {c: columns[c] for c in ("rank", "shared") if c in columns}
+    lead: dict[str, list[Any]] = {c: columns[c] for c in ("rank", "shared") if c in columns}
     rest = {c: v for c, v in columns.items() if c not in lead}
     # Which window first (rank, then scenario, track and start: visible in half-width tables too), then
     # what it is, then the full id.
     full_id = {"window id": ids.pop("window id")}
-    frame = pd.DataFrame({**lead, **ids, **rest, **full_id})
+    data: dict[str, Any] = {**lead, **ids, **rest, **full_id}
+    frame = pd.DataFrame(data)
+    column_config: dict[str, Any] = {str(c): COLUMNS[c] for c in frame.columns if c in COLUMNS}
     st.dataframe(
         frame,
         hide_index=True,
         width="stretch",
-        column_config={c: COLUMNS[c] for c in frame.columns if c in COLUMNS},
+        column_config=column_config,
         key=key,
         on_select=lambda: _pick_from_table(key, rows, table),
         selection_mode="single-row",

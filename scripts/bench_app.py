@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,7 @@ CPU: dict[str, list[tuple[float, float]]] = {}
 
 
 def timed(
-    page: Any, action: Callable[[], None], done: Callable[[], None], quiet_ms: int, label: str = ""
+    page: Any, action: Callable[[], object], done: Callable[[], object], quiet_ms: int, label: str = ""
 ) -> float:
     """Milliseconds a person waits: from just before ``action`` to the last change of the page once
     ``done`` has seen the result (a MutationObserver records every change; the page must then stay
@@ -188,7 +189,7 @@ def browser(bundle: Path, clicks: int, quiet_ms: int) -> None:
                 timed(
                     page,
                     lambda: page.get_by_role("button", name="Random").click(),
-                    lambda b=before: page.wait_for_function(QUERY_CHANGED, arg=b, timeout=60_000),
+                    partial(page.wait_for_function, QUERY_CHANGED, arg=before, timeout=60_000),
                     quiet_ms,
                     "random",
                 )
@@ -206,8 +207,8 @@ def browser(bundle: Path, clicks: int, quiet_ms: int) -> None:
                 switch_ms.append(
                     timed(
                         page,
-                        lambda n=name: page.get_by_role("link", name=n, exact=True).click(),
-                        lambda h=heading: page.get_by_role("heading", name=h).first.wait_for(timeout=120_000),
+                        page.get_by_role("link", name=name, exact=True).click,
+                        partial(page.get_by_role("heading", name=heading).first.wait_for, timeout=120_000),
                         quiet_ms,
                         "switch",
                     )
@@ -223,9 +224,10 @@ def browser(bundle: Path, clicks: int, quiet_ms: int) -> None:
             plot.evaluate("el => el.scrollIntoView({block: 'center'})")
             page.locator(".modebar-btn[data-attr='dragmode'][data-val='select']").first.click()
             box = plot.bounding_box()
+            assert box is not None, "the plot is not on the page"
             x0, y0 = box["x"] + box["width"] * (0.30 + 0.1 * i), box["y"] + box["height"] * 0.30
 
-            def drag(x0: float = x0, y0: float = y0, box: dict[str, float] = box) -> None:
+            def drag(x0: float = x0, y0: float = y0, box: Any = box) -> None:
                 page.mouse.move(x0, y0)
                 page.mouse.down()
                 page.mouse.move(x0 + box["width"] * 0.15, y0 + box["height"] * 0.25, steps=8)
@@ -258,8 +260,8 @@ def browser(bundle: Path, clicks: int, quiet_ms: int) -> None:
             pick_ms.append(
                 timed(
                     page,
-                    lambda i=i: click_plot_point(page, 0, 0, 3 + 7 * i),
-                    lambda b=before: page.wait_for_function(QUERY_CHANGED, arg=b, timeout=60_000),
+                    partial(click_plot_point, page, 0, 0, 3 + 7 * i),
+                    partial(page.wait_for_function, QUERY_CHANGED, arg=before, timeout=60_000),
                     quiet_ms,
                     "layout click",
                 )

@@ -21,7 +21,9 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -30,13 +32,16 @@ from trajemb.checkpoint import load_checkpoint
 from trajemb.embed import embed_windows
 from trajemb.engines.ray_embed import embed_table_on_ray, read_xy_agent
 from trajemb.engines.ray_runtime import require_ray
-from trajemb.prepare import PrepareConfig, prepare_table
+from trajemb.prepare import Engine, PrepareConfig, prepare_table
 from trajemb.synth.generate import SynthConfig, generate
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, object]:
+T = TypeVar("T")
+
+
+def timed(fn: Callable[[], T]) -> tuple[float, T]:
     t0 = time.perf_counter()
     out = fn()
     return time.perf_counter() - t0, out
@@ -64,10 +69,10 @@ def main() -> None:
 
 
 def run(tmp: Path, data: Path, checkpoint: Path, init_s: float) -> None:
-    def prepare(engine: str, workers: int, name: str) -> tuple[float, int, str]:
+    def prepare(engine: Engine, workers: int, name: str) -> tuple[float, int, str]:
         config = PrepareConfig(av2_dirs=(str(data),), workers=workers, engine=engine)
         seconds, report = timed(lambda: prepare_table(config, tmp / name, progress=False))
-        return seconds, report.num_windows, report.manifest["content_sha256"]
+        return seconds, report.num_windows, str(report.manifest["content_sha256"])
 
     prepare("ray", 2, "warm.parquet")  # starts Ray's worker processes once, untimed
     runs = {
@@ -95,7 +100,7 @@ def run(tmp: Path, data: Path, checkpoint: Path, init_s: float) -> None:
     results = {f"local ({torch.get_num_threads()} torch threads)": (local_s, expected)}
     for actors in (1, 2):
         results[f"Ray, {actors} actor{'s' if actors > 1 else ''}"] = timed(
-            lambda a=actors: embed_table_on_ray(table, checkpoint, num_actors=a, progress=False)
+            partial(embed_table_on_ray, table, checkpoint, num_actors=actors, progress=False)
         )
     print(f"embed ({checkpoint.name}, {len(xy)} windows), windows/s:")
     for name, (seconds, emb) in results.items():

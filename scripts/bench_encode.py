@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +123,7 @@ def main() -> None:
         torch.set_num_threads(threads)
         for batch in (8192, 1024, 256, 64):
             with torch.no_grad():
-                rate, out = best_rate(lambda b=batch: batched(model, x, b), n, args.repeats)
+                rate, out = best_rate(partial(batched, model, x, batch), n, args.repeats)
             report(f"training forward, no_grad, batch {batch}, {threads} thread(s)", rate, out)
     torch.set_num_threads(cores)
     with torch.inference_mode():
@@ -132,7 +133,7 @@ def main() -> None:
         report("inference forward (SDPA, folded input), batch 256", rate, out)
     for batch in (64, 256, 1024):
         embedder = Embedder(model, "cpu", batch)
-        rate, out = best_rate(lambda e=embedder: e(xy), n, args.repeats)
+        rate, out = best_rate(partial(embedder, xy), n, args.repeats)
         report(f"Embedder: inference forward, one batch per core, batch {batch}", rate, out)
     if args.compile:
         t0 = time.perf_counter()
@@ -157,13 +158,13 @@ def main() -> None:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             name = session.get_inputs()[0].name
             for batch in (256, 1024):
-                rate, out = best_rate(
-                    lambda b=batch: np.concatenate(
+
+                def run_onnx(b: int = batch) -> np.ndarray:
+                    return np.concatenate(
                         [session.run(None, {name: xy[i : i + b]})[0] for i in range(0, n, b)]
-                    ),
-                    n,
-                    args.repeats,
-                )
+                    )
+
+                rate, out = best_rate(run_onnx, n, args.repeats)
                 report(f"ONNX Runtime {ort.__version__}, batch {batch} (export {export_s:.0f} s)", rate, out)
 
 

@@ -21,6 +21,7 @@ import argparse
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ def browser(bundle: Path, clicks: int, quiet_ms: int) -> None:
                 timed(
                     page,
                     lambda: page.get_by_role("button", name="Random").click(),
-                    lambda q=q: page.wait_for_function(QUERY_CHANGED, arg=q, timeout=60_000),
+                    partial(page.wait_for_function, QUERY_CHANGED, arg=q, timeout=60_000),
                     quiet_ms,
                 )
             )
@@ -122,7 +123,7 @@ def browser(bundle: Path, clicks: int, quiet_ms: int) -> None:
                 timed(
                     page,
                     click,
-                    lambda q=q: page.wait_for_function(QUERY_CHANGED, arg=q, timeout=60_000),
+                    partial(page.wait_for_function, QUERY_CHANGED, arg=q, timeout=60_000),
                     quiet_ms,
                 )
             )

@@ -39,7 +39,8 @@ def random_walks(n: int, steps: int, seed: int = 0) -> np.ndarray:
 
 def unit_rows(n: int, d: int, seed: int) -> np.ndarray:
     x = np.random.default_rng(seed).standard_normal((n, d), dtype=np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    unit: np.ndarray = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return unit
 
 
 def timed(fn: object) -> float:

@@ -31,15 +31,17 @@ def original_step(trainer: Trainer, rows: torch.Tensor) -> int:
     c = trainer.config
     batch = trainer.xy[rows].to(trainer.device)
     sim = similarity_matrix(batch, c.similarity, c.shape_weight)
+    assert trainer.threshold is not None  # the triplet loss calibrates one
+    threshold = float(trainer.threshold)
     anchors, positives, negatives = [], [], []
     for i in range(batch.shape[0]):
-        pos = torch.where(sim[i] >= trainer.threshold)[0]
+        pos = torch.where(sim[i] >= threshold)[0]
         pos = pos[pos != i]
-        neg = torch.where(sim[i] < trainer.threshold)[0]
+        neg = torch.where(sim[i] < threshold)[0]
         if len(pos) > 0 and len(neg) > 0:
             anchors.append(batch[i])
-            positives.append(batch[pos[torch.randint(len(pos), (1,)).item()]])
-            negatives.append(batch[neg[torch.randint(len(neg), (1,)).item()]])
+            positives.append(batch[pos[int(torch.randint(len(pos), (1,)).item())]])
+            negatives.append(batch[neg[int(torch.randint(len(neg), (1,)).item())]])
     if not anchors:
         return 0
     use_bf16 = trainer.device.type == "cuda"

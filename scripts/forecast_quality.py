@@ -78,7 +78,14 @@ def search_frame_ablation(bank_path: str, queries_path: str) -> tuple[float, flo
     groups = bank.scenario_group_of(keys)
     bank_xy = np.asarray(bundle.xy.all())
     out = []
-    for features in (lambda xy: history_input(xy, h), lambda xy: np.asarray(xy[:, :h], dtype=np.float32)):
+
+    def history_last_frame(xy: np.ndarray) -> np.ndarray:
+        return history_input(xy, h)
+
+    def history_agent_frame(xy: np.ndarray) -> np.ndarray:
+        return np.asarray(xy[:, :h], dtype=np.float32)
+
+    for features in (history_last_frame, history_agent_frame):
         db = np.ascontiguousarray(features(bank_xy).reshape(len(bank_xy), -1))
         q = np.ascontiguousarray(features(table.xy_agent).reshape(len(table), -1))
         rows = exact_search(db, q, 6, exclude=bank.scenarios, query_groups=groups, distinct=bank.tracks)[1]

@@ -306,17 +306,17 @@ def main() -> None:
         + "\n\n"
         + per_class_table(strict)
     )
-    fixtures = Path(a.fixtures)
-    if (fixtures / "motion_forecasting").is_dir() and (fixtures / "sensor_logs").is_dir():
+    fixtures_dir = Path(a.fixtures)
+    if (fixtures_dir / "motion_forecasting").is_dir() and (fixtures_dir / "sensor_logs").is_dir():
         real_table = out / "fixtures.parquet"
         run(
             [
                 "-q",
                 "prepare",
                 "--av2",
-                str(fixtures / "motion_forecasting"),
+                str(fixtures_dir / "motion_forecasting"),
                 "--sensor-logs",
-                str(fixtures / "sensor_logs"),
+                str(fixtures_dir / "sensor_logs"),
                 "--stride",
                 "5",
                 "--out",

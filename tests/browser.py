@@ -220,7 +220,8 @@ def wait_text_change(page: Any, prefix: str, before: str, timeout_ms: int = WAIT
         arg=[prefix, before],
         timeout=timeout_ms,
     )
-    return next(t for t in page.locator("[data-testid=stText]").all_inner_texts() if t.startswith(prefix))
+    texts: list[str] = page.locator("[data-testid=stText]").all_inner_texts()
+    return next(t for t in texts if t.startswith(prefix))
 
 
 def add_to_multiselect(page: Any, label: str, option: str) -> None:

@@ -91,6 +91,22 @@ def synth_table(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 @pytest.fixture(scope="session")
+def small_synth_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A table of 10 scenarios (about 1,100 windows, both sides of a 0.2 split by scenario) for tests of
+    what a run does around training (run folder, cards, resume refusals, the CLI), not of what it learns:
+    an epoch costs under half of ``synth_table``'s."""
+    from trajemb.prepare import PrepareConfig, prepare_table
+
+    root = tmp_path_factory.mktemp("small")
+    generate(
+        SynthConfig(num_scenarios=10, seed=7, workers=1, generator=1), root / "scenarios", progress=False
+    )
+    out = root / "small.parquet"
+    prepare_table(PrepareConfig(av2_dirs=(str(root / "scenarios"),), workers=1), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoints(synth_table: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Two tiny encoders (Cosine D=8, FFT D=4), one epoch each on ``synth_table``."""
     from trajemb.model import EncoderConfig

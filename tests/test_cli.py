@@ -53,7 +53,7 @@ def test_paper_preset(mf_dir: Path, tmp_path: Path) -> None:
         (["prepare", "--out", "{tmp}/t.parquet"], "give at least one --av2 or --sensor-logs folder"),
         (
             ["prepare", "--av2", "{tmp}", "--out", "{tmp}/t.parquet", "--steps", "1"],
-            "num_steps (--steps) must be in [2, 10000], got 1",
+            "--steps must be in [2, 10000], got 1",
         ),
         (["info", "{tmp}/nope.parquet"], "trajectory table not found"),
         (["synth", "--out", "{tmp}/s", "--scenarios", "0"], "--scenarios must be in [1, 10000000], got 0"),

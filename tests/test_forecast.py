@@ -154,7 +154,7 @@ def test_learned_retrieval_reranks_its_shortlist_by_raw_distance(history_bundle:
         assert rows[i].tolist() == cand[np.argsort(d, kind="stable")[:6]].tolist()
         np.testing.assert_allclose(dist[i], np.sort(d)[:6], rtol=1e-4, atol=1e-4)
     assert pure.search(name, history, groups)[1].tolist() == shortlist[:, :6].tolist()
-    with pytest.raises(ConfigError, match="--rerank 3 must be 0 \\(off\\) or at least --k 6"):
+    with pytest.raises(ConfigError, match="rerank 3 must be 0 \\(off\\) or at least k 6"):
         ForecastConfig(rerank=3)
 
 

@@ -79,7 +79,7 @@ def short_tables(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> d
         ("length", [], "windows of 40 steps, but the bank"),
         ("rate", [], "windows at 20 Hz, but the bank"),
         ("bank_k", ["--k", "5"], "--k 5 is above the bank's 4 tracks (one future per track); lower --k"),
-        ("k_range", ["--k", "0"], "--k must be in [1, 100], got 0"),
+        ("k_range", ["--k", "0"], "--k must be in [1, 1000], got 0"),
         ("history", ["--history-steps", "60"], "--history-steps 60 does not fit 60-step bank windows"),
         ("history_low", ["--history-steps", "1"], "--history-steps must be in [2, 9999], got 1"),
         ("no_bank", [], "not a trajemb bundle"),
@@ -94,7 +94,12 @@ def test_bad_input_one_line_exit_2_nothing_written(
     synth_table: Path,
     short_tables: dict[int, Path],
     tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """In this process (the command line's own path, without a start-up per case; the first test runs
+    ``trajemb forecast`` as a process)."""
+    from trajemb.cli import main
+
     bank, queries = history_bundle, synth_table
     if case == "shorter":
         queries = short_tables[20]
@@ -107,11 +112,15 @@ def test_bad_input_one_line_exit_2_nothing_written(
     elif case == "no_bank":
         bank = tmp_path
     out = tmp_path / "scores.json"
-    r = run("--bank", str(bank), "--queries", str(queries), "--out", str(out), *extra)
-    assert r.returncode == 2, r.stdout + r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("trajemb: error: ") and message in lines[0], r.stderr
-    assert not out.exists() and r.stdout == ""
+    capsys.readouterr()
+    status = main(
+        ["-q", "forecast", "--bank", str(bank), "--queries", str(queries), "--out", str(out), *extra]
+    )
+    printed = capsys.readouterr()
+    assert status == 2, printed.out + printed.err
+    lines = printed.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("trajemb: error: ") and message in lines[0], printed.err
+    assert not out.exists() and printed.out == ""
 
 
 def test_out_never_replaces_a_file_trajemb_did_not_write(

@@ -41,7 +41,7 @@ def test_paper_sizes() -> None:
     ("kwargs", "message"),
     [
         ({"d_model": 30, "num_heads": 4}, "divisible by num_heads"),
-        ({"embedding_dim": 1}, r"embedding_dim \(--embedding-dim\) must be in \[2, 4096\], got 1"),
+        ({"embedding_dim": 1}, r"embedding_dim must be in \[2, 4096\], got 1"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
     ],
 )

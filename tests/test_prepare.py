@@ -85,7 +85,7 @@ def test_skip_bad_reports_which(synth_dir: Path, tmp_path: Path) -> None:
 def test_config_errors() -> None:
     with pytest.raises(ConfigError, match="at least one"):
         PrepareConfig()
-    with pytest.raises(ConfigError, match=r"num_steps \(--steps\) must be in \[2, 10000\], got 1"):
+    with pytest.raises(ConfigError, match=r"num_steps must be in \[2, 10000\], got 1"):
         WindowConfig(num_steps=1)
 
 

@@ -174,5 +174,5 @@ def test_generator_choice(tmp_path: Path) -> None:
     assert marker["command"].endswith("--generator 1")
     assert SynthConfig().generator == GENERATOR_VERSION == 2
     for bad in (0, 3, True):
-        with pytest.raises(ConfigError, match="--generator must be one of 1, 2"):
+        with pytest.raises(ConfigError, match="generator must be one of 1, 2"):
             SynthConfig(generator=bad)

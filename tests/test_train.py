@@ -58,9 +58,9 @@ def assert_same_weights(run_a: Path, run_b: Path, rtol: float = 0.0, atol: float
         torch.testing.assert_close(b[name], value, rtol=rtol, atol=atol)
 
 
-def test_short_run_lowers_loss_and_writes_artefacts(synth_table: Path, tmp_path: Path) -> None:
+def test_short_run_lowers_loss_and_writes_artefacts(small_synth_table: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    best = train(config(), synth_table, out, progress=False)
+    best = train(config(), small_synth_table, out, progress=False)
     with open(out / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 4
@@ -70,12 +70,12 @@ def test_short_run_lowers_loss_and_writes_artefacts(synth_table: Path, tmp_path:
     assert float(rows[0]["triplets_per_batch"]) > 50
     model, card = load_checkpoint(out / "best")
     assert card["epoch"] == best["epoch"]
-    assert card["data"]["table_sha256"] == read_table(synth_table).content_hash
+    assert card["data"]["table_sha256"] == read_table(small_synth_table).content_hash
     assert card["similarity"] == "cosine" and card["embedding_dim"] == 8 and card["num_parameters"] > 0
     assert 0.0 < card["threshold"] < 1.0 and card["threshold_calibrated"] is True
     assert card["metrics"]["val_minADE@6"] == pytest.approx(best["val_minADE@6"])
     # A reloaded checkpoint gives identical embeddings.
-    xy = read_table(synth_table).xy_agent[:50]
+    xy = read_table(small_synth_table).xy_agent[:50]
     again, _ = load_checkpoint(out / "best")
     np.testing.assert_array_equal(embed_windows(model, xy), embed_windows(again, xy))
 
@@ -144,11 +144,11 @@ def test_resume_on_cuda_matches_an_uninterrupted_run(synth_table: Path, tmp_path
     assert_same_weights(tmp_path / "a", tmp_path / "b", rtol=1e-4, atol=1e-5)  # CUDA sums in any order
 
 
-def test_fft_and_mining_strategies_run(synth_table: Path, tmp_path: Path) -> None:
+def test_fft_and_mining_strategies_run(small_synth_table: Path, tmp_path: Path) -> None:
     for similarity, mining in (("fft", "hard"), ("cosine", "semi-hard")):
         best = train(
             config(epochs=1, similarity=similarity, mining=mining),
-            synth_table,
+            small_synth_table,
             tmp_path / mining,
             progress=False,
         )
@@ -189,9 +189,9 @@ def test_nan_in_table(synth_table: Path, tmp_path: Path) -> None:
 
 
 def test_bad_flags() -> None:
-    with pytest.raises(ConfigError, match="--similarity must be one of cosine, fft"):
+    with pytest.raises(ConfigError, match="similarity must be one of cosine, fft"):
         config(similarity="dtw")
-    with pytest.raises(ConfigError, match="--mining must be one of"):
+    with pytest.raises(ConfigError, match="mining must be one of"):
         config(mining="hardest")
 
 
@@ -201,11 +201,11 @@ def test_history_model_card_and_refusals(history_checkpoint: Path, synth_table: 
     card = json.loads((history_checkpoint / "card.json").read_text())
     assert card["history_steps"] == 30 and card["train_config"]["history_steps"] == 30
     assert card["data"]["num_steps"] == 60  # the table's windows, of which the model reads 30 steps
-    with pytest.raises(ConfigError, match="--history-steps must be in"):
+    with pytest.raises(ConfigError, match="history_steps must be in"):
         config(history_steps=1)
-    with pytest.raises(ConfigError, match="--history-steps 60 does not fit 60-step windows"):
+    with pytest.raises(ConfigError, match="history_steps 60 does not fit 60-step windows"):
         Trainer(synth_table, config(history_steps=60), tmp_path / "run", progress=False)
-    with pytest.raises(ConfigError, match="--history-targets window needs --history-steps"):
+    with pytest.raises(ConfigError, match="history_targets window needs history_steps"):
         config(history_targets="window")
     assert not (tmp_path / "run").exists()
 
@@ -228,7 +228,7 @@ def test_history_model_with_window_targets(synth_table: Path, tmp_path: Path) ->
     assert card["train_config"]["history_targets"] == "window" and card["history_steps"] == 30
 
 
-def test_cli_train(synth_table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_train(small_synth_table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from trajemb.cli import main
 
     rc = main(
@@ -236,7 +236,7 @@ def test_cli_train(synth_table: Path, tmp_path: Path, capsys: pytest.CaptureFixt
             "-q",
             "train",
             "--data",
-            str(synth_table),
+            str(small_synth_table),
             "--out",
             str(tmp_path / "cli"),
             "--epochs",
@@ -259,7 +259,7 @@ def test_cli_train(synth_table: Path, tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_cli_resume_refuses_a_damaged_training_state(
-    synth_table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    small_synth_table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A training state that is not a state, or whose random streams are not generator states: one
     line naming the file, exit status 2, and the run folder left as it was."""
@@ -269,7 +269,7 @@ def test_cli_resume_refuses_a_damaged_training_state(
         "-q",
         "train",
         "--data",
-        str(synth_table),
+        str(small_synth_table),
         "--out",
         str(tmp_path / "run"),
         "--epochs",
@@ -299,24 +299,24 @@ def test_cli_resume_refuses_a_damaged_training_state(
         assert {f: f.read_bytes() for f in (tmp_path / "run").rglob("*") if f.is_file()} == before
 
 
-def test_zero_triplets_is_an_error_not_a_best_checkpoint(synth_table: Path, tmp_path: Path) -> None:
+def test_zero_triplets_is_an_error_not_a_best_checkpoint(small_synth_table: Path, tmp_path: Path) -> None:
     """With threshold -1 every pair is positive: no negatives, no triplets, nothing learned."""
     from trajemb.train import TrainingError
 
     with pytest.raises(TrainingError, match=r"none of the first \d+ batches yielded a triplet"):
-        train(config(epochs=1, threshold=-1.0), synth_table, tmp_path / "run", progress=False)
+        train(config(epochs=1, threshold=-1.0), small_synth_table, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "best").exists() and not (tmp_path / "run" / "last").exists()
 
 
-def test_existing_run_needs_resume_or_overwrite(synth_table: Path, tmp_path: Path) -> None:
+def test_existing_run_needs_resume_or_overwrite(small_synth_table: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    train(config(epochs=1), synth_table, out, progress=False)
+    train(config(epochs=1), small_synth_table, out, progress=False)
     (out / "notes.txt").write_text("mine")
     with pytest.raises(DataError, match=r"already holds a training run .*--resume .*--overwrite"):
-        Trainer(synth_table, config(epochs=1), out, progress=False)
+        Trainer(small_synth_table, config(epochs=1), out, progress=False)
     with pytest.raises(ConfigError, match="give one of them"):
-        Trainer(synth_table, config(epochs=1), out, resume=True, overwrite=True, progress=False)
-    train(config(epochs=1, lr=1e-3), synth_table, out, progress=False, overwrite=True)
+        Trainer(small_synth_table, config(epochs=1), out, resume=True, overwrite=True, progress=False)
+    train(config(epochs=1, lr=1e-3), small_synth_table, out, progress=False, overwrite=True)
     with open(out / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["epoch"]) for r in rows] == [1]  # the old run's row is gone
@@ -332,7 +332,7 @@ def test_refusals_come_before_any_work(synth_table: Path, tmp_path: Path) -> Non
         Trainer(synth_table, config(), tmp_path / "theirs", progress=False)
     with pytest.raises(ConfigError, match="--device 'bogus' is not a device"):
         Trainer(synth_table, config(device="bogus"), tmp_path / "run", progress=False)
-    with pytest.raises(ConfigError, match="too few to retrieve --val-k 1000 neighbours"):
+    with pytest.raises(ConfigError, match="too few to retrieve val_k 1000 neighbours"):
         Trainer(synth_table, config(val_k=1000), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
     assert [p.name for p in (tmp_path / "theirs").iterdir()] == ["thesis.tex"]
@@ -377,10 +377,10 @@ def test_soft_neighbour_recipe_trains_and_resumes_identically(synth_table: Path,
         config(loss="soft_neighbors", mining_scope="global")
 
 
-def test_card_records_the_revision_the_run_started_from(synth_table: Path, tmp_path: Path) -> None:
+def test_card_records_the_revision_the_run_started_from(small_synth_table: Path, tmp_path: Path) -> None:
     """Edits to the tree while a run trains (the shipped-checkpoint recipe copying into checkpoints/)
     must not mark its cards dirty: the revision is taken once, when the run starts."""
-    trainer = Trainer(synth_table, config(epochs=1), tmp_path / "run", progress=False)
+    trainer = Trainer(small_synth_table, config(epochs=1), tmp_path / "run", progress=False)
     started = trainer.git_revision
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("trajemb.train.git_revision", lambda *_: "edited-dirty")
@@ -404,9 +404,9 @@ def test_one_cycle_warmup_never_divides_by_zero() -> None:
     assert _one_cycle_warmup(0.1, 1000) == 0.1  # long runs keep the asked-for warm-up
 
 
-def test_a_trainer_from_a_notebook_trains_in_memory(synth_table: Path, tmp_path: Path) -> None:
+def test_a_trainer_from_a_notebook_trains_in_memory(small_synth_table: Path, tmp_path: Path) -> None:
     """``Trainer(table, config)``: a table already loaded, no run folder; it trains and writes nothing."""
-    table = read_table(synth_table)
+    table = read_table(small_synth_table)
     trainer = Trainer(table, config(epochs=1))
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     best = trainer.fit()
@@ -416,4 +416,4 @@ def test_a_trainer_from_a_notebook_trains_in_memory(synth_table: Path, tmp_path:
     with pytest.raises(ConfigError, match="need a run folder"):
         Trainer(table, config(), resume=True)
     with pytest.raises(TypeError, match="the table comes first"):
-        Trainer(config(), synth_table, tmp_path / "run")  # type: ignore[arg-type]
+        Trainer(config(), small_synth_table, tmp_path / "run")  # type: ignore[arg-type]

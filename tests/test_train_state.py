@@ -96,15 +96,15 @@ CASES: list[tuple[str, Edit, str]] = [
 
 
 @pytest.fixture(scope="module")
-def stopped_run(synth_table: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def stopped_run(small_synth_table: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("state") / "run"
-    killed_in_epoch_2(config(epochs=3), synth_table, out)
+    killed_in_epoch_2(config(epochs=3), small_synth_table, out)
     return out
 
 
-def test_every_crafted_field_is_refused_with_its_name(stopped_run: Path, synth_table: Path) -> None:
+def test_every_crafted_field_is_refused_with_its_name(stopped_run: Path, small_synth_table: Path) -> None:
     """Checked against a fresh trainer's own optimiser, scheduler and generators (the references)."""
-    trainer = Trainer(synth_table, config(epochs=3), stopped_run / "elsewhere", progress=False)
+    trainer = Trainer(small_synth_table, config(epochs=3), stopped_run / "elsewhere", progress=False)
     original = torch.load(stopped_run / "last" / TRAIN_STATE_FILE, weights_only=True)
     generators = {
         "shuffle_rng": trainer.shuffle.get_state(),
@@ -135,7 +135,7 @@ def test_every_crafted_field_is_refused_with_its_name(stopped_run: Path, synth_t
 
 
 def test_cli_refuses_a_crafted_state_before_the_first_step(
-    stopped_run: Path, synth_table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    stopped_run: Path, small_synth_table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import shutil
 
@@ -148,7 +148,7 @@ def test_cli_refuses_a_crafted_state_before_the_first_step(
     state["epoch"] = 0.5
     torch.save(state, path)
     before = {f: f.read_bytes() for f in run.rglob("*") if f.is_file()}
-    args = ["-q", "train", "--data", str(synth_table), "--out", str(run), "--resume", "--epochs", "3"]
+    args = ["-q", "train", "--data", str(small_synth_table), "--out", str(run), "--resume", "--epochs", "3"]
     args += ["--batch-size", "256", "--lr", "0.003", "--val-fraction", "0.2", "--device", "cpu"]
     args += ["--embedding-dim", "8", "--hidden", "32", "--layers", "1", "--heads", "4", "--dropout", "0"]
     assert main(args) == 2

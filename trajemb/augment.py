@@ -17,23 +17,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trajemb.fields import check_fields, param
 from trajemb.perturb import Observed, to_own_frame
 from trajemb.schema import BoolArray, FloatArray
-from trajemb.validate import check_float
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    prob: float = 0.0  # share of windows perturbed; 0 turns augmentation off
-    noise_m: float = 0.0
-    drop: float = 0.0
-    short_prob: float = 0.0
+    prob: float = param(
+        0.0,
+        help="share of training windows perturbed (noise, dropped steps, short) before encoding; 0: off",
+        low=0.0,
+        high=1.0,
+    )
+    noise_m: float = param(0.0, help="largest position noise (m)", low=0.0, high=100.0)
+    drop: float = param(0.0, help="largest share of dropped steps", low=0.0, high=0.9)
+    short_prob: float = param(
+        0.0, help="share of windows of which only the first half is observed", low=0.0, high=1.0
+    )
 
     def __post_init__(self) -> None:
-        check_float("--augment-prob", self.prob, 0.0, 1.0)
-        check_float("--augment-noise", self.noise_m, 0.0, 100.0)
-        check_float("--augment-drop", self.drop, 0.0, 0.9)
-        check_float("--augment-short", self.short_prob, 0.0, 1.0)
+        check_fields(self)
 
     @property
     def active(self) -> bool:

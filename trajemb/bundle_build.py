@@ -25,10 +25,10 @@ import logging
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -72,6 +72,7 @@ from trajemb.evaluate import (
     evaluation_corpus,
     sample_queries,
 )
+from trajemb.fields import check_fields, param
 from trajemb.index import IndexSpec, build_search_index, save_faiss_index
 from trajemb.integrity import digest_file
 from trajemb.jsonio import read_json_object
@@ -79,7 +80,7 @@ from trajemb.outputs import check_output_dir
 from trajemb.projection import ProjectionConfig, project_2d
 from trajemb.store import META_COLUMNS, ColumnHasher, ContentHasher, TrajectoryTable, read_manifest
 from trajemb.uniqueness import UniquenessConfig, bundle_uniqueness
-from trajemb.validate import check_int, check_seed
+from trajemb.validate import MAX_SEED
 
 log = logging.getLogger(__name__)
 
@@ -89,22 +90,29 @@ CHECKPOINT_FILES = ("model.safetensors", "config.json", "card.json")
 
 @dataclass(frozen=True)
 class BundleConfig:
-    index: IndexSpec = field(default_factory=IndexSpec)
-    evaluation: EvalConfig = field(default_factory=EvalConfig)
-    projection: ProjectionConfig = field(default_factory=ProjectionConfig)
-    evaluate: bool = True
-    device: str = "auto"
-    seed: int = 0
-    batch_size: int = 0  # 0: the device's default (``trajemb.embed``)
-    engine: str = "local"  # local, or ray: embeddings on a Ray cluster (``trajemb.engines.ray_embed``)
-    ray_address: str | None = None
-    uniqueness: UniquenessConfig = field(default_factory=UniquenessConfig)  # issue 17: k = 0 skips it
+    """``trajemb bundle``: a flag per field (the nested configs' under their prefixes,
+    ``--evaluation-num-queries``)."""
+
+    index: IndexSpec = param(default_factory=IndexSpec, help="the FAISS index (trajemb.index)")
+    evaluation: EvalConfig = param(default_factory=EvalConfig, help="the evaluation (trajemb.evaluate)")
+    projection: ProjectionConfig = param(
+        default_factory=ProjectionConfig, help="the 2-D layouts (trajemb.projection)"
+    )
+    evaluate: bool = param(True, help="evaluate now (off: the explorer can add it later)")
+    device: str = param("auto", help="auto (cuda, then cpu), cpu, cuda, cuda:1, ...")
+    seed: int = param(0, help="seed of the evaluation and the layouts", low=0, high=MAX_SEED)
+    batch_size: int = param(0, help="embedding batch (0: the device's default)", low=0, high=1 << 20)
+    engine: Literal["local", "ray"] = param(
+        "local",
+        help="embed here, or on a Ray cluster (needs the [ray] extra); index, layout and evaluation stay here",
+    )
+    ray_address: str | None = param(None, help="with engine ray: cluster to join")
+    uniqueness: UniquenessConfig = param(
+        default_factory=UniquenessConfig, help="uniqueness scores (trajemb.uniqueness; k 0 skips them)"
+    )
 
     def __post_init__(self) -> None:
-        if self.engine not in ("local", "ray"):
-            raise ConfigError(f"engine must be local or ray, got {self.engine!r}")
-        check_int("batch size", self.batch_size, 0, 1 << 20)
-        check_seed("--seed", self.seed)
+        check_fields(self)
 
 
 def _json_default(value: Any) -> Any:

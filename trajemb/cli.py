@@ -16,17 +16,20 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from trajemb import __version__
-from trajemb.errors import TrajembError
+from trajemb.cli_fields import ConfigFlags, add_config_flags, flag_message, set_field_flags
+from trajemb.errors import ConfigError, TrajembError
 from trajemb.interrupts import Terminated, raise_if_pending, signals_as_exceptions
 from trajemb.schema import PAPER_FOCAL_FUTURE, WindowConfig
 
 if TYPE_CHECKING:
     from trajemb.bundle import Bundle
+    from trajemb.bundle_build import BundleConfig
     from trajemb.explore import Neighbors
-    from trajemb.uniqueness import UniquenessConfig
+    from trajemb.forecast_command import ForecastCommand
+    from trajemb.train import TrainConfig
 
 log = logging.getLogger("trajemb")
 
@@ -58,55 +61,50 @@ MEMORY_HINTS = {
     "synth": "use fewer --workers",
     "prepare": "use fewer --workers, or prepare the data in parts",
     "train": "use a smaller --batch-size, or a smaller model",
-    "bundle": "use a smaller --eval-corpus, --queries or --projection-sample",
+    "bundle": "use a smaller --evaluation-max-corpus, --evaluation-num-queries or --projection-sample-size",
 }
 #: Exit status of a command whose output pipe closed (128 + SIGPIPE, what a shell shows for ``head``).
 EXIT_BROKEN_PIPE = 141
 
 
-def _add_window_flags(p: argparse.ArgumentParser) -> None:
-    d = WindowConfig()
-    p.add_argument(
-        "--steps", type=int, default=d.num_steps, help="window length T at 10 Hz (default 60 = 6 s)"
-    )
-    p.add_argument(
-        "--stride", type=int, default=d.stride_steps, help="steps between window starts (default 10)"
-    )
-    p.add_argument(
-        "--tracks", choices=["focal", "scored", "all"], default=d.tracks, help="AV2 track categories"
-    )
-    p.add_argument("--object-types", default="", help="comma-separated AV2 object types (default: all)")
-    p.add_argument(
-        "--min-speed",
-        type=float,
-        default=d.min_speed_mps,
-        help="moving filter: net displacement / duration in m/s (default 1.0; 0 keeps parked)",
-    )
-    p.add_argument(
-        "--span",
-        choices=["all", "future"],
-        default=d.span,
-        help="slide over the whole scenario or only the AV2 prediction horizon (steps >= 50)",
-    )
+#: ``trajemb prepare``'s window flags spelled otherwise before they were named as their fields
+#: (trajemb 0.1): old flag -> ``WindowConfig`` field. Hidden aliases; drop them in the next release.
+WINDOW_RENAMED = {"--steps": "num_steps", "--stride": "stride_steps", "--min-speed": "min_speed_mps"}
+
+
+def _add_window_flags(p: argparse.ArgumentParser) -> ConfigFlags:
+    """A flag per field of ``WindowConfig``, and ``--preset``."""
+    flags = add_config_flags(p, WindowConfig, renamed=WINDOW_RENAMED)
     p.add_argument(
         "--preset",
         choices=["paper"],
         default=None,
         help="paper: the focal track's 60-step future, one window per scenario (overrides window flags)",
     )
+    return flags
 
 
-def _window_config(args: argparse.Namespace) -> WindowConfig:
+def window_config(args: argparse.Namespace) -> WindowConfig:
+    """The ``WindowConfig`` that ``trajemb prepare``'s parsed flags describe."""
     if args.preset == "paper":
         return PAPER_FOCAL_FUTURE
-    types = tuple(t.strip() for t in args.object_types.split(",") if t.strip())
-    return WindowConfig(args.steps, args.stride, args.tracks, types, args.min_speed, args.span)
+    return cast(WindowConfig, args.window_flags.build(args))
+
+
+#: ``trajemb synth``'s flags spelled otherwise before they were named as their fields (trajemb 0.1).
+SYNTH_RENAMED = {"--scenarios": "num_scenarios", "--av2-serializer": "use_av2_serializer"}
+
+
+def _synth_flags(p: argparse.ArgumentParser) -> ConfigFlags:
+    from trajemb.synth.generate import SynthConfig
+
+    return add_config_flags(p, SynthConfig, renamed=SYNTH_RENAMED)
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from trajemb.synth.generate import SynthConfig, generate
 
-    config = SynthConfig(args.scenarios, args.seed, args.workers, args.av2_serializer, args.generator)
+    config = cast(SynthConfig, args.config_flags.build(args))
     seconds = generate(config, Path(args.out), progress=not args.quiet)
     print(f"wrote {config.num_scenarios} scenarios to {args.out} in {seconds:.1f} s")
     return 0
@@ -118,7 +116,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     config = PrepareConfig(
         av2_dirs=tuple(args.av2 or ()),
         sensor_log_dirs=tuple(args.sensor_logs or ()),
-        window=_window_config(args),
+        window=window_config(args),
         workers=args.workers,
         skip_bad=args.skip_bad,
         maps_dir=args.maps_dir,
@@ -154,52 +152,36 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from trajemb.augment import AugmentConfig
-    from trajemb.distributed import is_main_process
-    from trajemb.model import EncoderConfig
-    from trajemb.train import TrainConfig, train
+#: ``trajemb train``'s flags spelled otherwise before they were named as their fields (trajemb 0.1):
+#: old flag -> field. Hidden aliases, listed in the command's help; drop them in the next release.
+TRAIN_RENAMED = {
+    "--hidden": "encoder.d_model",
+    "--layers": "encoder.num_layers",
+    "--heads": "encoder.num_heads",
+    "--warmup": "warmup_fraction",
+    "--augment-noise": "augment.noise_m",
+    "--augment-short": "augment.short_prob",
+}
 
-    encoder = EncoderConfig(
-        embedding_dim=args.embedding_dim,
-        d_model=args.hidden,
-        num_layers=args.layers,
-        num_heads=args.heads,
-        ff_mult=args.ff_mult,
-        dropout=args.dropout,
-        input_dropout=args.input_dropout,
-        normalize=not args.no_normalize,
-    )
-    config = TrainConfig(
-        encoder=encoder,
-        similarity=args.similarity,
-        shape_weight=args.shape_weight,
-        threshold=args.threshold,
-        positive_fraction=args.positive_fraction,
-        mining=args.mining,
-        margin=args.margin,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup_fraction=args.warmup,
-        grad_clip=args.grad_clip,
-        val_fraction=args.val_fraction,
-        val_every=args.val_every,
-        val_k=args.val_k,
-        seed=args.seed,
-        device=args.device,
-        mining_scope=args.mining_scope,
-        loss=args.loss,
-        soft_neighbors=args.soft_neighbors,
-        soft_temperature=args.soft_temperature,
-        augment=AugmentConfig(args.augment_prob, args.augment_noise, args.augment_drop, args.augment_short),
-        batches=args.batches,
-        neighbors_per_seed=args.neighbors_per_seed,
-        hard_share=args.hard_share,
-        history_steps=args.history_steps,
-        history_targets=args.history_targets,
-    )
+
+def _train_flags(p: argparse.ArgumentParser) -> ConfigFlags:
+    """``trajemb train``: a flag per field of ``TrainConfig`` (the encoder's fields unprefixed)."""
+    from trajemb.train import TrainConfig
+
+    return add_config_flags(p, TrainConfig, nested={"encoder": ""}, renamed=TRAIN_RENAMED)
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The ``TrainConfig`` that ``trajemb train``'s parsed flags describe."""
+    config = args.config_flags.build(args)
+    return cast("TrainConfig", config)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from trajemb.distributed import is_main_process
+    from trajemb.train import train
+
+    config = train_config(args)
     best = train(
         config,
         Path(args.data),
@@ -219,44 +201,54 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bundle(args: argparse.Namespace) -> int:
-    from trajemb.bundle_build import BundleConfig, build_bundle
-    from trajemb.evaluate import EvalConfig
-    from trajemb.index import IndexSpec
-    from trajemb.projection import ProjectionConfig
+#: ``trajemb bundle``'s flags spelled otherwise before they were named as their fields (trajemb 0.1):
+#: old flag -> ``BundleConfig`` field. Hidden aliases; drop them in the next release.
+BUNDLE_RENAMED = {
+    "--index": "index.kind",
+    "--nprobe": "index.nprobe",
+    "--target-recall": "index.target_recall",
+    "--exact-max-rows": "index.exact_max_rows",
+    "--projection": "projection.method",
+    "--projection-sample": "projection.sample_size",
+    "--queries": "evaluation.num_queries",
+    "--eval-corpus": "evaluation.max_corpus",
+    "--one-per-track": "evaluation.one_per_track",
+    "--exclude-scenario-eval": "evaluation.exclude_scenario",
+    "--mean-rank": "evaluation.mean_rank",
+    "--mean-rank-corpus": "evaluation.mean_rank_corpus",
+    "--robustness": "evaluation.robustness",
+    "--robustness-queries": "evaluation.robustness_queries",
+    "--robustness-corpus": "evaluation.robustness_corpus",
+    "--encoder-missing": "evaluation.encoder_missing",
+    "--eval": "evaluate",
+}
 
-    config = BundleConfig(
-        index=IndexSpec(
-            kind=args.index,
-            nprobe=args.nprobe,
-            target_recall=args.target_recall,
-            exact_max_rows=args.exact_max_rows,
-        ),
-        evaluation=EvalConfig(
-            num_queries=args.queries,
-            seed=args.seed,
-            max_corpus=args.eval_corpus,
-            one_per_track=args.one_per_track,
-            exclude_scenario=args.exclude_scenario_eval,
-            mean_rank=not args.no_mean_rank,
-            mean_rank_corpus=args.mean_rank_corpus,
-            robustness=args.robustness,
-            robustness_queries=args.robustness_queries,
-            robustness_corpus=args.robustness_corpus,
-            encoder_missing=args.encoder_missing,
-        ),
-        projection=ProjectionConfig(
-            method="none" if args.no_umap else args.projection,
-            sample_size=args.projection_sample,
-            seed=None if args.projection_unseeded else args.seed,
-        ),
-        evaluate=not args.no_eval,
-        device=args.device,
-        seed=args.seed,
-        engine=args.engine,
-        ray_address=args.ray_address,
-        uniqueness=_uniqueness_config(args),
+
+def _bundle_flags(p: argparse.ArgumentParser) -> ConfigFlags:
+    """``trajemb bundle``: a flag per field of ``BundleConfig``; ``--seed`` also seeds the evaluation and
+    the layouts (their own seeds are not flags)."""
+    from trajemb.bundle_build import BundleConfig
+
+    return add_config_flags(
+        p, BundleConfig, skip=("evaluation.seed", "projection.seed"), renamed=BUNDLE_RENAMED
     )
+
+
+def bundle_config(args: argparse.Namespace) -> BundleConfig:
+    """The ``BundleConfig`` that ``trajemb bundle``'s parsed flags describe."""
+    overrides: dict[str, object] = {
+        "evaluation.seed": args.seed,
+        "projection.seed": None if args.projection_unseeded else args.seed,
+    }
+    if args.no_umap:
+        overrides["projection.method"] = "none"
+    return cast("BundleConfig", args.config_flags.build(args, **overrides))
+
+
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    from trajemb.bundle_build import build_bundle
+
+    config = bundle_config(args)
     maps = Path(args.maps) if args.maps else None
     manifest = build_bundle(
         Path(args.table), [Path(c) for c in args.checkpoint], Path(args.out), maps, config, not args.quiet
@@ -266,12 +258,6 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
         f"in {manifest['build_s']:.0f} s"
     )
     return 0
-
-
-def _uniqueness_config(args: argparse.Namespace) -> UniquenessConfig:
-    from trajemb.uniqueness import UniquenessConfig
-
-    return UniquenessConfig(k=args.uniqueness_k)
 
 
 def _cmd_complete(args: argparse.Namespace) -> int:
@@ -678,18 +664,9 @@ def _print_forecast_scores(reports: dict[str, dict[str, object]]) -> None:
 
 
 def _cmd_forecast(args: argparse.Namespace) -> int:
-    from trajemb.forecast_command import ForecastCommand, run_forecast, scores_json, scores_table
+    from trajemb.forecast_command import run_forecast, scores_json, scores_table
 
-    command = ForecastCommand(
-        bank=args.bank,
-        queries=args.queries,
-        history_steps=args.history_steps,
-        k=args.k,
-        alignment=args.alignment,
-        rerank=args.rerank,
-        json=args.json,
-        out=args.out,
-    )
+    command = cast("ForecastCommand", args.config_flags.build(args))
     from trajemb.report import definitions_markdown, forecast_definitions
 
     result = run_forecast(command, progress=not args.quiet)
@@ -705,34 +682,11 @@ def _add_forecast_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p = sub.add_parser("forecast", help="forecast windows from their histories by retrieval, scored with av2")
     if not full:
         return
-    from trajemb.forecast import ALIGNMENTS
     from trajemb.forecast_command import ForecastCommand
 
-    d = ForecastCommand(bank="-", queries="-")
-    p.add_argument("--bank", required=True, help="bundle whose windows are the bank (trajemb bundle)")
-    p.add_argument("--queries", required=True, help="trajectory table of query windows (trajemb prepare)")
-    p.add_argument(
-        "--history-steps",
-        type=int,
-        default=d.history_steps,
-        help=f"steps of each window that are the history (default {d.history_steps})",
-    )
-    p.add_argument("--k", type=int, default=d.k, help=f"forecasts per query (default {d.k})")
-    p.add_argument(
-        "--alignment",
-        choices=ALIGNMENTS,
-        default=d.alignment,
-        help="how retrieved futures are aligned to the query (docs/retrieval-quality.md)",
-    )
-    p.add_argument(
-        "--rerank",
-        type=int,
-        default=d.rerank,
-        help=f"learned retrieval: re-rank the embedding's nearest N histories by raw distance (default "
-        f"{d.rerank}; 0: the embedding's K nearest as they are)",
-    )
-    p.add_argument("--json", action="store_true", help="print the scores as JSON")
-    p.add_argument("--out", default=d.out, help="also write the scores as JSON to this file")
+    flags = add_config_flags(p, ForecastCommand)
+    set_field_flags(p, flags)
+    p.set_defaults(config_flags=flags)
     p.set_defaults(func=_cmd_forecast)
 
 
@@ -764,12 +718,12 @@ def _cmd_realism(args: argparse.Namespace) -> int:
 
 
 def _add_realism_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], full: bool) -> None:
-    """``trajemb realism``: its flags are ``RealismConfig``'s fields (left out unless ``full``: their
-    defaults import scipy.signal, a second of start-up for every other command)."""
+    """``trajemb realism``: its flags are ``RealismConfig``'s fields."""
     p = sub.add_parser(
         "realism", help="how far synthetic tables move from a real one (features, transfer, maps)"
     )
-    if not full:
+    p.set_defaults(func=_cmd_realism)
+    if not full:  # realism's modules (scipy.signal) take most of a second to import
         return
     from trajemb.realism_report import DEFAULT_MAP_SAMPLE
 
@@ -805,7 +759,6 @@ def _add_realism_command(sub: argparse._SubParsersAction[argparse.ArgumentParser
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=_cmd_realism)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -829,19 +782,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         required=True,
         help="output folder: new, empty, or an earlier synth output (replaced atomically)",
     )
-    p.add_argument("--scenarios", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
-    p.add_argument(
-        "--av2-serializer", action="store_true", help="write parquet with av2's own (slow) serializer"
-    )
-    p.add_argument(
-        "--generator",
-        type=int,
-        choices=[1, 2],
-        default=2,
-        help="2 (default): calibrated against real AV2 motion; 1: the generator up to trajemb 0.1.x",
-    )
+    if full("synth"):  # the generator's modules take a third of a second to import
+        flags = _synth_flags(p)
+        set_field_flags(p, flags)
+        p.set_defaults(config_flags=flags)
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("prepare", help="AV2 folders -> trajectory table (parquet)")
@@ -850,7 +794,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument(
         "--out", required=True, help="table path (.parquet): new or an earlier table, written atomically"
     )
-    _add_window_flags(p)
+    window_flags = _add_window_flags(p)
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
     p.add_argument("--skip-bad", action="store_true", help="go on past bad scenarios and report them")
     p.add_argument("--maps-dir", default=None, help="also reduce and cache the maps the windows need here")
@@ -866,7 +810,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         metavar="ADDR",
         help="with --engine ray: cluster to join, e.g. 10.0.0.1:6379 (default: RAY_ADDRESS, else local)",
     )
-    p.set_defaults(func=_cmd_prepare)
+    set_field_flags(p, window_flags)
+    p.set_defaults(func=_cmd_prepare, window_flags=window_flags)
 
     p = sub.add_parser("info", help="summarise a trajectory table")
     p.add_argument("table")
@@ -876,141 +821,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train an encoder with the contrastive triplet loss")
     if full("train"):
-        from trajemb.losses import DEFAULT_MARGIN
-        from trajemb.model import EncoderConfig
-        from trajemb.train import TrainConfig
-
-        e, t = EncoderConfig(), TrainConfig()
         p.add_argument("--data", required=True, help="trajectory table from `trajemb prepare`")
         p.add_argument("--out", required=True, help="run folder: best/, last/, metrics.csv")
-        p.add_argument("--similarity", choices=["cosine", "fft"], default=t.similarity)
-        p.add_argument(
-            "--shape-weight", type=float, default=t.shape_weight, help="f of the Cosine similarity"
-        )
-        p.add_argument(
-            "--threshold",
-            type=float,
-            default=None,
-            help="positive when similarity >= this (default: calibrated to --positive-fraction)",
-        )
-        p.add_argument(
-            "--positive-fraction",
-            type=float,
-            default=t.positive_fraction,
-            help="share of in-batch pairs made positive when --threshold is not given",
-        )
-        p.add_argument("--mining", choices=["random", "hard", "semi-hard"], default=t.mining)
-        p.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
-        p.add_argument("--embedding-dim", type=int, default=e.embedding_dim, help="D")
-        p.add_argument("--layers", type=int, default=e.num_layers)
-        p.add_argument("--heads", type=int, default=e.num_heads)
-        p.add_argument("--hidden", type=int, default=e.d_model, help="d_model (width)")
-        p.add_argument("--ff-mult", type=int, default=e.ff_mult, help="feed-forward width / d_model")
-        p.add_argument("--dropout", type=float, default=e.dropout)
-        p.add_argument("--input-dropout", type=float, default=e.input_dropout)
-        p.add_argument("--epochs", type=int, default=t.epochs)
-        p.add_argument("--batch-size", type=int, default=t.batch_size)
-        p.add_argument("--lr", type=float, default=t.lr, help="peak learning rate of the one-cycle schedule")
-        p.add_argument("--weight-decay", type=float, default=t.weight_decay)
-        p.add_argument(
-            "--warmup", type=float, default=t.warmup_fraction, help="warm-up share of the schedule"
-        )
-        p.add_argument("--grad-clip", type=float, default=t.grad_clip)
-        p.add_argument(
-            "--val-fraction", type=float, default=t.val_fraction, help="share of scenarios held out"
-        )
-        p.add_argument("--val-every", type=int, default=t.val_every, help="validate every N epochs")
-        p.add_argument("--val-k", type=int, default=t.val_k, help="k of validation minADE/minFDE@k")
-        p.add_argument("--seed", type=int, default=t.seed)
-        p.add_argument("--device", default=t.device, help="auto (cuda, then cpu), cpu, cuda, cuda:1, ...")
         p.add_argument("--resume", action="store_true", help="continue from OUT/last")
-        p.add_argument(
-            "--mining-scope",
-            choices=["rank", "global"],
-            default=t.mining_scope,
-            help="under torchrun: mine in each process's batch, or in all processes' batches (all-gather)",
-        )
-        p.add_argument(
-            "--loss",
-            choices=["triplet", "soft_neighbors"],
-            default=t.loss,
-            help="the paper's triplet loss (default), or the soft-neighbour loss (see docs/workflow.md)",
-        )
-        p.add_argument(
-            "--soft-neighbors",
-            type=int,
-            default=t.soft_neighbors,
-            help="soft-neighbour loss: bandwidth = distance to this many-th nearest window in the batch",
-        )
-        p.add_argument(
-            "--soft-temperature",
-            type=float,
-            default=t.soft_temperature,
-            help="soft-neighbour loss: temperature of the embedding's neighbour distribution",
-        )
-        p.add_argument(
-            "--no-normalize",
-            action="store_true",
-            help="embeddings keep their length (the paper's are unit vectors); for --loss soft_neighbors",
-        )
-        p.add_argument(
-            "--augment-prob",
-            type=float,
-            default=t.augment.prob,
-            help="share of training windows perturbed (noise, dropped steps, short) before encoding",
-        )
-        p.add_argument(
-            "--augment-noise", type=float, default=t.augment.noise_m, help="largest position noise (m)"
-        )
-        p.add_argument(
-            "--augment-drop", type=float, default=t.augment.drop, help="largest share of dropped steps"
-        )
-        p.add_argument(
-            "--augment-short",
-            type=float,
-            default=t.augment.short_prob,
-            help="share of windows of which only the first half is observed",
-        )
-        p.add_argument(
-            "--batches",
-            choices=["random", "neighborhoods"],
-            default=t.batches,
-            help="random batches, or neighbourhoods in raw trajectory space (see docs/workflow.md)",
-        )
-        p.add_argument(
-            "--neighbors-per-seed",
-            type=int,
-            default=t.neighbors_per_seed,
-            help="--batches neighborhoods: windows per neighbourhood",
-        )
-        p.add_argument(
-            "--hard-share",
-            type=float,
-            default=t.hard_share,
-            help="--batches neighborhoods: share of seeds from turns, U-turns and lane changes",
-        )
-        p.add_argument(
-            "--history-steps",
-            type=int,
-            default=t.history_steps,
-            help="a history model: read each window's first N steps in the frame of their last state "
-            "(for trajemb forecast; default 0: whole windows)",
-        )
-        p.add_argument(
-            "--history-targets",
-            choices=["history", "window"],
-            default=t.history_targets,
-            help="with --history-steps: the loss compares the histories (default), or the whole windows "
-            "in the histories' last-state frame (histories whose futures agree are pulled together)",
-        )
-        p.set_defaults(func=_cmd_train)
+        flags = _train_flags(p)
+        set_field_flags(p, flags)
+        p.set_defaults(func=_cmd_train, config_flags=flags)
 
     p = sub.add_parser("bundle", help="embed, index, project and evaluate a table under checkpoints")
     if full("bundle"):
-        from trajemb.evaluate import EvalConfig
-        from trajemb.index import EXACT_MAX_ROWS, INDEX_KINDS
-        from trajemb.projection import PROJECTION_METHODS, ProjectionConfig
-
         p.add_argument("--table", required=True)
         p.add_argument("--checkpoint", action="append", required=True, help="checkpoint folder (repeatable)")
         p.add_argument(
@@ -1018,98 +837,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         )
         p.add_argument("--maps", default=None, help="reduced maps folder (`trajemb prepare --maps-dir`)")
         p.add_argument(
-            "--index",
-            choices=INDEX_KINDS,
-            default="auto",
-            help="auto (default): exact up to --exact-max-rows windows, IVF above",
-        )
-        p.add_argument(
-            "--exact-max-rows", type=int, default=EXACT_MAX_ROWS, help="largest exact index of auto"
-        )
-        p.add_argument(
-            "--nprobe", type=int, default=0, help="IVF cells probed (default 0: tuned to --target-recall)"
-        )
-        p.add_argument("--target-recall", type=float, default=0.95, help="IVF recall@10 against exact search")
-        p.add_argument(
-            "--projection",
-            choices=PROJECTION_METHODS,
-            default="auto",
-            help=f"2-D layout: auto (full UMAP up to {ProjectionConfig().full_max_rows} windows, "
-            "UMAP of a sample + placement above), full, sample, none",
-        )
-        p.add_argument(
-            "--projection-sample",
-            type=int,
-            default=ProjectionConfig().sample_size,
-            help="rows the UMAP is fitted on with --projection sample",
-        )
-        p.add_argument(
             "--projection-unseeded",
             action="store_true",
             help="parallel, non-reproducible UMAP (faster on many cores)",
         )
-        p.add_argument("--no-umap", action="store_true", help="same as --projection none")
-        p.add_argument("--queries", type=int, default=2000, help="evaluation queries")
-        p.add_argument(
-            "--eval-corpus",
-            type=int,
-            default=200_000,
-            help="evaluate among at most this many windows (a seeded sample above)",
-        )
-        p.add_argument(
-            "--no-eval", action="store_true", help="skip the evaluation (the explorer can add it later)"
-        )
-        ev = EvalConfig()
-        p.add_argument(
-            "--one-per-track",
-            action="store_true",
-            help="evaluation: only the nearest window of each track counts as a neighbour",
-        )
-        p.add_argument(
-            "--exclude-scenario-eval",
-            action="store_true",
-            help="evaluation: no neighbours from the query's own scenario",
-        )
-        p.add_argument(
-            "--no-mean-rank", action="store_true", help="evaluation: skip the mean rank of twin halves"
-        )
-        p.add_argument(
-            "--mean-rank-corpus",
-            type=int,
-            default=ev.mean_rank_corpus,
-            help="evaluation: database size of the mean rank (TrajCL: 100000)",
-        )
-        p.add_argument(
-            "--robustness",
-            action="store_true",
-            help="evaluation: robustness curves (noise, dropped steps, short query, offset; minutes)",
-        )
-        p.add_argument("--robustness-queries", type=int, default=ev.robustness_queries)
-        p.add_argument("--robustness-corpus", type=int, default=ev.robustness_corpus)
-        p.add_argument(
-            "--encoder-missing",
-            choices=["interpolate", "mask"],
-            default=ev.encoder_missing,
-            help="robustness: encoders read windows with missing steps completed (as PCA) or masked",
-        )
-        p.add_argument(
-            "--engine",
-            choices=["local", "ray"],
-            default="local",
-            help="embed here, or on a Ray cluster (needs the [ray] extra); index, layout and "
-            "evaluation stay here",
-        )
-        p.add_argument(
-            "--ray-address", default=None, metavar="ADDR", help="with --engine ray: cluster to join"
-        )
-        p.add_argument("--device", default="auto")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument(
-            "--uniqueness-k",
-            type=int,
-            default=10,
-            help="each window's uniqueness: distance to its k-th nearest other track (0: none)",
-        )
+        p.add_argument("--no-umap", action="store_true", help="same as --projection-method none")
+        flags = _bundle_flags(p)
+        set_field_flags(p, flags)
+        p.set_defaults(config_flags=flags)
         p.set_defaults(func=_cmd_bundle)
 
     p = sub.add_parser("complete", help="add the 2-D layouts and evaluation a bundle lacks (in place)")
@@ -1216,6 +951,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise_if_pending()
             sys.stdout.flush()  # a closed pipe shows up here, inside the handlers below
             return status
+    except ConfigError as exc:
+        return _error(flag_message(str(exc), exc.fields, args))
     except TrajembError as exc:
         return _error(str(exc))
     except BrokenPipeError:

@@ -17,4 +17,12 @@ class DataError(TrajembError):
 
 
 class ConfigError(TrajembError):
-    """A configuration value is out of range or inconsistent."""
+    """A configuration value is out of range or inconsistent.
+
+    ``fields`` names the config fields the message speaks of, by their field names as written in the
+    message (``batch_size``): the CLI replaces them with the flags that set them (``--batch-size``).
+    """
+
+    def __init__(self, message: object = "", *, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields

@@ -41,6 +41,7 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
 from trajemb.errors import ConfigError
+from trajemb.fields import K_MAX, check_fields, param
 from trajemb.index import IndexSpec, build_index
 from trajemb.metrics import min_ade_fde
 from trajemb.model import EncoderConfig, TrajectoryEncoder
@@ -59,7 +60,7 @@ from trajemb.search import Groups, SearchIndex, search
 from trajemb.similarity import fft_features
 from trajemb.store import TrajectoryTable
 from trajemb.uniqueness import rare_enrichment
-from trajemb.validate import check_int, check_seed
+from trajemb.validate import MAX_SEED, check_int
 
 #: Each sided manoeuvre and its mirror image.
 MIRRORED_DIRECTION: dict[str, str] = {
@@ -80,40 +81,41 @@ class EvalConfig:
     """``max_corpus``: above this many windows, models and baselines are all evaluated on the same
     seeded random subset of this size (the oracle and the untrained encoder cost O(N) per method)."""
 
-    num_queries: int = 2000
-    ks: tuple[int, ...] = (1, 5, 10)
-    silhouette_sample: int = 5000
-    seed: int = 0
-    max_corpus: int = 200_000
-    one_per_track: bool = False  # only the nearest window of each track counts as a neighbour
-    exclude_scenario: bool = False  # no neighbour from the query's scenario
-    mean_rank: bool = True
-    mean_rank_queries: int = 1000
-    mean_rank_corpus: int = 20_000  # TrajCL's database holds 100,000 (the recipes use that)
-    robustness: bool = False  # minutes on a CPU: the recipes turn it on
-    robustness_queries: int = 1000
-    robustness_corpus: int = 20_000
+    num_queries: int = param(2000, help="evaluation queries", low=1, high=10_000_000)
+    ks: tuple[int, ...] = param((1, 5, 10), help="k of the precision@k and minADE@k columns")
+    silhouette_sample: int = param(5000, help="windows the silhouette is computed on", low=2, high=10_000_000)
+    seed: int = param(0, help="seed of the sampled queries and corpus", low=0, high=MAX_SEED)
+    max_corpus: int = param(
+        200_000, help="evaluate among at most this many windows (a seeded sample above)", low=2
+    )
+    one_per_track: bool = param(False, help="only the nearest window of each track counts as a neighbour")
+    exclude_scenario: bool = param(False, help="no neighbours from the query's own scenario")
+    mean_rank: bool = param(True, help="the mean rank of twin halves")
+    mean_rank_queries: int = param(1000, help="queries of the mean rank", low=1, high=10_000_000)
+    # Scores among a handful of windows say nothing (every method ranks first): at least 100.
+    mean_rank_corpus: int = param(
+        20_000, help="database size of the mean rank (TrajCL: 100000)", low=MIN_SCORED_CORPUS
+    )
+    robustness: bool = param(
+        False, help="robustness curves (noise, dropped steps, short query, offset; minutes on a CPU)"
+    )
+    robustness_queries: int = param(1000, help="queries of the robustness curves", low=1, high=10_000_000)
+    robustness_corpus: int = param(20_000, help="database of the robustness curves", low=MIN_SCORED_CORPUS)
     # How encoders read windows with missing steps in the robustness curves (``trajemb.robustness``).
-    encoder_missing: MissingSteps = "interpolate"
-    rare_corpus: int = 50_000  # issue 17: windows the rare-class enrichment is measured on
+    encoder_missing: MissingSteps = param(
+        "interpolate",
+        help="robustness: encoders read windows with missing steps completed (as PCA) or masked",
+    )
+    rare_corpus: int = param(
+        50_000, help="windows the rare-class enrichment is measured on", low=MIN_SCORED_CORPUS
+    )
 
     def __post_init__(self) -> None:
-        check_int("--queries", self.num_queries, 1, 10_000_000)
-        check_int("silhouette_sample", self.silhouette_sample, 2, 10_000_000)
-        check_int("--eval-corpus", self.max_corpus, 2)
-        check_seed("--seed", self.seed)
-        check_int("mean_rank_queries", self.mean_rank_queries, 1, 10_000_000)
-        # Scores among a handful of windows say nothing (every method ranks first): at least 100.
-        check_int("--mean-rank-corpus", self.mean_rank_corpus, MIN_SCORED_CORPUS)
-        check_int("--robustness-queries", self.robustness_queries, 1, 10_000_000)
-        check_int("--robustness-corpus", self.robustness_corpus, MIN_SCORED_CORPUS)
-        check_int("rare_corpus", self.rare_corpus, MIN_SCORED_CORPUS)
-        if self.encoder_missing not in ("interpolate", "mask"):
-            raise ConfigError(f"--encoder-missing must be interpolate or mask, got {self.encoder_missing!r}")
+        check_fields(self)
         if not self.ks:
-            raise ConfigError("evaluation needs at least one k")
+            raise ConfigError("evaluation needs at least one k", fields=("ks",))
         for k in self.ks:
-            check_int("evaluation k", k, 1, 1000)
+            check_int("ks", k, 1, K_MAX)
 
 
 def evaluation_corpus(n: int, config: EvalConfig) -> np.ndarray:

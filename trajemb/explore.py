@@ -27,10 +27,11 @@ import numpy as np
 
 from trajemb.bundle import Bundle
 from trajemb.errors import ConfigError, DataError
+from trajemb.fields import K_MAX, K_NEIGHBORS_DEFAULT
 from trajemb.frames import agent_to_city
 from trajemb.history import history_input
 from trajemb.metrics import ade_fde
-from trajemb.validate import check_float
+from trajemb.validate import check_float, check_int
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -40,8 +41,8 @@ if TYPE_CHECKING:
     from trajemb.duplicates import DuplicateGroups
     from trajemb.sketch import Sketch
 
-#: Largest k a search accepts (the explorer offers up to 20).
-MAX_K = 1000
+#: Largest k a search accepts (the bound of every k, ``trajemb.fields``; the explorer offers up to 20).
+MAX_K = K_MAX
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class NeighborOptions:
     of one track overlap and look alike). The query's own window is never returned.
     """
 
-    k: int = 10
+    k: int = K_NEIGHBORS_DEFAULT
     exclude_same_track: bool = True
     one_per_track: bool = True
     exclude_same_scenario: bool = False
@@ -62,8 +63,7 @@ class NeighborOptions:
     collapse_duplicates_eps: float | None = None
 
     def __post_init__(self) -> None:
-        if not 1 <= self.k <= MAX_K:
-            raise ConfigError(f"k must be between 1 and {MAX_K}, got {self.k}")
+        check_int("k", self.k, 1, K_MAX)
         if self.collapse_duplicates_eps is not None:
             check_float("--collapse-duplicates", self.collapse_duplicates_eps, 0.0, low_open=True)
 

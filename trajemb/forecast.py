@@ -62,6 +62,7 @@ from av2.datasets.motion_forecasting.constants import AV2_SCENARIO_STEP_HZ
 from tqdm import tqdm
 
 from trajemb.errors import ConfigError, DataError
+from trajemb.fields import K_BOUNDS, K_MAX, K_MODES_DEFAULT
 from trajemb.forecast_metrics import (
     MISS_THRESHOLD_M,
     QueryScores,
@@ -91,8 +92,8 @@ CONSTANT_VELOCITY = "constant_velocity"
 CONSTANT_ACCELERATION = "constant_acceleration"
 RETRIEVAL_PREFIX = "retrieval_"
 PHYSICAL_METHODS = (CONSTANT_VELOCITY, CONSTANT_ACCELERATION)
-#: Largest K a forecast accepts.
-MAX_K = 100
+#: Largest K a forecast accepts (the bound of every k, ``trajemb.fields``).
+MAX_K = K_MAX
 #: Bank windows used as queries to fit the temperatures a single query's probabilities use, when the
 #: bank's report holds none.
 CALIBRATION_QUERIES = 1000
@@ -111,7 +112,7 @@ class ForecastConfig:
     futures, one window per bank track, the miss threshold (av2's 2 m) and the seed of sampled queries."""
 
     history_steps: int = DEFAULT_HISTORY_STEPS
-    k: int = 6
+    k: int = K_MODES_DEFAULT
     alignment: Alignment = "last_state"
     one_per_track: bool = True
     # Learned retrieval: the embedding's ``rerank`` nearest histories (a shortlist from its index) are
@@ -121,19 +122,22 @@ class ForecastConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_int("--history-steps", self.history_steps, 2, MAX_WINDOW_STEPS - 1)
-        check_int("--k", self.k, 1, MAX_K)
-        check_int("--rerank", self.rerank, 0, MAX_RERANK)
+        check_int("history_steps", self.history_steps, 2, MAX_WINDOW_STEPS - 1)
+        check_int("k", self.k, int(K_BOUNDS.low or 1), K_MAX)
+        check_int("rerank", self.rerank, 0, MAX_RERANK)
         if 0 < self.rerank < self.k:
-            raise ConfigError(f"--rerank {self.rerank} must be 0 (off) or at least --k {self.k}")
+            raise ConfigError(
+                f"rerank {self.rerank} must be 0 (off) or at least k {self.k}", fields=("rerank", "k")
+            )
         if self.alignment not in ALIGNMENTS:
             raise ConfigError(
-                f"--alignment must be one of {', '.join(ALIGNMENTS)}, got {self.alignment!r:.40}"
+                f"alignment must be one of {', '.join(ALIGNMENTS)}, got {self.alignment!r:.40}",
+                fields=("alignment",),
             )
         if not isinstance(self.one_per_track, bool):
             raise ConfigError(f"one_per_track must be true or false, got {self.one_per_track!r:.40}")
         check_float("miss threshold", self.miss_threshold_m, 0.0, 1000.0, low_open=True)
-        check_seed("--seed", self.seed)
+        check_seed("seed", self.seed)
 
 
 @dataclass(frozen=True)

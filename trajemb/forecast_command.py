@@ -14,35 +14,51 @@ from pathlib import Path
 
 from trajemb.atomic import write_text_atomic
 from trajemb.errors import ConfigError
-from trajemb.forecast import ALIGNMENTS, DEFAULT_RERANK, Alignment, ForecastConfig, ForecastResult
+from trajemb.fields import K_BOUNDS, K_MODES_DEFAULT, param
+from trajemb.forecast import ALIGNMENTS, DEFAULT_RERANK, MAX_RERANK, Alignment, ForecastConfig, ForecastResult
 from trajemb.history import DEFAULT_HISTORY_STEPS
+from trajemb.schema import MAX_WINDOW_STEPS
 
 
 @dataclass(frozen=True)
 class ForecastCommand:
-    """The flags of ``trajemb forecast``, one field each."""
+    """The flags of ``trajemb forecast``, one field each (``trajemb.cli_fields`` builds them)."""
 
-    bank: str  # a bundle
-    queries: str  # a trajectory table
-    history_steps: int = DEFAULT_HISTORY_STEPS
-    k: int = 6
-    alignment: Alignment = "last_state"
-    rerank: int = DEFAULT_RERANK
-    json: bool = False  # print the scores as JSON
-    out: str | None = None  # also write them (JSON) here
+    bank: str = param(help="bundle whose windows are the bank (trajemb bundle)")
+    queries: str = param(help="trajectory table of query windows (trajemb prepare)")
+    history_steps: int = param(
+        DEFAULT_HISTORY_STEPS,
+        help="steps of each window that are the history",
+        low=2,
+        high=MAX_WINDOW_STEPS - 1,
+    )
+    k: int = param(K_MODES_DEFAULT, help="forecasts per query", bounds=K_BOUNDS)
+    alignment: Alignment = param(
+        "last_state", help="how retrieved futures are aligned to the query (docs/retrieval-quality.md)"
+    )
+    rerank: int = param(
+        DEFAULT_RERANK,
+        help="learned retrieval: re-rank the embedding's nearest N histories by raw distance "
+        "(0: the embedding's K nearest as they are)",
+        low=0,
+        high=MAX_RERANK,
+    )
+    json: bool = param(False, help="print the scores as JSON")
+    out: str | None = param(None, help="also write the scores as JSON to this file")
 
     def __post_init__(self) -> None:
         for name in ("bank", "queries"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
-                raise ConfigError(f"--{name} must name a path, got {value!r:.60}")
+                raise ConfigError(f"{name} must name a path, got {value!r:.60}", fields=(name,))
         if self.out is not None and (not isinstance(self.out, str) or not self.out.strip()):
-            raise ConfigError(f"--out must name a file, got {self.out!r:.60}")
+            raise ConfigError(f"out must name a file, got {self.out!r:.60}", fields=("out",))
         if self.alignment not in ALIGNMENTS:
             raise ConfigError(
-                f"--alignment must be one of {', '.join(ALIGNMENTS)}, got {self.alignment!r:.40}"
+                f"alignment must be one of {', '.join(ALIGNMENTS)}, got {self.alignment!r:.40}",
+                fields=("alignment",),
             )
-        self.forecast_config()  # ranges of --history-steps, --k and --rerank
+        self.forecast_config()  # ranges of history_steps, k and rerank
 
     def forecast_config(self) -> ForecastConfig:
         return ForecastConfig(

@@ -70,11 +70,14 @@ def check_history_steps(history_steps: int, num_steps: int, what: str = "windows
     """A history of ``history_steps`` needs at least 2 steps (a velocity) and leaves at least one step of
     future in ``num_steps``-step windows."""
     if isinstance(history_steps, bool) or not isinstance(history_steps, int):
-        raise ConfigError(f"--history-steps must be an integer, got {history_steps!r:.40}")
+        raise ConfigError(
+            f"history_steps must be an integer, got {history_steps!r:.40}", fields=("history_steps",)
+        )
     if not 2 <= history_steps <= num_steps - 1:
         raise ConfigError(
-            f"--history-steps {history_steps} does not fit {num_steps}-step {what}: a history needs at "
-            f"least 2 steps and must leave a future of at least 1 step (give 2 to {num_steps - 1})"
+            f"history_steps {history_steps} does not fit {num_steps}-step {what}: a history needs at "
+            f"least 2 steps and must leave a future of at least 1 step (give 2 to {num_steps - 1})",
+            fields=("history_steps",),
         )
 
 

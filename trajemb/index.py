@@ -22,8 +22,8 @@ import numpy as np
 
 from trajemb.atomic import atomic_path
 from trajemb.errors import ConfigError, DataError
+from trajemb.fields import Bounds, check_fields, param
 from trajemb.search import SearchIndex, TorchFlatIndex, check_embeddings, measure_recall
-from trajemb.validate import check_float, check_int
 
 log = logging.getLogger(__name__)
 
@@ -40,23 +40,22 @@ class IndexSpec:
     4 * sqrt(N) IVF cells; ``nprobe`` 0 tunes it to reach ``target_recall`` (recall@10 against exact).
     """
 
-    kind: str = "auto"
-    nlist: int = 0
-    nprobe: int = 0
-    target_recall: float = 0.95
-    hnsw_m: int = 32
-    ef_search: int = 128
-    exact_max_rows: int = EXACT_MAX_ROWS
+    kind: str = param(
+        "auto",
+        help="auto: exact up to exact_max_rows windows, IVF above; flat, ivf, hnsw",
+        choices=INDEX_KINDS,
+    )
+    nlist: int = param(0, help="IVF cells (0: 4 sqrt(N))", low=0, high=1 << 24)
+    nprobe: int = param(0, help="IVF cells probed (0: tuned to target_recall)", low=0, high=1 << 24)
+    target_recall: float = param(
+        0.95, help="IVF recall@10 against exact search", bounds=Bounds(0.0, 1.0, low_open=True)
+    )
+    hnsw_m: int = param(32, help="HNSW links per node", low=2, high=512)
+    ef_search: int = param(128, help="HNSW search breadth", low=1, high=1 << 16)
+    exact_max_rows: int = param(EXACT_MAX_ROWS, help="largest exact index of kind auto", low=0)
 
     def __post_init__(self) -> None:
-        if self.kind not in INDEX_KINDS:
-            raise ConfigError(f"index kind must be one of {', '.join(INDEX_KINDS)}, got {self.kind!r}")
-        check_float("--target-recall", self.target_recall, 0.0, 1.0, low_open=True)
-        check_int("nlist", self.nlist, 0, 1 << 24)
-        check_int("--nprobe", self.nprobe, 0, 1 << 24)
-        check_int("--exact-max-rows", self.exact_max_rows, 0)
-        check_int("hnsw_m", self.hnsw_m, 2, 512)
-        check_int("ef_search", self.ef_search, 1, 1 << 16)
+        check_fields(self)
 
     def resolved_kind(self, num_rows: int) -> str:
         if self.kind != "auto":
@@ -153,13 +152,13 @@ def build_index(embeddings: np.ndarray, spec: IndexSpec = IndexSpec(), device: s
         if faiss.get_num_gpus() > 0 and hasattr(faiss, "StandardGpuResources"):
             return faiss.index_cpu_to_gpu(
                 faiss.StandardGpuResources(), 0, build_faiss_index(embeddings, spec)
-            )  # type: ignore[no-any-return]
+            )
         if kind != "flat":
             raise ConfigError(
                 "FAISS reports no GPU: only the exact flat index runs on CUDA (through PyTorch)"
             )
         return TorchFlatIndex(check_embeddings(embeddings), device)
-    return build_faiss_index(embeddings, spec)  # type: ignore[no-any-return]
+    return build_faiss_index(embeddings, spec)
 
 
 def save_faiss_index(index: faiss.Index, path: Path) -> None:

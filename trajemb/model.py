@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from trajemb.errors import ConfigError
-from trajemb.validate import check_float, check_int
+from trajemb.fields import Bounds, check_fields, param
+from trajemb.validate import check_int
 
 #: Bounds on encoder sizes: far above the paper's base model (width 1024, 4 layers, 34 M parameters),
 #: far below what would exhaust memory. A ``config.json`` is read from a file, and its values size
@@ -39,33 +40,39 @@ MAX_POSITIONAL_CELLS = 200_000_000
 class EncoderConfig:
     """Everything needed to rebuild an encoder; saved as ``config.json`` beside its weights."""
 
-    embedding_dim: int = 16
-    d_model: int = 128
-    num_layers: int = 1
-    num_heads: int = 4
-    ff_mult: int = 2
-    dropout: float = 0.1
-    input_dropout: float = 0.0
-    input_scale_m: float = 10.0
-    max_steps: int = 512
-    normalize: bool = True  # unit-length embeddings, as the paper's
+    embedding_dim: int = param(16, help="D, the embedding's dimension", low=2, high=MAX_EMBEDDING_DIM)
+    d_model: int = param(128, help="width of the Transformer (even)", low=4, high=MAX_D_MODEL)
+    num_layers: int = param(1, help="Transformer layers", low=1, high=MAX_LAYERS)
+    num_heads: int = param(4, help="attention heads (divide d_model)", low=1, high=MAX_D_MODEL)
+    ff_mult: int = param(2, help="feed-forward width / d_model", low=1, high=MAX_FF_MULT)
+    dropout: float = param(
+        0.1, help="dropout inside the Transformer", bounds=Bounds(0.0, 1.0, high_open=True)
+    )
+    input_dropout: float = param(
+        0.0, help="dropout after the input projection", bounds=Bounds(0.0, 1.0, high_open=True)
+    )
+    input_scale_m: float = param(
+        10.0, help="agent-frame metres per input unit", bounds=Bounds(0.0, 1e9, low_open=True)
+    )
+    max_steps: int = param(512, help="longest window the positional table covers", low=2, high=MAX_STEPS)
+    normalize: bool = param(
+        True, help="unit-length embeddings, as the paper's (off: for loss soft_neighbors)"
+    )
 
     def __post_init__(self) -> None:
-        check_int("embedding_dim (--embedding-dim)", self.embedding_dim, 2, MAX_EMBEDDING_DIM)
-        check_int("d_model (--hidden)", self.d_model, 4, MAX_D_MODEL)
+        check_fields(self)
         if self.d_model % 2:
-            raise ConfigError(f"d_model (--hidden) must be an even number >= 4, got {self.d_model}")
-        check_int("num_heads (--heads)", self.num_heads, 1, self.d_model)
+            raise ConfigError(f"d_model must be an even number >= 4, got {self.d_model}", fields=("d_model",))
+        check_int("num_heads", self.num_heads, 1, self.d_model)
         if self.d_model % self.num_heads:
-            raise ConfigError(f"d_model {self.d_model} must be divisible by num_heads {self.num_heads}")
-        check_int("num_layers (--layers)", self.num_layers, 1, MAX_LAYERS)
-        check_int("ff_mult (--ff-mult)", self.ff_mult, 1, MAX_FF_MULT)
-        for name in ("dropout", "input_dropout"):
-            check_float(name, getattr(self, name), 0.0, 1.0, high_open=True)
-        check_float("input_scale_m", self.input_scale_m, 0.0, 1e9, low_open=True)
-        check_int("max_steps", self.max_steps, 2, MAX_STEPS)
+            raise ConfigError(
+                f"d_model {self.d_model} must be divisible by num_heads {self.num_heads}",
+                fields=("d_model", "num_heads"),
+            )
         if not isinstance(self.normalize, bool):
-            raise ConfigError(f"normalize must be true or false, got {self.normalize!r:.40}")
+            raise ConfigError(
+                f"normalize must be true or false, got {self.normalize!r:.40}", fields=("normalize",)
+            )
         if self.max_steps * self.d_model > MAX_POSITIONAL_CELLS:
             raise ConfigError(
                 f"max_steps {self.max_steps} x d_model {self.d_model} positional table is too large "

@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from trajemb.errors import ConfigError
+from trajemb.fields import K_BOUNDS, K_NEIGHBORS_DEFAULT, check_fields, param
 from trajemb.schema import Float32Array
-from trajemb.validate import check_float, check_int, check_seed
+from trajemb.validate import MAX_SEED
 
 log = logging.getLogger(__name__)
 
@@ -37,26 +38,25 @@ PROJECTION_METHODS: tuple[str, ...] = ("auto", "full", "sample", "none")
 
 @dataclass(frozen=True)
 class ProjectionConfig:
-    method: str = "auto"
-    sample_size: int = 50_000
-    full_max_rows: int = 100_000
-    place_k: int = 10
-    n_neighbors: int = 15
-    min_dist: float = 0.1
-    seed: int | None = 0
+    method: str = param(
+        "auto",
+        help="2-D layout: auto (full UMAP up to full_max_rows windows, UMAP of a sample + placement above), "
+        "full, sample, none",
+        choices=PROJECTION_METHODS,
+    )
+    sample_size: int = param(
+        50_000, help="rows the UMAP is fitted on with method sample", low=10, high=10_000_000
+    )
+    full_max_rows: int = param(100_000, help="largest full UMAP of method auto", low=10)
+    place_k: int = param(
+        K_NEIGHBORS_DEFAULT, help="fitted neighbours that place each other row", bounds=K_BOUNDS
+    )
+    n_neighbors: int = param(15, help="UMAP n_neighbors", low=2, high=1000)
+    min_dist: float = param(0.1, help="UMAP min_dist", low=0.0, high=1.0)
+    seed: int | None = param(0, help="UMAP seed (None: parallel, not reproducible)", low=0, high=MAX_SEED)
 
     def __post_init__(self) -> None:
-        if self.method not in PROJECTION_METHODS:
-            raise ConfigError(
-                f"projection must be one of {', '.join(PROJECTION_METHODS)}, got {self.method!r}"
-            )
-        check_int("--projection-sample", self.sample_size, 10, 10_000_000)
-        check_int("full_max_rows", self.full_max_rows, 10)
-        check_int("place_k", self.place_k, 1, 1000)
-        check_int("n_neighbors", self.n_neighbors, 2, 1000)
-        check_float("min_dist", self.min_dist, 0.0, 1.0)
-        if self.seed is not None:
-            check_seed("--seed", self.seed)
+        check_fields(self)
 
     def resolved_method(self, num_rows: int) -> str:
         if self.method != "auto":

@@ -247,7 +247,7 @@ QUANTILES = (0.1, 0.5, 0.9)
 
 def _quantiles(x: FloatArray) -> tuple[float, float, float]:
     if len(x) == 0:
-        return (float("nan"),) * 3  # type: ignore[return-value]
+        return (float("nan"),) * 3
     q = np.quantile(x, QUANTILES)
     return float(q[0]), float(q[1]), float(q[2])
 

@@ -84,9 +84,7 @@ def bank_scores(
 
 def _summary(scores: QueryScores, k: int, select: np.ndarray | None = None) -> dict[str, float | int]:
     if select is not None:
-        scores = QueryScores(
-            *(getattr(scores, name)[select] for name in QueryScores.__dataclass_fields__)  # type: ignore[arg-type]
-        )
+        scores = QueryScores(*(getattr(scores, name)[select] for name in QueryScores.__dataclass_fields__))
     s = scores.summary(k)
     ade, fde, mr, _ = score_names(k)
     return {"minADE": s[ade], "minFDE": s[fde], "MR": s[mr], "queries": s["queries"]}

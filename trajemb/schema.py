@@ -16,7 +16,7 @@ from av2.datasets.motion_forecasting.constants import AV2_SCENARIO_OBS_TIMESTEPS
 from av2.datasets.motion_forecasting.data_schema import ObjectType
 
 from trajemb.errors import ConfigError
-from trajemb.validate import check_float, check_int
+from trajemb.fields import check_fields, param
 
 FloatArray = npt.NDArray[np.float64]
 Float32Array = npt.NDArray[np.float32]
@@ -144,27 +144,29 @@ class WindowConfig:
     (the "moving" filter); 0 keeps parked objects. ``object_types`` empty keeps every type.
     """
 
-    num_steps: int = 60
-    stride_steps: int = 10
-    tracks: TrackSelection = "all"
-    object_types: tuple[str, ...] = ()
-    min_speed_mps: float = 1.0
-    span: Span = "all"
+    num_steps: int = param(60, help="window length T at 10 Hz (60 = 6 s)", low=2, high=MAX_WINDOW_STEPS)
+    stride_steps: int = param(10, help="steps between window starts", low=1, high=MAX_WINDOW_STEPS)
+    tracks: TrackSelection = param("all", help="AV2 track categories")
+    object_types: tuple[str, ...] = param((), help="comma-separated AV2 object types (default: all)")
+    min_speed_mps: float = param(
+        1.0,
+        help="moving filter: net displacement / duration in m/s (0 keeps parked)",
+        low=0.0,
+        high=MAX_SPEED_MPS,
+    )
+    span: Span = param(
+        "all", help="slide over the whole scenario or only the AV2 prediction horizon (steps >= 50)"
+    )
 
     def __post_init__(self) -> None:
-        check_int("num_steps (--steps)", self.num_steps, 2, MAX_WINDOW_STEPS)
-        check_int("stride_steps (--stride)", self.stride_steps, 1, MAX_WINDOW_STEPS)
-        check_float("min_speed_mps (--min-speed)", self.min_speed_mps, 0.0, MAX_SPEED_MPS)
+        check_fields(self)
         unknown = [t for t in self.object_types if t not in OBJECT_TYPES]
         if unknown:
             raise ConfigError(
-                f"unknown object type(s) {', '.join(map(repr, unknown))} in --object-types; "
-                f"known: {', '.join(OBJECT_TYPES)}"
+                f"unknown object type(s) {', '.join(map(repr, unknown))} in object_types; "
+                f"known: {', '.join(OBJECT_TYPES)}",
+                fields=("object_types",),
             )
-        if self.tracks not in ("focal", "scored", "all"):
-            raise ConfigError(f"tracks must be focal, scored or all, got {self.tracks!r}")
-        if self.span not in ("all", "future"):
-            raise ConfigError(f"span must be all or future, got {self.span!r}")
 
     @property
     def duration_s(self) -> float:

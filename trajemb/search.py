@@ -246,7 +246,7 @@ def exact_index(features: np.ndarray, device: str = "cpu") -> SearchIndex:
         return TorchFlatIndex(x, device)
     flat = faiss.IndexFlatL2(x.shape[1])
     flat.add(x)
-    return flat  # type: ignore[no-any-return]
+    return flat
 
 
 def parallel_exact(index: Any, embeddings: np.ndarray, min_rows: int = PARALLEL_EXACT_ROWS) -> Any:

@@ -30,7 +30,7 @@ import logging
 import math
 import time
 import zlib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -47,10 +47,11 @@ from trajemb.checkpoint import git_revision
 from trajemb.devices import resolve_device
 from trajemb.embed import embed_windows
 from trajemb.errors import ConfigError, DataError
+from trajemb.fields import K_BOUNDS, K_MAX, K_MODES_DEFAULT, Bounds, check_fields, param
 from trajemb.history import check_history_steps, history_input, to_history_frame, window_in_history_frame
 from trajemb.losses import DEFAULT_MARGIN, TripletLoss
 from trajemb.metrics import retrieval_min_ade_fde
-from trajemb.mining import MINING_STRATEGIES
+from trajemb.mining import MiningName
 from trajemb.model import EncoderConfig, TrajectoryEncoder, count_parameters
 from trajemb.perturb import to_own_frame
 from trajemb.run_folder import (
@@ -64,11 +65,11 @@ from trajemb.run_folder import (
     check_run_folder,
 )
 from trajemb.schema import MAX_WINDOW_STEPS
-from trajemb.similarity import DEFAULT_SHAPE_WEIGHT, SIMILARITIES
+from trajemb.similarity import DEFAULT_SHAPE_WEIGHT, SimilarityName
 from trajemb.soft_neighbor_loss import DEFAULT_NEIGHBORS, SoftNeighborLoss
 from trajemb.store import TrajectoryTable, read_table
 from trajemb.train_state import RandomStreams, check_train_state, read_last
-from trajemb.validate import check_float, check_int, check_seed
+from trajemb.validate import MAX_SEED, check_int
 
 log = logging.getLogger(__name__)
 
@@ -92,108 +93,138 @@ __all__ = [
 #: Bounds beyond any sensible run, so that a typo fails now rather than hours (or gigabytes) later.
 MAX_EPOCHS = 1_000_000
 MAX_BATCH_SIZE = 1 << 24
-MAX_VAL_K = 1000
+#: Kept for callers of an earlier release; the bound of every k is ``trajemb.fields.K_MAX``.
+MAX_VAL_K = K_MAX
 #: Consecutive batches without a single triplet, from the start of an epoch, after which training stops.
 EMPTY_BATCHES_LIMIT = 200
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything ``trajemb train`` takes; saved as ``train_config.json`` and in each card."""
+    """Everything ``trajemb train`` takes; saved as ``train_config.json`` and in each card.
 
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    similarity: str = "cosine"
-    shape_weight: float = DEFAULT_SHAPE_WEIGHT
-    threshold: float | None = None  # None: calibrate to ``positive_fraction`` of in-batch pairs
-    positive_fraction: float = 0.02
-    mining: str = "random"
-    margin: float = DEFAULT_MARGIN
-    epochs: int = 10
-    batch_size: int = 1024
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.1
-    grad_clip: float = 0.5
-    val_fraction: float = 0.1
-    val_every: int = 1
-    val_k: int = 6
-    max_val_windows: int = 20_000
-    seed: int = 0
-    device: str = "auto"
-    # Under torchrun: mine within each rank's batch, or within the batches of all ranks (all-gathered).
-    mining_scope: Literal["rank", "global"] = "rank"
-    # The paper's triplet loss, or the soft-neighbour loss (``trajemb.soft_neighbor_loss``).
-    loss: Literal["triplet", "soft_neighbors"] = "triplet"
-    soft_neighbors: int = DEFAULT_NEIGHBORS
-    soft_temperature: float = 1.0
-    augment: AugmentConfig = field(default_factory=AugmentConfig)  # ``trajemb.augment``
-    # Random batches, or neighbourhoods with the hard manoeuvres represented (``trajemb.batches``).
-    batches: Literal["random", "neighborhoods"] = "random"
-    neighbors_per_seed: int = 4
-    hard_share: float = 0.0
+    Each field carries its help text and bounds (``trajemb.fields.param``): ``trajemb train`` makes a
+    flag of every field (``--batch-size`` sets ``batch_size``; the encoder's fields are flags of their
+    own, ``augment``'s are ``--augment-*``).
+    """
+
+    encoder: EncoderConfig = param(default_factory=EncoderConfig, help="the encoder (trajemb.model)")
+    similarity: SimilarityName = param("cosine", help="trajectory similarity that mines the pairs")
+    shape_weight: float = param(
+        DEFAULT_SHAPE_WEIGHT,
+        help="f of the Cosine similarity (shape distance against direction)",
+        low=0.0,
+        high=1e6,
+    )
+    # Both similarities are cosines, in [-1, 1]; outside it every pair is positive or none is.
+    threshold: float | None = param(
+        None,
+        help="positive when similarity >= this (default: calibrated to positive_fraction)",
+        low=-1.0,
+        high=1.0,
+    )
+    positive_fraction: float = param(
+        0.02,
+        help="share of in-batch pairs made positive when threshold is not given",
+        bounds=Bounds(0.0, 1.0, low_open=True, high_open=True),
+    )
+    mining: MiningName = param("random", help="which positive and negative of each anchor a triplet takes")
+    # Unit vectors are at most 2 apart.
+    margin: float = param(DEFAULT_MARGIN, help="triplet margin", bounds=Bounds(0.0, 4.0, low_open=True))
+    epochs: int = param(10, help="passes over the training windows", low=1, high=MAX_EPOCHS)
+    batch_size: int = param(
+        1024, help="windows per batch (mining happens within a batch)", low=2, high=MAX_BATCH_SIZE
+    )
+    lr: float = param(
+        1e-3, help="peak learning rate of the one-cycle schedule", bounds=Bounds(0.0, 10.0, low_open=True)
+    )
+    weight_decay: float = param(0.01, help="AdamW weight decay", low=0.0, high=10.0)
+    warmup_fraction: float = param(
+        0.1, help="warm-up share of the schedule", bounds=Bounds(0.0, 1.0, low_open=True, high_open=True)
+    )
+    grad_clip: float = param(0.5, help="gradient norm clip", bounds=Bounds(0.0, 1e6, low_open=True))
+    val_fraction: float = param(
+        0.1, help="share of scenarios held out", bounds=Bounds(0.0, 1.0, low_open=True, high_open=True)
+    )
+    val_every: int = param(1, help="validate every N epochs", low=1, high=MAX_EPOCHS)
+    val_k: int = param(K_MODES_DEFAULT, help="k of validation minADE/minFDE@k", bounds=K_BOUNDS)
+    max_val_windows: int = param(20_000, help="validate on at most this many windows", low=2)
+    seed: int = param(0, help="seed of every random stream", low=0, high=MAX_SEED)
+    device: str = param("auto", help="auto (cuda, then cpu), cpu, cuda, cuda:1, ...")
+    mining_scope: Literal["rank", "global"] = param(
+        "rank", help="under torchrun: mine in each process's batch, or in all processes' batches (all-gather)"
+    )
+    loss: Literal["triplet", "soft_neighbors"] = param(
+        "triplet",
+        help="the paper's triplet loss, or the soft-neighbour loss (trajemb.soft_neighbor_loss; "
+        "see docs/workflow.md)",
+    )
+    soft_neighbors: int = param(
+        DEFAULT_NEIGHBORS,
+        help="soft-neighbour loss: bandwidth = distance to this many-th nearest window in the batch",
+        low=1,
+        high=MAX_BATCH_SIZE,
+    )
+    soft_temperature: float = param(
+        1.0,
+        help="soft-neighbour loss: temperature of the embedding's neighbour distribution",
+        bounds=Bounds(0.0, 1e6, low_open=True),
+    )
+    augment: AugmentConfig = param(
+        default_factory=AugmentConfig, help="perturbations of training windows (trajemb.augment)"
+    )
+    batches: Literal["random", "neighborhoods"] = param(
+        "random",
+        help="random batches, or neighbourhoods in raw trajectory space with the hard manoeuvres "
+        "represented (trajemb.batches; see docs/workflow.md)",
+    )
+    neighbors_per_seed: int = param(
+        4, help="batches neighborhoods: windows per neighbourhood (divides batch_size)", low=1
+    )
+    hard_share: float = param(
+        0.0,
+        help="batches neighborhoods: share of seeds from turns, U-turns and lane changes",
+        bounds=Bounds(0.0, 1.0, high_open=True),
+    )
     # A history model (issue 18): the encoder reads the first H steps of each window in the frame of
     # their last state (``trajemb.history``), and the loss compares those; 0 reads whole windows.
-    history_steps: int = 0
-    # What a history model's loss compares: the histories it reads, or the whole windows (history and
-    # future) in the histories' last-state frame, so that histories whose futures agree are pulled together.
-    history_targets: Literal["history", "window"] = "history"
+    history_steps: int = param(
+        0,
+        help="a history model: read each window's first N steps in the frame of their last state "
+        f"(for trajemb forecast; 0: whole windows; else in [2, {MAX_WINDOW_STEPS - 1}])",
+    )
+    history_targets: Literal["history", "window"] = param(
+        "history",
+        help="with history_steps: the loss compares the histories, or the whole windows in the "
+        "histories' last-state frame (histories whose futures agree are pulled together)",
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.encoder, EncoderConfig):
             raise ConfigError(f"encoder must be an EncoderConfig, got {type(self.encoder).__name__}")
-        if self.similarity not in SIMILARITIES:
-            raise ConfigError(
-                f"--similarity must be one of {', '.join(SIMILARITIES)}, got {self.similarity!r}"
-            )
-        if self.mining not in MINING_STRATEGIES:
-            raise ConfigError(f"--mining must be one of {', '.join(MINING_STRATEGIES)}, got {self.mining!r}")
-        check_float("--shape-weight", self.shape_weight, 0.0, 1e6)
-        if self.threshold is not None:
-            # Both similarities are cosines, in [-1, 1]; outside it every pair is positive or none is.
-            check_float("--threshold", self.threshold, -1.0, 1.0)
-        check_float("--positive-fraction", self.positive_fraction, 0.0, 1.0, low_open=True, high_open=True)
-        check_float("--margin", self.margin, 0.0, 4.0, low_open=True)  # unit vectors are at most 2 apart
-        check_int("--epochs", self.epochs, 1, MAX_EPOCHS)
-        check_int("--batch-size", self.batch_size, 2, MAX_BATCH_SIZE)
-        check_float("--lr", self.lr, 0.0, 10.0, low_open=True)
-        check_float("--weight-decay", self.weight_decay, 0.0, 10.0)
-        check_float("--warmup", self.warmup_fraction, 0.0, 1.0, low_open=True, high_open=True)
-        check_float("--grad-clip", self.grad_clip, 0.0, 1e6, low_open=True)
-        check_float("--val-fraction", self.val_fraction, 0.0, 1.0, low_open=True, high_open=True)
-        check_int("--val-every", self.val_every, 1, MAX_EPOCHS)
-        check_int("--val-k", self.val_k, 1, MAX_VAL_K)
-        check_int("max_val_windows", self.max_val_windows, 2)
-        check_seed("--seed", self.seed)
-        if not isinstance(self.device, str):
-            raise ConfigError(f"--device must be a string, got {self.device!r:.40}")
-        if self.mining_scope not in ("rank", "global"):
-            raise ConfigError(f"--mining-scope must be rank or global, got {self.mining_scope!r}")
-        if self.loss not in ("triplet", "soft_neighbors"):
-            raise ConfigError(f"--loss must be triplet or soft_neighbors, got {self.loss!r}")
-        if self.loss == "soft_neighbors" and self.mining_scope == "global":
-            raise ConfigError(
-                "--mining-scope global mines triplets; the soft-neighbour loss works per process"
-            )
-        check_int("--soft-neighbors", self.soft_neighbors, 1, MAX_BATCH_SIZE)
-        check_float("--soft-temperature", self.soft_temperature, 0.0, 1e6, low_open=True)
         if not isinstance(self.augment, AugmentConfig):
             raise ConfigError(f"augment must be an AugmentConfig, got {type(self.augment).__name__}")
-        if self.batches not in ("random", "neighborhoods"):
-            raise ConfigError(f"--batches must be random or neighborhoods, got {self.batches!r}")
-        check_int("--neighbors-per-seed", self.neighbors_per_seed, 1, self.batch_size)
+        if not isinstance(self.device, str):
+            raise ConfigError(f"device must be a string, got {self.device!r:.40}", fields=("device",))
+        check_fields(self)
+        if self.loss == "soft_neighbors" and self.mining_scope == "global":
+            raise ConfigError(
+                "mining_scope global mines triplets; the soft-neighbour loss works per process",
+                fields=("mining_scope",),
+            )
+        check_int("neighbors_per_seed", self.neighbors_per_seed, 1, self.batch_size)
         if self.batch_size % self.neighbors_per_seed:
             raise ConfigError(
-                f"--neighbors-per-seed {self.neighbors_per_seed} must divide --batch-size {self.batch_size}"
+                f"neighbors_per_seed {self.neighbors_per_seed} must divide batch_size {self.batch_size}",
+                fields=("neighbors_per_seed", "batch_size"),
             )
-        check_float("--hard-share", self.hard_share, 0.0, 1.0, high_open=True)
         if self.history_steps != 0:
-            check_int("--history-steps", self.history_steps, 2, MAX_WINDOW_STEPS - 1)
-        if self.history_targets not in ("history", "window"):
-            raise ConfigError(
-                f"--history-targets must be history or window, got {self.history_targets!r:.40}"
-            )
+            check_int("history_steps", self.history_steps, 2, MAX_WINDOW_STEPS - 1)
         if self.history_targets == "window" and not self.history_steps:
-            raise ConfigError("--history-targets window needs --history-steps (a history model)")
+            raise ConfigError(
+                "history_targets window needs history_steps (a history model)",
+                fields=("history_targets", "history_steps"),
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -301,15 +332,20 @@ class Trainer:
         if len(self.sampler) < config.batch_size:
             raise ConfigError(
                 f"{self.source}: {len(self.sampler)} training windows per process, fewer than one batch "
-                f"of {config.batch_size}; lower --batch-size or prepare more data"
+                f"of {config.batch_size}; lower batch_size or prepare more data",
+                fields=("batch_size",),
             )
         if len(self.split.val) < 2:
-            raise ConfigError(f"{self.source}: fewer than 2 validation windows; raise --val-fraction")
+            raise ConfigError(
+                f"{self.source}: fewer than 2 validation windows; raise val_fraction",
+                fields=("val_fraction",),
+            )
         val_tracks = np.unique(self.table.track_groups()[self.split.val]).size
         if val_tracks <= config.val_k:
             raise ConfigError(
                 f"{self.source}: validation holds {val_tracks} track(s), too few to retrieve "
-                f"--val-k {config.val_k} neighbours from other tracks; lower --val-k or raise --val-fraction"
+                f"val_k {config.val_k} neighbours from other tracks; lower val_k or raise val_fraction",
+                fields=("val_k", "val_fraction"),
             )
         self.xy = torch.from_numpy(np.array(self.table.xy_agent))  # (N, T, 2), CPU, writable copy
         self.target_xy = self.xy if targets is None else torch.from_numpy(targets)  # (N, T', 2)

@@ -33,6 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from trajemb.errors import ConfigError, DataError
+from trajemb.fields import K_MAX, K_NEIGHBORS_DEFAULT, check_fields, param
 from trajemb.search import Groups, SearchIndex, describe_index, exact_index, search, vector_rows
 from trajemb.validate import check_float, check_int
 
@@ -41,8 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Default k: the 10th nearest other road user.
-DEFAULT_K = 10
+#: Default k: the 10th nearest other road user (``trajemb.fields``: one default for every k-nearest).
+DEFAULT_K = K_NEIGHBORS_DEFAULT
 #: Windows searched per batch (a progress-bar step).
 QUERY_CHUNK = 65_536
 #: Rare classes: the least frequent classes that together hold at most this share of the windows.
@@ -60,13 +61,21 @@ class UniquenessConfig:
     """``k``: the score is the distance to the k-th nearest window on another track (0: no score is
     computed); ``one_per_track``: count each other track once (its nearest window)."""
 
-    k: int = DEFAULT_K
-    one_per_track: bool = True
-    exact_max_rows: int = 50_000  # above this, an exact bundle index gives way to an IVF built for it
+    k: int = param(
+        DEFAULT_K,
+        help="each window's uniqueness: distance to its k-th nearest other track (0: none)",
+        low=0,
+        high=K_MAX,
+    )
+    one_per_track: bool = param(True, help="count each other track once (its nearest window)")
+    exact_max_rows: int = param(
+        50_000,
+        help="above this many windows an exact bundle index gives way to an IVF built for uniqueness",
+        low=0,
+    )
 
     def __post_init__(self) -> None:
-        check_int("--uniqueness-k", self.k, 0, 1000)
-        check_int("exact_max_rows", self.exact_max_rows, 0)
+        check_fields(self)
 
 
 @dataclass(frozen=True)

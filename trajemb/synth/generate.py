@@ -13,13 +13,13 @@ from tqdm import tqdm
 
 from trajemb import __version__
 from trajemb.atomic import atomic_dir
-from trajemb.errors import ConfigError
+from trajemb.fields import check_fields, param
 from trajemb.outputs import SYNTH_GENERATOR, SYNTH_MARKER, check_output_dir
 from trajemb.synth.behaviour import GENERATOR_VERSION, GENERATORS
 from trajemb.synth.scenario import SynthScenario, generate_scenario
 from trajemb.synth.v1.scenario import generate_scenario as generate_scenario_v1
 from trajemb.synth.writer import write_scenario_dir
-from trajemb.validate import check_int, check_seed
+from trajemb.validate import MAX_SEED
 from trajemb.workers import MAX_WORKERS, imap_ordered, process_pool
 
 #: Written at the root of every generated folder; ``prepare`` labels the windows below it ``synthetic``
@@ -31,22 +31,22 @@ MAX_SCENARIOS = 10_000_000
 
 @dataclass(frozen=True)
 class SynthConfig:
-    num_scenarios: int = 2000
-    seed: int = 0
-    workers: int = 0  # 0: one per CPU core
-    use_av2_serializer: bool = False  # write parquet through av2's own (slow) serializer
+    """``trajemb synth``: a flag per field (``trajemb.cli_fields``)."""
+
+    num_scenarios: int = param(2000, help="scenarios to generate", low=1, high=MAX_SCENARIOS)
+    seed: int = param(0, help="seed (each scenario has its own stream from it)", low=0, high=MAX_SEED)
+    workers: int = param(0, help="processes (0: one per core)", low=0, high=MAX_WORKERS)
+    use_av2_serializer: bool = param(False, help="write parquet with av2's own (slow) serializer")
     # Which generator (``trajemb.synth.behaviour.GENERATORS``): 2 calibrated against real AV2 motion
     # (issue 19), 1 the generator up to trajemb 0.1.x, kept so that its data can be made again.
-    generator: int = GENERATOR_VERSION
+    generator: int = param(
+        GENERATOR_VERSION,
+        help="2: calibrated against real AV2 motion; 1: the generator up to trajemb 0.1.x",
+        choices=GENERATORS,
+    )
 
     def __post_init__(self) -> None:
-        check_int("--scenarios", self.num_scenarios, 1, MAX_SCENARIOS)
-        check_seed("--seed", self.seed)
-        check_int("--workers", self.workers, 0, MAX_WORKERS)
-        if isinstance(self.generator, bool) or self.generator not in GENERATORS:
-            raise ConfigError(
-                f"--generator must be one of {', '.join(map(str, GENERATORS))}, got {self.generator!r:.40}"
-            )
+        check_fields(self)
 
 
 def scenario_of(generator: int, rng: np.random.Generator) -> SynthScenario:
