@@ -417,3 +417,56 @@ def test_a_trainer_from_a_notebook_trains_in_memory(synth_table: Path, tmp_path:
         Trainer(table, config(), resume=True)
     with pytest.raises(TypeError, match="the table comes first"):
         Trainer(config(), synth_table, tmp_path / "run")  # type: ignore[arg-type]
+
+
+def test_pca_residual_encoder_starts_at_pca_and_trains(synth_table: Path, tmp_path: Path) -> None:
+    """``--linear-base pca``: before the first step the encoder's embeddings are PCA of the training
+    windows (sklearn's, up to the scale fitted to the loss); a frozen base stays there while the
+    correction trains; the card records the steps it reads; the triplet loss is refused."""
+    from sklearn.decomposition import PCA
+
+    from trajemb.augment import AugmentConfig
+
+    encoder = EncoderConfig(
+        embedding_dim=4,
+        d_model=32,
+        num_layers=1,
+        num_heads=4,
+        dropout=0.0,
+        normalize=False,
+        linear_base="pca",
+    )
+    recipe = config(
+        encoder=encoder,
+        epochs=2,
+        loss="soft_neighbors",
+        batches="neighborhoods",
+        hard_share=0.3,
+        augment=AugmentConfig(prob=0.5, noise_m=1.0, drop=0.4, short_prob=0.1),
+        linear_base_training="frozen",
+    )
+    trainer = Trainer(synth_table, recipe, tmp_path / "run", progress=False)
+    table = trainer.table
+    flat = table.xy_agent.reshape(len(table), -1).astype(np.float64)
+    pca = PCA(n_components=4).fit(flat[trainer.split.train])
+    z = embed_windows(trainer.model, table.xy_agent)
+    expected = pca.transform(flat)
+    scale = np.linalg.norm(z) / np.linalg.norm(expected)
+    # Components are unique up to sign.
+    signs = np.sign((z * expected).sum(axis=0))
+    np.testing.assert_allclose(z, scale * expected * signs, atol=1e-3 * np.abs(z).max())
+    assert trainer.model.linear_base is not None
+    base_before = trainer.model.linear_base.weight.detach().clone()
+    trainer.fit()
+    model, card = load_checkpoint(tmp_path / "run" / "last")
+    assert model.config.window_steps == table.num_steps == card["train_config"]["encoder"]["window_steps"]
+    assert card["train_config"]["linear_base_training"] == "frozen"
+    assert model.linear_base is not None and torch.equal(model.linear_base.weight, base_before)
+    assert not np.allclose(embed_windows(model, table.xy_agent), z, atol=1e-3)  # the correction learned
+    with pytest.raises(ConfigError, match="soft_neighbors"):
+        config(encoder=encoder)
+    # Without a linear base the train config holds exactly the keys of earlier releases.
+    assert (
+        "linear_base_training" not in config().to_dict()
+        and "linear_base" not in config().to_dict()["encoder"]
+    )

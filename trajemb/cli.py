@@ -169,6 +169,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         dropout=args.dropout,
         input_dropout=args.input_dropout,
         normalize=not args.no_normalize,
+        linear_base=args.linear_base,
     )
     config = TrainConfig(
         encoder=encoder,
@@ -199,6 +200,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         hard_share=args.hard_share,
         history_steps=args.history_steps,
         history_targets=args.history_targets,
+        linear_base_training=args.linear_base_training,
     )
     best = train(
         config,
@@ -999,6 +1001,19 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             default=t.history_targets,
             help="with --history-steps: the loss compares the histories (default), or the whole windows "
             "in the histories' last-state frame (histories whose futures agree are pulled together)",
+        )
+        p.add_argument(
+            "--linear-base",
+            choices=["none", "pca"],
+            default=e.linear_base,
+            help="pca: add PCA of the training windows to the Transformer, whose output starts at zero, "
+            "so training starts where PCA to D is (needs --loss soft_neighbors --no-normalize)",
+        )
+        p.add_argument(
+            "--linear-base-training",
+            choices=["fine_tune", "frozen"],
+            default=t.linear_base_training,
+            help="with --linear-base pca: train the linear base with the rest, or keep it at PCA",
         )
         p.set_defaults(func=_cmd_train)
 
