@@ -258,6 +258,21 @@ def test_cli_train(synth_table: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert torch.isfinite(model(torch.zeros(1, 60, 2))).all()
 
 
+def test_cli_train_pca_residual(synth_table: Path, tmp_path: Path) -> None:
+    """``--linear-base pca --linear-base-training frozen`` reach the configs; without the soft-neighbour
+    loss the flag is refused in one line (exit 2)."""
+    from trajemb.cli import main
+
+    common = ["-q", "train", "--data", str(synth_table), "--epochs", "1", "--batch-size", "256"]
+    common += ["--hidden", "32", "--embedding-dim", "4", "--device", "cpu", "--linear-base", "pca"]
+    assert main([*common, "--out", str(tmp_path / "triplet")]) == 2
+    soft = ["--loss", "soft_neighbors", "--no-normalize", "--linear-base-training", "frozen"]
+    assert main([*common, *soft, "--out", str(tmp_path / "cli")]) == 0
+    model, card = load_checkpoint(tmp_path / "cli" / "last")
+    assert model.config.linear_base == "pca" and model.config.window_steps == 60
+    assert card["train_config"]["linear_base_training"] == "frozen"
+
+
 def test_cli_resume_refuses_a_damaged_training_state(
     synth_table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
