@@ -2,7 +2,8 @@
 
 Trains Cosine and FFT mining x D in {4, 8, 16, 32} x compact vs base model with the paper's triplet
 loss (``--recipes paper``) and/or the soft-neighbour recipe (``--recipes soft``: see docs/workflow.md, "Training
-recipes") and/or the PCA-residual encoders of issue 20 (``--recipes pca_residual,pca_frozen``), or takes ready checkpoints (``--checkpoint``, repeatable, e.g. the shipped ones). Then
+recipes") and/or the PCA-residual encoders of issue 20 (``--recipes pca_residual,pca_frozen``), or takes
+ready checkpoints (``--checkpoint``, repeatable, e.g. the shipped ones). Then
 evaluates every model beside the oracle, random, PCA, FFT-feature and untrained-encoder baselines on
 
 * synthetic held-out scenarios (seed 22; true manoeuvres from the generator), and
