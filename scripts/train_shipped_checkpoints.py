@@ -107,7 +107,7 @@ def main() -> None:
         "--linear-base-training",
         choices=["fine_tune", "frozen"],
         default="fine_tune",
-        help="--recipe pca_residual: train the PCA base with the rest, or keep it",
+        help="--recipe pca_residual: train the PCA base with the rest, or keep it (pca-frozen-<similarity>-d<D>)",
     )
     parser.add_argument("--allow-dirty", action="store_true", help="train on a tracked tree with changes")
     parser.add_argument(
@@ -144,7 +144,10 @@ def main() -> None:
     trained: list[tuple[str, str]] = []
     for similarity in args.similarities.split(","):
         for dim in args.dims.split(","):
-            name = f"{'history' if args.history_steps else PREFIX[args.recipe]}-{similarity}-d{dim}"
+            prefix = PREFIX[args.recipe]
+            if args.recipe == "pca_residual" and args.linear_base_training == "frozen":
+                prefix = "pca-frozen"
+            name = f"{'history' if args.history_steps else prefix}-{similarity}-d{dim}"
             history = (
                 ["--history-steps", str(args.history_steps), "--history-targets", args.history_targets]
                 if args.history_steps
