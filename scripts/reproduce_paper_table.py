@@ -2,7 +2,8 @@
 
 Trains Cosine and FFT mining x D in {4, 8, 16, 32} x compact vs base model with the paper's triplet
 loss (``--recipes paper``) and/or the soft-neighbour recipe (``--recipes soft``: see docs/workflow.md, "Training
-recipes"), or takes ready checkpoints (``--checkpoint``, repeatable, e.g. the shipped ones). Then
+recipes") and/or the PCA-residual encoders of issue 20 (``--recipes pca_residual,pca_frozen``), or takes
+ready checkpoints (``--checkpoint``, repeatable, e.g. the shipped ones). Then
 evaluates every model beside the oracle, random, PCA, FFT-feature and untrained-encoder baselines on
 
 * synthetic held-out scenarios (seed 22; true manoeuvres from the generator), and
@@ -80,6 +81,22 @@ SOFT_RECIPE = [
     "--augment-noise",
     "1.0",
 ]
+#: Issue 20 (docs/workflow.md, "Training recipes"): the soft recipe with every perturbation of the
+#: robustness curves on a PCA base, trained with the rest (``pca_residual``) or kept (``pca_frozen``).
+PCA_RESIDUAL_RECIPE = [
+    *SOFT_RECIPE[:9],
+    "--augment-prob",
+    "0.5",
+    "--augment-noise",
+    "1.0",
+    "--augment-drop",
+    "0.4",
+    "--augment-short",
+    "0.1",
+    "--linear-base",
+    "pca",
+]
+PCA_FROZEN_RECIPE = [*PCA_RESIDUAL_RECIPE, "--linear-base-training", "frozen"]
 
 
 def run(args: list[str]) -> str:
@@ -177,7 +194,11 @@ def main() -> None:
     p.add_argument("--checkpoint", action="append", default=[], help="evaluate this checkpoint (no training)")
     p.add_argument("--threshold", default=None, help="positive threshold (default: calibrated)")
     p.add_argument("--models", default="compact")
-    p.add_argument("--recipes", default="paper", help="paper (triplet), soft (soft-neighbour), or both")
+    p.add_argument(
+        "--recipes",
+        default="paper",
+        help="comma-separated: paper (triplet), soft (soft-neighbour), pca_residual, pca_frozen (issue 20)",
+    )
     p.add_argument("--dims", default="4,8,16,32")
     p.add_argument("--similarities", default="cosine,fft")
     p.add_argument("--epochs", type=int, default=6)
@@ -237,13 +258,17 @@ def main() -> None:
         for arch in a.models.split(","):
             for dim in a.dims.split(","):
                 runs: list[tuple[str, list[str]]] = []
-                if "paper" in a.recipes:
+                if "paper" in a.recipes.split(","):
                     runs += [
                         (f"{arch}-{sim}-d{dim}", ["--similarity", sim, *threshold])
                         for sim in a.similarities.split(",")
                     ]
-                if "soft" in a.recipes:
+                if "soft" in a.recipes.split(","):
                     runs.append((f"{arch}-soft-d{dim}", SOFT_RECIPE))
+                if "pca_residual" in a.recipes.split(","):
+                    runs.append((f"{arch}-pca-residual-d{dim}", PCA_RESIDUAL_RECIPE))
+                if "pca_frozen" in a.recipes.split(","):
+                    runs.append((f"{arch}-pca-frozen-d{dim}", PCA_FROZEN_RECIPE))
                 for name, recipe in runs:
                     run(
                         [
@@ -266,8 +291,9 @@ def main() -> None:
                             *recipe,
                         ]
                     )
-                    # The soft recipe ships its last epoch (scripts/train_shipped_checkpoints.py says why).
-                    epoch = "last" if recipe is SOFT_RECIPE else "best"
+                    # The soft recipes ship their last epoch (scripts/train_shipped_checkpoints.py says why).
+                    soft = any(recipe is r for r in (SOFT_RECIPE, PCA_RESIDUAL_RECIPE, PCA_FROZEN_RECIPE))
+                    epoch = "last" if soft else "best"
                     name_card(out / "runs" / name / epoch, name)
                     checkpoints += ["--checkpoint", str(out / "runs" / name / epoch)]
     evaluation = ["--no-umap", "--device", a.device, "--mean-rank-corpus", "100000"]

@@ -15,6 +15,13 @@ tree: the cards record the git revision the weights were trained at, and it refu
 tracked tree with changes (``--allow-dirty`` overrides, and the cards then say ``-dirty``).
 Usage: python scripts/train_shipped_checkpoints.py [--work .cache/shipped] [--epochs 6]
 
+``--recipe pca_residual`` (issue 20) trains ``checkpoints/pca-residual-<similarity>-d<D>``: an encoder
+that starts where PCA to D is (``trajemb train --linear-base pca``: PCA of the training windows plus a
+Transformer correction whose output layer starts at zero, ``trajemb.linear_base``), trained with the
+soft-neighbour recipe and every perturbation of the robustness curves (noise, dropped steps, short
+windows); the last epoch is shipped:
+  python scripts/train_shipped_checkpoints.py --recipe pca_residual --similarities cosine
+
 ``--history-steps 30`` trains the history checkpoints ``checkpoints/history-<similarity>-d<D>`` instead
 (issue 18, ``trajemb forecast``): the same recipe on the same 6 s windows, the encoder reading each
 window's first 30 steps in the frame of their last state (``trajemb.history``):
@@ -53,6 +60,24 @@ RECIPES = {
         "1024",
     ],
 }
+# Issue 20: the soft recipe with every perturbation of the robustness curves, on a PCA base.
+RECIPES["pca_residual"] = [
+    *RECIPES["soft"][:9],  # loss, batches, neighbourhoods, hard share
+    "--augment-prob",
+    "0.5",
+    "--augment-noise",
+    "1.0",
+    "--augment-drop",
+    "0.4",
+    "--augment-short",
+    "0.1",
+    "--batch-size",
+    "1024",
+    "--linear-base",
+    "pca",
+]
+#: Checkpoint names: <prefix>-<similarity>-d<D>.
+PREFIX = {"paper": "compact", "soft": "compact", "pca_residual": "pca-residual"}
 
 
 def run(args: list[str]) -> str:
@@ -76,7 +101,13 @@ def main() -> None:
         "--select",
         choices=["best", "last"],
         default=None,
-        help="which epoch to ship (default: last for soft, best for paper)",
+        help="which epoch to ship (default: best for paper, last otherwise)",
+    )
+    parser.add_argument(
+        "--linear-base-training",
+        choices=["fine_tune", "frozen"],
+        default="fine_tune",
+        help="--recipe pca_residual: train the PCA base with the rest, or keep it (pca-frozen-<similarity>-d<D>)",
     )
     parser.add_argument("--allow-dirty", action="store_true", help="train on a tracked tree with changes")
     parser.add_argument(
@@ -113,12 +144,17 @@ def main() -> None:
     trained: list[tuple[str, str]] = []
     for similarity in args.similarities.split(","):
         for dim in args.dims.split(","):
-            name = f"{'history' if args.history_steps else 'compact'}-{similarity}-d{dim}"
+            prefix = PREFIX[args.recipe]
+            if args.recipe == "pca_residual" and args.linear_base_training == "frozen":
+                prefix = "pca-frozen"
+            name = f"{'history' if args.history_steps else prefix}-{similarity}-d{dim}"
             history = (
                 ["--history-steps", str(args.history_steps), "--history-targets", args.history_targets]
                 if args.history_steps
                 else []
             )
+            if args.recipe == "pca_residual":
+                history += ["--linear-base-training", args.linear_base_training]
             trained.append(
                 (
                     name,
@@ -152,7 +188,7 @@ def main() -> None:
                     ),
                 )
             )
-    select = args.select or ("last" if args.recipe == "soft" else "best")
+    select = args.select or ("best" if args.recipe == "paper" else "last")
     # Only now, with every run finished, touch the tracked checkpoints/ folder.
     for name, train_cmd in trained:
         dest = REPO / "checkpoints" / name

@@ -12,6 +12,8 @@ from trajemb.checkpoint import load_checkpoint, save_checkpoint
 from trajemb.errors import DataError
 from trajemb.model import EncoderConfig, TrajectoryEncoder
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def make(tmp_path: Path) -> tuple[TrajectoryEncoder, Path]:
     torch.manual_seed(0)
@@ -93,3 +95,23 @@ def test_files_get_the_modes_the_umask_gives(tmp_path: Path) -> None:
     assert {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()} == dict.fromkeys(
         ("model.safetensors", "config.json", "card.json"), 0o644
     )
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "checkpoints").iterdir() if p.is_dir()))
+def test_shipped_checkpoints_load_bit_for_bit(name: str, tmp_path: Path) -> None:
+    """Every shipped checkpoint loads with the weights its file holds, and saving it again writes the
+    same config.json (an encoder without a linear base keeps the keys of earlier releases)."""
+    from safetensors.torch import load_file
+
+    folder = REPO / "checkpoints" / name
+    model, _ = load_checkpoint(folder)
+    stored = load_file(str(folder / "model.safetensors"))
+    state = model.state_dict()
+    assert set(stored) == set(state)
+    for key, value in stored.items():
+        assert torch.equal(state[key], value), key
+    save_checkpoint(model, tmp_path / name, {})
+    config_text = (folder / "config.json").read_text()
+    assert json.loads((tmp_path / name / "config.json").read_text()) == json.loads(config_text)
+    if model.config.linear_base == "none":
+        assert (tmp_path / name / "config.json").read_text() == config_text

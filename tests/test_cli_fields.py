@@ -116,6 +116,8 @@ def test_every_field_is_a_flag_with_its_help(cls: type) -> None:
 def _leaves(cls: type, path: str = "") -> set[str]:
     out: set[str] = set()
     for f in dataclasses.fields(cls):
+        if not f.metadata.get("cli", True):  # set from code only (EncoderConfig.window_steps)
+            continue
         default = f.default_factory() if callable(f.default_factory) else f.default
         if dataclasses.is_dataclass(default):
             out |= _leaves(type(default), f"{path}{f.name}.")

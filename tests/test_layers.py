@@ -61,6 +61,7 @@ LAYER_OF = {
     **dict.fromkeys(
         (
             "model",
+            "linear_base",
             "similarity",
             "mining",
             "losses",

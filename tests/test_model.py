@@ -109,3 +109,77 @@ def test_unnormalised_embeddings_keep_their_length_on_both_paths() -> None:
     assert EncoderConfig.from_dict(
         {k: v for k, v in EncoderConfig().to_dict().items() if k != "normalize"}
     ).normalize
+
+
+def test_complete_steps_is_perturbs_fill_missing() -> None:
+    """The encoder completes missing steps for its linear base as the PCA baseline does (numpy)."""
+    from trajemb.model import complete_steps
+    from trajemb.perturb import fill_missing
+
+    rng = np.random.default_rng(0)
+    xy = np.cumsum(rng.normal(0, 1, (64, 30, 2)), axis=1)
+    valid = rng.random((64, 30)) > 0.5
+    valid[:8, :] = False
+    valid[:8, [3, 17]] = True  # missing at both ends
+    valid[8:16, 10:] = False  # a short window: constant velocity after the last two steps
+    valid[8:16, :2] = True
+    filled = complete_steps(torch.from_numpy(np.where(valid[..., None], xy, 0.0)), torch.from_numpy(valid))
+    np.testing.assert_allclose(filled.numpy(), fill_missing(np.where(valid[..., None], xy, np.nan), valid))
+
+
+def pca_residual_model(dim: int = 4, steps: int = 30) -> TrajectoryEncoder:
+    config = EncoderConfig(
+        embedding_dim=dim, d_model=32, normalize=False, linear_base="pca", window_steps=steps, dropout=0.0
+    )
+    return TrajectoryEncoder(config).eval()
+
+
+def test_a_fresh_pca_residual_encoder_is_its_linear_base_on_both_paths() -> None:
+    """The correction's output layer starts at zero: embeddings are exactly the linear map of the
+    completed window, through ``forward`` and ``forward_inference``, with and without missing steps."""
+    from trajemb.linear_base import set_linear_base
+    from trajemb.perturb import fill_missing
+
+    model = pca_residual_model()
+    rng = np.random.default_rng(1)
+    components, mean = rng.normal(size=(4, 60)), rng.normal(size=60)
+    set_linear_base(model, components, mean, 0.5)
+    xy = np.cumsum(rng.normal(0, 1, (10, 30, 2)), axis=1)
+    valid = rng.random((10, 30)) > 0.3
+    valid[:, :2] = True
+    expected = 0.5 * (fill_missing(np.where(valid[..., None], xy, np.nan), valid).reshape(10, -1) - mean)
+    expected = expected @ components.T
+    x = torch.from_numpy(np.where(valid[..., None], xy, 0.0)).float()
+    with torch.no_grad():
+        for z in (model(x, torch.from_numpy(valid)), model.forward_inference(x, torch.from_numpy(valid))):
+            np.testing.assert_allclose(z.numpy(), expected, rtol=1e-4, atol=1e-4)
+    assert count_parameters(model) == model.config.num_parameters()
+
+
+def test_linear_base_config_refusals_and_old_configs() -> None:
+    with pytest.raises(ConfigError, match="set normalize off"):
+        EncoderConfig(linear_base="pca", window_steps=60)
+    with pytest.raises(ConfigError, match="needs linear_base pca"):
+        EncoderConfig(window_steps=60)
+    with pytest.raises(ConfigError, match="one of none, pca"):
+        EncoderConfig(linear_base="ica", normalize=False)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="reads windows of 30 steps, got 60"):
+        pca_residual_model()(torch.zeros(2, 60, 2))
+    # Without a linear base, config.json holds exactly the keys earlier releases wrote and read.
+    assert "linear_base" not in EncoderConfig().to_dict()
+    config = pca_residual_model().config
+    assert EncoderConfig.from_dict(config.to_dict()) == config
+
+
+def test_an_encoder_without_linear_base_draws_the_weights_it_always_drew() -> None:
+    """The linear base is built after every other layer: the same seed gives the same initial weights
+    (and the same state-dict keys) as an encoder of a release before it, so ``--recipe paper`` runs
+    reproduce."""
+    torch.manual_seed(0)
+    plain = TrajectoryEncoder(EncoderConfig(embedding_dim=4, d_model=32, normalize=False))
+    torch.manual_seed(0)
+    residual = pca_residual_model()
+    for name, value in plain.state_dict().items():
+        if not name.startswith("head.4."):  # the correction's zeroed output layer
+            torch.testing.assert_close(residual.state_dict()[name], value, rtol=0, atol=0)
+    assert set(residual.state_dict()) - set(plain.state_dict()) == {"linear_base.weight", "linear_base.bias"}

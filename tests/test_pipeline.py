@@ -24,3 +24,17 @@ def test_default_table_is_reused_and_rebuilt_when_outdated(tmp_path: Path) -> No
     rebuilt = build_default_table(tmp_path, num_scenarios=3, seed=5, progress=False)
     assert rebuilt.manifest["format_version"] == table.manifest["format_version"]
     assert rebuilt.content_hash == table.content_hash
+
+
+def test_default_bundle_checkpoints_open_on_the_default_model(tmp_path: Path) -> None:
+    """The built-in bundle's models: the default model first (the explorer opens a bundle on its first
+    model), the other shipped checkpoints by name, none of those kept out of it."""
+    from trajemb.pipeline import DEFAULT_MODEL, OUTSIDE_DEFAULT_BUNDLE, default_bundle_checkpoints
+
+    names = ["compact-cosine-d4", DEFAULT_MODEL, "a-model", *OUTSIDE_DEFAULT_BUNDLE]
+    for name in names:
+        (tmp_path / name).mkdir(exist_ok=True)
+        (tmp_path / name / "card.json").write_text("{}")
+    got = [c.name for c in default_bundle_checkpoints(tmp_path)]
+    rest = sorted(set(names) - OUTSIDE_DEFAULT_BUNDLE - {DEFAULT_MODEL})
+    assert got == [DEFAULT_MODEL, *rest]

@@ -258,6 +258,21 @@ def test_cli_train(small_synth_table: Path, tmp_path: Path, capsys: pytest.Captu
     assert torch.isfinite(model(torch.zeros(1, 60, 2))).all()
 
 
+def test_cli_train_pca_residual(synth_table: Path, tmp_path: Path) -> None:
+    """``--linear-base pca --linear-base-training frozen`` reach the configs; without the soft-neighbour
+    loss the flag is refused in one line (exit 2)."""
+    from trajemb.cli import main
+
+    common = ["-q", "train", "--data", str(synth_table), "--epochs", "1", "--batch-size", "256"]
+    common += ["--hidden", "32", "--embedding-dim", "4", "--device", "cpu", "--linear-base", "pca"]
+    assert main([*common, "--out", str(tmp_path / "triplet")]) == 2
+    soft = ["--loss", "soft_neighbors", "--no-normalize", "--linear-base-training", "frozen"]
+    assert main([*common, *soft, "--out", str(tmp_path / "cli")]) == 0
+    model, card = load_checkpoint(tmp_path / "cli" / "last")
+    assert model.config.linear_base == "pca" and model.config.window_steps == 60
+    assert card["train_config"]["linear_base_training"] == "frozen"
+
+
 def test_cli_resume_refuses_a_damaged_training_state(
     small_synth_table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -373,7 +388,7 @@ def test_soft_neighbour_recipe_trains_and_resumes_identically(synth_table: Path,
     killed_in_epoch_2(recipe, synth_table, tmp_path / "b")
     Trainer(synth_table, recipe, tmp_path / "b", resume=True, progress=False).fit()
     assert_same_weights(tmp_path / "a", tmp_path / "b")
-    with pytest.raises(ConfigError, match="mining-scope global"):
+    with pytest.raises(ConfigError, match="mining_scope global"):
         config(loss="soft_neighbors", mining_scope="global")
 
 
@@ -417,3 +432,56 @@ def test_a_trainer_from_a_notebook_trains_in_memory(small_synth_table: Path, tmp
         Trainer(table, config(), resume=True)
     with pytest.raises(TypeError, match="the table comes first"):
         Trainer(config(), small_synth_table, tmp_path / "run")  # type: ignore[arg-type]
+
+
+def test_pca_residual_encoder_starts_at_pca_and_trains(small_synth_table: Path, tmp_path: Path) -> None:
+    """``--linear-base pca``: before the first step the encoder's embeddings are PCA of the training
+    windows (sklearn's, up to the scale fitted to the loss); a frozen base stays there while the
+    correction trains; the card records the steps it reads; the triplet loss is refused."""
+    from sklearn.decomposition import PCA
+
+    from trajemb.augment import AugmentConfig
+
+    encoder = EncoderConfig(
+        embedding_dim=4,
+        d_model=32,
+        num_layers=1,
+        num_heads=4,
+        dropout=0.0,
+        normalize=False,
+        linear_base="pca",
+    )
+    recipe = config(
+        encoder=encoder,
+        epochs=2,
+        loss="soft_neighbors",
+        batches="neighborhoods",
+        hard_share=0.3,
+        augment=AugmentConfig(prob=0.5, noise_m=1.0, drop=0.4, short_prob=0.1),
+        linear_base_training="frozen",
+    )
+    trainer = Trainer(small_synth_table, recipe, tmp_path / "run", progress=False)
+    table = trainer.table
+    flat = table.xy_agent.reshape(len(table), -1).astype(np.float64)
+    pca = PCA(n_components=4).fit(flat[trainer.split.train])
+    z = embed_windows(trainer.model, table.xy_agent)
+    expected = pca.transform(flat)
+    scale = np.linalg.norm(z) / np.linalg.norm(expected)
+    # Components are unique up to sign.
+    signs = np.sign((z * expected).sum(axis=0))
+    np.testing.assert_allclose(z, scale * expected * signs, atol=1e-3 * np.abs(z).max())
+    assert trainer.model.linear_base is not None
+    base_before = trainer.model.linear_base.weight.detach().clone()
+    trainer.fit()
+    model, card = load_checkpoint(tmp_path / "run" / "last")
+    assert model.config.window_steps == table.num_steps == card["train_config"]["encoder"]["window_steps"]
+    assert card["train_config"]["linear_base_training"] == "frozen"
+    assert model.linear_base is not None and torch.equal(model.linear_base.weight, base_before)
+    assert not np.allclose(embed_windows(model, table.xy_agent), z, atol=1e-3)  # the correction learned
+    with pytest.raises(ConfigError, match="soft_neighbors"):
+        config(encoder=encoder)
+    # Without a linear base the train config holds exactly the keys of earlier releases.
+    assert (
+        "linear_base_training" not in config().to_dict()
+        and "linear_base" not in config().to_dict()["encoder"]
+    )

@@ -5,6 +5,14 @@ input projection (2 -> d_model) -> input dropout -> sinusoidal positional encodi
 over valid steps -> head (d_model -> d_model/2 -> D) -> L2 normalisation (the paper's; ``normalize``
 False keeps the head's output, for losses that use the embedding's length, ``trajemb.soft_neighbor_loss``).
 
+``linear_base="pca"`` (issue 20) adds a linear map of the whole flattened window, (T * 2) -> D, to the
+head's output: the trainer sets it to the window's PCA projection fitted on the training windows
+(``trajemb.linear_base``) and the head's last layer starts at zero, so training starts exactly where
+PCA to D is (within 0.5 % of the raw-space oracle's minADE on agent-frame windows) and the Transformer
+learns a correction. Missing steps (``valid`` False) enter the linear map as ``complete_steps`` fills
+them, linearly interpolated (constant-velocity at the ends), as the PCA baseline reads perturbed windows
+(``trajemb.perturb.fill_missing``); the Transformer masks them.
+
 Legend: B batch, T steps, D embedding dim. Inputs are agent-frame metres divided by
 ``input_scale_m`` so that activations stay O(1) whatever the window length.
 """
@@ -13,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +66,14 @@ class EncoderConfig:
     normalize: bool = param(
         True, help="unit-length embeddings, as the paper's (off: for loss soft_neighbors)"
     )
+    # A linear map of the flattened window added to the Transformer's output (module docstring); it
+    # reads windows of exactly ``window_steps`` steps.
+    linear_base: Literal["none", "pca"] = param(
+        "none", help="pca: a linear base (PCA of the training windows) under a zero-initialised correction"
+    )
+    window_steps: int = param(
+        0, help="steps of the windows a linear base reads (set by the trainer)", cli=False
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -73,6 +89,21 @@ class EncoderConfig:
             raise ConfigError(
                 f"normalize must be true or false, got {self.normalize!r:.40}", fields=("normalize",)
             )
+        if self.linear_base == "none":
+            if self.window_steps != 0:
+                raise ConfigError(
+                    f"window_steps {self.window_steps!r:.40} needs linear_base pca", fields=("window_steps",)
+                )
+        else:
+            # 0: not known yet (the trainer sets the steps of its table before building the encoder).
+            if self.window_steps != 0:
+                check_int("window_steps", self.window_steps, 2, self.max_steps)
+            if self.normalize:
+                raise ConfigError(
+                    "linear_base pca keeps PCA's distances, which unit length would distort: "
+                    "set normalize off",
+                    fields=("normalize",),
+                )
         if self.max_steps * self.d_model > MAX_POSITIONAL_CELLS:
             raise ConfigError(
                 f"max_steps {self.max_steps} x d_model {self.d_model} positional table is too large "
@@ -91,10 +122,16 @@ class EncoderConfig:
         feed_forward = 2 * d * ff + ff + d
         layer = attention + feed_forward + 4 * d  # two LayerNorms
         head = d * (d // 2) + d // 2 + 2 * (d // 2) + (d // 2) * self.embedding_dim + self.embedding_dim
-        return 3 * d + self.num_layers * layer + head
+        base = (2 * self.window_steps + 1) * self.embedding_dim if self.linear_base != "none" else 0
+        return 3 * d + self.num_layers * layer + head + base
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as JSON values; the linear base's only where there is one, so that the
+        ``config.json`` of an encoder without it is byte for byte what earlier releases wrote."""
+        out = asdict(self)
+        if self.linear_base == "none":
+            del out["linear_base"], out["window_steps"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EncoderConfig:
@@ -110,6 +147,28 @@ class EncoderConfig:
         if unknown:
             raise ConfigError(f"unknown encoder config key(s) {sorted(map(str, unknown))[:5]}")
         return cls(**data)
+
+
+def complete_steps(xy: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(B, T, 2) windows with (B, T) ``valid`` -> (B, T, 2) complete windows: missing steps linearly
+    interpolated in time between observed ones, before the first (after the last) observed step
+    extrapolated along the line of the first (last) two, as ``trajemb.perturb.fill_missing`` does in
+    numpy; observed steps are returned as they are. A window with a single observed step stays there."""
+    B, T, _ = xy.shape
+    steps = torch.arange(T, device=xy.device).expand(B, T)
+    prev = torch.cummax(torch.where(valid, steps, -1), dim=1).values  # last observed at or before
+    after = torch.where(valid, steps, T).flip(1)
+    nxt = torch.cummin(after, dim=1).values.flip(1)  # first observed at or after
+    first, last = nxt[:, :1], prev[:, -1:]
+    second = torch.gather(nxt, 1, (first + 1).clamp(max=T - 1))
+    before_last = torch.gather(prev, 1, (last - 1).clamp(min=0))
+    lo = torch.where(prev < 0, first, torch.where(nxt >= T, before_last, prev)).clamp(0, T - 1)
+    hi = torch.where(prev < 0, second, torch.where(nxt >= T, last, nxt)).clamp(0, T - 1)
+    a = torch.gather(xy, 1, lo[..., None].expand(B, T, 2))
+    b = torch.gather(xy, 1, hi[..., None].expand(B, T, 2))
+    span = torch.where(hi == lo, 1, hi - lo).to(xy.dtype)
+    w = ((steps - lo).to(xy.dtype) / span)[..., None]
+    return torch.where(valid[..., None], xy, a + (b - a) * w)
 
 
 def sinusoidal_encoding(num_steps: int, d_model: int) -> torch.Tensor:
@@ -149,6 +208,21 @@ class TrajectoryEncoder(nn.Module):
             nn.Dropout(config.dropout),
             nn.Linear(d // 2, config.embedding_dim),
         )
+        # Built after every other layer, so that an encoder without it draws the same initial weights
+        # from the same seed as before it existed.
+        self.linear_base: nn.Linear | None = None
+        if config.linear_base != "none":
+            if config.window_steps < 2:
+                raise ConfigError("an encoder with a linear base needs window_steps (the steps it reads)")
+            self.linear_base = nn.Linear(2 * config.window_steps, config.embedding_dim)
+            with torch.no_grad():
+                self.linear_base.weight.zero_()
+                self.linear_base.bias.zero_()
+                # The correction starts at zero: a fresh model is its linear base alone.
+                out_layer = self.head[-1]
+                assert isinstance(out_layer, nn.Linear)
+                out_layer.weight.zero_()
+                out_layer.bias.zero_()
 
     def forward(self, xy_agent: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """Embed trajectories.
@@ -173,9 +247,28 @@ class TrajectoryEncoder(nn.Module):
         else:
             w = valid.to(h.dtype)[..., None]
             pooled = (h * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
-        return self._output(self.head(pooled).float())
+        return self._output(self.head(pooled).float(), xy_agent, valid)
 
-    def _output(self, z: torch.Tensor) -> torch.Tensor:
+    def base_features(self, xy_agent: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, D) the linear base's output for (B, T, 2) windows (missing steps completed first), in
+        float32 whatever autocast says: PCA's small differences must not round away in bf16."""
+        assert self.linear_base is not None
+        T = xy_agent.shape[1]
+        if T != self.config.window_steps:
+            raise ConfigError(
+                f"this encoder's linear base reads windows of {self.config.window_steps} steps, got {T}; "
+                "prepare the table with the steps it was trained on"
+            )
+        xy = xy_agent.float()
+        if valid is not None:
+            xy = complete_steps(xy, valid)
+        with torch.autocast(device_type=xy.device.type, enabled=False):
+            out: torch.Tensor = self.linear_base(xy.reshape(len(xy), -1))
+        return out
+
+    def _output(self, z: torch.Tensor, xy_agent: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        if self.linear_base is not None:
+            z = z + self.base_features(xy_agent, valid)
         return F.normalize(z, dim=-1) if self.config.normalize else z
 
     def inference_constants(self, num_steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -240,7 +333,7 @@ class TrajectoryEncoder(nn.Module):
         else:
             w = valid.to(x.dtype)[..., None]
             pooled = (x * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
-        return self._output(self.head(pooled).float())
+        return self._output(self.head(pooled).float(), xy_agent, valid)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -30,6 +30,7 @@ import logging
 import math
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,6 +50,7 @@ from trajemb.embed import embed_windows
 from trajemb.errors import ConfigError, DataError
 from trajemb.fields import K_BOUNDS, K_MAX, K_MODES_DEFAULT, Bounds, check_fields, param
 from trajemb.history import check_history_steps, history_input, to_history_frame, window_in_history_frame
+from trajemb.linear_base import init_pca_base
 from trajemb.losses import DEFAULT_MARGIN, TripletLoss
 from trajemb.metrics import retrieval_min_ade_fde
 from trajemb.mining import MiningName
@@ -198,6 +200,11 @@ class TrainConfig:
         help="with history_steps: the loss compares the histories, or the whole windows in the "
         "histories' last-state frame (histories whose futures agree are pulled together)",
     )
+    # An encoder with a linear base (``EncoderConfig.linear_base``, issue 20): trained with the rest
+    # (``fine_tune``) or kept at the PCA it starts from (``frozen``).
+    linear_base_training: Literal["fine_tune", "frozen"] = param(
+        "fine_tune", help="with linear_base pca: train the PCA base with the rest, or keep it (frozen)"
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.encoder, EncoderConfig):
@@ -225,9 +232,20 @@ class TrainConfig:
                 "history_targets window needs history_steps (a history model)",
                 fields=("history_targets", "history_steps"),
             )
+        if self.encoder.linear_base != "none" and self.loss != "soft_neighbors":
+            raise ConfigError(
+                "linear_base pca is scaled to the soft-neighbour loss; set loss soft_neighbors",
+                fields=("linear_base", "loss"),
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as JSON values; without a linear base exactly what earlier releases wrote (cards
+        and the resume check compare them)."""
+        out = asdict(self)
+        out["encoder"] = self.encoder.to_dict()
+        if self.encoder.linear_base == "none":
+            del out["linear_base_training"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -327,6 +345,8 @@ class Trainer:
             if config.history_targets == "window":
                 targets = window_in_history_frame(self.table.xy_agent, config.history_steps)
             self.table = history_table(self.table, config.history_steps, self.source)
+        if config.encoder.linear_base != "none":
+            config = self.config = _with_window_steps(config, self.table.num_steps, self.source)
         self.split = split_by_scenario(self.table, config.val_fraction)
         self.sampler = distributed.train_sampler(len(self.split.train), self.dist, config.seed)
         if len(self.sampler) < config.batch_size:
@@ -403,8 +423,37 @@ class Trainer:
             self.loss = SoftNeighborBatchLoss(
                 SoftNeighborLoss(config.soft_neighbors, config.soft_temperature), config.similarity
             )
+        if config.encoder.linear_base != "none":
+            if not self.resume:
+                self._init_linear_base()
+            if config.linear_base_training == "frozen":
+                assert self.model.linear_base is not None
+                self.model.linear_base.requires_grad_(False)
         if self.resume:
             self._resume()
+
+    def _init_linear_base(self, num_batches: int = 8) -> None:
+        """The linear base: PCA of the training windows at the scale that suits the loss
+        (``trajemb.linear_base``), measured on ``num_batches`` training batches drawn as training draws
+        them, from a stream of their own (the run's streams stay as they were)."""
+        c = self.config
+        rng = np.random.default_rng([c.seed, 20])
+        if self.neighborhoods is not None:
+            picks = self.split.train[self.neighborhoods.epoch(num_batches, rng)]
+        else:
+            picks = rng.choice(self.split.train, size=(num_batches, c.batch_size), replace=True)
+        generator = torch.Generator(device=self.device).manual_seed(c.seed + 20)
+        batches: list[tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]] = []
+        for rows_np in picks:
+            rows = torch.from_numpy(rows_np)
+            tb = self.target_xy[rows].to(self.device)
+            gb = self.groups[rows].to(self.device)
+
+            def loss(z: torch.Tensor, tb: torch.Tensor = tb, gb: torch.Tensor = gb) -> torch.Tensor:
+                return self.loss(z.to(self.device), tb, gb, generator)[0]
+
+            batches.append((self.xy[rows], loss))
+        init_pca_base(self.model, self.table.xy_agent[self.split.train], batches, c.seed)
 
     def calibrate_threshold(self, num_batches: int = 8) -> float:
         """The similarity above which ``positive_fraction`` of in-batch training pairs lie
@@ -683,6 +732,17 @@ class Trainer:
             "epoch": epoch,
             "best_min_ade": self.best_min_ade,
         }
+
+
+def _with_window_steps(config: TrainConfig, num_steps: int, source: str) -> TrainConfig:
+    """``config`` with its encoder's linear base reading windows of ``num_steps`` (the steps the
+    encoder reads: the table's, or a history model's history); refused where it was set otherwise."""
+    steps = config.encoder.window_steps
+    if steps not in (0, num_steps):
+        raise ConfigError(
+            f"{source}: the encoder's linear base reads windows of {steps} steps, the table gives {num_steps}"
+        )
+    return replace(config, encoder=replace(config.encoder, window_steps=num_steps))
 
 
 def _one_cycle_warmup(fraction: float, total_steps: int) -> float:
