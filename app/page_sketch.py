@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from trajemb.errors import TrajembError
-from trajemb.explore import search_sketch, sketch_query
+from trajemb.explore import search_sketch, sketch_notes, sketch_query
 from trajemb.viz import map_grid_figure, sketch_figure
 
 import cache
@@ -129,7 +129,7 @@ def page() -> None:
         return
     st.text(  # our own words and numbers
         f"Drawn: {len(made.points)} points, {made.path_length_m:.1f} m; the query covers "
-        f"{made.window_length_m:.1f} m of it: " + "; ".join(made.notes) + "."
+        f"{made.window_length_m:.1f} m of it: " + "; ".join(sketch_notes(bundle, model, made)) + "."
     )
     types = cache.label_values(*cache.stamp_of(bundle), "object_type")[1]
     if state.get("query-type") not in types:

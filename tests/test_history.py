@@ -84,3 +84,22 @@ def test_a_bank_with_a_history_model_passes_its_full_check(history_bundle) -> No
     bundle = Bundle(history_bundle)
     assert any(bundle.history_steps(name) is not None for name in bundle.model_names)
     bundle.verify_all()
+
+
+def test_a_drawn_path_searched_by_a_history_model_says_what_it_reads(history_bundle) -> None:  # type: ignore[no-untyped-def]
+    """A history model reads the first H steps of a drawn window: the notes say so (with the steps
+    and seconds), and a whole-window model's notes are the drawing's alone."""
+    from trajemb.bundle import Bundle
+    from trajemb.explore import search_sketch, sketch_notes, sketch_query
+
+    bundle = Bundle(history_bundle)
+    sketch = sketch_query(bundle, [(0.0, 0.0), (20.0, 0.0), (40.0, 6.0)])
+    by_kind = {bundle.history_steps(name) is not None: name for name in bundle.model_names}
+    history_model, window_model = by_kind[True], by_kind[False]
+    h = bundle.history_steps(history_model)
+    notes = sketch_notes(bundle, history_model, sketch)
+    assert notes[: len(sketch.notes)] == sketch.notes
+    assert notes[-1].startswith(f"model {history_model} reads histories: it searches by the first {h} of")
+    assert f"({h * STEP_S:.1f} of {bundle.num_steps * STEP_S:.1f} s)" in notes[-1]
+    assert sketch_notes(bundle, window_model, sketch) == sketch.notes
+    assert len(search_sketch(bundle, history_model, sketch).rows) > 0

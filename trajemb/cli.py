@@ -374,7 +374,7 @@ def _drawn_points(text: str) -> list[tuple[float, float]]:
 def _cmd_search_drawing(args: argparse.Namespace) -> int:
     """``trajemb search --draw``: the neighbours of a drawn path (agent frame, ``trajemb.sketch``)."""
     from trajemb.bundle import Bundle
-    from trajemb.explore import NeighborOptions, neighbor_records, search_sketch, sketch_query
+    from trajemb.explore import NeighborOptions, neighbor_records, search_sketch, sketch_notes, sketch_query
 
     bundle = Bundle(Path(args.bundle))
     model = args.model or bundle.model_names[0]
@@ -398,13 +398,14 @@ def _cmd_search_drawing(args: argparse.Namespace) -> int:
 
         check_results_output(args.out, inputs=[args.bundle])
     nb = search_sketch(bundle, model, sketch, options)
+    notes = list(sketch_notes(bundle, model, sketch))
     results = neighbor_records(bundle, nb)
     if args.out:
         _write_neighbors(bundle, model, nb, args.out, quiet=True, query_window_id="drawn")
     if args.json:
-        print(json.dumps({"drawn": sketch.notes, "model": model, "neighbors": results}, indent=2))
+        print(json.dumps({"drawn": notes, "model": model, "neighbors": results}, indent=2))
         return 0
-    print(f"drawn path, model {model}: " + "; ".join(sketch.notes))
+    print(f"drawn path, model {model}: " + "; ".join(notes))
     for r in results:
         print(
             f"{r['rank']:3d}  d={r['distance']:.3f}  ADE {r['ade_m']:6.2f} m  FDE {r['fde_m']:6.2f} m  "

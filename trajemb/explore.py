@@ -31,6 +31,7 @@ from trajemb.fields import K_MAX, K_NEIGHBORS_DEFAULT
 from trajemb.frames import agent_to_city
 from trajemb.history import history_input
 from trajemb.metrics import ade_fde
+from trajemb.schema import STEP_S
 from trajemb.validate import check_float, check_int
 
 if TYPE_CHECKING:
@@ -229,6 +230,20 @@ def search_sketch(
 ) -> Neighbors:
     """Neighbours of a drawn path made into a window (``sketch_query``)."""
     return search_window(bundle, model, sketch.xy_agent, options)
+
+
+def sketch_notes(bundle: Bundle, model: str, sketch: Sketch) -> tuple[str, ...]:
+    """What was done to a drawn path (``Sketch.notes``), and, for a history model, that it searches by
+    the path's first H steps only (the window's history; the rest is what its neighbours are scored on)."""
+    history_steps = bundle.history_steps(model)
+    if history_steps is None:
+        return sketch.notes
+    return (
+        *sketch.notes,
+        f"model {model} reads histories: it searches by the first {history_steps} of the window's "
+        f"{bundle.num_steps} steps ({history_steps * STEP_S:.1f} of {bundle.num_steps * STEP_S:.1f} s); "
+        "a model of whole windows searches by all of it",
+    )
 
 
 _encoders: weakref.WeakKeyDictionary[Bundle, dict[str, Any]] = weakref.WeakKeyDictionary()
