@@ -47,8 +47,9 @@ class DefaultDataPaths:
         return self.root / "maps"
 
 
-#: The generator of the default data: the calibrated generator 2 (issue 19), which the shipped checkpoints
-#: are trained on. A cached folder of another generator is made again.
+#: The generator of the default data: the calibrated generator 2 (issue 19); a cached folder of another
+#: generator is made again. The shipped checkpoints stay generator 1's: retrained on generator 2 they
+#: retrieve worse on the real AV2 fixtures (docs/workflow.md, "Shipped checkpoints").
 DEFAULT_DATA_GENERATOR = 2
 
 
