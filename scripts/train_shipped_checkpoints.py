@@ -9,8 +9,9 @@ the robustness the augmentation teaches keeps growing. ``--recipe paper``: the p
 calibrated random mining and the best epoch (the checkpoints shipped before issue 12).
 
 Runs the same commands a user would (``trajemb synth``, ``prepare``, ``train``) in a scratch folder
-(``--work``, git-ignored) on the calibrated generator's scenarios (``--generator 2``, named in the
-recipe), and only when every run has finished copies each checkpoint into
+(``--work``, git-ignored) on ``--generator``'s scenarios (default 2, the calibrated one; the shipped
+checkpoints are generator 1's, which retrieve better on the real fixtures: docs/workflow.md), named in
+the recipe, and only when every run has finished copies each checkpoint into
 ``checkpoints/compact-<similarity>-d<D>/`` with the exact commands in its card. Run it from a committed
 tree: the cards record the git revision the weights were trained at, and it refuses to start on a
 tracked tree with changes (``--allow-dirty`` overrides, and the cards then say ``-dirty``).
@@ -74,7 +75,7 @@ def main() -> None:
         type=int,
         choices=[1, 2],
         default=2,
-        help="synthetic generator (2: calibrated, issue 19; 1: the checkpoints shipped before)",
+        help="synthetic generator (2: calibrated, issue 19; 1: the shipped checkpoints')",
     )
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--dims", default="4,8,16")

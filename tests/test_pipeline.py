@@ -30,7 +30,8 @@ def test_default_table_is_reused_and_rebuilt_when_outdated(tmp_path: Path) -> No
 
 def test_default_data_of_another_generator_is_made_again(tmp_path: Path) -> None:
     """Default data cached by an earlier release (generator 1, with or without the version in its marker)
-    is generated again with the default generator, and its table and bundle follow."""
+    is generated again with the default generator and its table rebuilt (the bundle follows the table's
+    content hash)."""
     assert DEFAULT_DATA_GENERATOR == 2
     fresh = build_default_table(tmp_path / "fresh", num_scenarios=2, seed=5, progress=False)
     paths = DefaultDataPaths(tmp_path / "cache" / "default-s5-n2")
