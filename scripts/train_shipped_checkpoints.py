@@ -75,7 +75,7 @@ def main() -> None:
         type=int,
         choices=[1, 2],
         default=2,
-        help="synthetic generator (2: calibrated, issue 19; 1: the shipped checkpoints')",
+        help="synthetic generator (2: calibrated, issue 19; 1: the shipped checkpoints)",
     )
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--dims", default="4,8,16")
