@@ -9,7 +9,9 @@ the robustness the augmentation teaches keeps growing. ``--recipe paper``: the p
 calibrated random mining and the best epoch (the checkpoints shipped before issue 12).
 
 Runs the same commands a user would (``trajemb synth``, ``prepare``, ``train``) in a scratch folder
-(``--work``, git-ignored), and only when every run has finished copies each best checkpoint into
+(``--work``, git-ignored) on ``--generator``'s scenarios (default 1, the shipped checkpoints'; 2, the
+calibrated generator of issue 19, retrieves worse on the real fixtures: docs/workflow.md), named in
+the recipe, and only when every run has finished copies each checkpoint into
 ``checkpoints/compact-<similarity>-d<D>/`` with the exact commands in its card. Run it from a committed
 tree: the cards record the git revision the weights were trained at, and it refuses to start on a
 tracked tree with changes (``--allow-dirty`` overrides, and the cards then say ``-dirty``).
@@ -93,6 +95,13 @@ def main() -> None:
     parser.add_argument("--work", default=".cache/shipped")
     parser.add_argument("--scenarios", type=int, default=500)
     parser.add_argument("--seed", type=int, default=1, help="synthetic data seed (the demo bundle uses 0)")
+    parser.add_argument(
+        "--generator",
+        type=int,
+        choices=[1, 2],
+        default=1,
+        help="synthetic generator (1: the shipped checkpoints'; 2: calibrated, issue 19, measured, not shipped)",
+    )
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--dims", default="4,8,16")
     parser.add_argument("--similarities", default="cosine,fft")
@@ -137,6 +146,8 @@ def main() -> None:
                 str(args.scenarios),
                 "--seed",
                 str(args.seed),
+                "--generator",
+                str(args.generator),
             ]
         ),
         run(["prepare", "--av2", str(work / "scenarios"), "--out", str(work / "train.parquet")]),

@@ -55,8 +55,8 @@ def sensor_dir(av2_fixtures: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """24 synthetic scenarios of generator 1 (the default data's, ``trajemb.pipeline``), generated once
-    per test session."""
+    """24 synthetic scenarios of generator 1 (the tests' pinned figures were measured on it; the default
+    data is generator 2's, ``synth_v2_dir``), generated once per test session."""
     out = tmp_path_factory.mktemp("synth") / "scenarios"
     generate(SynthConfig(num_scenarios=24, seed=7, workers=1, generator=1), out, progress=False)
     return out
