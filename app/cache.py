@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from trajemb.bundle import MANIFEST, Bundle
-from trajemb.bundle import manifest_stamp as disk_stamp
-from trajemb.completion import lock_is_held, read_progress
-from trajemb.errors import DataError
-from trajemb.explore import (
+from trajemb.analysis.bundle import MANIFEST, Bundle
+from trajemb.analysis.bundle import manifest_stamp as disk_stamp
+from trajemb.core.errors import DataError
+from trajemb.serving.completion import lock_is_held, read_progress
+from trajemb.serving.explore import (
     LABELS,
     Extent,
     cluster_labels,
@@ -49,8 +49,8 @@ from trajemb.explore import (
     rows_in_view,
     snap_view,
 )
-from trajemb.explore import sorted_rows as explore_sorted_rows
-from trajemb.viz import label_colors, projection_raster
+from trajemb.serving.explore import sorted_rows as explore_sorted_rows
+from trajemb.serving.viz import label_colors, projection_raster
 
 BUNDLE_ENV = "TRAJEMB_BUNDLE"
 ROOTS_ENV = "TRAJEMB_BUNDLE_ROOTS"
@@ -149,14 +149,14 @@ def default_bundle_path() -> str:
 
 
 def build_default_bundle(cache: Path, progress: bool = False, complete: bool = False) -> Path:
-    """``trajemb.pipeline.build_default_bundle``, imported when needed (it brings torch and sklearn)."""
-    from trajemb.pipeline import build_default_bundle as build
+    """``trajemb.serving.pipeline.build_default_bundle``, imported when needed (it brings torch and sklearn)."""
+    from trajemb.serving.pipeline import build_default_bundle as build
 
     return build(cache, progress=progress, complete=complete)
 
 
 def _build_default_bundle(cache: Path) -> str:
-    from trajemb.pipeline import default_bundle_dir
+    from trajemb.serving.pipeline import default_bundle_dir
 
     target = default_bundle_dir(cache)
     if (target / MANIFEST).is_file():  # built before: check quietly (it is current unless inputs changed)
@@ -244,7 +244,7 @@ def bundle_is_complete(path: str, robustness: bool = False) -> bool:
         return False
     if not robustness:
         return True
-    from trajemb.bundle_build import missing_robustness
+    from trajemb.serving.bundle_build import missing_robustness
 
     try:
         return not missing_robustness(Path(path))
@@ -416,8 +416,8 @@ def rare_order(
     path: str, stamp: tuple[int, ...], model: str, filters: tuple[tuple[str, tuple[str, ...]], ...], one: bool
 ) -> np.ndarray:
     """Rows passing the filters by decreasing uniqueness under ``model`` (``one``: each track's most
-    unique window only): ``trajemb.uniqueness.rare_order`` of the stored (or computed) scores."""
-    from trajemb.uniqueness import rare_order as order_of
+    unique window only): ``trajemb.analysis.uniqueness.rare_order`` of the stored (or computed) scores."""
+    from trajemb.analysis.uniqueness import rare_order as order_of
 
     bundle = _open(path, stamp)
     return order_of(
@@ -426,8 +426,8 @@ def rare_order(
 
 
 def uniqueness(path: str, stamp: tuple[int, ...], model: str) -> np.ndarray:
-    """(N,) uniqueness of every window (``trajemb.explore.uniqueness``: stored, else computed once)."""
-    from trajemb.explore import uniqueness as scores
+    """(N,) uniqueness of every window (``trajemb.serving.explore.uniqueness``: stored, else computed once)."""
+    from trajemb.serving.explore import uniqueness as scores
 
     return scores(_open(path, stamp), model)
 
@@ -435,9 +435,9 @@ def uniqueness(path: str, stamp: tuple[int, ...], model: str) -> np.ndarray:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def duplicates(path: str, stamp: tuple[int, ...], model: str, eps: float) -> tuple[dict[str, Any], Any]:
     """The duplication report at eps / 4, eps / 2 and eps and the near-duplicate groups at ``eps``
-    (``trajemb.duplicates``; one range search at eps serves both: a larger threshold than the one
+    (``trajemb.analysis.duplicates``; one range search at eps serves both: a larger threshold than the one
     asked for can find many times the pairs)."""
-    from trajemb.duplicates import duplicate_groups, duplication_report, find_duplicates
+    from trajemb.analysis.duplicates import duplicate_groups, duplication_report, find_duplicates
 
     bundle = _open(path, stamp)
     pairs = find_duplicates(bundle, model, eps)
@@ -461,7 +461,7 @@ def sorted_rows(
 def label_values(path: str, stamp: tuple[int, ...], name: str) -> tuple[np.ndarray, list[str]]:
     """Codes and sorted category names of a label column (codes follow the sorted order; speed bins in
     the order of their speeds, not alphabetically)."""
-    from trajemb.labels import SPEED_BIN_NAMES
+    from trajemb.data.labels import SPEED_BIN_NAMES
 
     codes, names = _open(path, stamp).codes(name)
     rank = {b: i for i, b in enumerate(SPEED_BIN_NAMES)} if name == "speed_bin" else {}

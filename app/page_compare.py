@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from trajemb.explore import search_row
+from trajemb.serving.explore import search_row
 
 import ui
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from trajemb.explore import duplicates_frame
-from trajemb.viz import rank_colors
+from trajemb.serving.explore import duplicates_frame
+from trajemb.serving.viz import rank_colors
 
 import cache
 import state

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from trajemb.report import (
+from trajemb.analysis.report import (
     FORECAST_METHODS,
     HARD_NOTE,
     RARE_ENRICHMENT_METRICS,
@@ -28,7 +28,7 @@ from trajemb.report import (
     robustness_frame,
     robustness_kinds,
 )
-from trajemb.viz import curves_figure, grouped_bar_figure, metric_vs_dim_figure
+from trajemb.serving.viz import curves_figure, grouped_bar_figure, metric_vs_dim_figure
 
 import cache
 import ui
@@ -246,7 +246,7 @@ def _robustness_section(reports: dict[str, dict[str, Any]], encoder_missing: str
 
 def _forecast_section(reports: dict[str, dict[str, Any]]) -> None:
     """Issue 18: the forecast scores of the history models' reports, beside the physical models and
-    raw kNN (definitions: ``trajemb.report``)."""
+    raw kNN (definitions: ``trajemb.analysis.report``)."""
     st.subheader("Forecasting by retrieval")
     frame = forecast_frame(reports)
     if frame.empty:

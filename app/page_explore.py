@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from trajemb.bundle import Bundle
-from trajemb.errors import TrajembError
-from trajemb.explore import SORT_COLUMNS, page_of, rows_frame, rows_from_id_bytes, search_row
-from trajemb.viz import gallery_figure
+from trajemb.analysis.bundle import Bundle
+from trajemb.core.errors import TrajembError
+from trajemb.serving.explore import SORT_COLUMNS, page_of, rows_frame, rows_from_id_bytes, search_row
+from trajemb.serving.viz import gallery_figure
 
 import cache
 import state

@@ -1,6 +1,6 @@
 """Forecast: the futures of the bank windows whose histories are nearest the query's, drawn on the query's
 map beside its true future and constant velocity and acceleration, scored with av2's metric functions.
-Everything is computed by ``trajemb.forecast``; this page chooses and draws."""
+Everything is computed by ``trajemb.analysis.forecast``; this page chooses and draws."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from trajemb.bundle import Bundle
-from trajemb.errors import TrajembError
-from trajemb.explore import rows_frame
-from trajemb.forecast import (
+from trajemb.analysis.bundle import Bundle
+from trajemb.analysis.forecast import (
     ALIGNMENTS,
     CONSTANT_ACCELERATION,
     CONSTANT_VELOCITY,
@@ -24,11 +22,13 @@ from trajemb.forecast import (
     forecast_row,
     forecast_window,
 )
-from trajemb.forecast_metrics import score_forecasts
-from trajemb.query import parse_track, query_window
-from trajemb.report import FORECAST_METHODS, definitions_markdown, forecast_definitions
-from trajemb.sketch import SketchConfig, sketch_window
-from trajemb.viz import forecast_figure
+from trajemb.analysis.forecast_metrics import score_forecasts
+from trajemb.analysis.report import FORECAST_METHODS, definitions_markdown, forecast_definitions
+from trajemb.analysis.sketch import SketchConfig, sketch_window
+from trajemb.core.errors import TrajembError
+from trajemb.data.query import parse_track, query_window
+from trajemb.serving.explore import rows_frame
+from trajemb.serving.viz import forecast_figure
 
 import state
 import ui
@@ -119,7 +119,7 @@ def own_history(history_steps: int) -> np.ndarray | None:
 
 def sketched_history(history_steps: int) -> np.ndarray | None:
     """The path drawn on the Sketch page (in its frame, at its speed) made into an H-step history at
-    10 Hz by ``trajemb.sketch`` (at the drawing's speed, its first H steps; without one, the whole path);
+    10 Hz by ``trajemb.analysis.sketch`` (at the drawing's speed, its first H steps; without one, the whole path);
     the forecast starts where that history ends."""
     points = state.sketch_points()
     if not len(points):
@@ -185,7 +185,7 @@ def forecast_map(bundle: Bundle, f: QueryForecast, model: str, k: int) -> None:
 
 
 def scores_table(f: QueryForecast, k: int) -> None:
-    """This query's scores per method (av2's functions through ``trajemb.forecast_metrics``)."""
+    """This query's scores per method (av2's functions through ``trajemb.analysis.forecast_metrics``)."""
     definitions = forecast_definitions(k)
     frame = pd.DataFrame.from_dict(
         {m: {c: s.get(c) for c in definitions} for m, s in f.scores.items()}, orient="index"

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from trajemb.errors import TrajembError
-from trajemb.explore import search_window
-from trajemb.labels import direction_class, mean_speed_mps, path_length_m
-from trajemb.query import decode_upload, parse_track, query_window
+from trajemb.core.errors import TrajembError
+from trajemb.data.labels import direction_class, mean_speed_mps, path_length_m
+from trajemb.data.query import decode_upload, parse_track, query_window
+from trajemb.serving.explore import search_window
 
 import cache
 import state

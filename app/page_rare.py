@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from trajemb.explore import rows_frame
-from trajemb.viz import rank_colors
+from trajemb.serving.explore import rows_frame
+from trajemb.serving.viz import rank_colors
 
 import cache
 import state
@@ -89,7 +89,7 @@ def page() -> None:
     )
     ui.results_table(bundle, listed, columns, state.table_key("rare-table"), 300, "rare-table")
     labels = [v for name, values in ui.current_filters() if name != cache.ID_FILTER for v in values]
-    ui.downloads(  # ``trajemb.explore.rare_frame`` of these settings (and the id list's filter, if on)
+    ui.downloads(  # ``trajemb.serving.explore.rare_frame`` of these settings (and the id list's filter, if on)
         lambda: rows_frame(bundle, rows, model, {"uniqueness": scores[rows].astype(np.float64)}),
         ui.file_stem("rare", model, f"top{len(rows)}", *labels),
         "rare-download",

@@ -1,5 +1,5 @@
 """Sketch a query: draw a path with the mouse (Plotly's "draw open path" tool) in the agent frame or on
-the current query's map; ``trajemb.sketch`` makes it a T-step window at 10 Hz, and its neighbours
+the current query's map; ``trajemb.analysis.sketch`` makes it a T-step window at 10 Hz, and its neighbours
 show as any query's. The drawing lives in the URL (``sketch``), so a link or the browser's Back
 brings it back."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from trajemb.errors import TrajembError
-from trajemb.explore import search_sketch, sketch_notes, sketch_query
-from trajemb.viz import map_grid_figure, sketch_figure
+from trajemb.core.errors import TrajembError
+from trajemb.serving.explore import search_sketch, sketch_notes, sketch_query
+from trajemb.serving.viz import map_grid_figure, sketch_figure
 
 import cache
 import companion

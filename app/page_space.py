@@ -7,9 +7,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from trajemb.bundle import Bundle
-from trajemb.explore import LABELS, cluster_frame, cluster_summaries, rows_frame, rows_in_box, rows_in_lasso
-from trajemb.viz import gallery_figure, rank_colors
+from trajemb.analysis.bundle import Bundle
+from trajemb.serving.explore import (
+    LABELS,
+    cluster_frame,
+    cluster_summaries,
+    rows_frame,
+    rows_in_box,
+    rows_in_lasso,
+)
+from trajemb.serving.viz import gallery_figure, rank_colors
 
 import cache
 import state

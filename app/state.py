@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from trajemb.bundle import Bundle
-from trajemb.errors import TrajembError
-from trajemb.explore import LABELS
-from trajemb.forecast import ForecastConfig
+from trajemb.analysis.bundle import Bundle
+from trajemb.analysis.forecast import ForecastConfig
+from trajemb.core.errors import TrajembError
+from trajemb.serving.explore import LABELS
 
 QUERY = "query_row"
 HISTORY = "query_history"
@@ -329,7 +329,7 @@ def reset_for_bundle() -> None:
 
 def sketch_points() -> np.ndarray:
     """(P, 2) points of the drawing in the ``sketch`` setting (``x,y;x,y;...``, as the Sketch page
-    writes it); a malformed text gives no points, which ``trajemb.sketch`` refuses in one line."""
+    writes it); a malformed text gives no points, which ``trajemb.analysis.sketch`` refuses in one line."""
     text = str(get("sketch") or "")
     try:
         return np.array([[float(v) for v in pair.split(",")] for pair in text.split(";") if pair], np.float64)

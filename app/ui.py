@@ -13,9 +13,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from trajemb.bundle import Bundle
-from trajemb.errors import TrajembError
-from trajemb.explore import (
+from trajemb.analysis.bundle import Bundle
+from trajemb.analysis.export import results_bytes
+from trajemb.core.errors import TrajembError
+from trajemb.data.labels import direction_rules
+from trajemb.data.schema import DirectionClass
+from trajemb.serving.explore import (
     NeighborOptions,
     Neighbors,
     city_xy,
@@ -25,10 +28,7 @@ from trajemb.explore import (
     present_labels,
     timed_scene_context,
 )
-from trajemb.export import results_bytes
-from trajemb.labels import direction_rules
-from trajemb.schema import DirectionClass
-from trajemb.viz import (
+from trajemb.serving.viz import (
     QUERY_COLOR,
     MapPanel,
     agent_frame_figure,
@@ -301,8 +301,8 @@ def file_stem(*parts: object) -> str:
 
 
 def downloads(make_frame: Callable[[], pd.DataFrame], stem: str, key: str) -> None:
-    """CSV and parquet download buttons of a list: the bytes ``trajemb.export.results_bytes`` makes of
-    the ``trajemb.export`` table ``make_frame`` returns (what ``--out`` writes), made only when the
+    """CSV and parquet download buttons of a list: the bytes ``trajemb.analysis.export.results_bytes`` makes of
+    the ``trajemb.analysis.export`` table ``make_frame`` returns (what ``--out`` writes), made only when the
     button is clicked (a cluster can hold a hundred thousand windows)."""
     made = st.session_state.setdefault(DOWNLOADS, {})
     columns = st.columns([1, 1, 6], vertical_alignment="center")
@@ -643,7 +643,7 @@ def map_grid(bundle: Bundle, nb: Neighbors, key: str, query_title: str = "query"
 def neighbor_downloads(
     bundle: Bundle, model: str, nb: Neighbors, key: str, query_window_id: str = ""
 ) -> None:
-    """The neighbour list as CSV and parquet (``trajemb.explore.neighbors_frame``); ``query_window_id``:
+    """The neighbour list as CSV and parquet (``trajemb.serving.explore.neighbors_frame``); ``query_window_id``:
     ``drawn`` for a sketch, empty for a window of the user's own (a bundle query names itself)."""
     query = query_window_id or (
         bundle.strings("window_id", [nb.query_row])[0] if nb.query_row is not None else "own"

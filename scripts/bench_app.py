@@ -63,9 +63,9 @@ def default_bundle() -> Path:
     candidate = REPO / ".cache" / "bench_scale" / "n100000" / "bundle"
     if (candidate / "bundle.json").is_file():
         return candidate
-    from trajemb.bundle_build import BundleConfig, build_bundle
-    from trajemb.evaluate import EvalConfig
-    from trajemb.pipeline import build_default_table, shipped_checkpoints
+    from trajemb.analysis.evaluate import EvalConfig
+    from trajemb.serving.bundle_build import BundleConfig, build_bundle
+    from trajemb.serving.pipeline import build_default_table, shipped_checkpoints
 
     work = REPO / ".cache" / "bench_app"
     build_default_table(work, 950, seed=11, progress=True)
@@ -86,7 +86,7 @@ def default_bundle() -> Path:
 def server_side(bundle: Path, reruns: int) -> None:
     from streamlit.testing.v1 import AppTest
 
-    from trajemb.bundle import Bundle
+    from trajemb.analysis.bundle import Bundle
 
     os.environ["TRAJEMB_BUNDLE"] = str(bundle)
     at = AppTest.from_file(str(REPO / "app" / "streamlit_app.py"), default_timeout=600)
@@ -314,8 +314,8 @@ def follow_completion(page: Any, cache: Path, t_start: float, limit_s: float = 3
     """After the first neighbours: when every 2-D layout, the evaluation and the robustness curves of
     the default data were in place (read from its manifest), and what the page said about the time
     left meanwhile (the status line, every 30 s)."""
-    from trajemb.bundle import MANIFEST
-    from trajemb.bundle_build import missing_robustness
+    from trajemb.analysis.bundle import MANIFEST
+    from trajemb.serving.bundle_build import missing_robustness
 
     manifest = next(cache.glob(f"default-*/bundle/{MANIFEST}"))
     seen: dict[str, float] = {}

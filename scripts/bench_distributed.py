@@ -28,12 +28,12 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from trajemb.checkpoint import load_checkpoint
-from trajemb.embed import embed_windows
-from trajemb.engines.ray_embed import embed_table_on_ray, read_xy_agent
-from trajemb.engines.ray_runtime import require_ray
-from trajemb.prepare import Engine, PrepareConfig, prepare_table
-from trajemb.synth.generate import SynthConfig, generate
+from trajemb.core.ray_runtime import require_ray
+from trajemb.data.prepare import Engine, PrepareConfig, prepare_table
+from trajemb.data.synth.generate import SynthConfig, generate
+from trajemb.training.checkpoint import load_checkpoint
+from trajemb.training.embed import embed_windows
+from trajemb.training.ray_embed import embed_table_on_ray, read_xy_agent
 
 REPO = Path(__file__).resolve().parents[1]
 

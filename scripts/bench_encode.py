@@ -4,7 +4,7 @@ Each line embeds the same random-walk windows and prints windows/s (best of --re
 difference to the training forward, so a faster path that changes the embeddings shows. Choices:
 the training forward under ``no_grad`` at several batch sizes and thread counts, ``inference_mode``,
 the inference forward (``scaled_dot_product_attention``, input projection folded into the first
-layer), one batch per core on a thread pool (``trajemb.embed.Embedder``, the default), and, where
+layer), one batch per core on a thread pool (``trajemb.training.embed.Embedder``, the default), and, where
 installed, ``torch.compile`` and ONNX Runtime.
 
 ``--processes N`` measures only the default (``Embedder``, batch 64) in N fresh processes and prints
@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trajemb.checkpoint import load_checkpoint
-from trajemb.embed import CPU_BATCH, Embedder
-from trajemb.pipeline import shipped_checkpoints
+from trajemb.serving.pipeline import shipped_checkpoints
+from trajemb.training.checkpoint import load_checkpoint
+from trajemb.training.embed import CPU_BATCH, Embedder
 
 
 def best_rate(fn: Callable[[], np.ndarray], n: int, repeats: int) -> tuple[float, np.ndarray]:

@@ -10,7 +10,7 @@ every figure:
   searching the bank (the query's scenario left out, one window per track), median and p95 over
   ``--single`` queries, for each learned history model (with its shortlist of 48 re-ranked by raw
   history distance, the default, and alone) and for raw kNN (exact, flat);
-* all queries (``trajemb.forecast.forecast_table``, every core): seconds per method and the scores;
+* all queries (``trajemb.analysis.forecast.forecast_table``, every core): seconds per method and the scores;
 * recall@6 of each learned model's index against exact search of the same embeddings.
 
 Usage: flock /work/heavy.lock python scripts/bench_forecast.py [--windows 1000000] [--queries 10000]
@@ -112,10 +112,16 @@ def main() -> None:
     import faiss
     import torch
 
-    from trajemb.bundle import Bundle
-    from trajemb.forecast import KNN_RAW, ForecastConfig, forecast_bank, forecast_table, scenario_keys
-    from trajemb.search import exact_search, recall_at_k, search
-    from trajemb.store import TrajectoryTable, read_table
+    from trajemb.analysis.bundle import Bundle
+    from trajemb.analysis.forecast import (
+        KNN_RAW,
+        ForecastConfig,
+        forecast_bank,
+        forecast_table,
+        scenario_keys,
+    )
+    from trajemb.data.store import TrajectoryTable, read_table
+    from trajemb.retrieval.search import exact_search, recall_at_k, search
 
     bundle = Bundle(work / "bank")
     manifest = bundle.manifest

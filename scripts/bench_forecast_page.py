@@ -2,7 +2,7 @@
 the library call behind it.
 
 For a bundle with a history model (default: the built-in default data, built here if missing):
-* library: ``trajemb.forecast.forecast_row`` for random rows (the page's four methods: the history
+* library: ``trajemb.analysis.forecast.forecast_row`` for random rows (the page's four methods: the history
   model, raw kNN, constant velocity and acceleration), first call (model, raw index and temperatures)
   and warm, half a second apart;
 * browser: the page opened to its forecast drawn (the server already up, nothing forecast yet), opened
@@ -43,14 +43,14 @@ def load() -> str:
 
 
 def default_bundle() -> Path:
-    from trajemb.pipeline import build_default_bundle
+    from trajemb.serving.pipeline import build_default_bundle
 
     return build_default_bundle(REPO / ".cache", progress=True, complete=False)
 
 
 def library(bundle_path: Path, queries: int) -> None:
-    from trajemb.bundle import Bundle
-    from trajemb.forecast import (
+    from trajemb.analysis.bundle import Bundle
+    from trajemb.analysis.forecast import (
         CONSTANT_ACCELERATION,
         CONSTANT_VELOCITY,
         KNN_RAW,

@@ -1,12 +1,12 @@
 """Benchmark: the encoder and exact search on a CUDA GPU, with how far bf16 moves the results.
 
-``encode``: windows/s of ``trajemb.embed.Embedder`` on the GPU for a shipped checkpoint, in float32
+``encode``: windows/s of ``trajemb.training.embed.Embedder`` on the GPU for a shipped checkpoint, in float32
 (the default on every device) and in bf16 autocast, at several batch sizes, on random-walk windows;
 then, on the first 50,000 of them, the largest embedding difference to the CPU float32 embeddings
 and recall@10 of the neighbours found with GPU embeddings against those found with CPU embeddings
 (2,000 queries).
 
-``search``: ``trajemb.search.TorchFlatIndex`` (exact, PyTorch on CUDA) at each --sizes rows of unit
+``search``: ``trajemb.retrieval.search.TorchFlatIndex`` (exact, PyTorch on CUDA) at each --sizes rows of unit
 D-dimensional vectors: one query at a time (median and p95 ms), batches (queries/s), and agreement
 with FAISS flat on the CPU at the first size.
 
@@ -23,11 +23,11 @@ import faiss
 import numpy as np
 import torch
 
-from trajemb.checkpoint import load_checkpoint
-from trajemb.embed import Embedder
-from trajemb.index import IndexSpec, build_faiss_index
-from trajemb.pipeline import shipped_checkpoints
-from trajemb.search import TorchFlatIndex, recall_at_k
+from trajemb.retrieval.index import IndexSpec, build_faiss_index
+from trajemb.retrieval.search import TorchFlatIndex, recall_at_k
+from trajemb.serving.pipeline import shipped_checkpoints
+from trajemb.training.checkpoint import load_checkpoint
+from trajemb.training.embed import Embedder
 
 FLAT = IndexSpec(kind="flat")  # exact at every size (the default switches to IVF above 250k rows)
 

@@ -50,8 +50,8 @@ def accuracy(bundle: object, name: str, scores: object, sample: int = 2000) -> N
     most unique (by the index) the exact scores put there too."""
     import numpy as np
 
-    from trajemb.bundle import Bundle
-    from trajemb.search import Groups, exact_index, search
+    from trajemb.analysis.bundle import Bundle
+    from trajemb.retrieval.search import Groups, exact_index, search
 
     assert isinstance(bundle, Bundle)
     got = np.asarray(scores)
@@ -89,8 +89,8 @@ def range_recall(bundle: object, name: str, eps: float, sample: int = 2000) -> N
     exact search, on sampled windows."""
     import numpy as np
 
-    from trajemb.bundle import Bundle
-    from trajemb.search import Groups, exact_index, range_search
+    from trajemb.analysis.bundle import Bundle
+    from trajemb.retrieval.search import Groups, exact_index, range_search
 
     assert isinstance(bundle, Bundle)
     emb = np.ascontiguousarray(bundle.embeddings(name).all())
@@ -162,8 +162,8 @@ def main() -> None:
 
     import numpy as np
 
-    from trajemb.bundle import Bundle
-    from trajemb.uniqueness import bundle_uniqueness
+    from trajemb.analysis.bundle import Bundle
+    from trajemb.analysis.uniqueness import bundle_uniqueness
 
     opened = Bundle(bundle)
     opened.index(name)  # loaded before the timing, as a build has it

@@ -31,8 +31,8 @@ from pathlib import Path
 from av2.datasets.motion_forecasting.scenario_serialization import load_argoverse_scenario_parquet
 
 from trajemb.data.av2_motion import find_scenario_files
-from trajemb.prepare import PrepareConfig, prepare_table
-from trajemb.synth.generate import SynthConfig, generate
+from trajemb.data.prepare import PrepareConfig, prepare_table
+from trajemb.data.synth.generate import SynthConfig, generate
 
 #: Stage -> functions whose cumulative profile time is the stage's, minus the nested ones named in
 #: ``NESTED`` (a function's time counts once, in the innermost stage that names it).

@@ -45,8 +45,8 @@ def run(args: list[str], label: str) -> tuple[float, float]:
 def search_figures(bundle: Path, queries: int = 1000) -> None:
     import faiss
 
-    from trajemb.bundle import Bundle
-    from trajemb.search import ShardedFlatIndex, recall_at_k
+    from trajemb.analysis.bundle import Bundle
+    from trajemb.retrieval.search import ShardedFlatIndex, recall_at_k
 
     b = Bundle(bundle)
     name = b.model_names[0]
@@ -86,8 +86,8 @@ def search_figures(bundle: Path, queries: int = 1000) -> None:
 
 
 def trustworthiness(bundle: Path, sample_size: int) -> None:
-    from trajemb.bundle import Bundle
-    from trajemb.projection import ProjectionConfig, project_2d, trustworthiness_on_sample
+    from trajemb.analysis.bundle import Bundle
+    from trajemb.retrieval.projection import ProjectionConfig, project_2d, trustworthiness_on_sample
 
     b = Bundle(bundle)
     emb = np.asarray(b.embeddings(b.model_names[0]).all())
@@ -174,7 +174,7 @@ def main() -> None:
                 else ""
             )
         )
-        from trajemb.bundle import Bundle
+        from trajemb.analysis.bundle import Bundle
 
         query = Bundle(bundle).strings("window_id", [manifest["num_windows"] // 3])[0]
         times = []

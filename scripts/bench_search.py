@@ -22,9 +22,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from trajemb.bundle import Bundle
-from trajemb.index import IndexSpec, build_search_index
-from trajemb.search import ShardedFlatIndex, recall_at_k
+from trajemb.analysis.bundle import Bundle
+from trajemb.retrieval.index import IndexSpec, build_search_index
+from trajemb.retrieval.search import ShardedFlatIndex, recall_at_k
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,9 @@ def main() -> None:
     sharded = ShardedFlatIndex(emb, os.cpu_count() or 1)
     one = per_query_ms(flat.search, q)
     threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)  # what NeighborIndex does for a few queries (trajemb.search.FEW_QUERIES)
+    faiss.omp_set_num_threads(
+        1
+    )  # what NeighborIndex does for a few queries (trajemb.retrieval.search.FEW_QUERIES)
     single = per_query_ms(flat.search, q)
     faiss.omp_set_num_threads(threads)
     split = per_query_ms(sharded.search, q)
@@ -111,7 +113,7 @@ def main() -> None:
     import torch
 
     if torch.cuda.is_available():
-        from trajemb.search import TorchFlatIndex
+        from trajemb.retrieval.search import TorchFlatIndex
 
         report(f"torch CUDA exact ({torch.cuda.get_device_name()})", TorchFlatIndex(emb, "cuda"))
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from trajemb.devices import resolve_device
-from trajemb.model import EncoderConfig
-from trajemb.prepare import PrepareConfig, prepare_table
-from trajemb.similarity import similarity_matrix
-from trajemb.synth.generate import SynthConfig, generate
-from trajemb.train import TrainConfig, Trainer
+from trajemb.core.devices import resolve_device
+from trajemb.data.prepare import PrepareConfig, prepare_table
+from trajemb.data.synth.generate import SynthConfig, generate
+from trajemb.training.model import EncoderConfig
+from trajemb.training.similarity import similarity_matrix
+from trajemb.training.train import TrainConfig, Trainer
 
 
 def original_step(trainer: Trainer, rows: torch.Tensor) -> int:

@@ -26,8 +26,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from trajemb.analysis.forecast import ALIGNMENTS
 from trajemb.cli import main as trajemb
-from trajemb.forecast import ALIGNMENTS
 
 REPO = Path(__file__).resolve().parents[1]
 METHOD_NOTE = {
@@ -64,12 +64,12 @@ def search_frame_ablation(bank_path: str, queries_path: str) -> tuple[float, flo
     the window's agent frame (origin at the first step), futures aligned alike (``last_state``)."""
     import numpy as np
 
-    from trajemb.bundle import Bundle
-    from trajemb.forecast import ForecastConfig, forecast_bank, scenario_keys
-    from trajemb.forecast_metrics import score_forecasts
-    from trajemb.history import history_input
-    from trajemb.search import exact_search
-    from trajemb.store import read_table
+    from trajemb.analysis.bundle import Bundle
+    from trajemb.analysis.forecast import ForecastConfig, forecast_bank, scenario_keys
+    from trajemb.analysis.forecast_metrics import score_forecasts
+    from trajemb.data.history import history_input
+    from trajemb.data.store import read_table
+    from trajemb.retrieval.search import exact_search
 
     bundle, table = Bundle(Path(bank_path)), read_table(Path(queries_path))
     bank = forecast_bank(bundle, ForecastConfig())

@@ -1,7 +1,7 @@
 """How good are the direction labels? Prints their confusion against the truth, as Markdown.
 
 * synthetic held-out scenarios (a seed the rules were not tuned on; they were tuned on seed 22): the
-  labels of the table (lane-graph rule) and of the shape-only rule (``trajemb.labels.direction_class``,
+  labels of the table (lane-graph rule) and of the shape-only rule (``trajemb.data.labels.direction_class``,
   what a user's own query gets) against the generator's ``true_manoeuvre``;
 * the real AV2 fixtures: the table's labels against the windows a person labelled by eye
   (``tests/data/av2_fixture_windows_by_eye.csv``).
@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from trajemb.label_quality import label_agreement, read_labelled_sample, sample_agreement
-from trajemb.labels import direction_class
-from trajemb.prepare import PrepareConfig, prepare_table
-from trajemb.schema import WindowConfig
-from trajemb.store import read_table
-from trajemb.synth.generate import SynthConfig, generate
+from trajemb.analysis.label_quality import label_agreement, read_labelled_sample, sample_agreement
+from trajemb.data.labels import direction_class
+from trajemb.data.prepare import PrepareConfig, prepare_table
+from trajemb.data.schema import WindowConfig
+from trajemb.data.store import read_table
+from trajemb.data.synth.generate import SynthConfig, generate
 
 REPO = Path(__file__).resolve().parents[1]
 BY_EYE = REPO / "tests" / "data" / "av2_fixture_windows_by_eye.csv"
@@ -78,7 +78,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from trajemb.errors import TrajembError
+    from trajemb.core.errors import TrajembError
 
     try:
         main()

@@ -57,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trajemb.engines.ray_embed import embed_table_on_ray
+from trajemb.training.ray_embed import embed_table_on_ray
 
 head, table, checkpoint, out, port = sys.argv[1:]
 embeddings = embed_table_on_ray(Path(table), Path(checkpoint), address=f"{head}:{port}")
@@ -75,8 +75,8 @@ PY
 import socket
 import sys
 
-from trajemb.distributed import wait_for_rendezvous
-from trajemb.errors import ConfigError
+from trajemb.training.distributed import wait_for_rendezvous
+from trajemb.core.errors import ConfigError
 
 head, port, timeout_s = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 try:

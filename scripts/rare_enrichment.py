@@ -3,7 +3,7 @@ raw-space oracle, on synthetic held-out scenarios with the generator's true mano
 
 Builds (or reuses) a bundle of held-out synthetic scenarios (seed 22, never trained on: the shipped
 checkpoints saw seed 1) under every shipped checkpoint, evaluated as ``trajemb bundle`` does (the
-report's ``rare_enrichment``, ``trajemb.evaluate``), and prints the class frequencies and the table
+report's ``rare_enrichment``, ``trajemb.analysis.evaluate``), and prints the class frequencies and the table
 of docs/retrieval-quality.md ("Rare behaviours").
 
 Usage: python scripts/rare_enrichment.py [--scenarios 400] [--work .cache/rare_enrichment]
@@ -17,12 +17,12 @@ import os
 import time
 from pathlib import Path
 
-from trajemb.bundle import Bundle
-from trajemb.bundle_build import BundleConfig, build_bundle
-from trajemb.evaluate import EvalConfig
-from trajemb.pipeline import build_default_table, shipped_checkpoints
-from trajemb.projection import ProjectionConfig
-from trajemb.report import rare_enrichment_table
+from trajemb.analysis.bundle import Bundle
+from trajemb.analysis.evaluate import EvalConfig
+from trajemb.analysis.report import rare_enrichment_table
+from trajemb.retrieval.projection import ProjectionConfig
+from trajemb.serving.bundle_build import BundleConfig, build_bundle
+from trajemb.serving.pipeline import build_default_table, shipped_checkpoints
 
 
 def main() -> None:

@@ -34,9 +34,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from trajemb.cli import main as trajemb
-from trajemb.label_quality import label_agreement, read_labelled_sample, sample_agreement
-from trajemb.report import (
+from trajemb.analysis.label_quality import label_agreement, read_labelled_sample, sample_agreement
+from trajemb.analysis.report import (
     HARD_NOTE,
     goals_table,
     mean_rank_table,
@@ -46,6 +45,7 @@ from trajemb.report import (
     report_table,
     robustness_table,
 )
+from trajemb.cli import main as trajemb
 
 REPO = Path(__file__).resolve().parents[1]
 BY_EYE = REPO / "tests" / "data" / "av2_fixture_windows_by_eye.csv"
@@ -116,7 +116,7 @@ def name_card(folder: Path, name: str) -> None:
 
 
 def bundle_reports(bundle_dir: Path) -> dict[str, dict[str, Any]]:
-    from trajemb.bundle import Bundle
+    from trajemb.analysis.bundle import Bundle
 
     bundle = Bundle(bundle_dir)
     reports: dict[str, dict[str, Any]] = {n: bundle.report(n) or {} for n in bundle.model_names}
@@ -426,7 +426,7 @@ def _synthetic_sections(
 
 
 def _synthetic_label_quality(table: Path) -> str:
-    from trajemb.store import read_table
+    from trajemb.data.store import read_table
 
     meta = read_table(table).meta
     agreement = label_agreement(meta.true_manoeuvre.to_numpy(), meta.direction.to_numpy())
@@ -434,7 +434,7 @@ def _synthetic_label_quality(table: Path) -> str:
 
 
 def _real_label_quality(table: Path) -> str:
-    from trajemb.store import read_table
+    from trajemb.data.store import read_table
 
     meta = read_table(table).meta
     sample = read_labelled_sample(BY_EYE)

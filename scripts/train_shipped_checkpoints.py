@@ -19,14 +19,14 @@ Usage: python scripts/train_shipped_checkpoints.py [--work .cache/shipped] [--ep
 
 ``--recipe pca_residual`` (issue 20) trains ``checkpoints/pca-residual-<similarity>-d<D>``: an encoder
 that starts where PCA to D is (``trajemb train --linear-base pca``: PCA of the training windows plus a
-Transformer correction whose output layer starts at zero, ``trajemb.linear_base``), trained with the
+Transformer correction whose output layer starts at zero, ``trajemb.training.linear_base``), trained with the
 soft-neighbour recipe and every perturbation of the robustness curves (noise, dropped steps, short
 windows); the last epoch is shipped:
   python scripts/train_shipped_checkpoints.py --recipe pca_residual --similarities cosine
 
 ``--history-steps 30`` trains the history checkpoints ``checkpoints/history-<similarity>-d<D>`` instead
 (issue 18, ``trajemb forecast``): the same recipe on the same 6 s windows, the encoder reading each
-window's first 30 steps in the frame of their last state (``trajemb.history``):
+window's first 30 steps in the frame of their last state (``trajemb.data.history``):
   python scripts/train_shipped_checkpoints.py --history-steps 30 --similarities cosine --dims 8,16
 """
 
@@ -38,8 +38,8 @@ import shlex
 import shutil
 from pathlib import Path
 
-from trajemb.checkpoint import git_revision
 from trajemb.cli import main as trajemb
+from trajemb.training.checkpoint import git_revision
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = {

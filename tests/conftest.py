@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trajemb.schema import STEP_S, WindowColumns
-from trajemb.synth.generate import SynthConfig, generate
+from trajemb.data.schema import STEP_S, WindowColumns
+from trajemb.data.synth.generate import SynthConfig, generate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES_ENV = "TRAJEMB_AV2_FIXTURES"
@@ -73,7 +73,7 @@ def synth_v2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def synth_v2_table(synth_v2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The trajectory table of ``synth_v2_dir`` (6 s windows, 1 s stride)."""
-    from trajemb.prepare import PrepareConfig, prepare_table
+    from trajemb.data.prepare import PrepareConfig, prepare_table
 
     out = tmp_path_factory.mktemp("table_v2") / "synth_v2.parquet"
     prepare_table(PrepareConfig(av2_dirs=(str(synth_v2_dir),), workers=1), out, progress=False)
@@ -83,7 +83,7 @@ def synth_v2_table(synth_v2_dir: Path, tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture(scope="session")
 def synth_table(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The trajectory table of ``synth_dir`` (6 s windows, 1 s stride)."""
-    from trajemb.prepare import PrepareConfig, prepare_table
+    from trajemb.data.prepare import PrepareConfig, prepare_table
 
     out = tmp_path_factory.mktemp("table") / "synth.parquet"
     prepare_table(PrepareConfig(av2_dirs=(str(synth_dir),), workers=1), out, progress=False)
@@ -95,7 +95,7 @@ def small_synth_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A table of 10 scenarios (about 1,100 windows, both sides of a 0.2 split by scenario) for tests of
     what a run does around training (run folder, cards, resume refusals, the CLI), not of what it learns:
     an epoch costs under half of ``synth_table``'s."""
-    from trajemb.prepare import PrepareConfig, prepare_table
+    from trajemb.data.prepare import PrepareConfig, prepare_table
 
     root = tmp_path_factory.mktemp("small")
     generate(
@@ -109,8 +109,8 @@ def small_synth_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoints(synth_table: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Two tiny encoders (Cosine D=8, FFT D=4), one epoch each on ``synth_table``."""
-    from trajemb.model import EncoderConfig
-    from trajemb.train import TrainConfig, train
+    from trajemb.training.model import EncoderConfig
+    from trajemb.training.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("ckpts")
     out = []
@@ -126,7 +126,7 @@ def tiny_checkpoints(synth_table: Path, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(scope="session")
 def synth_maps(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from trajemb.prepare import PrepareConfig, prepare_windows
+    from trajemb.data.prepare import PrepareConfig, prepare_windows
 
     maps = tmp_path_factory.mktemp("maps")
     prepare_windows(PrepareConfig(av2_dirs=(str(synth_dir),), workers=1, maps_dir=str(maps)), progress=False)
@@ -140,8 +140,8 @@ def small_bundle(
     synth_maps: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
-    from trajemb.bundle_build import BundleConfig, build_bundle
-    from trajemb.evaluate import EvalConfig
+    from trajemb.analysis.evaluate import EvalConfig
+    from trajemb.serving.bundle_build import BundleConfig, build_bundle
 
     out = tmp_path_factory.mktemp("bundle") / "b"
     # Small robustness curves, so that every report key the explorer shows is exercised.
@@ -155,8 +155,8 @@ def small_bundle(
 def plain_bundle(synth_table: Path, synth_maps: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``synth_table`` under one shipped checkpoint (compact-cosine-d4), without 2-D layout or
     evaluation: seconds to build, for tests of what is computed from a bundle (issue 17's mining)."""
-    from trajemb.bundle_build import BundleConfig, build_bundle
-    from trajemb.projection import ProjectionConfig
+    from trajemb.retrieval.projection import ProjectionConfig
+    from trajemb.serving.bundle_build import BundleConfig, build_bundle
 
     out = tmp_path_factory.mktemp("plain_bundle") / "b"
     config = BundleConfig(projection=ProjectionConfig(method="none"), evaluate=False, device="cpu")
@@ -174,9 +174,9 @@ def plain_bundle(synth_table: Path, synth_maps: Path, tmp_path_factory: pytest.T
 @pytest.fixture(scope="session")
 def history_checkpoint(synth_table: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny history model (issue 18): Cosine D=8 reading the first 30 steps, one epoch on ``synth_table``."""
-    from trajemb.augment import AugmentConfig
-    from trajemb.model import EncoderConfig
-    from trajemb.train import TrainConfig, train
+    from trajemb.training.augment import AugmentConfig
+    from trajemb.training.model import EncoderConfig
+    from trajemb.training.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("history") / "history-d8"
     encoder = EncoderConfig(embedding_dim=8, d_model=32, num_layers=1, num_heads=4, normalize=False)
@@ -202,9 +202,9 @@ def history_bundle(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     """A bank (issue 18): ``synth_table`` with the history model and a whole-window model, evaluated."""
-    from trajemb.bundle_build import BundleConfig, build_bundle
-    from trajemb.evaluate import EvalConfig
-    from trajemb.projection import ProjectionConfig
+    from trajemb.analysis.evaluate import EvalConfig
+    from trajemb.retrieval.projection import ProjectionConfig
+    from trajemb.serving.bundle_build import BundleConfig, build_bundle
 
     out = tmp_path_factory.mktemp("bank") / "bank"
     config = BundleConfig(
@@ -256,9 +256,9 @@ def analytic_windows(speeds: tuple[float, ...], lateral: float, prefix: str) -> 
 @pytest.fixture(scope="session")
 def analytic_bank_dir(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoints: list[Path]) -> Path:
     """A bank bundle of ``analytic_windows`` (5 windows, 4 tracks, 4 scenarios)."""
-    from trajemb.bundle_build import BundleConfig, build_bundle
-    from trajemb.projection import ProjectionConfig
-    from trajemb.store import write_table
+    from trajemb.data.store import write_table
+    from trajemb.retrieval.projection import ProjectionConfig
+    from trajemb.serving.bundle_build import BundleConfig, build_bundle
 
     root = tmp_path_factory.mktemp("analytic")
     windows = analytic_windows(BANK_SPEEDS_MPS, LATERAL_MPS2, "s")
@@ -278,7 +278,7 @@ def ray_local() -> Iterator[None]:
         if os.environ.get(REQUIRE_RAY_ENV):
             pytest.fail(f"Ray is not installed but {REQUIRE_RAY_ENV} is set (pip install -e '.[ray]')")
         pytest.skip("Ray is not installed (pip install -e '.[ray]')")
-    from trajemb.engines.ray_runtime import keep_sigterm_handler
+    from trajemb.core.ray_runtime import keep_sigterm_handler
 
     with keep_sigterm_handler():  # later tests see pytest's own signal handling
         # A small object store: these tests move a few MB, and the machine is shared.
@@ -318,8 +318,8 @@ def forecast_bundle(
 ) -> Path:
     """A bank with maps for the explorer's Forecast page (issue 18): ``synth_table`` under the tiny
     history model, without 2-D layout or evaluation (seconds to build)."""
-    from trajemb.bundle_build import BundleConfig, build_bundle
-    from trajemb.projection import ProjectionConfig
+    from trajemb.retrieval.projection import ProjectionConfig
+    from trajemb.serving.bundle_build import BundleConfig, build_bundle
 
     out = tmp_path_factory.mktemp("forecast_bundle") / "bank"
     config = BundleConfig(projection=ProjectionConfig(method="none"), evaluate=False, device="cpu")

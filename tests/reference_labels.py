@@ -19,10 +19,10 @@ import pyarrow.parquet as pq
 from av2.geometry.interpolate import compute_midpoint_line
 from scipy.spatial import cKDTree
 
-from trajemb.errors import DataError
-from trajemb.frames import wrap_angle_rad
-from trajemb.jsonio import read_json_object
-from trajemb.labels import (
+from trajemb.core.errors import DataError
+from trajemb.core.jsonio import read_json_object
+from trajemb.data.frames import wrap_angle_rad
+from trajemb.data.labels import (
     CURVATURE_HALF_STEPS,
     CURVATURE_MIN_ARC_M,
     HEADING_HALF_CHORD_STEPS,
@@ -45,7 +45,7 @@ from trajemb.labels import (
     arc_lateral_offset_m,
     path_length_m,
 )
-from trajemb.lanes import (
+from trajemb.data.lanes import (
     CANDIDATES,
     CENTERLINE_POINTS,
     CYCLIST_LANE_TYPES,
@@ -55,8 +55,15 @@ from trajemb.lanes import (
     MIN_CHORD_M,
     VEHICLE_LANE_TYPES,
 )
-from trajemb.schema import STEP_S, UNKNOWN_MANOEUVRE, VEHICLE_TYPES, DirectionClass, ManoeuvreTruth, TrackSet
-from trajemb.truth import (
+from trajemb.data.schema import (
+    STEP_S,
+    UNKNOWN_MANOEUVRE,
+    VEHICLE_TYPES,
+    DirectionClass,
+    ManoeuvreTruth,
+    TrackSet,
+)
+from trajemb.data.truth import (
     MAX_SPANS,
     MIN_SPAN_COVERAGE,
     ROUTE_KINDS,
@@ -369,7 +376,7 @@ def match_tracks(graph: LaneGraph, xy: FloatArray, allowed_types: list[tuple[str
     return LaneMatch(lane, lateral, angle, moving & valid, valid)
 
 
-# ---- trajemb/labels.py ----
+# ---- trajemb/data/labels.py ----
 
 
 def heading_increments_rad(xy: FloatArray) -> FloatArray:
@@ -489,7 +496,7 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     )
 
 
-#: Priority of manoeuvres when a window shows several (as ``trajemb.truth.SPAN_PRIORITY``).
+#: Priority of manoeuvres when a window shows several (as ``trajemb.data.truth.SPAN_PRIORITY``).
 _PRIORITY: tuple[str, ...] = (
     DirectionClass.U_TURN.value,
     DirectionClass.LEFT.value,
@@ -600,7 +607,7 @@ def map_direction_class(
     return out.astype(np.str_)
 
 
-# ---- trajemb/truth.py ----
+# ---- trajemb/data/truth.py ----
 
 
 def read_truth(path: Path, track_ids: StrArray, num_steps: int) -> ManoeuvreTruth:

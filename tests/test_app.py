@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from trajemb.bundle import Bundle
-from trajemb.explore import short_id
+from trajemb.analysis.bundle import Bundle
+from trajemb.serving.explore import short_id
 
 from conftest import REPO_ROOT
 
@@ -158,7 +158,7 @@ def test_label_help_agrees_with_itself(app: AppTest) -> None:
     """Issue 22, bug 5: the help said "heading change and lateral offset" above a table whose rules read
     the map first, and cut each rule mid-sentence. Now both readings are named above a table that
     holds every rule in full."""
-    from trajemb.labels import direction_rules
+    from trajemb.data.labels import direction_rules
 
     intro = next(m.value for m in app.markdown if m.value.startswith("**Direction**"))
     assert "lane graph" in intro and "shape decides" in intro and "first that matches wins" in intro
@@ -392,8 +392,8 @@ def test_malformed_reports_leave_cells_empty(
     import json
     import shutil
 
-    from trajemb.bundle import BASELINES_FILE, MANIFEST, REPORT, model_file
-    from trajemb.bundle_build import BundleWriter
+    from trajemb.analysis.bundle import BASELINES_FILE, MANIFEST, REPORT, model_file
+    from trajemb.serving.bundle_build import BundleWriter
 
     root = tmp_path / "b"
     shutil.copytree(small_bundle, root)
@@ -426,9 +426,9 @@ def hostile_bundle(
     synth_table: Path, tiny_checkpoints: list[Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """A bundle whose city and object type strings are Markdown and HTML that would fetch a URL."""
-    from trajemb.bundle_build import BundleConfig, build_bundle
-    from trajemb.evaluate import EvalConfig
-    from trajemb.projection import ProjectionConfig
+    from trajemb.analysis.evaluate import EvalConfig
+    from trajemb.retrieval.projection import ProjectionConfig
+    from trajemb.serving.bundle_build import BundleConfig, build_bundle
 
     root = tmp_path_factory.mktemp("hostile")
     table = pq.read_table(synth_table)
@@ -441,7 +441,7 @@ def hostile_bundle(
     )
     import json
 
-    from trajemb.store import METADATA_KEY, content_hash
+    from trajemb.data.store import METADATA_KEY, content_hash
 
     manifest = json.loads(pq.read_metadata(synth_table).metadata[METADATA_KEY])
     manifest["content_sha256"] = content_hash(table)  # as `prepare` would have written it
@@ -491,10 +491,10 @@ def test_served_bundles_only(small_bundle: Path, monkeypatch: pytest.MonkeyPatch
 @pytest.fixture(scope="module")
 def real_bundle(mf_dir: Path, sensor_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real AV2 fixtures (motion forecasting + sensor logs) in a bundle with a shipped checkpoint."""
-    from trajemb.bundle_build import BundleConfig, build_bundle
-    from trajemb.evaluate import EvalConfig
-    from trajemb.pipeline import shipped_checkpoints
-    from trajemb.prepare import PrepareConfig, prepare_table
+    from trajemb.analysis.evaluate import EvalConfig
+    from trajemb.data.prepare import PrepareConfig, prepare_table
+    from trajemb.serving.bundle_build import BundleConfig, build_bundle
+    from trajemb.serving.pipeline import shipped_checkpoints
 
     root = tmp_path_factory.mktemp("real")
     config = PrepareConfig(
@@ -537,7 +537,7 @@ def test_default_data_progress_shows_only_while_it_is_built(
 
     def fake_build(cache_dir: Path, progress: bool = True, complete: bool = True) -> Path:
         builds.append(cache_dir)
-        logging.getLogger("trajemb.pipeline").info("building the default bundle (fake)")
+        logging.getLogger("trajemb.serving.pipeline").info("building the default bundle (fake)")
         return small_bundle
 
     monkeypatch.delenv("TRAJEMB_BUNDLE", raising=False)
@@ -630,9 +630,9 @@ def test_default_data_is_completed_in_the_background(
     run's thread once killed it at once)."""
     import time
 
-    from trajemb.bundle_build import BundleConfig, build_bundle
-    from trajemb.evaluate import EvalConfig
-    from trajemb.projection import ProjectionConfig
+    from trajemb.analysis.evaluate import EvalConfig
+    from trajemb.retrieval.projection import ProjectionConfig
+    from trajemb.serving.bundle_build import BundleConfig, build_bundle
 
     staged = tmp_path / "default" / "bundle"
     config = BundleConfig(
@@ -704,10 +704,10 @@ def download(app: AppTest, key: str) -> tuple[str, bytes]:
 
 
 def test_neighbour_downloads_are_the_library_tables(app: AppTest, small_bundle: Path) -> None:
-    """What the Explore page downloads is byte for byte what ``trajemb.export`` writes for the same
+    """What the Explore page downloads is byte for byte what ``trajemb.analysis.export`` writes for the same
     neighbours (the CLI's ``search --out``), in both formats, under a safe, telling name."""
-    from trajemb.explore import NeighborOptions, neighbors_frame, search_row
-    from trajemb.export import results_bytes
+    from trajemb.analysis.export import results_bytes
+    from trajemb.serving.explore import NeighborOptions, neighbors_frame, search_row
 
     bundle = Bundle(small_bundle)
     query = bundle.find_row(query_text(app).split()[1])
@@ -729,9 +729,9 @@ def test_neighbour_downloads_are_the_library_tables(app: AppTest, small_bundle: 
 
 def test_rare_view_lists_the_most_unique_first(app: AppTest, small_bundle: Path) -> None:
     """The Rare page lists windows by decreasing stored uniqueness, one per track, narrowed by the label
-    filters; its download is ``trajemb.explore.rare_frame`` byte for byte; a row becomes the query."""
-    from trajemb.explore import rare_frame
-    from trajemb.export import results_bytes
+    filters; its download is ``trajemb.serving.explore.rare_frame`` byte for byte; a row becomes the query."""
+    from trajemb.analysis.export import results_bytes
+    from trajemb.serving.explore import rare_frame
 
     bundle = Bundle(small_bundle)
     model = bundle.model_names[0]
@@ -782,9 +782,9 @@ def test_rare_view_computes_uniqueness_for_older_bundles(
 
 
 def test_duplicates_view_reports_groups_and_downloads_them(app: AppTest, small_bundle: Path) -> None:
-    from trajemb.duplicates import duplicate_groups, find_duplicates
-    from trajemb.explore import duplicates_frame
-    from trajemb.export import results_bytes
+    from trajemb.analysis.duplicates import duplicate_groups, find_duplicates
+    from trajemb.analysis.export import results_bytes
+    from trajemb.serving.explore import duplicates_frame
 
     bundle = Bundle(small_bundle)
     model = bundle.model_names[0]
@@ -809,7 +809,7 @@ def test_duplicates_view_reports_groups_and_downloads_them(app: AppTest, small_b
 
 
 def test_collapse_near_duplicates_is_a_neighbour_option_in_the_url(app: AppTest, small_bundle: Path) -> None:
-    from trajemb.explore import NeighborOptions, search_row
+    from trajemb.serving.explore import NeighborOptions, search_row
 
     bundle = Bundle(small_bundle)
     query = bundle.find_row(query_text(app).split()[1])
@@ -858,10 +858,10 @@ def test_id_list_loads_back_as_gallery_and_filter(app: AppTest, small_bundle: Pa
 
 
 def test_sketch_in_the_url_is_a_query(small_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A drawing (as the Sketch page keeps it in the URL) becomes ``trajemb.sketch``'s window, its
+    """A drawing (as the Sketch page keeps it in the URL) becomes ``trajemb.analysis.sketch``'s window, its
     neighbours are the library's, its download names the query ``drawn``; a drawing that cannot be
     a window is one line, and the speed control changes the window."""
-    from trajemb.explore import NeighborOptions, search_sketch, sketch_query
+    from trajemb.serving.explore import NeighborOptions, search_sketch, sketch_query
 
     bundle = Bundle(small_bundle)
     drawn = "0,0;10,0;20,2;30,6;40,12"
@@ -891,9 +891,9 @@ def test_sketch_in_the_url_is_a_query(small_bundle: Path, monkeypatch: pytest.Mo
 
 def test_selection_and_cluster_downloads_are_the_library_tables(app: AppTest, small_bundle: Path) -> None:
     """A box or lasso selection and a k-means cluster on Embedding space download as
-    ``trajemb.explore.rows_frame`` / ``cluster_frame`` (every window, not only those shown)."""
-    from trajemb.explore import cluster_frame, cluster_labels, rows_frame
-    from trajemb.export import results_bytes
+    ``trajemb.serving.explore.rows_frame`` / ``cluster_frame`` (every window, not only those shown)."""
+    from trajemb.analysis.export import results_bytes
+    from trajemb.serving.explore import cluster_frame, cluster_labels, rows_frame
 
     bundle = Bundle(small_bundle)
     model = bundle.model_names[0]
@@ -918,7 +918,7 @@ def test_sketch_on_the_query_map_is_turned_into_the_agent_frame(
 ) -> None:
     """Drawn on the query's map (city frame): the path along the query's own window comes back as
     (about) that window in its agent frame, and its neighbours are the library's."""
-    from trajemb.explore import NeighborOptions, city_xy, search_sketch, sketch_query
+    from trajemb.serving.explore import NeighborOptions, city_xy, search_sketch, sketch_query
 
     bundle = Bundle(small_bundle)
     app = start(small_bundle, monkeypatch)
@@ -974,7 +974,7 @@ def test_explore_reads_the_manifest_once_per_version(
 ) -> None:
     """Issue 22, item 10: a rerun of Explore no longer parses the manifest again (two megabytes of
     JSON at a million windows) to learn that nothing completes the bundle."""
-    import trajemb.bundle as bundle_module
+    import trajemb.analysis.bundle as bundle_module
 
     at = start(small_bundle, monkeypatch)
     reads: list[Path] = []

@@ -74,9 +74,9 @@ def incomplete_bundle(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     """Two models, no 2-D layouts and no evaluation yet (what the explorer completes in the background)."""
-    from trajemb.bundle_build import BundleConfig, build_bundle
-    from trajemb.evaluate import EvalConfig
-    from trajemb.projection import ProjectionConfig
+    from trajemb.analysis.evaluate import EvalConfig
+    from trajemb.retrieval.projection import ProjectionConfig
+    from trajemb.serving.bundle_build import BundleConfig, build_bundle
 
     config = BundleConfig(
         evaluation=EvalConfig(num_queries=50),
@@ -183,7 +183,7 @@ def test_settings_survive_the_background_completion(
     lock), the explorer's own completion waits and says so with that process's progress, redrawn every
     few seconds; those redraws (fragment runs) once reset the model, k, the filters and the own-query
     inputs of pages not shown, and stripped the URL."""
-    from trajemb.completion import ProgressFile, Step, completion_lock
+    from trajemb.serving.completion import ProgressFile, Step, completion_lock
 
     bundle = tmp_path / "b"
     shutil.copytree(incomplete_bundle, bundle)
@@ -343,7 +343,7 @@ def test_layout_redraws_where_one_zooms_and_hover_shows_the_window(server: str, 
 def test_forecast_page_in_chromium(forecast_bundle: Path, chromium: Any) -> None:
     """Issue 18: the Forecast page draws its map; a click on a retrieved future, and a row of the source
     table, make that bank window the query."""
-    from trajemb.bundle import Bundle
+    from trajemb.analysis.bundle import Bundle
 
     page = chromium
     bundle = Bundle(forecast_bundle)
@@ -426,7 +426,7 @@ def test_sketch_a_query_with_the_mouse(server: str, chromium: Any) -> None:
     assert len(neighbours) >= 2  # the canvas, the overlay (and the maps)
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT_DIR / "sketch.png"))
-    # The neighbours download as a file made when the button is clicked (``trajemb.export``'s table).
+    # The neighbours download as a file made when the button is clicked (``trajemb.analysis.export``'s table).
     with page.expect_download(timeout=WAIT_MS) as download:
         page.locator(".st-key-sketch-download-csv button").first.click()
     assert download.value.suggested_filename.startswith("trajemb-neighbours-")

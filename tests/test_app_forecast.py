@@ -18,8 +18,8 @@ import pytest
 from av2.datasets.motion_forecasting.eval.metrics import compute_ade, compute_brier_fde, compute_fde
 from streamlit.testing.v1 import AppTest
 
-from trajemb.bundle import Bundle
-from trajemb.forecast import (
+from trajemb.analysis.bundle import Bundle
+from trajemb.analysis.forecast import (
     CONSTANT_ACCELERATION,
     CONSTANT_VELOCITY,
     KNN_RAW,
@@ -27,8 +27,8 @@ from trajemb.forecast import (
     forecast_row,
     forecast_window,
 )
-from trajemb.query import parse_track, query_window
-from trajemb.report import forecast_frame, rare_enrichment_frame
+from trajemb.analysis.report import forecast_frame, rare_enrichment_frame
+from trajemb.data.query import parse_track, query_window
 
 from conftest import REPO_ROOT
 
@@ -234,8 +234,8 @@ def test_evaluation_shows_forecast_and_rare_enrichment_tables(
 
 def test_forecast_of_the_sketched_path(forecast_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 18: a sketched history works as well: the path drawn on Sketch (here from a link) is made
-    into the history by ``trajemb.sketch`` and forecast from the bank."""
-    from trajemb.sketch import SketchConfig, sketch_window
+    into the history by ``trajemb.analysis.sketch`` and forecast from the bank."""
+    from trajemb.analysis.sketch import SketchConfig, sketch_window
 
     drawn = "0,0;20,0;35,3;45,12"
     at = start(forecast_bundle, monkeypatch, {"sketch": drawn, "speed": "6"})

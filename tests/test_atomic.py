@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from trajemb.atomic import atomic_dir, atomic_path, remove_stale_temporaries, write_text_atomic
-from trajemb.errors import DataError
+from trajemb.core.atomic import atomic_dir, atomic_path, remove_stale_temporaries, write_text_atomic
+from trajemb.core.errors import DataError
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def _dead_pid() -> int:
 
 
 def test_stale_temporaries_of_dead_processes_are_removed(tmp_path: Path) -> None:
-    import trajemb.atomic as atomic
+    import trajemb.core.atomic as atomic
 
     host = atomic._host()
     dead, alive = _dead_pid(), os.getpid()

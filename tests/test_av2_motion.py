@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from av2.datasets.motion_forecasting.scenario_serialization import load_argoverse_scenario_parquet
 
+from trajemb.core.errors import DataError
 from trajemb.data.av2_motion import find_scenario_files, map_path_for, read_scenario_tracks
-from trajemb.errors import DataError
-from trajemb.schema import VEHICLE_TYPES, VRU_TYPES, Source, WindowConfig
-from trajemb.windows import extract_windows
+from trajemb.data.schema import VEHICLE_TYPES, VRU_TYPES, Source, WindowConfig
+from trajemb.data.windows import extract_windows
 
 
 def test_real_scenario_matches_av2_loader(mf_dir: Path) -> None:
@@ -57,7 +57,7 @@ def test_real_scenario_window_counts(mf_dir: Path) -> None:
 
 
 def test_paper_preset_gives_one_focal_future_window(mf_dir: Path) -> None:
-    from trajemb.schema import PAPER_FOCAL_FUTURE
+    from trajemb.data.schema import PAPER_FOCAL_FUTURE
 
     tracks = read_scenario_tracks(find_scenario_files(mf_dir)[0])
     w = extract_windows(tracks, PAPER_FOCAL_FUTURE)

@@ -10,6 +10,7 @@ import pytest
 from av2.utils.io import read_city_SE3_ego
 from matplotlib.path import Path as MplPath
 
+from trajemb.core.errors import DataError
 from trajemb.data.av2_sensor import (
     EGO_TRACK_ID,
     find_sensor_logs,
@@ -17,9 +18,8 @@ from trajemb.data.av2_sensor import (
     sensor_log_map_path,
 )
 from trajemb.data.maps import load_map_geometry
-from trajemb.errors import DataError
-from trajemb.schema import VEHICLE_TYPES, VRU_TYPES, WindowConfig
-from trajemb.windows import extract_windows
+from trajemb.data.schema import VEHICLE_TYPES, VRU_TYPES, WindowConfig
+from trajemb.data.windows import extract_windows
 
 LOG_CITIES = {
     "3b3570b4": "miami",
@@ -103,7 +103,7 @@ def test_log_without_annotations(sensor_dir: Path, tmp_path: Path) -> None:
 
 
 def test_log_without_poses_is_reported_not_dropped(sensor_dir: Path, tmp_path: Path) -> None:
-    from trajemb.prepare import PrepareConfig, prepare_table
+    from trajemb.data.prepare import PrepareConfig, prepare_table
 
     logs = find_sensor_logs(sensor_dir)
     root = tmp_path / "logs"

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from trajemb.batch_loss import SoftNeighborBatchLoss, TripletBatchLoss, calibrate_threshold
-from trajemb.losses import TripletLoss
-from trajemb.mining import mine_triplets
-from trajemb.similarity import fft_features, similarity_matrix
-from trajemb.soft_neighbor_loss import SoftNeighborLoss
+from trajemb.training.batch_loss import SoftNeighborBatchLoss, TripletBatchLoss, calibrate_threshold
+from trajemb.training.losses import TripletLoss
+from trajemb.training.mining import mine_triplets
+from trajemb.training.similarity import fft_features, similarity_matrix
+from trajemb.training.soft_neighbor_loss import SoftNeighborLoss
 
 B, T, D = 48, 20, 8
 

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trajemb.bundle import BUNDLE_FORMAT, MANIFEST, XY_FILE, Bundle, model_file
-from trajemb.bundle_build import BundleConfig, build_bundle, check_bundle_output, complete_bundle
+from trajemb.analysis.bundle import BUNDLE_FORMAT, MANIFEST, XY_FILE, Bundle, model_file
+from trajemb.analysis.evaluate import EvalConfig
 from trajemb.cli import main
-from trajemb.errors import DataError
-from trajemb.evaluate import EvalConfig
-from trajemb.explore import NeighborOptions, search_row
-from trajemb.projection import ProjectionConfig
-from trajemb.store import read_table
+from trajemb.core.errors import DataError
+from trajemb.data.store import read_table
+from trajemb.retrieval.projection import ProjectionConfig
+from trajemb.serving.bundle_build import BundleConfig, build_bundle, check_bundle_output, complete_bundle
+from trajemb.serving.explore import NeighborOptions, search_row
 
 
 def test_contents_match_the_table(small_bundle: Path, synth_table: Path) -> None:
@@ -199,8 +199,8 @@ def test_unsafe_card_name_is_refused(synth_table: Path, tiny_checkpoints: list[P
 
 def test_history_model_needs_longer_windows(history_checkpoint: Path, tmp_path: Path) -> None:
     """Issue 18: a history model of 30 steps on 30-step windows is refused before any work."""
-    from trajemb.schema import WindowColumns
-    from trajemb.store import write_table
+    from trajemb.data.schema import WindowColumns
+    from trajemb.data.store import write_table
 
     from conftest import analytic_windows
 
@@ -299,7 +299,7 @@ def test_cli_search_evaluate_complete(small_bundle: Path, capsys: pytest.Capture
 def redigest(bundle: Path, keys: list[str], keep_ties: bool = True) -> None:
     """Rewrite the manifest's digests of ``keys`` to match the files, as a tool "repairing" a bundle
     would: with ``keep_ties`` it keeps the entries' other fields, else it writes plain digests."""
-    from trajemb.integrity import digest_file
+    from trajemb.core.integrity import digest_file
 
     manifest = json.loads((bundle / MANIFEST).read_text())
     for key in keys:
@@ -315,7 +315,7 @@ def twin_bundle(
     """Two models of the same dimension (the second one's weights perturbed), no layout or evaluation."""
     import torch
 
-    from trajemb.checkpoint import load_checkpoint, read_card, save_checkpoint
+    from trajemb.training.checkpoint import load_checkpoint, read_card, save_checkpoint
 
     root = tmp_path_factory.mktemp("twins")
     model, _ = load_checkpoint(tiny_checkpoints[0])
@@ -390,7 +390,7 @@ def test_bundles_before_the_ties_still_open(
     """A format-2 bundle (no ties, built from a format-3 table) opens, searches and verifies."""
     import pyarrow.parquet as pq
 
-    from trajemb.store import METADATA_KEY, content_hash
+    from trajemb.data.store import METADATA_KEY, content_hash
 
     table = pq.read_table(synth_table)
     manifest = json.loads(pq.read_metadata(synth_table).metadata[METADATA_KEY])
@@ -438,7 +438,7 @@ def test_a_full_disk_is_blamed_on_the_output(
     """``shutil.copyfile`` names its source when the disk fills up; the message names the bundle."""
     import errno
 
-    import trajemb.bundle_build as bundle_build
+    import trajemb.serving.bundle_build as bundle_build
 
     def full(src: object, dst: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(src), None, str(dst))

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from trajemb.checkpoint import load_checkpoint, save_checkpoint
-from trajemb.errors import DataError
-from trajemb.model import EncoderConfig, TrajectoryEncoder
+from trajemb.core.errors import DataError
+from trajemb.training.checkpoint import load_checkpoint, save_checkpoint
+from trajemb.training.model import EncoderConfig, TrajectoryEncoder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,7 +71,7 @@ def test_corrupt_weights_and_bad_config(tmp_path: Path) -> None:
 def test_failed_save_keeps_previous(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model, folder = make(tmp_path)
     before = (folder / "model.safetensors").read_bytes()
-    import trajemb.checkpoint as ckpt
+    import trajemb.training.checkpoint as ckpt
 
     def boom(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")

@@ -39,7 +39,7 @@ def test_paper_preset(mf_dir: Path, tmp_path: Path) -> None:
         )
         == 0
     )
-    from trajemb.store import read_table
+    from trajemb.data.store import read_table
 
     table = read_table(tmp_path / "p.parquet")
     assert len(table) == 1 and table.meta["category"].tolist() == ["focal"]
@@ -97,8 +97,8 @@ def test_search_writes_its_neighbours_and_collapses_duplicates(plain_bundle: Pat
     import numpy as np
     import pandas as pd
 
-    from trajemb.bundle import Bundle
-    from trajemb.explore import NeighborOptions, search_row
+    from trajemb.analysis.bundle import Bundle
+    from trajemb.serving.explore import NeighborOptions, search_row
 
     bundle = Bundle(plain_bundle)
     query = bundle.strings("window_id", [25])[0]
@@ -138,7 +138,7 @@ def test_search_writes_its_neighbours_and_collapses_duplicates(plain_bundle: Pat
 def test_mine_rare_and_duplicates_write_their_lists(plain_bundle: Path, tmp_path: Path) -> None:
     import pandas as pd
 
-    from trajemb.bundle import Bundle
+    from trajemb.analysis.bundle import Bundle
 
     bundle = Bundle(plain_bundle)
     before = bundle_state(plain_bundle)
@@ -231,9 +231,9 @@ def test_mining_refuses_bad_input_in_one_line(
 
 
 def test_a_list_of_window_ids_not_in_the_bundle_is_refused(plain_bundle: Path, tmp_path: Path) -> None:
-    from trajemb.bundle import Bundle
-    from trajemb.errors import DataError
-    from trajemb.explore import rows_from_id_file
+    from trajemb.analysis.bundle import Bundle
+    from trajemb.core.errors import DataError
+    from trajemb.serving.explore import rows_from_id_file
 
     ids = tmp_path / "ids.txt"
     ids.write_text("\n".join([*Bundle(plain_bundle).strings("window_id", [0, 1]), "synthetic/a/1/0", "b"]))

@@ -10,15 +10,15 @@ from typing import Literal
 import pytest
 
 from trajemb import cli
-from trajemb.bundle_build import BundleConfig
+from trajemb.analysis.forecast_command import ForecastCommand
 from trajemb.cli_fields import add_config_flags, flag_message, set_field_flags
-from trajemb.errors import ConfigError
-from trajemb.fields import Bounds, check_fields, param
-from trajemb.forecast_command import ForecastCommand
-from trajemb.model import EncoderConfig
-from trajemb.schema import WindowConfig
-from trajemb.synth.generate import SynthConfig
-from trajemb.train import TrainConfig
+from trajemb.core.errors import ConfigError
+from trajemb.core.fields import Bounds, check_fields, param
+from trajemb.data.schema import WindowConfig
+from trajemb.data.synth.generate import SynthConfig
+from trajemb.serving.bundle_build import BundleConfig
+from trajemb.training.model import EncoderConfig
+from trajemb.training.train import TrainConfig
 
 #: A value other than the default for each renamed flag (None: a switch).
 OLD_VALUES = {
@@ -197,10 +197,10 @@ def test_errors_name_the_flag_as_typed(
 
 
 def test_k_has_one_bound_and_its_defaults() -> None:
-    from trajemb.explore import NeighborOptions
-    from trajemb.fields import K_MAX, K_MODES_DEFAULT, K_NEIGHBORS_DEFAULT
-    from trajemb.forecast import ForecastConfig
-    from trajemb.uniqueness import UniquenessConfig
+    from trajemb.analysis.forecast import ForecastConfig
+    from trajemb.analysis.uniqueness import UniquenessConfig
+    from trajemb.core.fields import K_MAX, K_MODES_DEFAULT, K_NEIGHBORS_DEFAULT
+    from trajemb.serving.explore import NeighborOptions
 
     assert NeighborOptions().k == UniquenessConfig().k == K_NEIGHBORS_DEFAULT
     assert TrainConfig().val_k == ForecastConfig().k == ForecastCommand("b", "q").k == K_MODES_DEFAULT

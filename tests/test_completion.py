@@ -1,5 +1,5 @@
-"""The completion lock, its progress file and the time-left estimate (``trajemb.completion``), and the
-order of a bundle's completion steps (``trajemb.bundle_build.completion_steps``)."""
+"""The completion lock, its progress file and the time-left estimate (``trajemb.serving.completion``), and the
+order of a bundle's completion steps (``trajemb.serving.bundle_build.completion_steps``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from trajemb.completion import (
+from trajemb.serving.completion import (
     PROGRESS_FILE,
     Progress,
     ProgressFile,
@@ -85,8 +85,10 @@ def test_completion_order_and_robustness_last(
 ) -> None:
     """Layouts come first, then the evaluation, then the robustness curves; robustness added as a last
     step gives exactly the numbers of one evaluation pass with it."""
-    from trajemb.bundle import BASELINES_FILE, Bundle, read_bundle_manifest
-    from trajemb.bundle_build import (
+    from trajemb.analysis.bundle import BASELINES_FILE, Bundle, read_bundle_manifest
+    from trajemb.analysis.evaluate import EvalConfig
+    from trajemb.retrieval.projection import ProjectionConfig
+    from trajemb.serving.bundle_build import (
         BundleConfig,
         BundleWriter,
         build_bundle,
@@ -94,8 +96,6 @@ def test_completion_order_and_robustness_last(
         evaluate_models,
         missing_robustness,
     )
-    from trajemb.evaluate import EvalConfig
-    from trajemb.projection import ProjectionConfig
 
     evaluation = EvalConfig(num_queries=60, robustness=True, robustness_queries=40, robustness_corpus=400)
     staged = BundleConfig(evaluation=evaluation, projection=ProjectionConfig(method="none"), evaluate=False)

@@ -20,14 +20,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from trajemb.core.errors import ConfigError, DataError
 from trajemb.data.av2_motion import read_scenario_tracks
 from trajemb.data.av2_sensor import read_sensor_log_tracks
 from trajemb.data.maps import load_map_geometry, read_map_geometry, save_map_geometry
-from trajemb.errors import ConfigError, DataError
-from trajemb.model import MAX_PARAMETERS, EncoderConfig
-from trajemb.query import MAX_ABS_COORD_M, parse_points
-from trajemb.schema import MAX_GRID_CELLS
-from trajemb.store import read_manifest, read_table, write_table
+from trajemb.data.query import MAX_ABS_COORD_M, parse_points
+from trajemb.data.schema import MAX_GRID_CELLS
+from trajemb.data.store import read_manifest, read_table, write_table
+from trajemb.training.model import MAX_PARAMETERS, EncoderConfig
 
 from conftest import av2_fixtures_dir
 

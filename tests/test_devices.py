@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trajemb.devices import resolve_device
-from trajemb.errors import ConfigError
+from trajemb.core.devices import resolve_device
+from trajemb.core.errors import ConfigError
 
 
 def test_valid_devices() -> None:

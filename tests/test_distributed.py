@@ -17,9 +17,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from trajemb import distributed
-from trajemb.model import EncoderConfig
-from trajemb.train import TrainConfig, Trainer
+from trajemb.training import distributed
+from trajemb.training.model import EncoderConfig
+from trajemb.training.train import TrainConfig, Trainer
 
 TINY = ["--embedding-dim", "8", "--hidden", "32", "--layers", "1", "--heads", "4"]
 # Hard mining and no dropout leave the sampler as the only randomness, so a resumed run can be
@@ -30,7 +30,7 @@ DETERMINISTIC = ["--mining", "hard", "--dropout", "0", "--input-dropout", "0"]
 # between epochs (torchrun then stops the other rank).
 INTERRUPTING_LAUNCHER = """
 import sys
-import trajemb.run_folder as run_folder
+import trajemb.training.run_folder as run_folder
 from trajemb.cli import main
 
 stop_after, argv = int(sys.argv[1]), sys.argv[2:]
@@ -181,7 +181,7 @@ def test_a_rendezvous_that_is_not_a_store_ends_in_one_line_within_its_deadline()
     import time
     from datetime import timedelta
 
-    from trajemb.errors import ConfigError
+    from trajemb.core.errors import ConfigError
 
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))

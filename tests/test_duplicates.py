@@ -13,9 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from scipy.spatial.distance import cdist
 
-from trajemb.bundle import Bundle
-from trajemb.bundle_build import BundleConfig, build_bundle
-from trajemb.duplicates import (
+from trajemb.analysis.bundle import Bundle
+from trajemb.analysis.duplicates import (
     DuplicatesConfig,
     duplicate_groups,
     duplicate_pairs,
@@ -24,11 +23,12 @@ from trajemb.duplicates import (
     raw_check,
     raw_features,
 )
-from trajemb.errors import ConfigError, DataError
-from trajemb.index import IndexSpec, build_faiss_index
-from trajemb.prepare import PrepareConfig, prepare_table
-from trajemb.projection import ProjectionConfig
-from trajemb.search import Groups, ShardedFlatIndex, search
+from trajemb.core.errors import ConfigError, DataError
+from trajemb.data.prepare import PrepareConfig, prepare_table
+from trajemb.retrieval.index import IndexSpec, build_faiss_index
+from trajemb.retrieval.projection import ProjectionConfig
+from trajemb.retrieval.search import Groups, ShardedFlatIndex, search
+from trajemb.serving.bundle_build import BundleConfig, build_bundle
 
 from conftest import REPO_ROOT
 from conftest import clustered_vectors as clustered

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from trajemb.evaluate import EvalConfig, evaluate_features, score_neighbors
-from trajemb.similarity import fft_features
-from trajemb.store import TrajectoryTable
+from trajemb.analysis.evaluate import EvalConfig, evaluate_features, score_neighbors
+from trajemb.data.store import TrajectoryTable
+from trajemb.training.similarity import fft_features
 
 STEPS = 60
 DT_S = 0.1
@@ -96,7 +96,7 @@ def test_per_class_scores_and_neighbour_rules(turns: TrajectoryTable) -> None:
     apart = EvalConfig(**{**config.__dict__, "exclude_scenario": True, "one_per_track": True})
     report = evaluate_features(table, table.xy_agent.reshape(len(table), -1), queries, groups, apart)
     assert report["neighbors"] == {"one_per_track": True, "exclude_scenario": True}
-    from trajemb.evaluate import neighbors_for_scoring
+    from trajemb.analysis.evaluate import neighbors_for_scoring
 
     ids = neighbors_for_scoring(table, table.xy_agent.reshape(len(table), -1), queries, groups, apart)
     scenario = meta["scenario_id"].to_numpy()
@@ -104,7 +104,7 @@ def test_per_class_scores_and_neighbour_rules(turns: TrajectoryTable) -> None:
 
 
 def test_bundle_reports_hold_the_new_keys(small_bundle: Path) -> None:
-    from trajemb.bundle import Bundle
+    from trajemb.analysis.bundle import Bundle
 
     bundle = Bundle(small_bundle)
     report = bundle.report(bundle.model_names[0])
@@ -114,7 +114,7 @@ def test_bundle_reports_hold_the_new_keys(small_bundle: Path) -> None:
     baselines = bundle.baselines()
     assert baselines["oracle_raw"]["mean_rank"]["mean_rank"] >= 1.0 and "per_class" in baselines["random"]
     # issue 17: how well uniqueness finds the rare true manoeuvres, for the model, PCA and the oracle
-    from trajemb.uniqueness import rare_enrichment
+    from trajemb.analysis.uniqueness import rare_enrichment
 
     codes, names = bundle.codes("true_manoeuvre")
     labels = np.asarray(names)[codes]
@@ -144,7 +144,7 @@ def test_no_rare_enrichment_without_true_manoeuvres(turns: TrajectoryTable) -> N
 def test_random_neighbours_and_pca_on_tiny_tables() -> None:
     """Fewer rows outside the query's track than k: -1 pads (no endless draw); PCA on fewer windows
     than D keeps as many components as it can."""
-    from trajemb.evaluate import baseline_reports, random_neighbors
+    from trajemb.analysis.evaluate import baseline_reports, random_neighbors
 
     ids = random_neighbors(np.array([0, 3]), np.array([0, 0, 0, 1, 2]), k=4, seed=0)
     assert (ids[0, :2] >= 3).all() and (ids[0, 2:] == -1).all()
@@ -159,7 +159,7 @@ def test_random_neighbours_and_pca_on_tiny_tables() -> None:
 
 
 def test_scored_corpora_have_a_floor() -> None:
-    from trajemb.errors import ConfigError
+    from trajemb.core.errors import ConfigError
 
     for field in ("mean_rank_corpus", "robustness_corpus", "rare_corpus"):
         with pytest.raises(ConfigError, match="corpus"):
@@ -169,7 +169,7 @@ def test_scored_corpora_have_a_floor() -> None:
 def test_baselines_that_do_not_depend_on_d_are_computed_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Several D: the oracle, random and FFT features once, PCA and the untrained encoder at each D,
     each equal to what a single-D call gives."""
-    import trajemb.evaluate as evaluate
+    import trajemb.analysis.evaluate as evaluate
 
     rng = np.random.default_rng(0)
     xy = np.cumsum(rng.normal(size=(60, 20, 2)), axis=1).astype(np.float32)

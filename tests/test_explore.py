@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trajemb.bundle import Bundle
-from trajemb.errors import ConfigError, DataError
-from trajemb.explore import (
+from trajemb.analysis.bundle import Bundle
+from trajemb.core.errors import ConfigError, DataError
+from trajemb.data.frames import agent_to_city
+from trajemb.data.store import read_table
+from trajemb.serving.explore import (
     NeighborOptions,
     bundle_scenario_rows,
     city_xy,
@@ -37,8 +39,6 @@ from trajemb.explore import (
     sorted_rows,
     timed_scene_context,
 )
-from trajemb.frames import agent_to_city
-from trajemb.store import read_table
 
 
 def test_city_geometry_and_scene_context(small_bundle: Path, synth_table: Path) -> None:
@@ -238,7 +238,7 @@ def test_path_sketches_keep_the_shape() -> None:
 
 # -- issue 17: tables of every list, mining, sketches, collapsing ------------------------------------
 def test_neighbor_tables_hold_the_search_and_collapse_near_duplicates(plain_bundle: Path) -> None:
-    from trajemb.explore import neighbors_frame
+    from trajemb.serving.explore import neighbors_frame
 
     bundle = Bundle(plain_bundle)
     model = bundle.model_names[0]
@@ -268,8 +268,8 @@ def test_rare_windows_by_uniqueness_with_filters(plain_bundle: Path, tmp_path: P
     import json
     import shutil
 
-    from trajemb.bundle import MANIFEST, UNIQUENESS, model_file
-    from trajemb.explore import rare_frame, rare_rows, uniqueness
+    from trajemb.analysis.bundle import MANIFEST, UNIQUENESS, model_file
+    from trajemb.serving.explore import rare_frame, rare_rows, uniqueness
 
     bundle = Bundle(plain_bundle)
     model = bundle.model_names[0]
@@ -301,7 +301,7 @@ def test_rare_windows_by_uniqueness_with_filters(plain_bundle: Path, tmp_path: P
 
 
 def test_duplicate_and_cluster_tables(plain_bundle: Path) -> None:
-    from trajemb.explore import cluster_frame, duplicate_groups, duplicates_frame, rows_frame
+    from trajemb.serving.explore import cluster_frame, duplicate_groups, duplicates_frame, rows_frame
 
     bundle = Bundle(plain_bundle)
     model = bundle.model_names[0]
@@ -326,7 +326,7 @@ def test_duplicate_and_cluster_tables(plain_bundle: Path) -> None:
 
 
 def test_a_drawn_path_is_searched_like_any_window(plain_bundle: Path, tmp_path: Path) -> None:
-    from trajemb.explore import rows_from_id_file, search_sketch, sketch_query
+    from trajemb.serving.explore import rows_from_id_file, search_sketch, sketch_query
 
     bundle = Bundle(plain_bundle)
     model = bundle.model_names[0]

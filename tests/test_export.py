@@ -12,9 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from trajemb.bundle import Bundle
-from trajemb.errors import ConfigError, DataError
-from trajemb.export import (
+from trajemb.analysis.bundle import Bundle
+from trajemb.analysis.export import (
     ID_COLUMNS,
     LABEL_COLUMNS,
     PROVENANCE_COLUMNS,
@@ -26,7 +25,8 @@ from trajemb.export import (
     source_files,
     write_results,
 )
-from trajemb.schema import Source
+from trajemb.core.errors import ConfigError, DataError
+from trajemb.data.schema import Source
 
 
 def test_source_files_name_real_av2_files(mf_dir: Path, sensor_dir: Path) -> None:
@@ -88,7 +88,7 @@ def test_results_round_trip(plain_bundle: Path, tmp_path: Path, suffix: str) -> 
     assert back["start_timestep"].tolist() == frame["start_timestep"].tolist()
     np.testing.assert_array_equal(load_window_ids(bundle, out), rows)
     assert out.read_bytes() == results_bytes(frame, suffix[1:]) or suffix == ".parquet"
-    from trajemb.export import window_ids_from_bytes
+    from trajemb.analysis.export import window_ids_from_bytes
 
     assert window_ids_from_bytes(results_bytes(frame, suffix[1:])) == frame["window_id"].tolist()
     write_results(frame.iloc[:2], out)  # its own earlier list is replaced

@@ -11,9 +11,8 @@ import pandas as pd
 import pytest
 from av2.datasets.motion_forecasting.eval.metrics import compute_ade, compute_fde
 
-from trajemb.bundle import Bundle
-from trajemb.errors import ConfigError, DataError
-from trajemb.forecast import (
+from trajemb.analysis.bundle import Bundle
+from trajemb.analysis.forecast import (
     CONSTANT_ACCELERATION,
     CONSTANT_VELOCITY,
     KNN_RAW,
@@ -25,11 +24,12 @@ from trajemb.forecast import (
     forecast_window,
     scenario_keys,
 )
-from trajemb.frames import agent_to_city
-from trajemb.history import history_input, rotate
-from trajemb.motion_models import constant_velocity
-from trajemb.schema import STEP_S
-from trajemb.store import TrajectoryTable, read_table
+from trajemb.analysis.motion_models import constant_velocity
+from trajemb.core.errors import ConfigError, DataError
+from trajemb.data.frames import agent_to_city
+from trajemb.data.history import history_input, rotate
+from trajemb.data.schema import STEP_S
+from trajemb.data.store import TrajectoryTable, read_table
 
 from conftest import BANK_SPEEDS_MPS, LATERAL_MPS2, analytic_windows
 
@@ -159,8 +159,8 @@ def test_learned_retrieval_reranks_its_shortlist_by_raw_distance(history_bundle:
 
 
 def test_history_models_embed_histories_in_the_bundle(history_bundle: Path, history_checkpoint: Path) -> None:
-    from trajemb.checkpoint import card_history_steps, load_checkpoint, read_card
-    from trajemb.embed import embed_windows
+    from trajemb.training.checkpoint import card_history_steps, load_checkpoint, read_card
+    from trajemb.training.embed import embed_windows
 
     bundle = Bundle(history_bundle)
     histories = [m for m in bundle.model_names if bundle.history_steps(m) is not None]
@@ -243,7 +243,7 @@ def test_forecast_row_for_the_explorer(history_bundle: Path) -> None:
     np.testing.assert_allclose(f.history_xy_agent, xy[:H])
     assert f.truth_xy_agent is not None and f.truth_xy_city is not None
     np.testing.assert_allclose(f.truth_xy_agent, xy[H:])
-    from trajemb.explore import city_xy
+    from trajemb.serving.explore import city_xy
 
     city = city_xy(bundle, [row])[0]
     np.testing.assert_allclose(f.history_xy_city, city[:H], atol=1e-6)
@@ -288,7 +288,7 @@ def test_forecast_window_of_ones_own(history_bundle: Path) -> None:
 
 
 def test_explorer_search_embeds_a_history_for_a_history_model(history_bundle: Path) -> None:
-    from trajemb.explore import NeighborOptions, search_row, search_window
+    from trajemb.serving.explore import NeighborOptions, search_row, search_window
 
     bundle = Bundle(history_bundle)
     model = retrieval_name(bundle).removeprefix("retrieval_")

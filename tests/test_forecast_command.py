@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from trajemb.errors import ConfigError
-from trajemb.forecast_command import ForecastCommand
-from trajemb.store import METADATA_KEY
+from trajemb.analysis.forecast_command import ForecastCommand
+from trajemb.core.errors import ConfigError
+from trajemb.data.store import METADATA_KEY
 
 KEYS = ["minADE6", "minFDE6", "MR6", "brier_minFDE6", "queries"]
 
@@ -60,8 +60,8 @@ def relabelled(table: Path, out: Path, **window_config: object) -> Path:
 
 @pytest.fixture(scope="module")
 def short_tables(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
-    from trajemb.prepare import PrepareConfig, prepare_table
-    from trajemb.schema import WindowConfig
+    from trajemb.data.prepare import PrepareConfig, prepare_table
+    from trajemb.data.schema import WindowConfig
 
     root = tmp_path_factory.mktemp("short")
     tables = {}

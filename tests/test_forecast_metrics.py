@@ -11,7 +11,12 @@ from av2.datasets.motion_forecasting.eval.metrics import (
     compute_is_missed_prediction,
 )
 
-from trajemb.forecast_metrics import fit_temperature, score_forecasts, score_names, softmax_probabilities
+from trajemb.analysis.forecast_metrics import (
+    fit_temperature,
+    score_forecasts,
+    score_names,
+    softmax_probabilities,
+)
 
 
 def test_scores_equal_av2_on_random_forecasts() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trajemb.frames import agent_to_city, city_to_agent, motion_heading_rad, wrap_angle_rad
+from trajemb.data.frames import agent_to_city, city_to_agent, motion_heading_rad, wrap_angle_rad
 
 
 def test_agent_frame_puts_start_at_origin_heading_along_x() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trajemb.errors import ConfigError
-from trajemb.history import check_history_steps, history_input, last_state, rotate, to_history_frame
-from trajemb.schema import STEP_S
+from trajemb.core.errors import ConfigError
+from trajemb.data.history import check_history_steps, history_input, last_state, rotate, to_history_frame
+from trajemb.data.schema import STEP_S
 
 
 def line(
@@ -79,7 +79,7 @@ def test_history_steps_out_of_range(steps: object, length: int) -> None:
 def test_a_bank_with_a_history_model_passes_its_full_check(history_bundle) -> None:  # type: ignore[no-untyped-def]
     """The full check recomputes a sample of each model's embeddings from its checkpoint: a history
     model's from the windows' first H steps in their last-state frame, as the bundle was built."""
-    from trajemb.bundle import Bundle
+    from trajemb.analysis.bundle import Bundle
 
     bundle = Bundle(history_bundle)
     assert any(bundle.history_steps(name) is not None for name in bundle.model_names)
@@ -89,8 +89,8 @@ def test_a_bank_with_a_history_model_passes_its_full_check(history_bundle) -> No
 def test_a_drawn_path_searched_by_a_history_model_says_what_it_reads(history_bundle) -> None:  # type: ignore[no-untyped-def]
     """A history model reads the first H steps of a drawn window: the notes say so (with the steps
     and seconds), and a whole-window model's notes are the drawing's alone."""
-    from trajemb.bundle import Bundle
-    from trajemb.explore import search_sketch, sketch_notes, sketch_query
+    from trajemb.analysis.bundle import Bundle
+    from trajemb.serving.explore import search_sketch, sketch_notes, sketch_query
 
     bundle = Bundle(history_bundle)
     sketch = sketch_query(bundle, [(0.0, 0.0), (20.0, 0.0), (40.0, 6.0)])

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from trajemb.cli import main
-from trajemb.store import METADATA_KEY
+from trajemb.data.store import METADATA_KEY
 
 
 @dataclass
@@ -487,7 +487,7 @@ def bundle_copy(fx: Inputs, tmp: Path) -> Path:
 
 def rewrite_with_digest(bundle: Path, key: str, data: bytes) -> None:
     """Replace a bundle file and its digest in the manifest, as a tool that "repairs" bundles would."""
-    from trajemb.integrity import digest_file
+    from trajemb.core.integrity import digest_file
 
     (bundle / key).write_bytes(data)
     manifest = json.loads((bundle / "bundle.json").read_text())
@@ -663,7 +663,7 @@ def test_skip_bad_goes_past_what_used_to_abort_it(inputs: Inputs, tmp_path: Path
         str(tmp_path / "m"),
     ]
     assert main(args) == 0
-    from trajemb.store import read_table
+    from trajemb.data.store import read_table
 
     skipped = [s["reason"] for s in read_table(out).manifest["skipped"]]
     assert len(skipped) == 3

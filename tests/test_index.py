@@ -7,9 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trajemb.errors import DataError
-from trajemb.index import IndexSpec, build_faiss_index, build_search_index, load_faiss_index, save_faiss_index
-from trajemb.search import recall_at_k
+from trajemb.core.errors import DataError
+from trajemb.retrieval.index import (
+    IndexSpec,
+    build_faiss_index,
+    build_search_index,
+    load_faiss_index,
+    save_faiss_index,
+)
+from trajemb.retrieval.search import recall_at_k
 
 from conftest import clustered_vectors as clustered
 from conftest import unit_vectors as unit

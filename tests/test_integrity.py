@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trajemb.errors import DataError
-from trajemb.integrity import FileDigest, VerifiedArray, VerifiedFile, digest_file
+from trajemb.core.errors import DataError
+from trajemb.core.integrity import FileDigest, VerifiedArray, VerifiedFile, digest_file
 
 
 def test_digest_blocks_and_round_trip(tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trajemb.errors import DataError
-from trajemb.jsonio import read_json_object
+from trajemb.core.errors import DataError
+from trajemb.core.jsonio import read_json_object
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),

@@ -18,18 +18,18 @@ import pyarrow.parquet as pq
 import pytest
 import reference_labels as ref
 
+from trajemb.core.errors import DataError
 from trajemb.data.av2_motion import find_scenario_files, map_path_for, read_scenario_tracks
 from trajemb.data.av2_sensor import find_sensor_logs, read_sensor_log_tracks, sensor_log_map_path
-from trajemb.errors import DataError
-from trajemb.frames import city_to_agent, motion_heading_rad
-from trajemb.labels import map_direction_class, mean_speed_mps, speed_bin
-from trajemb.lanes import lane_types_for, match_tracks, read_lane_graph
-from trajemb.prepare import PrepareConfig, prepare_windows
-from trajemb.schema import Source, TrackSet, WindowColumns, WindowConfig
-from trajemb.synth.scenario import generate_scenario
-from trajemb.synth.writer import write_scenario_dir
-from trajemb.truth import read_truth, truth_path_for
-from trajemb.windows import CityWindows, cut_windows
+from trajemb.data.frames import city_to_agent, motion_heading_rad
+from trajemb.data.labels import map_direction_class, mean_speed_mps, speed_bin
+from trajemb.data.lanes import lane_types_for, match_tracks, read_lane_graph
+from trajemb.data.prepare import PrepareConfig, prepare_windows
+from trajemb.data.schema import Source, TrackSet, WindowColumns, WindowConfig
+from trajemb.data.synth.scenario import generate_scenario
+from trajemb.data.synth.writer import write_scenario_dir
+from trajemb.data.truth import read_truth, truth_path_for
+from trajemb.data.windows import CityWindows, cut_windows
 
 #: sha256 of every column of the fixtures' tables, computed by the code before issue 24.
 PINNED: dict[str, dict[str, object]] = {

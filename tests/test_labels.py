@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trajemb.errors import DataError
-from trajemb.label_quality import label_agreement, read_labelled_sample, sample_agreement
-from trajemb.labels import (
+from trajemb.analysis.label_quality import label_agreement, read_labelled_sample, sample_agreement
+from trajemb.core.errors import DataError
+from trajemb.data.labels import (
     arc_lateral_offset_m,
     direction_class,
     direction_rules,
@@ -129,9 +129,9 @@ def test_label_agreement_on_a_known_case() -> None:
 def test_real_windows_labelled_by_eye(av2_fixtures: Path, tmp_path: Path) -> None:
     """The rules against a person's labels of 54 real fixture windows (54 of 1,688; see the file's header).
     On real maps the lane graph is busier than ours: 72 % agree today; this guards against regressions."""
-    from trajemb.prepare import PrepareConfig, prepare_table
-    from trajemb.schema import WindowConfig
-    from trajemb.store import read_table
+    from trajemb.data.prepare import PrepareConfig, prepare_table
+    from trajemb.data.schema import WindowConfig
+    from trajemb.data.store import read_table
 
     config = PrepareConfig(
         av2_dirs=(str(av2_fixtures / "motion_forecasting"),),
@@ -150,8 +150,8 @@ def test_real_windows_labelled_by_eye(av2_fixtures: Path, tmp_path: Path) -> Non
 
 def test_labelled_sample_rows_are_checked(tmp_path: Path) -> None:
     """A short row, a window labelled twice and a byte-order mark: one-line errors or read as meant."""
-    from trajemb.errors import DataError
-    from trajemb.label_quality import read_labelled_sample
+    from trajemb.analysis.label_quality import read_labelled_sample
+    from trajemb.core.errors import DataError
 
     short = tmp_path / "short.csv"
     short.write_text("window_id,label,sure,note\nabc,left\n")

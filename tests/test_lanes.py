@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from av2.map.map_api import ArgoverseStaticMap
 
+from trajemb.core.errors import DataError
 from trajemb.data.av2_sensor import sensor_log_map_path
-from trajemb.errors import DataError
-from trajemb.labels import map_direction_class
-from trajemb.lanes import (
+from trajemb.data.labels import map_direction_class
+from trajemb.data.lanes import (
     _LANE_MAP_DECODER,
     LaneGraph,
     _plain_lane_graph,
@@ -25,9 +25,9 @@ from trajemb.lanes import (
     read_lane_graph,
     read_map_json,
 )
-from trajemb.schema import Source, TrackSet
-from trajemb.synth.scenario import generate_scenario
-from trajemb.synth.writer import write_scenario_dir
+from trajemb.data.schema import Source, TrackSet
+from trajemb.data.synth.scenario import generate_scenario
+from trajemb.data.synth.writer import write_scenario_dir
 
 WIDTH_M = 3.5
 

@@ -14,17 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from trajemb.atomic import atomic_dir, lock_path, output_lock
 from trajemb.cli import main
-from trajemb.errors import DataError
-from trajemb.outputs import check_output_dir
+from trajemb.core.atomic import atomic_dir, lock_path, output_lock
+from trajemb.core.errors import DataError
+from trajemb.core.outputs import check_output_dir
 
 #: Holds the lock of argv[1] until killed, like a long run of any command would.
 HOLDER = """
 import sys, time
 from pathlib import Path
-from trajemb.atomic import output_lock
-from trajemb.interrupts import Terminated, signals_as_exceptions
+from trajemb.core.atomic import output_lock
+from trajemb.core.interrupts import Terminated, signals_as_exceptions
 try:
     with signals_as_exceptions(), output_lock(Path(sys.argv[1])):
         print("held", flush=True)

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trajemb.errors import ConfigError
-from trajemb.losses import TripletLoss
-from trajemb.mining import Triplets
+from trajemb.core.errors import ConfigError
+from trajemb.training.losses import TripletLoss
+from trajemb.training.mining import Triplets
 
 
 def test_matches_torch_reference() -> None:

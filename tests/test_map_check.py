@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from trajemb.core.errors import DataError
 from trajemb.data.av2_motion import find_scenario_files, map_path_for
-from trajemb.errors import DataError
-from trajemb.map_check import _segment_distances, check_map, summarize
-from trajemb.synth.generate import scenario_of
-from trajemb.synth.scenario import SynthScenario, generate_scenario
-from trajemb.synth.writer import write_scenario_dir
+from trajemb.data.map_check import _segment_distances, check_map, summarize
+from trajemb.data.synth.generate import scenario_of
+from trajemb.data.synth.scenario import SynthScenario, generate_scenario
+from trajemb.data.synth.writer import write_scenario_dir
 
 
 def test_real_fixture_maps(av2_fixtures: Path) -> None:

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from av2.geometry.interpolate import NUM_CENTERLINE_INTERP_PTS, compute_midpoint_line
 
+from trajemb.core.errors import DataError
+from trajemb.data.lanes import read_map_json
 from trajemb.data.maps import (
     MapCache,
     MapGeometry,
@@ -18,8 +20,6 @@ from trajemb.data.maps import (
     read_map_geometry,
     save_map_geometry,
 )
-from trajemb.errors import DataError
-from trajemb.lanes import read_map_json
 
 
 def test_real_maps_reduce(av2_fixtures: Path) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from av2.datasets.motion_forecasting.eval.metrics import compute_ade, compute_fde
 
-from trajemb.metrics import ade_fde, min_ade_fde, retrieval_min_ade_fde
+from trajemb.retrieval.metrics import ade_fde, min_ade_fde, retrieval_min_ade_fde
 
 
 def test_matches_av2() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trajemb.errors import ConfigError
-from trajemb.mining import mine_triplets, pair_masks
+from trajemb.core.errors import ConfigError
+from trajemb.training.mining import mine_triplets, pair_masks
 
 
 def batch(B: int = 24, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

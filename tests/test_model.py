@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from trajemb.errors import ConfigError
-from trajemb.model import EncoderConfig, TrajectoryEncoder, count_parameters
+from trajemb.core.errors import ConfigError
+from trajemb.training.model import EncoderConfig, TrajectoryEncoder, count_parameters
 
 
 def test_output_is_unit_norm() -> None:
@@ -55,7 +55,7 @@ def test_config_validation(kwargs: dict[str, object], message: str) -> None:
 @pytest.mark.parametrize("layers", [1, 2])
 def test_inference_forward_equals_training_forward(layers: int) -> None:
     """The fast inference path (SDPA, folded input projection) gives the same embeddings."""
-    from trajemb.embed import Embedder, embed_windows
+    from trajemb.training.embed import Embedder, embed_windows
 
     torch.manual_seed(layers)
     model = TrajectoryEncoder(
@@ -84,9 +84,9 @@ def test_inference_forward_equals_training_forward(layers: int) -> None:
 def test_gpu_embeddings_equal_cpu_embeddings() -> None:
     """A bundle embedded on a GPU must answer queries embedded on a CPU: float32 by default (an H200
     gave 1.2e-6 at most), bf16 only on request (1.3e-2 there)."""
-    from trajemb.checkpoint import load_checkpoint
-    from trajemb.embed import Embedder
-    from trajemb.pipeline import shipped_checkpoints
+    from trajemb.serving.pipeline import shipped_checkpoints
+    from trajemb.training.checkpoint import load_checkpoint
+    from trajemb.training.embed import Embedder
 
     model, _ = load_checkpoint(shipped_checkpoints()[0])
     x = (torch.randn(5000, 60, 2).cumsum(1) * 0.5).numpy()
@@ -113,8 +113,8 @@ def test_unnormalised_embeddings_keep_their_length_on_both_paths() -> None:
 
 def test_complete_steps_is_perturbs_fill_missing() -> None:
     """The encoder completes missing steps for its linear base as the PCA baseline does (numpy)."""
-    from trajemb.model import complete_steps
-    from trajemb.perturb import fill_missing
+    from trajemb.data.perturb import fill_missing
+    from trajemb.training.model import complete_steps
 
     rng = np.random.default_rng(0)
     xy = np.cumsum(rng.normal(0, 1, (64, 30, 2)), axis=1)
@@ -137,8 +137,8 @@ def pca_residual_model(dim: int = 4, steps: int = 30) -> TrajectoryEncoder:
 def test_a_fresh_pca_residual_encoder_is_its_linear_base_on_both_paths() -> None:
     """The correction's output layer starts at zero: embeddings are exactly the linear map of the
     completed window, through ``forward`` and ``forward_inference``, with and without missing steps."""
-    from trajemb.linear_base import set_linear_base
-    from trajemb.perturb import fill_missing
+    from trajemb.data.perturb import fill_missing
+    from trajemb.training.linear_base import set_linear_base
 
     model = pca_residual_model()
     rng = np.random.default_rng(1)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trajemb.errors import ConfigError
-from trajemb.motion_models import constant_acceleration, constant_velocity, future_times_s
-from trajemb.schema import STEP_S
+from trajemb.analysis.motion_models import constant_acceleration, constant_velocity, future_times_s
+from trajemb.core.errors import ConfigError
+from trajemb.data.schema import STEP_S
 
 
 def quadratic(v0: np.ndarray, a: np.ndarray, steps: int) -> np.ndarray:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from trajemb.errors import ConfigError, DataError
-from trajemb.outputs import (
+from trajemb.core.errors import ConfigError, DataError
+from trajemb.core.outputs import (
     RUN_KIND,
     RUN_MARKER,
     SYNTH_GENERATOR,

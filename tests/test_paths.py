@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trajemb.errors import DataError
-from trajemb.paths import MAX_COMPONENT_BYTES, is_safe_component, resolve_inside, safe_component
+from trajemb.core.errors import DataError
+from trajemb.core.paths import MAX_COMPONENT_BYTES, is_safe_component, resolve_inside, safe_component
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from trajemb.pipeline import DEFAULT_DATA_GENERATOR, DefaultDataPaths, build_default_table
-from trajemb.prepare import PrepareConfig, prepare_table
-from trajemb.store import METADATA_KEY, read_table
-from trajemb.synth.generate import MARKER_FILE, SynthConfig, generate
+from trajemb.data.prepare import PrepareConfig, prepare_table
+from trajemb.data.store import METADATA_KEY, read_table
+from trajemb.data.synth.generate import MARKER_FILE, SynthConfig, generate
+from trajemb.serving.pipeline import DEFAULT_DATA_GENERATOR, DefaultDataPaths, build_default_table
 
 
 def test_default_table_is_reused_and_rebuilt_when_outdated(tmp_path: Path) -> None:
@@ -31,7 +31,7 @@ def test_default_table_is_reused_and_rebuilt_when_outdated(tmp_path: Path) -> No
 def test_default_bundle_checkpoints_open_on_the_default_model(tmp_path: Path) -> None:
     """The built-in bundle's models: the default model first (the explorer opens a bundle on its first
     model), the other shipped checkpoints by name, none of those kept out of it."""
-    from trajemb.pipeline import DEFAULT_MODEL, OUTSIDE_DEFAULT_BUNDLE, default_bundle_checkpoints
+    from trajemb.serving.pipeline import DEFAULT_MODEL, OUTSIDE_DEFAULT_BUNDLE, default_bundle_checkpoints
 
     names = ["compact-cosine-d4", DEFAULT_MODEL, "a-model", *OUTSIDE_DEFAULT_BUNDLE]
     for name in names:

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trajemb.errors import ConfigError, DataError
-from trajemb.prepare import PrepareConfig, prepare_table, prepare_windows
-from trajemb.schema import WindowConfig
-from trajemb.store import read_table
+from trajemb.core.errors import ConfigError, DataError
+from trajemb.data.prepare import PrepareConfig, prepare_table, prepare_windows
+from trajemb.data.schema import WindowConfig
+from trajemb.data.store import read_table
 
 
 def test_real_and_synthetic_in_one_table(
@@ -126,7 +126,7 @@ def test_hidden_and_temporary_folders_are_skipped(synth_dir: Path, tmp_path: Pat
 def test_unexpected_worker_error_is_a_bad_input(
     synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import trajemb.prepare as prepare_module
+    import trajemb.data.prepare as prepare_module
 
     real_cut = prepare_module.cut_job
     victim = sorted(synth_dir.glob("*/scenario_*.parquet"))[2]

@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trajemb.errors import ConfigError
-from trajemb.projection import ProjectionConfig, place_by_neighbors, project_2d, trustworthiness_on_sample
+from trajemb.core.errors import ConfigError
+from trajemb.retrieval.projection import (
+    ProjectionConfig,
+    place_by_neighbors,
+    project_2d,
+    trustworthiness_on_sample,
+)
 
 
 def blobs(n: int, seed: int = 0) -> np.ndarray:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trajemb.errors import DataError
-from trajemb.query import parse_points, parse_track, points_to_window, query_window
+from trajemb.core.errors import DataError
+from trajemb.data.query import parse_points, parse_track, points_to_window, query_window
 
 
 def test_parse_with_and_without_header() -> None:
@@ -89,7 +89,7 @@ def test_window_from_points_is_finite_or_refused() -> None:
 def test_an_upload_is_used_whole_or_not_at_all() -> None:
     """A file over the limit is refused, never cut (a number cut in half is another number), and so is
     one that is not UTF-8."""
-    from trajemb.query import MAX_UPLOAD_BYTES, decode_upload
+    from trajemb.data.query import MAX_UPLOAD_BYTES, decode_upload
 
     rows = "x,y\n" + "".join(f"{i}.123456789,{i}.987654321\n" for i in range(100))
     assert decode_upload(rows.encode(), "q.csv") == rows
@@ -108,7 +108,7 @@ def test_a_long_drive_is_not_squeezed_into_one_window() -> None:
     """Issue 22, bug 8: 200 points of a 20 s drive at 10 m/s became a 6 s window at 33.7 m/s without a
     word. Times (a t column) or a duration now give the first 5.9 s at the true speed, and without
     either the person is told what was assumed."""
-    from trajemb.labels import mean_speed_mps
+    from trajemb.data.labels import mean_speed_mps
 
     t = np.arange(200) * 0.1  # 19.9 s at 10 Hz
     xy = np.stack([10.0 * t, np.zeros_like(t)], axis=1)  # 10 m/s along x

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from trajemb.checkpoint import load_checkpoint
-from trajemb.embed import embed_windows
-from trajemb.engines.ray_embed import embed_table_on_ray, read_xy_agent
-from trajemb.errors import ConfigError
-from trajemb.store import read_table
+from trajemb.core.errors import ConfigError
+from trajemb.data.store import read_table
+from trajemb.training.checkpoint import load_checkpoint
+from trajemb.training.embed import embed_windows
+from trajemb.training.ray_embed import embed_table_on_ray, read_xy_agent
 
 pytestmark = pytest.mark.slow  # each starts a local Ray cluster: seconds, not milliseconds
 
@@ -52,9 +52,9 @@ def test_embed_on_gpu_actor(synth_table: Path, tiny_checkpoints: list[Path], ray
 def test_bundle_on_ray_equals_local(
     synth_table: Path, tiny_checkpoints: list[Path], ray_local: None, tmp_path: Path
 ) -> None:
-    from trajemb.bundle import Bundle
-    from trajemb.bundle_build import BundleConfig, build_bundle
-    from trajemb.projection import ProjectionConfig
+    from trajemb.analysis.bundle import Bundle
+    from trajemb.retrieval.projection import ProjectionConfig
+    from trajemb.serving.bundle_build import BundleConfig, build_bundle
 
     def build(engine: str) -> Bundle:
         config = BundleConfig(

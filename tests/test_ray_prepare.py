@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from trajemb.cli import main
-from trajemb.engines.ray_runtime import check_ray_address
-from trajemb.errors import ConfigError, DataError
-from trajemb.prepare import PrepareConfig, prepare_table
-from trajemb.store import read_table
+from trajemb.core.errors import ConfigError, DataError
+from trajemb.core.ray_runtime import check_ray_address
+from trajemb.data.prepare import PrepareConfig, prepare_table
+from trajemb.data.store import read_table
 
 pytestmark = pytest.mark.slow  # each starts a local Ray cluster: seconds, not milliseconds
 
@@ -151,7 +151,7 @@ def test_an_address_that_is_not_ray_ends_in_one_line_within_its_deadline(
         address,
     ]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("trajemb.engines.ray_runtime.CONNECT_TIMEOUT_S", 1.0)
+        mp.setattr("trajemb.core.ray_runtime.CONNECT_TIMEOUT_S", 1.0)
         assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and address in err[0] and "does not answer as a Ray cluster" in err[0]
@@ -177,9 +177,7 @@ def test_missing_ray_is_one_line(
 
 
 def test_ray_is_not_imported_with_trajemb() -> None:
-    modules = (
-        "trajemb.cli, trajemb.prepare, trajemb.train, trajemb.engines.ray_prepare, trajemb.engines.ray_embed"
-    )
+    modules = "trajemb.cli, trajemb.data.prepare, trajemb.training.train, trajemb.data.ray_prepare, trajemb.training.ray_embed"
     code = f"import sys, {modules}; assert 'ray' not in sys.modules, 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 

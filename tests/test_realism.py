@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import ks_2samp, wasserstein_distance
 
-from trajemb.errors import DataError
-from trajemb.realism import (
+from trajemb.analysis.realism import (
     FEATURE_NAMES,
     MAX_TRACK_LENGTH_S,
     feature_distance,
@@ -15,6 +14,7 @@ from trajemb.realism import (
     moving_windows,
     owned_steps,
 )
+from trajemb.core.errors import DataError
 
 T = 60
 DT = 0.1

@@ -12,13 +12,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from trajemb.analysis.realism import FEATURE_NAMES
+from trajemb.analysis.realism_report import RealismConfig
 from trajemb.cli import main
-from trajemb.errors import ConfigError
-from trajemb.prepare import PrepareConfig, prepare_table, prepare_windows
-from trajemb.realism import FEATURE_NAMES
-from trajemb.realism_report import RealismConfig
-from trajemb.schema import WindowConfig
-from trajemb.store import METADATA_KEY, write_table
+from trajemb.core.errors import ConfigError
+from trajemb.data.prepare import PrepareConfig, prepare_table, prepare_windows
+from trajemb.data.schema import WindowConfig
+from trajemb.data.store import METADATA_KEY, write_table
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trajemb.bundle import Bundle
-from trajemb.errors import DataError
-from trajemb.forecast import KNN_RAW, ForecastConfig, forecast_table
-from trajemb.motion_models import constant_velocity
-from trajemb.prepare import PrepareConfig, prepare_table
-from trajemb.realism_transfer import CONSTANT_VELOCITY, REAL_BANK, TransferConfig, bank_scores, transfer_test
-from trajemb.store import TrajectoryTable, read_table
+from trajemb.analysis.bundle import Bundle
+from trajemb.analysis.forecast import KNN_RAW, ForecastConfig, forecast_table
+from trajemb.analysis.motion_models import constant_velocity
+from trajemb.analysis.realism_transfer import (
+    CONSTANT_VELOCITY,
+    REAL_BANK,
+    TransferConfig,
+    bank_scores,
+    transfer_test,
+)
+from trajemb.core.errors import DataError
+from trajemb.data.prepare import PrepareConfig, prepare_table
+from trajemb.data.store import TrajectoryTable, read_table
 
 from conftest import analytic_windows
 

@@ -1,4 +1,4 @@
-"""Report tables and curves (``trajemb.report``) from hand-written reports: values land in the right
+"""Report tables and curves (``trajemb.analysis.report``) from hand-written reports: values land in the right
 cells, missing scores stay missing, baselines follow models."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trajemb import report
-from trajemb.report import (
+from trajemb.analysis import report
+from trajemb.analysis.report import (
     best_rows,
     goals,
     mean_rank_frame,
@@ -201,7 +201,7 @@ def test_cli_evaluate_prints_forecast_scores(
     assert main(["-q", "evaluate", "--bundle", str(history_bundle)]) == 0
     out = capsys.readouterr().out
     assert "Forecasting by retrieval" in out and "| knn_raw |" in out and "| constant_velocity |" in out
-    # The definitions come from ``trajemb.report`` (the explorer shows the same).
+    # The definitions come from ``trajemb.analysis.report`` (the explorer shows the same).
     assert "* **minFDE6** (lower is better): " + report.FORECAST_METRICS["minFDE"][1] in out
 
 

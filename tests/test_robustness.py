@@ -7,9 +7,8 @@ import pytest
 import torch
 from sklearn.decomposition import PCA
 
-from trajemb.model import EncoderConfig, TrajectoryEncoder
-from trajemb.perturb import Observed, Perturbation, fill_missing, perturb, to_own_frame
-from trajemb.robustness import (
+from trajemb.data.perturb import Observed, Perturbation, fill_missing, perturb, to_own_frame
+from trajemb.retrieval.robustness import (
     RobustnessConfig,
     encoder_features,
     halves,
@@ -20,6 +19,7 @@ from trajemb.robustness import (
     retrieval_scores,
     robustness_curves,
 )
+from trajemb.training.model import EncoderConfig, TrajectoryEncoder
 
 T = 60
 

@@ -8,8 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from trajemb.errors import ConfigError, DataError
-from trajemb.run_folder import RunFolder, append_metrics, check_run_folder, read_metrics, truncate_metrics
+from trajemb.core.errors import ConfigError, DataError
+from trajemb.training.run_folder import (
+    RunFolder,
+    append_metrics,
+    check_run_folder,
+    read_metrics,
+    truncate_metrics,
+)
 
 
 def test_metrics_rows_stay_rectangular_and_truncate_to_the_epochs_done(tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from trajemb.errors import ConfigError, DataError
-from trajemb.index import IndexSpec, build_faiss_index, build_index
-from trajemb.search import (
+from trajemb.core.errors import ConfigError, DataError
+from trajemb.retrieval.index import IndexSpec, build_faiss_index, build_index
+from trajemb.retrieval.search import (
     FEW_QUERIES,
     Groups,
     NeighborIndex,
@@ -563,7 +563,7 @@ def test_torch_cuda_range_search_equals_faiss_flat() -> None:
 def test_range_search_grows_its_chunks_where_results_are_few(monkeypatch: pytest.MonkeyPatch) -> None:
     """The first call bounds the worst case; later calls take more queries where each finds few rows
     (every FAISS call is a parallel region); results are the same as in one call."""
-    import trajemb.search as search_module
+    import trajemb.retrieval.search as search_module
 
     db, tracks = planted_clusters(9)
     rules = {"query_rows": np.arange(len(db)), "exclude": Groups.of(tracks), "query_groups": tracks}

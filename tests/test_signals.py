@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from trajemb.cli import main
-from trajemb.completion import LOCK_FILE
+from trajemb.serving.completion import LOCK_FILE
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
 
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason=
 #: they inherit it): a hung worker when the delay is long, a half-written output when it is short.
 HARNESS = """
 import sys, time
-import trajemb.prepare as prepare
-import trajemb.synth.generate as generate
+import trajemb.data.prepare as prepare
+import trajemb.data.synth.generate as generate
 delay = float(sys.argv[1])
 def slow(real):
     def wrapper(*args, **kwargs):
@@ -140,7 +140,7 @@ class _SignalInFinaliser:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_swallowed_in_a_callback_is_raised_again_at_once(sig: signal.Signals) -> None:
-    from trajemb.interrupts import Terminated, signals_as_exceptions
+    from trajemb.core.interrupts import Terminated, signals_as_exceptions
 
     t0 = time.monotonic()
     with pytest.raises(Terminated) as caught, signals_as_exceptions():
@@ -155,8 +155,8 @@ def test_a_signal_swallowed_in_a_callback_is_raised_again_at_once(sig: signal.Si
 def test_a_signal_dropped_silently_still_stops_output(tmp_path: Path) -> None:
     """Third-party code that catches everything (``except BaseException: pass``) cannot make the stage
     write its result: the pending signal is raised where output would become visible."""
-    from trajemb.atomic import atomic_path
-    from trajemb.interrupts import Terminated, signals_as_exceptions
+    from trajemb.core.atomic import atomic_path
+    from trajemb.core.interrupts import Terminated, signals_as_exceptions
 
     with pytest.raises(Terminated), signals_as_exceptions(), atomic_path(tmp_path / "t.parquet") as tmp:
         tmp.write_text("half")
@@ -236,6 +236,6 @@ def test_sighup_during_completion_leaves_the_bundle_as_it_was(
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 129, stderr[-2000:]
     after = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
-    # The completion's lock file may stay (an empty file that flock locks; ``trajemb.completion``).
+    # The completion's lock file may stay (an empty file that flock locks; ``trajemb.serving.completion``).
     assert after.pop(bundle / LOCK_FILE, b"") == b""
     assert after == before

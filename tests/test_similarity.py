@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from trajemb.errors import ConfigError
-from trajemb.similarity import cosine_similarity_matrix, fft_similarity_matrix, similarity_matrix
+from trajemb.core.errors import ConfigError
+from trajemb.training.similarity import cosine_similarity_matrix, fft_similarity_matrix, similarity_matrix
 
 T = 60
 

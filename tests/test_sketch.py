@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pytest
 
-from trajemb.errors import ConfigError
-from trajemb.frames import agent_to_city
-from trajemb.labels import direction_class
-from trajemb.sketch import MAX_POINTS, SketchConfig, SketchError, sketch_window
+from trajemb.analysis.sketch import MAX_POINTS, SketchConfig, SketchError, sketch_window
+from trajemb.core.errors import ConfigError
+from trajemb.data.frames import agent_to_city
+from trajemb.data.labels import direction_class
 
 
 def rotate(xy: np.ndarray, theta: float, offset: tuple[float, float]) -> np.ndarray:

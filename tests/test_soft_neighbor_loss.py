@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from trajemb.augment import AugmentConfig, augment
-from trajemb.batches import NEIGHBORS, NeighborhoodBatches
-from trajemb.errors import ConfigError
-from trajemb.soft_neighbor_loss import SoftNeighborLoss
+from trajemb.core.errors import ConfigError
+from trajemb.training.augment import AugmentConfig, augment
+from trajemb.training.batches import NEIGHBORS, NeighborhoodBatches
+from trajemb.training.soft_neighbor_loss import SoftNeighborLoss
 
 
 def _reference(

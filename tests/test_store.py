@@ -8,9 +8,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from trajemb.errors import DataError
-from trajemb.schema import WindowColumns
-from trajemb.store import METADATA_KEY, TableWriter, open_table_writer, read_manifest, read_table, write_table
+from trajemb.core.errors import DataError
+from trajemb.data.schema import WindowColumns
+from trajemb.data.store import (
+    METADATA_KEY,
+    TableWriter,
+    open_table_writer,
+    read_manifest,
+    read_table,
+    write_table,
+)
 
 
 def make_windows(n: int = 5, T: int = 30) -> WindowColumns:
@@ -198,7 +205,7 @@ def test_format_3_tables_open_and_say_what_their_hash_cannot_cover(tmp_path: Pat
     and ids; asked to vouch for their labels, verification says to prepare them again."""
     import json
 
-    from trajemb.store import content_hash
+    from trajemb.data.store import content_hash
 
     path = tmp_path / "t.parquet"
     write_table(make_windows(), path, {})

@@ -14,15 +14,15 @@ import pytest
 from av2.datasets.motion_forecasting.scenario_serialization import load_argoverse_scenario_parquet
 from av2.map.map_api import ArgoverseStaticMap
 
+from trajemb.core.errors import ConfigError
 from trajemb.data.av2_motion import find_scenario_files, map_path_for, read_scenario_tracks
-from trajemb.errors import ConfigError
-from trajemb.schema import DirectionClass, Source
-from trajemb.store import read_table
-from trajemb.synth.agents import Driver, drive, speed_profile
-from trajemb.synth.behaviour import GENERATOR_VERSION
-from trajemb.synth.generate import MARKER_FILE, SynthConfig, generate, scenario_of
-from trajemb.synth.scenario import SynthScenario, generate_scenario
-from trajemb.synth.writer import map_json, write_scenario_parquet, write_scenario_parquet_av2
+from trajemb.data.schema import DirectionClass, Source
+from trajemb.data.store import read_table
+from trajemb.data.synth.agents import Driver, drive, speed_profile
+from trajemb.data.synth.behaviour import GENERATOR_VERSION
+from trajemb.data.synth.generate import MARKER_FILE, SynthConfig, generate, scenario_of
+from trajemb.data.synth.scenario import SynthScenario, generate_scenario
+from trajemb.data.synth.writer import map_json, write_scenario_parquet, write_scenario_parquet_av2
 
 
 def test_fast_writer_equals_av2_serializer(tmp_path: Path) -> None:
@@ -113,7 +113,7 @@ def test_drive_waits_at_stop() -> None:
 
 @pytest.mark.parametrize("layout", ["junction4", "junction3", "curved_road"])
 def test_layouts_offer_their_manoeuvres(layout: str) -> None:
-    from trajemb.synth.roads import road_network
+    from trajemb.data.synth.roads import road_network
 
     kinds = set()
     for seed in range(5):
@@ -126,7 +126,7 @@ def test_layouts_offer_their_manoeuvres(layout: str) -> None:
 @pytest.mark.parametrize("layout", ["junction4", "junction3", "curved_road"])
 def test_many_networks_build(layout: str) -> None:
     """Fuzz the generator's geometry over seeds (a short road once broke lane-change placement)."""
-    from trajemb.synth.roads import road_network
+    from trajemb.data.synth.roads import road_network
 
     for seed in range(150):
         net = road_network(np.random.default_rng([seed, 99]), layout)

@@ -12,12 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from trajemb.checkpoint import load_checkpoint
-from trajemb.embed import embed_windows
-from trajemb.errors import ConfigError, DataError
-from trajemb.model import EncoderConfig
-from trajemb.store import METADATA_KEY, read_table
-from trajemb.train import TrainConfig, Trainer, split_by_scenario, train
+from trajemb.core.errors import ConfigError, DataError
+from trajemb.data.store import METADATA_KEY, read_table
+from trajemb.training.checkpoint import load_checkpoint
+from trajemb.training.embed import embed_windows
+from trajemb.training.model import EncoderConfig
+from trajemb.training.train import TrainConfig, Trainer, split_by_scenario, train
 
 TINY = EncoderConfig(embedding_dim=8, d_model=32, num_layers=1, num_heads=4, dropout=0.0)
 
@@ -121,7 +121,7 @@ def test_resume_from_a_state_without_random_streams_says_so(
     state = torch.load(path, weights_only=True)
     assert state["rng_device"] == "cpu" and {"torch_rng", "mining_rng"} <= set(state)
     torch.save({k: v for k, v in state.items() if k not in ("rng_device", "torch_rng", "mining_rng")}, path)
-    with caplog.at_level("WARNING", logger="trajemb.train"):
+    with caplog.at_level("WARNING", logger="trajemb.training.train"):
         Trainer(synth_table, config(epochs=2), out, resume=True, progress=False).fit()
     assert "fresh dropout and mining random streams (saved by an earlier release)" in caplog.text
 
@@ -212,7 +212,7 @@ def test_history_model_card_and_refusals(history_checkpoint: Path, synth_table: 
 
 def test_history_model_with_window_targets(synth_table: Path, tmp_path: Path) -> None:
     """The loss reads whole windows in the histories' last-state frame; the encoder reads histories."""
-    from trajemb.history import history_input, window_in_history_frame
+    from trajemb.data.history import history_input, window_in_history_frame
 
     c = config(
         loss="soft_neighbors", history_steps=30, history_targets="window", batches="neighborhoods", epochs=1
@@ -316,7 +316,7 @@ def test_cli_resume_refuses_a_damaged_training_state(
 
 def test_zero_triplets_is_an_error_not_a_best_checkpoint(small_synth_table: Path, tmp_path: Path) -> None:
     """With threshold -1 every pair is positive: no negatives, no triplets, nothing learned."""
-    from trajemb.train import TrainingError
+    from trajemb.training.train import TrainingError
 
     with pytest.raises(TrainingError, match=r"none of the first \d+ batches yielded a triplet"):
         train(config(epochs=1, threshold=-1.0), small_synth_table, tmp_path / "run", progress=False)
@@ -359,7 +359,7 @@ def test_soft_neighbour_recipe_trains_and_resumes_identically(synth_table: Path,
     embeddings: it learns, and a run killed in epoch 2 and resumed ends with the weights of an
     uninterrupted one (batches and augmentations are drawn per epoch; the dropout and mining streams
     are saved with the last checkpoint)."""
-    from trajemb.augment import AugmentConfig
+    from trajemb.training.augment import AugmentConfig
 
     encoder = EncoderConfig(
         embedding_dim=4,
@@ -398,14 +398,14 @@ def test_card_records_the_revision_the_run_started_from(small_synth_table: Path,
     trainer = Trainer(small_synth_table, config(epochs=1), tmp_path / "run", progress=False)
     started = trainer.git_revision
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("trajemb.train.git_revision", lambda *_: "edited-dirty")
+        mp.setattr("trajemb.training.train.git_revision", lambda *_: "edited-dirty")
         trainer.fit()
     assert load_checkpoint(tmp_path / "run" / "best")[1]["git_revision"] == started != "edited-dirty"
 
 
 def test_one_cycle_warmup_never_divides_by_zero() -> None:
     """OneCycleLR divides by (warm-up steps - 1): 10 steps at warm-up 0.1 used to fail."""
-    from trajemb.train import _one_cycle_warmup
+    from trajemb.training.train import _one_cycle_warmup
 
     for total in (1, 2, 3, 5, 10, 20, 101):
         for fraction in (0.01, 0.1, 0.5, 0.9):
@@ -440,7 +440,7 @@ def test_pca_residual_encoder_starts_at_pca_and_trains(small_synth_table: Path, 
     correction trains; the card records the steps it reads; the triplet loss is refused."""
     from sklearn.decomposition import PCA
 
-    from trajemb.augment import AugmentConfig
+    from trajemb.training.augment import AugmentConfig
 
     encoder = EncoderConfig(
         embedding_dim=4,

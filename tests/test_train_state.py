@@ -10,9 +10,9 @@ import pytest
 import torch
 from test_train import config, killed_in_epoch_2
 
-from trajemb.errors import DataError
-from trajemb.train import TRAIN_STATE_FILE, Trainer
-from trajemb.train_state import check_train_state
+from trajemb.core.errors import DataError
+from trajemb.training.train import TRAIN_STATE_FILE, Trainer
+from trajemb.training.train_state import check_train_state
 
 Edit = Callable[[dict[str, Any]], None]
 

@@ -9,15 +9,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from trajemb.analysis.label_quality import label_agreement
+from trajemb.core.errors import DataError
 from trajemb.data.av2_motion import find_scenario_files, read_scenario_tracks
-from trajemb.errors import DataError
-from trajemb.label_quality import label_agreement
-from trajemb.schema import ManoeuvreTruth, Source
-from trajemb.store import read_table
-from trajemb.synth.geometry import arc_length_m
-from trajemb.synth.scenario import generate_scenario
-from trajemb.synth.writer import write_scenario_dir
-from trajemb.truth import read_truth, truth_path_for, window_true_manoeuvre
+from trajemb.data.schema import ManoeuvreTruth, Source
+from trajemb.data.store import read_table
+from trajemb.data.synth.geometry import arc_length_m
+from trajemb.data.synth.scenario import generate_scenario
+from trajemb.data.synth.writer import write_scenario_dir
+from trajemb.data.truth import read_truth, truth_path_for, window_true_manoeuvre
 
 T = 60
 
@@ -99,7 +99,7 @@ def test_prepared_tables_carry_the_truth(synth_table: Path, synth_dir: Path) -> 
 
 
 def test_real_windows_have_no_truth(mf_dir: Path, tmp_path: Path) -> None:
-    from trajemb.prepare import PrepareConfig, prepare_table
+    from trajemb.data.prepare import PrepareConfig, prepare_table
 
     prepare_table(PrepareConfig(av2_dirs=(str(mf_dir),), workers=1), tmp_path / "t.parquet", progress=False)
     assert set(read_table(tmp_path / "t.parquet").meta.true_manoeuvre) == {"unknown"}

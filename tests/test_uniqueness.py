@@ -10,13 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trajemb.bundle import MANIFEST, UNIQUENESS, Bundle, model_file
-from trajemb.bundle_build import BundleConfig, build_bundle, complete_bundle
-from trajemb.errors import DataError
-from trajemb.index import IndexSpec, build_faiss_index
-from trajemb.projection import ProjectionConfig
-from trajemb.search import ShardedFlatIndex
-from trajemb.uniqueness import UniquenessConfig, rare_classes, rare_enrichment, rare_order, uniqueness_scores
+from trajemb.analysis.bundle import MANIFEST, UNIQUENESS, Bundle, model_file
+from trajemb.analysis.uniqueness import (
+    UniquenessConfig,
+    rare_classes,
+    rare_enrichment,
+    rare_order,
+    uniqueness_scores,
+)
+from trajemb.core.errors import DataError
+from trajemb.retrieval.index import IndexSpec, build_faiss_index
+from trajemb.retrieval.projection import ProjectionConfig
+from trajemb.retrieval.search import ShardedFlatIndex
+from trajemb.serving.bundle_build import BundleConfig, build_bundle, complete_bundle
 
 from conftest import REPO_ROOT
 from conftest import clustered_vectors as clustered
@@ -69,7 +75,7 @@ def test_an_approximate_index_says_so_and_never_underestimates() -> None:
 
 
 def test_ivf_searches_probe_at_least_the_minimum_on_a_copy() -> None:
-    from trajemb.uniqueness import with_min_nprobe
+    from trajemb.analysis.uniqueness import with_min_nprobe
 
     x = clustered(2000, 8)
     ivf = build_faiss_index(x, IndexSpec(kind="ivf", nlist=40, nprobe=2))
@@ -156,7 +162,7 @@ def test_bundles_hold_verified_uniqueness_and_older_ones_get_it_in_place(
 def test_large_exact_bundles_search_an_ivf_index_built_for_it(plain_bundle: Path) -> None:
     """Above exact_max_rows a flat bundle index is not scanned once per window: an IVF index built for
     the scores, recall@10 >= 0.99, says so; its scores are the exact ones almost everywhere."""
-    from trajemb.uniqueness import TARGET_RECALL, bundle_uniqueness
+    from trajemb.analysis.uniqueness import TARGET_RECALL, bundle_uniqueness
 
     bundle = Bundle(plain_bundle)
     name = bundle.model_names[0]
@@ -168,8 +174,8 @@ def test_large_exact_bundles_search_an_ivf_index_built_for_it(plain_bundle: Path
 
 
 def test_a_bundle_ivf_index_is_searched_at_the_minimum_nprobe(synth_table: Path, tmp_path: Path) -> None:
-    from trajemb.index import IndexSpec
-    from trajemb.uniqueness import MIN_NPROBE
+    from trajemb.analysis.uniqueness import MIN_NPROBE
+    from trajemb.retrieval.index import IndexSpec
 
     config = BundleConfig(
         index=IndexSpec(kind="ivf", nlist=40, nprobe=1),

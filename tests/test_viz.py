@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from trajemb.data.maps import MapGeometry
-from trajemb.viz import (
+from trajemb.serving.viz import (
     DIRECTION_COLORS,
     MAP_FILLS,
     OBJECT_TYPE_COLORS,
@@ -214,7 +214,7 @@ def test_playback_draws_each_scene_at_one_moment() -> None:
 
 
 def test_forecast_figure_draws_every_future_from_the_last_history_point() -> None:
-    from trajemb.viz import forecast_figure
+    from trajemb.serving.viz import forecast_figure
 
     square = np.array([[0, 0], [80, 0], [80, 80], [0, 80], [0, 0]], dtype=float)
     geometry = MapGeometry([square[:2]], [square[:2]], [square], [square])
@@ -250,7 +250,7 @@ def test_forecast_figure_draws_every_future_from_the_last_history_point() -> Non
 def test_sketch_figure_draws_with_plotlys_own_tool() -> None:
     """The drawing canvas: Plotly's draw-open-path drag mode, the agent frame's origin marked, the
     drawn path (on top) and the window made of it; on a map, the map's own traces kept."""
-    from trajemb.viz import SKETCH_COLOR, sketch_figure
+    from trajemb.serving.viz import SKETCH_COLOR, sketch_figure
 
     empty = sketch_figure(None, None)
     assert empty.layout.dragmode == "drawopenpath" and empty.layout.yaxis.scaleanchor == "x"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from trajemb.schema import Source, TrackSet, WindowColumns, WindowConfig
-from trajemb.windows import concat_windows, extract_windows
+from trajemb.data.schema import Source, TrackSet, WindowColumns, WindowConfig
+from trajemb.data.windows import concat_windows, extract_windows
 
 
 def make_tracks(valid: np.ndarray, speed_mps: float = 10.0) -> TrackSet:

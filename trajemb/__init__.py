@@ -6,3 +6,7 @@ Streamlit explorer lives in ``app/`` and the recipes in ``scripts/``.
 """
 
 __version__ = "0.1.0"
+
+from trajemb._moved import install as _install_moved
+
+_install_moved()

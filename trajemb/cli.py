@@ -2,7 +2,7 @@
 
 Expected failures (``TrajembError``, a file system refusing a write, memory running out) print one
 line and exit with status 2; anything else is a bug and keeps its traceback. SIGINT exits with 130,
-SIGTERM and SIGHUP with 128 + the signal, after the same cleanup (``trajemb.interrupts``); a closed
+SIGTERM and SIGHUP with 128 + the signal, after the same cleanup (``trajemb.core.interrupts``); a closed
 output pipe (``trajemb info t | head -2``) ends the command quietly with 141, as SIGPIPE would.
 """
 
@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING, cast
 
 from trajemb import __version__
 from trajemb.cli_fields import ConfigFlags, add_config_flags, flag_message, set_field_flags
-from trajemb.errors import ConfigError, TrajembError
-from trajemb.interrupts import Terminated, raise_if_pending, signals_as_exceptions
-from trajemb.schema import PAPER_FOCAL_FUTURE, WindowConfig
+from trajemb.core.errors import ConfigError, TrajembError
+from trajemb.core.interrupts import Terminated, raise_if_pending, signals_as_exceptions
+from trajemb.data.schema import PAPER_FOCAL_FUTURE, WindowConfig
 
 if TYPE_CHECKING:
-    from trajemb.bundle import Bundle
-    from trajemb.bundle_build import BundleConfig
-    from trajemb.explore import Neighbors
-    from trajemb.forecast_command import ForecastCommand
-    from trajemb.train import TrainConfig
+    from trajemb.analysis.bundle import Bundle
+    from trajemb.analysis.forecast_command import ForecastCommand
+    from trajemb.serving.bundle_build import BundleConfig
+    from trajemb.serving.explore import Neighbors
+    from trajemb.training.train import TrainConfig
 
 log = logging.getLogger("trajemb")
 
@@ -96,13 +96,13 @@ SYNTH_RENAMED = {"--scenarios": "num_scenarios", "--av2-serializer": "use_av2_se
 
 
 def _synth_flags(p: argparse.ArgumentParser) -> ConfigFlags:
-    from trajemb.synth.generate import SynthConfig
+    from trajemb.data.synth.generate import SynthConfig
 
     return add_config_flags(p, SynthConfig, renamed=SYNTH_RENAMED)
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from trajemb.synth.generate import SynthConfig, generate
+    from trajemb.data.synth.generate import SynthConfig, generate
 
     config = cast(SynthConfig, args.config_flags.build(args))
     seconds = generate(config, Path(args.out), progress=not args.quiet)
@@ -111,7 +111,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from trajemb.prepare import PrepareConfig, prepare_table
+    from trajemb.data.prepare import PrepareConfig, prepare_table
 
     config = PrepareConfig(
         av2_dirs=tuple(args.av2 or ()),
@@ -136,7 +136,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from trajemb.store import read_table
+    from trajemb.data.store import read_table
 
     table = read_table(Path(args.table), verify=args.verify, require_full_hash=args.verify)
     if args.json:
@@ -166,7 +166,7 @@ TRAIN_RENAMED = {
 
 def _train_flags(p: argparse.ArgumentParser) -> ConfigFlags:
     """``trajemb train``: a flag per field of ``TrainConfig`` (the encoder's fields unprefixed)."""
-    from trajemb.train import TrainConfig
+    from trajemb.training.train import TrainConfig
 
     return add_config_flags(p, TrainConfig, nested={"encoder": ""}, renamed=TRAIN_RENAMED)
 
@@ -178,8 +178,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from trajemb.distributed import is_main_process
-    from trajemb.train import train
+    from trajemb.training.distributed import is_main_process
+    from trajemb.training.train import train
 
     config = train_config(args)
     best = train(
@@ -227,7 +227,7 @@ BUNDLE_RENAMED = {
 def _bundle_flags(p: argparse.ArgumentParser) -> ConfigFlags:
     """``trajemb bundle``: a flag per field of ``BundleConfig``; ``--seed`` also seeds the evaluation and
     the layouts (their own seeds are not flags)."""
-    from trajemb.bundle_build import BundleConfig
+    from trajemb.serving.bundle_build import BundleConfig
 
     return add_config_flags(
         p, BundleConfig, skip=("evaluation.seed", "projection.seed"), renamed=BUNDLE_RENAMED
@@ -246,7 +246,7 @@ def bundle_config(args: argparse.Namespace) -> BundleConfig:
 
 
 def _cmd_bundle(args: argparse.Namespace) -> int:
-    from trajemb.bundle_build import build_bundle
+    from trajemb.serving.bundle_build import build_bundle
 
     config = bundle_config(args)
     maps = Path(args.maps) if args.maps else None
@@ -261,16 +261,16 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
 
 
 def _cmd_complete(args: argparse.Namespace) -> int:
-    from trajemb.bundle_build import complete_bundle
+    from trajemb.serving.bundle_build import complete_bundle
 
     if args.parent_pid is not None:  # started by the explorer: end with it, and yield the CPU to it
         import signal
 
-        from trajemb.workers import tie_to_parent
+        from trajemb.core.workers import tie_to_parent
 
         tie_to_parent(args.parent_pid)
         # A terminal's Ctrl-C reaches the explorer's whole process group: the explorer decides. SIGTERM
-        # and SIGHUP keep stopping it cleanly (``trajemb.interrupts``).
+        # and SIGHUP keep stopping it cleanly (``trajemb.core.interrupts``).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         os.nice(5)
 
@@ -283,8 +283,8 @@ def _cmd_complete(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from trajemb.bundle import Bundle
-    from trajemb.explore import NeighborOptions, neighbor_records, search_row
+    from trajemb.analysis.bundle import Bundle
+    from trajemb.serving.explore import NeighborOptions, neighbor_records, search_row
 
     if args.draw is not None:
         return _cmd_search_drawing(args)
@@ -316,7 +316,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         collapse_duplicates_eps=_number("--collapse-duplicates", args.collapse_duplicates),
     )
     if args.out:
-        from trajemb.export import check_results_output
+        from trajemb.analysis.export import check_results_output
 
         check_results_output(args.out, inputs=[args.bundle])
     nb = search_row(bundle, model, row, options)
@@ -372,9 +372,15 @@ def _drawn_points(text: str) -> list[tuple[float, float]]:
 
 
 def _cmd_search_drawing(args: argparse.Namespace) -> int:
-    """``trajemb search --draw``: the neighbours of a drawn path (agent frame, ``trajemb.sketch``)."""
-    from trajemb.bundle import Bundle
-    from trajemb.explore import NeighborOptions, neighbor_records, search_sketch, sketch_notes, sketch_query
+    """``trajemb search --draw``: the neighbours of a drawn path (agent frame, ``trajemb.analysis.sketch``)."""
+    from trajemb.analysis.bundle import Bundle
+    from trajemb.serving.explore import (
+        NeighborOptions,
+        neighbor_records,
+        search_sketch,
+        sketch_notes,
+        sketch_query,
+    )
 
     bundle = Bundle(Path(args.bundle))
     model = args.model or bundle.model_names[0]
@@ -394,7 +400,7 @@ def _cmd_search_drawing(args: argparse.Namespace) -> int:
         duration_s=_number("--duration", args.duration),
     )
     if args.out:
-        from trajemb.export import check_results_output
+        from trajemb.analysis.export import check_results_output
 
         check_results_output(args.out, inputs=[args.bundle])
     nb = search_sketch(bundle, model, sketch, options)
@@ -429,10 +435,10 @@ def _number(flag: str, text: str | None) -> float | None:
 def _write_neighbors(
     bundle: Bundle, model: str, nb: Neighbors, out: str, quiet: bool, query_window_id: str = ""
 ) -> None:
-    """``trajemb search --out``: the neighbours as a table (``trajemb.export``), format by suffix;
+    """``trajemb search --out``: the neighbours as a table (``trajemb.analysis.export``), format by suffix;
     ``query_window_id`` names a query that is not a bundle window (``drawn``)."""
-    from trajemb.explore import neighbors_frame
-    from trajemb.export import write_results
+    from trajemb.analysis.export import write_results
+    from trajemb.serving.explore import neighbors_frame
 
     path = write_results(neighbors_frame(bundle, model, nb, query_window_id), out, inputs=[bundle.root])
     if not quiet:
@@ -457,21 +463,21 @@ def _csv(text: str | None) -> tuple[str, ...]:
 
 def _open_for_mining(bundle_path: str, model: str | None, out: str | None) -> tuple[Bundle, str]:
     """The bundle and model a mine command reads; ``--out`` checked before any work."""
-    from trajemb.bundle import Bundle
+    from trajemb.analysis.bundle import Bundle
 
     bundle = Bundle(Path(bundle_path))
     name = model or bundle.model_names[0]
     bundle.model_entry(name)
     if out:
-        from trajemb.export import check_results_output
+        from trajemb.analysis.export import check_results_output
 
         check_results_output(out, inputs=[bundle_path])
     return bundle, name
 
 
 def _cmd_mine_rare(args: argparse.Namespace) -> int:
-    from trajemb.explore import check_label_filters, rare_frame
-    from trajemb.uniqueness import RareConfig
+    from trajemb.analysis.uniqueness import RareConfig
+    from trajemb.serving.explore import check_label_filters, rare_frame
 
     config = RareConfig(
         bundle=args.bundle,
@@ -493,7 +499,7 @@ def _cmd_mine_rare(args: argparse.Namespace) -> int:
         else "computed now: this bundle stores none (`trajemb complete` adds it)"
     )
     if config.out:
-        from trajemb.export import write_results
+        from trajemb.analysis.export import write_results
 
         path = write_results(frame, config.out, inputs=[config.bundle])
         print(f"wrote the {len(frame)} most unique windows under {model} to {path} (uniqueness {how})")
@@ -510,7 +516,7 @@ def _cmd_mine_rare(args: argparse.Namespace) -> int:
 
 
 def _cmd_mine_duplicates(args: argparse.Namespace) -> int:
-    from trajemb.duplicates import DuplicatesConfig, duplication_report, find_duplicates
+    from trajemb.analysis.duplicates import DuplicatesConfig, duplication_report, find_duplicates
 
     eps = _number("--eps", args.eps)
     assert eps is not None  # a required flag
@@ -542,9 +548,9 @@ def _cmd_mine_duplicates(args: argparse.Namespace) -> int:
     else:
         _print_duplication(report, config.raw_eps_m)
     if config.out:
-        from trajemb.duplicates import duplicate_groups
-        from trajemb.explore import duplicates_frame
-        from trajemb.export import write_results
+        from trajemb.analysis.duplicates import duplicate_groups
+        from trajemb.analysis.export import write_results
+        from trajemb.serving.explore import duplicates_frame
 
         groups = duplicate_groups(pairs.below(config.eps), bundle.groups, config.by_track)
         frame = duplicates_frame(bundle, model, config.eps, config.space, config.by_track, groups)
@@ -608,7 +614,7 @@ def _add_mine_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], f
     p.set_defaults(func=_cmd_mine_rare)
     p = kinds.add_parser("duplicates", help="near-duplicate windows of different tracks, grouped")
     if full:
-        from trajemb.duplicates import CHECK_SAMPLE, DEFAULT_RAW_EPS_M
+        from trajemb.analysis.duplicates import CHECK_SAMPLE, DEFAULT_RAW_EPS_M
 
         p.add_argument("--bundle", required=True)
         p.add_argument("--model", default=None, help="model name (default: the first)")
@@ -635,8 +641,8 @@ def _add_mine_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], f
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from trajemb.bundle import Bundle
-    from trajemb.report import report_table
+    from trajemb.analysis.bundle import Bundle
+    from trajemb.analysis.report import report_table
 
     reports = Bundle(Path(args.bundle)).checked_reports()
     if args.json:
@@ -649,7 +655,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _print_forecast_scores(reports: dict[str, dict[str, object]]) -> None:
     """Issue 18: the forecast scores of the bundle's history models, where it has any."""
-    from trajemb.report import (
+    from trajemb.analysis.report import (
         definitions_markdown,
         forecast_definitions,
         forecast_frame,
@@ -665,10 +671,10 @@ def _print_forecast_scores(reports: dict[str, dict[str, object]]) -> None:
 
 
 def _cmd_forecast(args: argparse.Namespace) -> int:
-    from trajemb.forecast_command import run_forecast, scores_json, scores_table
+    from trajemb.analysis.forecast_command import run_forecast, scores_json, scores_table
 
     command = cast("ForecastCommand", args.config_flags.build(args))
-    from trajemb.report import definitions_markdown, forecast_definitions
+    from trajemb.analysis.report import definitions_markdown, forecast_definitions
 
     result = run_forecast(command, progress=not args.quiet)
     if command.json:
@@ -679,11 +685,11 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
 
 
 def _add_forecast_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], full: bool) -> None:
-    """Issue 18: ``trajemb forecast``, flags one-to-one onto ``trajemb.forecast_command.ForecastCommand``."""
+    """Issue 18: ``trajemb forecast``, flags one-to-one onto ``trajemb.analysis.forecast_command.ForecastCommand``."""
     p = sub.add_parser("forecast", help="forecast windows from their histories by retrieval, scored with av2")
     if not full:
         return
-    from trajemb.forecast_command import ForecastCommand
+    from trajemb.analysis.forecast_command import ForecastCommand
 
     flags = add_config_flags(p, ForecastCommand)
     set_field_flags(p, flags)
@@ -692,14 +698,14 @@ def _add_forecast_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from trajemb.pipeline import run_demo
+    from trajemb.serving.pipeline import run_demo
 
     run_demo(Path(args.cache), args.scenarios, args.seed, progress=not args.quiet)
     return 0
 
 
 def _cmd_realism(args: argparse.Namespace) -> int:
-    from trajemb.realism_report import RealismConfig, realism_report, report_markdown
+    from trajemb.analysis.realism_report import RealismConfig, realism_report, report_markdown
 
     config = RealismConfig(
         synthetic=tuple(args.synthetic),
@@ -726,7 +732,7 @@ def _add_realism_command(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.set_defaults(func=_cmd_realism)
     if not full:  # realism's modules (scipy.signal) take most of a second to import
         return
-    from trajemb.realism_report import DEFAULT_MAP_SAMPLE
+    from trajemb.analysis.realism_report import DEFAULT_MAP_SAMPLE
 
     p.add_argument(
         "--synthetic",

@@ -1,4 +1,4 @@
-"""Command-line flags built from the fields of a config dataclass (``trajemb.fields``), for ``trajemb.cli``.
+"""Command-line flags built from the fields of a config dataclass (``trajemb.core.fields``), for ``trajemb.cli``.
 
 Each field becomes one flag named as the field (``batch_size`` -> ``--batch-size``), with the field's
 help text, its type, its choices (from a ``Literal``), its default and its bounds; a bool becomes
@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass
 from typing import Any
 
-from trajemb.fields import field_types, literal_choices, unwrap_optional
+from trajemb.core.fields import field_types, literal_choices, unwrap_optional
 
 #: Namespace attribute: dest -> the option string that set it.
 SPELLINGS = "_flag_spellings"

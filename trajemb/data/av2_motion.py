@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from trajemb.errors import DataError
-from trajemb.paths import safe_component
-from trajemb.schema import CATEGORY_FROM_AV2, MAX_GRID_CELLS, MAX_TRACK_STEPS, Source, TrackSet
+from trajemb.core.errors import DataError
+from trajemb.core.paths import safe_component
+from trajemb.data.schema import CATEGORY_FROM_AV2, MAX_GRID_CELLS, MAX_TRACK_STEPS, Source, TrackSet
 
 SCENARIO_GLOB = "scenario_*.parquet"
 MAP_PREFIX = "log_map_archive_"
@@ -44,7 +44,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, object]] = {
 
 def is_hidden_or_temporary(name: str) -> bool:
     """Names discovery skips: hidden entries (``.git``, the temporaries of an interrupted write, which
-    ``trajemb.atomic`` names ``.<name>.<pid>...tmp``) and ``*.tmp`` / ``*.partial`` leftovers."""
+    ``trajemb.core.atomic`` names ``.<name>.<pid>...tmp``) and ``*.tmp`` / ``*.partial`` leftovers."""
     return name.startswith(".") or name.endswith((".tmp", ".partial"))
 
 

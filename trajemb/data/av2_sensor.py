@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.feather as feather
 from av2.geometry.geometry import quat_to_mat
 
+from trajemb.core.errors import DataError
+from trajemb.core.paths import safe_component
 from trajemb.data.av2_motion import is_hidden_or_temporary
-from trajemb.errors import DataError
-from trajemb.paths import safe_component
-from trajemb.schema import (
+from trajemb.data.schema import (
     MAX_GRID_CELLS,
     MAX_TRACK_STEPS,
     STEP_S,

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trajemb.atomic import atomic_path
-from trajemb.errors import DataError
-from trajemb.paths import resolve_inside, safe_component
-from trajemb.schema import FloatArray
+from trajemb.core.atomic import atomic_path
+from trajemb.core.errors import DataError
+from trajemb.core.paths import resolve_inside, safe_component
+from trajemb.data.schema import FloatArray
 
 if TYPE_CHECKING:
     from av2.map.map_api import ArgoverseStaticMap
@@ -93,7 +93,7 @@ def load_map_geometry(map_json: Path) -> MapGeometry:
 
 
 def map_geometry_from_json(data: dict[str, Any], map_json: Path) -> MapGeometry:
-    """``load_map_geometry`` of a map already decoded (``trajemb.lanes.read_map_json``, which ``prepare``
+    """``load_map_geometry`` of a map already decoded (``trajemb.data.lanes.read_map_json``, which ``prepare``
     reads once for the lane graph and the map cache alike): the same arrays, without av2's object model.
 
     Only maps in av2's schema exactly as its parser reads them take this path (every key av2 reads
@@ -391,7 +391,7 @@ class MapCache:
     """Reduced maps on disk as ``<map_key>.npz``: AV2 map keys (scenario or log ids) are unique.
 
     Map keys come from files (a table's ``map_key`` column, map file names): each must be a plain file
-    name, and the cache file must resolve inside the cache folder (``trajemb.paths``).
+    name, and the cache file must resolve inside the cache folder (``trajemb.core.paths``).
     """
 
     def __init__(self, cache_dir: Path) -> None:

@@ -1,0 +1,1151 @@
+"""Plotly figure builders for the explorer: maps, trajectories in agent and city frames, 2-D layouts.
+
+Figures are assembled as plain dicts and wrapped without plotly's per-property validation
+(``_validate=False``; the tests validate every builder's output once), which keeps a redraw of the
+explorer in milliseconds. Polylines of one kind share a trace, separated by ``None`` gaps. Every
+string that comes from data goes through ``plain`` (plotly renders a subset of HTML in titles, legends
+and hover text). Colours: the Okabe-Ito palette (safe for the common colour-vision deficiencies), with
+fixed colours per direction class and per object type, and a distinct colour per neighbour rank
+(``RANK_COLORS``).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+
+from trajemb.data.maps import MapGeometry
+
+#: Okabe & Ito (2008): distinguishable under the common colour-vision deficiencies.
+OKABE_ITO: tuple[str, ...] = (
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#CC79A7",
+    "#56B4E9",
+    "#D55E00",
+    "#000000",
+    "#F0E442",
+)
+#: Paul Tol's "muted" scheme, for categorical labels with more values than Okabe-Ito has colours.
+TOL_MUTED: tuple[str, ...] = (
+    "#332288",
+    "#88CCEE",
+    "#44AA99",
+    "#117733",
+    "#999933",
+    "#DDCC77",
+    "#CC6677",
+    "#882255",
+    "#AA4499",
+    "#DDDDDD",
+)
+PALETTE: tuple[str, ...] = OKABE_ITO + TOL_MUTED
+QUERY_COLOR = "#000000"
+#: One hue per direction class (how each class is decided: ``trajemb.data.labels``).
+DIRECTION_COLORS: dict[str, str] = {
+    # Left and right manoeuvres in unrelated hues (blue / orange, green / purple), so that a turn is
+    # never confused with its own lane change or with its mirror image.
+    "straight": "#999999",
+    "left": "#0072B2",
+    "right": "#E69F00",
+    "u_turn": "#D55E00",
+    "lane_change_left": "#009E73",
+    "lane_change_right": "#CC79A7",
+    "stationary": "#000000",
+}
+#: One hue per AV2 object type.
+OBJECT_TYPE_COLORS: dict[str, str] = {
+    "vehicle": "#0072B2",
+    "bus": "#E69F00",
+    "pedestrian": "#009E73",
+    "cyclist": "#CC79A7",
+    "motorcyclist": "#D55E00",
+    "riderless_bicycle": "#56B4E9",
+    "moped": "#882255",
+    "static": "#999999",
+    "background": "#DDDDDD",
+    "construction": "#999933",
+    "unknown": "#000000",
+}
+#: Plot toolbars stand upright in a strip of their own on the right (lying along the top they covered
+#: the titles of the map panels and of narrow plots).
+TOOLBAR: dict[str, Any] = {"orientation": "v"}
+TOOLBAR_PX = 36
+
+
+def plain(text: object) -> str:
+    """A data string made safe for plotly text (which renders a subset of HTML)."""
+    return html.escape(str(text), quote=False)
+
+
+def label_colors(label_name: str, categories: Sequence[str]) -> list[str]:
+    """A colour for each category: fixed for direction and object type, the palette otherwise."""
+    fixed = (
+        DIRECTION_COLORS
+        if label_name == "direction"
+        else OBJECT_TYPE_COLORS
+        if label_name == "object_type"
+        else {}
+    )
+    out, i = [], 0
+    for cat in categories:
+        if cat in fixed:
+            out.append(fixed[cat])
+        else:
+            out.append(PALETTE[i % len(PALETTE)])
+            i += 1
+    return out
+
+
+#: One colour per neighbour rank, up to the explorer's largest k (20), most distinct first: Okabe-Ito's
+#: blue, then colours of Glasbey's "dark" palette (colorcet's ``glasbey_dark``: maximally distinct,
+#: nothing light) picked greedily to keep every pair at least 26 CIELAB units apart and away from
+#: black (the query), the grey lane lines and the other road users; each has a contrast of at least
+#: 3:1 (WCAG's minimum for graphics) on white, on the grey drivable area and on the yellow crosswalks.
+RANK_COLORS: tuple[str, ...] = (
+    "#0072B2",
+    "#BA00FD",
+    "#D60000",
+    "#018700",
+    "#C63189",
+    "#8E7B01",
+    "#6466EF",
+    "#773416",
+    "#60006E",
+    "#CA0044",
+    "#008069",
+    "#7B2F4F",
+    "#BF03B8",
+    "#004B00",
+    "#0000DD",
+    "#380000",
+    "#5901A3",
+    "#364424",
+    "#5949A3",
+    "#C85748",
+)
+#: Map backgrounds the rank colours must stand out on (``map_traces``), as drawn over white.
+MAP_FILLS = {"drivable area": "rgba(200,200,200,0.45)", "crosswalk": "rgba(240,200,60,0.35)"}
+
+
+def rank_colors(k: int) -> list[str]:
+    """A colour per neighbour rank (``RANK_COLORS``; repeated beyond 20)."""
+    return [RANK_COLORS[i % len(RANK_COLORS)] for i in range(max(0, k))]
+
+
+def figure(data: list[dict[str, Any]], layout: dict[str, Any]) -> go.Figure:
+    """A plotly figure from plain dicts, without per-property validation."""
+    return go.Figure(data=data, layout=layout, _validate=False)
+
+
+def _joined(polylines: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Polylines in one x and one y array, separated by NaN (a gap in plotly)."""
+    if not polylines:
+        return np.zeros(0), np.zeros(0)
+    parts = []
+    gap = np.full((1, 2), np.nan)
+    for p in polylines:
+        parts += [np.asarray(p, dtype=np.float64)[:, :2], gap]
+    xy = np.concatenate(parts).astype(np.float32)  # centimetres in float32: half the bytes of float64
+    return xy[:, 0], xy[:, 1]
+
+
+def _clip_lines(
+    polylines: Sequence[np.ndarray], box: tuple[float, float, float, float] | None
+) -> list[np.ndarray]:
+    """The pieces of each line that pass through ``box`` (one point beyond each edge kept, so the line
+    still reaches the border): a lane boundary several hundred metres long sends only what is seen."""
+    if box is None:
+        return list(polylines)
+    x0, y0, x1, y1 = box
+    out = []
+    for p in polylines:
+        inside = (p[:, 0] >= x0) & (p[:, 0] <= x1) & (p[:, 1] >= y0) & (p[:, 1] <= y1)
+        keep = inside.copy()
+        keep[:-1] |= inside[1:]
+        keep[1:] |= inside[:-1]
+        if keep.all():
+            out.append(p)
+            continue
+        idx = np.flatnonzero(keep)
+        for run in np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1):
+            if len(run) >= 2:
+                out.append(p[run])
+    return out
+
+
+def _crop(polylines: Sequence[np.ndarray], box: tuple[float, float, float, float] | None) -> list[np.ndarray]:
+    if box is None:
+        return list(polylines)
+    x0, y0, x1, y1 = box
+    return [
+        p
+        for p in polylines
+        if p[:, 0].max() >= x0 and p[:, 0].min() <= x1 and p[:, 1].max() >= y0 and p[:, 1].min() <= y1
+    ]
+
+
+def _heading_deg(xy: np.ndarray) -> float:
+    """Plotly marker angle (degrees clockwise from up) of the direction of travel at the end of ``xy``."""
+    d = np.asarray(xy[-1], dtype=np.float64) - np.asarray(xy[max(0, len(xy) - 4)], dtype=np.float64)
+    if not np.isfinite(d).all() or np.hypot(*d) < 1e-6:
+        return 90.0
+    return float(90.0 - math.degrees(math.atan2(d[1], d[0])))
+
+
+def _ends(
+    paths: Sequence[np.ndarray],
+    colors: Sequence[str],
+    size: float,
+    axes: dict[str, str] | None = None,
+    starts: bool = True,
+) -> list[dict[str, Any]]:
+    """Start (circle; ``starts``) and end (arrow along the direction of travel) markers of each path, in
+    one trace (each trace is a layer that the browser draws and compares again on every redraw)."""
+    if not paths:
+        return []
+    n = len(paths)
+    ends = [np.array([p[-1] for p in paths])]
+    symbols, sizes, angles, widths = (
+        ["arrow"] * n,
+        [size * 1.3] * n,
+        [_heading_deg(p) for p in paths],
+        [0.5] * n,
+    )
+    fill = list(colors)
+    if starts:
+        ends.insert(0, np.array([p[0] for p in paths]))
+        symbols, sizes = ["circle"] * n + symbols, [size * 0.7] * n + sizes
+        angles, widths, fill = [0.0] * n + angles, [1.0] * n + widths, fill + fill
+    xy = np.concatenate(ends)
+    return [
+        {
+            "type": "scatter",
+            "mode": "markers",
+            "showlegend": False,
+            "hoverinfo": "skip",
+            **(axes or {}),
+            "x": xy[:, 0],
+            "y": xy[:, 1],
+            "marker": {
+                "symbol": symbols,
+                "size": sizes,
+                "color": fill,
+                "angle": angles,
+                "line": {"color": "white", "width": widths},
+            },
+        }
+    ]
+
+
+def _axis(title: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "title": {"text": title, "font": {"size": 11}},
+        "showgrid": True,
+        "gridcolor": "#eee",
+        "zeroline": False,
+        **extra,
+    }
+
+
+def agent_frame_figure(
+    query_xy: np.ndarray | None,
+    neighbors_xy: Sequence[np.ndarray],
+    names: Sequence[str],
+    colors: Sequence[str] | None = None,
+    rows: Sequence[int] | None = None,
+    title: str = "Query and neighbours (agent frame)",
+    height: int = 430,
+) -> go.Figure:
+    """Query (thick black dots) and neighbours overlaid in the agent frame; circles mark starts, arrows
+    ends. ``rows`` (customdata) lets a click on a neighbour select it."""
+    colors = list(colors or rank_colors(len(neighbors_xy)))
+    data: list[dict[str, Any]] = []
+    for i, (xy, name) in enumerate(zip(neighbors_xy, names, strict=True)):
+        data += _clickable_line(
+            xy,
+            {"name": plain(name), "legendgroup": f"n{i}"},
+            {"color": colors[i], "width": 2},
+            {"size": 5, "color": colors[i]},
+            None if rows is None else int(rows[i]),
+            f"{plain(name)}<extra></extra>",
+        )
+    paths, path_colors = list(neighbors_xy), colors[: len(neighbors_xy)]
+    if query_xy is not None:
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": np.round(query_xy[:, 0], 2),
+                "y": np.round(query_xy[:, 1], 2),
+                "name": "query",
+                "line": {"color": QUERY_COLOR, "width": 4, "dash": "dot"},
+                "hoverinfo": "skip",
+            }
+        )
+        paths, path_colors = [*paths, query_xy], [*path_colors, QUERY_COLOR]
+    data += _ends(paths, path_colors, 9)
+    # Below the plot, as many entries a row as their names allow (at the side, a column of 20
+    # neighbours was cut after #17; five long names a row overlapped each other in a narrow plot).
+    longest = max((len(n) for n in [*names, "query"]), default=0)
+    per_row = 5 if longest <= 5 else 3 if longest <= 12 else 2
+    legend_rows = math.ceil((len(neighbors_xy) + (query_xy is not None)) / per_row)
+    layout = {
+        "title": {"text": plain(title), "font": {"size": 13}},
+        "height": height + 20 * legend_rows,
+        "plot_bgcolor": "white",
+        "margin": {"l": 50, "r": TOOLBAR_PX, "t": 35, "b": 60 + 20 * legend_rows},
+        "modebar": TOOLBAR,
+        "clickmode": "event+select",
+        "dragmode": "pan",
+        "legend": {
+            "orientation": "h",
+            "font": {"size": 10},
+            "x": 0,
+            "xanchor": "left",
+            "y": -0.14,
+            "yanchor": "top",
+            "entrywidth": 1.0 / per_row,
+            "entrywidthmode": "fraction",
+        },
+        "xaxis": _axis("x (m, agent frame: initial heading)"),
+        "yaxis": _axis("y (m, to the left)", scaleanchor="x", scaleratio=1),
+    }
+    return figure(data, layout)
+
+
+@dataclass(frozen=True)
+class MapPanel:
+    """One window on its map: city-frame geometry, title, colour, the other road users around it."""
+
+    title: str
+    window_xy: np.ndarray  # (T, 2) city frame
+    color: str
+    geometry: MapGeometry | None = None
+    others_xy: Sequence[np.ndarray] = ()
+    row: int | None = None  # customdata: a click on the window picks this row
+    others_offset: Sequence[int] = ()  # step of the window at which each other polyline starts
+
+
+def map_traces(
+    geometry: MapGeometry, box: tuple[float, float, float, float] | None, axes: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Drivable areas and crossings (filled) and lane boundaries (lines) in the city frame."""
+    traces = []
+    for polys, fill in (
+        (geometry.drivable_areas, MAP_FILLS["drivable area"]),
+        (geometry.crossings, MAP_FILLS["crosswalk"]),
+    ):
+        x, y = _joined(_crop(polys, box))
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": x,
+                "y": y,
+                "fill": "toself",
+                "fillcolor": fill,
+                "line": {"width": 0},
+                "hoverinfo": "skip",
+                "showlegend": False,
+                **axes,
+            }
+        )
+    x, y = _joined(_clip_lines(_crop(geometry.lane_boundaries, box), box))
+    traces.append(
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "x": x,
+            "y": y,
+            "line": {"color": "rgba(110,110,110,0.8)", "width": 0.8},
+            "hoverinfo": "skip",
+            "showlegend": False,
+            **axes,
+        }
+    )
+    return traces
+
+
+def map_grid_figure(
+    panels: Sequence[MapPanel],
+    columns: int = 3,
+    panel_height: int = 270,
+    margin_m: float = 20.0,
+    at_step: int | None = None,
+) -> go.Figure:
+    """Every panel as a small map in one figure (one redraw instead of one per map): the window thick,
+    other road users of its scenario during the same seconds thin and faint, start circle, end arrow.
+
+    ``at_step``: the scene at one moment, the same step of every window (playback): each window thick
+    up to that step and faint after it, with a dot where it is; the other road users as dots where
+    they are then (those present; ``others_offset`` places them in time), with their path so far."""
+    n = max(1, len(panels))
+    columns = max(1, min(columns, n))
+    rows_n = math.ceil(n / columns)
+    gap_x, gap_y = 0.03, 0.14 / rows_n
+    width = (1.0 - gap_x * (columns - 1)) / columns
+    height = (1.0 - gap_y * (rows_n - 1)) / rows_n
+    data: list[dict[str, Any]] = []
+    layout: dict[str, Any] = {
+        "height": rows_n * panel_height + 30,
+        "plot_bgcolor": "white",
+        "showlegend": False,
+        "margin": {"l": 10, "r": TOOLBAR_PX, "t": 30, "b": 10, "autoexpand": False},  # drawn once
+        "modebar": TOOLBAR,
+        "clickmode": "event+select",
+        "dragmode": "pan",
+        "annotations": [],
+    }
+    for i, panel in enumerate(panels):
+        r, c = divmod(i, columns)
+        suffix = "" if i == 0 else str(i + 1)
+        axes = {"xaxis": f"x{suffix}", "yaxis": f"y{suffix}"}
+        x0, y0 = panel.window_xy.min(axis=0) - margin_m
+        x1, y1 = panel.window_xy.max(axis=0) + margin_m
+        box = (float(x0), float(y0), float(x1), float(y1))
+        if panel.geometry is not None:
+            data += map_traces(panel.geometry, box, axes)
+        if panel.others_xy and at_step is None:
+            x, y = _joined(list(panel.others_xy))
+            data.append(
+                {
+                    "type": "scatter",
+                    "mode": "lines",
+                    "x": x,
+                    "y": y,
+                    "hoverinfo": "skip",
+                    "line": {"color": "rgba(60,60,140,0.35)", "width": 1.5},
+                    **axes,
+                }
+            )
+            data += _ends(
+                list(panel.others_xy), ["rgba(60,60,140,0.45)"] * len(panel.others_xy), 6, axes, starts=False
+            )
+        elif panel.others_xy and at_step is not None:
+            data += _others_at(panel, at_step, axes)
+        if at_step is not None:
+            data += _window_at(panel, at_step, axes)
+            data += _map_window_traces(panel, axes, faint=True)
+        else:
+            data += _map_window_traces(panel, axes, faint=False)
+            data += _ends([panel.window_xy], [panel.color], 11, axes)
+        dx = [max(0.0, c * (width + gap_x)), min(1.0, c * (width + gap_x) + width)]
+        dy = [max(0.0, 1.0 - r * (height + gap_y) - height), min(1.0, 1.0 - r * (height + gap_y))]
+        layout[f"xaxis{suffix}"] = {
+            "domain": dx,
+            "range": [box[0], box[2]],
+            "showgrid": False,
+            "zeroline": False,
+            "showticklabels": False,
+            "constrain": "domain",
+        }
+        layout[f"yaxis{suffix}"] = {
+            "domain": dy,
+            "range": [box[1], box[3]],
+            "showgrid": False,
+            "zeroline": False,
+            "showticklabels": False,
+            "scaleanchor": f"x{suffix}",
+            "constrain": "domain",
+        }
+        layout["annotations"].append(
+            {
+                "text": f"<span style='color:{panel.color}'>■</span> {plain(panel.title)}",
+                "x": dx[0],
+                "y": dy[1],
+                "xref": "paper",
+                "yref": "paper",
+                "xanchor": "left",
+                "yanchor": "bottom",
+                "showarrow": False,
+                "font": {"size": 11, "color": "#222"},
+            }
+        )
+        data.append(_scale_bar(box, axes, layout["annotations"]))
+    return figure(data, layout)
+
+
+#: Every this many steps a trajectory carries a marker one can click (plotly selects points, not
+#: lines); a marker on each of the 60 steps made every redraw of the maps and the overlay several times
+#: slower in the browser (one SVG node each).
+CLICK_EVERY = 5
+
+
+def _clickable_line(
+    xy: np.ndarray,
+    common: dict[str, Any],
+    line: dict[str, Any],
+    marker: dict[str, Any],
+    row: int | None,
+    hovertemplate: str,
+) -> list[dict[str, Any]]:
+    """A trajectory as a line, and markers every ``CLICK_EVERY`` steps (and at the end) that carry its
+    ``row`` as customdata, so that a click near it picks it."""
+    take = np.unique(np.r_[np.arange(0, len(xy), CLICK_EVERY), len(xy) - 1])
+    points: dict[str, Any] = {
+        "type": "scatter",
+        "mode": "markers",
+        "x": np.round(xy[take, 0], 2),
+        "y": np.round(xy[take, 1], 2),
+        "marker": marker,
+        "unselected": {"marker": {"opacity": 1}},
+        "hovertemplate": hovertemplate,
+        **common,
+        "showlegend": False,
+    }
+    if row is not None:
+        points["customdata"] = np.full(len(take), row)
+    path = {
+        "type": "scatter",
+        "mode": "lines",
+        "x": np.round(xy[:, 0], 2),
+        "y": np.round(xy[:, 1], 2),
+        "line": line,
+        "hoverinfo": "skip",
+        **common,
+    }
+    return [path, points]
+
+
+def _map_window_traces(panel: MapPanel, axes: dict[str, str], faint: bool) -> list[dict[str, Any]]:
+    """The window as a clickable line (its row as customdata); ``faint`` under a playback."""
+    return _clickable_line(
+        panel.window_xy,
+        {"opacity": 0.35 if faint else 1.0, **axes},
+        {"color": panel.color, "width": 2 if faint else 3.5},
+        {"size": 4 if faint else 5, "color": panel.color},
+        panel.row,
+        f"{plain(panel.title)}<extra></extra>",
+    )
+
+
+def _window_at(panel: MapPanel, step: int, axes: dict[str, str]) -> list[dict[str, Any]]:
+    """The window driven up to ``step``, thick, with a dot where it is."""
+    j = int(np.clip(step, 0, len(panel.window_xy) - 1))
+    done = panel.window_xy[: j + 1]
+    common = {"type": "scatter", "hoverinfo": "skip", **axes}
+    return [
+        {
+            **common,
+            "mode": "lines",
+            "x": done[:, 0],
+            "y": done[:, 1],
+            "line": {"color": panel.color, "width": 4},
+        },
+        {
+            **common,
+            "mode": "markers",
+            "x": done[-1:, 0],
+            "y": done[-1:, 1],
+            "marker": {"size": 13, "color": panel.color, "line": {"color": "white", "width": 2}},
+        },
+    ]
+
+
+def _others_at(panel: MapPanel, step: int, axes: dict[str, str]) -> list[dict[str, Any]]:
+    """The other road users present at ``step`` of the window: their path so far and a dot."""
+    offsets = list(panel.others_offset) or [0] * len(panel.others_xy)
+    trails, now = [], []
+    for offset, poly in zip(offsets, panel.others_xy, strict=True):
+        j = step - int(offset)
+        if 0 <= j < len(poly):
+            trails.append(poly[: j + 1])
+            now.append(poly[j])
+    if not now:
+        return []
+    x, y = _joined(trails)
+    here = np.asarray(now)
+    common = {"type": "scatter", "hoverinfo": "skip", **axes}
+    return [
+        {**common, "mode": "lines", "x": x, "y": y, "line": {"color": "rgba(60,60,140,0.45)", "width": 1.5}},
+        {
+            **common,
+            "mode": "markers",
+            "x": here[:, 0],
+            "y": here[:, 1],
+            "marker": {"size": 8, "color": "rgba(60,60,140,0.8)", "line": {"color": "white", "width": 1}},
+        },
+    ]
+
+
+def _scale_bar(
+    box: tuple[float, float, float, float], axes: dict[str, str], annotations: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A bar of a round length (about a fifth of the panel) in its lower left corner, labelled in metres:
+    each small map has its own zoom."""
+    width = box[2] - box[0]
+    length = max((v for v in (5, 10, 20, 50, 100, 200, 500, 1000) if v <= width / 4), default=5)
+    x0, y0 = box[0] + 0.05 * width, box[1] + 0.06 * (box[3] - box[1])
+    annotations.append(
+        {
+            "text": f"{length} m",
+            "x": x0 + length / 2,
+            "y": y0,
+            "xref": axes["xaxis"],
+            "yref": axes["yaxis"],
+            "yanchor": "bottom",
+            "showarrow": False,
+            "font": {"size": 9, "color": "#333"},
+        }
+    )
+    return {
+        "type": "scatter",
+        "mode": "lines",
+        "x": [x0, x0 + length],
+        "y": [y0, y0],
+        "hoverinfo": "skip",
+        "line": {"color": "#333", "width": 2},
+        "showlegend": False,
+        **axes,
+    }
+
+
+def projection_raster(
+    xy: np.ndarray,
+    codes: np.ndarray,
+    colors: Sequence[str],
+    extent: tuple[float, float, float, float],
+    size_px: tuple[int, int] = (900, 640),
+    point_px: int = 3,
+) -> bytes:
+    """PNG of a point cloud of any size: each point covers ``point_px`` x ``point_px`` pixels (about
+    the size of a marker at the image's size on the page, so that a sparse view is not a few faint
+    dots), each pixel takes the colour of its most frequent category, and its opacity grows with the
+    log of its point count. ``extent`` (x0, x1, y0, y1) maps to the image; points outside are left out."""
+    from PIL import Image
+    from scipy.ndimage import uniform_filter
+
+    w, h = size_px
+    x0, x1, y0, y1 = extent
+    inside = (xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1)
+    xy, codes = xy[inside], codes[inside]
+    px = np.clip(((xy[:, 0] - x0) / max(x1 - x0, 1e-9) * (w - 1)).astype(np.int64), 0, w - 1)
+    py = np.clip(((y1 - xy[:, 1]) / max(y1 - y0, 1e-9) * (h - 1)).astype(np.int64), 0, h - 1)
+    flat = py * w + px
+    num_cats = len(colors)
+    counts = np.zeros((num_cats, h, w), dtype=np.float32)
+    for c in range(num_cats):
+        sel = codes == c
+        if sel.any():
+            counts[c] = np.bincount(flat[sel], minlength=w * h).reshape(h, w)
+    if point_px > 1:  # each point spread over its square: a box sum over point_px x point_px
+        counts = uniform_filter(counts, size=(1, point_px, point_px), mode="constant") * point_px**2
+    per_pixel = counts.reshape(num_cats, -1)
+    total = per_pixel.sum(axis=0)
+    top = per_pixel.argmax(axis=0)
+    rgb = np.array([[int(col[i : i + 2], 16) for i in (1, 3, 5)] for col in colors], dtype=np.uint8)
+    image = np.zeros((w * h, 4), dtype=np.uint8)
+    image[:, :3] = rgb[top]
+    filled = total > 0.5
+    alpha = np.where(filled, 90 + 165 * np.log1p(total) / np.log1p(max(1.0, float(total.max()))), 0)
+    image[:, 3] = alpha.astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(image.reshape(h, w, 4), "RGBA").save(buf, format="PNG", optimize=False, compress_level=3)
+    return buf.getvalue()
+
+
+Raster = tuple[str, tuple[float, float, float, float]]  # image URL, extent (x0, x1, y0, y1)
+
+
+def projection_figure(
+    xy: np.ndarray,
+    codes: np.ndarray,
+    categories: Sequence[str],
+    label_name: str,
+    rows: np.ndarray,
+    raster: Sequence[Raster] = (),
+    query_row: int | None = None,
+    neighbor_rows: Sequence[int] = (),
+    height: int = 560,
+    dragmode: str = "zoom",
+    view: tuple[float, float, float, float] | None = None,
+    hover_cards: bool = False,
+) -> go.Figure:
+    """2-D layout coloured by a label: ``rows`` drawn as WebGL markers (every row in view, or one
+    pickable point per grid cell over ``raster`` images (url, extent), the whole layout's and, zoomed
+    in, the view's drawn finer on top); neighbours ringed, the query marked. Points carry their row as
+    customdata, so a click or selection picks rows. ``view``: the axes' extent (default: the images').
+    ``hover_cards``: a companion draws the hover card (``app/companion.py``), so plotly's is off."""
+    rasters = list(raster)
+    colors = label_colors(label_name, categories)
+    data: list[dict[str, Any]] = []
+    small = not rasters
+    for c, cat in enumerate(categories):
+        sel = rows[codes[rows] == c]
+        if not len(sel) and not small:
+            continue
+        trace: dict[str, Any] = {
+            "type": "scattergl",
+            "mode": "markers",
+            "name": plain(cat),
+            "x": xy[sel, 0],
+            "y": xy[sel, 1],
+            "customdata": sel,
+            "marker": {"size": 4 if small else 5, "color": colors[c], "opacity": 0.6 if small else 0.3},
+            "unselected": {
+                "marker": {"opacity": 0.6 if small else 0.3}
+            },  # a click picks; it does not dim the rest
+        }
+        if hover_cards:
+            trace["hoverinfo"] = "none"
+        else:
+            trace["hovertemplate"] = f"{plain(label_name)}: {plain(cat)}<extra></extra>"
+        data.append(trace)
+    if len(neighbor_rows):
+        h = np.asarray(neighbor_rows)
+        data.append(
+            {
+                "type": "scattergl",
+                "mode": "markers",
+                "name": "neighbours",
+                "x": xy[h, 0],
+                "y": xy[h, 1],
+                "customdata": h,
+                **({"hoverinfo": "none"} if hover_cards else {"hovertemplate": "neighbour<extra></extra>"}),
+                "marker": {"size": 17, "color": "rgba(0,0,0,0)", "line": {"color": "#D55E00", "width": 3}},
+            }
+        )
+    if query_row is not None:
+        data.append(
+            {
+                "type": "scattergl",
+                "mode": "markers",
+                "name": "query",
+                "x": xy[[query_row], 0],
+                "y": xy[[query_row], 1],
+                "customdata": [query_row],
+                **({"hoverinfo": "none"} if hover_cards else {"hovertemplate": "query<extra></extra>"}),
+                "marker": {
+                    "size": 11,
+                    "symbol": "x",
+                    "color": QUERY_COLOR,
+                    "line": {"color": "white", "width": 1},
+                },
+            }
+        )
+    layout: dict[str, Any] = {
+        "height": height,
+        "margin": {"l": 40, "r": TOOLBAR_PX, "t": 20, "b": 80},
+        "modebar": TOOLBAR,
+        "plot_bgcolor": "white",
+        # Below the plot: at the side the upright toolbar covered its top entries.
+        "legend": {
+            "title": {"text": plain(label_name)},
+            "itemsizing": "constant",
+            "orientation": "h",
+            "x": 0,
+            "y": -0.14,
+            "yanchor": "top",
+        },
+        "dragmode": dragmode,
+        "clickmode": "event+select",
+        "uirevision": "keep",
+        "hovermode": "closest",
+        "xaxis": {"title": {"text": "UMAP 1"}, "showgrid": False, "zeroline": False},
+        "yaxis": {"title": {"text": "UMAP 2"}, "showgrid": False, "zeroline": False},
+    }
+    if rasters:
+        layout["images"] = [
+            {
+                "source": url,
+                "xref": "x",
+                "yref": "y",
+                "x": x0,
+                "y": y1,
+                "sizex": x1 - x0,
+                "sizey": y1 - y0,
+                "sizing": "stretch",
+                "layer": "below",
+            }
+            for url, (x0, x1, y0, y1) in rasters
+        ]
+    extent = view or (rasters[0][1] if rasters else None)
+    if extent is not None:
+        layout["xaxis"]["range"] = [extent[0], extent[1]]
+        layout["yaxis"]["range"] = [extent[2], extent[3]]
+    return figure(data, layout)
+
+
+def gallery_figure(
+    paths_xy: Sequence[np.ndarray],
+    labels: Sequence[str],
+    categories: Sequence[str],
+    label_name: str,
+    rows: Sequence[int],
+    title: str,
+    height: int = 460,
+) -> go.Figure:
+    """Selected trajectories overlaid in the agent frame, one legend entry per category; a click on a
+    trajectory picks its row."""
+    colors = dict(zip(categories, label_colors(label_name, categories), strict=True))
+    data: list[dict[str, Any]] = []
+    for cat in categories:
+        idx = [i for i, lab in enumerate(labels) if lab == cat]
+        if not idx:
+            continue
+        gap = np.full((1, 2), np.nan)
+        xy = np.concatenate([np.concatenate([paths_xy[i], gap]) for i in idx])
+        custom = np.concatenate([np.full(len(paths_xy[i]) + 1, int(rows[i])) for i in idx])
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": plain(cat),
+                "x": np.round(xy[:, 0], 2),
+                "y": np.round(xy[:, 1], 2),
+                "customdata": custom,
+                "line": {"color": colors[cat], "width": 1.5},
+                "marker": {"size": 2.5, "color": colors[cat]},
+                "unselected": {"marker": {"opacity": 1}},
+                "opacity": 0.8,
+                "hovertemplate": f"{plain(cat)}, row %{{customdata}}<extra></extra>",
+            }
+        )
+    data += _ends(list(paths_xy), [colors[lab] for lab in labels], 6)
+    layout = {
+        "title": {"text": plain(title), "font": {"size": 13}},
+        "height": height,
+        "plot_bgcolor": "white",
+        "margin": {"l": 50, "r": TOOLBAR_PX, "t": 35, "b": 40},
+        "modebar": TOOLBAR,
+        "clickmode": "event+select",
+        "legend": {"title": {"text": plain(label_name)}},
+        "xaxis": _axis("x (m, agent frame)"),
+        "yaxis": _axis("y (m, to the left)", scaleanchor="x", scaleratio=1),
+    }
+    return figure(data, layout)
+
+
+def grouped_bar_figure(
+    values: dict[str, dict[str, float]], metrics: Sequence[str], title: str, y_title: str, height: int = 380
+) -> go.Figure:
+    """One group of bars per metric, one bar per method (``values[method][metric]``)."""
+    data = []
+    for i, (method, row) in enumerate(values.items()):
+        data.append(
+            {
+                "type": "bar",
+                "name": plain(method),
+                "x": list(metrics),
+                "y": [row.get(m) for m in metrics],
+                "marker": {"color": PALETTE[i % len(PALETTE)]},
+                "hovertemplate": f"{plain(method)}<br>%{{x}}: %{{y:.3f}}<extra></extra>",
+            }
+        )
+    layout = {
+        "title": {"text": plain(title), "font": {"size": 13}},
+        "barmode": "group",
+        "height": height,
+        "plot_bgcolor": "white",
+        "margin": {"l": 50, "r": TOOLBAR_PX, "t": 35, "b": 40},
+        "modebar": TOOLBAR,
+        "legend": {"orientation": "h", "y": -0.18},
+        "yaxis": _axis(y_title, type="log"),  # random neighbours are an order of magnitude worse
+        "xaxis": {"type": "category"},
+    }
+    return figure(data, layout)
+
+
+def _line_trace(name: str, points: Sequence[tuple[float, float]], index: int) -> dict[str, Any]:
+    """A line with markers through (x, y) ``points``, in the ``index``-th palette colour."""
+    return {
+        "type": "scatter",
+        "mode": "lines+markers",
+        "name": plain(name),
+        "x": [p[0] for p in points],
+        "y": [p[1] for p in points],
+        "line": {"color": PALETTE[index % len(PALETTE)]},
+    }
+
+
+def metric_vs_dim_figure(
+    points: dict[str, list[tuple[int, float]]], reference: dict[str, float], metric: str, height: int = 360
+) -> go.Figure:
+    """``metric`` against embedding dimension D, one line per group (e.g. mining similarity), with
+    horizontal reference lines (oracle, PCA)."""
+    data = [_line_trace(name, sorted(pts), i) for i, (name, pts) in enumerate(points.items())]
+    dims = sorted({p[0] for pts in points.values() for p in pts})
+    for j, (name, y) in enumerate(reference.items()):
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": plain(name),
+                "x": [dims[0], dims[-1]] if dims else [0, 1],
+                "y": [y, y],
+                "line": {"color": "#555", "dash": ["dot", "dash", "dashdot"][j % 3], "width": 1.5},
+            }
+        )
+    layout = {
+        "title": {"text": f"{plain(metric)} against embedding dimension D", "font": {"size": 13}},
+        "height": height,
+        "plot_bgcolor": "white",
+        "margin": {"l": 50, "r": TOOLBAR_PX, "t": 35, "b": 40},
+        "modebar": TOOLBAR,
+        "xaxis": _axis("D", type="log", tickvals=dims),
+        "yaxis": _axis(f"{plain(metric)} (m)"),
+    }
+    return figure(data, layout)
+
+
+def curves_figure(
+    curves: dict[str, list[tuple[float, float]]],
+    title: str,
+    x_title: str,
+    y_title: str,
+    dashed: Sequence[str] = (),
+    height: int = 420,
+) -> go.Figure:
+    """One line with markers per method (e.g. a robustness curve: a score against a perturbation's
+    level); methods named in ``dashed`` (baselines) are drawn dashed, so models stand out."""
+    data = []
+    for i, (name, points) in enumerate(curves.items()):
+        trace = _line_trace(name, points, i)
+        trace["line"]["dash"] = "dash" if name in dashed else "solid"
+        trace["hovertemplate"] = (
+            f"{plain(name)}<br>{plain(x_title)} %{{x}}<br>{plain(y_title)} %{{y:.3f}}<extra></extra>"
+        )
+        data.append(trace)
+    layout = {
+        "title": {"text": plain(title), "font": {"size": 13}},
+        "height": height,
+        "plot_bgcolor": "white",
+        "margin": {"l": 50, "r": TOOLBAR_PX, "t": 35, "b": 10},
+        "modebar": TOOLBAR,
+        "legend": {"font": {"size": 10}, "orientation": "h", "yanchor": "top", "y": -0.25, "x": 0},
+        "xaxis": _axis(x_title),
+        "yaxis": _axis(y_title),
+    }
+    return figure(data, layout)
+
+
+#: How the forecast figure draws the query and the physical baselines (retrieved futures: rank colours).
+FORECAST_STYLES: dict[str, dict[str, Any]] = {
+    "history": {"color": QUERY_COLOR, "width": 4},
+    "true future": {"color": QUERY_COLOR, "width": 3, "dash": "dot"},
+    "constant velocity": {"color": "#6E6E6E", "width": 2.5, "dash": "dash"},
+    "constant acceleration": {"color": "#6E6E6E", "width": 2.5, "dash": "dashdot"},
+}
+
+
+def forecast_figure(
+    history_xy: np.ndarray,
+    futures_xy: Sequence[np.ndarray],
+    names: Sequence[str],
+    probabilities: Sequence[float],
+    rows: Sequence[int] | None = None,
+    truth_xy: np.ndarray | None = None,
+    baselines: dict[str, np.ndarray] | None = None,
+    geometry: MapGeometry | None = None,
+    city_frame: bool = True,
+    title: str = "Forecast",
+    height: int = 560,
+    margin_m: float = 15.0,
+) -> go.Figure:
+    """One query's forecast: its (H, 2) history (thick black), K (F, 2) retrieved futures (rank colours,
+    wider and more opaque the more probable; ``rows`` as customdata, so that a click picks the bank
+    window a future came from), the (F, 2) true future (black dots) and the physical ``baselines`` (name
+    -> (F, 2), grey dashes), all in one frame: the city frame on the query's map (``geometry``), or the
+    query's agent frame. Every future starts at the history's last point."""
+    last = np.asarray(history_xy, dtype=np.float64)[-1:]
+    colors = rank_colors(len(futures_xy))
+    data: list[dict[str, Any]] = []
+    paths: list[np.ndarray] = [np.asarray(history_xy, dtype=np.float64)]
+    for i, (xy, name, p) in enumerate(zip(futures_xy, names, probabilities, strict=True)):
+        path = np.concatenate([last, np.asarray(xy, dtype=np.float64)])
+        paths.append(path)
+        data += _clickable_line(
+            path,
+            {"name": plain(name), "legendgroup": f"f{i}", "opacity": float(0.45 + 0.55 * min(1.0, 2 * p))},
+            {"color": colors[i], "width": float(1.5 + 5 * p)},
+            {"size": 5, "color": colors[i]},
+            None if rows is None else int(rows[i]),
+            f"{plain(name)}<extra></extra>",
+        )
+    extra: dict[str, np.ndarray | None] = {"true future": truth_xy, **(baselines or {})}
+    for name, line_xy in extra.items():
+        if line_xy is None:
+            continue
+        path = np.concatenate([last, np.asarray(line_xy, dtype=np.float64)])
+        paths.append(path)
+        style = FORECAST_STYLES.get(name, FORECAST_STYLES["constant velocity"])
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": np.round(path[:, 0], 2),
+                "y": np.round(path[:, 1], 2),
+                "name": plain(name),
+                "line": style,
+                "hovertemplate": f"{plain(name)}<extra></extra>",
+            }
+        )
+    data.append(
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "x": np.round(paths[0][:, 0], 2),
+            "y": np.round(paths[0][:, 1], 2),
+            "name": "history",
+            "line": FORECAST_STYLES["history"],
+            "hovertemplate": "history<extra></extra>",
+        }
+    )
+    data += _ends([paths[0]], [QUERY_COLOR], 11)
+    data += _ends(paths[1:], [*colors, *["#6E6E6E"] * (len(paths) - 1 - len(colors))], 9, starts=False)
+    everything = np.concatenate(paths)
+    everything = everything[np.isfinite(everything).all(axis=1)]
+    x0, y0 = everything.min(axis=0) - margin_m
+    x1, y1 = everything.max(axis=0) + margin_m
+    box = (float(x0), float(y0), float(x1), float(y1))
+    if geometry is not None:
+        data = map_traces(geometry, box, {"xaxis": "x", "yaxis": "y"}) + data
+    legend_rows = math.ceil((len(futures_xy) + len(extra) + 1) / 3)
+    frame = "city frame" if city_frame else "agent frame: initial heading"
+    layout = {
+        "title": {"text": plain(title), "font": {"size": 13}},
+        "height": height + 20 * legend_rows,
+        "plot_bgcolor": "white",
+        "margin": {"l": 50, "r": TOOLBAR_PX, "t": 35, "b": 60 + 20 * legend_rows},
+        "modebar": TOOLBAR,
+        "clickmode": "event+select",
+        "dragmode": "pan",
+        "legend": {
+            "orientation": "h",
+            "font": {"size": 10},
+            "x": 0,
+            "xanchor": "left",
+            "y": -0.1,
+            "yanchor": "top",
+            "entrywidth": 0.33,
+            "entrywidthmode": "fraction",
+        },
+        "xaxis": _axis(f"x (m, {frame})", range=[box[0], box[2]]),
+        "yaxis": _axis("y (m)", range=[box[1], box[3]], scaleanchor="x", scaleratio=1),
+    }
+    return figure(data, layout)
+
+
+#: The agent-frame drawing area of a sketch (metres): x from behind the start to well ahead, y either side.
+SKETCH_X_M = (-10.0, 90.0)
+SKETCH_Y_M = (-50.0, 50.0)
+SKETCH_COLOR = "#d62728"
+
+
+def sketch_figure(
+    drawn_xy: np.ndarray | None,
+    window_xy: np.ndarray | None,
+    base: go.Figure | None = None,
+    height: int = 520,
+) -> go.Figure:
+    """A figure to draw a path on with Plotly's own "draw open path" tool (the drag mode): the agent
+    frame's metres grid with the origin and +x heading marked, or ``base`` (a map of one scene, city
+    frame). ``drawn_xy`` (P, 2): the path drawn last, as drawn (dashed); ``window_xy`` (T, 2): the
+    window made of it, in the same frame (black dots, start circled)."""
+    data: list[dict[str, Any]] = []
+    if base is None:
+        layout: dict[str, Any] = {
+            "height": height,
+            "plot_bgcolor": "white",
+            "showlegend": True,
+            "legend": {"orientation": "h", "y": 1.0, "yanchor": "bottom"},
+            "margin": {"l": 40, "r": TOOLBAR_PX, "t": 40, "b": 40},
+            "modebar": TOOLBAR,
+            "xaxis": {
+                "range": list(SKETCH_X_M),
+                "dtick": 10,
+                "gridcolor": "#e5e5e5",
+                "zerolinecolor": "#999",
+                "title": {"text": "x (m), heading at the start"},
+                "constrain": "domain",
+            },
+            "yaxis": {
+                "range": list(SKETCH_Y_M),
+                "dtick": 10,
+                "gridcolor": "#e5e5e5",
+                "zerolinecolor": "#999",
+                "title": {"text": "y (m), left"},
+                "scaleanchor": "x",
+                "constrain": "domain",
+            },
+            "annotations": [
+                {
+                    "x": 8,
+                    "y": 0,
+                    "ax": 0,
+                    "ay": 0,
+                    "xref": "x",
+                    "yref": "y",
+                    "axref": "x",
+                    "ayref": "y",
+                    "showarrow": True,
+                    "arrowhead": 2,
+                    "arrowwidth": 2,
+                    "arrowcolor": "#555",
+                    "text": "",
+                }
+            ],
+        }
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "x": [0.0],
+                "y": [0.0],
+                "name": "start (origin, heading +x)",
+                "marker": {"size": 10, "color": "#555", "symbol": "circle-open", "line": {"width": 2}},
+                "hoverinfo": "skip",
+            }
+        )
+        fig = figure(data, layout)
+    else:
+        fig = go.Figure(base)
+        fig.update_traces(showlegend=False)  # the map's own lines and road users need no legend
+        fig.update_layout(
+            showlegend=True,
+            legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right"},
+        )
+    traces: list[dict[str, Any]] = []
+    if window_xy is not None and len(window_xy):
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "x": np.round(window_xy[:, 0], 2),
+                "y": np.round(window_xy[:, 1], 2),
+                "name": f"the query: {len(window_xy)} steps at 10 Hz",
+                "showlegend": True,
+                "marker": {"size": 4, "color": QUERY_COLOR},
+                "hoverinfo": "skip",
+            }
+        )
+    if drawn_xy is not None and len(drawn_xy):
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": np.round(drawn_xy[:, 0], 2),
+                "y": np.round(drawn_xy[:, 1], 2),
+                "name": "drawn",
+                "showlegend": True,
+                "line": {"color": SKETCH_COLOR, "width": 2, "dash": "dash"},
+                "hoverinfo": "skip",
+            }
+        )
+    for trace in traces:
+        fig.add_trace(trace)
+    fig.update_layout(
+        dragmode="drawopenpath",
+        newshape={"line": {"color": SKETCH_COLOR, "width": 3}, "opacity": 0.9},
+        clickmode="none",
+    )
+    return fig
