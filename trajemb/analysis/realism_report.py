@@ -444,7 +444,17 @@ def plot_histograms(by_table: dict[str, dict[str, FloatArray]], object_type: str
 
     cols = 4
     rows = -(-len(FEATURES) // cols)
-    fig = Figure(figsize=(4.2 * cols, 3.0 * rows), layout="constrained")
+    # Fixed margins (in inches): constrained layout's solver took 45 % of each figure's time.
+    width_in, height_in = 4.2 * cols, 3.0 * rows
+    fig = Figure(figsize=(width_in, height_in))
+    fig.subplots_adjust(
+        left=0.5 / width_in,
+        right=1 - 0.1 / width_in,
+        bottom=0.35 / height_in,
+        top=1 - 0.65 / height_in,
+        wspace=0.22,
+        hspace=0.38,
+    )
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, f in zip(axes, FEATURES, strict=False):
