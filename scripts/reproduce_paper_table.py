@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
+from recipes import PCA_FROZEN_RECIPE, PCA_RESIDUAL_RECIPE, SOFT_RECIPE
 
 from trajemb.analysis.label_quality import label_agreement, read_labelled_sample, sample_agreement
 from trajemb.analysis.report import (
@@ -66,38 +67,6 @@ ARCH = {
         "1e-4",
     ],
 }
-#: The soft-neighbour recipe (docs/workflow.md, "Training recipes"); the paper's is the triplet loss with calibrated mining.
-SOFT_RECIPE = [
-    "--loss",
-    "soft_neighbors",
-    "--no-normalize",
-    "--batches",
-    "neighborhoods",
-    "--neighbors-per-seed",
-    "4",
-    "--hard-share",
-    "0.3",
-    "--augment-prob",
-    "0.3",
-    "--augment-noise",
-    "1.0",
-]
-#: Issue 20 (docs/workflow.md, "Training recipes"): the soft recipe with every perturbation of the
-#: robustness curves on a PCA base, trained with the rest (``pca_residual``) or kept (``pca_frozen``).
-PCA_RESIDUAL_RECIPE = [
-    *SOFT_RECIPE[:9],
-    "--augment-prob",
-    "0.5",
-    "--augment-noise",
-    "1.0",
-    "--augment-drop",
-    "0.4",
-    "--augment-short",
-    "0.1",
-    "--linear-base",
-    "pca",
-]
-PCA_FROZEN_RECIPE = [*PCA_RESIDUAL_RECIPE, "--linear-base-training", "frozen"]
 
 
 def run(args: list[str]) -> str:

@@ -38,46 +38,17 @@ import shlex
 import shutil
 from pathlib import Path
 
+from recipes import PCA_RESIDUAL_RECIPE, SOFT_RECIPE
+
 from trajemb.cli import main as trajemb
 from trajemb.training.checkpoint import git_revision
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = {
     "paper": ["--mining", "random", "--batch-size", "1024"],
-    "soft": [
-        "--loss",
-        "soft_neighbors",
-        "--no-normalize",
-        "--batches",
-        "neighborhoods",
-        "--neighbors-per-seed",
-        "4",
-        "--hard-share",
-        "0.3",
-        "--augment-prob",
-        "0.3",
-        "--augment-noise",
-        "1.0",
-        "--batch-size",
-        "1024",
-    ],
+    "soft": [*SOFT_RECIPE, "--batch-size", "1024"],
+    "pca_residual": [*PCA_RESIDUAL_RECIPE, "--batch-size", "1024"],
 }
-# Issue 20: the soft recipe with every perturbation of the robustness curves, on a PCA base.
-RECIPES["pca_residual"] = [
-    *RECIPES["soft"][:9],  # loss, batches, neighbourhoods, hard share
-    "--augment-prob",
-    "0.5",
-    "--augment-noise",
-    "1.0",
-    "--augment-drop",
-    "0.4",
-    "--augment-short",
-    "0.1",
-    "--batch-size",
-    "1024",
-    "--linear-base",
-    "pca",
-]
 #: Checkpoint names: <prefix>-<similarity>-d<D>.
 PREFIX = {"paper": "compact", "soft": "compact", "pca_residual": "pca-residual"}
 

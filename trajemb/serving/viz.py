@@ -297,8 +297,19 @@ def agent_frame_figure(
     # neighbours was cut after #17; five long names a row overlapped each other in a narrow plot).
     longest = max((len(n) for n in [*names, "query"]), default=0)
     per_row = 5 if longest <= 5 else 3 if longest <= 12 else 2
-    legend_rows = math.ceil((len(neighbors_xy) + (query_xy is not None)) / per_row)
-    layout = {
+    layout = _legend_below_layout(title, height, len(neighbors_xy) + (query_xy is not None), per_row, -0.14)
+    layout["xaxis"] = _axis("x (m, agent frame: initial heading)")
+    layout["yaxis"] = _axis("y (m, to the left)", scaleanchor="x", scaleratio=1)
+    return figure(data, layout)
+
+
+def _legend_below_layout(
+    title: str, height: int, entries: int, per_row: int, legend_y: float
+) -> dict[str, Any]:
+    """The layout of a pannable plot of paths with its legend below it, ``per_row`` entries a row (the
+    plot grows by a line per legend row); the caller adds the axes."""
+    legend_rows = math.ceil(entries / per_row)
+    return {
         "title": {"text": plain(title), "font": {"size": 13}},
         "height": height + 20 * legend_rows,
         "plot_bgcolor": "white",
@@ -311,15 +322,12 @@ def agent_frame_figure(
             "font": {"size": 10},
             "x": 0,
             "xanchor": "left",
-            "y": -0.14,
+            "y": legend_y,
             "yanchor": "top",
             "entrywidth": 1.0 / per_row,
             "entrywidthmode": "fraction",
         },
-        "xaxis": _axis("x (m, agent frame: initial heading)"),
-        "yaxis": _axis("y (m, to the left)", scaleanchor="x", scaleratio=1),
     }
-    return figure(data, layout)
 
 
 @dataclass(frozen=True)
@@ -1009,29 +1017,10 @@ def forecast_figure(
     box = (float(x0), float(y0), float(x1), float(y1))
     if geometry is not None:
         data = map_traces(geometry, box, {"xaxis": "x", "yaxis": "y"}) + data
-    legend_rows = math.ceil((len(futures_xy) + len(extra) + 1) / 3)
     frame = "city frame" if city_frame else "agent frame: initial heading"
-    layout = {
-        "title": {"text": plain(title), "font": {"size": 13}},
-        "height": height + 20 * legend_rows,
-        "plot_bgcolor": "white",
-        "margin": {"l": 50, "r": TOOLBAR_PX, "t": 35, "b": 60 + 20 * legend_rows},
-        "modebar": TOOLBAR,
-        "clickmode": "event+select",
-        "dragmode": "pan",
-        "legend": {
-            "orientation": "h",
-            "font": {"size": 10},
-            "x": 0,
-            "xanchor": "left",
-            "y": -0.1,
-            "yanchor": "top",
-            "entrywidth": 0.33,
-            "entrywidthmode": "fraction",
-        },
-        "xaxis": _axis(f"x (m, {frame})", range=[box[0], box[2]]),
-        "yaxis": _axis("y (m)", range=[box[1], box[3]], scaleanchor="x", scaleratio=1),
-    }
+    layout = _legend_below_layout(title, height, len(futures_xy) + len(extra) + 1, 3, -0.1)
+    layout["xaxis"] = _axis(f"x (m, {frame})", range=[box[0], box[2]])
+    layout["yaxis"] = _axis("y (m)", range=[box[1], box[3]], scaleanchor="x", scaleratio=1)
     return figure(data, layout)
 
 
