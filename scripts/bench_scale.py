@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-WINDOWS_PER_SCENARIO = 99  # synthetic scenarios of generator 2 (the default), 6 s windows, stride 1 s (98,553 from 1,000; generator 1 gave 109)
+#: Synthetic scenarios of generator 2 (the default), 6 s windows, stride 1 s: 98,553 from 1,000 (generator 1: 109).
+WINDOWS_PER_SCENARIO = 99
 
 
 def run(args: list[str], label: str) -> tuple[float, float]:
