@@ -52,6 +52,8 @@ from trajemb.serving.explore import (
 from trajemb.serving.explore import sorted_rows as explore_sorted_rows
 from trajemb.serving.viz import label_colors, projection_raster
 
+from ast_lock import serialize_ast_parse
+
 BUNDLE_ENV = "TRAJEMB_BUNDLE"
 ROOTS_ENV = "TRAJEMB_BUNDLE_ROOTS"
 CACHE_ENV = "TRAJEMB_CACHE"
@@ -63,6 +65,8 @@ LAYOUT_POINTS_MAX = 10_000
 PICKER_CELLS = 80
 
 log = logging.getLogger(__name__)
+# before any thread of this module starts: its first imports (torch's) parse source beside the pages
+serialize_ast_parse()
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,10 @@ APP_DIR = Path(__file__).resolve().parent
 if str(APP_DIR) not in sys.path:  # the pages import the shared modules beside this file
     sys.path.insert(0, str(APP_DIR))
 
+from ast_lock import serialize_ast_parse  # noqa: E402 (needs the path above)
+
+serialize_ast_parse()  # before any page starts a thread that imports torch beside the page parses
+
 st.set_page_config(
     page_title="trajemb explorer", page_icon="🛣️", layout="wide"
 )  # an emoji: no icon font fetched
