@@ -83,6 +83,35 @@ def mean_speed_mps(xy: FloatArray) -> FloatArray:
     return np.asarray(path_length_m(xy) / ((xy.shape[1] - 1) * STEP_S), dtype=np.float64)
 
 
+def chord(xy: FloatArray, half_steps: int) -> FloatArray:
+    """(A, T, 2) -> (A, T, 2) ``xy[:, min(i + h, T - 1)] - xy[:, max(i - h, 0)]`` for every step i:
+    the same differences as that indexing, taken over slices (no gathered copies of ``xy``)."""
+    T, h = xy.shape[1], half_steps
+    out = np.empty(xy.shape, dtype=xy.dtype)
+    for i in range(min(h, T)):  # the first steps: the chord starts at step 0
+        out[:, i] = xy[:, min(i + h, T - 1)] - xy[:, 0]
+    if T > 2 * h:
+        out[:, h : T - h] = xy[:, 2 * h :] - xy[:, : T - 2 * h]
+    for i in range(max(T - h, h), T):  # the last steps: the chord ends at step T - 1
+        out[:, i] = xy[:, T - 1] - xy[:, max(i - h, 0)]
+    return out
+
+
+def at_least(dx: FloatArray, dy: FloatArray, length: float) -> BoolArray:
+    """``np.hypot(dx, dy) >= length``, element for element, at half its cost: squared lengths decide
+    wherever they lie clearly apart from ``length**2`` (their rounding is a few units in the last place;
+    the margin is 10,000), and ``np.hypot`` decides the rest (near the threshold, NaN, overflow)."""
+    threshold = length * length
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN go to np.hypot below
+        squared = dx * dx + dy * dy
+        out: BoolArray = squared >= threshold
+        margin = 1e4 * float(np.finfo(np.result_type(squared.dtype, np.float16)).eps) * threshold
+        unsure = ~(np.abs(squared - threshold) > margin)
+    if unsure.any():
+        out[unsure] = np.hypot(dx[unsure], dy[unsure]) >= length
+    return out
+
+
 def heading_increments_rad(xy: FloatArray) -> FloatArray:
     """(W, T, 2) -> (W, T) signed heading change at each step (positive = left), 0 where standing.
 
@@ -93,12 +122,9 @@ def heading_increments_rad(xy: FloatArray) -> FloatArray:
     """
     T = xy.shape[1]
     i = np.arange(T)
-    chord = (
-        xy[:, np.minimum(i + HEADING_HALF_CHORD_STEPS, T - 1)]
-        - xy[:, np.maximum(i - HEADING_HALF_CHORD_STEPS, 0)]
-    )
-    moving = np.hypot(chord[..., 0], chord[..., 1]) >= HEADING_MIN_CHORD_M
-    heading = np.arctan2(chord[..., 1], chord[..., 0])
+    chord_xy = chord(xy, HEADING_HALF_CHORD_STEPS)
+    moving = at_least(chord_xy[..., 0], chord_xy[..., 1], HEADING_MIN_CHORD_M)
+    heading = np.arctan2(chord_xy[..., 1], chord_xy[..., 0])
     # Compare each moving step with the previous moving step (carry the last moving heading forward).
     idx = np.where(moving, i[None, :], -1)
     last_moving = np.maximum.accumulate(idx, axis=1)

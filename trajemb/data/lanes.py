@@ -34,6 +34,7 @@ from scipy.spatial import cKDTree
 
 from trajemb.core.errors import DataError
 from trajemb.core.jsonio import read_json_object
+from trajemb.data.labels import at_least, chord
 from trajemb.data.schema import VEHICLE_TYPES, BoolArray, FloatArray, IntArray
 
 log = logging.getLogger(__name__)
@@ -420,15 +421,15 @@ def lane_types_for(object_type: str) -> tuple[str, ...]:
 def motion_heading(xy: FloatArray) -> tuple[FloatArray, BoolArray]:
     """(A, S, 2) positions (NaN where missing) -> (A, S) heading of motion and (A, S) whether it is
     defined (the chord over ``HEADING_HALF_CHORD_STEPS`` either side is long enough)."""
-    S = xy.shape[1]
-    i = np.arange(S)
-    chord = (
-        xy[:, np.minimum(i + HEADING_HALF_CHORD_STEPS, S - 1)]
-        - xy[:, np.maximum(i - HEADING_HALF_CHORD_STEPS, 0)]
-    )
-    length = np.hypot(chord[..., 0], chord[..., 1])
-    moving = np.isfinite(length) & (length >= MIN_CHORD_M)
-    heading = np.arctan2(chord[..., 1], chord[..., 0])
+    d = chord(xy, HEADING_HALF_CHORD_STEPS)
+    dx, dy = d[..., 0], d[..., 1]
+    # The length np.hypot(dx, dy) must be finite and at least MIN_CHORD_M; only chords of 1e300 m or more
+    # (or infinite) can have an infinite length, and those are measured as before.
+    moving = at_least(dx, dy, MIN_CHORD_M)
+    huge = moving & ~(np.abs(dx) + np.abs(dy) < 1e300)
+    if huge.any():
+        moving[huge] = np.isfinite(np.hypot(dx[huge], dy[huge]))
+    heading = np.arctan2(dy, dx)
     return np.where(moving, heading, np.nan), moving
 
 

