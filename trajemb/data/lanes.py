@@ -323,6 +323,8 @@ def _graph(
         return out
 
     def neighbour(value: object, what: str, lane: int) -> int:
+        if type(value) is int:  # a plain id, the usual case
+            return row.get(value, -1)
         return (rows_of([value], what, lane) or [-1])[0] if value is not None else -1
 
     # Pieces: each centre line cut at its points. Per-lane sums stay per lane (numpy's pairwise sum).
@@ -337,7 +339,6 @@ def _graph(
     half = 0.5 * step_m
     direction = np.arctan2(*(b - a)[:, ::-1].T)
     kink = np.angle(np.exp(1j * np.diff(direction)))  # heading change between consecutive pieces
-    pieces = list(itertools.pairwise(bounds.tolist()))
     predecessors = [rows_of(p, "predecessors", i) for i, (p, _) in enumerate(links)]
     successors = [rows_of(q, "successors", i) for i, (_, q) in enumerate(links)]
     around = [[i, *p, *q] for i, (p, q) in enumerate(zip(predecessors, successors, strict=True))]
@@ -345,8 +346,8 @@ def _graph(
         lane_ids=np.asarray(ids, dtype=np.int64),
         is_intersection=np.asarray(inter, dtype=bool),
         lane_type=np.asarray(types, dtype=np.str_),
-        length_m=np.asarray([step_m[s:e].sum() for s, e in pieces]),
-        turn_rad=np.asarray([kink[s : e - 1].sum() for s, e in pieces]),
+        length_m=_sums(step_m, bounds[:-1], per_lane),
+        turn_rad=_sums(kink, bounds[:-1], per_lane - 1),
         start_heading_rad=direction[bounds[:-1]],
         end_heading_rad=direction[bounds[1:] - 1],
         predecessors=predecessors,
@@ -368,6 +369,17 @@ def _graph(
         around_offsets=np.concatenate([[0], np.cumsum([len(x) for x in around])]).astype(np.int64),
         around_rows=np.asarray([r for x in around for r in x], dtype=np.int64),
     )
+
+
+def _sums(values: FloatArray, first: IntArray, count: IntArray) -> FloatArray:
+    """(L,) ``values[first[l] : first[l] + count[l]].sum()`` of each l, bit for bit: the slices of one
+    length are summed as the rows of one matrix, which numpy sums as it sums each slice alone (the same
+    pairwise order); a map has a few distinct lengths and hundreds of lanes."""
+    out = np.empty(len(count))
+    for n in np.unique(count).tolist():
+        rows = np.flatnonzero(count == n)
+        out[rows] = values[first[rows, None] + np.arange(n)].sum(axis=1)
+    return out
 
 
 def connector_chain(graph: LaneGraph, lane: int) -> tuple[float, float]:
