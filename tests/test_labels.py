@@ -11,6 +11,8 @@ from trajemb.analysis.label_quality import label_agreement, read_labelled_sample
 from trajemb.core.errors import DataError
 from trajemb.data.labels import (
     arc_lateral_offset_m,
+    at_least,
+    chord,
     direction_class,
     direction_rules,
     mean_speed_mps,
@@ -164,3 +166,28 @@ def test_labelled_sample_rows_are_checked(tmp_path: Path) -> None:
     bom = tmp_path / "bom.csv"
     bom.write_bytes(b"\xef\xbb\xbfwindow_id,label,sure\na,left,yes\n")
     assert read_labelled_sample(bom).label.tolist() == ["left"]
+
+
+def test_chords_and_lengths_are_the_indexed_and_hypot_ones() -> None:
+    """``chord`` takes the differences that indexing with clipped steps takes, ``at_least`` decides as
+    ``np.hypot(...) >= length`` does, element for element: near the threshold, NaN, infinite, huge, in
+    float32 too (issue 24)."""
+    rng = np.random.default_rng(1)
+    for T in range(1, 13):
+        for h in (1, 2, 3, 5):
+            for dtype in (np.float64, np.float32):
+                xy = rng.normal(size=(3, T, 2)).astype(dtype)
+                i = np.arange(T)
+                expected = xy[:, np.minimum(i + h, T - 1)] - xy[:, np.maximum(i - h, 0)]
+                got = chord(xy, h)
+                assert got.dtype == expected.dtype and np.array_equal(got, expected)
+    angle = rng.uniform(0.0, 2 * np.pi, 20_000)
+    radius = 0.4 * (1.0 + rng.normal(size=20_000) * 1e-15)  # lengths within rounding of the threshold
+    for dtype in (np.float64, np.float32):
+        dx, dy = (radius * np.cos(angle)).astype(dtype), (radius * np.sin(angle)).astype(dtype)
+        dx[:10], dy[5:10] = np.nan, 0.0
+        dx[10:20], dy[15:20] = np.inf, np.nan
+        dx[20:30] = np.finfo(dtype).max / 2
+        dx[30:40], dy[30:40] = 0.4, 0.0
+        with np.errstate(over="ignore"):
+            assert np.array_equal(at_least(dx, dy, 0.4), np.hypot(dx, dy) >= 0.4)

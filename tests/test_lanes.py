@@ -19,6 +19,7 @@ from trajemb.data.lanes import (
     _LANE_MAP_DECODER,
     LaneGraph,
     _plain_lane_graph,
+    _sums,
     connector_chain,
     lane_graph_from_json,
     match_tracks,
@@ -240,3 +241,19 @@ def test_lane_segments_only_decode_is_the_full_decode(tmp_path: Path, av2_fixtur
                 np.testing.assert_array_equal(ours[name], value, err_msg=f"{edit}: {name}")
             else:
                 assert ours[name] == value, (edit, name)
+
+
+def test_lane_sums_are_the_per_slice_sums() -> None:
+    """``_sums`` gives each slice's own ``.sum()`` bit for bit (numpy's pairwise order), for slices of 0
+    to 300 items (issue 24)."""
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        count = rng.integers(0, 300 if trial % 3 == 0 else 20, size=rng.integers(1, 40))
+        values = (
+            rng.random(int(count.sum()))
+            * rng.choice([1e-3, 1.0, 1e8])
+            * rng.choice([-1, 1], int(count.sum()))
+        )
+        first = np.concatenate([[0], np.cumsum(count)[:-1]])
+        expected = np.asarray([values[f : f + n].sum() for f, n in zip(first, count, strict=True)])
+        assert np.array_equal(_sums(values, first, count), expected)

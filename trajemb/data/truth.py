@@ -144,7 +144,8 @@ def _values(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 def _list_lengths(column: pa.ListArray) -> IntArray:
     """(A,) number of items in each row of a list column, -1 where the row is null."""
-    lengths = np.diff(np.asarray(column.offsets, dtype=np.int64))
+    offsets = np.asarray(column.offsets, dtype=np.int64)
+    lengths: IntArray = offsets[1:] - offsets[:-1]
     if column.null_count:
         lengths[np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)] = -1
     return lengths
