@@ -494,33 +494,35 @@ def match_tracks(graph: LaneGraph, xy: FloatArray, allowed_types: list[tuple[str
         cand = np.asarray(cand).reshape(len(qa), k)  # (Q, K), M where fewer than K pieces are in reach
         # Only the (step, piece) pairs in reach are measured; the choice is made on the (Q, K) grid as
         # before, so ties keep going to the nearer midpoint.
-        pq_, pk = np.nonzero(cand < len(graph.piece_lane))  # (P,) pairs
-        c = cand[pq_, pk]
-        a = graph.piece_start[c]  # (P, 2)
-        ab = graph.piece_vector[c]
+        pair_cell = np.flatnonzero(cand.ravel() < len(graph.piece_lane))  # (P,) pairs, as cells of the grid
+        pq_ = pair_cell // k
+        c = cand.ravel()[pair_cell]
+        # x and y as separate columns: the same arithmetic as on (P, 2) rows, element for element.
+        ab_x, ab_y = graph.piece_vector[:, 0][c], graph.piece_vector[:, 1][c]
         length = graph.piece_length_m[c]
-        p = points[pq_] - a
-        t = np.clip((p[..., 0] * ab[..., 0] + p[..., 1] * ab[..., 1]) / length**2, 0.0, 1.0)
-        dist = np.hypot(p[..., 0] - ab[..., 0] * t, p[..., 1] - ab[..., 1] * t)
+        p_x = points[:, 0][pq_] - graph.piece_start[:, 0][c]
+        p_y = points[:, 1][pq_] - graph.piece_start[:, 1][c]
+        t = np.clip((p_x * ab_x + p_y * ab_y) / length**2, 0.0, 1.0)
+        dist = np.hypot(p_x - ab_x * t, p_y - ab_y * t)
         near = np.flatnonzero(dist <= MAX_LATERAL_M)
-        diff = (graph.piece_heading_rad[c[near]] - heading[qa[pq_[near]], qs[pq_[near]]] + np.pi) % (
-            2 * np.pi
-        ) - np.pi
+        q_near, c_near = pq_[near], c[near]
+        diff = (graph.piece_heading_rad[c_near] - heading[qa, qs][q_near] + np.pi) % (2 * np.pi) - np.pi
         usable = near[
-            (np.abs(diff) <= MAX_HEADING_DIFF_RAD)
-            & kind_ok[kind_of[qa[pq_[near]]], graph.piece_lane[c[near]]]
+            (np.abs(diff) <= MAX_HEADING_DIFF_RAD) & kind_ok[kind_of[qa][q_near], graph.piece_lane[c_near]]
         ]
-        grid = np.full((len(qa), k), np.inf)
-        grid[pq_[usable], pk[usable]] = dist[usable]
-        pair = np.full((len(qa), k), -1, dtype=np.int64)
-        pair[pq_[near], pk[near]] = np.arange(len(near))
+        grid = np.full(len(qa) * k, np.inf)
+        grid[pair_cell[usable]] = dist[usable]
+        grid = grid.reshape(len(qa), k)
+        pair = np.full(len(qa) * k, -1, dtype=np.int64)
+        pair[pair_cell[near]] = np.arange(len(near))
+        pair = pair.reshape(len(qa), k)
         best = grid.argmin(axis=1)
         found = np.flatnonzero(np.isfinite(grid[np.arange(len(qa)), best]))
         chosen = pair[found, best[found]]  # into near
         e = near[chosen]  # into the pairs
         fa, fs = qa[found], qs[found]
         lane[fa, fs] = graph.piece_lane[c[e]]
-        lateral[fa, fs] = (ab[e, 0] * p[e, 1] - ab[e, 1] * p[e, 0]) / length[e]  # cross product: + left
+        lateral[fa, fs] = (ab_x[e] * p_y[e] - ab_y[e] * p_x[e]) / length[e]  # cross product: + left
         angle[fa, fs] = diff[chosen]
     # Standing steps keep the lane (and offset) of the last moving step, or of the first one where the
     # track starts standing (queued at a stop line): jitter says nothing.
