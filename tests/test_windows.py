@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import fields, replace
 
+import numpy as np
+import pytest
+
+from trajemb.data import windows
 from trajemb.data.schema import Source, TrackSet, WindowColumns, WindowConfig
-from trajemb.data.windows import concat_windows, extract_windows
+from trajemb.data.windows import concat_windows, cut_windows, extract_windows, to_agent_frame
 
 
 def make_tracks(valid: np.ndarray, speed_mps: float = 10.0) -> TrackSet:
@@ -95,3 +99,24 @@ def test_too_short_scenario_and_concat() -> None:
     assert len(empty) == 0 and empty.xy_agent.shape == (0, 30, 2)
     both = concat_windows([empty, extract_windows(tracks, WindowConfig(num_steps=10, stride_steps=5))], 10)
     assert len(both) == 3
+
+
+def test_agent_frame_in_blocks_is_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``to_agent_frame`` works through large batches in blocks (issue 24): the same columns, value for
+    value, as one pass over all windows, labels by the map and by the shape mixed."""
+    rng = np.random.default_rng(0)
+    A, S = 9, 110
+    tracks = make_tracks(np.ones((A, S), dtype=bool))
+    turn = np.cumsum(rng.normal(0.0, 0.05, (A, S)), axis=1)  # curving, wandering paths
+    step = np.stack([np.cos(turn), np.sin(turn)], axis=-1) * rng.uniform(0.0, 1.5, (A, 1, 1))
+    tracks = replace(tracks, xy_city=100.0 + np.cumsum(step, axis=1), categories=np.array(["focal"] * A))
+    city = cut_windows(tracks, WindowConfig(num_steps=30, stride_steps=3, min_speed_mps=0.0))
+    assert len(city) > 40
+    city = replace(city, map_direction=np.where(np.arange(len(city)) % 3 == 0, "left", ""))
+    whole = to_agent_frame(city)
+    monkeypatch.setattr(windows, "AGENT_FRAME_BLOCK", 7)
+    blocks = to_agent_frame(city)
+    for f in fields(WindowColumns):
+        a, b = getattr(whole, f.name), getattr(blocks, f.name)
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), f.name
+    assert set(whole.direction.tolist()) - {"left"}  # the shape rule decided some windows too
