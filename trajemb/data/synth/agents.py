@@ -208,8 +208,16 @@ def simulate(
     rows = np.arange(A)
     # Lane lookups: the lane a road user is on is the number of later lanes whose start it passed.
     later_starts = starts[:, 1:]
-    later_keys = keys[:, 1:]
+    # Per step, the lane each road user is on is looked up as flat rows of these tables (np.take of
+    # rows * width + piece: a tenth of the cost of indexing with two arrays, the same values).
+    width = starts.shape[1]
+    row_base = rows * width
+    keys_flat = keys.ravel()
+    later_base = rows * (width - 1)
+    later_starts_flat = np.ascontiguousarray(later_starts).ravel()
+    later_keys_flat = np.ascontiguousarray(keys[:, 1:]).ravel()
     along = lane_s - np.maximum(starts, 0.0)  # position on the lane = s + along[lane]
+    along_flat = np.ascontiguousarray(along).ravel()
     dead = -(np.arange(A) + 1) * 7_919 - 10_000_000  # the lane of one who left its route
     # Stops: the stop line (NaN: none), a signal, a stop sign to stand at for ``wait_s``, a wait at the start.
     stop_at = np.array([np.nan if d.stop_at_m is None else d.stop_at_m for d in drivers])
@@ -245,14 +253,18 @@ def simulate(
         idx = clip((s * inv_spacing + 0.5).astype(np.int64), 0, last) + offsets
         v0 = np.maximum(flat_limit[idx] * factor[:, m], 0.1)
         # The leader: nearest road user ahead on my lane or on the next lane of my route.
-        piece = (later_starts <= s[:, None]).sum(axis=1)
-        lane = np.where(active, keys[rows, piece], dead)
-        pos = s + along[rows, piece]
+        piece = np.count_nonzero(later_starts <= s[:, None], axis=1)
+        lane = np.where(active, keys_flat.take(row_base + piece), dead)
+        pos = s + along_flat.take(row_base + piece)
         dpos = pos - pos[:, None]
         gaps = np.where((lane == lane[:, None]) & (dpos > 0), dpos, np.inf)
-        to_next = later_starts[rows, piece] - s
+        to_next = later_starts_flat.take(later_base + piece) - s
         np.minimum(
-            gaps, np.where(later_keys[rows, piece][:, None] == lane, to_next[:, None] + pos, np.inf), out=gaps
+            gaps,
+            np.where(
+                later_keys_flat.take(later_base + piece)[:, None] == lane, to_next[:, None] + pos, np.inf
+            ),
+            out=gaps,
         )
         lead = gaps.argmin(axis=1)
         gap = gaps[rows, lead] - length[lead]
