@@ -510,12 +510,10 @@ def match_tracks(graph: LaneGraph, xy: FloatArray, allowed_types: list[tuple[str
         usable = near[
             (np.abs(diff) <= MAX_HEADING_DIFF_RAD) & kind_ok[kind_of[qa][q_near], graph.piece_lane[c_near]]
         ]
-        grid = np.full(len(qa) * k, np.inf)
-        grid[pair_cell[usable]] = dist[usable]
-        grid = grid.reshape(len(qa), k)
-        pair = np.full(len(qa) * k, -1, dtype=np.int64)
-        pair[pair_cell[near]] = np.arange(len(near))
-        pair = pair.reshape(len(qa), k)
+        grid = np.full((len(qa), k), np.inf)
+        grid.ravel()[pair_cell[usable]] = dist[usable]
+        pair = np.full((len(qa), k), -1, dtype=np.int64)
+        pair.ravel()[pair_cell[near]] = np.arange(len(near))
         best = grid.argmin(axis=1)
         found = np.flatnonzero(np.isfinite(grid[np.arange(len(qa)), best]))
         chosen = pair[found, best[found]]  # into near
