@@ -10,7 +10,16 @@ import numpy as np
 from av2.datasets.motion_forecasting.constants import AV2_SCENARIO_TOTAL_TIMESTEPS
 
 from trajemb.data.schema import STEP_S, BoolArray, FloatArray, StrArray
-from trajemb.data.synth.agents import Driver, Plan, RouteGeometry, Signals, positions, simulate
+from trajemb.data.synth.agents import (
+    Crowd,
+    Driver,
+    Plan,
+    Progress,
+    RouteGeometry,
+    Signals,
+    positions,
+    simulate_many,
+)
 from trajemb.data.synth.behaviour import BEHAVIOUR, GENERATOR_VERSION, Behaviour, Range
 from trajemb.data.synth.noise import smooth_noise, track
 from trajemb.data.synth.roads import ManoeuvreSpan, RoadNetwork, Route, road_network
@@ -275,7 +284,37 @@ def generate_scenario(
     rng: np.random.Generator, num_steps: int = AV2_SCENARIO_TOTAL_TIMESTEPS, behaviour: Behaviour = BEHAVIOUR
 ) -> SynthScenario:
     """Sample one scenario (network, road users, categories, city placement)."""
-    b = behaviour
+    return generate_scenarios([rng], num_steps, behaviour)[0]
+
+
+def generate_scenarios(
+    rngs: list[np.random.Generator],
+    num_steps: int = AV2_SCENARIO_TOTAL_TIMESTEPS,
+    behaviour: Behaviour = BEHAVIOUR,
+) -> list[SynthScenario]:
+    """``generate_scenario`` of each stream, the same scenarios, with their road users simulated together
+    (``trajemb.data.synth.agents.simulate_many``: a tenth of the car-following loop's cost per scenario
+    in batches of a few dozen). Each scenario draws from its own stream alone."""
+    drafts = [_draft(rng, num_steps, behaviour) for rng in rngs]
+    crowds = [Crowd([u.plan for u in d.users], d.signals, d.factor) for d in drafts]
+    progress = simulate_many(crowds, num_steps)
+    return [
+        _finish(rng, d, p, num_steps, behaviour) for rng, d, p in zip(rngs, drafts, progress, strict=True)
+    ]
+
+
+@dataclass
+class _Draft:
+    """A scenario up to its simulation: the network, road users and their speed factors."""
+
+    net: RoadNetwork
+    signals: Signals
+    users: list[_User]
+    factor: FloatArray  # (A, S) factors on each road user's desired speed
+
+
+def _draft(rng: np.random.Generator, num_steps: int, b: Behaviour) -> _Draft:
+    """Everything of a scenario its simulation needs, drawn in the order ``generate_scenario`` draws it."""
     net = road_network(rng)
     geometry = _Routes()
     control = "none"
@@ -303,16 +342,25 @@ def generate_scenario(
         )
 
     M = len(users)
-    types = [u.object_type for u in users]
-    vru = np.isin(types, ["pedestrian", "cyclist"])
-    walker = np.asarray(types) == "pedestrian"
+    walker = np.asarray([u.object_type for u in users]) == "pedestrian"
     factor = np.empty((M, num_steps))
     for rows, sd, correlation_s in (
         (np.flatnonzero(~walker), b.speed_variation, b.speed_correlation_s),
         (np.flatnonzero(walker), b.pedestrian_speed_variation, b.pedestrian_speed_correlation_s),
     ):
         factor[rows] = 1.0 + sd * smooth_noise(rng, (len(rows), num_steps), correlation_s)
-    progress = simulate([u.plan for u in users], num_steps, signals, factor)
+    return _Draft(net, signals, users, factor)
+
+
+def _finish(
+    rng: np.random.Generator, draft: _Draft, progress: Progress, num_steps: int, b: Behaviour
+) -> SynthScenario:
+    """The scenario of a draft whose road users moved as ``progress`` says: positions, noise, tracks."""
+    net, users = draft.net, draft.users
+    M = len(users)
+    types = [u.object_type for u in users]
+    vru = np.isin(types, ["pedestrian", "cyclist"])
+    walker = np.asarray(types) == "pedestrian"
     wander_m = np.where(walker, b.pedestrian_wander_m, np.where(vru, b.cyclist_wander_m, b.lane_wander_m))
     correlation = np.where(walker, b.pedestrian_correlation_s, b.lane_correlation_s)
     sideways = np.empty((M, num_steps))
