@@ -15,7 +15,15 @@ import numpy as np
 from scipy.spatial import ConvexHull
 
 from trajemb.data.schema import FloatArray
-from trajemb.data.synth.geometry import arc_length_m, bezier, curve, offset, resample, smoothstep
+from trajemb.data.synth.geometry import (
+    arc_length_m,
+    bezier,
+    curve,
+    left_normals,
+    offset,
+    resample,
+    smoothstep,
+)
 
 LANE_SPACING_M = 1.0
 ROUTE_SPACING_M = 0.5
@@ -158,22 +166,41 @@ def _concat(*parts: FloatArray) -> FloatArray:
     return resample(np.concatenate(out), ROUTE_SPACING_M)
 
 
-def _lane_change(a: FloatArray, b: FloatArray, start_m: float, length_m: float) -> FloatArray:
-    """Blend from lane polyline ``a`` to the parallel ``b`` (same point count) between start and end."""
-    s = arc_length_m(a)
+def _lane_change(
+    a: FloatArray, b: FloatArray, start_m: float, length_m: float, s_a: FloatArray | None = None
+) -> FloatArray:
+    """Blend from lane polyline ``a`` to the parallel ``b`` (same point count) between start and end
+    (``s_a``: ``arc_length_m(a)`` where the caller has it)."""
+    s = arc_length_m(a) if s_a is None else s_a
     w = smoothstep((s - start_m) / length_m)[:, None]
     return np.asarray((1 - w) * a + w * b, dtype=np.float64)
 
 
-def _blend_span_m(a: FloatArray, blended: FloatArray, start_m: float, length_m: float) -> tuple[float, float]:
+def _blend_span_m(
+    a: FloatArray, blended: FloatArray, start_m: float, length_m: float, s_a: FloatArray | None = None
+) -> tuple[float, float]:
     """Arc lengths along ``blended`` (from ``_lane_change(a, ...)``) where the blend starts and ends."""
-    s_a = arc_length_m(a)
+    s_a = arc_length_m(a) if s_a is None else s_a
     s_b = arc_length_m(blended)
     return float(np.interp(start_m, s_a, s_b)), float(np.interp(start_m + length_m, s_a, s_b))
 
 
 def _length_m(xy: FloatArray) -> float:
     return float(arc_length_m(xy)[-1])
+
+
+class _LaneArcs:
+    """``arc_length_m`` of each lane of a network under construction, computed once per lane (a lane's
+    polyline does not change once added; routes and lane changes ask for the same lanes many times)."""
+
+    def __init__(self, lanes: list[Lane]) -> None:
+        self._lanes = lanes
+        self._s: dict[int, FloatArray] = {}
+
+    def __call__(self, lane: int) -> FloatArray:
+        if lane not in self._s:
+            self._s[lane] = arc_length_m(self._lanes[lane].xy)
+        return self._s[lane]
 
 
 def _heading(xy: FloatArray, at_end: bool) -> FloatArray:
@@ -283,6 +310,7 @@ def junction(rng: np.random.Generator, num_arms: int) -> RoadNetwork:
             curb_spots.append((pos, float(np.arctan2(tangent[1], tangent[0]) + (0 if side < 0 else np.pi))))
     routes: list[Route] = []
     bike_routes: list[Route] = []
+    arc = _LaneArcs(lanes)
     for i, arm_in in enumerate(arms):
         for j, arm_out in enumerate(arms):
             a_in = lanes[arm_in.in_lanes[0]].xy
@@ -302,8 +330,8 @@ def junction(rng: np.random.Generator, num_arms: int) -> RoadNetwork:
             for a, b in pairs:
                 c = _connector(lanes, a, b, kind)
                 xy = _concat(lanes[a].xy, lanes[c].xy, lanes[b].xy)
-                stop = float(arc_length_m(lanes[a].xy)[-1])
-                connector_m = _length_m(lanes[c].xy)
+                stop = float(arc(a)[-1])
+                connector_m = float(arc(c)[-1])
                 turn = _connector_spans(kind, stop, connector_m)
                 through = (LanePiece(c, stop), LanePiece(b, stop + connector_m))
                 routes.append(Route(xy, kind, stop, turn, (LanePiece(a, 0.0), *through), i))
@@ -318,13 +346,13 @@ def junction(rng: np.random.Generator, num_arms: int) -> RoadNetwork:
                 for k_from in (k_to - 1, k_to + 1):
                     if not 0 <= k_from < len(arm_in.in_lanes):
                         continue
-                    from_xy = lanes[arm_in.in_lanes[k_from]].xy
-                    start = rng.uniform(15.0, max(20.0, arc_length_m(from_xy)[-1] - 60.0))
+                    from_xy, from_s = lanes[arm_in.in_lanes[k_from]].xy, arc(arm_in.in_lanes[k_from])
+                    start = rng.uniform(15.0, max(20.0, from_s[-1] - 60.0))
                     blend_m = rng.uniform(35.0, 60.0)
-                    approach = _lane_change(from_xy, lanes[a].xy, start, blend_m)
+                    approach = _lane_change(from_xy, lanes[a].xy, start, blend_m, from_s)
                     # Lanes are numbered innermost (leftmost) first: a higher index is to the right.
                     lc_kind = "lane_change_right" if k_to > k_from else "lane_change_left"
-                    change = ManoeuvreSpan(lc_kind, *_blend_span_m(from_xy, approach, start, blend_m))
+                    change = ManoeuvreSpan(lc_kind, *_blend_span_m(from_xy, approach, start, blend_m, from_s))
                     spans = (change, *_connector_spans(kind, _length_m(approach), connector_m))
                     mid = (change.start_m + change.end_m) / 2
                     pieces = (LanePiece(arm_in.in_lanes[k_from], 0.0), LanePiece(a, mid, mid), *through)
@@ -342,7 +370,9 @@ def junction(rng: np.random.Generator, num_arms: int) -> RoadNetwork:
     inside = [np.array(mouths)]
     for lane in lanes:
         if lane.is_intersection:
-            inside += [offset(lane.xy, lane.width_m / 2), offset(lane.xy, -lane.width_m / 2)]
+            # offset(lane.xy, +-w / 2), with the normals computed once for both sides.
+            normals = left_normals(lane.xy)
+            inside += [lane.xy + normals * (lane.width_m / 2), lane.xy + normals * (-lane.width_m / 2)]
     areas.append(_hull(np.concatenate(inside)))
     return RoadNetwork(
         lanes, areas, crossings, routes, walk_routes, bike_routes, curb_spots, layout=f"junction{num_arms}"
