@@ -63,12 +63,22 @@ class SynthScenario:
     )
 
 
-def _weighted_route(rng: np.random.Generator, routes: list[Route], weights: dict[str, float]) -> Route:
+def _weighted_route(
+    rng: np.random.Generator, choice: tuple[list[str], FloatArray, dict[str, list[Route]]]
+) -> Route:
+    """A route of a manoeuvre drawn by its weight (``_route_choice``), then one of that manoeuvre."""
+    kinds, p, candidates = choice
+    kind = kinds[int(rng.choice(len(kinds), p=p))]
+    return candidates[kind][int(rng.integers(len(candidates[kind])))]
+
+
+def _route_choice(
+    routes: list[Route], weights: dict[str, float]
+) -> tuple[list[str], FloatArray, dict[str, list[Route]]]:
+    """The manoeuvres of ``routes`` (sorted), the chance of each and the routes of each."""
     kinds = sorted({r.manoeuvre for r in routes})
     w = np.array([weights.get(k, 0.1) for k in kinds])
-    kind = kinds[int(rng.choice(len(kinds), p=w / w.sum()))]
-    candidates = [r for r in routes if r.manoeuvre == kind]
-    return candidates[int(rng.integers(len(candidates)))]
+    return kinds, w / w.sum(), {k: [r for r in routes if r.manoeuvre == k] for k in kinds}
 
 
 def _uniform(rng: np.random.Generator, r: Range) -> float:
@@ -87,10 +97,22 @@ class _User:
 
 
 class _Routes:
-    """Route geometry, computed once per route of a scenario."""
+    """Route geometry, computed once per route of a scenario, and the manoeuvre weights of its routes."""
 
     def __init__(self) -> None:
         self._cache: dict[int, RouteGeometry] = {}
+        self._choices: dict[
+            int, tuple[list[Route], tuple[list[str], FloatArray, dict[str, list[Route]]]]
+        ] = {}
+
+    def choice(
+        self, routes: list[Route], weights: dict[str, float]
+    ) -> tuple[list[str], FloatArray, dict[str, list[Route]]]:
+        """``_route_choice(routes, weights)``, once per list of routes (the weights are the scenario's)."""
+        key = id(routes)
+        if key not in self._choices:  # the list is kept beside its choice, so its id stays its own
+            self._choices[key] = (routes, _route_choice(routes, weights))
+        return self._choices[key][1]
 
     def __call__(self, route: Route) -> RouteGeometry:
         key = id(route)
@@ -123,14 +145,14 @@ def _vehicle(
     b: Behaviour,
     object_type: str = "vehicle",
 ) -> _User:
-    route = _weighted_route(rng, net.routes, b.manoeuvre_weights)
+    route = _weighted_route(rng, routes.choice(net.routes, b.manoeuvre_weights))
     geometry = routes(route)
     length = geometry.length_m
     median = b.desired_speed_road_mps if net.layout == "curved_road" else b.desired_speed_junction_mps
-    v_des = float(
-        np.clip(
-            median * np.exp(b.desired_speed_log_sd * rng.standard_normal()), *_bounds(b.desired_speed_mps)
-        )
+    # np.clip of one positive number, by Python's min and max (the same value, a tenth of the time).
+    v_des = min(
+        max(float(median * np.exp(b.desired_speed_log_sd * rng.standard_normal())), b.desired_speed_mps.low),
+        b.desired_speed_mps.high,
     )
     horizon_m = v_des * num_steps * STEP_S
     if route.stop_s_m is not None:
@@ -369,16 +391,18 @@ def _finish(
         sideways[rows] = smooth_noise(rng, (len(rows), num_steps), float(value))
     sideways *= wander_m[:, None]
     times = np.arange(num_steps) * STEP_S
-    xy_parts, heading_parts, valid_parts, s_parts = [], [], [], []
-    for i, u in enumerate(users):
-        route, s_i = u.plan.route, progress.s_m[i]
-        xy_i, heading_i = positions(route, s_i)
-        normal = np.stack([-np.sin(heading_i), np.cos(heading_i)], axis=-1)
-        on_route = (times >= u.seen_from_s) & (s_i >= 0.0) & (s_i <= route.length_m)
-        xy_parts.append(xy_i + normal * sideways[i, :, None])
-        heading_parts.append(heading_i)
-        valid_parts.append(on_route)
-        s_parts.append(np.where(on_route, s_i, np.nan))
+    # Each road user on its own route; then the wander sideways, all of them at once.
+    along = [positions(u.plan.route, s_i) for u, s_i in zip(users, progress.s_m, strict=True)]
+    heading_moving = np.stack([h for _, h in along])
+    normal = np.stack([-np.sin(heading_moving), np.cos(heading_moving)], axis=-1)
+    seen_from = np.array([u.seen_from_s for u in users])[:, None]
+    route_len = np.array([u.plan.route.length_m for u in users])[:, None]
+    s_moving = progress.s_m
+    on_route = (times >= seen_from) & (s_moving >= 0.0) & (s_moving <= route_len)
+    xy_parts = list(np.stack([xy for xy, _ in along]) + normal * sideways[:, :, None])
+    heading_parts = list(heading_moving)
+    valid_parts = list(on_route)
+    s_parts = list(np.where(on_route, s_moving, np.nan))
     kinds = [u.route.manoeuvre for u in users]
     spans = [u.route.spans for u in users]
     for spot, spot_heading in net.curb_spots:
