@@ -56,7 +56,7 @@ def scenario_of(generator: int, rng: np.random.Generator) -> SynthScenario:
 
 #: Scenarios of generator 2 simulated together (``generate_scenarios``): the car-following loop's cost
 #: per scenario falls with the batch up to a few dozen, and the batch's arrays stay in cache.
-SIM_BATCH = 16
+SIM_BATCH = 25
 
 
 def scenarios_of(generator: int, rngs: list[np.random.Generator]) -> list[SynthScenario]:
@@ -68,9 +68,11 @@ def scenarios_of(generator: int, rngs: list[np.random.Generator]) -> list[SynthS
 
 def _write_range(args: tuple[SynthConfig, str, int, int]) -> int:
     config, root, start, stop = args
-    for first in range(start, stop, SIM_BATCH):
+    # Batches of at most SIM_BATCH, as even as they can be (60 as 20, 20 and 20, not 25, 25 and 10).
+    size = -(-(stop - start) // -(-(stop - start) // SIM_BATCH)) if stop > start else 1
+    for first in range(start, stop, size):
         # One independent stream per scenario: the output does not depend on the worker count.
-        rngs = [np.random.default_rng([config.seed, i]) for i in range(first, min(first + SIM_BATCH, stop))]
+        rngs = [np.random.default_rng([config.seed, i]) for i in range(first, min(first + size, stop))]
         for sc in scenarios_of(config.generator, rngs):
             write_scenario_dir(sc, Path(root), config.use_av2_serializer)
     return stop - start
