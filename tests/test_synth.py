@@ -18,14 +18,17 @@ from trajemb.core.errors import ConfigError
 from trajemb.data.av2_motion import find_scenario_files, map_path_for, read_scenario_tracks
 from trajemb.data.schema import DirectionClass, Source
 from trajemb.data.store import read_table
-from trajemb.data.synth.agents import Driver, drive, speed_profile
-from trajemb.data.synth.behaviour import GENERATOR_VERSION
-from trajemb.data.synth.generate import MARKER_FILE, SynthConfig, generate, scenario_of
-from trajemb.data.synth.scenario import SynthScenario, generate_scenario
+from trajemb.data.synth.agents import Crowd, Driver, drive, simulate, simulate_many, speed_profile
+from trajemb.data.synth.behaviour import BEHAVIOUR, GENERATOR_VERSION
+from trajemb.data.synth.generate import MARKER_FILE, SynthConfig, generate, scenario_of, scenarios_of
+from trajemb.data.synth.scenario import SynthScenario, _draft, generate_scenario, generate_scenarios
 from trajemb.data.synth.writer import (
+    _kept_rows,
     _points_of,
+    kept_index,
     map_json,
     map_json_bytes,
+    segment_cuts,
     write_scenario_parquet,
     write_scenario_parquet_av2,
 )
@@ -171,6 +174,66 @@ def test_generator_2_is_pinned() -> None:
     assert _scenario_digest(scenarios) == "2e8e03853fe466c05f7d175de68a1e5a13c82cd480f9bd37027624011bd91cf1"
     maps = hashlib.sha256(b"".join(orjson.dumps(map_json(sc)) for sc in scenarios)).hexdigest()
     assert maps == "9f0906b05846dd8653dfbc27b1512bc506e91c54e36e4599ec025ea4956be443"
+
+
+def test_generator_2_batches_are_pinned() -> None:
+    """Scenarios simulated together (``generate_scenarios``, as ``trajemb synth`` makes them) are those
+    of ``generate_scenario`` one at a time, array for array and bit for bit, and this digest of eight of
+    them was computed with main at 7437a2e, before batches existed."""
+    rngs = [np.random.default_rng([8, i]) for i in range(8)]
+    batch = generate_scenarios(rngs)
+    assert _scenario_digest(batch) == "e07e7de1216e51529b3380f37850d7c3b44610eaa224c503f5756b9da61ab5cb"
+    assert len({len(sc.track_ids) for sc in batch}) > 2  # crowds of different sizes: padding is used
+    for i, sc in enumerate(batch):
+        alone = generate_scenario(np.random.default_rng([8, i]))
+        for name in ("xy_city", "heading_rad", "velocity_mps", "valid", "route_s_m", "track_ids"):
+            assert getattr(sc, name).tobytes() == getattr(alone, name).tobytes(), (i, name)
+        assert map_json_bytes(sc) == map_json_bytes(alone)
+    assert [sc.scenario_id for sc in scenarios_of(2, [np.random.default_rng([8, i]) for i in (2, 5)])] == [
+        batch[2].scenario_id,
+        batch[5].scenario_id,
+    ]
+
+
+def test_simulate_many_is_simulate_of_each() -> None:
+    """Crowds of 0 to 40 road users stepped together give each crowd's ``simulate`` bit for bit (the
+    padding rows lead no one), signals, stop signs and waits at the start included."""
+    drafts = [_draft(np.random.default_rng([9, i]), 110, BEHAVIOUR) for i in range(12)]
+    crowds = [Crowd([u.plan for u in d.users], d.signals, d.factor) for d in drafts]
+    crowds.insert(3, Crowd([]))
+    crowds.append(Crowd(crowds[0].plans[:1]))  # a crowd of one, without signals or factors
+    stops = [p.driver.stop_at_m is not None for c in crowds for p in c.plans]
+    assert any(stops) and any(c.signals is not None and c.signals.red_from_s.size for c in crowds)
+    together = simulate_many(crowds, 110)
+    assert len(together) == len(crowds)
+    for crowd, progress in zip(crowds, together, strict=True):
+        alone = simulate(crowd.plans, 110, crowd.signals, crowd.desired_factor)
+        assert progress.s_m.shape == (len(crowd.plans), 110)
+        assert progress.s_m.tobytes() == alone.s_m.tobytes()
+        assert progress.speed_mps.tobytes() == alone.speed_mps.tobytes()
+    assert simulate_many([], 110) == []
+
+
+def test_kept_index_is_kept_rows_of_each() -> None:
+    """One index over stacked polylines keeps, in order, the rows ``_kept_rows`` keeps of each."""
+    for stride in (1, 2, 3, 4, 7):
+        for sizes in ([0], [1], [2], [3], [5], [4, 0, 1, 2, 9, 13, 100], list(range(30))):
+            index, counts = kept_index(sizes, stride)
+            starts = np.cumsum([0, *sizes])
+            expected = [int(starts[i]) + r for i, n in enumerate(sizes) for r in _kept_rows(n, stride)]
+            assert index.tolist() == expected, (stride, sizes)
+            assert counts.tolist() == [len(_kept_rows(n, stride)) for n in sizes]
+
+
+def test_segment_cuts_are_linspaces() -> None:
+    """Lane cuts are ``np.linspace(0, last, k + 1).round().astype(int)``, halves rounded to even."""
+    for last in range(0, 1200):
+        for k in range(1, 9):
+            assert segment_cuts(last, k) == np.linspace(0, last, k + 1).round().astype(int).tolist(), (
+                last,
+                k,
+            )
+    assert segment_cuts(10, 4) == [0, 2, 5, 8, 10]  # 2.5 -> 2 and 7.5 -> 8
 
 
 def test_map_bytes_are_orjsons_of_the_map_dict() -> None:

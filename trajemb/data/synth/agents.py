@@ -292,8 +292,8 @@ def simulate_many(crowds: list[Crowd], num_steps: int) -> list[Progress]:
     r = round(SIM_STEP_S / STEP_S)
     M = (num_steps - 1 + r - 1) // r + 1
     dt = SIM_STEP_S
-    if K == 0:
-        return []
+    if A == 0:  # nobody to move
+        return [Progress(np.zeros((0, num_steps)), np.zeros((0, num_steps))) for _ in crowds]
     N = K * A
     tables = [_table(c, num_steps, r, M) for c in crowds]
     sizes = [len(c.plans) for c in crowds]
@@ -323,9 +323,9 @@ def simulate_many(crowds: list[Crowd], num_steps: int) -> list[Progress]:
     factor, red_at, hold_gap = rows_of("factor"), rows_of("red_at"), rows_of("hold_gap")
     # Curve speed limits of every route, flat, with each road user's offset, count and spacing.
     limits = [t.limits[i] if i < sizes[k] else _PAD_LIMIT for k, t in enumerate(tables) for i in range(A)]
-    counts = np.array([len(v) for v in limits])
+    counts = np.array([len(v) for v in limits], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    flat_limit = np.concatenate(limits) if N else np.zeros(0)
+    flat_limit = np.concatenate(limits)
     spacing = route_len / np.maximum(counts - 1, 1)
     # Lane tables of every scenario, as wide as the widest; the columns added never start, and padding
     # rows run on lanes of their own.
@@ -365,7 +365,7 @@ def simulate_many(crowds: list[Crowd], num_steps: int) -> list[Progress]:
     sqrt_ab = 2 * np.sqrt(a * b)
     # Nobody starts faster than the curve ahead allows.
     idx = np.clip(np.rint(s * inv_spacing), 0, last).astype(np.int64) + offsets
-    v = np.minimum(v_init, flat_limit[idx]) if N else v_init
+    v = np.minimum(v_init, flat_limit[idx])
     s_hist, v_hist, acc_hist = np.empty((N, M)), np.empty((N, M)), np.zeros((N, M))
     for m in range(M - 1):
         s_hist[:, m] = s
