@@ -113,13 +113,25 @@ def _link(lanes: list[Lane], a: int, b: int) -> None:
     lanes[b].predecessors.append(a)
 
 
+class _Shifted:
+    """``offset(xy, left_m)`` of one polyline at any number of distances, its normals computed once
+    (the same arithmetic: ``xy + left_normals(xy) * left_m``)."""
+
+    def __init__(self, xy: FloatArray) -> None:
+        self.xy = xy
+        self.normals = left_normals(xy)
+
+    def __call__(self, left_m: float) -> FloatArray:
+        return np.asarray(self.xy + self.normals * left_m, dtype=np.float64)
+
+
 def _parallel_lanes(
-    lanes: list[Lane], center: FloatArray, n: int, width_m: float, median_m: float, side: int
+    lanes: list[Lane], center: _Shifted, n: int, width_m: float, median_m: float, side: int
 ) -> list[int]:
     """n lanes beside ``center``; side -1 = right of it (same direction), +1 = left (opposite)."""
     ids: list[int] = []
     for k in range(n):
-        xy = offset(center, side * (median_m / 2 + (k + 0.5) * width_m))
+        xy = center(side * (median_m / 2 + (k + 0.5) * width_m))
         if side > 0:
             xy = xy[::-1].copy()
         inner = "SOLID_YELLOW" if median_m > 0.5 else "DOUBLE_SOLID_YELLOW"
@@ -146,7 +158,8 @@ def _road_polygon(center: FloatArray, left_m: float, right_m: float) -> FloatArr
     # Every AREA_POINT_STRIDE-th point of the centre line: AV2 map polygons are similarly sparse.
     keep = np.unique(np.append(np.arange(0, len(center), AREA_POINT_STRIDE), len(center) - 1))
     extended = np.concatenate([start[None], center[keep], end[None]])
-    left, right = offset(extended, left_m), offset(extended, -right_m)
+    shifted = _Shifted(extended)
+    left, right = shifted(left_m), shifted(-right_m)
     return np.concatenate([right, left[::-1], right[:1]])
 
 
@@ -283,8 +296,9 @@ def junction(rng: np.random.Generator, num_arms: int) -> RoadNetwork:
             kappa[int(25 / LANE_SPACING_M) :] = rng.choice([-1, 1]) * rng.uniform(1 / 400, 1 / 120)
         start = r0 * np.array([np.cos(angle), np.sin(angle)])
         center = curve(start, float(angle), kappa, LANE_SPACING_M)
-        out_ids = _parallel_lanes(lanes, center, int(n_out[i]), width, float(medians[i]), side=-1)
-        in_ids = _parallel_lanes(lanes, center, int(n_in[i]), width, float(medians[i]), side=+1)
+        beside = _Shifted(center)
+        out_ids = _parallel_lanes(lanes, beside, int(n_out[i]), width, float(medians[i]), side=-1)
+        in_ids = _parallel_lanes(lanes, beside, int(n_in[i]), width, float(medians[i]), side=+1)
         arms.append(_Arm(center, out_ids, in_ids, width, float(medians[i])))
         left_m = medians[i] / 2 + n_in[i] * width
         right_m = medians[i] / 2 + n_out[i] * width
@@ -301,7 +315,7 @@ def junction(rng: np.random.Generator, num_arms: int) -> RoadNetwork:
         )
         walk_routes += [Route(cross, "cross"), Route(cross[::-1].copy(), "cross")]
         for side_m in (left_m + 4.0, -(right_m + 4.0)):
-            walk = resample(offset(center, side_m), ROUTE_SPACING_M)
+            walk = resample(beside(side_m), ROUTE_SPACING_M)
             walk_routes += [Route(walk, "walk"), Route(walk[::-1].copy(), "walk")]
         for s_idx in rng.choice(np.arange(30, n_pts - 10), size=3, replace=False):
             side = rng.choice([-1, 1])
@@ -400,8 +414,9 @@ def curved_road(rng: np.random.Generator) -> RoadNetwork:
     center = curve(np.zeros(2), 0.0, kappa, LANE_SPACING_M)
     center -= center[len(center) // 2]
     lanes: list[Lane] = []
-    fwd = _parallel_lanes(lanes, center, n_lanes, width, median, side=-1)
-    bwd = _parallel_lanes(lanes, center, n_lanes, width, median, side=+1)
+    beside = _Shifted(center)
+    fwd = _parallel_lanes(lanes, beside, n_lanes, width, median, side=-1)
+    bwd = _parallel_lanes(lanes, beside, n_lanes, width, median, side=+1)
     half = median / 2 + n_lanes * width
     areas = [_road_polygon(center, half + SHOULDER_M, half + SHOULDER_M)]
     routes: list[Route] = []
@@ -445,7 +460,7 @@ def curved_road(rng: np.random.Generator) -> RoadNetwork:
     walk_routes: list[Route] = []
     bike_routes: list[Route] = []
     for side in (1, -1):
-        walk = resample(offset(center, side * (half + 4.0)), ROUTE_SPACING_M)
+        walk = resample(beside(side * (half + 4.0)), ROUTE_SPACING_M)
         walk_routes += [Route(walk, "walk"), Route(walk[::-1].copy(), "walk")]
     for group in (fwd, bwd):
         bike = resample(offset(lanes[group[-1]].xy, -(width / 2 - 0.7)), ROUTE_SPACING_M)
