@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from trajemb.data.schema import FloatArray
@@ -39,9 +41,10 @@ def clip(x: np.ndarray, low: float | np.ndarray, high: float | np.ndarray) -> np
 def resample(xy: FloatArray, spacing_m: float) -> FloatArray:
     """Resample a polyline to (roughly) uniform spacing, keeping both ends."""
     s = arc_length_m(xy)
-    n = max(2, int(np.ceil(s[-1] / spacing_m)) + 1)
+    total_m = float(s[-1])
+    n = max(2, math.ceil(total_m / spacing_m) + 1)
     # np.linspace(0.0, s[-1], n)'s arithmetic, without its per-call overhead.
-    s_new = np.arange(n, dtype=np.float64) * (s[-1] / (n - 1))
+    s_new = np.arange(n, dtype=np.float64) * (total_m / (n - 1))
     s_new += 0.0
     s_new[-1] = s[-1]
     return columns(np.interp(s_new, s, xy[:, 0]), np.interp(s_new, s, xy[:, 1]))
