@@ -63,19 +63,19 @@ class SynthScenario:
     )
 
 
-def _weighted_route(
-    rng: np.random.Generator, choice: tuple[list[str], FloatArray, dict[str, list[Route]]]
-) -> Route:
+#: The manoeuvres among a list of routes (sorted), the chance of each and the routes of each.
+_Choice = tuple[list[str], FloatArray, dict[str, list[Route]]]
+
+
+def _weighted_route(rng: np.random.Generator, choice: _Choice) -> Route:
     """A route of a manoeuvre drawn by its weight (``_route_choice``), then one of that manoeuvre."""
     kinds, p, candidates = choice
     kind = kinds[int(rng.choice(len(kinds), p=p))]
     return candidates[kind][int(rng.integers(len(candidates[kind])))]
 
 
-def _route_choice(
-    routes: list[Route], weights: dict[str, float]
-) -> tuple[list[str], FloatArray, dict[str, list[Route]]]:
-    """The manoeuvres of ``routes`` (sorted), the chance of each and the routes of each."""
+def _route_choice(routes: list[Route], weights: dict[str, float]) -> _Choice:
+    """The manoeuvres of ``routes`` (sorted), the chance of each by ``weights`` and the routes of each."""
     kinds = sorted({r.manoeuvre for r in routes})
     w = np.array([weights.get(k, 0.1) for k in kinds])
     return kinds, w / w.sum(), {k: [r for r in routes if r.manoeuvre == k] for k in kinds}
@@ -101,13 +101,9 @@ class _Routes:
 
     def __init__(self) -> None:
         self._cache: dict[int, RouteGeometry] = {}
-        self._choices: dict[
-            int, tuple[list[Route], tuple[list[str], FloatArray, dict[str, list[Route]]]]
-        ] = {}
+        self._choices: dict[int, tuple[list[Route], _Choice]] = {}
 
-    def choice(
-        self, routes: list[Route], weights: dict[str, float]
-    ) -> tuple[list[str], FloatArray, dict[str, list[Route]]]:
+    def choice(self, routes: list[Route], weights: dict[str, float]) -> _Choice:
         """``_route_choice(routes, weights)``, once per list of routes (the weights are the scenario's)."""
         key = id(routes)
         if key not in self._choices:  # the list is kept beside its choice, so its id stays its own
