@@ -13,10 +13,11 @@ stop-and-go without a rule for it. A signal that turns red too close to stop (mo
 
 The model is integrated with the ballistic update (Treiber and Kanagaraj 2015, "Comparing numerical
 integration schemes for time-continuous car-following models", Physica A 419) at ``SIM_STEP_S``, all
-road users of a scenario at once; inside a step the acceleration is constant, so the 10 Hz samples are
-exact, not interpolated. Positions follow from the progress along the route (arc length).
+road users of a scenario at once (``simulate_many``: of K scenarios at once, the same numbers); inside
+a step the acceleration is constant, so the 10 Hz samples are exact, not interpolated. Positions follow
+from the progress along the route (arc length).
 
-Legend: A road users, S steps at 10 Hz, M simulation steps, P route points.
+Legend: A road users, S steps at 10 Hz, M simulation steps, P route points, K scenarios.
 """
 
 from __future__ import annotations
@@ -214,7 +215,7 @@ class _Table:
     limits: list[FloatArray]
 
 
-def _table(crowd: Crowd, num_steps: int, r: int, M: int) -> _Table:
+def _table(crowd: Crowd, r: int, M: int) -> _Table:
     """One scenario's inputs, computed as ``simulate`` always did."""
     plans = crowd.plans
     signals = crowd.signals or Signals.none()
@@ -295,7 +296,7 @@ def simulate_many(crowds: list[Crowd], num_steps: int) -> list[Progress]:
     if A == 0:  # nobody to move
         return [Progress(np.zeros((0, num_steps)), np.zeros((0, num_steps))) for _ in crowds]
     N = K * A
-    tables = [_table(c, num_steps, r, M) for c in crowds]
+    tables = [_table(c, r, M) for c in crowds]
     sizes = [len(c.plans) for c in crowds]
 
     def vector(name: str) -> np.ndarray:
