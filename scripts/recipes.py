@@ -36,3 +36,17 @@ PCA_RESIDUAL_RECIPE = [
     "pca",
 ]
 PCA_FROZEN_RECIPE = [*PCA_RESIDUAL_RECIPE, "--linear-base-training", "frozen"]
+#: Issue 20, denoising distillation: the same perturbations on a PCA base, the perturbed windows' missing
+#: steps completed as PCA reads them, and the loss the distance of each input's code to the base's code of
+#: its clean window (``trajemb.training.distill_loss``) plus a tenth of the soft-neighbour loss; the base
+#: trained with the rest (``pca_distill``) or kept at PCA (``pca_distill_frozen``).
+PCA_DISTILL_RECIPE = [
+    *PCA_RESIDUAL_RECIPE,
+    "--augment-missing",
+    "complete",
+    "--distill-weight",
+    "1.0",
+    "--soft-weight",
+    "0.1",
+]
+PCA_DISTILL_FROZEN_RECIPE = [*PCA_DISTILL_RECIPE, "--linear-base-training", "frozen"]

@@ -2,7 +2,8 @@
 
 Trains Cosine and FFT mining x D in {4, 8, 16, 32} x compact vs base model with the paper's triplet
 loss (``--recipes paper``) and/or the soft-neighbour recipe (``--recipes soft``: see docs/workflow.md, "Training
-recipes") and/or the PCA-residual encoders of issue 20 (``--recipes pca_residual,pca_frozen``), or takes
+recipes") and/or the PCA-residual encoders of issue 20 (``--recipes pca_residual,pca_frozen``, and with
+denoising distillation ``pca_distill,pca_distill_frozen``), or takes
 ready checkpoints (``--checkpoint``, repeatable, e.g. the shipped ones). Then
 evaluates every model beside the oracle, random, PCA, FFT-feature and untrained-encoder baselines on
 
@@ -33,7 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
-from recipes import PCA_FROZEN_RECIPE, PCA_RESIDUAL_RECIPE, SOFT_RECIPE
+from recipes import (
+    PCA_DISTILL_FROZEN_RECIPE,
+    PCA_DISTILL_RECIPE,
+    PCA_FROZEN_RECIPE,
+    PCA_RESIDUAL_RECIPE,
+    SOFT_RECIPE,
+)
 
 from trajemb.analysis.label_quality import label_agreement, read_labelled_sample, sample_agreement
 from trajemb.analysis.report import (
@@ -167,7 +174,8 @@ def main() -> None:
     p.add_argument(
         "--recipes",
         default="paper",
-        help="comma-separated: paper (triplet), soft (soft-neighbour), pca_residual, pca_frozen (issue 20)",
+        help="comma-separated: paper (triplet), soft (soft-neighbour), pca_residual, pca_frozen, pca_distill, "
+        "pca_distill_frozen (issue 20)",
     )
     p.add_argument("--dims", default="4,8,16,32")
     p.add_argument("--similarities", default="cosine,fft")
@@ -255,6 +263,10 @@ def main() -> None:
                     runs.append((f"{arch}-pca-residual-d{dim}", PCA_RESIDUAL_RECIPE))
                 if "pca_frozen" in a.recipes.split(","):
                     runs.append((f"{arch}-pca-frozen-d{dim}", PCA_FROZEN_RECIPE))
+                if "pca_distill" in a.recipes.split(","):
+                    runs.append((f"{arch}-pca-distill-d{dim}", PCA_DISTILL_RECIPE))
+                if "pca_distill_frozen" in a.recipes.split(","):
+                    runs.append((f"{arch}-pca-distill-frozen-d{dim}", PCA_DISTILL_FROZEN_RECIPE))
                 for name, recipe in runs:
                     run(
                         [
@@ -278,7 +290,16 @@ def main() -> None:
                         ]
                     )
                     # The soft recipes ship their last epoch (scripts/train_shipped_checkpoints.py says why).
-                    soft = any(recipe is r for r in (SOFT_RECIPE, PCA_RESIDUAL_RECIPE, PCA_FROZEN_RECIPE))
+                    soft = any(
+                        recipe is r
+                        for r in (
+                            SOFT_RECIPE,
+                            PCA_RESIDUAL_RECIPE,
+                            PCA_FROZEN_RECIPE,
+                            PCA_DISTILL_RECIPE,
+                            PCA_DISTILL_FROZEN_RECIPE,
+                        )
+                    )
                     epoch = "last" if soft else "best"
                     name_card(out / "runs" / name / epoch, name)
                     checkpoints += ["--checkpoint", str(out / "runs" / name / epoch)]
