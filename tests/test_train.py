@@ -538,11 +538,19 @@ def test_distillation_at_zero_correction_is_the_pca_codes_distance(small_synth_t
     )
     expected = scale**2 * (diff**2).sum(axis=1).mean() / 2.0
     assert got == pytest.approx(expected, rel=1e-3)
-    weighted = Trainer(small_synth_table, _distill_recipe(soft_weight=0.5), progress=False)
+    tuned = Trainer(
+        small_synth_table, _distill_recipe(soft_weight=0.5, linear_base_training="fine_tune"), progress=False
+    )
     with torch.no_grad():
-        z = weighted.model(noisy)
-        soft = float(weighted.soft_loss(z, clean, groups, gen)[0])
-        assert float(weighted.loss(z, clean, groups, gen)[0]) == pytest.approx(got + 0.5 * soft, rel=1e-4)
+        z = tuned.model(noisy)
+        soft = float(tuned.soft_loss(z, clean, groups, gen)[0])
+        assert float(tuned.loss(z, clean, groups, gen)[0]) == pytest.approx(got + 0.5 * soft, rel=1e-4)
+    # A fine-tuned base moves; the teacher stays at PCA.
+    assert tuned.model.linear_base is not None and tuned.teacher is not None
+    teacher = tuned.teacher.weight.detach().clone()
+    tuned.fit()
+    assert torch.equal(tuned.teacher.weight, teacher)
+    assert not torch.equal(tuned.model.linear_base.weight, teacher)
 
 
 def test_cli_train_distillation_flags(small_synth_table: Path, tmp_path: Path) -> None:

@@ -4,8 +4,9 @@ linear base's code of its clean window.
 An encoder with a PCA base (``trajemb.training.linear_base``) retrieves clean windows within 0.5 % of the
 raw-space oracle, but reads a noisy or gappy window through the same linear map. This loss teaches its
 correction what PCA cannot do: for each window of a batch, ``||z_i - c_i||² / t``, with ``z_i`` the
-encoder's code of the input as the encoder sees it (perturbed or clean) and ``c_i`` the linear base's
-code of the clean window (no gradient), averaged over the batch; ``t`` is the soft-neighbour loss's
+encoder's code of the input as the encoder sees it (perturbed or clean) and ``c_i`` the code of the
+clean window under the linear base as initialised (PCA, kept fixed as the teacher: distilling to a base
+that trains would teach it to shrink), averaged over the batch; ``t`` is the soft-neighbour loss's
 temperature, so that both losses count squared code distances in one unit. A clean input whose
 correction is zero costs nothing: the minimiser is the conditional mean of the clean code given what was
 observed (denoising as in Vincent et al., ICML 2008, distilled to a fixed teacher as in Hinton et al.

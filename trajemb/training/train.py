@@ -26,6 +26,7 @@ Legend: N rows, T steps, B batch, D embedding dim.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import time
@@ -214,12 +215,12 @@ class TrainConfig:
         "fine_tune", help="with linear_base pca: train the PCA base with the rest, or keep it (frozen)"
     )
     # Denoising distillation (issue 20, ``trajemb.training.distill_loss``): the code of each input,
-    # perturbed or clean, regresses the linear base's code of its clean window; the soft-neighbour loss
-    # is then weighted by ``soft_weight``.
+    # perturbed or clean, regresses the initial (PCA) base's code of its clean window; the
+    # soft-neighbour loss is then weighted by ``soft_weight``.
     distill_weight: float = param(
         0.0,
-        help="with linear_base pca: weight of the distillation of each input's code to the linear base's "
-        "code of its clean window (squared distance over soft_temperature); 0: off",
+        help="with linear_base pca: weight of the distillation of each input's code to the initial PCA "
+        "base's code of its clean window (squared distance over soft_temperature); 0: off",
         low=0.0,
         high=1e6,
     )
@@ -478,9 +479,16 @@ class Trainer:
                     config.distill_weight,
                     config.soft_weight,
                 )
+        #: The distillation's teacher: the linear base as initialised (PCA), kept fixed. Distilling to the
+        #: base being trained would shrink it (a smaller map moves perturbed codes less), not denoise.
+        self.teacher: torch.nn.Linear | None = None
         if config.encoder.linear_base != "none":
-            if not self.resume:
+            # A resumed distillation run fits its teacher again (seeded, so the same PCA and scale).
+            if not self.resume or config.distill_weight > 0:
                 self._init_linear_base()
+            if config.distill_weight > 0:
+                assert self.model.linear_base is not None
+                self.teacher = copy.deepcopy(self.model.linear_base).requires_grad_(False)
             if config.linear_base_training == "frozen":
                 assert self.model.linear_base is not None
                 self.model.linear_base.requires_grad_(False)
@@ -512,9 +520,13 @@ class Trainer:
 
     @torch.no_grad()
     def clean_code(self, xy_clean: torch.Tensor) -> torch.Tensor:
-        """(B, T, 2) clean windows -> (B, D) the linear base's code of them: what distillation
-        (``config.distill_weight``) teaches the encoder to give for their perturbed inputs."""
-        return self.model.base_features(xy_clean)
+        """(B, T, 2) clean windows -> (B, D) the teacher's (the initial PCA base's) code of them: what
+        distillation (``config.distill_weight``) teaches the encoder to give for their perturbed inputs."""
+        if self.teacher is None:
+            raise ConfigError("clean codes need a distillation run (distill_weight > 0)")
+        with torch.autocast(device_type=xy_clean.device.type, enabled=False):
+            out: torch.Tensor = self.teacher(xy_clean.float().reshape(len(xy_clean), -1))
+        return out
 
     def calibrate_threshold(self, num_batches: int = 8) -> float:
         """The similarity above which ``positive_fraction`` of in-batch training pairs lie
