@@ -572,3 +572,14 @@ def test_cli_train_distillation_flags(small_synth_table: Path, tmp_path: Path) -
     assert train_config["augment"]["missing"] == "complete"
     assert not {"distill_weight", "soft_weight"} & set(config().to_dict())
     assert "missing" not in config().to_dict()["augment"]
+
+
+def test_distillation_run_resumes_to_the_same_weights(small_synth_table: Path, tmp_path: Path) -> None:
+    """A distillation run with a fine-tuned base, killed in epoch 2 and resumed, ends with the weights of
+    an uninterrupted run: the resumed run fits its fixed PCA teacher again rather than distilling to
+    the base it trained."""
+    recipe = _distill_recipe(epochs=2, soft_weight=0.1, linear_base_training="fine_tune")
+    train(recipe, small_synth_table, tmp_path / "a", progress=False)
+    killed_in_epoch_2(recipe, small_synth_table, tmp_path / "b")
+    Trainer(small_synth_table, recipe, tmp_path / "b", resume=True, progress=False).fit()
+    assert_same_weights(tmp_path / "a", tmp_path / "b")
