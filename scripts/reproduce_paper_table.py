@@ -184,6 +184,12 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-robustness", action="store_true", help="skip the robustness curves")
     p.add_argument(
+        "--encoder-missing",
+        choices=["interpolate", "mask"],
+        default="interpolate",
+        help="robustness: encoders read windows with missing steps completed (as PCA) or masked",
+    )
+    p.add_argument(
         "--generator",
         type=int,
         choices=[1, 2],
@@ -304,7 +310,7 @@ def main() -> None:
                     name_card(out / "runs" / name / epoch, name)
                     checkpoints += ["--checkpoint", str(out / "runs" / name / epoch)]
     evaluation = ["--no-umap", "--device", a.device, "--mean-rank-corpus", "100000"]
-    evaluation += [] if a.no_robustness else ["--robustness"]
+    evaluation += [] if a.no_robustness else ["--robustness", "--encoder-missing", a.encoder_missing]
     sections = (
         [] if a.no_synthetic else _synthetic_sections(a, out, test_table, maps, checkpoints, evaluation)
     )
