@@ -164,7 +164,7 @@ class DistilledBatchLoss:
     ) -> tuple[torch.Tensor, int]:
         with torch.no_grad():
             codes = self.clean_code(targets)
-        loss = self.distill_weight * self.distill(z, codes)
+        loss = self.distill_weight * self.distill(z, codes, ~(groups[:, None] == groups[None, :]))
         if self.soft_weight == 0:
             return loss, len(z)
         soft, anchors = self.soft(z, targets, groups, generator, across_ranks)

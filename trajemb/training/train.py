@@ -224,6 +224,12 @@ class TrainConfig:
         low=0.0,
         high=1e6,
     )
+    distill_scale: Literal["temperature", "neighbors"] = param(
+        "temperature",
+        help="with distill_weight: squared code errors over soft_temperature, or over the squared distance "
+        "from each clean code to its soft_neighbors-th nearest in the batch (errors relative to the local "
+        "spacing that retrieval sees)",
+    )
     soft_weight: float = param(
         1.0,
         help="with distill_weight: weight of the soft-neighbour loss beside the distillation (0: left out)",
@@ -280,6 +286,11 @@ class TrainConfig:
                 "set distill_weight too",
                 fields=("soft_weight", "distill_weight"),
             )
+        elif self.distill_scale != "temperature":
+            raise ConfigError(
+                "distill_scale scales the distillation; set distill_weight too",
+                fields=("distill_scale", "distill_weight"),
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON values; without a linear base, distillation or completed inputs exactly
@@ -289,7 +300,7 @@ class TrainConfig:
         if self.encoder.linear_base == "none":
             del out["linear_base_training"]
         if self.distill_weight == 0:  # the keys of earlier releases (no distillation)
-            del out["distill_weight"], out["soft_weight"]
+            del out["distill_weight"], out["soft_weight"], out["distill_scale"]
         out["augment"] = self.augment.to_dict()
         return out
 
@@ -474,7 +485,10 @@ class Trainer:
             if config.distill_weight > 0:
                 self.loss = DistilledBatchLoss(
                     self.soft_loss,
-                    CodeDistillationLoss(config.soft_temperature),
+                    CodeDistillationLoss(
+                        config.soft_temperature,
+                        config.soft_neighbors if config.distill_scale == "neighbors" else None,
+                    ),
                     self.clean_code,
                     config.distill_weight,
                     config.soft_weight,
