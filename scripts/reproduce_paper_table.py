@@ -3,7 +3,7 @@
 Trains Cosine and FFT mining x D in {4, 8, 16, 32} x compact vs base model with the paper's triplet
 loss (``--recipes paper``) and/or the soft-neighbour recipe (``--recipes soft``: see docs/workflow.md, "Training
 recipes") and/or the PCA-residual encoders of issue 20 (``--recipes pca_residual,pca_frozen``, and with
-denoising distillation ``pca_distill,pca_distill_frozen``), or takes
+denoising distillation ``pca_distill,pca_distill_tuned``), or takes
 ready checkpoints (``--checkpoint``, repeatable, e.g. the shipped ones). Then
 evaluates every model beside the oracle, random, PCA, FFT-feature and untrained-encoder baselines on
 
@@ -35,8 +35,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 from recipes import (
-    PCA_DISTILL_FROZEN_RECIPE,
     PCA_DISTILL_RECIPE,
+    PCA_DISTILL_TUNED_RECIPE,
     PCA_FROZEN_RECIPE,
     PCA_RESIDUAL_RECIPE,
     SOFT_RECIPE,
@@ -175,7 +175,7 @@ def main() -> None:
         "--recipes",
         default="paper",
         help="comma-separated: paper (triplet), soft (soft-neighbour), pca_residual, pca_frozen, pca_distill, "
-        "pca_distill_frozen (issue 20)",
+        "pca_distill_tuned (issue 20)",
     )
     p.add_argument("--dims", default="4,8,16,32")
     p.add_argument("--similarities", default="cosine,fft")
@@ -271,8 +271,8 @@ def main() -> None:
                     runs.append((f"{arch}-pca-frozen-d{dim}", PCA_FROZEN_RECIPE))
                 if "pca_distill" in a.recipes.split(","):
                     runs.append((f"{arch}-pca-distill-d{dim}", PCA_DISTILL_RECIPE))
-                if "pca_distill_frozen" in a.recipes.split(","):
-                    runs.append((f"{arch}-pca-distill-frozen-d{dim}", PCA_DISTILL_FROZEN_RECIPE))
+                if "pca_distill_tuned" in a.recipes.split(","):
+                    runs.append((f"{arch}-pca-distill-tuned-d{dim}", PCA_DISTILL_TUNED_RECIPE))
                 for name, recipe in runs:
                     run(
                         [
@@ -303,7 +303,7 @@ def main() -> None:
                             PCA_RESIDUAL_RECIPE,
                             PCA_FROZEN_RECIPE,
                             PCA_DISTILL_RECIPE,
-                            PCA_DISTILL_FROZEN_RECIPE,
+                            PCA_DISTILL_TUNED_RECIPE,
                         )
                     )
                     epoch = "last" if soft else "best"

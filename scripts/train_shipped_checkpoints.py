@@ -25,9 +25,10 @@ windows); the last epoch is shipped:
   python scripts/train_shipped_checkpoints.py --recipe pca_residual --similarities cosine
 
 ``--recipe pca_distill`` (issue 20, denoising distillation) trains ``checkpoints/pca-distill-<similarity>-d<D>``
-(``pca-distill-frozen-...`` with ``--linear-base-training frozen``): the same PCA base and perturbations,
-each input's code regressing the base's code of its clean window (``trajemb train --distill-weight``,
-``trajemb.training.distill_loss``) beside a tenth of the soft-neighbour loss; the last epoch is shipped:
+(``pca-distill-tuned-...`` with ``--linear-base-training fine_tune``): the same perturbations on a PCA base
+kept at PCA, each input's code regressing the PCA code of its clean window (``trajemb train
+--distill-weight``, ``trajemb.training.distill_loss``) beside a tenth of the soft-neighbour loss; the last
+epoch is shipped:
   python scripts/train_shipped_checkpoints.py --recipe pca_distill --similarities cosine --dims 4
 
 ``--history-steps 30`` trains the history checkpoints ``checkpoints/history-<similarity>-d<D>`` instead
@@ -95,9 +96,10 @@ def main() -> None:
     parser.add_argument(
         "--linear-base-training",
         choices=["fine_tune", "frozen"],
-        default="fine_tune",
-        help="--recipe pca_residual, pca_distill: train the PCA base with the rest, or keep it "
-        "(pca-frozen-<similarity>-d<D>, pca-distill-frozen-<similarity>-d<D>)",
+        default=None,
+        help="--recipe pca_residual, pca_distill: train the PCA base with the rest, or keep it (default: the "
+        "recipe's, fine_tune for pca_residual and frozen for pca_distill; pca-frozen-<similarity>-d<D>, "
+        "pca-distill-tuned-<similarity>-d<D>)",
     )
     parser.add_argument("--allow-dirty", action="store_true", help="train on a tracked tree with changes")
     parser.add_argument(
@@ -137,15 +139,17 @@ def main() -> None:
     for similarity in args.similarities.split(","):
         for dim in args.dims.split(","):
             prefix = PREFIX[args.recipe]
-            if args.recipe in LINEAR_BASE and args.linear_base_training == "frozen":
-                prefix = {"pca_residual": "pca-frozen", "pca_distill": "pca-distill-frozen"}[args.recipe]
+            if args.recipe == "pca_residual" and args.linear_base_training == "frozen":
+                prefix = "pca-frozen"
+            if args.recipe == "pca_distill" and args.linear_base_training == "fine_tune":
+                prefix = "pca-distill-tuned"
             name = f"{'history' if args.history_steps else prefix}-{similarity}-d{dim}"
             history = (
                 ["--history-steps", str(args.history_steps), "--history-targets", args.history_targets]
                 if args.history_steps
                 else []
             )
-            if args.recipe in LINEAR_BASE:
+            if args.recipe in LINEAR_BASE and args.linear_base_training is not None:
                 history += ["--linear-base-training", args.linear_base_training]
             trained.append(
                 (
