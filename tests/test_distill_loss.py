@@ -37,3 +37,21 @@ def test_distillation_loss_refuses_bad_arguments() -> None:
         CodeDistillationLoss(temperature=0.0)
     with pytest.raises(ConfigError, match="differ in shape"):
         CodeDistillationLoss()(torch.zeros(3, 4), torch.zeros(3, 8))
+
+
+def test_distillation_loss_relative_to_the_local_spacing() -> None:
+    """``neighbors``: codes 0, 1, 3, 7 on a line are 1, 1, 2 and 4 from their nearest other code, so a
+    shift of 1 costs 1, 1, 1/4 and 1/16; pairs that are not allowed do not count as neighbours; identical
+    codes get the floor of the median positive spacing rather than 0."""
+    c = torch.tensor([[0.0], [1.0], [3.0], [7.0]])
+    loss = CodeDistillationLoss(neighbors=1, floor=0.01)
+    assert float(loss(c + 1.0, c)) == pytest.approx((1 + 1 + 1 / 4 + 1 / 16) / 4)
+    allowed = ~torch.eye(4, dtype=torch.bool)
+    allowed[0, 1] = allowed[1, 0] = False  # one track: 0 and 1 are not each other's neighbours
+    torch.testing.assert_close(loss.spacing(c, allowed), torch.tensor([3.0, 2.0, 2.0, 4.0]))
+    same = torch.zeros(4, 1)
+    spacing = CodeDistillationLoss(neighbors=1, floor=0.5).spacing(
+        torch.cat([same, c + 10]), ~torch.eye(8, dtype=torch.bool)
+    )
+    # More than half of the batch identical: the floor is half the median positive spacing (1), not 0.
+    torch.testing.assert_close(spacing, torch.tensor([0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 2.0, 4.0]))

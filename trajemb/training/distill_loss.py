@@ -29,16 +29,17 @@ class CodeDistillationLoss(nn.Module):
 
     With ``neighbors`` k, window i's squared error is divided by ``s_i²`` instead of ``t``: ``s_i`` is the
     distance from its clean code to the k-th nearest clean code of the batch (allowed pairs only), at
-    least ``floor`` times the batch's median ``s``. Retrieval only asks that a code stay closer to its
-    window's neighbours than to anything else, so an error counts relative to how crowded that part of
-    the code space is (slow, dense windows need small errors; fast, sparse ones tolerate large ones), as
-    the soft-neighbour loss's bandwidth (``trajemb.training.soft_neighbor_loss``) adapts.
+    least ``floor`` times the batch's median positive ``s``. Retrieval only asks that a code stay closer
+    to its window's neighbours than to anything else, so an error counts relative to how crowded that
+    part of the code space is (slow, dense windows need small errors; fast, sparse ones tolerate large
+    ones), as the soft-neighbour loss's bandwidth (``trajemb.training.soft_neighbor_loss``) adapts.
+    Measured worse than the temperature for the PCA-distillation recipe (docs/retrieval-quality.md).
 
     Args:
         temperature: ``t`` (squared embedding distance units), > 0.
         neighbors: None (the temperature) or k >= 1.
-        floor: the least ``s_i`` as a share of the batch's median, in (0, 1]: identical windows (a queue
-            of stopped cars) have no spacing.
+        floor: the least ``s_i`` as a share of the batch's median positive spacing, in (0, 1]: identical
+            windows (a queue of stopped cars) have no spacing.
     """
 
     def __init__(self, temperature: float = 1.0, neighbors: int | None = None, floor: float = 0.1) -> None:
@@ -62,7 +63,9 @@ class CodeDistillationLoss(nn.Module):
         k = min(self.neighbors, d.shape[1])
         s = torch.topk(d, k, dim=1, largest=False).values[:, -1]
         finite = torch.isfinite(s)
-        median = s[finite].median() if bool(finite.any()) else torch.ones((), device=c.device)
+        # The median of the positive spacings: in a batch of mostly identical windows the median is 0.
+        positive = finite & (s > 0)
+        median = s[positive].median() if bool(positive.any()) else torch.ones((), device=c.device)
         return torch.where(finite, s, median).clamp_min(self.floor * float(median))
 
     def forward(
