@@ -36,3 +36,19 @@ PCA_RESIDUAL_RECIPE = [
     "pca",
 ]
 PCA_FROZEN_RECIPE = [*PCA_RESIDUAL_RECIPE, "--linear-base-training", "frozen"]
+#: Issue 20, denoising distillation (docs/retrieval-quality.md, "Issue 20"): the same perturbations on a PCA
+#: base kept at PCA, the perturbed windows' missing steps completed as PCA reads them, and the loss the
+#: squared distance of each input's code to the PCA code of its clean window (``trajemb.training.distill_loss``)
+#: plus a tenth of the soft-neighbour loss (``pca_distill``); ``pca_distill_tuned`` trains the base too.
+PCA_DISTILL_RECIPE = [
+    *PCA_RESIDUAL_RECIPE,
+    "--augment-missing",
+    "complete",
+    "--distill-weight",
+    "1.0",
+    "--soft-weight",
+    "0.1",
+    "--linear-base-training",
+    "frozen",
+]
+PCA_DISTILL_TUNED_RECIPE = [*PCA_DISTILL_RECIPE[:-1], "fine_tune"]

@@ -2,7 +2,8 @@
 
 Trains Cosine and FFT mining x D in {4, 8, 16, 32} x compact vs base model with the paper's triplet
 loss (``--recipes paper``) and/or the soft-neighbour recipe (``--recipes soft``: see docs/workflow.md, "Training
-recipes") and/or the PCA-residual encoders of issue 20 (``--recipes pca_residual,pca_frozen``), or takes
+recipes") and/or the PCA-residual encoders of issue 20 (``--recipes pca_residual,pca_frozen``, and with
+denoising distillation ``pca_distill,pca_distill_tuned``), or takes
 ready checkpoints (``--checkpoint``, repeatable, e.g. the shipped ones). Then
 evaluates every model beside the oracle, random, PCA, FFT-feature and untrained-encoder baselines on
 
@@ -33,7 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
-from recipes import PCA_FROZEN_RECIPE, PCA_RESIDUAL_RECIPE, SOFT_RECIPE
+from recipes import (
+    PCA_DISTILL_RECIPE,
+    PCA_DISTILL_TUNED_RECIPE,
+    PCA_FROZEN_RECIPE,
+    PCA_RESIDUAL_RECIPE,
+    SOFT_RECIPE,
+)
 
 from trajemb.analysis.label_quality import label_agreement, read_labelled_sample, sample_agreement
 from trajemb.analysis.report import (
@@ -167,7 +174,8 @@ def main() -> None:
     p.add_argument(
         "--recipes",
         default="paper",
-        help="comma-separated: paper (triplet), soft (soft-neighbour), pca_residual, pca_frozen (issue 20)",
+        help="comma-separated: paper (triplet), soft (soft-neighbour), pca_residual, pca_frozen, pca_distill, "
+        "pca_distill_tuned (issue 20)",
     )
     p.add_argument("--dims", default="4,8,16,32")
     p.add_argument("--similarities", default="cosine,fft")
@@ -175,6 +183,12 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-robustness", action="store_true", help="skip the robustness curves")
+    p.add_argument(
+        "--encoder-missing",
+        choices=["interpolate", "mask"],
+        default="interpolate",
+        help="robustness: encoders read windows with missing steps completed (as PCA) or masked",
+    )
     p.add_argument(
         "--generator",
         type=int,
@@ -255,6 +269,10 @@ def main() -> None:
                     runs.append((f"{arch}-pca-residual-d{dim}", PCA_RESIDUAL_RECIPE))
                 if "pca_frozen" in a.recipes.split(","):
                     runs.append((f"{arch}-pca-frozen-d{dim}", PCA_FROZEN_RECIPE))
+                if "pca_distill" in a.recipes.split(","):
+                    runs.append((f"{arch}-pca-distill-d{dim}", PCA_DISTILL_RECIPE))
+                if "pca_distill_tuned" in a.recipes.split(","):
+                    runs.append((f"{arch}-pca-distill-tuned-d{dim}", PCA_DISTILL_TUNED_RECIPE))
                 for name, recipe in runs:
                     run(
                         [
@@ -278,12 +296,21 @@ def main() -> None:
                         ]
                     )
                     # The soft recipes ship their last epoch (scripts/train_shipped_checkpoints.py says why).
-                    soft = any(recipe is r for r in (SOFT_RECIPE, PCA_RESIDUAL_RECIPE, PCA_FROZEN_RECIPE))
+                    soft = any(
+                        recipe is r
+                        for r in (
+                            SOFT_RECIPE,
+                            PCA_RESIDUAL_RECIPE,
+                            PCA_FROZEN_RECIPE,
+                            PCA_DISTILL_RECIPE,
+                            PCA_DISTILL_TUNED_RECIPE,
+                        )
+                    )
                     epoch = "last" if soft else "best"
                     name_card(out / "runs" / name / epoch, name)
                     checkpoints += ["--checkpoint", str(out / "runs" / name / epoch)]
     evaluation = ["--no-umap", "--device", a.device, "--mean-rank-corpus", "100000"]
-    evaluation += [] if a.no_robustness else ["--robustness"]
+    evaluation += [] if a.no_robustness else ["--robustness", "--encoder-missing", a.encoder_missing]
     sections = (
         [] if a.no_synthetic else _synthetic_sections(a, out, test_table, maps, checkpoints, evaluation)
     )

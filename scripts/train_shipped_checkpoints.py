@@ -24,6 +24,13 @@ soft-neighbour recipe and every perturbation of the robustness curves (noise, dr
 windows); the last epoch is shipped:
   python scripts/train_shipped_checkpoints.py --recipe pca_residual --similarities cosine
 
+``--recipe pca_distill`` (issue 20, denoising distillation) trains ``checkpoints/pca-distill-<similarity>-d<D>``
+(``pca-distill-tuned-...`` with ``--linear-base-training fine_tune``): the same perturbations on a PCA base
+kept at PCA, each input's code regressing the PCA code of its clean window (``trajemb train
+--distill-weight``, ``trajemb.training.distill_loss``) beside a tenth of the soft-neighbour loss; the last
+epoch is shipped:
+  python scripts/train_shipped_checkpoints.py --recipe pca_distill --similarities cosine --dims 4
+
 ``--history-steps 30`` trains the history checkpoints ``checkpoints/history-<similarity>-d<D>`` instead
 (issue 18, ``trajemb forecast``): the same recipe on the same 6 s windows, the encoder reading each
 window's first 30 steps in the frame of their last state (``trajemb.data.history``):
@@ -38,7 +45,7 @@ import shlex
 import shutil
 from pathlib import Path
 
-from recipes import PCA_RESIDUAL_RECIPE, SOFT_RECIPE
+from recipes import PCA_DISTILL_RECIPE, PCA_RESIDUAL_RECIPE, SOFT_RECIPE
 
 from trajemb.cli import main as trajemb
 from trajemb.training.checkpoint import git_revision
@@ -48,9 +55,12 @@ RECIPES = {
     "paper": ["--mining", "random", "--batch-size", "1024"],
     "soft": [*SOFT_RECIPE, "--batch-size", "1024"],
     "pca_residual": [*PCA_RESIDUAL_RECIPE, "--batch-size", "1024"],
+    "pca_distill": [*PCA_DISTILL_RECIPE, "--batch-size", "1024"],
 }
 #: Checkpoint names: <prefix>-<similarity>-d<D>.
-PREFIX = {"paper": "compact", "soft": "compact", "pca_residual": "pca-residual"}
+PREFIX = {"paper": "compact", "soft": "compact", "pca_residual": "pca-residual", "pca_distill": "pca-distill"}
+#: The recipes with a linear base (``--linear-base-training`` applies).
+LINEAR_BASE = ("pca_residual", "pca_distill")
 
 
 def run(args: list[str]) -> str:
@@ -86,8 +96,10 @@ def main() -> None:
     parser.add_argument(
         "--linear-base-training",
         choices=["fine_tune", "frozen"],
-        default="fine_tune",
-        help="--recipe pca_residual: train the PCA base with the rest, or keep it (pca-frozen-<similarity>-d<D>)",
+        default=None,
+        help="--recipe pca_residual, pca_distill: train the PCA base with the rest, or keep it (default: the "
+        "recipe's, fine_tune for pca_residual and frozen for pca_distill; pca-frozen-<similarity>-d<D>, "
+        "pca-distill-tuned-<similarity>-d<D>)",
     )
     parser.add_argument("--allow-dirty", action="store_true", help="train on a tracked tree with changes")
     parser.add_argument(
@@ -129,13 +141,15 @@ def main() -> None:
             prefix = PREFIX[args.recipe]
             if args.recipe == "pca_residual" and args.linear_base_training == "frozen":
                 prefix = "pca-frozen"
+            if args.recipe == "pca_distill" and args.linear_base_training == "fine_tune":
+                prefix = "pca-distill-tuned"
             name = f"{'history' if args.history_steps else prefix}-{similarity}-d{dim}"
             history = (
                 ["--history-steps", str(args.history_steps), "--history-targets", args.history_targets]
                 if args.history_steps
                 else []
             )
-            if args.recipe == "pca_residual":
+            if args.recipe in LINEAR_BASE and args.linear_base_training is not None:
                 history += ["--linear-base-training", args.linear_base_training]
             trained.append(
                 (

@@ -66,6 +66,7 @@ LAYER_OF = {
             "mining",
             "losses",
             "soft_neighbor_loss",
+            "distill_loss",
             "batch_loss",
             "batches",
             "augment",

@@ -74,6 +74,23 @@ def test_augment_masks_and_keeps_the_rest() -> None:
     assert (~valid[:, 30:]).all(axis=1).any()  # some windows only observed for their first half
 
 
+def test_augment_completes_missing_steps_as_pca_reads_them() -> None:
+    """``missing="complete"``: the same perturbations as masking (same random draws), the missing steps
+    filled by ``fill_missing`` (what PCA and the robustness curves read) and every step valid."""
+    from trajemb.data.perturb import fill_missing
+
+    xy = np.cumsum(np.random.default_rng(3).normal(size=(60, 60, 2)), axis=1)
+    masked = AugmentConfig(prob=0.5, noise_m=0.5, drop=0.4, short_prob=0.2)
+    x_mask, valid = augment(xy, masked, np.random.default_rng(0))
+    x_full, valid_full = augment(
+        xy, AugmentConfig(**{**masked.to_dict(), "missing": "complete"}), np.random.default_rng(0)
+    )
+    assert valid_full.all() and not valid.all()
+    expected = fill_missing(np.where(valid[..., None], x_mask, np.nan).astype(np.float64), valid)
+    np.testing.assert_allclose(x_full, expected, rtol=1e-5, atol=1e-4)
+    assert "missing" not in masked.to_dict()  # the keys of earlier releases
+
+
 def test_neighborhood_batches() -> None:
     rng = np.random.default_rng(0)
     xy = np.cumsum(rng.normal(size=(400, 20, 2)), axis=1)

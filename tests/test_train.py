@@ -485,3 +485,101 @@ def test_pca_residual_encoder_starts_at_pca_and_trains(small_synth_table: Path, 
         "linear_base_training" not in config().to_dict()
         and "linear_base" not in config().to_dict()["encoder"]
     )
+
+
+def _distill_recipe(**kw: object) -> TrainConfig:
+    from trajemb.training.augment import AugmentConfig
+
+    encoder = EncoderConfig(
+        embedding_dim=4,
+        d_model=32,
+        num_layers=1,
+        num_heads=4,
+        dropout=0.0,
+        normalize=False,
+        linear_base="pca",
+    )
+    recipe: dict[str, object] = {
+        "encoder": encoder,
+        "epochs": 1,
+        "loss": "soft_neighbors",
+        "augment": AugmentConfig(prob=0.5, noise_m=1.0, drop=0.4, short_prob=0.1, missing="complete"),
+        "distill_weight": 1.0,
+        "soft_weight": 0.0,
+        "soft_temperature": 2.0,
+        "linear_base_training": "frozen",
+    }
+    return config(**(recipe | kw))
+
+
+def test_distillation_at_zero_correction_is_the_pca_codes_distance(small_synth_table: Path) -> None:
+    """``--distill-weight``: before the first step a clean batch costs nothing, and a perturbed one costs
+    the mean squared distance between sklearn's PCA codes of the perturbed and the clean windows (times
+    the base's scale, over the temperature); ``soft_weight`` adds that share of the soft-neighbour loss."""
+    from sklearn.decomposition import PCA
+
+    trainer = Trainer(small_synth_table, _distill_recipe(), progress=False)
+    rows = torch.from_numpy(trainer.split.train[:256])
+    gen = torch.Generator().manual_seed(0)
+    loss, anchors = trainer.batch_loss(rows, gen)  # clean inputs (no augmentation outside training steps)
+    assert float(loss.detach()) == 0.0 and anchors == 256
+    clean = trainer.xy[rows]
+    noisy = clean + torch.from_numpy(np.random.default_rng(1).normal(0.0, 0.7, clean.shape)).float()
+    groups = trainer.groups[rows]
+    with torch.no_grad():
+        z = trainer.model(noisy)
+        got = float(trainer.loss(z, clean, groups, gen)[0])
+    flat = trainer.table.xy_agent.reshape(len(trainer.table), -1).astype(np.float64)
+    pca = PCA(n_components=4).fit(flat[trainer.split.train])
+    assert trainer.model.linear_base is not None
+    scale = float(trainer.model.linear_base.weight.double().norm(dim=1).mean())  # PCA's rows are unit vectors
+    diff = pca.transform(noisy.reshape(256, -1).double().numpy()) - pca.transform(
+        clean.reshape(256, -1).numpy()
+    )
+    expected = scale**2 * (diff**2).sum(axis=1).mean() / 2.0
+    assert got == pytest.approx(expected, rel=1e-3)
+    tuned = Trainer(
+        small_synth_table, _distill_recipe(soft_weight=0.5, linear_base_training="fine_tune"), progress=False
+    )
+    with torch.no_grad():
+        z = tuned.model(noisy)
+        soft = float(tuned.soft_loss(z, clean, groups, gen)[0])
+        assert float(tuned.loss(z, clean, groups, gen)[0]) == pytest.approx(got + 0.5 * soft, rel=1e-4)
+    # A fine-tuned base moves; the teacher stays at PCA.
+    assert tuned.model.linear_base is not None and tuned.teacher is not None
+    teacher = tuned.teacher.weight.detach().clone()
+    tuned.fit()
+    assert torch.equal(tuned.teacher.weight, teacher)
+    assert not torch.equal(tuned.model.linear_base.weight, teacher)
+
+
+def test_cli_train_distillation_flags(small_synth_table: Path, tmp_path: Path) -> None:
+    """``--distill-weight``, ``--soft-weight`` and ``--augment-missing`` reach the card; distillation without
+    a linear base, or a soft weight without distillation, is refused in one line (exit 2); without them
+    the train config holds the keys of earlier releases."""
+    from trajemb.cli import main
+
+    common = ["-q", "train", "--data", str(small_synth_table), "--epochs", "1", "--batch-size", "256"]
+    common += ["--hidden", "32", "--embedding-dim", "4", "--device", "cpu", "--loss", "soft_neighbors"]
+    common += ["--no-normalize", "--augment-prob", "0.5", "--augment-drop", "0.4"]
+    distill = ["--distill-weight", "1.0", "--soft-weight", "0.1", "--augment-missing", "complete"]
+    assert main([*common, *distill, "--out", str(tmp_path / "no-base")]) == 2
+    assert main([*common, "--soft-weight", "0.1", "--out", str(tmp_path / "no-distill")]) == 2
+    assert main([*common, *distill, "--linear-base", "pca", "--out", str(tmp_path / "cli")]) == 0
+    _, card = load_checkpoint(tmp_path / "cli" / "last")
+    train_config = card["train_config"]
+    assert (train_config["distill_weight"], train_config["soft_weight"]) == (1.0, 0.1)
+    assert train_config["augment"]["missing"] == "complete"
+    assert not {"distill_weight", "soft_weight"} & set(config().to_dict())
+    assert "missing" not in config().to_dict()["augment"]
+
+
+def test_distillation_run_resumes_to_the_same_weights(small_synth_table: Path, tmp_path: Path) -> None:
+    """A distillation run with a fine-tuned base, killed in epoch 2 and resumed, ends with the weights of
+    an uninterrupted run: the resumed run fits its fixed PCA teacher again rather than distilling to
+    the base it trained."""
+    recipe = _distill_recipe(epochs=2, soft_weight=0.1, linear_base_training="fine_tune")
+    train(recipe, small_synth_table, tmp_path / "a", progress=False)
+    killed_in_epoch_2(recipe, small_synth_table, tmp_path / "b")
+    Trainer(small_synth_table, recipe, tmp_path / "b", resume=True, progress=False).fit()
+    assert_same_weights(tmp_path / "a", tmp_path / "b")

@@ -4,7 +4,8 @@ geometry (``trajemb.training.soft_neighbor_loss`` targets, triplet mining simila
 A share ``prob`` of each batch is perturbed with ``trajemb.data.perturb``'s pipeline (re-expressed in the
 agent frame the perturbed track gives): Gaussian position noise with a per-window sigma drawn from
 [0, ``noise_m``], each step missing with a per-window probability drawn from [0, ``drop``] (the encoder
-masks missing steps), and with probability ``short_prob`` only the first half of the window observed.
+masks missing steps, or with ``missing="complete"`` reads them completed as PCA does), and with probability
+``short_prob`` only the first half of the window observed.
 The encoder thus learns to place a noisy, gappy or short window where its clean one belongs.
 
 Legend: B batch, T steps.
@@ -13,7 +14,8 @@ Legend: B batch, T steps.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import numpy as np
 
@@ -35,9 +37,21 @@ class AugmentConfig:
     short_prob: float = param(
         0.0, help="share of windows of which only the first half is observed", low=0.0, high=1.0
     )
+    missing: Literal["mask", "complete"] = param(
+        "mask",
+        help="how the encoder reads a perturbed window's missing steps: masked, or completed as PCA and "
+        "the robustness curves read them (trajemb.data.perturb.fill_missing)",
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON values; with masked missing steps the keys of earlier releases."""
+        out = asdict(self)
+        if self.missing == "mask":
+            del out["missing"]
+        return out
 
     @property
     def active(self) -> bool:
@@ -50,7 +64,8 @@ def augment(
     rng: np.random.Generator,
     frame: Callable[[FloatArray, BoolArray], Observed] = to_own_frame,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(B, T, 2) clean windows -> (B, T, 2) inputs (0 where missing) and (B, T) ``valid``; perturbed
+    """(B, T, 2) clean windows -> (B, T, 2) inputs (0 where missing; completed, and all valid, with
+    ``config.missing`` complete) and (B, T) ``valid``; perturbed
     windows are re-expressed by ``frame`` (the agent frame; a history model's last-state frame,
     ``trajemb.data.history.to_history_frame``)."""
     xy = np.asarray(xy_agent, dtype=np.float64)
@@ -71,6 +86,9 @@ def augment(
     few = keep.sum(axis=1) < 2
     keep[few, :2] = True
     observed = frame(np.where(keep[..., None], sub, np.nan), keep)
+    if config.missing == "complete":
+        out[chosen] = observed.filled()
+        return out.astype(np.float32), valid
     out[chosen] = observed.zeroed()
     valid[chosen] = keep
     return out.astype(np.float32), valid

@@ -8,6 +8,8 @@
   is the gradient of the mean over all global triplets.
 * ``SoftNeighborBatchLoss``: the soft-neighbour loss (``trajemb.training.soft_neighbor_loss``) against targets
   in the similarity's own space.
+* ``DistilledBatchLoss`` (issue 20, an encoder with a linear base): denoising distillation to the base's
+  code of the clean window (``trajemb.training.distill_loss``) plus a weighted soft-neighbour loss.
 
 ``calibrate_threshold`` sets the triplet strategy's positive threshold from the data when none is given.
 
@@ -17,6 +19,7 @@ Legend: B batch, T steps, D embedding dim.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 
 from trajemb.training import distributed
+from trajemb.training.distill_loss import CodeDistillationLoss
 from trajemb.training.losses import TripletLoss
 from trajemb.training.mining import Triplets, mine_triplets
 from trajemb.training.similarity import fft_features, similarity_matrix
@@ -134,6 +138,37 @@ class SoftNeighborBatchLoss:
         flat = targets.reshape(len(targets), -1) if self.similarity == "cosine" else fft_features(targets)
         allowed = ~(groups[:, None] == groups[None, :])
         return self.loss_fn(z, flat, allowed), int(allowed.any(dim=1).sum())
+
+
+@dataclass
+class DistilledBatchLoss:
+    """``distill_weight`` x the distillation loss to ``clean_code`` of the clean windows plus
+    ``soft_weight`` x the soft-neighbour loss (left out when 0).
+
+    ``clean_code``: (B, T, 2) clean windows -> (B, D) their target codes (the encoder's linear base).
+    """
+
+    soft: SoftNeighborBatchLoss
+    distill: CodeDistillationLoss
+    clean_code: Callable[[torch.Tensor], torch.Tensor]
+    distill_weight: float
+    soft_weight: float
+
+    def __call__(
+        self,
+        z: torch.Tensor,
+        targets: torch.Tensor,
+        groups: torch.Tensor,
+        generator: torch.Generator,
+        across_ranks: bool = False,
+    ) -> tuple[torch.Tensor, int]:
+        with torch.no_grad():
+            codes = self.clean_code(targets)
+        loss = self.distill_weight * self.distill(z, codes, ~(groups[:, None] == groups[None, :]))
+        if self.soft_weight == 0:
+            return loss, len(z)
+        soft, anchors = self.soft(z, targets, groups, generator, across_ranks)
+        return loss + self.soft_weight * soft, anchors
 
 
 @torch.no_grad()

@@ -26,6 +26,7 @@ Legend: N rows, T steps, B batch, D embedding dim.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import time
@@ -54,12 +55,14 @@ from trajemb.training import distributed
 from trajemb.training.augment import AugmentConfig, augment
 from trajemb.training.batch_loss import (
     BatchLoss,
+    DistilledBatchLoss,
     SoftNeighborBatchLoss,
     TripletBatchLoss,
     calibrate_threshold,
 )
 from trajemb.training.batches import NeighborhoodBatches
 from trajemb.training.checkpoint import git_revision
+from trajemb.training.distill_loss import CodeDistillationLoss
 from trajemb.training.embed import embed_windows
 from trajemb.training.linear_base import init_pca_base
 from trajemb.training.losses import DEFAULT_MARGIN, TripletLoss
@@ -211,6 +214,28 @@ class TrainConfig:
     linear_base_training: Literal["fine_tune", "frozen"] = param(
         "fine_tune", help="with linear_base pca: train the PCA base with the rest, or keep it (frozen)"
     )
+    # Denoising distillation (issue 20, ``trajemb.training.distill_loss``): the code of each input,
+    # perturbed or clean, regresses the initial (PCA) base's code of its clean window; the
+    # soft-neighbour loss is then weighted by ``soft_weight``.
+    distill_weight: float = param(
+        0.0,
+        help="with linear_base pca: weight of the distillation of each input's code to the initial PCA "
+        "base's code of its clean window (squared distance over soft_temperature); 0: off",
+        low=0.0,
+        high=1e6,
+    )
+    distill_scale: Literal["temperature", "neighbors"] = param(
+        "temperature",
+        help="with distill_weight: squared code errors over soft_temperature, or over the squared distance "
+        "from each clean code to its soft_neighbors-th nearest in the batch (errors relative to the local "
+        "spacing that retrieval sees)",
+    )
+    soft_weight: float = param(
+        1.0,
+        help="with distill_weight: weight of the soft-neighbour loss beside the distillation (0: left out)",
+        low=0.0,
+        high=1e6,
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.encoder, EncoderConfig):
@@ -243,14 +268,40 @@ class TrainConfig:
                 "linear_base pca is scaled to the soft-neighbour loss; set loss soft_neighbors",
                 fields=("linear_base", "loss"),
             )
+        if self.distill_weight > 0:
+            if self.encoder.linear_base == "none":
+                raise ConfigError(
+                    "distill_weight distils to the code of a linear base; set linear_base pca",
+                    fields=("distill_weight", "linear_base"),
+                )
+            if self.history_targets == "window" and self.history_steps:
+                raise ConfigError(
+                    "distill_weight compares codes of the encoder's own inputs; history_targets window "
+                    "compares other windows",
+                    fields=("distill_weight", "history_targets"),
+                )
+        elif self.soft_weight != 1.0:
+            raise ConfigError(
+                f"soft_weight {self.soft_weight:g} weighs the soft-neighbour loss beside the distillation; "
+                "set distill_weight too",
+                fields=("soft_weight", "distill_weight"),
+            )
+        elif self.distill_scale != "temperature":
+            raise ConfigError(
+                "distill_scale scales the distillation; set distill_weight too",
+                fields=("distill_scale", "distill_weight"),
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as JSON values; without a linear base exactly what earlier releases wrote (cards
-        and the resume check compare them)."""
+        """The fields as JSON values; without a linear base, distillation or completed inputs exactly
+        what earlier releases wrote (cards and the resume check compare them)."""
         out = asdict(self)
         out["encoder"] = self.encoder.to_dict()
         if self.encoder.linear_base == "none":
             del out["linear_base_training"]
+        if self.distill_weight == 0:  # the keys of earlier releases (no distillation)
+            del out["distill_weight"], out["soft_weight"], out["distill_scale"]
+        out["augment"] = self.augment.to_dict()
         return out
 
 
@@ -426,12 +477,32 @@ class Trainer:
                 self.dist,
             )
         else:
-            self.loss = SoftNeighborBatchLoss(
+            # The soft-neighbour loss alone also sets the linear base's scale (``_init_linear_base``).
+            self.soft_loss = SoftNeighborBatchLoss(
                 SoftNeighborLoss(config.soft_neighbors, config.soft_temperature), config.similarity
             )
+            self.loss = self.soft_loss
+            if config.distill_weight > 0:
+                self.loss = DistilledBatchLoss(
+                    self.soft_loss,
+                    CodeDistillationLoss(
+                        config.soft_temperature,
+                        config.soft_neighbors if config.distill_scale == "neighbors" else None,
+                    ),
+                    self.clean_code,
+                    config.distill_weight,
+                    config.soft_weight,
+                )
+        #: The distillation's teacher: the linear base as initialised (PCA), kept fixed. Distilling to the
+        #: base being trained would shrink it (a smaller map moves perturbed codes less), not denoise.
+        self.teacher: torch.nn.Linear | None = None
         if config.encoder.linear_base != "none":
-            if not self.resume:
+            # A resumed distillation run fits its teacher again (seeded, so the same PCA and scale).
+            if not self.resume or config.distill_weight > 0:
                 self._init_linear_base()
+            if config.distill_weight > 0:
+                assert self.model.linear_base is not None
+                self.teacher = copy.deepcopy(self.model.linear_base).requires_grad_(False)
             if config.linear_base_training == "frozen":
                 assert self.model.linear_base is not None
                 self.model.linear_base.requires_grad_(False)
@@ -456,10 +527,20 @@ class Trainer:
             gb = self.groups[rows].to(self.device)
 
             def loss(z: torch.Tensor, tb: torch.Tensor = tb, gb: torch.Tensor = gb) -> torch.Tensor:
-                return self.loss(z.to(self.device), tb, gb, generator)[0]
+                return self.soft_loss(z.to(self.device), tb, gb, generator)[0]
 
             batches.append((self.xy[rows], loss))
         init_pca_base(self.model, self.table.xy_agent[self.split.train], batches, c.seed)
+
+    @torch.no_grad()
+    def clean_code(self, xy_clean: torch.Tensor) -> torch.Tensor:
+        """(B, T, 2) clean windows -> (B, D) the teacher's (the initial PCA base's) code of them: what
+        distillation (``config.distill_weight``) teaches the encoder to give for their perturbed inputs."""
+        if self.teacher is None:
+            raise ConfigError("clean codes need a distillation run (distill_weight > 0)")
+        with torch.autocast(device_type=xy_clean.device.type, enabled=False):
+            out: torch.Tensor = self.teacher(xy_clean.float().reshape(len(xy_clean), -1))
+        return out
 
     def calibrate_threshold(self, num_batches: int = 8) -> float:
         """The similarity above which ``positive_fraction`` of in-batch training pairs lie
