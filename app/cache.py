@@ -367,6 +367,12 @@ def open_bundle(path: str) -> Bundle:
     return bundle
 
 
+def bundle_version(path: str, stamp: tuple[int, ...]) -> Bundle:
+    """The bundle at ``path`` as opened under ``stamp`` (``stamp_of`` of a bundle this rerun opened with
+    ``open_bundle``, which has checked it against the disk), without checking again."""
+    return _open(path, stamp)
+
+
 def stamp_of(bundle: Bundle) -> tuple[str, tuple[int, ...]]:
     return str(bundle.root), bundle_stamp(str(bundle.root))
 

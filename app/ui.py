@@ -545,7 +545,10 @@ def overlay(
 
 @st.cache_resource(show_spinner=False, max_entries=2048)
 def _map(path: str, stamp: tuple[int, ...], map_key: str) -> Any:
-    return cache.open_bundle(path).map_geometry(map_key)
+    # The version this rerun opened (``stamp``), not ``cache.open_bundle``: that checks every file the
+    # bundle has read for changes (all ~9,000 maps at a million windows once the full check has run),
+    # which per map made a third of a second of every rerun.
+    return cache.bundle_version(path, stamp).map_geometry(map_key)
 
 
 def map_of(bundle: Bundle, map_key: str) -> Any:
