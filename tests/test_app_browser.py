@@ -136,14 +136,17 @@ def test_explorer_in_chromium(server: str) -> None:
         # A click on a neighbour's map makes it the query.
         maps = page.locator(".js-plotly-plot").count() - 1
         before = query_line(page)
-        window_trace = (
+        # The maps are tiles of one pair of axes; the query's window comes first and is not pickable:
+        # click the third point of the first neighbour's window.
+        window_trace, point = (
             page.locator(".js-plotly-plot")
             .nth(maps)
             .evaluate(
-                "gd => gd._fullData.findIndex(t => t.customdata && t.customdata.length && t.xaxis === 'x2')"
+                """gd => { const i = gd._fullData.findIndex(t => t.customdata && t.customdata.length);
+                           return [i, gd._fullData[i].customdata.findIndex(v => v !== null) + 2]; }"""
             )
         )
-        click_plot_point(page, maps, window_trace, 10)
+        click_plot_point(page, maps, window_trace, point)
         on_map = wait_query_change(page, before)
         page.screenshot(path=str(SCREENSHOT_DIR / "explore.png"))
         page.locator(".js-plotly-plot").last.screenshot(path=str(SCREENSHOT_DIR / "explore-maps.png"))

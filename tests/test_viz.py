@@ -81,10 +81,81 @@ def test_every_builder_makes_a_valid_figure() -> None:
         validated(fig)
         # Issue 22, bug 7: the toolbar lying along the top covered titles; it stands in a strip of its own.
         assert fig.layout.modebar.orientation == "v" and fig.layout.margin.r >= 30
+        # Issue 22 item 10: Streamlit's theme pass after drawing compares the revision, not every array.
+        assert fig.layout.datarevision is not None
     grid = figures[1]
-    assert len([k for k in grid.to_dict()["layout"] if k.startswith("xaxis")]) == 5
-    clickable = [t for t in grid.data if t.customdata is not None]
-    assert sorted({int(np.asarray(t.customdata)[0]) for t in clickable}) == [0, 1, 2, 3, 4]
+    assert sorted(picked_rows(grid)) == [0, 1, 2, 3, 4]
+
+
+def picked_rows(fig: go.Figure) -> set[int]:
+    """The rows a click on a figure's points can pick (their customdata)."""
+    return {int(v) for t in fig.data if t.customdata is not None for v in t.customdata if v is not None}
+
+
+def test_map_grid_is_one_set_of_axes_with_each_map_clipped_to_its_tile() -> None:
+    """Issue 22 item 10: seven maps as seven subplots of nine traces each made every query change cost
+    the browser hundreds of milliseconds in Plotly. The grid is one pair of axes holding a tile per map:
+    a map more adds one trace (its window's line, for its colour), every map's geometry (larger than its
+    tile here: a 2 km road and long lanes) is clipped to its tile, each window stays pickable and names
+    itself on hover, and the query's own window is not pickable."""
+    road = np.array([[-1000.0, -8], [1000, -8], [1000, 8], [-1000, 8], [-1000, -8]])
+    lane = np.array([[-1000.0, 0], [1000, 0]])
+    crossing = np.array([[10.0, -8], [14, -8], [14, 8], [10, 8], [10, -8]])
+    geometry = MapGeometry([lane], [lane], [road], [crossing])
+
+    def panels(n: int) -> list[MapPanel]:
+        return [
+            MapPanel(
+                "query" if i == 0 else f"#{i} left",
+                path(turn=0.1 * i) + [100.0 * i, 0],
+                QUERY_COLOR if i == 0 else rank_colors(n)[i - 1],
+                geometry,
+                [np.array([[-500.0, 3], [500, 3]])],  # another road user passing far beyond the tile
+                None if i == 0 else 10 + i,
+            )
+            for i in range(n)
+        ]
+
+    seven, three = map_grid_figure(panels(7), columns=3), map_grid_figure(panels(3), columns=3)
+    validated(seven)
+    layout = seven.to_dict()["layout"]
+    assert [k for k in layout if k.startswith(("xaxis", "yaxis"))] == ["xaxis", "yaxis"]
+    assert len(seven.data) == len(three.data) + 4
+    assert picked_rows(seven) == {11, 12, 13, 14, 15, 16}  # the query (row None) is not pickable
+    pick = next(t for t in seven.data if t.customdata is not None)
+    assert any(v is None for v in pick.customdata)
+    assert {"#3 left", "query"} <= set(pick.hovertext)
+    frame = next(t for t in seven.data if t.mode == "lines" and t.line.color == "#ccc")
+    corners = np.column_stack([frame.x, frame.y]).reshape(-1, 6, 2)[:, :5]  # 5 corners, then a gap
+    assert len(corners) == 7
+    tiles = [(c[:, 0].min(), c[:, 0].max(), c[:, 1].min(), c[:, 1].max()) for c in corners]
+    for a, b in [(a, b) for i, a in enumerate(tiles) for b in tiles[i + 1 :]]:  # tiles never overlap
+        assert a[1] <= b[0] or b[1] <= a[0] or a[3] <= b[2] or b[3] <= a[2]
+    drawn = 0
+    for t in seven.data:
+        if t.mode == "text" or t.x is None:
+            continue
+        xy = np.column_stack([t.x, t.y]).astype(float)
+        xy = xy[np.isfinite(xy).all(axis=1)]
+        inside = np.zeros(len(xy), bool)
+        for x0, x1, y0, y1 in tiles:
+            inside |= (
+                (xy[:, 0] >= x0 - 1e-9)
+                & (xy[:, 0] <= x1 + 1e-9)
+                & (xy[:, 1] >= y0 - 1e-9)
+                & (xy[:, 1] <= y1 + 1e-9)
+            )
+        assert inside.all(), t.line.color if t.mode == "lines" else t.mode
+        drawn += len(xy)
+    assert drawn > 7 * 30  # the windows at least
+    fills = [t for t in seven.data if t.fill == "toself"]
+    assert len(fills) == 2 and {t.fillcolor for t in fills} == set(MAP_FILLS.values())
+    # Each tile shows its own window's part of the road: the road is cut at the tile's edges.
+    road_x = np.asarray(fills[0].x, dtype=float)
+    assert np.isfinite(road_x).sum() >= 7 * 4
+    # One map alone stays in city metres (one map large, the sketch canvas).
+    one = map_grid_figure(panels(1))
+    assert one.layout.xaxis.range[0] == pytest.approx(float(path()[:, 0].min()) - 20.0)
 
 
 def test_data_text_is_escaped() -> None:

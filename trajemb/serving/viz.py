@@ -142,8 +142,14 @@ def rank_colors(k: int) -> list[str]:
 
 
 def figure(data: list[dict[str, Any]], layout: dict[str, Any]) -> go.Figure:
-    """A plotly figure from plain dicts, without per-property validation."""
-    return go.Figure(data=data, layout=layout, _validate=False)
+    """A plotly figure from plain dicts, without per-property validation.
+
+    With a ``datarevision``: Streamlit draws a chart whose figure changed as a new one, then passes it
+    through its theme (a JSON copy) and hands the copy to ``Plotly.react``, whose new arrays made
+    Plotly compute and draw every trace a second time; with a revision it compares the revision
+    instead of the arrays (a chart whose data changes is a new chart in Streamlit, so one value does).
+    """
+    return go.Figure(data=data, layout={"datarevision": 0, **layout}, _validate=False)
 
 
 def _joined(polylines: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -317,6 +323,7 @@ def _legend_below_layout(
         "modebar": TOOLBAR,
         "clickmode": "event+select",
         "dragmode": "pan",
+        "hovermode": "closest",  # as Streamlit would set it: set here, it needs no second pass
         "legend": {
             "orientation": "h",
             "font": {"size": 10},
@@ -383,105 +390,6 @@ def map_traces(
     return traces
 
 
-def map_grid_figure(
-    panels: Sequence[MapPanel],
-    columns: int = 3,
-    panel_height: int = 270,
-    margin_m: float = 20.0,
-    at_step: int | None = None,
-) -> go.Figure:
-    """Every panel as a small map in one figure (one redraw instead of one per map): the window thick,
-    other road users of its scenario during the same seconds thin and faint, start circle, end arrow.
-
-    ``at_step``: the scene at one moment, the same step of every window (playback): each window thick
-    up to that step and faint after it, with a dot where it is; the other road users as dots where
-    they are then (those present; ``others_offset`` places them in time), with their path so far."""
-    n = max(1, len(panels))
-    columns = max(1, min(columns, n))
-    rows_n = math.ceil(n / columns)
-    gap_x, gap_y = 0.03, 0.14 / rows_n
-    width = (1.0 - gap_x * (columns - 1)) / columns
-    height = (1.0 - gap_y * (rows_n - 1)) / rows_n
-    data: list[dict[str, Any]] = []
-    layout: dict[str, Any] = {
-        "height": rows_n * panel_height + 30,
-        "plot_bgcolor": "white",
-        "showlegend": False,
-        "margin": {"l": 10, "r": TOOLBAR_PX, "t": 30, "b": 10, "autoexpand": False},  # drawn once
-        "modebar": TOOLBAR,
-        "clickmode": "event+select",
-        "dragmode": "pan",
-        "annotations": [],
-    }
-    for i, panel in enumerate(panels):
-        r, c = divmod(i, columns)
-        suffix = "" if i == 0 else str(i + 1)
-        axes = {"xaxis": f"x{suffix}", "yaxis": f"y{suffix}"}
-        x0, y0 = panel.window_xy.min(axis=0) - margin_m
-        x1, y1 = panel.window_xy.max(axis=0) + margin_m
-        box = (float(x0), float(y0), float(x1), float(y1))
-        if panel.geometry is not None:
-            data += map_traces(panel.geometry, box, axes)
-        if panel.others_xy and at_step is None:
-            x, y = _joined(list(panel.others_xy))
-            data.append(
-                {
-                    "type": "scatter",
-                    "mode": "lines",
-                    "x": x,
-                    "y": y,
-                    "hoverinfo": "skip",
-                    "line": {"color": "rgba(60,60,140,0.35)", "width": 1.5},
-                    **axes,
-                }
-            )
-            data += _ends(
-                list(panel.others_xy), ["rgba(60,60,140,0.45)"] * len(panel.others_xy), 6, axes, starts=False
-            )
-        elif panel.others_xy and at_step is not None:
-            data += _others_at(panel, at_step, axes)
-        if at_step is not None:
-            data += _window_at(panel, at_step, axes)
-            data += _map_window_traces(panel, axes, faint=True)
-        else:
-            data += _map_window_traces(panel, axes, faint=False)
-            data += _ends([panel.window_xy], [panel.color], 11, axes)
-        dx = [max(0.0, c * (width + gap_x)), min(1.0, c * (width + gap_x) + width)]
-        dy = [max(0.0, 1.0 - r * (height + gap_y) - height), min(1.0, 1.0 - r * (height + gap_y))]
-        layout[f"xaxis{suffix}"] = {
-            "domain": dx,
-            "range": [box[0], box[2]],
-            "showgrid": False,
-            "zeroline": False,
-            "showticklabels": False,
-            "constrain": "domain",
-        }
-        layout[f"yaxis{suffix}"] = {
-            "domain": dy,
-            "range": [box[1], box[3]],
-            "showgrid": False,
-            "zeroline": False,
-            "showticklabels": False,
-            "scaleanchor": f"x{suffix}",
-            "constrain": "domain",
-        }
-        layout["annotations"].append(
-            {
-                "text": f"<span style='color:{panel.color}'>■</span> {plain(panel.title)}",
-                "x": dx[0],
-                "y": dy[1],
-                "xref": "paper",
-                "yref": "paper",
-                "xanchor": "left",
-                "yanchor": "bottom",
-                "showarrow": False,
-                "font": {"size": 11, "color": "#222"},
-            }
-        )
-        data.append(_scale_bar(box, axes, layout["annotations"]))
-    return figure(data, layout)
-
-
 #: Every this many steps a trajectory carries a marker one can click (plotly selects points, not
 #: lines); a marker on each of the 60 steps made every redraw of the maps and the overlay several times
 #: slower in the browser (one SVG node each).
@@ -524,97 +432,397 @@ def _clickable_line(
     return [path, points]
 
 
-def _map_window_traces(panel: MapPanel, axes: dict[str, str], faint: bool) -> list[dict[str, Any]]:
-    """The window as a clickable line (its row as customdata); ``faint`` under a playback."""
-    return _clickable_line(
-        panel.window_xy,
-        {"opacity": 0.35 if faint else 1.0, **axes},
-        {"color": panel.color, "width": 2 if faint else 3.5},
-        {"size": 4 if faint else 5, "color": panel.color},
-        panel.row,
-        f"{plain(panel.title)}<extra></extra>",
+#: The map grid's tiles (``map_grid_figure``): width 1 in the figure's units, the map's height from the
+#: panel height over this expected tile width in pixels (three tiles beside the overlay on Explore), a
+#: strip for the title above each map, and the gap between tiles.
+TILE_PX = 200
+TILE_TITLE = 0.1
+TILE_GAP = 0.05
+
+
+@dataclass(frozen=True)
+class _Tile:
+    """Where a panel's map goes in the grid's one pair of axes: ``box`` (x0, y0, x1, y1, city metres)
+    is drawn at ``scale`` figure units per metre with its lower left corner at ``corner``."""
+
+    box: tuple[float, float, float, float]
+    scale: float
+    corner: tuple[float, float]
+
+    def place(self, xy: np.ndarray) -> np.ndarray:
+        """(P, 2) city metres -> figure units."""
+        return (np.asarray(xy, dtype=np.float64)[:, :2] - self.box[:2]) * self.scale + self.corner
+
+
+def _clip_polygons(
+    polygons: Sequence[np.ndarray], box: tuple[float, float, float, float]
+) -> list[np.ndarray]:
+    """The parts of closed polygons inside ``box`` (matplotlib's polygon clipping)."""
+    from matplotlib.path import Path
+    from matplotlib.transforms import Bbox
+
+    if not polygons:
+        return []
+    compound = Path.make_compound_path(*[Path(np.asarray(p)[:, :2], closed=True) for p in polygons])
+    clipped = compound.clip_to_bbox(Bbox([box[:2], box[2:]]))
+    polys = [np.asarray(p) for p in clipped.to_polygons()]
+    return [p for p in polys if len(p) >= 3]
+
+
+def _clip_polylines(lines: Sequence[np.ndarray], tile: _Tile) -> list[np.ndarray]:
+    """The parts of open polylines inside the tile's box, placed in the grid (matplotlib's line
+    clipping, which pads its rectangle by one unit: done in thousandths of a tile, then held to the
+    tile's edge)."""
+    from matplotlib.path import Path
+
+    if not lines:
+        return []
+    placed = [tile.place(p) for p in lines if len(p) >= 2]
+    if not placed:
+        return []
+    compound = Path.make_compound_path(*[Path(p * 1000.0) for p in placed])
+    (x0, y0), (x1, y1) = tile.place(np.array([tile.box[:2], tile.box[2:]])) * 1000.0
+    clipped = compound.cleaned(clip=(x0, y0, x1, y1))
+    lo, hi = np.array([x0, y0]) / 1000.0, np.array([x1, y1]) / 1000.0
+    pieces = [np.clip(np.asarray(p) / 1000.0, lo, hi) for p in clipped.to_polygons(closed_only=False)]
+    return [p for p in pieces if len(p) >= 2]
+
+
+def _tiles(
+    panels: Sequence[MapPanel], columns: int, panel_height: int, margin_m: float
+) -> tuple[list[_Tile], tuple[float, float, float, float]]:
+    """A tile per panel (its window's extent plus ``margin_m``, widened to the tile's shape) and the
+    grid's extent (x0, x1, y0, y1) in figure units. One panel stays in city metres (one map large, the
+    sketch canvas: its axes are the city frame)."""
+    boxes = []
+    for panel in panels:
+        x0, y0 = panel.window_xy.min(axis=0) - margin_m
+        x1, y1 = panel.window_xy.max(axis=0) + margin_m
+        boxes.append((float(x0), float(y0), float(x1), float(y1)))
+    if len(panels) == 1:
+        x0, y0, x1, y1 = boxes[0]
+        return [_Tile(boxes[0], 1.0, (x0, y0))], (x0, x1, y0, y1)
+    aspect = max(0.3, (panel_height - TILE_TITLE * TILE_PX) / TILE_PX - TILE_TITLE)
+    rows_n = math.ceil(len(panels) / columns)
+    tiles = []
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        r, c = divmod(i, columns)
+        width, height = max(x1 - x0, (y1 - y0) / aspect), max(y1 - y0, (x1 - x0) * aspect)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        box = (cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2)
+        top = -r * (aspect + TILE_TITLE + TILE_GAP) - TILE_TITLE
+        tiles.append(_Tile(box, 1.0 / width, (c * (1 + TILE_GAP), top - aspect)))
+    extent = (
+        0.0,
+        columns * (1 + TILE_GAP) - TILE_GAP,
+        -rows_n * (aspect + TILE_TITLE + TILE_GAP) + TILE_GAP,
+        0.0,
     )
+    return tiles, extent
 
 
-def _window_at(panel: MapPanel, step: int, axes: dict[str, str]) -> list[dict[str, Any]]:
-    """The window driven up to ``step``, thick, with a dot where it is."""
-    j = int(np.clip(step, 0, len(panel.window_xy) - 1))
-    done = panel.window_xy[: j + 1]
-    common = {"type": "scatter", "hoverinfo": "skip", **axes}
+def map_grid_figure(
+    panels: Sequence[MapPanel],
+    columns: int = 3,
+    panel_height: int = 270,
+    margin_m: float = 20.0,
+    at_step: int | None = None,
+) -> go.Figure:
+    """Every panel as a small map, tiled in ONE pair of axes: the window thick, other road users of its
+    scenario during the same seconds thin and faint, start circle, end arrow, a scale bar (each map has
+    its own zoom). What the browser redraws on every query is a handful of traces whatever the number
+    of maps (one per kind of line or marker over all maps, plus one line per window for its colour):
+    seven maps in seven subplots of nine traces each took Plotly several times as long. Everything is
+    clipped to its tile. Each window's points carry its row (customdata) and title (hover): a click
+    picks it. One panel is drawn in city metres (pannable).
+
+    ``at_step``: the scene at one moment, the same step of every window (playback): each window thick
+    up to that step and faint after it, with a dot where it is; the other road users as dots where
+    they are then (those present; ``others_offset`` places them in time), with their path so far."""
+    n = max(1, len(panels))
+    columns = max(1, min(columns, n))
+    rows_n = math.ceil(n / columns)
+    tiles, (gx0, gx1, gy0, gy1) = (
+        _tiles(panels, columns, panel_height, margin_m) if panels else ([], (0, 1, 0, 1))
+    )
+    single = len(panels) == 1
+    drivable: list[np.ndarray] = []
+    crossings: list[np.ndarray] = []
+    lanes: list[np.ndarray] = []
+    others: list[np.ndarray] = []
+    others_now: list[np.ndarray] = []
+    windows: list[dict[str, Any]] = []
+    pick_xy, pick_color, pick_row, pick_text = [], [], [], []
+    end_paths: list[np.ndarray] = []
+    end_colors: list[str] = []
+    end_sizes: list[float] = []
+    end_starts: list[bool] = []
+    here_xy, here_color = [], []
+    bars: list[np.ndarray] = []
+    text_xy, text, text_pos, text_size = [], [], [], []
+    frames: list[np.ndarray] = []
+    for panel, tile in zip(panels, tiles, strict=True):
+        box = tile.box
+        if panel.geometry is not None:
+            g = panel.geometry
+            if single:  # its own axes clip it
+                drivable += _crop(g.drivable_areas, box)
+                crossings += _crop(g.crossings, box)
+                lanes += _clip_lines(_crop(g.lane_boundaries, box), box)
+            else:
+                drivable += [tile.place(p) for p in _clip_polygons(_crop(g.drivable_areas, box), box)]
+                crossings += [tile.place(p) for p in _clip_polygons(_crop(g.crossings, box), box)]
+                lanes += _clip_polylines(_crop(g.lane_boundaries, box), tile)
+        window = tile.place(panel.window_xy)
+        if at_step is None:
+            others += list(panel.others_xy) if single else _clip_polylines(panel.others_xy, tile)
+            kept = [p for p in panel.others_xy if len(p) >= 2]
+            if single:
+                end_paths += kept
+            else:  # an end arrow only where the end lies in the tile
+                x0, y0, x1, y1 = box
+                end_paths += [tile.place(p) for p in kept if x0 <= p[-1, 0] <= x1 and y0 <= p[-1, 1] <= y1]
+            end_colors += ["rgba(60,60,140,0.45)"] * (len(end_paths) - len(end_colors))
+            end_sizes += [6.0] * (len(end_paths) - len(end_sizes))
+            end_starts += [False] * (len(end_paths) - len(end_starts))
+            windows.append({"xy": window, "color": panel.color, "width": 3.5, "opacity": 1.0})
+            end_paths.append(window)
+            end_colors.append(panel.color)
+            end_sizes.append(11.0)
+            end_starts.append(True)
+        else:
+            trails, now = _others_at(panel, at_step)
+            others += trails if single else _clip_polylines(trails, tile)
+            x0, y0, x1, y1 = box
+            others_now += [tile.place(p[None]) for p in now if x0 <= p[0] <= x1 and y0 <= p[1] <= y1]
+            j = int(np.clip(at_step, 0, len(window) - 1))
+            windows.append({"xy": window, "color": panel.color, "width": 2, "opacity": 0.35})
+            windows.append({"xy": window[: j + 1], "color": panel.color, "width": 4, "opacity": 1.0})
+            here_xy.append(window[j])
+            here_color.append(panel.color)
+        take = np.unique(np.r_[np.arange(0, len(window), CLICK_EVERY), len(window) - 1])
+        pick_xy.append(window[take])
+        pick_color += [panel.color] * len(take)
+        pick_row += [panel.row] * len(take)
+        pick_text += [plain(panel.title)] * len(take)
+        # A scale bar of a round length (about a fifth of the map) in its lower left corner.
+        width_m = box[2] - box[0]
+        length = max((v for v in (5, 10, 20, 50, 100, 200, 500, 1000) if v <= width_m / 4), default=5)
+        bx, by = box[0] + 0.05 * width_m, box[1] + 0.06 * (box[3] - box[1])
+        bar = tile.place(np.array([[bx, by], [bx + length, by]]))
+        bars.append(bar)
+        text_xy.append(bar.mean(axis=0))
+        text.append(f"{length} m")
+        text_pos.append("top center")
+        text_size.append(9)
+        if not single:  # the title above its map, and a frame around it
+            frames.append(
+                tile.place(np.array([box[:2], (box[2], box[1]), box[2:], (box[0], box[3]), box[:2]]))
+            )
+            text_xy.append(np.array([tile.corner[0], tile.corner[1] + (box[3] - box[1]) * tile.scale]))
+            text.append(f"<span style='color:{panel.color}'>■</span> {plain(panel.title)}")
+            text_pos.append("top right")
+            text_size.append(11)
+    skip = {"hoverinfo": "skip", "showlegend": False}
+    data: list[dict[str, Any]] = []
+    for polygons, fill in ((drivable, MAP_FILLS["drivable area"]), (crossings, MAP_FILLS["crosswalk"])):
+        if polygons:
+            x, y = _joined(polygons)
+            data.append(
+                {
+                    "type": "scatter",
+                    "mode": "lines",
+                    "x": x,
+                    "y": y,
+                    "fill": "toself",
+                    "fillcolor": fill,
+                    "line": {"width": 0},
+                    **skip,
+                }
+            )
+    for lines, style in (
+        (lanes, {"color": "rgba(110,110,110,0.8)", "width": 0.8}),
+        (
+            others,
+            {"color": "rgba(60,60,140,0.35)" if at_step is None else "rgba(60,60,140,0.45)", "width": 1.5},
+        ),
+    ):
+        if lines:
+            x, y = _joined(lines)
+            data.append({"type": "scatter", "mode": "lines", "x": x, "y": y, "line": style, **skip})
+    if others_now:
+        here = np.concatenate(others_now)
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "x": here[:, 0],
+                "y": here[:, 1],
+                "marker": {"size": 8, "color": "rgba(60,60,140,0.8)", "line": {"color": "white", "width": 1}},
+                **skip,
+            }
+        )
+    for w in windows:  # one line per window: a line has one colour
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": np.round(w["xy"][:, 0], 4),
+                "y": np.round(w["xy"][:, 1], 4),
+                "line": {"color": w["color"], "width": w["width"]},
+                "opacity": w["opacity"],
+                **skip,
+            }
+        )
+    if here_xy:
+        here = np.asarray(here_xy)
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "x": here[:, 0],
+                "y": here[:, 1],
+                "marker": {"size": 13, "color": here_color, "line": {"color": "white", "width": 2}},
+                **skip,
+            }
+        )
+    data += _ends_mixed(end_paths, end_colors, end_sizes, end_starts)
+    if pick_xy:
+        xy = np.concatenate(pick_xy)
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "x": np.round(xy[:, 0], 4),
+                "y": np.round(xy[:, 1], 4),
+                "marker": {"size": 4 if at_step is not None else 5, "color": pick_color},
+                "opacity": 0.35 if at_step is not None else 1.0,
+                "unselected": {"marker": {"opacity": 1}},
+                "customdata": pick_row,
+                "hovertext": pick_text,
+                "hovertemplate": "%{hovertext}<extra></extra>",
+                "showlegend": False,
+            }
+        )
+    if frames:
+        x, y = _joined(frames)
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": x,
+                "y": y,
+                "line": {"color": "#ccc", "width": 1},
+                **skip,
+            }
+        )
+    if bars:
+        x, y = _joined(bars)
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": x,
+                "y": y,
+                "line": {"color": "#333", "width": 2},
+                **skip,
+            }
+        )
+        xy = np.asarray(text_xy)
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "text",
+                "x": xy[:, 0],
+                "y": xy[:, 1],
+                "text": text,
+                "textposition": text_pos,
+                "textfont": {"size": text_size, "color": "#222"},
+                **skip,
+            }
+        )
+    fixed = {} if single else {"fixedrange": True}
+    layout: dict[str, Any] = {
+        "height": rows_n * panel_height + (30 if single else 20),
+        "plot_bgcolor": "white",
+        "showlegend": False,
+        "margin": {"l": 10, "r": TOOLBAR_PX, "t": 30 if single else 10, "b": 10, "autoexpand": False},
+        "modebar": TOOLBAR,
+        "clickmode": "event+select",
+        "dragmode": "pan" if single else False,
+        "hovermode": "closest",
+        "xaxis": {"range": [gx0, gx1], "visible": False, "constrain": "domain", **fixed},
+        "yaxis": {"range": [gy0, gy1], "visible": False, "scaleanchor": "x", "constrain": "domain", **fixed},
+    }
+    if single and panels:
+        layout["annotations"] = [
+            {
+                "text": f"<span style='color:{panels[0].color}'>■</span> {plain(panels[0].title)}",
+                "x": 0,
+                "y": 1,
+                "xref": "paper",
+                "yref": "paper",
+                "xanchor": "left",
+                "yanchor": "bottom",
+                "showarrow": False,
+                "font": {"size": 11, "color": "#222"},
+            }
+        ]
+    return figure(data, layout)
+
+
+def _ends_mixed(
+    paths: Sequence[np.ndarray], colors: Sequence[str], sizes: Sequence[float], starts: Sequence[bool]
+) -> list[dict[str, Any]]:
+    """``_ends`` with a size and a start circle (or not) per path: every end of a map grid in one trace."""
+    if not paths:
+        return []
+    xy, symbols, marker_sizes, angles, widths, fill = [], [], [], [], [], []
+    for path, color, size, start in zip(paths, colors, sizes, starts, strict=True):
+        if start:
+            xy.append(path[0])
+            symbols.append("circle")
+            marker_sizes.append(size * 0.7)
+            angles.append(0.0)
+            widths.append(1.0)
+            fill.append(color)
+        xy.append(path[-1])
+        symbols.append("arrow")
+        marker_sizes.append(size * 1.3)
+        angles.append(_heading_deg(path))
+        widths.append(0.5)
+        fill.append(color)
+    points = np.asarray(xy)
     return [
         {
-            **common,
-            "mode": "lines",
-            "x": done[:, 0],
-            "y": done[:, 1],
-            "line": {"color": panel.color, "width": 4},
-        },
-        {
-            **common,
+            "type": "scatter",
             "mode": "markers",
-            "x": done[-1:, 0],
-            "y": done[-1:, 1],
-            "marker": {"size": 13, "color": panel.color, "line": {"color": "white", "width": 2}},
-        },
+            "showlegend": False,
+            "hoverinfo": "skip",
+            "x": points[:, 0],
+            "y": points[:, 1],
+            "marker": {
+                "symbol": symbols,
+                "size": marker_sizes,
+                "color": fill,
+                "angle": angles,
+                "line": {"color": "white", "width": widths},
+            },
+        }
     ]
 
 
-def _others_at(panel: MapPanel, step: int, axes: dict[str, str]) -> list[dict[str, Any]]:
-    """The other road users present at ``step`` of the window: their path so far and a dot."""
+def _others_at(panel: MapPanel, step: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The other road users present at ``step`` of the window: their paths so far and where they are
+    (city frame)."""
     offsets = list(panel.others_offset) or [0] * len(panel.others_xy)
     trails, now = [], []
     for offset, poly in zip(offsets, panel.others_xy, strict=True):
         j = step - int(offset)
         if 0 <= j < len(poly):
             trails.append(poly[: j + 1])
-            now.append(poly[j])
-    if not now:
-        return []
-    x, y = _joined(trails)
-    here = np.asarray(now)
-    common = {"type": "scatter", "hoverinfo": "skip", **axes}
-    return [
-        {**common, "mode": "lines", "x": x, "y": y, "line": {"color": "rgba(60,60,140,0.45)", "width": 1.5}},
-        {
-            **common,
-            "mode": "markers",
-            "x": here[:, 0],
-            "y": here[:, 1],
-            "marker": {"size": 8, "color": "rgba(60,60,140,0.8)", "line": {"color": "white", "width": 1}},
-        },
-    ]
-
-
-def _scale_bar(
-    box: tuple[float, float, float, float], axes: dict[str, str], annotations: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """A bar of a round length (about a fifth of the panel) in its lower left corner, labelled in metres:
-    each small map has its own zoom."""
-    width = box[2] - box[0]
-    length = max((v for v in (5, 10, 20, 50, 100, 200, 500, 1000) if v <= width / 4), default=5)
-    x0, y0 = box[0] + 0.05 * width, box[1] + 0.06 * (box[3] - box[1])
-    annotations.append(
-        {
-            "text": f"{length} m",
-            "x": x0 + length / 2,
-            "y": y0,
-            "xref": axes["xaxis"],
-            "yref": axes["yaxis"],
-            "yanchor": "bottom",
-            "showarrow": False,
-            "font": {"size": 9, "color": "#333"},
-        }
-    )
-    return {
-        "type": "scatter",
-        "mode": "lines",
-        "x": [x0, x0 + length],
-        "y": [y0, y0],
-        "hoverinfo": "skip",
-        "line": {"color": "#333", "width": 2},
-        "showlegend": False,
-        **axes,
-    }
+            now.append(np.asarray(poly[j]))
+    return trails, now
 
 
 def projection_raster(
