@@ -595,6 +595,30 @@ def test_embedding_space_shows_the_query_and_clears_a_selection(app: AppTest, sm
     assert not any("Selection:" in h.value for h in app.subheader)
 
 
+def test_a_query_change_checks_the_bundle_once_not_per_map(
+    app: AppTest, small_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22 item 10: each map of the grid opened the bundle again, and each opening checks every
+    file the bundle has read for changes (at a million windows, every one of ~9,000 maps once the full
+    check has run): a third of a second of every rerun. A rerun checks once, and the maps read the
+    version it opened."""
+    checks: list[int] = []
+    changed = Bundle.changed
+
+    def counted(self: Bundle) -> bool:
+        checks.append(1)
+        return changed(self)
+
+    monkeypatch.setattr(Bundle, "changed", counted)
+    app.session_state["query_row"] = Bundle(small_bundle).num_windows - 1
+    app.session_state["query_version"] = 1000
+    app.run()
+    assert not app.exception
+    maps = json.loads(app.get("plotly_chart")[-1].proto.spec)
+    assert sum(1 for t in maps["data"] if t.get("fill") == "toself") >= 1  # the maps were drawn
+    assert len(checks) == 1
+
+
 def test_maps_play_through_time_and_one_shows_large(app: AppTest) -> None:
     charts = len(app.get("plotly_chart"))
     app.toggle(key="playback").set_value(True).run()
