@@ -136,7 +136,9 @@ def on_layout(bundle: Bundle, model: str, row: int, neighbor_rows: list[int]) ->
     if bundle.projection(model) is None:
         ui.completion_notice(bundle)
         return
-    key = "layout-pick"  # a stable key: the chart updates in place instead of a new WebGL context per click
+    # A stable key keeps the widget's state; the chart itself is still drawn anew (a new WebGL context)
+    # whenever its figure changes, as it does with every query: Streamlit names a chart by its figure.
+    key = "layout-pick"
     placeholder = st.empty()
     view = ui.layout_plot(
         bundle, model, "direction", 8, key, row, neighbor_rows, lambda: ui.pick_from_plot(key), "points", 430

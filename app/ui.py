@@ -533,7 +533,7 @@ def overlay(
     fig = agent_frame_figure(
         nb.query_xy, list(xy), names, rank_colors(len(nb)), nb.rows.tolist(), height=height
     )
-    wkey = key  # plots keep their key: a click selects a point once; the next query redraws in place
+    wkey = key  # a stable key: a click selects a point once (the chart is drawn anew for each query)
     st.plotly_chart(
         fig,
         key=wkey,
