@@ -84,32 +84,76 @@ export default function(component) {
       setStateValue('view', whole ? null : [x[0], x[1], y[0], y[1]]);
     }, 250);
   }
+  // The query (a black cross) and its neighbours (orange rings), drawn over the plot area in an SVG
+  // layer of the plot's own, placed through the axes at every draw and zoom (not part of the figure:
+  // a figure that changed with every query made the browser draw the whole chart anew each time).
+  const marks = (data && data.marks) || null;
+  function drawMarks() {
+    const gd = hooked;
+    const fl = gd && gd._fullLayout;
+    if (!fl || !fl.xaxis || !fl.yaxis || !fl._size) return;
+    const box = gd.querySelector('.svg-container');
+    if (!box) return;
+    let layer = box.querySelector('svg.trajemb-marks');
+    if (!layer) {
+      layer = doc.createElementNS(svgNS, 'svg');
+      layer.setAttribute('class', 'trajemb-marks');
+      layer.setAttribute('data-testid', 'trajembLayoutMarks');
+      layer.style.cssText = 'position:absolute;left:0;top:0;pointer-events:none;overflow:hidden';
+      box.appendChild(layer);
+    }
+    const xa = fl.xaxis, ya = fl.yaxis, size = fl._size;
+    layer.style.left = size.l + 'px';
+    layer.style.top = size.t + 'px';
+    layer.setAttribute('width', size.w);
+    layer.setAttribute('height', size.h);
+    layer.textContent = '';
+    if (!marks) return;
+    const at = p => [xa.l2p(p[0]), ya.l2p(p[1])];
+    const inside = ([x, y]) => x >= -20 && y >= -20 && x <= size.w + 20 && y <= size.h + 20;
+    (marks.neighbours || []).forEach(p => {
+      const [x, y] = at(p);
+      if (!inside([x, y])) return;
+      const ring = doc.createElementNS(svgNS, 'circle');
+      ring.setAttribute('cx', x); ring.setAttribute('cy', y); ring.setAttribute('r', '8');
+      ring.setAttribute('fill', 'none'); ring.setAttribute('stroke', '#D55E00'); ring.setAttribute('stroke-width', '3');
+      ring.setAttribute('data-mark', 'neighbour');
+      layer.appendChild(ring);
+    });
+    if (marks.query) {
+      const [x, y] = at(marks.query);
+      if (inside([x, y])) {
+        const cross = doc.createElementNS(svgNS, 'path');
+        cross.setAttribute('d', `M${x - 5},${y - 5}L${x + 5},${y + 5}M${x - 5},${y + 5}L${x + 5},${y - 5}`);
+        cross.setAttribute('stroke', '#000'); cross.setAttribute('stroke-width', '3');
+        cross.setAttribute('data-mark', 'query');
+        const halo = cross.cloneNode();
+        halo.setAttribute('stroke', '#fff'); halo.setAttribute('stroke-width', '5'); halo.removeAttribute('data-mark');
+        layer.appendChild(halo);
+        layer.appendChild(cross);
+      }
+    }
+  }
   let hooked = null;
+  const events = [['plotly_relayout', relayout], ['plotly_hover', show], ['plotly_unhover', hide],
+                  ['plotly_afterplot', drawMarks], ['plotly_relayouting', drawMarks], ['plotly_relayout', drawMarks]];
   function hook() {
     const host = doc.querySelector('.st-key-' + data.target);
     const gd = host && host.querySelector('.js-plotly-plot');
     if (!gd || !gd.on || gd === hooked) return;
-    if (hooked && hooked.removeListener) {
-      hooked.removeListener('plotly_relayout', relayout);
-      hooked.removeListener('plotly_hover', show);
-      hooked.removeListener('plotly_unhover', hide);
-    }
-    gd.on('plotly_relayout', relayout);
-    gd.on('plotly_hover', show);
-    gd.on('plotly_unhover', hide);
+    if (hooked && hooked.removeListener) events.forEach(([name, fn]) => hooked.removeListener(name, fn));
+    events.forEach(([name, fn]) => gd.on(name, fn));
     hooked = gd;
+    drawMarks();
   }
   hook();
+  drawMarks();
   const poll = setInterval(hook, 400);
   return () => {
     clearInterval(poll);
     clearTimeout(timer);
     hide();
-    if (hooked && hooked.removeListener) {
-      hooked.removeListener('plotly_relayout', relayout);
-      hooked.removeListener('plotly_hover', show);
-      hooked.removeListener('plotly_unhover', hide);
-    }
+    if (hooked && hooked.removeListener) events.forEach(([name, fn]) => hooked.removeListener(name, fn));
   };
 }
 """
@@ -118,16 +162,22 @@ _component: Any = None
 
 
 def layout_companion(
-    target_key: str, full_extent: tuple[float, float, float, float], cards: dict[str, Any] | None, key: str
+    target_key: str,
+    full_extent: tuple[float, float, float, float],
+    cards: dict[str, Any] | None,
+    key: str,
+    marks: dict[str, Any] | None = None,
 ) -> None:
     """Mount the companion of the plot keyed ``target_key``; its zoom lands in ``st.session_state[key]``
-    (None: the whole layout), read by the page through ``view_of``."""
+    (None: the whole layout), read by the page through ``view_of``. ``marks``: ``{"query": [x, y] or
+    None, "neighbours": [[x, y], ...]}`` in the plot's coordinates, drawn over it (a black cross, orange
+    rings) and kept in place through zooms."""
     global _component
     if _component is None:
         _component = st.components.v2.component("trajemb_layout_companion", js=JS, isolate_styles=False)
     _component(
         key=key,
-        data={"target": target_key, "full": list(full_extent), "cards": cards},
+        data={"target": target_key, "full": list(full_extent), "cards": cards, "marks": marks},
         default={"view": None},
         height=0,
         on_view_change=lambda: None,

@@ -510,6 +510,7 @@ def layout_plot(
         dragmode=dragmode,
         view=view.view or view.full,
         hover_cards=True,
+        marks=False,
     )
     st.plotly_chart(
         fig,
@@ -518,7 +519,13 @@ def layout_plot(
         selection_mode=selection_mode,
         config={"displaylogo": False, "scrollZoom": True},
     )
-    companion.layout_companion(key, view.full, view.cards, zoom_key)
+    # The query and its neighbours are drawn by the companion over the plot: the figure stays the
+    # same from one query to the next, so the browser keeps the chart instead of drawing it anew.
+    marks = {
+        "query": None if query_row is None else [float(v) for v in xy[query_row]],
+        "neighbours": [[float(v) for v in xy[r]] for r in neighbor_rows],
+    }
+    companion.layout_companion(key, view.full, view.cards, zoom_key, marks)
     return view
 
 

@@ -8,6 +8,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -617,6 +618,35 @@ def test_a_query_change_checks_the_bundle_once_not_per_map(
     maps = json.loads(app.get("plotly_chart")[-1].proto.spec)
     assert sum(1 for t in maps["data"] if t.get("fill") == "toself") >= 1  # the maps were drawn
     assert len(checks) == 1
+
+
+def test_the_layout_stays_the_same_chart_from_one_query_to_the_next(app: AppTest, small_bundle: Path) -> None:
+    """Issue 22 item 10: Streamlit names a chart by its figure, so a layout whose query cross and
+    neighbour rings changed with every click was a new chart each time (a new WebGL context, every
+    point and image drawn again: a click on the layout waited about 2 s at a million windows). The
+    figure is now the same from one query to the next; the companion draws the query and its
+    neighbours over it, where the projection puts them."""
+    bundle = Bundle(small_bundle)
+    xy = bundle.projection(bundle.model_names[0])
+    assert xy is not None
+    app.segmented_control(key="pick-mode").set_value("On the 2-D layout").run()
+
+    def layout_and_marks() -> tuple[str, dict[str, Any]]:
+        spec = next(c.proto.spec for c in app.get("plotly_chart") if '"scattergl"' in c.proto.spec)
+        (companion,) = app.get("bidi_component")
+        return spec, json.loads(companion.proto.json)["marks"]
+
+    before, _ = layout_and_marks()
+    row = bundle.num_windows - 1
+    app.session_state["query_row"] = row
+    app.session_state["query_version"] = 1000
+    app.run()
+    assert not app.exception
+    after, marks = layout_and_marks()
+    assert after == before
+    assert marks["query"] == pytest.approx(xy[row].tolist())
+    rows = [bundle.find_row(i) for i in neighbor_ids(app)]
+    np.testing.assert_allclose(marks["neighbours"], xy[rows], rtol=1e-6)
 
 
 def test_maps_play_through_time_and_one_shows_large(app: AppTest) -> None:

@@ -152,11 +152,23 @@ def test_explorer_in_chromium(server: str) -> None:
         page.locator(".js-plotly-plot").last.screenshot(path=str(SCREENSHOT_DIR / "explore-maps.png"))
         check_screenshot(SCREENSHOT_DIR / "explore-maps.png")
 
-        # A click on the 2-D layout picks the point under the cursor.
+        # A click on the 2-D layout picks the point under the cursor; the chart stays (the query's cross
+        # moves over it): no new chart, no new WebGL context per click.
         page.get_by_text("On the 2-D layout").click()
         wait_idle(page)
+        cross = page.locator("[data-testid=trajembLayoutMarks] [data-mark=query]")
+        cross.wait_for(timeout=WAIT_MS)
+        cross_before = cross.get_attribute("d")
+        page.locator(".js-plotly-plot").first.evaluate("gd => { gd.__kept = true; }")
         click_plot_point(page, 0, 0, 5)
         wait_query_change(page, on_map)
+        assert page.locator(".js-plotly-plot").first.evaluate("gd => gd.__kept === true")
+        page.wait_for_function(
+            """d => { const c = document.querySelector('[data-testid=trajembLayoutMarks] [data-mark=query]');
+                      return c && c.getAttribute('d') !== d; }""",
+            arg=cross_before,
+            timeout=WAIT_MS,
+        )
         page.screenshot(path=str(SCREENSHOT_DIR / "explore-layout.png"))
 
         # Every page draws.
@@ -312,8 +324,12 @@ def test_layout_redraws_where_one_zooms_and_hover_shows_the_window(server: str, 
             )
         )
 
-    query = plot.evaluate("gd => gd._fullData.findIndex(t => t.name === 'query')")
-    qx, qy = screen(query, 0)
+    # The query's cross, drawn by the companion over the plot.
+    cross = page.locator("[data-testid=trajembLayoutMarks] [data-mark=query]")
+    cross.wait_for(timeout=WAIT_MS)
+    box = cross.bounding_box()
+    assert box is not None
+    qx, qy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(qx - 50, qy - 40)
     page.mouse.down()
     page.mouse.move(qx + 50, qy + 40, steps=6)

@@ -885,12 +885,16 @@ def projection_figure(
     dragmode: str = "zoom",
     view: tuple[float, float, float, float] | None = None,
     hover_cards: bool = False,
+    marks: bool = True,
 ) -> go.Figure:
     """2-D layout coloured by a label: ``rows`` drawn as WebGL markers (every row in view, or one
     pickable point per grid cell over ``raster`` images (url, extent), the whole layout's and, zoomed
     in, the view's drawn finer on top); neighbours ringed, the query marked. Points carry their row as
     customdata, so a click or selection picks rows. ``view``: the axes' extent (default: the images').
-    ``hover_cards``: a companion draws the hover card (``app/companion.py``), so plotly's is off."""
+    ``hover_cards``: a companion draws the hover card (``app/companion.py``), so plotly's is off.
+    ``marks=False``: the query and its neighbours are left to the companion, so that the figure stays
+    the same from one query to the next (a changed figure is a new chart in Streamlit: a new WebGL
+    context and every point and image drawn again on each click)."""
     rasters = list(raster)
     colors = label_colors(label_name, categories)
     data: list[dict[str, Any]] = []
@@ -916,7 +920,7 @@ def projection_figure(
         else:
             trace["hovertemplate"] = f"{plain(label_name)}: {plain(cat)}<extra></extra>"
         data.append(trace)
-    if len(neighbor_rows):
+    if len(neighbor_rows) and marks:
         h = np.asarray(neighbor_rows)
         data.append(
             {
@@ -930,7 +934,7 @@ def projection_figure(
                 "marker": {"size": 17, "color": "rgba(0,0,0,0)", "line": {"color": "#D55E00", "width": 3}},
             }
         )
-    if query_row is not None:
+    if query_row is not None and marks:
         data.append(
             {
                 "type": "scattergl",
