@@ -123,3 +123,50 @@ def test_completion_order_and_robustness_last(
     base_a, base_b = (x.json_file(BASELINES_FILE, "baselines") for x in (a, b))
     assert {k: scores(v) for k, v in base_a.items()} == {k: scores(v) for k, v in base_b.items()}
     assert not missing_robustness(small_bundle)
+
+
+def test_robustness_curves_never_leave_a_file_unlike_the_manifest(
+    synth_table: Path, tiny_checkpoints: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The curves rewrite reports the manifest already lists; while they are computed (minutes at the
+    default data's size) every listed file on disk must still be the one the manifest on disk describes,
+    or an explorer reading the bundle meanwhile is refused it (seen for 4.5 minutes in Chromium)."""
+    from trajemb.analysis.bundle import BASELINES_FILE, Bundle, read_bundle_manifest
+    from trajemb.analysis.evaluate import EvalConfig
+    from trajemb.core.integrity import digest_file
+    from trajemb.retrieval.projection import ProjectionConfig
+    from trajemb.serving import bundle_build
+    from trajemb.serving.bundle_build import BundleConfig, BundleWriter, add_robustness, build_bundle
+
+    curves = EvalConfig(num_queries=60, robustness=True, robustness_queries=40, robustness_corpus=400)
+    without = BundleConfig(
+        evaluation=EvalConfig(num_queries=60, robustness=False), projection=ProjectionConfig(method="none")
+    )
+    out = tmp_path / "b"
+    build_bundle(synth_table, tiny_checkpoints[:2], out, config=without, progress=False)
+    checked: list[str] = []
+
+    def consistent(stage: str) -> None:
+        manifest = read_bundle_manifest(out)
+        for key in [k for k in manifest["files"] if k.endswith("report.json") or k == BASELINES_FILE]:
+            assert digest_file(out / key).to_dict() == manifest["files"][key], f"{key} during {stage}"
+        checked.append(stage)
+
+    def wrap(name: str) -> None:
+        original = getattr(bundle_build, name)
+
+        def checked_call(*args: object, **kwargs: object) -> object:
+            consistent(name)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(bundle_build, name, checked_call)
+
+    wrap("encoder_reports")
+    wrap("baseline_robustness")
+    writer = BundleWriter(out, read_bundle_manifest(out))
+    add_robustness(writer, Bundle(out), BundleConfig(evaluation=curves), progress=False)
+    consistent("the end")
+    assert checked == ["encoder_reports", "encoder_reports", "baseline_robustness", "the end"]
+    bundle = Bundle(out)
+    bundle.verify_all()
+    assert all("robustness" in (bundle.report(name) or {}) for name in bundle.model_names)

@@ -519,6 +519,7 @@ def add_robustness(writer: BundleWriter, bundle: Bundle, config: BundleConfig, p
     ev = replace(config.evaluation, mean_rank=False, robustness=True)
     table, groups = _evaluation_table(bundle, ev)
     dims: set[int] = set()
+    reports: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(bundle.model_names, start=1):
         if bundle.history_steps(name) is not None:
             continue  # a history model's report has its forecast scores instead (``history_reports``)
@@ -526,14 +527,20 @@ def add_robustness(writer: BundleWriter, bundle: Bundle, config: BundleConfig, p
         key = model_file(name, REPORT)
         report = read_json_object(writer.root / key, "evaluation report")
         report.update(encoder_reports(table, bundle.encoder(name)[0], groups, ev))
-        writer.write_json(key, report)
+        reports[key] = report
         dims.add(bundle.embedding_dim(name))
     baselines = read_json_object(writer.root / BASELINES_FILE, "baselines")
     log.info("robustness curves of the oracle and of PCA at D = %s", ", ".join(map(str, sorted(dims))))
     for key, extra in baseline_robustness(table, dims, ev, config.seed, groups).items():
         if isinstance(baselines.get(key), dict):
             baselines[key].update(extra)
+    # These files are already in the manifest, which readers check every file against: rewritten one
+    # by one as their curves were ready, an explorer reading the bundle was refused it for the minutes
+    # the curves take. So they are replaced together, and the manifest right after them.
+    for key, report in reports.items():
+        writer.write_json(key, report)
     writer.write_json(BASELINES_FILE, baselines)
+    writer.save_manifest()
 
 
 def history_view(table: TrajectoryTable, history_steps: int) -> TrajectoryTable:
