@@ -83,7 +83,9 @@ def test_ambiguous_or_absurd_text_is_refused(text: str, message: str) -> None:
 def test_window_from_points_is_finite_or_refused() -> None:
     with pytest.raises(DataError, match="finite and within"):
         points_to_window(np.array([[0.0, 0.0], [1e308, 1e308]]), 60)
-    assert np.isfinite(points_to_window(np.array([[0.0, 0.0], [9e6, 9e6]]), 60)).all()
+    assert np.isfinite(points_to_window(np.array([[9e6, 9e6], [9e6 + 100.0, 9e6 - 50.0]]), 60)).all()
+    with pytest.raises(DataError, match="faster than any road user"):  # 9e6 m in 5.9 s
+        points_to_window(np.array([[0.0, 0.0], [9e6, 9e6]]), 60)
 
 
 def test_an_upload_is_used_whole_or_not_at_all() -> None:
@@ -131,3 +133,24 @@ def test_a_long_drive_is_not_squeezed_into_one_window() -> None:
         query_window(xy, 60, duration_s=3.0)
     with pytest.raises(DataError, match="increase"):
         parse_track("t,x,y\n0,0,0\n0,1,0")
+
+
+@pytest.mark.parametrize(
+    ("points", "t_s", "duration_s"),
+    [
+        ([[0.0, 0.0], [99999.0, 0.0]], None, None),  # typed: 100 km in the window's 5.9 s
+        ([[0.0, 0.0], [500.0, 0.0]], None, 6.0),  # 500 m in 6 s: 83 m/s
+        ([[0.0, 0.0], [10.0, 0.0], [600.0, 0.0]], [0.0, 0.1, 6.0], None),  # times given, 100 m/s
+    ],
+)
+def test_a_query_faster_than_any_road_user_is_refused(
+    points: list[list[float]], t_s: list[float] | None, duration_s: float | None
+) -> None:
+    with pytest.raises(DataError, match="faster than any road user"):
+        query_window(np.array(points), 60, None if t_s is None else np.array(t_s), duration_s)
+
+
+def test_a_motorway_speed_query_is_kept() -> None:
+    # 65 m/s (234 km/h) over the window is fast but real; the limit is the Sketch page's, 70 m/s
+    window = query_window(np.array([[0.0, 0.0], [65.0 * 5.9, 0.0]]), 60).xy_agent
+    assert window[-1, 0] == pytest.approx(65.0 * 5.9)

@@ -34,14 +34,12 @@ import numpy as np
 from trajemb.core.errors import ConfigError, DataError
 from trajemb.core.validate import check_float, check_int
 from trajemb.data.frames import city_to_agent, motion_heading_rad
-from trajemb.data.schema import MAX_WINDOW_STEPS, STEP_S
+from trajemb.data.schema import MAX_ROAD_USER_SPEED_MPS, MAX_WINDOW_STEPS, STEP_S
 
 #: Consecutive drawn points closer than this are one point.
 MIN_SPACING_M = 0.01
 #: Shortest path a window is made from.
 MIN_PATH_M = 1.0
-#: Faster than this no road user drives (252 km/h).
-MAX_ROAD_USER_SPEED_MPS = 70.0
 #: Two consecutive pieces of the path turning by more than this double back on themselves.
 MAX_TURN_DEG = 150.0
 #: Most drawn points taken (a drawing has a few hundred; the crossing test compares every pair).

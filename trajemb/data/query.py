@@ -13,7 +13,7 @@ import numpy as np
 
 from trajemb.core.errors import DataError
 from trajemb.data.frames import city_to_agent, motion_heading_rad
-from trajemb.data.schema import STEP_S, FloatArray
+from trajemb.data.schema import MAX_ROAD_USER_SPEED_MPS, STEP_S, FloatArray
 from trajemb.data.synth.geometry import arc_length_m
 
 MAX_POINTS = 10_000
@@ -187,7 +187,8 @@ def query_window(
 
     Raises:
         DataError: too few points, non-finite or far-off positions, points that do not move, times
-            that do not increase, or times / a duration shorter than the window.
+            that do not increase, times / a duration shorter than the window, or a window faster on
+            average than any road user (``MAX_ROAD_USER_SPEED_MPS``).
     """
     points_xy = np.asarray(points_xy, dtype=np.float64)
     if points_xy.ndim != 2 or points_xy.shape[1] != 2 or len(points_xy) < 2:
@@ -223,6 +224,13 @@ def query_window(
         how = (
             f"{p} points, not {num_steps}: taken as a path driven at constant speed in {window_s:.1f} s (the "
             "window's length); if they cover a longer drive, give its duration or a time column (t, seconds)"
+        )
+    speed_mps = float(arc_length_m(xy)[-1]) / window_s
+    if speed_mps > MAX_ROAD_USER_SPEED_MPS:  # as the Sketch page refuses it: no neighbour means anything
+        raise DataError(
+            f"{how}: {speed_mps:.1f} m/s ({speed_mps * 3.6:.0f} km/h) on average, faster than any road user "
+            f"(limit {MAX_ROAD_USER_SPEED_MPS:g} m/s = {MAX_ROAD_USER_SPEED_MPS * 3.6:.0f} km/h): check the "
+            "units (metres), or give the drive's duration or a time column (t, seconds)"
         )
     xy = xy[None].astype(np.float64)
     theta = motion_heading_rad(xy, np.array([0.0]))

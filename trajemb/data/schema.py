@@ -25,6 +25,8 @@ IntArray = npt.NDArray[np.int64]
 StrArray = npt.NDArray[np.str_]
 
 STEP_S: float = 1.0 / AV2_SCENARIO_STEP_HZ
+#: Faster than this no road user drives (252 km/h): a drawn or typed query above it is refused.
+MAX_ROAD_USER_SPEED_MPS = 70.0
 
 
 class Source(str, Enum):
