@@ -571,6 +571,7 @@ def map_panels(
     seconds (placed in time, for playback)."""
     path, stamp = cache.stamp_of(bundle)
     keys = bundle.strings("map_key", rows)
+    ids = bundle.strings("window_id", rows)
     xy = city_xy(bundle, rows)
     panels = []
     for i, row in enumerate(rows):
@@ -584,6 +585,7 @@ def map_panels(
                 [poly for _, poly in context],
                 row if pickable[i] else None,
                 [offset for offset, _ in context],
+                hover=(titles[i], ids[i]),
             )
         )
     return panels

@@ -337,3 +337,19 @@ def test_sketch_figure_draws_with_plotlys_own_tool() -> None:
     assert [t.name for t in on_map.data] == ["lane", "the query: 60 steps at 10 Hz", "drawn"]
     assert [t.showlegend for t in on_map.data] == [False, True, True]
     assert on_map.layout.dragmode == "drawopenpath"
+
+
+def test_hovering_a_map_window_shows_its_lines_as_plain_text() -> None:
+    square = np.array([[0, 0], [50, 0], [50, 50], [0, 50], [0, 0]], dtype=float)
+    geometry = MapGeometry([square[:2]], [square[:2]], [square], [square])
+    panels = [
+        MapPanel("query", path() + 5, "#000000", geometry),
+        MapPanel("#1 left", path(turn=0.1) + 5, "#0072B2", geometry, row=3, hover=("#1 left", "s<b>/7/10")),
+        MapPanel("#2 right", path(turn=-0.1) + 5, "#D55E00", geometry, row=4),
+    ]
+    fig = map_grid_figure(panels)
+    picks = [t for t in fig.data if t.customdata is not None and len(t.customdata)]
+    assert len(picks) == 1
+    texts = dict(zip(np.asarray(picks[0].customdata).ravel().tolist(), picks[0].hovertext, strict=True))
+    assert texts[3] == "#1 left<br>s&lt;b&gt;/7/10"  # one line each, the id's markup shown as text
+    assert texts[4] == "#2 right"  # without hover lines: the title

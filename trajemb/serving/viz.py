@@ -348,6 +348,7 @@ class MapPanel:
     others_xy: Sequence[np.ndarray] = ()
     row: int | None = None  # customdata: a click on the window picks this row
     others_offset: Sequence[int] = ()  # step of the window at which each other polyline starts
+    hover: Sequence[str] = ()  # lines shown on hovering the window (default: the title), e.g. title and id
 
 
 def map_traces(
@@ -604,7 +605,7 @@ def map_grid_figure(
         pick_xy.append(window[take])
         pick_color += [panel.color] * len(take)
         pick_row += [panel.row] * len(take)
-        pick_text += [plain(panel.title)] * len(take)
+        pick_text += ["<br>".join(plain(line) for line in (panel.hover or [panel.title]))] * len(take)
         # A scale bar of a round length (about a fifth of the map) in its lower left corner.
         width_m = box[2] - box[0]
         length = max((v for v in (5, 10, 20, 50, 100, 200, 500, 1000) if v <= width_m / 4), default=5)
