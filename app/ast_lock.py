@@ -6,7 +6,7 @@ interrupted mid-way (a garbage collection running Python finalizers is enough), 
 with ``SystemError: AST constructor recursion depth mismatch``. The explorer meets exactly that: the
 script thread parses each page file on its first visit (Streamlit's "magic"), while a background thread
 (the bundle's full check, the rarity warm-up, the completion of a bundle) imports torch for the first
-time, and torch's import parses the source of some forty functions. It failed one first page in a
+time, and torch's import parses source 26 times (torch 2.13). It failed one first page in a
 fresh clone's test run. Every caller goes through the module attribute ``ast.parse`` (Streamlit's and
 torch's included), so holding one lock around it removes the race without making the first page wait
 for torch (2 s of CPU) before it starts anything in the background.

@@ -15,7 +15,7 @@ from conftest import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT / "app"))
 import ast_lock
 
-#: Forty small functions, as torch parses on its first import (each parse builds a few thousand nodes).
+#: Three hundred small functions: one parse builds tens of thousands of nodes, long enough to be interrupted.
 SOURCE = "\n".join(
     f"def f{i}(a, b=[1, (2, 3)], *c, **d):\n    return [x * y for x in a if x for y in b] + [{i}]"
     for i in range(300)
