@@ -210,28 +210,20 @@ def _heading_deg(xy: np.ndarray) -> float:
 def _ends(
     paths: Sequence[np.ndarray],
     colors: Sequence[str],
-    size: float,
+    size: float | Sequence[float],
     axes: dict[str, str] | None = None,
-    starts: bool = True,
+    starts: bool | Sequence[bool] = True,
 ) -> list[dict[str, Any]]:
     """Start (circle; ``starts``) and end (arrow along the direction of travel) markers of each path, in
-    one trace (each trace is a layer that the browser draws and compares again on every redraw)."""
+    one trace (each trace is a layer that the browser draws and compares again on every redraw), the
+    start circles under the arrows. ``size`` and ``starts`` are one for all paths or one per path (every
+    end of a map grid in one trace)."""
     if not paths:
         return []
     n = len(paths)
-    ends = [np.array([p[-1] for p in paths])]
-    symbols, sizes, angles, widths = (
-        ["arrow"] * n,
-        [size * 1.3] * n,
-        [_heading_deg(p) for p in paths],
-        [0.5] * n,
-    )
-    fill = list(colors)
-    if starts:
-        ends.insert(0, np.array([p[0] for p in paths]))
-        symbols, sizes = ["circle"] * n + symbols, [size * 0.7] * n + sizes
-        angles, widths, fill = [0.0] * n + angles, [1.0] * n + widths, fill + fill
-    xy = np.concatenate(ends)
+    sizes = [float(size)] * n if isinstance(size, int | float) else [float(v) for v in size]
+    first = [i for i, start in enumerate([starts] * n if isinstance(starts, bool) else starts) if start]
+    xy = np.array([paths[i][0] for i in first] + [p[-1] for p in paths])
     return [
         {
             "type": "scatter",
@@ -242,11 +234,11 @@ def _ends(
             "x": xy[:, 0],
             "y": xy[:, 1],
             "marker": {
-                "symbol": symbols,
-                "size": sizes,
-                "color": fill,
-                "angle": angles,
-                "line": {"color": "white", "width": widths},
+                "symbol": ["circle"] * len(first) + ["arrow"] * n,
+                "size": [sizes[i] * 0.7 for i in first] + [v * 1.3 for v in sizes],
+                "color": [colors[i] for i in first] + list(colors),
+                "angle": [0.0] * len(first) + [_heading_deg(p) for p in paths],
+                "line": {"color": "white", "width": [1.0] * len(first) + [0.5] * n},
             },
         }
     ]
@@ -687,7 +679,7 @@ def map_grid_figure(
                 **skip,
             }
         )
-    data += _ends_mixed(end_paths, end_colors, end_sizes, end_starts)
+    data += _ends(end_paths, end_colors, end_sizes, starts=end_starts)
     if pick_xy:
         xy = np.concatenate(pick_xy)
         data.append(
@@ -770,47 +762,6 @@ def map_grid_figure(
             }
         ]
     return figure(data, layout)
-
-
-def _ends_mixed(
-    paths: Sequence[np.ndarray], colors: Sequence[str], sizes: Sequence[float], starts: Sequence[bool]
-) -> list[dict[str, Any]]:
-    """``_ends`` with a size and a start circle (or not) per path: every end of a map grid in one trace."""
-    if not paths:
-        return []
-    xy, symbols, marker_sizes, angles, widths, fill = [], [], [], [], [], []
-    for path, color, size, start in zip(paths, colors, sizes, starts, strict=True):
-        if start:
-            xy.append(path[0])
-            symbols.append("circle")
-            marker_sizes.append(size * 0.7)
-            angles.append(0.0)
-            widths.append(1.0)
-            fill.append(color)
-        xy.append(path[-1])
-        symbols.append("arrow")
-        marker_sizes.append(size * 1.3)
-        angles.append(_heading_deg(path))
-        widths.append(0.5)
-        fill.append(color)
-    points = np.asarray(xy)
-    return [
-        {
-            "type": "scatter",
-            "mode": "markers",
-            "showlegend": False,
-            "hoverinfo": "skip",
-            "x": points[:, 0],
-            "y": points[:, 1],
-            "marker": {
-                "symbol": symbols,
-                "size": marker_sizes,
-                "color": fill,
-                "angle": angles,
-                "line": {"color": "white", "width": widths},
-            },
-        }
-    ]
 
 
 def _others_at(panel: MapPanel, step: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
