@@ -165,6 +165,7 @@ def test_robustness_curves_never_leave_a_file_unlike_the_manifest(
     wrap("baseline_robustness")
     writer = BundleWriter(out, read_bundle_manifest(out))
     add_robustness(writer, Bundle(out), BundleConfig(evaluation=curves), progress=False)
+    writer.save_manifest()  # as the completion does after every step
     consistent("the end")
     assert checked == ["encoder_reports", "encoder_reports", "baseline_robustness", "the end"]
     bundle = Bundle(out)

@@ -536,11 +536,11 @@ def add_robustness(writer: BundleWriter, bundle: Bundle, config: BundleConfig, p
             baselines[key].update(extra)
     # These files are already in the manifest, which readers check every file against: rewritten one
     # by one as their curves were ready, an explorer reading the bundle was refused it for the minutes
-    # the curves take. So they are replaced together, and the manifest right after them.
+    # the curves take. So they are replaced together, and the caller saves the manifest right after them
+    # (``_complete``, after every step).
     for key, report in reports.items():
         writer.write_json(key, report)
     writer.write_json(BASELINES_FILE, baselines)
-    writer.save_manifest()
 
 
 def history_view(table: TrajectoryTable, history_steps: int) -> TrajectoryTable:
