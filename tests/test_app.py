@@ -295,6 +295,16 @@ def test_own_query_says_how_long_the_drive_was(app: AppTest) -> None:
     assert any("over 19.9 s: its first 5.9 s" in c.value for c in app.caption)
 
 
+def test_own_query_faster_than_any_road_user_is_one_line(app: AppTest) -> None:
+    """A new user typed 0,0 and 99999,0 and was served neighbours 49.9 km away at 16,949 m/s."""
+    app.switch_page("page_query.py").run()
+    app.text_area(key="points").set_value("x,y\n0,0\n99999,0").run()
+    assert not app.exception
+    errors = [e.value for e in app.error]
+    assert len(errors) == 1 and "faster than any road user" in errors[0] and "\n" not in errors[0]
+    assert not [d for d in app.dataframe if "window id" in d.value.columns]  # no neighbours served
+
+
 def test_compare_side_by_side(app: AppTest) -> None:
     app.switch_page("page_compare.py").run()
     tables = [d.value for d in app.dataframe if "window id" in d.value.columns]
