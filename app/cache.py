@@ -19,6 +19,7 @@ import argparse
 import base64
 import contextlib
 import functools
+import json
 import logging
 import os
 import subprocess
@@ -385,6 +386,9 @@ def open_bundle(path: str) -> Bundle:
         threading.Thread(
             target=_warm_rare, args=(*version, bundle.model_names[0]), name="trajemb-rare", daemon=True
         ).start()
+        threading.Thread(
+            target=_warm_layout, args=(*version, bundle.model_names[0]), name="trajemb-layout", daemon=True
+        ).start()
     error = _verify_errors.get((path, bundle_stamp(path)))
     if error is not None:
         raise DataError(error)
@@ -495,9 +499,13 @@ def sorted_rows(
 def label_values(path: str, stamp: tuple[int, ...], name: str) -> tuple[np.ndarray, list[str]]:
     """Codes and sorted category names of a label column (codes follow the sorted order; speed bins in
     the order of their speeds, not alphabetically)."""
+    return _sorted_labels(_open(path, stamp), name)
+
+
+def _sorted_labels(bundle: Bundle, name: str) -> tuple[np.ndarray, list[str]]:
     from trajemb.data.labels import SPEED_BIN_NAMES
 
-    codes, names = _open(path, stamp).codes(name)
+    codes, names = bundle.codes(name)
     rank = {b: i for i, b in enumerate(SPEED_BIN_NAMES)} if name == "speed_bin" else {}
     order = np.array(
         sorted(range(len(names)), key=lambda i: (rank.get(names[i], len(rank)), names[i])), dtype=np.int64
@@ -527,6 +535,10 @@ class LayoutView:
     view: Extent | None
     in_view: int
     cards: dict[str, Any]
+    #: ``cards`` as JSON, made once per view: the companion receives this string, which Streamlit
+    #: serialises in microseconds, instead of the dict (half a megabyte of JSON at the whole layout of a
+    #: large bundle, which it encoded twice on every rerun, about 25 ms).
+    cards_json: str
 
 
 @st.cache_resource(show_spinner="Drawing the 2-D layout…", max_entries=48)
@@ -539,25 +551,50 @@ def layout_view(
     cluster_k: int,
     view: Extent | None = None,
 ) -> LayoutView:
+    prepared = _prepared.pop((path, stamp, model, color_by, filters, cluster_k, view), None)
+    if prepared is not None:  # drawn beside the first page (``_warm_layout``)
+        return prepared
     bundle = _open(path, stamp)
     xy = bundle.projection(model)
     if xy is None:
         raise DataError(f"model {model} has no 2-D layout yet")
+    codes, cats = layout_labels(path, stamp, model, color_by, cluster_k)
+    return _draw_layout(
+        bundle,
+        xy,
+        view,
+        filter_mask(path, stamp, filters),
+        codes,
+        cats,
+        label_colors(color_by, cats),
+        lambda: overview_image(path, stamp, model, color_by, filters, cluster_k),
+    )
+
+
+def _draw_layout(
+    bundle: Bundle,
+    xy: np.ndarray,
+    view: Extent | None,
+    mask: np.ndarray | None,
+    codes: np.ndarray,
+    cats: list[str],
+    colors: list[str],
+    overview: Any,
+) -> LayoutView:
+    """``layout_view``'s work, outside Streamlit's cache (``overview``: returns the whole layout's image)."""
     full = layout_extent(xy)
     view = snap_view(view, full)
-    mask = filter_mask(path, stamp, filters)
     inside = rows_in_view(xy, view or full, mask)
-    codes, cats = layout_labels(path, stamp, model, color_by, cluster_k)
-    colors = label_colors(color_by, cats)
     images: tuple[tuple[bytes, Extent], ...] = ()
     if len(inside) <= LAYOUT_POINTS_MAX:
         rows = inside
     else:
         rows = pickable_rows(xy, view or full, mask, LAYOUT_POINTS_MAX, PICKER_CELLS)
-        images = (overview_image(path, stamp, model, color_by, filters, cluster_k),)
+        images = (overview(),)
         if view is not None:
             images += ((projection_raster(xy[inside], codes[inside], colors, view), view),)
-    return LayoutView(rows, images, full, view, len(inside), hover_cards(bundle, rows, codes, cats, colors))
+    cards = hover_cards(bundle, rows, codes, cats, colors)
+    return LayoutView(rows, images, full, view, len(inside), cards, json.dumps(cards))
 
 
 @st.cache_resource(show_spinner=False, max_entries=24)
@@ -572,11 +609,48 @@ def overview_image(
     """The whole layout as an image (every window passing the filters) and its extent."""
     xy = _open(path, stamp).projection(model)
     assert xy is not None
-    full = layout_extent(xy)
-    mask = filter_mask(path, stamp, filters)
-    shown = np.flatnonzero(mask) if mask is not None else np.arange(len(xy))
     codes, cats = layout_labels(path, stamp, model, color_by, cluster_k)
-    return projection_raster(xy[shown], codes[shown], label_colors(color_by, cats), full), full
+    return _overview(xy, filter_mask(path, stamp, filters), codes, label_colors(color_by, cats))
+
+
+def _overview(
+    xy: np.ndarray, mask: np.ndarray | None, codes: np.ndarray, colors: list[str]
+) -> tuple[bytes, Extent]:
+    full = layout_extent(xy)
+    shown = np.flatnonzero(mask) if mask is not None else np.arange(len(xy))
+    return projection_raster(xy[shown], codes[shown], colors, full), full
+
+
+#: Layout views drawn beside the first page (``_warm_layout``), keyed by ``layout_view``'s arguments;
+#: ``layout_view`` takes one out on its first call with those arguments.
+_prepared: dict[tuple[Any, ...], LayoutView] = {}
+#: The Embedding space page's first view of a bundle: the first model coloured by direction, no filter,
+#: the default number of clusters, the whole layout (``state.SETTINGS``' defaults).
+FIRST_VIEW = ("direction", 8)
+
+
+def _warm_layout(path: str, stamp: tuple[int, ...], model: str) -> None:
+    """Draw the whole 2-D layout of ``model`` as the Embedding space page (and Explore's "On the 2-D
+    layout") first show it, beside the first page at the lowest priority: at a million windows its
+    image, pickable points and hover cards made the first visit wait about 2 s. Drawn outside
+    Streamlit's cache, whose lock would make a page that asks meanwhile wait for this low-priority
+    thread: such a page draws it itself, as before."""
+    _yield_cpu()
+    color_by, cluster_k = FIRST_VIEW
+    try:
+        bundle = _open(path, stamp)
+        xy = bundle.projection(model)
+        if xy is None or color_by not in bundle.column_names:
+            return
+        codes, cats = _sorted_labels(bundle, color_by)
+        colors = label_colors(color_by, cats)
+        filters = tuple((name, ()) for name in LABELS)
+        drawn = _draw_layout(
+            bundle, xy, None, None, codes, cats, colors, lambda: _overview(xy, None, codes, colors)
+        )
+        _prepared[(path, stamp, model, color_by, filters, cluster_k, None)] = drawn
+    except Exception as exc:  # the page draws it itself, and says what is wrong
+        log.info("2-D layout of %s not prepared: %s", path, exc)
 
 
 def hover_cards(

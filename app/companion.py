@@ -16,7 +16,7 @@ import streamlit as st
 JS = r"""
 export default function(component) {
   const { data, setStateValue, parentElement } = component;
-  const cards = (data && data.cards) || null;
+  const cards = data && data.cards ? JSON.parse(data.cards) : null;
   const index = new Map();
   if (cards) cards.rows.forEach((row, i) => index.set(row, i));
   const doc = parentElement.ownerDocument || document;
@@ -164,12 +164,14 @@ _component: Any = None
 def layout_companion(
     target_key: str,
     full_extent: tuple[float, float, float, float],
-    cards: dict[str, Any] | None,
+    cards_json: str | None,
     key: str,
     marks: dict[str, Any] | None = None,
 ) -> None:
     """Mount the companion of the plot keyed ``target_key``; its zoom lands in ``st.session_state[key]``
-    (None: the whole layout), read by the page through ``view_of``. ``marks``: ``{"query": [x, y] or
+    (None: the whole layout), read by the page through ``view_of``. ``cards_json``: the hover cards as
+    JSON (``cache.LayoutView.cards_json``: a string, made once per view, costs Streamlit nothing to
+    send again; the dict was encoded twice per rerun). ``marks``: ``{"query": [x, y] or
     None, "neighbours": [[x, y], ...]}`` in the plot's coordinates, drawn over it (a black cross, orange
     rings) and kept in place through zooms."""
     global _component
@@ -177,7 +179,7 @@ def layout_companion(
         _component = st.components.v2.component("trajemb_layout_companion", js=JS, isolate_styles=False)
     _component(
         key=key,
-        data={"target": target_key, "full": list(full_extent), "cards": cards, "marks": marks},
+        data={"target": target_key, "full": list(full_extent), "cards": cards_json, "marks": marks},
         default={"view": None},
         height=0,
         on_view_change=lambda: None,

@@ -525,7 +525,7 @@ def layout_plot(
         "query": None if query_row is None else [float(v) for v in xy[query_row]],
         "neighbours": [[float(v) for v in xy[r]] for r in neighbor_rows],
     }
-    companion.layout_companion(key, view.full, view.cards, zoom_key, marks)
+    companion.layout_companion(key, view.full, view.cards_json, zoom_key, marks)
     return view
 
 

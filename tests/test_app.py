@@ -805,7 +805,46 @@ def test_layout_draws_every_window_once_few_are_in_view(
     assert cards["rows"] == zoomed.rows.tolist() and len(cards["paths"][0]) == 20
     ids = bundle.strings("window_id", zoomed.rows.tolist())
     assert all(c.split("/")[-1] == i.split("/")[-1] for c, i in zip(cards["ids"], ids, strict=True))
+    assert json.loads(zoomed.cards_json) == cards  # what the companion receives
     cache.layout_view.clear()
+
+
+def test_the_first_layout_view_is_drawn_beside_the_first_page_as_the_page_draws_it(
+    small_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22 item 10: the first visit to Embedding space waited about 2 s at a million windows for
+    the layout's image, pickable points and hover cards; they are drawn beside the first page. What
+    the page then shows is what it would have drawn itself, for the view it first asks for."""
+    import threading
+
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "app"))
+    import cache
+    import state
+
+    defaults = state.SPECS  # the page's first view: these settings' defaults
+    assert cache.FIRST_VIEW == (defaults["color-by"].default, defaults["clusters"].default)
+    monkeypatch.setattr(cache, "LAYOUT_POINTS_MAX", 300)  # an image and a grid of points, as at scale
+    bundle = Bundle(small_bundle)
+    model = bundle.model_names[0]
+    path, stamp = str(small_bundle), cache.bundle_stamp(str(small_bundle))
+    first = (path, stamp, model, *cache.FIRST_VIEW[:1], tuple((n, ()) for n in state.FILTERS))
+    cache.layout_view.clear()
+    cache.overview_image.clear()
+    drawn = cache.layout_view(*first, cache.FIRST_VIEW[1], None)
+    cache.layout_view.clear()
+    cache.overview_image.clear()
+    warm = threading.Thread(target=cache._warm_layout, args=(path, stamp, model))  # its own priority
+    warm.start()
+    warm.join()
+    prepared = cache._prepared[(*first, cache.FIRST_VIEW[1], None)]
+    assert cache.layout_view(*first, cache.FIRST_VIEW[1], None) is prepared
+    assert not cache._prepared
+    assert len(prepared.images) == 1 and prepared.images == drawn.images
+    np.testing.assert_array_equal(prepared.rows, drawn.rows)
+    assert (prepared.full, prepared.view, prepared.in_view) == (drawn.full, drawn.view, drawn.in_view)
+    assert prepared.cards_json == drawn.cards_json and json.loads(drawn.cards_json) == drawn.cards
+    cache.layout_view.clear()
+    cache.overview_image.clear()
 
 
 # -- issue 17: every list downloads, id lists load back, rare and duplicate views, sketches ----------
