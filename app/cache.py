@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import plotly.graph_objects as go
 import streamlit as st
 
 from trajemb.analysis.bundle import MANIFEST, Bundle
@@ -40,6 +41,7 @@ from trajemb.serving.completion import lock_is_held, read_progress
 from trajemb.serving.explore import (
     LABELS,
     Extent,
+    city_xy,
     cluster_labels,
     cluster_medoids,
     id_columns,
@@ -49,9 +51,10 @@ from trajemb.serving.explore import (
     pickable_rows,
     rows_in_view,
     snap_view,
+    timed_scene_context,
 )
 from trajemb.serving.explore import sorted_rows as explore_sorted_rows
-from trajemb.serving.viz import label_colors, projection_raster
+from trajemb.serving.viz import MapPanel, label_colors, map_grid_figure, projection_raster
 
 from ast_lock import serialize_ast_parse
 
@@ -403,6 +406,66 @@ def bundle_version(path: str, stamp: tuple[int, ...]) -> Bundle:
 
 def stamp_of(bundle: Bundle) -> tuple[str, tuple[int, ...]]:
     return str(bundle.root), bundle_stamp(str(bundle.root))
+
+
+@st.cache_resource(show_spinner=False, max_entries=2048)
+def map_geometry(path: str, stamp: tuple[int, ...], map_key: str) -> Any:
+    """The reduced map ``map_key`` of the bundle version ``stamp`` (None where it has none)."""
+    # The version this rerun opened (``stamp``), not ``open_bundle``: that checks the files the bundle
+    # has read for changes (all ~9,000 maps at a million windows once the full check has run), which
+    # per map made a third of a second of every rerun.
+    return bundle_version(path, stamp).map_geometry(map_key)
+
+
+def map_panels(
+    path: str,
+    stamp: tuple[int, ...],
+    rows: list[int],
+    titles: list[str],
+    colors: list[str],
+    pickable: list[bool],
+) -> list[MapPanel]:
+    """Each of ``rows`` on its own map with the other road users of its scenario during the same
+    seconds (placed in time, for playback)."""
+    bundle = bundle_version(path, stamp)
+    keys = bundle.strings("map_key", rows)
+    ids = bundle.strings("window_id", rows)
+    xy = city_xy(bundle, rows)
+    panels = []
+    for i, row in enumerate(rows):
+        context = timed_scene_context(bundle, row)
+        panels.append(
+            MapPanel(
+                titles[i],
+                xy[i],
+                colors[i],
+                map_geometry(path, stamp, keys[i]),
+                [poly for _, poly in context],
+                row if pickable[i] else None,
+                [offset for offset, _ in context],
+                hover=(titles[i], ids[i]),
+            )
+        )
+    return panels
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def map_figure(
+    path: str,
+    stamp: tuple[int, ...],
+    rows: tuple[int, ...],
+    titles: tuple[str, ...],
+    colors: tuple[str, ...],
+    pickable: tuple[bool, ...],
+    columns: int,
+    panel_height: int,
+    at_step: int | None,
+) -> go.Figure:
+    """``viz.map_grid_figure`` of ``map_panels``, built once per bundle version and arguments: a page
+    switch back to Explore shows the same maps (40 ms to build again at a million windows). Shared
+    between sessions: read only (Streamlit copies a figure before it sends it)."""
+    panels = map_panels(path, stamp, list(rows), list(titles), list(colors), list(pickable))
+    return map_grid_figure(panels, columns=columns, panel_height=panel_height, at_step=at_step)
 
 
 #: The name of the filter by a loaded list of window ids among the table filters; its value is the

@@ -130,14 +130,14 @@ def page() -> None:
     ui.results_table(bundle, listed, member_columns, state.table_key("members-table"), 220, "members-table")
     shown = listed[:MAPS]
     kind = bundle.strings("object_type", shown)
-    panels = ui.map_panels(
+    ui.draw_map_rows(
         bundle,
         shown,
         [f"member {i + 1}: {k}" for i, k in enumerate(kind)],
         rank_colors(len(shown)),
         [True] * len(shown),
+        "duplicate-maps",
     )
-    ui.draw_maps(panels, "duplicate-maps")
 
 
 ui.run_page(page)

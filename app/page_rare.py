@@ -76,8 +76,7 @@ def page() -> None:
         f"#{i + 1} u={scores[r]:.3f}: {d}, {t}"
         for i, (r, d, t) in enumerate(zip(shown, direction, kind, strict=True))
     ]
-    panels = ui.map_panels(bundle, shown, titles, rank_colors(len(shown)), [True] * len(shown))
-    ui.draw_maps(panels, "rare-maps")
+    ui.draw_map_rows(bundle, shown, titles, rank_colors(len(shown)), [True] * len(shown), "rare-maps")
     listed = rows[:TABLE_ROWS].tolist()
     columns: dict[str, list[object]] = {
         "rank": list(range(1, len(listed) + 1)),

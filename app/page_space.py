@@ -230,10 +230,8 @@ def prototypes(bundle: Bundle, model: str, clusters: int) -> None:
         )
     rows = [s.medoid for s in summaries]
     colors = rank_colors(len(summaries))  # legible on the maps
-    panels = ui.map_panels(
-        bundle, rows, [f"cluster {s.cluster}: {s.name}" for s in summaries], colors, [True] * len(rows)
-    )
-    ui.draw_maps(panels, "prototypes")
+    titles = [f"cluster {s.cluster}: {s.name}" for s in summaries]
+    ui.draw_map_rows(bundle, rows, titles, colors, [True] * len(rows), "prototypes")
 
 
 ui.run_page(page)

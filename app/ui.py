@@ -21,21 +21,12 @@ from trajemb.data.schema import DirectionClass
 from trajemb.serving.explore import (
     NeighborOptions,
     Neighbors,
-    city_xy,
     id_columns,
     neighbor_records,
     neighbors_frame,
     present_labels,
-    timed_scene_context,
 )
-from trajemb.serving.viz import (
-    QUERY_COLOR,
-    MapPanel,
-    agent_frame_figure,
-    map_grid_figure,
-    projection_figure,
-    rank_colors,
-)
+from trajemb.serving.viz import QUERY_COLOR, MapPanel, agent_frame_figure, projection_figure, rank_colors
 
 import cache
 import companion
@@ -550,18 +541,9 @@ def overlay(
     )
 
 
-@st.cache_resource(show_spinner=False, max_entries=2048)
-def _map(path: str, stamp: tuple[int, ...], map_key: str) -> Any:
-    # The version this rerun opened (``stamp``), not ``cache.open_bundle``: that checks every file the
-    # bundle has read for changes (all ~9,000 maps at a million windows once the full check has run),
-    # which per map made a third of a second of every rerun.
-    return cache.bundle_version(path, stamp).map_geometry(map_key)
-
-
 def map_of(bundle: Bundle, map_key: str) -> Any:
     """The reduced map ``map_key`` of the bundle (cached), or None where it has none."""
-    path, stamp = cache.stamp_of(bundle)
-    return _map(path, stamp, map_key)
+    return cache.map_geometry(*cache.stamp_of(bundle), map_key)
 
 
 def map_panels(
@@ -569,36 +551,38 @@ def map_panels(
 ) -> list[MapPanel]:
     """Each of ``rows`` on its own map with the other road users of its scenario during the same
     seconds (placed in time, for playback)."""
+    return cache.map_panels(*cache.stamp_of(bundle), rows, titles, colors, pickable)
+
+
+def draw_map_rows(
+    bundle: Bundle,
+    rows: list[int],
+    titles: list[str],
+    colors: list[str],
+    pickable: list[bool],
+    key: str,
+    at_step: int | None = None,
+    panel_height: int = 230,
+) -> None:
+    """``rows`` on their maps in one figure (``map_panels``: each with the other road users of its
+    scenario), three or two to a row; a click on a pickable window makes it the query. The figure is
+    built once per bundle version and arguments (``cache.map_figure``): going back to a page shows
+    the same maps without building them again."""
     path, stamp = cache.stamp_of(bundle)
-    keys = bundle.strings("map_key", rows)
-    ids = bundle.strings("window_id", rows)
-    xy = city_xy(bundle, rows)
-    panels = []
-    for i, row in enumerate(rows):
-        context = timed_scene_context(bundle, row)
-        panels.append(
-            MapPanel(
-                titles[i],
-                xy[i],
-                colors[i],
-                _map(path, stamp, keys[i]),
-                [poly for _, poly in context],
-                row if pickable[i] else None,
-                [offset for offset, _ in context],
-                hover=(titles[i], ids[i]),
-            )
-        )
-    return panels
-
-
-def draw_maps(panels: list[MapPanel], key: str, at_step: int | None = None, panel_height: int = 230) -> None:
-    """Map panels in one figure; a click on a pickable window makes it the query."""
+    columns = 3 if len(rows) > 4 else 2 if len(rows) > 1 else 1
+    figure = cache.map_figure(
+        path,
+        stamp,
+        tuple(rows),
+        tuple(titles),
+        tuple(colors),
+        tuple(pickable),
+        columns,
+        panel_height,
+        at_step,
+    )
     st.plotly_chart(
-        map_grid_figure(
-            panels, columns=3 if len(panels) > 4 else 2, panel_height=panel_height, at_step=at_step
-        )
-        if len(panels) > 1
-        else map_grid_figure(panels, columns=1, panel_height=panel_height, at_step=at_step),
+        figure,
         key=key,
         on_select=lambda: pick_from_plot(key),
         selection_mode="points",
@@ -625,7 +609,6 @@ def map_grid(bundle: Bundle, nb: Neighbors, key: str, query_title: str = "query"
         )
         panel_colors.append(QUERY_COLOR if is_query else colors[rank - 1])
         pickable.append(not is_query)
-    panels = map_panels(bundle, rows, titles, panel_colors, pickable)
     st.caption(
         "On their maps (city frame). Thin lines: the other road users of the scenario during the same "
         "seconds; circle = start, arrow = end. Click a neighbour to make it the query."
@@ -648,8 +631,11 @@ def map_grid(bundle: Bundle, nb: Neighbors, key: str, query_title: str = "query"
         **state.bind("large-map"),
     )
     if large != "none":
-        draw_maps([panels[names.index(large) - 1]], f"{key}-large", at_step, panel_height=560)
-    draw_maps(panels, key, at_step)
+        i = names.index(large) - 1
+        draw_map_rows(
+            bundle, [rows[i]], [titles[i]], [panel_colors[i]], [pickable[i]], f"{key}-large", at_step, 560
+        )
+    draw_map_rows(bundle, rows, titles, panel_colors, pickable, key, at_step)
 
 
 def neighbor_downloads(

@@ -705,6 +705,39 @@ def test_the_layout_stays_the_same_chart_from_one_query_to_the_next(app: AppTest
     np.testing.assert_allclose(marks["neighbours"], xy[rows], rtol=1e-6)
 
 
+def test_going_back_to_explore_shows_the_maps_built_before(
+    app: AppTest, small_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22 item 10: a switch back to Explore built the map grid of the same query again (40 ms at
+    a million windows); it is built once per bundle version and query, and is the figure built anew."""
+    import plotly.io as pio
+
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "app"))
+    import cache
+
+    maps = app.get("plotly_chart")[-1].proto.spec
+    built: list[int] = []
+    build = cache.map_grid_figure
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        built.append(1)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(cache, "map_grid_figure", counted)
+    app.switch_page("page_space.py").run()
+    app.switch_page("page_explore.py").run()
+    assert not app.exception and not built and app.get("plotly_chart")[-1].proto.spec == maps
+    path, stamp = cache.stamp_of(app.session_state["_opened_bundle"])
+    rows, titles, colors = [0, 5, 9], ["query: a", "#1 b", "#2 c"], ["#000000", "#E69F00", "#56B4E9"]
+    args = (path, stamp, tuple(rows), tuple(titles), tuple(colors), (False, True, True), 2, 230, None)
+    cached = cache.map_figure(*args)
+    assert cache.map_figure(*args) is cached and len(built) == 1
+    fresh = build(
+        cache.map_panels(path, stamp, rows, titles, colors, [False, True, True]), columns=2, panel_height=230
+    )
+    assert pio.to_json(cached, validate=False) == pio.to_json(fresh, validate=False)
+
+
 def test_maps_play_through_time_and_one_shows_large(app: AppTest) -> None:
     charts = len(app.get("plotly_chart"))
     app.toggle(key="playback").set_value(True).run()
