@@ -54,7 +54,7 @@ from trajemb.serving.explore import (
     timed_scene_context,
 )
 from trajemb.serving.explore import sorted_rows as explore_sorted_rows
-from trajemb.serving.viz import MapPanel, label_colors, map_grid_figure, projection_raster
+from trajemb.serving.viz import MapPanel, label_colors, map_grid_figure, projection_figure, projection_raster
 
 from ast_lock import serialize_ast_parse
 
@@ -631,6 +631,41 @@ def layout_view(
         cats,
         label_colors(color_by, cats),
         lambda: overview_image(path, stamp, model, color_by, filters, cluster_k),
+    )
+
+
+@st.cache_resource(show_spinner=False, max_entries=48)
+def layout_figure(
+    path: str,
+    stamp: tuple[int, ...],
+    model: str,
+    color_by: str,
+    filters: tuple[tuple[str, tuple[str, ...]], ...],
+    cluster_k: int,
+    view: Extent | None,
+    images: tuple[tuple[str, Extent], ...],
+    height: int,
+    dragmode: str,
+) -> go.Figure:
+    """The figure of ``layout_view`` with its images at ``images``' URLs (``viz.projection_figure``; the
+    query and its neighbours are drawn by the companion, not in it), built once per bundle version and
+    view: not again on every visit and click. Shared between sessions: read only."""
+    drawn = layout_view(path, stamp, model, color_by, filters, cluster_k, view)
+    xy = _open(path, stamp).projection(model)
+    assert xy is not None
+    codes, cats = layout_labels(path, stamp, model, color_by, cluster_k)
+    return projection_figure(
+        xy,
+        codes,
+        cats,
+        color_by,
+        drawn.rows,
+        list(images),
+        height=height,
+        dragmode=dragmode,
+        view=drawn.view or drawn.full,
+        hover_cards=True,
+        marks=False,
     )
 
 

@@ -26,7 +26,7 @@ from trajemb.serving.explore import (
     neighbors_frame,
     present_labels,
 )
-from trajemb.serving.viz import QUERY_COLOR, MapPanel, agent_frame_figure, projection_figure, rank_colors
+from trajemb.serving.viz import QUERY_COLOR, MapPanel, agent_frame_figure, rank_colors
 
 import cache
 import companion
@@ -481,27 +481,21 @@ def layout_plot(
     view = cache.layout_view(
         path, stamp, model, color_by, current_filters(), cluster_k, companion.view_of(zoom_key)
     )
-    xy = bundle.projection(model)
-    assert xy is not None
-    codes, cats = cache.layout_labels(path, stamp, model, color_by, cluster_k)
-    images = [
+    images = tuple(
         (cache.image_url(png, f"{model}.{color_by}.{i}"), extent)
         for i, (png, extent) in enumerate(view.images)
-    ]
-    fig = projection_figure(
-        xy,
-        codes,
-        cats,
+    )
+    fig = cache.layout_figure(
+        path,
+        stamp,
+        model,
         color_by,
-        view.rows,
+        current_filters(),
+        cluster_k,
+        companion.view_of(zoom_key),
         images,
-        query_row,
-        neighbor_rows,
-        height=height,
-        dragmode=dragmode,
-        view=view.view or view.full,
-        hover_cards=True,
-        marks=False,
+        height,
+        dragmode,
     )
     st.plotly_chart(
         fig,
@@ -512,6 +506,8 @@ def layout_plot(
     )
     # The query and its neighbours are drawn by the companion over the plot: the figure stays the
     # same from one query to the next, so the browser keeps the chart instead of drawing it anew.
+    xy = bundle.projection(model)
+    assert xy is not None
     marks = {
         "query": None if query_row is None else [float(v) for v in xy[query_row]],
         "neighbours": [[float(v) for v in xy[r]] for r in neighbor_rows],

@@ -839,6 +839,31 @@ def test_layout_draws_every_window_once_few_are_in_view(
     ids = bundle.strings("window_id", zoomed.rows.tolist())
     assert all(c.split("/")[-1] == i.split("/")[-1] for c, i in zip(cards["ids"], ids, strict=True))
     assert json.loads(zoomed.cards_json) == cards  # what the companion receives
+    # The figure, built once per view, is the one built anew.
+    import plotly.io as pio
+
+    from trajemb.serving.viz import projection_figure
+
+    images = tuple((f"image{i}.png", extent) for i, (_, extent) in enumerate(whole.images))
+    args = (path, stamp, model, "direction", (), 8, None, images, 560, "lasso")
+    figure = cache.layout_figure(*args)
+    assert cache.layout_figure(*args) is figure
+    codes, cats = cache.layout_labels(path, stamp, model, "direction", 8)
+    fresh = projection_figure(
+        xy,
+        codes,
+        cats,
+        "direction",
+        whole.rows,
+        list(images),
+        height=560,
+        dragmode="lasso",
+        view=whole.full,
+        hover_cards=True,
+        marks=False,
+    )
+    assert pio.to_json(figure, validate=False) == pio.to_json(fresh, validate=False)
+    cache.layout_figure.clear()
     cache.layout_view.clear()
 
 
