@@ -37,6 +37,7 @@ import streamlit as st
 from trajemb.analysis.bundle import MANIFEST, Bundle
 from trajemb.analysis.bundle import manifest_stamp as disk_stamp
 from trajemb.core.errors import DataError
+from trajemb.data.schema import DirectionClass
 from trajemb.serving.completion import lock_is_held, read_progress
 from trajemb.serving.explore import (
     LABELS,
@@ -466,6 +467,17 @@ def map_figure(
     between sessions: read only (Streamlit copies a figure before it sends it)."""
     panels = map_panels(path, stamp, list(rows), list(titles), list(colors), list(pickable))
     return map_grid_figure(panels, columns=columns, panel_height=panel_height, at_step=at_step)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def default_query(path: str, stamp: tuple[int, ...]) -> int:
+    """A seeded turn (a more telling first query than a straight line), else any window."""
+    bundle = _open(path, stamp)
+    codes, names = bundle.codes("direction")
+    wanted = [i for i, n in enumerate(names) if n in (DirectionClass.LEFT.value, DirectionClass.RIGHT.value)]
+    turns = np.flatnonzero(np.isin(codes, wanted))
+    rows = turns if turns.size else np.arange(bundle.num_windows)
+    return int(np.random.default_rng(0).choice(rows))
 
 
 #: The name of the filter by a loaded list of window ids among the table filters; its value is the

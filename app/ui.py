@@ -17,7 +17,6 @@ from trajemb.analysis.bundle import Bundle
 from trajemb.analysis.export import results_bytes
 from trajemb.core.errors import TrajembError
 from trajemb.data.labels import direction_rules
-from trajemb.data.schema import DirectionClass
 from trajemb.serving.explore import (
     NeighborOptions,
     Neighbors,
@@ -173,12 +172,9 @@ def neighbor_options(bundle: Bundle, row: int | None, query_type: str | None = N
 
 # -- the query -----------------------------------------------------------------------------------------
 def default_query(bundle: Bundle) -> int:
-    """A seeded turn (a more telling first query than a straight line), else any window."""
-    codes, names = bundle.codes("direction")
-    wanted = [i for i, n in enumerate(names) if n in (DirectionClass.LEFT.value, DirectionClass.RIGHT.value)]
-    turns = np.flatnonzero(np.isin(codes, wanted))
-    rows = turns if turns.size else np.arange(bundle.num_windows)
-    return int(np.random.default_rng(0).choice(rows))
+    """A seeded turn (a more telling first query than a straight line), else any window (chosen once
+    per bundle version: every rerun asks, and at a million windows the choice takes 5 ms)."""
+    return cache.default_query(*cache.stamp_of(bundle))
 
 
 #: Session key of the list of window ids loaded on Explore: (bundle folder, file name, rows, key).
