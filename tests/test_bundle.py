@@ -428,6 +428,30 @@ def test_a_reader_notices_a_rebuilt_or_changed_bundle(small_bundle: Path, tmp_pa
     assert bundle.changed() and not Bundle(copy).changed()
 
 
+def test_a_quick_change_check_looks_at_the_manifest_and_mapped_arrays_only(
+    small_bundle: Path, tmp_path: Path
+) -> None:
+    """``changed(every_file=False)`` (the explorer's check on every rerun): a rewritten manifest and a
+    memory-mapped array written or replaced are seen; a file read whole (a map) is left to the full
+    check, and verified again when it is next read."""
+    copy = copy_of(small_bundle, tmp_path)
+    bundle = Bundle(copy)
+    bundle.xy.rows([0])
+    key = next(k for k in bundle.manifest["files"] if k.startswith("maps/"))
+    bundle.map_geometry(Path(key).stem)
+    assert key in bundle._files and not bundle.changed(every_file=False)
+    (copy / key).write_bytes((copy / key).read_bytes())  # a map written in place
+    assert bundle.changed() and not bundle.changed(every_file=False)
+    bundle.map_geometry(Path(key).stem)  # verified again on reading: the same bytes pass
+    assert not bundle.changed()
+    (copy / XY_FILE).write_bytes((copy / XY_FILE).read_bytes())  # a mapped array written in place
+    assert bundle.changed(every_file=False)
+    bundle = Bundle(copy)
+    bundle.xy.rows([0])
+    (copy / MANIFEST).write_text((copy / MANIFEST).read_text())  # rewritten (a completed stage)
+    assert bundle.changed(every_file=False)
+
+
 def test_a_full_disk_is_blamed_on_the_output(
     synth_table: Path,
     tiny_checkpoints: list[Path],
