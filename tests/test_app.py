@@ -305,6 +305,17 @@ def test_own_query_faster_than_any_road_user_is_one_line(app: AppTest) -> None:
     assert not [d for d in app.dataframe if "window id" in d.value.columns]  # no neighbours served
 
 
+def test_every_k_the_explorer_offers_has_its_own_rank_colours(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The palette's properties are checked up to 20 ranks (tests/test_viz.py): the slider's largest k
+    must stay within them."""
+    from trajemb.serving.viz import rank_colors
+
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "app"))
+    import state
+
+    assert state.MAX_K <= 20 and len(set(rank_colors(state.MAX_K))) == state.MAX_K
+
+
 def test_compare_side_by_side(app: AppTest) -> None:
     app.switch_page("page_compare.py").run()
     tables = [d.value for d in app.dataframe if "window id" in d.value.columns]
