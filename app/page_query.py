@@ -45,7 +45,7 @@ def page() -> None:
                 st.session_state["own-upload"] = (upload.name, decode_upload(upload.getvalue(), upload.name))
             except TrajembError as exc:
                 st.session_state.pop("own-upload", None)
-                st.error(f"Cannot use this file: {ui.md(str(exc))}")
+                ui.alert("Cannot use this file.", exc)
                 return
         kept = st.session_state.get("own-upload")
         if kept is None:
@@ -83,7 +83,7 @@ def page() -> None:
         points, times = parse_track(source)
         made = query_window(points, T, times, float(duration) or None)
     except TrajembError as exc:
-        st.error(f"Cannot use these points: {ui.md(str(exc))}")
+        ui.alert("Cannot use these points.", exc)
         return
     window = made.xy_agent
     st.caption(made.how + ".")  # our own words and numbers, no text from the input

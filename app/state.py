@@ -262,7 +262,7 @@ def ensure_query(bundle: Bundle, default_row: int) -> int:
         try:
             wanted = bundle.find_row(url_query) if url_query else int(default_row)
         except TrajembError as exc:
-            st.session_state[NOTICE] = f"The query in the link is not in this bundle: {exc}"
+            st.session_state[NOTICE] = ("The query in the link is not in this bundle.", str(exc))
         else:
             history = st.session_state.get(HISTORY) or []
             if history and history[-1] == wanted:
