@@ -238,6 +238,16 @@ def url_params(bundle: Bundle | None) -> dict[str, str | list[str]]:
         wanted["q"] = str(pending)
     elif pending is None and bundle is not None and row not in (None, st.session_state.get(DEFAULT_ROW)):
         wanted["q"] = bundle.strings("window_id", [int(row)])[0]
+    shown = st.query_params
+    if bundle is None and pending is None and shown.get("bundle") == wanted.get("bundle"):
+        # The bundle was refused (the page says why): what only it can name (the query as a window id,
+        # models when at their defaults) stays as the address has it, so that a reload once the bundle
+        # is mended shows the same query.
+        for name in ("q", "model", "a", "b", "fmodel"):
+            if name in shown:
+                wanted[name] = shown[name]
+            else:
+                wanted.pop(name, None)
     return wanted
 
 
