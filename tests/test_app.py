@@ -250,7 +250,7 @@ def test_the_server_listens_on_this_machine_only() -> None:
 
     config = tomllib.loads((REPO_ROOT / ".streamlit" / "config.toml").read_text())
     assert config["server"]["address"] == "localhost"
-    assert config["server"]["maxUploadSize"] == 2
+    assert config["server"]["maxUploadSize"] == 64
 
 
 def test_served_roots_do_not_follow_links_out(
