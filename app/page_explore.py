@@ -25,7 +25,7 @@ def _pick_by_id(bundle: Bundle) -> None:
     try:
         state.set_query(bundle.find_row(text))
     except Exception as exc:
-        st.session_state[state.NOTICE] = f"Cannot use that id: {exc}"
+        st.session_state[state.NOTICE] = ("Cannot use that id.", str(exc))
 
 
 def filter_and_pick(bundle: Bundle) -> None:
@@ -92,7 +92,7 @@ def from_list(bundle: Bundle, model: str) -> None:
         st.session_state.pop("_id-upload-seen", None)
     error = st.session_state.get("_id-upload-error")
     if error and upload is not None:
-        st.error(f"Cannot use this list: {ui.md(error)}")
+        ui.alert("Cannot use this list.", error)
         return
     loaded = ui.id_list(bundle)
     if loaded is None:

@@ -111,7 +111,7 @@ def own_history(history_steps: int) -> np.ndarray | None:
         points, times = parse_track(text)
         made = query_window(points, history_steps, times, float(duration) or None)
     except TrajembError as exc:
-        st.error(f"Cannot use these points: {ui.md(str(exc))}")
+        ui.alert("Cannot use these points.", exc)
         return None
     st.caption(made.how + ".")  # our own words and numbers
     return np.asarray(made.xy_agent, dtype=np.float64)
@@ -130,7 +130,7 @@ def sketched_history(history_steps: int) -> np.ndarray | None:
     try:
         made = sketch_window(points, SketchConfig(history_steps, speed or None, None, frame))
     except TrajembError as exc:
-        st.error(f"Cannot use the drawn path as a history: {ui.md(str(exc))}")
+        ui.alert("Cannot use the drawn path as a history.", exc)
         return None
     seconds = (history_steps - 1) / 10
     st.caption(

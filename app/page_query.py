@@ -8,7 +8,7 @@ import streamlit as st
 
 from trajemb.core.errors import TrajembError
 from trajemb.data.labels import direction_class, mean_speed_mps, path_length_m
-from trajemb.data.query import decode_upload, parse_track, query_window
+from trajemb.data.query import MAX_UPLOAD_BYTES, decode_upload, parse_track, query_window
 from trajemb.serving.explore import search_window
 
 import cache
@@ -39,13 +39,24 @@ def page() -> None:
     )
     mode = st.segmented_control("Input", MODES, required=True, **state.bind("query-mode")) or MODES[0]
     if mode == MODES[1]:
-        upload = st.file_uploader("CSV with x and y columns (metres)", type=["csv", "txt"], key="upload")
+        upload = st.file_uploader(
+            f"CSV with x and y columns (metres), at most {MAX_UPLOAD_BYTES >> 20} MiB",
+            type=["csv", "txt"],
+            key="upload",
+        )
+        if upload is not None and upload.size > MAX_UPLOAD_BYTES:  # said here, not only on the file's chip
+            st.session_state.pop("own-upload", None)
+            ui.alert(
+                f"Cannot use this file: {upload.size / (1 << 20):.1f} MiB, more than the "
+                f"{MAX_UPLOAD_BYTES >> 20} MiB a query file may have; nothing of it was used."
+            )
+            return
         if upload is not None:
             try:  # whole or not at all: a cut file would change the query without a word
                 st.session_state["own-upload"] = (upload.name, decode_upload(upload.getvalue(), upload.name))
             except TrajembError as exc:
                 st.session_state.pop("own-upload", None)
-                st.error(f"Cannot use this file: {ui.md(str(exc))}")
+                ui.alert("Cannot use this file.", exc)
                 return
         kept = st.session_state.get("own-upload")
         if kept is None:
@@ -83,7 +94,7 @@ def page() -> None:
         points, times = parse_track(source)
         made = query_window(points, T, times, float(duration) or None)
     except TrajembError as exc:
-        st.error(f"Cannot use these points: {ui.md(str(exc))}")
+        ui.alert("Cannot use these points.", exc)
         return
     window = made.xy_agent
     st.caption(made.how + ".")  # our own words and numbers, no text from the input

@@ -122,7 +122,7 @@ def page() -> None:
     )
     companion.sketch_companion(CANVAS, DRAWN, _drawn)
     if error is not None:
-        st.error(f"Cannot use this drawing: {ui.md(error)}")
+        ui.alert("Cannot use this drawing.", error)
         return
     if made is None:
         st.info("Draw a path to find the windows that look like it.")

@@ -238,6 +238,16 @@ def url_params(bundle: Bundle | None) -> dict[str, str | list[str]]:
         wanted["q"] = str(pending)
     elif pending is None and bundle is not None and row not in (None, st.session_state.get(DEFAULT_ROW)):
         wanted["q"] = bundle.strings("window_id", [int(row)])[0]
+    shown = st.query_params
+    if bundle is None and pending is None and shown.get("bundle") == wanted.get("bundle"):
+        # The bundle was refused (the page says why): what only it can name (the query as a window id,
+        # models when at their defaults) stays as the address has it, so that a reload once the bundle
+        # is mended shows the same query.
+        for name in ("q", "model", "a", "b", "fmodel"):
+            if name in shown:
+                wanted[name] = shown[name]
+            else:
+                wanted.pop(name, None)
     return wanted
 
 
@@ -262,7 +272,7 @@ def ensure_query(bundle: Bundle, default_row: int) -> int:
         try:
             wanted = bundle.find_row(url_query) if url_query else int(default_row)
         except TrajembError as exc:
-            st.session_state[NOTICE] = f"The query in the link is not in this bundle: {exc}"
+            st.session_state[NOTICE] = ("The query in the link is not in this bundle.", str(exc))
         else:
             history = st.session_state.get(HISTORY) or []
             if history and history[-1] == wanted:

@@ -43,11 +43,22 @@ DOWNLOAD_FORMATS = (("csv", "csv", "text/csv"), ("parquet", "parquet", "applicat
 
 
 def md(text: str) -> str:
-    """``text`` for a Markdown element (errors, captions) shown as typed: every ASCII punctuation mark
-    backslash-escaped (no links, emphasis, code or math) and ``:`` broken by a zero-width space (no
-    emoji or colour directives)."""
+    """``text`` for a Markdown element (captions, headings) shown as typed: every ASCII punctuation mark
+    backslash-escaped (no links, emphasis, code or math), and a ``:`` directly followed by a letter,
+    digit or ``/+-_`` broken by a zero-width space (an escaped colon still starts an emoji or icon
+    shortcode). Errors and notices do not come here: ``alert`` shows their text as plain text."""
     escaped = re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", text)
-    return escaped.replace(":", ":\u200b")
+    return re.sub(r"(\\:)(?=\\?[\w/+-])", "\\1\u200b", escaped)
+
+
+def alert(summary: str, detail: object = "", kind: Literal["error", "warning"] = "error") -> None:
+    """An expected failure (or a notice): ``summary``, in our own words and free of data, as the error
+    (Markdown), and under it ``detail``, the error's own text, which may quote data (a line of a file,
+    an id, a path), as plain text (``st.text``: neither Markdown nor HTML, nothing escaped or inserted,
+    so a copy of it is the text itself)."""
+    (st.error if kind == "error" else st.warning)(summary)
+    if str(detail):
+        st.text(str(detail))
 
 
 def selected_rows(event: Any) -> list[int]:
@@ -111,11 +122,11 @@ def bundle_choice() -> Bundle | None:
         st.session_state[OPENED] = bundle
         return bundle
     except TrajembError as exc:
-        st.error(f"Cannot open the bundle: {md(str(exc))}")
+        alert("Cannot open the bundle.", exc)
     except MemoryError:
         st.error("Cannot open the bundle: not enough memory for it on this machine.")
     except Exception as exc:
-        st.error(md(f"Cannot open the bundle {path}: {type(exc).__name__}: {exc}"))
+        alert("Cannot open the bundle.", f"{path}: {type(exc).__name__}: {exc}")
     return None
 
 
@@ -243,8 +254,9 @@ def query_bar(bundle: Bundle, neighbours_link: bool = False) -> int:
     query row."""
     row = state.ensure_query(bundle, default_query(bundle))
     notice = st.session_state.pop(state.NOTICE, None)
-    if notice:
-        st.warning(md(str(notice)))
+    if notice:  # (summary, detail) or our own words alone
+        summary, detail = notice if isinstance(notice, tuple) else (str(notice), "")
+        alert(summary, detail, "warning")
     if neighbours_link:
         seen = st.session_state.get("_bar-version")
         st.session_state["_bar-version"] = st.session_state.get(state.VERSION)
@@ -689,7 +701,7 @@ def search_or_error(fn: Any, *args: Any) -> Neighbors | None:
         result: Neighbors = fn(*args)
         return result
     except TrajembError as exc:
-        st.error(md(str(exc)))
+        alert("Cannot find the neighbours.", exc)
         return None
 
 
@@ -705,7 +717,7 @@ def run_page(page: Any, own_query_page: bool = False, sketch_page: bool = False)
     try:
         page()
     except TrajembError as exc:
-        st.error(f"Cannot show this page: {md(str(exc))}")
+        alert("Cannot show this page.", exc)
     except MemoryError:  # a size in a file too large for this machine: one line, not a traceback
         st.error("Cannot show this page: not enough memory on this machine for what it needs.")
     state.sync_url(st.session_state.get(OPENED))

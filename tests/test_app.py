@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ def test_query_by_id_stays_put(app: AppTest, small_bundle: Path) -> None:
     assert wid in query_text(app) and len(neighbor_ids(app)) == 3
     app.text_input(key="query-id").set_value("no/such")
     app.button[-1].click().run()
-    assert any("not in this bundle" in w.value for w in app.warning)
+    assert any("not in this bundle" in a for a in alerts(app))
     assert wid in query_text(app)
 
 
@@ -183,7 +184,36 @@ def test_settings_and_query_live_in_the_url(small_bundle: Path, monkeypatch: pyt
     at.sidebar.slider(key="k").set_value(5).run()
     assert at.query_params["k"] in ("5", ["5"]) and at.query_params["q"] in (wid, [wid])
     bad = start(small_bundle, monkeypatch, {"q": "no/such/window"})
-    assert any("not in this bundle" in w.value for w in bad.warning)
+    assert any("not in this bundle" in a for a in alerts(bad))
+
+
+def test_the_query_in_the_address_survives_a_refused_bundle(
+    small_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22: a bundle file changed after it was written refuses the bundle with one line, and the
+    address lost its query, so that a reload once the bundle was rebuilt showed another one."""
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree(small_bundle, copy)
+    wid = Bundle(copy).strings("window_id", [42])[0]
+    at = start(copy, monkeypatch, {"q": wid, "k": "4"})
+    at.sidebar.slider(key="k").set_value(5).run()  # a run after the address was read
+    assert wid in query_text(at) and at.query_params["q"] in (wid, [wid])
+    report = next((copy / "models").glob("*/report.json"))
+    report.write_bytes(report.read_bytes() + b" ")  # changed after the bundle was written
+    import cache  # the app's: its background check of the whole bundle, run here to its end
+
+    opened = at.session_state["_opened_bundle"]
+    cache._verify(opened, str(opened.root), cache.bundle_stamp(str(opened.root)))
+    at.run()
+    assert not at.exception and any("modified or replaced" in a for a in alerts(at)), alerts(at)
+    assert at.query_params["q"] in (wid, [wid]) and at.query_params["k"] in ("5", ["5"])
+    assert "model" not in at.query_params  # nothing added that the address did not say
+    shutil.rmtree(copy)
+    shutil.copytree(small_bundle, copy)  # rebuilt: a reload of the address shows the same query
+    again = start(copy, monkeypatch, {k: at.query_params[k] for k in at.query_params})
+    assert wid in query_text(again) and len(neighbor_ids(again)) == 5
 
 
 def test_only_the_given_bundles_open(
@@ -220,7 +250,7 @@ def test_the_server_listens_on_this_machine_only() -> None:
 
     config = tomllib.loads((REPO_ROOT / ".streamlit" / "config.toml").read_text())
     assert config["server"]["address"] == "localhost"
-    assert config["server"]["maxUploadSize"] == 2
+    assert config["server"]["maxUploadSize"] == 64
 
 
 def test_served_roots_do_not_follow_links_out(
@@ -260,7 +290,7 @@ def test_a_changed_or_rebuilt_bundle_is_opened_again(
     data[-64:] = bytes(64)  # in place: same inode, same size
     xy.write_bytes(bytes(data))
     at.run()
-    assert not at.exception and any("does not match the bundle manifest" in e.value for e in at.error)
+    assert not at.exception and any("does not match the bundle manifest" in a for a in alerts(at))
     shutil.rmtree(copy)
     shutil.copytree(small_bundle, copy)  # rebuilt
     at.run()
@@ -275,7 +305,7 @@ def test_own_query_shows_what_was_parsed(app: AppTest) -> None:
     assert summary["length (m)"].iloc[0] > 40 and summary["direction"].iloc[0] in ("left", "straight")
     assert len(neighbor_ids(app)) == 6
     app.text_area(key="points").set_value("x,y\n1,2\n3,banana").run()
-    assert any("Cannot use these points" in e.value and "must be numbers" in e.value for e in app.error)
+    assert any("Cannot use these points" in a and "must be numbers" in a for a in alerts(app))
     app.segmented_control(key="query-mode").set_value("Upload a CSV").run()
     assert not app.error and any("Choose a file" in i.value for i in app.info)  # the typed text is not used
 
@@ -300,9 +330,65 @@ def test_own_query_faster_than_any_road_user_is_one_line(app: AppTest) -> None:
     app.switch_page("page_query.py").run()
     app.text_area(key="points").set_value("x,y\n0,0\n99999,0").run()
     assert not app.exception
-    errors = [e.value for e in app.error]
+    errors = alerts(app)
     assert len(errors) == 1 and "faster than any road user" in errors[0] and "\n" not in errors[0]
     assert not [d for d in app.dataframe if "window id" in d.value.columns]  # no neighbours served
+
+
+def test_every_k_the_explorer_offers_has_its_own_rank_colours(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The palette's properties are checked up to 20 ranks (tests/test_viz.py): the slider's largest k
+    must stay within them."""
+    from trajemb.serving.viz import rank_colors
+
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "app"))
+    import state
+
+    assert state.MAX_K <= 20 and len(set(rank_colors(state.MAX_K))) == state.MAX_K
+
+
+def walk(node: Any) -> Iterator[Any]:
+    """Every element under ``node`` (an AppTest block), in the order the page shows them."""
+    yield node
+    for child in getattr(node, "children", {}).values():
+        yield from walk(child)
+
+
+def alerts(app: AppTest) -> list[str]:
+    """Each error and warning of the page with the plain-text detail under it (``ui.alert``)."""
+    shown = list(walk(app.main))
+    out = []
+    for i, element in enumerate(shown):
+        if element.type in ("error", "warning"):
+            after = shown[i + 1] if i + 1 < len(shown) else None
+            detail = after.value if after is not None and after.type == "text" else ""
+            out.append(f"{element.value} {detail}".strip())
+    return out
+
+
+HOSTILE_LINE = ":smile: **b** :red[pwned] <b>x</b> :material/home: a:b,2"
+
+
+def test_errors_are_plain_text_without_invisible_characters(app: AppTest, small_bundle: Path) -> None:
+    """Issue 22: error texts carried zero-width spaces after every colon (``ui.md`` broke emoji and
+    colour shortcodes with them), which came along when the text was copied. Errors and notices now
+    show text from the input as plain text, exactly as typed, and nothing of it as Markdown."""
+    app.switch_page("page_query.py").run()
+    app.text_area(key="points").set_value(f"x,y\n{HOSTILE_LINE}\n3,4").run()
+    assert not app.exception
+    shown = alerts(app)
+    assert len(shown) == 1 and "must be numbers" in shown[0] and HOSTILE_LINE in shown[0], shown
+    app.switch_page("page_explore.py").run()
+    app.segmented_control(key="pick-mode").set_value("By id").run()
+    app.text_input(key="query-id").set_value(HOSTILE_LINE)
+    app.button[-1].click().run()
+    shown = alerts(app)
+    assert any("not in this bundle" in a or "Cannot use that id" in a for a in shown), shown
+    for element in walk(app.main):
+        value = getattr(element, "value", None)
+        if isinstance(value, str):
+            assert "\u200b" not in value, (element.type, value)
+            if element.type in ("error", "warning", "markdown", "caption", "info"):
+                assert "pwned" not in value, (element.type, value)  # data never reaches Markdown
 
 
 def test_compare_side_by_side(app: AppTest) -> None:
@@ -763,7 +849,7 @@ def test_corrupt_bundle_is_one_line_not_a_traceback(
         at.switch_page(page).run()
         assert not at.exception, (page, [e.value for e in at.exception])
     at.switch_page("page_explore.py").run()
-    assert any("does not match the bundle manifest" in e.value for e in at.error)
+    assert any("does not match the bundle manifest" in a for a in alerts(at))
 
 
 @pytest.mark.slow
@@ -1059,11 +1145,10 @@ def test_id_list_loads_back_as_gallery_and_filter(app: AppTest, small_bundle: Pa
     text = "\n".join([ids[0], "x/no/such/1", "x/no/such/2"]).encode()
     app.get("file_uploader")[0].set_value(("mine.txt", text, "text/plain")).run()
     assert not app.exception
-    assert len(app.error) == 1
-    message = app.error[0].value
-    assert "2 of 3 window ids are not in the bundle" in message.replace(
-        "\\", ""
-    ) and "no/such/1" in message.replace("\\", "")
+    shown = alerts(app)
+    assert (
+        len(shown) == 1 and "2 of 3 window ids are not in the bundle" in shown[0] and "no/such/1" in shown[0]
+    )
     assert bundle.num_windows  # the bundle is untouched
 
 
@@ -1095,7 +1180,8 @@ def test_sketch_in_the_url_is_a_query(small_bundle: Path, monkeypatch: pytest.Mo
     app.number_input(key="sketch-speed").set_value(0.0).run()
     app.session_state["_settings"]["sketch"] = "3,3;3,3"  # one distinct point
     app.run()
-    assert len(app.error) == 1 and "fewer than two distinct points" in app.error[0].value.replace("\\", "")
+    shown = alerts(app)
+    assert len(shown) == 1 and "fewer than two distinct points" in shown[0]
     assert not [d for d in app.dataframe if "window id" in d.value.columns]
 
 

@@ -476,3 +476,32 @@ def test_sketch_a_query_with_the_mouse(server: str, chromium: Any) -> None:
     wait_idle(page)
     assert parse_qs(urlparse(page.url).query)["frame"] == ["city"]
     assert 25 < float(re.search(r"points, ([0-9.]+) m", drawn).group(1)) < 35, drawn  # type: ignore[union-attr]
+
+
+def test_an_upload_too_large_is_refused_in_one_visible_line(
+    server: str, chromium: Any, tmp_path: Path
+) -> None:
+    """Issue 22: a CSV over 2 MiB on "Your own query" was refused by Streamlit's uploader chip alone (the
+    reason only on hovering it), while the previous file's error stayed on the page as if it were
+    this file's. Now the refusal is one line on the page, in place of the previous file's error."""
+    page = chromium
+    page.goto(server + "/query", timeout=WAIT_MS)
+    page.get_by_role("heading", name="Your own query").first.wait_for(timeout=WAIT_MS)
+    page.get_by_text("Upload a CSV", exact=True).first.click()
+    wait_idle(page)
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    page.locator("input[type=file]").set_input_files(str(binary))
+    page.get_by_text("not UTF-8", exact=False).first.wait_for(timeout=WAIT_MS)
+    big = tmp_path / "many.csv"
+    big.write_text("x,y\n" + "".join(f"{i}.25,{i}.5\n" for i in range(300_000)))  # about 4.7 MB
+    assert big.stat().st_size > 2 << 20
+    page.locator("input[type=file]").set_input_files(str(big))
+    refusal = page.locator("[data-testid=stAlert]").filter(has_text="more than the 2 MiB")
+    refusal.first.wait_for(timeout=WAIT_MS)
+    wait_idle(page)
+    alerts = page.locator("[data-testid=stAlert]").all_inner_texts()
+    assert len(alerts) == 1 and "\n" not in alerts[0].strip(), alerts  # one line, the only alert
+    assert not page.get_by_text("not UTF-8", exact=False).count()  # the earlier file's error is gone
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT_DIR / "upload-too-large.png"))

@@ -4,17 +4,21 @@ escaped, distinct colours, and the layout image drawing every point where it bel
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+from coloraide import Color
 from PIL import Image
 
 from trajemb.data.maps import MapGeometry
 from trajemb.serving.viz import (
     DIRECTION_COLORS,
+    LANE_COLOR,
     MAP_FILLS,
     OBJECT_TYPE_COLORS,
+    OTHERS_COLOR,
     QUERY_COLOR,
     MapPanel,
     agent_frame_figure,
@@ -181,48 +185,47 @@ def _rgb(color: str) -> np.ndarray:
     return a * np.array([r, g, b]) / 255.0 + (1 - a)
 
 
-def _luminance(rgb: np.ndarray) -> float:
-    """WCAG 2 relative luminance."""
-    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    return float(linear @ [0.2126, 0.7152, 0.0722])
+def _color(rgb: np.ndarray) -> Color:
+    return Color("srgb", [float(v) for v in rgb])
 
 
-def _contrast(a: np.ndarray, b: np.ndarray) -> float:
-    """WCAG 2 contrast ratio."""
-    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
-    return (hi + 0.05) / (lo + 0.05)
-
-
-def _lab(rgb: np.ndarray) -> np.ndarray:
-    """CIE L*a*b* (D65) of sRGB: the CIE 1976 formulas."""
-    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
-    xyz = m @ linear / np.array([0.95047, 1.0, 1.08883])
-    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
-    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+#: The explorer's largest k (``app/state.py``'s ``MAX_K``; tests/test_app.py checks they agree).
+MAX_RANKS = 20
 
 
 def test_every_rank_is_distinct_and_legible_on_the_map() -> None:
-    """Issue 22, bug 6: at k = 20 ranks 1-5 were the same navy and 18-20 pale yellow on yellow
-    crosswalks. Every rank now has its own colour, far apart from the others (CIELAB distance) and
-    from the query's black, with at least WCAG's 3:1 contrast on every map background."""
-    assert _lab(np.ones(3)) == pytest.approx([100, 0, 0], abs=0.02)  # the reference white
-    ranks = rank_colors(20)
-    assert len(set(ranks)) == 20
+    """Issue 22: at k = 20 ranks 14, 16 and 18 were near-black beside the query's black dotted line,
+    ranks 2 and 13 two purples alike (CIELAB's CIE76 distance called them 35 apart; CIEDE2000 9.8),
+    and before that 18-20 pale yellow on yellow crosswalks. For every k up to the largest, the first k
+    rank colours stay apart from each other and from black in CIEDE2000 (coloraide's), are no greys,
+    stand apart from the lane lines and the other road users, and have WCAG's 3:1 contrast on every
+    map background."""
     white = np.ones(3)
     grey = _rgb(MAP_FILLS["drivable area"])
     crosswalk_alone = _rgb(MAP_FILLS["crosswalk"])
     alpha = float(MAP_FILLS["crosswalk"].split(",")[-1].rstrip(")"))
     crosswalk_on_road = crosswalk_alone - (1 - alpha) * white + (1 - alpha) * grey
-    for color in ranks:
-        rgb = _rgb(color)
-        for background in (white, grey, crosswalk_alone, crosswalk_on_road):
-            assert _contrast(rgb, background) >= 3.0, color
-        assert np.linalg.norm(_lab(rgb) - _lab(_rgb(QUERY_COLOR))) > 20, color
-    labs = [_lab(_rgb(c)) for c in ranks]
-    closest = min(np.linalg.norm(a - b) for i, a in enumerate(labs) for b in labs[i + 1 :])
-    assert closest > 25
+    backgrounds = [_color(b) for b in (white, grey, crosswalk_alone, crosswalk_on_road)]
+    query, lanes, others = (_color(_rgb(c)) for c in (QUERY_COLOR, LANE_COLOR, OTHERS_COLOR))
+    ranks = rank_colors(MAX_RANKS)
+    colors = [Color(c) for c in ranks]
+    assert len(set(ranks)) == MAX_RANKS
+    for hex_color, color in zip(ranks, colors, strict=True):
+        for background in backgrounds:
+            assert color.contrast(background, method="wcag21") >= 3.0, hex_color  # not pale
+        lightness, a, b = color.convert("lab-d65").coords()
+        assert lightness >= 40 and color.delta_e(query, method="2000") >= 35, hex_color  # not near black
+        assert math.hypot(a, b) >= 30, hex_color  # not a grey among the grey lanes
+        assert color.delta_e(lanes, method="2000") >= 20, hex_color
+        assert color.delta_e(others, method="2000") >= 12, hex_color
+    for k in range(2, MAX_RANKS + 1):
+        first = colors[:k]
+        closest = min(a.delta_e(b, method="2000") for i, a in enumerate(first) for b in first[i + 1 :])
+        assert closest >= (16 if k <= 10 else 11.5), (k, closest)
+    neighbouring = [colors[i].delta_e(colors[i + 1], method="2000") for i in range(MAX_RANKS - 1)]
+    assert min(neighbouring) >= 18, neighbouring  # ranks read side by side in legends and tables
     assert rank_colors(3) == ranks[:3]  # a rank keeps its colour whatever k
+    assert rank_colors(MAX_RANKS + 1)[-1] == ranks[0]  # beyond the palette: repeated, never an error
 
 
 def test_overlay_legend_holds_twenty_neighbours_without_overlap() -> None:

@@ -105,35 +105,44 @@ def label_colors(label_name: str, categories: Sequence[str]) -> list[str]:
     return out
 
 
-#: One colour per neighbour rank, up to the explorer's largest k (20), most distinct first: Okabe-Ito's
-#: blue, then colours of Glasbey's "dark" palette (colorcet's ``glasbey_dark``: maximally distinct,
-#: nothing light) picked greedily to keep every pair at least 26 CIELAB units apart and away from
-#: black (the query), the grey lane lines and the other road users; each has a contrast of at least
-#: 3:1 (WCAG's minimum for graphics) on white, on the grey drivable area and on the yellow crosswalks.
+#: One colour per neighbour rank, up to the explorer's largest k (20), most distinct first. Chosen by a
+#: greedy farthest-point search in CIEDE2000 (CIE76, plain CIELAB distance, called two saturated
+#: purples 35 apart that look alike: 9.8 in CIEDE2000) over the sRGB colours that (a) have a contrast of
+#: at least 3:1 (WCAG's minimum for graphics) on white, on the grey drivable area and on the yellow
+#: crosswalks, (b) are clearly not black, the query's colour (L* >= 42, CIEDE2000 >= 38 from black: the
+#: dark green, brown and olive of the former palette read as black beside the query's dotted line),
+#: (c) are not greys (chroma >= 30) and stand apart from the lane lines and the other road users. Each
+#: prefix is thus as spread as the search could make it: any two of the first 20 are at least 11.9
+#: apart (CIEDE2000), of the first 10 at least 16; the last two are swapped so that neighbouring ranks
+#: differ more (ranks 18 and 19 were a blue and a violet). tests/test_viz.py checks these properties.
 RANK_COLORS: tuple[str, ...] = (
-    "#0072B2",
-    "#BA00FD",
-    "#D60000",
-    "#018700",
-    "#C63189",
-    "#8E7B01",
-    "#6466EF",
-    "#773416",
-    "#60006E",
-    "#CA0044",
-    "#008069",
-    "#7B2F4F",
-    "#BF03B8",
-    "#004B00",
-    "#0000DD",
-    "#380000",
-    "#5901A3",
-    "#364424",
-    "#5949A3",
-    "#C85748",
+    "#0972B0",
+    "#728400",
+    "#F60000",
+    "#D300DC",
+    "#008A78",
+    "#8D5800",
+    "#9E4F61",
+    "#4F46F6",
+    "#1A722C",
+    "#956A9E",
+    "#B06A4F",
+    "#F60058",
+    "#C10084",
+    "#B03E00",
+    "#84723E",
+    "#00849E",
+    "#B93535",
+    "#4F72F6",
+    "#C16100",
+    "#9561DC",
 )
 #: Map backgrounds the rank colours must stand out on (``map_traces``), as drawn over white.
 MAP_FILLS = {"drivable area": "rgba(200,200,200,0.45)", "crosswalk": "rgba(240,200,60,0.35)"}
+#: Lane boundaries, and the other road users of a scenario at their most opaque (their marker during
+#: playback; their lines are fainter), which the rank colours must not be taken for.
+LANE_COLOR = "rgba(110,110,110,0.8)"
+OTHERS_COLOR = "rgba(60,60,140,0.8)"
 
 
 def rank_colors(k: int) -> list[str]:
@@ -374,7 +383,7 @@ def map_traces(
             "mode": "lines",
             "x": x,
             "y": y,
-            "line": {"color": "rgba(110,110,110,0.8)", "width": 0.8},
+            "line": {"color": LANE_COLOR, "width": 0.8},
             "hoverinfo": "skip",
             "showlegend": False,
             **axes,
@@ -634,7 +643,7 @@ def map_grid_figure(
                 }
             )
     for lines, style in (
-        (lanes, {"color": "rgba(110,110,110,0.8)", "width": 0.8}),
+        (lanes, {"color": LANE_COLOR, "width": 0.8}),
         (
             others,
             {"color": "rgba(60,60,140,0.35)" if at_step is None else "rgba(60,60,140,0.45)", "width": 1.5},
@@ -651,7 +660,7 @@ def map_grid_figure(
                 "mode": "markers",
                 "x": here[:, 0],
                 "y": here[:, 1],
-                "marker": {"size": 8, "color": "rgba(60,60,140,0.8)", "line": {"color": "white", "width": 1}},
+                "marker": {"size": 8, "color": OTHERS_COLOR, "line": {"color": "white", "width": 1}},
                 **skip,
             }
         )
