@@ -659,10 +659,12 @@ def layout_figure(
     images: tuple[tuple[str, Extent], ...],
     height: int,
     dragmode: str,
+    clickmode: str = "event+select",
 ) -> go.Figure:
     """The figure of ``layout_view`` with its images at ``images``' URLs (``viz.projection_figure``; the
     query and its neighbours are drawn by the companion, not in it), built once per bundle version and
-    view: not again on every visit and click. Shared between sessions: read only."""
+    view: not again on every visit and click; Plotly's autoscale bounded by the whole layout. Shared
+    between sessions: read only."""
     drawn = layout_view(path, stamp, model, color_by, filters, cluster_k, view)
     xy = _open(path, stamp).projection(model)
     assert xy is not None
@@ -679,6 +681,8 @@ def layout_figure(
         view=drawn.view or drawn.full,
         hover_cards=True,
         marks=False,
+        full=drawn.full,
+        clickmode=clickmode,
     )
 
 

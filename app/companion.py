@@ -9,13 +9,14 @@ per view (not with every query). Text from data goes in as text nodes, never as 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
 
 JS = r"""
 export default function(component) {
-  const { data, setStateValue, parentElement } = component;
+  const { data, setStateValue, setTriggerValue, parentElement } = component;
   const cards = data && data.cards ? JSON.parse(data.cards) : null;
   const index = new Map();
   if (cards) cards.rows.forEach((row, i) => index.set(row, i));
@@ -84,7 +85,39 @@ export default function(component) {
       setStateValue('view', whole ? null : [x[0], x[1], y[0], y[1]]);
     }, 250);
   }
-  // The query (a black cross) and its neighbours (orange rings), drawn over the plot area in an SVG
+  // The chosen drag tool (zoom, pan, box or lasso select), so that the next drawing of the plot (a new
+  // chart, as when a selection is cleared) keeps it.
+  function toolChosen(ev) {
+    if (ev && typeof ev.dragmode === 'string') setStateValue('dragmode', ev.dragmode);
+  }
+  // Where Plotly's "Reset axes" and a double-click return: the whole layout, not the zoomed view this
+  // figure was drawn at (Plotly keeps the range of the first drawing as its "initial" one).
+  function home() {
+    const fl = hooked && hooked._fullLayout;
+    const full = data && data.full;
+    if (!fl || !fl.xaxis || !fl.yaxis || !full) return;
+    fl.xaxis._rangeInitial0 = full[0]; fl.xaxis._rangeInitial1 = full[1];
+    fl.yaxis._rangeInitial0 = full[2]; fl.yaxis._rangeInitial1 = full[3];
+    fl.xaxis._autorangeInitial = false; fl.yaxis._autorangeInitial = false;
+  }
+  // A click picks the point under it once Plotly's double-click delay has passed without a second
+  // click: the first click of a double-click (which shows the whole layout) must not change the query.
+  let pending = null, quietUntil = 0;
+  function clicked(ev) {
+    const p = ev && ev.points && ev.points[0];
+    if (!data.pick || !p || p.customdata === undefined || performance.now() < quietUntil) return;
+    const row = Array.isArray(p.customdata) ? p.customdata[0] : p.customdata;
+    const delay = (hooked && hooked._context && hooked._context.doubleClickDelay) || 500;
+    clearTimeout(pending);
+    pending = setTimeout(() => { pending = null; setTriggerValue('pick', row); }, delay);
+  }
+  function doubleClicked() {
+    clearTimeout(pending);
+    pending = null;
+    quietUntil = performance.now() + 300;  // the second click of the pair comes right after this event
+  }
+  // The query (a black cross; an arrow at the edge pointing to it when it is outside the view) and its
+  // neighbours (rings in a colour of their own), drawn over the plot area in an SVG
   // layer of the plot's own, placed through the axes at every draw and zoom (not part of the figure:
   // a figure that changed with every query made the browser draw the whole chart anew each time).
   const marks = (data && data.marks) || null;
@@ -116,13 +149,25 @@ export default function(component) {
       if (!inside([x, y])) return;
       const ring = doc.createElementNS(svgNS, 'circle');
       ring.setAttribute('cx', x); ring.setAttribute('cy', y); ring.setAttribute('r', '8');
-      ring.setAttribute('fill', 'none'); ring.setAttribute('stroke', '#D55E00'); ring.setAttribute('stroke-width', '3');
-      ring.setAttribute('data-mark', 'neighbour');
+      ring.setAttribute('fill', 'none'); ring.setAttribute('stroke', '#fff'); ring.setAttribute('stroke-width', '5');
+      const line = ring.cloneNode();
+      line.setAttribute('stroke', marks.ring); line.setAttribute('stroke-width', '3');
+      line.setAttribute('data-mark', 'neighbour');
       layer.appendChild(ring);
+      layer.appendChild(line);
     });
     if (marks.query) {
       const [x, y] = at(marks.query);
-      if (inside([x, y])) {
+      if (x < 0 || y < 0 || x > size.w || y > size.h) {
+        // Outside the view: an arrow on the edge, pointing towards it.
+        const cx = Math.min(Math.max(x, 14), size.w - 14), cy = Math.min(Math.max(y, 14), size.h - 14);
+        const a = Math.atan2(y - cy, x - cx), pt = (r, t) => (cx + r * Math.cos(a + t)) + ',' + (cy + r * Math.sin(a + t));
+        const arrow = doc.createElementNS(svgNS, 'path');
+        arrow.setAttribute('d', `M${pt(12, 0)}L${pt(10, 2.5)}L${pt(4, Math.PI)}L${pt(10, -2.5)}Z`);
+        arrow.setAttribute('fill', '#000'); arrow.setAttribute('stroke', '#fff'); arrow.setAttribute('stroke-width', '1.5');
+        arrow.setAttribute('data-mark', 'query-outside');
+        layer.appendChild(arrow);
+      } else {
         const cross = doc.createElementNS(svgNS, 'path');
         cross.setAttribute('d', `M${x - 5},${y - 5}L${x + 5},${y + 5}M${x - 5},${y + 5}L${x + 5},${y - 5}`);
         cross.setAttribute('stroke', '#000'); cross.setAttribute('stroke-width', '3');
@@ -136,7 +181,9 @@ export default function(component) {
   }
   let hooked = null;
   const events = [['plotly_relayout', relayout], ['plotly_hover', show], ['plotly_unhover', hide],
-                  ['plotly_afterplot', drawMarks], ['plotly_relayouting', drawMarks], ['plotly_relayout', drawMarks]];
+                  ['plotly_afterplot', drawMarks], ['plotly_relayouting', drawMarks], ['plotly_relayout', drawMarks],
+                  ['plotly_afterplot', home], ['plotly_relayout', toolChosen], ['plotly_click', clicked],
+                  ['plotly_doubleclick', doubleClicked]];
   function hook() {
     const host = doc.querySelector('.st-key-' + data.target);
     const gd = host && host.querySelector('.js-plotly-plot');
@@ -144,6 +191,7 @@ export default function(component) {
     if (hooked && hooked.removeListener) events.forEach(([name, fn]) => hooked.removeListener(name, fn));
     events.forEach(([name, fn]) => gd.on(name, fn));
     hooked = gd;
+    home();
     drawMarks();
   }
   hook();
@@ -152,6 +200,7 @@ export default function(component) {
   return () => {
     clearInterval(poll);
     clearTimeout(timer);
+    clearTimeout(pending);
     hide();
     if (hooked && hooked.removeListener) events.forEach(([name, fn]) => hooked.removeListener(name, fn));
   };
@@ -167,23 +216,52 @@ def layout_companion(
     cards_json: str | None,
     key: str,
     marks: dict[str, Any] | None = None,
+    on_pick: Callable[[], None] | None = None,
 ) -> None:
     """Mount the companion of the plot keyed ``target_key``; its zoom lands in ``st.session_state[key]``
-    (None: the whole layout), read by the page through ``view_of``. ``cards_json``: the hover cards as
-    JSON (``cache.LayoutView.cards_json``: a string, made once per view, costs Streamlit nothing to
-    send again; the dict was encoded twice per rerun). ``marks``: ``{"query": [x, y] or
-    None, "neighbours": [[x, y], ...]}`` in the plot's coordinates, drawn over it (a black cross, orange
-    rings) and kept in place through zooms."""
+    (None: the whole layout), read by the page through ``view_of``, and so does the drag tool chosen in
+    the plot's toolbar (``dragmode_of``). "Reset axes" and a double-click return to ``full_extent``.
+    ``cards_json``: the hover cards as JSON (``cache.LayoutView.cards_json``: a string, made once per
+    view, costs Streamlit nothing to send again; the dict was encoded twice per rerun). ``marks``:
+    ``{"query": [x, y] or None, "neighbours": [[x, y], ...], "ring": colour}`` in the plot's
+    coordinates, drawn over it (a black cross, or an arrow at the edge pointing to a query outside the
+    view; rings) and kept in place through zooms. ``on_pick``: a click on a point makes it
+    ``picked(key)`` and calls ``on_pick`` once the double-click delay has passed without a second click
+    (the plot's own selection would have acted on the first click of a double-click)."""
     global _component
     if _component is None:
         _component = st.components.v2.component("trajemb_layout_companion", js=JS, isolate_styles=False)
     _component(
         key=key,
-        data={"target": target_key, "full": list(full_extent), "cards": cards_json, "marks": marks},
-        default={"view": None},
+        data={
+            "target": target_key,
+            "full": list(full_extent),
+            "cards": cards_json,
+            "marks": marks,
+            "pick": on_pick is not None,
+        },
+        default={"view": None, "dragmode": None},
         height=0,
         on_view_change=lambda: None,
+        on_dragmode_change=lambda: None,
+        on_pick_change=on_pick or (lambda: None),
     )
+
+
+def dragmode_of(key: str) -> str | None:
+    """The drag tool last chosen in the toolbar of the plot whose companion is keyed ``key``."""
+    state = st.session_state.get(key)
+    mode = state.get("dragmode") if isinstance(state, dict) else getattr(state, "dragmode", None)
+    return mode if mode in ("zoom", "pan", "select", "lasso") else None
+
+
+def picked(key: str) -> int | None:
+    """The row of the point last clicked (and not double-clicked) in the companion keyed ``key``'s plot."""
+    state = st.session_state.get(key)
+    row = state.get("pick") if isinstance(state, dict) else getattr(state, "pick", None)
+    if isinstance(row, bool) or not isinstance(row, int | float) or not float(row).is_integer():
+        return None
+    return int(row)
 
 
 def view_of(key: str) -> tuple[float, float, float, float] | None:

@@ -140,9 +140,7 @@ def on_layout(bundle: Bundle, model: str, row: int, neighbor_rows: list[int]) ->
     # whenever its figure changes, as it does with every query: Streamlit names a chart by its figure.
     key = "layout-pick"
     placeholder = st.empty()
-    view = ui.layout_plot(
-        bundle, model, "direction", 8, key, row, neighbor_rows, lambda: ui.pick_from_plot(key), "points", 430
-    )
+    view = ui.layout_plot(bundle, model, "direction", 8, key, row, neighbor_rows, ui.PICK, "points", 430)
     every = len(view.rows) == view.in_view
     placeholder.caption(
         f"{view.in_view:,} windows in view; "
@@ -151,8 +149,9 @@ def on_layout(bundle: Bundle, model: str, row: int, neighbor_rows: list[int]) ->
             if every
             else f"{len(view.rows):,} of them are points (zoom in to reach every one): "
         )
-        + "click one to make it the query. The query is the black cross, its neighbours are ringed. Scroll or "
-        "drag to zoom; double-click to see the whole layout."
+        + "click one to make it the query. "
+        + ui.query_mark(bundle, model, key, row)
+        + "; its neighbours are ringed. Scroll or drag to zoom; double-click to see the whole layout."
     )
 
 

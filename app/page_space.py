@@ -25,6 +25,7 @@ import ui
 COLOR_BY = (*LABELS, "category", "k-means cluster")
 SELECTION = "space_selection"
 CLEARED = "_space-cleared"
+SCATTER = "space-scatter"
 GALLERY_SIZE = 30
 
 
@@ -97,10 +98,12 @@ def page() -> None:
         ui.md(
             f"{shown}, {bundle.embedding_dim(model)}-D embeddings of {model} projected to 2-D ({method} UMAP)."
         )
-        + " Draw a box or lasso (toolbar) to see the selected trajectories; the black cross is the query."
-        " Scroll to zoom (every window becomes a point once few enough are in view); hover a point to see it."
+        + " Draw a box or lasso (toolbar) to see the selected trajectories. "
+        + ui.query_mark(bundle, model, SCATTER, row)
+        + ". Scroll to zoom (every window becomes a point once few enough are in view); hover a point to see it."
     )
-    key = f"space-scatter-{st.session_state.get(CLEARED, 0)}"  # a new key drops the drawn selection
+    # A new key drops the drawn selection; the zoom and the drag tool stay (kept under SCATTER).
+    key = f"{SCATTER}-{st.session_state.get(CLEARED, 0)}"
     ui.layout_plot(
         bundle,
         model,
@@ -113,6 +116,7 @@ def page() -> None:
         ("box", "lasso"),
         560,
         dragmode="lasso",
+        state_key=SCATTER,
     )
     ui.labels_help()
     selection = st.session_state.get(SELECTION)

@@ -25,7 +25,7 @@ from trajemb.serving.explore import (
     neighbors_frame,
     present_labels,
 )
-from trajemb.serving.viz import QUERY_COLOR, MapPanel, agent_frame_figure, rank_colors
+from trajemb.serving.viz import NEIGHBOUR_RING_COLOR, QUERY_COLOR, MapPanel, agent_frame_figure, rank_colors
 
 import cache
 import companion
@@ -38,6 +38,8 @@ URL_PARAMS = "_url_params"
 #: Session key: download key -> (file name, the function that makes its bytes) of the current run's
 #: download buttons (the buttons make their files only when clicked; tests call the same functions).
 DOWNLOADS = "_downloads"
+#: ``layout_plot``'s ``on_select`` that makes a clicked point the query.
+PICK = object()
 #: Download formats: (format, file suffix, MIME type).
 DOWNLOAD_FORMATS = (("csv", "csv", "text/csv"), ("parquet", "parquet", "application/vnd.apache.parquet"))
 
@@ -480,12 +482,16 @@ def layout_plot(
     selection_mode: Any,
     height: int,
     dragmode: str = "zoom",
+    state_key: str | None = None,
 ) -> cache.LayoutView:
     """The 2-D layout of ``model`` at the zoom the person chose: zooming in redraws the view (finer
     image, every window pickable once few enough are in view), and hovering a point shows its id and a
-    drawing of its trajectory (``companion``)."""
+    drawing of its trajectory (``companion``). ``on_select``: the plot's selection callback, or
+    ``PICK`` to make a clicked point the query (once no double-click follows: the whole layout).
+    ``dragmode``: the drag tool until one is chosen in the toolbar (then kept, under ``state_key``,
+    default ``key``, also when the plot is drawn under a new ``key``)."""
     path, stamp = cache.stamp_of(bundle)
-    zoom_key = f"{key}-zoom-{model}"
+    zoom_key = f"{state_key or key}-zoom-{model}"
     view = cache.layout_view(
         path, stamp, model, color_by, current_filters(), cluster_k, companion.view_of(zoom_key)
     )
@@ -493,6 +499,7 @@ def layout_plot(
         (cache.image_url(png, f"{model}.{color_by}.{i}"), extent)
         for i, (png, extent) in enumerate(view.images)
     )
+    pick = on_select is PICK  # the companion picks (clickmode "event"): Streamlit's selection is not used
     fig = cache.layout_figure(
         path,
         stamp,
@@ -503,12 +510,13 @@ def layout_plot(
         companion.view_of(zoom_key),
         images,
         height,
-        dragmode,
+        companion.dragmode_of(zoom_key) or dragmode,
+        "event" if pick else "event+select",
     )
     st.plotly_chart(
         fig,
         key=key,
-        on_select=on_select,
+        on_select="ignore" if pick else on_select,
         selection_mode=selection_mode,
         config={"displaylogo": False, "scrollZoom": True},
     )
@@ -519,9 +527,33 @@ def layout_plot(
     marks = {
         "query": None if query_row is None else [float(v) for v in xy[query_row]],
         "neighbours": [[float(v) for v in xy[r]] for r in neighbor_rows],
+        "ring": NEIGHBOUR_RING_COLOR,
     }
-    companion.layout_companion(key, view.full, view.cards_json, zoom_key, marks)
+
+    def picked() -> None:
+        row = companion.picked(zoom_key)
+        if row is not None and 0 <= row < bundle.num_windows:
+            state.set_query(row)
+
+    companion.layout_companion(key, view.full, view.cards_json, zoom_key, marks, picked if pick else None)
     return view
+
+
+def query_mark(bundle: Bundle, model: str, key: str, row: int | None) -> str:
+    """How a caption names the query's mark on the layout plot whose companion state is ``key`` (the
+    ``state_key`` or ``key`` of ``layout_plot``): the black cross, or, when the zoom leaves the query
+    out, the arrow at the edge that points towards it."""
+    view = companion.view_of(f"{key}-zoom-{model}")
+    xy = bundle.projection(model)
+    if row is None or view is None or xy is None:
+        return "The query is the black cross"
+    x, y = (float(v) for v in xy[row])
+    if min(view[:2]) <= x <= max(view[:2]) and min(view[2:]) <= y <= max(view[2:]):
+        return "The query is the black cross"
+    return (
+        "The query is outside this view: the black arrow on the edge points towards it (double-click "
+        "to see the whole layout)"
+    )
 
 
 def overlay(

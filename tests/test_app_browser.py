@@ -359,6 +359,204 @@ def test_layout_redraws_where_one_zooms_and_hover_shows_the_window(server: str, 
     assert card.locator("polyline").count() == 1  # the trajectory, drawn
 
 
+@pytest.fixture(scope="module")
+def layout_server(small_bundle: Path) -> Iterator[str]:
+    """One served explorer for the layout tests below (each opens its own session)."""
+    with served_app(["--bundle", str(small_bundle)]) as url:
+        yield url
+
+
+def _open_layout(page: Any, url: str) -> Any:
+    """Explore's "On the 2-D layout", settled; returns the plot."""
+    page.goto(url, timeout=WAIT_MS)
+    page.get_by_text("minADE@").first.wait_for(timeout=WAIT_MS)
+    wait_idle(page)
+    page.get_by_text("On the 2-D layout").click()
+    page.get_by_text("windows in view").first.wait_for(timeout=WAIT_MS)
+    wait_idle(page)
+    plot = page.locator(".js-plotly-plot").first
+    scroll_to(page, plot)
+    return plot
+
+
+def _ranges(plot: Any) -> list[float]:
+    return list(plot.evaluate("gd => [...gd._fullLayout.xaxis.range, ...gd._fullLayout.yaxis.range]"))
+
+
+def _plot_area(plot: Any) -> list[float]:
+    """Left, top, width, height of the plot area on the page (px)."""
+    return list(
+        plot.evaluate(
+            """gd => { const s = gd._fullLayout._size, b = gd.getBoundingClientRect();
+                       return [b.left + s.l, b.top + s.t, s.w, s.h]; }"""
+        )
+    )
+
+
+def _box_zoom_away_from_query(page: Any, plot: Any) -> None:
+    """Drag a zoom box over the quarter of the plot farthest from the query's cross, and wait for the
+    redraw of that view."""
+    left, top, w, h = _plot_area(plot)
+    box = page.locator("[data-testid=trajembLayoutMarks] [data-mark=query]").bounding_box()
+    assert box is not None
+    qx, qy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    x0 = left + (0.55 * w if qx < left + w / 2 else 0.05 * w)
+    y0 = top + (0.55 * h if qy < top + h / 2 else 0.05 * h)
+    before = page.get_by_text("windows in view").first.inner_text()
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x0 + 0.4 * w, y0 + 0.4 * h, steps=6)
+    page.mouse.up()
+    page.wait_for_function(
+        """b => [...document.querySelectorAll('p')].some(p => p.innerText.includes('windows in view') && p.innerText !== b)""",
+        arg=before,
+        timeout=WAIT_MS,
+    )
+    wait_idle(page)
+
+
+def _wait_whole(page: Any, plot: Any, whole: list[float]) -> None:
+    """Until the axes show ``whole`` again (bounded: the old layout crept outward and never got there)."""
+    plot.evaluate("gd => { window.__layoutPlot = gd; }")
+    page.wait_for_function(
+        """w => { const fl = window.__layoutPlot._fullLayout;
+                  const r = [...fl.xaxis.range, ...fl.yaxis.range];
+                  return r.every((v, i) => Math.abs(v - w[i]) <= 1e-6 * (Math.abs(w[i]) + 1)); }""",
+        arg=whole,
+        timeout=30_000,
+    )
+    wait_idle(page)
+    assert _ranges(page.locator(".js-plotly-plot").first) == pytest.approx(whole, rel=1e-6, abs=1e-6)
+
+
+def test_layout_double_click_and_toolbar_return_to_the_whole_layout(
+    layout_server: str, chromium: Any
+) -> None:
+    """Issue 22 (layout), bug 1: after a box zoom, a double-click, "Reset axes" and "Autoscale" crept
+    outward a little (the zoomed drawing holds only the points in view, so Plotly's autorange knew only
+    those). Each now returns to the whole layout in one step."""
+    page = chromium
+    plot = _open_layout(page, layout_server)
+    whole = _ranges(plot)
+    left, top, w, h = _plot_area(plot)
+    for how in ("double-click", "Reset axes", "Autoscale"):
+        _box_zoom_away_from_query(page, plot)
+        plot = page.locator(".js-plotly-plot").first
+        assert _ranges(plot)[1] - _ranges(plot)[0] < 0.6 * (whole[1] - whole[0])
+        if how == "double-click":
+            page.mouse.dblclick(left + w / 2, top + h / 2)
+        else:
+            page.mouse.move(left + w / 2, top + h / 2)
+            plot.locator(f"[data-title='{how}']").click()
+        _wait_whole(page, plot, whole)
+    page.screenshot(path=str(SCREENSHOT_DIR / "layout-back-to-whole.png"))
+
+
+def test_layout_shows_where_a_query_outside_the_view_is(layout_server: str, chromium: Any) -> None:
+    """Issue 22 (layout), bug 2: zoomed away from the query, nothing showed where it was and the caption
+    still spoke of the black cross. An arrow on the edge now points towards it, and the caption says so."""
+    page = chromium
+    plot = _open_layout(page, layout_server)
+    _box_zoom_away_from_query(page, plot)
+    marks = page.locator("[data-testid=trajembLayoutMarks]")
+    arrow = marks.locator("[data-mark=query-outside]")
+    arrow.wait_for(timeout=30_000)
+    assert marks.locator("[data-mark=query]").count() == 0
+    page.get_by_text("The query is outside this view").first.wait_for(timeout=30_000)
+    # The arrow lies on the plot's edge, on the side of the query.
+    plot = page.locator(".js-plotly-plot").first
+    left, top, w, h = _plot_area(plot)
+    box = arrow.bounding_box()
+    assert box is not None
+    ax, ay = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    assert min(ax - left, left + w - ax, ay - top, top + h - ay) < 25
+    page.screenshot(path=str(SCREENSHOT_DIR / "layout-query-outside.png"))
+    # Back to the whole layout: the cross again.
+    page.mouse.dblclick(left + w / 2, top + h / 2)
+    marks.locator("[data-mark=query]").wait_for(timeout=30_000)
+    wait_idle(page)
+    assert marks.locator("[data-mark=query-outside]").count() == 0
+    assert page.get_by_text("The query is the black cross").count()
+
+
+def test_layout_double_click_keeps_the_query(layout_server: str, chromium: Any) -> None:
+    """Issue 22 (layout), bug 3: the first click of a double-click on a point picked it as the query
+    (Plotly reports that click before it knows a second one follows). A double-click now only shows the
+    whole layout; a single click still picks."""
+    page = chromium
+    plot = _open_layout(page, layout_server)
+    whole = _ranges(plot)
+    _box_zoom_away_from_query(page, plot)
+    plot = page.locator(".js-plotly-plot").first
+    before = query_line(page)
+
+    def on_screen(trace: int, point: int) -> list[float]:
+        return list(
+            plot.evaluate(
+                """(gd, [t, i]) => {
+                     const fl = gd._fullLayout, tr = gd._fullData[t], b = gd.getBoundingClientRect();
+                     return [b.left + fl.xaxis._offset + fl.xaxis.l2p(tr.x[i]),
+                             b.top + fl.yaxis._offset + fl.yaxis.l2p(tr.y[i])]; }""",
+                [trace, point],
+            )
+        )
+
+    trace = plot.evaluate("gd => gd._fullData.findIndex(t => t.x.length)")
+    x, y = on_screen(trace, 0)
+    page.mouse.dblclick(x, y)
+    _wait_whole(page, plot, whole)
+    assert query_line(page) == before
+    # A single click on a point still makes it the query.
+    trace = plot.evaluate("gd => gd._fullData.findIndex(t => t.x.length > 3)")
+    x, y = on_screen(trace, 3)
+    page.mouse.click(x, y)
+    wait_query_change(page, before)
+
+
+def test_layout_rings_have_a_colour_no_class_has(layout_server: str, chromium: Any) -> None:
+    """Issue 22 (layout), bug 5: the neighbour rings were the orange of the u_turn class."""
+    from trajemb.serving.viz import DIRECTION_COLORS, OBJECT_TYPE_COLORS, PALETTE
+
+    page = chromium
+    _open_layout(page, layout_server)
+    rings = page.locator("[data-testid=trajembLayoutMarks] [data-mark=neighbour]")
+    rings.first.wait_for(timeout=WAIT_MS)
+    strokes = {str(s).upper() for s in rings.evaluate_all("rs => rs.map(r => r.getAttribute('stroke'))")}
+    classes = {c.upper() for c in (*DIRECTION_COLORS.values(), *OBJECT_TYPE_COLORS.values(), *PALETTE)}
+    assert len(strokes) == 1 and not strokes & classes, strokes
+
+
+def test_space_keeps_the_drag_tool_when_a_selection_is_cleared(layout_server: str, chromium: Any) -> None:
+    """Issue 22 (layout), bug 4: clearing a selection on Embedding space switched Box Select back to
+    Lasso."""
+    page = chromium
+    page.goto(layout_server, timeout=WAIT_MS)
+    page.get_by_text("minADE@").first.wait_for(timeout=WAIT_MS)
+    wait_idle(page)
+    go_to(page, "Embedding space")
+    plot = page.locator(".js-plotly-plot").first
+    scroll_to(page, plot)
+    left, top, w, h = _plot_area(plot)
+    page.mouse.move(left + w / 2, top + h / 2)
+    plot.locator("[data-title='Box Select']").click()
+    page.wait_for_function(
+        "() => document.querySelector('.js-plotly-plot')._fullLayout.dragmode === 'select'", timeout=WAIT_MS
+    )
+    wait_idle(page)
+    page.mouse.move(left + 0.2 * w, top + 0.2 * h)
+    page.mouse.down()
+    page.mouse.move(left + 0.8 * w, top + 0.8 * h, steps=6)
+    page.mouse.up()
+    page.get_by_role("button", name="Clear the selection").wait_for(timeout=WAIT_MS)
+    wait_idle(page)
+    page.get_by_role("button", name="Clear the selection").click()
+    page.get_by_role("button", name="Clear the selection").wait_for(state="detached", timeout=WAIT_MS)
+    wait_idle(page)
+    dragmode = page.locator(".js-plotly-plot").first.evaluate("gd => gd._fullLayout.dragmode")
+    assert dragmode == "select"
+    page.screenshot(path=str(SCREENSHOT_DIR / "space-after-clear.png"))
+
+
 def test_forecast_page_in_chromium(forecast_bundle: Path, chromium: Any) -> None:
     """Issue 18: the Forecast page draws its map; a click on a retrieved future, and a row of the source
     table, make that bank window the query."""

@@ -49,6 +49,10 @@ TOL_MUTED: tuple[str, ...] = (
 )
 PALETTE: tuple[str, ...] = OKABE_ITO + TOL_MUTED
 QUERY_COLOR = "#000000"
+#: The rings around the query's neighbours on the 2-D layout: a hue no class of any label has (nearest
+#: class colour, Tol's #AA4499, 59 CIELAB units away; 3.1:1 contrast on the white plot), so that a
+#: ring never reads as a point of some class (it was Okabe-Ito's vermilion, the colour of u_turn).
+NEIGHBOUR_RING_COLOR = "#FF00FF"
 #: One hue per direction class (how each class is decided: ``trajemb.data.labels``).
 DIRECTION_COLORS: dict[str, str] = {
     # Left and right manoeuvres in unrelated hues (blue / orange, green / purple), so that a turn is
@@ -847,6 +851,8 @@ def projection_figure(
     view: tuple[float, float, float, float] | None = None,
     hover_cards: bool = False,
     marks: bool = True,
+    full: tuple[float, float, float, float] | None = None,
+    clickmode: str = "event+select",
 ) -> go.Figure:
     """2-D layout coloured by a label: ``rows`` drawn as WebGL markers (every row in view, or one
     pickable point per grid cell over ``raster`` images (url, extent), the whole layout's and, zoomed
@@ -855,7 +861,10 @@ def projection_figure(
     ``hover_cards``: a companion draws the hover card (``app/companion.py``), so plotly's is off.
     ``marks=False``: the query and its neighbours are left to the companion, so that the figure stays
     the same from one query to the next (a changed figure is a new chart in Streamlit: a new WebGL
-    context and every point and image drawn again on each click)."""
+    context and every point and image drawn again on each click). ``full``: the whole layout's extent,
+    where Plotly's autoscale (the Autoscale button, a double-click) lands however few of the points a
+    zoomed figure holds (it knew only those, and crept outward a little at each double-click).
+    ``clickmode``: Plotly's; "event" where clicks are picked up by a companion, not by a selection."""
     rasters = list(raster)
     colors = label_colors(label_name, categories)
     data: list[dict[str, Any]] = []
@@ -892,7 +901,11 @@ def projection_figure(
                 "y": xy[h, 1],
                 "customdata": h,
                 **({"hoverinfo": "none"} if hover_cards else {"hovertemplate": "neighbour<extra></extra>"}),
-                "marker": {"size": 17, "color": "rgba(0,0,0,0)", "line": {"color": "#D55E00", "width": 3}},
+                "marker": {
+                    "size": 17,
+                    "color": "rgba(0,0,0,0)",
+                    "line": {"color": NEIGHBOUR_RING_COLOR, "width": 3},
+                },
             }
         )
     if query_row is not None and marks:
@@ -928,7 +941,7 @@ def projection_figure(
             "yanchor": "top",
         },
         "dragmode": dragmode,
-        "clickmode": "event+select",
+        "clickmode": clickmode,
         "uirevision": "keep",
         "hovermode": "closest",
         "xaxis": {"title": {"text": "UMAP 1"}, "showgrid": False, "zeroline": False},
@@ -953,6 +966,9 @@ def projection_figure(
     if extent is not None:
         layout["xaxis"]["range"] = [extent[0], extent[1]]
         layout["yaxis"]["range"] = [extent[2], extent[3]]
+    if full is not None:
+        layout["xaxis"]["autorangeoptions"] = {"minallowed": full[0], "maxallowed": full[1]}
+        layout["yaxis"]["autorangeoptions"] = {"minallowed": full[2], "maxallowed": full[3]}
     return figure(data, layout)
 
 
