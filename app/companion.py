@@ -160,13 +160,20 @@ export default function(component) {
       const [x, y] = at(marks.query);
       if (x < 0 || y < 0 || x > size.w || y > size.h) {
         // Outside the view: an arrow on the edge, pointing towards it.
-        const cx = Math.min(Math.max(x, 14), size.w - 14), cy = Math.min(Math.max(y, 14), size.h - 14);
+        const cx = Math.min(Math.max(x, 18), size.w - 18), cy = Math.min(Math.max(y, 18), size.h - 18);
         const a = Math.atan2(y - cy, x - cx), pt = (r, t) => (cx + r * Math.cos(a + t)) + ',' + (cy + r * Math.sin(a + t));
         const arrow = doc.createElementNS(svgNS, 'path');
-        arrow.setAttribute('d', `M${pt(12, 0)}L${pt(10, 2.5)}L${pt(4, Math.PI)}L${pt(10, -2.5)}Z`);
+        arrow.setAttribute('d', `M${pt(16, 0)}L${pt(13, 2.5)}L${pt(5, Math.PI)}L${pt(13, -2.5)}Z`);
         arrow.setAttribute('fill', '#000'); arrow.setAttribute('stroke', '#fff'); arrow.setAttribute('stroke-width', '1.5');
         arrow.setAttribute('data-mark', 'query-outside');
+        const label = doc.createElementNS(svgNS, 'text');
+        label.textContent = 'query';
+        label.setAttribute('x', cx - 30 * Math.cos(a)); label.setAttribute('y', cy - 30 * Math.sin(a) + 4);
+        const style = {'text-anchor': 'middle', 'font-size': '12', 'font-weight': 'bold', 'stroke': '#fff',
+                       'stroke-width': '3', 'paint-order': 'stroke', 'data-mark': 'query-outside-label'};
+        Object.entries(style).forEach(([k, v]) => label.setAttribute(k, v));
         layer.appendChild(arrow);
+        layer.appendChild(label);
       } else {
         const cross = doc.createElementNS(svgNS, 'path');
         cross.setAttribute('d', `M${x - 5},${y - 5}L${x + 5},${y + 5}M${x - 5},${y + 5}L${x + 5},${y - 5}`);

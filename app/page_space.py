@@ -100,7 +100,8 @@ def page() -> None:
         )
         + " Draw a box or lasso (toolbar) to see the selected trajectories. "
         + ui.query_mark(bundle, model, SCATTER, row)
-        + ". Scroll to zoom (every window becomes a point once few enough are in view); hover a point to see it."
+        + ". Scroll to zoom (every window becomes a point once few enough are in view), double-click to "
+        "see the whole layout; hover a point to see it."
     )
     # A new key drops the drawn selection; the zoom and the drag tool stay (kept under SCATTER).
     key = f"{SCATTER}-{st.session_state.get(CLEARED, 0)}"

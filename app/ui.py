@@ -550,10 +550,7 @@ def query_mark(bundle: Bundle, model: str, key: str, row: int | None) -> str:
     x, y = (float(v) for v in xy[row])
     if min(view[:2]) <= x <= max(view[:2]) and min(view[2:]) <= y <= max(view[2:]):
         return "The query is the black cross"
-    return (
-        "The query is outside this view: the black arrow on the edge points towards it (double-click "
-        "to see the whole layout)"
-    )
+    return "The query is outside this view: the black arrow on the edge points towards it"
 
 
 def overlay(

@@ -3,6 +3,7 @@ the way a person does (table rows, Random, plot clicks, page switches), take scr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -397,7 +398,7 @@ def _box_zoom_away_from_query(page: Any, plot: Any) -> None:
     """Drag a zoom box over the quarter of the plot farthest from the query's cross, and wait for the
     redraw of that view."""
     left, top, w, h = _plot_area(plot)
-    box = page.locator("[data-testid=trajembLayoutMarks] [data-mark=query]").bounding_box()
+    box = page.locator("[data-testid=trajembLayoutMarks] [data-mark=query]").first.bounding_box()
     assert box is not None
     qx, qy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     x0 = left + (0.55 * w if qx < left + w / 2 else 0.05 * w)
@@ -415,18 +416,22 @@ def _box_zoom_away_from_query(page: Any, plot: Any) -> None:
     wait_idle(page)
 
 
-def _wait_whole(page: Any, plot: Any, whole: list[float]) -> None:
-    """Until the axes show ``whole`` again (bounded: the old layout crept outward and never got there)."""
-    plot.evaluate("gd => { window.__layoutPlot = gd; }")
-    page.wait_for_function(
-        """w => { const fl = window.__layoutPlot._fullLayout;
-                  const r = [...fl.xaxis.range, ...fl.yaxis.range];
-                  return r.every((v, i) => Math.abs(v - w[i]) <= 1e-6 * (Math.abs(w[i]) + 1)); }""",
-        arg=whole,
-        timeout=30_000,
-    )
+def _settle_on_whole(page: Any, whole: list[float]) -> list[float]:
+    """Until the layout's axes show ``whole`` again (or 30 s: the old layout crept outward and never got
+    there), then until the page settles; returns the axes' ranges."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    with contextlib.suppress(PlaywrightTimeout):
+        page.wait_for_function(
+            """w => { const fl = (document.querySelector('.js-plotly-plot') || {})._fullLayout;
+                      if (!fl || !fl.xaxis || !fl.yaxis) return false;
+                      const r = [...fl.xaxis.range, ...fl.yaxis.range];
+                      return r.every((v, i) => Math.abs(v - w[i]) <= 1e-6 * (Math.abs(w[i]) + 1)); }""",
+            arg=whole,
+            timeout=30_000,
+        )
     wait_idle(page)
-    assert _ranges(page.locator(".js-plotly-plot").first) == pytest.approx(whole, rel=1e-6, abs=1e-6)
+    return _ranges(page.locator(".js-plotly-plot").first)
 
 
 def test_layout_double_click_and_toolbar_return_to_the_whole_layout(
@@ -448,7 +453,7 @@ def test_layout_double_click_and_toolbar_return_to_the_whole_layout(
         else:
             page.mouse.move(left + w / 2, top + h / 2)
             plot.locator(f"[data-title='{how}']").click()
-        _wait_whole(page, plot, whole)
+        assert _settle_on_whole(page, whole) == pytest.approx(whole, rel=1e-6, abs=1e-6), how
     page.screenshot(path=str(SCREENSHOT_DIR / "layout-back-to-whole.png"))
 
 
@@ -504,7 +509,7 @@ def test_layout_double_click_keeps_the_query(layout_server: str, chromium: Any) 
     trace = plot.evaluate("gd => gd._fullData.findIndex(t => t.x.length)")
     x, y = on_screen(trace, 0)
     page.mouse.dblclick(x, y)
-    _wait_whole(page, plot, whole)
+    _settle_on_whole(page, whole)
     assert query_line(page) == before
     # A single click on a point still makes it the query.
     trace = plot.evaluate("gd => gd._fullData.findIndex(t => t.x.length > 3)")
