@@ -228,43 +228,6 @@ def test_every_rank_is_distinct_and_legible_on_the_map() -> None:
     assert rank_colors(MAX_RANKS + 1)[-1] == ranks[0]  # beyond the palette: repeated, never an error
 
 
-def test_neighbour_rings_stand_out_from_every_class_colour() -> None:
-    """Issue 22 (layout), bug 5: the layout's neighbour rings were the orange of u_turn (and of
-    motorcyclist). Their colour is now far from every colour a class of any label can have (and from
-    the query's black), and legible on the white plot."""
-    xy = np.random.default_rng(0).normal(size=(50, 2))
-    fig = projection_figure(
-        xy, np.arange(50) % 3, ["left", "right", "u_turn"], "direction", np.arange(50), (), 3, [4]
-    )
-    (rings,) = [t for t in fig.data if t.name == "neighbours"]
-    ring = _rgb(rings.marker.line.color)
-    classes = {
-        *DIRECTION_COLORS.values(),
-        *OBJECT_TYPE_COLORS.values(),
-        *label_colors("city", [str(i) for i in range(40)]),
-    }
-    for color in (*classes, QUERY_COLOR):
-        assert np.linalg.norm(_lab(ring) - _lab(_rgb(color))) > 40, color
-    assert _contrast(ring, np.ones(3)) >= 3.0
-
-
-def test_layout_autoscale_lands_on_the_whole_layout() -> None:
-    """Issue 22 (layout), bug 1: a zoomed layout holds only the points in view, so Plotly's autoscale
-    (a double-click, the Autoscale button) knew only those. The figure carries the whole layout's
-    extent as the exact bounds of any autorange."""
-    xy = np.random.default_rng(0).normal(size=(200, 2))
-    full = (-4.0, 4.5, -3.5, 4.0)
-    zoomed = np.flatnonzero((np.abs(xy) < 0.5).all(axis=1))
-    fig = validated(
-        projection_figure(
-            xy, np.zeros(200, int), ["a"], "city", zoomed, view=(-0.5, 0.5, -0.5, 0.5), full=full
-        )
-    )
-    assert list(fig.layout.xaxis.range) == [-0.5, 0.5]
-    x, y = fig.layout.xaxis.autorangeoptions, fig.layout.yaxis.autorangeoptions
-    assert (x.minallowed, x.maxallowed, y.minallowed, y.maxallowed) == full
-
-
 def test_overlay_legend_holds_twenty_neighbours_without_overlap() -> None:
     fig = agent_frame_figure(path(), [path()] * 20, [f"#{i + 1}" for i in range(20)])
     legend = fig.layout.legend
@@ -393,3 +356,35 @@ def test_hovering_a_map_window_shows_its_lines_as_plain_text() -> None:
     texts = dict(zip(np.asarray(picks[0].customdata).ravel().tolist(), picks[0].hovertext, strict=True))
     assert texts[3] == "#1 left<br>s&lt;b&gt;/7/10"  # one line each, the id's markup shown as text
     assert texts[4] == "#2 right"  # without hover lines: the title
+
+
+def test_neighbour_rings_stand_out_from_every_class_colour() -> None:
+    """Issue 22 (layout), bug 5: the layout's neighbour rings were the orange of u_turn (and of
+    motorcyclist). Their colour is now apart from every colour a class of any label can have and from
+    the query's black (CIEDE2000, coloraide's), and legible on the white plot."""
+    xy = np.random.default_rng(0).normal(size=(50, 2))
+    codes = np.arange(50) % 3
+    fig = projection_figure(xy, codes, ["left", "right", "u_turn"], "direction", np.arange(50), (), 3, [4])
+    (rings,) = [t for t in fig.data if t.name == "neighbours"]
+    ring = Color(rings.marker.line.color)
+    many = label_colors("city", [str(i) for i in range(40)])  # the whole palette of other labels
+    for color in {*DIRECTION_COLORS.values(), *OBJECT_TYPE_COLORS.values(), *many, QUERY_COLOR}:
+        assert ring.delta_e(Color(color), method="2000") >= 15, color
+    assert ring.contrast(Color("white"), method="wcag21") >= 3.0
+
+
+def test_layout_autoscale_lands_on_the_whole_layout() -> None:
+    """Issue 22 (layout), bug 1: a zoomed layout holds only the points in view, so Plotly's autoscale
+    (a double-click, the Autoscale button) knew only those. The figure carries the whole layout's
+    extent as the exact bounds of any autorange."""
+    xy = np.random.default_rng(0).normal(size=(200, 2))
+    full = (-4.0, 4.5, -3.5, 4.0)
+    zoomed = np.flatnonzero((np.abs(xy) < 0.5).all(axis=1))
+    fig = validated(
+        projection_figure(
+            xy, np.zeros(200, int), ["a"], "city", zoomed, view=(-0.5, 0.5, -0.5, 0.5), full=full
+        )
+    )
+    assert list(fig.layout.xaxis.range) == [-0.5, 0.5]
+    x, y = fig.layout.xaxis.autorangeoptions, fig.layout.yaxis.autorangeoptions
+    assert (x.minallowed, x.maxallowed, y.minallowed, y.maxallowed) == full

@@ -49,9 +49,10 @@ TOL_MUTED: tuple[str, ...] = (
 )
 PALETTE: tuple[str, ...] = OKABE_ITO + TOL_MUTED
 QUERY_COLOR = "#000000"
-#: The rings around the query's neighbours on the 2-D layout: a hue no class of any label has (nearest
-#: class colour, Tol's #AA4499, 59 CIELAB units away; 3.1:1 contrast on the white plot), so that a
-#: ring never reads as a point of some class (it was Okabe-Ito's vermilion, the colour of u_turn).
+#: The rings around the query's neighbours on the 2-D layout (drawn over a white halo): a magenta no
+#: class of any label has, so that a ring never reads as points of some class (they were Okabe-Ito's
+#: vermilion, the colour of u_turn and motorcyclist). The nearest class colours, lane_change_right's
+#: #CC79A7 and Tol's #AA4499, are 18.4 and 18.7 away in CIEDE2000; 3.1:1 contrast on the white plot.
 NEIGHBOUR_RING_COLOR = "#FF00FF"
 #: One hue per direction class (how each class is decided: ``trajemb.data.labels``).
 DIRECTION_COLORS: dict[str, str] = {
