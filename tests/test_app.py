@@ -947,6 +947,7 @@ def test_layout_draws_every_window_once_few_are_in_view(
         view=whole.full,
         hover_cards=True,
         marks=False,
+        full=whole.full,
     )
     assert pio.to_json(figure, validate=False) == pio.to_json(fresh, validate=False)
     cache.layout_figure.clear()
