@@ -136,8 +136,9 @@ def on_layout(bundle: Bundle, model: str, row: int, neighbor_rows: list[int]) ->
     if bundle.projection(model) is None:
         ui.completion_notice(bundle)
         return
-    # A stable key keeps the widget's state; the chart itself is still drawn anew (a new WebGL context)
-    # whenever its figure changes, as it does with every query: Streamlit names a chart by its figure.
+    # A stable key keeps the widget's state. The figure is the same from one query to the next (the
+    # companion draws the query and its neighbours over it), so the browser keeps the chart; it is drawn
+    # anew (a new WebGL context) only when the figure changes: another view, colouring or bundle.
     key = "layout-pick"
     placeholder = st.empty()
     view = ui.layout_plot(bundle, model, "direction", 8, key, row, neighbor_rows, ui.PICK, "points", 430)

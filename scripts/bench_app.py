@@ -223,6 +223,8 @@ def browser(bundle: Path, clicks: int, quiet_ms: int) -> None:
             plot = page.locator(".js-plotly-plot").first
             plot.evaluate("el => el.scrollIntoView({block: 'center'})")
             page.locator(".modebar-btn[data-attr='dragmode'][data-val='select']").first.click()
+            wait_settled(page, quiet_ms)  # choosing a tool reruns the page (the tool is kept, issue 22)
+            plot = page.locator(".js-plotly-plot").first
             box = plot.bounding_box()
             assert box is not None, "the plot is not on the page"
             x0, y0 = box["x"] + box["width"] * (0.30 + 0.1 * i), box["y"] + box["height"] * 0.30
