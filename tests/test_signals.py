@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,16 @@ from trajemb.cli import main
 from trajemb.serving.completion import LOCK_FILE
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
+
+
+@pytest.fixture(autouse=True)
+def _hangup_not_ignored() -> Iterator[None]:
+    """SIGHUP at its default for each test and the processes it starts: under ``nohup`` it arrives
+    ignored, which trajemb keeps on purpose (``signals_as_exceptions``), and these tests send it."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGHUP, previous)
+
 
 #: Runs the real CLI with each unit of worker work slowed down (patched before the workers fork, so
 #: they inherit it): a hung worker when the delay is long, a half-written output when it is short.
