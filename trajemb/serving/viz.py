@@ -147,7 +147,8 @@ MAP_FILLS = {"drivable area": "rgba(200,200,200,0.45)", "crosswalk": "rgba(240,2
 #: Lane boundaries, and the other road users of a scenario at their most opaque (their marker during
 #: playback; their lines are fainter), which the rank colours must not be taken for.
 LANE_COLOR = "rgba(110,110,110,0.8)"
-OTHERS_COLOR = "rgba(60,60,140,0.8)"
+OTHERS_RGB = "60,60,140"
+OTHERS_COLOR = f"rgba({OTHERS_RGB},0.8)"
 
 
 def rank_colors(k: int) -> list[str]:
@@ -589,7 +590,7 @@ def map_grid_figure(
             else:  # an end arrow only where the end lies in the tile
                 x0, y0, x1, y1 = box
                 end_paths += [tile.place(p) for p in kept if x0 <= p[-1, 0] <= x1 and y0 <= p[-1, 1] <= y1]
-            end_colors += ["rgba(60,60,140,0.45)"] * (len(end_paths) - len(end_colors))
+            end_colors += [f"rgba({OTHERS_RGB},0.45)"] * (len(end_paths) - len(end_colors))
             end_sizes += [6.0] * (len(end_paths) - len(end_sizes))
             end_starts += [False] * (len(end_paths) - len(end_starts))
             windows.append({"xy": window, "color": panel.color, "width": 3.5, "opacity": 1.0})
@@ -649,26 +650,19 @@ def map_grid_figure(
             )
     for lines, style in (
         (lanes, {"color": LANE_COLOR, "width": 0.8}),
-        (
-            others,
-            {"color": "rgba(60,60,140,0.35)" if at_step is None else "rgba(60,60,140,0.45)", "width": 1.5},
-        ),
+        (others, {"color": f"rgba({OTHERS_RGB},{0.35 if at_step is None else 0.45})", "width": 1.5}),
     ):
         if lines:
             x, y = _joined(lines)
             data.append({"type": "scatter", "mode": "lines", "x": x, "y": y, "line": style, **skip})
+
+    def dots(xy: np.ndarray, size: float, color: str | list[str], outline_px: float) -> dict[str, Any]:
+        """Positions at one moment (playback): filled dots outlined in white."""
+        marker = {"size": size, "color": color, "line": {"color": "white", "width": outline_px}}
+        return {"type": "scatter", "mode": "markers", "x": xy[:, 0], "y": xy[:, 1], "marker": marker, **skip}
+
     if others_now:
-        here = np.concatenate(others_now)
-        data.append(
-            {
-                "type": "scatter",
-                "mode": "markers",
-                "x": here[:, 0],
-                "y": here[:, 1],
-                "marker": {"size": 8, "color": OTHERS_COLOR, "line": {"color": "white", "width": 1}},
-                **skip,
-            }
-        )
+        data.append(dots(np.concatenate(others_now), 8, OTHERS_COLOR, 1))
     for w in windows:  # one line per window: a line has one colour
         data.append(
             {
@@ -682,17 +676,7 @@ def map_grid_figure(
             }
         )
     if here_xy:
-        here = np.asarray(here_xy)
-        data.append(
-            {
-                "type": "scatter",
-                "mode": "markers",
-                "x": here[:, 0],
-                "y": here[:, 1],
-                "marker": {"size": 13, "color": here_color, "line": {"color": "white", "width": 2}},
-                **skip,
-            }
-        )
+        data.append(dots(np.asarray(here_xy), 13, here_color, 2))
     data += _ends(end_paths, end_colors, end_sizes, starts=end_starts)
     if pick_xy:
         xy = np.concatenate(pick_xy)
