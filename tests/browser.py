@@ -153,11 +153,9 @@ def click_table_row(page: Any, table_index: int, row: int) -> None:
     grid.click(position={"x": 18, "y": row_px * (row + 1) + row_px / 2}, timeout=WAIT_MS)
 
 
-def click_plot_point(page: Any, plot_index: int, trace: int = 0, point: int = 0) -> None:
-    """Click the ``point``-th point of ``trace`` of the ``plot_index``-th plotly chart, where it is drawn."""
-    plot = page.locator(".js-plotly-plot").nth(plot_index)
-    scroll_to(page, plot)
-    xy = plot.evaluate(
+def plot_point_xy(plot: Any, trace: int = 0, point: int = 0) -> tuple[float, float]:
+    """Where the ``point``-th point of ``trace`` of a plotly chart (a locator) is drawn, in page pixels."""
+    x, y = plot.evaluate(
         """(gd, [t, i]) => {
              const fl = gd._fullLayout, tr = gd._fullData[t];
              const xa = fl[(tr.xaxis || 'x').replace('x', 'xaxis')], ya = fl[(tr.yaxis || 'y').replace('y', 'yaxis')];
@@ -167,7 +165,14 @@ def click_plot_point(page: Any, plot_index: int, trace: int = 0, point: int = 0)
            }""",
         [trace, point],
     )
-    page.mouse.click(xy[0], xy[1])
+    return float(x), float(y)
+
+
+def click_plot_point(page: Any, plot_index: int, trace: int = 0, point: int = 0) -> None:
+    """Click the ``point``-th point of ``trace`` of the ``plot_index``-th plotly chart, where it is drawn."""
+    plot = page.locator(".js-plotly-plot").nth(plot_index)
+    scroll_to(page, plot)
+    page.mouse.click(*plot_point_xy(plot, trace, point))
 
 
 def go_to(page: Any, name: str, heading: str | None = None) -> None:

@@ -24,6 +24,7 @@ from browser import (
     click_plot_point,
     click_table_row,
     go_to,
+    plot_point_xy,
     query_line,
     scroll_to,
     selected,
@@ -314,17 +315,6 @@ def test_layout_redraws_where_one_zooms_and_hover_shows_the_window(server: str, 
     plot = page.locator(".js-plotly-plot").first
     scroll_to(page, plot)
 
-    def screen(trace: int, point: int) -> list[float]:
-        return list(
-            plot.evaluate(
-                """(gd, [t, i]) => {
-                     const fl = gd._fullLayout, tr = gd._fullData[t], b = gd.getBoundingClientRect();
-                     return [b.left + fl.xaxis._offset + fl.xaxis.l2p(tr.x[i]),
-                             b.top + fl.yaxis._offset + fl.yaxis.l2p(tr.y[i])]; }""",
-                [trace, point],
-            )
-        )
-
     # The query's cross, drawn by the companion over the plot.
     cross = page.locator("[data-testid=trajembLayoutMarks] [data-mark=query]")
     cross.wait_for(timeout=WAIT_MS)
@@ -351,7 +341,7 @@ def test_layout_redraws_where_one_zooms_and_hover_shows_the_window(server: str, 
     trace = plot.evaluate(
         "gd => gd._fullData.findIndex(t => !['query', 'neighbours'].includes(t.name) && t.x.length)"
     )
-    hx, hy = screen(trace, 0)
+    hx, hy = plot_point_xy(plot, trace, 0)
     page.mouse.move(hx, hy)
     card = page.locator("[data-testid=trajembHoverCard]")
     card.wait_for(state="visible", timeout=WAIT_MS)
@@ -499,19 +489,8 @@ def test_layout_double_click_keeps_the_query(layout_server: str, chromium: Any) 
     plot = page.locator(".js-plotly-plot").first
     before = query_line(page)
 
-    def on_screen(trace: int, point: int) -> list[float]:
-        return list(
-            plot.evaluate(
-                """(gd, [t, i]) => {
-                     const fl = gd._fullLayout, tr = gd._fullData[t], b = gd.getBoundingClientRect();
-                     return [b.left + fl.xaxis._offset + fl.xaxis.l2p(tr.x[i]),
-                             b.top + fl.yaxis._offset + fl.yaxis.l2p(tr.y[i])]; }""",
-                [trace, point],
-            )
-        )
-
     trace = plot.evaluate("gd => gd._fullData.findIndex(t => t.x.length)")
-    x, y = on_screen(trace, 0)
+    x, y = plot_point_xy(plot, trace, 0)
     # A person's double-click: two clicks a fifth of a second apart (the gesture itself, not a wait on
     # the page). Playwright's dblclick sends both at once, before the first reaches the server, and
     # the first click's pick then never showed.
@@ -522,7 +501,7 @@ def test_layout_double_click_keeps_the_query(layout_server: str, chromium: Any) 
     assert query_line(page) == before
     # A single click on a point still makes it the query.
     trace = plot.evaluate("gd => gd._fullData.findIndex(t => t.x.length > 3)")
-    x, y = on_screen(trace, 3)
+    x, y = plot_point_xy(plot, trace, 3)
     page.mouse.click(x, y)
     wait_query_change(page, before)
 
