@@ -477,6 +477,11 @@ def neighbor_table(bundle: Bundle, nb: Neighbors, key: str, shared: set[int] | N
 DOUBLE_CLICK_MS = 300
 
 
+def _zoom_key(key: str, model: str) -> str:
+    """The companion's state (zoom, drag tool, pick) of the layout plot ``key`` of ``model``."""
+    return f"{key}-zoom-{model}"
+
+
 def layout_plot(
     bundle: Bundle,
     model: str,
@@ -498,10 +503,9 @@ def layout_plot(
     ``dragmode``: the drag tool until one is chosen in the toolbar (then kept, under ``state_key``,
     default ``key``, also when the plot is drawn under a new ``key``)."""
     path, stamp = cache.stamp_of(bundle)
-    zoom_key = f"{state_key or key}-zoom-{model}"
-    view = cache.layout_view(
-        path, stamp, model, color_by, current_filters(), cluster_k, companion.view_of(zoom_key)
-    )
+    zoom_key = _zoom_key(state_key or key, model)
+    filters, zoom = current_filters(), companion.view_of(zoom_key)
+    view = cache.layout_view(path, stamp, model, color_by, filters, cluster_k, zoom)
     images = tuple(
         (cache.image_url(png, f"{model}.{color_by}.{i}"), extent)
         for i, (png, extent) in enumerate(view.images)
@@ -512,9 +516,9 @@ def layout_plot(
         stamp,
         model,
         color_by,
-        current_filters(),
+        filters,
         cluster_k,
-        companion.view_of(zoom_key),
+        zoom,
         images,
         height,
         companion.dragmode_of(zoom_key) or dragmode,
@@ -550,7 +554,7 @@ def query_mark(bundle: Bundle, model: str, key: str, row: int | None) -> str:
     """How a caption names the query's mark on the layout plot whose companion state is ``key`` (the
     ``state_key`` or ``key`` of ``layout_plot``): the black cross, or, when the zoom leaves the query
     out, the arrow at the edge that points towards it."""
-    view = companion.view_of(f"{key}-zoom-{model}")
+    view = companion.view_of(_zoom_key(key, model))
     xy = bundle.projection(model)
     if row is None or view is None or xy is None:
         return "The query is the black cross"
