@@ -9,8 +9,8 @@ the robustness the augmentation teaches keeps growing. ``--recipe paper``: the p
 calibrated random mining and the best epoch (the checkpoints shipped before issue 12).
 
 Runs the same commands a user would (``trajemb synth``, ``prepare``, ``train``) in a scratch folder
-(``--work``, git-ignored) on ``--generator``'s scenarios (default 1, the shipped checkpoints'; 2, the
-calibrated generator of issue 19, retrieves worse on the real fixtures: docs/workflow.md), named in
+(``--work``, git-ignored) on ``--generator``'s scenarios (1: trajemb 0.1.x's generator; 2: the calibrated
+generator of issue 19; ``1,2``: ``--scenarios`` of each in one table, docs/workflow.md), named in
 the recipe, and only when every run has finished copies each checkpoint into
 ``checkpoints/compact-<similarity>-d<D>/`` with the exact commands in its card. Run it from a committed
 tree: the cards record the git revision the weights were trained at, and it refuses to start on a
@@ -63,6 +63,17 @@ PREFIX = {"paper": "compact", "soft": "compact", "pca_residual": "pca-residual",
 LINEAR_BASE = ("pca_residual", "pca_distill")
 
 
+def generators(text: str) -> tuple[int, ...]:
+    """``--generator``: "1", "2" or "1,2" -> the generators, in order, each once."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 1, 2 or 1,2") from None
+    if not values or any(v not in (1, 2) for v in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give 1, 2 or 1,2")
+    return values
+
+
 def run(args: list[str]) -> str:
     command = "trajemb " + shlex.join(args)
     print(f"$ {command}", flush=True)
@@ -78,10 +89,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1, help="synthetic data seed (the demo bundle uses 0)")
     parser.add_argument(
         "--generator",
-        type=int,
-        choices=[1, 2],
-        default=1,
-        help="synthetic generator (1: the shipped checkpoints'; 2: calibrated, issue 19, measured, not shipped)",
+        type=generators,
+        default=(1,),
+        help="synthetic generator, or several comma-separated, each giving --scenarios scenarios to one "
+        "table (1: trajemb 0.1.x's; 2: calibrated, issue 19; 1,2: both, the shipped checkpoints')",
     )
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--dims", default="4,8,16")
@@ -119,22 +130,28 @@ def main() -> None:
             "record a clean revision, or pass --allow-dirty"
         )
     work = Path(args.work)
+    # One generator keeps the folder name of the recipes recorded before issue 19 (work/scenarios).
+    scenario_dirs = {
+        g: work / ("scenarios" if len(args.generator) == 1 else f"scenarios-g{g}") for g in args.generator
+    }
     data_cmds = [
         run(
             [
                 "synth",
                 "--out",
-                str(work / "scenarios"),
+                str(folder),
                 "--scenarios",
                 str(args.scenarios),
                 "--seed",
                 str(args.seed),
                 "--generator",
-                str(args.generator),
+                str(g),
             ]
-        ),
-        run(["prepare", "--av2", str(work / "scenarios"), "--out", str(work / "train.parquet")]),
+        )
+        for g, folder in scenario_dirs.items()
     ]
+    av2_args = [arg for folder in scenario_dirs.values() for arg in ("--av2", str(folder))]
+    data_cmds.append(run(["prepare", *av2_args, "--out", str(work / "train.parquet")]))
     trained: list[tuple[str, str]] = []
     for similarity in args.similarities.split(","):
         for dim in args.dims.split(","):
