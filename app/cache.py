@@ -38,7 +38,7 @@ from trajemb.analysis.bundle import MANIFEST, Bundle
 from trajemb.analysis.bundle import manifest_stamp as disk_stamp
 from trajemb.core.errors import DataError
 from trajemb.data.schema import DirectionClass
-from trajemb.serving.completion import lock_is_held, read_progress
+from trajemb.serving.completion import lock_holder, read_progress
 from trajemb.serving.explore import (
     LABELS,
     Extent,
@@ -289,10 +289,11 @@ def completion_status(path: str) -> CompletionStatus | None:
             + progress.summary(now),
         )
     if ours and job is not None:
-        if lock_is_held(Path(path)):
+        holder = lock_holder(Path(path))
+        if holder is not None and holder != job.pid:  # ours checks the bundle before writing progress
+            who = f"process {holder}" if holder else "another process"
             return CompletionStatus(
-                "waiting",
-                f"waiting for another process that holds this bundle's lock ({now - job.started:.0f} s)",
+                "waiting", f"waiting for {who}, which holds this bundle's lock ({now - job.started:.0f} s)"
             )
         return CompletionStatus("running", f"starting ({now - job.started:.0f} s)")
     return None

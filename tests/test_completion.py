@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import multiprocessing.synchronize
+import os
 import shutil
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from trajemb.serving.completion import (
     ProgressFile,
     Step,
     completion_lock,
+    lock_holder,
     lock_is_held,
     read_progress,
 )
@@ -43,6 +46,34 @@ def _hold(
         ProgressFile(Path(root), [Step("2-D layout of model m", 5.0)])
         started.set()
         release.wait(30)
+
+
+def _hold_silent(
+    root: str, started: multiprocessing.synchronize.Event, release: multiprocessing.synchronize.Event
+) -> None:
+    with completion_lock(Path(root)):  # no progress file yet: a completion checking the bundle first
+        started.set()
+        release.wait(30)
+
+
+def test_the_lock_names_its_holder_before_any_progress(tmp_path: Path) -> None:
+    """While a completion checks the bundle, before it writes progress, the lock already says whose it
+    is, so an explorer can tell its own completion from another process's (it said "waiting for another
+    process" about its own)."""
+    assert lock_holder(tmp_path) is None  # no lock file
+    ctx = multiprocessing.get_context("spawn")
+    started, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_silent, args=(str(tmp_path), started, release))
+    holder.start()
+    try:
+        assert started.wait(60)
+        assert lock_holder(tmp_path) == holder.pid and read_progress(tmp_path) is None
+    finally:
+        release.set()
+        holder.join(30)
+    assert lock_holder(tmp_path) is None and not lock_is_held(tmp_path)
+    with completion_lock(tmp_path):  # this process's own
+        assert lock_holder(tmp_path) == os.getpid()
 
 
 def test_progress_is_read_only_while_the_lock_is_held(tmp_path: Path) -> None:
@@ -171,3 +202,31 @@ def test_robustness_curves_never_leave_a_file_unlike_the_manifest(
     bundle = Bundle(out)
     bundle.verify_all()
     assert all("robustness" in (bundle.report(name) or {}) for name in bundle.model_names)
+
+
+def test_the_explorer_tells_its_own_completion_from_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The explorer's status line (``app/cache.completion_status``) while the lock's holder has written
+    no progress yet: "starting" when the holder is the explorer's own completion, "waiting for process
+    N" when it is another process (the first start said the latter about its own)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "app"))
+    import cache
+
+    ctx = multiprocessing.get_context("spawn")
+    started, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_silent, args=(str(tmp_path), started, release))
+    holder.start()
+    try:
+        assert started.wait(60)
+        own = cache.Completion(tmp_path / "log", 0.0, pid=holder.pid)
+        monkeypatch.setitem(cache._completions, str(tmp_path), own)
+        status = cache.completion_status(str(tmp_path))
+        assert status is not None and status.state == "running" and status.text.startswith("starting")
+        other = cache.Completion(tmp_path / "log", 0.0, pid=holder.pid + 1)
+        monkeypatch.setitem(cache._completions, str(tmp_path), other)
+        status = cache.completion_status(str(tmp_path))
+        assert status is not None and status.state == "waiting" and f"process {holder.pid}" in status.text
+    finally:
+        release.set()
+        holder.join(30)

@@ -131,21 +131,32 @@ def read_progress(root: Path) -> Progress | None:
         return None
 
 
-def lock_is_held(root: Path) -> bool:
-    """Whether some process holds the completion lock of the bundle at ``root`` (this one included)."""
+def lock_holder(root: Path) -> int | None:
+    """Who holds the completion lock of the bundle at ``root`` (this process included): None when
+    nobody does, else the pid its holder wrote into the lock file (0 before it has written it, or for a
+    lock taken by an older trajemb, which wrote none)."""
     try:
         fd = os.open(Path(root) / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:  # no lock file: nobody holds it (never created here, so none is left behind)
-        return False
+        return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return int(json.loads(os.pread(fd, 256, 0).decode("utf-8"))["pid"])
+            except (OSError, ValueError, KeyError, TypeError):
+                return 0
+        except OSError:
+            return None
+        return None
     finally:
         os.close(fd)  # closing releases a lock taken here
-    return False
+
+
+def lock_is_held(root: Path) -> bool:
+    """Whether some process holds the completion lock of the bundle at ``root`` (this one included)."""
+    return lock_holder(root) is not None
 
 
 @contextlib.contextmanager
@@ -170,6 +181,9 @@ def completion_lock(root: Path) -> Iterator[None]:
             break
         os.close(fd)
     try:
+        # Who holds it, for the processes that wait (``lock_holder``): written before any work starts.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid()}).encode("utf-8"), 0)
         yield
     finally:
         with contextlib.suppress(OSError):
