@@ -291,9 +291,10 @@ def completion_status(path: str) -> CompletionStatus | None:
     if ours and job is not None:
         holder = lock_holder(Path(path))
         if holder is not None and holder != job.pid:  # ours checks the bundle before writing progress
-            who = f"process {holder}" if holder else "another process"
+            pid = f" (pid {holder})" if holder else ""
             return CompletionStatus(
-                "waiting", f"waiting for {who}, which holds this bundle's lock ({now - job.started:.0f} s)"
+                "waiting",
+                f"waiting for another process{pid} that holds this bundle's lock ({now - job.started:.0f} s)",
             )
         return CompletionStatus("running", f"starting ({now - job.started:.0f} s)")
     return None

@@ -208,9 +208,13 @@ def test_settings_survive_the_background_completion(
     with completion_lock(bundle), served_app(["--bundle", str(bundle)]) as url:
         page.goto(url + "/evaluation", timeout=WAIT_MS)
         page.get_by_role("button", name="Compute them now, in the background").click()
-        wait_text_change(page, "waiting for another process that holds this bundle's lock", "")
+        wait_text_change(
+            page, f"waiting for another process (pid {os.getpid()}) that holds this bundle's lock", ""
+        )
         other = ProgressFile(bundle, [Step("2-D layout of model x", 30.0), Step("evaluation", 60.0)])
-        status = wait_text_change(page, f"waiting for another process (pid {other.progress.pid})", "")
+        status = wait_text_change(
+            page, f"waiting for another process (pid {other.progress.pid}) that is completing this bundle", ""
+        )
         assert "2-D layout of model x (step 1 of 2" in status
 
         go_to(page, "Explore", "Explore neighbours")
