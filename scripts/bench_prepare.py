@@ -45,6 +45,7 @@ STAGES: dict[str, tuple[str, ...]] = {
         "read_lane_graph",
         "lane_graph_from_json",
         "with_map_directions",
+        "with_map_directions_many",
         "total_heading_change_rad",
         "direction_class",
     ),

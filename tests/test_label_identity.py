@@ -19,17 +19,26 @@ import pytest
 import reference_labels as ref
 
 from trajemb.core.errors import DataError
+from trajemb.data import lanes
 from trajemb.data.av2_motion import find_scenario_files, map_path_for, read_scenario_tracks
 from trajemb.data.av2_sensor import find_sensor_logs, read_sensor_log_tracks, sensor_log_map_path
 from trajemb.data.frames import city_to_agent, motion_heading_rad
 from trajemb.data.labels import map_direction_class, mean_speed_mps, speed_bin
-from trajemb.data.lanes import lane_types_for, match_tracks, read_lane_graph
+from trajemb.data.lanes import (
+    LaneGraph,
+    LaneGraphs,
+    lane_side,
+    lane_types_for,
+    match_tracks,
+    match_tracks_many,
+    read_lane_graph,
+)
 from trajemb.data.prepare import PrepareConfig, prepare_windows
 from trajemb.data.schema import Source, TrackSet, WindowColumns, WindowConfig
 from trajemb.data.synth.scenario import generate_scenario
 from trajemb.data.synth.writer import write_scenario_dir
 from trajemb.data.truth import read_truth, truth_path_for
-from trajemb.data.windows import CityWindows, cut_windows
+from trajemb.data.windows import CityWindows, cut_windows, with_map_directions, with_map_directions_many
 
 #: sha256 of every column of the fixtures' tables, computed by the code before issue 24.
 PINNED: dict[str, dict[str, object]] = {
@@ -333,3 +342,96 @@ def test_truth_reader_matches_the_reference(tmp_path: Path) -> None:
             a, b = getattr(ours, f.name), getattr(theirs, f.name)
             assert a.dtype == b.dtype and a.shape == b.shape, (i, f.name)
             np.testing.assert_array_equal(a, b, err_msg=f"variant {i}: {f.name}")
+
+
+def _inputs_for_batches(
+    synth_dir: Path, av2_fixtures: Path, window: WindowConfig
+) -> list[tuple[CityWindows, TrackSet, LaneGraph]]:
+    """Windows, tracks and lane graph of damaged synthetic scenarios, the real scenarios and the real
+    sensor logs (tracks of other lengths), and one input without windows."""
+    rng = np.random.default_rng(3)
+    loaded = [
+        (_damaged(read_scenario_tracks(p, Source.SYNTHETIC), rng), map_path_for(p))
+        for p in find_scenario_files(synth_dir)[:10]
+    ]
+    loaded += [
+        (read_scenario_tracks(p), map_path_for(p))
+        for p in find_scenario_files(av2_fixtures / "motion_forecasting")
+    ]
+    loaded += [
+        (read_sensor_log_tracks(p), sensor_log_map_path(p))
+        for p in find_sensor_logs(av2_fixtures / "sensor_logs")
+    ]
+    inputs = [(cut_windows(tracks, window), tracks, read_lane_graph(path)) for tracks, path in loaded]
+    empty = replace(loaded[0][0], valid=np.zeros_like(loaded[0][0].valid))
+    inputs.insert(3, (cut_windows(empty, window), empty, inputs[0][2]))
+    return inputs
+
+
+@pytest.mark.parametrize("window", WINDOW_CONFIGS, ids=["default", "all-30"])
+def test_batched_labels_are_one_input_at_a_time(
+    synth_dir: Path, av2_fixtures: Path, window: WindowConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``with_map_directions_many`` labels each input as ``with_map_directions`` of it alone, and the
+    lanes ``match_tracks_many`` finds are each map's own (matched in blocks of any size)."""
+    inputs = _inputs_for_batches(synth_dir, av2_fixtures, window)
+    alone = [with_map_directions(w, tracks, graph).map_direction for w, tracks, graph in inputs]
+    assert sum(len(a) for a in alone) > 1000 and len({t.num_steps for _, t, _ in inputs}) > 1
+    assert len(inputs[3][0]) == 0
+    for block in (1, 500, lanes.MATCH_BLOCK_STEPS):
+        monkeypatch.setattr(lanes, "MATCH_BLOCK_STEPS", block)
+        batched = with_map_directions_many(inputs)
+        for i, (ours, theirs) in enumerate(zip(batched, alone, strict=True)):
+            assert ours.map_direction.dtype == theirs.dtype, i
+            np.testing.assert_array_equal(ours.map_direction, theirs, err_msg=f"input {i}, block {block}")
+        same_length = [(t, g) for _, t, g in inputs if t.num_steps == 110]
+        used = [
+            [a for a in range(t.num_tracks) if lane_types_for(str(t.object_types[a]))] for t, _ in same_length
+        ]
+        types = [
+            lane_types_for(str(t.object_types[a]))
+            for (t, _), u in zip(same_length, used, strict=True)
+            for a in u
+        ]
+        many = match_tracks_many(
+            LaneGraphs.of([g for _, g in same_length]),
+            np.concatenate([t.xy_city[u] for (t, _), u in zip(same_length, used, strict=True)]),
+            types,
+            np.repeat(np.arange(len(used)), [len(u) for u in used]),
+        )
+        first = 0
+        for g, ((tracks, graph), u) in enumerate(zip(same_length, used, strict=True)):
+            one = match_tracks(
+                graph, tracks.xy_city[u], [lane_types_for(str(tracks.object_types[a])) for a in u]
+            )
+            rows = slice(first, first + len(u))
+            offset = int(LaneGraphs.of([g_ for _, g_ in same_length]).lane_offsets[g])
+            np.testing.assert_array_equal(many.lane[rows], np.where(one.lane >= 0, one.lane + offset, -1))
+            for name in ("lateral_m", "heading_diff_rad", "moving", "valid"):
+                np.testing.assert_array_equal(getattr(many, name)[rows], getattr(one, name), err_msg=name)
+            first += len(u)
+
+
+def test_merged_lane_graphs_keep_each_map(synth_dir: Path, av2_fixtures: Path) -> None:
+    """Connector chains and lane sides read from ``LaneGraphs`` are each map's own."""
+    paths = [map_path_for(p) for p in find_scenario_files(synth_dir)[:5]]
+    paths += [map_path_for(p) for p in find_scenario_files(av2_fixtures / "motion_forecasting")]
+    graphs = [read_lane_graph(p) for p in paths]
+    merged = LaneGraphs.of(graphs)
+    rng = np.random.default_rng(0)
+    for g, graph in enumerate(graphs):
+        offset = int(merged.lane_offsets[g])
+        for lane in np.flatnonzero(graph.is_intersection).tolist():
+            assert merged.connector_chain(lane + offset) == lanes.connector_chain(graph, lane)
+        old = rng.integers(0, graph.num_lanes, 300)
+        new = np.concatenate(
+            [
+                rng.integers(0, graph.num_lanes, 200),
+                graph.left_neighbor[old[:50]],
+                graph.right_neighbor[old[50:100]],
+            ]
+        )
+        new = np.where(new >= 0, new, 0)
+        np.testing.assert_array_equal(
+            lane_side(merged, old + offset, new + offset), lane_side(graph, old, new)
+        )

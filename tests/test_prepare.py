@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -161,3 +162,36 @@ def test_output_checks_come_first(synth_dir: Path, tmp_path: Path) -> None:
     prepare_table(
         PrepareConfig(av2_dirs=(str(synth_dir),), workers=1), tmp_path / "u.parquet", progress=False
     )
+
+
+def test_labelling_error_is_that_inputs_alone(
+    synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inputs of a chunk are labelled together; an error there is still the one input's error, and
+    the other inputs' windows are those of a run without it."""
+    import trajemb.data.prepare as prepare_module
+
+    real_label = prepare_module.with_map_directions_many
+    victim = sorted(synth_dir.glob("*/scenario_*.parquet"))[2]
+    victim_id = victim.stem.removeprefix("scenario_")
+
+    def label_or_crash(inputs: list[tuple[Any, Any, Any]]) -> object:
+        if any(tracks.scenario_id == victim_id for _, tracks, _ in inputs):
+            raise ZeroDivisionError("a bug met labelling one input")
+        return real_label(inputs)
+
+    monkeypatch.setattr(prepare_module, "with_map_directions_many", label_or_crash)
+    config = PrepareConfig(av2_dirs=(str(synth_dir),), workers=1, skip_bad=True)
+    windows, _, skipped = prepare_windows(config, progress=False)
+    assert skipped == [
+        (
+            str(victim),
+            f"{victim}: unexpected ZeroDivisionError while reading it: a bug met labelling one input",
+        )
+    ]
+    monkeypatch.undo()
+    others = tuple(str(p) for p in sorted(synth_dir.glob("*/scenario_*.parquet")) if p != victim)
+    expected, _, _ = prepare_windows(PrepareConfig(av2_dirs=others, workers=1), progress=False)
+    assert len(windows) == len(expected) > 0
+    for name in type(windows).__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(windows, name), getattr(expected, name), err_msg=name)

@@ -29,7 +29,7 @@ from trajemb.data.frames import wrap_angle_rad
 from trajemb.data.schema import STEP_S, BoolArray, DirectionClass, FloatArray, IntArray, StrArray
 
 if TYPE_CHECKING:
-    from trajemb.data.lanes import LaneGraph
+    from trajemb.data.lanes import LaneGraph, LaneGraphs
     from trajemb.data.schema import TrackSet
 
 STATIONARY_MAX_SPEED_MPS: float = 0.5
@@ -274,23 +274,55 @@ def map_direction_class(
         (W,) DirectionClass values, or ``""`` where the map cannot decide (the road user follows no
         lanes, or the window lies mostly off the map): ``direction_class`` decides there.
     """
-    from trajemb.data.lanes import connector_chain, lane_side, lane_types_for, match_tracks
+    from trajemb.data.lanes import LaneGraphs
 
-    W, T, S = len(track_idx), num_steps, tracks.num_steps
+    return map_direction_class_many(
+        tracks.xy_city,
+        tracks.object_types,
+        LaneGraphs.of([graph]),
+        np.zeros(tracks.num_tracks, dtype=np.int64),
+        track_idx,
+        start_step,
+        num_steps,
+    )
+
+
+def map_direction_class_many(
+    xy_city: FloatArray,
+    object_types: StrArray,
+    graphs: LaneGraphs,
+    map_of_track: IntArray,
+    track_idx: IntArray,
+    start_step: IntArray,
+    num_steps: int,
+) -> StrArray:
+    """``map_direction_class`` of the windows of several scenarios at once, each track on its own map:
+    their tracks stacked (A, S), every step of the rule taken track by track, so each window gets the
+    label its scenario alone gives it (one pass instead of one per scenario: a scenario's arrays are
+    small, and numpy's cost per call dominates them).
+
+    Args:
+        xy_city: (A, S, 2) the tracks of the scenarios one after the other; object_types: (A,).
+        graphs: their maps' lanes; map_of_track: (A,) map of each track, non-decreasing.
+        track_idx: (W,) track of each window; start_step: (W,) its first step; num_steps: T.
+    """
+    from trajemb.data.lanes import lane_side, lane_types_for, match_tracks_many
+
+    W, T, S = len(track_idx), num_steps, xy_city.shape[1]
     out = np.full(W, "", dtype="<U32")
-    used_types = {a: lane_types_for(str(tracks.object_types[a])) for a in np.unique(track_idx).tolist()}
+    used_types = {a: lane_types_for(str(object_types[a])) for a in np.unique(track_idx).tolist()}
     tracks_used = [a for a, types in used_types.items() if types]
     if not tracks_used:
         return out.astype(np.str_)
-    xy = tracks.xy_city[tracks_used]  # (A', S, 2)
-    m = match_tracks(graph, xy, [used_types[a] for a in tracks_used])
+    xy = xy_city[tracks_used]  # (A', S, 2)
+    m = match_tracks_many(graphs, xy, [used_types[a] for a in tracks_used], map_of_track[tracks_used])
     lane, valid = m.lane, m.valid
     # Chords reaching into missing steps are NaN and count as standing: no heading change.
     theta = np.cumsum(heading_increments_rad(xy), axis=1)
     xy0 = np.nan_to_num(xy)
     step_m = np.hypot(*np.diff(xy0, axis=1).transpose(2, 0, 1)) * (valid[:, 1:] & valid[:, :-1])
     cum = np.concatenate([np.zeros((len(tracks_used), 1)), np.cumsum(step_m, axis=1)], axis=1)  # (A', S)
-    on_junction = (lane >= 0) & graph.is_intersection[np.maximum(lane, 0)]
+    on_junction = (lane >= 0) & graphs.is_intersection[np.maximum(lane, 0)]
     ordinary = (
         (lane >= 0)
         & ~on_junction
@@ -338,7 +370,7 @@ def map_direction_class(
         # shows, never start or reverse one.
         connector = int(lane[pa_[p], last_junction[p]])
         if connector not in chains:
-            chains[connector] = connector_chain(graph, connector)
+            chains[connector] = graphs.connector_chain(connector)
         chain_rad, chain_m = chains[connector]
         shown = float(angle[p])
         if abs(shown) >= SHOWN_MIN_RAD and np.sign(chain_rad) == np.sign(shown):
@@ -353,14 +385,14 @@ def map_direction_class(
     sa, ss = np.nonzero(ordinary[:, 1:] & ordinary[:, :-1] & (lane[:, 1:] != lane[:, :-1]))
     ss = ss + 1
     jump = np.nan_to_num(m.lateral_m[sa, ss] - m.lateral_m[sa, ss - 1])
-    side = lane_side(graph, lane[sa, ss - 1], lane[sa, ss])
+    side = lane_side(graphs, lane[sa, ss - 1], lane[sa, ss])
     side = np.where(side == 2, -np.sign(jump), side)  # + = left
     event = np.zeros((len(tracks_used), S))
     event[sa, ss] = np.where(np.abs(jump) >= LANE_JUMP_MIN_M, side, 0.0)
     events = _prefix(event)  # events[:, i] = sum of event[:, :i]
 
     # Windows of the tracks that follow lanes.
-    local = np.full(tracks.num_tracks, -1, dtype=np.int64)
+    local = np.full(len(xy_city), -1, dtype=np.int64)
     local[tracks_used] = np.arange(len(tracks_used))
     rows = np.flatnonzero(local[track_idx] >= 0)
     j = local[track_idx[rows]]

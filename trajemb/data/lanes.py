@@ -405,7 +405,7 @@ def connector_chain(graph: LaneGraph, lane: int) -> tuple[float, float]:
     return turn, float(graph.length_m[chain].sum())
 
 
-def lane_side(graph: LaneGraph, old: IntArray, new: IntArray) -> IntArray:
+def lane_side(graph: LaneGraph | LaneGraphs, old: IntArray, new: IntArray) -> IntArray:
     """Where lane ``new`` lies beside lane ``old`` (arrays of rows): +1 left neighbour, -1 right, 0 not
     a neighbour, 2 unknown (the map records no neighbour on either side of ``old`` or its links).
     Neighbours of the lanes just before and after ``old`` count too: the move may happen where one
@@ -466,6 +466,73 @@ class LaneMatch:
         return np.asarray(self.valid & self.moving & (self.lane < 0))
 
 
+@dataclass(frozen=True)
+class LaneGraphs:
+    """The lane graphs of G maps as one, for matching the tracks of many scenarios in one pass: lanes
+    (L, all maps) and pieces (M) concatenated map after map, links and neighbours as rows of the
+    concatenation; each map keeps its own KD-tree (a track is matched on its own map only).
+
+    Every array holds the values of the maps' own graphs, so whatever is computed from it element by
+    element or lane by lane is what each graph alone gives.
+    """
+
+    graphs: tuple[LaneGraph, ...]  # (G,)
+    lane_offsets: IntArray  # (G + 1,) lanes of map g: rows lane_offsets[g] : lane_offsets[g + 1]
+    piece_offsets: IntArray  # (G + 1,)
+    is_intersection: BoolArray  # (L,)
+    lane_type: np.ndarray  # (L,) str
+    left_neighbor: IntArray  # (L,) row, -1 if none
+    right_neighbor: IntArray  # (L,)
+    around_offsets: IntArray  # (L + 1,) as ``LaneGraph.around_offsets``
+    around_rows: IntArray
+    piece_start: FloatArray  # (M, 2)
+    piece_lane: IntArray  # (M,) row in the lane arrays
+    piece_vector: FloatArray  # (M, 2)
+    piece_length_m: FloatArray  # (M,)
+    piece_heading_rad: FloatArray  # (M,)
+
+    @classmethod
+    def of(cls, graphs: list[LaneGraph]) -> LaneGraphs:
+        """The graphs of ``graphs`` (at least one) as one."""
+        lane_offsets = np.cumsum([0] + [g.num_lanes for g in graphs]).astype(np.int64)
+        piece_offsets = np.cumsum([0] + [len(g.piece_lane) for g in graphs]).astype(np.int64)
+        around_offsets = np.cumsum([0] + [len(g.around_rows) for g in graphs]).astype(np.int64)
+        lanes = lane_offsets[:-1].tolist()
+
+        def rows(name: str) -> IntArray:  # lane rows, -1 (none) kept
+            parts = [getattr(g, name) for g in graphs]
+            return np.concatenate([np.where(p >= 0, p + o, p) for p, o in zip(parts, lanes, strict=True)])
+
+        return cls(
+            graphs=tuple(graphs),
+            lane_offsets=lane_offsets,
+            piece_offsets=piece_offsets,
+            is_intersection=np.concatenate([g.is_intersection for g in graphs]),
+            lane_type=np.concatenate([g.lane_type for g in graphs]),
+            left_neighbor=rows("left_neighbor"),
+            right_neighbor=rows("right_neighbor"),
+            around_offsets=np.concatenate(
+                [g.around_offsets[:-1] + o for g, o in zip(graphs, around_offsets.tolist(), strict=False)]
+                + [around_offsets[-1:]]
+            ),
+            around_rows=np.concatenate([g.around_rows + o for g, o in zip(graphs, lanes, strict=True)]),
+            piece_start=np.concatenate([g.piece_start for g in graphs]),
+            piece_lane=np.concatenate([g.piece_lane + o for g, o in zip(graphs, lanes, strict=True)]),
+            piece_vector=np.concatenate([g.piece_vector for g in graphs]),
+            piece_length_m=np.concatenate([g.piece_length_m for g in graphs]),
+            piece_heading_rad=np.concatenate([g.piece_heading_rad for g in graphs]),
+        )
+
+    @property
+    def num_lanes(self) -> int:
+        return int(self.lane_offsets[-1])
+
+    def connector_chain(self, lane: int) -> tuple[float, float]:
+        """``connector_chain`` of lane row ``lane`` on its own map."""
+        g = int(np.searchsorted(self.lane_offsets, lane, side="right")) - 1
+        return connector_chain(self.graphs[g], lane - int(self.lane_offsets[g]))
+
+
 def match_tracks(graph: LaneGraph, xy: FloatArray, allowed_types: list[tuple[str, ...]]) -> LaneMatch:
     """Match the steps of A tracks to lanes, all in one vectorised pass.
 
@@ -473,6 +540,21 @@ def match_tracks(graph: LaneGraph, xy: FloatArray, allowed_types: list[tuple[str
         graph: the map's lanes.
         xy: (A, S, 2) city-frame positions, NaN where a track is invalid.
         allowed_types: (A,) lane types each road user follows (``lane_types_for``).
+    """
+    return match_tracks_many(LaneGraphs.of([graph]), xy, allowed_types, np.zeros(xy.shape[0], np.int64))
+
+
+def match_tracks_many(
+    graphs: LaneGraphs, xy: FloatArray, allowed_types: list[tuple[str, ...]], map_of_track: IntArray
+) -> LaneMatch:
+    """``match_tracks`` of A tracks of several scenarios, each on its own map, in one pass: the same
+    match for each track as its map alone gives (lane rows are rows of ``graphs``).
+
+    Args:
+        graphs: the maps' lanes.
+        xy: (A, S, 2) city-frame positions, NaN where a track is invalid.
+        allowed_types: (A,) lane types each road user follows (``lane_types_for``).
+        map_of_track: (A,) map of each track (an index into ``graphs.graphs``), non-decreasing.
     """
     A, S = xy.shape[:2]
     valid: BoolArray = np.asarray(np.isfinite(xy).all(axis=-1))
@@ -482,46 +564,35 @@ def match_tracks(graph: LaneGraph, xy: FloatArray, allowed_types: list[tuple[str
     angle = np.full((A, S), np.nan)
     # Lane types each road user follows: one row per distinct tuple of types, not per track.
     kinds = sorted(set(allowed_types))
-    kind_ok = np.asarray([np.isin(graph.lane_type, t) for t in kinds]).reshape(len(kinds), graph.num_lanes)
+    kind_ok = np.asarray([np.isin(graphs.lane_type, t) for t in kinds]).reshape(len(kinds), graphs.num_lanes)
     kind_of = np.asarray([kinds.index(t) for t in allowed_types], dtype=np.int64).reshape(A)
-    follows: BoolArray = np.asarray(kind_ok.any(axis=1))[kind_of]
+    on_map = np.logical_or.reduceat(kind_ok, graphs.lane_offsets[:-1], axis=1)  # (kinds, G)
+    follows: BoolArray = np.asarray(on_map[kind_of, map_of_track])
     qa, qs = np.nonzero(moving & valid & follows[:, None])
     if qa.size:
-        points = xy[qa, qs]  # (Q, 2)
-        radius = graph.max_half_piece_m + MAX_LATERAL_M
-        k = min(CANDIDATES, len(graph.piece_lane))
-        _, cand = graph.tree.query(points, k=k, distance_upper_bound=radius)
-        cand = np.asarray(cand).reshape(len(qa), k)  # (Q, K), M where fewer than K pieces are in reach
-        # Only the (step, piece) pairs in reach are measured; the choice is made on the (Q, K) grid as
-        # before, so ties keep going to the nearer midpoint.
-        pair_cell = np.flatnonzero(cand.ravel() < len(graph.piece_lane))  # (P,) pairs, as cells of the grid
-        pq_ = pair_cell // k
-        c = cand.ravel()[pair_cell]
-        # x and y as separate columns: the same arithmetic as on (P, 2) rows, element for element.
-        ab_x, ab_y = graph.piece_vector[:, 0][c], graph.piece_vector[:, 1][c]
-        length = graph.piece_length_m[c]
-        p_x = points[:, 0][pq_] - graph.piece_start[:, 0][c]
-        p_y = points[:, 1][pq_] - graph.piece_start[:, 1][c]
-        t = np.clip((p_x * ab_x + p_y * ab_y) / length**2, 0.0, 1.0)
-        dist = np.hypot(p_x - ab_x * t, p_y - ab_y * t)
-        near = np.flatnonzero(dist <= MAX_LATERAL_M)
-        q_near, c_near = pq_[near], c[near]
-        diff = (graph.piece_heading_rad[c_near] - heading[qa, qs][q_near] + np.pi) % (2 * np.pi) - np.pi
-        usable = near[
-            (np.abs(diff) <= MAX_HEADING_DIFF_RAD) & kind_ok[kind_of[qa][q_near], graph.piece_lane[c_near]]
-        ]
-        grid = np.full((len(qa), k), np.inf)
-        grid.ravel()[pair_cell[usable]] = dist[usable]
-        pair = np.full((len(qa), k), -1, dtype=np.int64)
-        pair.ravel()[pair_cell[near]] = np.arange(len(near))
-        best = grid.argmin(axis=1)
-        found = np.flatnonzero(np.isfinite(grid[np.arange(len(qa)), best]))
-        chosen = pair[found, best[found]]  # into near
-        e = near[chosen]  # into the pairs
-        fa, fs = qa[found], qs[found]
-        lane[fa, fs] = graph.piece_lane[c[e]]
-        lateral[fa, fs] = (ab_x[e] * p_y[e] - ab_y[e] * p_x[e]) / length[e]  # cross product: + left
-        angle[fa, fs] = diff[chosen]
+        points, heading_q, kind_q = xy[qa, qs], heading[qa, qs], kind_of[qa]  # (Q, 2), (Q,), (Q,)
+        G = len(graphs.graphs)
+        bounds = np.searchsorted(map_of_track[qa], np.arange(G + 1)).tolist()  # queries of each map
+        map_first = 0
+        while map_first < G:  # blocks of whole maps, at most MATCH_BLOCK_STEPS steps unless one map has more
+            end = map_first + 1
+            while end < G and bounds[end + 1] - bounds[map_first] <= MATCH_BLOCK_STEPS:
+                end += 1
+            lo, hi = bounds[map_first], bounds[end]
+            if hi > lo:
+                block = slice(lo, hi)
+                found, lane_q, lateral_q, angle_q = _match_block(
+                    graphs,
+                    range(map_first, end),
+                    bounds,
+                    points[block],
+                    heading_q[block],
+                    kind_q[block],
+                    kind_ok,
+                )
+                fa, fs = qa[block][found], qs[block][found]
+                lane[fa, fs], lateral[fa, fs], angle[fa, fs] = lane_q, lateral_q, angle_q
+            map_first = end
     # Standing steps keep the lane (and offset) of the last moving step, or of the first one where the
     # track starts standing (queued at a stop line): jitter says nothing.
     steps = np.broadcast_to(np.arange(S), (A, S))
@@ -536,3 +607,71 @@ def match_tracks(graph: LaneGraph, xy: FloatArray, allowed_types: list[tuple[str
         lateral[ca, cs] = lateral[ca, src]
         angle[ca, cs] = angle[ca, src]
     return LaneMatch(lane, lateral, angle, moving & valid, valid)
+
+
+#: Moving steps matched at a time: the (steps, candidates) grids of a block stay in the CPU's caches
+#: (about 4,000 steps: a few scenarios; a chunk of 64 scenarios in one pass took longer than one
+#: scenario at a time). Every step is matched on its own, so blocks change nothing.
+MATCH_BLOCK_STEPS = 4096
+
+
+def _match_block(
+    graphs: LaneGraphs,
+    maps: range,
+    bounds: list[int],
+    points: FloatArray,
+    heading: FloatArray,
+    kind: IntArray,
+    kind_ok: BoolArray,
+) -> tuple[IntArray, IntArray, FloatArray, FloatArray]:
+    """Match Q moving steps of the tracks on ``maps`` (the steps of map g: ``bounds[g] : bounds[g + 1]``,
+    less ``bounds[maps[0]]``) to the nearest usable centre-line piece of their map.
+
+    Args:
+        points: (Q, 2) positions; heading: (Q,) motion headings; kind: (Q,) row of ``kind_ok`` (lane
+            types each road user follows, by lane) of each step.
+
+    Returns:
+        (F,) the steps that found a piece, and for each its lane row, lateral offset and heading diff.
+    """
+    Q, M = len(points), len(graphs.piece_lane)
+    # Each map's tree gives its own steps' candidates, as rows of the (Q, K) grid; K is the widest
+    # map's, narrower ones padded with M (not in reach), which no choice below can take.
+    sizes = [len(graphs.graphs[g].piece_lane) for g in maps]
+    k = min(CANDIDATES, max(sizes))
+    cand = np.full((Q, k), M, dtype=np.int64)
+    for g, size in zip(maps, sizes, strict=True):
+        lo, hi = bounds[g] - bounds[maps[0]], bounds[g + 1] - bounds[maps[0]]
+        if lo == hi:
+            continue
+        graph, k_g = graphs.graphs[g], min(CANDIDATES, size)
+        radius = graph.max_half_piece_m + MAX_LATERAL_M
+        _, local = graph.tree.query(points[lo:hi], k=k_g, distance_upper_bound=radius)
+        local = np.asarray(local).reshape(hi - lo, k_g)  # size where fewer than k_g pieces are in reach
+        cand[lo:hi, :k_g] = np.where(local < size, local + graphs.piece_offsets[g], M)
+    # Only the (step, piece) pairs in reach are measured; the choice is made on the (Q, K) grid as
+    # before, so ties keep going to the nearer midpoint.
+    pair_cell = np.flatnonzero(cand.ravel() < M)  # (P,) pairs, as cells of the grid
+    pq_ = pair_cell // k
+    c = cand.ravel()[pair_cell]
+    # x and y as separate columns: the same arithmetic as on (P, 2) rows, element for element.
+    ab_x, ab_y = graphs.piece_vector[:, 0][c], graphs.piece_vector[:, 1][c]
+    length = graphs.piece_length_m[c]
+    p_x = points[:, 0][pq_] - graphs.piece_start[:, 0][c]
+    p_y = points[:, 1][pq_] - graphs.piece_start[:, 1][c]
+    t = np.clip((p_x * ab_x + p_y * ab_y) / length**2, 0.0, 1.0)
+    dist = np.hypot(p_x - ab_x * t, p_y - ab_y * t)
+    near = np.flatnonzero(dist <= MAX_LATERAL_M)
+    q_near, c_near = pq_[near], c[near]
+    diff = (graphs.piece_heading_rad[c_near] - heading[q_near] + np.pi) % (2 * np.pi) - np.pi
+    usable = near[(np.abs(diff) <= MAX_HEADING_DIFF_RAD) & kind_ok[kind[q_near], graphs.piece_lane[c_near]]]
+    grid = np.full((Q, k), np.inf)
+    grid.ravel()[pair_cell[usable]] = dist[usable]
+    pair = np.full((Q, k), -1, dtype=np.int64)
+    pair.ravel()[pair_cell[near]] = np.arange(len(near))
+    best = grid.argmin(axis=1)
+    found = np.flatnonzero(np.isfinite(grid[np.arange(Q), best]))
+    chosen = pair[found, best[found]]  # into near
+    e = near[chosen]  # into the pairs
+    lateral = (ab_x[e] * p_y[e] - ab_y[e] * p_x[e]) / length[e]  # cross product: + left
+    return found, graphs.piece_lane[c[e]], lateral, diff[chosen]

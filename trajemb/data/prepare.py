@@ -28,9 +28,9 @@ from trajemb.core.validate import check_int
 from trajemb.core.workers import MAX_WORKERS, imap_ordered, process_pool
 from trajemb.data.av2_motion import find_scenario_files, map_path_for, read_scenario_tracks
 from trajemb.data.av2_sensor import find_sensor_logs, read_sensor_log_tracks, sensor_log_map_path
-from trajemb.data.lanes import lane_graph_from_json, read_lane_graph, read_map_json
+from trajemb.data.lanes import LaneGraph, lane_graph_from_json, read_lane_graph, read_map_json
 from trajemb.data.maps import MapCache
-from trajemb.data.schema import Source, WindowColumns, WindowConfig
+from trajemb.data.schema import Source, TrackSet, WindowColumns, WindowConfig
 from trajemb.data.store import open_table_writer
 from trajemb.data.truth import read_truth, truth_path_for
 from trajemb.data.windows import (
@@ -39,7 +39,7 @@ from trajemb.data.windows import (
     concat_windows,
     cut_windows,
     to_agent_frame,
-    with_map_directions,
+    with_map_directions_many,
 )
 
 log = logging.getLogger(__name__)
@@ -131,10 +131,20 @@ def collect_jobs(config: PrepareConfig) -> list[Job]:
     return jobs
 
 
-def cut_job(job: Job, window: WindowConfig, maps_dir: str | None) -> CityWindows:
-    """Read one input and cut its windows, still in the city frame, with the directions its map's lane
-    graph gives them; a synthetic scenario's truth sidecar (``trajemb.data.truth``), where present, gives
-    them their ``true_manoeuvre``."""
+@dataclass(frozen=True)
+class CutInput:
+    """One input's windows in the city frame, before the lane graph labels them (``process_chunk``
+    labels the inputs of a chunk together)."""
+
+    windows: CityWindows
+    tracks: TrackSet
+    graph: LaneGraph | None  # its map's lanes; None where it has no windows to label
+
+
+def cut_job(job: Job, window: WindowConfig, maps_dir: str | None) -> CutInput:
+    """Read one input and cut its windows, still in the city frame, and read the lane graph of its map
+    (``label_inputs`` gives the windows their directions from it); a synthetic scenario's truth sidecar
+    (``trajemb.data.truth``), where present, gives them their ``true_manoeuvre``."""
     if job.kind == "motion":
         tracks = read_scenario_tracks(job.path, job.source)
         map_path = map_path_for(job.path)
@@ -148,14 +158,25 @@ def cut_job(job: Job, window: WindowConfig, maps_dir: str | None) -> CityWindows
     if not map_path.is_file():
         raise DataError(f"{map_path}: map file missing beside {job.path.name}")
     windows = cut_windows(tracks, window)
+    graph = None
     if len(windows):
         if maps_dir is None:  # only the lane segments' centre lines and links are decoded
-            windows = with_map_directions(windows, tracks, read_lane_graph(map_path))
+            graph = read_lane_graph(map_path)
         else:
             decoded = read_map_json(map_path)  # once, for the lane graph and the map cache alike
-            windows = with_map_directions(windows, tracks, lane_graph_from_json(decoded, map_path))
+            graph = lane_graph_from_json(decoded, map_path)
             MapCache(Path(maps_dir)).get(map_path, decoded)
-    return windows
+    return CutInput(windows, tracks, graph)
+
+
+def label_inputs(cut: list[CutInput]) -> list[CityWindows]:
+    """The windows of each input with the directions its map's lane graph gives them, all inputs in
+    one pass (``with_map_directions_many``: the labels of one input at a time)."""
+    labelled = with_map_directions_many([(c.windows, c.tracks, c.graph) for c in cut if c.graph is not None])
+    out = [c.windows for c in cut]
+    for i, windows in zip((i for i, c in enumerate(cut) if c.graph is not None), labelled, strict=True):
+        out[i] = windows
+    return out
 
 
 @dataclass(frozen=True)
@@ -165,27 +186,41 @@ class ChunkResult:
     num_jobs: int
 
 
+def _input_error(job: Job, exc: Exception) -> tuple[str, str]:
+    """(path, reason) of an input that failed with ``exc``."""
+    if isinstance(exc, DataError):
+        return str(job.path), str(exc)
+    log.debug("unexpected error reading %s", job.path, exc_info=True)
+    return str(job.path), f"{job.path}: unexpected {type(exc).__name__} while reading it: {exc}"
+
+
 def process_chunk(args: tuple[list[Job], WindowConfig, str | None]) -> ChunkResult:
-    """Cut the windows of a chunk of inputs, then normalise and label them in one vectorised pass.
+    """Cut the windows of a chunk of inputs, then label (``label_inputs``), normalise and label them in
+    one vectorised pass each.
 
     Runs in a worker process; input errors are returned, not raised, so that the parent decides
     whether to stop or skip. An unexpected error while reading one input is that input's error too:
     one malformed file must not end a ``--skip-bad`` run of a quarter of a million.
     """
     jobs, window, maps_dir = args
-    batches: list[CityWindows] = []
-    errors: list[tuple[str, str]] = []
-    for job in jobs:
+    cut: dict[int, CutInput] = {}
+    errors: dict[int, tuple[str, str]] = {}
+    for i, job in enumerate(jobs):
         try:
-            batches.append(cut_job(job, window, maps_dir))
-        except DataError as exc:
-            errors.append((str(job.path), str(exc)))
+            cut[i] = cut_job(job, window, maps_dir)
         except Exception as exc:
-            log.debug("unexpected error reading %s", job.path, exc_info=True)
-            errors.append(
-                (str(job.path), f"{job.path}: unexpected {type(exc).__name__} while reading it: {exc}")
-            )
-    return ChunkResult(to_agent_frame(concat_city_windows(batches, window.num_steps)), errors, len(jobs))
+            errors[i] = _input_error(job, exc)
+    try:
+        batches = label_inputs(list(cut.values()))
+    except Exception:  # an error labelling one input is that input's alone: label them one at a time
+        batches = []
+        for i, c in list(cut.items()):
+            try:
+                batches += label_inputs([c])
+            except Exception as exc:
+                errors[i] = _input_error(jobs[i], exc)
+    windows = to_agent_frame(concat_city_windows(batches, window.num_steps))
+    return ChunkResult(windows, [errors[i] for i in sorted(errors)], len(jobs))
 
 
 def chunk_size(num_jobs: int, workers: int) -> int:

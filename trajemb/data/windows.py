@@ -17,7 +17,7 @@ import numpy as np
 from trajemb.data.frames import city_to_agent, motion_heading_rad
 from trajemb.data.labels import (
     direction_class,
-    map_direction_class,
+    map_direction_class_many,
     mean_speed_mps,
     speed_bin,
     total_heading_change_rad,
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 from trajemb.data.schema import (
     STEP_S,
     FloatArray,
+    IntArray,
     StrArray,
     TrackSet,
     WindowColumns,
@@ -132,14 +133,49 @@ def cut_windows(tracks: TrackSet, config: WindowConfig) -> CityWindows:
 def with_map_directions(windows: CityWindows, tracks: TrackSet, graph: LaneGraph) -> CityWindows:
     """``windows`` (cut from ``tracks``) with the direction the lane graph gives them
     (``trajemb.data.labels.map_direction_class``); ``to_agent_frame`` prefers it to the shape rule."""
-    if len(windows) == 0:
-        return windows
+    return with_map_directions_many([(windows, tracks, graph)])[0]
+
+
+def _track_rows(windows: CityWindows, tracks: TrackSet) -> IntArray:
+    """(W,) row in ``tracks`` of each window's track."""
     row = {tid: i for i, tid in enumerate(tracks.track_ids.tolist())}
-    track_idx = np.asarray([row[t] for t in windows.track_id.tolist()], dtype=np.int64)
-    direction = map_direction_class(
-        tracks, graph, track_idx, windows.start_timestep, windows.xy_city.shape[1]
-    )
-    return replace(windows, map_direction=direction)
+    return np.asarray([row[t] for t in windows.track_id.tolist()], dtype=np.int64)
+
+
+def with_map_directions_many(inputs: list[tuple[CityWindows, TrackSet, LaneGraph]]) -> list[CityWindows]:
+    """``with_map_directions`` of the windows of several inputs (each with its tracks and its map's lane
+    graph), labelled in one pass per track length (``map_direction_class_many``): the same labels as
+    one input at a time."""
+    from trajemb.data.lanes import LaneGraphs
+
+    out = [windows for windows, _, _ in inputs]
+    groups: dict[int, list[int]] = {}
+    for i, (windows, tracks, _) in enumerate(inputs):
+        if len(windows):
+            groups.setdefault(tracks.num_steps, []).append(i)
+    for members in groups.values():
+        tracks_of = [inputs[i][1] for i in members]
+        counts = [t.num_tracks for t in tracks_of]
+        first_track = np.cumsum([0, *counts[:-1]]).tolist()
+        track_idx = np.concatenate(
+            [
+                _track_rows(inputs[i][0], t) + o
+                for i, t, o in zip(members, tracks_of, first_track, strict=True)
+            ]
+        )
+        direction = map_direction_class_many(
+            np.concatenate([t.xy_city for t in tracks_of]),
+            np.concatenate([t.object_types for t in tracks_of]),
+            LaneGraphs.of([inputs[i][2] for i in members]),
+            np.repeat(np.arange(len(members)), counts),
+            track_idx,
+            np.concatenate([inputs[i][0].start_timestep for i in members]),
+            inputs[members[0]][0].xy_city.shape[1],
+        )
+        ends = np.cumsum([len(inputs[i][0]) for i in members]).tolist()
+        for i, lo, hi in zip(members, [0, *ends[:-1]], ends, strict=True):
+            out[i] = replace(inputs[i][0], map_direction=direction[lo:hi])
+    return out
 
 
 #: Windows normalised and labelled at a time: a block's arrays stay in the CPU's caches (a chunk of
