@@ -195,8 +195,8 @@ def _input_error(job: Job, exc: Exception) -> tuple[str, str]:
 
 
 def process_chunk(args: tuple[list[Job], WindowConfig, str | None]) -> ChunkResult:
-    """Cut the windows of a chunk of inputs, then label (``label_inputs``), normalise and label them in
-    one vectorised pass each.
+    """Cut the windows of a chunk of inputs one input at a time, then give them their map directions
+    (``label_inputs``) and normalise them, each in one vectorised pass over the chunk.
 
     Runs in a worker process; input errors are returned, not raised, so that the parent decides
     whether to stop or skip. An unexpected error while reading one input is that input's error too:
