@@ -410,9 +410,17 @@ def _box_zoom_away_from_query(page: Any, plot: Any) -> None:
     wait_idle(page)
 
 
-def _settle_on_whole(page: Any, whole: list[float]) -> list[float]:
+def _caption(page: Any) -> str:
+    """The layout's caption ("N windows in view; ..."): drawn by the server for the view it was told of."""
+    return str(page.get_by_text("windows in view").first.inner_text())
+
+
+def _settle_on_whole(page: Any, whole: list[float], caption: str) -> list[float]:
     """Until the layout's axes show ``whole`` again (or 30 s: the old layout crept outward and never got
-    there), then until the page settles; returns the axes' ranges."""
+    there) and the server has drawn the whole layout (its caption reads ``caption`` again), then until
+    the page settles; returns the axes' ranges. The axes change in the page at once, the caption only
+    after the companion has reported the view and the script has run: waiting on the axes alone, the
+    next zoom began while that run was under way, and its own wait took the run's caption for its own."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     with contextlib.suppress(PlaywrightTimeout):
@@ -423,6 +431,11 @@ def _settle_on_whole(page: Any, whole: list[float]) -> list[float]:
                       return r.every((v, i) => Math.abs(v - w[i]) <= 1e-6 * (Math.abs(w[i]) + 1)); }""",
             arg=whole,
             timeout=30_000,
+        )
+        page.wait_for_function(
+            """c => [...document.querySelectorAll('p')].some(p => p.innerText === c)""",
+            arg=caption,
+            timeout=WAIT_MS,
         )
     wait_idle(page)
     return _ranges(page.locator(".js-plotly-plot").first)
@@ -436,7 +449,7 @@ def test_layout_double_click_and_toolbar_return_to_the_whole_layout(
     those). Each now returns to the whole layout in one step."""
     page = chromium
     plot = _open_layout(page, layout_server)
-    whole = _ranges(plot)
+    whole, whole_caption = _ranges(plot), _caption(page)
     left, top, w, h = _plot_area(plot)
     for how in ("double-click", "Reset axes", "Autoscale"):
         _box_zoom_away_from_query(page, plot)
@@ -447,7 +460,7 @@ def test_layout_double_click_and_toolbar_return_to_the_whole_layout(
         else:
             page.mouse.move(left + w / 2, top + h / 2)
             plot.locator(f"[data-title='{how}']").click()
-        assert _settle_on_whole(page, whole) == pytest.approx(whole, rel=1e-6, abs=1e-6), how
+        assert _settle_on_whole(page, whole, whole_caption) == pytest.approx(whole, rel=1e-6, abs=1e-6), how
     page.screenshot(path=str(SCREENSHOT_DIR / "layout-back-to-whole.png"))
 
 
@@ -473,9 +486,10 @@ def test_layout_shows_where_a_query_outside_the_view_is(layout_server: str, chro
     # Back to the whole layout: the cross again.
     page.mouse.dblclick(left + w / 2, top + h / 2)
     marks.locator("[data-mark=query]").wait_for(timeout=30_000)
+    # The cross is drawn in the page at once; the caption once the script has run for the whole view.
+    page.get_by_text("The query is the black cross").first.wait_for(timeout=WAIT_MS)
     wait_idle(page)
     assert marks.locator("[data-mark=query-outside]").count() == 0
-    assert page.get_by_text("The query is the black cross").count()
 
 
 #: The time between the two clicks of a person's double-click, on the page's clock (Plotly counts two
@@ -492,7 +506,7 @@ def test_layout_double_click_keeps_the_query(layout_server: str, chromium: Any) 
     # is timed as Plotly times it, on the page's clock, whatever the load on the machine.
     page.clock.install()
     plot = _open_layout(page, layout_server)
-    whole = _ranges(plot)
+    whole, whole_caption = _ranges(plot), _caption(page)
     _box_zoom_away_from_query(page, plot)
     plot = page.locator(".js-plotly-plot").first
     before = query_line(page)
@@ -513,7 +527,7 @@ def test_layout_double_click_keeps_the_query(layout_server: str, chromium: Any) 
     page.mouse.down(click_count=2)
     page.mouse.up(click_count=2)
     page.clock.resume()
-    _settle_on_whole(page, whole)
+    _settle_on_whole(page, whole, whole_caption)
     assert query_line(page) == before
     # A single click on a point still makes it the query.
     trace = plot.evaluate("gd => gd._fullData.findIndex(t => t.x.length > 3)")
