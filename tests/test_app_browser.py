@@ -726,3 +726,37 @@ def test_an_upload_too_large_is_refused_in_one_visible_line(
     assert not page.get_by_text("not UTF-8", exact=False).count()  # the earlier file's error is gone
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT_DIR / "upload-too-large.png"))
+
+
+@pytest.mark.parametrize("neighbours", [6, 20])
+@pytest.mark.parametrize("height", [380, 430, 560])
+def test_legend_below_a_plot_leaves_the_axis_title_readable(
+    chromium: Any, neighbours: int, height: int
+) -> None:
+    """The legend under the agent-frame overlay and the forecast plot starts below the x axis's title in
+    Chromium at every height the app draws them (at -0.14 of the plot's height, the first row of the
+    Explore page's legend covered the title)."""
+    from trajemb.serving.viz import agent_frame_figure, forecast_figure
+
+    rng = np.random.default_rng(0)
+    paths = [np.cumsum(rng.normal(0.5, 0.2, (60, 2)), axis=0) for _ in range(neighbours)]
+    names = [f"#{i + 1} lane_change_left" if neighbours <= 6 else f"#{i + 1}" for i in range(neighbours)]
+    figures = {
+        "overlay": agent_frame_figure(paths[0], paths, names, height=height),
+        "forecast": forecast_figure(
+            paths[0][:30], [p[30:] for p in paths], names, [1 / neighbours] * neighbours, height=height
+        ),
+    }
+    page = chromium
+    for name, fig in figures.items():
+        page.set_content(fig.to_html(include_plotlyjs=True, full_html=True))
+        page.locator(".legend").first.wait_for()
+        title = page.locator(".g-xtitle").first.bounding_box()
+        legend = page.locator(".legend").first.bounding_box()
+        assert title is not None and legend is not None
+        assert legend["y"] >= title["y"] + title["height"] + 2, (name, title, legend)
+        svg = page.locator(".main-svg").first.bounding_box()
+        traces = page.locator(".legend .traces")
+        entries = [traces.nth(i).bounding_box() for i in range(traces.count())]
+        lowest = max(e["y"] + e["height"] for e in entries if e is not None)
+        assert svg is not None and lowest <= svg["y"] + svg["height"], (name, lowest, svg)  # none cut off

@@ -310,23 +310,32 @@ def agent_frame_figure(
     # neighbours was cut after #17; five long names a row overlapped each other in a narrow plot).
     longest = max((len(n) for n in [*names, "query"]), default=0)
     per_row = 5 if longest <= 5 else 3 if longest <= 12 else 2
-    layout = _legend_below_layout(title, height, len(neighbors_xy) + (query_xy is not None), per_row, -0.14)
+    layout = _legend_below_layout(title, height, len(neighbors_xy) + (query_xy is not None), per_row)
     layout["xaxis"] = _axis("x (m, agent frame: initial heading)")
     layout["yaxis"] = _axis("y (m, to the left)", scaleanchor="x", scaleratio=1)
     return figure(data, layout)
 
 
-def _legend_below_layout(
-    title: str, height: int, entries: int, per_row: int, legend_y: float
-) -> dict[str, Any]:
-    """The layout of a pannable plot of paths with its legend below it, ``per_row`` entries a row (the
-    plot grows by a line per legend row); the caller adds the axes."""
+#: Pixels from the bottom of a plot to the top of a legend drawn below it: under the x axis's tick
+#: labels and title, which end about 64 px under it (at -0.14 of a 335-pixel plot, 47 px, the first
+#: legend row covered the title).
+LEGEND_BELOW_PX = 72
+#: Pixels of one row of such a legend in Chromium (entries in 10-point type, 29 px apart).
+LEGEND_ROW_PX = 30
+
+
+def _legend_below_layout(title: str, height: int, entries: int, per_row: int) -> dict[str, Any]:
+    """The layout of a pannable plot of paths with its legend below it, ``per_row`` entries a row, its
+    top ``LEGEND_BELOW_PX`` under the plot whatever the plot's height (the figure grows by
+    ``LEGEND_ROW_PX`` a legend row, so that no entry is cut off or scrolled); the caller adds the axes."""
     legend_rows = math.ceil(entries / per_row)
+    top_px, bottom_px = 35, LEGEND_BELOW_PX + 10 + LEGEND_ROW_PX * legend_rows
+    plot_px = height - top_px - (LEGEND_BELOW_PX + 10)  # the figure's height less both margins
     return {
         "title": {"text": plain(title), "font": {"size": 13}},
-        "height": height + 20 * legend_rows,
+        "height": height + LEGEND_ROW_PX * legend_rows,
         "plot_bgcolor": "white",
-        "margin": {"l": 50, "r": TOOLBAR_PX, "t": 35, "b": 60 + 20 * legend_rows},
+        "margin": {"l": 50, "r": TOOLBAR_PX, "t": top_px, "b": bottom_px},
         "modebar": TOOLBAR,
         "clickmode": "event+select",
         "dragmode": "pan",
@@ -336,7 +345,7 @@ def _legend_below_layout(
             "font": {"size": 10},
             "x": 0,
             "xanchor": "left",
-            "y": legend_y,
+            "y": -LEGEND_BELOW_PX / plot_px,  # paper coordinates: fractions of the plot's height
             "yanchor": "top",
             "entrywidth": 1.0 / per_row,
             "entrywidthmode": "fraction",
@@ -1192,7 +1201,7 @@ def forecast_figure(
     if geometry is not None:
         data = map_traces(geometry, box, {"xaxis": "x", "yaxis": "y"}) + data
     frame = "city frame" if city_frame else "agent frame: initial heading"
-    layout = _legend_below_layout(title, height, len(futures_xy) + len(extra) + 1, 3, -0.1)
+    layout = _legend_below_layout(title, height, len(futures_xy) + len(extra) + 1, 3)
     layout["xaxis"] = _axis(f"x (m, {frame})", range=[box[0], box[2]])
     layout["yaxis"] = _axis("y (m)", range=[box[1], box[3]], scaleanchor="x", scaleratio=1)
     return figure(data, layout)
