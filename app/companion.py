@@ -255,17 +255,21 @@ def layout_companion(
     )
 
 
+def _reported(key: str, name: str) -> Any:
+    """The value ``name`` the companion keyed ``key`` last reported (None before it has)."""
+    state = st.session_state.get(key)
+    return state.get(name) if isinstance(state, dict) else getattr(state, name, None)
+
+
 def dragmode_of(key: str) -> str | None:
     """The drag tool last chosen in the toolbar of the plot whose companion is keyed ``key``."""
-    state = st.session_state.get(key)
-    mode = state.get("dragmode") if isinstance(state, dict) else getattr(state, "dragmode", None)
+    mode = _reported(key, "dragmode")
     return mode if mode in ("zoom", "pan", "select", "lasso") else None
 
 
 def picked(key: str) -> int | None:
     """The row of the point last clicked (and not double-clicked) in the companion keyed ``key``'s plot."""
-    state = st.session_state.get(key)
-    row = state.get("pick") if isinstance(state, dict) else getattr(state, "pick", None)
+    row = _reported(key, "pick")
     if isinstance(row, bool) or not isinstance(row, int | float) or not float(row).is_integer():
         return None
     return int(row)
@@ -273,8 +277,7 @@ def picked(key: str) -> int | None:
 
 def view_of(key: str) -> tuple[float, float, float, float] | None:
     """The zoomed extent the companion keyed ``key`` last reported (None: the whole layout)."""
-    state = st.session_state.get(key)
-    view = state.get("view") if isinstance(state, dict) else getattr(state, "view", None)
+    view = _reported(key, "view")
     if isinstance(view, list | tuple) and len(view) == 4:
         try:
             return (float(view[0]), float(view[1]), float(view[2]), float(view[3]))

@@ -309,15 +309,8 @@ def test_layout_redraws_where_one_zooms_and_hover_shows_the_window(server: str, 
     "direction / row N". Zooming now redraws the view with every window in it a pickable point, and
     hovering a point shows its id and a drawing of its trajectory."""
     page = chromium
-    page.goto(server, timeout=WAIT_MS)
-    page.get_by_text("minADE@").first.wait_for(timeout=WAIT_MS)
-    wait_idle(page)
-    page.get_by_text("On the 2-D layout").click()
-    page.get_by_text("windows in view").first.wait_for(timeout=WAIT_MS)
-    wait_idle(page)
+    plot = _open_layout(page, server)
     before = page.get_by_text("windows in view").first.inner_text()
-    plot = page.locator(".js-plotly-plot").first
-    scroll_to(page, plot)
 
     # The query's cross, drawn by the companion over the plot.
     cross = page.locator("[data-testid=trajembLayoutMarks] [data-mark=query]")

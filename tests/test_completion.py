@@ -3,11 +3,13 @@ order of a bundle's completion steps (``trajemb.serving.bundle_build.completion_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import multiprocessing.synchronize
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,21 @@ def _hold(
         release.wait(30)
 
 
+@contextlib.contextmanager
+def _held_elsewhere(root: Path, target: Callable[..., None]) -> Iterator[multiprocessing.process.BaseProcess]:
+    """Another process runs ``target(root, started, release)`` (holding the lock) for the block."""
+    ctx = multiprocessing.get_context("spawn")
+    started, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=target, args=(str(root), started, release))
+    holder.start()
+    try:
+        assert started.wait(60)
+        yield holder
+    finally:
+        release.set()
+        holder.join(30)
+
+
 def _hold_silent(
     root: str, started: multiprocessing.synchronize.Event, release: multiprocessing.synchronize.Event
 ) -> None:
@@ -61,16 +78,8 @@ def test_the_lock_names_its_holder_before_any_progress(tmp_path: Path) -> None:
     is, so an explorer can tell its own completion from another process's (it said "waiting for another
     process" about its own)."""
     assert lock_holder(tmp_path) is None  # no lock file
-    ctx = multiprocessing.get_context("spawn")
-    started, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold_silent, args=(str(tmp_path), started, release))
-    holder.start()
-    try:
-        assert started.wait(60)
+    with _held_elsewhere(tmp_path, _hold_silent) as holder:
         assert lock_holder(tmp_path) == holder.pid and read_progress(tmp_path) is None
-    finally:
-        release.set()
-        holder.join(30)
     assert lock_holder(tmp_path) is None and not lock_is_held(tmp_path)
     with completion_lock(tmp_path):  # this process's own
         assert lock_holder(tmp_path) == os.getpid()
@@ -79,19 +88,11 @@ def test_the_lock_names_its_holder_before_any_progress(tmp_path: Path) -> None:
 def test_progress_is_read_only_while_the_lock_is_held(tmp_path: Path) -> None:
     """Another process's progress is seen while it holds the lock; a file left by a killed process is
     ignored; a malformed file is no progress, not an error."""
-    ctx = multiprocessing.get_context("spawn")
-    started, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold, args=(str(tmp_path), started, release))
-    holder.start()
-    try:
-        assert started.wait(60)
+    with _held_elsewhere(tmp_path, _hold) as holder:
         assert lock_is_held(tmp_path)
         progress = read_progress(tmp_path)
         assert progress is not None and progress.pid == holder.pid
         assert progress.current == "2-D layout of model m"
-    finally:
-        release.set()
-        holder.join(30)
     assert (tmp_path / PROGRESS_FILE).exists()  # left behind (the holder never closed it) ...
     assert not lock_is_held(tmp_path) and read_progress(tmp_path) is None  # ... and ignored
     with completion_lock(tmp_path):
@@ -208,17 +209,12 @@ def test_the_explorer_tells_its_own_completion_from_another(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The explorer's status line (``app/cache.completion_status``) while the lock's holder has written
-    no progress yet: "starting" when the holder is the explorer's own completion, "waiting for process
-    N" when it is another process (the first start said the latter about its own)."""
+    no progress yet: "starting" when the holder is the explorer's own completion, "waiting for another
+    process (pid N)" when it is another (the first start said the latter about its own)."""
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "app"))
     import cache
 
-    ctx = multiprocessing.get_context("spawn")
-    started, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold_silent, args=(str(tmp_path), started, release))
-    holder.start()
-    try:
-        assert started.wait(60)
+    with _held_elsewhere(tmp_path, _hold_silent) as holder:
         own = cache.Completion(tmp_path / "log", 0.0, pid=holder.pid)
         monkeypatch.setitem(cache._completions, str(tmp_path), own)
         status = cache.completion_status(str(tmp_path))
@@ -231,6 +227,3 @@ def test_the_explorer_tells_its_own_completion_from_another(
             and status.state == "waiting"
             and status.text.startswith(f"waiting for another process (pid {holder.pid}) that holds")
         )
-    finally:
-        release.set()
-        holder.join(30)

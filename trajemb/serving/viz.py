@@ -329,13 +329,13 @@ def _legend_below_layout(title: str, height: int, entries: int, per_row: int) ->
     top ``LEGEND_BELOW_PX`` under the plot whatever the plot's height (the figure grows by
     ``LEGEND_ROW_PX`` a legend row, so that no entry is cut off or scrolled); the caller adds the axes."""
     legend_rows = math.ceil(entries / per_row)
-    top_px, bottom_px = 35, LEGEND_BELOW_PX + 10 + LEGEND_ROW_PX * legend_rows
-    plot_px = height - top_px - (LEGEND_BELOW_PX + 10)  # the figure's height less both margins
+    top_px, axis_px = 35, LEGEND_BELOW_PX + 10  # above the plot; below it, besides the legend rows
+    plot_px = height - top_px - axis_px  # the figure's height less both margins, its legend rows aside
     return {
         "title": {"text": plain(title), "font": {"size": 13}},
         "height": height + LEGEND_ROW_PX * legend_rows,
         "plot_bgcolor": "white",
-        "margin": {"l": 50, "r": TOOLBAR_PX, "t": top_px, "b": bottom_px},
+        "margin": {"l": 50, "r": TOOLBAR_PX, "t": top_px, "b": axis_px + LEGEND_ROW_PX * legend_rows},
         "modebar": TOOLBAR,
         "clickmode": "event+select",
         "dragmode": "pan",
