@@ -4,6 +4,7 @@ order of a bundle's completion steps (``trajemb.serving.bundle_build.completion_
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import multiprocessing
 import multiprocessing.synchronize
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from trajemb.serving.completion import (
+    LOCK_FILE,
     PROGRESS_FILE,
     Progress,
     ProgressFile,
@@ -83,6 +85,37 @@ def test_the_lock_names_its_holder_before_any_progress(tmp_path: Path) -> None:
     assert lock_holder(tmp_path) is None and not lock_is_held(tmp_path)
     with completion_lock(tmp_path):  # this process's own
         assert lock_holder(tmp_path) == os.getpid()
+
+
+BAD_PIDS = ["", "{", "[1]", '{"pid": "12"}', '{"pid": 1e999}', '{"pid": -5}', '{"pid": true}', "[" * 256]
+
+
+@pytest.mark.parametrize("content", BAD_PIDS)
+def test_a_lock_file_without_a_valid_pid_names_no_holder(tmp_path: Path, content: str) -> None:
+    """A held lock whose file holds no positive integer pid (an older trajemb's empty file, a holder that
+    has not written yet, or anything else) is held by an unknown process (0), never an error; a
+    progress file with such a pid, or a count past any float, is no progress."""
+    (tmp_path / LOCK_FILE).write_text(content)
+    fd = os.open(tmp_path / LOCK_FILE, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another open file of it: held as if by another process
+        assert lock_holder(tmp_path) == 0 and lock_is_held(tmp_path)
+        progress = {
+            "pid": 7,
+            "started_s": 1.0,
+            "steps": [],
+            "done": 0,
+            "step_started_s": 1.0,
+            "finished_s": [],
+        }
+        (tmp_path / PROGRESS_FILE).write_text(json.dumps(progress))
+        assert read_progress(tmp_path) is not None  # the same file, well formed, is read
+        for key, bad in (("pid", content), ("done", "1e999")):
+            (tmp_path / PROGRESS_FILE).write_text(json.dumps(progress)[:-1] + f', "{key}": {bad or 0}}}')
+            assert read_progress(tmp_path) is None, (key, bad)
+    finally:
+        os.close(fd)
+    assert lock_holder(tmp_path) is None
 
 
 def test_progress_is_read_only_while_the_lock_is_held(tmp_path: Path) -> None:

@@ -70,8 +70,10 @@ def test_synthetic_loads_through_real_readers(synth_dir: Path) -> None:
 
 
 def test_deterministic_and_worker_independent(tmp_path: Path) -> None:
-    """Every file of a run on two workers is byte for byte that of a run on one; another seed differs."""
+    """Every file of a run on two workers is byte for byte that of a run on one, and a run of more scenarios
+    starts with the same ones (simulated in other batches); another seed differs."""
     generate(SynthConfig(num_scenarios=6, seed=3, workers=1), tmp_path / "a" / "out", progress=False)
+    generate(SynthConfig(num_scenarios=14, seed=3, workers=1), tmp_path / "more" / "out", progress=False)
     generate(SynthConfig(num_scenarios=6, seed=3, workers=2), tmp_path / "b" / "out", progress=False)
     generate(SynthConfig(num_scenarios=6, seed=4, workers=1), tmp_path / "c" / "out", progress=False)
 
@@ -82,6 +84,10 @@ def test_deterministic_and_worker_independent(tmp_path: Path) -> None:
     one, two = files("a"), files("b")
     assert len(one) == 6 * 3 + 1  # scenario, map and truth per scenario, and the marker
     assert one == two
+    more = files("more")
+    assert len(more) == 14 * 3 + 1 and all(
+        more[name] == data for name, data in one.items() if name != MARKER_FILE
+    )
     assert set(files("c")).isdisjoint(set(one) - {MARKER_FILE})
 
 

@@ -120,15 +120,22 @@ def read_progress(root: Path) -> Progress | None:
         raw: dict[str, Any] = json.loads(path.read_text())
         steps = tuple(Step(str(s["name"]), float(s["cost_s"])) for s in raw["steps"])
         return Progress(
-            int(raw["pid"]),
+            _pid(raw["pid"]),
             float(raw["started_s"]),
             steps,
             int(raw["done"]),
             float(raw["step_started_s"]),
             tuple(float(t) for t in raw["finished_s"]),
         )
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError):
         return None
+
+
+def _pid(value: object) -> int:
+    """A process id read from a file: a positive JSON integer, anything else a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"not a process id: {value!r}")
+    return value
 
 
 def lock_holder(root: Path) -> int | None:
@@ -144,8 +151,8 @@ def lock_holder(root: Path) -> int | None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             try:
-                return int(json.loads(os.pread(fd, 256, 0).decode("utf-8"))["pid"])
-            except (OSError, ValueError, KeyError, TypeError):
+                return _pid(json.loads(os.pread(fd, 256, 0).decode("utf-8"))["pid"])
+            except (OSError, ValueError, KeyError, TypeError, RecursionError):
                 return 0
         except OSError:
             return None
