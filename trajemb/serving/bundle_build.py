@@ -77,7 +77,15 @@ from trajemb.core.integrity import digest_file
 from trajemb.core.jsonio import read_json_object
 from trajemb.core.outputs import check_output_dir
 from trajemb.core.validate import MAX_SEED
-from trajemb.data.store import META_COLUMNS, ColumnHasher, ContentHasher, TrajectoryTable, read_manifest
+from trajemb.data.store import (
+    META_COLUMNS,
+    ColumnHasher,
+    ContentHasher,
+    TrajectoryTable,
+    check_positions,
+    check_unique_ids,
+    read_manifest,
+)
 from trajemb.retrieval.index import IndexSpec, build_search_index, save_faiss_index
 from trajemb.retrieval.projection import ProjectionConfig, project_2d
 from trajemb.serving.completion import ProgressFile, Step, completion_lock
@@ -205,6 +213,7 @@ def write_windows(table_path: Path, writer: BundleWriter, progress: bool = True)
             xy = batch.column("xy_agent").combine_chunks().flatten().to_numpy().reshape(-1, T, 2)
             if offset + len(xy) > n:
                 raise DataError(f"{table_path}: more rows than its manifest says ({n})")
+            check_positions(table_path, xy, offset)
             hasher.update(batch)
             ids.update(batch.column("window_id").combine_chunks())
             xy_out[offset : offset + len(xy)] = xy
@@ -227,7 +236,9 @@ def write_windows(table_path: Path, writer: BundleWriter, progress: bool = True)
         table_format_version=table_manifest["format_version"],
     )
     writer.record(XY_FILE)
-    meta = _meta_with_groups(pa.concat_tables(meta_parts, promote_options="permissive"))
+    meta = pa.concat_tables(meta_parts, promote_options="permissive")
+    check_unique_ids(table_path, meta.column("window_id"))
+    meta = _meta_with_groups(meta)
     with atomic_path(writer.root / META_FILE) as tmp:
         pq.write_table(meta, tmp, compression="zstd", row_group_size=max(1, n))
     writer.record(META_FILE)
