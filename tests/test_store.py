@@ -275,3 +275,32 @@ def test_tables_prepare_never_writes_are_refused_by_every_reader(
     (tmp_path / "bundle").mkdir()
     with pytest.raises(DataError, match=f"{path}: {message}"):
         write_windows(path, BundleWriter(tmp_path / "bundle", {}), progress=False)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"skipped": 5}, "manifest skipped 5 is not a list"),
+        ({"skipped": "abc"}, "manifest skipped 'abc' is not a list"),
+        ({"window_config": [1, 2]}, r"manifest window_config \[1, 2\] is not an object"),
+        ({"window_config": {"step_hz": 0}}, "manifest step rate 0 is not a positive number of Hz"),
+        ({"window_config": {"step_hz": "nan"}}, "manifest step rate 'nan' is not a positive number of Hz"),
+        ({"window_config": {"step_hz": float("inf")}}, "manifest step rate inf is not a positive number"),
+    ],
+)
+def test_manifest_fields_readers_use_are_checked(
+    tmp_path: Path, extra: dict[str, object], message: str
+) -> None:
+    """Manifest fields outside the content hash that readers use are checked where the manifest is read,
+    naming the file. Before: ``trajemb info`` died with a TypeError traceback on ``"skipped": 5`` and
+    counted the letters of ``"skipped": "abc"`` as 3 skipped inputs; realism and forecast refused a bad
+    step rate without naming the table."""
+    import json
+
+    path = tmp_path / "t.parquet"
+    write_table(make_windows(), path, {})
+    table = pq.read_table(path)
+    manifest = {**json.loads(pq.read_metadata(path).metadata[METADATA_KEY]), **extra}
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(manifest).encode()}), path)
+    with pytest.raises(DataError, match=f"{path}: {message}"):
+        read_table(path)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -360,6 +361,22 @@ def read_manifest(path: Path) -> dict[str, Any]:
         )
     if n == 0:  # ``TableWriter.finish`` refuses to write one
         raise DataError(f"{path}: the table holds no windows; re-run trajemb prepare")
+    window = manifest.get("window_config")
+    if window is not None and not isinstance(window, dict):
+        raise DataError(
+            f"{path}: manifest window_config {window!r:.40} is not an object; re-run trajemb prepare"
+        )
+    rate = window.get("step_hz") if window else None
+    if rate is not None and (
+        isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < math.inf
+    ):
+        raise DataError(
+            f"{path}: manifest step rate {rate!r:.40} is not a positive number of Hz; re-run trajemb prepare"
+        )
+    if not isinstance(manifest.get("skipped", []), list):  # ``trajemb info`` counts them
+        raise DataError(
+            f"{path}: manifest skipped {manifest['skipped']!r:.40} is not a list; re-run trajemb prepare"
+        )
     digest = manifest.get("content_sha256")
     if not isinstance(digest, str) or len(digest) != 64:
         raise DataError(
