@@ -342,6 +342,12 @@ def add_model(
     model, card = load_checkpoint(checkpoint, device)
     n_steps = int(writer.manifest["num_steps"])
     history_steps = checked_history_steps(checkpoint, card, n_steps, config.engine)
+    steps = n_steps if history_steps is None else history_steps
+    if steps > model.config.max_steps:  # else the encoder refuses the first batch, naming no file
+        raise DataError(
+            f"{checkpoint}: its encoder takes at most {model.config.max_steps} steps (max_steps in "
+            f"config.json), this table's windows have {steps}; use another checkpoint or shorter --steps"
+        )
     name = model_name_for(checkpoint, card, set(writer.manifest["models"]))
     folder = writer.root / "models" / name
     (folder / CHECKPOINT_DIR).mkdir(parents=True)
