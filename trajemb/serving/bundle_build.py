@@ -527,7 +527,7 @@ def missing_robustness(root: Path) -> bool:
     """Whether the bundle at ``root`` was built to have robustness curves that some report lacks (its
     completion adds them last)."""
     manifest = read_bundle_manifest(Path(root))
-    return needs_robustness(Path(root), manifest, _config_from_manifest(manifest))
+    return needs_robustness(Path(root), manifest, _config_from_manifest(manifest, Path(root)))
 
 
 def add_robustness(writer: BundleWriter, bundle: Bundle, config: BundleConfig, progress: bool = True) -> None:
@@ -780,7 +780,7 @@ def complete_bundle(root: Path, config: BundleConfig | None = None, progress: bo
         manifest = read_bundle_manifest(root)
         Bundle(root).verify_all()  # never build on a file that was changed after the bundle was written
         if config is None:
-            config = _config_from_manifest(manifest)
+            config = _config_from_manifest(manifest, root)
         before = _files_under(root)
         try:
             return _complete(BundleWriter(root, manifest), config, progress)
@@ -804,13 +804,25 @@ def _remove_unnamed(root: Path, before: set[str]) -> None:
         log.info("removed %s, written by the interrupted completion", root / rel)
 
 
-def _config_from_manifest(manifest: dict[str, Any]) -> BundleConfig:
-    raw = manifest.get("config") or {}
+def _config_from_manifest(manifest: dict[str, Any], root: Path) -> BundleConfig:
+    """The build config a bundle's manifest records (what ``trajemb complete`` rebuilds with); any
+    malformed or out-of-range part is one error naming the manifest (the config's own checks name a
+    field, such as ``n_neighbors``, that no flag of ``trajemb complete`` sets)."""
+    where = Path(root) / MANIFEST
+
+    def section(value: object, name: str) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise TypeError(f"{name} is {type(value).__name__} {value!r:.40}, not an object")
+        return value
+
     try:
-        ev = raw.get("evaluation") or {}
-        proj = raw.get("projection") or {}
+        raw = section(manifest.get("config"), "config")
+        ev = section(raw.get("evaluation"), "config.evaluation")
+        proj = section(raw.get("projection"), "config.projection")
         return BundleConfig(
-            index=IndexSpec(**(raw.get("index") or {})),
+            index=IndexSpec(**section(raw.get("index"), "config.index")),
             evaluation=EvalConfig(**{**ev, "ks": tuple(ev.get("ks", (1, 5, 10)))}),
             projection=ProjectionConfig(
                 **{
@@ -820,7 +832,7 @@ def _config_from_manifest(manifest: dict[str, Any]) -> BundleConfig:
             ),
             device=str(raw.get("device", "auto")),
             seed=int(raw.get("seed", 0)),
-            uniqueness=UniquenessConfig(**(raw.get("uniqueness") or {})),
+            uniqueness=UniquenessConfig(**section(raw.get("uniqueness"), "config.uniqueness")),
         )
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"bundle manifest has an invalid build config ({exc})") from exc
+    except (TypeError, ValueError, ConfigError) as exc:
+        raise DataError(f"{where}: invalid build config ({exc}); rebuild it with `trajemb bundle`") from exc
