@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -486,3 +488,40 @@ def test_a_full_disk_is_blamed_on_the_output(
         "nothing was replaced; free some space or choose another --out"
     )
     assert str(tiny_checkpoints[0]) not in err and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: [1], "invalid build config (config is list [1], not an object)"),
+        (
+            lambda c: {**c, "evaluation": "x"},
+            "invalid build config (config.evaluation is str 'x', not an object)",
+        ),
+        (
+            lambda c: {**c, "projection": {**c["projection"], "n_neighbors": -1}},
+            "invalid build config (n_neighbors must be in [2, 1000], got -1)",
+        ),
+    ],
+)
+def test_complete_refuses_a_malformed_build_config_naming_the_manifest(
+    plain_bundle: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    edit: Callable[[dict[str, Any]], object],
+    message: str,
+) -> None:
+    """``trajemb complete`` rebuilds with the config the manifest records. Before: a config that was not
+    an object ended in an AttributeError traceback, and an out-of-range field came out as
+    'n_neighbors must be in [2, 1000], got -1', naming neither the bundle nor its manifest."""
+    out = tmp_path / "b"
+    shutil.copytree(plain_bundle, out)
+    manifest = json.loads((out / "bundle.json").read_text())
+    manifest["config"] = edit(manifest["config"])
+    (out / "bundle.json").write_text(json.dumps(manifest))
+    before = sorted(p.name for p in out.rglob("*"))
+    capsys.readouterr()
+    assert main(["-q", "complete", "--bundle", str(out)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"trajemb: error: {out / 'bundle.json'}: {message}; rebuild it with `trajemb bundle`"]
+    assert sorted(p.name for p in out.rglob("*")) == before

@@ -212,6 +212,10 @@ def test_mine_rare_and_duplicates_write_their_lists(plain_bundle: Path, tmp_path
         ),
         (["search", "--draw", "0,0 x,1"], "--draw: 'x,1' is not a point x,y in metres"),
         (
+            ["search", "--draw", "0,0 30,0", "--object-types", "spaceship,vehicle", "--out", "{tmp}/n.csv"],
+            "--object-types spaceship: not in this bundle; its types:",
+        ),
+        (
             ["search", "--draw", "0,0 30,0", "--collapse-duplicates", "big"],
             "--collapse-duplicates must be a number",
         ),

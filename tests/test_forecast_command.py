@@ -83,6 +83,7 @@ def short_tables(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> d
         ("history", ["--history-steps", "60"], "--history-steps 60 does not fit 60-step bank windows"),
         ("history_low", ["--history-steps", "1"], "--history-steps must be in [2, 9999], got 1"),
         ("no_bank", [], "not a trajemb bundle"),
+        ("bank_rate", [], "bank/bundle.json: the window config has an invalid step rate 0"),
     ],
 )
 def test_bad_input_one_line_exit_2_nothing_written(
@@ -111,6 +112,15 @@ def test_bad_input_one_line_exit_2_nothing_written(
         bank = analytic_bank_dir
     elif case == "no_bank":
         bank = tmp_path
+    elif case == "bank_rate":  # a bank whose manifest records a step rate no table has (it named no file)
+        import json
+        import shutil
+
+        bank = tmp_path / "bank"
+        shutil.copytree(history_bundle, bank)
+        manifest = json.loads((bank / "bundle.json").read_text())
+        manifest["table_window_config"] = {**manifest["table_window_config"], "step_hz": 0}
+        (bank / "bundle.json").write_text(json.dumps(manifest))
     out = tmp_path / "scores.json"
     capsys.readouterr()
     status = main(

@@ -364,6 +364,10 @@ def case_bundle_checkpoint(kind: str) -> Case:
             (ckpt / "card.json").write_text("[1, 2")
         elif kind == "config list":
             (ckpt / "config.json").write_text("[]")
+        elif kind == "short max_steps":
+            config = json.loads((ckpt / "config.json").read_text())
+            config.update(max_steps=10)
+            (ckpt / "config.json").write_text(json.dumps(config))
         return ["bundle", "--table", str(fx.synth_table), "--checkpoint", str(ckpt), "--out", str(tmp / "b")]
 
     case.__name__ = f"case_bundle_{kind.replace(' ', '_')}"
@@ -433,6 +437,7 @@ CASES: list[tuple[Case, str]] = [
     (case_bundle_checkpoint("absurd config"), "invalid encoder config"),
     (case_bundle_checkpoint("malformed card"), "the model card is not valid JSON"),
     (case_bundle_checkpoint("config list"), "the encoder config must be a JSON object, got list"),
+    (case_bundle_checkpoint("short max_steps"), "ckpt: its encoder takes at most 10 steps"),
 ]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trajemb.core.errors import DataError
+from trajemb.core.errors import ConfigError, DataError
 from trajemb.retrieval.index import (
     IndexSpec,
     build_faiss_index,
@@ -41,6 +41,18 @@ def test_auto_kind_switches_at_the_threshold() -> None:
     assert build_search_index(db, IndexSpec(exact_max_rows=3000))[1].kind == "flat"
     index, info = build_search_index(db, IndexSpec(exact_max_rows=2999))
     assert info.kind == "ivf" and index.ntotal == 3000
+
+
+def test_more_ivf_cells_than_rows_is_a_config_error() -> None:
+    """``trajemb bundle --index-kind ivf --index-nlist 100000`` on a 351-window table ended in FAISS's
+    RuntimeError traceback (k-means needs a training point per cell); now one line naming nlist (the
+    CLI turns it into --index-nlist). As many cells as rows still builds."""
+    db = unit(300, 8)
+    with pytest.raises(ConfigError, match=r"nlist 301 is more IVF cells than the 300 rows") as caught:
+        build_search_index(db, IndexSpec(kind="ivf", nlist=301))
+    assert caught.value.fields == ("nlist",)
+    index, info = build_search_index(db, IndexSpec(kind="ivf", nlist=300, nprobe=4))
+    assert info.nlist == 300 and index.ntotal == 300
 
 
 def test_save_load_keeps_results(tmp_path: Path) -> None:

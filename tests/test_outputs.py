@@ -234,3 +234,14 @@ def test_names_too_long_are_refused_before_anything_is_written(tmp_path: Path) -
     with pytest.raises(ConfigError, match="is 300 bytes, too long for a file name"):
         check_output_dir(tmp_path / ("é" * 150) / "b", "bundle")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "example"), [("table", "table.parquet"), ("results", "list.csv"), ("forecast", "scores.json")]
+)
+def test_a_folder_given_for_a_file_is_refused_with_a_name_of_its_kind(
+    tmp_path: Path, kind: str, example: str
+) -> None:
+    """``trajemb forecast --out FOLDER`` suggested ``FOLDER/table.parquet`` for its JSON scores."""
+    with pytest.raises(DataError, match=f"it is a folder; give a file path, e.g. {tmp_path}/{example}$"):
+        check_output_file(tmp_path, kind, [])  # type: ignore[arg-type]

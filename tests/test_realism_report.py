@@ -121,7 +121,10 @@ def test_bad_input_is_one_line(
     cases = [
         (["--synthetic", str(synth_table), "--real", str(short)], "prepare both with the same --steps"),
         (["--synthetic", str(fast), "--real", str(real_table)], "prepare both at the same step rate"),
-        (["--synthetic", str(synth_table), "--real", str(empty)], "the real table holds no windows"),
+        (
+            ["--synthetic", str(synth_table), "--real", str(empty)],
+            "empty.parquet: the table holds no windows",
+        ),
         (
             ["--synthetic", str(synth_table), "--real", str(real_table), "--object-types", "cyclist"],
             "has no moving windows of type 'cyclist'",

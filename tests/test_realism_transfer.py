@@ -101,3 +101,13 @@ def test_refusals(real: TrajectoryTable) -> None:
     empty = TrajectoryTable(real.xy_agent[:0], real.meta.iloc[:0], real.manifest)
     with pytest.raises(DataError, match="no real query windows"):
         transfer_test(empty, real, {})
+
+
+def test_a_bank_too_small_is_named_by_its_file(real: TrajectoryTable) -> None:
+    """``trajemb realism --real-bank SMALL.parquet`` (or a small --synthetic table) said only 'a bank of
+    2 tracks cannot give 6 futures of distinct tracks', naming no table; now the bank's file."""
+    one_track = TrajectoryTable(real.xy_agent[:3], real.meta.iloc[:3].reset_index(drop=True), real.manifest)
+    with pytest.raises(DataError, match=r"^small\.parquet: a bank of \d+ tracks cannot give 6 futures"):
+        transfer_test(real, real, {"tiny": one_track}, where={"tiny": "small.parquet"})
+    with pytest.raises(DataError, match=r"^bank tiny: a bank of"):
+        transfer_test(real, real, {"tiny": one_track})

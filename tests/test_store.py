@@ -216,3 +216,91 @@ def test_format_3_tables_open_and_say_what_their_hash_cannot_cover(tmp_path: Pat
     assert read_table(path, verify=True).manifest["format_version"] == 3
     with pytest.raises(DataError, match="labels, so they cannot be verified; re-run trajemb prepare"):
         read_table(path, verify=True, require_full_hash=True)
+
+
+def _rewritten(path: Path, edit: str) -> None:
+    """``path`` edited as ``edit`` says, its manifest's row count and content hash made to match (so
+    only what ``trajemb prepare`` never writes can give it away)."""
+    import json
+
+    import pyarrow as pa
+
+    from trajemb.data.store import content_hash
+
+    table = pq.read_table(path)
+    if edit == "no rows":
+        table = table.slice(0, 0)
+    elif edit == "repeated id":
+        ids = table.column("window_id").to_pylist()
+        ids[3] = ids[1]
+        table = table.set_column(table.schema.get_field_index("window_id"), "window_id", pa.array(ids))
+    else:
+        xy = table.column("xy_agent").combine_chunks()
+        flat = xy.flatten().to_numpy().copy()
+        flat[2 * 30 * 2 + 5] = {"nan": np.nan, "inf": -np.inf, "absurd": 3e38}[edit]
+        column = pa.FixedSizeListArray.from_arrays(pa.array(flat), xy.type.list_size)
+        table = table.set_column(table.schema.get_field_index("xy_agent"), "xy_agent", column)
+    manifest = json.loads(pq.read_metadata(path).metadata[METADATA_KEY])
+    manifest.update(
+        num_windows=table.num_rows, content_sha256=content_hash(table, manifest["format_version"])
+    )
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(manifest).encode()}), path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ("nan", "window 2 has NaN, infinite or absurd positions"),
+        ("inf", "window 2 has NaN, infinite or absurd positions"),
+        ("absurd", "window 2 has NaN, infinite or absurd positions"),
+        ("no rows", "the table holds no windows"),
+        ("repeated id", "1 window id\\(s\\) repeat"),
+    ],
+)
+def test_tables_prepare_never_writes_are_refused_by_every_reader(
+    tmp_path: Path, edit: str, message: str
+) -> None:
+    """A table with NaN, infinite or absurd positions, no rows or a repeated window id (its hash
+    rewritten to match) is refused naming the file, by ``read_table`` (info, realism, forecast) and by
+    the bundle's streaming read. Before: info passed them all even with --verify, realism died with
+    a traceback on NaN, a bundle blamed the checkpoint for NaN embeddings, said ``embeddings have shape
+    (0, 4)`` without a file name, and built a bundle whose search by id picks one window silently."""
+    from trajemb.serving.bundle_build import BundleWriter, write_windows
+
+    path = tmp_path / "t.parquet"
+    write_table(make_windows(), path, {})
+    _rewritten(path, edit)
+    with pytest.raises(DataError, match=f"{path}: {message}"):
+        read_table(path, verify=True)
+    (tmp_path / "bundle").mkdir()
+    with pytest.raises(DataError, match=f"{path}: {message}"):
+        write_windows(path, BundleWriter(tmp_path / "bundle", {}), progress=False)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"skipped": 5}, "manifest skipped 5 is not a list"),
+        ({"skipped": "abc"}, "manifest skipped 'abc' is not a list"),
+        ({"window_config": [1, 2]}, r"manifest window_config \[1, 2\] is not an object"),
+        ({"window_config": {"step_hz": 0}}, "manifest step rate 0 is not a positive number of Hz"),
+        ({"window_config": {"step_hz": "nan"}}, "manifest step rate 'nan' is not a positive number of Hz"),
+        ({"window_config": {"step_hz": float("inf")}}, "manifest step rate inf is not a positive number"),
+    ],
+)
+def test_manifest_fields_readers_use_are_checked(
+    tmp_path: Path, extra: dict[str, object], message: str
+) -> None:
+    """Manifest fields outside the content hash that readers use are checked where the manifest is read,
+    naming the file. Before: ``trajemb info`` died with a TypeError traceback on ``"skipped": 5`` and
+    counted the letters of ``"skipped": "abc"`` as 3 skipped inputs; realism and forecast refused a bad
+    step rate without naming the table."""
+    import json
+
+    path = tmp_path / "t.parquet"
+    write_table(make_windows(), path, {})
+    table = pq.read_table(path)
+    manifest = {**json.loads(pq.read_metadata(path).metadata[METADATA_KEY]), **extra}
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(manifest).encode()}), path)
+    with pytest.raises(DataError, match=f"{path}: {message}"):
+        read_table(path)

@@ -293,20 +293,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     bundle.model_entry(model)
     row = bundle.find_row(args.query)
     query_type = bundle.strings("object_type", [row])[0]
-    types = args.object_types.strip()
-    object_types = (
-        (query_type,)
-        if types == "same"
-        else ()
-        if types in ("any", "")
-        else tuple(t.strip() for t in types.split(",") if t.strip())
-    )
-    known = bundle.codes("object_type")[1]
-    unknown = sorted(set(object_types) - set(known))
-    if unknown:
-        raise TrajembError(
-            f"--object-types {','.join(unknown)}: not in this bundle; its types: {', '.join(sorted(known))}"
-        )
+    object_types = _object_types(bundle, args.object_types, query_type)
     options = NeighborOptions(
         k=args.k,
         exclude_same_track=not args.include_same_track,
@@ -357,6 +344,25 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _object_types(bundle: Bundle, text: str, query_type: str | None) -> tuple[str, ...]:
+    """``trajemb search --object-types``: ``same`` (the query's type; any for a drawing, which has
+    none), ``any``, or a comma-separated list of types the bundle holds (another is refused: it would
+    silently leave no neighbours)."""
+    types = text.strip()
+    if types == "same":
+        return (query_type,) if query_type else ()
+    if types == "any":
+        return ()
+    picked = _csv(types)
+    known = bundle.codes("object_type")[1]
+    unknown = sorted(set(picked) - set(known))
+    if unknown:
+        raise TrajembError(
+            f"--object-types {','.join(unknown)}: not in this bundle; its types: {', '.join(sorted(known))}"
+        )
+    return picked
+
+
 def _drawn_points(text: str) -> list[tuple[float, float]]:
     """``--draw "x,y x,y ..."`` (metres; pairs separated by spaces or semicolons)."""
     points = []
@@ -385,8 +391,7 @@ def _cmd_search_drawing(args: argparse.Namespace) -> int:
     bundle = Bundle(Path(args.bundle))
     model = args.model or bundle.model_names[0]
     bundle.model_entry(model)
-    types = args.object_types.strip()
-    object_types = () if types in ("same", "any", "") else _csv(types)
+    object_types = _object_types(bundle, args.object_types, None)
     options = NeighborOptions(
         k=args.k,
         one_per_track=not args.all_windows_of_track,
@@ -412,6 +417,8 @@ def _cmd_search_drawing(args: argparse.Namespace) -> int:
         print(json.dumps({"drawn": notes, "model": model, "neighbors": results}, indent=2))
         return 0
     print(f"drawn path, model {model}: " + "; ".join(notes))
+    if not results:
+        print("no neighbours pass these filters")
     for r in results:
         print(
             f"{r['rank']:3d}  d={r['distance']:.3f}  ADE {r['ade_m']:6.2f} m  FDE {r['fde_m']:6.2f} m  "

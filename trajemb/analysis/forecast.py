@@ -48,6 +48,7 @@ D embedding dim.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import weakref
 import zlib
@@ -158,13 +159,14 @@ def is_retrieval(method: str) -> bool:
     return method == KNN_RAW or method.startswith(RETRIEVAL_PREFIX)
 
 
-def step_hz(window_config: object) -> float:
-    """The step rate a table or bundle's window config records (AV2's 10 Hz where it records none)."""
+def step_hz(window_config: object, where: object) -> float:
+    """The step rate a table or bundle's window config records (AV2's 10 Hz where it records none);
+    ``where``: the file or folder it was read from, for the message."""
     value = window_config.get("step_hz") if isinstance(window_config, dict) else None
     if value is None:
         return float(AV2_SCENARIO_STEP_HZ)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise DataError(f"window config has an invalid step rate {value!r:.40}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise DataError(f"{where}: the window config has an invalid step rate {value!r:.40}")
     return float(value)
 
 
@@ -598,7 +600,10 @@ def check_query_windows(bank: ForecastBank, num_steps: int, window_config: objec
             f"{what}: windows of {num_steps} steps, but the bank {bundle.root} was built from "
             f"{bundle.num_steps}-step windows; prepare both with the same --steps"
         )
-    ours, theirs = step_hz(window_config), step_hz(bundle.manifest.get("table_window_config"))
+    from trajemb.analysis.bundle import MANIFEST
+
+    ours = step_hz(window_config, what)
+    theirs = step_hz(bundle.manifest.get("table_window_config"), bundle.root / MANIFEST)
     if ours != theirs:
         raise DataError(
             f"{what}: windows at {ours:g} Hz, but the bank {bundle.root} was built at {theirs:g} Hz; "

@@ -300,9 +300,10 @@ def realism_report(config: RealismConfig, progress: bool = True) -> RealismRepor
     }
     transfer = None
     if config.transfer:
-        from trajemb.analysis.realism_transfer import transfer_test
+        from trajemb.analysis.realism_transfer import REAL_BANK, transfer_test
 
-        transfer = _finite(transfer_test(real, bank, synthetic, progress=progress))
+        bank_files = {REAL_BANK: config.real_bank or config.real, **dict(config.synthetic_tables)}
+        transfer = _finite(transfer_test(real, bank, synthetic, progress=progress, where=bank_files))
     maps = map_checks({REAL: real, **synthetic}, config) if config.maps else None
     report = RealismReport(config, tables, features, transfer, maps, samples)
     if config.out is not None:

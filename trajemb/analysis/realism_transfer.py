@@ -18,6 +18,7 @@ Legend: N bank windows, Q queries, T steps, H history steps, F future steps, K f
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,9 +52,14 @@ def _keys(table: TrajectoryTable) -> np.ndarray:
 
 
 def bank_scores(
-    bank: TrajectoryTable, queries_xy: np.ndarray, query_keys: np.ndarray, config: TransferConfig
+    bank: TrajectoryTable,
+    queries_xy: np.ndarray,
+    query_keys: np.ndarray,
+    config: TransferConfig,
+    where: str = "the bank",
 ) -> QueryScores:
-    """Raw-kNN forecasts of (Q, T, 2) query windows from ``bank`` (module docstring), scored per query.
+    """Raw-kNN forecasts of (Q, T, 2) query windows from ``bank`` (module docstring), scored per query;
+    ``where``: the bank's file, for messages.
 
     Raises:
         DataError: the bank has fewer tracks than K.
@@ -62,7 +68,8 @@ def bank_scores(
     tracks = Groups.of(bank.track_groups())
     if int((tracks.sizes > 0).sum()) < config.k:
         raise DataError(
-            f"a bank of {len(tracks.sizes)} tracks cannot give {config.k} futures of distinct tracks"
+            f"{where}: a bank of {len(tracks.sizes)} tracks cannot give {config.k} futures of distinct "
+            "tracks for the transfer test; give a table of more tracks, or --no-transfer"
         )
     bank_keys, scenario_ids = np.unique(_keys(bank), return_inverse=True)
     scenarios = Groups.of(scenario_ids)
@@ -96,8 +103,10 @@ def transfer_test(
     synthetic: dict[str, TrajectoryTable],
     config: TransferConfig = TransferConfig(),
     progress: bool = False,
+    where: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """minADE/minFDE of every window of ``queries`` forecast from each bank (module docstring).
+    """minADE/minFDE of every window of ``queries`` forecast from each bank (module docstring);
+    ``where``: each bank's file by bank name (``"real"`` for ``real_bank``), for messages.
 
     Returns:
         ``{"k", "history_steps", "method", "queries", "banks": {name: {"windows", "minADE", "minFDE",
@@ -114,7 +123,7 @@ def transfer_test(
     per_bank: dict[str, QueryScores] = {}
     bar = tqdm(total=len(banks) + 1, desc="transfer", unit="bank", disable=not progress)
     for name, bank in banks.items():
-        per_bank[name] = bank_scores(bank, xy, keys, config)
+        per_bank[name] = bank_scores(bank, xy, keys, config, (where or {}).get(name, f"bank {name}"))
         bar.update()
     h = config.history_steps
     cv = constant_velocity(xy[:, :h], xy.shape[1] - h)[:, None]

@@ -68,6 +68,10 @@ _DESCRIPTION: dict[str, str] = {
 }
 
 
+#: A file name each file output kind could take inside a folder given as ``--out`` by mistake.
+_FILE_EXAMPLE: dict[str, str] = {"table": "table.parquet", "results": "list.csv", "forecast": "scores.json"}
+
+
 def _json_field(path: Path, key: str) -> object:
     """``key`` of the JSON object in ``path``, or None where the file is missing or not such an object."""
     from trajemb.core.jsonio import read_json_object
@@ -244,7 +248,7 @@ def _check_existing_kind(out: Path, kind: OutputKind, st: os.stat_result, want_d
     if want_dir and not stat.S_ISDIR(st.st_mode):
         raise _refuse(out, kind, "it is a file, not a folder", "give a new folder path")
     if not want_dir and stat.S_ISDIR(st.st_mode):
-        example = "list.csv" if kind == "results" else "table.parquet"
+        example = _FILE_EXAMPLE.get(kind, "out")
         raise _refuse(out, kind, "it is a folder", f"give a file path, e.g. {out}/{example}")
     if want_dir:
         try:

@@ -13,13 +13,10 @@ import numpy as np
 
 from trajemb.core.errors import DataError
 from trajemb.data.frames import city_to_agent, motion_heading_rad
-from trajemb.data.schema import MAX_ROAD_USER_SPEED_MPS, STEP_S, FloatArray
+from trajemb.data.schema import MAX_ABS_COORD_M, MAX_ROAD_USER_SPEED_MPS, STEP_S, FloatArray
 from trajemb.data.synth.geometry import arc_length_m
 
 MAX_POINTS = 10_000
-#: Larger coordinates (metres) are not on Earth's surface in any city frame (AV2's are within a few
-#: tens of kilometres of their origin); near 1e308 the arc length overflows to infinity.
-MAX_ABS_COORD_M = 1e7
 #: Longest text parsed at all (a CSV of MAX_POINTS rows is well under a megabyte).
 MAX_TEXT_CHARS = 5_000_000
 #: Largest uploaded file read (the explorer's ``server.maxUploadSize`` is the same 2 MiB).

@@ -72,6 +72,9 @@ OBJECT_TYPES: tuple[str, ...] = tuple(t.value for t in ObjectType)
 #: Longest window (steps) and widest step: far beyond AV2 (110-step scenarios, ~160-step sensor logs),
 #: small enough that a typo cannot ask for gigabytes.
 MAX_WINDOW_STEPS = 10_000
+#: Larger coordinates (metres) are not on Earth's surface in any city frame (AV2's are within a few
+#: tens of kilometres of their origin); near 1e308 the arc length overflows to infinity.
+MAX_ABS_COORD_M = 1e7
 #: Longest scenario or sensor log (steps at 10 Hz) a reader accepts: AV2 scenarios have 110 steps and
 #: sensor logs about 160; a crafted ``num_timestamps`` or timestamp must not size an allocation.
 MAX_TRACK_STEPS = 100_000

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +26,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from trajemb.core.atomic import atomic_path
 from trajemb.core.errors import DataError
 from trajemb.core.jsonio import parse_json_object
 from trajemb.core.paths import regular_file_size
-from trajemb.data.schema import MAX_WINDOW_STEPS, Float32Array, WindowColumns
+from trajemb.data.schema import MAX_ABS_COORD_M, MAX_WINDOW_STEPS, Float32Array, WindowColumns
 
 #: 3: ``true_manoeuvre`` column (synthetic ground truth) and the direction rules of ``trajemb.data.labels``
 #: measured against it; tables of format 2 are refused with "re-run trajemb prepare".
@@ -357,6 +359,24 @@ def read_manifest(path: Path) -> dict[str, Any]:
             f"{path}: manifest says {n!r:.40} windows but the file holds {parquet_metadata.num_rows} rows; "
             "re-run trajemb prepare"
         )
+    if n == 0:  # ``TableWriter.finish`` refuses to write one
+        raise DataError(f"{path}: the table holds no windows; re-run trajemb prepare")
+    window = manifest.get("window_config")
+    if window is not None and not isinstance(window, dict):
+        raise DataError(
+            f"{path}: manifest window_config {window!r:.40} is not an object; re-run trajemb prepare"
+        )
+    rate = window.get("step_hz") if window else None
+    if rate is not None and (
+        isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < math.inf
+    ):
+        raise DataError(
+            f"{path}: manifest step rate {rate!r:.40} is not a positive number of Hz; re-run trajemb prepare"
+        )
+    if not isinstance(manifest.get("skipped", []), list):  # ``trajemb info`` counts them
+        raise DataError(
+            f"{path}: manifest skipped {manifest['skipped']!r:.40} is not a list; re-run trajemb prepare"
+        )
     digest = manifest.get("content_sha256")
     if not isinstance(digest, str) or len(digest) != 64:
         raise DataError(
@@ -384,6 +404,41 @@ _TYPE_CHECKS = {
     "integer": pa.types.is_integer,
     "floating point": pa.types.is_floating,
 }
+
+
+#: Rows of positions checked at a time (bounds the temporary arrays of ``check_positions``).
+_CHECK_ROWS = 65_536
+
+
+def check_positions(path: Path, xy: np.ndarray, first_row: int = 0) -> None:
+    """Refuse positions ``trajemb prepare`` never writes: NaN, infinite, or beyond ``MAX_ABS_COORD_M``
+    metres (they would embed as NaN, or break the realism features, far from the file that holds them).
+
+    ``xy``: (n, T, 2) positions of rows ``first_row`` onwards of the table at ``path``.
+
+    Raises:
+        DataError: naming the file and the first bad row.
+    """
+    for start in range(0, len(xy), _CHECK_ROWS):
+        part = np.asarray(xy[start : start + _CHECK_ROWS])
+        good = np.isfinite(part) & (np.abs(part) <= MAX_ABS_COORD_M)
+        if not good.all():
+            row = first_row + start + int(np.flatnonzero(~good.reshape(len(part), -1).all(axis=1))[0])
+            raise DataError(
+                f"{path}: window {row} has NaN, infinite or absurd positions (beyond {MAX_ABS_COORD_M:.0e} m); "
+                "the table was altered, re-run trajemb prepare"
+            )
+
+
+def check_unique_ids(path: Path, window_ids: pa.Array | pa.ChunkedArray) -> None:
+    """Refuse a table whose window ids repeat (``TableWriter.finish`` never writes one: a search by id,
+    the explorer's query and a forecast's exclusion of its own window would pick one of them silently)."""
+    distinct = pc.count_distinct(window_ids).as_py()
+    if distinct != len(window_ids):
+        raise DataError(
+            f"{path}: {len(window_ids) - distinct} window id(s) repeat; the table was altered, "
+            "re-run trajemb prepare"
+        )
 
 
 def _check_columns(path: Path, schema: pa.Schema, num_steps: int) -> None:
@@ -437,6 +492,8 @@ def read_table(path: Path, verify: bool = False, require_full_hash: bool = False
         if flat.null_count:
             raise DataError(f"{path}: null positions in xy_agent; re-run trajemb prepare")
         xy = flat.to_numpy().reshape(-1, T, 2)
+        check_positions(path, xy)
+        check_unique_ids(path, table.column("window_id"))
         meta = table.drop_columns(["xy_agent"]).select(list(META_COLUMNS)).to_pandas()
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(f"{path}: trajectory table is corrupt ({exc})") from exc

@@ -95,6 +95,12 @@ def build_search_index(
         return index, IndexInfo("flat", n, build_s=time.perf_counter() - t0)
     rng = np.random.default_rng(seed)
     if kind == "ivf":
+        if spec.nlist > n:  # FAISS's k-means needs a training point per cell (it raised a RuntimeError)
+            raise ConfigError(
+                f"nlist {spec.nlist} is more IVF cells than the {n} rows to index; give at most {n}, "
+                "or 0 for 4 sqrt(N)",
+                fields=("nlist",),
+            )
         nlist = spec.nlist or max(1, min(n // 39, int(4 * math.sqrt(n))))
         ivf = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist, faiss.METRIC_L2)
         # 64 training points per cell: k-means quality is flat beyond that, and time is linear in it.

@@ -77,7 +77,15 @@ from trajemb.core.integrity import digest_file
 from trajemb.core.jsonio import read_json_object
 from trajemb.core.outputs import check_output_dir
 from trajemb.core.validate import MAX_SEED
-from trajemb.data.store import META_COLUMNS, ColumnHasher, ContentHasher, TrajectoryTable, read_manifest
+from trajemb.data.store import (
+    META_COLUMNS,
+    ColumnHasher,
+    ContentHasher,
+    TrajectoryTable,
+    check_positions,
+    check_unique_ids,
+    read_manifest,
+)
 from trajemb.retrieval.index import IndexSpec, build_search_index, save_faiss_index
 from trajemb.retrieval.projection import ProjectionConfig, project_2d
 from trajemb.serving.completion import ProgressFile, Step, completion_lock
@@ -205,6 +213,7 @@ def write_windows(table_path: Path, writer: BundleWriter, progress: bool = True)
             xy = batch.column("xy_agent").combine_chunks().flatten().to_numpy().reshape(-1, T, 2)
             if offset + len(xy) > n:
                 raise DataError(f"{table_path}: more rows than its manifest says ({n})")
+            check_positions(table_path, xy, offset)
             hasher.update(batch)
             ids.update(batch.column("window_id").combine_chunks())
             xy_out[offset : offset + len(xy)] = xy
@@ -227,7 +236,9 @@ def write_windows(table_path: Path, writer: BundleWriter, progress: bool = True)
         table_format_version=table_manifest["format_version"],
     )
     writer.record(XY_FILE)
-    meta = _meta_with_groups(pa.concat_tables(meta_parts, promote_options="permissive"))
+    meta = pa.concat_tables(meta_parts, promote_options="permissive")
+    check_unique_ids(table_path, meta.column("window_id"))
+    meta = _meta_with_groups(meta)
     with atomic_path(writer.root / META_FILE) as tmp:
         pq.write_table(meta, tmp, compression="zstd", row_group_size=max(1, n))
     writer.record(META_FILE)
@@ -331,6 +342,12 @@ def add_model(
     model, card = load_checkpoint(checkpoint, device)
     n_steps = int(writer.manifest["num_steps"])
     history_steps = checked_history_steps(checkpoint, card, n_steps, config.engine)
+    steps = n_steps if history_steps is None else history_steps
+    if steps > model.config.max_steps:  # else the encoder refuses the first batch, naming no file
+        raise DataError(
+            f"{checkpoint}: its encoder takes at most {model.config.max_steps} steps (max_steps in "
+            f"config.json), this table's windows have {steps}; use another checkpoint or shorter --steps"
+        )
     name = model_name_for(checkpoint, card, set(writer.manifest["models"]))
     folder = writer.root / "models" / name
     (folder / CHECKPOINT_DIR).mkdir(parents=True)
@@ -510,7 +527,7 @@ def missing_robustness(root: Path) -> bool:
     """Whether the bundle at ``root`` was built to have robustness curves that some report lacks (its
     completion adds them last)."""
     manifest = read_bundle_manifest(Path(root))
-    return needs_robustness(Path(root), manifest, _config_from_manifest(manifest))
+    return needs_robustness(Path(root), manifest, _config_from_manifest(manifest, Path(root)))
 
 
 def add_robustness(writer: BundleWriter, bundle: Bundle, config: BundleConfig, progress: bool = True) -> None:
@@ -763,7 +780,7 @@ def complete_bundle(root: Path, config: BundleConfig | None = None, progress: bo
         manifest = read_bundle_manifest(root)
         Bundle(root).verify_all()  # never build on a file that was changed after the bundle was written
         if config is None:
-            config = _config_from_manifest(manifest)
+            config = _config_from_manifest(manifest, root)
         before = _files_under(root)
         try:
             return _complete(BundleWriter(root, manifest), config, progress)
@@ -787,13 +804,25 @@ def _remove_unnamed(root: Path, before: set[str]) -> None:
         log.info("removed %s, written by the interrupted completion", root / rel)
 
 
-def _config_from_manifest(manifest: dict[str, Any]) -> BundleConfig:
-    raw = manifest.get("config") or {}
+def _config_from_manifest(manifest: dict[str, Any], root: Path) -> BundleConfig:
+    """The build config a bundle's manifest records (what ``trajemb complete`` rebuilds with); any
+    malformed or out-of-range part is one error naming the manifest (the config's own checks name a
+    field, such as ``n_neighbors``, that no flag of ``trajemb complete`` sets)."""
+    where = Path(root) / MANIFEST
+
+    def section(value: object, name: str) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise TypeError(f"{name} is {type(value).__name__} {value!r:.40}, not an object")
+        return value
+
     try:
-        ev = raw.get("evaluation") or {}
-        proj = raw.get("projection") or {}
+        raw = section(manifest.get("config"), "config")
+        ev = section(raw.get("evaluation"), "config.evaluation")
+        proj = section(raw.get("projection"), "config.projection")
         return BundleConfig(
-            index=IndexSpec(**(raw.get("index") or {})),
+            index=IndexSpec(**section(raw.get("index"), "config.index")),
             evaluation=EvalConfig(**{**ev, "ks": tuple(ev.get("ks", (1, 5, 10)))}),
             projection=ProjectionConfig(
                 **{
@@ -803,7 +832,7 @@ def _config_from_manifest(manifest: dict[str, Any]) -> BundleConfig:
             ),
             device=str(raw.get("device", "auto")),
             seed=int(raw.get("seed", 0)),
-            uniqueness=UniquenessConfig(**(raw.get("uniqueness") or {})),
+            uniqueness=UniquenessConfig(**section(raw.get("uniqueness"), "config.uniqueness")),
         )
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"bundle manifest has an invalid build config ({exc})") from exc
+    except (TypeError, ValueError, ConfigError) as exc:
+        raise DataError(f"{where}: invalid build config ({exc}); rebuild it with `trajemb bundle`") from exc

@@ -200,7 +200,7 @@ def _table_is_current(path: Path, window: WindowConfig) -> bool:
     if not path.exists():
         return False
     try:
-        return bool(read_manifest(path)["window_config"] == _asdict(window))
+        return bool(read_manifest(path).get("window_config") == _asdict(window))
     except DataError as exc:  # an older table format: rebuild it
         log.info("rebuilding the cached table: %s", exc)
         return False
