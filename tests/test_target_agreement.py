@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "target_agreement.py"
 
 
@@ -40,8 +38,7 @@ def test_bad_arguments_are_one_line(plain_bundle: Path) -> None:
     assert run.returncode != 0 and run.stderr.strip().count("\n") == 0
 
 
-@pytest.mark.parametrize("k", ["3"])
-def test_the_sample_is_seeded(plain_bundle: Path, k: str) -> None:
+def test_the_sample_is_seeded(plain_bundle: Path) -> None:
     a = _rows(plain_bundle, "--max-windows", "300", "--seed", "1")
     b = _rows(plain_bundle, "--max-windows", "300", "--seed", "1")
     assert a == b
