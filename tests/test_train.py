@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -583,3 +584,34 @@ def test_distillation_run_resumes_to_the_same_weights(small_synth_table: Path, t
     killed_in_epoch_2(recipe, small_synth_table, tmp_path / "b")
     Trainer(small_synth_table, recipe, tmp_path / "b", resume=True, progress=False).fit()
     assert_same_weights(tmp_path / "a", tmp_path / "b")
+
+
+def test_fine_tuning_starts_from_a_checkpoint(small_synth_table: Path, tmp_path: Path) -> None:
+    """``--init-from``: the run's first weights are the checkpoint's, not a fresh initialisation, its card
+    says where they came from; a checkpoint of another encoder, a linear base or a missing folder is
+    refused before any work."""
+    first = tmp_path / "first"
+    train(config(epochs=1), small_synth_table, first, progress=False)
+    start = load_checkpoint(first / "last")[0].state_dict()
+    table = read_table(small_synth_table)
+    tuned = Trainer(table, config(epochs=1, seed=5, init_from=str(first / "last")))
+    for name, value in start.items():
+        torch.testing.assert_close(tuned.model.state_dict()[name], value, rtol=0, atol=0)
+    fresh = Trainer(table, config(epochs=1, seed=5))
+    assert any(not torch.equal(fresh.model.state_dict()[n], v) for n, v in start.items())
+    out = tmp_path / "tuned"
+    train(config(epochs=1, init_from=str(first / "last")), small_synth_table, out, progress=False)
+    assert load_checkpoint(out / "last")[1]["train_config"]["init_from"] == str(first / "last")
+    assert "init_from" not in load_checkpoint(first / "last")[1]["train_config"]  # earlier releases' keys
+
+    with pytest.raises(ConfigError, match=r"embedding_dim 8 \(flags: 4\)"):
+        Trainer(table, config(encoder=replace(TINY, embedding_dim=4), init_from=str(first / "last")))
+    with pytest.raises(ConfigError, match="linear_base pca starts from PCA"):
+        config(
+            encoder=replace(TINY, linear_base="pca", normalize=False),
+            loss="soft_neighbors",
+            init_from=str(first / "last"),
+        )
+    with pytest.raises(DataError, match="checkpoint folder not found"):
+        Trainer(small_synth_table, config(init_from=str(tmp_path / "none")), tmp_path / "never")
+    assert not (tmp_path / "never").exists()

@@ -61,7 +61,7 @@ from trajemb.training.batch_loss import (
     calibrate_threshold,
 )
 from trajemb.training.batches import NeighborhoodBatches
-from trajemb.training.checkpoint import git_revision
+from trajemb.training.checkpoint import git_revision, load_checkpoint
 from trajemb.training.distill_loss import CodeDistillationLoss
 from trajemb.training.embed import embed_windows
 from trajemb.training.linear_base import init_pca_base
@@ -237,6 +237,13 @@ class TrainConfig:
         high=1e6,
     )
 
+    # Fine-tuning: the run starts from a checkpoint's weights instead of a random initialisation.
+    init_from: str | None = param(
+        None,
+        help="start from the weights of this checkpoint folder (fine-tuning, e.g. a shipped one on your own "
+        "data); its encoder must be the one the flags describe",
+    )
+
     def __post_init__(self) -> None:
         if not isinstance(self.encoder, EncoderConfig):
             raise ConfigError(f"encoder must be an EncoderConfig, got {type(self.encoder).__name__}")
@@ -291,6 +298,11 @@ class TrainConfig:
                 "distill_scale scales the distillation; set distill_weight too",
                 fields=("distill_scale", "distill_weight"),
             )
+        if self.init_from is not None and self.encoder.linear_base != "none":
+            raise ConfigError(
+                "init_from starts from a checkpoint's weights; linear_base pca starts from PCA of the data",
+                fields=("init_from", "linear_base"),
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON values; without a linear base, distillation or completed inputs exactly
@@ -301,6 +313,8 @@ class TrainConfig:
             del out["linear_base_training"]
         if self.distill_weight == 0:  # the keys of earlier releases (no distillation)
             del out["distill_weight"], out["soft_weight"], out["distill_scale"]
+        if self.init_from is None:  # the keys of earlier releases (no fine-tuning)
+            del out["init_from"]
         out["augment"] = self.augment.to_dict()
         return out
 
@@ -429,6 +443,8 @@ class Trainer:
         self.groups = torch.from_numpy(self.table.track_groups())
         torch.manual_seed(config.seed)
         self.model = TrajectoryEncoder(config.encoder).to(self.device)
+        if config.init_from is not None and not self.resume:  # a resumed run reads its own last weights
+            self.model.load_state_dict(initial_weights(Path(config.init_from), config.encoder))
         self.train_model = distributed.wrap_model(self.model, self.dist)  # DDP under torchrun
         self.neighborhoods = (
             NeighborhoodBatches(
@@ -819,6 +835,26 @@ class Trainer:
             "epoch": epoch,
             "best_min_ade": self.best_min_ade,
         }
+
+
+def initial_weights(checkpoint: Path, encoder: EncoderConfig) -> dict[str, torch.Tensor]:
+    """The weights a fine-tuning run starts from (``init_from``): those of ``checkpoint``, read and
+    checked as every checkpoint is (``load_checkpoint``), whose encoder must be ``encoder``.
+
+    Raises:
+        DataError: an unreadable or invalid checkpoint.
+        ConfigError: its encoder differs from the run's, naming the flags that differ.
+    """
+    model, _ = load_checkpoint(checkpoint)
+    theirs, ours = model.config.to_dict(), encoder.to_dict()
+    differ = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
+    if differ:
+        detail = ", ".join(f"{k} {theirs.get(k)!r} (flags: {ours.get(k)!r})" for k in differ)
+        raise ConfigError(
+            f"{checkpoint}: its encoder is not the one to train: {detail}; pass the checkpoint's values",
+            fields=("init_from", *differ),
+        )
+    return model.state_dict()
 
 
 def _with_window_steps(config: TrainConfig, num_steps: int, source: str) -> TrainConfig:
