@@ -606,6 +606,11 @@ def test_fine_tuning_starts_from_a_checkpoint(small_synth_table: Path, tmp_path:
 
     with pytest.raises(ConfigError, match=r"embedding_dim 8 \(flags: 4\)"):
         Trainer(table, config(encoder=replace(TINY, embedding_dim=4), init_from=str(first / "last")))
+    Trainer(
+        table, config(encoder=replace(TINY, dropout=0.3), init_from=str(first / "last"))
+    )  # regularisation
+    with pytest.raises(ConfigError, match="trained with history_steps 0"):
+        Trainer(table, config(history_steps=30, init_from=str(first / "last")))
     with pytest.raises(ConfigError, match="linear_base pca starts from PCA"):
         config(
             encoder=replace(TINY, linear_base="pca", normalize=False),

@@ -61,7 +61,7 @@ from trajemb.training.batch_loss import (
     calibrate_threshold,
 )
 from trajemb.training.batches import NeighborhoodBatches
-from trajemb.training.checkpoint import git_revision, load_checkpoint
+from trajemb.training.checkpoint import card_history_steps, git_revision, load_checkpoint
 from trajemb.training.distill_loss import CodeDistillationLoss
 from trajemb.training.embed import embed_windows
 from trajemb.training.linear_base import init_pca_base
@@ -444,7 +444,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = TrajectoryEncoder(config.encoder).to(self.device)
         if config.init_from is not None and not self.resume:  # a resumed run reads its own last weights
-            self.model.load_state_dict(initial_weights(Path(config.init_from), config.encoder))
+            self.model.load_state_dict(initial_weights(Path(config.init_from), config))
         self.train_model = distributed.wrap_model(self.model, self.dist)  # DDP under torchrun
         self.neighborhoods = (
             NeighborhoodBatches(
@@ -837,22 +837,39 @@ class Trainer:
         }
 
 
-def initial_weights(checkpoint: Path, encoder: EncoderConfig) -> dict[str, torch.Tensor]:
-    """The weights a fine-tuning run starts from (``init_from``): those of ``checkpoint``, read and
-    checked as every checkpoint is (``load_checkpoint``), whose encoder must be ``encoder``.
+#: Encoder fields a fine-tuning run may set otherwise than its checkpoint: regularisation while training,
+#: not what the weights compute.
+TRAINING_ONLY_FIELDS = ("dropout", "input_dropout")
+
+
+def initial_weights(checkpoint: Path, config: TrainConfig) -> dict[str, torch.Tensor]:
+    """The weights a fine-tuning run of ``config`` starts from (``init_from``): those of ``checkpoint``,
+    read and checked as every checkpoint is (``load_checkpoint``), whose encoder must be the run's (its
+    dropout aside) and read what the run's does (whole windows, or histories of the same length).
 
     Raises:
         DataError: an unreadable or invalid checkpoint.
-        ConfigError: its encoder differs from the run's, naming the flags that differ.
+        ConfigError: its encoder or inputs differ from the run's, naming the flags that differ.
     """
-    model, _ = load_checkpoint(checkpoint)
-    theirs, ours = model.config.to_dict(), encoder.to_dict()
-    differ = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
+    model, card = load_checkpoint(checkpoint)
+    theirs, ours = model.config.to_dict(), config.encoder.to_dict()
+    differ = [
+        k
+        for k in sorted(set(theirs) | set(ours))
+        if theirs.get(k) != ours.get(k) and k not in TRAINING_ONLY_FIELDS
+    ]
     if differ:
         detail = ", ".join(f"{k} {theirs.get(k)!r} (flags: {ours.get(k)!r})" for k in differ)
         raise ConfigError(
             f"{checkpoint}: its encoder is not the one to train: {detail}; pass the checkpoint's values",
             fields=("init_from", *differ),
+        )
+    history = card_history_steps(card, str(checkpoint)) or 0
+    if history != config.history_steps:
+        raise ConfigError(
+            f"{checkpoint}: it was trained with history_steps {history} (0: whole windows), this run has "
+            f"{config.history_steps}; pass the checkpoint's value",
+            fields=("init_from", "history_steps"),
         )
     return model.state_dict()
 
