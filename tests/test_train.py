@@ -184,7 +184,8 @@ def test_nan_in_table(synth_table: Path, tmp_path: Path) -> None:
     metadata = {METADATA_KEY: pq.read_metadata(synth_table).metadata[METADATA_KEY]}
     pq.write_table(bad.replace_schema_metadata(metadata), tmp_path / "bad.parquet")
     with pytest.raises(
-        DataError, match=r"1 window\(s\) contain NaN or infinite positions \(first: synthetic/"
+        DataError,
+        match=r"1 window\(s\) contain NaN, infinite or absurd positions \(beyond 1e\+07 m; first: synthetic/",
     ):
         Trainer(tmp_path / "bad.parquet", config(), tmp_path / "run", progress=False)
 

@@ -410,24 +410,27 @@ _TYPE_CHECKS = {
 _CHECK_ROWS = 65_536
 
 
-def check_positions(path: Path, xy: np.ndarray, first_row: int = 0) -> None:
+def check_positions(path: Path, xy: np.ndarray, window_ids: pa.Array | pa.ChunkedArray) -> None:
     """Refuse positions ``trajemb prepare`` never writes: NaN, infinite, or beyond ``MAX_ABS_COORD_M``
     metres (they would embed as NaN, or break the realism features, far from the file that holds them).
 
-    ``xy``: (n, T, 2) positions of rows ``first_row`` onwards of the table at ``path``.
+    ``xy``: (n, T, 2) positions of windows of the table at ``path``; ``window_ids``: their (n,) ids.
 
     Raises:
-        DataError: naming the file and the first bad row.
+        DataError: naming the file, how many of these windows are bad and the first one's id.
     """
+    bad: list[np.ndarray] = []
     for start in range(0, len(xy), _CHECK_ROWS):
         part = np.asarray(xy[start : start + _CHECK_ROWS])
-        good = np.isfinite(part) & (np.abs(part) <= MAX_ABS_COORD_M)
-        if not good.all():
-            row = first_row + start + int(np.flatnonzero(~good.reshape(len(part), -1).all(axis=1))[0])
-            raise DataError(
-                f"{path}: window {row} has NaN, infinite or absurd positions (beyond {MAX_ABS_COORD_M:.0e} m); "
-                "the table was altered, re-run trajemb prepare"
-            )
+        good = (np.isfinite(part) & (np.abs(part) <= MAX_ABS_COORD_M)).reshape(len(part), -1).all(axis=1)
+        bad.append(start + np.flatnonzero(~good))
+    rows = np.concatenate(bad) if bad else np.zeros(0, dtype=np.int64)
+    if rows.size:
+        raise DataError(
+            f"{path}: {rows.size} window(s) contain NaN, infinite or absurd positions (beyond "
+            f"{MAX_ABS_COORD_M:.0e} m; first: {window_ids[int(rows[0])]}); the table was altered, re-run "
+            "trajemb prepare"
+        )
 
 
 def check_unique_ids(path: Path, window_ids: pa.Array | pa.ChunkedArray) -> None:
@@ -492,7 +495,7 @@ def read_table(path: Path, verify: bool = False, require_full_hash: bool = False
         if flat.null_count:
             raise DataError(f"{path}: null positions in xy_agent; re-run trajemb prepare")
         xy = flat.to_numpy().reshape(-1, T, 2)
-        check_positions(path, xy)
+        check_positions(path, xy, table.column("window_id"))
         check_unique_ids(path, table.column("window_id"))
         meta = table.drop_columns(["xy_agent"]).select(list(META_COLUMNS)).to_pandas()
     except (pa.ArrowException, OSError, ValueError) as exc:

@@ -213,7 +213,7 @@ def write_windows(table_path: Path, writer: BundleWriter, progress: bool = True)
             xy = batch.column("xy_agent").combine_chunks().flatten().to_numpy().reshape(-1, T, 2)
             if offset + len(xy) > n:
                 raise DataError(f"{table_path}: more rows than its manifest says ({n})")
-            check_positions(table_path, xy, offset)
+            check_positions(table_path, xy, batch.column("window_id"))
             hasher.update(batch)
             ids.update(batch.column("window_id").combine_chunks())
             xy_out[offset : offset + len(xy)] = xy
