@@ -55,8 +55,8 @@ def page() -> None:
     eps = float(
         c1.number_input(
             "Threshold eps (embedding distance)",
-            min_value=1e-6,
-            max_value=10.0,
+            min_value=state.EPS_BOUNDS[0],
+            max_value=state.EPS_BOUNDS[1],
             step=0.005,
             format="%.4f",
             help="Windows of different tracks closer than this in the model's space are near-duplicates "

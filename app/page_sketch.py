@@ -83,8 +83,8 @@ def page() -> None:
     speed = float(
         c2.number_input(
             "Speed (m/s; 0: the whole path in the window)",
-            min_value=0.0,
-            max_value=70.0,
+            min_value=state.SPEED_BOUNDS[0],
+            max_value=state.SPEED_BOUNDS[1],
             step=1.0,
             help=f"The road user drives along the path at this speed for {window_s:g} s ({T} steps at "
             "10 Hz); 0: as fast as it takes to drive the whole path in that time",

@@ -56,6 +56,8 @@ SAME_TYPE = "same as the query"
 ANY_TYPE = "any type"
 MAX_HISTORY = 50
 MAX_K = 20
+EPS_BOUNDS = (1e-6, 10.0)  # the Duplicates page's threshold input
+SPEED_BOUNDS = (0.0, 70.0)  # the Sketch page's speed input (m/s)
 #: The Forecast page's query: the current window of the bundle, or a history of one's own.
 FORECAST_SOURCES = ("A window of the bundle", "Your own history", "The path drawn on Sketch")
 _FORECAST = ForecastConfig()  # the library's defaults
@@ -68,6 +70,9 @@ class Setting:
     default: Any
     url: str | None = None
     kind: str = "str"  # "str", "int", "float" (positive), "bool" or "list"
+    #: A "float"'s range, its widget's (min_value, max_value): a URL value outside it is the default, as an
+    #: unreadable one is (the widget would show its minimum while other pages used the URL's number).
+    bounds: tuple[float, float] = (0.0, math.inf)
 
 
 SPECS: dict[str, Setting] = {
@@ -79,7 +84,7 @@ SPECS: dict[str, Setting] = {
     EXCLUDE_SCENARIO: Setting(False, "scen", "bool"),
     EXCLUDE_TRACK: Setting(True, "track", "bool"),
     COLLAPSE: Setting(False, "collapse", "bool"),
-    DUPLICATE_EPS: Setting(DEFAULT_EPS, "eps", "float"),
+    DUPLICATE_EPS: Setting(DEFAULT_EPS, "eps", "float", EPS_BOUNDS),
     "model-a": Setting(None, "a"),
     "model-b": Setting(None, "b"),
     **{f"filter-{name}": Setting((), name, "list") for name in FILTERS},
@@ -109,7 +114,7 @@ SPECS: dict[str, Setting] = {
     "id-filter": Setting(False),
     "sketch": Setting("", "sketch"),
     "sketch-frame": Setting("agent", "frame"),
-    "sketch-speed": Setting(0.0, "speed", "float"),
+    "sketch-speed": Setting(0.0, "speed", "float", SPEED_BOUNDS),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -175,7 +180,8 @@ def _parse(name: str, params: Any) -> Any:
             value = float(raw)
         except ValueError:
             return spec.default
-        return value if math.isfinite(value) and value >= 0 else spec.default
+        low, high = spec.bounds
+        return value if math.isfinite(value) and low <= value <= high else spec.default
     if spec.kind == "int":
         try:
             return min(MAX_K, max(1, int(raw)))

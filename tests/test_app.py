@@ -1285,3 +1285,32 @@ def test_explore_reads_the_manifest_once_per_version(
     at.button(key="random").click().run()
     at.button(key="random").click().run()
     assert not at.exception and reads == []
+
+
+def test_url_numbers_outside_their_inputs_range_are_the_defaults(
+    small_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link with eps or speed beyond what their inputs allow (seen in Chromium: ``?collapse=1&eps=1e308``
+    left one neighbour on Explore while the Duplicates page searched at eps 1e-06; ``?speed=1e308`` drew
+    the sketch at the whole path's speed while the URL kept 1e308) takes the defaults, the same on
+    every page, as an unreadable value does."""
+    from trajemb.serving.explore import NeighborOptions, search_row
+
+    bundle = Bundle(small_bundle)  # eps's default: 0.01, ``trajemb mine duplicates --eps``'s
+    at = start(small_bundle, monkeypatch, {"collapse": "1", "eps": "1e308", "speed": "1e308"})
+    query = bundle.find_row(query_text(at).split()[1])
+    own_type = (bundle.strings("object_type", [query])[0],)
+    want = search_row(
+        bundle,
+        bundle.model_names[0],
+        query,
+        NeighborOptions(k=6, object_types=own_type, collapse_duplicates_eps=0.01),
+    )
+    assert neighbor_ids(at) == bundle.strings("window_id", want.rows.tolist())
+    assert "eps" not in at.query_params and "speed" not in at.query_params
+    at.switch_page("page_duplicates.py").run()
+    assert not at.exception
+    assert at.number_input(key="duplicate_eps").value == pytest.approx(0.01)
+    at.switch_page("page_sketch.py").run()
+    assert not at.exception
+    assert at.number_input(key="sketch-speed").value == 0.0
