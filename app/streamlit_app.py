@@ -54,8 +54,18 @@ pages = [
 # writing them back would add a second entry).
 current = st.navigation(pages, position="hidden")
 menu = st.sidebar.container()
-current.run()
-with menu:
-    for page in pages:
-        st.page_link(page, query_params=st.session_state.get("_url_params") or {}, width="stretch")
-    st.divider()
+
+
+def draw_menu() -> None:
+    with menu:
+        for page in pages:
+            st.page_link(page, query_params=st.session_state.get("_url_params") or {}, width="stretch")
+        st.divider()
+
+
+try:
+    current.run()
+except Exception:  # a bug (expected errors are shown by ui.run_page): the menu still leads elsewhere
+    draw_menu()
+    raise
+draw_menu()

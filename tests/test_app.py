@@ -1314,3 +1314,22 @@ def test_url_numbers_outside_their_inputs_range_are_the_defaults(
     at.switch_page("page_sketch.py").run()
     assert not at.exception
     assert at.number_input(key="sketch-speed").value == 0.0
+
+
+def test_a_page_that_fails_unexpectedly_keeps_the_menu(
+    small_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug on a page (an exception no page expects, so Streamlit shows it) still leaves the links to every
+    page in the sidebar: before, they were drawn after the page ran, and a bug took them away."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "app"))
+    import ui
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug in a page")
+
+    monkeypatch.setattr(ui, "model_choice", broken)
+    monkeypatch.setenv("TRAJEMB_BUNDLE", str(small_bundle))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert at.exception and "a bug in a page" in at.exception[0].value
+    labels = [link.proto.label for link in at.sidebar.get("page_link")]
+    assert len(labels) == 9 and labels[0] == "Explore" and labels[-1] == "Sketch a query", labels
