@@ -188,6 +188,14 @@ def test_nan_in_table(synth_table: Path, tmp_path: Path) -> None:
         match=r"1 window\(s\) contain NaN, infinite or absurd positions \(beyond 1e\+07 m; first: synthetic/",
     ):
         Trainer(tmp_path / "bad.parquet", config(), tmp_path / "run", progress=False)
+    good = read_table(synth_table)  # a table in memory (a notebook's) is checked by the same rule
+    xy = good.xy_agent.copy()
+    xy[3, 5, 1] = np.inf
+    with pytest.raises(
+        DataError,
+        match=r"the table: 1 window\(s\) contain NaN, infinite or absurd positions \(beyond 1e\+07 m",
+    ):
+        Trainer(replace(good, xy_agent=xy), config())
 
 
 def test_bad_flags() -> None:

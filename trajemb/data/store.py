@@ -410,11 +410,14 @@ _TYPE_CHECKS = {
 _CHECK_ROWS = 65_536
 
 
-def check_positions(path: Path, xy: np.ndarray, window_ids: pa.Array | pa.ChunkedArray) -> None:
+def check_positions(
+    path: Path | str, xy: np.ndarray, window_ids: pa.Array | pa.ChunkedArray | np.ndarray
+) -> None:
     """Refuse positions ``trajemb prepare`` never writes: NaN, infinite, or beyond ``MAX_ABS_COORD_M``
     metres (they would embed as NaN, or break the realism features, far from the file that holds them).
 
-    ``xy``: (n, T, 2) positions of windows of the table at ``path``; ``window_ids``: their (n,) ids.
+    ``xy``: (n, T, 2) positions of windows of the table at ``path`` (or a name for a table in memory);
+    ``window_ids``: their (n,) ids.
 
     Raises:
         DataError: naming the file, how many of these windows are bad and the first one's id.

@@ -43,13 +43,13 @@ from tqdm import tqdm
 
 from trajemb import __version__
 from trajemb.core.devices import resolve_device
-from trajemb.core.errors import ConfigError, DataError
+from trajemb.core.errors import ConfigError
 from trajemb.core.fields import K_BOUNDS, K_MAX, K_MODES_DEFAULT, Bounds, check_fields, param
 from trajemb.core.validate import MAX_SEED, check_int
 from trajemb.data.history import check_history_steps, history_input, to_history_frame, window_in_history_frame
 from trajemb.data.perturb import to_own_frame
 from trajemb.data.schema import MAX_WINDOW_STEPS
-from trajemb.data.store import TrajectoryTable, read_table
+from trajemb.data.store import TrajectoryTable, check_positions, read_table
 from trajemb.retrieval.metrics import retrieval_min_ade_fde
 from trajemb.training import distributed
 from trajemb.training.augment import AugmentConfig, augment
@@ -344,13 +344,6 @@ def history_table(table: TrajectoryTable, history_steps: int, path: Path | str) 
     return replace(table, xy_agent=history_input(table.xy_agent, history_steps))
 
 
-def _check_finite(table: TrajectoryTable) -> None:
-    bad = ~np.isfinite(table.xy_agent).all(axis=(1, 2))
-    if bad.any():
-        first = table.meta["window_id"].iloc[int(np.flatnonzero(bad)[0])]
-        raise DataError(f"{int(bad.sum())} window(s) contain NaN or infinite positions (first: {first})")
-
-
 class Trainer:
     """Owns model, optimiser, random streams and data for one run; ``fit`` trains.
 
@@ -407,7 +400,8 @@ class Trainer:
         config = self.config
         self.device = distributed.rank_device(resolve_device(config.device), self.dist)
         self.table = table
-        _check_finite(self.table)
+        if self.table_path is None:  # a table read from its file was checked by ``read_table``
+            check_positions(self.source, table.xy_agent, table.meta["window_id"].to_numpy())
         self.table_steps = self.table.num_steps
         # What the loss compares (and neighbourhood batches are drawn in): the inputs, or for a history
         # model with window targets, the whole windows in their histories' last-state frames.
