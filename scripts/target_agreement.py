@@ -20,20 +20,22 @@ import numpy as np
 import torch
 
 from trajemb.analysis.bundle import Bundle
+from trajemb.retrieval.metrics import min_ade_fde
+from trajemb.retrieval.search import Groups, exact_search, recall_at_k
 from trajemb.training.similarity import SIMILARITIES, similarity_matrix
 
 
-def nearest(score: np.ndarray, tracks: np.ndarray, k: int) -> np.ndarray:
-    """(N, N) scores, higher nearer -> (N, k) rows of the k nearest, windows of the row's own track
-    excluded (they overlap it), as the evaluation's neighbours are."""
+def target_neighbours(xy: np.ndarray, similarity: str, tracks: np.ndarray, k: int) -> np.ndarray:
+    """(N, k) rows of each window's k most similar by ``similarity``, windows of its own track excluded
+    (they overlap it), as the evaluation's neighbours are."""
+    score = similarity_matrix(torch.from_numpy(xy), similarity).numpy()
     score = np.where(tracks[:, None] == tracks[None, :], -np.inf, score)
     return np.argsort(-score, axis=1, kind="stable")[:, :k]
 
 
-def min_ade(xy: np.ndarray, ids: np.ndarray) -> float:
+def mean_min_ade(xy: np.ndarray, ids: np.ndarray) -> float:
     """minADE (m) of (N, T, 2) windows over their (N, k) neighbours, averaged over windows."""
-    ade = np.linalg.norm(xy[ids] - xy[:, None], axis=-1).mean(axis=-1)  # (N, k)
-    return float(ade.min(axis=1).mean())
+    return float(min_ade_fde(xy, xy[ids])[0].mean())
 
 
 def main() -> None:
@@ -54,7 +56,7 @@ def main() -> None:
     if rows.size <= args.k:
         raise SystemExit(f"{args.bundle}: {rows.size} windows, too few for --k {args.k}")
     xy = np.asarray(bundle.xy.rows(rows), dtype=np.float32)
-    tracks = bundle.groups[rows]
+    tracks = Groups.of(bundle.groups[rows])
     targets: dict[str, np.ndarray] = {}
     print(f"{args.bundle}: {rows.size} of {bundle.num_windows} windows, k = {args.k}")
     print("| model | similarity | agreement@k | minADE@k of its neighbours | minADE@k of the target's |")
@@ -65,16 +67,13 @@ def main() -> None:
             print(f"| {name} | {similarity} (no training similarity known) | - | - | - |")
             continue
         if similarity not in targets:
-            targets[similarity] = nearest(
-                similarity_matrix(torch.from_numpy(xy), similarity).numpy(), tracks, args.k
-            )
-        z = np.asarray(bundle.embeddings(name).rows(rows), dtype=np.float64)
-        squared = (z * z).sum(axis=1)
-        ids = nearest(-(squared[:, None] + squared[None, :] - 2.0 * z @ z.T), tracks, args.k)
+            targets[similarity] = target_neighbours(xy, similarity, tracks.ids, args.k)
         target = targets[similarity]
-        agreement = np.mean([np.intersect1d(a, b).size for a, b in zip(ids, target, strict=True)]) / args.k
+        z = np.asarray(bundle.embeddings(name).rows(rows), dtype=np.float32)
+        _, ids = exact_search(z, z, args.k, exclude=tracks, query_groups=tracks.ids)
         print(
-            f"| {name} | {similarity} | {agreement:.3f} | {min_ade(xy, ids):.3f} | {min_ade(xy, target):.3f} |"
+            f"| {name} | {similarity} | {recall_at_k(ids, target):.3f} | {mean_min_ade(xy, ids):.3f} "
+            f"| {mean_min_ade(xy, target):.3f} |"
         )
 
 
