@@ -59,6 +59,21 @@ def query_text(app: AppTest) -> str:
     return next(t.value for t in app.text if t.value.startswith("Query: "))
 
 
+def own_type_neighbor_ids(
+    app: AppTest, bundle: Bundle, k: int, collapse_eps: float | None = None
+) -> list[str]:
+    """The ids the library's search gives the query the page shows: k neighbours of its own object type
+    under the first model, near-duplicates collapsed at ``collapse_eps`` where given."""
+    from trajemb.serving.explore import NeighborOptions, search_row
+
+    query = bundle.find_row(query_text(app).split()[1])
+    own_type = (bundle.strings("object_type", [query])[0],)
+    options = NeighborOptions(k=k, object_types=own_type, collapse_duplicates_eps=collapse_eps)
+    return bundle.strings(
+        "window_id", search_row(bundle, bundle.model_names[0], query, options).rows.tolist()
+    )
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders(app: AppTest, page: str) -> None:
     app.switch_page(page).run()
@@ -1106,22 +1121,11 @@ def test_duplicates_view_reports_groups_and_downloads_them(app: AppTest, small_b
 
 
 def test_collapse_near_duplicates_is_a_neighbour_option_in_the_url(app: AppTest, small_bundle: Path) -> None:
-    from trajemb.serving.explore import NeighborOptions, search_row
-
     bundle = Bundle(small_bundle)
-    query = bundle.find_row(query_text(app).split()[1])
     app.sidebar.slider(key="k").set_value(12).run()
     app.sidebar.checkbox(key="collapse_duplicates").check().run()
-    own_type = (bundle.strings("object_type", [query])[0],)
-    want = search_row(
-        bundle,
-        bundle.model_names[0],
-        query,
-        NeighborOptions(k=12, object_types=own_type, collapse_duplicates_eps=0.01),
-    )
-    plain = search_row(bundle, bundle.model_names[0], query, NeighborOptions(k=12, object_types=own_type))
-    assert neighbor_ids(app) == bundle.strings("window_id", want.rows.tolist())
-    assert neighbor_ids(app) != bundle.strings("window_id", plain.rows.tolist())
+    assert neighbor_ids(app) == own_type_neighbor_ids(app, bundle, 12, collapse_eps=0.01)
+    assert neighbor_ids(app) != own_type_neighbor_ids(app, bundle, 12)
     assert app.query_params["collapse"] in ("1", ["1"])
 
 
@@ -1294,19 +1298,10 @@ def test_url_numbers_outside_their_inputs_range_are_the_defaults(
     left one neighbour on Explore while the Duplicates page searched at eps 1e-06; ``?speed=1e308`` drew
     the sketch at the whole path's speed while the URL kept 1e308) takes the defaults, the same on
     every page, as an unreadable value does."""
-    from trajemb.serving.explore import NeighborOptions, search_row
-
-    bundle = Bundle(small_bundle)  # eps's default: 0.01, ``trajemb mine duplicates --eps``'s
+    bundle = Bundle(small_bundle)
     at = start(small_bundle, monkeypatch, {"collapse": "1", "eps": "1e308", "speed": "1e308"})
-    query = bundle.find_row(query_text(at).split()[1])
-    own_type = (bundle.strings("object_type", [query])[0],)
-    want = search_row(
-        bundle,
-        bundle.model_names[0],
-        query,
-        NeighborOptions(k=6, object_types=own_type, collapse_duplicates_eps=0.01),
-    )
-    assert neighbor_ids(at) == bundle.strings("window_id", want.rows.tolist())
+    # eps's default: 0.01, ``trajemb mine duplicates --eps``'s
+    assert neighbor_ids(at) == own_type_neighbor_ids(at, bundle, 6, collapse_eps=0.01)
     assert "eps" not in at.query_params and "speed" not in at.query_params
     at.switch_page("page_duplicates.py").run()
     assert not at.exception
