@@ -626,6 +626,6 @@ def test_fine_tuning_starts_from_a_checkpoint(small_synth_table: Path, tmp_path:
             loss="soft_neighbors",
             init_from=str(first / "last"),
         )
-    with pytest.raises(DataError, match="checkpoint folder not found"):
-        Trainer(small_synth_table, config(init_from=str(tmp_path / "none")), tmp_path / "never")
+    with pytest.raises(DataError, match="checkpoint folder not found"):  # before the table is read
+        Trainer(tmp_path / "no-table.parquet", config(init_from=str(tmp_path / "none")), tmp_path / "never")
     assert not (tmp_path / "never").exists()

@@ -380,6 +380,13 @@ class Trainer:
         self.dist = distributed.current()
         self.progress = progress and self.dist.is_main
         self.resume = resume
+        # Checked before the run folder and the table (a typo must not wait for a million windows to load);
+        # a resumed run reads its own last weights instead.
+        self.initial_weights = (
+            initial_weights(Path(config.init_from), config)
+            if config.init_from is not None and not resume
+            else None
+        )
         self.table_path = None if isinstance(table, TrajectoryTable) else Path(table)
         #: How messages name the table.
         self.source = str(self.table_path) if self.table_path is not None else "the table"
@@ -437,8 +444,8 @@ class Trainer:
         self.groups = torch.from_numpy(self.table.track_groups())
         torch.manual_seed(config.seed)
         self.model = TrajectoryEncoder(config.encoder).to(self.device)
-        if config.init_from is not None and not self.resume:  # a resumed run reads its own last weights
-            self.model.load_state_dict(initial_weights(Path(config.init_from), config))
+        if self.initial_weights is not None:
+            self.model.load_state_dict(self.initial_weights)
         self.train_model = distributed.wrap_model(self.model, self.dist)  # DDP under torchrun
         self.neighborhoods = (
             NeighborhoodBatches(
